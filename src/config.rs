@@ -1,0 +1,212 @@
+//! `cpi.json`: the file the BOSH job template renders, validated once.
+//!
+//! ```json
+//! {"driver": {"kind": "libvirt", "uri": "qemu:///system", "pool": "vmcpi"},
+//!  "agent": {"mbus": "nats://nats:pw@10.0.0.6:4222", "ntp": ["pool.ntp.org"], "blobstore": {"provider": "dav", "options": {}}},
+//!  "log_level": "info"}
+//! ```
+//! A director with a CPI config sends that CPI's properties inside the request `context`; any `driver`,
+//! `agent` or `log_level` key found there is merged over the file's (objects merge key by key), so one
+//! director can drive several hypervisors with one job. Unknown fields are refused with their name.
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+pub use crate::driver::DriverConfig;
+
+/// The whole CPI configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which hypervisor and how to reach it; tagged by `kind`.
+    pub driver: DriverConfig,
+    /// What every BOSH CPI writes into the agent settings.
+    #[serde(default)]
+    pub agent: AgentOptions,
+    /// `debug` also logs every external command and request (secrets redacted).
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+}
+
+/// The `agent` section: written into every VM's agent settings.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentOptions {
+    /// Message bus URL the agent listens on (`https://mbus:PW@0.0.0.0:6868` for create-env, `nats://…` for
+    /// a director).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbus: Option<String>,
+    #[serde(default)]
+    pub ntp: Vec<String>,
+    /// `{provider, options}` as the agent expects it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobstore: Option<Value>,
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid JSON: {source}")]
+    Json { path: String, source: serde_json::Error },
+    #[error("invalid config ({origin}): {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Config {
+    /// Reads `path`, overlays the request context, registers every secret with the logger, validates.
+    pub fn load(path: &Path, context: Option<&Value>) -> Result<Config, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let value: Value = serde_json::from_slice(&text)
+            .map_err(|source| ConfigError::Json { path: path.display().to_string(), source })?;
+        Self::from_value(value, context, &path.display().to_string())
+    }
+
+    /// Like [`Config::load`] for an already parsed document (`origin` names it in messages).
+    pub fn from_value(mut value: Value, context: Option<&Value>, origin: &str) -> Result<Config, ConfigError> {
+        register_secrets(&value);
+        let mut origin = origin.to_string();
+        if let (Some(Value::Object(ctx)), Value::Object(file)) = (context, &mut value) {
+            let mut overlaid = false;
+            for key in ["driver", "agent", "log_level"] {
+                if let Some(over) = ctx.get(key) {
+                    register_secrets(over);
+                    merge(file.entry(key.to_string()).or_insert(Value::Null), over);
+                    overlaid = true;
+                }
+            }
+            if overlaid {
+                origin.push_str(" + request context");
+            }
+        }
+        let cfg: Config = serde_json::from_value(value)
+            .map_err(|e| ConfigError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+        cfg.driver.validate().map_err(|message| ConfigError::Invalid { origin, message })?;
+        Ok(cfg)
+    }
+}
+
+/// Deep merge: objects merge key by key, anything else is replaced.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Whether a key names a secret (password, token, private key, …).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "private_key", "privatekey", "credential", "api_key", "access_key"]
+        .iter()
+        .any(|w| k.contains(w))
+        || k == "key"
+        || k.ends_with("_key") && !k.ends_with("public_key") && !k.ends_with("host_key")
+}
+
+/// Registers every secret found in a JSON document: values under secret-looking keys, and the
+/// credentials of every URL with a `user:password@` part.
+pub fn register_secrets(v: &Value) {
+    walk(v, None);
+    fn walk(v: &Value, key: Option<&str>) {
+        match v {
+            Value::String(s) => {
+                if key.is_some_and(is_secret_key) {
+                    crate::logger::add_secret(s);
+                    // PEM keys: also every line, in case one line of it is printed
+                    for line in s.lines().filter(|l| !l.starts_with("-----")) {
+                        crate::logger::add_secret(line);
+                    }
+                }
+                register_url_credentials(s);
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, key)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, Some(k))),
+            _ => {}
+        }
+    }
+}
+
+/// `scheme://user:password@host` → registers `password` and `user:password`.
+pub fn register_url_credentials(s: &str) {
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let after = &rest[i + 3..];
+        let end = after.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace()).unwrap_or(after.len());
+        let authority = &after[..end];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            if let Some((_, pw)) = userinfo.split_once(':') {
+                crate::logger::add_secret(pw);
+                crate::logger::add_secret(userinfo);
+            }
+        }
+        rest = &after[end..];
+    }
+}
+
+/// Convenience for tests and tools: an object from pairs.
+pub fn object(pairs: &[(&str, Value)]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        m.insert((*k).to_string(), v.clone());
+    }
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = Config::from_value(json!({"driver": {"kind": "libvirt"}, "agnet": {}}), None, "t").unwrap_err();
+        assert!(err.to_string().contains("agnet"), "{err}");
+        let err = Config::from_value(json!({"driver": {"kind": "libvirt", "pol": "x"}}), None, "t").unwrap_err();
+        assert!(err.to_string().contains("pol"), "{err}");
+        let err = Config::from_value(json!({"driver": {"kind": "hyperv"}}), None, "t").unwrap_err();
+        assert!(err.to_string().contains("hyperv"), "{err}");
+    }
+
+    #[test]
+    fn context_overrides_file() {
+        let ctx = json!({"director_uuid": "d", "driver": {"pool": "other"}, "agent": {"ntp": ["ctx"]}});
+        let cfg = Config::from_value(
+            json!({"driver": {"kind": "libvirt", "pool": "file"}, "agent": {"mbus": "nats://a:b@c"}}),
+            Some(&ctx),
+            "t",
+        )
+        .unwrap();
+        match &cfg.driver {
+            DriverConfig::Libvirt(l) => assert_eq!(l.pool, "other"),
+            #[allow(unreachable_patterns)]
+            _ => panic!("wrong driver"),
+        }
+        assert_eq!(cfg.agent.ntp, vec!["ctx".to_string()]);
+        assert_eq!(cfg.agent.mbus.as_deref(), Some("nats://a:b@c"));
+    }
+
+    #[test]
+    fn secret_keys() {
+        assert!(is_secret_key("password"));
+        assert!(is_secret_key("private_key"));
+        assert!(is_secret_key("access_key"));
+        assert!(!is_secret_key("public_key"));
+        assert!(!is_secret_key("name"));
+    }
+}

@@ -1,0 +1,156 @@
+//! The optional `bootstrap` block of a VM's cloud_properties: a script run inside the guest after boot,
+//! through the QEMU guest agent (`guest-exec`). The same shape the VMware drivers take.
+use super::virsh::Virsh;
+use crate::error::{DriverError, DriverResult};
+use crate::info;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    /// The script's text, given to the interpreter on stdin.
+    pub script: String,
+    /// Absolute path of the interpreter in the guest.
+    #[serde(default = "default_interpreter")]
+    pub interpreter: String,
+    /// A process that must run in the guest before the script starts (e.g. `bosh-agent`).
+    #[serde(default)]
+    pub ready_process: Option<String>,
+    #[serde(default)]
+    pub min_wait_seconds: u64,
+    #[serde(default = "default_max_wait")]
+    pub max_wait_seconds: u64,
+}
+
+fn default_interpreter() -> String {
+    "/bin/sh".into()
+}
+fn default_max_wait() -> u64 {
+    600
+}
+
+fn agent(virsh: &Virsh, vm: &str, cmd: &Value) -> Result<Value, String> {
+    let out = virsh.run(["qemu-agent-command", vm, cmd.to_string().as_str(), "--timeout", "5"]).map_err(|e| e.output().to_string())?;
+    let v: Value = serde_json::from_str(out.trim()).map_err(|e| format!("guest agent reply is not JSON: {e}"))?;
+    Ok(v.get("return").cloned().unwrap_or(Value::Null))
+}
+
+/// Waits for the guest agent (and the ready process), runs the script, fails on a non-zero exit.
+pub fn run(virsh: &Virsh, vm: &str, b: &Bootstrap) -> DriverResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
+    std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
+    info!("bootstrap: waiting up to {} s for the QEMU guest agent in {vm}", b.max_wait_seconds);
+    loop {
+        let last = match agent(virsh, vm, &json!({"execute": "guest-ping"})) {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(DriverError::Other(format!(
+                "bootstrap: no QEMU guest agent answered in {vm} within {} s (install qemu-guest-agent in the image to use bootstrap): {}",
+                b.max_wait_seconds,
+                last.trim()
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if let Some(p) = &b.ready_process {
+        loop {
+            let (code, _, _) = exec(virsh, vm, "/usr/bin/pgrep", &["-x", p], None, deadline)?;
+            if code == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::Other(format!("bootstrap: process {p} did not start in {vm} within {} s", b.max_wait_seconds)));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    info!("bootstrap: running the script with {}", b.interpreter);
+    let (code, out, err) = exec(virsh, vm, &b.interpreter, &[], Some(b.script.as_bytes()), deadline)?;
+    if code != 0 {
+        return Err(DriverError::Other(format!("bootstrap script exited with {code}: {}", tail(&err, &out))));
+    }
+    Ok(())
+}
+
+fn tail(err: &str, out: &str) -> String {
+    let s = if err.trim().is_empty() { out } else { err };
+    let s = s.trim();
+    let start = s.len().saturating_sub(2000);
+    s.get(start..).unwrap_or(s).to_string()
+}
+
+fn exec(virsh: &Virsh, vm: &str, path: &str, args: &[&str], input: Option<&[u8]>, deadline: Instant) -> DriverResult<(i64, String, String)> {
+    let mut req = json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": true}});
+    if let Some(i) = input {
+        req["arguments"]["input-data"] = json!(base64(i));
+    }
+    let started = agent(virsh, vm, &req).map_err(|e| DriverError::Other(format!("bootstrap: guest-exec {path} failed: {e}")))?;
+    let pid = started.get("pid").and_then(Value::as_i64).ok_or_else(|| DriverError::Other("bootstrap: guest-exec returned no pid".into()))?;
+    loop {
+        let st = agent(virsh, vm, &json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))
+            .map_err(|e| DriverError::Other(format!("bootstrap: guest-exec-status failed: {e}")))?;
+        if st.get("exited").and_then(Value::as_bool) == Some(true) {
+            let text = |k: &str| st.get(k).and_then(Value::as_str).map(|s| String::from_utf8_lossy(&unbase64(s)).into_owned()).unwrap_or_default();
+            return Ok((st.get("exitcode").and_then(Value::as_i64).unwrap_or(-1), text("out-data"), text("err-data")));
+        }
+        if Instant::now() >= deadline {
+            return Err(DriverError::Other(format!("bootstrap: {path} still running in {vm} at the deadline")));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (the guest agent's encoding).
+pub fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn unbase64(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match B64.iter().position(|&b| b == c) {
+            Some(v) => v as u32,
+            None => continue,
+        };
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_roundtrip() {
+        for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
+            assert_eq!(unbase64(&base64(s.as_bytes())), s.as_bytes());
+        }
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"fo"), "Zm8=");
+    }
+}

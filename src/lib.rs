@@ -1,0 +1,22 @@
+//! vmcpi: a BOSH CPI for the hypervisors that teams run themselves.
+//!
+//! Crate map (each module opens with what it owns):
+//! - [`rpc`]: the wire protocol (request in, response out) and the one place errors become BOSH errors.
+//! - [`config`]: `cpi.json`, validated once, with the director's context overlay.
+//! - [`ids`]: CID newtypes.
+//! - [`agent_settings`]: the settings document the BOSH agent reads.
+//! - [`medium`]: settings media (CD-ROM `ENV` ISO, OpenStack config drive).
+//! - [`stemcell`]: reading stemcell images (OpenStack `root.img`, vSphere OVF + VMDK).
+//! - [`driver`]: the `Driver` trait and the backends.
+//! - [`exec`]: running external programs as argv, with failures that keep their output.
+//! - [`logger`]: stderr + `log` logging with secret redaction.
+pub mod agent_settings;
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod exec;
+pub mod ids;
+pub mod logger;
+pub mod medium;
+pub mod rpc;
+pub mod stemcell;

@@ -1,0 +1,85 @@
+//! The wire protocol through the real binary, with no hypervisor: every reply is one JSON object, exit 0.
+use crate::util::{run_raw, Cpi};
+use serde_json::json;
+
+fn libvirt_cpi() -> Cpi {
+    Cpi::with_config(&json!({"driver": {"kind": "libvirt", "uri": "qemu:///nonexistent-for-tests"}}))
+}
+
+#[test]
+fn info_reports_formats_and_v2_without_contacting_the_hypervisor() {
+    // the URI points nowhere: info must still answer
+    let cpi = libvirt_cpi();
+    let r = cpi.call_with("info", json!([]), 1, json!({}));
+    assert_eq!(r.status, 0);
+    assert_eq!(r.response["result"]["api_version"], 2);
+    let formats = r.response["result"]["stemcell_formats"].as_array().unwrap();
+    assert!(formats.contains(&json!("openstack-qcow2")) && formats.contains(&json!("vsphere-ovf")));
+}
+
+#[test]
+fn unreadable_input_gives_cpi_error() {
+    let cpi = libvirt_cpi();
+    for input in [&b""[..], b"{", b"\xff\xfe\x00", b"[1,2]", b"{\"method\": 5}", b"null"] {
+        let r = cpi.raw(input);
+        assert_eq!(r.status, 0);
+        assert_eq!(r.response["error"]["type"], "Bosh::Clouds::CpiError", "input {input:?}");
+    }
+}
+
+#[test]
+fn unknown_method_is_not_implemented() {
+    let e = libvirt_cpi().err("current_vm_id", json!([]));
+    assert_eq!(e["type"], "Bosh::Clouds::NotImplemented");
+    assert!(e["message"].as_str().unwrap().contains("current_vm_id"));
+}
+
+#[test]
+fn wrong_argument_types_name_the_argument() {
+    let cpi = libvirt_cpi();
+    let e = cpi.err("create_disk", json!(["ten", {}, null]));
+    assert_eq!(e["type"], "Bosh::Clouds::CpiError");
+    assert!(e["message"].as_str().unwrap().contains("size"), "{e}");
+    let e = cpi.err("attach_disk", json!(["vm-1", 42]));
+    assert!(e["message"].as_str().unwrap().contains("disk_cid"), "{e}");
+}
+
+#[test]
+fn missing_or_invalid_config_still_answers_json() {
+    let r = run_raw(std::path::Path::new("/nonexistent/cpi.json"), br#"{"method":"info","arguments":[]}"#, &[]);
+    assert_eq!(r.response["error"]["type"], "Bosh::Clouds::CpiError");
+    assert!(r.response["error"]["message"].as_str().unwrap().contains("/nonexistent/cpi.json"));
+    let cpi = Cpi::with_config(&json!({"driver": {"kind": "libvirt", "uri": "x", "typo_field": 1}}));
+    let e = cpi.err("info", json!([]));
+    assert!(e["message"].as_str().unwrap().contains("typo_field"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cpi.json");
+    std::fs::write(&p, "{not json").unwrap();
+    let r = run_raw(&p, br#"{"method":"info"}"#, &[]);
+    assert!(r.response["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+}
+
+#[test]
+fn update_disk_and_configure_networks_are_not_supported() {
+    let cpi = libvirt_cpi();
+    assert_eq!(cpi.err("update_disk", json!(["disk-0123456789abcde", 2048, {}]))["type"], "Bosh::Clouds::NotSupported");
+    assert_eq!(cpi.err("configure_networks", json!(["vm", {}]))["type"], "Bosh::Clouds::NotSupported");
+}
+
+#[test]
+fn a_panic_still_answers_json() {
+    let mut cpi = libvirt_cpi();
+    cpi.envs.push(("VMCPI_DEBUG_PANIC".into(), "has_vm".into()));
+    let r = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+    assert_eq!(r.status, 0);
+    assert_eq!(r.response["error"]["type"], "Bosh::Clouds::CloudError");
+    assert!(r.response["error"]["message"].as_str().unwrap().contains("internal error"));
+}
+
+#[test]
+fn hypervisor_unreachable_is_a_cloud_error_with_the_tool_output() {
+    let cpi = libvirt_cpi();
+    let e = cpi.err("has_disk", json!(["disk-0123456789abcde"]));
+    assert_eq!(e["type"], "Bosh::Clouds::CloudError");
+    assert!(e["message"].as_str().unwrap().contains("virsh"), "{e}");
+}

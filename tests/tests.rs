@@ -1,0 +1,7 @@
+//! All integration tests build into one binary (ripgrep's layout); each module says what it covers.
+//! They run the built executables exactly as BOSH does: a JSON request on stdin, a JSON response on stdout.
+
+// The test harness: running the CPI binary, temporary configs, peer checks.
+mod util;
+// The wire protocol through the real binary: bad input, unknown methods, panics, exit status, secrets.
+mod rpc_contract;

@@ -1,0 +1,113 @@
+//! Test harness: runs the built `vmcpi` the way BOSH does and checks for test peers.
+#![allow(dead_code)]
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub fn cpi_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vmcpi"))
+}
+
+/// Whether we run in CI (then a missing peer is a failure, never a skip).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Returns false (skip) when a peer is missing on a laptop; panics when CI is set.
+pub fn require_peer(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if in_ci() {
+        panic!("{what} is required when CI is set, and it is not available");
+    }
+    eprintln!("SKIP: {what} is not available (set CI=1 to make this a failure)");
+    false
+}
+
+/// Output of one CPI process.
+#[derive(Debug)]
+pub struct Run {
+    pub response: Value,
+    pub stdout: String,
+    pub stderr: String,
+    pub status: i32,
+}
+
+/// A CPI with one config file, called like the director calls it.
+pub struct Cpi {
+    pub config: PathBuf,
+    pub envs: Vec<(String, String)>,
+    /// Keeps the config's directory alive.
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Cpi {
+    /// Writes `config` to a temporary file.
+    pub fn with_config(config: &Value) -> Cpi {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cpi.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        Cpi { config: path, envs: Vec::new(), _dir: Some(dir) }
+    }
+
+    pub fn at(config: &Path) -> Cpi {
+        Cpi { config: config.to_path_buf(), envs: Vec::new(), _dir: None }
+    }
+
+    /// Sends raw bytes on stdin.
+    pub fn raw(&self, input: &[u8]) -> Run {
+        run_raw(&self.config, input, &self.envs)
+    }
+
+    /// A v2 call with an empty context.
+    pub fn call(&self, method: &str, args: Value) -> Run {
+        self.call_with(method, args, 2, json!({"director_uuid": "test-director"}))
+    }
+
+    pub fn call_with(&self, method: &str, args: Value, api_version: u32, context: Value) -> Run {
+        let req = json!({"method": method, "arguments": args, "context": context, "api_version": api_version});
+        self.raw(req.to_string().as_bytes())
+    }
+
+    /// Calls and returns `result`, panicking with the error when there is one.
+    pub fn ok(&self, method: &str, args: Value) -> Value {
+        let r = self.call(method, args);
+        assert!(r.response["error"].is_null(), "{method} failed: {}\nstderr:\n{}", r.response["error"], r.stderr);
+        r.response["result"].clone()
+    }
+
+    /// Calls and returns the error object, panicking when the call succeeded.
+    pub fn err(&self, method: &str, args: Value) -> Value {
+        let r = self.call(method, args);
+        assert!(!r.response["error"].is_null(), "{method} should have failed, got {}", r.response["result"]);
+        r.response["error"].clone()
+    }
+}
+
+/// Runs the CPI like the director does: PATH limited, no HOME.
+pub fn run_raw(config: &Path, input: &[u8], envs: &[(String, String)]) -> Run {
+    let mut cmd = Command::new(cpi_bin());
+    cmd.arg("--config").arg(config).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Ok(t) = std::env::var("TMPDIR") {
+        cmd.env("TMPDIR", t);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let response: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    assert!(response.is_object(), "response must be an object: {stdout}");
+    assert!(response.get("result").is_some(), "response lacks result: {stdout}");
+    assert!(response["log"].is_string(), "log must be a string: {stdout}");
+    assert!(response["error"].is_null() || (response["error"]["type"].is_string() && response["error"]["message"].is_string() && response["error"]["ok_to_retry"].is_boolean()), "bad error object: {stdout}");
+    Run { response, stdout, stderr, status: out.status.code().unwrap_or(-1) }
+}

@@ -5,3 +5,7 @@
 mod util;
 // The wire protocol through the real binary: bad input, unknown methods, panics, exit status, secrets.
 mod rpc_contract;
+// The libvirt driver against the real libvirt daemon.
+mod libvirt;
+// A real guest booted from a VM made by create_vm reads its settings medium.
+mod guest;

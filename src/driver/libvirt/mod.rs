@@ -440,6 +440,27 @@ impl Libvirt {
         Ok(())
     }
 
+    /// Copies a disk that a running domain uses with a libvirt block copy job into a new volume.
+    fn snapshot_live(&self, disk: &DiskCid, snap: &str) -> DriverResult<()> {
+        let running = self.virsh.run(["list", "--name", "--state-running"]).context(|| "cannot list running domains".into())?;
+        for vm in running.lines().map(str::trim).filter(|n| is_ours(n, "vm-", 20)) {
+            let Ok(cid) = VmCid::new(vm) else { continue };
+            let Ok(info) = self.dumpxml(&cid) else { continue };
+            let Some(dev) = info.disks.iter().find(|d| d.volume.as_deref() == Some(disk.as_str())).and_then(|d| d.dev.clone()) else { continue };
+            let (cap, _) = self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::DiskNotFound(disk.to_string()))?;
+            let mut rb = Rollback::new(&self.virsh, self.pool());
+            self.vol_create(snap, cap, "qcow2", None)?;
+            rb.volumes.push(snap.to_string());
+            let path = self.virsh.run(["vol-path", "--pool", self.pool(), snap]).context(|| format!("cannot find volume {snap}"))?;
+            self.virsh
+                .run(["blockcopy", vm, dev.as_str(), "--dest", path.trim(), "--format", "qcow2", "--reuse-external", "--wait", "--finish", "--transient-job"])
+                .context(|| format!("cannot copy {disk} (attached to {vm} as {dev}) into snapshot {snap}"))?;
+            rb.disarm();
+            return Ok(());
+        }
+        Err(DriverError::Other(format!("{disk} is locked by a process that is not a running vmcpi VM; cannot snapshot it")))
+    }
+
     fn family_of(info: &domain::DomainInfo, vm: &VmCid) -> DriverResult<Family> {
         match info.family.as_deref() {
             Some("openstack") => Ok(Family::OpenStack),
@@ -543,7 +564,12 @@ impl Libvirt {
         std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
         rb.domain = Some(vm.to_string());
         self.virsh.cmd().arg("define").arg(f.path()).run().context(|| format!("cannot define domain {vm}"))?;
-        self.virsh.run(["start", vm]).context(|| format!("cannot start domain {vm}"))?;
+        match self.virsh.run(["start", vm]) {
+            Ok(_) => {}
+            // a wrong network name is a request error: retrying cannot help
+            Err(e) if e.output().contains("Network not found") => return Err(DriverError::NetworkNotFound(e.output().trim().to_string())),
+            Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
+        }
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&self.virsh, vm, b)?;
         }
@@ -827,7 +853,12 @@ impl Driver for Libvirt {
         }
         let snap = format!("snap-{}", random_hex(15));
         info!("snapshot of {cid} as {snap} ({} metadata keys)", metadata.len());
-        self.virsh.run(["vol-clone", "--pool", self.pool(), cid.as_str(), snap.as_str()]).context(|| format!("cannot copy {cid} into snapshot {snap}"))?;
+        match self.virsh.run(["vol-clone", "--pool", self.pool(), cid.as_str(), snap.as_str()]) {
+            Ok(_) => {}
+            // attached to a running VM: QEMU holds the image lock, so let QEMU copy it (block job)
+            Err(e) if e.output().contains("lock") => self.snapshot_live(cid, &snap)?,
+            Err(e) => return Err(DriverError::failed(format!("cannot copy {cid} into snapshot {snap}"), e)),
+        }
         SnapshotCid::new(snap).map_err(DriverError::Other)
     }
 

@@ -1,0 +1,400 @@
+//! The libvirt driver through the built binary against the real libvirt daemon (qemu:///system):
+//! every method, the error paths, a failed create that leaves nothing, 8 CPI processes in parallel,
+//! and a real guest that reads its settings medium.
+use crate::util::{require_peer, Cpi};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const URI: &str = "qemu:///system";
+pub const POOL: &str = "vmcpi-test";
+
+pub fn virsh(args: &[&str]) -> (bool, String) {
+    let out = Command::new("/usr/bin/virsh").arg("-c").arg(URI).args(args).output().expect("run virsh");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Whether the libvirt daemon answers (panics in CI when it does not).
+pub fn libvirt_available() -> bool {
+    static UP: OnceLock<bool> = OnceLock::new();
+    let up = *UP.get_or_init(|| Path::new("/usr/bin/virsh").exists() && virsh(&["version"]).0);
+    require_peer("libvirt daemon at qemu:///system (run tools/libvirt-up.sh)", up)
+}
+
+pub fn config(extra_agent: Value) -> Value {
+    config_in(POOL, extra_agent)
+}
+
+/// A config for a pool of its own (tests that count what is left in a pool use one each).
+pub fn config_in(pool: &str, extra_agent: Value) -> Value {
+    let mut agent = json!({"mbus": "nats://nats:nats-password@10.0.0.6:4222", "ntp": ["0.pool.ntp.org"]});
+    if let (Value::Object(a), Value::Object(e)) = (&mut agent, extra_agent) {
+        a.extend(e);
+    }
+    json!({
+        "driver": {"kind": "libvirt", "uri": URI, "pool": pool, "pool_path": format!("/var/tmp/{pool}-pool"), "domain_type": "qemu", "graphics": false},
+        "agent": agent,
+    })
+}
+
+pub fn cpi() -> Cpi {
+    Cpi::with_config(&config(json!({})))
+}
+
+/// A gzipped tar holding a 64 MiB qcow2 `root.img` (an OpenStack-format stemcell image).
+pub fn openstack_image(dir: &Path) -> PathBuf {
+    let root = dir.join("root.img");
+    assert!(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&root).arg("64M").status().unwrap().success());
+    let image = dir.join("image");
+    assert!(Command::new("tar").arg("czf").arg(&image).arg("-C").arg(dir).arg("root.img").status().unwrap().success());
+    image
+}
+
+/// A gzipped tar with image.ovf + a stream-optimised VMDK (a vSphere-format stemcell image).
+pub fn vsphere_image(dir: &Path, efi: bool) -> PathBuf {
+    let raw = dir.join("disk.raw");
+    assert!(Command::new("qemu-img").args(["create", "-q", "-f", "raw"]).arg(&raw).arg("32M").status().unwrap().success());
+    let vmdk = dir.join("image-disk1.vmdk");
+    assert!(Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13"])
+        .arg(&raw)
+        .arg(&vmdk)
+        .status()
+        .unwrap()
+        .success());
+    let firmware = if efi { r#"<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>"# } else { "" };
+    let ovf = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References><File ovf:href="image-disk1.vmdk" ovf:id="file1"/></References>
+  <VirtualSystem ovf:id="vm"><VirtualHardwareSection>{firmware}</VirtualHardwareSection></VirtualSystem>
+</Envelope>"#
+    );
+    std::fs::write(dir.join("image.ovf"), ovf).unwrap();
+    std::fs::write(dir.join("image.mf"), "SHA1(image.ovf)= 0\n").unwrap();
+    let image = dir.join("image");
+    assert!(Command::new("tar")
+        .arg("czf")
+        .arg(&image)
+        .arg("-C")
+        .arg(dir)
+        .args(["image.ovf", "image.mf", "image-disk1.vmdk"])
+        .status()
+        .unwrap()
+        .success());
+    image
+}
+
+/// Volume names in the test pool.
+pub fn volumes() -> Vec<String> {
+    volumes_in(POOL)
+}
+
+pub fn volumes_in(pool: &str) -> Vec<String> {
+    let (_, out) = virsh(&["vol-list", "--pool", pool]);
+    out.lines().skip(2).filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
+}
+
+pub fn domains() -> Vec<String> {
+    let (_, out) = virsh(&["list", "--all", "--name"]);
+    out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// Domains with a disk in `pool`.
+pub fn domains_using(pool: &str) -> Vec<String> {
+    let needle = format!("pool='{pool}'");
+    domains().into_iter().filter(|d| virsh(&["dumpxml", d]).1.contains(&needle)).collect()
+}
+
+fn stemcell(cpi: &Cpi) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let image = openstack_image(dir.path());
+    cpi.ok("create_stemcell", json!([image, {"name": "bosh-openstack-kvm-ubuntu-jammy-go_agent", "version": "1.0"}])).as_str().unwrap().to_string()
+}
+
+fn networks() -> Value {
+    json!({"private": {"type": "manual", "ip": "10.0.0.10", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["10.0.0.2"], "default": ["dns", "gateway"], "cloud_properties": {"type": "user"}}})
+}
+
+#[test]
+fn full_lifecycle_every_method() {
+    if !libvirt_available() {
+        return;
+    }
+    let cpi = cpi();
+    let sc = stemcell(&cpi);
+    assert!(sc.starts_with("sc-") && sc.ends_with("-os"), "{sc}");
+
+    let created = cpi.ok("create_vm", json!(["agent-lifecycle", sc, {"cpu": 1, "ram": 128, "disk": 64}, networks(), [], {"bosh": {"group": "g"}}]));
+    let vm = created[0].as_str().unwrap().to_string();
+    let mac = created[1]["private"]["mac"].as_str().unwrap();
+    assert!(mac.starts_with("52:54:00:"), "{created}");
+    assert_eq!(created[1]["private"]["ip"], "10.0.0.10");
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
+    let (_, xml) = virsh(&["dumpxml", &vm]);
+    assert!(xml.contains(mac) && xml.contains("<memory unit='KiB'>131072</memory>"), "{xml}");
+
+    cpi.ok("set_vm_metadata", json!([vm, {"director": "bosh-init", "name": "zookeeper/0", "odd": "<&>\"'"}]));
+    let (_, xml) = virsh(&["dumpxml", &vm]);
+    assert!(xml.contains("<title>zookeeper/0</title>"), "{xml}");
+    assert!(xml.contains("&lt;&amp;&gt;"), "metadata value must be escaped: {xml}");
+
+    let disk = cpi.ok("create_disk", json!([128, {}, vm])).as_str().unwrap().to_string();
+    assert_eq!(disk.len(), 20);
+    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
+    let hint = cpi.ok("attach_disk", json!([vm, disk]));
+    assert_eq!(hint, json!({"path": "/dev/sdc"}));
+    // attach is idempotent: the same hint again
+    assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), hint);
+    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
+    cpi.ok("set_disk_metadata", json!([disk, {"director": "bosh-init", "instance_id": "x"}]));
+    assert!(volumes().contains(&format!("{disk}.meta.json")));
+
+    let snap = cpi.ok("snapshot_disk", json!([disk, {"deployment": "d"}])).as_str().unwrap().to_string();
+    assert!(volumes().contains(&snap));
+    cpi.ok("delete_snapshot", json!([snap]));
+    assert!(!volumes().contains(&snap));
+    cpi.ok("delete_snapshot", json!([snap]));
+
+    cpi.ok("reboot_vm", json!([vm]));
+    cpi.ok("detach_disk", json!([vm, disk]));
+    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([]));
+    assert_eq!(cpi.err("detach_disk", json!([vm, disk]))["type"], "Bosh::Clouds::DiskNotAttached");
+
+    cpi.ok("resize_disk", json!([disk, 256]));
+    let (_, info) = virsh(&["vol-info", "--pool", POOL, &disk]);
+    assert!(info.contains("256.00 MiB"), "{info}");
+    assert_eq!(cpi.err("resize_disk", json!([disk, 64]))["type"], "Bosh::Clouds::NotSupported");
+
+    assert_eq!(
+        cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 2048, "cpu": 2, "ephemeral_disk_size": 4096}])),
+        json!({"cpu": 2, "ram": 2048, "disk": 4096})
+    );
+
+    // delete_vm with the persistent disk still attached: the disk survives
+    cpi.ok("attach_disk", json!([vm, disk]));
+    cpi.ok("delete_vm", json!([vm]));
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
+    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
+    assert!(!volumes().iter().any(|v| v.starts_with(&vm)), "VM volumes left: {:?}", volumes());
+    cpi.ok("delete_vm", json!([vm]));
+
+    cpi.ok("delete_disk", json!([disk]));
+    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(false));
+    assert!(!volumes().iter().any(|v| v.starts_with(&disk)));
+    cpi.ok("delete_disk", json!([disk]));
+    cpi.ok("delete_stemcell", json!([sc]));
+    cpi.ok("delete_stemcell", json!([sc]));
+    assert!(!volumes().contains(&sc));
+}
+
+#[test]
+fn api_v1_shapes_and_settings_rewrite() {
+    if !libvirt_available() {
+        return;
+    }
+    let cpi = cpi();
+    let sc = stemcell(&cpi);
+    let r = cpi.call_with("create_vm", json!(["agent-v1", sc, {"ram": 128}, {}, null, null]), 1, json!({}));
+    let vm = r.response["result"].as_str().expect("v1 create_vm returns a string").to_string();
+    let disk = cpi.ok("create_disk", json!([64, {}, null])).as_str().unwrap().to_string();
+    let r = cpi.call_with("attach_disk", json!([vm, disk]), 1, json!({}));
+    assert!(r.response["error"].is_null() && r.response["result"].is_null(), "{}", r.stdout);
+    // the settings medium now lists the disk
+    let settings = read_settings(&vm, "/ec2/latest/user-data");
+    assert_eq!(settings["disks"]["persistent"][&disk], json!({"path": "/dev/sdc"}));
+    assert_eq!(settings["agent_id"], "agent-v1");
+    cpi.ok("detach_disk", json!([vm, disk]));
+    let settings = read_settings(&vm, "/ec2/latest/user-data");
+    assert_eq!(settings["disks"]["persistent"], json!({}));
+    cpi.ok("delete_vm", json!([vm]));
+    cpi.ok("delete_disk", json!([disk]));
+    cpi.ok("delete_stemcell", json!([sc]));
+}
+
+/// Reads the settings file out of a VM's settings medium.
+fn read_settings(vm: &str, inner: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("m.iso");
+    let (ok, out) = virsh(&["vol-download", "--pool", POOL, &format!("{vm}-settings.iso"), iso.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let file = dir.path().join("settings.json");
+    let st = Command::new("xorriso")
+        .args(["-no_rc", "-report_about", "SORRY", "-osirrox", "on", "-indev"])
+        .arg(&iso)
+        .args(["-extract", inner])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+}
+
+#[test]
+fn vsphere_stemcell_gets_scsi_hints_and_an_env_cdrom() {
+    if !libvirt_available() {
+        return;
+    }
+    let cpi = cpi();
+    let dir = tempfile::tempdir().unwrap();
+    let image = vsphere_image(dir.path(), false);
+    let sc = cpi.ok("create_stemcell", json!([image, {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent"}])).as_str().unwrap().to_string();
+    assert!(sc.ends_with("-vs"), "{sc}");
+    let (_, vol) = virsh(&["vol-dumpxml", "--pool", POOL, &sc]);
+    assert!(vol.contains("<format type='qcow2'/>"), "the VMDK is converted to qcow2: {vol}");
+    let vm = cpi.ok("create_vm", json!(["agent-vs", sc, {"ram": 128, "disk": 32}, networks(), [], {}]))[0].as_str().unwrap().to_string();
+    let settings = read_settings(&vm, "/ENV");
+    assert_eq!(settings["disks"]["system"], "0");
+    assert_eq!(settings["disks"]["ephemeral"], "1");
+    let disk = cpi.ok("create_disk", json!([64, {}, vm])).as_str().unwrap().to_string();
+    assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), json!("2"));
+    let disk2 = cpi.ok("create_disk", json!([64, {"format": "raw"}, vm])).as_str().unwrap().to_string();
+    assert_eq!(cpi.ok("attach_disk", json!([vm, disk2])), json!("3"));
+    assert_eq!(read_settings(&vm, "/ENV")["disks"]["persistent"], json!({disk.clone(): "2", disk2.clone(): "3"}));
+    cpi.ok("delete_vm", json!([vm]));
+    for d in [&disk, &disk2] {
+        cpi.ok("delete_disk", json!([d]));
+    }
+    cpi.ok("delete_stemcell", json!([sc]));
+}
+
+#[test]
+fn efi_stemcell_boots_with_ovmf() {
+    if !libvirt_available() {
+        return;
+    }
+    if !crate::util::require_peer("OVMF firmware (Debian package ovmf)", Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists()) {
+        return;
+    }
+    let cpi = cpi();
+    let dir = tempfile::tempdir().unwrap();
+    let sc = cpi.ok("create_stemcell", json!([vsphere_image(dir.path(), true), {}])).as_str().unwrap().to_string();
+    assert!(sc.ends_with("-vsefi"), "{sc}");
+    let vm = cpi.ok("create_vm", json!(["agent-efi", sc, {"ram": 256}, {}, [], {}]))[0].as_str().unwrap().to_string();
+    let (_, xml) = virsh(&["dumpxml", &vm]);
+    assert!(xml.contains("OVMF") && xml.contains("<loader"), "{xml}");
+    assert_eq!(virsh(&["domstate", &vm]).1.trim(), "running");
+    cpi.ok("delete_vm", json!([vm]));
+    assert!(!domains().contains(&vm));
+    cpi.ok("delete_stemcell", json!([sc]));
+}
+
+#[test]
+fn missing_things_give_the_right_errors() {
+    if !libvirt_available() {
+        return;
+    }
+    let cpi = cpi();
+    let ghost_vm = "vm-00000000000000000000";
+    let ghost_disk = "disk-000000000000000";
+    assert_eq!(cpi.ok("has_vm", json!([ghost_vm])), json!(false));
+    assert_eq!(cpi.err("reboot_vm", json!([ghost_vm]))["type"], "Bosh::Clouds::VMNotFound");
+    assert_eq!(cpi.err("attach_disk", json!([ghost_vm, ghost_disk]))["type"], "Bosh::Clouds::VMNotFound");
+    assert_eq!(cpi.err("set_vm_metadata", json!([ghost_vm, {"a": "b"}]))["type"], "Bosh::Clouds::VMNotFound");
+    assert_eq!(cpi.err("get_disks", json!([ghost_vm]))["type"], "Bosh::Clouds::VMNotFound");
+    cpi.ok("delete_vm", json!([ghost_vm]));
+    assert_eq!(cpi.ok("has_disk", json!([ghost_disk])), json!(false));
+    assert_eq!(cpi.err("set_disk_metadata", json!([ghost_disk, {}]))["type"], "Bosh::Clouds::DiskNotFound");
+    assert_eq!(cpi.err("resize_disk", json!([ghost_disk, 100]))["type"], "Bosh::Clouds::DiskNotFound");
+    assert_eq!(cpi.err("snapshot_disk", json!([ghost_disk, {}]))["type"], "Bosh::Clouds::DiskNotFound");
+    cpi.ok("delete_disk", json!([ghost_disk]));
+
+    let sc = stemcell(&cpi);
+    let vm = cpi.ok("create_vm", json!(["agent-missing", sc, {"ram": 128}, {}, [], {}]))[0].as_str().unwrap().to_string();
+    assert_eq!(cpi.err("attach_disk", json!([vm, ghost_disk]))["type"], "Bosh::Clouds::DiskNotFound");
+    // a VM deleted behind the CPI's back
+    virsh(&["destroy", &vm]);
+    virsh(&["undefine", &vm]);
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
+    assert_eq!(cpi.err("reboot_vm", json!([vm]))["type"], "Bosh::Clouds::VMNotFound");
+    cpi.ok("delete_vm", json!([vm]));
+    assert!(!volumes().iter().any(|v| v.starts_with(&vm)), "delete_vm cleans what is left: {:?}", volumes());
+    cpi.ok("delete_stemcell", json!([sc]));
+}
+
+#[test]
+fn hostile_cids_never_reach_the_hypervisor() {
+    if !libvirt_available() {
+        return;
+    }
+    let cpi = cpi();
+    for cid in ["../../etc/passwd", "vm-$(touch /tmp/pwned)", "vm-`id`;rm -rf /", "vm-\n00", "/dev/sda", "vm-<&>\"'"] {
+        assert_eq!(cpi.ok("has_vm", json!([cid])), json!(false), "{cid}");
+        assert_eq!(cpi.err("delete_vm", json!([cid]))["type"], "Bosh::Clouds::VMNotFound", "{cid}");
+        assert_eq!(cpi.err("delete_disk", json!([cid]))["type"], "Bosh::Clouds::DiskNotFound", "{cid}");
+        assert_eq!(cpi.ok("has_disk", json!([cid])), json!(false));
+        let e = cpi.err("create_vm", json!(["a", cid, {}, {}, [], {}]));
+        assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)));
+    }
+    assert!(!Path::new("/tmp/pwned").exists());
+}
+
+#[test]
+fn failed_creates_leave_nothing_and_say_whether_to_retry() {
+    if !libvirt_available() {
+        return;
+    }
+    let pool = "vmcpi-test-rollback";
+    let cpi = Cpi::with_config(&config_in(pool, json!({})));
+    let sc = stemcell(&cpi);
+    let before_vols = volumes_in(pool);
+    // a typo in cloud_properties: not retryable, named in the message
+    let e = cpi.err("create_vm", json!(["a", sc, {"memory": 512}, {}, [], {}]));
+    assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)));
+    assert!(e["message"].as_str().unwrap().contains("memory"), "{e}");
+    // a network that libvirt does not have: fails at start, after volumes and the domain exist
+    let e = cpi.err("create_vm", json!(["a", sc, {"ram": 128, "disk": 16}, {"n": {"type": "dynamic", "cloud_properties": {"name": "no-such-network"}}}, [], {}]));
+    assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)));
+    assert!(e["message"].as_str().unwrap().contains("no-such-network"), "{e}");
+    assert_eq!(volumes_in(pool), before_vols, "volumes left behind");
+    assert_eq!(domains_using(pool), Vec::<String>::new(), "domain left behind");
+    // bootstrap on an image without a guest agent: a clear error, nothing left
+    let e = cpi.err("create_vm", json!(["a", sc, {"ram": 128, "bootstrap": {"script": "echo hi", "max_wait_seconds": 2}}, {}, [], {}]));
+    assert!(e["message"].as_str().unwrap().contains("guest agent"), "{e}");
+    assert_eq!(volumes_in(pool), before_vols, "volumes left behind");
+    assert_eq!(domains_using(pool), Vec::<String>::new(), "domain left behind");
+    cpi.ok("delete_stemcell", json!([sc]));
+}
+
+#[test]
+fn eight_parallel_create_vm_from_one_stemcell() {
+    if !libvirt_available() {
+        return;
+    }
+    let cpi = std::sync::Arc::new(cpi());
+    let sc = stemcell(&cpi);
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let cpi = cpi.clone();
+            let sc = sc.clone();
+            std::thread::spawn(move || {
+                let vm = cpi.ok("create_vm", json!([format!("agent-par-{i}"), sc, {"ram": 64, "disk": 16}, {}, [], {}]))[0].as_str().unwrap().to_string();
+                let disk = cpi.ok("create_disk", json!([16, {}, vm])).as_str().unwrap().to_string();
+                cpi.ok("attach_disk", json!([vm, disk]));
+                (vm, disk)
+            })
+        })
+        .collect();
+    let made: Vec<(String, String)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let vms: std::collections::HashSet<_> = made.iter().map(|m| m.0.clone()).collect();
+    assert_eq!(vms.len(), 8);
+    for (vm, disk) in &made {
+        assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
+    }
+    let handles: Vec<_> = made
+        .into_iter()
+        .map(|(vm, disk)| {
+            let cpi = cpi.clone();
+            std::thread::spawn(move || {
+                cpi.ok("delete_vm", json!([vm]));
+                cpi.ok("delete_disk", json!([disk]));
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    for vm in &vms {
+        assert!(!domains().contains(vm));
+    }
+    cpi.ok("delete_stemcell", json!([sc]));
+}

@@ -9,3 +9,9 @@ mod rpc_contract;
 mod libvirt;
 // A real guest booted from a VM made by create_vm reads its settings medium.
 mod guest;
+// Secret canaries on every method and error path.
+mod secrets;
+// Byte-stable settings media (golden images).
+mod medium;
+// spec/ as the contract: one request and response shape per method.
+mod spec_contract;

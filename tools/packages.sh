@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# tools/packages.sh — install the Debian packages vmcpi needs to build, run its demo and its tests.
+# Idempotent; installs only what is missing. Needs root (apt-get).
+#   build:  gcc pkg-config libssl-dev (the ssh2 crate builds libssh2 against OpenSSL)
+#   run:    xorriso (settings media), qemu-utils (qemu-img), libvirt + QEMU (started by libvirt-up.sh)
+#   tests:  ovmf (EFI stemcells), jq, ruby (BOSH template rendering), prometheus (promtool),
+#           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client
+set -euo pipefail
+want=(gcc pkg-config libssl-dev xorriso jq ovmf curl ca-certificates)
+if [ "${1:-}" = "--tests" ]; then
+  want+=(ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client)
+fi
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "packages: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  # the prometheus package would start its server from a postinst on a systemd host; policy-rc.d stops that
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi

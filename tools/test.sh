@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# tools/test.sh — the test command: installs what the tests need, starts the test peers, runs the suite.
+# Needs root on a Debian 12 machine (apt-get, libvirtd) and a Rust toolchain. With CI set, a test whose
+# peer is missing fails instead of skipping. Extra arguments go to `cargo test` (e.g. a test-name filter).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+cd "$HERE"
+bash tools/packages.sh --tests
+# libvirtd + QEMU (started by hand when no daemon answers; no systemd needed)
+bash tools/libvirt-up.sh >/dev/null
+cargo test --locked "$@"

@@ -1,0 +1,171 @@
+//! Benchmark of the CPI process and the libvirt driver against the real libvirt daemon. Prints figures; it is
+//! not a timed test. Run: `cargo bench --bench libvirt` (needs root, libvirtd: `tools/libvirt-up.sh`).
+//!
+//! - whole-process time of `info` against `/bin/true`;
+//! - create_vm from a 64 MiB and from a 4 GiB stemcell (a qcow2 overlay: the ratio should stay near 1);
+//! - peak RSS of the vmcpi process during create_stemcell of a 64 MiB and a 4 GiB image (must not grow).
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const POOL: &str = "vmcpi-bench";
+
+fn cpi_bin() -> PathBuf {
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/vmcpi");
+    if !release.exists() {
+        let ok = Command::new("cargo").args(["build", "--release", "--bin", "vmcpi"]).current_dir(env!("CARGO_MANIFEST_DIR")).status().map(|s| s.success());
+        assert!(ok.unwrap_or(false), "cargo build --release failed");
+    }
+    release
+}
+
+/// Runs one CPI call; returns (response, wall time, peak RSS of the vmcpi process in KiB).
+fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duration, u64) {
+    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vmcpi");
+    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+    let pid = child.id();
+    let mut hwm = 0;
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(v) = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()) {
+                hwm = hwm.max(v);
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = started.elapsed();
+    out.push_str(&reader.join().unwrap());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: bad response {e}: {out}"));
+    assert!(v["error"].is_null(), "{method} failed: {}", v["error"]);
+    (v, elapsed, hwm)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time_process(mut cmd: impl FnMut() -> Command, n: usize) -> Duration {
+    median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let st = cmd().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+                assert!(st.success());
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// A stemcell image (gzipped tar with root.img, raw) of `mib` MiB: zeros with a 1 MiB block of data every 64 MiB.
+fn image(dir: &Path, mib: u64) -> PathBuf {
+    let root = dir.join("root.img");
+    let mut f = std::fs::File::create(&root).unwrap();
+    let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut written = 0;
+    while written < mib {
+        f.write_all(&data).unwrap();
+        let skip = 63.min(mib - written - 1);
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Current((skip << 20) as i64)).unwrap();
+        written += 1 + skip;
+    }
+    f.set_len(mib << 20).unwrap();
+    drop(f);
+    let image = dir.join("image");
+    let st = Command::new("sh").arg("-c").arg(format!("tar cf - -C '{}' root.img | gzip -1 > '{}'", dir.display(), image.display())).status().unwrap();
+    assert!(st.success());
+    std::fs::remove_file(root).unwrap();
+    image
+}
+
+fn main() {
+    let bin = cpi_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cpi.json");
+    let cfg = json!({"driver": {"kind": "libvirt", "pool": POOL, "pool_path": format!("/var/tmp/{POOL}-pool"), "domain_type": "qemu", "graphics": false},
+                     "agent": {"mbus": "nats://n:p@10.0.0.1:4222"}});
+    std::fs::write(&config, cfg.to_string()).unwrap();
+
+    let n = 200;
+    let info_t = time_process(|| {
+        let mut c = Command::new(&bin);
+        c.arg("--config").arg(&config).stdin(Stdio::null());
+        c
+    }, n);
+    // info reads its request from stdin: feed it through a pipe for a fair whole-process figure
+    let info_piped = median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let mut c = Command::new(&bin).arg("--config").arg(&config).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+                c.stdin.take().unwrap().write_all(br#"{"method":"info","arguments":[]}"#).unwrap();
+                c.wait().unwrap();
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let true_t = time_process(|| Command::new("/bin/true"), n);
+    let _ = info_t;
+
+    println!("# vmcpi libvirt benchmark\n");
+    println!("| figure | value |\n|---|---|");
+    println!("| `info` whole process (median of {n}) | {:.2} ms |", info_piped.as_secs_f64() * 1e3);
+    println!("| `/bin/true` whole process (median of {n}) | {:.2} ms |", true_t.as_secs_f64() * 1e3);
+    println!("| ratio info / true | {:.2} |", info_piped.as_secs_f64() / true_t.as_secs_f64());
+
+    // import both stemcells, then create VMs from them alternately (and delete each at once), so background
+    // load (other VMs, other processes) weighs on both sides alike
+    let mut stemcells = Vec::new();
+    let mut rss = Vec::new();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir_in("/var/tmp").unwrap()).collect();
+    for (mib, d) in [64u64, 4096].into_iter().zip(&dirs) {
+        let img = image(d.path(), mib);
+        let (r, import_t, peak) = call(&bin, &config, "create_stemcell", json!([img, {}]));
+        stemcells.push(r["result"].as_str().unwrap().to_string());
+        rss.push(peak);
+        println!("| create_stemcell {mib} MiB: wall time | {:.2} s ({:.0} MiB/s) |", import_t.as_secs_f64(), mib as f64 / import_t.as_secs_f64());
+        println!("| create_stemcell {mib} MiB: peak RSS of vmcpi | {peak} KiB |");
+    }
+    let rounds = 7;
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, sc) in stemcells.iter().enumerate() {
+            let (r, t, _) = call(&bin, &config, "create_vm", json!(["bench", sc, {"ram": 64}, {}, [], {}]));
+            times[i].push(t);
+            call(&bin, &config, "delete_vm", json!([r["result"][0].as_str().unwrap()]));
+        }
+    }
+    for sc in &stemcells {
+        call(&bin, &config, "delete_stemcell", json!([sc]));
+    }
+    let results: Vec<(Duration, u64)> = times.into_iter().map(median).zip(rss).collect();
+    for (mib, (med, _)) in [64, 4096].iter().zip(&results) {
+        println!("| create_vm from the {mib} MiB stemcell (median of {rounds}) | {:.0} ms |", med.as_secs_f64() * 1e3);
+    }
+    println!("| create_vm ratio 4 GiB / 64 MiB | {:.2} |", results[1].0.as_secs_f64() / results[0].0.as_secs_f64());
+    println!("| create_stemcell peak RSS ratio 4 GiB / 64 MiB | {:.2} |", results[1].1 as f64 / results[0].1 as f64);
+}

@@ -11,6 +11,8 @@ mod libvirt;
 mod guest;
 // Secret canaries on every method and error path.
 mod secrets;
+// qemu+ssh:// against OpenSSH on loopback, host key pinned.
+mod remote;
 // Byte-stable settings media (golden images).
 mod medium;
 // spec/ as the contract: one request and response shape per method.

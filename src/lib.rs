@@ -16,6 +16,7 @@ pub mod driver;
 pub mod error;
 pub mod exec;
 pub mod ids;
+pub mod inflight;
 pub mod logger;
 pub mod medium;
 pub mod rpc;

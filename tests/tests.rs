@@ -13,6 +13,8 @@ mod guest;
 mod secrets;
 // qemu+ssh:// against OpenSSH on loopback, host key pinned.
 mod remote;
+// SIGKILL at random points of creates: nothing is left after the clean-up.
+mod faults;
 // Byte-stable settings media (golden images).
 mod medium;
 // spec/ as the contract: one request and response shape per method.

@@ -21,6 +21,7 @@ use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResour
 use crate::error::{Context, DriverError, DriverResult};
 use crate::exec::Cmd;
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
+use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
 use crate::stemcell::{self, DiskFormat, Family};
 use crate::{info, warn};
@@ -68,9 +69,13 @@ pub struct LibvirtConfig {
     pub qemu_img: PathBuf,
     #[serde(default = "default_xorriso")]
     pub xorriso: PathBuf,
-    /// Where stemcell images are unpacked (default: $TMPDIR or /tmp).
-    #[serde(default)]
-    pub tmp_dir: Option<PathBuf>,
+    /// In-flight markers of creates and their scratch space (unpacked stemcells): see [`crate::inflight`].
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/tmp/vmcpi".into()
 }
 
 fn default_uri() -> String {
@@ -114,9 +119,11 @@ impl LibvirtConfig {
                 return Err(format!("driver.{name} must be an absolute path (the director runs the CPI with a minimal PATH), got {}", p.display()));
             }
         }
-        if let Some(p) = &self.pool_path {
-            if !p.is_absolute() {
-                return Err(format!("driver.pool_path must be absolute, got {}", p.display()));
+        for (name, p) in [("pool_path", self.pool_path.as_ref()), ("state_dir", Some(&self.state_dir))] {
+            if let Some(p) = p {
+                if !p.is_absolute() {
+                    return Err(format!("driver.{name} must be an absolute path, got {}", p.display()));
+                }
             }
         }
         Ok(())
@@ -186,6 +193,7 @@ pub struct Libvirt {
     cfg: LibvirtConfig,
     agent: AgentOptions,
     virsh: Virsh,
+    inflight: Inflight,
 }
 
 /// What a stemcell CID says about the stemcell.
@@ -279,7 +287,38 @@ impl Drop for Rollback<'_> {
 impl Libvirt {
     pub fn new(cfg: LibvirtConfig, agent: AgentOptions) -> Self {
         let virsh = Virsh::new(&cfg.virsh, &cfg.uri);
-        Libvirt { cfg, agent, virsh }
+        let inflight = Inflight::new(&cfg.state_dir);
+        Libvirt { cfg, agent, virsh, inflight }
+    }
+
+    /// Starts a create: reaps what killed processes left, then marks `cid` in flight.
+    fn begin(&self, cid: &str) -> DriverResult<Marker> {
+        self.reap();
+        self.inflight.begin(cid).context(|| format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()))
+    }
+
+    /// Deletes everything of creates whose process died (SIGKILL, power loss) before answering.
+    fn reap(&self) {
+        for (cid, marker) in self.inflight.orphans() {
+            warn!("{cid}: its create was interrupted (the process died); removing what it left");
+            let done = if cid.starts_with("vm-") {
+                let _ = self.virsh.run_opt(["destroy", cid.as_str()]);
+                self.virsh.run_opt(["undefine", cid.as_str(), "--nvram"]).is_ok()
+                    && [format!("{cid}-root"), format!("{cid}-ephemeral"), Self::medium_volume(&cid)].iter().all(|v| self.vol_delete(v).is_ok())
+            } else if cid.starts_with("disk-") {
+                self.vol_delete(&cid).is_ok() && self.vol_delete(&format!("{cid}.meta.json")).is_ok()
+            } else if cid.starts_with("sc-") {
+                // the marker has the id; the volume name adds the family suffix
+                ["os", "vs", "vsefi"].iter().all(|t| self.vol_delete(&format!("{cid}-{t}")).is_ok())
+            } else {
+                self.vol_delete(&cid).is_ok()
+            };
+            if done {
+                marker.commit();
+            } else {
+                warn!("{cid}: could not remove everything; will retry on the next create");
+            }
+        }
     }
 
     fn pool(&self) -> &str {
@@ -583,13 +622,17 @@ impl Driver for Libvirt {
             info!("importing stemcell {name} {}", cloud_properties.get("version").and_then(Value::as_str).unwrap_or(""));
         }
         self.ensure_pool()?;
-        let unpacked = stemcell::unpack(image, self.cfg.tmp_dir.as_deref()).context(|| "cannot read the stemcell image".into())?;
+        // the family is known only after unpacking; the in-flight marker covers every suffix of this id
+        let id = format!("sc-{}", random_hex(16));
+        let marker = self.begin(&id)?;
+        let work = marker.work_dir().context(|| format!("cannot create a work directory in {}", self.cfg.state_dir.display()))?;
+        let unpacked = stemcell::unpack(image, Some(work)).context(|| "cannot read the stemcell image".into())?;
         let tag = match (unpacked.family, unpacked.efi) {
             (Family::OpenStack, _) => "os",
             (Family::Vsphere, false) => "vs",
             (Family::Vsphere, true) => "vsefi",
         };
-        let cid = format!("sc-{}-{tag}", random_hex(16));
+        let cid = format!("{id}-{tag}");
         // VMDKs (stream-optimised) are converted to qcow2 locally, as a stream, before upload
         let converted;
         let (file, format) = match unpacked.format {
@@ -623,10 +666,13 @@ impl Driver for Libvirt {
             return Err(DriverError::Other(format!("volume {cid} was probed as {probed}, expected {format}")));
         }
         rb.disarm();
+        drop(unpacked);
+        marker.commit();
         StemcellCid::new(cid).map_err(DriverError::Other)
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
+        self.reap();
         if parse_stemcell_cid(cid.as_str()).is_none() {
             return Err(DriverError::StemcellNotFound(format!("{cid} (not a stemcell CID of this CPI)")));
         }
@@ -640,13 +686,16 @@ impl Driver for Libvirt {
         let kind = parse_stemcell_cid(req.stemcell.as_str()).ok_or_else(|| DriverError::StemcellNotFound(format!("{} (not a stemcell CID of this CPI)", req.stemcell)))?;
         let vm = format!("vm-{}", random_hex(20));
         info!("creating {vm} from {}", req.stemcell);
+        let marker = self.begin(&vm)?;
         let mut rb = Rollback::new(&self.virsh, self.pool());
         let created = self.create_vm_inner(req, kind, &vm, &mut rb)?;
         rb.disarm();
+        marker.commit();
         Ok(created)
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
+        self.reap();
         if !valid_vm(cid) {
             return Err(DriverError::VmNotFound(format!("{cid} (not a VM CID of this CPI)")));
         }
@@ -722,11 +771,14 @@ impl Driver for Libvirt {
         }
         self.ensure_pool()?;
         let cid = format!("disk-{}", random_hex(15));
+        let marker = self.begin(&cid)?;
         self.vol_create(&cid, size_mib << 20, &format, None)?;
+        marker.commit();
         DiskCid::new(cid).map_err(DriverError::Other)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
+        self.reap();
         if !valid_disk(cid) {
             return Err(DriverError::DiskNotFound(format!("{cid} (not a disk CID of this CPI)")));
         }
@@ -852,6 +904,7 @@ impl Driver for Libvirt {
             return Err(DriverError::DiskNotFound(cid.to_string()));
         }
         let snap = format!("snap-{}", random_hex(15));
+        let marker = self.begin(&snap)?;
         info!("snapshot of {cid} as {snap} ({} metadata keys)", metadata.len());
         match self.virsh.run(["vol-clone", "--pool", self.pool(), cid.as_str(), snap.as_str()]) {
             Ok(_) => {}
@@ -859,10 +912,12 @@ impl Driver for Libvirt {
             Err(e) if e.output().contains("lock") => self.snapshot_live(cid, &snap)?,
             Err(e) => return Err(DriverError::failed(format!("cannot copy {cid} into snapshot {snap}"), e)),
         }
+        marker.commit();
         SnapshotCid::new(snap).map_err(DriverError::Other)
     }
 
     fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
+        self.reap();
         if !is_ours(cid.as_str(), "snap-", 15) {
             return Err(DriverError::SnapshotNotFound(format!("{cid} (not a snapshot CID of this CPI)")));
         }

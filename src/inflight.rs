@@ -1,0 +1,105 @@
+//! Crash safety for creates: a CPI process killed with SIGKILL half-way through create_vm (or any create)
+//! returns no CID, so the director will never delete what it made. Each create therefore first writes an
+//! in-flight marker `<state_dir>/inflight/<cid>.lock` and holds an exclusive lock on it; the marker is removed
+//! just before the response is written. A marker that exists but is not locked belongs to a dead process:
+//! the next create (in any process) reaps the resources of that CID and removes the marker.
+//! Scratch space of a create (an unpacked stemcell) lives in `<state_dir>/work/<cid>` and is reaped with it.
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The in-flight directory of one state dir.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    dir: PathBuf,
+    work: PathBuf,
+}
+
+/// A held in-flight marker. Dropping it without [`Marker::commit`] leaves the marker (the create failed and
+/// cleaned up itself, or will be reaped); `commit` removes it.
+#[derive(Debug)]
+pub struct Marker {
+    path: PathBuf,
+    work: PathBuf,
+    _file: File,
+}
+
+impl Inflight {
+    pub fn new(state_dir: &Path) -> Self {
+        Inflight { dir: state_dir.join("inflight"), work: state_dir.join("work") }
+    }
+
+    /// Writes and locks the marker for `cid` (durably: the directory entry is synced).
+    pub fn begin(&self, cid: &str) -> io::Result<Marker> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{cid}.lock"));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        file.lock()?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(Marker { path, work: self.work.join(cid), _file: file })
+    }
+
+    /// Markers of dead processes: each comes back locked, for the caller to clean up and then commit.
+    pub fn orphans(&self) -> Vec<(String, Marker)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some(cid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".lock")).map(str::to_string) else { continue };
+            let Ok(file) = OpenOptions::new().write(true).open(&path) else { continue };
+            // a live create holds the lock: skip it
+            if file.try_lock().is_err() {
+                continue;
+            }
+            // the file may have been committed (unlinked) between read_dir and open
+            if !path.exists() {
+                continue;
+            }
+            out.push((cid.clone(), Marker { path, work: self.work.join(&cid), _file: file }));
+        }
+        out
+    }
+}
+
+impl Marker {
+    /// Scratch directory for this create (created on demand).
+    pub fn work_dir(&self) -> io::Result<&Path> {
+        std::fs::create_dir_all(&self.work)?;
+        Ok(&self.work)
+    }
+
+    /// The create finished (or its leftovers were reaped): remove the scratch space and the marker.
+    pub fn commit(self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_markers_are_not_orphans_dead_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let inf = Inflight::new(dir.path());
+        let live = inf.begin("vm-live").unwrap();
+        std::fs::write(live.work_dir().unwrap().join("x"), b"x").unwrap();
+        assert!(inf.orphans().is_empty(), "a held marker is not an orphan");
+        // a dead process: the file stays, the lock is gone
+        drop(live);
+        let orphans = inf.orphans();
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].0, "vm-live");
+        // while one reaper holds it, another does not see it
+        assert!(inf.orphans().is_empty());
+        for (_, m) in orphans {
+            m.commit();
+        }
+        assert!(inf.orphans().is_empty());
+        assert!(!dir.path().join("work/vm-live").exists());
+        let done = inf.begin("vm-done").unwrap();
+        done.commit();
+        assert!(inf.orphans().is_empty());
+    }
+}

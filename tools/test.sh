@@ -8,4 +8,13 @@ cd "$HERE"
 bash tools/packages.sh --tests
 # libvirtd + QEMU (started by hand when no daemon answers; no systemd needed)
 bash tools/libvirt-up.sh >/dev/null
-cargo test --locked "$@"
+log=$(mktemp)
+set +e
+cargo test --locked --lib --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '^test result: .* ([0-9]+) failed' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+echo "$passed passed, $failed failed"
+exit "$status"

@@ -15,6 +15,8 @@ mod secrets;
 mod remote;
 // SIGKILL at random points of creates: nothing is left after the clean-up.
 mod faults;
+// Hostile input on every method.
+mod hostile;
 // Byte-stable settings media (golden images).
 mod medium;
 // spec/ as the contract: one request and response shape per method.

@@ -359,12 +359,23 @@ fn failed_creates_leave_nothing_and_say_whether_to_retry() {
 
 #[test]
 fn eight_parallel_create_vm_from_one_stemcell() {
+    parallel_create_attach_delete(8);
+}
+
+/// The proof suite's concurrency run: 16 processes at once (create_vm + create_disk + attach_disk, then
+/// delete_vm + delete_disk).
+#[test]
+fn sixteen_parallel_create_attach_delete() {
+    parallel_create_attach_delete(16);
+}
+
+fn parallel_create_attach_delete(n: usize) {
     if !libvirt_available() {
         return;
     }
     let cpi = std::sync::Arc::new(cpi());
     let sc = stemcell(&cpi);
-    let handles: Vec<_> = (0..8)
+    let handles: Vec<_> = (0..n)
         .map(|i| {
             let cpi = cpi.clone();
             let sc = sc.clone();
@@ -378,7 +389,7 @@ fn eight_parallel_create_vm_from_one_stemcell() {
         .collect();
     let made: Vec<(String, String)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let vms: std::collections::HashSet<_> = made.iter().map(|m| m.0.clone()).collect();
-    assert_eq!(vms.len(), 8);
+    assert_eq!(vms.len(), n);
     for (vm, disk) in &made {
         assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
     }

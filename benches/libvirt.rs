@@ -3,7 +3,9 @@
 //!
 //! - whole-process time of `info` against `/bin/true`;
 //! - create_vm from a 64 MiB and from a 4 GiB stemcell (a qcow2 overlay: the ratio should stay near 1);
-//! - peak RSS of the vmcpi process during create_stemcell of a 64 MiB and a 4 GiB image (must not grow).
+//! - peak RSS of the vmcpi process during create_stemcell of a 64 MiB and a 4 GiB image (must not grow);
+//! - import throughput against `tar xzf`, `cp` and `qemu-img convert` of the same bytes;
+//! - create_vm against `virt-clone` (Debian package virtinst) of the same image; peak RSS per method.
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -102,6 +104,13 @@ fn image(dir: &Path, mib: u64) -> PathBuf {
     image
 }
 
+fn timed(mut cmd: Command) -> Duration {
+    let t = Instant::now();
+    let st = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().expect("run baseline");
+    assert!(st.success(), "{cmd:?} failed");
+    t.elapsed()
+}
+
 fn main() {
     let bin = cpi_bin();
     let dir = tempfile::tempdir().unwrap();
@@ -111,11 +120,6 @@ fn main() {
     std::fs::write(&config, cfg.to_string()).unwrap();
 
     let n = 200;
-    let info_t = time_process(|| {
-        let mut c = Command::new(&bin);
-        c.arg("--config").arg(&config).stdin(Stdio::null());
-        c
-    }, n);
     // info reads its request from stdin: feed it through a pipe for a fair whole-process figure
     let info_piped = median(
         (0..n)
@@ -129,7 +133,7 @@ fn main() {
             .collect(),
     );
     let true_t = time_process(|| Command::new("/bin/true"), n);
-    let _ = info_t;
+    let (_, _, info_rss) = call(&bin, &config, "info", json!([]));
 
     println!("# vmcpi libvirt benchmark\n");
     println!("| figure | value |\n|---|---|");
@@ -142,11 +146,13 @@ fn main() {
     let mut stemcells = Vec::new();
     let mut rss = Vec::new();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir_in("/var/tmp").unwrap()).collect();
+    let mut import_4g = Duration::ZERO;
     for (mib, d) in [64u64, 4096].into_iter().zip(&dirs) {
         let img = image(d.path(), mib);
         let (r, import_t, peak) = call(&bin, &config, "create_stemcell", json!([img, {}]));
         stemcells.push(r["result"].as_str().unwrap().to_string());
         rss.push(peak);
+        import_4g = import_t;
         println!("| create_stemcell {mib} MiB: wall time | {:.2} s ({:.0} MiB/s) |", import_t.as_secs_f64(), mib as f64 / import_t.as_secs_f64());
         println!("| create_stemcell {mib} MiB: peak RSS of vmcpi | {peak} KiB |");
     }
@@ -159,13 +165,85 @@ fn main() {
             call(&bin, &config, "delete_vm", json!([r["result"][0].as_str().unwrap()]));
         }
     }
-    for sc in &stemcells {
-        call(&bin, &config, "delete_stemcell", json!([sc]));
-    }
     let results: Vec<(Duration, u64)> = times.into_iter().map(median).zip(rss).collect();
     for (mib, (med, _)) in [64, 4096].iter().zip(&results) {
         println!("| create_vm from the {mib} MiB stemcell (median of {rounds}) | {:.0} ms |", med.as_secs_f64() * 1e3);
     }
     println!("| create_vm ratio 4 GiB / 64 MiB | {:.2} |", results[1].0.as_secs_f64() / results[0].0.as_secs_f64());
     println!("| create_stemcell peak RSS ratio 4 GiB / 64 MiB | {:.2} |", results[1].1 as f64 / results[0].1 as f64);
+
+    // baselines on the same 4 GiB bytes: unpacking alone, a plain copy, a qemu-img conversion
+    let big = dirs[1].path();
+    let mut tar = Command::new("tar");
+    tar.arg("xzf").arg(big.join("image")).arg("-C").arg(big);
+    let untar = timed(tar);
+    let mut cp = Command::new("cp");
+    cp.arg("--sparse=always").arg(big.join("root.img")).arg(big.join("copy.img"));
+    let cp_t = timed(cp);
+    let mut conv = Command::new("qemu-img");
+    conv.args(["convert", "-O", "qcow2"]).arg(big.join("root.img")).arg(big.join("copy.qcow2"));
+    let conv_t = timed(conv);
+    let mibs = |d: Duration| 4096.0 / d.as_secs_f64();
+    println!("| import 4 GiB: vmcpi create_stemcell (gunzip + untar + upload) | {:.0} MiB/s |", mibs(import_4g));
+    println!("| baseline: `tar xzf` of the same image | {:.0} MiB/s (ratio {:.2}) |", mibs(untar), import_4g.as_secs_f64() / untar.as_secs_f64());
+    println!("| baseline: `cp --sparse=always` of root.img | {:.0} MiB/s |", mibs(cp_t));
+    println!("| baseline: `qemu-img convert -O qcow2` of root.img | {:.0} MiB/s |", mibs(conv_t));
+
+    // virt-clone of the same 4 GiB image (a full copy) against create_vm (an overlay)
+    if Path::new("/usr/bin/virt-clone").exists() {
+        let (_, vol) = virsh(&["vol-path", "--pool", POOL, &stemcells[1]]);
+        let tmpl = "vmcpi-bench-template";
+        let xml = format!("<domain type='qemu'><name>{tmpl}</name><memory unit='MiB'>64</memory><os><type arch='x86_64' machine='q35'>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='sda' bus='scsi'/></disk></devices></domain>", vol.trim());
+        let f = dir.path().join("tmpl.xml");
+        std::fs::write(&f, xml).unwrap();
+        virsh(&["define", f.to_str().unwrap()]);
+        let clone_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let mut vc = Command::new("virt-clone");
+        vc.args(["--connect", "qemu:///system", "--original", tmpl, "--name", "vmcpi-bench-clone", "--file"]).arg(clone_dir.path().join("clone.img"));
+        let vc_t = timed(vc);
+        virsh(&["undefine", "vmcpi-bench-clone"]);
+        virsh(&["undefine", tmpl]);
+        println!("| virt-clone of a domain on the 4 GiB image (copies it, no start) | {:.0} ms |", vc_t.as_secs_f64() * 1e3);
+        println!("| create_vm from the 4 GiB stemcell (overlay, settings medium, start) | {:.0} ms (ratio {:.2}) |", results[1].0.as_secs_f64() * 1e3, results[1].0.as_secs_f64() / vc_t.as_secs_f64());
+    } else {
+        println!("| virt-clone | not installed (Debian package virtinst) |");
+    }
+
+    // peak RSS of the vmcpi process, per method
+    let sc = &stemcells[0];
+    let mut peaks = vec![("info", info_rss)];
+    let (r, _, p) = call(&bin, &config, "create_vm", json!(["bench", sc, {"ram": 64, "disk": 16}, {}, [], {}]));
+    peaks.push(("create_vm", p));
+    let vm = r["result"][0].as_str().unwrap().to_string();
+    let (r, _, p) = call(&bin, &config, "create_disk", json!([16, {}, vm]));
+    peaks.push(("create_disk", p));
+    let disk = r["result"].as_str().unwrap().to_string();
+    for (m, args) in [
+        ("attach_disk", json!([vm, disk])),
+        ("set_vm_metadata", json!([vm, {"name": "bench/0"}])),
+        ("set_disk_metadata", json!([disk, {"director": "bench"}])),
+        ("get_disks", json!([vm])),
+        ("has_vm", json!([vm])),
+        ("has_disk", json!([disk])),
+        ("reboot_vm", json!([vm])),
+        ("detach_disk", json!([vm, disk])),
+        ("resize_disk", json!([disk, 32])),
+        ("delete_vm", json!([vm])),
+        ("delete_disk", json!([disk])),
+    ] {
+        peaks.push((m, call(&bin, &config, m, args).2));
+    }
+    for sc in &stemcells {
+        peaks.push(("delete_stemcell", call(&bin, &config, "delete_stemcell", json!([sc])).2));
+    }
+    peaks.dedup_by_key(|p| p.0);
+    println!("\n| method | peak RSS of vmcpi |\n|---|---|");
+    for (m, p) in peaks {
+        println!("| {m} | {p} KiB |");
+    }
+}
+
+fn virsh(args: &[&str]) -> (bool, String) {
+    let out = Command::new("virsh").arg("-c").arg("qemu:///system").args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -283,7 +283,13 @@ fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
     // compile the package as the CLI does: the package's files in a fresh directory, `bash -x packaging`
     let compile = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(compile.path().join("vmcpi")).unwrap();
-    std::fs::copy(crate::util::cpi_bin(), compile.path().join("vmcpi/vmcpi-linux-amd64")).unwrap();
+    // the blob name packaging looks for on this machine (the release ships vmcpi-linux-amd64)
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    std::fs::copy(crate::util::cpi_bin(), compile.path().join(format!("vmcpi/vmcpi-linux-{arch}"))).unwrap();
     std::fs::copy(root().join("packages/vmcpi/packaging"), compile.path().join("packaging")).unwrap();
     let target = packages.join("vmcpi");
     std::fs::create_dir_all(&target).unwrap();

@@ -4,7 +4,7 @@
 //! rendered bin/cpi with the rendered cpi.json, as `bosh create-env` runs it. Needs `ruby`.
 use crate::util::{require_peer, run_raw, Cpi};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 fn root() -> PathBuf {
@@ -167,22 +167,8 @@ fn contradictory_properties_fail_to_render() {
     assert_eq!(config["driver"], json!({"kind": "libvirt", "pool": "a"}));
 }
 
-#[test]
-fn every_property_is_documented_and_every_example_is_accepted() {
-    if !have_ruby() {
-        return;
-    }
-    let spec = job_spec();
-    assert_eq!(spec["name"], "vmcpi_cpi");
-    assert_eq!(spec["templates"], json!({"cpi.erb": "bin/cpi", "cpi.json.erb": "config/cpi.json"}));
-    assert_eq!(spec["packages"], json!(["vmcpi"]));
-    let props = spec["properties"].as_object().unwrap();
-    for (name, def) in props {
-        assert!(def["description"].as_str().is_some_and(|d| d.len() > 10), "property {name} has no description");
-        assert!(def.get("default").is_some() || def.get("example").is_some(), "property {name} has neither default nor example");
-    }
-    // every property the template reads is declared (BOSH hides undeclared ones)
-    let template = std::fs::read_to_string(root().join("jobs/vmcpi_cpi/templates/cpi.json.erb")).unwrap();
+/// The property names a template reads with p(), if_p() or else_if_p() (single-quoted literals).
+fn property_names(template: &str) -> Vec<String> {
     let mut read = Vec::new();
     for (at, _) in template.match_indices("p(") {
         // p( and if_p( / else_if_p(, not dump( or any other call ending in p
@@ -196,9 +182,37 @@ fn every_property_is_documented_and_every_example_is_accepted() {
             }
         }
     }
+    read
+}
+
+#[test]
+fn every_property_is_documented_and_every_example_is_accepted() {
+    if !have_ruby() {
+        return;
+    }
+    let spec = job_spec();
+    assert_eq!(spec["name"], "vmcpi_cpi");
+    assert_eq!(
+        spec["templates"],
+        json!({"cpi.erb": "bin/cpi", "cpi.json.erb": "config/cpi.json", "pinned-ssh.erb": "bin/pinned-ssh",
+               "ssh_key.erb": "config/ssh_key", "known_hosts.erb": "config/known_hosts"})
+    );
+    assert_eq!(spec["packages"], json!(["vmcpi"]));
+    let props = spec["properties"].as_object().unwrap();
+    for (name, def) in props {
+        assert!(def["description"].as_str().is_some_and(|d| d.len() > 10), "property {name} has no description");
+        assert!(def.get("default").is_some() || def.get("example").is_some(), "property {name} has neither default nor example");
+    }
+    // every property a template reads is declared (BOSH hides undeclared ones)
+    let mut read = Vec::new();
+    for name in spec["templates"].as_object().unwrap().keys() {
+        let template = std::fs::read_to_string(root().join("jobs/vmcpi_cpi/templates").join(name)).unwrap();
+        read.extend(property_names(&template));
+    }
     assert!(read.len() > 10, "found only {read:?}");
+    assert!(read.iter().any(|n| n == "pinned_ssh.private_key"), "{read:?}");
     for name in &read {
-        assert!(props.contains_key(name), "cpi.json.erb reads {name}, which the spec does not declare");
+        assert!(props.contains_key(name), "a template reads {name}, which the spec does not declare");
     }
 
     // every libvirt.* example together renders a config vmcpi accepts: each names a real LibvirtConfig field
@@ -239,7 +253,10 @@ fn ops_files_render_configs_vmcpi_accepts() {
         ("libvirt_uri", "qemu:///system"),
         ("libvirt_pool", "vmcpi"),
         ("libvirt_pool_path", "/var/lib/libvirt/vmcpi"),
-        ("libvirt_director_uri", "qemu+ssh://cpi@192.168.122.1/system?command=/var/vcap/data/vmcpi/pinned-ssh"),
+        ("libvirt_host", "192.168.122.1"),
+        ("libvirt_ssh_user", "cpi"),
+        ("libvirt_ssh_key.private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3Blbg==\\n-----END OPENSSH PRIVATE KEY-----\\n"),
+        ("libvirt_known_hosts", "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"),
         ("internal_ip", "192.168.122.6"),
         ("libvirt_network", "default"),
         ("vmcpi_release", "/tmp/vmcpi.tgz"),
@@ -263,7 +280,11 @@ fn ops_files_render_configs_vmcpi_accepts() {
     assert_eq!(job["name"], "vmcpi_cpi");
     let config = render_config(&job["properties"]);
     assert_eq!(config["agent"]["mbus"], "nats://192.168.122.6:4222");
+    assert_eq!(config["driver"]["uri"], "qemu+ssh://cpi@192.168.122.1/system?command=pinned-ssh");
     info_accepts(&config);
+    assert!(render("ssh_key.erb", &job["properties"]).unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+    assert_eq!(render("known_hosts.erb", &job["properties"]).unwrap(), "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n");
+    assert_eq!(ops_value("release/ops/director.yml", "/variables/-", &vars), json!({"name": "libvirt_ssh_key", "type": "ssh"}));
     assert_eq!(ops_value("release/ops/director.yml", "/instance_groups/name=bosh/properties/director/cpi_job?", &vars), "vmcpi_cpi");
 }
 
@@ -272,37 +293,99 @@ fn isolated(cmd: &mut Command) -> &mut Command {
     cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin:/sbin")
 }
 
-#[test]
-fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
-    if !have_ruby() {
-        return;
-    }
-    let install = tempfile::tempdir().unwrap();
-    let (packages, jobs) = (install.path().join("packages"), install.path().join("jobs"));
-
-    // compile the package as the CLI does: the package's files in a fresh directory, `bash -x packaging`
-    let compile = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(compile.path().join("vmcpi")).unwrap();
-    // the blob name packaging looks for on this machine (the release ships vmcpi-linux-amd64)
+/// The blob name packaging looks for on this machine (the release ships vmcpi-linux-amd64).
+fn host_blob() -> String {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
     };
-    std::fs::copy(crate::util::cpi_bin(), compile.path().join(format!("vmcpi/vmcpi-linux-{arch}"))).unwrap();
-    std::fs::copy(root().join("packages/vmcpi/packaging"), compile.path().join("packaging")).unwrap();
-    let target = packages.join("vmcpi");
-    std::fs::create_dir_all(&target).unwrap();
-    let out = isolated(Command::new("bash").args(["-x", "packaging"]).current_dir(compile.path()))
-        .env("BOSH_COMPILE_TARGET", compile.path())
-        .env("BOSH_INSTALL_TARGET", &target)
-        .env("BOSH_PACKAGE_NAME", "vmcpi")
-        .env("BOSH_PACKAGES_DIR", &packages)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "packaging failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let installed = target.join("bin/vmcpi");
-    assert!(installed.is_file(), "packaging did not install bin/vmcpi");
+    format!("vmcpi-linux-{arch}")
+}
+
+/// A CPI installed the way `bosh create-env` installs it: the package compiled by its packaging script
+/// in the isolated environment, every job template rendered into `jobs/vmcpi_cpi` (bin/* made
+/// executable, as the CLI does; config files world-readable, which pinned-ssh must cope with).
+struct Installation {
+    _dir: tempfile::TempDir,
+    packages: PathBuf,
+    jobs: PathBuf,
+}
+
+impl Installation {
+    fn new(props: &Value) -> Installation {
+        let dir = tempfile::tempdir().unwrap();
+        let (packages, jobs) = (dir.path().join("packages"), dir.path().join("jobs"));
+
+        // compile the package as the CLI does: the package's files in a fresh directory, `bash -x packaging`
+        let compile = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(compile.path().join("vmcpi")).unwrap();
+        std::fs::copy(crate::util::cpi_bin(), compile.path().join("vmcpi").join(host_blob())).unwrap();
+        std::fs::copy(root().join("packages/vmcpi/packaging"), compile.path().join("packaging")).unwrap();
+        let target = packages.join("vmcpi");
+        std::fs::create_dir_all(&target).unwrap();
+        let out = isolated(Command::new("bash").args(["-x", "packaging"]).current_dir(compile.path()))
+            .env("BOSH_COMPILE_TARGET", compile.path())
+            .env("BOSH_INSTALL_TARGET", &target)
+            .env("BOSH_PACKAGE_NAME", "vmcpi")
+            .env("BOSH_PACKAGES_DIR", &packages)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "packaging failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(target.join("bin/vmcpi").is_file(), "packaging did not install bin/vmcpi");
+
+        let job = jobs.join("vmcpi_cpi");
+        for (template, dest) in job_spec()["templates"].as_object().unwrap() {
+            let dest = job.join(dest.as_str().unwrap());
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            let text = render(template, props).unwrap_or_else(|e| panic!("{template} did not render: {e}"));
+            std::fs::write(&dest, text).unwrap();
+            let mode = if dest.parent().unwrap().ends_with("bin") { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        }
+        Installation { _dir: dir, packages, jobs }
+    }
+
+    fn job(&self) -> PathBuf {
+        self.jobs.join("vmcpi_cpi")
+    }
+
+    /// Runs bin/cpi in create-env's isolated environment: one request on stdin, one reply on stdout.
+    fn call(&self, method: &str, args: Value) -> Value {
+        use std::io::Write;
+        let request = json!({"method": method, "arguments": args, "context": {"director_uuid": "cli"}, "api_version": 2});
+        let mut cmd = Command::new(self.job().join("bin/cpi"));
+        isolated(&mut cmd).env("BOSH_PACKAGES_DIR", &self.packages).env("BOSH_JOBS_DIR", &self.jobs);
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "bin/cpi exited {:?}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for secret in ["mbus-canary-pw", "PRIVATE KEY"] {
+            assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked:\n{stdout}\n{stderr}");
+        }
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bin/cpi stdout is not JSON ({e}): {stdout}"))
+    }
+}
+
+#[test]
+fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
+    if !have_ruby() {
+        return;
+    }
+    let cpi = Installation::new(&libvirt_create_env_props());
+    let reply = cpi.call("info", json!([]));
+    assert!(reply["error"].is_null(), "{reply}");
+    assert_eq!(reply["result"]["api_version"], 2);
+    let reply = cpi.call("delete_stemcell", json!([42]));
+    assert_eq!(reply["error"]["type"], "Bosh::Clouds::CpiError", "{reply}");
+    // the installed config reads the same through the test harness
+    let r = run_raw(&cpi.job().join("config/cpi.json"), br#"{"method":"info","arguments":[]}"#, &[]);
+    assert!(r.response["error"].is_null(), "{}", r.stdout);
+    // no key, no pinned host: pinned-ssh refuses to run
+    let out = isolated(&mut Command::new(cpi.job().join("bin/pinned-ssh"))).arg("kvm-host").output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pinned_ssh.known_hosts"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // a platform without a binary fails with a message saying what to do
     let other = tempfile::tempdir().unwrap();
@@ -314,50 +397,59 @@ fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Linux x86_64"), "{}", String::from_utf8_lossy(&out.stderr));
-
-    // render the job into the installation layout
-    let job = jobs.join("vmcpi_cpi");
-    std::fs::create_dir_all(job.join("bin")).unwrap();
-    std::fs::create_dir_all(job.join("config")).unwrap();
-    let props = libvirt_create_env_props();
-    std::fs::write(job.join("bin/cpi"), render("cpi.erb", &props).unwrap()).unwrap();
-    std::fs::write(job.join("config/cpi.json"), render("cpi.json.erb", &props).unwrap()).unwrap();
-    set_executable(&job.join("bin/cpi"));
-
-    // bin/cpi in the isolated environment, one request on stdin, one reply on stdout
-    let request = json!({"method": "info", "arguments": [], "context": {"director_uuid": "cli"}, "api_version": 2});
-    let reply = run_bin_cpi(&job.join("bin/cpi"), &[("BOSH_PACKAGES_DIR", &packages), ("BOSH_JOBS_DIR", &jobs)], &request);
-    assert!(reply["error"].is_null(), "{reply}");
-    assert_eq!(reply["result"]["api_version"], 2);
-    let reply = run_bin_cpi(
-        &job.join("bin/cpi"),
-        &[("BOSH_PACKAGES_DIR", &packages), ("BOSH_JOBS_DIR", &jobs)],
-        &json!({"method": "delete_stemcell", "arguments": [42], "context": {}, "api_version": 2}),
-    );
-    assert_eq!(reply["error"]["type"], "Bosh::Clouds::CpiError", "{reply}");
-
-    // the installed binary reads the rendered config the same way through the test harness
-    let r = run_raw(&job.join("config/cpi.json"), request.to_string().as_bytes(), &[]);
-    assert!(r.response["error"].is_null(), "{}", r.stdout);
 }
 
-fn run_bin_cpi(bin_cpi: &Path, envs: &[(&str, &Path)], request: &Value) -> Value {
-    use std::io::Write;
-    let mut cmd = Command::new(bin_cpi);
-    isolated(&mut cmd);
-    for (k, v) in envs {
-        cmd.env(k, v);
+/// Port of this module's own loopback sshd (tests/remote.rs uses another).
+const SSHD_PORT: u16 = 22298;
+
+#[test]
+fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
+    if !have_ruby() || !crate::libvirt::libvirt_available() {
+        return;
     }
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "bin/cpi exited {:?}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!stdout.contains("mbus-canary-pw") && !String::from_utf8_lossy(&out.stderr).contains("mbus-canary-pw"));
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bin/cpi stdout is not JSON ({e}): {stdout}"))
-}
+    let dir = PathBuf::from(format!("/tmp/vmcpi-test-sshd-{SSHD_PORT}"));
+    let up = Command::new("bash")
+        .arg(root().join("tools/sshd-up.sh"))
+        .arg(&dir)
+        .arg(SSHD_PORT.to_string())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require_peer("OpenSSH server on loopback (tools/sshd-up.sh)", up) {
+        return;
+    }
+    let key = std::fs::read_to_string(dir.join("id_ed25519")).unwrap();
+    let known_hosts = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
+    // `command=pinned-ssh` relative: found on the PATH bin/cpi sets, wherever the job is installed
+    let uri = format!("qemu+ssh://root@127.0.0.1:{SSHD_PORT}/system?command=pinned-ssh");
+    let props = |known_hosts: &str| {
+        json!({
+            "libvirt": {"uri": uri, "domain_type": "qemu"},
+            "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
+            "pinned_ssh": {"private_key": key.trim_end(), "known_hosts": known_hosts},
+        })
+    };
+    let cpi = Installation::new(&props(&known_hosts));
+    assert!(!std::fs::read_to_string(cpi.job().join("config/cpi.json")).unwrap().contains("PRIVATE KEY"));
+    // has_vm asks libvirt on the far side of ssh
+    let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+    assert!(reply["error"].is_null(), "has_vm over pinned ssh failed: {reply}");
+    assert_eq!(reply["result"], false);
+    // pinned-ssh removes its private copy of the key
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("vmcpi-ssh.") && e.metadata().is_ok_and(|m| m.modified().is_ok_and(|t| t.elapsed().is_ok_and(|d| d.as_secs() < 60))))
+        .collect();
+    assert!(left.is_empty(), "pinned-ssh left {left:?}");
 
-fn set_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // another host key pinned for the same host: refused
+    let other = tempfile::tempdir().unwrap();
+    let other_key = other.path().join("id");
+    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other_key).status().unwrap().success());
+    let other_pub = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let other_pub: Vec<&str> = other_pub.split_whitespace().take(2).collect();
+    let cpi = Installation::new(&props(&format!("[127.0.0.1]:{SSHD_PORT} {}", other_pub.join(" "))));
+    let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+    let msg = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("a wrong host key was accepted: {reply}"));
+    assert!(msg.contains("Host key verification failed") || msg.contains("HOST IDENTIFICATION HAS CHANGED"), "{msg}");
 }

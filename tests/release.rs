@@ -434,13 +434,18 @@ fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
     let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
     assert!(reply["error"].is_null(), "has_vm over pinned ssh failed: {reply}");
     assert_eq!(reply["result"], false);
-    // pinned-ssh removes its private copy of the key
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+    // ssh got a private copy of the key: in a 0700 directory of this user's, mode 0600
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    let copies = PathBuf::from(format!("/tmp/vmcpi-ssh-{}", uid.trim()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&copies).unwrap().permissions().mode() & 0o777, 0o700);
+    let copy = std::fs::read_dir(&copies)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("vmcpi-ssh.") && e.metadata().is_ok_and(|m| m.modified().is_ok_and(|t| t.elapsed().is_ok_and(|d| d.as_secs() < 60))))
-        .collect();
-    assert!(left.is_empty(), "pinned-ssh left {left:?}");
+        .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|k| k.trim_end() == key.trim_end()))
+        .unwrap_or_else(|| panic!("no copy of the key in {}", copies.display()));
+    assert!(copy.file_name().to_string_lossy().starts_with("key-"), "{copy:?}");
+    assert_eq!(copy.metadata().unwrap().permissions().mode() & 0o777, 0o600);
 
     // another host key pinned for the same host: refused
     let other = tempfile::tempdir().unwrap();

@@ -70,7 +70,7 @@ fn libvirt_create_env_props() -> Value {
     json!({
         "libvirt": {"uri": "qemu:///system", "pool": "vmcpi", "pool_path": "/var/lib/vmcpi/pool", "domain_type": "qemu",
                     "machine": "q35", "default_network": "default", "graphics": false, "virsh": "/usr/bin/virsh",
-                    "qemu_img": "/usr/bin/qemu-img", "xorriso": "/usr/bin/xorriso", "tmp_dir": "/var/tmp"},
+                    "qemu_img": "/usr/bin/qemu-img", "xorriso": "/usr/bin/xorriso", "state_dir": "/var/tmp/vmcpi-release"},
         "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
         "blobstore": {"provider": "local", "path": "/var/vcap/micro_bosh/data/cache"},
         "ntp": ["time1.google.com"],
@@ -89,7 +89,7 @@ fn libvirt_properties_render_a_config_vmcpi_accepts() {
             "driver": {"kind": "libvirt", "uri": "qemu:///system", "pool": "vmcpi", "pool_path": "/var/lib/vmcpi/pool",
                        "domain_type": "qemu", "machine": "q35", "default_network": "default", "graphics": false,
                        "virsh": "/usr/bin/virsh", "qemu_img": "/usr/bin/qemu-img", "xorriso": "/usr/bin/xorriso",
-                       "tmp_dir": "/var/tmp"},
+                       "state_dir": "/var/tmp/vmcpi-release"},
             "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868", "ntp": ["time1.google.com"],
                       "blobstore": {"provider": "local", "options": {"blobstore_path": "/var/vcap/micro_bosh/data/cache"}}},
             "log_level": "info",
@@ -194,7 +194,7 @@ fn every_property_is_documented_and_every_example_is_accepted() {
     assert_eq!(spec["name"], "vmcpi_cpi");
     assert_eq!(
         spec["templates"],
-        json!({"cpi.erb": "bin/cpi", "cpi.json.erb": "config/cpi.json", "pinned-ssh.erb": "bin/pinned-ssh",
+        json!({"cpi.erb": "bin/cpi", "pre-start.erb": "bin/pre-start", "cpi.json.erb": "config/cpi.json", "pinned-ssh.erb": "bin/pinned-ssh",
                "ssh_key.erb": "config/ssh_key", "known_hosts.erb": "config/known_hosts"})
     );
     assert_eq!(spec["packages"], json!(["vmcpi"]));
@@ -230,6 +230,32 @@ fn every_property_is_documented_and_every_example_is_accepted() {
     info_accepts(&config);
     // and so does the driver example
     info_accepts(&render_config(&json!({"driver": props["driver"]["example"]})));
+}
+
+#[test]
+fn pre_start_makes_the_libvirt_state_dir() {
+    if !have_ruby() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("data/vmcpi state's");
+    for props in [
+        json!({"libvirt": {"state_dir": state_dir}}),
+        json!({"driver": {"kind": "libvirt", "state_dir": state_dir}}),
+    ] {
+        let _ = std::fs::remove_dir_all(tmp.path().join("data"));
+        let script = tmp.path().join("pre-start");
+        std::fs::write(&script, render("pre-start.erb", &props).unwrap()).unwrap();
+        let out = isolated(Command::new("bash").arg(&script)).output().unwrap();
+        assert!(out.status.success(), "pre-start failed: {}", String::from_utf8_lossy(&out.stderr));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777, 0o750, "{props}");
+    }
+    // nothing to do without a state_dir, or for another driver
+    for props in [json!({}), json!({"driver": {"kind": "vmrun", "state_dir": state_dir}})] {
+        let text = render("pre-start.erb", &props).unwrap();
+        assert!(!text.contains("mkdir"), "{props}: {text}");
+    }
 }
 
 /// The value an ops file writes at `path`, with `((variables))` replaced from `vars`.

@@ -21,3 +21,5 @@ mod hostile;
 mod medium;
 // spec/ as the contract: one request and response shape per method.
 mod spec_contract;
+// The BOSH release: job templates rendered with Ruby, the package's packaging script, bin/cpi as create-env runs it.
+mod release;

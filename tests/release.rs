@@ -1,0 +1,486 @@
+//! The BOSH release (jobs/, packages/): the job templates rendered with Ruby's ERB through
+//! release/render.rb (BOSH's p()/if_p() semantics, spec defaults applied), the package installed by
+//! its packaging script in create-env's isolated environment, and the built binary run through the
+//! rendered bin/cpi with the rendered cpi.json, as `bosh create-env` runs it. Needs `ruby`.
+use crate::util::{require_peer, run_raw, Cpi};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn have_ruby() -> bool {
+    require_peer(
+        "ruby (apt-get install ruby) to render the BOSH job templates",
+        Command::new("ruby").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()),
+    )
+}
+
+/// Renders `jobs/vmcpi_cpi/templates/<template>` with `props`; Err(stderr) when rendering fails.
+fn render(template: &str, props: &Value) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let props_path = dir.path().join("props.json");
+    std::fs::write(&props_path, props.to_string()).unwrap();
+    let out = Command::new("ruby")
+        .arg(root().join("release/render.rb"))
+        .args(["vmcpi_cpi", template])
+        .arg(&props_path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn render_config(props: &Value) -> Value {
+    let text = render("cpi.json.erb", props).unwrap_or_else(|e| panic!("cpi.json.erb did not render for {props}:\n{e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("rendered cpi.json is not JSON ({e}):\n{text}"))
+}
+
+/// Runs `info` with `config` the way the CLI does and returns the result, failing on an error reply.
+fn info_accepts(config: &Value) -> Value {
+    let cpi = Cpi::with_config(config);
+    let r = cpi.call("info", json!([]));
+    assert_eq!(r.status, 0);
+    assert!(r.response["error"].is_null(), "vmcpi refused the rendered config {config}: {}", r.response["error"]);
+    r.response["result"].clone()
+}
+
+/// A YAML file of the repository, parsed by Ruby's YAML (as BOSH does) and handed over as JSON.
+fn yaml(path: &str) -> Value {
+    let out = Command::new("ruby")
+        .args(["-ryaml", "-rjson", "-e", "puts JSON.dump(YAML.safe_load(File.read(ARGV[0])))"])
+        .arg(root().join(path))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn job_spec() -> Value {
+    yaml("jobs/vmcpi_cpi/spec")
+}
+
+/// A create-env style property set for libvirt (bosh-deployment's shape, with the convenience properties).
+fn libvirt_create_env_props() -> Value {
+    json!({
+        "libvirt": {"uri": "qemu:///system", "pool": "vmcpi", "pool_path": "/var/lib/vmcpi/pool", "domain_type": "qemu",
+                    "machine": "q35", "default_network": "default", "graphics": false, "virsh": "/usr/bin/virsh",
+                    "qemu_img": "/usr/bin/qemu-img", "xorriso": "/usr/bin/xorriso", "state_dir": "/var/tmp/vmcpi-release"},
+        "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
+        "blobstore": {"provider": "local", "path": "/var/vcap/micro_bosh/data/cache"},
+        "ntp": ["time1.google.com"],
+    })
+}
+
+#[test]
+fn libvirt_properties_render_a_config_vmcpi_accepts() {
+    if !have_ruby() {
+        return;
+    }
+    let config = render_config(&libvirt_create_env_props());
+    assert_eq!(
+        config,
+        json!({
+            "driver": {"kind": "libvirt", "uri": "qemu:///system", "pool": "vmcpi", "pool_path": "/var/lib/vmcpi/pool",
+                       "domain_type": "qemu", "machine": "q35", "default_network": "default", "graphics": false,
+                       "virsh": "/usr/bin/virsh", "qemu_img": "/usr/bin/qemu-img", "xorriso": "/usr/bin/xorriso",
+                       "state_dir": "/var/tmp/vmcpi-release"},
+            "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868", "ntp": ["time1.google.com"],
+                      "blobstore": {"provider": "local", "options": {"blobstore_path": "/var/vcap/micro_bosh/data/cache"}}},
+            "log_level": "info",
+        })
+    );
+    let info = info_accepts(&config);
+    assert_eq!(info["api_version"], 2);
+    assert!(info["stemcell_formats"].as_array().unwrap().contains(&json!("openstack-qcow2")));
+}
+
+#[test]
+fn no_properties_render_minimal_libvirt_config() {
+    if !have_ruby() {
+        return;
+    }
+    let config = render_config(&json!({}));
+    assert_eq!(config, json!({"driver": {"kind": "libvirt"}, "agent": {"ntp": []}, "log_level": "info"}));
+    info_accepts(&config);
+}
+
+#[test]
+fn driver_hash_passes_through_and_director_style_agent_settings() {
+    if !have_ruby() {
+        return;
+    }
+    // a director's properties: the mbus built from nats.*, a dav blobstore over TLS
+    let props = json!({
+        "driver": {"kind": "libvirt", "uri": "qemu+ssh://cpi@hv1/system", "pool": "bosh", "domain_type": "kvm"},
+        "nats": {"address": "10.0.0.6", "password": "nats:pw/1"},
+        "blobstore": {"provider": "dav", "address": "10.0.0.6", "agent": {"user": "agent", "password": "dav-pw"},
+                      "tls": {"cert": {"ca": "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n"}}},
+        "log_level": "debug",
+    });
+    let config = render_config(&props);
+    assert_eq!(config["driver"], props["driver"]);
+    assert_eq!(config["agent"]["mbus"], "nats://nats:nats%3Apw%2F1@10.0.0.6:4222");
+    assert_eq!(config["agent"]["blobstore"]["options"]["endpoint"], "https://10.0.0.6:25250");
+    assert_eq!(config["agent"]["blobstore"]["options"]["tls"]["cert"]["ca"], props["blobstore"]["tls"]["cert"]["ca"]);
+    assert_eq!(config["log_level"], "debug");
+    info_accepts(&config);
+
+    // agent.mbus wins over nats.*; agent.blobstore over blobstore.*; nats without a password has no credentials
+    let config = render_config(&json!({
+        "agent": {"mbus": "nats://10.0.0.6:4222", "blobstore": {"provider": "local", "options": {"blobstore_path": "/b"}}},
+        "nats": {"address": "10.9.9.9", "password": "unused"},
+        "blobstore": {"provider": "dav", "address": "10.9.9.9"},
+    }));
+    assert_eq!(config["agent"]["mbus"], "nats://10.0.0.6:4222");
+    assert_eq!(config["agent"]["blobstore"], json!({"provider": "local", "options": {"blobstore_path": "/b"}}));
+    let config = render_config(&json!({"nats": {"address": "10.0.0.6"}, "agent": {"nats": {"address": "192.168.1.6"}}}));
+    assert_eq!(config["agent"]["mbus"], "nats://192.168.1.6:4222");
+
+    // another driver kind goes through untouched (vmcpi itself decides whether it knows the kind)
+    let config = render_config(&json!({"driver": {"kind": "vmrun", "vm_store_path": "/vms"}}));
+    assert_eq!(config["driver"], json!({"kind": "vmrun", "vm_store_path": "/vms"}));
+}
+
+#[test]
+fn contradictory_properties_fail_to_render() {
+    if !have_ruby() {
+        return;
+    }
+    for (props, says) in [
+        (json!({"driver": {"kind": "vsphere"}, "libvirt": {"pool": "x"}}), "driver.kind"),
+        (json!({"driver": {"kind": "libvirt", "pool": "a"}, "libvirt": {"pool": "b"}}), "disagree"),
+        (json!({"driver": {"uri": "qemu:///system"}}), "kind"),
+        (json!({"driver": "libvirt"}), "kind"),
+        (json!({"blobstore": {"provider": "s3"}}), "agent.blobstore"),
+    ] {
+        let err = render("cpi.json.erb", &props).expect_err(&format!("{props} should not render"));
+        assert!(err.contains(says), "rendering {props} failed without naming {says}: {err}");
+    }
+    // agreeing duplicates are fine
+    let config = render_config(&json!({"driver": {"kind": "libvirt", "pool": "a"}, "libvirt": {"pool": "a"}}));
+    assert_eq!(config["driver"], json!({"kind": "libvirt", "pool": "a"}));
+}
+
+/// The property names a template reads with p(), if_p() or else_if_p() (single-quoted literals).
+fn property_names(template: &str) -> Vec<String> {
+    let mut read = Vec::new();
+    for (at, _) in template.match_indices("p(") {
+        // p( and if_p( / else_if_p(, not dump( or any other call ending in p
+        if at > 0 && template.as_bytes()[at - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let names = template[at + 2..].split(')').next().unwrap();
+        for quoted in names.split('\'').skip(1).step_by(2) {
+            if !quoted.contains('#') && quoted.contains(|c: char| c.is_ascii_lowercase()) {
+                read.push(quoted.to_string());
+            }
+        }
+    }
+    read
+}
+
+#[test]
+fn every_property_is_documented_and_every_example_is_accepted() {
+    if !have_ruby() {
+        return;
+    }
+    let spec = job_spec();
+    assert_eq!(spec["name"], "vmcpi_cpi");
+    assert_eq!(
+        spec["templates"],
+        json!({"cpi.erb": "bin/cpi", "pre-start.erb": "bin/pre-start", "cpi.json.erb": "config/cpi.json", "pinned-ssh.erb": "bin/pinned-ssh",
+               "ssh_key.erb": "config/ssh_key", "known_hosts.erb": "config/known_hosts"})
+    );
+    assert_eq!(spec["packages"], json!(["vmcpi"]));
+    let props = spec["properties"].as_object().unwrap();
+    for (name, def) in props {
+        assert!(def["description"].as_str().is_some_and(|d| d.len() > 10), "property {name} has no description");
+        assert!(def.get("default").is_some() || def.get("example").is_some(), "property {name} has neither default nor example");
+    }
+    // every property a template reads is declared (BOSH hides undeclared ones)
+    let mut read = Vec::new();
+    for name in spec["templates"].as_object().unwrap().keys() {
+        let template = std::fs::read_to_string(root().join("jobs/vmcpi_cpi/templates").join(name)).unwrap();
+        read.extend(property_names(&template));
+    }
+    assert!(read.len() > 10, "found only {read:?}");
+    assert!(read.iter().any(|n| n == "pinned_ssh.private_key"), "{read:?}");
+    for name in &read {
+        assert!(props.contains_key(name), "a template reads {name}, which the spec does not declare");
+    }
+
+    // every libvirt.* example together renders a config vmcpi accepts: each names a real LibvirtConfig field
+    let mut libvirt = serde_json::Map::new();
+    for (name, def) in props {
+        if let Some(key) = name.strip_prefix("libvirt.") {
+            libvirt.insert(key.to_string(), def["example"].clone());
+        }
+    }
+    assert!(libvirt.len() >= 11, "{libvirt:?}");
+    let config = render_config(&json!({"libvirt": libvirt, "agent": {"mbus": props["agent.mbus"]["example"]}}));
+    for (key, value) in &libvirt {
+        assert_eq!(&config["driver"][key], value, "libvirt.{key} is declared but not rendered into driver.{key}");
+    }
+    info_accepts(&config);
+    // and so does the driver example
+    info_accepts(&render_config(&json!({"driver": props["driver"]["example"]})));
+}
+
+#[test]
+fn pre_start_makes_the_libvirt_state_dir() {
+    if !have_ruby() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("data/vmcpi state's");
+    for props in [
+        json!({"libvirt": {"state_dir": state_dir}}),
+        json!({"driver": {"kind": "libvirt", "state_dir": state_dir}}),
+    ] {
+        let _ = std::fs::remove_dir_all(tmp.path().join("data"));
+        let script = tmp.path().join("pre-start");
+        std::fs::write(&script, render("pre-start.erb", &props).unwrap()).unwrap();
+        let out = isolated(Command::new("bash").arg(&script)).output().unwrap();
+        assert!(out.status.success(), "pre-start failed: {}", String::from_utf8_lossy(&out.stderr));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777, 0o750, "{props}");
+    }
+    // nothing to do without a state_dir, or for another driver
+    for props in [json!({}), json!({"driver": {"kind": "vmrun", "state_dir": state_dir}})] {
+        let text = render("pre-start.erb", &props).unwrap();
+        assert!(!text.contains("mkdir"), "{props}: {text}");
+    }
+}
+
+/// The value an ops file writes at `path`, with `((variables))` replaced from `vars`.
+fn ops_value(file: &str, path: &str, vars: &[(&str, &str)]) -> Value {
+    let ops = yaml(file);
+    let op = ops.as_array().unwrap().iter().find(|op| op["path"] == path).unwrap_or_else(|| panic!("{file} has no op at {path}"));
+    let mut text = op["value"].to_string();
+    for (name, value) in vars {
+        text = text.replace(&format!("(({name}))"), value);
+    }
+    assert!(!text.contains("(("), "{file} {path}: a variable is left: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn ops_files_render_configs_vmcpi_accepts() {
+    if !have_ruby() {
+        return;
+    }
+    let vars = [
+        ("libvirt_uri", "qemu:///system"),
+        ("libvirt_pool", "vmcpi"),
+        ("libvirt_pool_path", "/var/lib/libvirt/vmcpi"),
+        ("libvirt_host", "192.168.122.1"),
+        ("libvirt_ssh_user", "cpi"),
+        ("libvirt_ssh_key.private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3Blbg==\\n-----END OPENSSH PRIVATE KEY-----\\n"),
+        ("libvirt_known_hosts", "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"),
+        ("internal_ip", "192.168.122.6"),
+        ("libvirt_network", "default"),
+        ("vmcpi_release", "/tmp/vmcpi.tgz"),
+        ("stemcell", "/tmp/stemcell.tgz"),
+    ];
+    // create-env: the ops file's driver plus what bosh-deployment's bosh.yml gives cloud_provider.properties
+    let driver = ops_value("release/ops/create-env.yml", "/cloud_provider/properties/driver?", &vars);
+    let config = render_config(&json!({
+        "driver": driver,
+        "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
+        "blobstore": {"provider": "local", "path": "/var/vcap/micro_bosh/data/cache"},
+    }));
+    assert_eq!(config["driver"]["pool_path"], "/var/lib/libvirt/vmcpi");
+    info_accepts(&config);
+    assert_eq!(ops_value("release/ops/create-env.yml", "/cloud_provider/template?", &vars), json!({"name": "vmcpi_cpi", "release": "vmcpi"}));
+    let pool = ops_value("release/ops/create-env.yml", "/resource_pools/name=vms/cloud_properties?", &vars);
+    assert_eq!(pool, json!({"cpu": 2, "ram": 4096, "disk": 40000}));
+
+    // the director: the colocated job's own properties
+    let job = ops_value("release/ops/director.yml", "/instance_groups/name=bosh/jobs/-", &vars);
+    assert_eq!(job["name"], "vmcpi_cpi");
+    let config = render_config(&job["properties"]);
+    assert_eq!(config["agent"]["mbus"], "nats://192.168.122.6:4222");
+    assert_eq!(config["driver"]["uri"], "qemu+ssh://cpi@192.168.122.1/system?command=pinned-ssh");
+    info_accepts(&config);
+    assert!(render("ssh_key.erb", &job["properties"]).unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+    assert_eq!(render("known_hosts.erb", &job["properties"]).unwrap(), "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n");
+    assert_eq!(ops_value("release/ops/director.yml", "/variables/-", &vars), json!({"name": "libvirt_ssh_key", "type": "ssh"}));
+    assert_eq!(ops_value("release/ops/director.yml", "/instance_groups/name=bosh/properties/director/cpi_job?", &vars), "vmcpi_cpi");
+}
+
+/// create-env's isolated environment: no HOME, this PATH, plus the variables it sets.
+fn isolated(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin:/sbin")
+}
+
+/// The blob name packaging looks for on this machine (the release ships vmcpi-linux-amd64).
+fn host_blob() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("vmcpi-linux-{arch}")
+}
+
+/// A CPI installed the way `bosh create-env` installs it: the package compiled by its packaging script
+/// in the isolated environment, every job template rendered into `jobs/vmcpi_cpi` (bin/* made
+/// executable, as the CLI does; config files world-readable, which pinned-ssh must cope with).
+struct Installation {
+    _dir: tempfile::TempDir,
+    packages: PathBuf,
+    jobs: PathBuf,
+}
+
+impl Installation {
+    fn new(props: &Value) -> Installation {
+        let dir = tempfile::tempdir().unwrap();
+        let (packages, jobs) = (dir.path().join("packages"), dir.path().join("jobs"));
+
+        // compile the package as the CLI does: the package's files in a fresh directory, `bash -x packaging`
+        let compile = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(compile.path().join("vmcpi")).unwrap();
+        std::fs::copy(crate::util::cpi_bin(), compile.path().join("vmcpi").join(host_blob())).unwrap();
+        std::fs::copy(root().join("packages/vmcpi/packaging"), compile.path().join("packaging")).unwrap();
+        let target = packages.join("vmcpi");
+        std::fs::create_dir_all(&target).unwrap();
+        let out = isolated(Command::new("bash").args(["-x", "packaging"]).current_dir(compile.path()))
+            .env("BOSH_COMPILE_TARGET", compile.path())
+            .env("BOSH_INSTALL_TARGET", &target)
+            .env("BOSH_PACKAGE_NAME", "vmcpi")
+            .env("BOSH_PACKAGES_DIR", &packages)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "packaging failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(target.join("bin/vmcpi").is_file(), "packaging did not install bin/vmcpi");
+
+        let job = jobs.join("vmcpi_cpi");
+        for (template, dest) in job_spec()["templates"].as_object().unwrap() {
+            let dest = job.join(dest.as_str().unwrap());
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            let text = render(template, props).unwrap_or_else(|e| panic!("{template} did not render: {e}"));
+            std::fs::write(&dest, text).unwrap();
+            let mode = if dest.parent().unwrap().ends_with("bin") { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        }
+        Installation { _dir: dir, packages, jobs }
+    }
+
+    fn job(&self) -> PathBuf {
+        self.jobs.join("vmcpi_cpi")
+    }
+
+    /// Runs bin/cpi in create-env's isolated environment: one request on stdin, one reply on stdout.
+    fn call(&self, method: &str, args: Value) -> Value {
+        use std::io::Write;
+        let request = json!({"method": method, "arguments": args, "context": {"director_uuid": "cli"}, "api_version": 2});
+        let mut cmd = Command::new(self.job().join("bin/cpi"));
+        isolated(&mut cmd).env("BOSH_PACKAGES_DIR", &self.packages).env("BOSH_JOBS_DIR", &self.jobs);
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "bin/cpi exited {:?}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for secret in ["mbus-canary-pw", "PRIVATE KEY"] {
+            assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked:\n{stdout}\n{stderr}");
+        }
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bin/cpi stdout is not JSON ({e}): {stdout}"))
+    }
+}
+
+#[test]
+fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
+    if !have_ruby() {
+        return;
+    }
+    let cpi = Installation::new(&libvirt_create_env_props());
+    let reply = cpi.call("info", json!([]));
+    assert!(reply["error"].is_null(), "{reply}");
+    assert_eq!(reply["result"]["api_version"], 2);
+    let reply = cpi.call("delete_stemcell", json!([42]));
+    assert_eq!(reply["error"]["type"], "Bosh::Clouds::CpiError", "{reply}");
+    // the installed config reads the same through the test harness
+    let r = run_raw(&cpi.job().join("config/cpi.json"), br#"{"method":"info","arguments":[]}"#, &[]);
+    assert!(r.response["error"].is_null(), "{}", r.stdout);
+    // no key, no pinned host: pinned-ssh refuses to run
+    let out = isolated(&mut Command::new(cpi.job().join("bin/pinned-ssh"))).arg("kvm-host").output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pinned_ssh.known_hosts"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // a platform without a binary fails with a message saying what to do
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("vmcpi")).unwrap();
+    std::fs::write(other.path().join("vmcpi/vmcpi-darwin-arm64"), "not this one").unwrap();
+    let out = isolated(Command::new("bash").arg(root().join("packages/vmcpi/packaging")).current_dir(other.path()))
+        .env("BOSH_INSTALL_TARGET", other.path().join("install"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Linux x86_64"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Port of this module's own loopback sshd (tests/remote.rs uses another).
+const SSHD_PORT: u16 = 22298;
+
+#[test]
+fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
+    if !have_ruby() || !crate::libvirt::libvirt_available() {
+        return;
+    }
+    let dir = PathBuf::from(format!("/tmp/vmcpi-test-sshd-{SSHD_PORT}"));
+    let up = Command::new("bash")
+        .arg(root().join("tools/sshd-up.sh"))
+        .arg(&dir)
+        .arg(SSHD_PORT.to_string())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require_peer("OpenSSH server on loopback (tools/sshd-up.sh)", up) {
+        return;
+    }
+    let key = std::fs::read_to_string(dir.join("id_ed25519")).unwrap();
+    let known_hosts = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
+    // `command=pinned-ssh` relative: found on the PATH bin/cpi sets, wherever the job is installed
+    let uri = format!("qemu+ssh://root@127.0.0.1:{SSHD_PORT}/system?command=pinned-ssh");
+    let props = |known_hosts: &str| {
+        json!({
+            "libvirt": {"uri": uri, "domain_type": "qemu"},
+            "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
+            "pinned_ssh": {"private_key": key.trim_end(), "known_hosts": known_hosts},
+        })
+    };
+    let cpi = Installation::new(&props(&known_hosts));
+    assert!(!std::fs::read_to_string(cpi.job().join("config/cpi.json")).unwrap().contains("PRIVATE KEY"));
+    // has_vm asks libvirt on the far side of ssh
+    let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+    assert!(reply["error"].is_null(), "has_vm over pinned ssh failed: {reply}");
+    assert_eq!(reply["result"], false);
+    // ssh got a private copy of the key: in a 0700 directory of this user's, mode 0600
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    let copies = PathBuf::from(format!("/tmp/vmcpi-ssh-{}", uid.trim()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&copies).unwrap().permissions().mode() & 0o777, 0o700);
+    let copy = std::fs::read_dir(&copies)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|k| k.trim_end() == key.trim_end()))
+        .unwrap_or_else(|| panic!("no copy of the key in {}", copies.display()));
+    assert!(copy.file_name().to_string_lossy().starts_with("key-"), "{copy:?}");
+    assert_eq!(copy.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+
+    // another host key pinned for the same host: refused
+    let other = tempfile::tempdir().unwrap();
+    let other_key = other.path().join("id");
+    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other_key).status().unwrap().success());
+    let other_pub = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let other_pub: Vec<&str> = other_pub.split_whitespace().take(2).collect();
+    let cpi = Installation::new(&props(&format!("[127.0.0.1]:{SSHD_PORT} {}", other_pub.join(" "))));
+    let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+    let msg = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("a wrong host key was accepted: {reply}"));
+    assert!(msg.contains("Host key verification failed") || msg.contains("HOST IDENTIFICATION HAS CHANGED"), "{msg}");
+}

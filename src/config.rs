@@ -7,7 +7,8 @@
 //! ```
 //! A director with a CPI config sends that CPI's properties inside the request `context`; any `driver`,
 //! `agent` or `log_level` key found there is merged over the file's (objects merge key by key), so one
-//! director can drive several hypervisors with one job. Unknown fields are refused with their name.
+//! director can drive several hypervisors with one job; a context `driver` whose `kind` differs from the
+//! file's replaces the file's driver section whole. Unknown fields are refused with their name.
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -81,7 +82,15 @@ impl Config {
             for key in ["driver", "agent", "log_level"] {
                 if let Some(over) = ctx.get(key) {
                     register_secrets(over);
-                    merge(file.entry(key.to_string()).or_insert(Value::Null), over);
+                    let base = file.entry(key.to_string()).or_insert(Value::Null);
+                    // a CPI config that names another driver kind replaces the file's driver section whole:
+                    // the file's keys belong to the other kind
+                    let other_kind = key == "driver" && over.get("kind").is_some() && over.get("kind") != base.get("kind");
+                    if other_kind {
+                        *base = over.clone();
+                    } else {
+                        merge(base, over);
+                    }
                     overlaid = true;
                 }
             }
@@ -199,6 +208,19 @@ mod tests {
         }
         assert_eq!(cfg.agent.ntp, vec!["ctx".to_string()]);
         assert_eq!(cfg.agent.mbus.as_deref(), Some("nats://a:b@c"));
+    }
+
+    #[test]
+    fn context_with_another_driver_kind_replaces_the_driver_section() {
+        let ctx = json!({"driver": {"kind": "libvirt", "uri": "qemu+ssh://h/system"}});
+        let cfg = Config::from_value(json!({"driver": {"kind": "libvirt", "pool": "file"}}), Some(&ctx), "t").unwrap();
+        let DriverConfig::Libvirt(l) = &cfg.driver else { panic!("wrong driver") };
+        assert_eq!((l.pool.as_str(), l.uri.as_str()), ("file", "qemu+ssh://h/system"));
+        let merged = json!({"kind": "other", "x": 1});
+        let mut base = json!({"driver": {"kind": "libvirt", "pool": "file"}});
+        let err = Config::from_value(base.take(), Some(&json!({"driver": merged})), "t").unwrap_err().to_string();
+        // replaced whole: the complaint is about the unknown kind, not about libvirt's `pool`
+        assert!(err.contains("other") && !err.contains("pool"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! returns no CID, so the director will never delete what it made. Each create therefore first writes an
 //! in-flight marker `<state_dir>/inflight/<cid>.lock` and holds an exclusive lock on it; the marker is removed
 //! just before the response is written. A marker that exists but is not locked belongs to a dead process:
-//! the next create (in any process) reaps the resources of that CID and removes the marker.
+//! the next create (in any process) reaps the resources of that CID and removes the marker. Child processes
+//! inherit the lock, so a tool that outlives a killed CPI process holds it until its work is done.
 //! Scratch space of a create (an unpacked stemcell) lives in `<state_dir>/work/<cid>` and is reaped with it.
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -35,6 +36,7 @@ impl Inflight {
         let path = self.dir.join(format!("{cid}.lock"));
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         file.lock()?;
+        inherit_to_children(&file)?;
         File::open(&self.dir)?.sync_all()?;
         Ok(Marker { path, work: self.work.join(cid), _file: file })
     }
@@ -61,6 +63,30 @@ impl Inflight {
     }
 }
 
+/// Lets child processes (virsh, qemu-img, …) inherit the marker's descriptor. The lock belongs to the open
+/// file description, so it stays held until the last child exits: a tool still finishing its work after the
+/// CPI process was killed keeps the reaper away until its effect is visible.
+fn inherit_to_children(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const F_GETFD: i32 = 1;
+    const F_SETFD: i32 = 2;
+    const FD_CLOEXEC: i32 = 1;
+    extern "C" {
+        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl(F_GETFD/F_SETFD) on a descriptor we own only changes its close-on-exec flag.
+    let flags = unsafe { fcntl(fd, F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { fcntl(fd, F_SETFD, flags & !FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Marker {
     /// Scratch directory for this create (created on demand).
     pub fn work_dir(&self) -> io::Result<&Path> {
@@ -78,6 +104,18 @@ impl Marker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_process_keeps_the_marker_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let inf = Inflight::new(dir.path());
+        let m = inf.begin("vm-child").unwrap();
+        let mut child = std::process::Command::new("/bin/sleep").arg("1").spawn().unwrap();
+        drop(m);
+        assert!(inf.orphans().is_empty(), "the child still holds the lock");
+        child.wait().unwrap();
+        assert_eq!(inf.orphans().len(), 1);
+    }
 
     #[test]
     fn live_markers_are_not_orphans_dead_ones_are() {

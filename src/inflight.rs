@@ -105,8 +105,12 @@ impl Marker {
 mod tests {
     use super::*;
 
+    // markers are inherited by every child process: tests that spawn children must not overlap
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_child_process_keeps_the_marker_locked() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let inf = Inflight::new(dir.path());
         let m = inf.begin("vm-child").unwrap();
@@ -119,6 +123,7 @@ mod tests {
 
     #[test]
     fn live_markers_are_not_orphans_dead_ones_are() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let inf = Inflight::new(dir.path());
         let live = inf.begin("vm-live").unwrap();

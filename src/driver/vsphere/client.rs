@@ -213,8 +213,17 @@ impl Session {
         };
         let n = match self.call(&req) {
             Ok(n) => n,
-            // one missing object makes the whole call fault: callers ask again per object when they care
-            Err(e) if e.is_fault(&FaultKind::ManagedObjectNotFound) => return Ok(Vec::new()),
+            // one missing object makes the whole call fault: ask again one by one, leaving out the missing
+            Err(e) if e.is_fault(&FaultKind::ManagedObjectNotFound) => {
+                if objects.len() == 1 {
+                    return Ok(Vec::new());
+                }
+                let mut out = Vec::new();
+                for o in objects {
+                    out.extend(self.properties(std::slice::from_ref(o))?);
+                }
+                return Ok(out);
+            }
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();

@@ -1,0 +1,311 @@
+//! The vSphere driver through the built `vmcpi` binary against the vSphere simulator (vCenter and
+//! standalone-ESXi models), every CPI method plus faults. The simulator is inspected with the driver's
+//! own SOAP client to check what the CPI made.
+use crate::util::{require_peer, Cpi};
+use crate::vsphere_sim::{stemcell_image, vcsim_binary, Vcsim};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use vmcpi::driver::vsphere::client::{ObjectContent, Session};
+use vmcpi::driver::vsphere::methods::Destroy;
+use vmcpi::driver::vsphere::VsphereConfig;
+
+fn vcsim() -> Option<PathBuf> {
+    let bin = vcsim_binary();
+    require_peer("the vSphere simulator (bash ../shared/tools/vcsim/build.sh target/vcsim)", bin.is_some()).then_some(bin).flatten()
+}
+
+fn session(sim: &Vcsim, driver: &Value) -> Session {
+    let _ = sim;
+    let mut d = driver.clone();
+    d.as_object_mut().unwrap().remove("kind");
+    let cfg: VsphereConfig = serde_json::from_value(d).unwrap();
+    Session::connect(&cfg).unwrap()
+}
+
+fn vm_props(s: &Session, dc: &str, folder: Option<&str>, name: &str, paths: &[&str]) -> Option<ObjectContent> {
+    let path = match folder {
+        Some(f) => format!("{dc}/vm/{f}/{name}"),
+        None => format!("{dc}/vm/{name}"),
+    };
+    let vm = s.find(&path).unwrap()?;
+    s.object(&vm, paths).unwrap()
+}
+
+fn networks() -> Value {
+    json!({"default": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["8.8.8.8"], "default": ["dns", "gateway"], "cloud_properties": {"name": "VM Network"}}})
+}
+
+fn create_vm(cpi: &Cpi, sc: &str, props: Value) -> (String, Value) {
+    let r = cpi.ok("create_vm", json!(["agent-1", sc, props, networks(), [], {"bosh": {"password": "guest-secret-pw"}}]));
+    (r[0].as_str().unwrap().to_string(), r[1].clone())
+}
+
+/// Reads the agent settings the CPI stored next to the VM.
+fn settings(sim: &Vcsim, vm: &str) -> Value {
+    let p = sim.datastore_dir().join(vm).join("env.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+fn lifecycle(model: &'static str) {
+    let Some(bin) = vcsim() else { return };
+    let sim = Vcsim::start(&bin, model, false);
+    let cpi = Cpi::with_config(&sim.config());
+    let vcenter = model == "vpx";
+    let folder = |f: &'static str| vcenter.then_some(f);
+    let dc = sim.datacenter();
+
+    let info = cpi.ok("info", json!([]));
+    assert_eq!(info["stemcell_formats"], json!(["vsphere-ovf", "vsphere-ova"]));
+
+    // stemcell: OVF + VMDK through ImportVApp and the NFC lease; vCenter snapshots it for linked clones
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), true);
+    let run = cpi.call("create_stemcell", json!([image, {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent", "version": "1.0"}]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    let sc = run.response["result"].as_str().unwrap().to_string();
+    assert!(sc.starts_with("sc-"), "{sc}");
+    // the simulator refuses the SATA controller: the CPI drops it deliberately and says so
+    assert!(run.stderr.contains("importing without"), "{}", run.stderr);
+    assert!(run.stderr.contains("% uploaded"), "progress must be reported: {}", run.stderr);
+    let s = session(&sim, &sim.driver());
+    let sc_props = vm_props(&s, dc, folder("vmcpi_templates"), &sc, &["snapshot", "config.hardware.device"]).expect("stemcell VM");
+    assert_eq!(sc_props.get("snapshot").is_some(), vcenter, "snapshot only on vCenter");
+
+    // create_vm: sizes, one NIC with the MAC reported in the networks, ephemeral disk, settings CD-ROM
+    let (vm, nets) = create_vm(&cpi, &sc, json!({"cpu": 2, "ram": 1536, "disk": 3072}));
+    let mac = nets["default"]["mac"].as_str().unwrap().to_string();
+    assert!(mac.starts_with("00:50:56:"), "{mac}");
+    let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.hardware.numCPU", "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device"]).expect("VM exists");
+    assert_eq!(p.str("config.hardware.numCPU"), Some("2"));
+    assert_eq!(p.str("config.hardware.memoryMB"), Some("1536"));
+    assert_eq!(p.str("runtime.powerState"), Some("poweredOn"));
+    let devices = p.get("config.hardware.device").unwrap();
+    let nics: Vec<_> = devices.children.iter().filter(|d| d.kind() == "VirtualVmxnet3").collect();
+    assert_eq!(nics.len(), 1);
+    assert_eq!(nics[0].str_at("macAddress"), Some(mac.as_str()));
+    let cd = devices.children.iter().find(|d| d.kind() == "VirtualCdrom").expect("CD-ROM");
+    let iso = cd.str_at("backing/fileName").unwrap().to_string();
+    assert!(iso.contains(&format!("{vm}/env-")) && iso.ends_with(".iso"), "{iso}");
+    let disks: Vec<_> = devices.children.iter().filter(|d| d.kind() == "VirtualDisk").collect();
+    assert_eq!(disks.len(), 2, "root + ephemeral");
+    assert!(disks.iter().any(|d| d.str_at("capacityInKB") == Some("3145728")), "ephemeral of 3 GiB");
+    let st = settings(&sim, &vm);
+    assert_eq!(st["agent_id"], "agent-1");
+    assert_eq!(st["networks"]["default"]["mac"], mac.as_str());
+    assert_eq!(st["disks"]["system"], "0");
+    assert_eq!(st["disks"]["ephemeral"], "1");
+    assert_eq!(st["mbus"], "nats://nats:nats-secret-pw@10.0.0.6:4222");
+    assert_eq!(st["env"]["bosh"]["password"], "guest-secret-pw");
+    let iso_file = sim.datastore_dir().join(iso.split_once("] ").unwrap().1);
+    assert!(std::fs::metadata(&iso_file).unwrap().len() > 0, "settings ISO uploaded");
+
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
+    assert_eq!(cpi.ok("has_vm", json!(["vm-00000000000000000000"])), json!(false));
+    cpi.ok("reboot_vm", json!([vm]));
+    let md = json!({"director": "d & <co>", "name": "web/0", "index": "0"});
+    cpi.ok("set_vm_metadata", json!([vm, md]));
+    cpi.ok("set_vm_metadata", json!([vm, {"director": "again", "deployment": "dep"}]));
+    if vcenter {
+        let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["customValue"]).unwrap();
+        let values: Vec<String> = p.get("customValue").unwrap().children.iter().filter_map(|c| c.str_at("value").map(str::to_string)).collect();
+        assert!(values.contains(&"web/0".to_string()) && values.contains(&"again".to_string()) && values.contains(&"dep".to_string()), "{values:?}");
+    } else {
+        let p = vm_props(&s, dc, None, &vm, &["config.annotation"]).unwrap();
+        assert_eq!(p.str("config.annotation"), Some("deployment: dep\ndirector: again\n"));
+    }
+    assert_eq!(cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1024, "cpu": 2, "ephemeral_disk_size": 2048}])), json!({"cpu": 2, "ram": 1024, "disk": 2048}));
+
+    // disks
+    let disk = cpi.ok("create_disk", json!([2048, {}, vm])).as_str().unwrap().to_string();
+    assert!(disk.starts_with("disk-"));
+    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
+    assert_eq!(cpi.ok("has_disk", json!(["disk-00000000000000000000"])), json!(false));
+    let hint = cpi.ok("attach_disk", json!([vm, disk]));
+    assert_eq!(hint, json!("2"), "unit 2 on the root disk's controller");
+    assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), hint, "attach is idempotent");
+    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
+    assert_eq!(settings(&sim, &vm)["disks"]["persistent"][&disk], "2");
+    cpi.ok("set_disk_metadata", json!([disk, {"director": "d", "instance_id": "x&y"}]));
+    let meta = sim.datastore_dir().join("vmcpi_disks").join(format!("{disk}.meta.json"));
+    assert_eq!(serde_json::from_slice::<Value>(&std::fs::read(meta).unwrap()).unwrap()["instance_id"], "x&y");
+    let e = cpi.err("resize_disk", json!([disk, 4096]));
+    assert_eq!(e["type"], "Bosh::Clouds::NotSupported", "the simulator has no ExtendVirtualDisk: {e}");
+    let e = cpi.err("snapshot_disk", json!([disk, {}]));
+    assert_eq!(e["type"], "Bosh::Clouds::NotSupported");
+    cpi.ok("detach_disk", json!([vm, disk]));
+    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([]));
+    assert!(settings(&sim, &vm)["disks"]["persistent"].as_object().unwrap().is_empty());
+    let e = cpi.err("detach_disk", json!([vm, disk]));
+    assert_eq!(e["type"], "Bosh::Clouds::DiskNotAttached");
+
+    // delete_vm with a persistent disk attached: the disk survives
+    cpi.ok("attach_disk", json!([vm, disk]));
+    cpi.ok("delete_vm", json!([vm]));
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
+    assert!(!sim.datastore_dir().join(&vm).exists(), "VM folder with ISO and settings removed");
+    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true), "persistent disk detached, not deleted");
+    cpi.ok("delete_vm", json!([vm]));
+    cpi.ok("delete_disk", json!([disk]));
+    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(false));
+    cpi.ok("delete_disk", json!([disk]));
+    cpi.ok("delete_stemcell", json!([sc]));
+    assert!(vm_props(&s, dc, folder("vmcpi_templates"), &sc, &["name"]).is_none());
+    cpi.ok("delete_stemcell", json!([sc]));
+}
+
+#[test]
+fn vsphere_vcenter_every_method() {
+    lifecycle("vpx");
+}
+
+#[test]
+fn vsphere_esxi_every_method() {
+    lifecycle("esx");
+}
+
+#[test]
+fn vsphere_faults() {
+    let Some(bin) = vcsim() else { return };
+    let sim = Vcsim::start(&bin, "vpx", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), false);
+
+    // wrong password: a clear message, and the password appears nowhere
+    let mut cfg = sim.config();
+    cfg["driver"]["password"] = json!("wrong-password-123");
+    let bad = Cpi::with_config(&cfg);
+    let run = bad.call("has_vm", json!(["vm-00000000000000000000"]));
+    let msg = run.response["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("wrong user name or password"), "{msg}");
+    assert!(!run.stdout.contains("wrong-password-123") && !run.stderr.contains("wrong-password-123"));
+
+    // missing datacenter
+    let mut cfg = sim.config();
+    cfg["driver"]["datacenter"] = json!("NoSuchDC");
+    let e = Cpi::with_config(&cfg).err("has_disk", json!(["disk-00000000000000000000"]));
+    assert!(e["message"].as_str().unwrap().contains("datacenter \"NoSuchDC\" not found"), "{e}");
+
+    // missing datastore
+    let mut cfg = sim.config();
+    cfg["driver"]["datastores"] = json!(["nope-*"]);
+    let e = Cpi::with_config(&cfg).err("create_disk", json!([1024, {}, null]));
+    assert!(e["message"].as_str().unwrap().contains("no accessible datastore matches"), "{e}");
+
+    let cpi = Cpi::with_config(&sim.config());
+    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
+
+    // missing network: VMCreationFailed naming the port group, nothing left behind
+    let nets = json!({"private": {"type": "manual", "ip": "10.0.0.9", "netmask": "255.255.255.0", "cloud_properties": {"name": "no-such-portgroup"}}});
+    let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "ram": 512}, nets, [], {}]));
+    assert_eq!(e["type"], "Bosh::Clouds::VMCreationFailed");
+    assert!(e["message"].as_str().unwrap().contains("no-such-portgroup"), "{e}");
+    // a failure after the clone (guest operations are missing in the simulator) removes the VM again
+    let props = json!({"cpu": 1, "ram": 512, "bootstrap": {"script": "echo hi", "username": "vcap", "password": "guest-pw-456", "max_wait_seconds": 5}});
+    let run = cpi.call("create_vm", json!(["agent-1", sc, props, networks(), [], {}]));
+    assert_eq!(run.response["error"]["type"], "Bosh::Clouds::VMCreationFailed", "{}", run.response);
+    assert!(run.stderr.contains("removing vm-"), "{}", run.stderr);
+    assert!(!run.stdout.contains("guest-pw-456") && !run.stderr.contains("guest-pw-456"));
+    let s = session(&sim, &sim.driver());
+    let folder = s.find("DC0/vm/vmcpi_vms").unwrap().unwrap();
+    let children = s.object(&folder, &["childEntity"]).unwrap().unwrap();
+    assert!(children.get("childEntity").is_none_or(|c| c.children.is_empty()), "leftover VMs: {:?}", children.get("childEntity"));
+
+    // a VM deleted behind the CPI's back
+    let (vm, _) = create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512}));
+    let vm_ref = s.find(&format!("DC0/vm/vmcpi_vms/{vm}")).unwrap().unwrap();
+    let _ = s.run_task(&vmcpi::driver::vsphere::methods::PowerOffVm { this: vm_ref.clone() }, "power off");
+    s.run_task(&Destroy { this: vm_ref }, "destroy").unwrap();
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
+    assert_eq!(cpi.err("reboot_vm", json!([vm]))["type"], "Bosh::Clouds::VMNotFound");
+    assert_eq!(cpi.err("set_vm_metadata", json!([vm, {"a": "b"}]))["type"], "Bosh::Clouds::VMNotFound");
+    assert_eq!(cpi.err("get_disks", json!([vm]))["type"], "Bosh::Clouds::VMNotFound");
+    let disk = cpi.ok("create_disk", json!([512, {}, null])).as_str().unwrap().to_string();
+    assert_eq!(cpi.err("attach_disk", json!([vm, disk]))["type"], "Bosh::Clouds::VMNotFound");
+    cpi.ok("delete_vm", json!([vm]));
+    // unknown disk and malformed ids
+    let e = cpi.err("attach_disk", json!([vm, "disk-ffffffffffffffffffff"]));
+    assert_eq!(e["type"], "Bosh::Clouds::VMNotFound");
+    assert_eq!(cpi.err("set_disk_metadata", json!(["disk-ffffffffffffffffffff", {}]))["type"], "Bosh::Clouds::DiskNotFound");
+    assert_eq!(cpi.ok("has_vm", json!(["../../etc"])), json!(false));
+    // bad cloud_properties name the field
+    let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "rma": 512}, networks(), [], {}]));
+    assert!(e["message"].as_str().unwrap().contains("rma"), "{e}");
+    cpi.ok("delete_disk", json!([disk]));
+}
+
+#[test]
+fn vsphere_parallel_create_vm() {
+    let Some(bin) = vcsim() else { return };
+    let sim = Vcsim::start(&bin, "vpx", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), false);
+    let cpi = std::sync::Arc::new(Cpi::with_config(&sim.config()));
+    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
+    // 8 CPI processes at once, all creating the VM folder and cloning the same stemcell
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let cpi = cpi.clone();
+            let sc = sc.clone();
+            std::thread::spawn(move || create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512, "disk": 1024})).0)
+        })
+        .collect();
+    let mut vms: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    vms.sort();
+    vms.dedup();
+    assert_eq!(vms.len(), 8);
+    for vm in &vms {
+        assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
+    }
+    let handles: Vec<_> = vms.into_iter().map(|vm| {
+        let cpi = cpi.clone();
+        std::thread::spawn(move || cpi.ok("delete_vm", json!([vm])))
+    }).collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn vsphere_tls_verification() {
+    let Some(bin) = vcsim() else { return };
+    let sim = Vcsim::start(&bin, "vpx", true);
+    assert!(sim.url.starts_with("https://"), "{}", sim.url);
+    let pem = std::fs::read_to_string(sim.cert.as_ref().unwrap()).unwrap();
+    let probe = json!(["vm-00000000000000000000"]);
+
+    // verification is on by default: a self-signed server is refused
+    let e = Cpi::with_config(&sim.config()).err("has_vm", probe.clone());
+    assert!(e["message"].as_str().unwrap().to_lowercase().contains("certificate") || e["message"].as_str().unwrap().contains("UnknownIssuer"), "{e}");
+
+    // a CA bundle
+    let mut cfg = sim.config();
+    cfg["driver"]["ca_cert"] = json!(pem);
+    assert_eq!(Cpi::with_config(&cfg).ok("has_vm", probe.clone()), json!(false));
+
+    // a thumbprint pin, right and wrong
+    let der = match ureq::tls::parse_pem(pem.as_bytes()).next().unwrap().unwrap() {
+        ureq::tls::PemItem::Certificate(c) => c.der().to_vec(),
+        _ => panic!("no certificate"),
+    };
+    let mut cfg = sim.config();
+    cfg["driver"]["thumbprint"] = json!(vmcpi::driver::vsphere::tls::sha256_hex(&der));
+    assert_eq!(Cpi::with_config(&cfg).ok("has_vm", probe.clone()), json!(false));
+    cfg["driver"]["thumbprint"] = json!("00".repeat(32));
+    let e = Cpi::with_config(&cfg).err("has_vm", probe.clone());
+    assert!(e["message"].as_str().unwrap().contains("does not match driver.thumbprint"), "{e}");
+
+    // insecure works and says so
+    let mut cfg = sim.config();
+    cfg["driver"]["insecure"] = json!(true);
+    let run = Cpi::with_config(&cfg).call("has_vm", probe);
+    assert_eq!(run.response["result"], json!(false), "{}", run.response);
+    assert!(run.stderr.contains("NOT checked"), "{}", run.stderr);
+
+    // and a stemcell import over HTTPS (the lease URL says https://*/nfc/…)
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), false);
+    let mut cfg = sim.config();
+    cfg["driver"]["ca_cert"] = json!(pem);
+    let sc = Cpi::with_config(&cfg).ok("create_stemcell", json!([image, {}]));
+    assert!(sc.as_str().unwrap().starts_with("sc-"));
+}

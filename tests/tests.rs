@@ -27,3 +27,5 @@ mod release;
 mod vsphere_sim;
 // The vSphere driver against the simulator (vCenter and ESXi models): every method, faults, TLS, parallel create_vm.
 mod vsphere;
+// Golden tests of every vSphere SOAP message (tests/fixtures/vsphere), no server needed.
+mod vsphere_golden;

@@ -92,7 +92,7 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
     std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
-    let fatal = |e: &ClientError| e.is_fault(&FaultKind::InvalidGuestLogin) || e.is_fault(&FaultKind::MethodNotFound) || e.is_fault(&FaultKind::NotSupported);
+    let fatal = |e: &ClientError| e.is_fault(&FaultKind::MethodNotFound) || e.is_fault(&FaultKind::NotSupported);
     // 1. guest tools up, guest login accepted, ready process running
     loop {
         match s.call(&list_request(&pm, vm, b, Vec::new())) {
@@ -104,7 +104,10 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
                     Some(_) => {}
                 }
             }
-            Err(e) if fatal(&e) => return Err(DriverError::failed("bootstrap: guest operations refused", e)),
+            Err(e) if e.is_fault(&FaultKind::InvalidGuestLogin) => {
+                return Err(DriverError::invalid("bootstrap", format!("the guest refused user {}: {e}", b.username)))
+            }
+            Err(e) if fatal(&e) => return Err(DriverError::NotSupported(format!("bootstrap: this server has no guest operations ({e})"))),
             Err(e) => crate::debug!("bootstrap: guest not ready yet: {e}"),
         }
         if Instant::now() >= deadline {

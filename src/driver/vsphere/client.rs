@@ -61,7 +61,8 @@ pub struct ServiceContent {
 }
 
 impl ServiceContent {
-    fn from_node(n: &Node) -> Option<ServiceContent> {
+    /// From `RetrieveServiceContentResponse/returnval`.
+    pub fn from_node(n: &Node) -> Option<ServiceContent> {
         Some(ServiceContent {
             root_folder: n.moref_at("rootFolder")?,
             property_collector: n.moref_at("propertyCollector")?,

@@ -111,7 +111,7 @@ fn lifecycle(model: &'static str) {
         assert!(values.contains(&"web/0".to_string()) && values.contains(&"again".to_string()) && values.contains(&"dep".to_string()), "{values:?}");
     } else {
         let p = vm_props(&s, dc, None, &vm, &["config.annotation"]).unwrap();
-        assert_eq!(p.str("config.annotation"), Some("deployment: dep\ndirector: again\n"));
+        assert_eq!(p.str("config.annotation"), Some("deployment: dep\ndirector: again\nindex: 0\nname: web/0\n"));
     }
     assert_eq!(cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1024, "cpu": 2, "ephemeral_disk_size": 2048}])), json!({"cpu": 2, "ram": 1024, "disk": 2048}));
 

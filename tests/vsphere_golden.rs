@@ -60,6 +60,7 @@ fn session_and_property_requests() {
     );
     golden("CreateFilter", &CreateFilter { this: m("PropertyCollector", "propertyCollector"), obj: m("Task", "task-7"), paths: vec!["info.state".into(), "info.error".into(), "info.result".into()] });
     golden("WaitForUpdatesEx", &WaitForUpdatesEx { this: m("PropertyCollector", "propertyCollector"), version: "3".into(), max_wait_seconds: 60 });
+    golden("ContinueRetrievePropertiesEx", &ContinueRetrievePropertiesEx { this: m("PropertyCollector", "propertyCollector"), token: "page&2".into() });
     golden("DestroyPropertyFilter", &DestroyPropertyFilter { this: m("PropertyFilter", "session[x]f") });
 }
 

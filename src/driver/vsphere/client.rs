@@ -228,7 +228,18 @@ impl Session {
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();
-        for oc in n.child("returnval").map(|r| r.children_named("objects").collect::<Vec<_>>()).unwrap_or_default() {
+        let mut page = n.child("returnval").cloned();
+        let mut pages: Vec<Node> = Vec::new();
+        // a server may page large results: follow the token
+        while let Some(p) = page.take() {
+            let token = p.str_at("token").map(str::to_string);
+            pages.push(p);
+            if let Some(token) = token {
+                let next = self.call(&ContinueRetrievePropertiesEx { this: self.sc.property_collector.clone(), token })?;
+                page = next.child("returnval").cloned();
+            }
+        }
+        for oc in pages.iter().flat_map(|r| r.children_named("objects")) {
             let Some(obj) = oc.moref_at("obj") else { continue };
             // a session problem can come back as missingSet entries with a 200 (vcsim does this)
             if let Some(f) = oc.children_named("missingSet").find_map(|m| m.child("fault")) {

@@ -121,6 +121,19 @@ impl Request for RetrievePropertiesEx {
     }
 }
 
+/// `PropertyCollector.ContinueRetrievePropertiesEx`: the next page of a RetrievePropertiesEx result.
+#[derive(Debug, Clone)]
+pub struct ContinueRetrievePropertiesEx {
+    pub this: MoRef,
+    pub token: String,
+}
+impl Request for ContinueRetrievePropertiesEx {
+    const NAME: &'static str = "ContinueRetrievePropertiesEx";
+    fn body(&self, x: &mut Xml) {
+        x.moref("_this", &self.this).text("token", &self.token);
+    }
+}
+
 /// `PropertyCollector.CreateFilter` watching `paths` of one object (a task or an NFC lease).
 #[derive(Debug, Clone)]
 pub struct CreateFilter {

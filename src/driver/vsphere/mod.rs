@@ -454,8 +454,19 @@ impl Driver for Vsphere {
         let vm = self.require_vm(&inv, cid)?;
         let cfm = inv.s.sc.custom_fields_manager.clone();
         let Some(cfm) = cfm.filter(|_| inv.vcenter()) else {
-            // a standalone host has no custom attributes: the annotation (Notes) carries the metadata
-            let notes: String = metadata.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+            // a standalone host has no custom attributes: the annotation (Notes) carries the metadata as
+            // `key: value` lines, merged with what earlier calls wrote
+            let old = inv.s.object(&vm.vm, &["config.annotation"]).map_err(ctx_err(format!("cannot read the annotation of {cid}")))?;
+            let mut merged: Metadata = old
+                .and_then(|o| o.str("config.annotation").map(str::to_string))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect();
+            for (k, v) in metadata {
+                merged.insert(k.replace(['\n', ':'], " "), v.replace('\n', " "));
+            }
+            let notes: String = merged.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
             let spec = VmConfigSpec { annotation: Some(notes), ..Default::default() };
             inv.s.run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "set annotation").map_err(ctx_err(format!("cannot set the annotation of {cid}")))?;
             return Ok(());
@@ -495,7 +506,7 @@ impl Driver for Vsphere {
         Ok(json!({"cpu": res.cpu, "ram": res.ram, "disk": res.ephemeral_disk_size}))
     }
 
-    fn create_disk(&self, size_mib: u64, cloud_properties: &Map<String, Value>, _vm: Option<&VmCid>) -> DriverResult<DiskCid> {
+    fn create_disk(&self, size_mib: u64, cloud_properties: &Map<String, Value>, vm: Option<&VmCid>) -> DriverResult<DiskCid> {
         let props: DiskProps = parse_props("disk cloud_properties", cloud_properties)?;
         let disk_type = props.r#type.unwrap_or_else(|| "thin".into());
         if !matches!(disk_type.as_str(), "thin" | "preallocated" | "eagerZeroedThick") {
@@ -506,7 +517,16 @@ impl Driver for Vsphere {
         }
         let inv = self.open()?;
         let need = if disk_type == "thin" { 0 } else { size_mib << 20 };
-        let (ds, _) = inv.pick_datastore(&props.datastores, need)?;
+        // near the VM when its datastore qualifies, else the one with the most free space
+        let near = match vm {
+            Some(vm) => self.find_vm(&inv, vm)?.map(|i| i.datastore),
+            None => None,
+        };
+        let candidates = inv.datastores(&props.datastores)?;
+        let ds = match candidates.iter().find(|(n, _, free)| Some(n) == near.as_ref() && *free >= need) {
+            Some((n, _, _)) => n.clone(),
+            None => inv.pick_datastore(&props.datastores, need)?.0,
+        };
         let cid = format!("disk-{}", random_hex(20));
         let fm = Self::file_manager(&inv)?;
         match inv.s.call(&MakeDirectory { this: fm, name: format!("[{ds}] {}", self.cfg.disk_folder), datacenter: inv.dc.clone() }) {

@@ -36,7 +36,11 @@ fn networks() -> Value {
 }
 
 fn create_vm(cpi: &Cpi, sc: &str, props: Value) -> (String, Value) {
-    let r = cpi.ok("create_vm", json!(["agent-1", sc, props, networks(), [], {"bosh": {"password": "guest-secret-pw"}}]));
+    create_vm_on(cpi, sc, props, networks())
+}
+
+fn create_vm_on(cpi: &Cpi, sc: &str, props: Value, nets: Value) -> (String, Value) {
+    let r = cpi.ok("create_vm", json!(["agent-1", sc, props, nets, [], {"bosh": {"password": "guest-secret-pw"}}]));
     (r[0].as_str().unwrap().to_string(), r[1].clone())
 }
 
@@ -72,7 +76,13 @@ fn lifecycle(model: &'static str) {
     assert_eq!(sc_props.get("snapshot").is_some(), vcenter, "snapshot only on vCenter");
 
     // create_vm: sizes, one NIC with the MAC reported in the networks, ephemeral disk, settings CD-ROM
-    let (vm, nets) = create_vm(&cpi, &sc, json!({"cpu": 2, "ram": 1536, "disk": 3072}));
+    // on vCenter a second network on a distributed port group, and a vip network (no NIC)
+    let mut wanted = networks();
+    if vcenter {
+        wanted["dvs"] = json!({"type": "dynamic", "cloud_properties": {"name": "DC0_DVPG0"}});
+        wanted["public"] = json!({"type": "vip", "ip": "192.0.2.10"});
+    }
+    let (vm, nets) = create_vm_on(&cpi, &sc, json!({"cpu": 2, "ram": 1536, "disk": 3072}), wanted);
     let mac = nets["default"]["mac"].as_str().unwrap().to_string();
     assert!(mac.starts_with("00:50:56:"), "{mac}");
     let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.hardware.numCPU", "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device"]).expect("VM exists");
@@ -81,8 +91,14 @@ fn lifecycle(model: &'static str) {
     assert_eq!(p.str("runtime.powerState"), Some("poweredOn"));
     let devices = p.get("config.hardware.device").unwrap();
     let nics: Vec<_> = devices.children.iter().filter(|d| d.kind() == "VirtualVmxnet3").collect();
-    assert_eq!(nics.len(), 1);
-    assert_eq!(nics[0].str_at("macAddress"), Some(mac.as_str()));
+    assert_eq!(nics.len(), if vcenter { 2 } else { 1 }, "one NIC per non-vip network");
+    assert!(nics.iter().any(|n| n.str_at("macAddress") == Some(mac.as_str())));
+    if vcenter {
+        let dvs_mac = nets["dvs"]["mac"].as_str().unwrap();
+        let dvs = nics.iter().find(|n| n.str_at("macAddress") == Some(dvs_mac)).unwrap();
+        assert_eq!(dvs.at("backing").unwrap().kind(), "VirtualEthernetCardDistributedVirtualPortBackingInfo");
+        assert!(nets["public"]["mac"].is_null(), "vip networks get no NIC");
+    }
     let cd = devices.children.iter().find(|d| d.kind() == "VirtualCdrom").expect("CD-ROM");
     let iso = cd.str_at("backing/fileName").unwrap().to_string();
     assert!(iso.contains(&format!("{vm}/env-")) && iso.ends_with(".iso"), "{iso}");

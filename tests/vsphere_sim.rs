@@ -1,5 +1,5 @@
 //! The vSphere simulator as a test peer (shared by the integration tests and `benches/vsphere.rs`):
-//! finds or builds `target/vcsim` with `../shared/tools/vcsim/build.sh`, starts one per test on a free
+//! finds or builds `target/vcsim` with `tools/vcsim/build.sh` (or `../shared/tools/vcsim/build.sh`), starts one per test on a free
 //! port with its own datastore directory, and stops it (by its own pid) when dropped. Also builds
 //! stemcell images: a gzipped tar with an OVF and a VMDK, as vSphere stemcells carry them.
 #![allow(dead_code)]
@@ -24,7 +24,7 @@ pub fn vcsim_binary() -> Option<PathBuf> {
     if bin.is_file() {
         return Some(bin);
     }
-    for script in [root.join("../shared/tools/vcsim/build.sh"), PathBuf::from("/work/shared/tools/vcsim/build.sh")] {
+    for script in [root.join("tools/vcsim/build.sh"), root.join("../shared/tools/vcsim/build.sh")] {
         if script.is_file() {
             let ok = Command::new("bash").arg(&script).arg(&bin).status().map(|s| s.success()).unwrap_or(false);
             if ok && bin.is_file() {

@@ -328,7 +328,8 @@ impl Session {
             }
         };
         if let Some(f) = filter {
-            // filters die with the session anyway; a failure here changes nothing
+            // destroyed at once: a filter outliving its object (a finished lease, an expired task) makes every
+            // later WaitForUpdatesEx of this session fail with ManagedObjectNotFound
             let _ = self.call(&DestroyPropertyFilter { this: f });
         }
         result

@@ -11,7 +11,8 @@ pub struct VsphereConfig {
     pub user: String,
     /// Registered as a secret: never logged, never in a response.
     pub password: String,
-    /// Datacenter name (a standalone ESXi host has one, `ha-datacenter`).
+    /// Datacenter name, or its inventory path when it sits in a folder (`emea/DC1`). A standalone ESXi host
+    /// has one, `ha-datacenter`.
     pub datacenter: String,
     /// Clusters (or standalone hosts) to place VMs and stemcells in; the first is used. Empty: the first
     /// compute resource of the datacenter.
@@ -92,8 +93,8 @@ impl VsphereConfig {
         if self.host.trim().is_empty() {
             return Err("driver.host must name the vCenter or ESXi host".into());
         }
-        if self.datacenter.is_empty() || self.datacenter.contains('/') {
-            return Err(format!("driver.datacenter must be a datacenter name, got {:?}", self.datacenter));
+        if self.datacenter.is_empty() || self.datacenter.starts_with('/') || self.datacenter.ends_with('/') {
+            return Err(format!("driver.datacenter must be a datacenter name or inventory path (\"DC1\", \"emea/DC1\"), got {:?}", self.datacenter));
         }
         if self.user.is_empty() {
             return Err("driver.user must not be empty".into());

@@ -4,7 +4,7 @@
 use super::client::{ClientError, Session};
 use super::inventory::ctx_err;
 use super::methods::{CreateImportSpec, HttpNfcLeaseAbort, HttpNfcLeaseComplete, HttpNfcLeaseProgress, ImportVApp};
-use super::soap::{MoRef, Node};
+use super::soap::MoRef;
 use crate::error::{DriverError, DriverResult};
 use crate::{info, warn};
 use std::io::Read;
@@ -284,9 +284,6 @@ impl Read for Progress<'_> {
         Ok(n)
     }
 }
-
-#[allow(dead_code)]
-fn _node_unused(_: &Node) {}
 
 #[cfg(test)]
 mod tests {

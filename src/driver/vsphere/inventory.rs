@@ -117,11 +117,12 @@ impl<'a> Inv<'a> {
     /// Logs in and finds the datacenter.
     pub fn open(cfg: &'a VsphereConfig) -> DriverResult<Inv<'a>> {
         let s = Session::connect(cfg).map_err(|e| match e {
-            e @ ClientError::InvalidLogin { .. } => DriverError::Other(e.to_string()),
+            // retrying will not help: the config is wrong
+            e @ ClientError::InvalidLogin { .. } => DriverError::invalid("driver.user or driver.password", e.to_string()),
             e => DriverError::failed("cannot connect to vSphere", e),
         })?;
         let dc = s.find(&cfg.datacenter).map_err(ctx_err("cannot look up the datacenter"))?.filter(|m| m.kind == "Datacenter");
-        let dc = dc.ok_or_else(|| DriverError::Other(format!("datacenter {:?} not found (check driver.datacenter)", cfg.datacenter)))?;
+        let dc = dc.ok_or_else(|| DriverError::invalid("driver.datacenter", format!("datacenter {:?} not found on {}", cfg.datacenter, cfg.host)))?;
         Ok(Inv { s, cfg, dc })
     }
 

@@ -26,7 +26,7 @@ pub fn agent(cfg: &VsphereConfig) -> Result<ureq::Agent, String> {
     if let Some(pin) = &cfg.thumbprint {
         let pin = Thumbprint::parse(pin)?;
         let config = builder.build();
-        let connector = TcpConnector::default().chain(PinnedTls { pin, config: Arc::new(pinned_client_config(pin)?) });
+        let connector = TcpConnector::default().chain(PinnedTls { config: Arc::new(pinned_client_config(pin)?) });
         return Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()));
     }
     let tls = if cfg.insecure {
@@ -135,7 +135,6 @@ fn pinned_client_config(pin: Thumbprint) -> Result<ClientConfig, String> {
 /// The TLS layer used with a thumbprint pin.
 #[derive(Debug)]
 struct PinnedTls {
-    pin: Thumbprint,
     config: Arc<ClientConfig>,
 }
 
@@ -143,7 +142,6 @@ impl<In: Transport> Connector<In> for PinnedTls {
     type Out = Either<In, PinnedTransport>;
 
     fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
-        let _ = self.pin;
         let Some(transport) = chained else { return Ok(None) };
         if details.uri.scheme_str() != Some("https") {
             return Ok(Some(Either::A(transport)));

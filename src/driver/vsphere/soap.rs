@@ -402,7 +402,9 @@ mod tests {
     fn xsi_type_by_namespace_not_prefix() {
         let doc = br#"<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body><R xmlns="urn:vim25"><val xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="xsd:string">v</val><o type="Datastore">/tmp/a@b</o></R></e:Body></e:Envelope>"#;
         let n = decode(200, doc).unwrap();
-        assert_eq!(n.at("val").unwrap().xsi_type.as_deref(), Some("string"));
+        // XSD types keep their prefix (they are written back as received); kind() drops it
+        assert_eq!(n.at("val").unwrap().xsi_type.as_deref(), Some("xsd:string"));
+        assert_eq!(n.at("val").unwrap().kind(), "string");
         assert_eq!(n.moref_at("o"), Some(MoRef::new("Datastore", "/tmp/a@b")));
     }
 

@@ -195,6 +195,16 @@ fn vsphere_faults() {
     assert!(msg.contains("wrong user name or password"), "{msg}");
     assert!(!run.stdout.contains("wrong-password-123") && !run.stderr.contains("wrong-password-123"));
 
+    // nobody listening: a clear message after a few quick attempts, no hang
+    let mut cfg = sim.config();
+    cfg["driver"]["host"] = json!("http://127.0.0.1:9/sdk");
+    let started = std::time::Instant::now();
+    let run = Cpi::with_config(&cfg).call("has_vm", json!(["vm-00000000000000000000"]));
+    let msg = run.response["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("cannot reach vSphere at http://127.0.0.1:9/sdk"), "{msg}");
+    assert!(run.stderr.contains("trying again (3/3)"), "{}", run.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
     // missing datacenter
     let mut cfg = sim.config();
     cfg["driver"]["datacenter"] = json!("NoSuchDC");

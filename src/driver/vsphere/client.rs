@@ -164,9 +164,25 @@ impl Session {
         self.round_trips.set(self.round_trips.get() + 1);
     }
 
-    /// Sends one request, returns the operation's response element or its fault.
+    /// Sends one request, returns the operation's response element or its fault. A read-only request whose
+    /// connection fails is tried again, three times in all, 0.5 s and 1 s apart; nothing else is retried.
     pub fn call<R: Request>(&self, req: &R) -> ClientResult<Node> {
         let body = req.encode();
+        let attempts = if R::READ_ONLY { 3 } else { 1 };
+        let mut attempt = 1;
+        loop {
+            match self.send::<R>(&body) {
+                Err(e @ ClientError::Http { .. }) if attempt < attempts => {
+                    warn!("{} failed ({e}); trying again ({}/{attempts})", R::NAME, attempt + 1);
+                    std::thread::sleep(Duration::from_millis(500 * attempt as u64));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn send<R: Request>(&self, body: &[u8]) -> ClientResult<Node> {
         self.count();
         let mut builder = self
             .agent
@@ -177,7 +193,7 @@ impl Session {
             builder = builder.header("Cookie", format!("vmware_soap_session={c}"));
         }
         let started = Instant::now();
-        let mut resp = builder.send(&body[..]).map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+        let mut resp = builder.send(body).map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
         for v in resp.headers().get_all("set-cookie") {
             if let Some(c) = v.to_str().ok().and_then(session_cookie) {
                 *self.cookie.borrow_mut() = Some(c);
@@ -266,10 +282,7 @@ impl Session {
     /// the state changes), and returns `info.result`.
     pub fn wait_task(&self, task: &MoRef, what: &str) -> ClientResult<Option<Node>> {
         let state = self.wait_for(task, &["info.state", "info.error", "info.result"], what, |props| {
-            match props.iter().find(|(p, _)| p == "info.state").map(|(_, v)| v.text.as_str()) {
-                Some("success") | Some("error") => true,
-                _ => false,
-            }
+            matches!(props.iter().find(|(p, _)| p == "info.state").map(|(_, v)| v.text.as_str()), Some("success") | Some("error"))
         })?;
         let get = |p: &str| state.iter().find(|(n, _)| n == p).map(|(_, v)| v.clone());
         match get("info.state").map(|n| n.text) {

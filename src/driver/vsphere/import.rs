@@ -81,7 +81,9 @@ pub fn generated_ovf(file: &str, size: u64, capacity: u64, efi: bool) -> String 
 
 /// Removes the `<Item>`s whose ResourceType is in `types`, and items whose Parent is a removed item.
 pub fn strip_items(ovf: &str, types: &[&str]) -> (String, Vec<String>) {
-    let mut items: Vec<(usize, usize, String, Option<String>, Option<String>)> = Vec::new();
+    // (start, end, resource type, instance id, parent id) of every Item
+    type Item = (usize, usize, String, Option<String>, Option<String>);
+    let mut items: Vec<Item> = Vec::new();
     let mut pos = 0;
     while let Some(start) = find_item_start(ovf, pos) {
         let Some(end_rel) = ovf[start..].find("Item>").and_then(|_| find_item_end(&ovf[start..])) else { break };

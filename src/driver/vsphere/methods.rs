@@ -7,6 +7,9 @@ use super::soap::{envelope, MoRef, Node, Xml};
 pub trait Request {
     /// The SOAP operation name.
     const NAME: &'static str;
+    /// Whether the call only reads, so that a connection failure may be retried without doing twice what
+    /// the server may already have done.
+    const READ_ONLY: bool = false;
     /// Writes the elements inside the operation element.
     fn body(&self, x: &mut Xml);
     /// The whole envelope.
@@ -31,8 +34,18 @@ macro_rules! this_only {
     };
 }
 
-this_only!(/// `ServiceInstance.RetrieveServiceContent`.
-    RetrieveServiceContent, "RetrieveServiceContent");
+/// `ServiceInstance.RetrieveServiceContent`.
+#[derive(Debug, Clone)]
+pub struct RetrieveServiceContent {
+    pub this: MoRef,
+}
+impl Request for RetrieveServiceContent {
+    const NAME: &'static str = "RetrieveServiceContent";
+    const READ_ONLY: bool = true;
+    fn body(&self, x: &mut Xml) {
+        x.moref("_this", &self.this);
+    }
+}
 this_only!(/// `SessionManager.Logout`.
     Logout, "Logout");
 this_only!(/// `VirtualMachine.PowerOnVM_Task` (no host: the server picks).
@@ -75,6 +88,7 @@ pub struct FindByInventoryPath {
 }
 impl Request for FindByInventoryPath {
     const NAME: &'static str = "FindByInventoryPath";
+    const READ_ONLY: bool = true;
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this).text("inventoryPath", &self.path);
     }
@@ -88,6 +102,7 @@ pub struct RetrievePropertiesEx {
 }
 impl Request for RetrievePropertiesEx {
     const NAME: &'static str = "RetrievePropertiesEx";
+    const READ_ONLY: bool = true;
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this).open("specSet");
         // one propSet per type, with the union of the wanted paths
@@ -129,6 +144,7 @@ pub struct ContinueRetrievePropertiesEx {
 }
 impl Request for ContinueRetrievePropertiesEx {
     const NAME: &'static str = "ContinueRetrievePropertiesEx";
+    const READ_ONLY: bool = true;
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this).text("token", &self.token);
     }
@@ -165,6 +181,7 @@ pub struct WaitForUpdatesEx {
 }
 impl Request for WaitForUpdatesEx {
     const NAME: &'static str = "WaitForUpdatesEx";
+    const READ_ONLY: bool = true;
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this).text("version", &self.version);
         x.open("options").num("maxWaitSeconds", self.max_wait_seconds).close("options");
@@ -476,6 +493,7 @@ pub struct ListProcessesInGuest {
 }
 impl Request for ListProcessesInGuest {
     const NAME: &'static str = "ListProcessesInGuest";
+    const READ_ONLY: bool = true;
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this).moref("vm", &self.vm);
         self.auth.write(x);

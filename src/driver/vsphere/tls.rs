@@ -64,7 +64,7 @@ impl Thumbprint {
             .step_by(2)
             .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
             .collect::<Option<Vec<u8>>>()
-            .filter(|_| hex.len() % 2 == 0)
+            .filter(|_| hex.len() & 1 == 0)
             .ok_or_else(|| format!("driver.thumbprint {s:?} is not hex"))?;
         match bytes.len() {
             20 => Ok(Thumbprint::Sha1(bytes.try_into().map_err(|_| "length")?)),

@@ -335,3 +335,35 @@ fn vsphere_tls_verification() {
     let sc = Cpi::with_config(&cfg).ok("create_stemcell", json!([image, {}]));
     assert!(sc.as_str().unwrap().starts_with("sc-"));
 }
+
+#[test]
+fn vsphere_password_with_xml_specials_never_shows() {
+    let Some(bin) = vcsim() else { return };
+    // XML specials in the password prove the Login body is escaped; debug logging shows every call
+    let canary = "Canary&<Pw>\"'-7f3a9";
+    let sim = Vcsim::start_with(&bin, "vpx", false, canary);
+    let mut cfg = sim.config();
+    cfg["log_level"] = json!("debug");
+    let cpi = Cpi::with_config(&cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), false);
+    let mut outputs = Vec::new();
+    let sc_run = cpi.call("create_stemcell", json!([image, {}]));
+    assert!(sc_run.response["error"].is_null(), "{}", sc_run.response);
+    let sc = sc_run.response["result"].as_str().unwrap().to_string();
+    outputs.push(sc_run);
+    let vm_run = cpi.call("create_vm", json!(["agent-1", sc, {"cpu": 1, "ram": 512}, networks(), [], {}]));
+    let vm = vm_run.response["result"][0].as_str().unwrap().to_string();
+    outputs.push(vm_run);
+    outputs.push(cpi.call("set_vm_metadata", json!([vm, {"k": "v"}])));
+    outputs.push(cpi.call("delete_vm", json!([vm])));
+    let mut wrong = cfg.clone();
+    wrong["driver"]["password"] = json!(format!("{canary}-wrong"));
+    outputs.push(Cpi::with_config(&wrong).call("has_vm", json!([vm])));
+    for run in &outputs {
+        assert!(run.stderr.contains("RetrieveServiceContent"), "debug logging is on");
+        for needle in [canary, "Canary&amp;", "Canary&"] {
+            assert!(!run.stdout.contains(needle) && !run.stderr.contains(needle), "password leaked:\n{}\n{}", run.stdout, run.stderr);
+        }
+    }
+}

@@ -42,16 +42,22 @@ pub struct Vcsim {
     pub model: &'static str,
     pub dir: tempfile::TempDir,
     pub cert: Option<PathBuf>,
+    pub password: String,
 }
 
 impl Vcsim {
     /// `model`: `vpx` (vCenter, datacenter `DC0`) or `esx` (standalone host, `ha-datacenter`).
     pub fn start(bin: &Path, model: &'static str, tls: bool) -> Vcsim {
+        Self::start_with(bin, model, tls, "pass")
+    }
+
+    /// With a login password of the test's choosing.
+    pub fn start_with(bin: &Path, model: &'static str, tls: bool, password: &str) -> Vcsim {
         let dir = tempfile::tempdir().unwrap();
         let url_file = dir.path().join("url");
         let cert = dir.path().join("cert.pem");
         let mut cmd = Command::new(bin);
-        cmd.args(["-listen", "127.0.0.1:0", "-model", model]).arg("-url-file").arg(&url_file).arg("-ds-dir").arg(dir.path().join("ds"));
+        cmd.args(["-listen", "127.0.0.1:0", "-model", model, "-password", password]).arg("-url-file").arg(&url_file).arg("-ds-dir").arg(dir.path().join("ds"));
         if tls {
             cmd.args(["-tls", "on"]).arg("-cert-file").arg(&cert);
         }
@@ -60,13 +66,18 @@ impl Vcsim {
         let url = loop {
             if let Ok(u) = std::fs::read_to_string(&url_file) {
                 if !u.trim().is_empty() {
-                    break u.trim().replace("user:pass@", "");
+                    // the URL carries user:password@; the CPI gets them from its config instead
+                    let u = u.trim();
+                    break match (u.find("://"), u.rfind('@')) {
+                        (Some(i), Some(at)) if at > i => format!("{}{}", &u[..i + 3], &u[at + 1..]),
+                        _ => u.to_string(),
+                    };
                 }
             }
             assert!(started.elapsed() < Duration::from_secs(30), "vcsim did not start within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         };
-        Vcsim { child, url, model, dir, cert: tls.then_some(cert) }
+        Vcsim { child, url, model, dir, cert: tls.then_some(cert), password: password.to_string() }
     }
 
     pub fn datacenter(&self) -> &'static str {
@@ -79,7 +90,7 @@ impl Vcsim {
 
     /// The driver section for this simulator.
     pub fn driver(&self) -> Value {
-        json!({"kind": "vsphere", "host": self.url, "user": "user", "password": "pass", "datacenter": self.datacenter()})
+        json!({"kind": "vsphere", "host": self.url, "user": "user", "password": self.password, "datacenter": self.datacenter()})
     }
 
     pub fn config(&self) -> Value {

@@ -117,7 +117,8 @@ impl Vsphere {
             return Ok(None);
         }
         let path = self.disk_path(cid.as_str());
-        for (ds, _, _) in inv.datastores(&[])? {
+        // every datastore, not only the configured ones: the config may have changed since the disk was made
+        for (ds, _, _) in inv.datastores(&["*".to_string()])? {
             if inv.s.file_exists(&self.cfg.datacenter, &ds, &path).map_err(ctx_err(format!("cannot look for disk {cid}")))? {
                 return Ok(Some(ds));
             }

@@ -29,3 +29,5 @@ mod vsphere_sim;
 mod vsphere;
 // Golden tests of every vSphere SOAP message (tests/fixtures/vsphere), no server needed.
 mod vsphere_golden;
+// spec/ replayed against the vSphere driver on the simulator.
+mod vsphere_spec;

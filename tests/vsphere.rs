@@ -253,6 +253,10 @@ fn vsphere_faults() {
     assert_eq!(e["type"], "Bosh::Clouds::VMNotFound");
     assert_eq!(cpi.err("set_disk_metadata", json!(["disk-ffffffffffffffffffff", {}]))["type"], "Bosh::Clouds::DiskNotFound");
     assert_eq!(cpi.ok("has_vm", json!(["../../etc"])), json!(false));
+    // a stemcell that is gone
+    let e = cpi.err("create_vm", json!(["agent-1", "sc-00000000000000000000", {"cpu": 1, "ram": 512}, networks(), [], {}]));
+    assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("stemcell sc-00000000000000000000 not found"), "{e}");
     // bad cloud_properties name the field
     let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "rma": 512}, networks(), [], {}]));
     assert!(e["message"].as_str().unwrap().contains("rma"), "{e}");

@@ -106,6 +106,12 @@ fn lifecycle(model: &'static str) {
     assert_eq!(disks.len(), 2, "root + ephemeral");
     assert!(disks.iter().any(|d| d.str_at("capacityInKB") == Some("3145728")), "ephemeral of 3 GiB");
     let st = settings(&sim, &vm);
+    // newer agents read the same settings from guestinfo first
+    let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.extraConfig"]).unwrap();
+    let extra: Vec<(String, String)> = p.get("config.extraConfig").unwrap().children.iter().filter_map(|o| Some((o.str_at("key")?.to_string(), o.str_at("value")?.to_string()))).collect();
+    let env_json = std::fs::read(sim.datastore_dir().join(&vm).join("env.json")).unwrap();
+    assert!(extra.contains(&("guestinfo.userdata".to_string(), vmcpi::driver::vsphere::base64(&env_json))), "{extra:?}");
+    assert!(extra.contains(&("guestinfo.userdata.encoding".to_string(), "base64".to_string())));
     assert_eq!(st["agent_id"], "agent-1");
     assert_eq!(st["networks"]["default"]["mac"], mac.as_str());
     assert_eq!(st["disks"]["system"], "0");

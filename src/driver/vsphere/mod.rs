@@ -183,7 +183,7 @@ impl Vsphere {
         let cd = vm.devices.iter().find(|d| d.kind == "VirtualCdrom").ok_or_else(|| DriverError::Other(format!("VM {} has no CD-ROM for its settings", vm.vm.value)))?;
         let old = cd.file.clone();
         let dev = Device::Cdrom { key: cd.key, controller_key: cd.controller_key.unwrap_or(200), unit: cd.unit.unwrap_or(0), iso };
-        let spec = VmConfigSpec { device_change: vec![DeviceChange { operation: Operation::Edit, create_file: false, device: dev }], ..Default::default() };
+        let spec = VmConfigSpec { device_change: vec![DeviceChange { operation: Operation::Edit, create_file: false, device: dev }], extra_config: guestinfo(settings), ..Default::default() };
         inv.s.run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "change settings ISO").map_err(ctx_err("cannot change the settings ISO"))?;
         if let Some((ds, path)) = old.as_deref().and_then(|o| o.strip_prefix('[')).and_then(|o| o.split_once("] ")) {
             if path.ends_with(".iso") && path.contains("/env-") {
@@ -319,7 +319,7 @@ impl Vsphere {
             }
         };
         changes.push(cdrom);
-        let spec = VmConfigSpec { num_cpus: Some(props.cpu), memory_mb: Some(props.ram), device_change: changes, ..Default::default() };
+        let spec = VmConfigSpec { num_cpus: Some(props.cpu), memory_mb: Some(props.ram), device_change: changes, extra_config: guestinfo(&settings), ..Default::default() };
         inv.s.run_task(&ReconfigVm { this: vm.clone(), spec }, "configure VM").map_err(ctx_err(format!("cannot configure {name}")))?;
         inv.s.run_task(&PowerOnVm { this: vm.clone() }, "power on").map_err(ctx_err(format!("cannot power on {name}")))?;
         if let Some(b) = &props.bootstrap {
@@ -328,6 +328,29 @@ impl Vsphere {
         let cid = VmCid::new(name).map_err(DriverError::Other)?;
         Ok(CreatedVm { cid, networks })
     }
+}
+
+/// The settings for agents with the `VsphereGuestInfo` source (stemcells built since 2026), which read
+/// `guestinfo.userdata` before the CD-ROM; older agents ignore it.
+fn guestinfo(settings: &AgentSettings) -> Vec<(String, String)> {
+    vec![("guestinfo.userdata".into(), base64(&settings.to_json())), ("guestinfo.userdata.encoding".into(), "base64".into())]
+}
+
+/// Standard base64 with padding (RFC 4648).
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn parse_props<T: serde::de::DeserializeOwned>(what: &str, m: &Map<String, Value>) -> DriverResult<T> {
@@ -649,6 +672,14 @@ mod tests {
             assert!(m.starts_with("00:50:56:") && m.len() == 17, "{m}");
             assert!(u8::from_str_radix(&m[9..11], 16).unwrap() <= 0x3f, "{m}");
         }
+    }
+
+    #[test]
+    fn base64_vectors() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
     }
 
     #[test]

@@ -377,3 +377,109 @@ fn vsphere_password_with_xml_specials_never_shows() {
         }
     }
 }
+
+/// Runs one call and SIGKILLs it after `after`; returns the result when it finished first.
+fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::time::Duration) -> Option<Value> {
+    use std::io::Write;
+    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
+    let mut child = std::process::Command::new(crate::util::cpi_bin())
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+    let deadline = std::time::Instant::now() + after;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(v["error"].is_null(), "{method}: {v}");
+            return Some(v["result"].clone());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    // it may have finished between the last look and the kill: then its answer counts
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["error"].is_null(), "{method}: {v}");
+        return Some(v["result"].clone());
+    }
+    None
+}
+
+/// SIGKILL at random points of create_vm, create_disk and create_stemcell; the next create reaps what the
+/// dead processes left (their in-flight markers), the director deletes what it was told about, and no VM,
+/// template, VM folder or disk file may remain. (A marker whose object never appeared stays for a grace
+/// period, because vSphere may still be finishing the dead process's task; it holds nothing.)
+#[test]
+fn vsphere_killed_creates_leave_nothing() {
+    let Some(bin) = vcsim() else { return };
+    let sim = Vcsim::start(&bin, "vpx", false);
+    let cfg = sim.config();
+    let cpi = Cpi::with_config(&cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), false);
+    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut below = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let (mut vms, mut disks, mut scs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut killed = 0;
+    for _ in 0..6 {
+        let after = std::time::Duration::from_millis(5 + below(200));
+        match call_killed(&cpi.config, "create_vm", json!(["a", sc, {"cpu": 1, "ram": 512, "disk": 512}, networks(), [], {}]), after) {
+            Some(r) => vms.push(r[0].as_str().unwrap().to_string()),
+            None => killed += 1,
+        }
+        let after = std::time::Duration::from_millis(5 + below(40));
+        match call_killed(&cpi.config, "create_disk", json!([256, {}, null]), after) {
+            Some(r) => disks.push(r.as_str().unwrap().to_string()),
+            None => killed += 1,
+        }
+        let after = std::time::Duration::from_millis(5 + below(40));
+        match call_killed(&cpi.config, "create_stemcell", json!([image, {}]), after) {
+            Some(r) => scs.push(r.as_str().unwrap().to_string()),
+            None => killed += 1,
+        }
+    }
+    eprintln!("killed {killed} of 18 creates");
+    // the next create reaps; then the director deletes what it was told about
+    let reaper = cpi.call("create_disk", json!([256, {}, null]));
+    disks.push(reaper.response["result"].as_str().unwrap().to_string());
+    for vm in &vms {
+        cpi.ok("delete_vm", json!([vm]));
+    }
+    for d in &disks {
+        cpi.ok("delete_disk", json!([d]));
+    }
+    for s in scs.iter().chain([&sc]) {
+        cpi.ok("delete_stemcell", json!([s]));
+    }
+    let s = session(&sim, &sim.driver());
+    for folder in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates"] {
+        let f = s.find(folder).unwrap().unwrap();
+        let children = s.object(&f, &["childEntity"]).unwrap().unwrap();
+        for c in children.get("childEntity").map(|c| c.children.clone()).unwrap_or_default() {
+            let m = c.as_moref().unwrap();
+            eprintln!("leftover {folder}: {:?}", s.object(&m, &["name"]).unwrap().and_then(|o| o.str("name").map(str::to_string)));
+        }
+        assert!(children.get("childEntity").is_none_or(|c| c.children.is_empty()), "{folder} has leftovers: {:?}", children.get("childEntity"));
+    }
+    let ds = sim.datastore_dir();
+    let left: Vec<String> = std::fs::read_dir(ds.join("vmcpi_disks")).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "disk files left: {left:?}");
+    let dirs: Vec<String> = std::fs::read_dir(&ds).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("vm-") || n.starts_with("sc-")).collect();
+    assert!(dirs.is_empty(), "VM folders left on the datastore: {dirs:?}");
+}
+

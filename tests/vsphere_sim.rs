@@ -94,7 +94,9 @@ impl Vcsim {
     }
 
     pub fn config(&self) -> Value {
-        json!({"driver": self.driver(), "agent": {"mbus": "nats://nats:nats-secret-pw@10.0.0.6:4222", "ntp": ["0.pool.ntp.org"]}})
+        let mut driver = self.driver();
+        driver["state_dir"] = json!(self.dir.path().join("state"));
+        json!({"driver": driver, "agent": {"mbus": "nats://nats:nats-secret-pw@10.0.0.6:4222", "ntp": ["0.pool.ntp.org"]}})
     }
 
     /// The datastore's directory on this machine (the simulator keeps files there).

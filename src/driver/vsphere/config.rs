@@ -52,9 +52,10 @@ pub struct VsphereConfig {
     pub guest_id: String,
     #[serde(default = "default_xorriso")]
     pub xorriso: PathBuf,
-    /// Where stemcell images are unpacked (default: $TMPDIR or /tmp).
-    #[serde(default)]
-    pub tmp_dir: Option<PathBuf>,
+    /// In-flight markers of creates and their scratch space (unpacked stemcells), see [`crate::inflight`];
+    /// one subdirectory per vSphere host and datacenter.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// Longest wait for one vSphere task.
     #[serde(default = "default_task_timeout")]
     pub task_timeout_seconds: u64,
@@ -80,6 +81,9 @@ fn default_guest_id() -> String {
 }
 fn default_xorriso() -> PathBuf {
     "/usr/bin/xorriso".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/tmp/vmcpi/vsphere".into()
 }
 fn default_task_timeout() -> u64 {
     3600
@@ -113,10 +117,23 @@ impl VsphereConfig {
         if !self.xorriso.is_absolute() {
             return Err(format!("driver.xorriso must be an absolute path (the director runs the CPI with a minimal PATH), got {}", self.xorriso.display()));
         }
+        if !self.state_dir.is_absolute() {
+            return Err(format!("driver.state_dir must be an absolute path, got {}", self.state_dir.display()));
+        }
         if self.task_timeout_seconds == 0 || self.http_timeout_seconds == 0 {
             return Err("driver.task_timeout_seconds and driver.http_timeout_seconds must be positive".into());
         }
         Ok(())
+    }
+
+    /// This vCenter's and datacenter's directory below `state_dir`: markers of one vCenter are never reaped
+    /// through another.
+    pub fn inflight_dir(&self) -> PathBuf {
+        let key: String = format!("{}_{}", self.base_url(), self.datacenter)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .collect();
+        self.state_dir.join(key)
     }
 
     /// `scheme://host[:port]` without a path.

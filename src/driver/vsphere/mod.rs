@@ -32,6 +32,7 @@ use crate::config::AgentOptions;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{DriverError, DriverResult};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
+use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
 use crate::{info, warn};
 use client::ClientError;
@@ -95,12 +96,66 @@ fn vmware_mac() -> String {
 pub struct Vsphere {
     cfg: VsphereConfig,
     agent: AgentOptions,
+    inflight: Inflight,
 }
 
 impl Vsphere {
     pub fn new(cfg: VsphereConfig, agent: AgentOptions) -> Self {
         crate::logger::add_secret(&cfg.password);
-        Vsphere { cfg, agent }
+        let inflight = Inflight::new(&cfg.inflight_dir());
+        Vsphere { cfg, agent, inflight }
+    }
+
+    /// Reaps what killed creates left, then writes and holds the in-flight marker of `cid`.
+    fn begin(&self, inv: &Inv, cid: &str) -> DriverResult<Marker> {
+        self.reap(inv);
+        self.inflight.begin(cid).map_err(|e| DriverError::failed(format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()), e))
+    }
+
+    /// Deletes everything of creates whose process died (SIGKILL, power loss) before answering. vSphere
+    /// finishes a task after its client died, so a marker whose object is not there yet is kept for
+    /// `ORPHAN_GRACE` before it is dropped.
+    fn reap(&self, inv: &Inv) {
+        const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+        for (cid, marker) in self.inflight.orphans() {
+            match self.remove_leftovers(inv, &cid) {
+                Ok(true) => {
+                    warn!("{cid}: its create was interrupted (the process died); removed what it left");
+                    marker.commit();
+                }
+                Ok(false) if self.marker_age(&cid).is_none_or(|a| a > ORPHAN_GRACE) => {
+                    crate::debug!("{cid}: interrupted create left nothing; marker removed");
+                    marker.commit()
+                }
+                Ok(false) => crate::debug!("{cid}: interrupted create has left nothing yet; marker kept for a while"),
+                Err(e) => warn!("{cid}: could not remove what an interrupted create left ({e}); will retry on the next create"),
+            }
+        }
+    }
+
+    /// How long ago the marker of `cid` was written (the layout is [`crate::inflight`]'s).
+    fn marker_age(&self, cid: &str) -> Option<std::time::Duration> {
+        let p = self.cfg.inflight_dir().join("inflight").join(format!("{cid}.lock"));
+        std::fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
+    }
+
+    /// Removes the VM, stemcell or disk `cid`; `Ok(false)` when there was nothing.
+    fn remove_leftovers(&self, inv: &Inv, cid: &str) -> DriverResult<bool> {
+        if valid_id(cid, "vm-") || valid_id(cid, "sc-") {
+            let folder = if cid.starts_with("vm-") { &self.cfg.vm_folder } else { &self.cfg.template_folder };
+            return match inv.find_vm(folder, cid)?.map(|vm| inv.vm_info(&vm)).transpose()?.flatten() {
+                Some(info) => self.destroy_vm(inv, &info).map(|_| true),
+                None => Ok(false),
+            };
+        }
+        if valid_id(cid, "disk-") {
+            let disk = DiskCid::new(cid).map_err(DriverError::Other)?;
+            let Some(ds) = self.locate_disk(inv, &disk)? else { return Ok(false) };
+            let req = DeleteVirtualDisk { this: Self::vdm(inv)?, name: format!("[{ds}] {}", self.disk_path(cid)), datacenter: inv.dc.clone() };
+            inv.s.run_task(&req, "delete disk").map_err(ctx_err(format!("cannot delete disk {cid}")))?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn open(&self) -> DriverResult<Inv<'_>> {
@@ -353,6 +408,28 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+impl Vsphere {
+    fn import_stemcell(&self, inv: &Inv, image: &Path, name: &str, marker: &Marker) -> DriverResult<()> {
+        let work = marker.work_dir().map_err(|e| DriverError::failed(format!("cannot create a work directory in {}", self.cfg.state_dir.display()), e))?;
+        let unpacked = crate::stemcell::unpack(image, Some(work)).map_err(|e| DriverError::failed("cannot read the stemcell image", e))?;
+        if unpacked.family != crate::stemcell::Family::Vsphere {
+            return Err(DriverError::invalid("stemcell", "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img"));
+        }
+        let img = import::ovf_for(&unpacked.disk, unpacked.efi)?;
+        let size = std::fs::metadata(&unpacked.disk).map(|m| m.len()).unwrap_or(0);
+        let pool = inv.resource_pool()?;
+        let (ds_name, ds) = inv.pick_datastore(&[], size)?;
+        let folder = inv.template_folder()?;
+        info!("importing stemcell as {name} on datastore {ds_name}");
+        let vm = import::import(&inv.s, &img, name, &pool, &ds, &folder)?;
+        if inv.vcenter() {
+            // linked clones grow child disks on this snapshot; a standalone host uses the disk directly
+            inv.s.run_task(&CreateSnapshot { this: vm, name: "initial".into() }, "snapshot stemcell").map_err(ctx_err("cannot snapshot the stemcell"))?;
+        }
+        Ok(())
+    }
+}
+
 fn parse_props<T: serde::de::DeserializeOwned>(what: &str, m: &Map<String, Value>) -> DriverResult<T> {
     serde_json::from_value(Value::Object(m.clone())).map_err(|e| DriverError::invalid(what, e.to_string()))
 }
@@ -365,28 +442,27 @@ fn peak_rss_kib() -> Option<u64> {
 
 impl Driver for Vsphere {
     fn create_stemcell(&self, image: &Path, _cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid> {
-        let unpacked = crate::stemcell::unpack(image, self.cfg.tmp_dir.as_deref()).map_err(|e| DriverError::failed("cannot read the stemcell image", e))?;
-        if unpacked.family != crate::stemcell::Family::Vsphere {
-            return Err(DriverError::invalid("stemcell", "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img"));
-        }
-        let img = import::ovf_for(&unpacked.disk, unpacked.efi)?;
-        let size = std::fs::metadata(&unpacked.disk).map(|m| m.len()).unwrap_or(0);
         let inv = self.open()?;
         let name = format!("sc-{}", random_hex(20));
-        let pool = inv.resource_pool()?;
-        let (ds_name, ds) = inv.pick_datastore(&[], size)?;
-        let folder = inv.template_folder()?;
-        info!("importing stemcell as {name} on datastore {ds_name}");
-        let vm = import::import(&inv.s, &img, &name, &pool, &ds, &folder)?;
-        if inv.vcenter() {
-            // linked clones grow child disks on this snapshot; a standalone host uses the disk directly
-            if let Err(e) = inv.s.run_task(&CreateSnapshot { this: vm.clone(), name: "initial".into() }, "snapshot stemcell") {
-                if let Ok(Some(v)) = inv.vm_info(&vm) {
-                    let _ = self.destroy_vm(&inv, &v);
+        let marker = self.begin(&inv, &name)?;
+        let result = self.import_stemcell(&inv, image, &name, &marker);
+        let settled = match &result {
+            Ok(()) => true,
+            Err(_) => match self.remove_leftovers(&inv, &name) {
+                Ok(_) => true,
+                // the marker stays: the next create removes the rest
+                Err(e) => {
+                    warn!("cleanup of {name} failed: {e}");
+                    false
                 }
-                return Err(DriverError::failed("cannot snapshot the stemcell", e));
-            }
+            },
+        };
+        // log out first: the marker goes only when nothing but writing the response is left to do
+        drop(inv);
+        if settled {
+            marker.commit();
         }
+        result?;
         if let Some(kib) = peak_rss_kib() {
             info!("stemcell import done, peak RSS {} MiB", kib / 1024);
         }
@@ -418,24 +494,32 @@ impl Driver for Vsphere {
         }
         let inv = self.open()?;
         let name = format!("vm-{}", random_hex(20));
+        let marker = self.begin(&inv, &name)?;
         let mut made = None;
         match self.create_vm_inner(&inv, req, &props, &name, &mut made) {
             Ok(vm) => {
+                drop(inv);
+                marker.commit();
                 info!("created VM {name}");
                 Ok(vm)
             }
             Err(e) => {
-                if let Some(vm) = made {
-                    warn!("create_vm failed, removing {name}: {e}");
-                    match inv.vm_info(&vm) {
-                        Ok(Some(info)) => {
-                            if let Err(c) = self.destroy_vm(&inv, &info) {
+                let cleaned = match made {
+                    Some(vm) => {
+                        warn!("create_vm failed, removing {name}: {e}");
+                        match inv.vm_info(&vm).and_then(|i| i.map(|i| self.destroy_vm(&inv, &i)).transpose()) {
+                            Ok(_) => true,
+                            Err(c) => {
                                 warn!("cleanup of {name} failed: {c}");
+                                false
                             }
                         }
-                        Ok(None) => {}
-                        Err(c) => warn!("cleanup of {name} failed: {c}"),
                     }
+                    None => true,
+                };
+                drop(inv);
+                if cleaned {
+                    marker.commit();
                 }
                 Err(e)
             }
@@ -552,6 +636,7 @@ impl Driver for Vsphere {
             None => inv.pick_datastore(&props.datastores, need)?.0,
         };
         let cid = format!("disk-{}", random_hex(20));
+        let marker = self.begin(&inv, &cid)?;
         let fm = Self::file_manager(&inv)?;
         match inv.s.call(&MakeDirectory { this: fm, name: format!("[{ds}] {}", self.cfg.disk_folder), datacenter: inv.dc.clone() }) {
             Ok(_) => {}
@@ -559,7 +644,16 @@ impl Driver for Vsphere {
             Err(e) => return Err(DriverError::failed(format!("cannot create [{ds}] {}", self.cfg.disk_folder), e)),
         }
         let req = CreateVirtualDisk { this: Self::vdm(&inv)?, name: format!("[{ds}] {}", self.disk_path(&cid)), datacenter: inv.dc.clone(), disk_type, capacity_kb: size_mib * 1024 };
-        inv.s.run_task(&req, "create disk").map_err(ctx_err(format!("cannot create disk {cid} on {ds}")))?;
+        if let Err(e) = inv.s.run_task(&req, "create disk") {
+            let cleaned = self.remove_leftovers(&inv, &cid).is_ok();
+            drop(inv);
+            if cleaned {
+                marker.commit();
+            }
+            return Err(DriverError::failed(format!("cannot create disk {cid} on {ds}"), e));
+        }
+        drop(inv);
+        marker.commit();
         info!("created disk {cid} ({size_mib} MiB) on {ds}");
         DiskCid::new(cid).map_err(DriverError::Other)
     }

@@ -263,6 +263,16 @@ fn vsphere_faults() {
     let e = cpi.err("create_vm", json!(["agent-1", "sc-00000000000000000000", {"cpu": 1, "ram": 512}, networks(), [], {}]));
     assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)), "{e}");
     assert!(e["message"].as_str().unwrap().contains("stemcell sc-00000000000000000000 not found"), "{e}");
+    // sizes beyond vSphere's limits are refused before any arithmetic (no overflow, no internal error)
+    let e = cpi.err("create_disk", json!([63u64 << 20, {}, null]));
+    assert_eq!(e["type"], "Bosh::Clouds::CpiError", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("62 TiB"), "{e}");
+    let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "ram": u64::MAX, "disk": u64::MAX}, networks(), [], {}]));
+    assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)), "{e}");
+    let e = cpi.err("resize_disk", json!(["disk-ffffffffffffffffffff", 63u64 << 20]));
+    assert_eq!(e["type"], "Bosh::Clouds::CpiError", "{e}");
+    let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "ram": 512, "bootstrap": {"script": "x", "username": "u", "password": "p", "interpreter": 7}}, networks(), [], {}]));
+    assert!(e["message"].as_str().unwrap().contains("cloud_properties.bootstrap"), "{e}");
     // bad cloud_properties name the field
     let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "rma": 512}, networks(), [], {}]));
     assert!(e["message"].as_str().unwrap().contains("rma"), "{e}");

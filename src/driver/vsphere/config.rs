@@ -214,6 +214,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let v: serde_json::Value = serde_json::from_str(include_str!("../../../examples/vsphere-cpi.json")).unwrap();
+        let cfg = crate::config::Config::from_value(v, None, "examples/vsphere-cpi.json").unwrap();
+        match cfg.driver {
+            crate::driver::DriverConfig::Vsphere(c) => assert_eq!(c.sdk_url(), "https://vcenter.example.com/sdk"),
+            _ => panic!("not a vsphere config"),
+        }
+    }
+
+    #[test]
     fn globs() {
         assert!(glob("LocalDS_*", "LocalDS_0"));
         assert!(glob("ds?", "ds1"));

@@ -108,6 +108,9 @@ pub struct Session {
     user: String,
     logged_in: Cell<bool>,
     task_timeout: Duration,
+    http_timeout: u64,
+    /// The config pins the certificate (`driver.thumbprint`).
+    pinned: bool,
 }
 
 impl Session {
@@ -137,6 +140,8 @@ impl Session {
             user: cfg.user.clone(),
             logged_in: Cell::new(false),
             task_timeout: Duration::from_secs(cfg.task_timeout_seconds),
+            http_timeout: cfg.http_timeout_seconds,
+            pinned: cfg.thumbprint.is_some(),
         };
         let n = s.call(&RetrieveServiceContent { this: MoRef::new("ServiceInstance", "ServiceInstance") })?;
         s.sc = n.child("returnval").and_then(ServiceContent::from_node).ok_or_else(|| ClientError::Soap {
@@ -398,29 +403,35 @@ impl Session {
         }
     }
 
-    /// Streams `len` bytes from `body` to an NFC lease device URL. The URL's host is replaced by the one
-    /// we talk to (servers write `*` or an internal name there).
-    pub fn put_stream(&self, url: &str, len: u64, body: &mut dyn Read) -> ClientResult<()> {
-        let url = self.fix_lease_url(url);
+    /// Streams `len` bytes from `body` to an NFC lease device URL. A URL whose host is `*` means "the host
+    /// you talk to" (its scheme is not to be trusted either: the simulator writes https on plain HTTP).
+    /// A URL naming another host (vCenter hands out the ESXi host's NFC address) gets no session cookie;
+    /// with a thumbprint pin, that host's own `sslThumbprint` from the lease is pinned instead.
+    pub fn put_stream(&self, url: &str, ssl_thumbprint: Option<&str>, len: u64, body: &mut dyn Read) -> ClientResult<()> {
+        let (url, ours) = self.fix_lease_url(url);
         self.count();
-        let resp = self
-            .with_cookie(self.agent.put(&url))
-            .header("Content-Type", "application/x-vnd.vmware-streamVmdk")
-            .header("Content-Length", len.to_string())
-            .send(ureq::SendBody::from_reader(body))
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let other;
+        let agent = match (ours, self.pinned) {
+            (false, true) => {
+                let pin = ssl_thumbprint.ok_or_else(|| ClientError::Other(format!("the NFC lease names another host ({url}) without its thumbprint; driver.thumbprint cannot vouch for it")))?;
+                other = super::tls::pinned_agent(pin, self.http_timeout).map_err(ClientError::Other)?;
+                &other
+            }
+            _ => &self.agent,
+        };
+        let mut req = agent.put(&url).header("Content-Type", "application/x-vnd.vmware-streamVmdk").header("Content-Length", len.to_string());
+        if ours {
+            req = self.with_cookie(req);
+        }
+        let resp = req.send(ureq::SendBody::from_reader(body)).map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: url, status }),
         }
     }
 
-    /// `https://*/nfc/…` → `<our scheme and host>/nfc/…`.
-    pub fn fix_lease_url(&self, url: &str) -> String {
-        match url.find("://").map(|i| i + 3).and_then(|i| url[i..].find('/').map(|j| i + j)) {
-            Some(path_start) => format!("{}{}", self.base_url, &url[path_start..]),
-            None => url.to_string(),
-        }
+    pub fn fix_lease_url(&self, url: &str) -> (String, bool) {
+        lease_url(&self.base_url, url)
     }
 
     /// Session keep-alive is not needed: every CPI call is short. Logs out explicitly.
@@ -437,6 +448,21 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.logout();
         crate::info!("vSphere: {} HTTP round trips", self.round_trips.get());
+    }
+}
+
+/// `https://*/nfc/…` → (`<base>/nfc/…`, true); a URL on the base's host is ours too; any other is left
+/// as it is (an ESXi host's NFC address behind vCenter).
+pub fn lease_url(base_url: &str, url: &str) -> (String, bool) {
+    let Some(host_start) = url.find("://").map(|i| i + 3) else { return (url.to_string(), false) };
+    let path_start = url[host_start..].find('/').map(|j| host_start + j).unwrap_or(url.len());
+    let host = &url[host_start..path_start];
+    let our_host = base_url.find("://").map(|i| &base_url[i + 3..]).unwrap_or_default();
+    let bare = |h: &str| h.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    if host == "*" || host.starts_with("*:") {
+        (format!("{base_url}{}", &url[path_start..]), true)
+    } else {
+        (url.to_string(), bare(host) == bare(our_host))
     }
 }
 
@@ -467,6 +493,14 @@ pub fn encode_query(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_urls() {
+        let base = "http://127.0.0.1:8989";
+        assert_eq!(lease_url(base, "https://*/nfc/52a/disk-0.vmdk"), ("http://127.0.0.1:8989/nfc/52a/disk-0.vmdk".into(), true));
+        assert_eq!(lease_url("https://vc.lab", "https://esx01.lab/nfc/52a/disk-0.vmdk"), ("https://esx01.lab/nfc/52a/disk-0.vmdk".into(), false));
+        assert_eq!(lease_url("https://vc.lab", "https://VC.lab:443/nfc/x"), ("https://VC.lab:443/nfc/x".into(), true));
+    }
 
     #[test]
     fn cookie_and_encoding() {

@@ -234,7 +234,10 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
     let info = s.object(lease, &["info"]).map_err(ctx_err("cannot read the NFC lease"))?;
     let info = info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::Other("NFC lease has no info".into()))?;
     let entity = info.moref_at("entity").ok_or_else(|| DriverError::Other("NFC lease names no VM".into()))?;
-    let urls: Vec<(String, String)> = info.children_named("deviceUrl").filter_map(|d| Some((d.str_at("importKey")?.to_string(), d.str_at("url")?.to_string()))).collect();
+    let urls: Vec<(String, String, Option<String>)> = info
+        .children_named("deviceUrl")
+        .filter_map(|d| Some((d.str_at("importKey")?.to_string(), d.str_at("url")?.to_string(), d.str_at("sslThumbprint").map(str::to_string))))
+        .collect();
     let total: u64 = files
         .iter()
         .map(|(_, p, _)| std::fs::metadata(img.dir.join(p)).map(|m| m.len()).unwrap_or(0))
@@ -245,13 +248,13 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
         if path.contains('/') || path.contains("..") {
             return Err(DriverError::Other(format!("the OVF names a disk file outside the image: {path}")));
         }
-        let url = urls.iter().find(|(k, _)| k == device).map(|(_, u)| u.clone()).ok_or_else(|| DriverError::Other(format!("NFC lease has no URL for {device} ({path})")))?;
+        let (_, url, thumb) = urls.iter().find(|(k, _, _)| k == device).ok_or_else(|| DriverError::Other(format!("NFC lease has no URL for {device} ({path})")))?;
         let file = img.dir.join(path);
         let f = std::fs::File::open(&file).map_err(|e| DriverError::failed(format!("cannot open {}", file.display()), e))?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         info!("uploading {path} ({} MiB) to the NFC lease", len >> 20);
         let mut reader = Progress { inner: f, s, lease, done, total, last_percent: 0, name: path.clone() };
-        s.put_stream(&url, len, &mut reader).map_err(|e| DriverError::failed(format!("uploading {path} failed"), e))?;
+        s.put_stream(url, thumb.as_deref(), len, &mut reader).map_err(|e| DriverError::failed(format!("uploading {path} failed"), e))?;
         done += len;
     }
     s.call(&HttpNfcLeaseProgress { this: lease.clone(), percent: 100 }).map_err(ctx_err("NFC lease progress failed"))?;

@@ -16,19 +16,28 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector, Transport, TransportAdapter,
 };
 
-/// Builds the HTTP agent for `cfg`.
-pub fn agent(cfg: &VsphereConfig) -> Result<ureq::Agent, String> {
-    let builder = ureq::Agent::config_builder()
+fn builder(http_timeout_seconds: u64) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(cfg.http_timeout_seconds)))
-        .max_idle_connections_per_host(4);
+        .timeout_recv_response(Some(Duration::from_secs(http_timeout_seconds)))
+        .max_idle_connections_per_host(4)
+}
+
+/// An agent that accepts exactly the server certificate with fingerprint `pin`.
+pub fn pinned_agent(pin: &str, http_timeout_seconds: u64) -> Result<ureq::Agent, String> {
+    let pin = Thumbprint::parse(pin)?;
+    let config = builder(http_timeout_seconds).build();
+    let connector = TcpConnector::default().chain(PinnedTls { config: Arc::new(pinned_client_config(pin)?) });
+    Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
+}
+
+/// Builds the HTTP agent for `cfg`.
+pub fn agent(cfg: &VsphereConfig) -> Result<ureq::Agent, String> {
     if let Some(pin) = &cfg.thumbprint {
-        let pin = Thumbprint::parse(pin)?;
-        let config = builder.build();
-        let connector = TcpConnector::default().chain(PinnedTls { config: Arc::new(pinned_client_config(pin)?) });
-        return Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()));
+        return pinned_agent(pin, cfg.http_timeout_seconds);
     }
+    let builder = builder(cfg.http_timeout_seconds);
     let tls = if cfg.insecure {
         crate::warn!("driver.insecure is set: the vSphere server's TLS certificate is NOT checked; set ca_cert or thumbprint instead");
         TlsConfig::builder().disable_verification(true).build()

@@ -110,10 +110,11 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
             Err(e) if fatal(&e) => return Err(DriverError::NotSupported(format!("bootstrap: this server has no guest operations ({e})"))),
             Err(e) => crate::debug!("bootstrap: guest not ready yet: {e}"),
         }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(DriverError::Other(format!("bootstrap: the guest was not ready within {} s", b.max_wait_seconds)));
         }
-        std::thread::sleep(Duration::from_secs(5));
+        std::thread::sleep(left.min(Duration::from_secs(2)));
     }
     // 2. the script
     let pid: i64 = s
@@ -133,10 +134,11 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
                 Err(DriverError::Other(format!("bootstrap: the script exited with status {code}")))
             };
         }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(DriverError::Other(format!("bootstrap: the script did not finish within {} s", b.max_wait_seconds)));
         }
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(left.min(Duration::from_secs(1)));
     }
 }
 

@@ -253,7 +253,7 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
         let f = std::fs::File::open(&file).map_err(|e| DriverError::failed(format!("cannot open {}", file.display()), e))?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         info!("uploading {path} ({} MiB) to the NFC lease", len >> 20);
-        let mut reader = Progress { inner: f, s, lease, done, total, last_percent: 0, name: path.clone() };
+        let mut reader = Progress { inner: f, s, lease, done, total, last_percent: 0, last_report: std::time::Instant::now(), name: path.clone() };
         s.put_stream(url, thumb.as_deref(), len, &mut reader).map_err(|e| DriverError::failed(format!("uploading {path} failed"), e))?;
         done += len;
     }
@@ -262,7 +262,8 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
     Ok(entity)
 }
 
-/// Counts uploaded bytes; every 5 % tells the lease (it times out without progress) and stderr.
+/// Counts uploaded bytes; every 5 %, and at least every 30 s on a slow link, tells the lease (vSphere
+/// aborts a lease that hears nothing for 5 minutes) and stderr.
 struct Progress<'a> {
     inner: std::fs::File,
     s: &'a Session,
@@ -270,6 +271,7 @@ struct Progress<'a> {
     done: u64,
     total: u64,
     last_percent: u32,
+    last_report: std::time::Instant,
     name: String,
 }
 
@@ -278,8 +280,9 @@ impl Read for Progress<'_> {
         let n = self.inner.read(buf)?;
         self.done += n as u64;
         let percent = ((self.done.saturating_mul(100)) / self.total).min(99) as u32;
-        if percent >= self.last_percent + 5 {
+        if percent >= self.last_percent + 5 || (percent > self.last_percent && self.last_report.elapsed().as_secs() >= 30) {
             self.last_percent = percent;
+            self.last_report = std::time::Instant::now();
             info!("{}: {percent} % uploaded", self.name);
             if let Err(e) = self.s.call(&HttpNfcLeaseProgress { this: self.lease.clone(), percent }) {
                 let e: ClientError = e;

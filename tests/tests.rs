@@ -31,5 +31,5 @@ mod vsphere;
 mod vsphere_golden;
 // spec/ replayed against the vSphere driver on the simulator.
 mod vsphere_spec;
-// The vSphere bootstrap (guest operations) against a scripted SOAP server: the simulator has none.
+// The vSphere bootstrap (guest operations) and NFC uploads to another host, against a scripted SOAP server.
 mod vsphere_fake;

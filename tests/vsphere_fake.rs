@@ -1,7 +1,7 @@
-//! The bootstrap's guest-operations flow against a scripted SOAP server (the simulator has no guest
-//! operations): the driver's own client and `bootstrap::run` talk HTTP to a local listener that answers each
-//! operation from a script and records every request, so the order of calls, the readiness wait, the exit
-//! code handling and the escaping of the guest password are checked end to end over the wire.
+//! What the simulator cannot show, over real HTTP against a scripted SOAP server (a local listener that
+//! answers each operation from a script and records every request): the bootstrap's guest-operations flow
+//! (order of calls, readiness wait, exit codes, escaping of the guest password), and NFC uploads to a host
+//! other than the SDK's (no session cookie goes there; every byte does).
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -17,7 +17,10 @@ type Script = Arc<dyn Fn(&str, usize) -> (u16, String) + Send + Sync>;
 /// A scripted server: `script(operation, nth call of it)` gives status and body.
 struct Fake {
     url: String,
+    /// (operation or request line, body) of every request.
     log: Arc<Mutex<Vec<(String, String)>>>,
+    /// Request heads (request line and headers) in order.
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 fn envelope(body: &str) -> String {
@@ -37,11 +40,12 @@ impl Fake {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/sdk", listener.local_addr().unwrap());
         let log: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
         let counts: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
-        let (log2, counts2) = (log.clone(), counts.clone());
+        let (log2, counts2, heads2) = (log.clone(), counts.clone(), heads.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (log, counts, script) = (log2.clone(), counts2.clone(), script.clone());
+                let (log, counts, script, heads) = (log2.clone(), counts2.clone(), script.clone(), heads2.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut stream = stream;
@@ -51,20 +55,23 @@ impl Fake {
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
                             return;
                         }
+                        let mut head = line.clone();
                         loop {
                             line.clear();
                             reader.read_line(&mut line).unwrap();
                             if line == "\r\n" {
                                 break;
                             }
+                            head.push_str(&line);
                             if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                                 len = v.trim().parse().unwrap();
                             }
                         }
                         let mut body = vec![0; len];
                         reader.read_exact(&mut body).unwrap();
-                        let body = String::from_utf8(body).unwrap();
-                        let op = soap::decode(200, body.as_bytes()).map(|n| n.name).unwrap_or_default();
+                        let body = String::from_utf8_lossy(&body).into_owned();
+                        let op = soap::decode(200, body.as_bytes()).map(|n| n.name).unwrap_or_else(|_| head.lines().next().unwrap_or_default().to_string());
+                        heads.lock().unwrap().push(head);
                         let nth = {
                             let mut c = counts.lock().unwrap();
                             let e = c.entry(op.clone()).or_default();
@@ -80,7 +87,7 @@ impl Fake {
                 });
             }
         });
-        Fake { url, log }
+        Fake { url, log, heads }
     }
 
     fn ops(&self) -> Vec<String> {
@@ -99,6 +106,8 @@ fn script(guest: impl Fn(&str, usize) -> Option<(u16, String)> + Send + Sync + '
             "RetrieveServiceContent" => (200, sc.clone()),
             "Login" => ok("Login", "<returnval><key>k</key><userName>user</userName></returnval>"),
             "Logout" => ok("Logout", ""),
+            // an NFC upload to the SDK host
+            put if put.starts_with("PUT /nfc/") => (200, String::new()),
             "RetrievePropertiesEx" => ok(
                 "RetrievePropertiesEx",
                 r#"<returnval><objects><obj type="GuestOperationsManager">guestOperationsManager</obj><propSet><name>processManager</name><val type="GuestProcessManager" xsi:type="ManagedObjectReference">pm</val></propSet></objects></returnval>"#,
@@ -176,4 +185,24 @@ fn vsphere_bootstrap_failures() {
     p.max_wait_seconds = 1;
     let e = bootstrap::run(&session(&f), &MoRef::new("VirtualMachine", "vm-1"), &p).unwrap_err();
     assert!(e.to_string().contains("not ready within 1 s"), "{e}");
+}
+
+#[test]
+fn vsphere_nfc_upload_to_another_host_gets_no_session_cookie() {
+    let sdk = Fake::start(script(|_, _| None));
+    let esx = Fake::start(Arc::new(|_: &str, _| (200, String::new())));
+    let s = session(&sdk);
+    // the lease names the ESXi host (here: "localhost" for the same machine, a different host name)
+    let port = esx.url.rsplit(':').next().unwrap().trim_end_matches("/sdk");
+    let data = vec![7u8; 100_000];
+    s.put_stream(&format!("http://localhost:{port}/nfc/52a/disk-0.vmdk"), None, data.len() as u64, &mut &data[..]).unwrap();
+    let head = esx.heads.lock().unwrap()[0].clone();
+    assert!(head.starts_with("PUT /nfc/52a/disk-0.vmdk"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-length: 100000"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("cookie"), "the vCenter session must not go to another host:\n{head}");
+    assert_eq!(esx.log.lock().unwrap()[0].1.len(), 100_000, "every byte arrives");
+    // "*" means the SDK host: the cookie goes along there
+    s.put_stream("https://*/nfc/52a/disk-1.vmdk", None, 10, &mut &[1u8; 10][..]).unwrap();
+    let head = sdk.heads.lock().unwrap().iter().find(|h| h.starts_with("PUT")).cloned().unwrap();
+    assert!(head.starts_with("PUT /nfc/52a/disk-1.vmdk") && head.contains("vmware_soap_session=fake"), "{head}");
 }

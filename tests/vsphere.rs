@@ -302,6 +302,17 @@ fn vsphere_parallel_create_vm() {
     for vm in &vms {
         assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
     }
+    // all 8 define the same new custom attributes at once: DuplicateName from the others is handled
+    let handles: Vec<_> = vms
+        .iter()
+        .map(|vm| {
+            let (cpi, vm) = (cpi.clone(), vm.clone());
+            std::thread::spawn(move || cpi.ok("set_vm_metadata", json!([vm, {"deployment": "par", "name": format!("{vm}/0"), "index": "0", "created_at": "now"}])))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
     let handles: Vec<_> = vms.into_iter().map(|vm| {
         let cpi = cpi.clone();
         std::thread::spawn(move || cpi.ok("delete_vm", json!([vm])))

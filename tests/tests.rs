@@ -23,3 +23,13 @@ mod medium;
 mod spec_contract;
 // The BOSH release: job templates rendered with Ruby, the package's packaging script, bin/cpi as create-env runs it.
 mod release;
+// The vSphere simulator as a test peer: start/stop, stemcell images (also used by benches/vsphere.rs).
+mod vsphere_sim;
+// The vSphere driver against the simulator (vCenter and ESXi models): every method, faults, TLS, parallel create_vm.
+mod vsphere;
+// Golden tests of every vSphere SOAP message (tests/fixtures/vsphere), no server needed.
+mod vsphere_golden;
+// spec/ replayed against the vSphere driver on the simulator.
+mod vsphere_spec;
+// The vSphere bootstrap (guest operations) and NFC uploads to another host, against a scripted SOAP server.
+mod vsphere_fake;

@@ -1,6 +1,7 @@
 //! The `Driver` trait every backend implements, and the one place a backend is chosen
 //! ([`from_config`]). Nothing outside this module matches on the driver kind.
 pub mod libvirt;
+pub mod vsphere;
 
 use crate::agent_settings::Networks;
 use crate::config::AgentOptions;
@@ -17,6 +18,8 @@ use std::path::Path;
 pub enum DriverConfig {
     /// KVM/QEMU through libvirt (`virsh`), local or `qemu+ssh://`.
     Libvirt(libvirt::LibvirtConfig),
+    /// vCenter or a standalone ESXi host over the vSphere SOAP API.
+    Vsphere(vsphere::VsphereConfig),
 }
 
 impl DriverConfig {
@@ -24,6 +27,7 @@ impl DriverConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             DriverConfig::Libvirt(c) => c.validate(),
+            DriverConfig::Vsphere(c) => c.validate(),
         }
     }
 
@@ -31,6 +35,7 @@ impl DriverConfig {
     pub fn stemcell_formats(&self) -> &'static [&'static str] {
         match self {
             DriverConfig::Libvirt(_) => libvirt::STEMCELL_FORMATS,
+            DriverConfig::Vsphere(_) => vsphere::STEMCELL_FORMATS,
         }
     }
 }
@@ -108,5 +113,6 @@ pub trait Driver {
 pub fn from_config(cfg: &DriverConfig, agent: &AgentOptions) -> Box<dyn Driver> {
     match cfg {
         DriverConfig::Libvirt(c) => Box::new(libvirt::Libvirt::new(c.clone(), agent.clone())),
+        DriverConfig::Vsphere(c) => Box::new(vsphere::Vsphere::new(c.clone(), agent.clone())),
     }
 }

@@ -1,0 +1,162 @@
+//! The optional `bootstrap` block of a VM's cloud_properties (the shape bosh-vmrun-cpi takes): after power
+//! on, wait for VMware Tools and a readiness process, then run a script with `StartProgramInGuest` and wait
+//! for its exit code. The guest password is a registered secret and never logged. vcsim has no guest
+//! operations, so this rests on golden tests of the exact messages.
+use super::client::{ClientError, Session};
+use super::methods::{GuestAuth, ListProcessesInGuest, StartProgramInGuest};
+use super::soap::{FaultKind, MoRef, Node};
+use crate::error::{DriverError, DriverResult};
+use crate::info;
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    /// The script's text, passed to the interpreter with `-c`.
+    pub script: String,
+    /// Absolute path of the interpreter in the guest.
+    #[serde(default = "default_interpreter")]
+    pub interpreter: String,
+    /// Guest user (the stemcell's `vcap`, say) and password.
+    pub username: String,
+    pub password: String,
+    /// A process that must run in the guest before the script starts (e.g. `bosh-agent`).
+    #[serde(default)]
+    pub ready_process: Option<String>,
+    #[serde(default)]
+    pub min_wait_seconds: u64,
+    #[serde(default = "default_max_wait")]
+    pub max_wait_seconds: u64,
+}
+
+fn default_interpreter() -> String {
+    "/bin/bash".into()
+}
+fn default_max_wait() -> u64 {
+    600
+}
+
+/// `'…'` quoting for the interpreter's `-c` argument.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r#"'"'"'"#))
+}
+
+/// One guest process from ListProcessesInGuest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestProcess {
+    pub pid: i64,
+    pub name: String,
+    pub cmd_line: String,
+    pub exit_code: Option<i64>,
+}
+
+pub fn parse_processes(n: &Node) -> Vec<GuestProcess> {
+    n.children_named("returnval")
+        .filter_map(|p| {
+            Some(GuestProcess {
+                pid: p.str_at("pid")?.parse().ok()?,
+                name: p.str_at("name").unwrap_or_default().to_string(),
+                cmd_line: p.str_at("cmdLine").unwrap_or_default().to_string(),
+                // exitCode is only meaningful once endTime is set
+                exit_code: p.at("endTime").and(p.str_at("exitCode")).and_then(|c| c.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+/// The requests the bootstrap sends, built in one place so golden tests see exactly what goes out.
+pub fn start_request(pm: &MoRef, vm: &MoRef, b: &Bootstrap) -> StartProgramInGuest {
+    StartProgramInGuest {
+        this: pm.clone(),
+        vm: vm.clone(),
+        auth: GuestAuth { user: b.username.clone(), password: b.password.clone() },
+        program: b.interpreter.clone(),
+        arguments: format!("-c {}", shell_quote(&b.script)),
+    }
+}
+
+pub fn list_request(pm: &MoRef, vm: &MoRef, b: &Bootstrap, pids: Vec<i64>) -> ListProcessesInGuest {
+    ListProcessesInGuest { this: pm.clone(), vm: vm.clone(), auth: GuestAuth { user: b.username.clone(), password: b.password.clone() }, pids }
+}
+
+/// Runs the bootstrap on a powered-on VM.
+pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
+    crate::logger::add_secret(&b.password);
+    let gom = s.sc.guest_operations_manager.clone().ok_or_else(|| DriverError::NotSupported("bootstrap: this server has no guest operations manager".into()))?;
+    let pm = s
+        .object(&gom, &["processManager"])
+        .map_err(|e| DriverError::failed("bootstrap: cannot read the guest operations manager", e))?
+        .and_then(|o| o.get("processManager").and_then(Node::as_moref))
+        .ok_or_else(|| DriverError::NotSupported("bootstrap: this server has no guest process manager".into()))?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
+    std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
+    let fatal = |e: &ClientError| e.is_fault(&FaultKind::MethodNotFound) || e.is_fault(&FaultKind::NotSupported);
+    // 1. guest tools up, guest login accepted, ready process running
+    loop {
+        match s.call(&list_request(&pm, vm, b, Vec::new())) {
+            Ok(n) => {
+                let procs = parse_processes(&n);
+                match &b.ready_process {
+                    None => break,
+                    Some(want) if procs.iter().any(|p| p.name.contains(want.as_str()) || p.cmd_line.contains(want.as_str())) => break,
+                    Some(_) => {}
+                }
+            }
+            Err(e) if e.is_fault(&FaultKind::InvalidGuestLogin) => {
+                return Err(DriverError::invalid("bootstrap", format!("the guest refused user {}: {e}", b.username)))
+            }
+            Err(e) if fatal(&e) => return Err(DriverError::NotSupported(format!("bootstrap: this server has no guest operations ({e})"))),
+            Err(e) => crate::debug!("bootstrap: guest not ready yet: {e}"),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(DriverError::Other(format!("bootstrap: the guest was not ready within {} s", b.max_wait_seconds)));
+        }
+        std::thread::sleep(left.min(Duration::from_secs(2)));
+    }
+    // 2. the script
+    let pid: i64 = s
+        .call(&start_request(&pm, vm, b))
+        .map_err(|e| DriverError::failed("bootstrap: cannot start the script", e))?
+        .str_at("returnval")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| DriverError::Other("bootstrap: StartProgramInGuest returned no pid".into()))?;
+    info!("bootstrap: script running in the guest as pid {pid}");
+    loop {
+        let n = s.call(&list_request(&pm, vm, b, vec![pid])).map_err(|e| DriverError::failed("bootstrap: cannot watch the script", e))?;
+        if let Some(code) = parse_processes(&n).into_iter().find(|p| p.pid == pid).and_then(|p| p.exit_code) {
+            return if code == 0 {
+                info!("bootstrap: script finished after {} s", started.elapsed().as_secs());
+                Ok(())
+            } else {
+                Err(DriverError::Other(format!("bootstrap: the script exited with status {code}")))
+            };
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(DriverError::Other(format!("bootstrap: the script did not finish within {} s", b.max_wait_seconds)));
+        }
+        std::thread::sleep(left.min(Duration::from_secs(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("echo 'hi' && x"), r#"'echo '"'"'hi'"'"' && x'"#);
+    }
+
+    #[test]
+    fn processes_with_and_without_exit() {
+        let doc = br#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><ListProcessesInGuestResponse xmlns="urn:vim25"><returnval><name>bash</name><pid>42</pid><owner>vcap</owner><cmdLine>/bin/bash -c x</cmdLine><startTime>2026-01-01T00:00:00Z</startTime><endTime>2026-01-01T00:00:05Z</endTime><exitCode>3</exitCode></returnval><returnval><name>bosh-agent</name><pid>7</pid><owner>root</owner><cmdLine>/var/vcap/bosh/bin/bosh-agent</cmdLine><startTime>2026-01-01T00:00:00Z</startTime></returnval></ListProcessesInGuestResponse></soapenv:Body></soapenv:Envelope>"#;
+        let n = super::super::soap::decode(200, doc).unwrap();
+        let p = parse_processes(&n);
+        assert_eq!(p[0], GuestProcess { pid: 42, name: "bash".into(), cmd_line: "/bin/bash -c x".into(), exit_code: Some(3) });
+        assert_eq!(p[1].exit_code, None);
+    }
+}

@@ -1,0 +1,512 @@
+//! The live connection: a `ureq` agent, the `vmware_soap_session` cookie, one [`Session::call`] for every
+//! typed request, property reads, task waiting through `WaitForUpdatesEx`, and datastore file transfer
+//! over `/folder`. The session logs out when dropped, so every CPI call leaves no session behind.
+use super::config::VsphereConfig;
+use super::methods::*;
+use super::soap::{self, Fault, FaultKind, MoRef, Node, SoapError};
+use crate::{debug, warn};
+use std::cell::{Cell, RefCell};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// What went wrong talking to vSphere.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach vSphere at {url}: {source}")]
+    Http { url: String, source: Box<ureq::Error> },
+    #[error("{method} failed: {source}")]
+    Soap { method: String, source: SoapError },
+    #[error("login to {url} as {user} failed: wrong user name or password")]
+    InvalidLogin { url: String, user: String },
+    #[error("task {task} ({what}) failed: {fault}")]
+    Task { task: String, what: String, fault: Fault },
+    #[error("task {task} ({what}) did not finish within {secs} s")]
+    TaskTimeout { task: String, what: String, secs: u64 },
+    #[error("datastore file {path}: HTTP {status}")]
+    FileHttp { path: String, status: u16 },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ClientError {
+    /// The VIM fault behind this error, if there is one.
+    pub fn fault(&self) -> Option<&FaultKind> {
+        match self {
+            ClientError::Soap { source: SoapError::Fault(f), .. } => Some(&f.kind),
+            ClientError::Task { fault, .. } => Some(&fault.kind),
+            _ => None,
+        }
+    }
+    pub fn is_fault(&self, k: &FaultKind) -> bool {
+        self.fault() == Some(k)
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// The parts of `ServiceContent` the driver uses.
+#[derive(Debug, Clone)]
+pub struct ServiceContent {
+    pub root_folder: MoRef,
+    pub property_collector: MoRef,
+    pub session_manager: MoRef,
+    pub search_index: MoRef,
+    pub file_manager: Option<MoRef>,
+    pub virtual_disk_manager: Option<MoRef>,
+    pub ovf_manager: Option<MoRef>,
+    pub custom_fields_manager: Option<MoRef>,
+    pub guest_operations_manager: Option<MoRef>,
+    /// `VirtualCenter` or `HostAgent` (a standalone ESXi).
+    pub api_type: String,
+}
+
+impl ServiceContent {
+    /// From `RetrieveServiceContentResponse/returnval`.
+    pub fn from_node(n: &Node) -> Option<ServiceContent> {
+        Some(ServiceContent {
+            root_folder: n.moref_at("rootFolder")?,
+            property_collector: n.moref_at("propertyCollector")?,
+            session_manager: n.moref_at("sessionManager")?,
+            search_index: n.moref_at("searchIndex")?,
+            file_manager: n.moref_at("fileManager"),
+            virtual_disk_manager: n.moref_at("virtualDiskManager"),
+            ovf_manager: n.moref_at("ovfManager"),
+            custom_fields_manager: n.moref_at("customFieldsManager"),
+            guest_operations_manager: n.moref_at("guestOperationsManager"),
+            api_type: n.str_at("about/apiType").unwrap_or("VirtualCenter").to_string(),
+        })
+    }
+    pub fn is_vcenter(&self) -> bool {
+        self.api_type == "VirtualCenter"
+    }
+}
+
+/// One object's properties from RetrievePropertiesEx.
+#[derive(Debug, Clone)]
+pub struct ObjectContent {
+    pub obj: MoRef,
+    pub props: Vec<(String, Node)>,
+}
+
+impl ObjectContent {
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.props.iter().find(|(p, _)| p == path).map(|(_, v)| v)
+    }
+    pub fn str(&self, path: &str) -> Option<&str> {
+        self.get(path).map(|n| n.text.as_str())
+    }
+}
+
+/// A logged-in session. Counts its HTTP round trips; logs out on drop.
+pub struct Session {
+    agent: ureq::Agent,
+    sdk_url: String,
+    base_url: String,
+    cookie: RefCell<Option<String>>,
+    round_trips: Cell<u32>,
+    pub sc: ServiceContent,
+    user: String,
+    logged_in: Cell<bool>,
+    task_timeout: Duration,
+    http_timeout: u64,
+    /// The config pins the certificate (`driver.thumbprint`).
+    pinned: bool,
+}
+
+impl Session {
+    /// Connects, reads the service content and logs in.
+    pub fn connect(cfg: &VsphereConfig) -> ClientResult<Session> {
+        let agent = super::tls::agent(cfg).map_err(ClientError::Other)?;
+        let sdk_url = cfg.sdk_url();
+        let base_url = cfg.base_url();
+        let mut s = Session {
+            agent,
+            sdk_url,
+            base_url,
+            cookie: RefCell::new(None),
+            round_trips: Cell::new(0),
+            sc: ServiceContent {
+                root_folder: MoRef::new("Folder", "group-d1"),
+                property_collector: MoRef::new("PropertyCollector", "propertyCollector"),
+                session_manager: MoRef::new("SessionManager", "SessionManager"),
+                search_index: MoRef::new("SearchIndex", "SearchIndex"),
+                file_manager: None,
+                virtual_disk_manager: None,
+                ovf_manager: None,
+                custom_fields_manager: None,
+                guest_operations_manager: None,
+                api_type: String::new(),
+            },
+            user: cfg.user.clone(),
+            logged_in: Cell::new(false),
+            task_timeout: Duration::from_secs(cfg.task_timeout_seconds),
+            http_timeout: cfg.http_timeout_seconds,
+            pinned: cfg.thumbprint.is_some(),
+        };
+        let n = s.call(&RetrieveServiceContent { this: MoRef::new("ServiceInstance", "ServiceInstance") })?;
+        s.sc = n.child("returnval").and_then(ServiceContent::from_node).ok_or_else(|| ClientError::Soap {
+            method: "RetrieveServiceContent".into(),
+            source: SoapError::Unexpected { method: "RetrieveServiceContent".into(), what: "no service content".into() },
+        })?;
+        let login = Login { this: s.sc.session_manager.clone(), user: cfg.user.clone(), password: cfg.password.clone() };
+        match s.call(&login) {
+            Ok(_) => {}
+            Err(e) if e.is_fault(&FaultKind::InvalidLogin) => {
+                return Err(ClientError::InvalidLogin { url: s.sdk_url.clone(), user: cfg.user.clone() })
+            }
+            Err(e) => return Err(e),
+        }
+        s.logged_in.set(true);
+        debug!("logged in to {} ({}) as {}", s.sdk_url, s.sc.api_type, s.user);
+        Ok(s)
+    }
+
+    pub fn round_trips(&self) -> u32 {
+        self.round_trips.get()
+    }
+
+    fn count(&self) {
+        self.round_trips.set(self.round_trips.get() + 1);
+    }
+
+    /// Sends one request, returns the operation's response element or its fault. A read-only request whose
+    /// connection fails is tried again, three times in all, 0.5 s and 1 s apart; nothing else is retried.
+    pub fn call<R: Request>(&self, req: &R) -> ClientResult<Node> {
+        let body = req.encode();
+        let attempts = if R::READ_ONLY { 3 } else { 1 };
+        let mut attempt = 1;
+        loop {
+            match self.send::<R>(&body) {
+                Err(e @ ClientError::Http { .. }) if attempt < attempts => {
+                    warn!("{} failed ({e}); trying again ({}/{attempts})", R::NAME, attempt + 1);
+                    std::thread::sleep(Duration::from_millis(500 * attempt as u64));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn send<R: Request>(&self, body: &[u8]) -> ClientResult<Node> {
+        self.count();
+        let mut builder = self
+            .agent
+            .post(&self.sdk_url)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .header("SOAPAction", "urn:vim25/6.5");
+        if let Some(c) = self.cookie.borrow().as_ref() {
+            builder = builder.header("Cookie", format!("vmware_soap_session={c}"));
+        }
+        let started = Instant::now();
+        let mut resp = builder.send(body).map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+        for v in resp.headers().get_all("set-cookie") {
+            if let Some(c) = v.to_str().ok().and_then(session_cookie) {
+                *self.cookie.borrow_mut() = Some(c);
+            }
+        }
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()
+            .map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+        debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
+        if status != 200 && status != 500 {
+            return Err(ClientError::Soap {
+                method: R::NAME.into(),
+                source: SoapError::Unexpected { method: R::NAME.into(), what: format!("HTTP status {status}") },
+            });
+        }
+        soap::decode(status, &bytes).map_err(|source| ClientError::Soap { method: R::NAME.into(), source })
+    }
+
+    /// `FindByInventoryPath`: `None` when nothing is at `path`.
+    pub fn find(&self, path: &str) -> ClientResult<Option<MoRef>> {
+        let n = self.call(&FindByInventoryPath { this: self.sc.search_index.clone(), path: path.to_string() })?;
+        Ok(n.child("returnval").and_then(Node::as_moref))
+    }
+
+    /// Reads `paths` of each object in one round trip. Objects that are gone are left out.
+    pub fn properties(&self, objects: &[(MoRef, &[&str])]) -> ClientResult<Vec<ObjectContent>> {
+        let req = RetrievePropertiesEx {
+            this: self.sc.property_collector.clone(),
+            objects: objects.iter().map(|(o, p)| (o.clone(), p.iter().map(|s| s.to_string()).collect())).collect(),
+        };
+        let n = match self.call(&req) {
+            Ok(n) => n,
+            // one missing object makes the whole call fault: ask again one by one, leaving out the missing
+            Err(e) if e.is_fault(&FaultKind::ManagedObjectNotFound) => {
+                if objects.len() == 1 {
+                    return Ok(Vec::new());
+                }
+                let mut out = Vec::new();
+                for o in objects {
+                    out.extend(self.properties(std::slice::from_ref(o))?);
+                }
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        let mut page = n.child("returnval").cloned();
+        let mut pages: Vec<Node> = Vec::new();
+        // a server may page large results: follow the token
+        while let Some(p) = page.take() {
+            let token = p.str_at("token").map(str::to_string);
+            pages.push(p);
+            if let Some(token) = token {
+                let next = self.call(&ContinueRetrievePropertiesEx { this: self.sc.property_collector.clone(), token })?;
+                page = next.child("returnval").cloned();
+            }
+        }
+        for oc in pages.iter().flat_map(|r| r.children_named("objects")) {
+            let Some(obj) = oc.moref_at("obj") else { continue };
+            // a session problem can come back as missingSet entries with a 200 (vcsim does this)
+            if let Some(f) = oc.children_named("missingSet").find_map(|m| m.child("fault")) {
+                let fault = Fault::from_localized(f);
+                if fault.kind == FaultKind::NotAuthenticated {
+                    return Err(ClientError::Soap { method: "RetrievePropertiesEx".into(), source: SoapError::Fault(fault) });
+                }
+            }
+            let props = oc
+                .children_named("propSet")
+                .filter_map(|p| Some((p.str_at("name")?.to_string(), p.child("val")?.clone())))
+                .collect();
+            out.push(ObjectContent { obj, props });
+        }
+        Ok(out)
+    }
+
+    /// Properties of one object; `None` when it does not exist.
+    pub fn object(&self, obj: &MoRef, paths: &[&str]) -> ClientResult<Option<ObjectContent>> {
+        Ok(self.properties(&[(obj.clone(), paths)])?.into_iter().next())
+    }
+
+    /// Waits until `task` finishes, through `CreateFilter` + `WaitForUpdatesEx` (the server answers when
+    /// the state changes), and returns `info.result`.
+    pub fn wait_task(&self, task: &MoRef, what: &str) -> ClientResult<Option<Node>> {
+        let state = self.wait_for(task, &["info.state", "info.error", "info.result"], what, |props| {
+            matches!(props.iter().find(|(p, _)| p == "info.state").map(|(_, v)| v.text.as_str()), Some("success") | Some("error"))
+        })?;
+        let get = |p: &str| state.iter().find(|(n, _)| n == p).map(|(_, v)| v.clone());
+        match get("info.state").map(|n| n.text) {
+            Some(s) if s == "success" => Ok(get("info.result")),
+            _ => {
+                let fault = get("info.error").map(|e| Fault::from_localized(&e)).unwrap_or(Fault { kind: FaultKind::Other("unknown".into()), message: "no error given".into() });
+                Err(ClientError::Task { task: task.value.clone(), what: what.to_string(), fault })
+            }
+        }
+    }
+
+    /// Calls a `*_Task` method and waits for it.
+    pub fn run_task<R: Request>(&self, req: &R, what: &str) -> ClientResult<Option<Node>> {
+        let n = self.call(req)?;
+        let task = n.moref_at("returnval").ok_or_else(|| ClientError::Soap {
+            method: R::NAME.into(),
+            source: SoapError::Unexpected { method: R::NAME.into(), what: "no task returned".into() },
+        })?;
+        self.wait_task(&task, what)
+    }
+
+    /// Watches `paths` of `obj` until `done` says so; returns the latest values.
+    pub fn wait_for(&self, obj: &MoRef, paths: &[&str], what: &str, done: impl Fn(&[(String, Node)]) -> bool) -> ClientResult<Vec<(String, Node)>> {
+        let filter = self.call(&CreateFilter { this: self.sc.property_collector.clone(), obj: obj.clone(), paths: paths.iter().map(|s| s.to_string()).collect() })?;
+        let filter = filter.moref_at("returnval");
+        let started = Instant::now();
+        let mut version = String::new();
+        let mut values: Vec<(String, Node)> = Vec::new();
+        let result = loop {
+            let left = self.task_timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break Err(ClientError::TaskTimeout { task: obj.value.clone(), what: what.to_string(), secs: self.task_timeout.as_secs() });
+            }
+            let wait = (left.as_secs().clamp(1, 60)) as u32;
+            let n = match self.call(&WaitForUpdatesEx { this: self.sc.property_collector.clone(), version: version.clone(), max_wait_seconds: wait }) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            let Some(set) = n.child("returnval") else { continue };
+            if let Some(v) = set.str_at("version") {
+                version = v.to_string();
+            }
+            for fs in set.children_named("filterSet") {
+                for os in fs.children_named("objectSet").filter(|o| o.moref_at("obj").as_ref() == Some(obj)) {
+                    for c in os.children_named("changeSet") {
+                        let Some(name) = c.str_at("name") else { continue };
+                        values.retain(|(p, _)| p != name);
+                        if let Some(v) = c.child("val") {
+                            values.push((name.to_string(), v.clone()));
+                        }
+                    }
+                }
+            }
+            if done(&values) {
+                break Ok(values);
+            }
+        };
+        if let Some(f) = filter {
+            // destroyed at once: a filter outliving its object (a finished lease, an expired task) makes every
+            // later WaitForUpdatesEx of this session fail with ManagedObjectNotFound
+            let _ = self.call(&DestroyPropertyFilter { this: f });
+        }
+        result
+    }
+
+    fn file_url(&self, dc_path: &str, ds: &str, path: &str) -> String {
+        format!("{}/folder/{}?dcPath={}&dsName={}", self.base_url, encode_path(path), encode_query(dc_path), encode_query(ds))
+    }
+
+    fn with_cookie<B>(&self, b: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match self.cookie.borrow().as_ref() {
+            Some(c) => b.header("Cookie", format!("vmware_soap_session={c}")),
+            None => b,
+        }
+    }
+
+    /// Uploads a datastore file (`PUT /folder/<path>`).
+    pub fn put_file(&self, dc_path: &str, ds: &str, path: &str, data: &[u8]) -> ClientResult<()> {
+        let url = self.file_url(dc_path, ds, path);
+        self.count();
+        let resp = self
+            .with_cookie(self.agent.put(&url))
+            .header("Content-Type", "application/octet-stream")
+            .send(data)
+            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        match resp.status().as_u16() {
+            200 | 201 | 204 => Ok(()),
+            status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
+        }
+    }
+
+    /// Downloads a datastore file; `None` when it does not exist.
+    pub fn get_file(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
+        let url = self.file_url(dc_path, ds, path);
+        self.count();
+        let mut resp = self.with_cookie(self.agent.get(&url)).call().map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| ClientError::Http { url, source: Box::new(e) })?)),
+            404 => Ok(None),
+            status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
+        }
+    }
+
+    /// Whether a datastore file exists (`HEAD /folder/<path>`).
+    pub fn file_exists(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
+        let url = self.file_url(dc_path, ds, path);
+        self.count();
+        let resp = self.with_cookie(self.agent.head(&url)).call().map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
+        }
+    }
+
+    /// Streams `len` bytes from `body` to an NFC lease device URL. A URL whose host is `*` means "the host
+    /// you talk to" (its scheme is not to be trusted either: the simulator writes https on plain HTTP).
+    /// A URL naming another host (vCenter hands out the ESXi host's NFC address) gets no session cookie;
+    /// with a thumbprint pin, that host's own `sslThumbprint` from the lease is pinned instead.
+    pub fn put_stream(&self, url: &str, ssl_thumbprint: Option<&str>, len: u64, body: &mut dyn Read) -> ClientResult<()> {
+        let (url, ours) = self.fix_lease_url(url);
+        self.count();
+        let other;
+        let agent = match (ours, self.pinned) {
+            (false, true) => {
+                let pin = ssl_thumbprint.ok_or_else(|| ClientError::Other(format!("the NFC lease names another host ({url}) without its thumbprint; driver.thumbprint cannot vouch for it")))?;
+                other = super::tls::pinned_agent(pin, self.http_timeout).map_err(ClientError::Other)?;
+                &other
+            }
+            _ => &self.agent,
+        };
+        let mut req = agent.put(&url).header("Content-Type", "application/x-vnd.vmware-streamVmdk").header("Content-Length", len.to_string());
+        if ours {
+            req = self.with_cookie(req);
+        }
+        let resp = req.send(ureq::SendBody::from_reader(body)).map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        match resp.status().as_u16() {
+            200 | 201 | 204 => Ok(()),
+            status => Err(ClientError::FileHttp { path: url, status }),
+        }
+    }
+
+    pub fn fix_lease_url(&self, url: &str) -> (String, bool) {
+        lease_url(&self.base_url, url)
+    }
+
+    /// Session keep-alive is not needed: every CPI call is short. Logs out explicitly.
+    pub fn logout(&self) {
+        if self.logged_in.replace(false) {
+            if let Err(e) = self.call(&Logout { this: self.sc.session_manager.clone() }) {
+                warn!("logout from {} failed: {e}", self.sdk_url);
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.logout();
+        crate::info!("vSphere: {} HTTP round trips", self.round_trips.get());
+    }
+}
+
+/// `https://*/nfc/…` → (`<base>/nfc/…`, true); a URL on the base's host is ours too; any other is left
+/// as it is (an ESXi host's NFC address behind vCenter).
+pub fn lease_url(base_url: &str, url: &str) -> (String, bool) {
+    let Some(host_start) = url.find("://").map(|i| i + 3) else { return (url.to_string(), false) };
+    let path_start = url[host_start..].find('/').map(|j| host_start + j).unwrap_or(url.len());
+    let host = &url[host_start..path_start];
+    let our_host = base_url.find("://").map(|i| &base_url[i + 3..]).unwrap_or_default();
+    let bare = |h: &str| h.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    if host == "*" || host.starts_with("*:") {
+        (format!("{base_url}{}", &url[path_start..]), true)
+    } else {
+        (url.to_string(), bare(host) == bare(our_host))
+    }
+}
+
+fn session_cookie(header: &str) -> Option<String> {
+    let first = header.split(';').next()?.trim();
+    let (k, v) = first.split_once('=')?;
+    (k.trim() == "vmware_soap_session").then(|| v.trim().trim_matches('"').to_string())
+}
+
+/// Percent-encodes a datastore path, keeping `/`.
+pub fn encode_path(p: &str) -> String {
+    p.split('/').map(encode_query).collect::<Vec<_>>().join("/")
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+pub fn encode_query(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_urls() {
+        let base = "http://127.0.0.1:8989";
+        assert_eq!(lease_url(base, "https://*/nfc/52a/disk-0.vmdk"), ("http://127.0.0.1:8989/nfc/52a/disk-0.vmdk".into(), true));
+        assert_eq!(lease_url("https://vc.lab", "https://esx01.lab/nfc/52a/disk-0.vmdk"), ("https://esx01.lab/nfc/52a/disk-0.vmdk".into(), false));
+        assert_eq!(lease_url("https://vc.lab", "https://VC.lab:443/nfc/x"), ("https://VC.lab:443/nfc/x".into(), true));
+    }
+
+    #[test]
+    fn cookie_and_encoding() {
+        assert_eq!(session_cookie("vmware_soap_session=\"abc\"; Path=/; HttpOnly").as_deref(), Some("abc"));
+        assert_eq!(session_cookie("other=1"), None);
+        assert_eq!(encode_path("BOSH Disks/a&b.vmdk"), "BOSH%20Disks/a%26b.vmdk");
+        assert_eq!(encode_query("DC0/sub"), "DC0%2Fsub");
+    }
+}

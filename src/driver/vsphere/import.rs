@@ -1,0 +1,316 @@
+//! Stemcell import: the OVF goes through `OvfManager.CreateImportSpec` and `ResourcePool.ImportVApp`; the
+//! VMDK streams to the HTTP NFC lease from disk in 64 KiB pieces (memory stays flat whatever the size),
+//! with progress reported to the lease and on stderr.
+use super::client::{ClientError, Session};
+use super::inventory::ctx_err;
+use super::methods::{CreateImportSpec, HttpNfcLeaseAbort, HttpNfcLeaseComplete, HttpNfcLeaseProgress, ImportVApp};
+use super::soap::MoRef;
+use crate::error::{DriverError, DriverResult};
+use crate::{info, warn};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// OVF `ResourceType`s a simulator or an older host may refuse; dropped (with their children) when the
+/// import spec reports them as unsupported. 20 = SATA controller (current stemcells put the CD-ROM there;
+/// the CPI adds its own CD-ROM on IDE anyway).
+const DROPPABLE: &[&str] = &["20", "15", "16", "14"];
+
+/// The OVF descriptor and disk files of an unpacked vSphere stemcell. A bare VMDK gets a generated OVF.
+pub struct OvfImage {
+    pub descriptor: String,
+    pub dir: PathBuf,
+}
+
+pub fn ovf_for(disk: &Path, efi: bool) -> DriverResult<OvfImage> {
+    let dir = disk.parent().map(Path::to_path_buf).unwrap_or_default();
+    let ovf = std::fs::read_dir(&dir)
+        .map_err(|e| DriverError::failed(format!("cannot list {}", dir.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "ovf"));
+    let descriptor = match ovf {
+        Some(p) => std::fs::read_to_string(&p).map_err(|e| DriverError::failed(format!("cannot read {}", p.display()), e))?,
+        None => {
+            let size = std::fs::metadata(disk).map_err(|e| DriverError::failed(format!("cannot read {}", disk.display()), e))?.len();
+            let name = disk.file_name().and_then(|n| n.to_str()).unwrap_or("disk.vmdk");
+            generated_ovf(name, size, vmdk_capacity(disk).unwrap_or(size), efi)
+        }
+    };
+    Ok(OvfImage { descriptor, dir })
+}
+
+/// The virtual size of a VMDK: sparse header field `capacity` (sectors), else `None`.
+fn vmdk_capacity(disk: &Path) -> Option<u64> {
+    let mut f = std::fs::File::open(disk).ok()?;
+    let mut h = [0u8; 20];
+    f.read_exact(&mut h).ok()?;
+    if &h[0..4] != b"KDMV" {
+        return None;
+    }
+    let sectors = u64::from_le_bytes(h[12..20].try_into().ok()?);
+    (sectors > 0).then_some(sectors * 512)
+}
+
+/// A minimal OVF for a lone VMDK: LSI Logic SCSI, the disk at unit 0, no NICs, no CD-ROM.
+pub fn generated_ovf(file: &str, size: u64, capacity: u64, efi: bool) -> String {
+    let file = quick_xml::escape::escape(file);
+    let firmware = if efi { r#"<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>"# } else { "" };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <References><File ovf:href="{file}" ovf:id="file1" ovf:size="{size}"/></References>
+  <DiskSection><Info>Virtual disk information</Info><Disk ovf:capacity="{capacity}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+  <NetworkSection><Info>The list of logical networks</Info></NetworkSection>
+  <VirtualSystem ovf:id="vm">
+    <Info>A virtual machine</Info>
+    <Name>vm</Name>
+    <OperatingSystemSection ovf:id="94" vmw:osType="ubuntu64Guest"><Info>The kind of installed guest operating system</Info></OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware requirements</Info>
+      <System><vssd:ElementName>Virtual Hardware Family</vssd:ElementName><vssd:InstanceID>0</vssd:InstanceID><vssd:VirtualSystemIdentifier>vm</vssd:VirtualSystemIdentifier><vssd:VirtualSystemType>vmx-13</vssd:VirtualSystemType></System>
+      <Item><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits><rasd:Description>Number of Virtual CPUs</rasd:Description><rasd:ElementName>1 virtual CPU(s)</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:Description>Memory Size</rasd:Description><rasd:ElementName>512MB of memory</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:Description>SCSI Controller</rasd:Description><rasd:ElementName>SCSI Controller 0</rasd:ElementName><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>Hard Disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      {firmware}
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#
+    )
+}
+
+/// Removes the `<Item>`s whose ResourceType is in `types`, and items whose Parent is a removed item.
+pub fn strip_items(ovf: &str, types: &[&str]) -> (String, Vec<String>) {
+    // (start, end, resource type, instance id, parent id) of every Item
+    type Item = (usize, usize, String, Option<String>, Option<String>);
+    let mut items: Vec<Item> = Vec::new();
+    let mut pos = 0;
+    while let Some(start) = find_item_start(ovf, pos) {
+        let Some(end_rel) = ovf[start..].find("Item>").and_then(|_| find_item_end(&ovf[start..])) else { break };
+        let end = start + end_rel;
+        let text = &ovf[start..end];
+        items.push((start, end, element_text(text, "ResourceType").unwrap_or_default(), element_text(text, "InstanceID"), element_text(text, "Parent")));
+        pos = end;
+    }
+    let mut removed_ids: Vec<String> = Vec::new();
+    let mut removed: Vec<usize> = Vec::new();
+    loop {
+        let before = removed.len();
+        for (i, (_, _, rt, id, parent)) in items.iter().enumerate() {
+            if removed.contains(&i) {
+                continue;
+            }
+            if types.contains(&rt.as_str()) || parent.as_ref().is_some_and(|p| removed_ids.contains(p)) {
+                removed.push(i);
+                if let Some(id) = id {
+                    removed_ids.push(id.clone());
+                }
+            }
+        }
+        if removed.len() == before {
+            break;
+        }
+    }
+    let mut out = String::new();
+    let mut last = 0;
+    let mut names = Vec::new();
+    for (i, (s, e, rt, id, _)) in items.iter().enumerate() {
+        if removed.contains(&i) {
+            out.push_str(&ovf[last..*s]);
+            last = *e;
+            names.push(format!("item {} (resource type {rt})", id.as_deref().unwrap_or("?")));
+        }
+    }
+    out.push_str(&ovf[last..]);
+    (out, names)
+}
+
+fn find_item_start(s: &str, from: usize) -> Option<usize> {
+    let mut p = from;
+    while let Some(i) = s[p..].find('<') {
+        let at = p + i;
+        let rest = &s[at + 1..];
+        let name_end = rest.find(|c: char| c == '>' || c.is_whitespace()).unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if name == "Item" || name.ends_with(":Item") {
+            return Some(at);
+        }
+        p = at + 1;
+    }
+    None
+}
+
+fn find_item_end(s: &str) -> Option<usize> {
+    let mut p = 0;
+    while let Some(i) = s[p..].find("</") {
+        let at = p + i;
+        let rest = &s[at + 2..];
+        let name_end = rest.find('>')?;
+        let name = &rest[..name_end];
+        if name == "Item" || name.ends_with(":Item") {
+            return Some(at + 2 + name_end + 1);
+        }
+        p = at + 2;
+    }
+    None
+}
+
+fn element_text(s: &str, local: &str) -> Option<String> {
+    let mut p = 0;
+    while let Some(i) = s[p..].find('<') {
+        let at = p + i + 1;
+        let rest = &s[at..];
+        let end = rest.find('>')?;
+        let name = &rest[..end];
+        if name == local || name.ends_with(&format!(":{local}")) {
+            let body = &rest[end + 1..];
+            return body.find('<').map(|e| body[..e].trim().to_string());
+        }
+        p = at;
+    }
+    None
+}
+
+/// Runs the import; returns the new VM. Cleans up (aborts the lease, destroys the VM) on failure.
+pub fn import(s: &Session, img: &OvfImage, name: &str, pool: &MoRef, ds: &MoRef, folder: &MoRef) -> DriverResult<MoRef> {
+    let ovf_manager = s.sc.ovf_manager.clone().ok_or_else(|| DriverError::NotSupported("this server has no OvfManager".into()))?;
+    let mut descriptor = img.descriptor.clone();
+    let mut result = None;
+    for attempt in 0..2 {
+        let req = CreateImportSpec { this: ovf_manager.clone(), ovf_descriptor: descriptor.clone(), resource_pool: pool.clone(), datastore: ds.clone(), entity_name: name.to_string() };
+        let r = s.call(&req).map_err(ctx_err("cannot create the import spec"))?;
+        let r = r.child("returnval").cloned().unwrap_or_default();
+        for w in r.children_named("warning") {
+            warn!("import spec warning: {}", w.str_at("localizedMessage").unwrap_or_default());
+        }
+        let errors: Vec<String> = r.children_named("error").map(|e| e.str_at("localizedMessage").unwrap_or(e.kind()).to_string()).collect();
+        if errors.is_empty() {
+            result = Some(r);
+            break;
+        }
+        let unsupported = errors.iter().all(|e| e.contains("unsupported resource type"));
+        if attempt == 0 && unsupported {
+            let (stripped, names) = strip_items(&descriptor, DROPPABLE);
+            if !names.is_empty() {
+                warn!("the server refuses parts of the stemcell OVF ({}); importing without {}", errors.join("; "), names.join(", "));
+                descriptor = stripped;
+                continue;
+            }
+        }
+        return Err(DriverError::Other(format!("the server refuses the stemcell OVF: {}", errors.join("; "))));
+    }
+    let r = result.ok_or_else(|| DriverError::Other("the server refuses the stemcell OVF".into()))?;
+    let spec = r.child("importSpec").cloned().ok_or_else(|| DriverError::Other("CreateImportSpec returned no import spec".into()))?;
+    let files: Vec<(String, String, u64)> = r
+        .children_named("fileItem")
+        .filter_map(|f| Some((f.str_at("deviceId")?.to_string(), f.str_at("path")?.to_string(), f.str_at("size").and_then(|v| v.parse().ok()).unwrap_or(0))))
+        .collect();
+    let lease = s
+        .call(&ImportVApp { this: pool.clone(), spec, folder: Some(folder.clone()), host: None })
+        .map_err(ctx_err("ImportVApp failed"))?
+        .moref_at("returnval")
+        .ok_or_else(|| DriverError::Other("ImportVApp returned no lease".into()))?;
+    match upload(s, &lease, img, &files) {
+        Ok(vm) => Ok(vm),
+        Err(e) => {
+            let reason = e.to_string();
+            if let Err(a) = s.call(&HttpNfcLeaseAbort { this: lease.clone(), reason }) {
+                warn!("cannot abort NFC lease {}: {a}", lease.value);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, u64)]) -> DriverResult<MoRef> {
+    let state = s
+        .wait_for(lease, &["state", "error"], "NFC lease", |v| v.iter().any(|(p, n)| p == "state" && n.text != "initializing"))
+        .map_err(ctx_err("waiting for the NFC lease failed"))?;
+    let st = state.iter().find(|(p, _)| p == "state").map(|(_, n)| n.text.clone()).unwrap_or_default();
+    if st != "ready" {
+        let err = state.iter().find(|(p, _)| p == "error").map(|(_, n)| super::soap::Fault::from_localized(n).to_string()).unwrap_or_default();
+        return Err(DriverError::Other(format!("NFC lease is {st}: {err}")));
+    }
+    let info = s.object(lease, &["info"]).map_err(ctx_err("cannot read the NFC lease"))?;
+    let info = info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::Other("NFC lease has no info".into()))?;
+    let entity = info.moref_at("entity").ok_or_else(|| DriverError::Other("NFC lease names no VM".into()))?;
+    let urls: Vec<(String, String, Option<String>)> = info
+        .children_named("deviceUrl")
+        .filter_map(|d| Some((d.str_at("importKey")?.to_string(), d.str_at("url")?.to_string(), d.str_at("sslThumbprint").map(str::to_string))))
+        .collect();
+    let total: u64 = files
+        .iter()
+        .map(|(_, p, _)| std::fs::metadata(img.dir.join(p)).map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>()
+        .max(1);
+    let mut done: u64 = 0;
+    for (device, path, _) in files {
+        if path.contains('/') || path.contains("..") {
+            return Err(DriverError::Other(format!("the OVF names a disk file outside the image: {path}")));
+        }
+        let (_, url, thumb) = urls.iter().find(|(k, _, _)| k == device).ok_or_else(|| DriverError::Other(format!("NFC lease has no URL for {device} ({path})")))?;
+        let file = img.dir.join(path);
+        let f = std::fs::File::open(&file).map_err(|e| DriverError::failed(format!("cannot open {}", file.display()), e))?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        info!("uploading {path} ({} MiB) to the NFC lease", len >> 20);
+        let mut reader = Progress { inner: f, s, lease, done, total, last_percent: 0, last_report: std::time::Instant::now(), name: path.clone() };
+        s.put_stream(url, thumb.as_deref(), len, &mut reader).map_err(|e| DriverError::failed(format!("uploading {path} failed"), e))?;
+        done += len;
+    }
+    s.call(&HttpNfcLeaseProgress { this: lease.clone(), percent: 100 }).map_err(ctx_err("NFC lease progress failed"))?;
+    s.call(&HttpNfcLeaseComplete { this: lease.clone() }).map_err(ctx_err("cannot complete the NFC lease"))?;
+    Ok(entity)
+}
+
+/// Counts uploaded bytes; every 5 %, and at least every 30 s on a slow link, tells the lease (vSphere
+/// aborts a lease that hears nothing for 5 minutes) and stderr.
+struct Progress<'a> {
+    inner: std::fs::File,
+    s: &'a Session,
+    lease: &'a MoRef,
+    done: u64,
+    total: u64,
+    last_percent: u32,
+    last_report: std::time::Instant,
+    name: String,
+}
+
+impl Read for Progress<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        let percent = ((self.done.saturating_mul(100)) / self.total).min(99) as u32;
+        if percent >= self.last_percent + 5 || (percent > self.last_percent && self.last_report.elapsed().as_secs() >= 30) {
+            self.last_percent = percent;
+            self.last_report = std::time::Instant::now();
+            info!("{}: {percent} % uploaded", self.name);
+            if let Err(e) = self.s.call(&HttpNfcLeaseProgress { this: self.lease.clone(), percent }) {
+                let e: ClientError = e;
+                warn!("NFC lease progress update failed: {e}");
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_sata_and_children() {
+        let ovf = r#"<VirtualHardwareSection><Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>6</rasd:ResourceType></Item><Item><rasd:InstanceID>9</rasd:InstanceID><rasd:ResourceType>20</rasd:ResourceType></Item><Item><rasd:InstanceID>10</rasd:InstanceID><rasd:Parent>9</rasd:Parent><rasd:ResourceType>15</rasd:ResourceType></Item><ovf:Item ovf:required="false"><rasd:InstanceID>11</rasd:InstanceID><rasd:ResourceType>10</rasd:ResourceType></ovf:Item></VirtualHardwareSection>"#;
+        let (out, names) = strip_items(ovf, &["20"]);
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(out.contains("<rasd:ResourceType>6<") && out.contains("<rasd:ResourceType>10<"), "{out}");
+        assert!(!out.contains(">20<") && !out.contains(">15<"), "{out}");
+    }
+
+    #[test]
+    fn generated_ovf_parses() {
+        let ovf = generated_ovf("a&b.vmdk", 10, 4096, true);
+        let info = crate::stemcell::parse_ovf(&ovf).unwrap();
+        assert_eq!(info.disk_href, "a&b.vmdk");
+        assert!(info.efi);
+    }
+}

@@ -118,7 +118,7 @@ fn big_import(bin: &Path) {
 
 fn main() {
     let Some(bin) = vcsim_binary() else {
-        eprintln!("vcsim not found: bash ../shared/tools/vcsim/build.sh target/vcsim");
+        eprintln!("vcsim not found: bash tools/vcsim/build.sh target/vcsim");
         std::process::exit(if std::env::var("CI").is_ok() { 1 } else { 0 });
     };
     bench_model(&bin, "vpx");

@@ -11,7 +11,7 @@ use vmcpi::driver::vsphere::VsphereConfig;
 
 fn vcsim() -> Option<PathBuf> {
     let bin = vcsim_binary();
-    require_peer("the vSphere simulator (bash ../shared/tools/vcsim/build.sh target/vcsim)", bin.is_some()).then_some(bin).flatten()
+    require_peer("the vSphere simulator (bash tools/vcsim/build.sh target/vcsim)", bin.is_some()).then_some(bin).flatten()
 }
 
 fn session(sim: &Vcsim, driver: &Value) -> Session {

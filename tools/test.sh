@@ -8,6 +8,8 @@ cd "$HERE"
 bash tools/packages.sh --tests
 # libvirtd + QEMU (started by hand when no daemon answers; no systemd needed)
 bash tools/libvirt-up.sh >/dev/null
+# the vSphere simulator (govmomi's, from Debian's packaged source; the tests start their own instances)
+bash tools/vcsim/build.sh target/vcsim
 log=$(mktemp)
 set +e
 cargo test --locked --lib --tests "$@" 2>&1 | tee "$log"

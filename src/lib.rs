@@ -13,6 +13,7 @@
 pub mod agent_settings;
 pub mod config;
 pub mod driver;
+pub mod encoding;
 pub mod error;
 pub mod exec;
 pub mod ids;

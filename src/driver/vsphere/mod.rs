@@ -405,22 +405,7 @@ fn guestinfo(settings: &AgentSettings) -> Vec<(String, String)> {
     vec![("guestinfo.userdata".into(), base64(&settings.to_json())), ("guestinfo.userdata.encoding".into(), "base64".into())]
 }
 
-/// Standard base64 with padding (RFC 4648).
-pub fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+pub use crate::encoding::base64;
 
 impl Vsphere {
     fn import_stemcell(&self, inv: &Inv, image: &Path, name: &str, marker: &Marker) -> DriverResult<()> {

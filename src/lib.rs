@@ -21,3 +21,4 @@ pub mod logger;
 pub mod medium;
 pub mod rpc;
 pub mod stemcell;
+pub mod launcher;

@@ -40,6 +40,12 @@ impl CpiError {
     }
 }
 
+/// The VM CID in a create_vm result: API v2 answers `[cid, networks]`, v1 answers the CID.
+pub fn vm_cid(result: &Value) -> Option<String> {
+    let cid = if result.is_array() { &result[0] } else { result };
+    cid.as_str().filter(|s| !s.is_empty()).map(String::from)
+}
+
 /// One CPI: its argv, and where its calls are spooled.
 #[derive(Debug, Clone)]
 pub struct Cpi {

@@ -176,7 +176,10 @@ impl Daemon {
             let res = timed(&self.shared, "create_stemcell", || cpi.call(&tag, "create_stemcell", json!([image, p.stemcell.cloud_properties]), &ctx));
             cpi.spool_files(&tag).remove();
             let cid = res.map_err(|source| DaemonError::Stemcell { pool: p.name.clone(), source })?;
-            let cid = cid.as_str().unwrap_or_default().to_string();
+            let Some(cid) = cid.as_str().filter(|c| !c.is_empty()).map(String::from) else {
+                let output = cid.to_string();
+                return Err(DaemonError::Stemcell { pool: p.name.clone(), source: CpiError::NoResponse { method: "create_stemcell".into(), status: "no stemcell CID in the result".into(), output } });
+            };
             self.ledger.append(Event::Stemcell { pool: p.name.clone(), key, cid: cid.clone() })?;
             log::info(&format!("pool={} stemcell={cid}", p.name));
             out.push(cid);
@@ -211,9 +214,11 @@ impl Daemon {
                 while files.running() && t.elapsed() < Duration::from_secs(30 * 60) {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                match files.outcome("create_vm", "recovered") {
-                    Ok(v) => {
-                        let cid = v.as_str().unwrap_or_default().to_string();
+                let outcome = files.outcome("create_vm", "recovered").and_then(|v| {
+                    crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "recovered".into(), output: v.to_string() })
+                });
+                match outcome {
+                    Ok(cid) => {
                         log::info(&format!("record={id} job={} vm={cid} recovered from an interrupted create_vm", r.intent.job));
                         self.ledger.append(Event::Created { id: id.clone(), cid, at: now() })?;
                     }
@@ -225,6 +230,12 @@ impl Daemon {
                 files.remove();
             }
         }
+        // every interrupted create is settled; what is left in the spool are calls of a previous run whose
+        // outcome no longer matters (has_vm, set_vm_metadata, delete_vm: all are repeated as needed)
+        let spool = self.ledger.spool_dir();
+        for e in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
         // VMs with a CID: ask the CPI whether they exist; a VM that is gone before its job started is retried
         let with_vm: Vec<Record> = self.ledger.state.open.values().filter(|r| r.cid.is_some()).cloned().collect();
         let jobs: Vec<String> = with_vm.iter().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
@@ -232,6 +243,12 @@ impl Daemon {
         for r in with_vm {
             let (Some(i), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { continue };
             let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
+            if is_terminal(state) {
+                // its job is over: whether or not the VM still exists, delete_vm settles it
+                log::info(&format!("record={} job={} vm={cid} job {state} while the launcher was away: deleting", r.intent.id, r.intent.job));
+                self.start_delete(&r, After::Close(format!("job {state}")));
+                continue;
+            }
             let cpi = self.cpis[i].clone();
             let tag = format!("{}.has_vm", r.intent.id);
             let ctx = cpi_context(&self.cfg);
@@ -530,10 +547,8 @@ impl Daemon {
         std::thread::spawn(move || {
             let args = create_vm_args(&pool, &intent, &stemcell, &public_url, &endpoint);
             let tag = format!("{}-{n}.create_vm", intent.id);
-            let res = timed(&shared, "create_vm", || cpi.call(&tag, "create_vm", args, &ctx)).map(|v| {
-                // API v2 answers [cid, networks]; v1 answers the CID
-                let cid = if v.is_array() { v[0].clone() } else { v };
-                cid.as_str().unwrap_or_default().to_string()
+            let res = timed(&shared, "create_vm", || cpi.call(&tag, "create_vm", args, &ctx)).and_then(|v| {
+                crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "no VM CID in the result".into(), output: v.to_string() })
             });
             if let Ok(cid) = &res {
                 let md = json!({

@@ -1,0 +1,225 @@
+//! One job, one VM: the whole lifecycle through the built binary, the fake Buildkite and the fake CPI.
+use super::*;
+use serde_json::json;
+
+#[test]
+fn launcher_check_config_and_status() {
+    let s = Setup::new("", POOL);
+    let out = Command::new(launcher_bin()).args(["check-config", "--config"]).arg(&s.config).env("BK_TOKEN", TOKEN).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 pools: linux)"));
+    // no token: a clear message naming the source, and a failure status
+    let out = Command::new(launcher_bin()).args(["check-config", "--config"]).arg(&s.config).env_remove("BK_TOKEN").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$BK_TOKEN"), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = s.dir.path().join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(&s.config).unwrap().replace("flavors.small", "flavors.small.x")).unwrap();
+    let out = Command::new(launcher_bin()).args(["check-config", "--config"]).arg(&bad).env("BK_TOKEN", TOKEN).output().unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no open records"));
+}
+
+#[test]
+fn launcher_runs_each_job_on_its_own_vm_and_deletes_it() {
+    let s = Setup::new("", POOL);
+    let j1 = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let j2 = s.bk.add_job(&["queue=vm", "os=linux", "flavor=large"], 5);
+    let odd = s.bk.add_job(&["queue=vm", "flavor=huge"], 0);
+    let other = s.bk.add_job(&["queue=vm", "os=windows"], 0);
+    // dry run: says what it would do and does none of it
+    let out = Command::new(launcher_bin()).args(["run", "--dry-run", "--config"]).arg(&s.config).env("BK_TOKEN", TOKEN).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("would create_vm job={j2} pool=linux flavor=large")), "{text}");
+    assert!(text.contains(&format!("would create_vm job={j1} pool=linux flavor=small")), "{text}");
+    assert!(text.contains(&format!("would reserve job={odd} pool=linux and finish it with -1")), "{text}");
+    assert!(!text.contains(&other));
+    // the higher-priority job comes first
+    assert!(text.find(&j2).unwrap() < text.find(&j1).unwrap());
+    assert!(s.calls().is_empty() && s.bk.job(&j1).reservations == 0, "dry run must not act");
+
+    let mut l = s.spawn();
+    wait_for(20, "two VMs", &|| s.log(), || s.vms().len() == 2);
+    let vms = s.vms();
+    let (cid1, _) = vms.iter().find(|(_, j)| *j == j1).expect("a VM for j1").clone();
+    // the create_vm arguments: flavor sizes, networks, and an env that points at the assignment endpoint
+    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid1}.json"))).unwrap()).unwrap();
+    assert_eq!(args[1], "sc-fake");
+    assert_eq!(args[2], json!({"cpu": 1, "ram": 512}));
+    assert_eq!(args[3]["default"]["type"], "dynamic");
+    let env = &args[5]["agent_launcher"];
+    assert_eq!(env["agent_tags"], "queue=vm,os=linux");
+    assert_eq!(env["assignment_url"], format!("http://127.0.0.1:{}/v1/assignment", s.port));
+    let secret = env["secret"].as_str().unwrap().to_string();
+    // the VM fetches its job and token with its secret; nobody else can
+    wait_for(5, "metadata", &|| s.log(), || s.cpi_dir().join(format!("vms/{cid1}.meta.json")).exists());
+    let md: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid1}.meta.json"))).unwrap()).unwrap();
+    assert_eq!((md["job"].as_str(), md["pool"].as_str(), md["agent-launcher"].as_str()), (Some(j1.as_str()), Some("linux"), Some("test-launcher")));
+    let (code, body) = s.http_get("/v1/assignment", Some(&secret));
+    assert_eq!(code, 200, "{body}");
+    let a: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((a["job_id"].as_str(), a["token"].as_str(), a["endpoint"].as_str()), (Some(j1.as_str()), Some(TOKEN), Some(s.bk.url.as_str())));
+    assert_eq!(s.http_get("/v1/assignment", Some("wrong")).0, 401);
+    assert_eq!(s.http_get("/v1/assignment", None).0, 401);
+    assert_eq!(s.http_get("/healthz", None).0, 200);
+    // the unknown flavor is refused on the build page
+    wait_for(5, "the refusal", &|| s.log(), || s.bk.job(&odd).finish.is_some());
+    let (code, detail) = s.bk.job(&odd).finish.unwrap();
+    assert_eq!(code, -1);
+    assert!(detail.contains("unknown flavor \"huge\"") && detail.contains("large, small"), "{detail}");
+    assert_eq!(s.bk.job(&other).reservations, 0);
+
+    // the jobs run and pass; their VMs go away
+    let _agents = s.agents(200);
+    wait_for(20, "VMs deleted", &|| s.log(), || s.vms().is_empty() && s.bk.job(&j1).state == "passed" && s.bk.job(&j2).state == "passed");
+    wait_for(5, "ledger empty", &|| s.log(), || {
+        let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("no open records")
+    });
+    assert_eq!(s.creates_by_job(), [(j1.clone(), 1), (j2.clone(), 1)].into_iter().collect());
+    // a deleted VM's secret is worthless
+    assert_eq!(s.http_get("/v1/assignment", Some(&secret)).0, 401);
+
+    // metrics: the numbers and promtool's approval
+    let (code, metrics) = s.http_get("/metrics", None);
+    assert_eq!(code, 200);
+    assert!(metrics.contains("launcher_jobs_launched_total{pool=\"linux\"} 2"), "{metrics}");
+    assert!(metrics.contains("launcher_jobs_failed_total{pool=\"linux\"} 1"), "{metrics}");
+    assert!(metrics.contains("launcher_cpi_call_duration_seconds_count{method=\"create_vm\"} 2"), "{metrics}");
+    assert!(metrics.contains("launcher_queue_to_running_seconds_count{pool=\"linux\"} 2"), "{metrics}");
+    promtool(&metrics);
+
+    // SIGTERM: deregisters and exits 0
+    l.signal("TERM");
+    assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert_eq!(s.bk.st().deregistered, 1);
+    // the token never shows up in the log or anything the CPI saw
+    let log = s.log();
+    assert!(!log.contains(TOKEN), "token in the log:\n{log}");
+    for e in walk(&s.dir.path().join("cpi")) {
+        assert!(!std::fs::read_to_string(&e).unwrap_or_default().contains(TOKEN), "token in {}", e.display());
+    }
+    assert!(log.contains(&format!("job={j1}")) && log.contains(&format!("vm={cid1}")), "{log}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+pub fn promtool(metrics: &str) {
+    let have = Path::new("/usr/bin/promtool").exists();
+    if !crate::util::require_peer("promtool (Debian package prometheus)", have) {
+        return;
+    }
+    use std::io::Write;
+    let mut c = Command::new("/usr/bin/promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {}{}\n{metrics}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn launcher_retries_failed_and_crashed_creates_then_fails_the_job() {
+    let s = Setup::new("", POOL);
+    // the first create fails, the second crashes the CPI (no response); create_attempts = 2, so no third
+    s.script(json!({"create_vm": {"fail": 1, "crash": 1}}));
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let _l = s.spawn();
+    wait_for(20, "the job to be failed", &|| s.log(), || s.bk.job(&j).finish.is_some());
+    let (code, detail) = s.bk.job(&j).finish.unwrap();
+    assert_eq!(code, -1);
+    assert!(detail.contains("after 2 attempts") && detail.contains("no valid response"), "{detail}");
+    assert!(s.vms().is_empty());
+    let calls: Vec<String> = s.calls().into_iter().map(|c| c[0].clone()).collect();
+    assert_eq!(calls, ["create_vm_fail", "create_vm_crash"]);
+    assert!(s.log().contains("a VM may have been left behind"), "{}", s.log());
+}
+
+#[test]
+fn launcher_deletes_the_vm_of_a_cancelled_job_and_honours_pause_and_rate_limits() {
+    let s = Setup::new("", POOL);
+    s.bk.st().paused = true;
+    // 429 with Retry-After, then a 5xx, then a stall past the 1 s client timeout
+    s.bk.fault("scheduled-jobs", 429, Some(1), 0);
+    s.bk.fault("scheduled-jobs", 503, None, 0);
+    s.bk.fault("scheduled-jobs", 0, None, 1500);
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let _l = s.spawn();
+    wait_for(10, "the paused queue in the metrics", &|| s.log(), || {
+        let (_, m) = s.http_get("/metrics", None);
+        m.contains("launcher_queue_paused 1") && m.contains("launcher_jobs_waiting{pool=\"linux\",reason=\"paused\"} 1")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.calls().is_empty(), "a paused queue starts nothing: {:?}", s.calls());
+    assert_eq!(s.bk.job(&j).reservations, 0);
+    assert!(s.log().contains("rate limited"), "{}", s.log());
+    // after the 429 the client waited at least a second before listing again
+    {
+        let st = s.bk.st();
+        assert!(st.faults.is_empty(), "all faults were hit");
+    }
+    s.bk.st().paused = false;
+    wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);
+    s.bk.set_state(&j, "canceled");
+    wait_for(10, "the VM of the cancelled job to go", &|| s.log(), || s.vms().is_empty());
+    assert!(s.log().contains("job canceled: deleting the VM"), "{}", s.log());
+}
+
+#[test]
+fn launcher_static_ips_wait_when_exhausted_and_are_reused() {
+    let pools = POOL.replace(
+        r#"networks.default = { type = "dynamic", cloud_properties = { type = "user" } }"#,
+        r#"networks.default = { type = "manual", static_ips = ["10.9.0.5"], netmask = "255.255.255.0", gateway = "10.9.0.1", dns = ["10.9.0.2"], cloud_properties = { type = "user" } }"#,
+    );
+    let s = Setup::new("", &pools);
+    let j1 = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let j2 = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let mut l = s.spawn();
+    wait_for(10, "one VM", &|| s.log(), || s.vms().len() == 1);
+    wait_for(10, "the waiting notice", &|| s.log(), || s.bk.st().notifications.iter().any(|(j, d)| *j == j2 && d.contains("free IP")));
+    let (_, m) = s.http_get("/metrics", None);
+    assert!(m.contains("launcher_ip_addresses{pool=\"linux\",state=\"free\"} 0"), "{m}");
+    assert!(m.contains("launcher_jobs_waiting{pool=\"linux\",reason=\"ip\"} 1"), "{m}");
+    let (cid, job) = s.vms()[0].clone();
+    assert_eq!(job, j1);
+    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap()).unwrap();
+    assert_eq!(args[3]["default"]["ip"], "10.9.0.5");
+    assert_eq!(args[3]["default"]["gateway"], "10.9.0.1");
+    // the lease survives a restart (it is in the ledger): the second job still waits
+    l.kill9();
+    let _l = s.spawn();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(s.creates_by_job().get(&j2), None);
+    s.bk.set_state(&j1, "passed");
+    wait_for(15, "the second job's VM", &|| s.log(), || s.vms().iter().any(|(_, j)| *j == j2));
+    let (cid2, _) = s.vms()[0].clone();
+    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid2}.json"))).unwrap()).unwrap();
+    assert_eq!(args[3]["default"]["ip"], "10.9.0.5");
+}
+
+#[test]
+fn launcher_deletes_and_retries_when_has_vm_says_the_vm_is_gone() {
+    let s = Setup::new("", POOL);
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let mut l = s.spawn();
+    wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);
+    let (old, _) = s.vms()[0].clone();
+    l.kill9();
+    // the CPI now claims the VM does not exist (it does): the launcher must not leak it
+    s.script(json!({"has_vm": "lie_false"}));
+    let _l = s.spawn();
+    wait_for(10, "a new VM", &|| s.log(), || s.vms().iter().any(|(c, _)| *c != old));
+    assert!(s.vms().iter().all(|(c, _)| *c != old), "the old VM was deleted anyway: {:?}\n{}", s.calls(), s.log());
+    assert_eq!(s.vms().len(), 1);
+    assert_eq!(s.vms()[0].1, j);
+}

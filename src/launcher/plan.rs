@@ -6,7 +6,7 @@
 use crate::launcher::buildkite::{Listing, ScheduledJob};
 use crate::launcher::config::{Config, Placement, Pool};
 use crate::launcher::ledger::State;
-use crate::launcher::rules::PoolTags;
+use crate::launcher::rules::{PoolTags, Rule};
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 
@@ -163,7 +163,8 @@ pub fn plan(cfg: &Config, infos: &[PoolInfo], state: &State, creating: &[u32], l
         if held.contains(job.id.as_str()) || skip.contains(&job.id) {
             continue;
         }
-        let matches: Vec<(usize, crate::launcher::rules::Match)> = infos.iter().enumerate().filter_map(|(i, info)| info.tags.matches(&job.rules).map(|m| (i, m))).collect();
+        let Some(rules) = job.rules.iter().map(|r| Rule::parse(r)).collect::<Option<Vec<Rule>>>() else { continue };
+        let matches: Vec<(usize, crate::launcher::rules::Match)> = infos.iter().enumerate().filter_map(|(i, info)| info.tags.matches_rules(&rules).map(|m| (i, m))).collect();
         let Some((first, _)) = matches.first() else { continue };
         if listing.paused {
             out.push(Decision::Wait { job: job.clone(), pool: *first, reason: "paused" });

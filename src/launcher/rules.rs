@@ -71,13 +71,16 @@ impl PoolTags {
 
     /// Whether this pool serves a job with these rules.
     pub fn matches(&self, job_rules: &[String]) -> Option<Match> {
-        let mut flavor = None;
-        let mut agent: Vec<Rule> = self.tags.iter().filter(|t| t.value != "*").cloned().collect();
+        let parsed: Vec<Rule> = job_rules.iter().map(|r| Rule::parse(r)).collect::<Option<_>>()?;
+        self.matches_rules(&parsed)
+    }
+
+    /// [`PoolTags::matches`] for rules parsed once (the planner tries every job against every pool).
+    pub fn matches_rules(&self, rules: &[Rule]) -> Option<Match> {
+        // decide first, without allocating: most pools do not match most jobs
         let mut has_queue = false;
-        for raw in job_rules {
-            let rule = Rule::parse(raw)?;
+        for rule in rules {
             if rule.key == self.flavor_key {
-                flavor = Some(rule.value);
                 continue;
             }
             has_queue |= rule.key == "queue";
@@ -86,7 +89,6 @@ impl PoolTags {
                 if rule.value.contains('*') {
                     return None; // the agent needs one concrete value and the job does not give one
                 }
-                agent.push(rule);
             } else if !glob(&rule.value, &tag.value) {
                 return None;
             }
@@ -94,10 +96,19 @@ impl PoolTags {
         if !has_queue && !self.tags.iter().any(|t| t.key == "queue" && (t.value == "_default" || t.value == "*")) {
             return None;
         }
-        if let Some(f) = &flavor {
-            agent.push(Rule { key: self.flavor_key.clone(), value: f.clone() });
+        let mut flavor = None;
+        let mut agent: Vec<String> = self.tags.iter().filter(|t| t.value != "*").map(|t| format!("{}={}", t.key, t.value)).collect();
+        for rule in rules {
+            if rule.key == self.flavor_key {
+                flavor = Some(rule.value.clone());
+            } else if self.tags.iter().any(|t| t.key == rule.key && t.value == "*") {
+                agent.push(format!("{}={}", rule.key, rule.value));
+            }
         }
-        Some(Match { flavor, agent_tags: agent.into_iter().map(|r| format!("{}={}", r.key, r.value)).collect() })
+        if let Some(f) = &flavor {
+            agent.push(format!("{}={f}", self.flavor_key));
+        }
+        Some(Match { flavor, agent_tags: agent })
     }
 }
 

@@ -144,7 +144,8 @@ impl Daemon {
         };
         for r in d.ledger.state.open.values() {
             log::add_secret(&r.intent.secret);
-            let a = Assignment { job: Some(r.intent.job.clone()), agent_tags: r.intent.agent_tags.clone(), name: agent_name(&r.intent) };
+            let job = (!r.intent.job.is_empty()).then(|| r.intent.job.clone());
+            let a = Assignment { job, agent_tags: r.intent.agent_tags.clone(), name: agent_name(&r.intent) };
             http::lock(&d.shared).assignments.insert(r.intent.secret.clone(), a);
         }
         d.stemcells = d.ensure_stemcells()?;
@@ -361,6 +362,9 @@ impl Daemon {
             }
         }
         self.start_jobs(&listing)?;
+        if !stopping && !listing.paused {
+            self.replenish_warm()?;
+        }
         self.update_gauges();
         Ok(())
     }
@@ -396,7 +400,7 @@ impl Daemon {
                         log::warn(&format!("record={id} job={} vm={cid} passed its lifetime: deleting", r.intent.job));
                         let _ = self.source.notify(&r.intent.job, &format!("agent-launcher: VM {cid} passed its {} min lifetime and was deleted", pool.max_lifetime_minutes));
                         self.start_delete(&r, After::Close("past its lifetime".into()));
-                    } else if !is_started(state) && r.created_at.is_some_and(|c| t > c + pool.boot_timeout_seconds) {
+                    } else if !r.intent.job.is_empty() && !is_started(state) && r.created_at.is_some_and(|c| t > c + pool.boot_timeout_seconds) {
                         let reason = format!("VM {cid} in pool {} did not start the job within {} s", pool.name, pool.boot_timeout_seconds);
                         log::warn(&format!("record={id} job={} {reason}", r.intent.job));
                         let after = if r.failures + 1 >= pool.create_attempts { After::FailJob(reason) } else { After::Retry(reason) };
@@ -409,7 +413,11 @@ impl Daemon {
                         self.ledger.append(Event::Closed { id, reason: format!("job {state}") })?;
                     } else if r.failures >= pool.create_attempts {
                         let reason = format!("agent-launcher could not start a VM in pool {} after {} attempts: {}", pool.name, r.failures, r.last_failure.clone().unwrap_or_default());
-                        self.fail_job(&r.intent.job, &pool.name, &reason);
+                        if r.intent.job.is_empty() {
+                            log::warn(&format!("record={id} warm VM: {reason}"));
+                        } else {
+                            self.fail_job(&r.intent.job, &pool.name, &reason);
+                        }
                         self.ledger.append(Event::Closed { id, reason: "create failed".into() })?;
                     } else if !stopping {
                         let creating = self.creating()[pi];
@@ -447,18 +455,18 @@ impl Daemon {
     }
 
     fn start_jobs(&mut self, listing: &Listing) -> Result<(), DaemonError> {
-        let decisions = plan(&self.cfg, &self.infos, &self.ledger.state, &self.creating(), listing, &self.refused);
+        let decisions = plan(&self.cfg, &self.infos, &self.ledger.state, &self.busy, listing, &self.refused);
         let mut to_reserve = Vec::new();
         let mut waiting: HashMap<(String, &'static str), f64> = HashMap::new();
         for d in &decisions {
             let (job, pool) = match d {
-                Decision::Start { job, pool, .. } | Decision::Refuse { job, pool, .. } | Decision::Wait { job, pool, .. } => (job, *pool),
+                Decision::Start { job, pool, .. } | Decision::Refuse { job, pool, .. } | Decision::Wait { job, pool, .. } | Decision::Assign { job, pool, .. } => (job, *pool),
             };
             if self.seen.insert(job.id.clone()) {
                 http::lock(&self.shared).metrics.inc("launcher_jobs_seen_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
             }
             match d {
-                Decision::Start { job, .. } | Decision::Refuse { job, .. } => to_reserve.push(job.id.clone()),
+                Decision::Start { job, .. } | Decision::Refuse { job, .. } | Decision::Assign { job, .. } => to_reserve.push(job.id.clone()),
                 Decision::Wait { job, pool, reason } => {
                     *waiting.entry((self.cfg.pools[*pool].name.clone(), reason)).or_default() += 1.0;
                     if *reason == "ip" && self.notified.insert(job.id.clone()) {
@@ -491,31 +499,22 @@ impl Daemon {
         for d in decisions {
             match d {
                 Decision::Start { job, pool, flavor, cpu, ram, agent_tags, ip } if reserved.contains(&job.id) => {
-                    let p = &self.cfg.pools[pool];
-                    http::lock(&self.shared).metrics.inc("launcher_jobs_reserved_total", &[("pool", &p.name)], 1.0);
-                    let secret = random_hex()?;
-                    log::add_secret(&secret);
-                    let intent = Intent {
-                        id: format!("{}-{}", job.id.chars().take(8).collect::<String>(), &random_hex()?[..8]),
-                        job: job.id.clone(),
-                        pool: p.name.clone(),
-                        flavor,
-                        cpu,
-                        ram,
-                        ip,
-                        deadline: now() + p.max_lifetime_minutes * 60,
-                        secret: secret.clone(),
-                        agent_tags,
-                        at: now(),
-                    };
-                    log::info(&format!("job={} pool={} flavor={} reserved; intent record={}{}", job.id, p.name, intent.flavor, intent.id, intent.ip.as_ref().map(|i| format!(" ip={i}")).unwrap_or_default()));
-                    self.ledger.append(Event::Intent(intent.clone()))?;
-                    let a = Assignment { job: Some(job.id.clone()), agent_tags: intent.agent_tags.clone(), name: agent_name(&intent) };
-                    http::lock(&self.shared).assignments.insert(secret, a);
-                    let r = self.ledger.state.open.get(&intent.id).cloned();
-                    if let Some(r) = r {
-                        self.start_create(&r)?;
+                    http::lock(&self.shared).metrics.inc("launcher_jobs_reserved_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
+                    self.new_vm(pool, &job.id, flavor, cpu, ram, agent_tags, ip)?;
+                }
+                Decision::Assign { job, pool, record, agent_tags } if reserved.contains(&job.id) => {
+                    let name = self.cfg.pools[pool].name.clone();
+                    {
+                        let mut s = http::lock(&self.shared);
+                        s.metrics.inc("launcher_jobs_reserved_total", &[("pool", &name)], 1.0);
+                        s.metrics.inc("launcher_jobs_launched_total", &[("pool", &name)], 1.0);
                     }
+                    self.ledger.append(Event::Assigned { id: record.clone(), job: job.id.clone(), agent_tags: agent_tags.clone(), at: now() })?;
+                    let Some(r) = self.ledger.state.open.get(&record).cloned() else { continue };
+                    log::info(&format!("job={} pool={name} assigned to warm record={record} vm={}", job.id, r.cid.as_deref().unwrap_or("-")));
+                    let a = Assignment { job: Some(job.id.clone()), agent_tags, name: agent_name(&r.intent) };
+                    http::lock(&self.shared).assignments.insert(r.intent.secret.clone(), a);
+                    self.update_metadata(&r);
                 }
                 Decision::Refuse { job, pool, reason } if reserved.contains(&job.id) => {
                     let name = self.cfg.pools[pool].name.clone();
@@ -526,6 +525,83 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Writes the intent for a new VM (for `job`, or warm when `job` is empty) and starts its create.
+    #[expect(clippy::too_many_arguments, reason = "one call site per kind of VM; a struct would only rename them")]
+    fn new_vm(&mut self, pool: usize, job: &str, flavor: String, cpu: u32, ram: u64, agent_tags: Vec<String>, ip: Option<String>) -> Result<(), DaemonError> {
+        let p = &self.cfg.pools[pool];
+        let secret = random_hex()?;
+        log::add_secret(&secret);
+        let prefix: String = if job.is_empty() { "warm".into() } else { job.chars().take(8).collect() };
+        let intent = Intent {
+            id: format!("{prefix}-{}", &random_hex()?[..8]),
+            job: job.to_string(),
+            pool: p.name.clone(),
+            flavor,
+            cpu,
+            ram,
+            ip,
+            deadline: now() + p.max_lifetime_minutes * 60,
+            secret: secret.clone(),
+            agent_tags,
+            at: now(),
+        };
+        log::info(&format!(
+            "job={} pool={} flavor={} {}; intent record={}{}",
+            if job.is_empty() { "-" } else { job },
+            p.name,
+            intent.flavor,
+            if job.is_empty() { "warm VM" } else { "reserved" },
+            intent.id,
+            intent.ip.as_ref().map(|i| format!(" ip={i}")).unwrap_or_default()
+        ));
+        self.ledger.append(Event::Intent(intent.clone()))?;
+        let a = Assignment { job: (!job.is_empty()).then(|| job.to_string()), agent_tags: intent.agent_tags.clone(), name: agent_name(&intent) };
+        http::lock(&self.shared).assignments.insert(secret, a);
+        if let Some(r) = self.ledger.state.open.get(&intent.id).cloned() {
+            self.start_create(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `warm` idle VMs per pool (booting ones count), within capacity.
+    fn replenish_warm(&mut self) -> Result<(), DaemonError> {
+        for (i, p) in self.cfg.pools.clone().iter().enumerate() {
+            if p.warm == 0 {
+                continue;
+            }
+            let have = self.ledger.state.open.values().filter(|r| r.intent.pool == p.name && r.intent.job.is_empty()).count() as u32;
+            let Ok((fname, f)) = p.flavor_for(None) else { continue };
+            let (fname, cpu, ram) = (fname.to_string(), f.cpu, f.ram);
+            for _ in have..p.warm {
+                let mut cap = Capacity::new(&self.cfg, &self.ledger.state, &self.creating());
+                let smallest = p.smallest_flavor().map(|(n, _)| n == fname).unwrap_or(true);
+                if cap.refusal(&self.cfg, &self.infos[i], i, cpu, ram, smallest).is_some() {
+                    break;
+                }
+                let ip = cap.take(&self.infos[i], i, cpu, ram);
+                let tags = p.tags.iter().filter(|t| !t.ends_with("=*")).cloned().collect();
+                self.new_vm(i, "", fname.clone(), cpu, ram, tags, ip)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-tags a VM after a warm assignment (best effort: not every CPI supports metadata).
+    fn update_metadata(&self, r: &Record) {
+        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { return };
+        let cpi = self.cpis[pi].clone();
+        let ctx = cpi_context(&self.cfg);
+        let shared = self.shared.clone();
+        let md = metadata(&self.cfg.launcher_id, &r.intent);
+        let tag = format!("{}.assign.set_vm_metadata", r.intent.id);
+        std::thread::spawn(move || {
+            if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&tag, "set_vm_metadata", json!([cid, md]), &ctx)) {
+                log::warn(&format!("vm={cid} set_vm_metadata failed: {}", log::chain(&e)));
+            }
+            cpi.spool_files(&tag).remove();
+        });
     }
 
     /// Writes the attempt to the ledger, then runs create_vm (and set_vm_metadata) on a worker thread.
@@ -551,13 +627,7 @@ impl Daemon {
                 crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "no VM CID in the result".into(), output: v.to_string() })
             });
             if let Ok(cid) = &res {
-                let md = json!({
-                    "agent-launcher": launcher_id,
-                    "pool": pool.name,
-                    "job": intent.job,
-                    "deadline": intent.deadline.to_string(),
-                    "name": agent_name(&intent),
-                });
+                let md = metadata(&launcher_id, &intent);
                 let mtag = format!("{}-{n}.set_vm_metadata", intent.id);
                 if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &ctx)) {
                     log::warn(&format!("record={} vm={cid} set_vm_metadata failed: {}", intent.id, log::chain(&e)));
@@ -634,7 +704,9 @@ impl Daemon {
                         self.ledger.append(Event::AttemptFailed { id, n: r.attempts, reason })?;
                     }
                     After::FailJob(reason) => {
-                        self.fail_job(&r.intent.job, &r.intent.pool, &format!("agent-launcher: {reason}"));
+                        if !r.intent.job.is_empty() {
+                            self.fail_job(&r.intent.job, &r.intent.pool, &format!("agent-launcher: {reason}"));
+                        }
                         self.forget(&r);
                         self.ledger.append(Event::Closed { id, reason })?;
                     }
@@ -657,12 +729,13 @@ impl Daemon {
             m.clear(name);
         }
         for (i, p) in self.cfg.pools.iter().enumerate() {
-            let mut by_state: HashMap<&str, f64> = HashMap::from([("creating", 0.0), ("running", 0.0), ("deleting", 0.0), ("pending", 0.0)]);
+            let mut by_state: HashMap<&str, f64> = HashMap::from([("creating", 0.0), ("running", 0.0), ("deleting", 0.0), ("pending", 0.0), ("warm", 0.0)]);
             for r in self.ledger.state.open.values().filter(|r| r.intent.pool == p.name) {
                 let st = match (&r.cid, self.busy.contains(&r.intent.id)) {
                     (None, true) => "creating",
                     (None, false) => "pending",
                     (Some(_), true) => "deleting",
+                    (Some(_), false) if r.intent.job.is_empty() => "warm",
                     (Some(_), false) => "running",
                 };
                 *by_state.entry(st).or_default() += 1.0;
@@ -683,7 +756,18 @@ impl Daemon {
     }
 }
 
-/// The agent's name: pool, record and the job's first 8 characters.
+/// The VM's metadata tags (never a secret).
+fn metadata(launcher_id: &str, intent: &Intent) -> Value {
+    json!({
+        "agent-launcher": launcher_id,
+        "pool": intent.pool,
+        "job": if intent.job.is_empty() { "warm" } else { intent.job.as_str() },
+        "deadline": intent.deadline.to_string(),
+        "name": agent_name(intent),
+    })
+}
+
+/// The agent's name: pool and record (whose id starts with the job's first 8 characters).
 pub fn agent_name(i: &Intent) -> String {
     format!("{}-{}", i.pool, i.id)
 }

@@ -36,6 +36,8 @@ pub enum Event {
     AttemptFailed { id: String, n: u32, reason: String },
     /// The VM is gone (deleted, or never made); the record is closed and its IP is free.
     Closed { id: String, reason: String },
+    /// A warm VM got its job.
+    Assigned { id: String, job: String, agent_tags: Vec<String>, at: u64 },
     /// A pool's stemcell, uploaded once.
     Stemcell { pool: String, key: String, cid: String },
 }
@@ -102,6 +104,14 @@ impl State {
                     r.failures += 1;
                     r.cid = None;
                     r.last_failure = Some(reason.clone());
+                }
+            }
+            Event::Assigned { id, job, agent_tags, at } => {
+                if let Some(r) = self.open.get_mut(id) {
+                    r.intent.job = job.clone();
+                    r.intent.agent_tags = agent_tags.clone();
+                    // the boot timeout counts from the assignment
+                    r.created_at = Some(*at);
                 }
             }
             Event::Closed { id, .. } => {

@@ -34,6 +34,8 @@ impl PoolInfo {
 /// What the plan says to do with one job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
+    /// Reserve the job and hand it to this warm VM (an open record with a VM and no job).
+    Assign { job: ScheduledJob, pool: usize, record: String, agent_tags: Vec<String> },
     /// Reserve the job and create its VM in this pool.
     Start { job: ScheduledJob, pool: usize, flavor: String, cpu: u32, ram: u64, agent_tags: Vec<String>, ip: Option<String> },
     /// The job cannot run here (unknown flavor): reserve it and finish it with −1 and this reason.
@@ -91,7 +93,7 @@ impl Capacity {
     }
 
     /// Why a VM of this size does not fit in pool `i` now (`None` when it fits).
-    fn refusal(&self, cfg: &Config, info: &PoolInfo, i: usize, cpu: u32, ram: u64, smallest: bool) -> Option<&'static str> {
+    pub fn refusal(&self, cfg: &Config, info: &PoolInfo, i: usize, cpu: u32, ram: u64, smallest: bool) -> Option<&'static str> {
         let p = &cfg.pools[i];
         let (u, l, g) = (&self.pools[i], &p.limits, &cfg.limits);
         let over = |limit: u64, used: u64, add: u64| limit > 0 && used + add > limit;
@@ -118,7 +120,7 @@ impl Capacity {
         None
     }
 
-    fn take(&mut self, info: &PoolInfo, i: usize, cpu: u32, ram: u64) -> Option<String> {
+    pub fn take(&mut self, info: &PoolInfo, i: usize, cpu: u32, ram: u64) -> Option<String> {
         let u = &mut self.pools[i];
         u.vms += 1;
         u.cpu += cpu;
@@ -155,8 +157,23 @@ impl Capacity {
 
 /// Decides, for every listed job that no open record holds, whether to start, refuse or wait.
 /// `skip` holds jobs already handled (refused) that may still be listed.
-pub fn plan(cfg: &Config, infos: &[PoolInfo], state: &State, creating: &[u32], listing: &Listing, skip: &HashSet<String>) -> Vec<Decision> {
-    let mut cap = Capacity::new(cfg, state, creating);
+/// `busy` holds the records with a CPI call in flight (creates count against `max_concurrent_creates`;
+/// a warm VM that is being deleted cannot take a job).
+pub fn plan(cfg: &Config, infos: &[PoolInfo], state: &State, busy: &HashSet<String>, listing: &Listing, skip: &HashSet<String>) -> Vec<Decision> {
+    let mut creating = vec![0u32; cfg.pools.len()];
+    // idle warm VMs per pool: (record, flavor), oldest first
+    let mut warm: Vec<Vec<(String, String)>> = vec![Vec::new(); cfg.pools.len()];
+    for r in state.open.values() {
+        let Some(i) = cfg.pools.iter().position(|p| p.name == r.intent.pool) else { continue };
+        if busy.contains(&r.intent.id) {
+            if r.cid.is_none() {
+                creating[i] += 1;
+            }
+        } else if r.intent.job.is_empty() && r.cid.is_some() {
+            warm[i].push((r.intent.id.clone(), r.intent.flavor.clone()));
+        }
+    }
+    let mut cap = Capacity::new(cfg, state, &creating);
     let held: HashSet<&str> = state.open.values().map(|r| r.intent.job.as_str()).collect();
     let mut out = Vec::new();
     for job in &listing.jobs {
@@ -168,6 +185,16 @@ pub fn plan(cfg: &Config, infos: &[PoolInfo], state: &State, creating: &[u32], l
         let Some((first, _)) = matches.first() else { continue };
         if listing.paused {
             out.push(Decision::Wait { job: job.clone(), pool: *first, reason: "paused" });
+            continue;
+        }
+        // a warm VM of the right flavor takes the job without a create
+        let assigned = matches.iter().find_map(|(i, m)| {
+            let (fname, _) = cfg.pools[*i].flavor_for(m.flavor.as_deref()).ok()?;
+            let k = warm[*i].iter().position(|(_, f)| f == fname)?;
+            Some((*i, warm[*i].remove(k).0, m.agent_tags.clone()))
+        });
+        if let Some((pool, record, agent_tags)) = assigned {
+            out.push(Decision::Assign { job: job.clone(), pool, record, agent_tags });
             continue;
         }
         let mut refusal = None;
@@ -269,7 +296,7 @@ limits = {{ max_vms = 3, max_concurrent_creates = 10 }}
 
     fn run(c: &Config, state: &State, jobs: Vec<ScheduledJob>) -> Vec<Decision> {
         let infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
-        plan(c, &infos, state, &vec![0; c.pools.len()], &Listing { jobs, paused: false }, &HashSet::new())
+        plan(c, &infos, state, &HashSet::new(), &Listing { jobs, paused: false }, &HashSet::new())
     }
 
     #[test]
@@ -315,11 +342,30 @@ limits = {{ max_vms = 3, max_concurrent_creates = 10 }}
     }
 
     #[test]
+    fn warm_vms_of_the_right_flavor_take_jobs_first() {
+        let c = cfg("");
+        let mut st = State::default();
+        let mut w = open("b", 1, None);
+        w.intent.job = String::new();
+        w.intent.flavor = "small".into();
+        st.open.insert(w.intent.id.clone(), w.clone());
+        let d = run(&c, &st, vec![job("1", &["queue=vm", "flavor=large"]), job("2", &["queue=vm"]), job("3", &["queue=vm"])]);
+        assert!(matches!(&d[0], Decision::Start { flavor, .. } if flavor == "large"), "{d:?}");
+        assert!(matches!(&d[1], Decision::Assign { record, pool: 1, .. } if *record == w.intent.id), "{d:?}");
+        assert!(matches!(&d[2], Decision::Start { .. }), "{d:?}");
+        // a warm VM that is being deleted takes nothing
+        let infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
+        let busy: HashSet<String> = [w.intent.id.clone()].into();
+        let d = plan(&c, &infos, &st, &busy, &Listing { jobs: vec![job("2", &["queue=vm"])], paused: false }, &HashSet::new());
+        assert!(matches!(&d[0], Decision::Start { .. }), "{d:?}");
+    }
+
+    #[test]
     fn paused_queue_starts_nothing_and_held_jobs_are_skipped() {
         let c = cfg("");
         let infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
         let l = Listing { jobs: vec![job("1", &["queue=vm"])], paused: true };
-        let d = plan(&c, &infos, &State::default(), &[0, 0], &l, &HashSet::new());
+        let d = plan(&c, &infos, &State::default(), &HashSet::new(), &l, &HashSet::new());
         assert!(matches!(&d[0], Decision::Wait { reason: "paused", .. }));
         let mut st = State::default();
         let mut r = open("a", 1, None);

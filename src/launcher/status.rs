@@ -21,6 +21,7 @@ pub fn render_status(cfg: &Config, state: &State) -> String {
     for r in state.open.values() {
         let i = &r.intent;
         let phase = match &r.cid {
+            Some(_) if i.job.is_empty() => "warm",
             Some(_) => "vm",
             None if r.attempts > r.failures => "creating",
             None => "pending",
@@ -70,8 +71,11 @@ pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, Dry
         out.push("queue is paused: would start nothing".into());
     }
     let infos: Vec<PoolInfo> = cfg.pools.iter().map(PoolInfo::new).collect();
-    for d in plan(cfg, &infos, &state, &vec![0; cfg.pools.len()], &listing, &HashSet::new()) {
+    for d in plan(cfg, &infos, &state, &HashSet::new(), &listing, &HashSet::new()) {
         match d {
+            Decision::Assign { job, pool, record, .. } => {
+                out.push(format!("would reserve job={} pool={} and assign it to warm VM record={record}", job.id, cfg.pools[pool].name));
+            }
             Decision::Start { job, pool, flavor, ip, .. } => {
                 out.push(format!("would reserve job={} pool={} flavor={flavor}", job.id, cfg.pools[pool].name));
                 out.push(format!("would create_vm job={} pool={} flavor={flavor} ip={}", job.id, cfg.pools[pool].name, ip.as_deref().unwrap_or("-")));

@@ -223,3 +223,38 @@ fn launcher_deletes_and_retries_when_has_vm_says_the_vm_is_gone() {
     assert_eq!(s.vms().len(), 1);
     assert_eq!(s.vms()[0].1, j);
 }
+
+#[test]
+fn launcher_keeps_a_warm_vm_and_hands_it_exactly_one_job() {
+    let pools = POOL.replace("create_attempts = 2", "create_attempts = 2\nwarm = 1");
+    let s = Setup::new("", &pools);
+    let _l = s.spawn();
+    wait_for(10, "the warm VM", &|| s.log(), || s.vms().len() == 1);
+    let (warm_cid, job) = s.vms()[0].clone();
+    assert_eq!(job, "", "a warm VM has no job yet");
+    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{warm_cid}.json"))).unwrap()).unwrap();
+    let secret = args[5]["agent_launcher"]["secret"].as_str().unwrap().to_string();
+    // the warm VM asks for its job: nothing yet
+    assert_eq!(s.http_get("/v1/assignment", Some(&secret)).0, 204);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.vms().len(), 1, "exactly `warm` VMs are kept");
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    wait_for(10, "the assignment", &|| s.log(), || s.http_get("/v1/assignment", Some(&secret)).0 == 200);
+    let (_, body) = s.http_get("/v1/assignment", Some(&secret));
+    let a: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(a["job_id"], j);
+    assert_eq!(a["agent_tags"], "queue=vm,os=linux");
+    // the job did not cost a create; a new warm VM replaces the one that was taken
+    wait_for(10, "a new warm VM", &|| s.log(), || s.vms().len() == 2);
+    assert_eq!(s.creates_by_job().get(&j), None);
+    assert_eq!(s.bk.job(&j).reservations, 1);
+    wait_for(5, "the metadata of the assigned VM", &|| s.log(), || {
+        std::fs::read_to_string(s.cpi_dir().join(format!("vms/{warm_cid}.meta.json"))).unwrap_or_default().contains(&j)
+    });
+    let (_, m) = s.http_get("/metrics", None);
+    assert!(m.contains("launcher_vms{pool=\"linux\",state=\"warm\"} 1") || m.contains("launcher_vms{pool=\"linux\",state=\"creating\"} 1"), "{m}");
+    s.bk.set_state(&j, "passed");
+    wait_for(10, "the used VM to go", &|| s.log(), || !s.vms().iter().any(|(c, _)| *c == warm_cid));
+    assert_eq!(s.vms().len(), 1);
+    wait_for(5, "the used VM's secret to be revoked", &|| s.log(), || s.http_get("/v1/assignment", Some(&secret)).0 == 401);
+}

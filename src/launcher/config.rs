@@ -543,6 +543,14 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let c = parse(include_str!("../../examples/launcher/agent-launcher.toml")).unwrap();
+        assert_eq!(c.pools.len(), 2);
+        assert_eq!(c.pools[0].networks["default"].addresses().unwrap().len(), 50);
+        assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
+    }
+
+    #[test]
     fn token_comes_from_file_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("tok");

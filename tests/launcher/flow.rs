@@ -258,3 +258,76 @@ fn launcher_keeps_a_warm_vm_and_hands_it_exactly_one_job() {
     assert_eq!(s.vms().len(), 1);
     wait_for(5, "the used VM's secret to be revoked", &|| s.log(), || s.http_get("/v1/assignment", Some(&secret)).0 == 401);
 }
+
+/// The in-guest bootstrap (examples/launcher/bootstrap.sh) against the real launcher: it reads the settings
+/// the CPI got, waits for a warm VM's assignment, and runs buildkite-agent with the job, tags and a token file.
+#[test]
+fn launcher_bootstrap_script_acquires_the_assigned_job() {
+    let have = ["/usr/bin/curl", "/usr/bin/jq"].iter().all(|p| Path::new(p).exists());
+    if !crate::util::require_peer("curl and jq (for the in-guest bootstrap script)", have) {
+        return;
+    }
+    let pools = POOL.replace("create_attempts = 2", "create_attempts = 2\nwarm = 1");
+    let s = Setup::new("", &pools);
+    let _l = s.spawn();
+    wait_for(10, "the warm VM", &|| s.log(), || s.vms().len() == 1);
+    let (cid, _) = s.vms()[0].clone();
+    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap()).unwrap();
+    // the guest's view: the agent settings document, whose `env` is create_vm's env
+    let guest = s.dir.path().join("guest");
+    let bin = guest.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(guest.join("settings.json"), json!({"agent_id": args[0], "env": args[5]}).to_string()).unwrap();
+    let fake = |name: &str, body: &str| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    let rec = guest.join("agent-args");
+    fake("buildkite-agent", &format!("printf '%s\\n' \"$@\" > {r}; tok=$(echo \"$@\" | sed -n 's|.*file://\\([^ ]*\\).*|\\1|p'); cat \"$tok\" > {r}.token; exit 0", r = rec.display()));
+    fake("poweroff", &format!("touch {}", guest.join("powered-off").display()));
+    fake("logger", "exit 0");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/launcher/bootstrap.sh");
+    let child = Command::new("/bin/sh")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("AGENT_LAUNCHER_SETTINGS", guest.join("settings.json"))
+        .env("AGENT_LAUNCHER_RUN_DIR", guest.join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = child;
+    // the warm VM waits for a job
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!rec.exists(), "no job yet, so no agent");
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let mut child = child;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the bootstrap script did not finish\n{}", s.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let agent_args = std::fs::read_to_string(&rec).unwrap();
+    let lines: Vec<&str> = agent_args.lines().collect();
+    let arg = |flag: &str| lines.iter().position(|l| *l == flag).map(|i| lines[i + 1]).unwrap_or_else(|| panic!("no {flag} in {lines:?}"));
+    assert_eq!(lines[0], "start");
+    assert_eq!(arg("--acquire-job"), j);
+    assert_eq!(arg("--tags"), "queue=vm,os=linux");
+    assert_eq!(arg("--endpoint"), s.bk.url);
+    assert!(arg("--token").starts_with("file://"), "the token is passed as a file");
+    assert!(!agent_args.contains(TOKEN), "the token is not on the command line");
+    assert_eq!(std::fs::read_to_string(format!("{}.token", rec.display())).unwrap().trim(), TOKEN);
+    assert!(guest.join("powered-off").exists(), "the VM powers off after the job");
+    assert!(!guest.join("run/token").exists(), "the token file is removed");
+}

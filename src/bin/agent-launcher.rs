@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use vmcpi::launcher::buildkite::{Source, Stacks};
+use vmcpi::launcher::buildkite::{Rest, Source, Stacks};
 use vmcpi::launcher::config::{Config, SourceKind};
 use vmcpi::launcher::daemon::Daemon;
 use vmcpi::launcher::{log, status};
@@ -65,15 +65,19 @@ fn load(path: &std::path::Path) -> Result<(Config, String), vmcpi::launcher::con
 fn source(cfg: &Config, token: &str) -> Result<Box<dyn Source>, vmcpi::launcher::config::ConfigError> {
     match cfg.buildkite.source {
         SourceKind::Stacks => Ok(Box::new(Stacks::new(cfg, token))),
-        SourceKind::Rest => Err(vmcpi::launcher::config::ConfigError::Invalid("source = \"rest\" is not implemented yet; use the Stacks API".into())),
+        SourceKind::Rest => {
+            let api_token = cfg.rest_token()?;
+            log::add_secret(&api_token);
+            Rest::new(cfg, &api_token).map(|r| Box::new(r) as Box<dyn Source>).ok_or_else(|| vmcpi::launcher::config::ConfigError::Invalid("no [buildkite.rest] section".into()))
+        }
     }
 }
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| log::error(&format!("panic: {info}"))));
     match Cli::parse().cmd {
-        Cmd::CheckConfig { config } => match load(&config) {
-            Ok((cfg, _)) => {
+        Cmd::CheckConfig { config } => match load(&config).and_then(|(cfg, token)| source(&cfg, &token).map(|_| cfg)) {
+            Ok(cfg) => {
                 println!("{}: ok ({} pools: {})", config.display(), cfg.pools.len(), cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "));
                 ExitCode::SUCCESS
             }

@@ -390,6 +390,175 @@ impl Source for Stacks {
     }
 }
 
+/// The REST API (`/v2/organizations/{org}/builds`) with an API access token, for organisations without the
+/// Stacks API. It has no reservations (two launchers may start a VM for the same job; the agent's
+/// `--acquire-job` lets only one run it, the other exits 27) and no way to fail a job: a job the launcher
+/// gives up on gets an error annotation on its build and is not retried by this launcher.
+pub struct Rest {
+    http: Http,
+    base: String,
+    org: String,
+    lookback_hours: u32,
+    max_pages: u32,
+    /// Job → (pipeline slug, build number), for annotations.
+    builds: HashMap<String, (String, u64)>,
+}
+
+#[derive(Deserialize)]
+struct RestBuild {
+    #[serde(default)]
+    number: u64,
+    #[serde(default)]
+    pipeline: Option<RestPipeline>,
+    #[serde(default)]
+    jobs: Vec<RestJob>,
+}
+
+#[derive(Deserialize)]
+struct RestPipeline {
+    slug: String,
+}
+
+#[derive(Deserialize)]
+struct RestJob {
+    #[serde(default)]
+    id: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    agent_query_rules: Vec<String>,
+    /// A number in some API versions, `{"number": n}` in others.
+    #[serde(default)]
+    priority: Value,
+    #[serde(default)]
+    scheduled_at: Option<String>,
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn link_next(link: &str) -> Option<String> {
+    link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
+        let (a, b) = (p.find('<')?, p.find('>')?);
+        (a < b).then(|| p[a + 1..b].to_string())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // civil from days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+impl Rest {
+    pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Option<Rest> {
+        let r = cfg.buildkite.rest.as_ref()?;
+        Some(Rest {
+            http: Http::new(format!("Bearer {token}"), Duration::from_millis(cfg.buildkite.timeout_ms)),
+            base: r.endpoint.trim_end_matches('/').to_string(),
+            org: r.organization.clone(),
+            lookback_hours: r.lookback_hours,
+            max_pages: cfg.buildkite.max_pages.max(1),
+            builds: HashMap::new(),
+        })
+    }
+
+    /// Every build created in the lookback window with one of `states` (all states when empty), page by page.
+    fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<RestBuild>, BkError> {
+        let from = crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
+        let mut url = format!("{}/v2/organizations/{}/builds?per_page=100&created_from={}", self.base, enc(&self.org), enc(&rfc3339(from)));
+        for s in states {
+            url.push_str(&format!("&state%5B%5D={s}"));
+        }
+        let mut out = Vec::new();
+        for _ in 0..pages {
+            let r = self.http.request("list builds", "GET", &url, None)?;
+            out.extend(Http::json::<Vec<RestBuild>>("list builds", &r)?);
+            // only follow links to the same API (a Link header is data from the server)
+            match r.link.as_deref().and_then(link_next) {
+                Some(next) if next.starts_with(&self.base) => url = next,
+                _ => break,
+            }
+        }
+        for b in &out {
+            if let Some(p) = &b.pipeline {
+                for j in &b.jobs {
+                    self.builds.insert(j.id.clone(), (p.slug.clone(), b.number));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Source for Rest {
+    fn register(&mut self) -> Result<(), BkError> {
+        Ok(())
+    }
+
+    fn deregister(&mut self) -> Result<(), BkError> {
+        Ok(())
+    }
+
+    fn list(&mut self) -> Result<Listing, BkError> {
+        let builds = self.builds(&["scheduled", "running", "failing"], self.max_pages)?;
+        let mut out = Listing::default();
+        for b in builds {
+            for j in b.jobs {
+                if j.kind == "script" && j.state.as_deref() == Some("scheduled") && is_uuid_like(&j.id) {
+                    let priority = j.priority.as_i64().or_else(|| j.priority["number"].as_i64()).unwrap_or(0);
+                    out.jobs.push(ScheduledJob { id: j.id, priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at.unwrap_or_default() });
+                }
+            }
+        }
+        sort_jobs(&mut out.jobs);
+        Ok(out)
+    }
+
+    fn reserve(&mut self, ids: &[String]) -> Result<Vec<String>, BkError> {
+        Ok(ids.to_vec())
+    }
+
+    fn states(&mut self, ids: &[String]) -> Result<HashMap<String, String>, BkError> {
+        let want: std::collections::HashSet<&String> = ids.iter().collect();
+        let mut out = HashMap::new();
+        for b in self.builds(&[], self.max_pages.max(5))? {
+            for j in b.jobs {
+                if want.contains(&j.id) {
+                    if let Some(s) = j.state {
+                        out.insert(j.id, s);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self, id: &str, _exit_status: i32, detail: &str) -> Result<(), BkError> {
+        self.notify(id, detail)
+    }
+
+    fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
+        let Some((pipeline, number)) = self.builds.get(id).cloned() else {
+            return Err(BkError::Invalid { what: "annotate build".into(), message: format!("build of job {id} is unknown") });
+        };
+        let url = format!("{}/v2/organizations/{}/pipelines/{}/builds/{number}/annotations", self.base, enc(&self.org), enc(&pipeline));
+        let body = json!({"body": format!("agent-launcher, job {id}: {detail}"), "style": "error", "context": format!("agent-launcher-{id}")});
+        self.http.request("annotate build", "POST", &url, Some(&body)).map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +578,16 @@ mod tests {
         let mut v = vec![j("a", 0, "2026-01-01T00:00:02Z"), j("b", 5, "2026-01-01T00:00:03Z"), j("c", 0, "2026-01-01T00:00:01Z")];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bca");
+    }
+
+    #[test]
+    fn links_and_dates() {
+        let l = r#"<https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100>; rel="next", <https://api.buildkite.com/v2/x?page=6>; rel="last""#;
+        assert_eq!(link_next(l).as_deref(), Some("https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100"));
+        assert_eq!(link_next(r#"<https://x/?page=1>; rel="first""#), None);
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_607_201), "2026-01-05T10:00:01Z");
+        assert_eq!(parse_rfc3339(&rfc3339(951_868_800)), Some(951_868_800.0));
     }
 
     #[test]

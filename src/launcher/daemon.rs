@@ -433,6 +433,8 @@ impl Daemon {
 
     fn fail_job(&mut self, job: &str, pool: &str, reason: &str) {
         log::warn(&format!("job={job} pool={pool} finishing with -1: {reason}"));
+        // a source that cannot fail a job (REST) lists it again: this launcher does not retry it
+        self.refused.insert(job.to_string());
         http::lock(&self.shared).metrics.inc("launcher_jobs_failed_total", &[("pool", pool)], 1.0);
         if let Err(e) = self.source.finish(job, -1, reason) {
             self.bk_error("finish", &e);

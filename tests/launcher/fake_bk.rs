@@ -43,7 +43,14 @@ pub struct State {
     pub deregistered: u32,
     pub unauthorized: u32,
     pub seq: u64,
+    /// REST: annotations posted, as (build number, body).
+    pub annotations: Vec<(u64, String)>,
+    /// REST: builds list requests without `created_from`.
+    pub rest_unfiltered: u32,
 }
+
+/// The REST API access token the fake accepts (`Bearer`).
+pub const REST_TOKEN: &str = "bkua_rest_secret_5678";
 
 #[derive(Clone)]
 pub struct FakeBk {
@@ -141,6 +148,56 @@ impl FakeBk {
         w.flush()
     }
 
+    /// REST v2: `GET {org}/builds` (one build per job, newest first, `state[]`, `per_page` ≤ 100, `page`,
+    /// `Link`) and `POST {org}/pipelines/{p}/builds/{n}/annotations`.
+    fn rest(&self, method: &str, rest: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+        if auth != format!("Bearer {REST_TOKEN}") {
+            self.st().unauthorized += 1;
+            return (401, String::new(), Some(json!({"message": "Authentication required"})));
+        }
+        let mut s = self.st();
+        let (org, op) = rest.split_once('/').unwrap_or((rest, ""));
+        if method == "POST" && op.ends_with("/annotations") {
+            let number = op.split('/').nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
+            s.annotations.push((number, body["body"].as_str().unwrap_or("").to_string()));
+            return (201, String::new(), Some(json!({"id": "a"})));
+        }
+        if method != "GET" || op != "builds" {
+            return (404, String::new(), Some(json!({"message": "not found"})));
+        }
+        let params: Vec<(String, String)> = query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.replace("%5B%5D", "[]"), v.to_string())).collect();
+        let get = |k: &str| params.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        if get("created_from").is_none() {
+            s.rest_unfiltered += 1;
+        }
+        let states: Vec<String> = params.iter().filter(|(k, _)| k == "state[]").map(|(_, v)| v.clone()).collect();
+        let per_page: usize = get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30).min(100);
+        let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+        let build_state = |j: &Job| match j.state.as_str() {
+            "scheduled" | "running" | "passed" | "failed" | "canceled" => j.state.clone(),
+            _ => "running".to_string(),
+        };
+        let mut builds: Vec<(u64, &Job)> = s.jobs.values().map(|j| (u64::from_str_radix(&j.id[..8], 16).unwrap_or(0), j)).filter(|(_, j)| states.is_empty() || states.contains(&build_state(j))).collect();
+        builds.sort_by(|a, b| b.0.cmp(&a.0));
+        let total = builds.len();
+        let items: Vec<Value> = builds
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|(n, j)| {
+                json!({"id": format!("build-{n}"), "number": n, "state": build_state(j), "pipeline": {"slug": "app"},
+                       "jobs": [{"id": j.id, "type": "script", "state": j.state, "agent_query_rules": j.rules, "priority": {"number": j.priority}, "scheduled_at": j.scheduled_at}]})
+            })
+            .collect();
+        let mut extra = String::new();
+        if page * per_page < total {
+            let base = format!("{}/v2/organizations/{org}/builds", self.url.trim_end_matches("/v3"));
+            let q: Vec<String> = params.iter().filter(|(k, _)| k != "page").map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D"))).collect();
+            extra = format!("Link: <{base}?{}&page={}>; rel=\"next\"\r\n", q.join("&"), page + 1);
+        }
+        (200, extra, Some(Value::Array(items)))
+    }
+
     fn route(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
         let fault = {
             let mut s = self.st();
@@ -154,6 +211,9 @@ impl FakeBk {
                 let extra = f.retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
                 return (f.status, extra, Some(json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1})));
             }
+        }
+        if let Some(rest) = path.strip_prefix("/v2/organizations/") {
+            return self.rest(method, rest, query, auth, body);
         }
         if auth != format!("Token {}", self.token) {
             self.st().unauthorized += 1;

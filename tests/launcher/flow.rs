@@ -331,3 +331,43 @@ fn launcher_bootstrap_script_acquires_the_assigned_job() {
     assert!(guest.join("powered-off").exists(), "the VM powers off after the job");
     assert!(!guest.join("run/token").exists(), "the token file is removed");
 }
+
+#[test]
+fn launcher_rest_source_pages_through_builds_and_annotates_refusals() {
+    let s = Setup::new("", POOL);
+    // switch the config to the REST source
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "token_env = \"BK_TOKEN\"",
+        &format!("token_env = \"BK_TOKEN\"\nsource = \"rest\"\nmax_pages = 5\nrest = {{ endpoint = \"{}\", organization = \"acme\", token_env = \"BK_REST_TOKEN\" }}", s.bk.url.trim_end_matches("/v3")),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    // two matching jobs behind 150 builds of another queue: only pagination finds them (newest first)
+    let mine = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let odd = s.bk.add_job(&["queue=vm", "flavor=huge"], 0);
+    for _ in 0..150 {
+        s.bk.add_job(&["queue=elsewhere"], 0);
+    }
+    let child = Command::new(launcher_bin())
+        .args(["run", "--config"])
+        .arg(&s.config)
+        .env("BK_TOKEN", TOKEN)
+        .env("BK_REST_TOKEN", fake_bk::REST_TOKEN)
+        .stderr(Stdio::from(std::fs::File::create(s.dir.path().join("launcher.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut l = Launcher { child, log: s.dir.path().join("launcher.log") };
+    wait_for(20, "the VM of the job on page 2", &|| s.log(), || s.vms().iter().any(|(_, j)| *j == mine));
+    wait_for(10, "the refusal annotation", &|| s.log(), || s.bk.st().annotations.iter().any(|(_, b)| b.contains(&odd) && b.contains("unknown flavor")));
+    s.bk.set_state(&mine, "passed");
+    wait_for(20, "the VM to go", &|| s.log(), || s.vms().is_empty());
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(s.creates_by_job(), [(mine.clone(), 1)].into_iter().collect(), "the refused job is not retried");
+    let st = s.bk.st();
+    assert_eq!(st.rest_unfiltered, 0, "every builds query is narrowed with created_from");
+    assert!(st.calls.iter().any(|(_, p)| p.starts_with("/v2/")) && !st.calls.iter().any(|(_, p)| p.contains("/stacks/")));
+    drop(st);
+    l.signal("TERM");
+    assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0));
+    let log = s.log();
+    assert!(!log.contains(fake_bk::REST_TOKEN) && !log.contains(TOKEN), "{log}");
+}

@@ -194,9 +194,9 @@ pub struct Pool {
     /// VMs booted ahead of demand.
     #[serde(default)]
     pub warm: u32,
-    /// Hard lifetime of a VM; the sweep deletes it after this.
+    /// Hard lifetime of a VM; the sweep deletes it after this (fractions allowed: 0.5 = 30 s).
     #[serde(default = "default_lifetime")]
-    pub max_lifetime_minutes: u64,
+    pub max_lifetime_minutes: f64,
     /// A VM whose job has not started this long after create_vm returned counts as failed to boot.
     #[serde(default = "default_boot_timeout")]
     pub boot_timeout_seconds: u64,
@@ -208,8 +208,8 @@ pub struct Pool {
 fn default_flavor_tag() -> String {
     "flavor".into()
 }
-fn default_lifetime() -> u64 {
-    180
+fn default_lifetime() -> f64 {
+    180.0
 }
 fn default_boot_timeout() -> u64 {
     600
@@ -319,6 +319,11 @@ impl NetworkConfig {
 }
 
 impl Pool {
+    /// The lifetime in whole seconds (at least 1).
+    pub fn lifetime_secs(&self) -> u64 {
+        ((self.max_lifetime_minutes * 60.0).round() as u64).max(1)
+    }
+
     /// The smallest flavor (by RAM, then CPU); a validated pool has at least one.
     pub fn smallest_flavor(&self) -> Option<(&str, &Flavor)> {
         self.flavors.iter().min_by_key(|(_, f)| (f.ram, f.cpu)).map(|(n, f)| (n.as_str(), f))
@@ -440,7 +445,7 @@ impl Config {
             if p.limits.max_concurrent_creates == 0 {
                 return Err(ctx("limits.max_concurrent_creates must be at least 1".into()));
             }
-            if p.create_attempts == 0 || p.max_lifetime_minutes == 0 {
+            if p.create_attempts == 0 || !(p.max_lifetime_minutes > 0.0 && p.max_lifetime_minutes < 1e7) {
                 return Err(ctx("create_attempts and max_lifetime_minutes must be positive".into()));
             }
         }

@@ -544,7 +544,7 @@ impl Daemon {
             cpu,
             ram,
             ip,
-            deadline: now() + p.max_lifetime_minutes * 60,
+            deadline: now() + p.lifetime_secs(),
             secret: secret.clone(),
             agent_tags,
             at: now(),

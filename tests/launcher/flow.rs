@@ -371,3 +371,62 @@ fn launcher_rest_source_pages_through_builds_and_annotates_refusals() {
     let log = s.log();
     assert!(!log.contains(fake_bk::REST_TOKEN) && !log.contains(TOKEN), "{log}");
 }
+
+#[test]
+fn launcher_deletes_vms_that_never_start_their_job_or_outlive_their_deadline() {
+    // boot timeout: nobody runs the job, so each VM is deleted after 1 s; after 2 attempts the job fails
+    let pools = POOL.replace("boot_timeout_seconds = 30", "boot_timeout_seconds = 1");
+    let s = Setup::new("", &pools);
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let _l = s.spawn();
+    wait_for(20, "the job to be failed", &|| s.log(), || s.bk.job(&j).finish.is_some());
+    let (code, detail) = s.bk.job(&j).finish.unwrap();
+    assert_eq!(code, -1);
+    assert!(detail.contains("did not start the job within 1 s"), "{detail}");
+    wait_for(5, "no VMs", &|| s.log(), || s.vms().is_empty());
+    let creates: Vec<_> = s.calls().into_iter().filter(|c| c[0] == "create_vm").collect();
+    assert_eq!(creates.len(), 2, "{creates:?}");
+
+    // lifetime: a running job's VM is deleted at its deadline, with a note on the build
+    let pools = POOL.replace("create_attempts = 2", "create_attempts = 2\nmax_lifetime_minutes = 0.025");
+    let s = Setup::new("", &pools);
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let _l = s.spawn();
+    wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);
+    s.bk.set_state(&j, "running");
+    wait_for(10, "the VM past its lifetime to go", &|| s.log(), || s.vms().is_empty());
+    assert!(s.log().contains("passed its lifetime"), "{}", s.log());
+    assert!(s.bk.st().notifications.iter().any(|(jj, d)| *jj == j && d.contains("lifetime")));
+}
+
+#[test]
+fn launcher_drains_on_sigterm_when_configured() {
+    let s = Setup::new("on_shutdown = \"drain\"", POOL);
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let mut l = s.spawn();
+    wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);
+    s.bk.set_state(&j, "running");
+    l.signal("TERM");
+    // draining: no new work, the running job keeps its VM, the launcher keeps going
+    let late = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(l.child.try_wait().unwrap().is_none(), "still draining");
+    assert_eq!(s.vms().len(), 1);
+    assert_eq!(s.bk.job(&late).reservations, 0);
+    s.bk.set_state(&j, "passed");
+    assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(s.vms().is_empty());
+    assert_eq!(s.bk.st().deregistered, 1);
+
+    // leave (the default): SIGTERM exits at once and the VM stays for the next start
+    let s = Setup::new("", POOL);
+    s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let mut l = s.spawn();
+    wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);
+    l.signal("TERM");
+    assert_eq!(l.wait_exit(Duration::from_secs(5)), Some(0), "{}", s.log());
+    assert_eq!(s.vms().len(), 1);
+    let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("vm={}", s.vms()[0].0)), "{text}");
+}

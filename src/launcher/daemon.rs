@@ -86,6 +86,8 @@ pub struct Daemon {
     started: HashSet<String>,
     stop: Arc<AtomicBool>,
     bk_wait_until: Option<Instant>,
+    /// When each held job was last reserved (reservations are extended while its VM boots).
+    reserved_at: HashMap<String, Instant>,
 }
 
 fn cpi_context(cfg: &Config) -> Value {
@@ -141,6 +143,7 @@ impl Daemon {
             started: HashSet::new(),
             stop,
             bk_wait_until: None,
+            reserved_at: HashMap::new(),
         };
         for r in d.ledger.state.open.values() {
             log::add_secret(&r.intent.secret);
@@ -344,6 +347,7 @@ impl Daemon {
             }
         };
         self.settle(&states, stopping)?;
+        self.extend_reservations(&states);
         let listing = if stopping {
             Listing::default()
         } else {
@@ -431,6 +435,33 @@ impl Daemon {
         Ok(())
     }
 
+    /// Reserves again the jobs whose VM has not started them yet, before the reservation runs out (after a
+    /// restart, at once), so that a slow boot does not hand the job to another stack.
+    fn extend_reservations(&mut self, states: &HashMap<String, String>) {
+        let half = Duration::from_secs(u64::from(self.cfg.buildkite.reservation_expiry_seconds).div_ceil(2));
+        let due: Vec<String> = self
+            .ledger
+            .state
+            .open
+            .values()
+            .map(|r| &r.intent.job)
+            .filter(|j| states.get(*j).is_some_and(|s| s == "scheduled"))
+            .filter(|j| self.reserved_at.get(*j).is_none_or(|t| t.elapsed() >= half))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        match self.source.reserve(&due) {
+            Ok(ok) => {
+                for j in ok {
+                    self.reserved_at.insert(j, Instant::now());
+                }
+            }
+            Err(e) => self.bk_error("reserve", &e),
+        }
+    }
+
     fn fail_job(&mut self, job: &str, pool: &str, reason: &str) {
         log::warn(&format!("job={job} pool={pool} finishing with -1: {reason}"));
         // a source that cannot fail a job (REST) lists it again: this launcher does not retry it
@@ -492,7 +523,12 @@ impl Daemon {
             return Ok(());
         }
         let reserved: HashSet<String> = match self.source.reserve(&to_reserve) {
-            Ok(r) => r.into_iter().collect(),
+            Ok(r) => {
+                for j in &r {
+                    self.reserved_at.insert(j.clone(), Instant::now());
+                }
+                r.into_iter().collect()
+            }
             Err(e) => {
                 self.bk_error("reserve", &e);
                 return Ok(());
@@ -719,6 +755,7 @@ impl Daemon {
     }
 
     fn forget(&mut self, r: &Record) {
+        self.reserved_at.remove(&r.intent.job);
         http::lock(&self.shared).assignments.remove(&r.intent.secret);
     }
 

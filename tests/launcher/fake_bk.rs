@@ -19,6 +19,8 @@ pub struct Job {
     pub state: String,
     pub reserved_until: Option<Instant>,
     pub reservations: u32,
+    /// Reservations that ran out (the job was listed again).
+    pub lapses: u32,
     pub finish: Option<(i64, String)>,
 }
 
@@ -87,7 +89,7 @@ impl FakeBk {
         let n = s.seq;
         let id = format!("{:08x}-0000-4000-8000-{:012x}", n, n);
         let at = format!("2026-01-05T10:{:02}:{:02}.000Z", (n / 60) % 60, n % 60);
-        s.jobs.insert(id.clone(), Job { id: id.clone(), rules: rules.iter().map(|r| r.to_string()).collect(), priority, scheduled_at: at, state: "scheduled".into(), reserved_until: None, reservations: 0, finish: None });
+        s.jobs.insert(id.clone(), Job { id: id.clone(), rules: rules.iter().map(|r| r.to_string()).collect(), priority, scheduled_at: at, state: "scheduled".into(), reserved_until: None, reservations: 0, lapses: 0, finish: None });
         id
     }
 
@@ -228,6 +230,7 @@ impl FakeBk {
         for j in s.jobs.values_mut() {
             if j.reserved_until.is_some_and(|t| t <= now) {
                 j.reserved_until = None;
+                j.lapses += 1;
             }
         }
         if rest == "register" {
@@ -262,7 +265,8 @@ impl FakeBk {
                 for id in body["job_uuids"].as_array().cloned().unwrap_or_default() {
                     let id = id.as_str().unwrap_or("").to_string();
                     match s.jobs.get_mut(&id) {
-                        Some(j) if j.state == "scheduled" && j.reserved_until.is_none() => {
+                        // this fake serves one stack: reserving a reserved job extends the reservation
+                        Some(j) if j.state == "scheduled" => {
                             j.reserved_until = Some(now + Duration::from_secs(secs));
                             j.reservations += 1;
                             ok.push(id);

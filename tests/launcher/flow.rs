@@ -430,3 +430,18 @@ fn launcher_drains_on_sigterm_when_configured() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("vm={}", s.vms()[0].0)), "{text}");
 }
+
+#[test]
+fn launcher_extends_the_reservation_while_a_vm_boots_slowly() {
+    // reservations last 2 s in these tests; this create takes 3 s and the job then waits for its agent
+    let s = Setup::new("", POOL);
+    s.script(json!({"create_vm": {"delay_ms": 3000}}));
+    let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let _l = s.spawn();
+    wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let job = s.bk.job(&j);
+    assert!(job.reservations >= 3, "reserved {} times", job.reservations);
+    assert_eq!(job.lapses, 0, "the reservation never ran out");
+    assert_eq!(s.creates_by_job().get(&j), Some(&1));
+}

@@ -564,7 +564,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339() {
+    fn parses_rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
         assert_eq!(parse_rfc3339("2026-01-05T10:00:01.500Z"), Some(1_767_607_201.5));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800.0));

@@ -42,7 +42,7 @@ fn poll_cpu() {
     for i in 0..10_000u32 {
         let pool = i % 20;
         let flavor = if i % 7 == 0 { "large" } else { "small" };
-        bk.add_job(&[&format!("queue=vm") as &str, &format!("pool=p{pool}"), &format!("os=linux-{}", i % 3), &format!("flavor={flavor}")], (i % 5) as i64);
+        bk.add_job(&["queue=vm", &format!("pool=p{pool}"), &format!("os=linux-{}", i % 3), &format!("flavor={flavor}")], (i % 5) as i64);
     }
     let dir = tempfile::tempdir().unwrap();
     let text = config(&bk.url, 20, "", 1000, &dir.path().join("l"), "[\"/bin/true\"]");
@@ -56,7 +56,7 @@ fn poll_cpu() {
         let (c0, w0) = (thread_cpu(), Instant::now());
         let listing = src.list().unwrap();
         assert_eq!(listing.jobs.len(), 10_000);
-        let d = plan(&cfg, &infos, &State::default(), &[0; 20], &listing, &HashSet::new());
+        let d = plan(&cfg, &infos, &State::default(), &HashSet::new(), &listing, &HashSet::new());
         starts = d.iter().filter(|d| matches!(d, Decision::Start { .. })).count();
         cpu.push(thread_cpu() - c0);
         wall.push(w0.elapsed());
@@ -65,7 +65,7 @@ fn poll_cpu() {
     let listing = src.list().unwrap();
     let c0 = thread_cpu();
     for _ in 0..5 {
-        plan(&cfg, &infos, &State::default(), &[0; 20], &listing, &HashSet::new());
+        plan(&cfg, &infos, &State::default(), &HashSet::new(), &listing, &HashSet::new());
     }
     let plan_cpu = (thread_cpu() - c0) / 5;
     cpu.sort();

@@ -292,14 +292,11 @@ impl Daemon {
                 }
             }
             let wait = next_poll.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
-            match self.rx.recv_timeout(wait) {
-                Ok(msg) => {
-                    self.handle(msg)?;
-                    while let Ok(m) = self.rx.try_recv() {
-                        self.handle(m)?;
-                    }
+            if let Ok(msg) = self.rx.recv_timeout(wait) {
+                self.handle(msg)?;
+                while let Ok(m) = self.rx.try_recv() {
+                    self.handle(m)?;
                 }
-                Err(_) => {}
             }
             if Instant::now() >= next_poll {
                 let t = Instant::now();

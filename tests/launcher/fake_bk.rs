@@ -180,7 +180,7 @@ impl FakeBk {
             _ => "running".to_string(),
         };
         let mut builds: Vec<(u64, &Job)> = s.jobs.values().map(|j| (u64::from_str_radix(&j.id[..8], 16).unwrap_or(0), j)).filter(|(_, j)| states.is_empty() || states.contains(&build_state(j))).collect();
-        builds.sort_by(|a, b| b.0.cmp(&a.0));
+        builds.sort_by_key(|b| std::cmp::Reverse(b.0));
         let total = builds.len();
         let items: Vec<Value> = builds
             .iter()

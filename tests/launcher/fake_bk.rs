@@ -31,6 +31,8 @@ pub struct Fault {
     pub status: u16,
     pub retry_after: Option<u32>,
     pub stall_ms: u64,
+    /// Extra response headers (with status 0: on the normal answer), e.g. `RateLimit-Remaining: 0\r\n`.
+    pub headers: String,
 }
 
 #[derive(Default)]
@@ -38,8 +40,9 @@ pub struct State {
     pub jobs: BTreeMap<String, Job>,
     pub paused: bool,
     pub faults: VecDeque<Fault>,
-    /// (method, path) of every request, in order.
+    /// (method, path) of every request, in order, and when it came.
     pub calls: Vec<(String, String)>,
+    pub call_times: Vec<Instant>,
     pub notifications: Vec<(String, String)>,
     pub registered: u32,
     pub deregistered: u32,
@@ -104,7 +107,12 @@ impl FakeBk {
     }
 
     pub fn fault(&self, path: &str, status: u16, retry_after: Option<u32>, stall_ms: u64) {
-        self.st().faults.push_back(Fault { path: path.into(), status, retry_after, stall_ms });
+        self.st().faults.push_back(Fault { path: path.into(), status, retry_after, stall_ms, headers: String::new() });
+    }
+
+    /// A normal answer with extra headers for the next request whose path contains `path`.
+    pub fn headers(&self, path: &str, headers: &str) {
+        self.st().faults.push_back(Fault { path: path.into(), status: 0, retry_after: None, stall_ms: 0, headers: headers.into() });
     }
 
     fn handle(&self, stream: TcpStream) -> std::io::Result<()> {
@@ -204,16 +212,24 @@ impl FakeBk {
         let fault = {
             let mut s = self.st();
             s.calls.push((method.to_string(), path.to_string()));
+            s.call_times.push(Instant::now());
             let i = s.faults.iter().position(|f| path.contains(&f.path));
             i.and_then(|i| s.faults.remove(i))
         };
+        let mut headers = String::new();
         if let Some(f) = fault {
             std::thread::sleep(Duration::from_millis(f.stall_ms));
             if f.status != 0 {
                 let extra = f.retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
-                return (f.status, extra, Some(json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1})));
+                return (f.status, format!("{extra}{}", f.headers), Some(json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1})));
             }
+            headers = f.headers;
         }
+        let (status, extra, body) = self.answer(method, path, query, auth, body);
+        (status, format!("{headers}{extra}"), body)
+    }
+
+    fn answer(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
         if let Some(rest) = path.strip_prefix("/v2/organizations/") {
             return self.rest(method, rest, query, auth, body);
         }

@@ -445,3 +445,18 @@ fn launcher_extends_the_reservation_while_a_vm_boots_slowly() {
     assert_eq!(job.lapses, 0, "the reservation never ran out");
     assert_eq!(s.creates_by_job().get(&j), Some(&1));
 }
+
+#[test]
+fn launcher_waits_out_an_exhausted_rate_limit() {
+    let s = Setup::new("", POOL);
+    let _l = s.spawn();
+    wait_for(5, "a first poll", &|| s.log(), || s.bk.st().calls.iter().filter(|(_, p)| p.contains("scheduled-jobs")).count() >= 2);
+    s.bk.headers("scheduled-jobs", "RateLimit-Scope: list-scheduled-jobs\r\nRateLimit-Limit: 10\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: 2\r\n");
+    wait_for(5, "the limited answer", &|| s.log(), || s.bk.st().faults.is_empty());
+    let mark = s.bk.st().calls.len();
+    wait_for(10, "the next request", &|| s.log(), || s.bk.st().calls.len() > mark);
+    let st = s.bk.st();
+    let limited = st.calls.iter().rposition(|(_, p)| p.contains("scheduled-jobs")).filter(|i| *i < mark).unwrap_or(mark - 1);
+    let gap = st.call_times[mark] - st.call_times[limited];
+    assert!(gap >= Duration::from_millis(1900), "the next request came {gap:?} after RateLimit-Remaining: 0 with Reset: 2");
+}

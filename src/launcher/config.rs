@@ -218,16 +218,19 @@ fn default_attempts() -> u32 {
     3
 }
 
-/// The stemcell a pool boots: an existing CID, or an image uploaded once with create_stemcell.
+/// The stemcell a pool boots: an existing CID, or a tarball or image uploaded once with create_stemcell.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stemcell {
     #[serde(default)]
     pub cid: Option<String>,
-    /// The stemcell image file (the `image` inside a stemcell tarball), passed to create_stemcell.
+    /// A stemcell tarball (`bosh-….tgz`): its `image` and `stemcell.MF` cloud_properties go to create_stemcell.
+    #[serde(default)]
+    pub tarball: Option<PathBuf>,
+    /// A stemcell image file (the `image` inside a stemcell tarball), passed to create_stemcell as it is.
     #[serde(default)]
     pub image: Option<PathBuf>,
-    /// The `cloud_properties` of the stemcell (from its `stemcell.MF`).
+    /// The stemcell's `cloud_properties` (over those of the tarball's `stemcell.MF`).
     #[serde(default)]
     pub cloud_properties: Map<String, Value>,
 }
@@ -410,9 +413,9 @@ impl Config {
             if !p.tags.iter().any(|t| t.starts_with("queue=")) {
                 return Err(ctx("tags need a queue=… tag (clustered agents can only acquire jobs of their queue)".into()));
             }
-            match (&p.stemcell.cid, &p.stemcell.image) {
-                (Some(_), None) | (None, Some(_)) => {}
-                _ => return Err(ctx("stemcell needs exactly one of cid and image".into())),
+            let sources = [p.stemcell.cid.is_some(), p.stemcell.image.is_some(), p.stemcell.tarball.is_some()];
+            if sources.iter().filter(|x| **x).count() != 1 {
+                return Err(ctx("stemcell needs exactly one of cid, tarball and image".into()));
             }
             if p.flavors.is_empty() {
                 return Err(ctx("needs at least one [pool.flavors.NAME]".into()));
@@ -535,7 +538,7 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             (GOOD.replace("\"/bin/cpi\"", "\"cpi\""), "absolute path"),
             (GOOD.replace("\"queue=vm\", ", ""), "queue="),
             (GOOD.replace("10.0.0.12\"", "10.0.0.9\""), "reversed"),
-            (GOOD.replace("stemcell = { cid = \"sc-1\" }", "stemcell = { }"), "exactly one of cid and image"),
+            (GOOD.replace("stemcell = { cid = \"sc-1\" }", "stemcell = { }"), "exactly one of cid, tarball and image"),
             (GOOD.replace("ram = 512", "ram = 0"), "positive"),
             (GOOD.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""), "listen"),
             (GOOD.replace("launcher_id", "launcher_idx"), "unknown field"),

@@ -26,6 +26,8 @@ pub enum DaemonError {
     Listen { addr: String, source: std::io::Error },
     #[error("stemcell of pool {pool}")]
     Stemcell { pool: String, source: CpiError },
+    #[error("stemcell tarball of pool {pool}")]
+    Tarball { pool: String, source: crate::launcher::stemcell::TarballError },
     #[error("stemcell image {0} is unreadable")]
     StemcellImage(String, #[source] std::io::Error),
     #[error("cannot register the Buildkite stack")]
@@ -163,7 +165,7 @@ impl Daemon {
                 out.push(cid.clone());
                 continue;
             }
-            let Some(image) = &p.stemcell.image else { continue };
+            let Some(image) = p.stemcell.image.as_ref().or(p.stemcell.tarball.as_ref()) else { continue };
             let meta = std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
             let mtime = meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
             let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));
@@ -173,11 +175,21 @@ impl Daemon {
                     continue;
                 }
             }
-            log::info(&format!("pool={} create_stemcell image={}", p.name, image.display()));
+            log::info(&format!("pool={} create_stemcell from {}", p.name, image.display()));
+            // a tarball is unpacked like the director does: its `image` plus the manifest's cloud_properties
+            let extracted = match &p.stemcell.tarball {
+                Some(t) => Some(crate::launcher::stemcell::extract(t, &self.ledger.spool_dir(), &p.stemcell.cloud_properties).map_err(|source| DaemonError::Tarball { pool: p.name.clone(), source })?),
+                None => None,
+            };
+            let (path, props) = match &extracted {
+                Some(e) => (e.image.clone(), e.cloud_properties.clone()),
+                None => (image.clone(), p.stemcell.cloud_properties.clone()),
+            };
             let tag = format!("stemcell-{}-{}", p.name, now());
             let cpi = self.cpis[i].clone();
             let ctx = cpi_context(&self.cfg);
-            let res = timed(&self.shared, "create_stemcell", || cpi.call(&tag, "create_stemcell", json!([image, p.stemcell.cloud_properties]), &ctx));
+            let res = timed(&self.shared, "create_stemcell", || cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx));
+            drop(extracted);
             cpi.spool_files(&tag).remove();
             let cid = res.map_err(|source| DaemonError::Stemcell { pool: p.name.clone(), source })?;
             let Some(cid) = cid.as_str().filter(|c| !c.is_empty()).map(String::from) else {

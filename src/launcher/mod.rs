@@ -9,6 +9,7 @@
 //! - [`daemon`]: the loop and the recovery on start.
 //! - [`http`] and [`metrics`]: `/metrics`, `/healthz` and the VM assignment endpoint.
 //! - [`status`]: the human-readable views (`status`, `--dry-run`).
+//! - [`stemcell`]: stemcell tarballs (the `image` and the `cloud_properties` of `stemcell.MF`).
 pub mod buildkite;
 pub mod config;
 pub mod cpi;
@@ -20,3 +21,4 @@ pub mod metrics;
 pub mod plan;
 pub mod rules;
 pub mod status;
+pub mod stemcell;

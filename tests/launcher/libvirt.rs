@@ -13,8 +13,13 @@ fn launcher_with_vmcpi_on_libvirt_creates_and_deletes_a_real_vm() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("root.img");
+    // a stemcell tarball as bosh.io ships them: `image` (here a bare qcow2, which vmcpi accepts) + stemcell.MF
+    let image = dir.path().join("image");
     let st = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&image).arg("64M").status().unwrap();
+    assert!(st.success());
+    std::fs::write(dir.path().join("stemcell.MF"), "---\nname: test\nversion: '1'\ncloud_properties:\n  infrastructure: openstack\n  disk_format: qcow2\n").unwrap();
+    let tarball = dir.path().join("stemcell.tgz");
+    let st = Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(dir.path()).args(["image", "stemcell.MF"]).status().unwrap();
     assert!(st.success());
     let cpi_cfg = json!({"driver": {"kind": "libvirt", "uri": "qemu:///system", "pool": "vmcpi-launcher-test", "pool_path": "/var/tmp/vmcpi-launcher-test-pool", "domain_type": "qemu", "graphics": false},
                          "agent": {"mbus": "nats://nats:secret@10.0.0.1:4222"}});
@@ -26,13 +31,13 @@ fn launcher_with_vmcpi_on_libvirt_creates_and_deletes_a_real_vm() {
 name = "libvirt"
 tags = ["queue=vm", "os=linux"]
 cpi = ["{bin}", "--config", "{cfg}"]
-stemcell = {{ image = "{image}" }}
+stemcell = {{ tarball = "{image}" }}
 networks.default = {{ type = "dynamic", cloud_properties = {{ type = "user" }} }}
 flavors.small = {{ cpu = 1, ram = 128 }}
 "#,
         bin = cpi_bin().display(),
         cfg = cpi_json.display(),
-        image = image.display()
+        image = tarball.display()
     );
     let s = Setup::new("", &pool);
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);

@@ -203,6 +203,13 @@ pub struct Pool {
     /// create_vm attempts per job before the job is finished with −1.
     #[serde(default = "default_attempts")]
     pub create_attempts: u32,
+    /// A CPI call running longer than this is killed (its outcome is then unknown: a possible leak).
+    #[serde(default = "default_cpi_timeout")]
+    pub cpi_timeout_seconds: u64,
+}
+
+fn default_cpi_timeout() -> u64 {
+    1800
 }
 
 fn default_flavor_tag() -> String {
@@ -444,6 +451,9 @@ impl Config {
             }
             if p.networks.values().filter(|n| !n.static_ips.is_empty()).count() > 1 {
                 return Err(ctx("only one network per pool can have static_ips".into()));
+            }
+            if p.cpi_timeout_seconds == 0 {
+                return Err(ctx("cpi_timeout_seconds must be positive".into()));
             }
             if p.limits.max_concurrent_creates == 0 {
                 return Err(ctx("limits.max_concurrent_creates must be at least 1".into()));

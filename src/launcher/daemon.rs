@@ -112,8 +112,7 @@ impl Daemon {
     /// Opens the ledger, binds the listener, makes sure every pool has its stemcell.
     pub fn new(cfg: Config, source: Box<dyn Source>, agent_token: String, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
         let ledger = Ledger::open(&cfg.ledger_dir)?;
-        let timeout = Duration::from_secs(30 * 60);
-        let cpis: Vec<Cpi> = cfg.pools.iter().map(|p| Cpi::new(p.cpi.clone(), ledger.spool_dir(), timeout)).collect();
+        let cpis: Vec<Cpi> = cfg.pools.iter().map(|p| Cpi::new(p.cpi.clone(), ledger.spool_dir(), Duration::from_secs(p.cpi_timeout_seconds))).collect();
         let infos = cfg.pools.iter().map(PoolInfo::new).collect();
         let shared: SharedRef = Arc::new(std::sync::Mutex::new(Shared {
             metrics: Default::default(),
@@ -227,7 +226,7 @@ impl Daemon {
                     continue;
                 }
                 let t = Instant::now();
-                while files.running() && t.elapsed() < Duration::from_secs(30 * 60) {
+                while files.running() && t.elapsed() < Duration::from_secs(self.cfg.pools[i].cpi_timeout_seconds) {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let outcome = files.outcome("create_vm", "recovered").and_then(|v| {
@@ -340,6 +339,8 @@ impl Daemon {
 
     /// One poll: settle records, then plan and start new jobs.
     fn poll(&mut self, stopping: bool) -> Result<(), DaemonError> {
+        // a SIGTERM that came while the loop waited counts for this poll already
+        let stopping = stopping || self.stop.load(Ordering::SeqCst);
         if !self.bk_ready() {
             return Ok(());
         }
@@ -361,7 +362,10 @@ impl Daemon {
             Listing::default()
         } else {
             match self.source.list() {
-                Ok(l) => l,
+                Ok(l) => {
+                    self.prune(&l);
+                    l
+                }
                 Err(e) => {
                     self.bk_error("list", &e);
                     Listing::default()
@@ -380,6 +384,17 @@ impl Daemon {
         }
         self.update_gauges();
         Ok(())
+    }
+
+    /// Forgets per-job bookkeeping of jobs that are neither listed nor held, so a long run stays small.
+    fn prune(&mut self, listing: &Listing) {
+        let mut keep: HashSet<&str> = listing.jobs.iter().map(|j| j.id.as_str()).collect();
+        keep.extend(self.ledger.state.open.values().map(|r| r.intent.job.as_str()));
+        for set in [&mut self.seen, &mut self.refused, &mut self.notified, &mut self.started] {
+            set.retain(|j| keep.contains(j.as_str()));
+        }
+        self.scheduled_at.retain(|j, _| keep.contains(j.as_str()));
+        self.reserved_at.retain(|j, _| keep.contains(j.as_str()));
     }
 
     /// Decides for every open record that has no call in flight.
@@ -528,7 +543,7 @@ impl Daemon {
                 s.metrics.set("launcher_jobs_waiting", &[("pool", pool), ("reason", reason)], *n);
             }
         }
-        if to_reserve.is_empty() {
+        if to_reserve.is_empty() || self.stop.load(Ordering::SeqCst) {
             return Ok(());
         }
         let reserved: HashSet<String> = match self.source.reserve(&to_reserve) {

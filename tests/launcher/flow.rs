@@ -355,7 +355,7 @@ fn launcher_rest_source_pages_through_builds_and_annotates_refusals() {
         .stderr(Stdio::from(std::fs::File::create(s.dir.path().join("launcher.log")).unwrap()))
         .spawn()
         .unwrap();
-    let mut l = Launcher { child, log: s.dir.path().join("launcher.log") };
+    let mut l = Launcher { child };
     wait_for(20, "the VM of the job on page 2", &|| s.log(), || s.vms().iter().any(|(_, j)| *j == mine));
     wait_for(10, "the refusal annotation", &|| s.log(), || s.bk.st().annotations.iter().any(|(_, b)| b.contains(&odd) && b.contains("unknown flavor")));
     s.bk.set_state(&mine, "passed");
@@ -407,6 +407,7 @@ fn launcher_drains_on_sigterm_when_configured() {
     wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);
     s.bk.set_state(&j, "running");
     l.signal("TERM");
+    wait_for(5, "the launcher to see SIGTERM", &|| s.log(), || s.log().contains("SIGTERM: taking no new work"));
     // draining: no new work, the running job keeps its VM, the launcher keeps going
     let late = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     std::thread::sleep(Duration::from_millis(800));
@@ -459,4 +460,27 @@ fn launcher_waits_out_an_exhausted_rate_limit() {
     let limited = st.calls.iter().rposition(|(_, p)| p.contains("scheduled-jobs")).filter(|i| *i < mark).unwrap_or(mark - 1);
     let gap = st.call_times[mark] - st.call_times[limited];
     assert!(gap >= Duration::from_millis(1900), "the next request came {gap:?} after RateLimit-Remaining: 0 with Reset: 2");
+}
+
+#[test]
+fn launcher_spreads_over_two_hosts_within_the_global_limit() {
+    let two = format!("{POOL}{}", POOL.replace("name = \"linux\"", "name = \"linux2\"").replace("{CPI}", "{CPI2}"));
+    let s = Setup::new("[limits]\nmax_vms = 3", &two);
+    let jobs: Vec<String> = (0..4).map(|_| s.bk.add_job(&["queue=vm", "os=linux"], 0)).collect();
+    let _l = s.spawn();
+    let cpi2 = s.dir.path().join("cpi2");
+    wait_for(10, "three VMs", &|| s.log(), || s.vms().len() + s.vms_in(&cpi2).len() == 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let (a, b) = (s.vms().len(), s.vms_in(&cpi2).len());
+    assert_eq!(a + b, 3, "the global max_vms holds");
+    assert!(a >= 1 && b >= 1, "spread over both hosts: {a} + {b}");
+    let (_, m) = s.http_get("/metrics", None);
+    assert!(m.contains("reason=\"capacity\"} 1"), "{m}");
+    // one job finishes: the waiting one starts
+    let done = s.vms()[0].1.clone();
+    s.bk.set_state(&done, "passed");
+    wait_for(10, "the fourth job's VM", &|| s.log(), || {
+        let all: Vec<String> = s.vms().into_iter().chain(s.vms_in(&cpi2)).map(|(_, j)| j).collect();
+        all.len() == 3 && jobs.iter().filter(|j| **j != done).all(|j| all.contains(j))
+    });
 }

@@ -45,9 +45,11 @@ impl Setup {
     pub fn new(globals: &str, pools: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("cpi")).unwrap();
+        std::fs::create_dir_all(dir.path().join("cpi2")).unwrap();
         let bk = FakeBk::start(TOKEN);
         let port = free_port();
-        let pools = pools.replace("{CPI}", &fake_cpi_argv(&dir.path().join("cpi")));
+        // {CPI2}: a second fake CPI with its own state, standing for a second host
+        let pools = pools.replace("{CPI}", &fake_cpi_argv(&dir.path().join("cpi"))).replace("{CPI2}", &fake_cpi_argv(&dir.path().join("cpi2")));
         let text = format!(
             r#"launcher_id = "test-launcher"
 ledger_dir = "{ledger}"
@@ -81,7 +83,7 @@ timeout_ms = 1000
             .stderr(Stdio::from(err))
             .spawn()
             .unwrap();
-        Launcher { child, log }
+        Launcher { child }
     }
 
     pub fn log(&self) -> String {
@@ -114,8 +116,13 @@ timeout_ms = 1000
 
     /// VMs the fake CPI still has: (cid, job).
     pub fn vms(&self) -> Vec<(String, String)> {
+        self.vms_in(&self.cpi_dir())
+    }
+
+    /// VMs of the fake CPI whose state is in `dir`.
+    pub fn vms_in(&self, dir: &Path) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(self.cpi_dir().join("vms")).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(dir.join("vms")).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if let Some(cid) = name.strip_suffix(".json").filter(|n| !n.ends_with(".meta")) {
                 let args: Value = serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap_or_default()).unwrap_or(Value::Null);
@@ -200,8 +207,6 @@ pub fn http_get(port: u16, path: &str, bearer: Option<&str>) -> (u16, String) {
 /// A running launcher process; killed on drop.
 pub struct Launcher {
     pub child: Child,
-    #[allow(dead_code)]
-    pub log: PathBuf,
 }
 
 impl Launcher {

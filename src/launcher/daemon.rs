@@ -164,7 +164,11 @@ impl Daemon {
                 out.push(cid.clone());
                 continue;
             }
-            let Some(image) = p.stemcell.image.as_ref().or(p.stemcell.tarball.as_ref()) else { continue };
+            let Some(image) = p.stemcell.image.as_ref().or(p.stemcell.tarball.as_ref()) else {
+                // validation makes this unreachable; keep the vector aligned with the pools anyway
+                out.push(String::new());
+                continue;
+            };
             let meta = std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
             let mtime = meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
             let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,11 @@ pub fn read(dir: &Path) -> Result<State, LedgerError> {
 impl Ledger {
     /// Opens (creating) the ledger in `dir`, takes its lock, replays and compacts it.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
-        std::fs::create_dir_all(dir.join("spool")).map_err(io(dir))?;
+        // owner-only: the spool holds create_vm requests, whose env carries each VM's assignment secret
+        for d in [dir.to_path_buf(), dir.join("spool")] {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(io(&d))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
+        }
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io(&lock_path))?;
         // SAFETY: flock on an open descriptor.
@@ -282,6 +286,18 @@ mod tests {
         // compaction is a fixed point
         let again = read(d.path()).unwrap();
         assert_eq!(again.open["r1"], *r);
+    }
+
+    #[test]
+    fn ledger_and_spool_are_owner_only() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("l");
+        let mut l = Ledger::open(&dir).unwrap();
+        l.append(Event::Intent(intent("r1", "j1"))).unwrap();
+        for p in [dir.clone(), dir.join("spool"), dir.join("ledger.jsonl")] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert!(mode & 0o077 == 0, "{} has mode {mode:o}", p.display());
+        }
     }
 
     #[test]

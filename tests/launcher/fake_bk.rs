@@ -43,6 +43,8 @@ pub struct State {
     /// (method, path) of every request, in order, and when it came.
     pub calls: Vec<(String, String)>,
     pub call_times: Vec<Instant>,
+    /// The query string of every request.
+    pub queries: Vec<String>,
     pub notifications: Vec<(String, String)>,
     pub registered: u32,
     pub deregistered: u32,
@@ -213,6 +215,7 @@ impl FakeBk {
             let mut s = self.st();
             s.calls.push((method.to_string(), path.to_string()));
             s.call_times.push(Instant::now());
+            s.queries.push(query.to_string());
             let i = s.faults.iter().position(|f| path.contains(&f.path));
             i.and_then(|i| s.faults.remove(i))
         };

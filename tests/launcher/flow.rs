@@ -484,3 +484,22 @@ fn launcher_spreads_over_two_hosts_within_the_global_limit() {
         all.len() == 3 && jobs.iter().filter(|j| **j != done).all(|j| all.contains(j))
     });
 }
+
+#[test]
+fn launcher_pages_through_the_stacks_list() {
+    let s = Setup::new("", POOL);
+    let text = std::fs::read_to_string(&s.config).unwrap().replace("stack_key = \"test-stack\"", "stack_key = \"test-stack\"\npage_size = 2\nmax_pages = 3");
+    std::fs::write(&s.config, text).unwrap();
+    // oldest first: four jobs of another kind fill pages 1 and 2, ours is on page 3
+    for _ in 0..4 {
+        s.bk.add_job(&["queue=vm", "os=windows"], 0);
+    }
+    let mine = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    let _l = s.spawn();
+    wait_for(10, "the VM of the job on page 3", &|| s.log(), || s.vms().iter().any(|(_, j)| *j == mine));
+    let st = s.bk.st();
+    // cursors as the server gave them, the page size as configured
+    assert!(st.queries.iter().any(|q| q.contains("after=4") && q.contains("limit=2") && q.contains("queue_key=vm")), "{:?}", st.queries);
+    assert_eq!(st.registered, 1);
+    assert_eq!(st.unauthorized, 0);
+}

@@ -43,6 +43,9 @@ impl Setup {
 
     /// Writes a config; `pools` is TOML for the `[[pool]]` tables ({CPI} is replaced by the fake CPI argv).
     pub fn new(globals: &str, pools: &str) -> Setup {
+        // the fake CPI is a perl script (JSON::PP ships with Debian's `perl` package)
+        let perl_ok = Command::new("/usr/bin/perl").args(["-MJSON::PP", "-e", "1"]).status().is_ok_and(|s| s.success());
+        assert!(perl_ok, "the launcher tests need /usr/bin/perl with JSON::PP (Debian package perl) for the fake CPI");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("cpi")).unwrap();
         std::fs::create_dir_all(dir.path().join("cpi2")).unwrap();

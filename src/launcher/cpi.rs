@@ -153,7 +153,7 @@ impl Cpi {
         lock(&stderr).map_err(spool(&files.err))?;
         let program = self.argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
-        cmd.args(&self.argv[1..]).env_clear().env("PATH", CPI_PATH);
+        cmd.args(self.argv.get(1..).unwrap_or_default()).env_clear().env("PATH", CPI_PATH);
         {
             use std::os::unix::process::CommandExt;
             // its own process group: a signal to the launcher's group must not kill a half-done create

@@ -78,9 +78,10 @@ if ($method eq 'has_vm') {
 if ($method eq 'set_vm_metadata') {
     my $cid = $args->[0];
     err('Bosh::Clouds::VMNotFound', "VM '$cid' not found") unless -e "$dir/vms/$cid.json";
-    open my $m, '>', "$dir/vms/$cid.meta.json" or die;
+    open my $m, '>', "$dir/vms/$cid.meta.json.tmp" or die;
     print $m $json->encode($args->[1]);
     close $m;
+    rename "$dir/vms/$cid.meta.json.tmp", "$dir/vms/$cid.meta.json";
     out(undef);
 }
 if ($method eq 'info') { out({stemcell_formats => ['fake'], api_version => 2}); }

@@ -163,10 +163,13 @@ fn launcher_deletes_the_vm_of_a_cancelled_job_and_honours_pause_and_rate_limits(
     assert!(s.calls().is_empty(), "a paused queue starts nothing: {:?}", s.calls());
     assert_eq!(s.bk.job(&j).reservations, 0);
     assert!(s.log().contains("rate limited"), "{}", s.log());
-    // after the 429 the client waited at least a second before listing again
+    // after the 429 with Retry-After: 1 the launcher waited a second before its next request
     {
         let st = s.bk.st();
         assert!(st.faults.is_empty(), "all faults were hit");
+        let first = st.calls.iter().position(|(_, p)| p.contains("scheduled-jobs")).unwrap();
+        let gap = st.call_times[first + 1] - st.call_times[first];
+        assert!(gap >= Duration::from_millis(950), "next request {gap:?} after a 429 with Retry-After: 1");
     }
     s.bk.st().paused = false;
     wait_for(10, "the VM", &|| s.log(), || s.vms().len() == 1);

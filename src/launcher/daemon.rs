@@ -880,3 +880,66 @@ pub fn create_vm_args(pool: &crate::launcher::config::Pool, intent: &Intent, ste
     });
     json!([intent.id, stemcell, cp, networks, [], env])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn create_vm_arguments_for_a_static_ip_and_a_flavor() {
+        let cfg = Config::parse(
+            r#"
+launcher_id = "l1"
+ledger_dir = "/tmp/x"
+listen = "127.0.0.1:9595"
+[buildkite]
+token_env = "BK"
+queue = "vm"
+stack_key = "s"
+[[pool]]
+name = "p"
+tags = ["queue=vm"]
+cpi = ["/bin/cpi"]
+stemcell = { cid = "sc" }
+cloud_properties = { root_disk = 4096, cpu = 99 }
+networks.n = { type = "manual", static_ips = ["10.0.0.5"], netmask = "255.255.255.0", gateway = "10.0.0.1", dns = ["10.0.0.2"], cloud_properties = { type = "user" } }
+flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = true } }
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let intent = Intent {
+            id: "abcd1234-0001".into(),
+            job: "j-1".into(),
+            pool: "p".into(),
+            flavor: "big".into(),
+            cpu: 4,
+            ram: 2048,
+            ip: Some("10.0.0.5".into()),
+            deadline: 1_000,
+            secret: "s3cret-value".into(),
+            agent_tags: vec!["queue=vm".into(), "os=linux".into()],
+            at: 1,
+        };
+        let args = create_vm_args(&cfg.pools[0], &intent, "sc", "http://10.0.0.1:9595", "https://agent.buildkite.com/v3");
+        assert_eq!(
+            args,
+            json!([
+                "abcd1234-0001",
+                "sc",
+                {"root_disk": 4096, "cpu": 4, "ram": 2048, "disk": 100, "nested": true},
+                {"n": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["10.0.0.2"],
+                       "default": ["dns", "gateway"], "cloud_properties": {"type": "user"}}},
+                [],
+                {"bosh": {"group": "agent-launcher-p", "groups": ["agent-launcher", "p"]},
+                 "agent_launcher": {"job_id": "j-1", "agent_tags": "queue=vm,os=linux", "agent_name": "p-abcd1234-0001",
+                                    "endpoint": "https://agent.buildkite.com/v3", "assignment_url": "http://10.0.0.1:9595/v1/assignment",
+                                    "secret": "s3cret-value", "deadline": 1000}}
+            ])
+        );
+        let md = metadata("l1", &intent);
+        assert_eq!(md, json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"}));
+        assert!(!md.to_string().contains("s3cret"), "no secret in VM metadata");
+    }
+}

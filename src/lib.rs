@@ -9,6 +9,7 @@
 //! - [`stemcell`]: reading stemcell images (OpenStack `root.img`, vSphere OVF + VMDK).
 //! - [`driver`]: the `Driver` trait and the backends.
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
+//! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 pub mod agent_settings;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod ids;
 pub mod inflight;
+pub mod launcher;
 pub mod logger;
 pub mod medium;
 pub mod rpc;

@@ -33,3 +33,5 @@ mod vsphere_golden;
 mod vsphere_spec;
 // The vSphere bootstrap (guest operations) and NFC uploads to another host, against a scripted SOAP server.
 mod vsphere_fake;
+// agent-launcher: the built binary against a fake Buildkite, a scriptable fake CPI, and vmcpi on libvirt.
+mod launcher;

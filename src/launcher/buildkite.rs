@@ -1,0 +1,600 @@
+//! Buildkite queue sources: the Stacks API (primary) and the REST builds list (for organisations without it).
+//!
+//! Both implement [`Source`]. Requests carry the token only in the `Authorization` header; it never appears in
+//! a URL, an error or a log line. 5xx answers and transport errors are retried a few times with a short
+//! backoff; a 429 or an exhausted `RateLimit-Remaining` becomes [`BkError::RateLimited`] with the wait the
+//! server asked for, which the daemon honours before its next request.
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BkError {
+    #[error("{what}: request failed")]
+    Http { what: String, source: Box<ureq::Error> },
+    #[error("{what}: HTTP {status}: {message}")]
+    Status { what: String, status: u16, message: String },
+    #[error("{what}: rate limited, retry in {} ms", retry_after.as_millis())]
+    RateLimited { what: String, retry_after: Duration },
+    #[error("{what}: unexpected response")]
+    Decode { what: String, source: serde_json::Error },
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+}
+
+impl BkError {
+    /// How long to wait before the next request, when the server said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BkError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// A job waiting for an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledJob {
+    pub id: String,
+    pub priority: i64,
+    pub rules: Vec<String>,
+    /// RFC 3339, as Buildkite sends it.
+    pub scheduled_at: String,
+}
+
+/// One poll's view of the queue.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub jobs: Vec<ScheduledJob>,
+    pub paused: bool,
+}
+
+/// Where work comes from and where its outcome goes.
+pub trait Source: Send {
+    fn register(&mut self) -> Result<(), BkError>;
+    fn deregister(&mut self) -> Result<(), BkError>;
+    /// Scheduled jobs, highest priority first, then oldest first.
+    fn list(&mut self) -> Result<Listing, BkError>;
+    /// Reserves jobs; returns the ones that are now ours.
+    fn reserve(&mut self, ids: &[String]) -> Result<Vec<String>, BkError>;
+    /// Current states (`scheduled`, `running`, `passed`, `canceled`, …); unknown jobs are absent.
+    fn states(&mut self, ids: &[String]) -> Result<HashMap<String, String>, BkError>;
+    /// Fails a job the launcher could not run; the detail is shown on the build page.
+    fn finish(&mut self, id: &str, exit_status: i32, detail: &str) -> Result<(), BkError>;
+    /// Posts a short message to the job on the build page.
+    fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError>;
+}
+
+/// Job states after which a job's VM has nothing left to do.
+pub fn is_terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "passed" | "failed" | "canceled" | "timed_out" | "skipped" | "broken" | "expired" | "finished" | "not_run" | "waiting_failed" | "blocked_failed" | "unblocked_failed"
+    )
+}
+
+/// Job states in which an agent has taken the job.
+pub fn is_started(state: &str) -> bool {
+    matches!(state, "assigned" | "accepted" | "running" | "canceling" | "timing_out") || is_terminal(state)
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` into Unix seconds (fractional).
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let rest = &s[19..];
+    let (frac, tz) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            (format!("0.{}", &r[..end]).parse::<f64>().ok()?, &r[end..])
+        }
+        None => (0.0, rest),
+    };
+    if tz != "Z" && tz != "+00:00" {
+        return None;
+    }
+    // days from civil (Howard Hinnant)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
+}
+
+/// Sorts jobs: priority descending, then scheduled_at ascending.
+pub fn sort_jobs(jobs: &mut [ScheduledJob]) {
+    jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.scheduled_at.cmp(&b.scheduled_at)).then_with(|| a.id.cmp(&b.id)));
+}
+
+fn is_uuid_like(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// Percent-encodes a query or path value (RFC 3986 unreserved characters pass; `.` too is encoded, as Rails wants).
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'~' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An HTTP client with Buildkite's retry and rate-limit rules.
+pub struct Http {
+    agent: ureq::Agent,
+    auth: String,
+    not_before: Option<Instant>,
+    pub attempts: u32,
+}
+
+/// A response that was not an error.
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub link: Option<String>,
+}
+
+fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
+}
+
+impl Http {
+    /// `auth` is the whole `Authorization` header value.
+    pub fn new(auth: String, timeout: Duration) -> Http {
+        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+        Http { agent, auth, not_before: None, attempts: 3 }
+    }
+
+    pub fn request(&mut self, what: &str, method: &str, url: &str, body: Option<&Value>) -> Result<Reply, BkError> {
+        if let Some(t) = self.not_before {
+            let now = Instant::now();
+            if t > now {
+                return Err(BkError::RateLimited { what: what.into(), retry_after: t - now });
+            }
+        }
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let req = match method {
+                "GET" => self.agent.get(url).header("Authorization", &self.auth).header("Accept", "application/json").call(),
+                _ => {
+                    let b = body.map(|b| b.to_string()).unwrap_or_default();
+                    let r = match method {
+                        "PUT" => self.agent.put(url),
+                        _ => self.agent.post(url),
+                    };
+                    let r = r.header("Authorization", &self.auth).header("Accept", "application/json").header("Content-Type", "application/json");
+                    if b.is_empty() {
+                        r.send_empty()
+                    } else {
+                        r.send(b.as_str())
+                    }
+                }
+            };
+            let mut resp = match req {
+                Ok(r) => r,
+                Err(e) if attempt < self.attempts => {
+                    crate::launcher::log::warn(&format!("{what}: {e}; retrying"));
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                    continue;
+                }
+                Err(e) => return Err(BkError::Http { what: what.into(), source: Box::new(e) }),
+            };
+            let status = resp.status().as_u16();
+            let retry_after = header(&resp, "Retry-After").and_then(|v| v.trim().parse::<f64>().ok()).map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)));
+            let remaining = header(&resp, "RateLimit-Remaining").and_then(|v| v.trim().parse::<i64>().ok());
+            let reset = header(&resp, "RateLimit-Reset").and_then(|v| v.trim().parse::<f64>().ok());
+            self.not_before = match (remaining, reset) {
+                (Some(0), Some(r)) => Some(Instant::now() + Duration::from_secs_f64(r.clamp(0.0, 3600.0))),
+                _ => None,
+            };
+            let link = header(&resp, "Link");
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            if status == 429 {
+                let wait = retry_after.or(reset.map(|r| Duration::from_secs_f64(r.clamp(0.0, 3600.0)))).unwrap_or(Duration::from_secs(1));
+                self.not_before = Some(Instant::now() + wait);
+                return Err(BkError::RateLimited { what: what.into(), retry_after: wait });
+            }
+            if status >= 500 {
+                if attempt < self.attempts {
+                    std::thread::sleep(retry_after.unwrap_or(backoff).min(Duration::from_secs(2)));
+                    backoff *= 2;
+                    continue;
+                }
+                if let Some(wait) = retry_after {
+                    self.not_before = Some(Instant::now() + wait);
+                }
+            }
+            if status >= 400 {
+                let message = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["message"].as_str().map(String::from)).unwrap_or_else(|| text.chars().take(200).collect());
+                return Err(BkError::Status { what: what.into(), status, message });
+            }
+            return Ok(Reply { status, body: text, link });
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(what: &str, r: &Reply) -> Result<T, BkError> {
+        serde_json::from_str(&r.body).map_err(|source| BkError::Decode { what: what.into(), source })
+    }
+}
+
+/// The Stacks API (`/v3/stacks/...`) with a cluster agent token.
+pub struct Stacks {
+    http: Http,
+    base: String,
+    key: String,
+    queue: String,
+    page_size: u32,
+    max_pages: u32,
+    expiry: u32,
+    metadata: Value,
+}
+
+#[derive(Deserialize)]
+struct StacksJob {
+    id: String,
+    #[serde(default)]
+    priority: i64,
+    #[serde(default)]
+    agent_query_rules: Vec<String>,
+    #[serde(default)]
+    scheduled_at: String,
+}
+
+#[derive(Deserialize, Default)]
+struct PageInfo {
+    #[serde(default)]
+    has_next_page: bool,
+    #[serde(default)]
+    end_cursor: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ClusterQueue {
+    #[serde(default, alias = "paused")]
+    dispatch_paused: bool,
+}
+
+#[derive(Deserialize)]
+struct JobsPage {
+    jobs: Vec<StacksJob>,
+    #[serde(default)]
+    page_info: PageInfo,
+    #[serde(default)]
+    cluster_queue: ClusterQueue,
+}
+
+impl Stacks {
+    pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Stacks {
+        let b = &cfg.buildkite;
+        Stacks {
+            http: Http::new(format!("Token {token}"), Duration::from_millis(b.timeout_ms)),
+            base: b.endpoint.trim_end_matches('/').to_string(),
+            key: b.stack_key.clone(),
+            queue: b.queue.clone(),
+            page_size: b.page_size,
+            max_pages: b.max_pages,
+            expiry: b.reservation_expiry_seconds,
+            metadata: json!({"launcher_id": cfg.launcher_id, "pools": cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",")}),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/stacks/{}{}", self.base, enc(&self.key), path)
+    }
+}
+
+impl Source for Stacks {
+    fn register(&mut self) -> Result<(), BkError> {
+        let url = format!("{}/stacks/register", self.base);
+        let body = json!({"key": self.key, "type": "custom", "queue_key": self.queue, "metadata": self.metadata});
+        self.http.request("register stack", "POST", &url, Some(&body)).map(|_| ())
+    }
+
+    fn deregister(&mut self) -> Result<(), BkError> {
+        let url = self.url("/deregister");
+        self.http.request("deregister stack", "POST", &url, None).map(|_| ())
+    }
+
+    fn list(&mut self) -> Result<Listing, BkError> {
+        let mut out = Listing::default();
+        let mut after: Option<String> = None;
+        for _ in 0..self.max_pages.max(1) {
+            let mut url = format!("{}?queue_key={}&limit={}", self.url("/scheduled-jobs"), enc(&self.queue), self.page_size);
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={}", enc(a)));
+            }
+            let r = self.http.request("list scheduled jobs", "GET", &url, None)?;
+            let page: JobsPage = Http::json("list scheduled jobs", &r)?;
+            out.paused |= page.cluster_queue.dispatch_paused;
+            for j in page.jobs {
+                if is_uuid_like(&j.id) {
+                    out.jobs.push(ScheduledJob { id: j.id, priority: j.priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at });
+                }
+            }
+            match (page.page_info.has_next_page, page.page_info.end_cursor) {
+                (true, Some(c)) => after = Some(c),
+                _ => break,
+            }
+        }
+        // pages are not a snapshot: a job can show up twice
+        let mut seen = std::collections::HashSet::new();
+        out.jobs.retain(|j| seen.insert(j.id.clone()));
+        sort_jobs(&mut out.jobs);
+        Ok(out)
+    }
+
+    fn reserve(&mut self, ids: &[String]) -> Result<Vec<String>, BkError> {
+        let mut reserved = Vec::new();
+        for chunk in ids.chunks(1000) {
+            let body = json!({"job_uuids": chunk, "reservation_expiry_seconds": self.expiry});
+            let url = self.url("/scheduled-jobs/batch-reserve");
+            let r = self.http.request("reserve jobs", "PUT", &url, Some(&body))?;
+            #[derive(Deserialize)]
+            struct Reserved {
+                #[serde(default)]
+                reserved: Vec<String>,
+            }
+            reserved.extend(Http::json::<Reserved>("reserve jobs", &r)?.reserved);
+        }
+        Ok(reserved)
+    }
+
+    fn states(&mut self, ids: &[String]) -> Result<HashMap<String, String>, BkError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(1000) {
+            let url = self.url("/jobs/get-states");
+            let r = self.http.request("get job states", "POST", &url, Some(&json!({"job_uuids": chunk})))?;
+            #[derive(Deserialize)]
+            struct States {
+                #[serde(default)]
+                states: HashMap<String, String>,
+            }
+            out.extend(Http::json::<States>("get job states", &r)?.states);
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self, id: &str, exit_status: i32, detail: &str) -> Result<(), BkError> {
+        if !is_uuid_like(id) {
+            return Err(BkError::Invalid { what: "finish job".into(), message: format!("bad job id {id:?}") });
+        }
+        let detail: String = detail.chars().take(4000).collect();
+        let url = self.url(&format!("/jobs/{}/finish", enc(id)));
+        match self.http.request("finish job", "POST", &url, Some(&json!({"exit_status": exit_status, "detail": detail}))) {
+            // finished already (at most once per job): nothing left to do
+            Err(BkError::Status { status: 422, .. }) => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
+    fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
+        let detail: String = detail.chars().take(256).collect();
+        let url = self.url("/notifications");
+        self.http.request("post notification", "POST", &url, Some(&json!({"notifications": [{"job_uuid": id, "detail": detail}]}))).map(|_| ())
+    }
+}
+
+/// The REST API (`/v2/organizations/{org}/builds`) with an API access token, for organisations without the
+/// Stacks API. It has no reservations (two launchers may start a VM for the same job; the agent's
+/// `--acquire-job` lets only one run it, the other exits 27) and no way to fail a job: a job the launcher
+/// gives up on gets an error annotation on its build and is not retried by this launcher.
+pub struct Rest {
+    http: Http,
+    base: String,
+    org: String,
+    lookback_hours: u32,
+    max_pages: u32,
+    /// Job → (pipeline slug, build number), for annotations.
+    builds: HashMap<String, (String, u64)>,
+}
+
+#[derive(Deserialize)]
+struct RestBuild {
+    #[serde(default)]
+    number: u64,
+    #[serde(default)]
+    pipeline: Option<RestPipeline>,
+    #[serde(default)]
+    jobs: Vec<RestJob>,
+}
+
+#[derive(Deserialize)]
+struct RestPipeline {
+    slug: String,
+}
+
+#[derive(Deserialize)]
+struct RestJob {
+    #[serde(default)]
+    id: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    agent_query_rules: Vec<String>,
+    /// A number in some API versions, `{"number": n}` in others.
+    #[serde(default)]
+    priority: Value,
+    #[serde(default)]
+    scheduled_at: Option<String>,
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn link_next(link: &str) -> Option<String> {
+    link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
+        let (a, b) = (p.find('<')?, p.find('>')?);
+        (a < b).then(|| p[a + 1..b].to_string())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // civil from days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+impl Rest {
+    pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Option<Rest> {
+        let r = cfg.buildkite.rest.as_ref()?;
+        Some(Rest {
+            http: Http::new(format!("Bearer {token}"), Duration::from_millis(cfg.buildkite.timeout_ms)),
+            base: r.endpoint.trim_end_matches('/').to_string(),
+            org: r.organization.clone(),
+            lookback_hours: r.lookback_hours,
+            max_pages: cfg.buildkite.max_pages.max(1),
+            builds: HashMap::new(),
+        })
+    }
+
+    /// Every build created in the lookback window with one of `states` (all states when empty), page by page.
+    fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<RestBuild>, BkError> {
+        let from = crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
+        let mut url = format!("{}/v2/organizations/{}/builds?per_page=100&created_from={}", self.base, enc(&self.org), enc(&rfc3339(from)));
+        for s in states {
+            url.push_str(&format!("&state%5B%5D={s}"));
+        }
+        let mut out = Vec::new();
+        for _ in 0..pages {
+            let r = self.http.request("list builds", "GET", &url, None)?;
+            out.extend(Http::json::<Vec<RestBuild>>("list builds", &r)?);
+            // only follow links to the same API (a Link header is data from the server)
+            match r.link.as_deref().and_then(link_next) {
+                Some(next) if next.starts_with(&self.base) => url = next,
+                _ => break,
+            }
+        }
+        for b in &out {
+            if let Some(p) = &b.pipeline {
+                for j in &b.jobs {
+                    self.builds.insert(j.id.clone(), (p.slug.clone(), b.number));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Source for Rest {
+    fn register(&mut self) -> Result<(), BkError> {
+        Ok(())
+    }
+
+    fn deregister(&mut self) -> Result<(), BkError> {
+        Ok(())
+    }
+
+    fn list(&mut self) -> Result<Listing, BkError> {
+        let builds = self.builds(&["scheduled", "running", "failing"], self.max_pages)?;
+        let mut out = Listing::default();
+        for b in builds {
+            for j in b.jobs {
+                if j.kind == "script" && j.state.as_deref() == Some("scheduled") && is_uuid_like(&j.id) {
+                    let priority = j.priority.as_i64().or_else(|| j.priority["number"].as_i64()).unwrap_or(0);
+                    out.jobs.push(ScheduledJob { id: j.id, priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at.unwrap_or_default() });
+                }
+            }
+        }
+        sort_jobs(&mut out.jobs);
+        Ok(out)
+    }
+
+    fn reserve(&mut self, ids: &[String]) -> Result<Vec<String>, BkError> {
+        Ok(ids.to_vec())
+    }
+
+    fn states(&mut self, ids: &[String]) -> Result<HashMap<String, String>, BkError> {
+        let want: std::collections::HashSet<&String> = ids.iter().collect();
+        let mut out = HashMap::new();
+        for b in self.builds(&[], self.max_pages.max(5))? {
+            for j in b.jobs {
+                if want.contains(&j.id) {
+                    if let Some(s) = j.state {
+                        out.insert(j.id, s);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self, id: &str, _exit_status: i32, detail: &str) -> Result<(), BkError> {
+        self.notify(id, detail)
+    }
+
+    fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
+        let Some((pipeline, number)) = self.builds.get(id).cloned() else {
+            return Err(BkError::Invalid { what: "annotate build".into(), message: format!("build of job {id} is unknown") });
+        };
+        let url = format!("{}/v2/organizations/{}/pipelines/{}/builds/{number}/annotations", self.base, enc(&self.org), enc(&pipeline));
+        let body = json!({"body": format!("agent-launcher, job {id}: {detail}"), "style": "error", "context": format!("agent-launcher-{id}")});
+        self.http.request("annotate build", "POST", &url, Some(&body)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_rfc3339("2026-01-05T10:00:01.500Z"), Some(1_767_607_201.5));
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800.0));
+        assert_eq!(parse_rfc3339("2026-01-05 10:00:01"), None);
+        assert_eq!(parse_rfc3339("2026-01-05T10:00:01+02:00"), None);
+    }
+
+    #[test]
+    fn order_is_priority_then_age() {
+        let j = |id: &str, p: i64, at: &str| ScheduledJob { id: id.into(), priority: p, rules: vec![], scheduled_at: at.into() };
+        let mut v = vec![j("a", 0, "2026-01-01T00:00:02Z"), j("b", 5, "2026-01-01T00:00:03Z"), j("c", 0, "2026-01-01T00:00:01Z")];
+        sort_jobs(&mut v);
+        assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bca");
+    }
+
+    #[test]
+    fn links_and_dates() {
+        let l = r#"<https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100>; rel="next", <https://api.buildkite.com/v2/x?page=6>; rel="last""#;
+        assert_eq!(link_next(l).as_deref(), Some("https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100"));
+        assert_eq!(link_next(r#"<https://x/?page=1>; rel="first""#), None);
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_607_201), "2026-01-05T10:00:01Z");
+        assert_eq!(parse_rfc3339(&rfc3339(951_868_800)), Some(951_868_800.0));
+    }
+
+    #[test]
+    fn encoding_and_states() {
+        assert_eq!(enc("a.b c/_-"), "a%2Eb%20c%2F_-");
+        assert!(is_terminal("canceled") && is_terminal("passed") && !is_terminal("running"));
+        assert!(is_started("running") && !is_started("scheduled"));
+        assert!(is_uuid_like("b63254c0-3271-4a98-8270-7cfbd6c2f14e") && !is_uuid_like("../x"));
+    }
+}

@@ -1,0 +1,583 @@
+//! The launcher's TOML config: read once, validated once, then used as typed values.
+//!
+//! TOML (not JSON like `cpi.json`) because operators edit this file by hand and want comments; the format is
+//! documented with a complete example in `examples/launcher/agent-launcher.toml` and `docs/launcher.md`.
+//! The Buildkite token is never part of this file: it names a file or an environment variable that holds it.
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Why a config cannot be used. Messages name the field that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid launcher config")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read the Buildkite token from {0}")]
+    Token(String, #[source] std::io::Error),
+    #[error("the Buildkite token in {0} is empty")]
+    EmptyToken(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names this launcher in VM metadata and on the stack; two launchers must not share one.
+    pub launcher_id: String,
+    /// Directory of the durable ledger (intents, CIDs, stemcells, IP leases) and the CPI call spool.
+    pub ledger_dir: PathBuf,
+    /// `host:port` of the HTTP listener: `/metrics`, `/healthz` and the VM assignment endpoint.
+    pub listen: String,
+    /// The URL a VM uses to reach the listener (default: `http://<listen>`).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// What SIGTERM does with running VMs: `leave` them to the next start, or `drain` (wait for their jobs).
+    #[serde(default)]
+    pub on_shutdown: OnShutdown,
+    /// How a job that several pools can serve is placed: `spread` (least used pool) or `pack` (most used).
+    #[serde(default)]
+    pub placement: Placement,
+    #[serde(default)]
+    pub limits: GlobalLimits,
+    pub buildkite: Buildkite,
+    #[serde(rename = "pool")]
+    pub pools: Vec<Pool>,
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnShutdown {
+    #[default]
+    Leave,
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    #[default]
+    Spread,
+    Pack,
+}
+
+/// Limits over all pools together (0 = no limit).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalLimits {
+    #[serde(default)]
+    pub max_vms: u32,
+    #[serde(default)]
+    pub cpu: u32,
+    #[serde(default)]
+    pub ram_mb: u64,
+}
+
+/// Which Buildkite API lists the work.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    #[default]
+    Stacks,
+    Rest,
+}
+
+/// The Buildkite connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Buildkite {
+    #[serde(default)]
+    pub source: SourceKind,
+    /// Agent API base (Stacks API and the agents' endpoint).
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// The cluster agent token (`bkct_…`), read from this file …
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// … or from this environment variable.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The cluster queue key this launcher serves (`_default` for the cluster's default queue).
+    pub queue: String,
+    /// The stack key (≤ 80 bytes of `[A-Za-z0-9_-]`).
+    pub stack_key: String,
+    #[serde(default = "default_expiry")]
+    pub reservation_expiry_seconds: u32,
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+    /// HTTP timeout of one request.
+    #[serde(default = "default_http_timeout")]
+    pub timeout_ms: u64,
+    /// REST source only: the API base, the organisation, and the API token (file or env var).
+    #[serde(default)]
+    pub rest: Option<RestSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestSource {
+    #[serde(default = "default_rest_endpoint")]
+    pub endpoint: String,
+    pub organization: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Only builds created in this many hours are listed (the API refuses deep pages without a filter).
+    #[serde(default = "default_lookback")]
+    pub lookback_hours: u32,
+}
+
+fn default_endpoint() -> String {
+    "https://agent.buildkite.com/v3".into()
+}
+fn default_rest_endpoint() -> String {
+    "https://api.buildkite.com".into()
+}
+fn default_lookback() -> u32 {
+    24
+}
+fn default_expiry() -> u32 {
+    900
+}
+fn default_page_size() -> u32 {
+    1000
+}
+fn default_max_pages() -> u32 {
+    2
+}
+fn default_http_timeout() -> u64 {
+    10_000
+}
+
+/// One pool: a kind of VM made by one CPI for the jobs whose rules it serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub name: String,
+    /// The agent tags this pool's VMs have (`queue=…`, `os=linux`, `arch=*` to serve any value of a key).
+    pub tags: Vec<String>,
+    /// The CPI executable and its arguments, run like the BOSH director runs it.
+    pub cpi: Vec<String>,
+    pub stemcell: Stemcell,
+    /// Base `cloud_properties` for create_vm; the flavor's values are merged over them.
+    #[serde(default)]
+    pub cloud_properties: Map<String, Value>,
+    /// The create_vm networks, by name.
+    pub networks: BTreeMap<String, NetworkConfig>,
+    pub flavors: BTreeMap<String, Flavor>,
+    /// The flavor for jobs that do not name one (default: the smallest).
+    #[serde(default)]
+    pub default_flavor: Option<String>,
+    /// The job tag that picks a flavor.
+    #[serde(default = "default_flavor_tag")]
+    pub flavor_tag: String,
+    #[serde(default)]
+    pub limits: PoolLimits,
+    /// VMs booted ahead of demand.
+    #[serde(default)]
+    pub warm: u32,
+    /// Hard lifetime of a VM; the sweep deletes it after this (fractions allowed: 0.5 = 30 s).
+    #[serde(default = "default_lifetime")]
+    pub max_lifetime_minutes: f64,
+    /// A VM whose job has not started this long after create_vm returned counts as failed to boot.
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout_seconds: u64,
+    /// create_vm attempts per job before the job is finished with −1.
+    #[serde(default = "default_attempts")]
+    pub create_attempts: u32,
+    /// A CPI call running longer than this is killed (its outcome is then unknown: a possible leak).
+    #[serde(default = "default_cpi_timeout")]
+    pub cpi_timeout_seconds: u64,
+}
+
+fn default_cpi_timeout() -> u64 {
+    1800
+}
+
+fn default_flavor_tag() -> String {
+    "flavor".into()
+}
+fn default_lifetime() -> f64 {
+    180.0
+}
+fn default_boot_timeout() -> u64 {
+    600
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+/// The stemcell a pool boots: an existing CID, or a tarball or image uploaded once with create_stemcell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stemcell {
+    #[serde(default)]
+    pub cid: Option<String>,
+    /// A stemcell tarball (`bosh-….tgz`): its `image` and `stemcell.MF` cloud_properties go to create_stemcell.
+    #[serde(default)]
+    pub tarball: Option<PathBuf>,
+    /// A stemcell image file (the `image` inside a stemcell tarball), passed to create_stemcell as it is.
+    #[serde(default)]
+    pub image: Option<PathBuf>,
+    /// The stemcell's `cloud_properties` (over those of the tarball's `stemcell.MF`).
+    #[serde(default)]
+    pub cloud_properties: Map<String, Value>,
+}
+
+/// Pool limits (0 = no limit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolLimits {
+    #[serde(default)]
+    pub max_vms: u32,
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_creates: u32,
+    #[serde(default)]
+    pub cpu: u32,
+    #[serde(default)]
+    pub ram_mb: u64,
+    /// Keep room for one VM of the smallest flavor: a bigger flavor may not take the last of the budget.
+    #[serde(default)]
+    pub reserve_smallest: bool,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits { max_vms: 0, max_concurrent_creates: default_concurrent(), cpu: 0, ram_mb: 0, reserve_smallest: false }
+    }
+}
+
+fn default_concurrent() -> u32 {
+    2
+}
+
+/// A VM size. `cpu`, `ram` (MiB) and `disk` (MiB) go into `cloud_properties` as the BOSH CPIs name them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flavor {
+    pub cpu: u32,
+    pub ram: u64,
+    #[serde(default)]
+    pub disk: u64,
+    /// More `cloud_properties` for this flavor.
+    #[serde(default)]
+    pub cloud_properties: Map<String, Value>,
+}
+
+/// One create_vm network. A manual network with `static_ips` gets one address per VM from the launcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    #[serde(rename = "type", default = "default_net_type")]
+    pub kind: String,
+    /// Address ranges `a.b.c.d-a.b.c.e` or single addresses.
+    #[serde(default)]
+    pub static_ips: Vec<String>,
+    #[serde(default)]
+    pub netmask: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub default: Vec<String>,
+    #[serde(default)]
+    pub cloud_properties: Map<String, Value>,
+}
+
+fn default_net_type() -> String {
+    "dynamic".into()
+}
+
+impl NetworkConfig {
+    /// Every address of the static ranges, in order.
+    pub fn addresses(&self) -> Result<Vec<Ipv4Addr>, ConfigError> {
+        let mut out = Vec::new();
+        for r in &self.static_ips {
+            let (a, b) = match r.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (r.trim(), r.trim()),
+            };
+            let a: Ipv4Addr = a.parse().map_err(|_| invalid(format!("static_ips: {a:?} is not an IPv4 address")))?;
+            let b: Ipv4Addr = b.parse().map_err(|_| invalid(format!("static_ips: {b:?} is not an IPv4 address")))?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a || b - a > 65_535 {
+                return Err(invalid(format!("static_ips: range {r:?} is reversed or larger than 65536 addresses")));
+            }
+            out.extend((a..=b).map(Ipv4Addr::from));
+        }
+        Ok(out)
+    }
+}
+
+impl Pool {
+    /// The lifetime in whole seconds (at least 1).
+    pub fn lifetime_secs(&self) -> u64 {
+        ((self.max_lifetime_minutes * 60.0).round() as u64).max(1)
+    }
+
+    /// The smallest flavor (by RAM, then CPU); a validated pool has at least one.
+    pub fn smallest_flavor(&self) -> Option<(&str, &Flavor)> {
+        self.flavors.iter().min_by_key(|(_, f)| (f.ram, f.cpu)).map(|(n, f)| (n.as_str(), f))
+    }
+
+    /// The flavor a job asks for (by tag), or the default one; `Err` names the unknown flavor.
+    pub fn flavor_for(&self, requested: Option<&str>) -> Result<(&str, &Flavor), String> {
+        let name = match requested.or(self.default_flavor.as_deref()) {
+            Some(n) => n,
+            None => return self.smallest_flavor().ok_or_else(|| "pool has no flavors".to_string()),
+        };
+        self.flavors
+            .get_key_value(name)
+            .map(|(n, f)| (n.as_str(), f))
+            .ok_or_else(|| format!("unknown flavor {name:?}; pool {} offers: {}", self.name, self.flavors.keys().cloned().collect::<Vec<_>>().join(", ")))
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key_ok = |s: &str| !s.is_empty() && s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !key_ok(&self.launcher_id) {
+            return Err(invalid("launcher_id must be 1 to 80 characters of [A-Za-z0-9_-]"));
+        }
+        if !key_ok(&self.buildkite.stack_key) {
+            return Err(invalid("buildkite.stack_key must be 1 to 80 characters of [A-Za-z0-9_-]"));
+        }
+        if self.buildkite.token_file.is_some() == self.buildkite.token_env.is_some() {
+            return Err(invalid("buildkite: set exactly one of token_file and token_env"));
+        }
+        if self.buildkite.queue.is_empty() {
+            return Err(invalid("buildkite.queue is empty (use _default for the cluster's default queue)"));
+        }
+        if !(1..=1000).contains(&self.buildkite.page_size) {
+            return Err(invalid("buildkite.page_size must be 1 to 1000"));
+        }
+        if !(1..=3600).contains(&self.buildkite.reservation_expiry_seconds) {
+            return Err(invalid("buildkite.reservation_expiry_seconds must be 1 to 3600"));
+        }
+        if self.buildkite.source == SourceKind::Rest {
+            match &self.buildkite.rest {
+                None => return Err(invalid("buildkite.source = \"rest\" needs a [buildkite.rest] section")),
+                Some(r) if r.token_file.is_some() == r.token_env.is_some() => {
+                    return Err(invalid("buildkite.rest: set exactly one of token_file and token_env"))
+                }
+                Some(_) => {}
+            }
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(format!("listen: {:?} is not host:port with a numeric host", self.listen)));
+        }
+        if self.poll_interval_ms < 100 {
+            return Err(invalid("poll_interval_ms must be at least 100"));
+        }
+        if self.pools.is_empty() {
+            return Err(invalid("no [[pool]] is configured"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &self.pools {
+            if !key_ok(&p.name) || !names.insert(p.name.as_str()) {
+                return Err(invalid(format!("pool name {:?} is empty, not [A-Za-z0-9_-] or used twice", p.name)));
+            }
+            let ctx = |m: String| invalid(format!("pool {}: {m}", p.name));
+            if p.cpi.is_empty() || !Path::new(&p.cpi[0]).is_absolute() {
+                return Err(ctx("cpi must start with the absolute path of the CPI executable".into()));
+            }
+            for t in &p.tags {
+                if crate::launcher::rules::Rule::parse(t).is_none() {
+                    return Err(ctx(format!("tag {t:?} is not key=value")));
+                }
+            }
+            if !p.tags.iter().any(|t| t.starts_with("queue=")) {
+                return Err(ctx("tags need a queue=… tag (clustered agents can only acquire jobs of their queue)".into()));
+            }
+            let sources = [p.stemcell.cid.is_some(), p.stemcell.image.is_some(), p.stemcell.tarball.is_some()];
+            if sources.iter().filter(|x| **x).count() != 1 {
+                return Err(ctx("stemcell needs exactly one of cid, tarball and image".into()));
+            }
+            if p.flavors.is_empty() {
+                return Err(ctx("needs at least one [pool.flavors.NAME]".into()));
+            }
+            for (n, f) in &p.flavors {
+                if f.cpu == 0 || f.ram == 0 {
+                    return Err(ctx(format!("flavor {n}: cpu and ram must be positive")));
+                }
+            }
+            if let Some(d) = &p.default_flavor {
+                if !p.flavors.contains_key(d) {
+                    return Err(ctx(format!("default_flavor {d:?} is not one of the flavors")));
+                }
+            }
+            if p.networks.is_empty() {
+                return Err(ctx("needs at least one network".into()));
+            }
+            for (n, net) in &p.networks {
+                if !matches!(net.kind.as_str(), "manual" | "dynamic") {
+                    return Err(ctx(format!("network {n}: type must be manual or dynamic")));
+                }
+                let addrs = net.addresses().map_err(|e| ctx(format!("network {n}: {e}")))?;
+                if !addrs.is_empty() && (net.kind != "manual" || net.netmask.is_none()) {
+                    return Err(ctx(format!("network {n}: static_ips need type = \"manual\" and a netmask")));
+                }
+            }
+            if p.networks.values().filter(|n| !n.static_ips.is_empty()).count() > 1 {
+                return Err(ctx("only one network per pool can have static_ips".into()));
+            }
+            if p.cpi_timeout_seconds == 0 {
+                return Err(ctx("cpi_timeout_seconds must be positive".into()));
+            }
+            if p.limits.max_concurrent_creates == 0 {
+                return Err(ctx("limits.max_concurrent_creates must be at least 1".into()));
+            }
+            if p.create_attempts == 0 || !(p.max_lifetime_minutes > 0.0 && p.max_lifetime_minutes < 1e7) {
+                return Err(ctx("create_attempts and max_lifetime_minutes must be positive".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the Buildkite token named by the config. The value is only ever passed to the HTTP client.
+    pub fn token(&self) -> Result<String, ConfigError> {
+        read_token(self.buildkite.token_file.as_deref(), self.buildkite.token_env.as_deref())
+    }
+
+    /// Reads the REST API token (REST source only).
+    pub fn rest_token(&self) -> Result<String, ConfigError> {
+        match &self.buildkite.rest {
+            Some(r) => read_token(r.token_file.as_deref(), r.token_env.as_deref()),
+            None => Err(invalid("no [buildkite.rest] section")),
+        }
+    }
+
+    /// The URL that VMs use to reach the assignment endpoint.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+}
+
+fn read_token(file: Option<&Path>, env: Option<&str>) -> Result<String, ConfigError> {
+    let (token, from) = match (file, env) {
+        (Some(f), _) => (std::fs::read_to_string(f).map_err(|e| ConfigError::Token(f.display().to_string(), e))?, f.display().to_string()),
+        (None, Some(v)) => (
+            std::env::var(v).map_err(|_| ConfigError::Token(format!("${v}"), std::io::Error::new(std::io::ErrorKind::NotFound, "variable not set")))?,
+            format!("${v}"),
+        ),
+        (None, None) => return Err(invalid("no token source")),
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(ConfigError::EmptyToken(from));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+launcher_id = "t1"
+ledger_dir = "/tmp/l"
+listen = "127.0.0.1:0"
+[buildkite]
+token_env = "BK"
+queue = "vm"
+stack_key = "s1"
+[[pool]]
+name = "linux"
+tags = ["queue=vm", "os=linux"]
+cpi = ["/bin/cpi", "--config", "/etc/cpi.json"]
+stemcell = { cid = "sc-1" }
+networks.default = { type = "manual", static_ips = ["10.0.0.10-10.0.0.12", "10.0.0.20"], netmask = "255.255.255.0", gateway = "10.0.0.1" }
+flavors.small = { cpu = 1, ram = 512 }
+flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
+"#;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("x.toml"))
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.buildkite.endpoint, "https://agent.buildkite.com/v3");
+        assert_eq!(c.pools[0].limits.max_concurrent_creates, 2);
+        assert_eq!(c.pools[0].smallest_flavor().unwrap().0, "small");
+        assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
+        assert_eq!(c.pools[0].flavor_for(Some("large")).unwrap().1.cpu, 4);
+        let e = c.pools[0].flavor_for(Some("huge")).unwrap_err();
+        assert!(e.contains("\"huge\"") && e.contains("large, small"), "{e}");
+        let ips = c.pools[0].networks["default"].addresses().unwrap();
+        assert_eq!(ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (GOOD.replace("stack_key = \"s1\"", "stack_key = \"s 1\""), "stack_key"),
+            (GOOD.replace("token_env = \"BK\"", "token_env = \"BK\"\ntoken_file = \"/x\""), "exactly one of token_file"),
+            (GOOD.replace("\"/bin/cpi\"", "\"cpi\""), "absolute path"),
+            (GOOD.replace("\"queue=vm\", ", ""), "queue="),
+            (GOOD.replace("10.0.0.12\"", "10.0.0.9\""), "reversed"),
+            (GOOD.replace("stemcell = { cid = \"sc-1\" }", "stemcell = { }"), "exactly one of cid, tarball and image"),
+            (GOOD.replace("ram = 512", "ram = 0"), "positive"),
+            (GOOD.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""), "listen"),
+            (GOOD.replace("launcher_id", "launcher_idx"), "unknown field"),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).unwrap_err();
+            let msg = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            assert!(msg.contains(want), "want {want:?} in {msg:?}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let c = parse(include_str!("../../examples/launcher/agent-launcher.toml")).unwrap();
+        assert_eq!(c.pools.len(), 2);
+        assert_eq!(c.pools[0].networks["default"].addresses().unwrap().len(), 50);
+        assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
+    }
+
+    #[test]
+    fn token_comes_from_file_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "bkct_secret\n").unwrap();
+        let mut c = parse(GOOD).unwrap();
+        c.buildkite.token_env = None;
+        c.buildkite.token_file = Some(f.clone());
+        assert_eq!(c.token().unwrap(), "bkct_secret");
+        std::fs::write(&f, "  \n").unwrap();
+        assert!(matches!(c.token(), Err(ConfigError::EmptyToken(_))));
+    }
+}

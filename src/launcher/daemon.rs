@@ -1,0 +1,945 @@
+//! The launcher loop: poll → plan → reserve → intent → create_vm → watch → delete_vm, and recovery on start.
+//!
+//! One thread owns all state (the ledger, the records in flight); CPI calls run on short-lived worker
+//! threads that report back through a channel, so slow creates never stall polling. Every create is preceded
+//! by an fsync'd ledger entry, and every VM is deleted when its job ends, is cancelled, never starts, or the
+//! VM passes its deadline. On start, [`Daemon::recover`] settles every open record before any new work.
+use crate::launcher::buildkite::{is_started, is_terminal, parse_rfc3339, BkError, Listing, Source};
+use crate::launcher::config::{Config, OnShutdown};
+use crate::launcher::cpi::{Cpi, CpiError};
+use crate::launcher::http::{self, Assignment, Shared, SharedRef};
+use crate::launcher::ledger::{Event, Intent, Ledger, LedgerError, Record};
+use crate::launcher::log;
+use crate::launcher::plan::{plan, Capacity, Decision, PoolInfo};
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("ledger")]
+    Ledger(#[from] LedgerError),
+    #[error("cannot listen on {addr}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("stemcell of pool {pool}")]
+    Stemcell { pool: String, source: CpiError },
+    #[error("stemcell tarball of pool {pool}")]
+    Tarball { pool: String, source: crate::launcher::stemcell::TarballError },
+    #[error("stemcell image {0} is unreadable")]
+    StemcellImage(String, #[source] std::io::Error),
+    #[error("cannot register the Buildkite stack")]
+    Register(#[source] BkError),
+    #[error("cannot read random bytes for a VM secret")]
+    Random(#[source] std::io::Error),
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn now_f() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// 32 hex characters from the kernel's random source.
+pub fn random_hex() -> Result<String, DaemonError> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(DaemonError::Random)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// What a worker thread reports.
+enum Msg {
+    Created { id: String, n: u32, res: Result<String, CpiError> },
+    Deleted { id: String, res: Result<(), CpiError> },
+}
+
+/// What happens to a record once its VM is deleted.
+#[derive(Debug, Clone)]
+enum After {
+    Close(String),
+    Retry(String),
+    FailJob(String),
+}
+
+/// The running launcher.
+pub struct Daemon {
+    cfg: Config,
+    infos: Vec<PoolInfo>,
+    cpis: Vec<Cpi>,
+    stemcells: Vec<String>,
+    ledger: Ledger,
+    source: Box<dyn Source>,
+    shared: SharedRef,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    /// Records with a CPI call in flight (create or delete).
+    busy: HashSet<String>,
+    after: HashMap<String, After>,
+    /// Jobs refused (unknown flavor) or notified about waiting, so each happens once.
+    refused: HashSet<String>,
+    notified: HashSet<String>,
+    seen: HashSet<String>,
+    scheduled_at: HashMap<String, f64>,
+    started: HashSet<String>,
+    stop: Arc<AtomicBool>,
+    bk_wait_until: Option<Instant>,
+    /// When each held job was last reserved (reservations are extended while its VM boots).
+    reserved_at: HashMap<String, Instant>,
+}
+
+fn cpi_context(cfg: &Config) -> Value {
+    json!({"director_uuid": cfg.launcher_id, "request_id": format!("agent-launcher-{}", now())})
+}
+
+/// Runs a CPI call and records its latency and errors.
+fn timed<T>(shared: &SharedRef, method: &str, f: impl FnOnce() -> Result<T, CpiError>) -> Result<T, CpiError> {
+    let t = Instant::now();
+    let r = f();
+    let mut s = http::lock(shared);
+    s.metrics.observe("launcher_cpi_call_duration_seconds", &[("method", method)], t.elapsed().as_secs_f64());
+    if r.is_err() {
+        s.metrics.inc("launcher_cpi_errors_total", &[("method", method)], 1.0);
+    }
+    r
+}
+
+impl Daemon {
+    /// Opens the ledger, binds the listener, makes sure every pool has its stemcell.
+    pub fn new(cfg: Config, source: Box<dyn Source>, agent_token: String, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
+        let ledger = Ledger::open(&cfg.ledger_dir)?;
+        let cpis: Vec<Cpi> = cfg.pools.iter().map(|p| Cpi::new(p.cpi.clone(), ledger.spool_dir(), Duration::from_secs(p.cpi_timeout_seconds))).collect();
+        let infos = cfg.pools.iter().map(PoolInfo::new).collect();
+        let shared: SharedRef = Arc::new(std::sync::Mutex::new(Shared {
+            metrics: Default::default(),
+            assignments: HashMap::new(),
+            last_tick: Instant::now(),
+            healthy_within: Duration::from_millis(cfg.poll_interval_ms * 5 + 60_000),
+            agent_endpoint: cfg.buildkite.endpoint.clone(),
+            agent_token,
+        }));
+        let addr = http::serve(&cfg.listen, shared.clone()).map_err(|source| DaemonError::Listen { addr: cfg.listen.clone(), source })?;
+        log::info(&format!("listening on http://{addr} (/metrics, /healthz, /v1/assignment)"));
+        let (tx, rx) = channel();
+        let mut d = Daemon {
+            cfg,
+            infos,
+            cpis,
+            stemcells: Vec::new(),
+            ledger,
+            source,
+            shared,
+            tx,
+            rx,
+            busy: HashSet::new(),
+            after: HashMap::new(),
+            refused: HashSet::new(),
+            notified: HashSet::new(),
+            seen: HashSet::new(),
+            scheduled_at: HashMap::new(),
+            started: HashSet::new(),
+            stop,
+            bk_wait_until: None,
+            reserved_at: HashMap::new(),
+        };
+        for r in d.ledger.state.open.values() {
+            log::add_secret(&r.intent.secret);
+            let job = (!r.intent.job.is_empty()).then(|| r.intent.job.clone());
+            let a = Assignment { job, agent_tags: r.intent.agent_tags.clone(), name: agent_name(&r.intent) };
+            http::lock(&d.shared).assignments.insert(r.intent.secret.clone(), a);
+        }
+        d.stemcells = d.ensure_stemcells()?;
+        Ok(d)
+    }
+
+    /// The stemcell CID of every pool: configured, remembered in the ledger, or uploaded now.
+    fn ensure_stemcells(&mut self) -> Result<Vec<String>, DaemonError> {
+        let mut out = Vec::new();
+        for (i, p) in self.cfg.pools.clone().iter().enumerate() {
+            if let Some(cid) = &p.stemcell.cid {
+                out.push(cid.clone());
+                continue;
+            }
+            let Some(image) = p.stemcell.image.as_ref().or(p.stemcell.tarball.as_ref()) else {
+                // validation makes this unreachable; keep the vector aligned with the pools anyway
+                out.push(String::new());
+                continue;
+            };
+            let meta = std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
+            let mtime = meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+            let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));
+            if let Some((k, cid)) = self.ledger.state.stemcells.get(&p.name) {
+                if *k == key {
+                    out.push(cid.clone());
+                    continue;
+                }
+            }
+            log::info(&format!("pool={} create_stemcell from {}", p.name, image.display()));
+            // a tarball is unpacked like the director does: its `image` plus the manifest's cloud_properties
+            let extracted = match &p.stemcell.tarball {
+                Some(t) => Some(crate::launcher::stemcell::extract(t, &self.ledger.spool_dir(), &p.stemcell.cloud_properties).map_err(|source| DaemonError::Tarball { pool: p.name.clone(), source })?),
+                None => None,
+            };
+            let (path, props) = match &extracted {
+                Some(e) => (e.image.clone(), e.cloud_properties.clone()),
+                None => (image.clone(), p.stemcell.cloud_properties.clone()),
+            };
+            let tag = format!("stemcell-{}-{}", p.name, now());
+            let cpi = self.cpis[i].clone();
+            let ctx = cpi_context(&self.cfg);
+            let res = timed(&self.shared, "create_stemcell", || cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx));
+            drop(extracted);
+            cpi.spool_files(&tag).remove();
+            let cid = res.map_err(|source| DaemonError::Stemcell { pool: p.name.clone(), source })?;
+            let Some(cid) = cid.as_str().filter(|c| !c.is_empty()).map(String::from) else {
+                let output = cid.to_string();
+                return Err(DaemonError::Stemcell { pool: p.name.clone(), source: CpiError::NoResponse { method: "create_stemcell".into(), status: "no stemcell CID in the result".into(), output } });
+            };
+            self.ledger.append(Event::Stemcell { pool: p.name.clone(), key, cid: cid.clone() })?;
+            log::info(&format!("pool={} stemcell={cid}", p.name));
+            out.push(cid);
+        }
+        Ok(out)
+    }
+
+    fn pool_index(&self, name: &str) -> Option<usize> {
+        self.cfg.pools.iter().position(|p| p.name == name)
+    }
+
+    /// Settles every open record before new work: finished or crashed creates are read back from the spool,
+    /// VMs that do not exist are retried, and everything else is adopted and watched by the loop.
+    pub fn recover(&mut self) -> Result<(), DaemonError> {
+        let open: Vec<Record> = self.ledger.state.open.values().cloned().collect();
+        if !open.is_empty() {
+            log::info(&format!("recovering {} open ledger records", open.len()));
+        }
+        for r in &open {
+            let id = &r.intent.id;
+            let Some(i) = self.pool_index(&r.intent.pool) else {
+                log::warn(&format!("record={id} job={} pool={} is no longer configured; its VM {} must be deleted by hand", r.intent.job, r.intent.pool, r.cid.as_deref().unwrap_or("-")));
+                continue;
+            };
+            if r.cid.is_none() && r.attempts > r.failures {
+                let files = self.cpis[i].spool_files(&format!("{id}-{}.create_vm", r.attempts));
+                if !files.exists() {
+                    self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason: "the launcher stopped before create_vm ran".into() })?;
+                    continue;
+                }
+                let t = Instant::now();
+                while files.running() && t.elapsed() < Duration::from_secs(self.cfg.pools[i].cpi_timeout_seconds) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let outcome = files.outcome("create_vm", "recovered").and_then(|v| {
+                    crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "recovered".into(), output: v.to_string() })
+                });
+                match outcome {
+                    Ok(cid) => {
+                        log::info(&format!("record={id} job={} vm={cid} recovered from an interrupted create_vm", r.intent.job));
+                        self.ledger.append(Event::Created { id: id.clone(), cid, at: now() })?;
+                    }
+                    Err(e) => {
+                        log::warn(&format!("record={id} job={} interrupted create_vm failed: {}", r.intent.job, log::chain(&e)));
+                        self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason: e.to_string() })?;
+                    }
+                }
+                files.remove();
+            }
+        }
+        // every interrupted create is settled; what is left in the spool are calls of a previous run whose
+        // outcome no longer matters (has_vm, set_vm_metadata, delete_vm: all are repeated as needed)
+        let spool = self.ledger.spool_dir();
+        for e in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        // VMs with a CID: ask the CPI whether they exist; a VM that is gone before its job started is retried
+        let with_vm: Vec<Record> = self.ledger.state.open.values().filter(|r| r.cid.is_some()).cloned().collect();
+        let jobs: Vec<String> = with_vm.iter().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
+        let states = if jobs.is_empty() { HashMap::new() } else { self.source.states(&jobs).unwrap_or_default() };
+        for r in with_vm {
+            let (Some(i), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { continue };
+            let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
+            if is_terminal(state) {
+                // its job is over: whether or not the VM still exists, delete_vm settles it
+                log::info(&format!("record={} job={} vm={cid} job {state} while the launcher was away: deleting", r.intent.id, r.intent.job));
+                self.start_delete(&r, After::Close(format!("job {state}")));
+                continue;
+            }
+            let cpi = self.cpis[i].clone();
+            let tag = format!("{}.has_vm", r.intent.id);
+            let ctx = cpi_context(&self.cfg);
+            let exists = timed(&self.shared, "has_vm", || cpi.call(&tag, "has_vm", json!([cid]), &ctx));
+            cpi.spool_files(&tag).remove();
+            match exists {
+                // has_vm may be wrong: a started job is running on that VM, so keep it
+                Ok(Value::Bool(false)) if !is_started(state) => {
+                    log::warn(&format!("record={} job={} vm={cid} does not exist (has_vm false); deleting to be sure and retrying", r.intent.id, r.intent.job));
+                    self.start_delete(&r, After::Retry(format!("VM {cid} disappeared before its job started")));
+                }
+                Ok(_) => log::info(&format!("record={} job={} vm={cid} adopted (job {})", r.intent.id, r.intent.job, if state.is_empty() { "state unknown" } else { state })),
+                Err(e) => log::warn(&format!("record={} vm={cid} has_vm failed: {}; adopting", r.intent.id, log::chain(&e))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The main loop, until SIGTERM (and, with `on_shutdown = "drain"`, until every VM is gone).
+    pub fn run(&mut self) -> Result<(), DaemonError> {
+        self.source.register().map_err(DaemonError::Register)?;
+        log::info(&format!("stack {} registered on queue {}", self.cfg.buildkite.stack_key, self.cfg.buildkite.queue));
+        self.recover()?;
+        let interval = Duration::from_millis(self.cfg.poll_interval_ms);
+        let mut next_poll = Instant::now();
+        let mut stopping_logged = false;
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            if stopping && !stopping_logged {
+                log::info(&format!("SIGTERM: taking no new work; on_shutdown = {:?}", self.cfg.on_shutdown));
+                stopping_logged = true;
+            }
+            if stopping && self.busy.is_empty() {
+                let drained = self.ledger.state.open.values().all(|r| r.cid.is_none());
+                if self.cfg.on_shutdown == OnShutdown::Leave || drained {
+                    break;
+                }
+            }
+            let wait = next_poll.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+            if let Ok(msg) = self.rx.recv_timeout(wait) {
+                self.handle(msg)?;
+                while let Ok(m) = self.rx.try_recv() {
+                    self.handle(m)?;
+                }
+            }
+            if Instant::now() >= next_poll {
+                let t = Instant::now();
+                self.poll(stopping)?;
+                next_poll = Instant::now() + interval;
+                let mut s = http::lock(&self.shared);
+                s.last_tick = Instant::now();
+                s.metrics.observe("launcher_poll_duration_seconds", &[], t.elapsed().as_secs_f64());
+            }
+        }
+        match self.source.deregister() {
+            Ok(()) => log::info("stack deregistered"),
+            Err(e) => log::warn(&format!("deregister failed: {}", log::chain(&e))),
+        }
+        Ok(())
+    }
+
+    fn bk_error(&mut self, call: &str, e: &BkError) {
+        log::warn(&format!("buildkite {call}: {}", log::chain(e)));
+        http::lock(&self.shared).metrics.inc("launcher_buildkite_errors_total", &[("call", call)], 1.0);
+        if let Some(w) = e.retry_after() {
+            self.bk_wait_until = Some(Instant::now() + w);
+        }
+    }
+
+    fn bk_ready(&self) -> bool {
+        self.bk_wait_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// One poll: settle records, then plan and start new jobs.
+    fn poll(&mut self, stopping: bool) -> Result<(), DaemonError> {
+        // a SIGTERM that came while the loop waited counts for this poll already
+        let stopping = stopping || self.stop.load(Ordering::SeqCst);
+        if !self.bk_ready() {
+            return Ok(());
+        }
+        let jobs: Vec<String> = self.ledger.state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
+        let states = if jobs.is_empty() {
+            HashMap::new()
+        } else {
+            match self.source.states(&jobs) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.bk_error("get-states", &e);
+                    return Ok(());
+                }
+            }
+        };
+        self.settle(&states, stopping)?;
+        self.extend_reservations(&states);
+        let listing = if stopping {
+            Listing::default()
+        } else {
+            match self.source.list() {
+                Ok(l) => {
+                    self.prune(&l);
+                    l
+                }
+                Err(e) => {
+                    self.bk_error("list", &e);
+                    Listing::default()
+                }
+            }
+        };
+        http::lock(&self.shared).metrics.set("launcher_queue_paused", &[], if listing.paused { 1.0 } else { 0.0 });
+        for j in &listing.jobs {
+            if let Some(t) = parse_rfc3339(&j.scheduled_at) {
+                self.scheduled_at.entry(j.id.clone()).or_insert(t);
+            }
+        }
+        self.start_jobs(&listing)?;
+        if !stopping && !listing.paused {
+            self.replenish_warm()?;
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Forgets per-job bookkeeping of jobs that are neither listed nor held, so a long run stays small.
+    fn prune(&mut self, listing: &Listing) {
+        let mut keep: HashSet<&str> = listing.jobs.iter().map(|j| j.id.as_str()).collect();
+        keep.extend(self.ledger.state.open.values().map(|r| r.intent.job.as_str()));
+        for set in [&mut self.seen, &mut self.refused, &mut self.notified, &mut self.started] {
+            set.retain(|j| keep.contains(j.as_str()));
+        }
+        self.scheduled_at.retain(|j, _| keep.contains(j.as_str()));
+        self.reserved_at.retain(|j, _| keep.contains(j.as_str()));
+    }
+
+    /// Decides for every open record that has no call in flight.
+    fn settle(&mut self, states: &HashMap<String, String>, stopping: bool) -> Result<(), DaemonError> {
+        let records: Vec<Record> = self.ledger.state.open.values().filter(|r| !self.busy.contains(&r.intent.id)).cloned().collect();
+        let t = now();
+        for r in records {
+            let id = r.intent.id.clone();
+            let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
+            let Some(pi) = self.pool_index(&r.intent.pool) else { continue };
+            let pool = self.cfg.pools[pi].clone();
+            if is_started(state) && !self.started.contains(&r.intent.job) {
+                self.started.insert(r.intent.job.clone());
+                if let Some(s) = self.scheduled_at.get(&r.intent.job) {
+                    http::lock(&self.shared).metrics.observe("launcher_queue_to_running_seconds", &[("pool", &pool.name)], (now_f() - s).max(0.0));
+                }
+            }
+            if let Some(after) = self.after.get(&id).cloned() {
+                if r.cid.is_some() {
+                    // a delete that failed before: try again
+                    self.start_delete(&r, after);
+                    continue;
+                }
+            }
+            match &r.cid {
+                Some(cid) => {
+                    if is_terminal(state) {
+                        log::info(&format!("record={id} job={} vm={cid} job {state}: deleting the VM", r.intent.job));
+                        self.start_delete(&r, After::Close(format!("job {state}")));
+                    } else if t > r.intent.deadline {
+                        log::warn(&format!("record={id} job={} vm={cid} passed its lifetime: deleting", r.intent.job));
+                        let _ = self.source.notify(&r.intent.job, &format!("agent-launcher: VM {cid} passed its {} min lifetime and was deleted", pool.max_lifetime_minutes));
+                        self.start_delete(&r, After::Close("past its lifetime".into()));
+                    } else if !r.intent.job.is_empty() && !is_started(state) && r.created_at.is_some_and(|c| t > c + pool.boot_timeout_seconds) {
+                        let reason = format!("VM {cid} in pool {} did not start the job within {} s", pool.name, pool.boot_timeout_seconds);
+                        log::warn(&format!("record={id} job={} {reason}", r.intent.job));
+                        let after = if r.failures + 1 >= pool.create_attempts { After::FailJob(reason) } else { After::Retry(reason) };
+                        self.start_delete(&r, after);
+                    }
+                }
+                None => {
+                    if is_terminal(state) {
+                        log::info(&format!("record={id} job={} job {state} before its VM was made", r.intent.job));
+                        self.ledger.append(Event::Closed { id, reason: format!("job {state}") })?;
+                    } else if r.failures >= pool.create_attempts {
+                        let reason = format!("agent-launcher could not start a VM in pool {} after {} attempts: {}", pool.name, r.failures, r.last_failure.clone().unwrap_or_default());
+                        if r.intent.job.is_empty() {
+                            log::warn(&format!("record={id} warm VM: {reason}"));
+                        } else {
+                            self.fail_job(&r.intent.job, &pool.name, &reason);
+                        }
+                        self.ledger.append(Event::Closed { id, reason: "create failed".into() })?;
+                    } else if !stopping {
+                        let creating = self.creating()[pi];
+                        if creating < pool.limits.max_concurrent_creates {
+                            self.start_create(&r)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserves again the jobs whose VM has not started them yet, before the reservation runs out (after a
+    /// restart, at once), so that a slow boot does not hand the job to another stack.
+    fn extend_reservations(&mut self, states: &HashMap<String, String>) {
+        let half = Duration::from_secs(u64::from(self.cfg.buildkite.reservation_expiry_seconds).div_ceil(2));
+        let due: Vec<String> = self
+            .ledger
+            .state
+            .open
+            .values()
+            .map(|r| &r.intent.job)
+            .filter(|j| states.get(*j).is_some_and(|s| s == "scheduled"))
+            .filter(|j| self.reserved_at.get(*j).is_none_or(|t| t.elapsed() >= half))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        match self.source.reserve(&due) {
+            Ok(ok) => {
+                for j in ok {
+                    self.reserved_at.insert(j, Instant::now());
+                }
+            }
+            Err(e) => self.bk_error("reserve", &e),
+        }
+    }
+
+    fn fail_job(&mut self, job: &str, pool: &str, reason: &str) {
+        log::warn(&format!("job={job} pool={pool} finishing with -1: {reason}"));
+        // a source that cannot fail a job (REST) lists it again: this launcher does not retry it
+        self.refused.insert(job.to_string());
+        http::lock(&self.shared).metrics.inc("launcher_jobs_failed_total", &[("pool", pool)], 1.0);
+        if let Err(e) = self.source.finish(job, -1, reason) {
+            self.bk_error("finish", &e);
+        }
+    }
+
+    /// create_vm calls in flight per pool.
+    fn creating(&self) -> Vec<u32> {
+        let mut v = vec![0; self.cfg.pools.len()];
+        for id in &self.busy {
+            if let Some(r) = self.ledger.state.open.get(id) {
+                if r.cid.is_none() {
+                    if let Some(i) = self.pool_index(&r.intent.pool) {
+                        v[i] += 1;
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    fn start_jobs(&mut self, listing: &Listing) -> Result<(), DaemonError> {
+        let decisions = plan(&self.cfg, &self.infos, &self.ledger.state, &self.busy, listing, &self.refused);
+        let mut to_reserve = Vec::new();
+        let mut waiting: HashMap<(String, &'static str), f64> = HashMap::new();
+        for d in &decisions {
+            let (job, pool) = match d {
+                Decision::Start { job, pool, .. } | Decision::Refuse { job, pool, .. } | Decision::Wait { job, pool, .. } | Decision::Assign { job, pool, .. } => (job, *pool),
+            };
+            if self.seen.insert(job.id.clone()) {
+                http::lock(&self.shared).metrics.inc("launcher_jobs_seen_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
+            }
+            match d {
+                Decision::Start { job, .. } | Decision::Refuse { job, .. } | Decision::Assign { job, .. } => to_reserve.push(job.id.clone()),
+                Decision::Wait { job, pool, reason } => {
+                    *waiting.entry((self.cfg.pools[*pool].name.clone(), reason)).or_default() += 1.0;
+                    if *reason == "ip" && self.notified.insert(job.id.clone()) {
+                        let msg = format!("agent-launcher: waiting for a free IP address in pool {}", self.cfg.pools[*pool].name);
+                        log::info(&format!("job={} {msg}", job.id));
+                        if let Err(e) = self.source.notify(&job.id, &msg) {
+                            self.bk_error("notify", &e);
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let mut s = http::lock(&self.shared);
+            s.metrics.clear("launcher_jobs_waiting");
+            for ((pool, reason), n) in &waiting {
+                s.metrics.set("launcher_jobs_waiting", &[("pool", pool), ("reason", reason)], *n);
+            }
+        }
+        if to_reserve.is_empty() || self.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let reserved: HashSet<String> = match self.source.reserve(&to_reserve) {
+            Ok(r) => {
+                for j in &r {
+                    self.reserved_at.insert(j.clone(), Instant::now());
+                }
+                r.into_iter().collect()
+            }
+            Err(e) => {
+                self.bk_error("reserve", &e);
+                return Ok(());
+            }
+        };
+        for d in decisions {
+            match d {
+                Decision::Start { job, pool, flavor, cpu, ram, agent_tags, ip } if reserved.contains(&job.id) => {
+                    http::lock(&self.shared).metrics.inc("launcher_jobs_reserved_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
+                    self.new_vm(pool, &job.id, flavor, cpu, ram, agent_tags, ip)?;
+                }
+                Decision::Assign { job, pool, record, agent_tags } if reserved.contains(&job.id) => {
+                    let name = self.cfg.pools[pool].name.clone();
+                    {
+                        let mut s = http::lock(&self.shared);
+                        s.metrics.inc("launcher_jobs_reserved_total", &[("pool", &name)], 1.0);
+                        s.metrics.inc("launcher_jobs_launched_total", &[("pool", &name)], 1.0);
+                    }
+                    self.ledger.append(Event::Assigned { id: record.clone(), job: job.id.clone(), agent_tags: agent_tags.clone(), at: now() })?;
+                    let Some(r) = self.ledger.state.open.get(&record).cloned() else { continue };
+                    log::info(&format!("job={} pool={name} assigned to warm record={record} vm={}", job.id, r.cid.as_deref().unwrap_or("-")));
+                    let a = Assignment { job: Some(job.id.clone()), agent_tags, name: agent_name(&r.intent) };
+                    http::lock(&self.shared).assignments.insert(r.intent.secret.clone(), a);
+                    self.update_metadata(&r);
+                }
+                Decision::Refuse { job, pool, reason } if reserved.contains(&job.id) => {
+                    let name = self.cfg.pools[pool].name.clone();
+                    self.refused.insert(job.id.clone());
+                    self.fail_job(&job.id, &name, &format!("agent-launcher: {reason}"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the intent for a new VM (for `job`, or warm when `job` is empty) and starts its create.
+    #[expect(clippy::too_many_arguments, reason = "one call site per kind of VM; a struct would only rename them")]
+    fn new_vm(&mut self, pool: usize, job: &str, flavor: String, cpu: u32, ram: u64, agent_tags: Vec<String>, ip: Option<String>) -> Result<(), DaemonError> {
+        let p = &self.cfg.pools[pool];
+        let secret = random_hex()?;
+        log::add_secret(&secret);
+        let prefix: String = if job.is_empty() { "warm".into() } else { job.chars().take(8).collect() };
+        let intent = Intent {
+            id: format!("{prefix}-{}", &random_hex()?[..8]),
+            job: job.to_string(),
+            pool: p.name.clone(),
+            flavor,
+            cpu,
+            ram,
+            ip,
+            deadline: now() + p.lifetime_secs(),
+            secret: secret.clone(),
+            agent_tags,
+            at: now(),
+        };
+        log::info(&format!(
+            "job={} pool={} flavor={} {}; intent record={}{}",
+            if job.is_empty() { "-" } else { job },
+            p.name,
+            intent.flavor,
+            if job.is_empty() { "warm VM" } else { "reserved" },
+            intent.id,
+            intent.ip.as_ref().map(|i| format!(" ip={i}")).unwrap_or_default()
+        ));
+        self.ledger.append(Event::Intent(intent.clone()))?;
+        let a = Assignment { job: (!job.is_empty()).then(|| job.to_string()), agent_tags: intent.agent_tags.clone(), name: agent_name(&intent) };
+        http::lock(&self.shared).assignments.insert(secret, a);
+        if let Some(r) = self.ledger.state.open.get(&intent.id).cloned() {
+            self.start_create(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `warm` idle VMs per pool (booting ones count), within capacity.
+    fn replenish_warm(&mut self) -> Result<(), DaemonError> {
+        for (i, p) in self.cfg.pools.clone().iter().enumerate() {
+            if p.warm == 0 {
+                continue;
+            }
+            let have = self.ledger.state.open.values().filter(|r| r.intent.pool == p.name && r.intent.job.is_empty()).count() as u32;
+            let Ok((fname, f)) = p.flavor_for(None) else { continue };
+            let (fname, cpu, ram) = (fname.to_string(), f.cpu, f.ram);
+            for _ in have..p.warm {
+                let mut cap = Capacity::new(&self.cfg, &self.ledger.state, &self.creating());
+                let smallest = p.smallest_flavor().map(|(n, _)| n == fname).unwrap_or(true);
+                if cap.refusal(&self.cfg, &self.infos[i], i, cpu, ram, smallest).is_some() {
+                    break;
+                }
+                let ip = cap.take(&self.infos[i], i, cpu, ram);
+                let tags = p.tags.iter().filter(|t| !t.ends_with("=*")).cloned().collect();
+                self.new_vm(i, "", fname.clone(), cpu, ram, tags, ip)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-tags a VM after a warm assignment (best effort: not every CPI supports metadata).
+    fn update_metadata(&self, r: &Record) {
+        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { return };
+        let cpi = self.cpis[pi].clone();
+        let ctx = cpi_context(&self.cfg);
+        let shared = self.shared.clone();
+        let md = metadata(&self.cfg.launcher_id, &r.intent);
+        let tag = format!("{}.assign.set_vm_metadata", r.intent.id);
+        std::thread::spawn(move || {
+            if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&tag, "set_vm_metadata", json!([cid, md]), &ctx)) {
+                log::warn(&format!("vm={cid} set_vm_metadata failed: {}", log::chain(&e)));
+            }
+            cpi.spool_files(&tag).remove();
+        });
+    }
+
+    /// Writes the attempt to the ledger, then runs create_vm (and set_vm_metadata) on a worker thread.
+    fn start_create(&mut self, r: &Record) -> Result<(), DaemonError> {
+        let Some(pi) = self.pool_index(&r.intent.pool) else { return Ok(()) };
+        let n = r.attempts + 1;
+        self.ledger.append(Event::Attempt { id: r.intent.id.clone(), n })?;
+        self.busy.insert(r.intent.id.clone());
+        let pool = self.cfg.pools[pi].clone();
+        let cpi = self.cpis[pi].clone();
+        let intent = r.intent.clone();
+        let stemcell = self.stemcells.get(pi).cloned().unwrap_or_default();
+        let ctx = cpi_context(&self.cfg);
+        let (tx, shared) = (self.tx.clone(), self.shared.clone());
+        let public_url = self.cfg.public_url();
+        let launcher_id = self.cfg.launcher_id.clone();
+        let endpoint = self.cfg.buildkite.endpoint.clone();
+        log::info(&format!("record={} job={} pool={} create_vm attempt {n}", intent.id, intent.job, pool.name));
+        std::thread::spawn(move || {
+            let args = create_vm_args(&pool, &intent, &stemcell, &public_url, &endpoint);
+            let tag = format!("{}-{n}.create_vm", intent.id);
+            let res = timed(&shared, "create_vm", || cpi.call(&tag, "create_vm", args, &ctx)).and_then(|v| {
+                crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "no VM CID in the result".into(), output: v.to_string() })
+            });
+            if let Ok(cid) = &res {
+                let md = metadata(&launcher_id, &intent);
+                let mtag = format!("{}-{n}.set_vm_metadata", intent.id);
+                if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &ctx)) {
+                    log::warn(&format!("record={} vm={cid} set_vm_metadata failed: {}", intent.id, log::chain(&e)));
+                }
+                cpi.spool_files(&mtag).remove();
+            }
+            let _ = tx.send(Msg::Created { id: intent.id.clone(), n, res });
+        });
+        Ok(())
+    }
+
+    fn start_delete(&mut self, r: &Record, after: After) {
+        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { return };
+        self.after.insert(r.intent.id.clone(), after);
+        self.busy.insert(r.intent.id.clone());
+        let cpi = self.cpis[pi].clone();
+        let ctx = cpi_context(&self.cfg);
+        let (tx, shared, id) = (self.tx.clone(), self.shared.clone(), r.intent.id.clone());
+        log::info(&format!("record={id} job={} vm={cid} delete_vm", r.intent.job));
+        std::thread::spawn(move || {
+            let tag = format!("{id}.delete_vm");
+            let res = timed(&shared, "delete_vm", || cpi.call(&tag, "delete_vm", json!([cid]), &ctx)).map(|_| ());
+            cpi.spool_files(&tag).remove();
+            let _ = tx.send(Msg::Deleted { id, res });
+        });
+    }
+
+    fn handle(&mut self, msg: Msg) -> Result<(), DaemonError> {
+        match msg {
+            Msg::Created { id, n, res } => {
+                self.busy.remove(&id);
+                let Some(r) = self.ledger.state.open.get(&id).cloned() else { return Ok(()) };
+                let pi = self.pool_index(&r.intent.pool);
+                let files = pi.map(|i| self.cpis[i].spool_files(&format!("{id}-{n}.create_vm")));
+                match res {
+                    Ok(cid) => {
+                        self.ledger.append(Event::Created { id: id.clone(), cid: cid.clone(), at: now() })?;
+                        log::info(&format!("record={id} job={} vm={cid} created", r.intent.job));
+                        http::lock(&self.shared).metrics.inc("launcher_jobs_launched_total", &[("pool", &r.intent.pool)], 1.0);
+                    }
+                    Err(e) => {
+                        let leak = matches!(e, CpiError::NoResponse { .. } | CpiError::Timeout { .. });
+                        log::warn(&format!(
+                            "record={id} job={} create_vm attempt {n} failed: {}{}",
+                            r.intent.job,
+                            log::chain(&e),
+                            if leak { " (the CPI gave no answer: a VM may have been left behind on its host)" } else { "" }
+                        ));
+                        self.ledger.append(Event::AttemptFailed { id, n, reason: e.to_string() })?;
+                    }
+                }
+                if let Some(f) = files {
+                    f.remove();
+                }
+            }
+            Msg::Deleted { id, res } => {
+                self.busy.remove(&id);
+                let Some(r) = self.ledger.state.open.get(&id).cloned() else { return Ok(()) };
+                match res {
+                    Ok(()) => {}
+                    Err(e) if e.is_vm_not_found() => {}
+                    Err(e) => {
+                        log::warn(&format!("record={id} vm={} delete_vm failed: {}; will retry", r.cid.as_deref().unwrap_or("-"), log::chain(&e)));
+                        return Ok(());
+                    }
+                }
+                log::info(&format!("record={id} job={} vm={} deleted", r.intent.job, r.cid.as_deref().unwrap_or("-")));
+                match self.after.remove(&id).unwrap_or(After::Close("deleted".into())) {
+                    After::Close(reason) => {
+                        self.forget(&r);
+                        self.ledger.append(Event::Closed { id, reason })?;
+                    }
+                    After::Retry(reason) => {
+                        self.ledger.append(Event::AttemptFailed { id, n: r.attempts, reason })?;
+                    }
+                    After::FailJob(reason) => {
+                        if !r.intent.job.is_empty() {
+                            self.fail_job(&r.intent.job, &r.intent.pool, &format!("agent-launcher: {reason}"));
+                        }
+                        self.forget(&r);
+                        self.ledger.append(Event::Closed { id, reason })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, r: &Record) {
+        self.reserved_at.remove(&r.intent.job);
+        http::lock(&self.shared).assignments.remove(&r.intent.secret);
+    }
+
+    fn update_gauges(&mut self) {
+        let creating = self.creating();
+        let cap = Capacity::new(&self.cfg, &self.ledger.state, &creating);
+        let mut s = http::lock(&self.shared);
+        let m = &mut s.metrics;
+        for name in ["launcher_vms", "launcher_capacity_used", "launcher_capacity_limit", "launcher_ip_addresses"] {
+            m.clear(name);
+        }
+        for (i, p) in self.cfg.pools.iter().enumerate() {
+            let mut by_state: HashMap<&str, f64> = HashMap::from([("creating", 0.0), ("running", 0.0), ("deleting", 0.0), ("pending", 0.0), ("warm", 0.0)]);
+            for r in self.ledger.state.open.values().filter(|r| r.intent.pool == p.name) {
+                let st = match (&r.cid, self.busy.contains(&r.intent.id)) {
+                    (None, true) => "creating",
+                    (None, false) => "pending",
+                    (Some(_), true) => "deleting",
+                    (Some(_), false) if r.intent.job.is_empty() => "warm",
+                    (Some(_), false) => "running",
+                };
+                *by_state.entry(st).or_default() += 1.0;
+            }
+            for (st, n) in by_state {
+                m.set("launcher_vms", &[("pool", &p.name), ("state", st)], n);
+            }
+            let (vms, cpu, ram, ips) = cap.used(i);
+            for (res, used, limit) in [("vms", vms as f64, p.limits.max_vms as f64), ("cpu", cpu as f64, p.limits.cpu as f64), ("ram_mb", ram as f64, p.limits.ram_mb as f64)] {
+                m.set("launcher_capacity_used", &[("pool", &p.name), ("resource", res)], used);
+                m.set("launcher_capacity_limit", &[("pool", &p.name), ("resource", res)], limit);
+            }
+            if !self.infos[i].ips.is_empty() {
+                m.set("launcher_ip_addresses", &[("pool", &p.name), ("state", "used")], ips as f64);
+                m.set("launcher_ip_addresses", &[("pool", &p.name), ("state", "free")], (self.infos[i].ips.len() - ips) as f64);
+            }
+        }
+    }
+}
+
+/// The VM's metadata tags (never a secret).
+fn metadata(launcher_id: &str, intent: &Intent) -> Value {
+    json!({
+        "agent-launcher": launcher_id,
+        "pool": intent.pool,
+        "job": if intent.job.is_empty() { "warm" } else { intent.job.as_str() },
+        "deadline": intent.deadline.to_string(),
+        "name": agent_name(intent),
+    })
+}
+
+/// The agent's name: pool and record (whose id starts with the job's first 8 characters).
+pub fn agent_name(i: &Intent) -> String {
+    format!("{}-{}", i.pool, i.id)
+}
+
+/// create_vm's six arguments for one record. The env tells the guest where to fetch its job and token; it
+/// never contains the Buildkite token itself.
+pub fn create_vm_args(pool: &crate::launcher::config::Pool, intent: &Intent, stemcell: &str, public_url: &str, endpoint: &str) -> Value {
+    let mut cp = pool.cloud_properties.clone();
+    if let Some(f) = pool.flavors.get(&intent.flavor) {
+        cp.insert("cpu".into(), json!(f.cpu));
+        cp.insert("ram".into(), json!(f.ram));
+        if f.disk > 0 {
+            cp.insert("disk".into(), json!(f.disk));
+        }
+        for (k, v) in &f.cloud_properties {
+            cp.insert(k.clone(), v.clone());
+        }
+    }
+    let mut networks = Map::new();
+    for (name, n) in &pool.networks {
+        let mut net = json!({"type": n.kind, "cloud_properties": n.cloud_properties, "dns": n.dns, "default": n.default});
+        if !n.static_ips.is_empty() {
+            net["ip"] = json!(intent.ip);
+            net["netmask"] = json!(n.netmask);
+            net["gateway"] = json!(n.gateway);
+        }
+        if n.default.is_empty() && pool.networks.len() == 1 {
+            net["default"] = json!(["dns", "gateway"]);
+        }
+        networks.insert(name.clone(), net);
+    }
+    let env = json!({
+        "bosh": {"group": format!("agent-launcher-{}", pool.name), "groups": ["agent-launcher", pool.name]},
+        "agent_launcher": {
+            "job_id": intent.job,
+            "agent_tags": intent.agent_tags.join(","),
+            "agent_name": agent_name(intent),
+            "endpoint": endpoint,
+            "assignment_url": format!("{public_url}/v1/assignment"),
+            "secret": intent.secret,
+            "deadline": intent.deadline,
+        }
+    });
+    json!([intent.id, stemcell, cp, networks, [], env])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn create_vm_arguments_for_a_static_ip_and_a_flavor() {
+        let cfg = Config::parse(
+            r#"
+launcher_id = "l1"
+ledger_dir = "/tmp/x"
+listen = "127.0.0.1:9595"
+[buildkite]
+token_env = "BK"
+queue = "vm"
+stack_key = "s"
+[[pool]]
+name = "p"
+tags = ["queue=vm"]
+cpi = ["/bin/cpi"]
+stemcell = { cid = "sc" }
+cloud_properties = { root_disk = 4096, cpu = 99 }
+networks.n = { type = "manual", static_ips = ["10.0.0.5"], netmask = "255.255.255.0", gateway = "10.0.0.1", dns = ["10.0.0.2"], cloud_properties = { type = "user" } }
+flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = true } }
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let intent = Intent {
+            id: "abcd1234-0001".into(),
+            job: "j-1".into(),
+            pool: "p".into(),
+            flavor: "big".into(),
+            cpu: 4,
+            ram: 2048,
+            ip: Some("10.0.0.5".into()),
+            deadline: 1_000,
+            secret: "s3cret-value".into(),
+            agent_tags: vec!["queue=vm".into(), "os=linux".into()],
+            at: 1,
+        };
+        let args = create_vm_args(&cfg.pools[0], &intent, "sc", "http://10.0.0.1:9595", "https://agent.buildkite.com/v3");
+        assert_eq!(
+            args,
+            json!([
+                "abcd1234-0001",
+                "sc",
+                {"root_disk": 4096, "cpu": 4, "ram": 2048, "disk": 100, "nested": true},
+                {"n": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["10.0.0.2"],
+                       "default": ["dns", "gateway"], "cloud_properties": {"type": "user"}}},
+                [],
+                {"bosh": {"group": "agent-launcher-p", "groups": ["agent-launcher", "p"]},
+                 "agent_launcher": {"job_id": "j-1", "agent_tags": "queue=vm,os=linux", "agent_name": "p-abcd1234-0001",
+                                    "endpoint": "https://agent.buildkite.com/v3", "assignment_url": "http://10.0.0.1:9595/v1/assignment",
+                                    "secret": "s3cret-value", "deadline": 1000}}
+            ])
+        );
+        let md = metadata("l1", &intent);
+        assert_eq!(md, json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"}));
+        assert!(!md.to_string().contains("s3cret"), "no secret in VM metadata");
+    }
+}

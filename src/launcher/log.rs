@@ -1,0 +1,61 @@
+//! The launcher's log: one line per event on stderr, `time level key=value… message`, easy to grep by
+//! `job=` or `vm=`. Every line passes through a redactor that knows the tokens and VM secrets.
+use std::io::Write;
+use std::sync::Mutex;
+
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Registers a secret: it never appears in a log line from now on.
+pub fn add_secret(secret: &str) {
+    if secret.len() < 4 {
+        return;
+    }
+    let mut s = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    if !s.iter().any(|x| x == secret) {
+        s.push(secret.to_string());
+        s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+    }
+}
+
+/// Replaces every registered secret with `<redacted>`.
+pub fn redact(text: &str) -> String {
+    let s = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = text.to_string();
+    for secret in s.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
+fn line(level: &str, msg: &str) {
+    let now = crate::logger::timestamp();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{now} {level} {}", redact(msg));
+}
+
+pub fn info(msg: &str) {
+    line("INFO", msg);
+}
+pub fn warn(msg: &str) {
+    line("WARN", msg);
+}
+pub fn error(msg: &str) {
+    line("ERROR", msg);
+}
+
+/// An error with its whole source chain, joined with ": ".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,24 @@
+//! `agent-launcher`: one fresh VM per CI job, made through any BOSH CPI executable.
+//!
+//! - [`config`]: the TOML config, validated once.
+//! - [`buildkite`]: the queue source (Stacks API) and its HTTP rules (retries, rate limits).
+//! - [`rules`]: agent query rule matching, as Buildkite does it.
+//! - [`plan`]: which job starts in which pool, with flavors, capacity, static IPs and placement.
+//! - [`cpi`]: the CPI client, one process per call like the BOSH director, spooled to disk.
+//! - [`ledger`]: the fsync'd intent log that makes restarts leak-free.
+//! - [`daemon`]: the loop and the recovery on start.
+//! - [`http`] and [`metrics`]: `/metrics`, `/healthz` and the VM assignment endpoint.
+//! - [`status`]: the human-readable views (`status`, `--dry-run`).
+//! - [`stemcell`]: stemcell tarballs (the `image` and the `cloud_properties` of `stemcell.MF`).
+pub mod buildkite;
+pub mod config;
+pub mod cpi;
+pub mod daemon;
+pub mod http;
+pub mod ledger;
+pub mod log;
+pub mod metrics;
+pub mod plan;
+pub mod rules;
+pub mod status;
+pub mod stemcell;

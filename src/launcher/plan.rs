@@ -1,0 +1,376 @@
+//! Deciding which scheduled jobs to start where: matching, flavors, capacity, static IPs and placement.
+//!
+//! [`plan`] is a pure function of the config, the open ledger records, the creates in flight and one
+//! listing, so it is unit-tested and benchmarked without any I/O. Jobs are considered in the listing's order
+//! (priority, then age); capacity taken by a job earlier in the same plan counts for the later ones.
+use crate::launcher::buildkite::{Listing, ScheduledJob};
+use crate::launcher::config::{Config, Placement, Pool};
+use crate::launcher::ledger::State;
+use crate::launcher::rules::{PoolTags, Rule};
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+
+/// A pool with what is derived from its config once.
+#[derive(Debug, Clone)]
+pub struct PoolInfo {
+    pub tags: PoolTags,
+    /// The static addresses of the pool's network that has them, with that network's name.
+    pub ips: Vec<Ipv4Addr>,
+    pub ip_network: Option<String>,
+}
+
+impl PoolInfo {
+    pub fn new(p: &Pool) -> PoolInfo {
+        let (ip_network, ips) = p
+            .networks
+            .iter()
+            .find(|(_, n)| !n.static_ips.is_empty())
+            .map(|(name, n)| (Some(name.clone()), n.addresses().unwrap_or_default()))
+            .unwrap_or((None, Vec::new()));
+        PoolInfo { tags: PoolTags::new(&p.tags, &p.flavor_tag), ips, ip_network }
+    }
+}
+
+/// What the plan says to do with one job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Reserve the job and hand it to this warm VM (an open record with a VM and no job).
+    Assign { job: ScheduledJob, pool: usize, record: String, agent_tags: Vec<String> },
+    /// Reserve the job and create its VM in this pool.
+    Start { job: ScheduledJob, pool: usize, flavor: String, cpu: u32, ram: u64, agent_tags: Vec<String>, ip: Option<String> },
+    /// The job cannot run here (unknown flavor): reserve it and finish it with −1 and this reason.
+    Refuse { job: ScheduledJob, pool: usize, reason: String },
+    /// The job matches but must wait; `reason` is `capacity`, `ip`, `paused` or `creates`.
+    Wait { job: ScheduledJob, pool: usize, reason: &'static str },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Usage {
+    vms: u32,
+    cpu: u32,
+    ram: u64,
+    creating: u32,
+    ips: BTreeSet<Ipv4Addr>,
+}
+
+/// Capacity in use, per pool and in total.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    pools: Vec<Usage>,
+    total: Usage,
+}
+
+impl Capacity {
+    /// From the open records; `creating[i]` is the number of create_vm calls in flight in pool `i`.
+    pub fn new(cfg: &Config, state: &State, creating: &[u32]) -> Capacity {
+        let mut pools = vec![Usage::default(); cfg.pools.len()];
+        let mut total = Usage::default();
+        for r in state.open.values() {
+            if let Some(i) = cfg.pools.iter().position(|p| p.name == r.intent.pool) {
+                let u = &mut pools[i];
+                u.vms += 1;
+                u.cpu += r.intent.cpu;
+                u.ram += r.intent.ram;
+                if let Some(ip) = r.intent.ip.as_ref().and_then(|s| s.parse().ok()) {
+                    u.ips.insert(ip);
+                }
+            }
+            total.vms += 1;
+            total.cpu += r.intent.cpu;
+            total.ram += r.intent.ram;
+        }
+        for (i, c) in creating.iter().enumerate() {
+            if let Some(u) = pools.get_mut(i) {
+                u.creating = *c;
+            }
+        }
+        Capacity { pools, total }
+    }
+
+    pub fn used(&self, pool: usize) -> (u32, u32, u64, usize) {
+        let u = &self.pools[pool];
+        (u.vms, u.cpu, u.ram, u.ips.len())
+    }
+
+    /// Why a VM of this size does not fit in pool `i` now (`None` when it fits).
+    pub fn refusal(&self, cfg: &Config, info: &PoolInfo, i: usize, cpu: u32, ram: u64, smallest: bool) -> Option<&'static str> {
+        let p = &cfg.pools[i];
+        let (u, l, g) = (&self.pools[i], &p.limits, &cfg.limits);
+        let over = |limit: u64, used: u64, add: u64| limit > 0 && used + add > limit;
+        if over(l.max_vms.into(), u.vms.into(), 1) || over(g.max_vms.into(), self.total.vms.into(), 1) {
+            return Some("capacity");
+        }
+        if over(l.cpu.into(), u.cpu.into(), cpu.into()) || over(l.ram_mb, u.ram, ram) || over(g.cpu.into(), self.total.cpu.into(), cpu.into()) || over(g.ram_mb, self.total.ram, ram) {
+            return Some("capacity");
+        }
+        if l.reserve_smallest && !smallest {
+            if let Some((_, s)) = p.smallest_flavor() {
+                let (c2, r2) = (u64::from(cpu) + u64::from(s.cpu), ram + s.ram);
+                if over(l.cpu.into(), u.cpu.into(), c2) || over(l.ram_mb, u.ram, r2) || over(l.max_vms.into(), u.vms.into(), 2) {
+                    return Some("capacity");
+                }
+            }
+        }
+        if u.creating >= l.max_concurrent_creates {
+            return Some("creates");
+        }
+        if !info.ips.is_empty() && info.ips.iter().all(|ip| u.ips.contains(ip)) {
+            return Some("ip");
+        }
+        None
+    }
+
+    pub fn take(&mut self, info: &PoolInfo, i: usize, cpu: u32, ram: u64) -> Option<String> {
+        let u = &mut self.pools[i];
+        u.vms += 1;
+        u.cpu += cpu;
+        u.ram += ram;
+        u.creating += 1;
+        self.total.vms += 1;
+        self.total.cpu += cpu;
+        self.total.ram += ram;
+        let ip = info.ips.iter().find(|ip| !u.ips.contains(ip)).copied();
+        if let Some(ip) = ip {
+            u.ips.insert(ip);
+        }
+        ip.map(|i| i.to_string())
+    }
+
+    /// Fill ratio of a pool, for spread/pack (the tightest of its limits; VM count when it has none).
+    fn fill(&self, p: &Pool, i: usize) -> f64 {
+        let u = &self.pools[i];
+        let mut r: f64 = 0.0;
+        let mut any = false;
+        for (used, limit) in [(u.vms as f64, p.limits.max_vms as f64), (u.cpu as f64, p.limits.cpu as f64), (u.ram as f64, p.limits.ram_mb as f64)] {
+            if limit > 0.0 {
+                r = r.max(used / limit);
+                any = true;
+            }
+        }
+        if any {
+            r
+        } else {
+            u.vms as f64 / 1e6
+        }
+    }
+}
+
+/// Decides, for every listed job that no open record holds, whether to start, refuse or wait.
+/// `skip` holds jobs already handled (refused) that may still be listed.
+/// `busy` holds the records with a CPI call in flight (creates count against `max_concurrent_creates`;
+/// a warm VM that is being deleted cannot take a job).
+pub fn plan(cfg: &Config, infos: &[PoolInfo], state: &State, busy: &HashSet<String>, listing: &Listing, skip: &HashSet<String>) -> Vec<Decision> {
+    let mut creating = vec![0u32; cfg.pools.len()];
+    // idle warm VMs per pool: (record, flavor), oldest first
+    let mut warm: Vec<Vec<(String, String)>> = vec![Vec::new(); cfg.pools.len()];
+    for r in state.open.values() {
+        let Some(i) = cfg.pools.iter().position(|p| p.name == r.intent.pool) else { continue };
+        if busy.contains(&r.intent.id) {
+            if r.cid.is_none() {
+                creating[i] += 1;
+            }
+        } else if r.intent.job.is_empty() && r.cid.is_some() {
+            warm[i].push((r.intent.id.clone(), r.intent.flavor.clone()));
+        }
+    }
+    let mut cap = Capacity::new(cfg, state, &creating);
+    let held: HashSet<&str> = state.open.values().map(|r| r.intent.job.as_str()).collect();
+    let mut out = Vec::new();
+    for job in &listing.jobs {
+        if held.contains(job.id.as_str()) || skip.contains(&job.id) {
+            continue;
+        }
+        let Some(rules) = job.rules.iter().map(|r| Rule::parse(r)).collect::<Option<Vec<Rule>>>() else { continue };
+        let matches: Vec<(usize, crate::launcher::rules::Match)> = infos.iter().enumerate().filter_map(|(i, info)| info.tags.matches_rules(&rules).map(|m| (i, m))).collect();
+        let Some((first, _)) = matches.first() else { continue };
+        if listing.paused {
+            out.push(Decision::Wait { job: job.clone(), pool: *first, reason: "paused" });
+            continue;
+        }
+        // a warm VM of the right flavor takes the job without a create
+        let assigned = matches.iter().find_map(|(i, m)| {
+            let (fname, _) = cfg.pools[*i].flavor_for(m.flavor.as_deref()).ok()?;
+            let k = warm[*i].iter().position(|(_, f)| f == fname)?;
+            Some((*i, warm[*i].remove(k).0, m.agent_tags.clone()))
+        });
+        if let Some((pool, record, agent_tags)) = assigned {
+            out.push(Decision::Assign { job: job.clone(), pool, record, agent_tags });
+            continue;
+        }
+        let mut refusal = None;
+        let mut wait = None;
+        let mut best: Option<(usize, f64, String, u32, u64, Vec<String>)> = None;
+        for (i, m) in &matches {
+            let p = &cfg.pools[*i];
+            let (fname, f) = match p.flavor_for(m.flavor.as_deref()) {
+                Ok(x) => x,
+                Err(reason) => {
+                    refusal.get_or_insert((*i, reason));
+                    continue;
+                }
+            };
+            let smallest = p.smallest_flavor().map(|(n, _)| n == fname).unwrap_or(true);
+            if let Some(why) = cap.refusal(cfg, &infos[*i], *i, f.cpu, f.ram, smallest) {
+                // "ip" is the most specific reason to show; keep the first pool's otherwise
+                if wait.is_none() || why == "ip" {
+                    wait = Some((*i, why));
+                }
+                continue;
+            }
+            let fill = cap.fill(p, *i);
+            let better = match (&best, cfg.placement) {
+                (None, _) => true,
+                (Some(b), Placement::Spread) => fill < b.1,
+                (Some(b), Placement::Pack) => fill > b.1,
+            };
+            if better {
+                best = Some((*i, fill, fname.to_string(), f.cpu, f.ram, m.agent_tags.clone()));
+            }
+        }
+        match (best, wait, refusal) {
+            (Some((i, _, flavor, cpu, ram, agent_tags)), _, _) => {
+                let ip = cap.take(&infos[i], i, cpu, ram);
+                out.push(Decision::Start { job: job.clone(), pool: i, flavor, cpu, ram, agent_tags, ip });
+            }
+            (None, Some((i, reason)), _) => out.push(Decision::Wait { job: job.clone(), pool: i, reason }),
+            (None, None, Some((i, reason))) => out.push(Decision::Refuse { job: job.clone(), pool: i, reason }),
+            (None, None, None) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launcher::ledger::{Intent, Record};
+    use std::path::Path;
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!(
+            r#"
+launcher_id = "t"
+ledger_dir = "/tmp/x"
+listen = "127.0.0.1:0"
+{extra}
+[buildkite]
+token_env = "BK"
+queue = "vm"
+stack_key = "s"
+[[pool]]
+name = "a"
+tags = ["queue=vm"]
+cpi = ["/bin/true"]
+stemcell = {{ cid = "sc" }}
+networks.n = {{ type = "manual", static_ips = ["10.0.0.1-10.0.0.2"], netmask = "255.255.255.0" }}
+flavors.small = {{ cpu = 1, ram = 1024 }}
+flavors.large = {{ cpu = 4, ram = 4096 }}
+limits = {{ cpu = 6, max_concurrent_creates = 10, reserve_smallest = true }}
+[[pool]]
+name = "b"
+tags = ["queue=vm"]
+cpi = ["/bin/true"]
+stemcell = {{ cid = "sc" }}
+networks.n = {{ type = "dynamic" }}
+flavors.small = {{ cpu = 1, ram = 1024 }}
+limits = {{ max_vms = 3, max_concurrent_creates = 10 }}
+"#
+        );
+        Config::parse(&text, Path::new("t.toml")).unwrap()
+    }
+
+    fn job(id: &str, rules: &[&str]) -> ScheduledJob {
+        ScheduledJob { id: id.into(), priority: 0, rules: rules.iter().map(|s| s.to_string()).collect(), scheduled_at: String::new() }
+    }
+
+    fn open(pool: &str, cpu: u32, ip: Option<&str>) -> Record {
+        Record {
+            intent: Intent { id: format!("r-{pool}-{cpu}-{ip:?}"), job: format!("j-{cpu}-{ip:?}"), pool: pool.into(), flavor: "x".into(), cpu, ram: 1, ip: ip.map(String::from), deadline: 0, secret: String::new(), agent_tags: vec![], at: 0 },
+            attempts: 1,
+            failures: 0,
+            cid: Some("vm".into()),
+            created_at: None,
+            last_failure: None,
+        }
+    }
+
+    fn run(c: &Config, state: &State, jobs: Vec<ScheduledJob>) -> Vec<Decision> {
+        let infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
+        plan(c, &infos, state, &HashSet::new(), &Listing { jobs, paused: false }, &HashSet::new())
+    }
+
+    #[test]
+    fn spread_flavors_and_refusal() {
+        let c = cfg("");
+        let d = run(&c, &State::default(), vec![job("1", &["queue=vm"]), job("2", &["queue=vm"]), job("3", &["queue=vm", "flavor=huge"]), job("4", &["queue=other"])]);
+        assert_eq!(d.len(), 3, "{d:?}");
+        // spread: both pools start empty; the first goes to a, the next to the emptier b
+        assert!(matches!(&d[0], Decision::Start { pool: 0, ip: Some(ip), flavor, .. } if ip == "10.0.0.1" && flavor == "small"));
+        assert!(matches!(&d[1], Decision::Start { pool: 1, ip: None, .. }));
+        assert!(matches!(&d[2], Decision::Refuse { reason, .. } if reason.contains("huge")), "{:?}", d[2]);
+    }
+
+    #[test]
+    fn pack_fills_the_first_pool_until_ips_run_out() {
+        let c = cfg("placement = \"pack\"");
+        let mut st = State::default();
+        st.open.insert("x".into(), open("a", 1, Some("10.0.0.1")));
+        let d = run(&c, &st, vec![job("1", &["queue=vm"]), job("2", &["queue=vm"]), job("3", &["queue=vm"])]);
+        assert!(matches!(&d[0], Decision::Start { pool: 0, ip: Some(ip), .. } if ip == "10.0.0.2"), "{d:?}");
+        // pool a has no address left: b takes the rest
+        assert!(matches!(&d[1], Decision::Start { pool: 1, .. }), "{d:?}");
+    }
+
+    #[test]
+    fn waits_for_ips_and_keeps_the_small_reserve() {
+        let c = cfg("");
+        let mut st = State::default();
+        st.open.insert("x".into(), open("a", 1, Some("10.0.0.1")));
+        st.open.insert("y".into(), open("a", 1, Some("10.0.0.2")));
+        // b is full too
+        for k in 0..3 {
+            st.open.insert(format!("b{k}"), open("b", 1, None));
+        }
+        let d = run(&c, &st, vec![job("1", &["queue=vm"])]);
+        assert!(matches!(&d[0], Decision::Wait { reason: "ip", pool: 0, .. }), "{d:?}");
+        // reserve_smallest: with 2 of 6 CPUs used, a large (4) would leave no room for a small (1)
+        let mut st = State::default();
+        st.open.insert("x".into(), open("a", 2, None));
+        let d = run(&c, &st, vec![job("1", &["queue=vm", "flavor=large"]), job("2", &["queue=vm"])]);
+        assert!(matches!(&d[0], Decision::Wait { reason: "capacity", .. }), "{d:?}");
+        assert!(matches!(&d[1], Decision::Start { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn warm_vms_of_the_right_flavor_take_jobs_first() {
+        let c = cfg("");
+        let mut st = State::default();
+        let mut w = open("b", 1, None);
+        w.intent.job = String::new();
+        w.intent.flavor = "small".into();
+        st.open.insert(w.intent.id.clone(), w.clone());
+        let d = run(&c, &st, vec![job("1", &["queue=vm", "flavor=large"]), job("2", &["queue=vm"]), job("3", &["queue=vm"])]);
+        assert!(matches!(&d[0], Decision::Start { flavor, .. } if flavor == "large"), "{d:?}");
+        assert!(matches!(&d[1], Decision::Assign { record, pool: 1, .. } if *record == w.intent.id), "{d:?}");
+        assert!(matches!(&d[2], Decision::Start { .. }), "{d:?}");
+        // a warm VM that is being deleted takes nothing
+        let infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
+        let busy: HashSet<String> = [w.intent.id.clone()].into();
+        let d = plan(&c, &infos, &st, &busy, &Listing { jobs: vec![job("2", &["queue=vm"])], paused: false }, &HashSet::new());
+        assert!(matches!(&d[0], Decision::Start { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn paused_queue_starts_nothing_and_held_jobs_are_skipped() {
+        let c = cfg("");
+        let infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
+        let l = Listing { jobs: vec![job("1", &["queue=vm"])], paused: true };
+        let d = plan(&c, &infos, &State::default(), &HashSet::new(), &l, &HashSet::new());
+        assert!(matches!(&d[0], Decision::Wait { reason: "paused", .. }));
+        let mut st = State::default();
+        let mut r = open("a", 1, None);
+        r.intent.job = "1".into();
+        st.open.insert("x".into(), r);
+        assert!(run(&c, &st, vec![job("1", &["queue=vm"])]).is_empty());
+    }
+}

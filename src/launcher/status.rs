@@ -1,0 +1,98 @@
+//! Views for people: `agent-launcher status` (what the ledger holds) and `--dry-run` (what a poll would do).
+use crate::launcher::buildkite::{is_terminal, BkError, Source};
+use crate::launcher::config::Config;
+use crate::launcher::daemon::now;
+use crate::launcher::ledger::{self, LedgerError, State};
+use crate::launcher::plan::{plan, Decision, PoolInfo};
+use std::collections::HashSet;
+use std::fmt::Write;
+
+/// The ledger as text: stemcells, then one line per open record.
+pub fn render_status(cfg: &Config, state: &State) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "launcher {} — ledger {}", cfg.launcher_id, cfg.ledger_dir.display());
+    for (pool, (_, cid)) in &state.stemcells {
+        let _ = writeln!(out, "stemcell  pool={pool} cid={cid}");
+    }
+    if state.open.is_empty() {
+        let _ = writeln!(out, "no open records (no VMs)");
+    }
+    let t = now();
+    for r in state.open.values() {
+        let i = &r.intent;
+        let phase = match &r.cid {
+            Some(_) if i.job.is_empty() => "warm",
+            Some(_) => "vm",
+            None if r.attempts > r.failures => "creating",
+            None => "pending",
+        };
+        let left = i.deadline.saturating_sub(t);
+        let _ = writeln!(
+            out,
+            "{phase:<8}  record={} job={} pool={} flavor={} vm={} ip={} attempts={} failures={} deadline_in={}m{}",
+            i.id,
+            if i.job.is_empty() { "-" } else { &i.job },
+            i.pool,
+            i.flavor,
+            r.cid.as_deref().unwrap_or("-"),
+            i.ip.as_deref().unwrap_or("-"),
+            r.attempts,
+            r.failures,
+            left / 60,
+            r.last_failure.as_ref().map(|f| format!(" last_failure={f:?}")).unwrap_or_default()
+        );
+    }
+    out
+}
+
+pub fn status(cfg: &Config) -> Result<String, LedgerError> {
+    Ok(render_status(cfg, &ledger::read(&cfg.ledger_dir)?))
+}
+
+/// One poll without side effects: lists jobs and states (read-only calls) and says what would be done.
+pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
+    let state = ledger::read(&cfg.ledger_dir)?;
+    let mut out = Vec::new();
+    let jobs: Vec<String> = state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
+    let states = if jobs.is_empty() { Default::default() } else { source.states(&jobs)? };
+    let t = now();
+    for r in state.open.values() {
+        let st = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
+        if let Some(cid) = &r.cid {
+            if is_terminal(st) {
+                out.push(format!("would delete_vm vm={cid} record={} job={} (job {st})", r.intent.id, r.intent.job));
+            } else if t > r.intent.deadline {
+                out.push(format!("would delete_vm vm={cid} record={} job={} (past its lifetime)", r.intent.id, r.intent.job));
+            }
+        }
+    }
+    let listing = source.list()?;
+    if listing.paused {
+        out.push("queue is paused: would start nothing".into());
+    }
+    let infos: Vec<PoolInfo> = cfg.pools.iter().map(PoolInfo::new).collect();
+    for d in plan(cfg, &infos, &state, &HashSet::new(), &listing, &HashSet::new()) {
+        match d {
+            Decision::Assign { job, pool, record, .. } => {
+                out.push(format!("would reserve job={} pool={} and assign it to warm VM record={record}", job.id, cfg.pools[pool].name));
+            }
+            Decision::Start { job, pool, flavor, ip, .. } => {
+                out.push(format!("would reserve job={} pool={} flavor={flavor}", job.id, cfg.pools[pool].name));
+                out.push(format!("would create_vm job={} pool={} flavor={flavor} ip={}", job.id, cfg.pools[pool].name, ip.as_deref().unwrap_or("-")));
+            }
+            Decision::Refuse { job, pool, reason } => {
+                out.push(format!("would reserve job={} pool={} and finish it with -1: {reason}", job.id, cfg.pools[pool].name));
+            }
+            Decision::Wait { job, pool, reason } => out.push(format!("would wait job={} pool={} ({reason})", job.id, cfg.pools[pool].name)),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    #[error("ledger")]
+    Ledger(#[from] LedgerError),
+    #[error("buildkite")]
+    Buildkite(#[from] BkError),
+}

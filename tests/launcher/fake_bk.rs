@@ -1,0 +1,328 @@
+//! A fake Buildkite agent API (the Stacks endpoints) on a plain std TcpListener, for the launcher tests.
+//!
+//! It keeps a job store with Buildkite's state machine (scheduled → reserved, hidden until expiry → running →
+//! passed/failed/canceled), checks the `Token` auth, pages the list with cursors, and can be told to pause the
+//! queue, answer 429 with `Retry-After`, answer 5xx, or stall past the client's timeout.
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub rules: Vec<String>,
+    pub priority: i64,
+    pub scheduled_at: String,
+    pub state: String,
+    pub reserved_until: Option<Instant>,
+    pub reservations: u32,
+    /// Reservations that ran out (the job was listed again).
+    pub lapses: u32,
+    pub finish: Option<(i64, String)>,
+}
+
+/// A fault for the next request whose path contains `path`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub path: String,
+    pub status: u16,
+    pub retry_after: Option<u32>,
+    pub stall_ms: u64,
+    /// Extra response headers (with status 0: on the normal answer), e.g. `RateLimit-Remaining: 0\r\n`.
+    pub headers: String,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub jobs: BTreeMap<String, Job>,
+    pub paused: bool,
+    pub faults: VecDeque<Fault>,
+    /// (method, path) of every request, in order, and when it came.
+    pub calls: Vec<(String, String)>,
+    pub call_times: Vec<Instant>,
+    /// The query string of every request.
+    pub queries: Vec<String>,
+    pub notifications: Vec<(String, String)>,
+    pub registered: u32,
+    pub deregistered: u32,
+    pub unauthorized: u32,
+    pub seq: u64,
+    /// REST: annotations posted, as (build number, body).
+    pub annotations: Vec<(u64, String)>,
+    /// REST: builds list requests without `created_from`.
+    pub rest_unfiltered: u32,
+}
+
+/// The REST API access token the fake accepts (`Bearer`).
+pub const REST_TOKEN: &str = "bkua_rest_secret_5678";
+
+#[derive(Clone)]
+pub struct FakeBk {
+    pub state: Arc<Mutex<State>>,
+    pub url: String,
+    pub token: String,
+}
+
+impl FakeBk {
+    pub fn start(token: &str) -> FakeBk {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v3", listener.local_addr().unwrap());
+        let fake = FakeBk { state: Arc::new(Mutex::new(State::default())), url, token: token.to_string() };
+        let f2 = fake.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let f = f2.clone();
+                std::thread::spawn(move || {
+                    let _ = f.handle(s);
+                });
+            }
+        });
+        fake
+    }
+
+    pub fn st(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a scheduled job; ids are UUID-shaped and scheduled_at increases with each call.
+    pub fn add_job(&self, rules: &[&str], priority: i64) -> String {
+        let mut s = self.st();
+        s.seq += 1;
+        let n = s.seq;
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", n, n);
+        let at = format!("2026-01-05T10:{:02}:{:02}.000Z", (n / 60) % 60, n % 60);
+        s.jobs.insert(id.clone(), Job { id: id.clone(), rules: rules.iter().map(|r| r.to_string()).collect(), priority, scheduled_at: at, state: "scheduled".into(), reserved_until: None, reservations: 0, lapses: 0, finish: None });
+        id
+    }
+
+    pub fn set_state(&self, id: &str, state: &str) {
+        if let Some(j) = self.st().jobs.get_mut(id) {
+            j.state = state.into();
+        }
+    }
+
+    pub fn job(&self, id: &str) -> Job {
+        self.st().jobs[id].clone()
+    }
+
+    pub fn fault(&self, path: &str, status: u16, retry_after: Option<u32>, stall_ms: u64) {
+        self.st().faults.push_back(Fault { path: path.into(), status, retry_after, stall_ms, headers: String::new() });
+    }
+
+    /// A normal answer with extra headers for the next request whose path contains `path`.
+    pub fn headers(&self, path: &str, headers: &str) {
+        self.st().faults.push_back(Fault { path: path.into(), status: 0, retry_after: None, stall_ms: 0, headers: headers.into() });
+    }
+
+    fn handle(&self, stream: TcpStream) -> std::io::Result<()> {
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut r = BufReader::new(&stream);
+        let mut first = String::new();
+        r.read_line(&mut first)?;
+        let (mut len, mut auth) = (0usize, String::new());
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "authorization" => auth = v.trim().to_string(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body)?;
+        let mut parts = first.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let full = parts.next().unwrap_or("").to_string();
+        let (path, query) = full.split_once('?').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((full.clone(), String::new()));
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (status, extra, resp) = self.route(&method, &path, &query, &auth, &body);
+        let text = resp.map(|v| v.to_string()).unwrap_or_default();
+        let reason = match status {
+            200 => "OK",
+            201 => "Created",
+            204 => "No Content",
+            401 => "Unauthorized",
+            404 => "Not Found",
+            422 => "Unprocessable Entity",
+            429 => "Too Many Requests",
+            _ => "Error",
+        };
+        let mut w = &stream;
+        write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{text}", text.len())?;
+        w.flush()
+    }
+
+    /// REST v2: `GET {org}/builds` (one build per job, newest first, `state[]`, `per_page` ≤ 100, `page`,
+    /// `Link`) and `POST {org}/pipelines/{p}/builds/{n}/annotations`.
+    fn rest(&self, method: &str, rest: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+        if auth != format!("Bearer {REST_TOKEN}") {
+            self.st().unauthorized += 1;
+            return (401, String::new(), Some(json!({"message": "Authentication required"})));
+        }
+        let mut s = self.st();
+        let (org, op) = rest.split_once('/').unwrap_or((rest, ""));
+        if method == "POST" && op.ends_with("/annotations") {
+            let number = op.split('/').nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
+            s.annotations.push((number, body["body"].as_str().unwrap_or("").to_string()));
+            return (201, String::new(), Some(json!({"id": "a"})));
+        }
+        if method != "GET" || op != "builds" {
+            return (404, String::new(), Some(json!({"message": "not found"})));
+        }
+        let params: Vec<(String, String)> = query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.replace("%5B%5D", "[]"), v.to_string())).collect();
+        let get = |k: &str| params.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        if get("created_from").is_none() {
+            s.rest_unfiltered += 1;
+        }
+        let states: Vec<String> = params.iter().filter(|(k, _)| k == "state[]").map(|(_, v)| v.clone()).collect();
+        let per_page: usize = get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30).min(100);
+        let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+        let build_state = |j: &Job| match j.state.as_str() {
+            "scheduled" | "running" | "passed" | "failed" | "canceled" => j.state.clone(),
+            _ => "running".to_string(),
+        };
+        let mut builds: Vec<(u64, &Job)> = s.jobs.values().map(|j| (u64::from_str_radix(&j.id[..8], 16).unwrap_or(0), j)).filter(|(_, j)| states.is_empty() || states.contains(&build_state(j))).collect();
+        builds.sort_by_key(|b| std::cmp::Reverse(b.0));
+        let total = builds.len();
+        let items: Vec<Value> = builds
+            .iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|(n, j)| {
+                json!({"id": format!("build-{n}"), "number": n, "state": build_state(j), "pipeline": {"slug": "app"},
+                       "jobs": [{"id": j.id, "type": "script", "state": j.state, "agent_query_rules": j.rules, "priority": {"number": j.priority}, "scheduled_at": j.scheduled_at}]})
+            })
+            .collect();
+        let mut extra = String::new();
+        if page * per_page < total {
+            let base = format!("{}/v2/organizations/{org}/builds", self.url.trim_end_matches("/v3"));
+            let q: Vec<String> = params.iter().filter(|(k, _)| k != "page").map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D"))).collect();
+            extra = format!("Link: <{base}?{}&page={}>; rel=\"next\"\r\n", q.join("&"), page + 1);
+        }
+        (200, extra, Some(Value::Array(items)))
+    }
+
+    fn route(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+        let fault = {
+            let mut s = self.st();
+            s.calls.push((method.to_string(), path.to_string()));
+            s.call_times.push(Instant::now());
+            s.queries.push(query.to_string());
+            let i = s.faults.iter().position(|f| path.contains(&f.path));
+            i.and_then(|i| s.faults.remove(i))
+        };
+        let mut headers = String::new();
+        if let Some(f) = fault {
+            std::thread::sleep(Duration::from_millis(f.stall_ms));
+            if f.status != 0 {
+                let extra = f.retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
+                return (f.status, format!("{extra}{}", f.headers), Some(json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1})));
+            }
+            headers = f.headers;
+        }
+        let (status, extra, body) = self.answer(method, path, query, auth, body);
+        (status, format!("{headers}{extra}"), body)
+    }
+
+    fn answer(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+        if let Some(rest) = path.strip_prefix("/v2/organizations/") {
+            return self.rest(method, rest, query, auth, body);
+        }
+        if auth != format!("Token {}", self.token) {
+            self.st().unauthorized += 1;
+            return (401, String::new(), Some(json!({"message": "Authentication required"})));
+        }
+        let rest = match path.strip_prefix("/v3/stacks/") {
+            Some(r) => r,
+            None => return (404, String::new(), Some(json!({"message": "not found"}))),
+        };
+        let mut s = self.st();
+        let now = Instant::now();
+        for j in s.jobs.values_mut() {
+            if j.reserved_until.is_some_and(|t| t <= now) {
+                j.reserved_until = None;
+                j.lapses += 1;
+            }
+        }
+        if rest == "register" {
+            s.registered += 1;
+            let code = if s.registered == 1 { 201 } else { 200 };
+            return (code, String::new(), Some(json!({"key": body["key"], "type": "custom", "state": "connected"})));
+        }
+        let (_key, op) = rest.split_once('/').unwrap_or((rest, ""));
+        match (method, op) {
+            ("POST", "deregister") => {
+                s.deregistered += 1;
+                (204, String::new(), None)
+            }
+            ("GET", "scheduled-jobs") => {
+                let q: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+                let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(1000);
+                let after: usize = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let mut list: Vec<&Job> = s.jobs.values().filter(|j| j.state == "scheduled" && j.reserved_until.is_none()).collect();
+                list.sort_by(|a, b| a.scheduled_at.cmp(&b.scheduled_at));
+                let page: Vec<Value> = list
+                    .iter()
+                    .skip(after)
+                    .take(limit)
+                    .map(|j| json!({"id": j.id, "priority": j.priority, "agent_query_rules": j.rules, "scheduled_at": j.scheduled_at, "pipeline": {"slug": "app"}, "build": {"number": 1}}))
+                    .collect();
+                let more = list.len() > after + limit;
+                (200, String::new(), Some(json!({"jobs": page, "page_info": {"has_next_page": more, "end_cursor": (after + limit).to_string()}, "cluster_queue": {"id": "q", "dispatch_paused": s.paused}})))
+            }
+            ("PUT", "scheduled-jobs/batch-reserve") => {
+                let secs = body["reservation_expiry_seconds"].as_u64().unwrap_or(300);
+                let (mut ok, mut not) = (vec![], vec![]);
+                for id in body["job_uuids"].as_array().cloned().unwrap_or_default() {
+                    let id = id.as_str().unwrap_or("").to_string();
+                    match s.jobs.get_mut(&id) {
+                        // this fake serves one stack: reserving a reserved job extends the reservation
+                        Some(j) if j.state == "scheduled" => {
+                            j.reserved_until = Some(now + Duration::from_secs(secs));
+                            j.reservations += 1;
+                            ok.push(id);
+                        }
+                        _ => not.push(id),
+                    }
+                }
+                (200, String::new(), Some(json!({"reserved": ok, "not_reserved": not})))
+            }
+            ("POST", "jobs/get-states") => {
+                let mut states = serde_json::Map::new();
+                for id in body["job_uuids"].as_array().cloned().unwrap_or_default() {
+                    if let Some(j) = s.jobs.get(id.as_str().unwrap_or("")) {
+                        states.insert(j.id.clone(), json!(j.state));
+                    }
+                }
+                (200, String::new(), Some(json!({"states": states})))
+            }
+            ("POST", "notifications") => {
+                for n in body["notifications"].as_array().cloned().unwrap_or_default() {
+                    s.notifications.push((n["job_uuid"].as_str().unwrap_or("").into(), n["detail"].as_str().unwrap_or("").into()));
+                }
+                (200, String::new(), Some(json!({"errors": []})))
+            }
+            ("POST", op) if op.starts_with("jobs/") && op.ends_with("/finish") => {
+                let id = op.trim_start_matches("jobs/").trim_end_matches("/finish").to_string();
+                match s.jobs.get_mut(&id) {
+                    Some(j) if j.finish.is_none() => {
+                        j.finish = Some((body["exit_status"].as_i64().unwrap_or(0), body["detail"].as_str().unwrap_or("").into()));
+                        j.state = "failed".into();
+                        (200, String::new(), Some(json!({})))
+                    }
+                    Some(_) => (422, String::new(), Some(json!({"message": "job already finished"}))),
+                    None => (404, String::new(), Some(json!({"message": "no such job"}))),
+                }
+            }
+            _ => (404, String::new(), Some(json!({"message": "not found"}))),
+        }
+    }
+}

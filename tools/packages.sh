@@ -3,12 +3,12 @@
 # Idempotent; installs only what is missing. Needs root (apt-get).
 #   build:  gcc pkg-config libssl-dev (the ssh2 crate builds libssh2 against OpenSSL)
 #   run:    xorriso (settings media), qemu-utils (qemu-img), libvirt + QEMU (started by libvirt-up.sh)
-#   tests:  ovmf (EFI stemcells), jq, ruby (BOSH template rendering), prometheus (promtool),
+#   tests:  ovmf (EFI stemcells), jq, perl (the launcher's fake CPI), ruby (BOSH template rendering), prometheus (promtool),
 #           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client
 set -euo pipefail
 want=(gcc pkg-config libssl-dev xorriso jq ovmf curl ca-certificates)
 if [ "${1:-}" = "--tests" ]; then
-  want+=(ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client)
+  want+=(perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client)
 fi
 missing=()
 for p in "${want[@]}"; do

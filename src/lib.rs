@@ -10,6 +10,7 @@
 //! - [`driver`]: the `Driver` trait and the backends.
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
+//! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 pub mod agent_settings;
 pub mod config;
@@ -24,3 +25,4 @@ pub mod logger;
 pub mod medium;
 pub mod rpc;
 pub mod stemcell;
+pub mod transport;

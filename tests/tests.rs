@@ -35,3 +35,5 @@ mod vsphere_spec;
 mod vsphere_fake;
 // agent-launcher: the built binary against a fake Buildkite, a scriptable fake CPI, and vmcpi on libvirt.
 mod launcher;
+// The vmrun driver (VMware Workstation/Fusion/Player) against the VMware test double, locally and over SSH.
+mod vmrun;

@@ -2,6 +2,7 @@
 //! ([`from_config`]). Nothing outside this module matches on the driver kind.
 pub mod libvirt;
 pub mod vsphere;
+pub mod vmrun;
 
 use crate::agent_settings::Networks;
 use crate::config::AgentOptions;
@@ -20,6 +21,8 @@ pub enum DriverConfig {
     Libvirt(libvirt::LibvirtConfig),
     /// vCenter or a standalone ESXi host over the vSphere SOAP API.
     Vsphere(vsphere::VsphereConfig),
+    /// VMware Workstation, Fusion or Player through `vmrun`/`ovftool`, local or over SSH.
+    Vmrun(vmrun::VmrunConfig),
 }
 
 impl DriverConfig {
@@ -28,6 +31,7 @@ impl DriverConfig {
         match self {
             DriverConfig::Libvirt(c) => c.validate(),
             DriverConfig::Vsphere(c) => c.validate(),
+            DriverConfig::Vmrun(c) => c.validate(),
         }
     }
 
@@ -36,6 +40,7 @@ impl DriverConfig {
         match self {
             DriverConfig::Libvirt(_) => libvirt::STEMCELL_FORMATS,
             DriverConfig::Vsphere(_) => vsphere::STEMCELL_FORMATS,
+            DriverConfig::Vmrun(_) => vmrun::STEMCELL_FORMATS,
         }
     }
 }
@@ -114,5 +119,6 @@ pub fn from_config(cfg: &DriverConfig, agent: &AgentOptions) -> Box<dyn Driver> 
     match cfg {
         DriverConfig::Libvirt(c) => Box::new(libvirt::Libvirt::new(c.clone(), agent.clone())),
         DriverConfig::Vsphere(c) => Box::new(vsphere::Vsphere::new(c.clone(), agent.clone())),
+        DriverConfig::Vmrun(c) => Box::new(vmrun::Vmrun::new(c.clone(), agent.clone())),
     }
 }

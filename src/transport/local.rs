@@ -1,0 +1,213 @@
+//! The hypervisor is on the CPI's own host: programs run as child processes, files are local files, locks
+//! are `flock(2)` locks (released by the kernel when the process ends).
+use super::{temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
+use std::io::ErrorKind;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The local host.
+#[derive(Debug, Default, Clone)]
+pub struct Local;
+
+const TARGET: &str = "the local host";
+
+fn io<'a>(op: &'static str, path: &'a str) -> impl FnOnce(std::io::Error) -> TransportError + 'a {
+    move |e| {
+        if e.kind() == ErrorKind::NotFound && op == "read" {
+            TransportError::NotFound { target: TARGET.into(), path: path.into() }
+        } else {
+            TransportError::Io { target: TARGET.into(), op, path: path.into(), reason: e.to_string() }
+        }
+    }
+}
+
+struct FlockGuard {
+    _file: std::fs::File,
+}
+impl LockGuard for FlockGuard {}
+
+impl Transport for Local {
+    fn target(&self) -> String {
+        TARGET.into()
+    }
+
+    fn run_timeout(&self, argv: &[String], limit: Option<Duration>) -> TransportResult<Output> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(TransportError::Unsupported("empty command line".into()));
+        };
+        crate::debug!("run: {}", crate::exec::Cmd::new(program).args(args).display());
+        let started = Instant::now();
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("LC_ALL", "C").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if std::env::var_os("PATH").is_none() {
+            cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        }
+        let spawn_err = |source| TransportError::Spawn { program: program.clone(), source };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        // pipes are drained by threads so a chatty child never blocks on a full pipe while we wait
+        let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf);
+                }
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let out_t = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+        let err_t = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>));
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(st) = child.try_wait().map_err(spawn_err)? {
+                break st;
+            }
+            if limit.is_some_and(|l| started.elapsed() >= l) {
+                // SAFETY: sends SIGTERM to our own child, whose pid we hold and have not reaped yet.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                timed_out = true;
+                break child.wait().map_err(spawn_err)?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let output = Output {
+            status: status.code().unwrap_or(-1),
+            stdout: out_t.join().unwrap_or_default(),
+            stderr: err_t.join().unwrap_or_default(),
+            timed_out,
+        };
+        crate::debug!("run: exit {} after {} ms", output.status, started.elapsed().as_millis());
+        Ok(output)
+    }
+
+    fn read(&self, path: &str) -> TransportResult<Vec<u8>> {
+        std::fs::read(path).map_err(io("read", path))
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> TransportResult<()> {
+        let tmp = temp_sibling(path);
+        let done = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path));
+        if done.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        done.map_err(io("write", path))
+    }
+
+    fn upload(&self, local: &Path, remote: &str) -> TransportResult<()> {
+        let tmp = temp_sibling(remote);
+        let done = (|| -> std::io::Result<()> {
+            let mut src = std::fs::File::open(local)?;
+            let mut dst = std::fs::File::create(&tmp)?;
+            // keeps holes: stemcell disks are mostly empty
+            crate::stemcell::sparse_copy(&mut src, &mut dst, remote)?;
+            dst.sync_all()?;
+            std::fs::rename(&tmp, remote)
+        })();
+        if done.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        done.map_err(io("upload to", remote))
+    }
+
+    fn exists(&self, path: &str) -> TransportResult<bool> {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("stat", path)(e)),
+        }
+    }
+
+    fn mkdir_all(&self, path: &str) -> TransportResult<()> {
+        std::fs::create_dir_all(path).map_err(io("create directory", path))
+    }
+
+    fn remove_file(&self, path: &str) -> TransportResult<bool> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("remove", path)(e)),
+        }
+    }
+
+    fn remove_dir_all(&self, path: &str) -> TransportResult<bool> {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("remove", path)(e)),
+        }
+    }
+
+    fn list_dir(&self, path: &str) -> TransportResult<Vec<String>> {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", path)(e)),
+        };
+        let mut names = Vec::new();
+        for e in rd {
+            let e = e.map_err(io("list", path))?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io("open lock", path))?;
+        let started = Instant::now();
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is passed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(Box::new(FlockGuard { _file: file }));
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != ErrorKind::WouldBlock && err.raw_os_error() != Some(libc::EINTR) {
+                return Err(io("lock", path)(err));
+            }
+            if started.elapsed() >= timeout {
+                return Err(TransportError::LockTimeout { target: TARGET.into(), path: path.into(), waited_s: started.elapsed().as_secs() });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_commands() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/f.txt").display().to_string();
+        let t = Local;
+        assert!(matches!(t.read(&p), Err(TransportError::NotFound { .. })));
+        t.mkdir_all(super::super::parent(&p)).unwrap();
+        t.write(&p, b"one").unwrap();
+        t.write(&p, b"two").unwrap();
+        assert_eq!(t.read(&p).unwrap(), b"two");
+        assert_eq!(t.list_dir(super::super::parent(&p)).unwrap(), vec!["f.txt".to_string()]);
+        assert!(t.remove_file(&p).unwrap());
+        assert!(!t.remove_file(&p).unwrap());
+        let out = t.run(&["/bin/sh".into(), "-c".into(), "echo out; echo err >&2; exit 4".into()]).unwrap();
+        assert_eq!((out.status, out.stdout.as_str(), out.stderr.as_str()), (4, "out\n", "err\n"));
+        assert!(matches!(t.run(&["/nonexistent".into()]), Err(TransportError::Spawn { .. })));
+        let out = t.run_timeout(&["/bin/sleep".into(), "5".into()], Some(Duration::from_millis(200))).unwrap();
+        assert!(out.timed_out && !out.success());
+    }
+
+    #[test]
+    fn locks_exclude_and_time_out() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l.lock").display().to_string();
+        let t = Local;
+        let g = t.lock(&p, Duration::from_secs(1)).unwrap();
+        // a second open file description conflicts even within one process
+        let e = t.lock(&p, Duration::from_millis(100)).err().unwrap();
+        assert!(matches!(e, TransportError::LockTimeout { .. }), "{e}");
+        drop(g);
+        t.lock(&p, Duration::from_millis(100)).unwrap();
+    }
+}

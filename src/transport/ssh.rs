@@ -1,0 +1,619 @@
+//! A POSIX hypervisor host (Linux, macOS) reached over SSH with libssh2 (the `ssh2` crate).
+//!
+//! - One connection per CPI call: opened at the first operation, reused by every later one. After a lost
+//!   connection one new connection is allowed (so a failed create can still clean up); then it gives up.
+//! - The host key is always checked, against a known_hosts file or a key given inline; the error names the
+//!   SHA256 fingerprint the host presented, as `ssh` does.
+//! - Key (ed25519 recommended: libssh2 1.10 signs RSA keys with SHA-1, which OpenSSH ≥ 8.8 refuses) or
+//!   password authentication.
+//! - Commands: the argv is quoted in exactly one place ([`super::posix_quote`]) and run by `/bin/sh` under a
+//!   small constant wrapper that kills the command when the connection drops (its stdin is our channel),
+//!   so a lost CPI leaves no tool running on the host. Files go over SFTP, written to a temporary sibling
+//!   and renamed into place. Locks are `flock(2)` locks held by a `perl` process whose stdin is our
+//!   channel: they end with the connection, never go stale.
+//! - Windows hosts are refused with a clear message (see docs/vmrun.md for the plan).
+use super::{base64_nopad, posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
+use serde::Deserialize;
+use ssh2::{Channel, ErrorCode, Session, Sftp};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The `ssh` block of a driver config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub user: String,
+    /// The private key itself (OpenSSH or PEM format), as BOSH job properties carry it.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// Or the path of the private key on the CPI's host.
+    #[serde(default)]
+    pub private_key_path: Option<PathBuf>,
+    #[serde(default)]
+    pub private_key_passphrase: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// known_hosts file on the CPI's host holding the host's key (`[host]:port` entries for other ports).
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// Or the host's public key inline: `ssh-ed25519 AAAA…` (what `ssh-keyscan` prints after the host name).
+    #[serde(default)]
+    pub host_public_key: Option<String>,
+    /// `linux` or `darwin`; `windows` is refused (not supported yet).
+    #[serde(default = "default_platform")]
+    pub platform: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// Upper bound for any single wait on the connection (a command's output, a lock).
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_seconds: u64,
+}
+
+fn default_port() -> u16 {
+    22
+}
+fn default_platform() -> String {
+    "linux".into()
+}
+fn default_connect_timeout() -> u64 {
+    20
+}
+fn default_command_timeout() -> u64 {
+    3600
+}
+
+/// What a Windows user sees.
+pub const WINDOWS_REFUSED: &str = "Windows hypervisor hosts are not supported over SSH yet: vmcpi quotes commands for a POSIX shell and uses POSIX paths, flock and perl on the host. Run vmcpi on the Windows host itself is not supported either; use a Linux or macOS host (see docs/vmrun.md, \"Windows\", for the plan)";
+
+impl SshConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.host.is_empty() || self.user.is_empty() {
+            return Err("driver.ssh.host and driver.ssh.user must not be empty".into());
+        }
+        match self.platform.as_str() {
+            "linux" | "darwin" => {}
+            "windows" => return Err(WINDOWS_REFUSED.into()),
+            other => return Err(format!("driver.ssh.platform must be \"linux\" or \"darwin\", got {other:?}")),
+        }
+        let auths = [self.private_key.is_some(), self.private_key_path.is_some(), self.password.is_some()];
+        if auths.iter().filter(|b| **b).count() != 1 {
+            return Err("driver.ssh needs exactly one of private_key, private_key_path, password".into());
+        }
+        if self.known_hosts.is_some() == self.host_public_key.is_some() {
+            return Err(format!(
+                "driver.ssh needs exactly one of known_hosts (a file) or host_public_key (\"ssh-ed25519 AAAA…\"): vmcpi always checks the host key; get it with `ssh-keyscan -p {} {}`",
+                self.port, self.host
+            ));
+        }
+        if let Some(k) = &self.host_public_key {
+            if k.split_whitespace().count() < 2 {
+                return Err("driver.ssh.host_public_key must look like \"ssh-ed25519 AAAA…\"".into());
+            }
+        }
+        if self.connect_timeout_seconds == 0 || self.command_timeout_seconds == 0 {
+            return Err("driver.ssh timeouts must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// How many connections one CPI call may open: the first, and one after a drop (for clean-up).
+const MAX_CONNECTIONS: u32 = 2;
+
+/// Runs the argv given as "$@" with stdin from /dev/null; a watcher reading our channel kills it when the
+/// channel reaches EOF (the connection dropped). Constant text: no data is ever spliced into it.
+/// The first argument is a time limit in seconds (0: none).
+const WRAPPER: &str = r#"t=$1; shift
+exec 3<&0
+"$@" </dev/null 3<&- &
+c=$!
+{ cat <&3 >/dev/null 2>&1; kill -TERM "$c" 2>/dev/null; } >/dev/null 2>&1 &
+exec 3<&-
+s=
+if [ "$t" -gt 0 ]; then { sleep "$t"; kill -TERM "$c" 2>/dev/null; } >/dev/null 2>&1 & s=$!; fi
+wait "$c"; r=$?
+[ -n "$s" ] && kill "$s" 2>/dev/null
+exit $r"#;
+
+/// Takes an exclusive flock on $ARGV[0] within $ARGV[1] seconds, says "locked", holds it until stdin ends.
+const LOCK_SCRIPT: &str = r#"use Fcntl qw(:flock);
+my ($p, $t) = @ARGV; $| = 1;
+open(my $f, '>>', $p) or do { print "error: $!\n"; exit 2 };
+my $end = time + $t;
+until (flock($f, LOCK_EX | LOCK_NB)) {
+  if (time >= $end) { print "timeout\n"; exit 3 }
+  select(undef, undef, undef, 0.05);
+}
+print "locked\n";
+while (sysread(STDIN, my $b, 4096)) {}
+exit 0"#;
+
+struct Conn {
+    sess: Session,
+    sftp: Option<Sftp>,
+}
+
+/// A hypervisor host over SSH.
+pub struct Ssh {
+    cfg: SshConfig,
+    conn: Mutex<Option<Conn>>,
+    opened: Mutex<u32>,
+}
+
+struct SshLock {
+    ch: Channel,
+}
+impl LockGuard for SshLock {}
+impl Drop for SshLock {
+    fn drop(&mut self) {
+        // EOF on its stdin ends the perl holder and with it the lock
+        let _ = self.ch.send_eof();
+        let _ = self.ch.wait_close();
+    }
+}
+
+fn is_disconnect(e: &ssh2::Error) -> bool {
+    // LIBSSH2_ERROR_SOCKET_SEND -7, _TIMEOUT -9, _SOCKET_DISCONNECT -13, _SOCKET_TIMEOUT -30,
+    // _SOCKET_RECV -43, _BAD_USE -39 (session already dead), _CHANNEL_CLOSED -26, _CHANNEL_EOF_SENT -27
+    matches!(e.code(), ErrorCode::Session(-7 | -9 | -13 | -30 | -43 | -26 | -27))
+}
+
+fn sftp_code(e: &ssh2::Error) -> Option<i32> {
+    match e.code() {
+        ErrorCode::SFTP(c) => Some(c),
+        _ => None,
+    }
+}
+
+const SFTP_NO_SUCH_FILE: i32 = 2;
+
+impl Ssh {
+    pub fn new(cfg: SshConfig) -> Self {
+        Ssh { cfg, conn: Mutex::new(None), opened: Mutex::new(0) }
+    }
+
+    fn target_str(&self) -> String {
+        format!("ssh {}@{}:{}", self.cfg.user, self.cfg.host, self.cfg.port)
+    }
+
+    fn lost(&self, doing: &str, e: impl std::fmt::Display) -> TransportError {
+        // drop the dead session: the next operation may open one new connection
+        if let Ok(mut c) = self.conn.lock() {
+            *c = None;
+        }
+        TransportError::Disconnected { target: self.target_str(), doing: doing.to_string(), reason: e.to_string() }
+    }
+
+    fn err(&self, doing: &str, e: ssh2::Error) -> TransportError {
+        if is_disconnect(&e) {
+            self.lost(doing, e)
+        } else {
+            TransportError::Io { target: self.target_str(), op: "use", path: doing.to_string(), reason: e.to_string() }
+        }
+    }
+
+    /// The session, connecting first when needed.
+    fn session(&self) -> TransportResult<Session> {
+        let mut guard = self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.sess.clone());
+        }
+        {
+            let mut n = self.opened.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
+            if *n >= MAX_CONNECTIONS {
+                return Err(TransportError::Connect {
+                    target: self.target_str(),
+                    reason: format!("the connection was lost and {MAX_CONNECTIONS} connections were already opened in this call; giving up"),
+                });
+            }
+            *n += 1;
+        }
+        let sess = self.connect()?;
+        *guard = Some(Conn { sess: sess.clone(), sftp: None });
+        Ok(sess)
+    }
+
+    fn sftp(&self) -> TransportResult<Sftp> {
+        let sess = self.session()?;
+        let mut guard = self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
+        let Some(c) = guard.as_mut() else {
+            return Err(self.lost("opening SFTP", "no connection"));
+        };
+        if c.sftp.is_none() {
+            drop(sess);
+            let s = c.sess.sftp();
+            match s {
+                Ok(s) => c.sftp = Some(s),
+                Err(e) => {
+                    drop(guard);
+                    return Err(self.err("opening the SFTP subsystem", e));
+                }
+            }
+        }
+        // Sftp is not Clone: hand out a fresh handle bound to the same session
+        match c.sftp.take() {
+            Some(s) => Ok(s),
+            None => Err(self.lost("opening SFTP", "no SFTP session")),
+        }
+    }
+
+    fn give_back(&self, sftp: Sftp) {
+        if let Ok(mut g) = self.conn.lock() {
+            if let Some(c) = g.as_mut() {
+                c.sftp = Some(sftp);
+            }
+        }
+    }
+
+    fn connect(&self) -> TransportResult<Session> {
+        let cfg = &self.cfg;
+        let target = self.target_str();
+        let started = Instant::now();
+        let conn_err = |reason: String| TransportError::Connect { target: target.clone(), reason };
+        let addrs: Vec<_> = (cfg.host.as_str(), cfg.port).to_socket_addrs().map_err(|e| conn_err(format!("cannot resolve {}: {e}", cfg.host)))?.collect();
+        let timeout = Duration::from_secs(cfg.connect_timeout_seconds);
+        let mut last = String::from("no address");
+        let mut tcp = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = format!("{a}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| conn_err(last))?;
+        let _ = tcp.set_nodelay(true);
+        let mut sess = Session::new().map_err(|e| conn_err(e.to_string()))?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout((cfg.connect_timeout_seconds * 1000).min(u64::from(u32::MAX)) as u32);
+        sess.handshake().map_err(|e| conn_err(format!("SSH handshake failed: {e}")))?;
+        self.check_host_key(&sess)?;
+        self.authenticate(&sess)?;
+        sess.set_timeout((cfg.command_timeout_seconds * 1000).min(u64::from(u32::MAX)) as u32);
+        crate::debug!("{target}: connected in {} ms", started.elapsed().as_millis());
+        Ok(sess)
+    }
+
+    fn check_host_key(&self, sess: &Session) -> TransportResult<()> {
+        let cfg = &self.cfg;
+        let target = self.target_str();
+        let (key, _kind) = sess.host_key().ok_or_else(|| TransportError::Connect { target: target.clone(), reason: "the server sent no host key".into() })?;
+        let fingerprint = match sess.host_key_hash(ssh2::HashType::Sha256) {
+            Some(h) => format!("SHA256:{}", base64_nopad(h)),
+            None => "unknown fingerprint".into(),
+        };
+        if let Some(inline) = &cfg.host_public_key {
+            let want = inline.split_whitespace().nth(1).unwrap_or("").trim_end_matches('=');
+            if base64_nopad(key) == want {
+                return Ok(());
+            }
+            return Err(TransportError::HostKeyMismatch { target, fingerprint, known_hosts: "driver.ssh.host_public_key".into() });
+        }
+        let Some(path) = &cfg.known_hosts else {
+            return Err(TransportError::Unsupported("driver.ssh has no known_hosts and no host_public_key".into()));
+        };
+        let shown = path.display().to_string();
+        let mut kh = sess.known_hosts().map_err(|e| TransportError::Connect { target: target.clone(), reason: e.to_string() })?;
+        kh.read_file(path, ssh2::KnownHostFileKind::OpenSSH)
+            .map_err(|e| TransportError::Io { target: "the local host".into(), op: "read known_hosts", path: shown.clone(), reason: e.to_string() })?;
+        match kh.check_port(&cfg.host, cfg.port, key) {
+            ssh2::CheckResult::Match => Ok(()),
+            ssh2::CheckResult::Mismatch => Err(TransportError::HostKeyMismatch { target, fingerprint, known_hosts: shown }),
+            ssh2::CheckResult::NotFound => Err(TransportError::HostKeyUnknown { target, host: cfg.host.clone(), port: cfg.port, fingerprint, known_hosts: shown }),
+            ssh2::CheckResult::Failure => Err(TransportError::Connect { target, reason: format!("cannot check the host key against {shown}") }),
+        }
+    }
+
+    fn authenticate(&self, sess: &Session) -> TransportResult<()> {
+        let cfg = &self.cfg;
+        let pass = cfg.private_key_passphrase.as_deref();
+        let result = if let Some(key) = &cfg.private_key {
+            sess.userauth_pubkey_memory(&cfg.user, None, key, pass)
+        } else if let Some(p) = &cfg.private_key_path {
+            sess.userauth_pubkey_file(&cfg.user, None, p, pass)
+        } else if let Some(pw) = &cfg.password {
+            sess.userauth_password(&cfg.user, pw)
+        } else {
+            return Err(TransportError::Unsupported("driver.ssh has no credentials".into()));
+        };
+        let auth_err = |reason: String| TransportError::Auth { target: self.target_str(), user: cfg.user.clone(), reason };
+        if let Err(e) = result {
+            let mut reason = e.to_string();
+            let rsa = cfg.private_key.as_deref().is_some_and(|k| k.contains("BEGIN RSA") || k.contains("ssh-rsa"))
+                || cfg.private_key_path.as_ref().is_some_and(|p| p.to_string_lossy().contains("rsa"));
+            if rsa {
+                reason.push_str(" (an RSA key: libssh2 may sign with SHA-1 (ssh-rsa), which OpenSSH 8.8 and later refuse; use an ed25519 key)");
+            }
+            return Err(auth_err(reason));
+        }
+        if !sess.authenticated() {
+            return Err(auth_err("the server did not accept the credentials".into()));
+        }
+        Ok(())
+    }
+
+    fn exec(&self, command: &str, doing: &str) -> TransportResult<Channel> {
+        let sess = self.session()?;
+        let mut ch = sess.channel_session().map_err(|e| self.err(doing, e))?;
+        ch.exec(command).map_err(|e| self.err(doing, e))?;
+        Ok(ch)
+    }
+
+    /// `mv -f` on the host: SFTP v3 rename refuses to replace an existing file.
+    fn rename_over(&self, from: &str, to: &str) -> TransportResult<()> {
+        let out = self.run(&["mv".into(), "-f".into(), "--".into(), from.into(), to.into()])?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(TransportError::Io { target: self.target_str(), op: "rename", path: to.into(), reason: out.message().to_string() })
+        }
+    }
+
+    fn io_err(&self, op: &'static str, path: &str, e: ssh2::Error) -> TransportError {
+        if is_disconnect(&e) {
+            return self.lost(&format!("{op} {path}"), e);
+        }
+        if sftp_code(&e) == Some(SFTP_NO_SUCH_FILE) {
+            return TransportError::NotFound { target: self.target_str(), path: path.into() };
+        }
+        TransportError::Io { target: self.target_str(), op, path: path.into(), reason: e.to_string() }
+    }
+
+    fn io_std(&self, op: &'static str, path: &str, e: std::io::Error) -> TransportError {
+        // libssh2 errors surface through Read/Write as io::Error; a dead socket shows as one of these
+        let text = e.to_string();
+        if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::TimedOut)
+            || text.contains("socket")
+            || text.contains("Socket")
+            || text.contains("disconnect")
+        {
+            return self.lost(&format!("{op} {path}"), text);
+        }
+        TransportError::Io { target: self.target_str(), op, path: path.into(), reason: text }
+    }
+
+    fn with_sftp<T>(&self, f: impl FnOnce(&Sftp) -> TransportResult<T>) -> TransportResult<T> {
+        let sftp = self.sftp()?;
+        let r = f(&sftp);
+        if !matches!(r, Err(TransportError::Disconnected { .. })) {
+            self.give_back(sftp);
+        }
+        r
+    }
+}
+
+impl Transport for Ssh {
+    fn target(&self) -> String {
+        self.target_str()
+    }
+
+    fn run_timeout(&self, argv: &[String], limit: Option<Duration>) -> TransportResult<Output> {
+        if argv.is_empty() {
+            return Err(TransportError::Unsupported("empty command line".into()));
+        }
+        let secs = limit.map(|l| l.as_secs().max(1)).unwrap_or(0);
+        let mut full = vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), secs.to_string()];
+        full.extend(argv.iter().cloned());
+        let command = format!("exec {}", posix_quote(&full));
+        crate::debug!("run on {}: {}", self.target_str(), crate::exec::Cmd::new(&argv[0]).args(&argv[1..]).display());
+        let started = Instant::now();
+        let doing = format!("running {}", argv[0]);
+        let mut ch = self.exec(&command, &doing)?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        ch.read_to_end(&mut stdout).map_err(|e| self.lost(&doing, e))?;
+        ch.stderr().read_to_end(&mut stderr).map_err(|e| self.lost(&doing, e))?;
+        ch.wait_close().map_err(|e| self.err(&doing, e))?;
+        let status = ch.exit_status().map_err(|e| self.err(&doing, e))?;
+        // no exit status and no close message: the connection died with the command
+        let timed_out = limit.is_some_and(|l| started.elapsed() >= l) && status != 0;
+        let out = Output { status, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::from_utf8_lossy(&stderr).into_owned(), timed_out };
+        crate::debug!("run: exit {} after {} ms", out.status, started.elapsed().as_millis());
+        if !out.success() && (out.message().contains("is not recognized as an internal or external command") || out.message().contains("is not recognized as the name of a cmdlet")) {
+            return Err(TransportError::Unsupported(WINDOWS_REFUSED.into()));
+        }
+        Ok(out)
+    }
+
+    fn read(&self, path: &str) -> TransportResult<Vec<u8>> {
+        self.with_sftp(|sftp| {
+            let mut f = sftp.open(Path::new(path)).map_err(|e| self.io_err("read", path, e))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).map_err(|e| self.io_std("read", path, e))?;
+            Ok(buf)
+        })
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> TransportResult<()> {
+        let tmp = temp_sibling(path);
+        self.with_sftp(|sftp| {
+            let mut f = sftp.create(Path::new(&tmp)).map_err(|e| self.io_err("write", &tmp, e))?;
+            f.write_all(data).map_err(|e| self.io_std("write", &tmp, e))?;
+            f.close().map_err(|e| self.io_err("write", &tmp, e))?;
+            Ok(())
+        })?;
+        let r = self.rename_over(&tmp, path);
+        if r.is_err() {
+            let _ = self.remove_file(&tmp);
+        }
+        r
+    }
+
+    fn upload(&self, local: &Path, remote: &str) -> TransportResult<()> {
+        let tmp = temp_sibling(remote);
+        let shown = local.display().to_string();
+        let mut src = std::fs::File::open(local)
+            .map_err(|e| TransportError::Io { target: "the local host".into(), op: "read", path: shown.clone(), reason: e.to_string() })?;
+        let started = Instant::now();
+        let total = self.with_sftp(|sftp| {
+            let mut f = sftp.create(Path::new(&tmp)).map_err(|e| self.io_err("upload to", &tmp, e))?;
+            let mut buf = vec![0u8; 1 << 18];
+            let mut pos: u64 = 0;
+            loop {
+                let n = src.read(&mut buf).map_err(|e| TransportError::Io { target: "the local host".into(), op: "read", path: shown.clone(), reason: e.to_string() })?;
+                if n == 0 {
+                    break;
+                }
+                if buf[..n].iter().all(|b| *b == 0) {
+                    // leave a hole: sftp-server writes at offsets, so skipped zeros cost nothing
+                    pos += n as u64;
+                    continue;
+                }
+                f.seek(SeekFrom::Start(pos)).map_err(|e| self.io_std("upload to", &tmp, e))?;
+                f.write_all(&buf[..n]).map_err(|e| self.io_std("upload to", &tmp, e))?;
+                pos += n as u64;
+            }
+            let mut st = f.stat().map_err(|e| self.io_err("upload to", &tmp, e))?;
+            if st.size != Some(pos) {
+                st.size = Some(pos);
+                f.setstat(st).map_err(|e| self.io_err("upload to", &tmp, e))?;
+            }
+            f.close().map_err(|e| self.io_err("upload to", &tmp, e))?;
+            Ok(pos)
+        })?;
+        crate::debug!("uploaded {} MiB to {remote} in {} ms", total >> 20, started.elapsed().as_millis());
+        let r = self.rename_over(&tmp, remote);
+        if r.is_err() {
+            let _ = self.remove_file(&tmp);
+        }
+        r
+    }
+
+    fn exists(&self, path: &str) -> TransportResult<bool> {
+        self.with_sftp(|sftp| match sftp.lstat(Path::new(path)) {
+            Ok(_) => Ok(true),
+            Err(e) if sftp_code(&e) == Some(SFTP_NO_SUCH_FILE) => Ok(false),
+            Err(e) => Err(self.io_err("stat", path, e)),
+        })
+    }
+
+    fn mkdir_all(&self, path: &str) -> TransportResult<()> {
+        let out = self.run(&["mkdir".into(), "-p".into(), "--".into(), path.into()])?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(TransportError::Io { target: self.target_str(), op: "create directory", path: path.into(), reason: out.message().to_string() })
+        }
+    }
+
+    fn remove_file(&self, path: &str) -> TransportResult<bool> {
+        self.with_sftp(|sftp| match sftp.unlink(Path::new(path)) {
+            Ok(()) => Ok(true),
+            Err(e) if sftp_code(&e) == Some(SFTP_NO_SUCH_FILE) => Ok(false),
+            Err(e) => Err(self.io_err("remove", path, e)),
+        })
+    }
+
+    fn remove_dir_all(&self, path: &str) -> TransportResult<bool> {
+        if !self.exists(path)? {
+            return Ok(false);
+        }
+        let out = self.run(&["rm".into(), "-rf".into(), "--".into(), path.into()])?;
+        if out.success() {
+            Ok(true)
+        } else {
+            Err(TransportError::Io { target: self.target_str(), op: "remove", path: path.into(), reason: out.message().to_string() })
+        }
+    }
+
+    fn list_dir(&self, path: &str) -> TransportResult<Vec<String>> {
+        self.with_sftp(|sftp| match sftp.readdir(Path::new(path)) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .iter()
+                    .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .filter(|n| n != "." && n != "..")
+                    .collect();
+                names.sort();
+                Ok(names)
+            }
+            Err(e) if sftp_code(&e) == Some(SFTP_NO_SUCH_FILE) => Ok(Vec::new()),
+            Err(e) => Err(self.io_err("list", path, e)),
+        })
+    }
+
+    fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>> {
+        let argv = vec!["/usr/bin/perl".to_string(), "-e".to_string(), LOCK_SCRIPT.to_string(), path.to_string(), timeout.as_secs().to_string()];
+        let doing = format!("waiting for lock {path}");
+        let started = Instant::now();
+        let mut ch = self.exec(&format!("exec {}", posix_quote(&argv)), &doing)?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match ch.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) if byte[0] == b'\n' => break,
+                Ok(_) => line.push(byte[0]),
+                Err(e) => return Err(self.lost(&doing, e)),
+            }
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
+        match line.as_str() {
+            "locked" => Ok(Box::new(SshLock { ch })),
+            "timeout" => Err(TransportError::LockTimeout { target: self.target_str(), path: path.into(), waited_s: started.elapsed().as_secs() }),
+            _ => {
+                let mut err = String::new();
+                let _ = ch.stderr().read_to_string(&mut err);
+                let _ = ch.wait_close();
+                let reason = format!("{line} {}", err.trim()).trim().to_string();
+                if reason.is_empty() {
+                    return Err(self.lost(&doing, "the lock holder ended without answering"));
+                }
+                Err(TransportError::Io { target: self.target_str(), op: "lock (needs /usr/bin/perl on the host)", path: path.into(), reason })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: serde_json::Value) -> SshConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn config_validation() {
+        let ok = cfg(json!({"host": "h", "user": "u", "private_key_path": "/k", "known_hosts": "/kh"}));
+        ok.validate().unwrap();
+        assert_eq!(ok.port, 22);
+        let e = cfg(json!({"host": "h", "user": "u", "private_key_path": "/k"})).validate().unwrap_err();
+        assert!(e.contains("ssh-keyscan"), "{e}");
+        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "private_key": "k", "known_hosts": "/kh"})).validate().unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "known_hosts": "/kh", "platform": "windows"})).validate().unwrap_err();
+        assert!(e.contains("Windows"), "{e}");
+    }
+
+    #[test]
+    fn wrapper_runs_argv_and_reports_status() {
+        let argv: Vec<String> = ["/bin/sh", "-c", "echo \"$1\"; echo e >&2; exit 7", "x", "a 'b' $c"].iter().map(|s| s.to_string()).collect();
+        let mut full = vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), "0".to_string()];
+        full.extend(argv);
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(format!("exec {}", posix_quote(&full))).output().unwrap();
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a 'b' $c\n");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "e\n");
+    }
+
+    #[test]
+    fn connection_refused_is_clear() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let t = Ssh::new(cfg(json!({"host": "127.0.0.1", "port": port, "user": "u", "password": "p", "known_hosts": "/kh", "connect_timeout_seconds": 2})));
+        let e = t.exists("/").unwrap_err();
+        assert!(matches!(e, TransportError::Connect { .. }), "{e}");
+        assert!(e.to_string().contains(&port.to_string()), "{e}");
+    }
+}

@@ -314,7 +314,8 @@ impl Vmrun {
         let timeout = Duration::from_secs(self.cfg.lock_timeout_seconds);
         match self.t.lock(&path, timeout) {
             Ok(g) => Ok(g),
-            Err(TransportError::Io { .. }) if !self.t.exists(&dir).unwrap_or(true) => {
+            // the first lock on a new store: make the directory (another process may be doing the same)
+            Err(TransportError::Io { .. }) => {
                 self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
                 self.tr(|| format!("cannot lock {name}"), self.t.lock(&path, timeout))
             }
@@ -529,6 +530,10 @@ impl Vmrun {
         info!("bootstrap: waiting up to {} s for VMware Tools{} in {vm}", b.max_wait_seconds, b.ready_process.as_deref().map(|p| format!(" and process {p}")).unwrap_or_default());
         loop {
             let out = h.vmrun_raw(guest, &["listProcessesInGuest", vmx], Some(Duration::from_secs(60)))?;
+            if out.message().contains("Authentication failure") {
+                // wrong guest credentials do not get better by waiting
+                return Err(h.tool_error(&[self.cfg.vmrun.clone(), "-T".into(), self.cfg.host_type.clone(), "listProcessesInGuest".into()], &out));
+            }
             let ready = out.success() && b.ready_process.as_deref().is_none_or(|p| out.stdout.lines().any(|l| l.contains(&format!("cmd={p}")) || l.split_whitespace().any(|w| w.ends_with(p))));
             if ready {
                 break;
@@ -926,7 +931,7 @@ fn own_stemcell_vmx(sc: &str, disk: &str, efi: bool) -> Vmx {
         ("displayName", sc),
         ("guestOS", "ubuntu-64"),
         ("numvcpus", "1"),
-        ("memsize", "512"),
+        ("memSize", "512"),
         ("pciBridge0.present", "TRUE"),
         ("vmci0.present", "TRUE"),
         ("scsi0.present", "TRUE"),
@@ -938,6 +943,7 @@ fn own_stemcell_vmx(sc: &str, disk: &str, efi: bool) -> Vmx {
         ("sata0:0.deviceType", "cdrom-raw"),
         ("sata0:0.startConnected", "FALSE"),
         ("tools.syncTime", "TRUE"),
+        ("disk.enableUUID", "TRUE"),
     ] {
         v.set(k, val);
     }

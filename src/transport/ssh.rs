@@ -9,7 +9,7 @@
 //! - Commands: the argv is quoted in exactly one place ([`super::posix_quote`]) and run by `/bin/sh` under a
 //!   small constant wrapper that kills the command when the connection drops (its stdin is our channel),
 //!   so a lost CPI leaves no tool running on the host. Files go over SFTP, written to a temporary sibling
-//!   and renamed into place. Locks are `flock(2)` locks held by a `perl` process whose stdin is our
+//!   and renamed into place (SFTP's rename for new files; `mv -f` to replace one, as SFTP v3 cannot). Locks are `flock(2)` locks held by a `perl` process whose stdin is our
 //!   channel: they end with the connection, never go stale.
 //! - Windows hosts are refused with a clear message (see docs/vmrun.md for the plan).
 use super::{base64_nopad, posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
@@ -357,6 +357,47 @@ impl Ssh {
         }
     }
 
+    /// Renames `from` to `to`: over SFTP when `to` is new (no command round trip), else with `mv -f`.
+    fn rename_into_place(&self, from: &str, to: &str) -> TransportResult<()> {
+        let renamed = self.with_sftp(|sftp| match sftp.rename(Path::new(from), Path::new(to), None) {
+            Ok(()) => Ok(true),
+            Err(e) if is_disconnect(&e) => Err(self.lost(&format!("renaming {from}"), e)),
+            Err(_) => Ok(false),
+        })?;
+        if renamed {
+            Ok(())
+        } else {
+            self.rename_over(from, to)
+        }
+    }
+
+    /// `mkdir -p` over SFTP: each missing level is made, one that exists is fine (another process may
+    /// make it at the same time).
+    fn sftp_mkdir_p(&self, sftp: &Sftp, path: &str, depth: u32) -> TransportResult<()> {
+        let p = Path::new(path);
+        match sftp.mkdir(p, 0o755) {
+            Ok(()) => return Ok(()),
+            Err(e) if is_disconnect(&e) => return Err(self.lost(&format!("creating {path}"), e)),
+            Err(_) => {}
+        }
+        if let Ok(st) = sftp.stat(p) {
+            if st.is_dir() {
+                return Ok(());
+            }
+            return Err(TransportError::Io { target: self.target_str(), op: "create directory", path: path.into(), reason: "a file is in the way".into() });
+        }
+        let parent = super::parent(path);
+        if depth > 64 || parent.is_empty() || parent == path {
+            return Err(TransportError::Io { target: self.target_str(), op: "create directory", path: path.into(), reason: "cannot create it".into() });
+        }
+        self.sftp_mkdir_p(sftp, parent, depth + 1)?;
+        match sftp.mkdir(p, 0o755) {
+            Ok(()) => Ok(()),
+            Err(_) if sftp.stat(p).is_ok_and(|st| st.is_dir()) => Ok(()),
+            Err(e) => Err(self.io_err("create directory", path, e)),
+        }
+    }
+
     fn io_err(&self, op: &'static str, path: &str, e: ssh2::Error) -> TransportError {
         if is_disconnect(&e) {
             return self.lost(&format!("{op} {path}"), e);
@@ -440,7 +481,7 @@ impl Transport for Ssh {
             f.close().map_err(|e| self.io_err("write", &tmp, e))?;
             Ok(())
         })?;
-        let r = self.rename_over(&tmp, path);
+        let r = self.rename_into_place(&tmp, path);
         if r.is_err() {
             let _ = self.remove_file(&tmp);
         }
@@ -480,7 +521,7 @@ impl Transport for Ssh {
             Ok(pos)
         })?;
         crate::debug!("uploaded {} MiB to {remote} in {} ms", total >> 20, started.elapsed().as_millis());
-        let r = self.rename_over(&tmp, remote);
+        let r = self.rename_into_place(&tmp, remote);
         if r.is_err() {
             let _ = self.remove_file(&tmp);
         }
@@ -496,12 +537,7 @@ impl Transport for Ssh {
     }
 
     fn mkdir_all(&self, path: &str) -> TransportResult<()> {
-        let out = self.run(&["mkdir".into(), "-p".into(), "--".into(), path.into()])?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(TransportError::Io { target: self.target_str(), op: "create directory", path: path.into(), reason: out.message().to_string() })
-        }
+        self.with_sftp(|sftp| self.sftp_mkdir_p(sftp, path, 0))
     }
 
     fn remove_file(&self, path: &str) -> TransportResult<bool> {

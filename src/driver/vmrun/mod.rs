@@ -975,6 +975,13 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let v: Value = serde_json::from_str(include_str!("../../../examples/vmrun-cpi.json")).unwrap();
+        let cfg = crate::config::Config::from_value(v, None, "examples/vmrun-cpi.json").unwrap();
+        assert!(matches!(cfg.driver, crate::driver::DriverConfig::Vmrun(_)));
+    }
+
+    #[test]
     fn macs_are_in_vmware_static_range() {
         for _ in 0..50 {
             let m = vmware_mac();

@@ -223,6 +223,7 @@ fn vmrun(ctx: &Ctx, mut args: Vec<String>) {
         }
         ("deleteVM", [vmx]) => delete_vm(ctx, vmx),
         ("clone", [src, dst, mode @ ("full" | "linked"), rest @ ..]) => clone(ctx, &host_type, src, dst, mode, rest),
+        ("snapshot", [_, _]) if host_type == "player" => die_vmrun("The operation is not supported for the specified parameters"), // [VR] Player has no snapshots
         ("snapshot", [vmx, name]) => snapshot(ctx, vmx, name),
         ("listSnapshots", [vmx]) => {
             require_vm(vmx);
@@ -481,9 +482,12 @@ fn clone(ctx: &Ctx, host_type: &str, src: &str, dst: &str, mode: &str, rest: &[&
 fn ovftool(_ctx: &Ctx, args: Vec<String>) {
     let mut name = None;
     let mut pos = Vec::new();
+    let mut from_vmx = false;
     for a in &args {
         if let Some(n) = a.strip_prefix("--name=") {
             name = Some(n.to_string());
+        } else if a == "--sourceType=VMX" {
+            from_vmx = true;
         } else if matches!(a.as_str(), "--sourceType=OVF" | "--targetType=VMX" | "--allowExtraConfig" | "--allowAllExtraConfig" | "--acceptAllEulas" | "-q" | "--quiet") {
         } else if a.starts_with('-') {
             // [OVF] unknown options are refused
@@ -497,6 +501,9 @@ fn ovftool(_ctx: &Ctx, args: Vec<String>) {
         println!("Error: Expected a source and a target locator\nCompleted with errors");
         exit(1)
     };
+    if from_vmx {
+        return ovftool_copy_vmx(src, dst, name);
+    }
     println!("Opening OVF source: {src}");
     let Ok(ovf) = fs::read_to_string(src) else {
         println!("Error: Failed to open file: {src}\nCompleted with errors");
@@ -567,6 +574,43 @@ fn ovftool(_ctx: &Ctx, args: Vec<String>) {
     if efi {
         kv.insert(4, ("firmware".into(), "efi".into()));
     }
+    println!("Writing VMX file: {dst}");
+    write_vmx(dst, &kv);
+    println!("Transfer Completed\nCompleted successfully");
+}
+
+/// [OVF] VMX to VMX: a full copy, every disk converted to `<name>-diskN.vmdk` beside the target.
+fn ovftool_copy_vmx(src: &str, dst: &str, name: Option<String>) {
+    println!("Opening VMX source: {src}");
+    if !Path::new(src).is_file() {
+        println!("Error: Failed to open file: {src}\nCompleted with errors");
+        exit(1)
+    }
+    println!("Opening VMX target: {dst}");
+    if Path::new(dst).exists() {
+        println!("Error: Duplicate name: {dst}\nCompleted with errors");
+        exit(1)
+    }
+    let vm_name = name.unwrap_or_else(|| Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let dst_dir = Path::new(dst).parent().unwrap_or(Path::new("/"));
+    let mut kv = read_vmx(src);
+    let src_disks = disks(src, &kv);
+    let mut n = 0;
+    for (k, v) in kv.iter_mut() {
+        if !k.to_ascii_lowercase().ends_with(".filename") || !v.ends_with(".vmdk") {
+            continue;
+        }
+        let from = src_disks.get(n).cloned().unwrap_or_default();
+        n += 1;
+        let to = format!("{vm_name}-disk{n}.vmdk");
+        let ok = Command::new(QEMU_IMG).args(["convert", "-q", "-f", "vmdk", "-O", "vmdk"]).arg(&from).arg(dst_dir.join(&to)).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            println!("Error: Failed to open disk: {from}\nCompleted with errors");
+            exit(1)
+        }
+        *v = to;
+    }
+    set(&mut kv, "displayName", &vm_name);
     println!("Writing VMX file: {dst}");
     write_vmx(dst, &kv);
     println!("Transfer Completed\nCompleted successfully");

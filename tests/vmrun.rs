@@ -269,6 +269,27 @@ fn vmrun_every_method_locally_with_ovftool_and_vdiskmanager() {
 }
 
 #[test]
+fn vmrun_player_makes_full_copies_with_ovftool() {
+    let fake = Fake::new();
+    let mut cfg = fake.config(true, None);
+    cfg["driver"]["host_type"] = json!("player");
+    let cpi = Cpi::with_config(&cfg);
+    let img_dir = tempfile::tempdir().unwrap();
+    let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
+    let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({"disk": 256})))[0].as_str().unwrap().to_string();
+    let vmx = vmx_of(&fake.store(), &vm);
+    assert!(vmx.contains(&format!("scsi0:0.fileName = \"{vm}-disk1.vmdk\"")) && vmx.contains("firmware = \"efi\""), "{vmx}");
+    let disk = cpi.ok("create_disk", json!([64, {}, vm]));
+    assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), json!("2"));
+    cpi.ok("delete_vm", json!([vm]));
+    // full copies do not need their stemcell
+    cpi.ok("delete_stemcell", json!([sc]));
+    cpi.ok("delete_disk", json!([disk]));
+    let log = std::fs::read_to_string(fake.state("log")).unwrap();
+    assert!(log.contains("vmrun -T player start") && !log.contains(" clone ") && !log.contains(" snapshot "), "{log}");
+}
+
+#[test]
 fn vmrun_every_method_over_ssh_without_ovftool() {
     let Some((dir, port)) = require_sshd() else { return };
     let fake = Fake::new();

@@ -143,6 +143,9 @@ impl VmrunConfig {
         if !matches!(self.host_type.as_str(), "ws" | "fusion" | "player") {
             return Err(format!("driver.host_type must be \"ws\", \"fusion\" or \"player\", got {:?}", self.host_type));
         }
+        if self.host_type == "player" && self.ovftool.is_none() {
+            return Err("driver.host_type \"player\" needs driver.ovftool: Player has no snapshots or clones, so VMs are full copies made by ovftool".into());
+        }
         if self.start_timeout_seconds == 0 || self.soft_shutdown_timeout_seconds == 0 || self.lock_timeout_seconds == 0 {
             return Err("driver timeouts must be positive".into());
         }
@@ -278,6 +281,10 @@ impl Vmrun {
             None => Box::new(Local),
         };
         Vmrun { cfg, agent, t }
+    }
+
+    fn player(&self) -> bool {
+        self.cfg.host_type == "player"
     }
 
     fn host(&self) -> Host<'_> {
@@ -489,8 +496,20 @@ impl Vmrun {
             // VMware locks the source while cloning: one clone of a stemcell at a time
             let _sc_lock = self.lock(sc)?;
             let started = Instant::now();
-            h.vmrun(&["clone", &src, &vmx_path, "linked", &format!("-snapshot={BASE_SNAPSHOT}"), &format!("-cloneName={vm}")])?;
-            info!("linked clone of {sc} as {vm} in {} ms", started.elapsed().as_millis());
+            match (&self.cfg.ovftool, self.player()) {
+                (Some(ovftool), true) => {
+                    // Player cannot clone (vmrun: "not supported"): a full copy with ovftool, as bosh-vmrun-cpi did
+                    h.tool(
+                        vec![ovftool.clone(), "--sourceType=VMX".into(), "--targetType=VMX".into(), "--allowExtraConfig".into(), format!("--name={vm}"), src.clone(), vmx_path.clone()],
+                        "ovftool could not copy the stemcell VM",
+                    )?;
+                    info!("full copy of {sc} as {vm} in {} ms", started.elapsed().as_millis());
+                }
+                _ => {
+                    h.vmrun(&["clone", &src, &vmx_path, "linked", &format!("-snapshot={BASE_SNAPSHOT}"), &format!("-cloneName={vm}")])?;
+                    info!("linked clone of {sc} as {vm} in {} ms", started.elapsed().as_millis());
+                }
+            }
         }
         let mut v = self.read_vmx(&vmx_path)?;
         v.set("displayName", vm);
@@ -639,6 +658,10 @@ impl Driver for Vmrun {
             v.remove_prefix("ethernet");
             v.set("displayName", &sc);
             self.write_vmx(&vmx_path, &v)?;
+            if self.player() {
+                // Player has no snapshots: its VMs are full copies (create_vm)
+                return Ok(());
+            }
             h.vmrun(&["snapshot", &vmx_path, BASE_SNAPSHOT])?;
             if !h.snapshots(&vmx_path)?.iter().any(|s| s == BASE_SNAPSHOT) {
                 return Err(DriverError::Other(format!("vmrun snapshot reported success but {vmx_path} has no snapshot {BASE_SNAPSHOT}")));
@@ -668,6 +691,17 @@ impl Driver for Vmrun {
             self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;
             return Ok(());
         }
+        // a create in progress may be cloning it right now (its .vmx does not name the stemcell yet)
+        let pending = if self.player() { Vec::new() } else { self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))? };
+        for vm in pending {
+            if !is_ours(&vm, "vm-", 20) {
+                continue;
+            }
+            let path = join(&self.store("locks"), &format!("{vm}.lock"));
+            if let Err(TransportError::LockTimeout { .. }) = self.t.lock(&path, Duration::ZERO) {
+                return Err(DriverError::Other(format!("create_vm of {vm} is in progress and may be cloning {sc}; retry delete_stemcell when it has finished")));
+            }
+        }
         // linked clones need their parent: refuse while any VM uses it
         let mut users = Vec::new();
         for vm in self.tr(|| "cannot list VMs".into(), self.t.list_dir(&self.store("vms")))? {
@@ -677,7 +711,7 @@ impl Driver for Vmrun {
                 }
             }
         }
-        if !users.is_empty() {
+        if !users.is_empty() && !self.player() {
             return Err(DriverError::Other(format!("stemcell {sc} is the parent of linked clones {}; delete those VMs first", users.join(", "))));
         }
         self.host().vmrun(&["deleteVM", &vmx])?;
@@ -970,6 +1004,7 @@ mod tests {
         assert!(cfg(json!({"vm_store_path": "C:\\vms"})).unwrap_err().contains("Windows"));
         assert!(cfg(json!({"vm_store_path": "/vms", "vmrun": "vmrun"})).unwrap_err().contains("absolute"));
         assert!(cfg(json!({"vm_store_path": "/vms", "host_type": "esx"})).unwrap_err().contains("host_type"));
+        assert!(cfg(json!({"vm_store_path": "/vms", "host_type": "player"})).unwrap_err().contains("ovftool"));
         assert!(cfg(json!({"vm_store_path": "/vms", "default_network": "vmnetX"})).is_err());
         assert!(cfg(json!({"vm_store_path": "/vms", "vmrun_bin": "/x"})).unwrap_err().contains("vmrun_bin"));
     }

@@ -1,8 +1,8 @@
 //! `cargo bench --bench vmrun`: the vmrun driver through the built `vmcpi`, against the VMware test double.
 //!
 //! Prints the create_vm time with a 64 MiB and a 4 GiB stemcell (linked clones: the stemcell's size must
-//! not matter; the target ratio is ≤ 1.2), and the SSH overhead per call (local vs loopback SSH), when an
-//! sshd from `shared/tools/sshd-up.sh DIR PORT` is named by VMCPI_SSHD_DIR and VMCPI_SSHD_PORT.
+//! not matter; the target ratio is ≤ 1.2), and the SSH overhead per call (local vs loopback SSH, with the
+//! sshd that `tools/sshd-up.sh /tmp/vmcpi-test-sshd-22241 22241` starts).
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -158,9 +158,15 @@ fn main() {
     let ratio = results[1].1 as f64 / results[0].1.max(1) as f64;
     println!("  create_vm ratio 4 GiB / 64 MiB: {ratio:.2} (target <= 1.2: {})", if ratio <= 1.2 { "met" } else { "NOT met" });
 
-    let sshd = std::env::var("VMCPI_SSHD_DIR").ok().zip(std::env::var("VMCPI_SSHD_PORT").ok());
-    match sshd {
-        None => println!("  SSH overhead: skipped (set VMCPI_SSHD_DIR and VMCPI_SSHD_PORT from shared/tools/sshd-up.sh)"),
+    let (dir, port) = ("/tmp/vmcpi-test-sshd-22241".to_string(), "22241".to_string());
+    let up = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sshd-up.sh"))
+        .args([&dir, &port])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    match up.then_some((dir, port)) {
+        None => println!("  SSH overhead: skipped (tools/sshd-up.sh could not start sshd on 127.0.0.1:22241)"),
         Some((dir, port)) => {
             let dir = PathBuf::from(dir);
             let ssh = config(Some(json!({"host": "127.0.0.1", "port": port.parse::<u16>().expect("port"), "user": "root",

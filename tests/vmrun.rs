@@ -1,7 +1,6 @@
 //! The vmrun driver through the built `vmcpi`, against the VMware test double (examples/fake_vmware.rs),
-//! locally and over SSH to an OpenSSH server on loopback (`shared/tools/sshd-up.sh DIR PORT`, found through
-//! VMCPI_SSHD_DIR and VMCPI_SSHD_PORT).
-use crate::util::{in_ci, require_peer, Cpi};
+//! locally and over SSH to an OpenSSH server on loopback (started here with `tools/sshd-up.sh`, port 22241).
+use crate::util::{require_peer, Cpi};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -86,16 +85,23 @@ impl Fake {
     }
 }
 
-/// The loopback sshd from sshd-up.sh, if there is one.
+/// Port of this module's loopback sshd (unique among the project's tests).
+pub const SSHD_PORT: u16 = 22241;
+
+/// Starts (or reuses) the loopback sshd with tools/sshd-up.sh; returns its state directory and port.
 pub fn sshd() -> Option<(PathBuf, u16)> {
-    let dir = PathBuf::from(std::env::var("VMCPI_SSHD_DIR").ok()?);
-    let port: u16 = std::env::var("VMCPI_SSHD_PORT").ok()?.parse().ok()?;
-    (dir.join("id_ed25519").is_file() && TcpStream::connect(("127.0.0.1", port)).is_ok()).then_some((dir, port))
+    static UP: OnceLock<bool> = OnceLock::new();
+    let dir = PathBuf::from(format!("/tmp/vmcpi-test-sshd-{SSHD_PORT}"));
+    let ok = *UP.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sshd-up.sh");
+        Command::new("bash").arg(script).arg(&dir).arg(SSHD_PORT.to_string()).output().map(|o| o.status.success()).unwrap_or(false)
+    });
+    ok.then_some((dir, SSHD_PORT))
 }
 
 fn require_sshd() -> Option<(PathBuf, u16)> {
     let s = sshd();
-    require_peer("the loopback sshd (run shared/tools/sshd-up.sh DIR PORT and set VMCPI_SSHD_DIR, VMCPI_SSHD_PORT)", s.is_some()).then_some(s?)
+    require_peer("OpenSSH server on loopback (tools/sshd-up.sh)", s.is_some()).then_some(s?)
 }
 
 pub fn ssh_block(dir: &Path, port: u16, known_hosts: &Path) -> Value {
@@ -564,9 +570,35 @@ fn vmrun_fake_fails_like_vmware() {
 }
 
 #[test]
-fn vmrun_ci_has_the_ssh_peer() {
-    // in CI the SSH variants above must not silently skip
-    if in_ci() {
-        assert!(sshd().is_some(), "CI must start sshd-up.sh and export VMCPI_SSHD_DIR and VMCPI_SSHD_PORT");
+fn vmrun_killed_create_vm_is_removed_by_the_next_create() {
+    let fake = Fake::new();
+    let cpi = Cpi::with_config(&fake.config(true, None));
+    let img_dir = tempfile::tempdir().unwrap();
+    let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
+    std::fs::write(fake.state("hooks/delay-clone"), "1").unwrap();
+    let req = json!({"method": "create_vm", "arguments": create_vm_args(&sc, json!({})), "context": {}, "api_version": 2});
+    let mut child = Command::new(crate::util::cpi_bin())
+        .arg("--config")
+        .arg(&cpi.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
+    wait_for(&fake.state("hooks/started-clone"), 30);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // the orphaned vmrun clone finishes on its own; then the store holds a half-made VM and its pending entry
+    let pid = std::fs::read_to_string(fake.state("hooks/started-clone")).unwrap();
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{}", pid.trim())).exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(dir_names(&fake.store().join("vms")).len(), 1);
+    assert_eq!(dir_names(&fake.store().join("pending")).len(), 1);
+    std::fs::remove_file(fake.state("hooks/delay-clone")).unwrap();
+    let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({})))[0].as_str().unwrap().to_string();
+    assert_eq!(dir_names(&fake.store().join("vms")), vec![vm]);
+    assert_eq!(dir_names(&fake.store().join("pending")), Vec::<String>::new());
 }

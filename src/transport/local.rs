@@ -1,8 +1,7 @@
 //! The hypervisor is on the CPI's own host: programs run as child processes, files are local files, locks
-//! are `flock(2)` locks (released by the kernel when the process ends).
+//! are `flock(2)` locks (std's file locks; released by the kernel when the process ends).
 use super::{temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
 use std::io::ErrorKind;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,8 +63,7 @@ impl Transport for Local {
                 break st;
             }
             if limit.is_some_and(|l| started.elapsed() >= l) {
-                // SAFETY: sends SIGTERM to our own child, whose pid we hold and have not reaped yet.
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let _ = child.kill();
                 timed_out = true;
                 break child.wait().map_err(spawn_err)?;
             }
@@ -157,14 +155,11 @@ impl Transport for Local {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io("open lock", path))?;
         let started = Instant::now();
         loop {
-            // SAFETY: flock on a file descriptor we own; no memory is passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(Box::new(FlockGuard { _file: file }));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != ErrorKind::WouldBlock && err.raw_os_error() != Some(libc::EINTR) {
-                return Err(io("lock", path)(err));
+            // std's file lock is flock(2) on Unix: released by the kernel when the process ends
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(FlockGuard { _file: file })),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", path)(e)),
             }
             if started.elapsed() >= timeout {
                 return Err(TransportError::LockTimeout { target: TARGET.into(), path: path.into(), waited_s: started.elapsed().as_secs() });

@@ -82,7 +82,7 @@ pub trait Transport {
     /// "local host" or "ssh user@host:port", for messages.
     fn target(&self) -> String;
     /// Runs `argv[0]` with the other elements as its arguments; the environment gets `LC_ALL=C`. With a
-    /// time limit the program is killed (SIGTERM) when it runs longer, and the output says so.
+    /// time limit the program is killed when it runs longer, and the output says so.
     fn run_timeout(&self, argv: &[String], limit: Option<Duration>) -> TransportResult<Output>;
     /// [`Transport::run_timeout`] without a time limit.
     fn run(&self, argv: &[String]) -> TransportResult<Output> {

@@ -16,9 +16,10 @@
 //! a stemcell lock only inside its VM lock, always in that order, so locks cannot deadlock; every wait is
 //! bounded by `lock_timeout_seconds`.
 //!
-//! Failed creates: create_vm records `pending/<vm>` and holds the VM's lock until it finishes. On failure
-//! it removes the clone; if even that fails (the host became unreachable), the next create_vm on the store
-//! finds the pending entry, sees that nobody holds its lock, and removes it.
+//! Failed creates: create_vm and create_stemcell record `pending/<cid>` and hold the CID's lock until they
+//! finish. On failure they remove what they made; if even that fails (the host became unreachable, the
+//! process was killed), the next create on the store finds the pending entry, sees that nobody holds its
+//! lock, and removes it.
 mod host;
 pub mod vmx;
 
@@ -414,24 +415,40 @@ impl Vmrun {
             h.vmrun(&["deleteVM", &vmx])?;
         }
         self.tr(|| format!("cannot remove {vm}"), self.t.remove_dir_all(&self.vm_dir(vm)))?;
-        self.tr(|| format!("cannot remove the pending entry of {vm}"), self.t.remove_file(&self.store(&format!("pending/{vm}"))))?;
-        Ok(())
+        self.clear_pending(vm)
     }
 
-    /// Removes creates that failed without cleaning up (their process is gone: the lock is free).
+    /// Records a create in progress (`pending/<cid>`); the caller holds the CID's lock until it is done.
+    fn mark_pending(&self, cid: &str) -> DriverResult<()> {
+        let dir = self.store("pending");
+        self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
+        self.tr(|| "cannot record the pending create".into(), self.t.write(&join(&dir, cid), format!("created by pid {}\n", std::process::id()).as_bytes()))
+    }
+
+    fn clear_pending(&self, cid: &str) -> DriverResult<()> {
+        self.tr(|| format!("cannot clear the pending entry of {cid}"), self.t.remove_file(&self.store(&format!("pending/{cid}")))).map(|_| ())
+    }
+
+    /// Removes creates (VMs and stemcells) that failed without cleaning up: their pending entry is there
+    /// and nobody holds their lock (the process that made them is gone).
     fn sweep_abandoned(&self) -> DriverResult<()> {
         let pending = self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?;
-        for vm in pending.iter().filter(|n| is_ours(n, "vm-", 20)) {
-            let path = join(&self.store("locks"), &format!("{vm}.lock"));
+        for cid in pending.iter().filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16)) {
+            let path = join(&self.store("locks"), &format!("{cid}.lock"));
             match self.t.lock(&path, Duration::ZERO) {
                 Ok(_g) => {
-                    warn!("{vm}: a create_vm that failed without cleaning up left it behind; removing it");
-                    if let Err(e) = self.destroy_vm_files(vm) {
-                        warn!("could not remove abandoned {vm}: {e}");
+                    warn!("{cid}: a create that failed without cleaning up left it behind; removing it");
+                    let removed = if cid.starts_with("vm-") {
+                        self.destroy_vm_files(cid)
+                    } else {
+                        self.tr(|| format!("cannot remove {cid}"), self.t.remove_dir_all(&self.store(&format!("stemcells/{cid}")))).and_then(|_| self.clear_pending(cid))
+                    };
+                    if let Err(e) = removed {
+                        warn!("could not remove abandoned {cid}: {e}");
                     }
                 }
                 Err(TransportError::LockTimeout { .. }) => {}
-                Err(e) => return Err(DriverError::failed(format!("cannot check pending create {vm}"), e)),
+                Err(e) => return Err(DriverError::failed(format!("cannot check pending create {cid}"), e)),
             }
         }
         Ok(())
@@ -606,10 +623,13 @@ impl Driver for Vmrun {
         if unpacked.family != Family::Vsphere {
             return Err(DriverError::invalid("stemcell", "the vmrun driver imports vSphere stemcells (an OVF with a VMDK); this is an OpenStack image"));
         }
+        self.sweep_abandoned()?;
         let sc = format!("sc-{}", random_hex(16));
         let dir = self.store(&format!("stemcells/{sc}"));
         let vmx_path = self.stemcell_vmx(&sc);
         let h = self.host();
+        let _sc_lock = self.lock(&sc)?;
+        self.mark_pending(&sc)?;
         self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
         let result = (|| -> DriverResult<()> {
             let src_dir = unpacked.disk.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -670,11 +690,15 @@ impl Driver for Vmrun {
         })();
         if let Err(e) = result {
             warn!("stemcell import failed: removing {dir}");
-            if let Err(c) = self.t.remove_dir_all(&dir) {
-                warn!("could not remove {dir}: {c}");
+            match self.t.remove_dir_all(&dir) {
+                Ok(_) => {
+                    let _ = self.clear_pending(&sc);
+                }
+                Err(c) => warn!("could not remove {dir} ({c}); the next create on this store removes it"),
             }
             return Err(e);
         }
+        self.clear_pending(&sc)?;
         StemcellCid::new(sc).map_err(DriverError::Other)
     }
 
@@ -741,12 +765,10 @@ impl Driver for Vmrun {
         let vm = format!("vm-{}", random_hex(20));
         info!("creating {vm} from {sc}");
         let _vm_lock = self.lock(&vm)?;
-        let pending_dir = self.store("pending");
-        self.tr(|| format!("cannot create {pending_dir}"), self.t.mkdir_all(&pending_dir))?;
-        self.tr(|| "cannot record the pending create".into(), self.t.write(&join(&pending_dir, &vm), format!("create_vm by pid {}\n", std::process::id()).as_bytes()))?;
+        self.mark_pending(&vm)?;
         let mut rb = Rollback { d: self, vm: vm.clone(), armed: true };
         self.create_vm_inner(req, &vm, &props, &mut networks)?;
-        self.tr(|| "cannot clear the pending create".into(), self.t.remove_file(&join(&pending_dir, &vm)))?;
+        self.clear_pending(&vm)?;
         rb.armed = false;
         Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::Other)?, networks })
     }

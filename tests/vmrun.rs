@@ -308,13 +308,17 @@ fn vmrun_every_method_over_ssh_without_ovftool() {
 #[test]
 fn vmrun_secrets_stay_out_of_responses_and_logs() {
     let fake = Fake::new();
-    let cpi = Cpi::with_config(&fake.config(true, None));
+    let mut cfg = fake.config(true, None);
+    // debug logs every command line, the guest password included (redacted)
+    cfg["log_level"] = json!("debug");
+    let cpi = Cpi::with_config(&cfg);
     let img_dir = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
     let r = cpi.call("create_vm", create_vm_args(&sc, json!({"bootstrap": {"script": "echo hi", "username": "vcap", "password": "guest-secret-pw-9", "max_wait_seconds": 2}, "ram": 512})));
     // no VMware Tools in the guest: bootstrap fails clearly, and the clone is removed
     let e = &r.response["error"];
     assert!(e["message"].as_str().unwrap().contains("Guest tools is not running") || e["message"].as_str().unwrap().contains("was not ready"), "{e}");
+    assert!(r.stderr.contains("-gp <redacted>"), "{}", r.stderr);
     for text in [r.stdout.as_str(), r.stderr.as_str()] {
         assert!(!text.contains("guest-secret-pw-9") && !text.contains("mbus-secret-pw") && !text.contains("vm-secret-password-1"), "secret leaked:\n{text}");
     }

@@ -5,18 +5,18 @@
 //! output and fails the way they fail. Where each behaviour comes from is cited beside it:
 //!
 //! - [VIX]   VMware VIX API reference, error codes and texts (`vix.h` doc comments, e.g. VIX_E_FILE_ALREADY_LOCKED
-//!           "The file is already in use."); vmrun prints `Error: <text>` on stdout and exits 255.
+//!   "The file is already in use."); vmrun prints `Error: <text>` on stdout and exits 255.
 //! - [VMRUN] `vmrun` usage text and output: `list` prints "Total running VMs: N" then one .vmx path per line;
-//!           `listSnapshots` prints "Total snapshots: N" then one name per line; authentication flags
-//!           (-T, -gu, -gp) come before the command.
+//!   `listSnapshots` prints "Total snapshots: N" then one name per line; authentication flags
+//!   (-T, -gu, -gp) come before the command.
 //! - [VR]    bosh-vmrun-cpi-release (cpi-protocol.md §6): command lines, "This VM is in use"-style failures
-//!           when files are locked, and that a running VM's .vmx is VMware's (edits are lost).
+//!   when files are locked, and that a running VM's .vmx is VMware's (edits are lost).
 //! - [WS]    VMware Workstation behaviour: a powered-on VM holds `<file>.lck` directories next to its .vmx
-//!           and disks; the running VM's configuration is written back to the .vmx at power-off;
-//!           `runtimeConfig` variables written with `writeVariable` persist; "Cannot open the disk '…' or one
-//!           of the snapshot disks it depends on." when a disk is missing.
+//!   and disks; the running VM's configuration is written back to the .vmx at power-off;
+//!   `runtimeConfig` variables written with `writeVariable` persist; "Cannot open the disk '…' or one
+//!   of the snapshot disks it depends on." when a disk is missing.
 //! - [OVF]   ovftool output lines ("Opening OVF source: …", "Completed successfully") and the VMX it writes
-//!           for a vSphere stemcell (hardware v13, EFI, SATA CD-ROM, `<name>-disk1.vmdk`).
+//!   for a vSphere stemcell (hardware v13, EFI, SATA CD-ROM, `<name>-disk1.vmdk`).
 //!
 //! Simplifications (stated, not hidden): there is no guest; "VMware Tools" in a guest exist only when the
 //! test writes `STATE/guest-tools` (`user:password`); snapshots are recorded in the `.vmsd` file without

@@ -22,7 +22,7 @@ pub enum DriverConfig {
     /// vCenter or a standalone ESXi host over the vSphere SOAP API.
     Vsphere(vsphere::VsphereConfig),
     /// VMware Workstation, Fusion or Player through `vmrun`/`ovftool`, local or over SSH.
-    Vmrun(vmrun::VmrunConfig),
+    Vmrun(Box<vmrun::VmrunConfig>),
 }
 
 impl DriverConfig {
@@ -119,6 +119,6 @@ pub fn from_config(cfg: &DriverConfig, agent: &AgentOptions) -> Box<dyn Driver> 
     match cfg {
         DriverConfig::Libvirt(c) => Box::new(libvirt::Libvirt::new(c.clone(), agent.clone())),
         DriverConfig::Vsphere(c) => Box::new(vsphere::Vsphere::new(c.clone(), agent.clone())),
-        DriverConfig::Vmrun(c) => Box::new(vmrun::Vmrun::new(c.clone(), agent.clone())),
+        DriverConfig::Vmrun(c) => Box::new(vmrun::Vmrun::new((**c).clone(), agent.clone())),
     }
 }

@@ -631,15 +631,62 @@ mod tests {
         assert!(e.contains("Windows"), "{e}");
     }
 
+    fn wrapped(argv: &[&str]) -> std::process::Command {
+        wrapped_limit(argv, 0)
+    }
+
+    fn wrapped_limit(argv: &[&str], secs: u64) -> std::process::Command {
+        let mut full = vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), secs.to_string()];
+        full.extend(argv.iter().map(|s| s.to_string()));
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c").arg(format!("exec {}", posix_quote(&full)));
+        c
+    }
+
     #[test]
     fn wrapper_runs_argv_and_reports_status() {
-        let argv: Vec<String> = ["/bin/sh", "-c", "echo \"$1\"; echo e >&2; exit 7", "x", "a 'b' $c"].iter().map(|s| s.to_string()).collect();
-        let mut full = vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), "0".to_string()];
-        full.extend(argv);
-        let out = std::process::Command::new("/bin/sh").arg("-c").arg(format!("exec {}", posix_quote(&full))).output().unwrap();
-        assert_eq!(out.status.code(), Some(7));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "a 'b' $c\n");
-        assert_eq!(String::from_utf8_lossy(&out.stderr), "e\n");
+        use std::process::Stdio;
+        let mut child = wrapped(&["/bin/sh", "-c", "echo \"$1\"; echo e >&2; exit 7", "x", "a 'b' $c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // stdin stays open (like our channel) until the command is done
+        let stdin = child.stdin.take();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = child.wait().unwrap();
+        drop(stdin);
+        assert_eq!(status.code(), Some(7));
+        assert_eq!(out, "a 'b' $c\n");
+        assert_eq!(err, "e\n");
+    }
+
+    #[test]
+    fn wrapper_kills_the_command_when_its_stdin_ends() {
+        // stdin at EOF is what a dropped connection looks like on the host
+        let started = Instant::now();
+        let st = wrapped(&["/bin/sleep", "30"]).stdin(std::process::Stdio::null()).status().unwrap();
+        assert_eq!(st.code(), Some(143));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn wrapper_enforces_the_time_limit() {
+        let started = Instant::now();
+        let mut child = wrapped_limit(&["/bin/sleep", "30"], 1).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let stdin = child.stdin.take();
+        let st = child.wait().unwrap();
+        drop(stdin);
+        assert_eq!(st.code(), Some(143));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let mut child = wrapped_limit(&["/bin/true"], 5).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        let stdin = child.stdin.take();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        drop(stdin);
     }
 
     #[test]

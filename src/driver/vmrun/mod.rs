@@ -748,7 +748,7 @@ impl Driver for Vmrun {
         if props.cpu == 0 || props.cpu > 128 {
             return Err(DriverError::invalid("VM cloud_properties", format!("cpu must be 1 to 128, got {}", props.cpu)));
         }
-        if props.ram < 4 || props.ram % 4 != 0 || props.ram > 128 << 10 {
+        if props.ram < 4 || !props.ram.is_multiple_of(4) || props.ram > 128 << 10 {
             return Err(DriverError::invalid("VM cloud_properties", format!("ram must be a multiple of 4 MiB up to 128 GiB, got {}", props.ram)));
         }
         if props.disk > 8 << 20 {

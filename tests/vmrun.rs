@@ -436,6 +436,36 @@ fn vmrun_wrong_or_unknown_host_key_is_refused() {
     assert!(!fake.state("log").exists(), "nothing may run on a host whose key did not match");
 }
 
+#[test]
+fn vmrun_ssh_credentials_inline_key_rsa_and_password() {
+    let Some((dir, port)) = require_sshd() else { return };
+    let fake = Fake::new();
+    let probe = json!(["vm-00000000000000000000"]);
+    // the key inline, as BOSH job properties carry it
+    let mut ssh = ssh_block(&dir, port, &dir.join("known_hosts"));
+    ssh.as_object_mut().unwrap().remove("private_key_path");
+    ssh["private_key"] = json!(std::fs::read_to_string(dir.join("id_ed25519")).unwrap());
+    let r = Cpi::with_config(&fake.config(false, Some(ssh))).call("has_vm", probe.clone());
+    assert_eq!(r.response["result"], json!(false), "{}", r.response);
+    assert!(!r.stderr.contains("PRIVATE KEY"), "{}", r.stderr);
+    // an RSA key either works (libssh2 with rsa-sha2) or the error says why and what to use
+    let mut ssh = ssh_block(&dir, port, &dir.join("known_hosts"));
+    ssh["private_key_path"] = json!(dir.join("id_rsa").display().to_string());
+    let r = Cpi::with_config(&fake.config(false, Some(ssh))).call("has_vm", probe.clone());
+    if !r.response["error"].is_null() {
+        let msg = r.response["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("SHA-1") && msg.contains("ed25519"), "{msg}");
+    }
+    // this sshd allows no passwords: a clear authentication error, the password never shown
+    let mut ssh = ssh_block(&dir, port, &dir.join("known_hosts"));
+    ssh.as_object_mut().unwrap().remove("private_key_path");
+    ssh["password"] = json!("not-the-password-42");
+    let r = Cpi::with_config(&fake.config(false, Some(ssh))).call("has_vm", probe);
+    let msg = r.response["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("SSH authentication as root") && msg.contains("failed"), "{}", r.response);
+    assert!(!r.stdout.contains("not-the-password-42") && !r.stderr.contains("not-the-password-42"));
+}
+
 /// A TCP proxy in front of sshd that can cut every connection and refuse new ones.
 struct Proxy {
     port: u16,
@@ -510,6 +540,7 @@ fn vmrun_dropped_connection_mid_create_leaves_nothing() {
     let r = call.join().unwrap();
     let msg = r.response["error"]["message"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("connection") && msg.contains("lost"), "{}", r.response);
+    eprintln!("create_vm with the connection cut: {msg}");
     assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new(), "half-made VM left behind\n{}", r.stderr);
     assert_eq!(dir_names(&fake.store().join("pending")), Vec::<String>::new());
 

@@ -53,7 +53,7 @@ pub enum TransportError {
     HostKeyMismatch { target: String, fingerprint: String, known_hosts: String },
     #[error("SSH authentication as {user} on {target} failed: {reason}")]
     Auth { target: String, user: String, reason: String },
-    #[error("the SSH connection to {target} was lost while {doing}: {reason}")]
+    #[error("the SSH connection to {target} was lost while {doing} ({reason}); commands this call ran on the host end with it, and what the call made is removed when the host is reachable again")]
     Disconnected { target: String, doing: String, reason: String },
     #[error("{0}")]
     Unsupported(String),

@@ -372,8 +372,18 @@ fn vmrun_failed_create_leaves_nothing_and_names_the_lock() {
 
 #[test]
 fn vmrun_eight_parallel_create_vm_on_one_store() {
+    parallel_creates(None);
+}
+
+#[test]
+fn vmrun_eight_parallel_create_vm_on_one_store_over_ssh() {
+    let Some((dir, port)) = require_sshd() else { return };
+    parallel_creates(Some(ssh_block(&dir, port, &dir.join("known_hosts"))));
+}
+
+fn parallel_creates(ssh: Option<Value>) {
     let fake = Arc::new(Fake::new());
-    let cpi = Arc::new(Cpi::with_config(&fake.config(true, None)));
+    let cpi = Arc::new(Cpi::with_config(&fake.config(ssh.is_none(), ssh)));
     let img_dir = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
     let started = Instant::now();
@@ -406,6 +416,33 @@ fn vmrun_eight_parallel_create_vm_on_one_store() {
     });
     assert!(fake.running().is_empty());
     assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
+}
+
+#[test]
+fn vmrun_lock_waits_are_bounded_locally_and_over_ssh() {
+    let fake = Fake::new();
+    let mut configs = vec![fake.config(true, None)];
+    if let Some((dir, port)) = require_sshd() {
+        configs.push(fake.config(false, Some(ssh_block(&dir, port, &dir.join("known_hosts")))));
+    }
+    let img_dir = tempfile::tempdir().unwrap();
+    let first = Cpi::with_config(&configs[0]);
+    let sc = first.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
+    let vm = first.ok("create_vm", create_vm_args(&sc, json!({})))[0].as_str().unwrap().to_string();
+    // another CPI call holds the VM's lock (an flock, as vmcpi takes it)
+    let held = std::fs::OpenOptions::new().create(true).append(true).open(fake.store().join(format!("locks/{vm}.lock"))).unwrap();
+    held.try_lock().unwrap();
+    for mut cfg in configs {
+        cfg["driver"]["lock_timeout_seconds"] = json!(1);
+        let cpi = Cpi::with_config(&cfg);
+        let started = Instant::now();
+        let e = cpi.err("reboot_vm", json!([vm]));
+        assert!(e["message"].as_str().unwrap().contains(&format!("timed out after 1 s waiting for lock {}", fake.store().join(format!("locks/{vm}.lock")).display())), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+    drop(held);
+    first.ok("reboot_vm", json!([vm]));
+    first.ok("delete_vm", json!([vm]));
 }
 
 #[test]

@@ -121,13 +121,14 @@ wait "$c"; r=$?
 [ -n "$s" ] && kill "$s" 2>/dev/null
 exit $r"#;
 
-/// Takes an exclusive flock on $ARGV[0] within $ARGV[1] seconds, says "locked", holds it until stdin ends.
+/// Takes an exclusive flock on $ARGV[0] within $ARGV[1] milliseconds (counted in 50 ms steps: core perl
+/// only, no Time::HiRes), says "locked", holds it until stdin ends.
 const LOCK_SCRIPT: &str = r#"use Fcntl qw(:flock);
-my ($p, $t) = @ARGV; $| = 1;
+my ($p, $ms) = @ARGV; $| = 1;
 open(my $f, '>>', $p) or do { print "error: $!\n"; exit 2 };
-my $end = time + $t;
+my $tries = int($ms / 50);
 until (flock($f, LOCK_EX | LOCK_NB)) {
-  if (time >= $end) { print "timeout\n"; exit 3 }
+  if ($tries-- <= 0) { print "timeout\n"; exit 3 }
   select(undef, undef, undef, 0.05);
 }
 print "locked\n";
@@ -577,7 +578,7 @@ impl Transport for Ssh {
     }
 
     fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>> {
-        let argv = vec!["/usr/bin/perl".to_string(), "-e".to_string(), LOCK_SCRIPT.to_string(), path.to_string(), timeout.as_secs().to_string()];
+        let argv = vec!["/usr/bin/perl".to_string(), "-e".to_string(), LOCK_SCRIPT.to_string(), path.to_string(), timeout.as_millis().to_string()];
         let doing = format!("waiting for lock {path}");
         let started = Instant::now();
         let mut ch = self.exec(&format!("exec {}", posix_quote(&argv)), &doing)?;

@@ -454,8 +454,14 @@ impl Transport for Ssh {
         ch.read_to_end(&mut stdout).map_err(|e| self.lost(&doing, e))?;
         ch.stderr().read_to_end(&mut stderr).map_err(|e| self.lost(&doing, e))?;
         ch.wait_close().map_err(|e| self.err(&doing, e))?;
-        let status = ch.exit_status().map_err(|e| self.err(&doing, e))?;
-        // no exit status and no close message: the connection died with the command
+        let mut status = ch.exit_status().map_err(|e| self.err(&doing, e))?;
+        // killed by a signal: sshd sends exit-signal and no exit-status, which libssh2 reports as 0
+        if let Ok(sig) = ch.exit_signal() {
+            if let Some(name) = sig.exit_signal {
+                crate::debug!("run: ended by signal {name}");
+                status = -1;
+            }
+        }
         let timed_out = limit.is_some_and(|l| started.elapsed() >= l) && status != 0;
         let out = Output { status, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::from_utf8_lossy(&stderr).into_owned(), timed_out };
         crate::debug!("run: exit {} after {} ms", out.status, started.elapsed().as_millis());

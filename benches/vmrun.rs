@@ -195,7 +195,7 @@ fn main() {
             println!("  has_vm (1 file check, median of {}): local {l} ms, ssh {s} ms -> SSH overhead per call {} ms (connect + handshake + auth + SFTP)", RUNS * 2, s.saturating_sub(l));
             let lc = create_vms(&local, sc);
             let sc_ms = create_vms(&ssh, sc);
-            println!("  create_vm (64 MiB stemcell, median of {RUNS}): local {lc} ms, ssh {sc_ms} ms -> SSH overhead {} ms (one connection; 2 lock holders + 4 tool runs + 1 mv, each an SSH exec)", sc_ms.saturating_sub(lc));
+            println!("  create_vm (64 MiB stemcell, median of {RUNS}): local {lc} ms, ssh {sc_ms} ms -> SSH overhead {} ms (one connection; 2 lock holders, clone, vdiskmanager, the .vmx mv, start: 6 SSH execs)", sc_ms.saturating_sub(lc));
         }
     }
 }

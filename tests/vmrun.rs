@@ -261,6 +261,7 @@ fn lifecycle(fake: &Fake, cpi: &Cpi) {
     assert_eq!(dir_names(&store.join("vms")), Vec::<String>::new());
     assert_eq!(dir_names(&store.join("stemcells")), Vec::<String>::new());
     assert_eq!(dir_names(&store.join("pending")), Vec::<String>::new());
+    assert_eq!(dir_names(&store.join("locks")), Vec::<String>::new(), "lock files of deleted things are removed");
 }
 
 #[test]

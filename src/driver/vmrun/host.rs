@@ -54,6 +54,10 @@ impl Host<'_> {
         if out.success() {
             return Ok(out.stdout);
         }
+        // VIX_E_DISK_FULL: "An error occurred while writing a file; the disk is full. …"
+        if out.message().contains("the disk is full") {
+            return Err(DriverError::NoDiskSpace(format!("vmrun {} on {}: {}", args.first().unwrap_or(&""), self.t.target(), out.message())));
+        }
         Err(self.tool_error(&self.vmrun_argv(None, args), &out))
     }
 
@@ -63,14 +67,18 @@ impl Host<'_> {
         DriverError::failed(what, ToolError { cmdline: Self::display(argv), status: out.status, message })
     }
 
-    /// Runs any host program; fails with its output on a non-zero exit.
+    /// Runs any host program; fails with its output on a non-zero exit (NoDiskSpace when the host's disk
+    /// is full, which the director knows how to report).
     pub fn tool(&self, argv: Vec<String>, what: &str) -> DriverResult<String> {
         let out = self.t.run(&argv).map_err(terr(what.to_string()))?;
         if out.success() {
-            Ok(out.stdout)
-        } else {
-            Err(DriverError::failed(what.to_string(), ToolError { cmdline: Self::display(&argv), status: out.status, message: out.message().to_string() }))
+            return Ok(out.stdout);
         }
+        let message = out.message().to_string();
+        if message.contains("No space left on device") || message.contains("disk is full") || message.contains("Not enough disk space") {
+            return Err(DriverError::NoDiskSpace(format!("{what} on {}: {message}", self.t.target())));
+        }
+        Err(DriverError::failed(what.to_string(), ToolError { cmdline: Self::display(&argv), status: out.status, message }))
     }
 
     /// The .vmx paths of running VMs (`vmrun list`: "Total running VMs: N" and one path per line).

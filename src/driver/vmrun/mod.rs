@@ -331,6 +331,15 @@ impl Vmrun {
         }
     }
 
+    /// Removes the lock file of something just deleted, while its lock is held. A call that waited on the
+    /// old file then finds the thing gone, as it would anyway; the store does not collect a file per VM.
+    fn forget_lock(&self, name: &str) {
+        let path = join(&self.store("locks"), &format!("{name}.lock"));
+        if let Err(e) = self.t.remove_file(&path) {
+            warn!("could not remove lock file {path}: {e}");
+        }
+    }
+
     fn read_vmx(&self, path: &str) -> DriverResult<Vmx> {
         let bytes = self.tr(|| format!("cannot read {path}"), self.t.read(path))?;
         Ok(Vmx::parse(&String::from_utf8_lossy(&bytes)))
@@ -713,6 +722,7 @@ impl Driver for Vmrun {
         if !self.tr(|| format!("cannot look for {vmx}"), self.t.exists(&vmx))? {
             info!("stemcell {sc} was already gone");
             self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;
+            self.forget_lock(sc);
             return Ok(());
         }
         // a create in progress may be cloning it right now (its .vmx does not name the stemcell yet)
@@ -740,6 +750,7 @@ impl Driver for Vmrun {
         }
         self.host().vmrun(&["deleteVM", &vmx])?;
         self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;
+        self.forget_lock(sc);
         Ok(())
     }
 
@@ -780,9 +791,12 @@ impl Driver for Vmrun {
         let _lock = self.lock(cid.as_str())?;
         if !self.tr(|| "cannot look for the VM".into(), self.t.exists(&self.vm_dir(cid.as_str())))? {
             info!("{cid} was already gone");
+            self.forget_lock(cid.as_str());
             return Ok(());
         }
-        self.destroy_vm_files(cid.as_str())
+        self.destroy_vm_files(cid.as_str())?;
+        self.forget_lock(cid.as_str());
+        Ok(())
     }
 
     fn has_vm(&self, cid: &VmCid) -> DriverResult<bool> {

@@ -451,6 +451,8 @@ impl Transport for Ssh {
         let mut ch = self.exec(&command, &doing)?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
+        // stdout first, then stderr: the tools write little to stderr (libssh2 queues it meanwhile; more than
+        // a channel window of stderr before stdout closes would stall)
         ch.read_to_end(&mut stdout).map_err(|e| self.lost(&doing, e))?;
         ch.stderr().read_to_end(&mut stderr).map_err(|e| self.lost(&doing, e))?;
         ch.wait_close().map_err(|e| self.err(&doing, e))?;

@@ -1,4 +1,5 @@
-//! The hypervisor is on the CPI's own host: programs run as child processes, files are local files, locks
+//! The hypervisor is on the CPI's own host: programs run as child processes (under the kill-on-EOF wrapper
+//! the SSH transport uses too, so they end with the CPI), files are local files, locks
 //! are `flock(2)` locks (std's file locks; released by the kernel when the process ends).
 use super::{temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
 use std::io::ErrorKind;
@@ -38,13 +39,22 @@ impl Transport for Local {
         };
         crate::debug!("run: {}", crate::exec::Cmd::new(program).args(args).display());
         let started = Instant::now();
-        let mut cmd = Command::new(program);
-        cmd.args(args).env("LC_ALL", "C").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if Path::new(program).is_absolute() && !Path::new(program).exists() {
+            return Err(TransportError::Spawn { program: program.clone(), source: std::io::Error::from(ErrorKind::NotFound) });
+        }
+        // the same wrapper as over SSH (argv as positional parameters, no quoting): its stdin is a pipe
+        // from this process, so if the CPI is killed the tool is stopped too instead of finishing alone
+        // after the next create has removed what this one left
+        let secs = limit.map(|l| l.as_secs().max(1)).unwrap_or(0);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", super::WRAPPER, "vmcpi"]).arg(secs.to_string()).arg(program).args(args);
+        cmd.env("LC_ALL", "C").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         if std::env::var_os("PATH").is_none() {
             cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         }
         let spawn_err = |source| TransportError::Spawn { program: program.clone(), source };
         let mut child = cmd.spawn().map_err(spawn_err)?;
+        let keep_alive = child.stdin.take();
         // pipes are drained by threads so a chatty child never blocks on a full pipe while we wait
         let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
             std::thread::spawn(move || {
@@ -62,13 +72,17 @@ impl Transport for Local {
             if let Some(st) = child.try_wait().map_err(spawn_err)? {
                 break st;
             }
-            if limit.is_some_and(|l| started.elapsed() >= l) {
+            // the wrapper enforces the limit; this is the backstop should the wrapper itself hang
+            if limit.is_some_and(|l| started.elapsed() >= l + Duration::from_secs(5)) {
                 let _ = child.kill();
-                timed_out = true;
                 break child.wait().map_err(spawn_err)?;
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        drop(keep_alive);
+        if limit.is_some_and(|l| started.elapsed() >= l) && !status.success() {
+            timed_out = true;
+        }
         let output = Output {
             status: status.code().unwrap_or(-1),
             stdout: out_t.join().unwrap_or_default(),

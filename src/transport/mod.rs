@@ -110,6 +110,21 @@ pub trait Transport {
     fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>>;
 }
 
+/// Runs the argv given as "$@" with stdin from /dev/null; a watcher reading our channel kills it when the
+/// channel reaches EOF (the connection dropped). Constant text: no data is ever spliced into it.
+/// The first argument is a time limit in seconds (0: none).
+pub(crate) const WRAPPER: &str = r#"t=$1; shift
+exec 3<&0
+"$@" </dev/null 3<&- &
+c=$!
+{ cat <&3 >/dev/null 2>&1; kill -TERM "$c" 2>/dev/null; } >/dev/null 2>&1 &
+exec 3<&-
+s=
+if [ "$t" -gt 0 ]; then { sleep "$t"; kill -TERM "$c" 2>/dev/null; } >/dev/null 2>&1 & s=$!; fi
+wait "$c"; r=$?
+[ -n "$s" ] && kill "$s" 2>/dev/null
+exit $r"#;
+
 /// The one place an argv becomes a POSIX shell word list: every word in single quotes, with embedded
 /// single quotes written as `'\''`. Used for commands sent over SSH (the remote login shell parses them).
 pub fn posix_quote(argv: &[String]) -> String {

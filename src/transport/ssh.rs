@@ -12,7 +12,7 @@
 //!   and renamed into place (SFTP's rename for new files; `mv -f` to replace one, as SFTP v3 cannot). Locks are `flock(2)` locks held by a `perl` process whose stdin is our
 //!   channel: they end with the connection, never go stale.
 //! - Windows hosts are refused with a clear message (see docs/vmrun.md for the plan).
-use super::{base64_nopad, posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
+use super::{base64_nopad, posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult, WRAPPER};
 use serde::Deserialize;
 use ssh2::{Channel, ErrorCode, Session, Sftp};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -105,21 +105,6 @@ impl SshConfig {
 
 /// How many connections one CPI call may open: the first, and one after a drop (for clean-up).
 const MAX_CONNECTIONS: u32 = 2;
-
-/// Runs the argv given as "$@" with stdin from /dev/null; a watcher reading our channel kills it when the
-/// channel reaches EOF (the connection dropped). Constant text: no data is ever spliced into it.
-/// The first argument is a time limit in seconds (0: none).
-const WRAPPER: &str = r#"t=$1; shift
-exec 3<&0
-"$@" </dev/null 3<&- &
-c=$!
-{ cat <&3 >/dev/null 2>&1; kill -TERM "$c" 2>/dev/null; } >/dev/null 2>&1 &
-exec 3<&-
-s=
-if [ "$t" -gt 0 ]; then { sleep "$t"; kill -TERM "$c" 2>/dev/null; } >/dev/null 2>&1 & s=$!; fi
-wait "$c"; r=$?
-[ -n "$s" ] && kill "$s" 2>/dev/null
-exit $r"#;
 
 /// Takes an exclusive flock on $ARGV[0] within $ARGV[1] milliseconds (counted in 50 ms steps: core perl
 /// only, no Time::HiRes), says "locked", holds it until stdin ends.

@@ -134,6 +134,28 @@ impl Host<'_> {
         Ok(true)
     }
 
+    /// `vmrun writeVariable VMX runtimeConfig KEY VALUE` for every pair, in one remote command (over SSH each
+    /// command costs a session): a constant loop script gets vmrun, the host type, the .vmx and the pairs
+    /// as positional parameters, so no data is ever part of the script.
+    pub fn write_variables(&self, vmx: &str, pairs: &[(String, String)]) -> DriverResult<()> {
+        const SCRIPT: &str = r#"v=$1; t=$2; x=$3; shift 3
+while [ $# -ge 2 ]; do "$v" -T "$t" writeVariable "$x" runtimeConfig "$1" "$2" || exit $?; shift 2; done"#;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut argv = vec!["/bin/sh".to_string(), "-c".into(), SCRIPT.into(), "vmcpi".into(), self.cfg.vmrun.clone(), self.cfg.host_type.clone(), vmx.into()];
+        for (k, v) in pairs {
+            argv.push(k.clone());
+            argv.push(v.clone());
+        }
+        let out = self.t.run(&argv).map_err(terr("cannot run vmrun writeVariable"))?;
+        if out.success() {
+            return Ok(());
+        }
+        let shown = self.vmrun_argv(None, &["writeVariable", vmx, "runtimeConfig", "…"]);
+        Err(self.tool_error(&shown, &out))
+    }
+
     /// Names of the VM's snapshots (`listSnapshots`: "Total snapshots: N" then one name per line).
     pub fn snapshots(&self, vmx: &str) -> DriverResult<Vec<String>> {
         let out = self.vmrun(&["listSnapshots", vmx])?;

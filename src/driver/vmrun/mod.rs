@@ -839,9 +839,7 @@ impl Driver for Vmrun {
         let h = self.host();
         if h.is_running(&vmx)? {
             // a running VM's .vmx is VMware's: change it through vmrun, which persists runtimeConfig
-            for (k, v) in &pairs {
-                h.vmrun(&["writeVariable", &vmx, "runtimeConfig", k, v])?;
-            }
+            h.write_variables(&vmx, &pairs)?;
         } else {
             let mut v = self.read_vmx(&vmx)?;
             for (k, val) in &pairs {

@@ -181,6 +181,26 @@ impl Transport for Local {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+
+    fn held(&self, paths: &[String]) -> TransportResult<Vec<bool>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            let file = match std::fs::File::open(p) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    out.push(false);
+                    continue;
+                }
+                Err(e) => return Err(io("open lock", p)(e)),
+            };
+            match file.try_lock() {
+                Ok(()) => out.push(false),
+                Err(std::fs::TryLockError::WouldBlock) => out.push(true),
+                Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", p)(e)),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +236,9 @@ mod tests {
         // a second open file description conflicts even within one process
         let e = t.lock(&p, Duration::from_millis(100)).err().unwrap();
         assert!(matches!(e, TransportError::LockTimeout { .. }), "{e}");
+        assert_eq!(t.held(&[p.clone(), format!("{p}.none")]).unwrap(), vec![true, false]);
         drop(g);
+        assert_eq!(t.held(&[p.clone()]).unwrap(), vec![false]);
         t.lock(&p, Duration::from_millis(100)).unwrap();
     }
 }

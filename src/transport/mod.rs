@@ -108,6 +108,9 @@ pub trait Transport {
     /// lock (`flock`), so it is released when its holder ends, however it ends: no stale locks, and waiting
     /// is bounded, so no deadlock outlives the time-out.
     fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>>;
+    /// For each lock file, whether some process holds it right now (a missing file is not held). One
+    /// round trip for all of them: used to find abandoned work without a command per entry.
+    fn held(&self, paths: &[String]) -> TransportResult<Vec<bool>>;
 }
 
 /// Runs the argv given as "$@" with stdin from /dev/null; a watcher reading our channel kills it when the

@@ -120,6 +120,13 @@ print "locked\n";
 while (sysread(STDIN, my $b, 4096)) {}
 exit 0"#;
 
+/// For each path in @ARGV prints "held" when another process holds its flock, else "free".
+const PROBE_SCRIPT: &str = r#"use Fcntl qw(:flock); $| = 1;
+for my $p (@ARGV) {
+  if (open(my $f, '<', $p)) { if (flock($f, LOCK_EX | LOCK_NB)) { print "free\n" } else { print "held\n" } close($f) }
+  else { print "free\n" }
+}"#;
+
 struct Conn {
     sess: Session,
     sftp: Option<Sftp>,
@@ -568,6 +575,20 @@ impl Transport for Ssh {
             Err(e) if sftp_code(&e) == Some(SFTP_NO_SUCH_FILE) => Ok(Vec::new()),
             Err(e) => Err(self.io_err("list", path, e)),
         })
+    }
+
+    fn held(&self, paths: &[String]) -> TransportResult<Vec<bool>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut argv = vec!["/usr/bin/perl".to_string(), "-e".to_string(), PROBE_SCRIPT.to_string()];
+        argv.extend(paths.iter().cloned());
+        let out = self.run(&argv)?;
+        let answers: Vec<bool> = out.stdout.lines().map(|l| l.trim() == "held").collect();
+        if !out.success() || answers.len() != paths.len() {
+            return Err(TransportError::Io { target: self.target_str(), op: "probe locks (needs /usr/bin/perl on the host)", path: paths.join(" "), reason: out.message().to_string() });
+        }
+        Ok(answers)
     }
 
     fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>> {

@@ -441,9 +441,16 @@ impl Vmrun {
     /// Removes creates (VMs and stemcells) that failed without cleaning up: their pending entry is there
     /// and nobody holds their lock (the process that made them is gone).
     fn sweep_abandoned(&self) -> DriverResult<()> {
-        let pending = self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?;
-        for cid in pending.iter().filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16)) {
-            let path = join(&self.store("locks"), &format!("{cid}.lock"));
+        let pending: Vec<String> = self
+            .tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
+            .into_iter()
+            .filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16))
+            .collect();
+        let lock_path = |cid: &str| join(&self.store("locks"), &format!("{cid}.lock"));
+        // one probe for all entries: most belong to creates still running in other processes
+        let held = self.tr(|| "cannot check pending creates".into(), self.t.held(&pending.iter().map(|c| lock_path(c)).collect::<Vec<_>>()))?;
+        for (cid, _) in pending.iter().zip(held).filter(|(_, h)| !h) {
+            let path = lock_path(cid);
             match self.t.lock(&path, Duration::ZERO) {
                 Ok(_g) => {
                     warn!("{cid}: a create that failed without cleaning up left it behind; removing it");
@@ -727,14 +734,11 @@ impl Driver for Vmrun {
         }
         // a create in progress may be cloning it right now (its .vmx does not name the stemcell yet)
         let pending = if self.player() { Vec::new() } else { self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))? };
-        for vm in pending {
-            if !is_ours(&vm, "vm-", 20) {
-                continue;
-            }
-            let path = join(&self.store("locks"), &format!("{vm}.lock"));
-            if let Err(TransportError::LockTimeout { .. }) = self.t.lock(&path, Duration::ZERO) {
-                return Err(DriverError::Other(format!("create_vm of {vm} is in progress and may be cloning {sc}; retry delete_stemcell when it has finished")));
-            }
+        let creating: Vec<String> = pending.into_iter().filter(|n| is_ours(n, "vm-", 20)).collect();
+        let paths: Vec<String> = creating.iter().map(|vm| join(&self.store("locks"), &format!("{vm}.lock"))).collect();
+        let held = self.tr(|| "cannot check pending creates".into(), self.t.held(&paths))?;
+        if let Some((vm, _)) = creating.iter().zip(held).find(|(_, h)| *h) {
+            return Err(DriverError::Other(format!("create_vm of {vm} is in progress and may be cloning {sc}; retry delete_stemcell when it has finished")));
         }
         // linked clones need their parent: refuse while any VM uses it
         let mut users = Vec::new();

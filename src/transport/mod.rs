@@ -93,6 +93,11 @@ pub trait Transport {
     /// Replaces the file atomically (written beside it, then renamed over it): readers see the old or the
     /// new content, never a mix.
     fn write(&self, path: &str, data: &[u8]) -> TransportResult<()>;
+    /// [`Transport::write`] for several files, each replaced atomically; over SSH in one round trip for
+    /// all the replacements.
+    fn write_many(&self, files: &[(String, Vec<u8>)]) -> TransportResult<()> {
+        files.iter().try_for_each(|(p, d)| self.write(p, d))
+    }
     /// Copies a local file to `remote` (atomically, like [`Transport::write`]), streaming.
     fn upload(&self, local: &Path, remote: &str) -> TransportResult<()>;
     fn exists(&self, path: &str) -> TransportResult<bool>;

@@ -489,6 +489,50 @@ impl Transport for Ssh {
         r
     }
 
+    fn write_many(&self, files: &[(String, Vec<u8>)]) -> TransportResult<()> {
+        // every file to a temporary sibling over SFTP; new files renamed there too; the replacements in one
+        // command: a constant loop over `mv -f`, the paths as positional parameters
+        const MV_LOOP: &str = r#"while [ $# -ge 2 ]; do mv -f -- "$1" "$2" || exit $?; shift 2; done"#;
+        let tmps: Vec<String> = files.iter().map(|(p, _)| temp_sibling(p)).collect();
+        let mut replace = vec!["/bin/sh".to_string(), "-c".into(), MV_LOOP.into(), "vmcpi".into()];
+        let cleanup = |tmps: &[String]| {
+            for t in tmps {
+                let _ = self.remove_file(t);
+            }
+        };
+        let written = self.with_sftp(|sftp| {
+            for ((_, data), tmp) in files.iter().zip(&tmps) {
+                let mut f = sftp.create(Path::new(tmp)).map_err(|e| self.io_err("write", tmp, e))?;
+                f.write_all(data).map_err(|e| self.io_std("write", tmp, e))?;
+                f.close().map_err(|e| self.io_err("write", tmp, e))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            cleanup(&tmps);
+            return Err(e);
+        }
+        for ((path, _), tmp) in files.iter().zip(&tmps) {
+            let renamed = self.with_sftp(|sftp| match sftp.rename(Path::new(tmp), Path::new(path), None) {
+                Ok(()) => Ok(true),
+                Err(e) if is_disconnect(&e) => Err(self.lost(&format!("renaming {tmp}"), e)),
+                Err(_) => Ok(false),
+            })?;
+            if !renamed {
+                replace.push(tmp.clone());
+                replace.push(path.clone());
+            }
+        }
+        if replace.len() > 4 {
+            let out = self.run(&replace)?;
+            if !out.success() {
+                cleanup(&tmps);
+                return Err(TransportError::Io { target: self.target_str(), op: "replace", path: files.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "), reason: out.message().to_string() });
+            }
+        }
+        Ok(())
+    }
+
     fn upload(&self, local: &Path, remote: &str) -> TransportResult<()> {
         let tmp = temp_sibling(remote);
         let shown = local.display().to_string();

@@ -386,13 +386,13 @@ impl Vmrun {
         self.tr(|| format!("cannot write {p}"), self.t.write(&p, &body))
     }
 
-    /// Writes `env.json` and `env.iso` (the agent reads `ENV` from the CD-ROM) into the VM's directory.
-    fn write_settings(&self, vm: &str, s: &AgentSettings) -> DriverResult<()> {
+    /// `env.iso` (the agent reads `ENV` from the CD-ROM) and `env.json` (the same settings, for later
+    /// edits) for `s`, to be written with [`Transport::write_many`].
+    fn settings_files(&self, vm: &str, s: &AgentSettings) -> DriverResult<Vec<(String, Vec<u8>)>> {
         let json = s.to_json();
         let iso = medium::build(MediumKind::CdromEnv, &json, vm, &self.cfg.xorriso).context(|| format!("cannot build the settings ISO of {vm}"))?;
         let dir = self.vm_dir(vm);
-        self.tr(|| format!("cannot write the settings of {vm}"), self.t.write(&join(&dir, "env.iso"), &iso))?;
-        self.tr(|| format!("cannot write the settings of {vm}"), self.t.write(&join(&dir, "env.json"), &json))
+        Ok(vec![(join(&dir, "env.iso"), iso), (join(&dir, "env.json"), json)])
     }
 
     fn read_settings(&self, vm: &str) -> DriverResult<AgentSettings> {
@@ -565,8 +565,9 @@ impl Vmrun {
             settings.disks.ephemeral = json!("1");
         }
         Self::attach_settings_iso(&mut v);
-        self.write_settings(vm, &settings)?;
-        self.write_vmx(&vmx_path, &v)?;
+        let mut files = self.settings_files(vm, &settings)?;
+        files.push((vmx_path.clone(), v.render().into_bytes()));
+        self.tr(|| format!("cannot write the configuration of {vm}"), self.t.write_many(&files))?;
         h.start(&vmx_path)?;
         if let Some(b) = &props.bootstrap {
             self.bootstrap(vm, &vmx_path, b)?;
@@ -613,15 +614,21 @@ impl Vmrun {
 
     /// Runs `edit` on the VM's .vmx with the VM powered off (VMware rewrites the file of a running VM),
     /// restoring the power state afterwards. The caller holds the VM's lock.
-    fn edit_stopped<T>(&self, vmx: &str, edit: impl FnOnce(&mut Vmx) -> DriverResult<T>) -> DriverResult<T> {
+    /// `edit` may return other files (the settings) to write together with the .vmx.
+    fn edit_stopped<T>(&self, vmx: &str, edit: impl FnOnce(&mut Vmx) -> DriverResult<(T, Vec<(String, Vec<u8>)>)>) -> DriverResult<T> {
         let h = self.host();
         let was_running = h.stop(vmx, true)?;
         let mut v = self.read_vmx(vmx)?;
         let out = edit(&mut v);
         let written = match &out {
-            Ok(_) => self.write_vmx(vmx, &v),
+            Ok((_, extra)) => {
+                let mut files = extra.clone();
+                files.push((vmx.to_string(), v.render().into_bytes()));
+                self.tr(|| format!("cannot write {vmx}"), self.t.write_many(&files))
+            }
             Err(_) => Ok(()),
         };
+        let out = out.map(|(t, _)| t);
         let restarted = if was_running { h.start(vmx) } else { Ok(()) };
         let out = out?;
         written?;
@@ -938,8 +945,7 @@ impl Driver for Vmrun {
             v.set(&format!("scsi0:{unit}.mode"), "independent-persistent");
             settings.attach_persistent(disk.as_str(), json!(unit.to_string()));
             // the settings change with the .vmx, while the VM is off
-            self.write_settings(vm.as_str(), &settings)?;
-            Ok(unit)
+            Ok((unit, self.settings_files(vm.as_str(), &settings)?))
         })?;
         Ok(json!(unit.to_string()))
     }
@@ -957,7 +963,7 @@ impl Driver for Vmrun {
                 v.remove_prefix(&format!("scsi0:{unit}."));
             }
             settings.detach_persistent(disk.as_str());
-            self.write_settings(vm.as_str(), &settings)
+            Ok(((), self.settings_files(vm.as_str(), &settings)?))
         })
     }
 

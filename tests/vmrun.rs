@@ -27,7 +27,11 @@ pub fn fake_binary() -> PathBuf {
         if mtime(&out).is_none() || mtime(&out) < mtime(&src) {
             std::fs::create_dir_all(out.parent().unwrap()).unwrap();
             let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| {
+                // rustc beside the cargo that built these tests, when PATH does not name one
+                let beside = Path::new(env!("CARGO")).with_file_name("rustc");
+                if beside.is_file() { beside.display().to_string() } else { "rustc".into() }
+            });
             let st = Command::new(rustc).args(["--edition", "2021", "-o"]).arg(&tmp).arg(&src).status().expect("rustc");
             assert!(st.success(), "building the VMware test double failed");
             std::fs::rename(&tmp, &out).unwrap();

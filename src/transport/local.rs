@@ -238,7 +238,7 @@ mod tests {
         assert!(matches!(e, TransportError::LockTimeout { .. }), "{e}");
         assert_eq!(t.held(&[p.clone(), format!("{p}.none")]).unwrap(), vec![true, false]);
         drop(g);
-        assert_eq!(t.held(&[p.clone()]).unwrap(), vec![false]);
+        assert_eq!(t.held(std::slice::from_ref(&p)).unwrap(), vec![false]);
         t.lock(&p, Duration::from_millis(100)).unwrap();
     }
 }

@@ -169,15 +169,7 @@ pub(crate) fn temp_sibling(path: &str) -> String {
 
 /// Standard base64 without padding (OpenSSH's fingerprint form).
 pub(crate) fn base64_nopad(data: &[u8]) -> String {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..=c.len() {
-            out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    crate::encoding::base64(data).trim_end_matches('=').to_string()
 }
 
 #[cfg(test)]

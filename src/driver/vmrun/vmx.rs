@@ -50,7 +50,13 @@ impl Vmx {
     /// Reads a `.vmx`. Lines that are not `key = value` are kept verbatim.
     pub fn parse(text: &str) -> Vmx {
         let mut lines = Vec::new();
-        for raw in text.lines() {
+        // split on LF only: a raw line keeps any CR it has, so parse/render round-trips exactly
+        // (str::lines would eat one CR per round; found by fuzzing)
+        let mut raws: Vec<&str> = text.split('\n').collect();
+        if raws.last() == Some(&"") {
+            raws.pop();
+        }
+        for raw in raws {
             let t = raw.trim();
             if t.is_empty() || t.starts_with('#') {
                 lines.push(Line::Raw(raw.to_string()));
@@ -169,6 +175,14 @@ impl Vmx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn carriage_returns_survive_round_trips() {
+        for text in ["\r\r\r\n", ".\r", "a = \"b\"\r\n# c\r\n"] {
+            let once = Vmx::parse(text).render();
+            assert_eq!(Vmx::parse(&once).render(), once, "{text:?}");
+        }
+    }
 
     const STEMCELL: &str = r#".encoding = "UTF-8"
 config.version = "8"

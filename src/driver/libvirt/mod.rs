@@ -1,8 +1,8 @@
 //! The libvirt driver: KVM/QEMU (or any libvirt hypervisor) through `virsh`, locally or over `qemu+ssh://`.
 //!
 //! Layout in one storage pool:
-//! - stemcell `sc-<16 hex>-<os|vs|vsefi>`: the imported image (qcow2 or raw); the suffix records the
-//!   stemcell family (OpenStack or vSphere conventions) and whether it boots with EFI;
+//! - stemcell `sc-<16 hex>-<os|osraw|vs|vsefi>`: the imported image (qcow2, or raw for `osraw`); the suffix
+//!   records the stemcell family (OpenStack or vSphere conventions), EFI, and the volume format;
 //! - VM `vm-<20 hex>`: domain of that name, volumes `<vm>-root` (qcow2 overlay on the stemcell, no copy),
 //!   `<vm>-ephemeral`, `<vm>-settings.iso` (the settings medium, a fixed-size volume);
 //! - disk `disk-<15 hex>` (20 characters, so it fits a disk serial and the agent's by-id lookup), with its
@@ -196,11 +196,16 @@ pub struct Libvirt {
     inflight: Inflight,
 }
 
+/// Suffixes of stemcell CIDs: family, firmware and volume format.
+const STEMCELL_TAGS: &[&str] = &["os", "osraw", "vs", "vsefi"];
+
 /// What a stemcell CID says about the stemcell.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct StemcellKind {
     family: Family,
     efi: bool,
+    /// Format of the stemcell volume (the backing format of every VM's overlay).
+    format: &'static str,
 }
 
 fn parse_stemcell_cid(cid: &str) -> Option<StemcellKind> {
@@ -210,9 +215,10 @@ fn parse_stemcell_cid(cid: &str) -> Option<StemcellKind> {
         return None;
     }
     match tag {
-        "os" => Some(StemcellKind { family: Family::OpenStack, efi: false }),
-        "vs" => Some(StemcellKind { family: Family::Vsphere, efi: false }),
-        "vsefi" => Some(StemcellKind { family: Family::Vsphere, efi: true }),
+        "os" => Some(StemcellKind { family: Family::OpenStack, efi: false, format: "qcow2" }),
+        "osraw" => Some(StemcellKind { family: Family::OpenStack, efi: false, format: "raw" }),
+        "vs" => Some(StemcellKind { family: Family::Vsphere, efi: false, format: "qcow2" }),
+        "vsefi" => Some(StemcellKind { family: Family::Vsphere, efi: true, format: "qcow2" }),
         _ => None,
     }
 }
@@ -309,7 +315,7 @@ impl Libvirt {
                 self.vol_delete(&cid).is_ok() && self.vol_delete(&format!("{cid}.meta.json")).is_ok()
             } else if cid.starts_with("sc-") {
                 // the marker has the id; the volume name adds the family suffix
-                ["os", "vs", "vsefi"].iter().all(|t| self.vol_delete(&format!("{cid}-{t}")).is_ok())
+                STEMCELL_TAGS.iter().all(|t| self.vol_delete(&format!("{cid}-{t}")).is_ok())
             } else {
                 self.vol_delete(&cid).is_ok()
             };
@@ -362,6 +368,24 @@ impl Libvirt {
                 }
                 let _ = self.virsh.run(["pool-autostart", pool]);
                 Ok(())
+            }
+        }
+    }
+
+    /// Re-reads the pool so libvirt probes an uploaded image's real format and virtual size. libvirt refuses
+    /// while another process's upload or download runs in the pool, so this retries (bounded: 10 minutes).
+    fn refresh_pool(&self) -> DriverResult<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match self.virsh.run(["pool-refresh", self.pool()]) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    crate::debug!("pool-refresh refused ({}), retrying", e.output().trim());
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(DriverError::failed(format!("cannot refresh storage pool {}", self.pool()), e)),
             }
         }
     }
@@ -534,7 +558,7 @@ impl Libvirt {
             return Err(DriverError::invalid("VM cloud_properties", "disk sizes are limited to 64 TiB"));
         }
         let stemcell = req.stemcell.as_str();
-        let (sc_cap, sc_fmt) = self.vol_info(stemcell)?.ok_or_else(|| DriverError::StemcellNotFound(stemcell.to_string()))?;
+        let (sc_cap, _) = self.vol_info(stemcell)?.ok_or_else(|| DriverError::StemcellNotFound(stemcell.to_string()))?;
         // NICs first: a bad network fails before anything is made
         let mut networks: Networks = req.networks.clone();
         let mut nics = Vec::new();
@@ -553,7 +577,8 @@ impl Libvirt {
 
         let root = format!("{vm}-root");
         let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
-        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, sc_fmt.as_str())))?;
+        // the backing format comes from the CID, never from a probe
+        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
         rb.volumes.push(root.clone());
         let mut disks = vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
         if props.disk > 0 {
@@ -627,10 +652,11 @@ impl Driver for Libvirt {
         let marker = self.begin(&id)?;
         let work = marker.work_dir().context(|| format!("cannot create a work directory in {}", self.cfg.state_dir.display()))?;
         let unpacked = stemcell::unpack(image, Some(work)).context(|| "cannot read the stemcell image".into())?;
-        let tag = match (unpacked.family, unpacked.efi) {
-            (Family::OpenStack, _) => "os",
-            (Family::Vsphere, false) => "vs",
-            (Family::Vsphere, true) => "vsefi",
+        let tag = match (unpacked.family, unpacked.efi, unpacked.format) {
+            (Family::OpenStack, _, DiskFormat::Raw) => "osraw",
+            (Family::OpenStack, _, _) => "os",
+            (Family::Vsphere, false, _) => "vs",
+            (Family::Vsphere, true, _) => "vsefi",
         };
         let cid = format!("{id}-{tag}");
         // VMDKs (stream-optimised) are converted to qcow2 locally, as a stream, before upload
@@ -660,7 +686,7 @@ impl Driver for Libvirt {
         rb.volumes.push(cid.clone());
         info!("uploading {} MiB into volume {cid}", size >> 20);
         self.vol_upload(&cid, &file)?;
-        let _ = self.virsh.run(["pool-refresh", self.pool()]);
+        self.refresh_pool()?;
         let (_, probed) = self.vol_info(&cid)?.ok_or_else(|| DriverError::Other(format!("volume {cid} vanished after upload")))?;
         if probed != format {
             return Err(DriverError::Other(format!("volume {cid} was probed as {probed}, expected {format}")));
@@ -932,7 +958,8 @@ mod tests {
 
     #[test]
     fn stemcell_cids() {
-        assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-os"), Some(StemcellKind { family: Family::OpenStack, efi: false }));
+        assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-os"), Some(StemcellKind { family: Family::OpenStack, efi: false, format: "qcow2" }));
+        assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-osraw").unwrap().format, "raw");
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-vsefi").unwrap().efi, true);
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-xx"), None);
         assert_eq!(parse_stemcell_cid("sc-../../etc-os"), None);

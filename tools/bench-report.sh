@@ -1,19 +1,57 @@
 #!/usr/bin/env bash
-# tools/bench-report.sh — runs every benchmark in benches/ (release builds) and prints their Markdown tables,
-# measured in the same run, to stdout. Needs the test peers (root, libvirtd; the vSphere simulator and sshd are
-# started by the benchmarks that need them). Progress and build output go to stderr.
+# tools/bench-report.sh — runs every benchmark in benches/ in one go (release builds) and prints one Markdown
+# report to stdout: a summary table with the side-by-side figures and ratios the proof suite asks for, then each
+# benchmark's full output. Needs root and the test peers (libvirtd is started here; the vSphere simulator and
+# sshd are started by the benchmarks that need them). Build output and progress go to stderr.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 cd "$HERE"
 bash tools/packages.sh --tests
+dpkg-query -W -f='${Status}' virtinst 2>/dev/null | grep -q 'install ok installed' ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtinst >&2
 bash tools/libvirt-up.sh >/dev/null
+bash tools/vcsim/build.sh target/vcsim >&2
 cargo build --release --locked --bins >&2
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for b in libvirt vmrun vsphere launcher; do
+  echo "bench-report: running $b" >&2
+  cargo bench --locked --bench "$b" >"$out/$b" 2>"$out/$b.err" || { echo "bench-report: $b failed:" >&2; tail -20 "$out/$b.err" >&2; }
+done
+# value of the libvirt table row whose first cell starts with $1
+lv() { awk -F'|' -v k="$1" 'index($2, k) == 2 { gsub(/^ +| +$/, "", $3); print $3; exit }' "$out/libvirt"; }
+line() { grep -m1 -- "$2" "$out/$1" | sed 's/^ *//' || true; }
+
 echo "# vmcpi benchmark report"
 echo
-echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(date -u +%Y-%m-%dT%H:%MZ)"
-for b in $(sed -n '/^\[\[bench\]\]/{n;s/^name = "\(.*\)"/\1/p}' Cargo.toml); do
+echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ); every figure below comes from this one run."
+echo
+echo "| what | measured | compared with | ratio |"
+echo "|---|---|---|---|"
+echo "| \`info\`, whole process | $(lv '`info` whole process') | \`/bin/true\`: $(lv '`/bin/true` whole process') | $(lv 'ratio info / true') |"
+echo "| libvirt create_vm, 4 GiB stemcell | $(lv 'create_vm from the 4096 MiB stemcell') | 64 MiB stemcell: $(lv 'create_vm from the 64 MiB stemcell') | $(lv 'create_vm ratio 4 GiB / 64 MiB') |"
+echo "| vmrun create_vm, 4 GiB stemcell | $(line vmrun 'create_vm, 4 GiB stemcell, local' | sed 's/.*local: //') | 64 MiB: $(line vmrun 'create_vm, 64 MiB stemcell, local' | sed 's/.*local: //') | $(line vmrun 'create_vm ratio' | sed 's/.*: //') |"
+echo "| vSphere create_vm | see the vSphere table | (the simulator discards disk bytes: no size ratio) | |"
+echo "| libvirt create_vm (overlay) | $(lv 'create_vm from the 4 GiB stemcell (overlay' | sed 's/ (ratio.*//') | \`virt-clone\` of the same image: $(lv 'virt-clone of a domain') | $(lv 'create_vm from the 4 GiB stemcell (overlay' | sed -n 's/.*ratio \(.*\))/\1/p') |"
+echo "| stemcell import 4 GiB (libvirt) | $(lv 'import 4 GiB: vmcpi') | \`tar xzf\`: $(lv 'baseline: `tar xzf`' | sed 's/ (ratio.*//'); \`cp\`: $(lv 'baseline: `cp'); \`qemu-img convert\`: $(lv 'baseline: `qemu-img') | |"
+echo "| create_stemcell peak RSS, 4 GiB image | $(lv 'create_stemcell 4096 MiB: peak RSS') | 64 MiB image: $(lv 'create_stemcell 64 MiB: peak RSS') | $(lv 'create_stemcell peak RSS ratio') |"
+echo "| vSphere 4 GiB import | $(line vsphere '4 GiB stemcell import' | sed 's/^4 GiB stemcell import (vCenter model): //') | | |"
+echo "| SSH overhead per call (vmrun) | $(line vmrun 'has_vm (1 file check' | sed 's/.*-> //') | | |"
+echo "| launcher poll, 10 000 jobs / 20 pools | $(line launcher 'launcher thread CPU time' | sed 's/launcher thread CPU time: //') CPU | | |"
+echo "| launcher job → create_vm | $(line launcher 'job appears' | sed 's/.*: //') | | |"
+echo
+echo "## Peak RSS per method (libvirt)"
+echo
+sed -n '/^| method | peak RSS/,$p' "$out/libvirt"
+echo
+echo "## HTTP round trips and wall time per method (vSphere simulator)"
+echo
+echo '```'
+cat "$out/vsphere"
+echo '```'
+for b in libvirt vmrun launcher; do
   echo
-  echo "## $b"
+  echo "## $b (full output)"
   echo
-  cargo bench --locked --bench "$b" 2>/dev/null | sed -n '/^#\{1,\} /d; /^|/p; /^$/p; /^[A-Za-z]/p'
+  if [ "$b" = libvirt ]; then sed '/^# /d' "$out/$b"; else echo '```'; cat "$out/$b"; echo '```'; fi
 done

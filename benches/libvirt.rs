@@ -26,7 +26,6 @@ fn cpi_bin() -> PathBuf {
 /// Runs one CPI call; returns (response, wall time, peak RSS of the vmcpi process in KiB).
 fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duration, u64) {
     let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
-    let started = Instant::now();
     let mut child = Command::new(bin)
         .arg("--config")
         .arg(config)
@@ -37,9 +36,14 @@ fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duratio
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn vmcpi");
-    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
     let pid = child.id();
     let mut hwm = 0;
+    // a short call (info) can exit before the first sample: sample once while it waits for its request
+    std::thread::sleep(Duration::from_millis(20));
+    hwm = hwm.max(vm_hwm(pid));
+    // wall time from the request on: the process start is measured by the info-vs-true figure
+    let started = Instant::now();
+    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -48,11 +52,7 @@ fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duratio
         s
     });
     loop {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(v) = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()) {
-                hwm = hwm.max(v);
-            }
-        }
+        hwm = hwm.max(vm_hwm(pid));
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -63,6 +63,14 @@ fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duratio
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: bad response {e}: {out}"));
     assert!(v["error"].is_null(), "{method} failed: {}", v["error"]);
     (v, elapsed, hwm)
+}
+
+/// Peak resident set (VmHWM) of a live process, in KiB (0 once it is gone).
+fn vm_hwm(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -110,9 +110,37 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
     Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
 }
 
-/// Sorts jobs: priority descending, then scheduled_at ascending.
+/// A job's age for sorting: the instant of its `scheduled_at`; a missing or unreadable time counts as the
+/// oldest (so such a job is not starved). `f64::total_cmp` keeps the order total.
+struct Age(Option<f64>);
+
+impl PartialEq for Age {
+    fn eq(&self, other: &Age) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Age {}
+
+impl PartialOrd for Age {
+    fn partial_cmp(&self, other: &Age) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Age {
+    fn cmp(&self, other: &Age) -> std::cmp::Ordering {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            (a, b) => a.is_some().cmp(&b.is_some()),
+        }
+    }
+}
+
+/// Sorts jobs: priority descending, then scheduled_at ascending (as instants, not as strings:
+/// `10:00:01Z` is older than `10:00:01.500Z`), then by the text and the id so that the order is total.
 pub fn sort_jobs(jobs: &mut [ScheduledJob]) {
-    jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.scheduled_at.cmp(&b.scheduled_at)).then_with(|| a.id.cmp(&b.id)));
+    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(j.priority), Age(parse_rfc3339(&j.scheduled_at)), j.scheduled_at.clone(), j.id.clone()));
 }
 
 /// Drops jobs listed twice (pages are not a snapshot; the first sighting wins), then sorts.
@@ -830,6 +858,19 @@ mod tests {
         assert_eq!(error_message(r#"{"message":"job already finished"}"#), "job already finished");
         assert_eq!(error_message("<html>Bad Gateway</html>"), "<html>Bad Gateway</html>");
         assert_eq!(error_message(&"é".repeat(300)).chars().count(), 200);
+    }
+
+    #[test]
+    fn order_compares_instants_not_text() {
+        let j = |id: &str, p: i64, at: &str| ScheduledJob { id: id.into(), priority: p, rules: vec![], scheduled_at: at.into() };
+        // as text, "…01.500Z" < "…01Z" < "…00+00:00"; as instants it is the other way round
+        let mut v = vec![j("a", 0, "2026-01-05T10:00:01.500Z"), j("b", 0, "2026-01-05T10:00:01Z"), j("c", 0, "2026-01-05T10:00:00+00:00"), j("d", 1, "2026-01-05T11:00:00Z")];
+        sort_jobs(&mut v);
+        assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "dcba");
+        // a missing or unreadable time counts as oldest; ties fall back to the text, then the id
+        let mut v = vec![j("a", 0, "2026-01-05T10:00:00Z"), j("c", 0, "garbage"), j("b", 0, ""), j("e", 0, "2026-01-05T10:00:00.000Z"), j("d", 0, "2026-01-05T10:00:00.000Z")];
+        sort_jobs(&mut v);
+        assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bcdea");
     }
 
     #[test]

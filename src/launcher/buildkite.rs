@@ -189,9 +189,12 @@ fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String>
 /// The longest wait the launcher takes from a server's header.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-/// A wait in seconds (`"2"`, `"0.5"`), clamped to 0..=1 h; `None` when it is not a number.
+/// A wait in seconds (`"2"`, `"0.5"`), clamped to 0..=1 h; `None` when it is not a number (`NaN` included).
 fn parse_seconds(v: &str) -> Option<Duration> {
     let s = v.trim().parse::<f64>().ok()?;
+    if s.is_nan() {
+        return None;
+    }
     Some(Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
 }
 
@@ -843,7 +846,8 @@ mod tests {
         assert_eq!(parse_retry_after("-3"), Some(s(0)));
         assert_eq!(parse_retry_after("1e9"), Some(s(3600)));
         assert_eq!(parse_retry_after("inf"), Some(s(3600)));
-        for v in ["", "Wed, 21 Oct 2015 07:28:00 GMT", "2s"] {
+        // `NaN` parses as an f64 and used to reach Duration::from_secs_f64, which panics
+        for v in ["NaN", "nan", "-NaN", "", "Wed, 21 Oct 2015 07:28:00 GMT", "2s"] {
             assert_eq!(parse_retry_after(v), None, "{v}");
         }
 
@@ -853,6 +857,8 @@ mod tests {
         assert_eq!((l.exhausted(), l.after_429()), (Some(s(42)), s(7)));
         let l = Limits::parse(None, Some("3"), Some("42"));
         assert_eq!((l.remaining, l.exhausted(), l.after_429()), (Some(3), None, s(42)));
+        let l = Limits::parse(Some("NaN"), Some("0"), Some("NaN"));
+        assert_eq!((l.exhausted(), l.after_429()), (None, s(1)));
         assert_eq!(Limits::parse(None, None, None), Limits::default());
 
         assert_eq!(error_message(r#"{"message":"job already finished"}"#), "job already finished");

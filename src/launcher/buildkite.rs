@@ -110,9 +110,44 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
     Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
 }
 
-/// Sorts jobs: priority descending, then scheduled_at ascending.
+/// A job's age for sorting: the instant of its `scheduled_at`; a missing or unreadable time counts as the
+/// oldest (so such a job is not starved). `f64::total_cmp` keeps the order total.
+struct Age(Option<f64>);
+
+impl PartialEq for Age {
+    fn eq(&self, other: &Age) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Age {}
+
+impl PartialOrd for Age {
+    fn partial_cmp(&self, other: &Age) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Age {
+    fn cmp(&self, other: &Age) -> std::cmp::Ordering {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            (a, b) => a.is_some().cmp(&b.is_some()),
+        }
+    }
+}
+
+/// Sorts jobs: priority descending, then scheduled_at ascending (as instants, not as strings:
+/// `10:00:01Z` is older than `10:00:01.500Z`), then by the text and the id so that the order is total.
 pub fn sort_jobs(jobs: &mut [ScheduledJob]) {
-    jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.scheduled_at.cmp(&b.scheduled_at)).then_with(|| a.id.cmp(&b.id)));
+    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(j.priority), Age(parse_rfc3339(&j.scheduled_at)), j.scheduled_at.clone(), j.id.clone()));
+}
+
+/// Drops jobs listed twice (pages are not a snapshot; the first sighting wins), then sorts.
+fn tidy(jobs: &mut Vec<ScheduledJob>) {
+    let mut seen = std::collections::HashSet::new();
+    jobs.retain(|j| seen.insert(j.id.clone()));
+    sort_jobs(jobs);
 }
 
 fn is_uuid_like(s: &str) -> bool {
@@ -149,6 +184,63 @@ pub struct Reply {
 
 fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
+}
+
+/// The longest wait the launcher takes from a server's header.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// A wait in seconds (`"2"`, `"0.5"`), clamped to 0..=1 h; `None` when it is not a number (`NaN` included).
+fn parse_seconds(v: &str) -> Option<Duration> {
+    let s = v.trim().parse::<f64>().ok()?;
+    if s.is_nan() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
+}
+
+/// `Retry-After` in seconds. (The HTTP-date form is not used by Buildkite and reads as absent.)
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    parse_seconds(v)
+}
+
+/// The rate-limit headers of one response.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// `Retry-After`.
+    pub retry_after: Option<Duration>,
+    /// `RateLimit-Remaining`.
+    pub remaining: Option<i64>,
+    /// `RateLimit-Reset`: time until the window resets.
+    pub reset: Option<Duration>,
+}
+
+impl Limits {
+    /// Reads `Retry-After`, `RateLimit-Remaining` and `RateLimit-Reset` (absent or unreadable → `None`).
+    pub fn parse(retry_after: Option<&str>, remaining: Option<&str>, reset: Option<&str>) -> Limits {
+        Limits {
+            retry_after: retry_after.and_then(parse_retry_after),
+            remaining: remaining.and_then(|v| v.trim().parse::<i64>().ok()),
+            reset: reset.and_then(parse_seconds),
+        }
+    }
+
+    /// How long to hold off even after a success: the window is used up until it resets.
+    pub fn exhausted(&self) -> Option<Duration> {
+        match (self.remaining, self.reset) {
+            (Some(0), Some(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// How long to wait after a 429: `Retry-After`, else `RateLimit-Reset`, else 1 s.
+    pub fn after_429(&self) -> Duration {
+        self.retry_after.or(self.reset).unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// The message of an error answer: its JSON `message`, else the start of the body.
+pub fn error_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body).ok().and_then(|v| v["message"].as_str().map(String::from)).unwrap_or_else(|| body.chars().take(200).collect())
 }
 
 impl Http {
@@ -196,17 +288,13 @@ impl Http {
                 Err(e) => return Err(BkError::Http { what: what.into(), source: Box::new(e) }),
             };
             let status = resp.status().as_u16();
-            let retry_after = header(&resp, "Retry-After").and_then(|v| v.trim().parse::<f64>().ok()).map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)));
-            let remaining = header(&resp, "RateLimit-Remaining").and_then(|v| v.trim().parse::<i64>().ok());
-            let reset = header(&resp, "RateLimit-Reset").and_then(|v| v.trim().parse::<f64>().ok());
-            self.not_before = match (remaining, reset) {
-                (Some(0), Some(r)) => Some(Instant::now() + Duration::from_secs_f64(r.clamp(0.0, 3600.0))),
-                _ => None,
-            };
+            let limits = Limits::parse(header(&resp, "Retry-After").as_deref(), header(&resp, "RateLimit-Remaining").as_deref(), header(&resp, "RateLimit-Reset").as_deref());
+            let retry_after = limits.retry_after;
+            self.not_before = limits.exhausted().map(|r| Instant::now() + r);
             let link = header(&resp, "Link");
             let text = resp.body_mut().read_to_string().unwrap_or_default();
             if status == 429 {
-                let wait = retry_after.or(reset.map(|r| Duration::from_secs_f64(r.clamp(0.0, 3600.0)))).unwrap_or(Duration::from_secs(1));
+                let wait = limits.after_429();
                 self.not_before = Some(Instant::now() + wait);
                 return Err(BkError::RateLimited { what: what.into(), retry_after: wait });
             }
@@ -221,16 +309,15 @@ impl Http {
                 }
             }
             if status >= 400 {
-                let message = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["message"].as_str().map(String::from)).unwrap_or_else(|| text.chars().take(200).collect());
-                return Err(BkError::Status { what: what.into(), status, message });
+                return Err(BkError::Status { what: what.into(), status, message: error_message(&text) });
             }
             return Ok(Reply { status, body: text, link });
         }
     }
+}
 
-    fn json<T: serde::de::DeserializeOwned>(what: &str, r: &Reply) -> Result<T, BkError> {
-        serde_json::from_str(&r.body).map_err(|source| BkError::Decode { what: what.into(), source })
-    }
+fn json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, BkError> {
+    serde_json::from_str(body).map_err(|source| BkError::Decode { what: what.into(), source })
 }
 
 /// The Stacks API (`/v3/stacks/...`) with a cluster agent token.
@@ -279,6 +366,52 @@ struct JobsPage {
     cluster_queue: ClusterQueue,
 }
 
+/// One page of `GET stacks/{key}/scheduled-jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobsPageOut {
+    /// The page's jobs with a UUID-like id, each once, in [`sort_jobs`] order; `paused` is the queue's flag.
+    pub listing: Listing,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// Decodes one page of scheduled jobs (the paused flag as `dispatch_paused` or `paused`).
+pub fn decode_scheduled_jobs(body: &str) -> Result<JobsPageOut, BkError> {
+    let page: JobsPage = json("list scheduled jobs", body)?;
+    let mut jobs: Vec<ScheduledJob> = page
+        .jobs
+        .into_iter()
+        .filter(|j| is_uuid_like(&j.id))
+        .map(|j| ScheduledJob { id: j.id, priority: j.priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at })
+        .collect();
+    tidy(&mut jobs);
+    let next = match (page.page_info.has_next_page, page.page_info.end_cursor) {
+        (true, Some(c)) => Some(c),
+        _ => None,
+    };
+    Ok(JobsPageOut { listing: Listing { jobs, paused: page.cluster_queue.dispatch_paused }, next })
+}
+
+/// Decodes a `batch-reserve` answer: the ids that are now ours (`not_reserved` is ignored).
+pub fn decode_reserve(body: &str) -> Result<Vec<String>, BkError> {
+    #[derive(Deserialize)]
+    struct Reserved {
+        #[serde(default)]
+        reserved: Vec<String>,
+    }
+    Ok(json::<Reserved>("reserve jobs", body)?.reserved)
+}
+
+/// Decodes a `get-states` answer: job id → state.
+pub fn decode_states(body: &str) -> Result<HashMap<String, String>, BkError> {
+    #[derive(Deserialize)]
+    struct States {
+        #[serde(default)]
+        states: HashMap<String, String>,
+    }
+    Ok(json::<States>("get job states", body)?.states)
+}
+
 impl Stacks {
     pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Stacks {
         let b = &cfg.buildkite;
@@ -320,22 +453,16 @@ impl Source for Stacks {
                 url.push_str(&format!("&after={}", enc(a)));
             }
             let r = self.http.request("list scheduled jobs", "GET", &url, None)?;
-            let page: JobsPage = Http::json("list scheduled jobs", &r)?;
-            out.paused |= page.cluster_queue.dispatch_paused;
-            for j in page.jobs {
-                if is_uuid_like(&j.id) {
-                    out.jobs.push(ScheduledJob { id: j.id, priority: j.priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at });
-                }
-            }
-            match (page.page_info.has_next_page, page.page_info.end_cursor) {
-                (true, Some(c)) => after = Some(c),
-                _ => break,
+            let page = decode_scheduled_jobs(&r.body)?;
+            out.paused |= page.listing.paused;
+            out.jobs.extend(page.listing.jobs);
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
             }
         }
         // pages are not a snapshot: a job can show up twice
-        let mut seen = std::collections::HashSet::new();
-        out.jobs.retain(|j| seen.insert(j.id.clone()));
-        sort_jobs(&mut out.jobs);
+        tidy(&mut out.jobs);
         Ok(out)
     }
 
@@ -345,12 +472,7 @@ impl Source for Stacks {
             let body = json!({"job_uuids": chunk, "reservation_expiry_seconds": self.expiry});
             let url = self.url("/scheduled-jobs/batch-reserve");
             let r = self.http.request("reserve jobs", "PUT", &url, Some(&body))?;
-            #[derive(Deserialize)]
-            struct Reserved {
-                #[serde(default)]
-                reserved: Vec<String>,
-            }
-            reserved.extend(Http::json::<Reserved>("reserve jobs", &r)?.reserved);
+            reserved.extend(decode_reserve(&r.body)?);
         }
         Ok(reserved)
     }
@@ -360,12 +482,7 @@ impl Source for Stacks {
         for chunk in ids.chunks(1000) {
             let url = self.url("/jobs/get-states");
             let r = self.http.request("get job states", "POST", &url, Some(&json!({"job_uuids": chunk})))?;
-            #[derive(Deserialize)]
-            struct States {
-                #[serde(default)]
-                states: HashMap<String, String>,
-            }
-            out.extend(Http::json::<States>("get job states", &r)?.states);
+            out.extend(decode_states(&r.body)?);
         }
         Ok(out)
     }
@@ -436,6 +553,66 @@ struct RestJob {
     scheduled_at: Option<String>,
 }
 
+/// A build from the REST builds list, with what the launcher reads of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Build {
+    pub number: u64,
+    /// The pipeline's slug.
+    pub pipeline: Option<String>,
+    pub jobs: Vec<BuildJob>,
+}
+
+/// A job of a REST build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildJob {
+    pub id: String,
+    /// `script`, `waiter`, `manual`, `trigger`.
+    pub kind: String,
+    pub state: Option<String>,
+    pub rules: Vec<String>,
+    /// 0 when absent or not an integer.
+    pub priority: i64,
+    /// Empty when absent.
+    pub scheduled_at: String,
+}
+
+/// Decodes a page of `GET /v2/organizations/{org}/builds` (a JSON array of builds).
+pub fn decode_builds(body: &str) -> Result<Vec<Build>, BkError> {
+    let builds: Vec<RestBuild> = json("list builds", body)?;
+    Ok(builds
+        .into_iter()
+        .map(|b| Build {
+            number: b.number,
+            pipeline: b.pipeline.map(|p| p.slug),
+            jobs: b
+                .jobs
+                .into_iter()
+                .map(|j| BuildJob {
+                    priority: j.priority.as_i64().or_else(|| j.priority["number"].as_i64()).unwrap_or(0),
+                    id: j.id,
+                    kind: j.kind,
+                    state: j.state,
+                    rules: j.agent_query_rules,
+                    scheduled_at: j.scheduled_at.unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// The launchable jobs of REST builds (`type == "script"`, state `scheduled`, a UUID-like id), each once, in
+/// [`sort_jobs`] order. The REST API has no paused flag (`include_paused` defaults to hiding those jobs).
+pub fn scheduled_in(builds: &[Build]) -> Listing {
+    let mut jobs: Vec<ScheduledJob> = builds
+        .iter()
+        .flat_map(|b| &b.jobs)
+        .filter(|j| j.kind == "script" && j.state.as_deref() == Some("scheduled") && is_uuid_like(&j.id))
+        .map(|j| ScheduledJob { id: j.id.clone(), priority: j.priority, rules: j.rules.clone(), scheduled_at: j.scheduled_at.clone() })
+        .collect();
+    tidy(&mut jobs);
+    Listing { jobs, paused: false }
+}
+
 /// The `rel="next"` URL of a `Link` header.
 pub fn link_next(link: &str) -> Option<String> {
     link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
@@ -475,7 +652,7 @@ impl Rest {
     }
 
     /// Every build created in the lookback window with one of `states` (all states when empty), page by page.
-    fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<RestBuild>, BkError> {
+    fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<Build>, BkError> {
         let from = crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
         let mut url = format!("{}/v2/organizations/{}/builds?per_page=100&created_from={}", self.base, enc(&self.org), enc(&rfc3339(from)));
         for s in states {
@@ -484,7 +661,7 @@ impl Rest {
         let mut out = Vec::new();
         for _ in 0..pages {
             let r = self.http.request("list builds", "GET", &url, None)?;
-            out.extend(Http::json::<Vec<RestBuild>>("list builds", &r)?);
+            out.extend(decode_builds(&r.body)?);
             // only follow links to the same API (a Link header is data from the server)
             match r.link.as_deref().and_then(link_next) {
                 Some(next) if next.starts_with(&self.base) => url = next,
@@ -494,7 +671,7 @@ impl Rest {
         for b in &out {
             if let Some(p) = &b.pipeline {
                 for j in &b.jobs {
-                    self.builds.insert(j.id.clone(), (p.slug.clone(), b.number));
+                    self.builds.insert(j.id.clone(), (p.clone(), b.number));
                 }
             }
         }
@@ -513,17 +690,7 @@ impl Source for Rest {
 
     fn list(&mut self) -> Result<Listing, BkError> {
         let builds = self.builds(&["scheduled", "running", "failing"], self.max_pages)?;
-        let mut out = Listing::default();
-        for b in builds {
-            for j in b.jobs {
-                if j.kind == "script" && j.state.as_deref() == Some("scheduled") && is_uuid_like(&j.id) {
-                    let priority = j.priority.as_i64().or_else(|| j.priority["number"].as_i64()).unwrap_or(0);
-                    out.jobs.push(ScheduledJob { id: j.id, priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at.unwrap_or_default() });
-                }
-            }
-        }
-        sort_jobs(&mut out.jobs);
-        Ok(out)
+        Ok(scheduled_in(&builds))
     }
 
     fn reserve(&mut self, ids: &[String]) -> Result<Vec<String>, BkError> {
@@ -588,6 +755,128 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_767_607_201), "2026-01-05T10:00:01Z");
         assert_eq!(parse_rfc3339(&rfc3339(951_868_800)), Some(951_868_800.0));
+    }
+
+    const J1: &str = "b63254c0-3271-4a98-8270-7cfbd6c2f14e";
+    const J2: &str = "00000002-0000-4000-8000-000000000002";
+    const J3: &str = "00000003-0000-4000-8000-000000000003";
+
+    fn ids(l: &Listing) -> Vec<&str> {
+        l.jobs.iter().map(|j| j.id.as_str()).collect()
+    }
+
+    #[test]
+    fn decodes_a_scheduled_jobs_page() {
+        // the shape of the docs' table and of tests/launcher/fake_bk.rs, plus a duplicate and a bad id
+        let body = format!(
+            r#"{{"jobs":[
+              {{"id":"{J2}","priority":0,"agent_query_rules":["queue=vm-linux"],"scheduled_at":"2026-01-05T10:00:02.000Z","pipeline":{{"slug":"app","uuid":"u"}},"build":{{"uuid":"b","number":42,"branch":"main"}},"step":{{"key":"test"}}}},
+              {{"id":"{J1}","priority":5,"agent_query_rules":["queue=vm-linux","flavor=large"],"scheduled_at":"2026-01-05T10:00:03.000Z"}},
+              {{"id":"{J3}","priority":0,"agent_query_rules":[],"scheduled_at":"2026-01-05T10:00:01.000Z"}},
+              {{"id":"../etc","priority":9}},
+              {{"id":"{J2}","priority":0,"scheduled_at":"2026-01-05T10:00:02.000Z"}}],
+             "page_info":{{"has_next_page":true,"end_cursor":"1000"}},"cluster_queue":{{"id":"q","dispatch_paused":false}}}}"#
+        );
+        let p = decode_scheduled_jobs(&body).unwrap();
+        assert_eq!(ids(&p.listing), [J1, J3, J2]);
+        assert_eq!(p.listing.jobs[0].rules, ["queue=vm-linux", "flavor=large"]);
+        assert!(!p.listing.paused);
+        assert_eq!(p.next.as_deref(), Some("1000"));
+
+        // last page; stacksapi's `paused` spelling; fields absent
+        let p = decode_scheduled_jobs(&format!(r#"{{"jobs":[{{"id":"{J1}"}}],"page_info":{{"has_next_page":false,"end_cursor":"9"}},"cluster_queue":{{"paused":true}}}}"#)).unwrap();
+        assert!(p.listing.paused && p.next.is_none());
+        assert_eq!(p.listing.jobs[0], ScheduledJob { id: J1.into(), priority: 0, rules: vec![], scheduled_at: String::new() });
+        assert!(decode_scheduled_jobs(r#"{"jobs":[],"page_info":{"has_next_page":true}}"#).unwrap().next.is_none());
+
+        for bad in ["", "{}", "[]", r#"{"message":"Authentication required"}"#, r#"{"jobs":[{"priority":1}]}"#, r#"{"jobs":[{"id":7}]}"#] {
+            assert!(matches!(decode_scheduled_jobs(bad), Err(BkError::Decode { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decodes_reserve_and_states() {
+        let r = decode_reserve(&format!(r#"{{"reserved":["{J1}","{J2}"],"not_reserved":["{J3}"]}}"#)).unwrap();
+        assert_eq!(r, [J1, J2]);
+        assert!(decode_reserve(r#"{"not_reserved":[]}"#).unwrap().is_empty());
+        assert!(decode_reserve(r#"{"reserved":[1]}"#).is_err());
+        assert!(decode_reserve("").is_err());
+
+        let s = decode_states(&format!(r#"{{"states":{{"{J1}":"running","{J2}":"canceled"}}}}"#)).unwrap();
+        assert_eq!((s[J1].as_str(), s[J2].as_str(), s.len()), ("running", "canceled", 2));
+        assert!(decode_states("{}").unwrap().is_empty());
+        assert!(decode_states(r#"{"states":{"x":null}}"#).is_err());
+        assert!(decode_states(r#"{"states":[]}"#).is_err());
+    }
+
+    #[test]
+    fn decodes_rest_builds() {
+        // the docs' example element, the fake's `{"number": n}` priority, a waiter and a running job
+        let body = format!(
+            r#"[{{"id":"f62a1b4d-0000","number":42,"state":"scheduled","created_at":"2026-01-05T10:00:00.000Z","pipeline":{{"slug":"app"}},
+                 "jobs":[{{"id":"{J1}","type":"script","name":"test","state":"scheduled","agent_query_rules":["queue=vm-linux","flavor=large"],
+                           "priority":0,"cluster_queue_id":"c","web_url":"https://buildkite.com/acme/app/builds/42#b632","scheduled_at":"2026-01-05T10:00:01.000Z","runnable_at":"2026-01-05T10:00:02.000Z"}},
+                         {{"id":"w","type":"waiter"}}]}},
+                {{"number":43,"pipeline":{{"slug":"lib"}},"jobs":[{{"id":"{J2}","type":"script","state":"scheduled","priority":{{"number":3}},"scheduled_at":"2026-01-05T10:00:09.000Z"}},
+                                                              {{"id":"{J3}","type":"script","state":"running","priority":9}}]}},
+                {{"number":44,"jobs":[{{"id":"{J1}","type":"script","state":"scheduled","priority":0,"scheduled_at":"2026-01-05T10:00:01.000Z"}}]}}]"#
+        );
+        let b = decode_builds(&body).unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!((b[0].number, b[0].pipeline.as_deref(), b[0].jobs.len()), (42, Some("app"), 2));
+        assert_eq!(b[0].jobs[1], BuildJob { id: "w".into(), kind: "waiter".into(), state: None, rules: vec![], priority: 0, scheduled_at: String::new() });
+        assert_eq!((b[1].jobs[0].priority, b[1].jobs[1].priority), (3, 9));
+        assert_eq!(b[2].pipeline, None);
+        // launchable: script + scheduled; listed once though it is on two pages; priority first
+        let l = scheduled_in(&b);
+        assert_eq!(ids(&l), [J2, J1]);
+        assert_eq!(l.jobs[1].rules, ["queue=vm-linux", "flavor=large"]);
+        assert!(!l.paused);
+
+        assert!(decode_builds("[]").unwrap().is_empty());
+        assert!(decode_builds(r#"{"message":"Listing builds this deep is not supported."}"#).is_err());
+        assert!(decode_builds(r#"[{"pipeline":{}}]"#).is_err());
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let s = Duration::from_secs;
+        assert_eq!(parse_retry_after(" 2 "), Some(s(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("-3"), Some(s(0)));
+        assert_eq!(parse_retry_after("1e9"), Some(s(3600)));
+        assert_eq!(parse_retry_after("inf"), Some(s(3600)));
+        // `NaN` parses as an f64 and used to reach Duration::from_secs_f64, which panics
+        for v in ["NaN", "nan", "-NaN", "", "Wed, 21 Oct 2015 07:28:00 GMT", "2s"] {
+            assert_eq!(parse_retry_after(v), None, "{v}");
+        }
+
+        let l = Limits::parse(None, Some("0"), Some("1"));
+        assert_eq!((l.exhausted(), l.after_429()), (Some(s(1)), s(1)));
+        let l = Limits::parse(Some("7"), Some("0"), Some("42"));
+        assert_eq!((l.exhausted(), l.after_429()), (Some(s(42)), s(7)));
+        let l = Limits::parse(None, Some("3"), Some("42"));
+        assert_eq!((l.remaining, l.exhausted(), l.after_429()), (Some(3), None, s(42)));
+        let l = Limits::parse(Some("NaN"), Some("0"), Some("NaN"));
+        assert_eq!((l.exhausted(), l.after_429()), (None, s(1)));
+        assert_eq!(Limits::parse(None, None, None), Limits::default());
+
+        assert_eq!(error_message(r#"{"message":"job already finished"}"#), "job already finished");
+        assert_eq!(error_message("<html>Bad Gateway</html>"), "<html>Bad Gateway</html>");
+        assert_eq!(error_message(&"é".repeat(300)).chars().count(), 200);
+    }
+
+    #[test]
+    fn order_compares_instants_not_text() {
+        let j = |id: &str, p: i64, at: &str| ScheduledJob { id: id.into(), priority: p, rules: vec![], scheduled_at: at.into() };
+        // as text, "…01.500Z" < "…01Z" < "…00+00:00"; as instants it is the other way round
+        let mut v = vec![j("a", 0, "2026-01-05T10:00:01.500Z"), j("b", 0, "2026-01-05T10:00:01Z"), j("c", 0, "2026-01-05T10:00:00+00:00"), j("d", 1, "2026-01-05T11:00:00Z")];
+        sort_jobs(&mut v);
+        assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "dcba");
+        // a missing or unreadable time counts as oldest; ties fall back to the text, then the id
+        let mut v = vec![j("a", 0, "2026-01-05T10:00:00Z"), j("c", 0, "garbage"), j("b", 0, ""), j("e", 0, "2026-01-05T10:00:00.000Z"), j("d", 0, "2026-01-05T10:00:00.000Z")];
+        sort_jobs(&mut v);
+        assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bcdea");
     }
 
     #[test]

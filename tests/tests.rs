@@ -39,3 +39,5 @@ mod launcher;
 mod vmrun;
 // Issue 6 proofs for vmrun on the VMware test double: SIGKILL, 16 processes, hostile input, secret canaries.
 mod proof_vmrun;
+// Issue 6 proofs for vSphere on the simulator: SIGKILL, 16 processes, hostile input, secret canaries.
+mod proof_vsphere;

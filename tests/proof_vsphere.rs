@@ -135,7 +135,13 @@ fn proof_vsphere_sigkill_at_random_points_leaves_nothing() {
     for m in &markers {
         let f = std::fs::OpenOptions::new().write(true).open(m).unwrap();
         assert!(f.try_lock().is_ok(), "{} is still locked", m.display());
+        // after the grace period the next create drops them: age them by 11 minutes
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(660)).unwrap();
     }
+    let d = cpi.ok("create_disk", json!([256, {}, null]));
+    cpi.ok("delete_disk", json!([d]));
+    assert_eq!(state_files(&sim, "inflight"), Vec::<PathBuf>::new(), "markers left after the grace period");
+    assert_eq!(datastore(&sim), Vec::<String>::new());
 }
 
 #[test]

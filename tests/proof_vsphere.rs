@@ -79,11 +79,15 @@ fn proof_vsphere_sigkill_at_random_points_leaves_nothing() {
         let mut tally = |k: Killed, list: Option<&mut Vec<String>>, cid_of: fn(&Value) -> String| match k {
             Killed::Answered(r) => {
                 finished += 1;
-                list.map(|l| l.push(cid_of(&r)));
+                if let Some(l) = list {
+                    l.push(cid_of(&r))
+                }
             }
             Killed::AfterFinishing(cid) => {
                 late += 1;
-                list.map(|l| l.push(cid));
+                if let Some(l) = list {
+                    l.push(cid)
+                }
             }
             Killed::MidWay(log) => {
                 killed += 1;

@@ -163,8 +163,8 @@ fn proof_vmrun_sigkill_at_random_points_leaves_nothing() {
         cpi.ok("delete_disk", json!([disk]));
     }
     // the next create reaps what killed creates left (their pending entries); then the director's clean-up
-    // (a tool the killed process had started may still be finishing under the lock it inherited: the
-    // sweep keeps away from it until then, so later creates reap it, as in tests/faults.rs)
+    // (as in tests/faults.rs, later creates are tried for a while when a pending entry is still there: the
+    // sweep skips an entry whose lock is held at the moment it looks)
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({})))[0].clone();

@@ -94,6 +94,12 @@ impl Marker {
         Ok(&self.work)
     }
 
+    /// Removes the scratch space now and keeps the marker: for a reaper that keeps the marker of a dead
+    /// process for a while (its object may still appear) while the scratch is of no use to anyone.
+    pub fn clear_work(&self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+
     /// The create finished (or its leftovers were reaped): remove the scratch space and the marker.
     pub fn commit(self) {
         let _ = std::fs::remove_dir_all(&self.work);
@@ -141,6 +147,17 @@ mod tests {
         }
         assert!(inf.orphans().is_empty());
         assert!(!dir.path().join("work/vm-live").exists());
+        // a marker kept by its reaper loses its scratch at once
+        let kept = inf.begin("sc-kept").unwrap();
+        std::fs::write(kept.work_dir().unwrap().join("image"), b"x").unwrap();
+        drop(kept);
+        for (_, m) in inf.orphans() {
+            m.clear_work();
+        }
+        assert!(!dir.path().join("work/sc-kept").exists());
+        let kept = inf.orphans();
+        assert_eq!(kept.len(), 1, "the marker stays");
+        kept.into_iter().for_each(|(_, m)| m.commit());
         let done = inf.begin("vm-done").unwrap();
         done.commit();
         assert!(inf.orphans().is_empty());

@@ -37,3 +37,7 @@ mod vsphere_fake;
 mod launcher;
 // The vmrun driver (VMware Workstation/Fusion/Player) against the VMware test double, locally and over SSH.
 mod vmrun;
+// Issue 6 proofs for vmrun on the VMware test double: SIGKILL, 16 processes, hostile input, secret canaries.
+mod proof_vmrun;
+// Issue 6 proofs for vSphere on the simulator: SIGKILL, 16 processes, hostile input, secret canaries.
+mod proof_vsphere;

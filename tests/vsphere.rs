@@ -9,12 +9,12 @@ use vmcpi::driver::vsphere::client::{ObjectContent, Session};
 use vmcpi::driver::vsphere::methods::Destroy;
 use vmcpi::driver::vsphere::VsphereConfig;
 
-fn vcsim() -> Option<PathBuf> {
+pub(crate) fn vcsim() -> Option<PathBuf> {
     let bin = vcsim_binary();
     require_peer("the vSphere simulator (bash tools/vcsim/build.sh target/vcsim)", bin.is_some()).then_some(bin).flatten()
 }
 
-fn session(sim: &Vcsim, driver: &Value) -> Session {
+pub(crate) fn session(sim: &Vcsim, driver: &Value) -> Session {
     let _ = sim;
     let mut d = driver.clone();
     d.as_object_mut().unwrap().remove("kind");
@@ -22,7 +22,7 @@ fn session(sim: &Vcsim, driver: &Value) -> Session {
     Session::connect(&cfg).unwrap()
 }
 
-fn vm_props(s: &Session, dc: &str, folder: Option<&str>, name: &str, paths: &[&str]) -> Option<ObjectContent> {
+pub(crate) fn vm_props(s: &Session, dc: &str, folder: Option<&str>, name: &str, paths: &[&str]) -> Option<ObjectContent> {
     let path = match folder {
         Some(f) => format!("{dc}/vm/{f}/{name}"),
         None => format!("{dc}/vm/{name}"),
@@ -31,7 +31,7 @@ fn vm_props(s: &Session, dc: &str, folder: Option<&str>, name: &str, paths: &[&s
     s.object(&vm, paths).unwrap()
 }
 
-fn networks() -> Value {
+pub(crate) fn networks() -> Value {
     json!({"default": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["8.8.8.8"], "default": ["dns", "gateway"], "cloud_properties": {"name": "VM Network"}}})
 }
 
@@ -400,7 +400,7 @@ fn vsphere_password_with_xml_specials_never_shows() {
 }
 
 /// What a call killed at a random time did.
-enum Killed {
+pub(crate) enum Killed {
     /// It answered first.
     Answered(Value),
     /// It was killed after its create had finished, in the microseconds between dropping the in-flight
@@ -411,7 +411,7 @@ enum Killed {
 }
 
 /// Runs one call and SIGKILLs it after `after`.
-fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::time::Duration) -> Killed {
+pub(crate) fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::time::Duration) -> Killed {
     use std::io::Write;
     let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
     let mut child = std::process::Command::new(crate::util::cpi_bin())

@@ -27,6 +27,7 @@ use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult};
+use crate::inflight::{Inflight, Marker};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::medium::{self, MediumKind};
 use crate::stemcell::{self, Family};
@@ -38,6 +39,21 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vmx::Vmx;
+
+/// The most memory a VM gets (128 GiB, VMware Workstation's limit), in MiB.
+const MAX_RAM_MIB: u64 = 128 << 10;
+
+/// A scratch marker that is committed (its work directory and marker removed) when the import ends in
+/// any way but SIGKILL.
+struct Scratch(Option<Marker>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            m.commit();
+        }
+    }
+}
 
 /// vSphere stemcells (OVF + stream-optimised VMDK) are what VMware's desktop products run.
 pub const STEMCELL_FORMATS: &[&str] = &["vsphere-ovf", "vsphere-ova"];
@@ -427,6 +443,12 @@ impl Vmrun {
         self.clear_pending(vm)
     }
 
+    /// Scratch space of stemcell imports on the CPI's host: `<tmp_dir>/vmcpi-vmrun-scratch`, with in-flight
+    /// markers ([`crate::inflight`]) so that what a killed import unpacked is found and removed.
+    fn scratch(&self) -> Inflight {
+        Inflight::new(&self.cfg.tmp_dir.clone().unwrap_or_else(std::env::temp_dir).join("vmcpi-vmrun-scratch"))
+    }
+
     /// Records a create in progress (`pending/<cid>`); the caller holds the CID's lock until it is done.
     fn mark_pending(&self, cid: &str) -> DriverResult<()> {
         let dir = self.store("pending");
@@ -441,6 +463,11 @@ impl Vmrun {
     /// Removes creates (VMs and stemcells) that failed without cleaning up: their pending entry is there
     /// and nobody holds their lock (the process that made them is gone).
     fn sweep_abandoned(&self) -> DriverResult<()> {
+        // unpacked stemcells of imports that were killed (their scratch marker is no longer locked)
+        for (id, marker) in self.scratch().orphans() {
+            warn!("{id}: a stemcell import was killed; removing its scratch files");
+            marker.commit();
+        }
         let pending: Vec<String> = self
             .tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
             .into_iter()
@@ -642,7 +669,10 @@ impl Driver for Vmrun {
         if let Some(name) = cloud_properties.get("name").and_then(Value::as_str) {
             info!("importing stemcell {name} {}", cloud_properties.get("version").and_then(Value::as_str).unwrap_or(""));
         }
-        let unpacked = stemcell::unpack(image, self.cfg.tmp_dir.as_deref()).context(|| "cannot read the stemcell image".into())?;
+        // the unpacked image lives in an in-flight work directory: a killed import's scratch is reaped later
+        let scratch = Scratch(Some(self.scratch().begin(&format!("import-{}", random_hex(8))).context(|| "cannot write the scratch marker".into())?));
+        let work = scratch.0.as_ref().map(|m| m.work_dir()).transpose().context(|| "cannot create a scratch directory".into())?;
+        let unpacked = stemcell::unpack(image, work).context(|| "cannot read the stemcell image".into())?;
         if unpacked.family != Family::Vsphere {
             return Err(DriverError::invalid("stemcell", "the vmrun driver imports vSphere stemcells (an OVF with a VMDK); this is an OpenStack image"));
         }
@@ -770,7 +800,7 @@ impl Driver for Vmrun {
         if props.cpu == 0 || props.cpu > 128 {
             return Err(DriverError::invalid("VM cloud_properties", format!("cpu must be 1 to 128, got {}", props.cpu)));
         }
-        if props.ram < 4 || !props.ram.is_multiple_of(4) || props.ram > 128 << 10 {
+        if props.ram < 4 || !props.ram.is_multiple_of(4) || props.ram > MAX_RAM_MIB {
             return Err(DriverError::invalid("VM cloud_properties", format!("ram must be a multiple of 4 MiB up to 128 GiB, got {}", props.ram)));
         }
         if props.disk > 8 << 20 {
@@ -865,7 +895,8 @@ impl Driver for Vmrun {
         if res.cpu == 0 || res.ram == 0 {
             return Err(DriverError::invalid("vm_resources", "cpu and ram must be positive"));
         }
-        Ok(json!({"cpu": res.cpu, "ram": res.ram.div_ceil(4) * 4, "disk": res.ephemeral_disk_size}))
+        let ram = res.ram.checked_next_multiple_of(4).filter(|r| *r <= MAX_RAM_MIB).ok_or_else(|| DriverError::invalid("vm_resources", format!("ram must be at most {MAX_RAM_MIB} MiB, got {}", res.ram)))?;
+        Ok(json!({"cpu": res.cpu, "ram": ram, "disk": res.ephemeral_disk_size}))
     }
 
     fn create_disk(&self, size_mib: u64, cloud_properties: &Map<String, Value>, _vm: Option<&VmCid>) -> DriverResult<DiskCid> {

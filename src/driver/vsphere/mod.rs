@@ -141,7 +141,11 @@ impl Vsphere {
                     crate::debug!("{cid}: interrupted create left nothing; marker removed");
                     marker.commit()
                 }
-                Ok(false) => crate::debug!("{cid}: interrupted create has left nothing yet; marker kept for a while"),
+                Ok(false) => {
+                    // the dead process's scratch (an unpacked stemcell, as big as the image) goes now
+                    marker.clear_work();
+                    crate::debug!("{cid}: interrupted create has left nothing yet; marker kept for a while")
+                }
                 Err(e) => warn!("{cid}: could not remove what an interrupted create left ({e}); will retry on the next create"),
             }
         }

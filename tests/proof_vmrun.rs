@@ -43,8 +43,13 @@ pub fn call_killed(config: &Path, method: &str, args: Value, after: Duration) ->
     while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let _ = child.kill();
+    let killed = child.kill().is_ok();
     let out = child.wait_with_output().unwrap();
+    if killed {
+        // a killed CPI's tools get SIGTERM from their wrapper once its stdin closes; let that land before the
+        // next call sweeps (a sweep racing a tool still writing is the one leak seen once and not reproduced)
+        std::thread::sleep(Duration::from_millis(200));
+    }
     match serde_json::from_slice::<Value>(&out.stdout) {
         Ok(v) => {
             assert!(v["error"].is_null(), "{method}: {v}");

@@ -42,7 +42,10 @@ fn poll_cpu() {
     for i in 0..10_000u32 {
         let pool = i % 20;
         let flavor = if i % 7 == 0 { "large" } else { "small" };
-        bk.add_job(&["queue=vm", &format!("pool=p{pool}"), &format!("os=linux-{}", i % 3), &format!("flavor={flavor}")], (i % 5) as i64);
+        bk.add_job(
+            &["queue=vm", &format!("pool=p{pool}"), &format!("os=linux-{}", i % 3), &format!("flavor={flavor}")],
+            (i % 5) as i64,
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let text = config(&bk.url, 20, "", 1000, &dir.path().join("l"), "[\"/bin/true\"]");
@@ -71,9 +74,17 @@ fn poll_cpu() {
     cpu.sort();
     wall.sort();
     println!("poll of 10000 scheduled jobs across 20 pools (10 pages x 1000, HTTP + JSON + sort + plan), 5 runs:");
-    println!("  launcher thread CPU time: median {:.1} ms, min {:.1} ms, max {:.1} ms", ms(cpu[2]), ms(cpu[0]), ms(cpu[4]));
+    println!(
+        "  launcher thread CPU time: median {:.1} ms, min {:.1} ms, max {:.1} ms",
+        ms(cpu[2]),
+        ms(cpu[0]),
+        ms(cpu[4])
+    );
     println!("  wall time (incl. the fake server on the same 2 cores): median {:.1} ms", ms(wall[2]));
-    println!("  of which plan() alone: {:.1} ms CPU; jobs started by the plan: {starts} (capacity-limited)", ms(plan_cpu));
+    println!(
+        "  of which plan() alone: {:.1} ms CPU; jobs started by the plan: {starts} (capacity-limited)",
+        ms(plan_cpu)
+    );
 }
 
 fn ms(d: Duration) -> f64 {
@@ -98,7 +109,13 @@ fn latency(poll_ms: u64, samples: usize) {
     let text = config(&bk.url, 1, "", poll_ms, &dir.path().join("l"), &format!("[\"{}\"]", cpi.display()));
     let cfg_path = dir.path().join("c.toml");
     std::fs::write(&cfg_path, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-launcher")).args(["run", "--config"]).arg(&cfg_path).env("BK_TOKEN", "bench-token").stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-launcher"))
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("BK_TOKEN", "bench-token")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let mut lat = Vec::new();
     for i in 0..samples {

@@ -17,7 +17,11 @@ const POOL: &str = "vmcpi-bench";
 fn cpi_bin() -> PathBuf {
     let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/vmcpi");
     if !release.exists() {
-        let ok = Command::new("cargo").args(["build", "--release", "--bin", "vmcpi"]).current_dir(env!("CARGO_MANIFEST_DIR")).status().map(|s| s.success());
+        let ok = Command::new("cargo")
+            .args(["build", "--release", "--bin", "vmcpi"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .map(|s| s.success());
         assert!(ok.unwrap_or(false), "cargo build --release failed");
     }
     release
@@ -69,7 +73,12 @@ fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duratio
 fn vm_hwm(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -106,7 +115,11 @@ fn image(dir: &Path, mib: u64) -> PathBuf {
     f.set_len(mib << 20).unwrap();
     drop(f);
     let image = dir.join("image");
-    let st = Command::new("sh").arg("-c").arg(format!("tar cf - -C '{}' root.img | gzip -1 > '{}'", dir.display(), image.display())).status().unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("tar cf - -C '{}' root.img | gzip -1 > '{}'", dir.display(), image.display()))
+        .status()
+        .unwrap();
     assert!(st.success());
     std::fs::remove_file(root).unwrap();
     image
@@ -133,7 +146,14 @@ fn main() {
         (0..n)
             .map(|_| {
                 let t = Instant::now();
-                let mut c = Command::new(&bin).arg("--config").arg(&config).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+                let mut c = Command::new(&bin)
+                    .arg("--config")
+                    .arg(&config)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
                 c.stdin.take().unwrap().write_all(br#"{"method":"info","arguments":[]}"#).unwrap();
                 c.wait().unwrap();
                 t.elapsed()
@@ -161,7 +181,11 @@ fn main() {
         stemcells.push(r["result"].as_str().unwrap().to_string());
         rss.push(peak);
         import_4g = import_t;
-        println!("| create_stemcell {mib} MiB: wall time | {:.2} s ({:.0} MiB/s) |", import_t.as_secs_f64(), mib as f64 / import_t.as_secs_f64());
+        println!(
+            "| create_stemcell {mib} MiB: wall time | {:.2} s ({:.0} MiB/s) |",
+            import_t.as_secs_f64(),
+            mib as f64 / import_t.as_secs_f64()
+        );
         println!("| create_stemcell {mib} MiB: peak RSS of vmcpi | {peak} KiB |");
     }
     let rounds = 7;
@@ -193,7 +217,11 @@ fn main() {
     let conv_t = timed(conv);
     let mibs = |d: Duration| 4096.0 / d.as_secs_f64();
     println!("| import 4 GiB: vmcpi create_stemcell (gunzip + untar + upload) | {:.0} MiB/s |", mibs(import_4g));
-    println!("| baseline: `tar xzf` of the same image | {:.0} MiB/s (ratio {:.2}) |", mibs(untar), import_4g.as_secs_f64() / untar.as_secs_f64());
+    println!(
+        "| baseline: `tar xzf` of the same image | {:.0} MiB/s (ratio {:.2}) |",
+        mibs(untar),
+        import_4g.as_secs_f64() / untar.as_secs_f64()
+    );
     println!("| baseline: `cp --sparse=always` of root.img | {:.0} MiB/s |", mibs(cp_t));
     println!("| baseline: `qemu-img convert -O qcow2` of root.img | {:.0} MiB/s |", mibs(conv_t));
 
@@ -207,12 +235,20 @@ fn main() {
         virsh(&["define", f.to_str().unwrap()]);
         let clone_dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let mut vc = Command::new("virt-clone");
-        vc.args(["--connect", "qemu:///system", "--original", tmpl, "--name", "vmcpi-bench-clone", "--file"]).arg(clone_dir.path().join("clone.img"));
+        vc.args(["--connect", "qemu:///system", "--original", tmpl, "--name", "vmcpi-bench-clone", "--file"])
+            .arg(clone_dir.path().join("clone.img"));
         let vc_t = timed(vc);
         virsh(&["undefine", "vmcpi-bench-clone"]);
         virsh(&["undefine", tmpl]);
-        println!("| virt-clone of a domain on the 4 GiB image (copies it, no start) | {:.0} ms |", vc_t.as_secs_f64() * 1e3);
-        println!("| create_vm from the 4 GiB stemcell (overlay, settings medium, start) | {:.0} ms (ratio {:.2}) |", results[1].0.as_secs_f64() * 1e3, results[1].0.as_secs_f64() / vc_t.as_secs_f64());
+        println!(
+            "| virt-clone of a domain on the 4 GiB image (copies it, no start) | {:.0} ms |",
+            vc_t.as_secs_f64() * 1e3
+        );
+        println!(
+            "| create_vm from the 4 GiB stemcell (overlay, settings medium, start) | {:.0} ms (ratio {:.2}) |",
+            results[1].0.as_secs_f64() * 1e3,
+            results[1].0.as_secs_f64() / vc_t.as_secs_f64()
+        );
     } else {
         println!("| virt-clone | not installed (Debian package virtinst) |");
     }

@@ -20,15 +20,19 @@ fn fake_binary() -> PathBuf {
     let out = exe.parent().and_then(Path::parent).expect("target dir").join("fake-vmware/fake_vmware");
     std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
     let st = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| {
-                // rustc beside the cargo that built these tests, when PATH does not name one
-                let beside = Path::new(env!("CARGO")).with_file_name("rustc");
-                if beside.is_file() { beside.display().to_string() } else { "rustc".into() }
-            }))
-        .args(["--edition", "2021", "-O", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("rustc");
+        // rustc beside the cargo that built these tests, when PATH does not name one
+        let beside = Path::new(env!("CARGO")).with_file_name("rustc");
+        if beside.is_file() {
+            beside.display().to_string()
+        } else {
+            "rustc".into()
+        }
+    }))
+    .args(["--edition", "2021", "-O", "-o"])
+    .arg(&out)
+    .arg(&src)
+    .status()
+    .expect("rustc");
     assert!(st.success(), "building the VMware test double failed");
     out
 }
@@ -112,7 +116,11 @@ fn create_vms(config: &Path, sc: &Value) -> u128 {
     let mut times = Vec::new();
     let mut vms = Vec::new();
     for _ in 0..RUNS {
-        let (r, ms) = call(config, "create_vm", json!(["agent", sc, {"cpu": 1, "ram": 512, "disk": 1024}, {"default": {"type": "dynamic", "cloud_properties": {}}}, [], {}]));
+        let (r, ms) = call(
+            config,
+            "create_vm",
+            json!(["agent", sc, {"cpu": 1, "ram": 512, "disk": 1024}, {"default": {"type": "dynamic", "cloud_properties": {}}}, [], {}]),
+        );
         times.push(ms);
         vms.push(r[0].clone());
     }
@@ -165,7 +173,11 @@ fn main() {
     let mut vms = Vec::new();
     for _ in 0..LOCAL_RUNS {
         for (i, (_, sc)) in stemcells.iter().enumerate() {
-            let (r, ms) = call(&local, "create_vm", json!(["agent", sc, {"cpu": 1, "ram": 512, "disk": 1024}, {"default": {"type": "dynamic", "cloud_properties": {}}}, [], {}]));
+            let (r, ms) = call(
+                &local,
+                "create_vm",
+                json!(["agent", sc, {"cpu": 1, "ram": 512, "disk": 1024}, {"default": {"type": "dynamic", "cloud_properties": {}}}, [], {}]),
+            );
             times[i].push(ms);
             vms.push(r[0].clone());
         }
@@ -179,7 +191,10 @@ fn main() {
     }
     let results: Vec<(Value, u128)> = stemcells.iter().map(|(_, sc)| sc.clone()).zip(medians).collect();
     let ratio = results[1].1 as f64 / results[0].1.max(1) as f64;
-    println!("  create_vm ratio 4 GiB / 64 MiB: {ratio:.2} (target <= 1.2: {})", if ratio <= 1.2 { "met" } else { "NOT met" });
+    println!(
+        "  create_vm ratio 4 GiB / 64 MiB: {ratio:.2} (target <= 1.2: {})",
+        if ratio <= 1.2 { "met" } else { "NOT met" }
+    );
 
     let (dir, port) = ("/tmp/vmcpi-test-sshd-22241".to_string(), "22241".to_string());
     let up = Command::new("bash")
@@ -192,8 +207,10 @@ fn main() {
         None => println!("  SSH overhead: skipped (tools/sshd-up.sh could not start sshd on 127.0.0.1:22241)"),
         Some((dir, port)) => {
             let dir = PathBuf::from(dir);
-            let ssh = config(Some(json!({"host": "127.0.0.1", "port": port.parse::<u16>().expect("port"), "user": "root",
-                "private_key_path": dir.join("id_ed25519").display().to_string(), "known_hosts": dir.join("known_hosts").display().to_string()})));
+            let ssh = config(Some(
+                json!({"host": "127.0.0.1", "port": port.parse::<u16>().expect("port"), "user": "root",
+                "private_key_path": dir.join("id_ed25519").display().to_string(), "known_hosts": dir.join("known_hosts").display().to_string()}),
+            ));
             let sc = &results[0].0;
             let probe = json!(["vm-00000000000000000000"]);
             let l: Vec<u128> = (0..RUNS * 2).map(|_| call(&local, "has_vm", probe.clone()).1).collect();

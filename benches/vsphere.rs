@@ -36,7 +36,12 @@ fn call(config: &Path, method: &str, args: Value) -> Outcome {
     let out = child.wait_with_output().unwrap();
     let wall = started.elapsed();
     let resp: Value = serde_json::from_slice(&out.stdout).expect("JSON response");
-    Outcome { result: resp["result"].clone(), error: resp["error"].clone(), stderr: String::from_utf8_lossy(&out.stderr).into_owned(), wall }
+    Outcome {
+        result: resp["result"].clone(),
+        error: resp["error"].clone(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        wall,
+    }
 }
 
 fn round_trips(stderr: &str) -> String {
@@ -51,7 +56,11 @@ fn row(name: &str, runs: &[Outcome]) {
     let mut walls: Vec<Duration> = runs.iter().map(|o| o.wall).collect();
     walls.sort();
     let median = walls[walls.len() / 2];
-    let err = runs.iter().find(|o| !o.error.is_null()).map(|o| format!("  ({})", o.error["type"].as_str().unwrap_or("error"))).unwrap_or_default();
+    let err = runs
+        .iter()
+        .find(|o| !o.error.is_null())
+        .map(|o| format!("  ({})", o.error["type"].as_str().unwrap_or("error")))
+        .unwrap_or_default();
     println!("  {name:<30} {:>5} {:>9.1} ms{err}", round_trips(&runs[0].stderr), median.as_secs_f64() * 1000.0);
 }
 
@@ -64,7 +73,9 @@ fn bench_model(bin: &Path, model: &'static str) {
     const N: usize = 5;
     println!("\nvSphere simulator, model {model} (median of {N} runs; wall time = whole CPI process)");
     println!("  {:<30} {:>5} {:>12}", "method", "RTs", "wall");
-    let many = |method: &str, args: &dyn Fn() -> Value| -> Vec<Outcome> { (0..N).map(|_| call(&config, method, args())).collect() };
+    let many = |method: &str, args: &dyn Fn() -> Value| -> Vec<Outcome> {
+        (0..N).map(|_| call(&config, method, args())).collect()
+    };
 
     let scs = many("create_stemcell", &|| json!([image, {}]));
     let sc = scs[0].result.as_str().expect("stemcell").to_string();
@@ -78,7 +89,10 @@ fn bench_model(bin: &Path, model: &'static str) {
     row("reboot_vm", &many("reboot_vm", &|| json!([vm])));
     let md = json!({"director": "bench", "deployment": "dep", "name": "web/0", "index": "0"});
     row("set_vm_metadata (4 keys)", &many("set_vm_metadata", &|| json!([vm, md])));
-    row("calculate_vm_cloud_properties", &many("calculate_vm_cloud_properties", &|| json!([{"ram": 1024, "cpu": 1, "ephemeral_disk_size": 1024}])));
+    row(
+        "calculate_vm_cloud_properties",
+        &many("calculate_vm_cloud_properties", &|| json!([{"ram": 1024, "cpu": 1, "ephemeral_disk_size": 1024}])),
+    );
     let disks = many("create_disk", &|| json!([1024, {}, vm]));
     let disk_ids: Vec<String> = disks.iter().map(|o| o.result.as_str().expect("disk").to_string()).collect();
     row("create_disk", &disks);
@@ -113,7 +127,11 @@ fn big_import(bin: &Path) {
     assert!(o.error.is_null(), "{}\n{}", o.error, o.stderr);
     let rss = o.stderr.lines().find_map(|l| l.split("peak RSS ").nth(1)).unwrap_or("?");
     let secs = o.wall.as_secs_f64();
-    println!("\n4 GiB stemcell import (vCenter model): {} HTTP round trips, {secs:.1} s ({:.0} MiB/s), peak RSS {rss}", round_trips(&o.stderr), 4096.0 / secs);
+    println!(
+        "\n4 GiB stemcell import (vCenter model): {} HTTP round trips, {secs:.1} s ({:.0} MiB/s), peak RSS {rss}",
+        round_trips(&o.stderr),
+        4096.0 / secs
+    );
 }
 
 fn main() {

@@ -94,7 +94,12 @@ impl Ctx {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let path = self.state.join("running");
-        let mut list: Vec<String> = fs::read_to_string(&path).unwrap_or_default().lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+        let mut list: Vec<String> = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
         let out = f(&mut list);
         let tmp = self.state.join(format!("running.{}", std::process::id()));
         let _ = fs::write(&tmp, list.iter().map(|l| format!("{l}\n")).collect::<String>());
@@ -179,7 +184,10 @@ fn vmrun(ctx: &Ctx, mut args: Vec<String>) {
                 args.remove(0);
                 match first.as_str() {
                     "-T" => {
-                        if !matches!(v.as_str(), "ws" | "fusion" | "player" | "server" | "server1" | "esx" | "vc" | "ws-shared") {
+                        if !matches!(
+                            v.as_str(),
+                            "ws" | "fusion" | "player" | "server" | "server1" | "esx" | "vc" | "ws-shared"
+                        ) {
                             die_vmrun("Invalid host type");
                         }
                         host_type = v;
@@ -223,7 +231,9 @@ fn vmrun(ctx: &Ctx, mut args: Vec<String>) {
         }
         ("deleteVM", [vmx]) => delete_vm(ctx, vmx),
         ("clone", [src, dst, mode @ ("full" | "linked"), rest @ ..]) => clone(ctx, &host_type, src, dst, mode, rest),
-        ("snapshot", [_, _]) if host_type == "player" => die_vmrun("The operation is not supported for the specified parameters"), // [VR] Player has no snapshots
+        ("snapshot", [_, _]) if host_type == "player" => {
+            die_vmrun("The operation is not supported for the specified parameters")
+        } // [VR] Player has no snapshots
         ("snapshot", [vmx, name]) => snapshot(ctx, vmx, name),
         ("listSnapshots", [vmx]) => {
             require_vm(vmx);
@@ -268,7 +278,8 @@ fn vmrun(ctx: &Ctx, mut args: Vec<String>) {
             if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(ctx.state.join("guest-log")) {
                 let _ = writeln!(f, "{program} {}", rest.join(" "));
             }
-            let code: i32 = fs::read_to_string(ctx.state.join("guest-exit")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+            let code: i32 =
+                fs::read_to_string(ctx.state.join("guest-exit")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
             if code != 0 {
                 // [VMRUN] a guest program's failure
                 println!("Guest program exited with non-zero exit code: {code}");
@@ -298,14 +309,16 @@ fn guest_op(ctx: &Ctx, vmx: &str, guest: &Option<(String, String)>) {
         die_vmrun("Invalid user name or password for the guest OS"); // [VMRUN] guest ops need -gu/-gp
     };
     if tools != format!("{u}:{p}") {
-        die_vmrun("Authentication failure or insufficient permissions in guest operating system."); // [VIX] 3015
+        die_vmrun("Authentication failure or insufficient permissions in guest operating system.");
+        // [VIX] 3015
     }
 }
 
 fn start(ctx: &Ctx, vmx: &str) {
     require_vm(vmx);
     if ctx.running(vmx) {
-        die_vmrun("The virtual machine should not be powered on. It appears to be running already."); // [VIX] 3007
+        die_vmrun("The virtual machine should not be powered on. It appears to be running already.");
+        // [VIX] 3007
     }
     let kv = read_vmx(vmx);
     // [WS] a VM whose files another process holds (GUI, a clone in progress) cannot start
@@ -315,15 +328,19 @@ fn start(ctx: &Ctx, vmx: &str) {
     let ds = disks(vmx, &kv);
     for d in &ds {
         if !Path::new(d).is_file() {
-            die_vmrun(&format!("Cannot open the disk '{d}' or one of the snapshot disks it depends on.")); // [WS]
+            die_vmrun(&format!("Cannot open the disk '{d}' or one of the snapshot disks it depends on."));
+            // [WS]
         }
         if Path::new(&lck(d)).exists() {
-            die_vmrun(&format!("Cannot open the disk '{d}' or one of the snapshot disks it depends on. Failed to lock the file")); // [WS]
+            die_vmrun(&format!(
+                "Cannot open the disk '{d}' or one of the snapshot disks it depends on. Failed to lock the file"
+            )); // [WS]
         }
     }
     if let Some(m) = get(&kv, "memsize") {
         if m.parse::<u64>().map_or(true, |m| m % 4 != 0) {
-            die_vmrun("The operation is not supported for the specified parameters"); // [WS] memsize must be a multiple of 4
+            die_vmrun("The operation is not supported for the specified parameters");
+            // [WS] memsize must be a multiple of 4
         }
     }
     ctx.hook("start");
@@ -361,7 +378,8 @@ fn stop(ctx: &Ctx, vmx: &str, soft: bool) {
 fn delete_vm(ctx: &Ctx, vmx: &str) {
     require_vm(vmx);
     if ctx.running(vmx) {
-        die_vmrun("The virtual machine should not be powered on. It appears to be running already."); // [VIX] 3007
+        die_vmrun("The virtual machine should not be powered on. It appears to be running already.");
+        // [VIX] 3007
     }
     if Path::new(&lck(vmx)).exists() {
         die_vmrun("The file is already in use"); // [VIX] VIX_E_FILE_ALREADY_LOCKED (e.g. GUI tab open)
@@ -379,7 +397,10 @@ fn delete_vm(ctx: &Ctx, vmx: &str) {
 fn snapshots(vmx: &str) -> Vec<String> {
     let vmsd = vmx.replace(".vmx", ".vmsd");
     let kv = read_vmx(&vmsd);
-    kv.iter().filter(|(k, _)| k.starts_with("snapshot") && k.ends_with(".displayName")).map(|(_, v)| v.clone()).collect()
+    kv.iter()
+        .filter(|(k, _)| k.starts_with("snapshot") && k.ends_with(".displayName"))
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 fn snapshot(ctx: &Ctx, vmx: &str, name: &str) {
@@ -405,7 +426,8 @@ fn snapshot(ctx: &Ctx, vmx: &str, name: &str) {
 
 fn clone(ctx: &Ctx, host_type: &str, src: &str, dst: &str, mode: &str, rest: &[&str]) {
     if host_type == "player" {
-        die_vmrun("The operation is not supported for the specified parameters"); // [VR] Player cannot clone
+        die_vmrun("The operation is not supported for the specified parameters");
+        // [VR] Player cannot clone
     }
     require_vm(src);
     let mut snap = None;
@@ -422,7 +444,9 @@ fn clone(ctx: &Ctx, host_type: &str, src: &str, dst: &str, mode: &str, rest: &[&
     let snaps = snapshots(src);
     match &snap {
         Some(s) if !snaps.contains(s) => die_vmrun(&format!("Invalid snapshot name '{s}'")),
-        None if mode == "linked" && snaps.is_empty() => die_vmrun("The virtual machine must have at least one snapshot to create a linked clone"),
+        None if mode == "linked" && snaps.is_empty() => {
+            die_vmrun("The virtual machine must have at least one snapshot to create a linked clone")
+        }
         _ => {}
     }
     if Path::new(dst).exists() {
@@ -431,7 +455,8 @@ fn clone(ctx: &Ctx, host_type: &str, src: &str, dst: &str, mode: &str, rest: &[&
     // [WS]/[VR] the source is locked while it is cloned: a second clone of it at the same time fails.
     // [WS] a lock whose owner process is gone is stale and broken, as VMware does
     if fs::create_dir(lck(src)).is_err() {
-        let owner = fs::read_to_string(format!("{}/clone.pid", lck(src))).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        let owner =
+            fs::read_to_string(format!("{}/clone.pid", lck(src))).ok().and_then(|p| p.trim().parse::<u32>().ok());
         let stale = owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
         if !stale {
             die_vmrun("The file is already in use"); // [VIX] VIX_E_FILE_ALREADY_LOCKED
@@ -454,7 +479,11 @@ fn clone(ctx: &Ctx, host_type: &str, src: &str, dst: &str, mode: &str, rest: &[&
             let child = format!("{stem}-cl{n}.vmdk");
             let child_path = dst_dir.join(&child);
             let st = if mode == "linked" {
-                Command::new(QEMU_IMG).args(["create", "-q", "-f", "vmdk", "-F", "vmdk", "-b"]).arg(&parent).arg(&child_path).status()
+                Command::new(QEMU_IMG)
+                    .args(["create", "-q", "-f", "vmdk", "-F", "vmdk", "-b"])
+                    .arg(&parent)
+                    .arg(&child_path)
+                    .status()
             } else {
                 Command::new(QEMU_IMG).args(["convert", "-q", "-O", "vmdk"]).arg(&parent).arg(&child_path).status()
             };
@@ -488,7 +517,16 @@ fn ovftool(_ctx: &Ctx, args: Vec<String>) {
             name = Some(n.to_string());
         } else if a == "--sourceType=VMX" {
             from_vmx = true;
-        } else if matches!(a.as_str(), "--sourceType=OVF" | "--targetType=VMX" | "--allowExtraConfig" | "--allowAllExtraConfig" | "--acceptAllEulas" | "-q" | "--quiet") {
+        } else if matches!(
+            a.as_str(),
+            "--sourceType=OVF"
+                | "--targetType=VMX"
+                | "--allowExtraConfig"
+                | "--allowAllExtraConfig"
+                | "--acceptAllEulas"
+                | "-q"
+                | "--quiet"
+        ) {
         } else if a.starts_with('-') {
             // [OVF] unknown options are refused
             println!("Error: Unknown option: '{}'\nCompleted with errors", a.trim_start_matches('-'));
@@ -528,9 +566,11 @@ fn ovftool(_ctx: &Ctx, args: Vec<String>) {
         println!("Error: Failed to open disk: {}\nCompleted with errors", src_disk.display());
         exit(1)
     }
-    let vm_name = name.unwrap_or_else(|| Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let vm_name = name
+        .unwrap_or_else(|| Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     let efi = ovf.contains("vmw:value=\"efi\"");
-    let hw = ovf.split("<vssd:VirtualSystemType>vmx-").nth(1).and_then(|r| r.split('<').next()).unwrap_or("13").to_string();
+    let hw =
+        ovf.split("<vssd:VirtualSystemType>vmx-").nth(1).and_then(|r| r.split('<').next()).unwrap_or("13").to_string();
     let dst_dir = Path::new(dst).parent().unwrap_or(Path::new("/"));
     let disk_name = format!("{vm_name}-disk1.vmdk");
     let ok = Command::new(QEMU_IMG)
@@ -591,7 +631,8 @@ fn ovftool_copy_vmx(src: &str, dst: &str, name: Option<String>) {
         println!("Error: Duplicate name: {dst}\nCompleted with errors");
         exit(1)
     }
-    let vm_name = name.unwrap_or_else(|| Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    let vm_name = name
+        .unwrap_or_else(|| Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     let dst_dir = Path::new(dst).parent().unwrap_or(Path::new("/"));
     let mut kv = read_vmx(src);
     let src_disks = disks(src, &kv);
@@ -603,7 +644,13 @@ fn ovftool_copy_vmx(src: &str, dst: &str, name: Option<String>) {
         let from = src_disks.get(n).cloned().unwrap_or_default();
         n += 1;
         let to = format!("{vm_name}-disk{n}.vmdk");
-        let ok = Command::new(QEMU_IMG).args(["convert", "-q", "-f", "vmdk", "-O", "vmdk"]).arg(&from).arg(dst_dir.join(&to)).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new(QEMU_IMG)
+            .args(["convert", "-q", "-f", "vmdk", "-O", "vmdk"])
+            .arg(&from)
+            .arg(dst_dir.join(&to))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !ok {
             println!("Error: Failed to open disk: {from}\nCompleted with errors");
             exit(1)
@@ -635,9 +682,24 @@ fn vdiskmanager(_ctx: &Ctx, args: Vec<String>) {
                 println!("Failed to create disk: The file already exists (0x3e8)");
                 exit(1)
             }
-            let ok = Command::new(QEMU_IMG).args(["create", "-q", "-f", "vmdk", "-o", "adapter_type=lsilogic,subformat=monolithicSparse", path, &format!("{mb}M")]).status().map(|s| s.success()).unwrap_or(false);
+            let ok = Command::new(QEMU_IMG)
+                .args([
+                    "create",
+                    "-q",
+                    "-f",
+                    "vmdk",
+                    "-o",
+                    "adapter_type=lsilogic,subformat=monolithicSparse",
+                    path,
+                    &format!("{mb}M"),
+                ])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             if !ok {
-                println!("Failed to create disk: A file access error occurred on the host or guest operating system (0xc)");
+                println!(
+                    "Failed to create disk: A file access error occurred on the host or guest operating system (0xc)"
+                );
                 exit(1)
             }
             println!("Creating disk '{path}'\n  Create: 100% done.\nVirtual disk creation successful.");
@@ -656,8 +718,16 @@ fn vdiskmanager(_ctx: &Ctx, args: Vec<String>) {
                 exit(1)
             }
             let tmp = format!("{path}.fake-grow.vmdk");
-            let ok = Command::new(QEMU_IMG).args(["create", "-q", "-f", "vmdk", &tmp, &format!("{mb}M")]).status().map(|s| s.success()).unwrap_or(false)
-                && Command::new(QEMU_IMG).args(["convert", "-q", "-n", "-f", "vmdk", "-O", "vmdk", path, &tmp]).status().map(|s| s.success()).unwrap_or(false)
+            let ok = Command::new(QEMU_IMG)
+                .args(["create", "-q", "-f", "vmdk", &tmp, &format!("{mb}M")])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+                && Command::new(QEMU_IMG)
+                    .args(["convert", "-q", "-n", "-f", "vmdk", "-O", "vmdk", path, &tmp])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
                 && fs::rename(&tmp, path).is_ok();
             if !ok {
                 println!("Failed to expand the disk '{path}': A file access error occurred on the host or guest operating system (0xc)");

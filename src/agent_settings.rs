@@ -123,7 +123,8 @@ mod tests {
 
     #[test]
     fn network_keeps_unknown_fields_and_defaults_to_manual() {
-        let n: Network = serde_json::from_value(json!({"ip": "10.0.0.5", "routes": [1], "cloud_properties": {}})).unwrap();
+        let n: Network =
+            serde_json::from_value(json!({"ip": "10.0.0.5", "routes": [1], "cloud_properties": {}})).unwrap();
         assert_eq!(n.kind, "manual");
         let back = serde_json::to_value(&n).unwrap();
         assert_eq!(back["routes"], json!([1]));

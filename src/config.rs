@@ -67,7 +67,8 @@ pub enum ConfigError {
 impl Config {
     /// Reads `path`, overlays the request context, registers every secret with the logger, validates.
     pub fn load(path: &Path, context: Option<&Value>) -> Result<Config, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text =
+            std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let value: Value = serde_json::from_slice(&text)
             .map_err(|source| ConfigError::Json { path: path.display().to_string(), source })?;
         Self::from_value(value, context, &path.display().to_string())
@@ -85,7 +86,8 @@ impl Config {
                     let base = file.entry(key.to_string()).or_insert(Value::Null);
                     // a CPI config that names another driver kind replaces the file's driver section whole:
                     // the file's keys belong to the other kind
-                    let other_kind = key == "driver" && over.get("kind").is_some() && over.get("kind") != base.get("kind");
+                    let other_kind =
+                        key == "driver" && over.get("kind").is_some() && over.get("kind") != base.get("kind");
                     if other_kind {
                         *base = over.clone();
                     } else {

@@ -90,20 +90,17 @@ impl Cmd {
         if std::env::var_os("PATH").is_none() {
             cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         }
-        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-            program: self.program.display().to_string(),
-            source,
-        })?;
+        let mut child =
+            cmd.spawn().map_err(|source| ExecError::Spawn { program: self.program.display().to_string(), source })?;
         if let Some(data) = &self.stdin {
             if let Some(mut pipe) = child.stdin.take() {
                 // a child that exits early closes the pipe: its exit status tells the story
                 let _ = pipe.write_all(data);
             }
         }
-        let out = child.wait_with_output().map_err(|source| ExecError::Spawn {
-            program: self.program.display().to_string(),
-            source,
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| ExecError::Spawn { program: self.program.display().to_string(), source })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         crate::debug!("exec: done in {} ms, {}", started.elapsed().as_millis(), out.status);

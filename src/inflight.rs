@@ -47,7 +47,11 @@ impl Inflight {
         let mut out = Vec::new();
         for e in entries.flatten() {
             let path = e.path();
-            let Some(cid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".lock")).map(str::to_string) else { continue };
+            let Some(cid) =
+                path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".lock")).map(str::to_string)
+            else {
+                continue;
+            };
             let Ok(file) = OpenOptions::new().write(true).open(&path) else { continue };
             // a live create holds the lock: skip it
             if file.try_lock().is_err() {

@@ -21,12 +21,8 @@ struct State {
     to_stderr: bool,
 }
 
-static STATE: Mutex<State> = Mutex::new(State {
-    level: Level::Info,
-    secrets: Vec::new(),
-    buffer: String::new(),
-    to_stderr: true,
-});
+static STATE: Mutex<State> =
+    Mutex::new(State { level: Level::Info, secrets: Vec::new(), buffer: String::new(), to_stderr: true });
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     // a panic while logging must not make every later log call panic too

@@ -77,10 +77,22 @@ pub fn unpack(image: &Path, tmp: Option<&Path>) -> Result<Unpacked, StemcellErro
     let head = &head[..n];
     f.seek(SeekFrom::Start(0)).map_err(io_err(image))?;
     if head.starts_with(b"QFI\xfb") {
-        return Ok(Unpacked { family: Family::OpenStack, disk: image.to_path_buf(), format: DiskFormat::Qcow2, efi: false, _dir: None });
+        return Ok(Unpacked {
+            family: Family::OpenStack,
+            disk: image.to_path_buf(),
+            format: DiskFormat::Qcow2,
+            efi: false,
+            _dir: None,
+        });
     }
     if head.starts_with(b"KDMV") {
-        return Ok(Unpacked { family: Family::Vsphere, disk: image.to_path_buf(), format: DiskFormat::Vmdk, efi: false, _dir: None });
+        return Ok(Unpacked {
+            family: Family::Vsphere,
+            disk: image.to_path_buf(),
+            format: DiskFormat::Vmdk,
+            efi: false,
+            _dir: None,
+        });
     }
     let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f)))
@@ -132,11 +144,23 @@ fn finish(image: &Path, dir: tempfile::TempDir, found: &[String]) -> Result<Unpa
         let info = parse_ovf(&text).map_err(|reason| StemcellError::BadOvf { path: ovf.clone(), reason })?;
         let disk = dir.path().join(&info.disk_href);
         if info.disk_href.contains('/') || !disk.is_file() {
-            return Err(StemcellError::BadOvf { path: ovf.clone(), reason: format!("its disk file '{}' is not in the image", info.disk_href) });
+            return Err(StemcellError::BadOvf {
+                path: ovf.clone(),
+                reason: format!("its disk file '{}' is not in the image", info.disk_href),
+            });
         }
-        return Ok(Unpacked { family: Family::Vsphere, disk, format: DiskFormat::Vmdk, efi: info.efi, _dir: Some(dir) });
+        return Ok(Unpacked {
+            family: Family::Vsphere,
+            disk,
+            format: DiskFormat::Vmdk,
+            efi: info.efi,
+            _dir: Some(dir),
+        });
     }
-    Err(StemcellError::NoDisk { path: image.display().to_string(), found: if found.is_empty() { "nothing".into() } else { found.join(", ") } })
+    Err(StemcellError::NoDisk {
+        path: image.display().to_string(),
+        found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
+    })
 }
 
 /// What we need from an OVF descriptor.
@@ -159,7 +183,10 @@ pub fn parse_ovf(text: &str) -> Result<OvfInfo, String> {
             Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
                 let local = e.local_name();
                 let attr = |want: &[u8]| -> Option<String> {
-                    e.attributes().flatten().find(|a| a.key.local_name().as_ref() == want).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.local_name().as_ref() == want)
+                        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
                 };
                 match local.as_ref() {
                     b"File" if disk_href.is_none() => disk_href = attr(b"href"),

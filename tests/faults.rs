@@ -98,7 +98,12 @@ fn sigkill_at_random_points_leaves_nothing_behind() {
             None => killed += 1,
         }
         // create_vm: ~0.7 s
-        match call_killed(&config, "create_vm", json!([format!("agent-{i}"), base_sc, {"ram": 64, "disk": 16}, {}, [], {}]), Duration::from_millis(rng.below(900))) {
+        match call_killed(
+            &config,
+            "create_vm",
+            json!([format!("agent-{i}"), base_sc, {"ram": 64, "disk": 16}, {}, [], {}]),
+            Duration::from_millis(rng.below(900)),
+        ) {
             Some(r) => {
                 finished += 1;
                 cpi.ok("delete_vm", json!([r[0]]));
@@ -119,7 +124,9 @@ fn sigkill_at_random_points_leaves_nothing_behind() {
     // started may still be finishing (it holds the marker until then), so later calls reap that
     cpi.ok("delete_stemcell", json!([base_sc]));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_dir(Path::new(STATE).join("inflight")).map(|d| d.count()).unwrap_or(0) > 0 && Instant::now() < deadline {
+    while std::fs::read_dir(Path::new(STATE).join("inflight")).map(|d| d.count()).unwrap_or(0) > 0
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(500));
         cpi.ok("delete_snapshot", json!(["snap-000000000000000"]));
     }

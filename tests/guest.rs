@@ -63,7 +63,8 @@ fn boot_and_check(image: PathBuf, what: &str) {
         "serial_log": serial,
     });
     let nets = json!({"private": {"type": "manual", "ip": "10.1.0.5", "netmask": "255.255.255.0", "gateway": "10.1.0.1", "cloud_properties": {"type": "user"}}});
-    let created = cpi.ok("create_vm", json!(["agent-in-guest", sc, props, nets, [], {"bosh": {"group": "guest-test"}}]));
+    let created =
+        cpi.ok("create_vm", json!(["agent-in-guest", sc, props, nets, [], {"bosh": {"group": "guest-test"}}]));
     let vm = created[0].as_str().unwrap().to_string();
     let mac = created[1]["private"]["mac"].as_str().unwrap().to_string();
 
@@ -76,7 +77,10 @@ fn boot_and_check(image: PathBuf, what: &str) {
     assert_eq!(s["networks"]["private"]["ip"], "10.1.0.5");
     assert_eq!(s["networks"]["private"]["mac"], mac.as_str());
     assert_eq!(s["env"]["bosh"]["group"], "guest-test");
-    assert!(block_line(&log, "0:0:0:0").is_some() && block_line(&log, "0:0:1:0").is_some(), "root and ephemeral disks: {log}");
+    assert!(
+        block_line(&log, "0:0:0:0").is_some() && block_line(&log, "0:0:1:0").is_some(),
+        "root and ephemeral disks: {log}"
+    );
 
     // attach a persistent disk, boot again: the guest sees the disk where the hint says
     let disk = cpi.ok("create_disk", json!([32, {}, vm])).as_str().unwrap().to_string();
@@ -93,7 +97,13 @@ fn boot_and_check(image: PathBuf, what: &str) {
         // vSphere stemcells: the hint is the SCSI target number
         Value::String(t) => assert_eq!(t, "2"),
         // OpenStack stemcells: the device path the guest shows
-        other => assert!(line.starts_with(&format!("TINY-GUEST: block {} ", other["path"].as_str().unwrap().trim_start_matches("/dev/"))), "{line}"),
+        other => assert!(
+            line.starts_with(&format!(
+                "TINY-GUEST: block {} ",
+                other["path"].as_str().unwrap().trim_start_matches("/dev/")
+            )),
+            "{line}"
+        ),
     }
     cpi.ok("delete_vm", json!([vm]));
     cpi.ok("delete_disk", json!([disk]));

@@ -48,9 +48,22 @@ fn assert_clean(method: &str, r: &crate::util::Run) {
 /// Every method, every argument position, every JSON type: no hypervisor behind the config.
 #[test]
 fn wrong_types_in_every_argument_position() {
-    let cpi = Cpi::with_config(&json!({"driver": {"kind": "libvirt", "uri": "qemu:///nonexistent-hostile", "state_dir": "/var/tmp/vmcpi-test-hostile-state"}}));
+    let cpi = Cpi::with_config(
+        &json!({"driver": {"kind": "libvirt", "uri": "qemu:///nonexistent-hostile", "state_dir": "/var/tmp/vmcpi-test-hostile-state"}}),
+    );
     let spec_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec");
-    let wrong = [json!(null), json!(true), json!(-1), json!(0), json!(1e308), json!(18446744073709551615u64), json!("x"), json!([]), json!({}), json!([[[[[]]]]])];
+    let wrong = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(0),
+        json!(1e308),
+        json!(18446744073709551615u64),
+        json!("x"),
+        json!([]),
+        json!({}),
+        json!([[[[[]]]]]),
+    ];
     let mut tried = 0;
     for entry in std::fs::read_dir(spec_dir).unwrap().flatten() {
         if entry.path().extension().is_none_or(|e| e != "json") {
@@ -78,7 +91,12 @@ fn wrong_types_in_every_argument_position() {
         tried += 2;
     }
     // the whole request in odd shapes
-    for raw in [&b"\xff\xfe\xfd"[..], b"{\"method\":\"info\",\"arguments\":[],\"x\":\"\xff\"}", b"{\"method\":\"info\"}{\"method\":\"info\"}", &[b'['; 100_000][..]] {
+    for raw in [
+        &b"\xff\xfe\xfd"[..],
+        b"{\"method\":\"info\",\"arguments\":[],\"x\":\"\xff\"}",
+        b"{\"method\":\"info\"}{\"method\":\"info\"}",
+        &[b'['; 100_000][..],
+    ] {
         let r = cpi.raw(raw);
         assert_clean("raw", &r);
         assert_eq!(r.response["error"]["type"], "Bosh::Clouds::CpiError");
@@ -98,7 +116,8 @@ fn hostile_values_against_libvirt() {
     let cpi = Cpi::with_config(&config_in(pool, json!({})));
     let dir = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([openstack_image(dir.path()), {}])).as_str().unwrap().to_string();
-    let vm = cpi.ok("create_vm", json!(["agent-hostile", sc, {"ram": 64}, {}, [], {}]))[0].as_str().unwrap().to_string();
+    let vm =
+        cpi.ok("create_vm", json!(["agent-hostile", sc, {"ram": 64}, {}, [], {}]))[0].as_str().unwrap().to_string();
     let disk = cpi.ok("create_disk", json!([16, {}, null])).as_str().unwrap().to_string();
     let mut tried = 0;
     for s in hostile_strings() {
@@ -136,7 +155,10 @@ fn hostile_values_against_libvirt() {
     for n in [json!(u64::MAX), json!(1u64 << 60), json!(-5), json!(1.5)] {
         assert_clean("create_disk", &cpi.call("create_disk", json!([n, {}, null])));
         assert_clean("resize_disk", &cpi.call("resize_disk", json!([disk, n])));
-        assert_clean("create_vm", &cpi.call("create_vm", json!(["a", sc, {"ram": n, "cpu": n, "disk": n}, {}, [], {}])));
+        assert_clean(
+            "create_vm",
+            &cpi.call("create_vm", json!(["a", sc, {"ram": n, "cpu": n, "disk": n}, {}, [], {}])),
+        );
         tried += 3;
     }
     eprintln!("hostile: {tried} hostile requests against libvirt");

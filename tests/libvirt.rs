@@ -45,7 +45,13 @@ pub fn cpi() -> Cpi {
 /// A gzipped tar holding a 64 MiB qcow2 `root.img` (an OpenStack-format stemcell image).
 pub fn openstack_image(dir: &Path) -> PathBuf {
     let root = dir.join("root.img");
-    assert!(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&root).arg("64M").status().unwrap().success());
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&root)
+        .arg("64M")
+        .status()
+        .unwrap()
+        .success());
     let image = dir.join("image");
     assert!(Command::new("tar").arg("czf").arg(&image).arg("-C").arg(dir).arg("root.img").status().unwrap().success());
     image
@@ -54,10 +60,25 @@ pub fn openstack_image(dir: &Path) -> PathBuf {
 /// A gzipped tar with image.ovf + a stream-optimised VMDK (a vSphere-format stemcell image).
 pub fn vsphere_image(dir: &Path, efi: bool) -> PathBuf {
     let raw = dir.join("disk.raw");
-    assert!(Command::new("qemu-img").args(["create", "-q", "-f", "raw"]).arg(&raw).arg("32M").status().unwrap().success());
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "raw"])
+        .arg(&raw)
+        .arg("32M")
+        .status()
+        .unwrap()
+        .success());
     let vmdk = dir.join("image-disk1.vmdk");
     assert!(Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13"])
+        .args([
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13"
+        ])
         .arg(&raw)
         .arg(&vmdk)
         .status()
@@ -110,7 +131,10 @@ pub fn domains_using(pool: &str) -> Vec<String> {
 fn stemcell(cpi: &Cpi) -> String {
     let dir = tempfile::tempdir().unwrap();
     let image = openstack_image(dir.path());
-    cpi.ok("create_stemcell", json!([image, {"name": "bosh-openstack-kvm-ubuntu-jammy-go_agent", "version": "1.0"}])).as_str().unwrap().to_string()
+    cpi.ok("create_stemcell", json!([image, {"name": "bosh-openstack-kvm-ubuntu-jammy-go_agent", "version": "1.0"}]))
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn networks() -> Value {
@@ -126,7 +150,10 @@ fn full_lifecycle_every_method() {
     let sc = stemcell(&cpi);
     assert!(sc.starts_with("sc-") && sc.ends_with("-os"), "{sc}");
 
-    let created = cpi.ok("create_vm", json!(["agent-lifecycle", sc, {"cpu": 1, "ram": 128, "disk": 64}, networks(), [], {"bosh": {"group": "g"}}]));
+    let created = cpi.ok(
+        "create_vm",
+        json!(["agent-lifecycle", sc, {"cpu": 1, "ram": 128, "disk": 64}, networks(), [], {"bosh": {"group": "g"}}]),
+    );
     let vm = created[0].as_str().unwrap().to_string();
     let mac = created[1]["private"]["mac"].as_str().unwrap();
     assert!(mac.starts_with("52:54:00:"), "{created}");
@@ -239,11 +266,18 @@ fn vsphere_stemcell_gets_scsi_hints_and_an_env_cdrom() {
     let cpi = cpi();
     let dir = tempfile::tempdir().unwrap();
     let image = vsphere_image(dir.path(), false);
-    let sc = cpi.ok("create_stemcell", json!([image, {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent"}])).as_str().unwrap().to_string();
+    let sc = cpi
+        .ok("create_stemcell", json!([image, {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent"}]))
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(sc.ends_with("-vs"), "{sc}");
     let (_, vol) = virsh(&["vol-dumpxml", "--pool", POOL, &sc]);
     assert!(vol.contains("<format type='qcow2'/>"), "the VMDK is converted to qcow2: {vol}");
-    let vm = cpi.ok("create_vm", json!(["agent-vs", sc, {"ram": 128, "disk": 32}, networks(), [], {}]))[0].as_str().unwrap().to_string();
+    let vm = cpi.ok("create_vm", json!(["agent-vs", sc, {"ram": 128, "disk": 32}, networks(), [], {}]))[0]
+        .as_str()
+        .unwrap()
+        .to_string();
     let settings = read_settings(&vm, "/ENV");
     assert_eq!(settings["disks"]["system"], "0");
     assert_eq!(settings["disks"]["ephemeral"], "1");
@@ -264,7 +298,10 @@ fn efi_stemcell_boots_with_ovmf() {
     if !libvirt_available() {
         return;
     }
-    if !crate::util::require_peer("OVMF firmware (Debian package ovmf)", Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists()) {
+    if !crate::util::require_peer(
+        "OVMF firmware (Debian package ovmf)",
+        Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists(),
+    ) {
         return;
     }
     let cpi = cpi();
@@ -301,7 +338,8 @@ fn missing_things_give_the_right_errors() {
     cpi.ok("delete_disk", json!([ghost_disk]));
 
     let sc = stemcell(&cpi);
-    let vm = cpi.ok("create_vm", json!(["agent-missing", sc, {"ram": 128}, {}, [], {}]))[0].as_str().unwrap().to_string();
+    let vm =
+        cpi.ok("create_vm", json!(["agent-missing", sc, {"ram": 128}, {}, [], {}]))[0].as_str().unwrap().to_string();
     assert_eq!(cpi.err("attach_disk", json!([vm, ghost_disk]))["type"], "Bosh::Clouds::DiskNotFound");
     // a VM deleted behind the CPI's back
     virsh(&["destroy", &vm]);
@@ -325,7 +363,10 @@ fn hostile_cids_never_reach_the_hypervisor() {
         assert_eq!(cpi.err("delete_disk", json!([cid]))["type"], "Bosh::Clouds::DiskNotFound", "{cid}");
         assert_eq!(cpi.ok("has_disk", json!([cid])), json!(false));
         let e = cpi.err("create_vm", json!(["a", cid, {}, {}, [], {}]));
-        assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)));
+        assert_eq!(
+            (e["type"].as_str(), e["ok_to_retry"].as_bool()),
+            (Some("Bosh::Clouds::VMCreationFailed"), Some(false))
+        );
     }
     assert!(!Path::new("/tmp/pwned").exists());
 }
@@ -350,7 +391,10 @@ fn failed_creates_leave_nothing_and_say_whether_to_retry() {
     assert_eq!(volumes_in(pool), before_vols, "volumes left behind");
     assert_eq!(domains_using(pool), Vec::<String>::new(), "domain left behind");
     // bootstrap on an image without a guest agent: a clear error, nothing left
-    let e = cpi.err("create_vm", json!(["a", sc, {"ram": 128, "bootstrap": {"script": "echo hi", "max_wait_seconds": 2}}, {}, [], {}]));
+    let e = cpi.err(
+        "create_vm",
+        json!(["a", sc, {"ram": 128, "bootstrap": {"script": "echo hi", "max_wait_seconds": 2}}, {}, [], {}]),
+    );
     assert!(e["message"].as_str().unwrap().contains("guest agent"), "{e}");
     assert_eq!(volumes_in(pool), before_vols, "volumes left behind");
     assert_eq!(domains_using(pool), Vec::<String>::new(), "domain left behind");
@@ -380,7 +424,11 @@ fn parallel_create_attach_delete(n: usize) {
             let cpi = cpi.clone();
             let sc = sc.clone();
             std::thread::spawn(move || {
-                let vm = cpi.ok("create_vm", json!([format!("agent-par-{i}"), sc, {"ram": 64, "disk": 16}, {}, [], {}]))[0].as_str().unwrap().to_string();
+                let vm = cpi
+                    .ok("create_vm", json!([format!("agent-par-{i}"), sc, {"ram": 64, "disk": 16}, {}, [], {}]))[0]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 let disk = cpi.ok("create_disk", json!([16, {}, vm])).as_str().unwrap().to_string();
                 cpi.ok("attach_disk", json!([vm, disk]));
                 (vm, disk)

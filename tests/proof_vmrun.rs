@@ -67,7 +67,9 @@ pub fn timed(cpi: &Cpi, method: &str, args: Value) -> (Value, u64) {
 }
 
 fn names(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(p).map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -97,8 +99,14 @@ fn assert_store_empty(fake: &Fake, scratch: &Path, what: &str) {
 fn assert_store_empty_logs(fake: &Fake, scratch: &Path, what: &str, logs: &[String]) {
     for d in ["stemcells", "vms", "disks", "pending"] {
         let left = names(&fake.store().join(d));
-        let about: Vec<&String> = left.iter().flat_map(|n| logs.iter().filter(move |l| l.contains(n.split('.').next().unwrap()))).collect();
-        assert_eq!(left, Vec::<String>::new(), "{what}: {d}/ not empty; pending: {:?}; logs of killed calls naming them: {about:?}", names(&fake.store().join("pending")));
+        let about: Vec<&String> =
+            left.iter().flat_map(|n| logs.iter().filter(move |l| l.contains(n.split('.').next().unwrap()))).collect();
+        assert_eq!(
+            left,
+            Vec::<String>::new(),
+            "{what}: {d}/ not empty; pending: {:?}; logs of killed calls naming them: {about:?}",
+            names(&fake.store().join("pending"))
+        );
     }
     assert_eq!(fake.running(), Vec::<String>::new(), "{what}: VMs left running");
     assert_eq!(files_below(scratch), Vec::<PathBuf>::new(), "{what}: scratch files or markers left in tmp_dir");
@@ -134,7 +142,12 @@ fn proof_vmrun_sigkill_at_random_points_leaves_nothing() {
     let mut logs = Vec::new();
     let started = Instant::now();
     for _ in 0..n {
-        match call_killed(&debug.config, "create_stemcell", json!([image, {}]), Duration::from_millis(rng.below(t_sc * 6 / 5))) {
+        match call_killed(
+            &debug.config,
+            "create_stemcell",
+            json!([image, {}]),
+            Duration::from_millis(rng.below(t_sc * 6 / 5)),
+        ) {
             Ok(s) => {
                 finished += 1;
                 cpi.ok("delete_stemcell", json!([s]));
@@ -144,7 +157,12 @@ fn proof_vmrun_sigkill_at_random_points_leaves_nothing() {
                 logs.push(log)
             }
         }
-        match call_killed(&debug.config, "create_vm", create_vm_args(&sc, json!({"disk": 512})), Duration::from_millis(rng.below(t_vm * 6 / 5))) {
+        match call_killed(
+            &debug.config,
+            "create_vm",
+            create_vm_args(&sc, json!({"disk": 512})),
+            Duration::from_millis(rng.below(t_vm * 6 / 5)),
+        ) {
             Ok(r) => {
                 finished += 1;
                 cpi.ok("delete_vm", json!([r[0]]));
@@ -157,7 +175,12 @@ fn proof_vmrun_sigkill_at_random_points_leaves_nothing() {
         // VM and disk were returned, so the director deletes both afterwards
         let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({})))[0].clone();
         let disk = cpi.ok("create_disk", json!([256, {}, vm]));
-        match call_killed(&debug.config, "attach_disk", json!([vm, disk]), Duration::from_millis(rng.below(t_at * 6 / 5))) {
+        match call_killed(
+            &debug.config,
+            "attach_disk",
+            json!([vm, disk]),
+            Duration::from_millis(rng.below(t_at * 6 / 5)),
+        ) {
             Ok(_) => finished += 1,
             Err(log) => {
                 killed += 1;
@@ -234,7 +257,10 @@ fn proof_vmrun_sixteen_parallel_create_attach_delete() {
         })
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
-    eprintln!("vmrun: 16 processes create_vm + create_disk + attach_disk + delete: {} ms", started.elapsed().as_millis());
+    eprintln!(
+        "vmrun: 16 processes create_vm + create_disk + attach_disk + delete: {} ms",
+        started.elapsed().as_millis()
+    );
     cpi.ok("delete_stemcell", json!([sc]));
     assert_store_empty(&fake, scratch.path(), "after 16 parallel runs");
 }
@@ -281,7 +307,13 @@ pub fn assert_clean(method: &str, r: &Run) {
 }
 
 /// The calls of every method with `s` in every CID and metadata position.
-pub fn hostile_calls(s: &str, vm: &str, disk: &str, sc: &Value, create: impl Fn(&str, &Value, Value) -> Value) -> Vec<(&'static str, Value)> {
+pub fn hostile_calls(
+    s: &str,
+    vm: &str,
+    disk: &str,
+    sc: &Value,
+    create: impl Fn(&str, &Value, Value) -> Value,
+) -> Vec<(&'static str, Value)> {
     vec![
         ("has_vm", json!([s])),
         ("delete_vm", json!([s])),
@@ -329,7 +361,8 @@ fn proof_vmrun_hostile_cids_and_metadata() {
     // what is outside the store, beside it: it must stay as it is
     let outside = fake.dir.path().join("outside");
     std::fs::write(&outside, "untouched").unwrap();
-    let before: Vec<PathBuf> = files_below(fake.dir.path()).into_iter().filter(|p| !p.starts_with(fake.store())).collect();
+    let before: Vec<PathBuf> =
+        files_below(fake.dir.path()).into_iter().filter(|p| !p.starts_with(fake.store())).collect();
     let mut tried = 0;
     let mut accepted = Vec::new();
     for s in hostile_strings() {
@@ -365,7 +398,10 @@ fn proof_vmrun_hostile_cids_and_metadata() {
             tried += 1;
         }
     }
-    eprintln!("vmrun hostile: {tried} requests, {} creates accepted the value (as agent id or metadata)", accepted.len());
+    eprintln!(
+        "vmrun hostile: {tried} requests, {} creates accepted the value (as agent id or metadata)",
+        accepted.len()
+    );
     for (method, cid) in &accepted {
         cpi.ok(method, json!([cid]));
     }
@@ -385,8 +421,10 @@ fn proof_vmrun_hostile_cids_and_metadata() {
     assert_eq!(cpi.ok("get_disks", json!([vm])), json!([]));
     cpi.ok("attach_disk", json!([vm, disk]));
     assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
-    let after: Vec<PathBuf> = files_below(fake.dir.path()).into_iter().filter(|p| !p.starts_with(fake.store())).collect();
-    let new: Vec<&PathBuf> = after.iter().filter(|p| !before.contains(p) && !p.starts_with(fake.dir.path().join("bin"))).collect();
+    let after: Vec<PathBuf> =
+        files_below(fake.dir.path()).into_iter().filter(|p| !p.starts_with(fake.store())).collect();
+    let new: Vec<&PathBuf> =
+        after.iter().filter(|p| !before.contains(p) && !p.starts_with(fake.dir.path().join("bin"))).collect();
     assert!(new.is_empty(), "files made outside the store: {new:?}");
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
     cpi.ok("delete_vm", json!([vm]));
@@ -500,7 +538,12 @@ fn proof_vmrun_secret_canaries_on_every_method_and_error_path() {
             a
         }),
         // bootstrap with a guest password; no VMware Tools in the fake's guest: fails, clone removed
-        ("create_vm", with_env(json!({"bootstrap": {"script": "echo hi", "username": "vcap", "password": CANARIES[5], "max_wait_seconds": 1}}))),
+        (
+            "create_vm",
+            with_env(
+                json!({"bootstrap": {"script": "echo hi", "username": "vcap", "password": CANARIES[5], "max_wait_seconds": 1}}),
+            ),
+        ),
         ("create_disk", json!([CANARIES[0], {}, null])),
         ("create_stemcell", json!(["/nonexistent", {}])),
         ("no_such_method", json!([])),
@@ -521,7 +564,8 @@ fn proof_vmrun_secret_canaries_on_every_method_and_error_path() {
     // the one exception: vmrun takes a guest password only as `-gp <password>` on its command line, which the
     // fake's command log records (the CPI's own log shows `-gp <redacted>`); it is cloud_properties, not a
     // director secret, and no other canary may be there
-    let found: Vec<&String> = found.iter().filter(|f| !(f.ends_with("fake-vmware-state/log: CANARY-guest-pw-77aa"))).collect();
+    let found: Vec<&String> =
+        found.iter().filter(|f| !(f.ends_with("fake-vmware-state/log: CANARY-guest-pw-77aa"))).collect();
     assert!(found.is_empty(), "canaries outside the settings medium: {found:?}");
     assert!(files_with_canaries(scratch.path(), &[]).is_empty());
     let settings = std::fs::read(fake.store().join(format!("vms/{vm}/env.json"))).unwrap();

@@ -3,7 +3,10 @@
 //! `VMCPI_KILL_TRIALS=100` for the full run), 16 CPI processes at once on one stemcell, hostile CIDs and
 //! metadata on every method, and secret canaries on every method and error path. The helpers are the ones of
 //! tests/vsphere.rs (the killer, the SOAP session) and tests/proof_vmrun.rs (hostile strings, canaries).
-use crate::proof_vmrun::{assert_clean, assert_no_side_effects, canary_context, canary_env, files_below, files_with_canaries, hostile_calls, hostile_strings, timed, trials, Rng, CANARIES};
+use crate::proof_vmrun::{
+    assert_clean, assert_no_side_effects, canary_context, canary_env, files_below, files_with_canaries, hostile_calls,
+    hostile_strings, timed, trials, Rng, CANARIES,
+};
 use crate::util::Cpi;
 use crate::vsphere::{call_killed, networks, session, vcsim, Killed};
 use crate::vsphere_sim::{stemcell_image, Vcsim};
@@ -39,15 +42,31 @@ fn inventory(sim: &Vcsim) -> Vec<String> {
 fn datastore(sim: &Vcsim) -> Vec<String> {
     let ds = sim.datastore_dir();
     // (the simulator's own inventory has folders DC0_*: not the CPI's)
-    let mut out: Vec<String> = std::fs::read_dir(&ds).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "vmcpi_disks" && !n.starts_with("DC0_")).collect();
-    out.extend(std::fs::read_dir(ds.join("vmcpi_disks")).into_iter().flatten().flatten().map(|e| format!("vmcpi_disks/{}", e.file_name().to_string_lossy())));
+    let mut out: Vec<String> = std::fs::read_dir(&ds)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "vmcpi_disks" && !n.starts_with("DC0_"))
+        .collect();
+    out.extend(
+        std::fs::read_dir(ds.join("vmcpi_disks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| format!("vmcpi_disks/{}", e.file_name().to_string_lossy())),
+    );
     out.sort();
     out
 }
 
 /// Scratch files and markers in the state dir (per vCenter/datacenter subdirectory).
 fn state_files(sim: &Vcsim, sub: &str) -> Vec<PathBuf> {
-    std::fs::read_dir(sim.dir.path().join("state")).into_iter().flatten().flatten().flat_map(|d| files_below(&d.path().join(sub))).collect()
+    std::fs::read_dir(sim.dir.path().join("state"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| files_below(&d.path().join(sub)))
+        .collect()
 }
 
 #[test]
@@ -94,14 +113,29 @@ fn proof_vsphere_sigkill_at_random_points_leaves_nothing() {
                 logs.push(log)
             }
         };
-        let k = call_killed(&debug.config, "create_stemcell", json!([image, {}]), Duration::from_millis(rng.below(t_sc * 6 / 5)));
+        let k = call_killed(
+            &debug.config,
+            "create_stemcell",
+            json!([image, {}]),
+            Duration::from_millis(rng.below(t_sc * 6 / 5)),
+        );
         tally(k, Some(&mut scs), |r| r.as_str().unwrap().to_string());
-        let k = call_killed(&debug.config, "create_vm", create_vm_args(&sc, json!({"cpu": 1, "ram": 512, "disk": 512})), Duration::from_millis(rng.below(t_vm * 6 / 5)));
+        let k = call_killed(
+            &debug.config,
+            "create_vm",
+            create_vm_args(&sc, json!({"cpu": 1, "ram": 512, "disk": 512})),
+            Duration::from_millis(rng.below(t_vm * 6 / 5)),
+        );
         tally(k, Some(&mut vms), |r| r[0].as_str().unwrap().to_string());
         // VM and disk were returned, so the director deletes both afterwards
         let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({"cpu": 1, "ram": 512})))[0].clone();
         let disk = cpi.ok("create_disk", json!([256, {}, vm]));
-        let k = call_killed(&debug.config, "attach_disk", json!([vm, disk]), Duration::from_millis(rng.below(t_at * 6 / 5)));
+        let k = call_killed(
+            &debug.config,
+            "attach_disk",
+            json!([vm, disk]),
+            Duration::from_millis(rng.below(t_at * 6 / 5)),
+        );
         tally(k, None, |_| String::new());
         cpi.ok("delete_vm", json!([vm]));
         cpi.ok("delete_disk", json!([disk]));
@@ -124,10 +158,19 @@ fn proof_vsphere_sigkill_at_random_points_leaves_nothing() {
     );
     assert!(killed > 0, "no call was killed: the kill points are too late");
     let diag = |names: &[String]| -> Vec<String> {
-        names.iter().flat_map(|n| logs.iter().filter(move |l| l.contains(n.rsplit('/').next().unwrap().get(..20).unwrap_or(n)))).cloned().collect()
+        names
+            .iter()
+            .flat_map(|n| logs.iter().filter(move |l| l.contains(n.rsplit('/').next().unwrap().get(..20).unwrap_or(n))))
+            .cloned()
+            .collect()
     };
     let inv = inventory(&sim);
-    assert!(inv.is_empty(), "VMs or templates left: {inv:?}\nkiller logs:\n{:?}\nreaper:\n{}", diag(&inv), reaper.stderr);
+    assert!(
+        inv.is_empty(),
+        "VMs or templates left: {inv:?}\nkiller logs:\n{:?}\nreaper:\n{}",
+        diag(&inv),
+        reaper.stderr
+    );
     let ds = datastore(&sim);
     assert!(ds.is_empty(), "datastore files left: {ds:?}\nkiller logs:\n{:?}\nreaper:\n{}", diag(&ds), reaper.stderr);
     let work = state_files(&sim, "work");
@@ -161,7 +204,10 @@ fn proof_vsphere_sixteen_parallel_create_attach_delete() {
         .map(|_| {
             let (cpi, sc) = (cpi.clone(), sc.clone());
             std::thread::spawn(move || {
-                let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({"cpu": 1, "ram": 512, "disk": 512})))[0].as_str().unwrap().to_string();
+                let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({"cpu": 1, "ram": 512, "disk": 512})))[0]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 let disk = cpi.ok("create_disk", json!([256, {}, vm])).as_str().unwrap().to_string();
                 cpi.ok("attach_disk", json!([vm, disk]));
                 assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
@@ -190,7 +236,10 @@ fn proof_vsphere_sixteen_parallel_create_attach_delete() {
         })
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
-    eprintln!("vsphere: 16 processes create_vm + create_disk + attach_disk + delete: {} ms", started.elapsed().as_millis());
+    eprintln!(
+        "vsphere: 16 processes create_vm + create_disk + attach_disk + delete: {} ms",
+        started.elapsed().as_millis()
+    );
     cpi.ok("delete_stemcell", json!([sc]));
     assert_eq!(inventory(&sim), Vec::<String>::new());
     assert_eq!(datastore(&sim), Vec::<String>::new());
@@ -208,7 +257,10 @@ fn proof_vsphere_hostile_cids_and_metadata() {
     let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({"cpu": 1, "ram": 512})))[0].as_str().unwrap().to_string();
     let disk = cpi.ok("create_disk", json!([256, {}, vm])).as_str().unwrap().to_string();
     let before = (inventory(&sim), datastore(&sim));
-    let outside: Vec<PathBuf> = files_below(sim.dir.path()).into_iter().filter(|p| !p.starts_with(sim.dir.path().join("ds")) && !p.starts_with(sim.dir.path().join("state"))).collect();
+    let outside: Vec<PathBuf> = files_below(sim.dir.path())
+        .into_iter()
+        .filter(|p| !p.starts_with(sim.dir.path().join("ds")) && !p.starts_with(sim.dir.path().join("state")))
+        .collect();
     let mut tried = 0;
     let mut accepted = Vec::new();
     for s in hostile_strings() {
@@ -244,23 +296,31 @@ fn proof_vsphere_hostile_cids_and_metadata() {
             tried += 1;
         }
     }
-    eprintln!("vsphere hostile: {tried} requests, {} creates accepted the value (as agent id or metadata)", accepted.len());
+    eprintln!(
+        "vsphere hostile: {tried} requests, {} creates accepted the value (as agent id or metadata)",
+        accepted.len()
+    );
     for (method, cid) in &accepted {
         cpi.ok(method, json!([cid]));
     }
     assert_no_side_effects();
     // the inventory and the datastore hold the test's own objects only, the VM is intact
     // (set_disk_metadata on the test's own disk writes its metadata file beside it)
-    let ds_after: Vec<String> = datastore(&sim).into_iter().filter(|n| *n != format!("vmcpi_disks/{disk}.meta.json")).collect();
+    let ds_after: Vec<String> =
+        datastore(&sim).into_iter().filter(|n| *n != format!("vmcpi_disks/{disk}.meta.json")).collect();
     assert_eq!((inventory(&sim), ds_after), before);
-    let after: Vec<PathBuf> = files_below(sim.dir.path()).into_iter().filter(|p| !p.starts_with(sim.dir.path().join("ds")) && !p.starts_with(sim.dir.path().join("state"))).collect();
+    let after: Vec<PathBuf> = files_below(sim.dir.path())
+        .into_iter()
+        .filter(|p| !p.starts_with(sim.dir.path().join("ds")) && !p.starts_with(sim.dir.path().join("state")))
+        .collect();
     assert_eq!(after, outside, "files made outside the datastore and state dir");
     // XML specials and newlines in metadata go through escaped and come back as they were
     let tricky = "<&>]]></tag><evil/>\"'\nline2";
     cpi.ok("set_vm_metadata", json!([vm, {"k\"<": tricky, "name": "a/0"}]));
     let s = session(&sim, &sim.driver());
     let p = crate::vsphere::vm_props(&s, "DC0", Some("vmcpi_vms"), &vm, &["customValue"]).unwrap();
-    let values: Vec<String> = p.get("customValue").unwrap().children.iter().filter_map(|c| c.str_at("value").map(str::to_string)).collect();
+    let values: Vec<String> =
+        p.get("customValue").unwrap().children.iter().filter_map(|c| c.str_at("value").map(str::to_string)).collect();
     assert!(values.iter().any(|v| v == tricky), "{values:?}");
     assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
     cpi.ok("attach_disk", json!([vm, disk]));
@@ -334,7 +394,12 @@ fn proof_vsphere_secret_canaries_on_every_method_and_error_path() {
             a
         }),
         // a failure after the clone (no guest operations in the simulator), with a guest password
-        ("create_vm", with_env(json!({"cpu": 1, "ram": 512, "bootstrap": {"script": "echo hi", "username": "vcap", "password": CANARIES[5], "max_wait_seconds": 2}}))),
+        (
+            "create_vm",
+            with_env(
+                json!({"cpu": 1, "ram": 512, "bootstrap": {"script": "echo hi", "username": "vcap", "password": CANARIES[5], "max_wait_seconds": 2}}),
+            ),
+        ),
         ("create_disk", json!([CANARIES[0], {}, null])),
         ("create_stemcell", json!(["/nonexistent", {}])),
         ("no_such_method", json!([])),
@@ -350,7 +415,14 @@ fn proof_vsphere_secret_canaries_on_every_method_and_error_path() {
     assert!(!r.stdout.contains(vc_pw) && !r.stderr.contains(vc_pw));
     // VM names, annotations and custom values hold no canary
     let s = session(&sim, &sim.driver());
-    let p = crate::vsphere::vm_props(&s, "DC0", Some("vmcpi_vms"), &vm, &["name", "customValue", "config.annotation", "config.extraConfig"]).unwrap();
+    let p = crate::vsphere::vm_props(
+        &s,
+        "DC0",
+        Some("vmcpi_vms"),
+        &vm,
+        &["name", "customValue", "config.annotation", "config.extraConfig"],
+    )
+    .unwrap();
     let text = format!("{p:?}");
     for c in CANARIES.iter().chain([&vc_pw]) {
         assert!(!text.contains(c), "canary {c} in the VM's properties");

@@ -14,7 +14,12 @@ fn root() -> PathBuf {
 fn have_ruby() -> bool {
     require_peer(
         "ruby (apt-get install ruby) to render the BOSH job templates",
-        Command::new("ruby").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()),
+        Command::new("ruby")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
     )
 }
 
@@ -37,7 +42,8 @@ fn render(template: &str, props: &Value) -> Result<String, String> {
 }
 
 fn render_config(props: &Value) -> Value {
-    let text = render("cpi.json.erb", props).unwrap_or_else(|e| panic!("cpi.json.erb did not render for {props}:\n{e}"));
+    let text =
+        render("cpi.json.erb", props).unwrap_or_else(|e| panic!("cpi.json.erb did not render for {props}:\n{e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("rendered cpi.json is not JSON ({e}):\n{text}"))
 }
 
@@ -139,7 +145,8 @@ fn driver_hash_passes_through_and_director_style_agent_settings() {
     }));
     assert_eq!(config["agent"]["mbus"], "nats://10.0.0.6:4222");
     assert_eq!(config["agent"]["blobstore"], json!({"provider": "local", "options": {"blobstore_path": "/b"}}));
-    let config = render_config(&json!({"nats": {"address": "10.0.0.6"}, "agent": {"nats": {"address": "192.168.1.6"}}}));
+    let config =
+        render_config(&json!({"nats": {"address": "10.0.0.6"}, "agent": {"nats": {"address": "192.168.1.6"}}}));
     assert_eq!(config["agent"]["mbus"], "nats://192.168.1.6:4222");
 
     // another driver kind goes through untouched (vmcpi itself decides whether it knows the kind)
@@ -201,7 +208,10 @@ fn every_property_is_documented_and_every_example_is_accepted() {
     let props = spec["properties"].as_object().unwrap();
     for (name, def) in props {
         assert!(def["description"].as_str().is_some_and(|d| d.len() > 10), "property {name} has no description");
-        assert!(def.get("default").is_some() || def.get("example").is_some(), "property {name} has neither default nor example");
+        assert!(
+            def.get("default").is_some() || def.get("example").is_some(),
+            "property {name} has neither default nor example"
+        );
     }
     // every property a template reads is declared (BOSH hides undeclared ones)
     let mut read = Vec::new();
@@ -239,10 +249,9 @@ fn pre_start_makes_the_libvirt_state_dir() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = tmp.path().join("data/vmcpi state's");
-    for props in [
-        json!({"libvirt": {"state_dir": state_dir}}),
-        json!({"driver": {"kind": "libvirt", "state_dir": state_dir}}),
-    ] {
+    for props in
+        [json!({"libvirt": {"state_dir": state_dir}}), json!({"driver": {"kind": "libvirt", "state_dir": state_dir}})]
+    {
         let _ = std::fs::remove_dir_all(tmp.path().join("data"));
         let script = tmp.path().join("pre-start");
         std::fs::write(&script, render("pre-start.erb", &props).unwrap()).unwrap();
@@ -261,7 +270,12 @@ fn pre_start_makes_the_libvirt_state_dir() {
 /// The value an ops file writes at `path`, with `((variables))` replaced from `vars`.
 fn ops_value(file: &str, path: &str, vars: &[(&str, &str)]) -> Value {
     let ops = yaml(file);
-    let op = ops.as_array().unwrap().iter().find(|op| op["path"] == path).unwrap_or_else(|| panic!("{file} has no op at {path}"));
+    let op = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["path"] == path)
+        .unwrap_or_else(|| panic!("{file} has no op at {path}"));
     let mut text = op["value"].to_string();
     for (name, value) in vars {
         text = text.replace(&format!("(({name}))"), value);
@@ -281,7 +295,10 @@ fn ops_files_render_configs_vmcpi_accepts() {
         ("libvirt_pool_path", "/var/lib/libvirt/vmcpi"),
         ("libvirt_host", "192.168.122.1"),
         ("libvirt_ssh_user", "cpi"),
-        ("libvirt_ssh_key.private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3Blbg==\\n-----END OPENSSH PRIVATE KEY-----\\n"),
+        (
+            "libvirt_ssh_key.private_key",
+            "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3Blbg==\\n-----END OPENSSH PRIVATE KEY-----\\n",
+        ),
         ("libvirt_known_hosts", "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"),
         ("internal_ip", "192.168.122.6"),
         ("libvirt_network", "default"),
@@ -297,7 +314,10 @@ fn ops_files_render_configs_vmcpi_accepts() {
     }));
     assert_eq!(config["driver"]["pool_path"], "/var/lib/libvirt/vmcpi");
     info_accepts(&config);
-    assert_eq!(ops_value("release/ops/create-env.yml", "/cloud_provider/template?", &vars), json!({"name": "vmcpi_cpi", "release": "vmcpi"}));
+    assert_eq!(
+        ops_value("release/ops/create-env.yml", "/cloud_provider/template?", &vars),
+        json!({"name": "vmcpi_cpi", "release": "vmcpi"})
+    );
     let pool = ops_value("release/ops/create-env.yml", "/resource_pools/name=vms/cloud_properties?", &vars);
     assert_eq!(pool, json!({"cpu": 2, "ram": 4096, "disk": 40000}));
 
@@ -309,9 +329,18 @@ fn ops_files_render_configs_vmcpi_accepts() {
     assert_eq!(config["driver"]["uri"], "qemu+ssh://cpi@192.168.122.1/system?command=pinned-ssh");
     info_accepts(&config);
     assert!(render("ssh_key.erb", &job["properties"]).unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
-    assert_eq!(render("known_hosts.erb", &job["properties"]).unwrap(), "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n");
-    assert_eq!(ops_value("release/ops/director.yml", "/variables/-", &vars), json!({"name": "libvirt_ssh_key", "type": "ssh"}));
-    assert_eq!(ops_value("release/ops/director.yml", "/instance_groups/name=bosh/properties/director/cpi_job?", &vars), "vmcpi_cpi");
+    assert_eq!(
+        render("known_hosts.erb", &job["properties"]).unwrap(),
+        "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n"
+    );
+    assert_eq!(
+        ops_value("release/ops/director.yml", "/variables/-", &vars),
+        json!({"name": "libvirt_ssh_key", "type": "ssh"})
+    );
+    assert_eq!(
+        ops_value("release/ops/director.yml", "/instance_groups/name=bosh/properties/director/cpi_job?", &vars),
+        "vmcpi_cpi"
+    );
 }
 
 /// create-env's isolated environment: no HOME, this PATH, plus the variables it sets.
@@ -379,13 +408,20 @@ impl Installation {
     /// Runs bin/cpi in create-env's isolated environment: one request on stdin, one reply on stdout.
     fn call(&self, method: &str, args: Value) -> Value {
         use std::io::Write;
-        let request = json!({"method": method, "arguments": args, "context": {"director_uuid": "cli"}, "api_version": 2});
+        let request =
+            json!({"method": method, "arguments": args, "context": {"director_uuid": "cli"}, "api_version": 2});
         let mut cmd = Command::new(self.job().join("bin/cpi"));
         isolated(&mut cmd).env("BOSH_PACKAGES_DIR", &self.packages).env("BOSH_JOBS_DIR", &self.jobs);
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "bin/cpi exited {:?}:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "bin/cpi exited {:?}:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         for secret in ["mbus-canary-pw", "PRIVATE KEY"] {
             assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked:\n{stdout}\n{stderr}");
@@ -411,7 +447,11 @@ fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
     // no key, no pinned host: pinned-ssh refuses to run
     let out = isolated(&mut Command::new(cpi.job().join("bin/pinned-ssh"))).arg("kvm-host").output().unwrap();
     assert_eq!(out.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pinned_ssh.known_hosts"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pinned_ssh.known_hosts"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // a platform without a binary fails with a message saying what to do
     let other = tempfile::tempdir().unwrap();
@@ -476,7 +516,12 @@ fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
     // another host key pinned for the same host: refused
     let other = tempfile::tempdir().unwrap();
     let other_key = other.path().join("id");
-    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other_key).status().unwrap().success());
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_key)
+        .status()
+        .unwrap()
+        .success());
     let other_pub = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
     let other_pub: Vec<&str> = other_pub.split_whitespace().take(2).collect();
     let cpi = Installation::new(&props(&format!("[127.0.0.1]:{SSHD_PORT} {}", other_pub.join(" "))));

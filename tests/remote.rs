@@ -13,7 +13,13 @@ const POOL: &str = "vmcpi-test-remote";
 fn sshd() -> Option<PathBuf> {
     let dir = PathBuf::from(format!("/tmp/vmcpi-test-sshd-{PORT}"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sshd-up.sh");
-    let ok = Command::new("bash").arg(script).arg(&dir).arg(PORT.to_string()).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("bash")
+        .arg(script)
+        .arg(&dir)
+        .arg(PORT.to_string())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     require_peer("OpenSSH server on loopback (tools/sshd-up.sh)", ok).then_some(dir)
 }
 
@@ -51,7 +57,12 @@ fn a_wrong_host_key_is_refused() {
     // a known_hosts that pins some other key for the same host
     let tmp = tempfile::tempdir().unwrap();
     let other = tmp.path().join("other");
-    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap().success());
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap()
+        .success());
     let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     let pubkey: Vec<&str> = pubkey.split_whitespace().take(2).collect();
     let known = tmp.path().join("known_hosts");

@@ -47,7 +47,10 @@ fn canaries_never_leak_on_any_method_or_error_path() {
     let dir = tempfile::tempdir().unwrap();
     let image = openstack_image(dir.path());
     let sc = check(&cpi, "create_stemcell", json!([image, {}]))["result"].as_str().unwrap().to_string();
-    let vm = check(&cpi, "create_vm", json!(["agent-canary", sc, {"ram": 64}, {}, [], env()]))["result"][0].as_str().unwrap().to_string();
+    let vm = check(&cpi, "create_vm", json!(["agent-canary", sc, {"ram": 64}, {}, [], env()]))["result"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
     let disk = check(&cpi, "create_disk", json!([16, {}, vm]))["result"].as_str().unwrap().to_string();
     let calls = [
         ("info", json!([])),

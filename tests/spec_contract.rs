@@ -27,14 +27,17 @@ fn spec_covers_every_method_and_parses() {
     for s in &all {
         let req = &s["request"];
         let args = req["arguments"].as_array().unwrap();
-        vmcpi::rpc::method::Method::parse(req["method"].as_str().unwrap(), args).unwrap_or_else(|e| panic!("{}: {e}", s["method"]));
+        vmcpi::rpc::method::Method::parse(req["method"].as_str().unwrap(), args)
+            .unwrap_or_else(|e| panic!("{}: {e}", s["method"]));
         assert!(s["response"].get("log").is_some() && s["response"].get("result").is_some());
     }
 }
 
 fn substitute(v: &Value, vars: &HashMap<String, String>) -> Value {
     match v {
-        Value::String(s) if s.starts_with("${") => Value::String(vars.get(&s[2..s.len() - 1]).cloned().unwrap_or_else(|| panic!("unknown placeholder {s}"))),
+        Value::String(s) if s.starts_with("${") => {
+            Value::String(vars.get(&s[2..s.len() - 1]).cloned().unwrap_or_else(|| panic!("unknown placeholder {s}")))
+        }
         Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, vars)).collect()),
         Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), substitute(x, vars))).collect()),
         other => other.clone(),

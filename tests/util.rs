@@ -104,10 +104,17 @@ pub fn run_raw(config: &Path, input: &[u8], envs: &[(String, String)]) -> Run {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let response: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    let response: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}"));
     assert!(response.is_object(), "response must be an object: {stdout}");
     assert!(response.get("result").is_some(), "response lacks result: {stdout}");
     assert!(response["log"].is_string(), "log must be a string: {stdout}");
-    assert!(response["error"].is_null() || (response["error"]["type"].is_string() && response["error"]["message"].is_string() && response["error"]["ok_to_retry"].is_boolean()), "bad error object: {stdout}");
+    assert!(
+        response["error"].is_null()
+            || (response["error"]["type"].is_string()
+                && response["error"]["message"].is_string()
+                && response["error"]["ok_to_retry"].is_boolean()),
+        "bad error object: {stdout}"
+    );
     Run { response, stdout, stderr, status: out.status.code().unwrap_or(-1) }
 }

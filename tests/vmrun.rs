@@ -30,7 +30,11 @@ pub fn fake_binary() -> PathBuf {
             let rustc = std::env::var("RUSTC").unwrap_or_else(|_| {
                 // rustc beside the cargo that built these tests, when PATH does not name one
                 let beside = Path::new(env!("CARGO")).with_file_name("rustc");
-                if beside.is_file() { beside.display().to_string() } else { "rustc".into() }
+                if beside.is_file() {
+                    beside.display().to_string()
+                } else {
+                    "rustc".into()
+                }
             });
             let st = Command::new(rustc).args(["--edition", "2021", "-o"]).arg(&tmp).arg(&src).status().expect("rustc");
             assert!(st.success(), "building the VMware test double failed");
@@ -98,7 +102,13 @@ pub fn sshd() -> Option<(PathBuf, u16)> {
     let dir = PathBuf::from(format!("/tmp/vmcpi-test-sshd-{SSHD_PORT}"));
     let ok = *UP.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/sshd-up.sh");
-        Command::new("bash").arg(script).arg(&dir).arg(SSHD_PORT.to_string()).output().map(|o| o.status.success()).unwrap_or(false)
+        Command::new("bash")
+            .arg(script)
+            .arg(&dir)
+            .arg(SSHD_PORT.to_string())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     });
     ok.then_some((dir, SSHD_PORT))
 }
@@ -130,14 +140,25 @@ pub fn stemcell_image(dir: &Path, capacity_mib: u64, data_mib: u64) -> PathBuf {
     }
     let vmdk = dir.join("image-disk1.vmdk");
     let st = Command::new("/usr/bin/qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13"])
+        .args([
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13",
+        ])
         .arg(&raw)
         .arg(&vmdk)
         .status()
         .unwrap();
     assert!(st.success());
     std::fs::remove_file(&raw).unwrap();
-    let ovf = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vmrun/image.ovf")).unwrap().replace("__CAPACITY_MIB__", &capacity_mib.to_string());
+    let ovf = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vmrun/image.ovf"))
+        .unwrap()
+        .replace("__CAPACITY_MIB__", &capacity_mib.to_string());
     let image = dir.join("image");
     let gz = flate2::write::GzEncoder::new(std::fs::File::create(&image).unwrap(), flate2::Compression::fast());
     let mut t = tar::Builder::new(gz);
@@ -171,7 +192,9 @@ fn vmx_of(store: &Path, vm: &str) -> String {
 }
 
 fn dir_names(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(p).map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -184,11 +207,16 @@ fn lifecycle(fake: &Fake, cpi: &Cpi) {
 
     let img_dir = tempfile::tempdir().unwrap();
     let image = stemcell_image(img_dir.path(), 64, 2);
-    let sc = cpi.ok("create_stemcell", json!([image.display().to_string(), {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent", "version": "1.0"}]));
+    let sc = cpi.ok(
+        "create_stemcell",
+        json!([image.display().to_string(), {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent", "version": "1.0"}]),
+    );
     let sc_id = sc.as_str().unwrap().to_string();
     let sc_vmx = std::fs::read_to_string(store.join(format!("stemcells/{sc_id}/{sc_id}.vmx"))).unwrap();
     assert!(sc_vmx.contains("firmware = \"efi\""), "{sc_vmx}");
-    assert!(std::fs::read_to_string(store.join(format!("stemcells/{sc_id}/{sc_id}.vmsd"))).unwrap().contains("vmcpi-base"));
+    assert!(std::fs::read_to_string(store.join(format!("stemcells/{sc_id}/{sc_id}.vmsd")))
+        .unwrap()
+        .contains("vmcpi-base"));
 
     let r = cpi.ok("create_vm", create_vm_args(&sc, json!({"cpu": 2, "ram": 1024, "disk": 2048})));
     let vm = r[0].as_str().unwrap().to_string();
@@ -197,16 +225,28 @@ fn lifecycle(fake: &Fake, cpi: &Cpi) {
     assert!(mac.starts_with("00:50:56:"), "{mac}");
     let vmx = vmx_of(&store, &vm);
     // untouched stemcell keys survive, in place
-    for keep in ["firmware = \"efi\"", "virtualHW.version = \"13\"", "disk.enableUUID = \"TRUE\"", "scsi0.virtualDev = \"lsilogic\""] {
+    for keep in [
+        "firmware = \"efi\"",
+        "virtualHW.version = \"13\"",
+        "disk.enableUUID = \"TRUE\"",
+        "scsi0.virtualDev = \"lsilogic\"",
+    ] {
         assert!(vmx.contains(keep), "{keep} lost:\n{vmx}");
     }
     // the settings ISO sits on the stemcell's own SATA CD-ROM; no second CD-ROM
-    assert!(vmx.contains("sata0:0.fileName = \"env.iso\"") && vmx.contains("sata0:0.deviceType = \"cdrom-image\""), "{vmx}");
+    assert!(
+        vmx.contains("sata0:0.fileName = \"env.iso\"") && vmx.contains("sata0:0.deviceType = \"cdrom-image\""),
+        "{vmx}"
+    );
     assert!(!vmx.contains("ide1:0"), "{vmx}");
     assert!(vmx.contains("numvcpus = \"2\"") && vmx.contains("memSize = \"1024\""), "{vmx}");
-    assert!(vmx.contains(&format!("ethernet0.address = \"{mac}\"")) && vmx.contains("ethernet0.vnet = \"vmnet8\""), "{vmx}");
+    assert!(
+        vmx.contains(&format!("ethernet0.address = \"{mac}\"")) && vmx.contains("ethernet0.vnet = \"vmnet8\""),
+        "{vmx}"
+    );
     assert!(vmx.contains("scsi0:1.fileName = \"ephemeral.vmdk\""), "{vmx}");
-    let settings: Value = serde_json::from_slice(&std::fs::read(store.join(format!("vms/{vm}/env.json"))).unwrap()).unwrap();
+    let settings: Value =
+        serde_json::from_slice(&std::fs::read(store.join(format!("vms/{vm}/env.json"))).unwrap()).unwrap();
     assert_eq!(settings["agent_id"], "agent-0f1e");
     assert_eq!(settings["disks"], json!({"system": "0", "ephemeral": "1", "persistent": {}}));
     assert_eq!(settings["networks"]["default"]["mac"], json!(mac));
@@ -217,9 +257,16 @@ fn lifecycle(fake: &Fake, cpi: &Cpi) {
 
     assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
     assert_eq!(cpi.ok("has_vm", json!(["vm-00000000000000000000"])), json!(false));
-    cpi.ok("set_vm_metadata", json!([vm, {"director": "bosh-init", "deployment": "d", "name": "zookeeper/0", "index": "0"}]));
+    cpi.ok(
+        "set_vm_metadata",
+        json!([vm, {"director": "bosh-init", "deployment": "d", "name": "zookeeper/0", "index": "0"}]),
+    );
     let vmx = vmx_of(&store, &vm);
-    assert!(vmx.contains("guestinfo.bosh.deployment = \"d\"") && vmx.contains(&format!("displayName = \"zookeeper/0 ({vm})\"")), "{vmx}");
+    assert!(
+        vmx.contains("guestinfo.bosh.deployment = \"d\"")
+            && vmx.contains(&format!("displayName = \"zookeeper/0 ({vm})\"")),
+        "{vmx}"
+    );
 
     let disk = cpi.ok("create_disk", json!([1024, {}, vm]));
     let disk_id = disk.as_str().unwrap().to_string();
@@ -229,7 +276,8 @@ fn lifecycle(fake: &Fake, cpi: &Cpi) {
     // attach is idempotent (create-env re-attaches)
     assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), json!("2"));
     assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
-    let settings: Value = serde_json::from_slice(&std::fs::read(store.join(format!("vms/{vm}/env.json"))).unwrap()).unwrap();
+    let settings: Value =
+        serde_json::from_slice(&std::fs::read(store.join(format!("vms/{vm}/env.json"))).unwrap()).unwrap();
     assert_eq!(settings["disks"]["persistent"][&disk_id], json!("2"));
     let vmx = vmx_of(&store, &vm);
     // the metadata written through vmrun while running survived the stop/start of attach
@@ -246,7 +294,10 @@ fn lifecycle(fake: &Fake, cpi: &Cpi) {
     cpi.ok("resize_disk", json!([disk, 2048]));
     assert_eq!(cpi.err("resize_disk", json!([disk, 512]))["type"], "Bosh::Clouds::NotSupported");
     assert_eq!(cpi.err("snapshot_disk", json!([disk, {}]))["type"], "Bosh::Clouds::NotImplemented");
-    assert_eq!(cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1023, "cpu": 2, "ephemeral_disk_size": 4096}])), json!({"cpu": 2, "ram": 1024, "disk": 4096}));
+    assert_eq!(
+        cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1023, "cpu": 2, "ephemeral_disk_size": 4096}])),
+        json!({"cpu": 2, "ram": 1024, "disk": 4096})
+    );
 
     // delete_vm with the disk attached: the disk survives, detached
     cpi.ok("attach_disk", json!([vm, disk]));
@@ -289,7 +340,10 @@ fn vmrun_player_makes_full_copies_with_ovftool() {
     let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
     let vm = cpi.ok("create_vm", create_vm_args(&sc, json!({"disk": 256})))[0].as_str().unwrap().to_string();
     let vmx = vmx_of(&fake.store(), &vm);
-    assert!(vmx.contains(&format!("scsi0:0.fileName = \"{vm}-disk1.vmdk\"")) && vmx.contains("firmware = \"efi\""), "{vmx}");
+    assert!(
+        vmx.contains(&format!("scsi0:0.fileName = \"{vm}-disk1.vmdk\"")) && vmx.contains("firmware = \"efi\""),
+        "{vmx}"
+    );
     let disk = cpi.ok("create_disk", json!([64, {}, vm]));
     assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), json!("2"));
     cpi.ok("delete_vm", json!([vm]));
@@ -322,10 +376,19 @@ fn vmrun_secrets_stay_out_of_responses_and_logs() {
     let r = cpi.call("create_vm", create_vm_args(&sc, json!({"bootstrap": {"script": "echo hi", "username": "vcap", "password": "guest-secret-pw-9", "max_wait_seconds": 2}, "ram": 512})));
     // no VMware Tools in the guest: bootstrap fails clearly, and the clone is removed
     let e = &r.response["error"];
-    assert!(e["message"].as_str().unwrap().contains("Guest tools is not running") || e["message"].as_str().unwrap().contains("was not ready"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("Guest tools is not running")
+            || e["message"].as_str().unwrap().contains("was not ready"),
+        "{e}"
+    );
     assert!(r.stderr.contains("-gp <redacted>"), "{}", r.stderr);
     for text in [r.stdout.as_str(), r.stderr.as_str()] {
-        assert!(!text.contains("guest-secret-pw-9") && !text.contains("mbus-secret-pw") && !text.contains("vm-secret-password-1"), "secret leaked:\n{text}");
+        assert!(
+            !text.contains("guest-secret-pw-9")
+                && !text.contains("mbus-secret-pw")
+                && !text.contains("vm-secret-password-1"),
+            "secret leaked:\n{text}"
+        );
     }
     assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
 }
@@ -345,7 +408,10 @@ fn vmrun_bootstrap_runs_the_script_in_the_guest() {
     assert_eq!(std::fs::read_to_string(fake.state("guest-fs").join(&copied[0])).unwrap(), "touch /tmp/x");
     // a failing script fails the create and removes the VM
     std::fs::write(fake.state("guest-exit"), "3").unwrap();
-    let e = cpi.err("create_vm", create_vm_args(&sc, json!({"bootstrap": {"script": "exit 3", "username": "vcap", "password": "c1oudc0w"}})));
+    let e = cpi.err(
+        "create_vm",
+        create_vm_args(&sc, json!({"bootstrap": {"script": "exit 3", "username": "vcap", "password": "c1oudc0w"}})),
+    );
     assert!(e["message"].as_str().unwrap().contains("non-zero exit code: 3"), "{e}");
     assert_eq!(dir_names(&fake.store().join("vms")), vec![r[0].as_str().unwrap().to_string()]);
 }
@@ -371,7 +437,10 @@ fn vmrun_failed_create_leaves_nothing_and_names_the_lock() {
     let mut args = create_vm_args(&sc, json!({}));
     args[3]["default"]["cloud_properties"] = json!({"name": "eth0"});
     assert!(cpi.err("create_vm", args)["message"].as_str().unwrap().contains("vmnetN"));
-    assert!(cpi.err("create_vm", create_vm_args(&json!("sc-0000000000000000"), json!({})))["message"].as_str().unwrap().contains("stemcell sc-0000000000000000 not found"));
+    assert!(cpi.err("create_vm", create_vm_args(&json!("sc-0000000000000000"), json!({})))["message"]
+        .as_str()
+        .unwrap()
+        .contains("stemcell sc-0000000000000000 not found"));
     assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
 }
 
@@ -395,7 +464,9 @@ fn parallel_creates(ssh: Option<Value>) {
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let (cpi, sc) = (cpi.clone(), sc.clone());
-            std::thread::spawn(move || cpi.ok("create_vm", create_vm_args(&sc, json!({"disk": 512})))[0].as_str().unwrap().to_string())
+            std::thread::spawn(move || {
+                cpi.ok("create_vm", create_vm_args(&sc, json!({"disk": 512})))[0].as_str().unwrap().to_string()
+            })
         })
         .collect();
     let vms: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -435,14 +506,24 @@ fn vmrun_lock_waits_are_bounded_locally_and_over_ssh() {
     let sc = first.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
     let vm = first.ok("create_vm", create_vm_args(&sc, json!({})))[0].as_str().unwrap().to_string();
     // another CPI call holds the VM's lock (an flock, as vmcpi takes it)
-    let held = std::fs::OpenOptions::new().create(true).append(true).open(fake.store().join(format!("locks/{vm}.lock"))).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(fake.store().join(format!("locks/{vm}.lock")))
+        .unwrap();
     held.try_lock().unwrap();
     for mut cfg in configs {
         cfg["driver"]["lock_timeout_seconds"] = json!(1);
         let cpi = Cpi::with_config(&cfg);
         let started = Instant::now();
         let e = cpi.err("reboot_vm", json!([vm]));
-        assert!(e["message"].as_str().unwrap().contains(&format!("timed out after 1 s waiting for lock {}", fake.store().join(format!("locks/{vm}.lock")).display())), "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(&format!(
+                "timed out after 1 s waiting for lock {}",
+                fake.store().join(format!("locks/{vm}.lock")).display()
+            )),
+            "{e}"
+        );
         assert!(started.elapsed() < Duration::from_secs(15));
     }
     drop(held);
@@ -456,10 +537,19 @@ fn vmrun_wrong_or_unknown_host_key_is_refused() {
     let fake = Fake::new();
     let kdir = tempfile::tempdir().unwrap();
     let other = kdir.path().join("other");
-    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap().success());
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap()
+        .success());
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
     let wrong = kdir.path().join("known_hosts_wrong");
-    std::fs::write(&wrong, format!("[127.0.0.1]:{port} {}", other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" "))).unwrap();
+    std::fs::write(
+        &wrong,
+        format!("[127.0.0.1]:{port} {}", other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
+    )
+    .unwrap();
     let cpi = Cpi::with_config(&fake.config(false, Some(ssh_block(&dir, port, &wrong))));
     let e = cpi.err("has_vm", json!(["vm-00000000000000000000"]));
     let msg = e["message"].as_str().unwrap();
@@ -474,7 +564,10 @@ fn vmrun_wrong_or_unknown_host_key_is_refused() {
     ssh.as_object_mut().unwrap().remove("known_hosts");
     ssh["host_public_key"] = json!(other_pub.trim());
     let cpi = Cpi::with_config(&fake.config(false, Some(ssh)));
-    assert!(cpi.err("has_vm", json!(["vm-00000000000000000000"]))["message"].as_str().unwrap().contains("does NOT match"));
+    assert!(cpi.err("has_vm", json!(["vm-00000000000000000000"]))["message"]
+        .as_str()
+        .unwrap()
+        .contains("does NOT match"));
     assert!(!fake.state("log").exists(), "nothing may run on a host whose key did not match");
 }
 
@@ -567,7 +660,11 @@ fn vmrun_dropped_connection_mid_create_leaves_nothing() {
     let proxy = Proxy::start(port);
     let host_pub = std::fs::read_to_string(dir.join("ssh_host_ed25519_key.pub")).unwrap();
     let kh = fake.dir.path().join("known_hosts");
-    std::fs::write(&kh, format!("[127.0.0.1]:{} {}\n", proxy.port, host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" "))).unwrap();
+    std::fs::write(
+        &kh,
+        format!("[127.0.0.1]:{} {}\n", proxy.port, host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
+    )
+    .unwrap();
     let cpi = Arc::new(Cpi::with_config(&fake.config(false, Some(ssh_block(&dir, proxy.port, &kh)))));
     let img_dir = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
@@ -621,7 +718,8 @@ fn vmrun_fake_fails_like_vmware() {
     assert_eq!(code, 255);
     assert!(out.starts_with("Error: Cannot open VM: "), "{out}");
     std::fs::create_dir_all(fake.store().join("a")).unwrap();
-    std::fs::write(&vmx, "memsize = \"512\"\nscsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"missing.vmdk\"\n").unwrap();
+    std::fs::write(&vmx, "memsize = \"512\"\nscsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"missing.vmdk\"\n")
+        .unwrap();
     let (code, out) = run(&["start", &vmx]);
     assert_eq!(code, 255);
     assert!(out.contains("Cannot open the disk") && out.contains("missing.vmdk"), "{out}");
@@ -653,7 +751,8 @@ fn vmrun_killed_create_vm_is_removed_by_the_next_create() {
     let img_dir = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
     std::fs::write(fake.state("hooks/delay-clone"), "20").unwrap();
-    let req = json!({"method": "create_vm", "arguments": create_vm_args(&sc, json!({})), "context": {}, "api_version": 2});
+    let req =
+        json!({"method": "create_vm", "arguments": create_vm_args(&sc, json!({})), "context": {}, "api_version": 2});
     let mut child = Command::new(crate::util::cpi_bin())
         .arg("--config")
         .arg(&cpi.config)

@@ -11,7 +11,9 @@ use vmcpi::driver::vsphere::VsphereConfig;
 
 pub(crate) fn vcsim() -> Option<PathBuf> {
     let bin = vcsim_binary();
-    require_peer("the vSphere simulator (bash tools/vcsim/build.sh target/vcsim)", bin.is_some()).then_some(bin).flatten()
+    require_peer("the vSphere simulator (bash tools/vcsim/build.sh target/vcsim)", bin.is_some())
+        .then_some(bin)
+        .flatten()
 }
 
 pub(crate) fn session(sim: &Vcsim, driver: &Value) -> Session {
@@ -22,7 +24,13 @@ pub(crate) fn session(sim: &Vcsim, driver: &Value) -> Session {
     Session::connect(&cfg).unwrap()
 }
 
-pub(crate) fn vm_props(s: &Session, dc: &str, folder: Option<&str>, name: &str, paths: &[&str]) -> Option<ObjectContent> {
+pub(crate) fn vm_props(
+    s: &Session,
+    dc: &str,
+    folder: Option<&str>,
+    name: &str,
+    paths: &[&str],
+) -> Option<ObjectContent> {
     let path = match folder {
         Some(f) => format!("{dc}/vm/{f}/{name}"),
         None => format!("{dc}/vm/{name}"),
@@ -64,7 +72,8 @@ fn lifecycle(model: &'static str) {
     // stemcell: OVF + VMDK through ImportVApp and the NFC lease; vCenter snapshots it for linked clones
     let tmp = tempfile::tempdir().unwrap();
     let image = stemcell_image(tmp.path(), true);
-    let run = cpi.call("create_stemcell", json!([image, {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent", "version": "1.0"}]));
+    let run = cpi
+        .call("create_stemcell", json!([image, {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent", "version": "1.0"}]));
     assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
     let sc = run.response["result"].as_str().unwrap().to_string();
     assert!(sc.starts_with("sc-"), "{sc}");
@@ -72,7 +81,8 @@ fn lifecycle(model: &'static str) {
     assert!(run.stderr.contains("importing without"), "{}", run.stderr);
     assert!(run.stderr.contains("% uploaded"), "progress must be reported: {}", run.stderr);
     let s = session(&sim, &sim.driver());
-    let sc_props = vm_props(&s, dc, folder("vmcpi_templates"), &sc, &["snapshot", "config.hardware.device"]).expect("stemcell VM");
+    let sc_props =
+        vm_props(&s, dc, folder("vmcpi_templates"), &sc, &["snapshot", "config.hardware.device"]).expect("stemcell VM");
     assert_eq!(sc_props.get("snapshot").is_some(), vcenter, "snapshot only on vCenter");
 
     // create_vm: sizes, one NIC with the MAC reported in the networks, ephemeral disk, settings CD-ROM
@@ -85,7 +95,14 @@ fn lifecycle(model: &'static str) {
     let (vm, nets) = create_vm_on(&cpi, &sc, json!({"cpu": 2, "ram": 1536, "disk": 3072}), wanted);
     let mac = nets["default"]["mac"].as_str().unwrap().to_string();
     assert!(mac.starts_with("00:50:56:"), "{mac}");
-    let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.hardware.numCPU", "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device"]).expect("VM exists");
+    let p = vm_props(
+        &s,
+        dc,
+        folder("vmcpi_vms"),
+        &vm,
+        &["config.hardware.numCPU", "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device"],
+    )
+    .expect("VM exists");
     assert_eq!(p.str("config.hardware.numCPU"), Some("2"));
     assert_eq!(p.str("config.hardware.memoryMB"), Some("1536"));
     assert_eq!(p.str("runtime.powerState"), Some("poweredOn"));
@@ -108,9 +125,18 @@ fn lifecycle(model: &'static str) {
     let st = settings(&sim, &vm);
     // newer agents read the same settings from guestinfo first
     let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.extraConfig"]).unwrap();
-    let extra: Vec<(String, String)> = p.get("config.extraConfig").unwrap().children.iter().filter_map(|o| Some((o.str_at("key")?.to_string(), o.str_at("value")?.to_string()))).collect();
+    let extra: Vec<(String, String)> = p
+        .get("config.extraConfig")
+        .unwrap()
+        .children
+        .iter()
+        .filter_map(|o| Some((o.str_at("key")?.to_string(), o.str_at("value")?.to_string())))
+        .collect();
     let env_json = std::fs::read(sim.datastore_dir().join(&vm).join("env.json")).unwrap();
-    assert!(extra.contains(&("guestinfo.userdata".to_string(), vmcpi::driver::vsphere::base64(&env_json))), "{extra:?}");
+    assert!(
+        extra.contains(&("guestinfo.userdata".to_string(), vmcpi::driver::vsphere::base64(&env_json))),
+        "{extra:?}"
+    );
     assert!(extra.contains(&("guestinfo.userdata.encoding".to_string(), "base64".to_string())));
     assert_eq!(st["agent_id"], "agent-1");
     assert_eq!(st["networks"]["default"]["mac"], mac.as_str());
@@ -129,13 +155,27 @@ fn lifecycle(model: &'static str) {
     cpi.ok("set_vm_metadata", json!([vm, {"director": "again", "deployment": "dep"}]));
     if vcenter {
         let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["customValue"]).unwrap();
-        let values: Vec<String> = p.get("customValue").unwrap().children.iter().filter_map(|c| c.str_at("value").map(str::to_string)).collect();
-        assert!(values.contains(&"web/0".to_string()) && values.contains(&"again".to_string()) && values.contains(&"dep".to_string()), "{values:?}");
+        let values: Vec<String> = p
+            .get("customValue")
+            .unwrap()
+            .children
+            .iter()
+            .filter_map(|c| c.str_at("value").map(str::to_string))
+            .collect();
+        assert!(
+            values.contains(&"web/0".to_string())
+                && values.contains(&"again".to_string())
+                && values.contains(&"dep".to_string()),
+            "{values:?}"
+        );
     } else {
         let p = vm_props(&s, dc, None, &vm, &["config.annotation"]).unwrap();
         assert_eq!(p.str("config.annotation"), Some("deployment: dep\ndirector: again\nindex: 0\nname: web/0\n"));
     }
-    assert_eq!(cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1024, "cpu": 2, "ephemeral_disk_size": 2048}])), json!({"cpu": 2, "ram": 1024, "disk": 2048}));
+    assert_eq!(
+        cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1024, "cpu": 2, "ephemeral_disk_size": 2048}])),
+        json!({"cpu": 2, "ram": 1024, "disk": 2048})
+    );
 
     // disks
     let disk = cpi.ok("create_disk", json!([2048, {}, vm])).as_str().unwrap().to_string();
@@ -240,7 +280,11 @@ fn vsphere_faults() {
     let s = session(&sim, &sim.driver());
     let folder = s.find("DC0/vm/vmcpi_vms").unwrap().unwrap();
     let children = s.object(&folder, &["childEntity"]).unwrap().unwrap();
-    assert!(children.get("childEntity").is_none_or(|c| c.children.is_empty()), "leftover VMs: {:?}", children.get("childEntity"));
+    assert!(
+        children.get("childEntity").is_none_or(|c| c.children.is_empty()),
+        "leftover VMs: {:?}",
+        children.get("childEntity")
+    );
 
     // a VM deleted behind the CPI's back
     let (vm, _) = create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512}));
@@ -257,18 +301,31 @@ fn vsphere_faults() {
     // unknown disk and malformed ids
     let e = cpi.err("attach_disk", json!([vm, "disk-ffffffffffffffffffff"]));
     assert_eq!(e["type"], "Bosh::Clouds::VMNotFound");
-    assert_eq!(cpi.err("set_disk_metadata", json!(["disk-ffffffffffffffffffff", {}]))["type"], "Bosh::Clouds::DiskNotFound");
+    assert_eq!(
+        cpi.err("set_disk_metadata", json!(["disk-ffffffffffffffffffff", {}]))["type"],
+        "Bosh::Clouds::DiskNotFound"
+    );
     assert_eq!(cpi.ok("has_vm", json!(["../../etc"])), json!(false));
     // a stemcell that is gone
-    let e = cpi.err("create_vm", json!(["agent-1", "sc-00000000000000000000", {"cpu": 1, "ram": 512}, networks(), [], {}]));
-    assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)), "{e}");
+    let e =
+        cpi.err("create_vm", json!(["agent-1", "sc-00000000000000000000", {"cpu": 1, "ram": 512}, networks(), [], {}]));
+    assert_eq!(
+        (e["type"].as_str(), e["ok_to_retry"].as_bool()),
+        (Some("Bosh::Clouds::VMCreationFailed"), Some(false)),
+        "{e}"
+    );
     assert!(e["message"].as_str().unwrap().contains("stemcell sc-00000000000000000000 not found"), "{e}");
     // sizes beyond vSphere's limits are refused before any arithmetic (no overflow, no internal error)
     let e = cpi.err("create_disk", json!([63u64 << 20, {}, null]));
     assert_eq!(e["type"], "Bosh::Clouds::CpiError", "{e}");
     assert!(e["message"].as_str().unwrap().contains("62 TiB"), "{e}");
-    let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "ram": u64::MAX, "disk": u64::MAX}, networks(), [], {}]));
-    assert_eq!((e["type"].as_str(), e["ok_to_retry"].as_bool()), (Some("Bosh::Clouds::VMCreationFailed"), Some(false)), "{e}");
+    let e =
+        cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "ram": u64::MAX, "disk": u64::MAX}, networks(), [], {}]));
+    assert_eq!(
+        (e["type"].as_str(), e["ok_to_retry"].as_bool()),
+        (Some("Bosh::Clouds::VMCreationFailed"), Some(false)),
+        "{e}"
+    );
     let e = cpi.err("resize_disk", json!(["disk-ffffffffffffffffffff", 63u64 << 20]));
     assert_eq!(e["type"], "Bosh::Clouds::CpiError", "{e}");
     let e = cpi.err("create_vm", json!(["agent-1", sc, {"cpu": 1, "ram": 512, "bootstrap": {"script": "x", "username": "u", "password": "p", "interpreter": 7}}, networks(), [], {}]));
@@ -307,16 +364,24 @@ fn vsphere_parallel_create_vm() {
         .iter()
         .map(|vm| {
             let (cpi, vm) = (cpi.clone(), vm.clone());
-            std::thread::spawn(move || cpi.ok("set_vm_metadata", json!([vm, {"deployment": "par", "name": format!("{vm}/0"), "index": "0", "created_at": "now"}])))
+            std::thread::spawn(move || {
+                cpi.ok(
+                    "set_vm_metadata",
+                    json!([vm, {"deployment": "par", "name": format!("{vm}/0"), "index": "0", "created_at": "now"}]),
+                )
+            })
         })
         .collect();
     for h in handles {
         h.join().unwrap();
     }
-    let handles: Vec<_> = vms.into_iter().map(|vm| {
-        let cpi = cpi.clone();
-        std::thread::spawn(move || cpi.ok("delete_vm", json!([vm])))
-    }).collect();
+    let handles: Vec<_> = vms
+        .into_iter()
+        .map(|vm| {
+            let cpi = cpi.clone();
+            std::thread::spawn(move || cpi.ok("delete_vm", json!([vm])))
+        })
+        .collect();
     for h in handles {
         h.join().unwrap();
     }
@@ -332,7 +397,11 @@ fn vsphere_tls_verification() {
 
     // verification is on by default: a self-signed server is refused
     let e = Cpi::with_config(&sim.config()).err("has_vm", probe.clone());
-    assert!(e["message"].as_str().unwrap().to_lowercase().contains("certificate") || e["message"].as_str().unwrap().contains("UnknownIssuer"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().to_lowercase().contains("certificate")
+            || e["message"].as_str().unwrap().contains("UnknownIssuer"),
+        "{e}"
+    );
 
     // a CA bundle
     let mut cfg = sim.config();
@@ -394,7 +463,12 @@ fn vsphere_password_with_xml_specials_never_shows() {
     for run in &outputs {
         assert!(run.stderr.contains("RetrieveServiceContent"), "debug logging is on");
         for needle in [canary, "Canary&amp;", "Canary&"] {
-            assert!(!run.stdout.contains(needle) && !run.stderr.contains(needle), "password leaked:\n{}\n{}", run.stdout, run.stderr);
+            assert!(
+                !run.stdout.contains(needle) && !run.stderr.contains(needle),
+                "password leaked:\n{}\n{}",
+                run.stdout,
+                run.stderr
+            );
         }
     }
 }
@@ -487,7 +561,12 @@ fn vsphere_killed_creates_leave_nothing() {
     };
     for _ in 0..6 {
         let after = std::time::Duration::from_millis(5 + below(200));
-        let k = call_killed(&cpi.config, "create_vm", json!(["a", sc, {"cpu": 1, "ram": 512, "disk": 512}, networks(), [], {}]), after);
+        let k = call_killed(
+            &cpi.config,
+            "create_vm",
+            json!(["a", sc, {"cpu": 1, "ram": 512, "disk": 512}, networks(), [], {}]),
+            after,
+        );
         record(k, &mut vms, |r| r[0].as_str().unwrap().to_string());
         let after = std::time::Duration::from_millis(5 + below(40));
         let k = call_killed(&cpi.config, "create_disk", json!([256, {}, null]), after);
@@ -506,7 +585,17 @@ fn vsphere_killed_creates_leave_nothing() {
     let reaper = Cpi::with_config(&debug_cfg).call("create_disk", json!([256, {}, null]));
     let reaper_log: String = reaper.stderr.lines().filter(|l| !l.contains("HTTP 200")).collect::<Vec<_>>().join("\n");
     let markers: Vec<String> = std::fs::read_dir(sim.dir.path().join("state"))
-        .map(|r| r.flatten().flat_map(|d| std::fs::read_dir(d.path().join("inflight")).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .map(|r| {
+            r.flatten()
+                .flat_map(|d| {
+                    std::fs::read_dir(d.path().join("inflight"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let diag = format!("markers left: {markers:?}\nkilled logs mentioning them are below\nreaper log:\n{reaper_log}");
     disks.push(reaper.response["result"].as_str().unwrap().to_string());
@@ -525,15 +614,37 @@ fn vsphere_killed_creates_leave_nothing() {
         let children = s.object(&f, &["childEntity"]).unwrap().unwrap();
         let names: Vec<String> = children
             .get("childEntity")
-            .map(|c| c.children.iter().filter_map(|m| s.object(&m.as_moref().unwrap(), &["name"]).unwrap()?.str("name").map(str::to_string)).collect())
+            .map(|c| {
+                c.children
+                    .iter()
+                    .filter_map(|m| {
+                        s.object(&m.as_moref().unwrap(), &["name"]).unwrap()?.str("name").map(str::to_string)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        let about: Vec<&String> = names.iter().flat_map(|n| logs.iter().filter(move |l| l.contains(n.as_str()))).collect();
-        assert!(names.is_empty(), "{folder} has leftovers: {names:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}");
+        let about: Vec<&String> =
+            names.iter().flat_map(|n| logs.iter().filter(move |l| l.contains(n.as_str()))).collect();
+        assert!(
+            names.is_empty(),
+            "{folder} has leftovers: {names:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}"
+        );
     }
     let ds = sim.datastore_dir();
-    let left: Vec<String> = std::fs::read_dir(ds.join("vmcpi_disks")).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
-    let about: Vec<&String> = left.iter().filter_map(|f| f.get(..25)).flat_map(|cid| logs.iter().filter(move |l| l.contains(cid))).collect();
-    assert!(left.is_empty(), "disk files left: {left:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}");
-    let dirs: Vec<String> = std::fs::read_dir(&ds).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("vm-") || n.starts_with("sc-")).collect();
+    let left: Vec<String> = std::fs::read_dir(ds.join("vmcpi_disks"))
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let about: Vec<&String> =
+        left.iter().filter_map(|f| f.get(..25)).flat_map(|cid| logs.iter().filter(move |l| l.contains(cid))).collect();
+    assert!(
+        left.is_empty(),
+        "disk files left: {left:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}"
+    );
+    let dirs: Vec<String> = std::fs::read_dir(&ds)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vm-") || n.starts_with("sc-"))
+        .collect();
     assert!(dirs.is_empty(), "VM folders left on the datastore: {dirs:?}");
 }

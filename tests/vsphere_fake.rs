@@ -24,11 +24,18 @@ struct Fake {
 }
 
 fn envelope(body: &str) -> String {
-    format!(r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#)
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#
+    )
 }
 
 fn fault(kind: &str, msg: &str) -> (u16, String) {
-    (500, envelope(&format!(r#"<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>{msg}</faultstring><detail><{kind}Fault xmlns="urn:vim25" xsi:type="{kind}"></{kind}Fault></detail></soapenv:Fault>"#)))
+    (
+        500,
+        envelope(&format!(
+            r#"<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>{msg}</faultstring><detail><{kind}Fault xmlns="urn:vim25" xsi:type="{kind}"></{kind}Fault></detail></soapenv:Fault>"#
+        )),
+    )
 }
 
 fn ok(op: &str, inner: &str) -> (u16, String) {
@@ -70,7 +77,9 @@ impl Fake {
                         let mut body = vec![0; len];
                         reader.read_exact(&mut body).unwrap();
                         let body = String::from_utf8_lossy(&body).into_owned();
-                        let op = soap::decode(200, body.as_bytes()).map(|n| n.name).unwrap_or_else(|_| head.lines().next().unwrap_or_default().to_string());
+                        let op = soap::decode(200, body.as_bytes())
+                            .map(|n| n.name)
+                            .unwrap_or_else(|_| head.lines().next().unwrap_or_default().to_string());
                         heads.lock().unwrap().push(head);
                         let nth = {
                             let mut c = counts.lock().unwrap();
@@ -97,7 +106,11 @@ impl Fake {
 
 /// Answers the session calls and the process manager lookup; `guest` scripts the guest operations.
 fn script(guest: impl Fn(&str, usize) -> Option<(u16, String)> + Send + Sync + 'static) -> Script {
-    let sc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vsphere/response_service_content.xml")).unwrap();
+    let sc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/vsphere/response_service_content.xml"
+    ))
+    .unwrap();
     Arc::new(move |op: &str, nth: usize| {
         if let Some(r) = guest(op, nth) {
             return r;
@@ -118,7 +131,8 @@ fn script(guest: impl Fn(&str, usize) -> Option<(u16, String)> + Send + Sync + '
 }
 
 fn session(f: &Fake) -> Session {
-    let cfg: VsphereConfig = serde_json::from_value(json!({"host": f.url, "user": "user", "password": "pw", "datacenter": "DC0"})).unwrap();
+    let cfg: VsphereConfig =
+        serde_json::from_value(json!({"host": f.url, "user": "user", "password": "pw", "datacenter": "DC0"})).unwrap();
     Session::connect(&cfg).unwrap()
 }
 
@@ -143,22 +157,37 @@ fn exited(code: i32) -> String {
 #[test]
 fn vsphere_bootstrap_waits_for_the_agent_then_runs_the_script() {
     // the first listing finds no agent yet; the second does; the script runs and exits 0 on the second look
-    let f = Fake::start(script(|op, nth| match (op, nth) {
+    let f = Fake::start(script(|op, nth| {
+        match (op, nth) {
         ("ListProcessesInGuest", 1) => Some(ok(op, "")),
         ("ListProcessesInGuest", 2) => Some(ok(op, AGENT)),
         ("StartProgramInGuest", _) => Some(ok(op, "<returnval>42</returnval>")),
         ("ListProcessesInGuest", 3) => Some(ok(op, "<returnval><name>bash</name><pid>42</pid><owner>vcap</owner><cmdLine>x</cmdLine><startTime>2026-01-01T00:00:00Z</startTime></returnval>")),
         ("ListProcessesInGuest", _) => Some(ok(op, &exited(0))),
         _ => None,
+    }
     }));
     let s = session(&f);
     bootstrap::run(&s, &MoRef::new("VirtualMachine", "vm-1"), &plan()).unwrap();
     let ops = f.ops();
     let guest: Vec<&str> = ops.iter().map(String::as_str).filter(|o| o.contains("Guest")).collect();
-    assert_eq!(guest, ["ListProcessesInGuest", "ListProcessesInGuest", "StartProgramInGuest", "ListProcessesInGuest", "ListProcessesInGuest"]);
+    assert_eq!(
+        guest,
+        [
+            "ListProcessesInGuest",
+            "ListProcessesInGuest",
+            "StartProgramInGuest",
+            "ListProcessesInGuest",
+            "ListProcessesInGuest"
+        ]
+    );
     let log = f.log.lock().unwrap();
     let start = &log.iter().find(|(o, _)| o == "StartProgramInGuest").unwrap().1;
-    assert!(start.contains("<password>g&amp;&lt;pw&gt;</password>") && start.contains("<arguments>-c &apos;echo ok&apos;</arguments>"), "{start}");
+    assert!(
+        start.contains("<password>g&amp;&lt;pw&gt;</password>")
+            && start.contains("<arguments>-c &apos;echo ok&apos;</arguments>"),
+        "{start}"
+    );
     let last = &log.iter().rev().find(|(o, _)| o == "ListProcessesInGuest").unwrap().1;
     assert!(last.contains("<pids>42</pids>"), "{last}");
 }
@@ -175,12 +204,17 @@ fn vsphere_bootstrap_failures() {
     assert!(e.to_string().contains("exited with status 3"), "{e}");
 
     // wrong guest credentials: not retryable, names the user
-    let f = Fake::start(script(|op, _| (op == "ListProcessesInGuest").then(|| fault("InvalidGuestLogin", "Failed to authenticate with the guest operating system"))));
+    let f = Fake::start(script(|op, _| {
+        (op == "ListProcessesInGuest")
+            .then(|| fault("InvalidGuestLogin", "Failed to authenticate with the guest operating system"))
+    }));
     let e = bootstrap::run(&session(&f), &MoRef::new("VirtualMachine", "vm-1"), &plan()).unwrap_err();
     assert!(matches!(e, DriverError::Invalid { .. }) && e.to_string().contains("vcap"), "{e}");
 
     // tools not up yet: retried until the deadline, then a clear timeout
-    let f = Fake::start(script(|op, _| (op == "ListProcessesInGuest").then(|| fault("GuestOperationsUnavailable", "tools not running"))));
+    let f = Fake::start(script(|op, _| {
+        (op == "ListProcessesInGuest").then(|| fault("GuestOperationsUnavailable", "tools not running"))
+    }));
     let mut p = plan();
     p.max_wait_seconds = 1;
     let e = bootstrap::run(&session(&f), &MoRef::new("VirtualMachine", "vm-1"), &p).unwrap_err();
@@ -195,7 +229,8 @@ fn vsphere_nfc_upload_to_another_host_gets_no_session_cookie() {
     // the lease names the ESXi host (here: "localhost" for the same machine, a different host name)
     let port = esx.url.rsplit(':').next().unwrap().trim_end_matches("/sdk");
     let data = vec![7u8; 100_000];
-    s.put_stream(&format!("http://localhost:{port}/nfc/52a/disk-0.vmdk"), None, data.len() as u64, &mut &data[..]).unwrap();
+    s.put_stream(&format!("http://localhost:{port}/nfc/52a/disk-0.vmdk"), None, data.len() as u64, &mut &data[..])
+        .unwrap();
     let head = esx.heads.lock().unwrap()[0].clone();
     assert!(head.starts_with("PUT /nfc/52a/disk-0.vmdk"), "{head}");
     assert!(head.to_ascii_lowercase().contains("content-length: 100000"), "{head}");

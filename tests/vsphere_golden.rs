@@ -23,7 +23,8 @@ fn golden<R: Request>(name: &str, req: &R) {
         // one element per line keeps fixture diffs readable
         std::fs::write(&path, got.replace("><", ">\n<") + "\n").unwrap();
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with VMCPI_BLESS=1 to create it)", path.display()));
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with VMCPI_BLESS=1 to create it)", path.display()));
     assert_eq!(got, want.trim_end().replace(">\n<", "><"), "request {name} differs from {}", path.display());
 }
 
@@ -44,9 +45,19 @@ fn auth() -> GuestAuth {
 #[test]
 fn session_and_property_requests() {
     golden("RetrieveServiceContent", &RetrieveServiceContent { this: m("ServiceInstance", "ServiceInstance") });
-    golden("Login", &Login { this: m("SessionManager", "SessionManager"), user: "admin@vsphere.local".into(), password: "p<&>\"'w".into() });
+    golden(
+        "Login",
+        &Login {
+            this: m("SessionManager", "SessionManager"),
+            user: "admin@vsphere.local".into(),
+            password: "p<&>\"'w".into(),
+        },
+    );
     golden("Logout", &Logout { this: m("SessionManager", "SessionManager") });
-    golden("FindByInventoryPath", &FindByInventoryPath { this: m("SearchIndex", "SearchIndex"), path: format!("DC0/vm/{NASTY}") });
+    golden(
+        "FindByInventoryPath",
+        &FindByInventoryPath { this: m("SearchIndex", "SearchIndex"), path: format!("DC0/vm/{NASTY}") },
+    );
     golden(
         "RetrievePropertiesEx",
         &RetrievePropertiesEx {
@@ -58,28 +69,88 @@ fn session_and_property_requests() {
             ],
         },
     );
-    golden("CreateFilter", &CreateFilter { this: m("PropertyCollector", "propertyCollector"), obj: m("Task", "task-7"), paths: vec!["info.state".into(), "info.error".into(), "info.result".into()] });
-    golden("WaitForUpdatesEx", &WaitForUpdatesEx { this: m("PropertyCollector", "propertyCollector"), version: "3".into(), max_wait_seconds: 60 });
-    golden("ContinueRetrievePropertiesEx", &ContinueRetrievePropertiesEx { this: m("PropertyCollector", "propertyCollector"), token: "page&2".into() });
+    golden(
+        "CreateFilter",
+        &CreateFilter {
+            this: m("PropertyCollector", "propertyCollector"),
+            obj: m("Task", "task-7"),
+            paths: vec!["info.state".into(), "info.error".into(), "info.result".into()],
+        },
+    );
+    golden(
+        "WaitForUpdatesEx",
+        &WaitForUpdatesEx {
+            this: m("PropertyCollector", "propertyCollector"),
+            version: "3".into(),
+            max_wait_seconds: 60,
+        },
+    );
+    golden(
+        "ContinueRetrievePropertiesEx",
+        &ContinueRetrievePropertiesEx { this: m("PropertyCollector", "propertyCollector"), token: "page&2".into() },
+    );
     golden("DestroyPropertyFilter", &DestroyPropertyFilter { this: m("PropertyFilter", "session[x]f") });
 }
 
 #[test]
 fn inventory_and_file_requests() {
     golden("CreateFolder", &CreateFolder { this: m("Folder", "group-v3"), name: NASTY.into() });
-    golden("MakeDirectory", &MakeDirectory { this: m("FileManager", "FileManager"), name: "[ds & 1] vmcpi_disks".into(), datacenter: m("Datacenter", "datacenter-2") });
-    golden("DeleteDatastoreFile", &DeleteDatastoreFile { this: m("FileManager", "FileManager"), name: "[LocalDS_0] vm-1".into(), datacenter: m("Datacenter", "datacenter-2") });
+    golden(
+        "MakeDirectory",
+        &MakeDirectory {
+            this: m("FileManager", "FileManager"),
+            name: "[ds & 1] vmcpi_disks".into(),
+            datacenter: m("Datacenter", "datacenter-2"),
+        },
+    );
+    golden(
+        "DeleteDatastoreFile",
+        &DeleteDatastoreFile {
+            this: m("FileManager", "FileManager"),
+            name: "[LocalDS_0] vm-1".into(),
+            datacenter: m("Datacenter", "datacenter-2"),
+        },
+    );
     golden(
         "CreateVirtualDisk",
-        &CreateVirtualDisk { this: m("VirtualDiskManager", "virtualDiskManager"), name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(), datacenter: m("Datacenter", "datacenter-2"), disk_type: "thin".into(), capacity_kb: 2 << 20 },
+        &CreateVirtualDisk {
+            this: m("VirtualDiskManager", "virtualDiskManager"),
+            name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(),
+            datacenter: m("Datacenter", "datacenter-2"),
+            disk_type: "thin".into(),
+            capacity_kb: 2 << 20,
+        },
     );
-    golden("DeleteVirtualDisk", &DeleteVirtualDisk { this: m("VirtualDiskManager", "virtualDiskManager"), name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(), datacenter: m("Datacenter", "datacenter-2") });
+    golden(
+        "DeleteVirtualDisk",
+        &DeleteVirtualDisk {
+            this: m("VirtualDiskManager", "virtualDiskManager"),
+            name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(),
+            datacenter: m("Datacenter", "datacenter-2"),
+        },
+    );
     golden(
         "ExtendVirtualDisk",
-        &ExtendVirtualDisk { this: m("VirtualDiskManager", "virtualDiskManager"), name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(), datacenter: m("Datacenter", "datacenter-2"), new_capacity_kb: 4 << 20 },
+        &ExtendVirtualDisk {
+            this: m("VirtualDiskManager", "virtualDiskManager"),
+            name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(),
+            datacenter: m("Datacenter", "datacenter-2"),
+            new_capacity_kb: 4 << 20,
+        },
     );
-    golden("AddCustomFieldDef", &AddCustomFieldDef { this: m("CustomFieldsManager", "CustomFieldsManager"), name: NASTY.into() });
-    golden("SetField", &SetField { this: m("CustomFieldsManager", "CustomFieldsManager"), entity: vm(), key: 101, value: NASTY.into() });
+    golden(
+        "AddCustomFieldDef",
+        &AddCustomFieldDef { this: m("CustomFieldsManager", "CustomFieldsManager"), name: NASTY.into() },
+    );
+    golden(
+        "SetField",
+        &SetField {
+            this: m("CustomFieldsManager", "CustomFieldsManager"),
+            entity: vm(),
+            key: 101,
+            value: NASTY.into(),
+        },
+    );
 }
 
 #[test]
@@ -121,17 +192,47 @@ fn vm_requests() {
         ],
         ..Default::default()
     };
-    golden("CreateVM_Task", &CreateVm { this: m("Folder", "ha-folder-vm"), config, pool: m("ResourcePool", "ha-root-pool") });
+    golden(
+        "CreateVM_Task",
+        &CreateVm { this: m("Folder", "ha-folder-vm"), config, pool: m("ResourcePool", "ha-root-pool") },
+    );
     // the one reconfigure of create_vm: size, NICs (standard and distributed), ephemeral disk, settings CD-ROM
     let spec = VmConfigSpec {
         num_cpus: Some(2),
         memory_mb: Some(4096),
         device_change: vec![
             DeviceChange { operation: Operation::Remove, create_file: false, device: Device::Existing(old_nic()) },
-            DeviceChange::add(Device::Nic { key: -200, backing: NicBacking::Standard { name: "VM Network & <lab>".into(), network: m("Network", "network-7") }, mac: "00:50:56:01:02:03".into() }),
-            DeviceChange::add(Device::Nic { key: -201, backing: NicBacking::Distributed { switch_uuid: "fe 2d 01".into(), portgroup_key: "dvportgroup-9".into() }, mac: "00:50:56:01:02:04".into() }),
-            DeviceChange::create(Device::Disk { key: -300, controller_key: 1000, unit: 1, capacity_kb: 3 << 20, file_name: "[LocalDS_0] vm-1/vm-1-ephemeral.vmdk".into(), parent: None }),
-            DeviceChange { operation: Operation::Edit, create_file: false, device: Device::Cdrom { key: 3002, controller_key: 201, unit: 0, iso: "[LocalDS_0] vm-1/env-0a1b2c3d.iso".into() } },
+            DeviceChange::add(Device::Nic {
+                key: -200,
+                backing: NicBacking::Standard { name: "VM Network & <lab>".into(), network: m("Network", "network-7") },
+                mac: "00:50:56:01:02:03".into(),
+            }),
+            DeviceChange::add(Device::Nic {
+                key: -201,
+                backing: NicBacking::Distributed {
+                    switch_uuid: "fe 2d 01".into(),
+                    portgroup_key: "dvportgroup-9".into(),
+                },
+                mac: "00:50:56:01:02:04".into(),
+            }),
+            DeviceChange::create(Device::Disk {
+                key: -300,
+                controller_key: 1000,
+                unit: 1,
+                capacity_kb: 3 << 20,
+                file_name: "[LocalDS_0] vm-1/vm-1-ephemeral.vmdk".into(),
+                parent: None,
+            }),
+            DeviceChange {
+                operation: Operation::Edit,
+                create_file: false,
+                device: Device::Cdrom {
+                    key: 3002,
+                    controller_key: 201,
+                    unit: 0,
+                    iso: "[LocalDS_0] vm-1/env-0a1b2c3d.iso".into(),
+                },
+            },
         ],
         extra_config: vec![("vmcpi.note".into(), NASTY.into())],
         ..Default::default()
@@ -139,7 +240,14 @@ fn vm_requests() {
     golden("ReconfigVM_Task", &ReconfigVm { this: vm(), spec });
     // attach: an existing disk file on the root disk's controller, no file operation
     let attach = VmConfigSpec {
-        device_change: vec![DeviceChange::add(Device::Disk { key: -1, controller_key: 1000, unit: 2, capacity_kb: 0, file_name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(), parent: None })],
+        device_change: vec![DeviceChange::add(Device::Disk {
+            key: -1,
+            controller_key: 1000,
+            unit: 2,
+            capacity_kb: 0,
+            file_name: "[LocalDS_0] vmcpi_disks/disk-1.vmdk".into(),
+            parent: None,
+        })],
         annotation: Some("director: d & <co>\n".into()),
         ..Default::default()
     };
@@ -169,10 +277,19 @@ fn import_requests() {
     let spec = resp.at("returnval/importSpec").unwrap().clone();
     assert_eq!(spec.kind(), "VirtualMachineImportSpec");
     assert_eq!(resp.str_at("returnval/fileItem/path"), Some("image-disk1.vmdk"));
-    golden("ImportVApp", &ImportVApp { this: m("ResourcePool", "resgroup-26"), spec, folder: Some(m("Folder", "group-v9")), host: None });
+    golden(
+        "ImportVApp",
+        &ImportVApp { this: m("ResourcePool", "resgroup-26"), spec, folder: Some(m("Folder", "group-v9")), host: None },
+    );
     golden("HttpNfcLeaseProgress", &HttpNfcLeaseProgress { this: m("HttpNfcLease", "lease-1"), percent: 45 });
     golden("HttpNfcLeaseComplete", &HttpNfcLeaseComplete { this: m("HttpNfcLease", "lease-1") });
-    golden("HttpNfcLeaseAbort", &HttpNfcLeaseAbort { this: m("HttpNfcLease", "lease-1"), reason: "uploading image-disk1.vmdk failed: <timeout> & more".into() });
+    golden(
+        "HttpNfcLeaseAbort",
+        &HttpNfcLeaseAbort {
+            this: m("HttpNfcLease", "lease-1"),
+            reason: "uploading image-disk1.vmdk failed: <timeout> & more".into(),
+        },
+    );
 }
 
 /// Guest operations: the simulator has none, so these messages are the proof of the bootstrap.
@@ -192,8 +309,12 @@ fn guest_operation_requests() {
     golden("ListProcessesInGuest", &bootstrap::list_request(&pm, &vm(), &b, vec![]));
     golden("ListProcessesInGuest_pid", &bootstrap::list_request(&pm, &vm(), &b, vec![4242]));
     let _ = auth();
-    assert!(!format!("{:?}", bootstrap::start_request(&pm, &vm(), &b)).contains("p&ss"), "Debug must not show the guest password");
-    assert!(!format!("{:?}", Login { this: pm.clone(), user: "u".into(), password: "hunter22".into() }).contains("hunter22"));
+    assert!(
+        !format!("{:?}", bootstrap::start_request(&pm, &vm(), &b)).contains("p&ss"),
+        "Debug must not show the guest password"
+    );
+    assert!(!format!("{:?}", Login { this: pm.clone(), user: "u".into(), password: "hunter22".into() })
+        .contains("hunter22"));
 }
 
 fn response(name: &str, status: u16) -> Result<vmcpi::driver::vsphere::soap::Node, SoapError> {
@@ -218,7 +339,10 @@ fn decodes_captured_responses() {
     }
     let dc = response("response_find_datacenter.xml", 200).unwrap();
     assert_eq!(dc.moref_at("returnval").map(|r| r.kind), Some("Datacenter".to_string()));
-    assert!(response("response_find_nothing.xml", 200).unwrap().child("returnval").is_none(), "a missing path is an empty reply");
+    assert!(
+        response("response_find_nothing.xml", 200).unwrap().child("returnval").is_none(),
+        "a missing path is an empty reply"
+    );
 
     // without a session RetrievePropertiesEx answers 200 with the fault in missingSet
     let r = response("response_retrieve_not_authenticated.xml", 200).unwrap();

@@ -57,7 +57,11 @@ impl Vcsim {
         let url_file = dir.path().join("url");
         let cert = dir.path().join("cert.pem");
         let mut cmd = Command::new(bin);
-        cmd.args(["-listen", "127.0.0.1:0", "-model", model, "-password", password]).arg("-url-file").arg(&url_file).arg("-ds-dir").arg(dir.path().join("ds"));
+        cmd.args(["-listen", "127.0.0.1:0", "-model", model, "-password", password])
+            .arg("-url-file")
+            .arg(&url_file)
+            .arg("-ds-dir")
+            .arg(dir.path().join("ds"));
         if tls {
             cmd.args(["-tls", "on"]).arg("-cert-file").arg(&cert);
         }
@@ -102,7 +106,12 @@ impl Vcsim {
     /// The datastore's directory on this machine (the simulator keeps files there).
     pub fn datastore_dir(&self) -> PathBuf {
         let ds = self.dir.path().join("ds");
-        std::fs::read_dir(&ds).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.is_dir()).expect("datastore dir")
+        std::fs::read_dir(&ds)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+            .expect("datastore dir")
     }
 }
 
@@ -147,7 +156,11 @@ pub fn stemcell_image(dir: &Path, sata: bool) -> PathBuf {
     let f = std::fs::File::create(&path).unwrap();
     let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
     let mut t = tar::Builder::new(gz);
-    for (name, data) in [("image.ovf", ovf.as_bytes()), ("image.mf", b"SHA1(image.ovf)= 0\n".as_slice()), ("image-disk1.vmdk", &disk[..])] {
+    for (name, data) in [
+        ("image.ovf", ovf.as_bytes()),
+        ("image.mf", b"SHA1(image.ovf)= 0\n".as_slice()),
+        ("image-disk1.vmdk", &disk[..]),
+    ] {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);

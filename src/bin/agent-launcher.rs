@@ -68,7 +68,9 @@ fn source(cfg: &Config, token: &str) -> Result<Box<dyn Source>, vmcpi::launcher:
         SourceKind::Rest => {
             let api_token = cfg.rest_token()?;
             log::add_secret(&api_token);
-            Rest::new(cfg, &api_token).map(|r| Box::new(r) as Box<dyn Source>).ok_or_else(|| vmcpi::launcher::config::ConfigError::Invalid("no [buildkite.rest] section".into()))
+            Rest::new(cfg, &api_token)
+                .map(|r| Box::new(r) as Box<dyn Source>)
+                .ok_or_else(|| vmcpi::launcher::config::ConfigError::Invalid("no [buildkite.rest] section".into()))
         }
     }
 }
@@ -78,7 +80,12 @@ fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::CheckConfig { config } => match load(&config).and_then(|(cfg, token)| source(&cfg, &token).map(|_| cfg)) {
             Ok(cfg) => {
-                println!("{}: ok ({} pools: {})", config.display(), cfg.pools.len(), cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "));
+                println!(
+                    "{}: ok ({} pools: {})",
+                    config.display(),
+                    cfg.pools.len(),
+                    cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),

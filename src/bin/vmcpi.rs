@@ -44,7 +44,11 @@ fn main() {
     let mut input = Vec::new();
     let response = match std::io::stdin().take(MAX_REQUEST + 1).read_to_end(&mut input) {
         Err(e) => {
-            let mut r = vmcpi::rpc::wire::Response::err(vmcpi::rpc::dispatch::CPI_ERROR, format!("cannot read the request from stdin: {e}"), false);
+            let mut r = vmcpi::rpc::wire::Response::err(
+                vmcpi::rpc::dispatch::CPI_ERROR,
+                format!("cannot read the request from stdin: {e}"),
+                false,
+            );
             r.log = vmcpi::logger::take_buffer();
             r
         }

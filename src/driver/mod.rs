@@ -1,8 +1,8 @@
 //! The `Driver` trait every backend implements, and the one place a backend is chosen
 //! ([`from_config`]). Nothing outside this module matches on the driver kind.
 pub mod libvirt;
-pub mod vsphere;
 pub mod vmrun;
+pub mod vsphere;
 
 use crate::agent_settings::Networks;
 use crate::config::AgentOptions;
@@ -99,7 +99,12 @@ pub trait Driver {
     fn reboot_vm(&self, cid: &VmCid) -> DriverResult<()>;
     fn set_vm_metadata(&self, cid: &VmCid, metadata: &Metadata) -> DriverResult<()>;
     fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value>;
-    fn create_disk(&self, size_mib: u64, cloud_properties: &Map<String, Value>, vm: Option<&VmCid>) -> DriverResult<DiskCid>;
+    fn create_disk(
+        &self,
+        size_mib: u64,
+        cloud_properties: &Map<String, Value>,
+        vm: Option<&VmCid>,
+    ) -> DriverResult<DiskCid>;
     /// Succeeds when the disk is already gone.
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()>;
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()>;

@@ -70,7 +70,18 @@ pub trait Source: Send {
 pub fn is_terminal(state: &str) -> bool {
     matches!(
         state,
-        "passed" | "failed" | "canceled" | "timed_out" | "skipped" | "broken" | "expired" | "finished" | "not_run" | "waiting_failed" | "blocked_failed" | "unblocked_failed"
+        "passed"
+            | "failed"
+            | "canceled"
+            | "timed_out"
+            | "skipped"
+            | "broken"
+            | "expired"
+            | "finished"
+            | "not_run"
+            | "waiting_failed"
+            | "blocked_failed"
+            | "unblocked_failed"
     )
 }
 
@@ -140,7 +151,9 @@ impl Ord for Age {
 /// Sorts jobs: priority descending, then scheduled_at ascending (as instants, not as strings:
 /// `10:00:01Z` is older than `10:00:01.500Z`), then by the text and the id so that the order is total.
 pub fn sort_jobs(jobs: &mut [ScheduledJob]) {
-    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(j.priority), Age(parse_rfc3339(&j.scheduled_at)), j.scheduled_at.clone(), j.id.clone()));
+    jobs.sort_by_cached_key(|j| {
+        (std::cmp::Reverse(j.priority), Age(parse_rfc3339(&j.scheduled_at)), j.scheduled_at.clone(), j.id.clone())
+    });
 }
 
 /// Drops jobs listed twice (pages are not a snapshot; the first sighting wins), then sorts.
@@ -240,13 +253,17 @@ impl Limits {
 
 /// The message of an error answer: its JSON `message`, else the start of the body.
 pub fn error_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body).ok().and_then(|v| v["message"].as_str().map(String::from)).unwrap_or_else(|| body.chars().take(200).collect())
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or_else(|| body.chars().take(200).collect())
 }
 
 impl Http {
     /// `auth` is the whole `Authorization` header value.
     pub fn new(auth: String, timeout: Duration) -> Http {
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
         Http { agent, auth, not_before: None, attempts: 3 }
     }
 
@@ -262,14 +279,19 @@ impl Http {
         loop {
             attempt += 1;
             let req = match method {
-                "GET" => self.agent.get(url).header("Authorization", &self.auth).header("Accept", "application/json").call(),
+                "GET" => {
+                    self.agent.get(url).header("Authorization", &self.auth).header("Accept", "application/json").call()
+                }
                 _ => {
                     let b = body.map(|b| b.to_string()).unwrap_or_default();
                     let r = match method {
                         "PUT" => self.agent.put(url),
                         _ => self.agent.post(url),
                     };
-                    let r = r.header("Authorization", &self.auth).header("Accept", "application/json").header("Content-Type", "application/json");
+                    let r = r
+                        .header("Authorization", &self.auth)
+                        .header("Accept", "application/json")
+                        .header("Content-Type", "application/json");
                     if b.is_empty() {
                         r.send_empty()
                     } else {
@@ -288,7 +310,11 @@ impl Http {
                 Err(e) => return Err(BkError::Http { what: what.into(), source: Box::new(e) }),
             };
             let status = resp.status().as_u16();
-            let limits = Limits::parse(header(&resp, "Retry-After").as_deref(), header(&resp, "RateLimit-Remaining").as_deref(), header(&resp, "RateLimit-Reset").as_deref());
+            let limits = Limits::parse(
+                header(&resp, "Retry-After").as_deref(),
+                header(&resp, "RateLimit-Remaining").as_deref(),
+                header(&resp, "RateLimit-Reset").as_deref(),
+            );
             let retry_after = limits.retry_after;
             self.not_before = limits.exhausted().map(|r| Instant::now() + r);
             let link = header(&resp, "Link");
@@ -382,7 +408,12 @@ pub fn decode_scheduled_jobs(body: &str) -> Result<JobsPageOut, BkError> {
         .jobs
         .into_iter()
         .filter(|j| is_uuid_like(&j.id))
-        .map(|j| ScheduledJob { id: j.id, priority: j.priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at })
+        .map(|j| ScheduledJob {
+            id: j.id,
+            priority: j.priority,
+            rules: j.agent_query_rules,
+            scheduled_at: j.scheduled_at,
+        })
         .collect();
     tidy(&mut jobs);
     let next = match (page.page_info.has_next_page, page.page_info.end_cursor) {
@@ -448,7 +479,8 @@ impl Source for Stacks {
         let mut out = Listing::default();
         let mut after: Option<String> = None;
         for _ in 0..self.max_pages.max(1) {
-            let mut url = format!("{}?queue_key={}&limit={}", self.url("/scheduled-jobs"), enc(&self.queue), self.page_size);
+            let mut url =
+                format!("{}?queue_key={}&limit={}", self.url("/scheduled-jobs"), enc(&self.queue), self.page_size);
             if let Some(a) = &after {
                 url.push_str(&format!("&after={}", enc(a)));
             }
@@ -493,7 +525,12 @@ impl Source for Stacks {
         }
         let detail: String = detail.chars().take(4000).collect();
         let url = self.url(&format!("/jobs/{}/finish", enc(id)));
-        match self.http.request("finish job", "POST", &url, Some(&json!({"exit_status": exit_status, "detail": detail}))) {
+        match self.http.request(
+            "finish job",
+            "POST",
+            &url,
+            Some(&json!({"exit_status": exit_status, "detail": detail})),
+        ) {
             // finished already (at most once per job): nothing left to do
             Err(BkError::Status { status: 422, .. }) => Ok(()),
             r => r.map(|_| ()),
@@ -503,7 +540,14 @@ impl Source for Stacks {
     fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
         let detail: String = detail.chars().take(256).collect();
         let url = self.url("/notifications");
-        self.http.request("post notification", "POST", &url, Some(&json!({"notifications": [{"job_uuid": id, "detail": detail}]}))).map(|_| ())
+        self.http
+            .request(
+                "post notification",
+                "POST",
+                &url,
+                Some(&json!({"notifications": [{"job_uuid": id, "detail": detail}]})),
+            )
+            .map(|_| ())
     }
 }
 
@@ -607,7 +651,12 @@ pub fn scheduled_in(builds: &[Build]) -> Listing {
         .iter()
         .flat_map(|b| &b.jobs)
         .filter(|j| j.kind == "script" && j.state.as_deref() == Some("scheduled") && is_uuid_like(&j.id))
-        .map(|j| ScheduledJob { id: j.id.clone(), priority: j.priority, rules: j.rules.clone(), scheduled_at: j.scheduled_at.clone() })
+        .map(|j| ScheduledJob {
+            id: j.id.clone(),
+            priority: j.priority,
+            rules: j.rules.clone(),
+            scheduled_at: j.scheduled_at.clone(),
+        })
         .collect();
     tidy(&mut jobs);
     Listing { jobs, paused: false }
@@ -654,7 +703,12 @@ impl Rest {
     /// Every build created in the lookback window with one of `states` (all states when empty), page by page.
     fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<Build>, BkError> {
         let from = crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
-        let mut url = format!("{}/v2/organizations/{}/builds?per_page=100&created_from={}", self.base, enc(&self.org), enc(&rfc3339(from)));
+        let mut url = format!(
+            "{}/v2/organizations/{}/builds?per_page=100&created_from={}",
+            self.base,
+            enc(&self.org),
+            enc(&rfc3339(from))
+        );
         for s in states {
             url.push_str(&format!("&state%5B%5D={s}"));
         }
@@ -718,9 +772,17 @@ impl Source for Rest {
 
     fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
         let Some((pipeline, number)) = self.builds.get(id).cloned() else {
-            return Err(BkError::Invalid { what: "annotate build".into(), message: format!("build of job {id} is unknown") });
+            return Err(BkError::Invalid {
+                what: "annotate build".into(),
+                message: format!("build of job {id} is unknown"),
+            });
         };
-        let url = format!("{}/v2/organizations/{}/pipelines/{}/builds/{number}/annotations", self.base, enc(&self.org), enc(&pipeline));
+        let url = format!(
+            "{}/v2/organizations/{}/pipelines/{}/builds/{number}/annotations",
+            self.base,
+            enc(&self.org),
+            enc(&pipeline)
+        );
         let body = json!({"body": format!("agent-launcher, job {id}: {detail}"), "style": "error", "context": format!("agent-launcher-{id}")});
         self.http.request("annotate build", "POST", &url, Some(&body)).map(|_| ())
     }
@@ -741,8 +803,17 @@ mod tests {
 
     #[test]
     fn order_is_priority_then_age() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob { id: id.into(), priority: p, rules: vec![], scheduled_at: at.into() };
-        let mut v = vec![j("a", 0, "2026-01-01T00:00:02Z"), j("b", 5, "2026-01-01T00:00:03Z"), j("c", 0, "2026-01-01T00:00:01Z")];
+        let j = |id: &str, p: i64, at: &str| ScheduledJob {
+            id: id.into(),
+            priority: p,
+            rules: vec![],
+            scheduled_at: at.into(),
+        };
+        let mut v = vec![
+            j("a", 0, "2026-01-01T00:00:02Z"),
+            j("b", 5, "2026-01-01T00:00:03Z"),
+            j("c", 0, "2026-01-01T00:00:01Z"),
+        ];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bca");
     }
@@ -750,7 +821,10 @@ mod tests {
     #[test]
     fn links_and_dates() {
         let l = r#"<https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100>; rel="next", <https://api.buildkite.com/v2/x?page=6>; rel="last""#;
-        assert_eq!(link_next(l).as_deref(), Some("https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100"));
+        assert_eq!(
+            link_next(l).as_deref(),
+            Some("https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100")
+        );
         assert_eq!(link_next(r#"<https://x/?page=1>; rel="first""#), None);
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_767_607_201), "2026-01-05T10:00:01Z");
@@ -786,10 +860,20 @@ mod tests {
         // last page; stacksapi's `paused` spelling; fields absent
         let p = decode_scheduled_jobs(&format!(r#"{{"jobs":[{{"id":"{J1}"}}],"page_info":{{"has_next_page":false,"end_cursor":"9"}},"cluster_queue":{{"paused":true}}}}"#)).unwrap();
         assert!(p.listing.paused && p.next.is_none());
-        assert_eq!(p.listing.jobs[0], ScheduledJob { id: J1.into(), priority: 0, rules: vec![], scheduled_at: String::new() });
+        assert_eq!(
+            p.listing.jobs[0],
+            ScheduledJob { id: J1.into(), priority: 0, rules: vec![], scheduled_at: String::new() }
+        );
         assert!(decode_scheduled_jobs(r#"{"jobs":[],"page_info":{"has_next_page":true}}"#).unwrap().next.is_none());
 
-        for bad in ["", "{}", "[]", r#"{"message":"Authentication required"}"#, r#"{"jobs":[{"priority":1}]}"#, r#"{"jobs":[{"id":7}]}"#] {
+        for bad in [
+            "",
+            "{}",
+            "[]",
+            r#"{"message":"Authentication required"}"#,
+            r#"{"jobs":[{"priority":1}]}"#,
+            r#"{"jobs":[{"id":7}]}"#,
+        ] {
             assert!(matches!(decode_scheduled_jobs(bad), Err(BkError::Decode { .. })), "{bad}");
         }
     }
@@ -824,7 +908,17 @@ mod tests {
         let b = decode_builds(&body).unwrap();
         assert_eq!(b.len(), 3);
         assert_eq!((b[0].number, b[0].pipeline.as_deref(), b[0].jobs.len()), (42, Some("app"), 2));
-        assert_eq!(b[0].jobs[1], BuildJob { id: "w".into(), kind: "waiter".into(), state: None, rules: vec![], priority: 0, scheduled_at: String::new() });
+        assert_eq!(
+            b[0].jobs[1],
+            BuildJob {
+                id: "w".into(),
+                kind: "waiter".into(),
+                state: None,
+                rules: vec![],
+                priority: 0,
+                scheduled_at: String::new()
+            }
+        );
         assert_eq!((b[1].jobs[0].priority, b[1].jobs[1].priority), (3, 9));
         assert_eq!(b[2].pipeline, None);
         // launchable: script + scheduled; listed once though it is on two pages; priority first
@@ -868,13 +962,29 @@ mod tests {
 
     #[test]
     fn order_compares_instants_not_text() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob { id: id.into(), priority: p, rules: vec![], scheduled_at: at.into() };
+        let j = |id: &str, p: i64, at: &str| ScheduledJob {
+            id: id.into(),
+            priority: p,
+            rules: vec![],
+            scheduled_at: at.into(),
+        };
         // as text, "…01.500Z" < "…01Z" < "…00+00:00"; as instants it is the other way round
-        let mut v = vec![j("a", 0, "2026-01-05T10:00:01.500Z"), j("b", 0, "2026-01-05T10:00:01Z"), j("c", 0, "2026-01-05T10:00:00+00:00"), j("d", 1, "2026-01-05T11:00:00Z")];
+        let mut v = vec![
+            j("a", 0, "2026-01-05T10:00:01.500Z"),
+            j("b", 0, "2026-01-05T10:00:01Z"),
+            j("c", 0, "2026-01-05T10:00:00+00:00"),
+            j("d", 1, "2026-01-05T11:00:00Z"),
+        ];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "dcba");
         // a missing or unreadable time counts as oldest; ties fall back to the text, then the id
-        let mut v = vec![j("a", 0, "2026-01-05T10:00:00Z"), j("c", 0, "garbage"), j("b", 0, ""), j("e", 0, "2026-01-05T10:00:00.000Z"), j("d", 0, "2026-01-05T10:00:00.000Z")];
+        let mut v = vec![
+            j("a", 0, "2026-01-05T10:00:00Z"),
+            j("c", 0, "garbage"),
+            j("b", 0, ""),
+            j("e", 0, "2026-01-05T10:00:00.000Z"),
+            j("d", 0, "2026-01-05T10:00:00.000Z"),
+        ];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bcdea");
     }

@@ -261,7 +261,13 @@ pub struct PoolLimits {
 
 impl Default for PoolLimits {
     fn default() -> Self {
-        PoolLimits { max_vms: 0, max_concurrent_creates: default_concurrent(), cpu: 0, ram_mb: 0, reserve_smallest: false }
+        PoolLimits {
+            max_vms: 0,
+            max_concurrent_creates: default_concurrent(),
+            cpu: 0,
+            ram_mb: 0,
+            reserve_smallest: false,
+        }
     }
 }
 
@@ -345,10 +351,13 @@ impl Pool {
             Some(n) => n,
             None => return self.smallest_flavor().ok_or_else(|| "pool has no flavors".to_string()),
         };
-        self.flavors
-            .get_key_value(name)
-            .map(|(n, f)| (n.as_str(), f))
-            .ok_or_else(|| format!("unknown flavor {name:?}; pool {} offers: {}", self.name, self.flavors.keys().cloned().collect::<Vec<_>>().join(", ")))
+        self.flavors.get_key_value(name).map(|(n, f)| (n.as_str(), f)).ok_or_else(|| {
+            format!(
+                "unknown flavor {name:?}; pool {} offers: {}",
+                self.name,
+                self.flavors.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 }
 
@@ -360,13 +369,16 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let key_ok = |s: &str| !s.is_empty() && s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key_ok = |s: &str| {
+            !s.is_empty() && s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !key_ok(&self.launcher_id) {
             return Err(invalid("launcher_id must be 1 to 80 characters of [A-Za-z0-9_-]"));
         }
@@ -418,7 +430,9 @@ impl Config {
                 }
             }
             if !p.tags.iter().any(|t| t.starts_with("queue=")) {
-                return Err(ctx("tags need a queue=… tag (clustered agents can only acquire jobs of their queue)".into()));
+                return Err(ctx(
+                    "tags need a queue=… tag (clustered agents can only acquire jobs of their queue)".into()
+                ));
             }
             let sources = [p.stemcell.cid.is_some(), p.stemcell.image.is_some(), p.stemcell.tarball.is_some()];
             if sources.iter().filter(|x| **x).count() != 1 {
@@ -486,9 +500,17 @@ impl Config {
 
 fn read_token(file: Option<&Path>, env: Option<&str>) -> Result<String, ConfigError> {
     let (token, from) = match (file, env) {
-        (Some(f), _) => (std::fs::read_to_string(f).map_err(|e| ConfigError::Token(f.display().to_string(), e))?, f.display().to_string()),
+        (Some(f), _) => (
+            std::fs::read_to_string(f).map_err(|e| ConfigError::Token(f.display().to_string(), e))?,
+            f.display().to_string(),
+        ),
         (None, Some(v)) => (
-            std::env::var(v).map_err(|_| ConfigError::Token(format!("${v}"), std::io::Error::new(std::io::ErrorKind::NotFound, "variable not set")))?,
+            std::env::var(v).map_err(|_| {
+                ConfigError::Token(
+                    format!("${v}"),
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "variable not set"),
+                )
+            })?,
             format!("${v}"),
         ),
         (None, None) => return Err(invalid("no token source")),
@@ -537,14 +559,20 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         let e = c.pools[0].flavor_for(Some("huge")).unwrap_err();
         assert!(e.contains("\"huge\"") && e.contains("large, small"), "{e}");
         let ips = c.pools[0].networks["default"].addresses().unwrap();
-        assert_eq!(ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]);
+        assert_eq!(
+            ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]
+        );
     }
 
     #[test]
     fn bad_configs_name_the_field() {
         let cases = [
             (GOOD.replace("stack_key = \"s1\"", "stack_key = \"s 1\""), "stack_key"),
-            (GOOD.replace("token_env = \"BK\"", "token_env = \"BK\"\ntoken_file = \"/x\""), "exactly one of token_file"),
+            (
+                GOOD.replace("token_env = \"BK\"", "token_env = \"BK\"\ntoken_file = \"/x\""),
+                "exactly one of token_file",
+            ),
             (GOOD.replace("\"/bin/cpi\"", "\"cpi\""), "absolute path"),
             (GOOD.replace("\"queue=vm\", ", ""), "queue="),
             (GOOD.replace("10.0.0.12\"", "10.0.0.9\""), "reversed"),

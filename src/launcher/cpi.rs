@@ -64,7 +64,11 @@ pub struct SpoolFiles {
 
 impl SpoolFiles {
     pub fn new(spool: &Path, tag: &str) -> SpoolFiles {
-        SpoolFiles { req: spool.join(format!("{tag}.req")), out: spool.join(format!("{tag}.out")), err: spool.join(format!("{tag}.err")) }
+        SpoolFiles {
+            req: spool.join(format!("{tag}.req")),
+            out: spool.join(format!("{tag}.out")),
+            err: spool.join(format!("{tag}.err")),
+        }
     }
 
     pub fn exists(&self) -> bool {
@@ -149,7 +153,8 @@ impl Cpi {
         std::fs::write(&files.req, req.to_string()).map_err(spool(&files.req))?;
         let stdin = File::open(&files.req).map_err(spool(&files.req))?;
         let stdout = File::create(&files.out).map_err(spool(&files.out))?;
-        let stderr = OpenOptions::new().create(true).write(true).truncate(true).open(&files.err).map_err(spool(&files.err))?;
+        let stderr =
+            OpenOptions::new().create(true).write(true).truncate(true).open(&files.err).map_err(spool(&files.err))?;
         lock(&stderr).map_err(spool(&files.err))?;
         let program = self.argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
@@ -201,13 +206,19 @@ mod tests {
     fn result_error_and_garbage() {
         let d = tempfile::tempdir().unwrap();
         // the CPI sees the request on stdin and only the director's PATH
-        let c = script(d.path(), r#"read req; echo "$req" > "$(dirname "$0")/seen"; echo "{\"result\":\"$PATH\",\"error\":null,\"log\":\"\"}""#);
+        let c = script(
+            d.path(),
+            r#"read req; echo "$req" > "$(dirname "$0")/seen"; echo "{\"result\":\"$PATH\",\"error\":null,\"log\":\"\"}""#,
+        );
         assert_eq!(c.call("t1", "info", json!([]), &json!({})).unwrap(), json!(CPI_PATH));
         let seen: Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("seen")).unwrap()).unwrap();
         assert_eq!(seen["method"], "info");
         assert_eq!(seen["api_version"], 2);
 
-        let c = script(d.path(), r#"echo '{"result":null,"error":{"type":"Bosh::Clouds::VMNotFound","message":"vm x","ok_to_retry":false},"log":""}'"#);
+        let c = script(
+            d.path(),
+            r#"echo '{"result":null,"error":{"type":"Bosh::Clouds::VMNotFound","message":"vm x","ok_to_retry":false},"log":""}'"#,
+        );
         let e = c.call("t2", "delete_vm", json!(["x"]), &json!({})).unwrap_err();
         assert!(e.is_vm_not_found(), "{e}");
 

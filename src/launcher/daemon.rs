@@ -110,9 +110,18 @@ fn timed<T>(shared: &SharedRef, method: &str, f: impl FnOnce() -> Result<T, CpiE
 
 impl Daemon {
     /// Opens the ledger, binds the listener, makes sure every pool has its stemcell.
-    pub fn new(cfg: Config, source: Box<dyn Source>, agent_token: String, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
+    pub fn new(
+        cfg: Config,
+        source: Box<dyn Source>,
+        agent_token: String,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Daemon, DaemonError> {
         let ledger = Ledger::open(&cfg.ledger_dir)?;
-        let cpis: Vec<Cpi> = cfg.pools.iter().map(|p| Cpi::new(p.cpi.clone(), ledger.spool_dir(), Duration::from_secs(p.cpi_timeout_seconds))).collect();
+        let cpis: Vec<Cpi> = cfg
+            .pools
+            .iter()
+            .map(|p| Cpi::new(p.cpi.clone(), ledger.spool_dir(), Duration::from_secs(p.cpi_timeout_seconds)))
+            .collect();
         let infos = cfg.pools.iter().map(PoolInfo::new).collect();
         let shared: SharedRef = Arc::new(std::sync::Mutex::new(Shared {
             metrics: Default::default(),
@@ -122,7 +131,8 @@ impl Daemon {
             agent_endpoint: cfg.buildkite.endpoint.clone(),
             agent_token,
         }));
-        let addr = http::serve(&cfg.listen, shared.clone()).map_err(|source| DaemonError::Listen { addr: cfg.listen.clone(), source })?;
+        let addr = http::serve(&cfg.listen, shared.clone())
+            .map_err(|source| DaemonError::Listen { addr: cfg.listen.clone(), source })?;
         log::info(&format!("listening on http://{addr} (/metrics, /healthz, /v1/assignment)"));
         let (tx, rx) = channel();
         let mut d = Daemon {
@@ -169,8 +179,10 @@ impl Daemon {
                 out.push(String::new());
                 continue;
             };
-            let meta = std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
-            let mtime = meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+            let meta =
+                std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
+            let mtime =
+                meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
             let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));
             if let Some((k, cid)) = self.ledger.state.stemcells.get(&p.name) {
                 if *k == key {
@@ -181,7 +193,10 @@ impl Daemon {
             log::info(&format!("pool={} create_stemcell from {}", p.name, image.display()));
             // a tarball is unpacked like the director does: its `image` plus the manifest's cloud_properties
             let extracted = match &p.stemcell.tarball {
-                Some(t) => Some(crate::launcher::stemcell::extract(t, &self.ledger.spool_dir(), &p.stemcell.cloud_properties).map_err(|source| DaemonError::Tarball { pool: p.name.clone(), source })?),
+                Some(t) => Some(
+                    crate::launcher::stemcell::extract(t, &self.ledger.spool_dir(), &p.stemcell.cloud_properties)
+                        .map_err(|source| DaemonError::Tarball { pool: p.name.clone(), source })?,
+                ),
                 None => None,
             };
             let (path, props) = match &extracted {
@@ -191,13 +206,22 @@ impl Daemon {
             let tag = format!("stemcell-{}-{}", p.name, now());
             let cpi = self.cpis[i].clone();
             let ctx = cpi_context(&self.cfg);
-            let res = timed(&self.shared, "create_stemcell", || cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx));
+            let res = timed(&self.shared, "create_stemcell", || {
+                cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx)
+            });
             drop(extracted);
             cpi.spool_files(&tag).remove();
             let cid = res.map_err(|source| DaemonError::Stemcell { pool: p.name.clone(), source })?;
             let Some(cid) = cid.as_str().filter(|c| !c.is_empty()).map(String::from) else {
                 let output = cid.to_string();
-                return Err(DaemonError::Stemcell { pool: p.name.clone(), source: CpiError::NoResponse { method: "create_stemcell".into(), status: "no stemcell CID in the result".into(), output } });
+                return Err(DaemonError::Stemcell {
+                    pool: p.name.clone(),
+                    source: CpiError::NoResponse {
+                        method: "create_stemcell".into(),
+                        status: "no stemcell CID in the result".into(),
+                        output,
+                    },
+                });
             };
             self.ledger.append(Event::Stemcell { pool: p.name.clone(), key, cid: cid.clone() })?;
             log::info(&format!("pool={} stemcell={cid}", p.name));
@@ -220,13 +244,22 @@ impl Daemon {
         for r in &open {
             let id = &r.intent.id;
             let Some(i) = self.pool_index(&r.intent.pool) else {
-                log::warn(&format!("record={id} job={} pool={} is no longer configured; its VM {} must be deleted by hand", r.intent.job, r.intent.pool, r.cid.as_deref().unwrap_or("-")));
+                log::warn(&format!(
+                    "record={id} job={} pool={} is no longer configured; its VM {} must be deleted by hand",
+                    r.intent.job,
+                    r.intent.pool,
+                    r.cid.as_deref().unwrap_or("-")
+                ));
                 continue;
             };
             if r.cid.is_none() && r.attempts > r.failures {
                 let files = self.cpis[i].spool_files(&format!("{id}-{}.create_vm", r.attempts));
                 if !files.exists() {
-                    self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason: "the launcher stopped before create_vm ran".into() })?;
+                    self.ledger.append(Event::AttemptFailed {
+                        id: id.clone(),
+                        n: r.attempts,
+                        reason: "the launcher stopped before create_vm ran".into(),
+                    })?;
                     continue;
                 }
                 let t = Instant::now();
@@ -234,16 +267,31 @@ impl Daemon {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let outcome = files.outcome("create_vm", "recovered").and_then(|v| {
-                    crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "recovered".into(), output: v.to_string() })
+                    crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse {
+                        method: "create_vm".into(),
+                        status: "recovered".into(),
+                        output: v.to_string(),
+                    })
                 });
                 match outcome {
                     Ok(cid) => {
-                        log::info(&format!("record={id} job={} vm={cid} recovered from an interrupted create_vm", r.intent.job));
+                        log::info(&format!(
+                            "record={id} job={} vm={cid} recovered from an interrupted create_vm",
+                            r.intent.job
+                        ));
                         self.ledger.append(Event::Created { id: id.clone(), cid, at: now() })?;
                     }
                     Err(e) => {
-                        log::warn(&format!("record={id} job={} interrupted create_vm failed: {}", r.intent.job, log::chain(&e)));
-                        self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason: e.to_string() })?;
+                        log::warn(&format!(
+                            "record={id} job={} interrupted create_vm failed: {}",
+                            r.intent.job,
+                            log::chain(&e)
+                        ));
+                        self.ledger.append(Event::AttemptFailed {
+                            id: id.clone(),
+                            n: r.attempts,
+                            reason: e.to_string(),
+                        })?;
                     }
                 }
                 files.remove();
@@ -264,7 +312,10 @@ impl Daemon {
             let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
             if is_terminal(state) {
                 // its job is over: whether or not the VM still exists, delete_vm settles it
-                log::info(&format!("record={} job={} vm={cid} job {state} while the launcher was away: deleting", r.intent.id, r.intent.job));
+                log::info(&format!(
+                    "record={} job={} vm={cid} job {state} while the launcher was away: deleting",
+                    r.intent.id, r.intent.job
+                ));
                 self.start_delete(&r, After::Close(format!("job {state}")));
                 continue;
             }
@@ -276,11 +327,21 @@ impl Daemon {
             match exists {
                 // has_vm may be wrong: a started job is running on that VM, so keep it
                 Ok(Value::Bool(false)) if !is_started(state) => {
-                    log::warn(&format!("record={} job={} vm={cid} does not exist (has_vm false); deleting to be sure and retrying", r.intent.id, r.intent.job));
+                    log::warn(&format!(
+                        "record={} job={} vm={cid} does not exist (has_vm false); deleting to be sure and retrying",
+                        r.intent.id, r.intent.job
+                    ));
                     self.start_delete(&r, After::Retry(format!("VM {cid} disappeared before its job started")));
                 }
-                Ok(_) => log::info(&format!("record={} job={} vm={cid} adopted (job {})", r.intent.id, r.intent.job, if state.is_empty() { "state unknown" } else { state })),
-                Err(e) => log::warn(&format!("record={} vm={cid} has_vm failed: {}; adopting", r.intent.id, log::chain(&e))),
+                Ok(_) => log::info(&format!(
+                    "record={} job={} vm={cid} adopted (job {})",
+                    r.intent.id,
+                    r.intent.job,
+                    if state.is_empty() { "state unknown" } else { state }
+                )),
+                Err(e) => {
+                    log::warn(&format!("record={} vm={cid} has_vm failed: {}; adopting", r.intent.id, log::chain(&e)))
+                }
             }
         }
         Ok(())
@@ -348,7 +409,8 @@ impl Daemon {
         if !self.bk_ready() {
             return Ok(());
         }
-        let jobs: Vec<String> = self.ledger.state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
+        let jobs: Vec<String> =
+            self.ledger.state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
         let states = if jobs.is_empty() {
             HashMap::new()
         } else {
@@ -403,7 +465,8 @@ impl Daemon {
 
     /// Decides for every open record that has no call in flight.
     fn settle(&mut self, states: &HashMap<String, String>, stopping: bool) -> Result<(), DaemonError> {
-        let records: Vec<Record> = self.ledger.state.open.values().filter(|r| !self.busy.contains(&r.intent.id)).cloned().collect();
+        let records: Vec<Record> =
+            self.ledger.state.open.values().filter(|r| !self.busy.contains(&r.intent.id)).cloned().collect();
         let t = now();
         for r in records {
             let id = r.intent.id.clone();
@@ -413,7 +476,11 @@ impl Daemon {
             if is_started(state) && !self.started.contains(&r.intent.job) {
                 self.started.insert(r.intent.job.clone());
                 if let Some(s) = self.scheduled_at.get(&r.intent.job) {
-                    http::lock(&self.shared).metrics.observe("launcher_queue_to_running_seconds", &[("pool", &pool.name)], (now_f() - s).max(0.0));
+                    http::lock(&self.shared).metrics.observe(
+                        "launcher_queue_to_running_seconds",
+                        &[("pool", &pool.name)],
+                        (now_f() - s).max(0.0),
+                    );
                 }
             }
             if let Some(after) = self.after.get(&id).cloned() {
@@ -430,12 +497,28 @@ impl Daemon {
                         self.start_delete(&r, After::Close(format!("job {state}")));
                     } else if t > r.intent.deadline {
                         log::warn(&format!("record={id} job={} vm={cid} passed its lifetime: deleting", r.intent.job));
-                        let _ = self.source.notify(&r.intent.job, &format!("agent-launcher: VM {cid} passed its {} min lifetime and was deleted", pool.max_lifetime_minutes));
+                        let _ = self.source.notify(
+                            &r.intent.job,
+                            &format!(
+                                "agent-launcher: VM {cid} passed its {} min lifetime and was deleted",
+                                pool.max_lifetime_minutes
+                            ),
+                        );
                         self.start_delete(&r, After::Close("past its lifetime".into()));
-                    } else if !r.intent.job.is_empty() && !is_started(state) && r.created_at.is_some_and(|c| t > c + pool.boot_timeout_seconds) {
-                        let reason = format!("VM {cid} in pool {} did not start the job within {} s", pool.name, pool.boot_timeout_seconds);
+                    } else if !r.intent.job.is_empty()
+                        && !is_started(state)
+                        && r.created_at.is_some_and(|c| t > c + pool.boot_timeout_seconds)
+                    {
+                        let reason = format!(
+                            "VM {cid} in pool {} did not start the job within {} s",
+                            pool.name, pool.boot_timeout_seconds
+                        );
                         log::warn(&format!("record={id} job={} {reason}", r.intent.job));
-                        let after = if r.failures + 1 >= pool.create_attempts { After::FailJob(reason) } else { After::Retry(reason) };
+                        let after = if r.failures + 1 >= pool.create_attempts {
+                            After::FailJob(reason)
+                        } else {
+                            After::Retry(reason)
+                        };
                         self.start_delete(&r, after);
                     }
                 }
@@ -444,7 +527,12 @@ impl Daemon {
                         log::info(&format!("record={id} job={} job {state} before its VM was made", r.intent.job));
                         self.ledger.append(Event::Closed { id, reason: format!("job {state}") })?;
                     } else if r.failures >= pool.create_attempts {
-                        let reason = format!("agent-launcher could not start a VM in pool {} after {} attempts: {}", pool.name, r.failures, r.last_failure.clone().unwrap_or_default());
+                        let reason = format!(
+                            "agent-launcher could not start a VM in pool {} after {} attempts: {}",
+                            pool.name,
+                            r.failures,
+                            r.last_failure.clone().unwrap_or_default()
+                        );
                         if r.intent.job.is_empty() {
                             log::warn(&format!("record={id} warm VM: {reason}"));
                         } else {
@@ -521,17 +609,29 @@ impl Daemon {
         let mut waiting: HashMap<(String, &'static str), f64> = HashMap::new();
         for d in &decisions {
             let (job, pool) = match d {
-                Decision::Start { job, pool, .. } | Decision::Refuse { job, pool, .. } | Decision::Wait { job, pool, .. } | Decision::Assign { job, pool, .. } => (job, *pool),
+                Decision::Start { job, pool, .. }
+                | Decision::Refuse { job, pool, .. }
+                | Decision::Wait { job, pool, .. }
+                | Decision::Assign { job, pool, .. } => (job, *pool),
             };
             if self.seen.insert(job.id.clone()) {
-                http::lock(&self.shared).metrics.inc("launcher_jobs_seen_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
+                http::lock(&self.shared).metrics.inc(
+                    "launcher_jobs_seen_total",
+                    &[("pool", &self.cfg.pools[pool].name)],
+                    1.0,
+                );
             }
             match d {
-                Decision::Start { job, .. } | Decision::Refuse { job, .. } | Decision::Assign { job, .. } => to_reserve.push(job.id.clone()),
+                Decision::Start { job, .. } | Decision::Refuse { job, .. } | Decision::Assign { job, .. } => {
+                    to_reserve.push(job.id.clone())
+                }
                 Decision::Wait { job, pool, reason } => {
                     *waiting.entry((self.cfg.pools[*pool].name.clone(), reason)).or_default() += 1.0;
                     if *reason == "ip" && self.notified.insert(job.id.clone()) {
-                        let msg = format!("agent-launcher: waiting for a free IP address in pool {}", self.cfg.pools[*pool].name);
+                        let msg = format!(
+                            "agent-launcher: waiting for a free IP address in pool {}",
+                            self.cfg.pools[*pool].name
+                        );
                         log::info(&format!("job={} {msg}", job.id));
                         if let Err(e) = self.source.notify(&job.id, &msg) {
                             self.bk_error("notify", &e);
@@ -565,7 +665,11 @@ impl Daemon {
         for d in decisions {
             match d {
                 Decision::Start { job, pool, flavor, cpu, ram, agent_tags, ip } if reserved.contains(&job.id) => {
-                    http::lock(&self.shared).metrics.inc("launcher_jobs_reserved_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
+                    http::lock(&self.shared).metrics.inc(
+                        "launcher_jobs_reserved_total",
+                        &[("pool", &self.cfg.pools[pool].name)],
+                        1.0,
+                    );
                     self.new_vm(pool, &job.id, flavor, cpu, ram, agent_tags, ip)?;
                 }
                 Decision::Assign { job, pool, record, agent_tags } if reserved.contains(&job.id) => {
@@ -575,9 +679,18 @@ impl Daemon {
                         s.metrics.inc("launcher_jobs_reserved_total", &[("pool", &name)], 1.0);
                         s.metrics.inc("launcher_jobs_launched_total", &[("pool", &name)], 1.0);
                     }
-                    self.ledger.append(Event::Assigned { id: record.clone(), job: job.id.clone(), agent_tags: agent_tags.clone(), at: now() })?;
+                    self.ledger.append(Event::Assigned {
+                        id: record.clone(),
+                        job: job.id.clone(),
+                        agent_tags: agent_tags.clone(),
+                        at: now(),
+                    })?;
                     let Some(r) = self.ledger.state.open.get(&record).cloned() else { continue };
-                    log::info(&format!("job={} pool={name} assigned to warm record={record} vm={}", job.id, r.cid.as_deref().unwrap_or("-")));
+                    log::info(&format!(
+                        "job={} pool={name} assigned to warm record={record} vm={}",
+                        job.id,
+                        r.cid.as_deref().unwrap_or("-")
+                    ));
                     let a = Assignment { job: Some(job.id.clone()), agent_tags, name: agent_name(&r.intent) };
                     http::lock(&self.shared).assignments.insert(r.intent.secret.clone(), a);
                     self.update_metadata(&r);
@@ -595,7 +708,16 @@ impl Daemon {
 
     /// Writes the intent for a new VM (for `job`, or warm when `job` is empty) and starts its create.
     #[expect(clippy::too_many_arguments, reason = "one call site per kind of VM; a struct would only rename them")]
-    fn new_vm(&mut self, pool: usize, job: &str, flavor: String, cpu: u32, ram: u64, agent_tags: Vec<String>, ip: Option<String>) -> Result<(), DaemonError> {
+    fn new_vm(
+        &mut self,
+        pool: usize,
+        job: &str,
+        flavor: String,
+        cpu: u32,
+        ram: u64,
+        agent_tags: Vec<String>,
+        ip: Option<String>,
+    ) -> Result<(), DaemonError> {
         let p = &self.cfg.pools[pool];
         let secret = random_hex()?;
         log::add_secret(&secret);
@@ -623,7 +745,11 @@ impl Daemon {
             intent.ip.as_ref().map(|i| format!(" ip={i}")).unwrap_or_default()
         ));
         self.ledger.append(Event::Intent(intent.clone()))?;
-        let a = Assignment { job: (!job.is_empty()).then(|| job.to_string()), agent_tags: intent.agent_tags.clone(), name: agent_name(&intent) };
+        let a = Assignment {
+            job: (!job.is_empty()).then(|| job.to_string()),
+            agent_tags: intent.agent_tags.clone(),
+            name: agent_name(&intent),
+        };
         http::lock(&self.shared).assignments.insert(secret, a);
         if let Some(r) = self.ledger.state.open.get(&intent.id).cloned() {
             self.start_create(&r)?;
@@ -637,7 +763,9 @@ impl Daemon {
             if p.warm == 0 {
                 continue;
             }
-            let have = self.ledger.state.open.values().filter(|r| r.intent.pool == p.name && r.intent.job.is_empty()).count() as u32;
+            let have =
+                self.ledger.state.open.values().filter(|r| r.intent.pool == p.name && r.intent.job.is_empty()).count()
+                    as u32;
             let Ok((fname, f)) = p.flavor_for(None) else { continue };
             let (fname, cpu, ram) = (fname.to_string(), f.cpu, f.ram);
             for _ in have..p.warm {
@@ -663,7 +791,9 @@ impl Daemon {
         let md = metadata(&self.cfg.launcher_id, &r.intent);
         let tag = format!("{}.assign.set_vm_metadata", r.intent.id);
         std::thread::spawn(move || {
-            if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&tag, "set_vm_metadata", json!([cid, md]), &ctx)) {
+            if let Err(e) =
+                timed(&shared, "set_vm_metadata", || cpi.call(&tag, "set_vm_metadata", json!([cid, md]), &ctx))
+            {
                 log::warn(&format!("vm={cid} set_vm_metadata failed: {}", log::chain(&e)));
             }
             cpi.spool_files(&tag).remove();
@@ -690,12 +820,18 @@ impl Daemon {
             let args = create_vm_args(&pool, &intent, &stemcell, &public_url, &endpoint);
             let tag = format!("{}-{n}.create_vm", intent.id);
             let res = timed(&shared, "create_vm", || cpi.call(&tag, "create_vm", args, &ctx)).and_then(|v| {
-                crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "no VM CID in the result".into(), output: v.to_string() })
+                crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse {
+                    method: "create_vm".into(),
+                    status: "no VM CID in the result".into(),
+                    output: v.to_string(),
+                })
             });
             if let Ok(cid) = &res {
                 let md = metadata(&launcher_id, &intent);
                 let mtag = format!("{}-{n}.set_vm_metadata", intent.id);
-                if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &ctx)) {
+                if let Err(e) =
+                    timed(&shared, "set_vm_metadata", || cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &ctx))
+                {
                     log::warn(&format!("record={} vm={cid} set_vm_metadata failed: {}", intent.id, log::chain(&e)));
                 }
                 cpi.spool_files(&mtag).remove();
@@ -732,7 +868,11 @@ impl Daemon {
                     Ok(cid) => {
                         self.ledger.append(Event::Created { id: id.clone(), cid: cid.clone(), at: now() })?;
                         log::info(&format!("record={id} job={} vm={cid} created", r.intent.job));
-                        http::lock(&self.shared).metrics.inc("launcher_jobs_launched_total", &[("pool", &r.intent.pool)], 1.0);
+                        http::lock(&self.shared).metrics.inc(
+                            "launcher_jobs_launched_total",
+                            &[("pool", &r.intent.pool)],
+                            1.0,
+                        );
                     }
                     Err(e) => {
                         let leak = matches!(e, CpiError::NoResponse { .. } | CpiError::Timeout { .. });
@@ -740,7 +880,11 @@ impl Daemon {
                             "record={id} job={} create_vm attempt {n} failed: {}{}",
                             r.intent.job,
                             log::chain(&e),
-                            if leak { " (the CPI gave no answer: a VM may have been left behind on its host)" } else { "" }
+                            if leak {
+                                " (the CPI gave no answer: a VM may have been left behind on its host)"
+                            } else {
+                                ""
+                            }
                         ));
                         self.ledger.append(Event::AttemptFailed { id, n, reason: e.to_string() })?;
                     }
@@ -756,7 +900,11 @@ impl Daemon {
                     Ok(()) => {}
                     Err(e) if e.is_vm_not_found() => {}
                     Err(e) => {
-                        log::warn(&format!("record={id} vm={} delete_vm failed: {}; will retry", r.cid.as_deref().unwrap_or("-"), log::chain(&e)));
+                        log::warn(&format!(
+                            "record={id} vm={} delete_vm failed: {}; will retry",
+                            r.cid.as_deref().unwrap_or("-"),
+                            log::chain(&e)
+                        ));
                         return Ok(());
                     }
                 }
@@ -796,7 +944,13 @@ impl Daemon {
             m.clear(name);
         }
         for (i, p) in self.cfg.pools.iter().enumerate() {
-            let mut by_state: HashMap<&str, f64> = HashMap::from([("creating", 0.0), ("running", 0.0), ("deleting", 0.0), ("pending", 0.0), ("warm", 0.0)]);
+            let mut by_state: HashMap<&str, f64> = HashMap::from([
+                ("creating", 0.0),
+                ("running", 0.0),
+                ("deleting", 0.0),
+                ("pending", 0.0),
+                ("warm", 0.0),
+            ]);
             for r in self.ledger.state.open.values().filter(|r| r.intent.pool == p.name) {
                 let st = match (&r.cid, self.busy.contains(&r.intent.id)) {
                     (None, true) => "creating",
@@ -811,13 +965,21 @@ impl Daemon {
                 m.set("launcher_vms", &[("pool", &p.name), ("state", st)], n);
             }
             let (vms, cpu, ram, ips) = cap.used(i);
-            for (res, used, limit) in [("vms", vms as f64, p.limits.max_vms as f64), ("cpu", cpu as f64, p.limits.cpu as f64), ("ram_mb", ram as f64, p.limits.ram_mb as f64)] {
+            for (res, used, limit) in [
+                ("vms", vms as f64, p.limits.max_vms as f64),
+                ("cpu", cpu as f64, p.limits.cpu as f64),
+                ("ram_mb", ram as f64, p.limits.ram_mb as f64),
+            ] {
                 m.set("launcher_capacity_used", &[("pool", &p.name), ("resource", res)], used);
                 m.set("launcher_capacity_limit", &[("pool", &p.name), ("resource", res)], limit);
             }
             if !self.infos[i].ips.is_empty() {
                 m.set("launcher_ip_addresses", &[("pool", &p.name), ("state", "used")], ips as f64);
-                m.set("launcher_ip_addresses", &[("pool", &p.name), ("state", "free")], (self.infos[i].ips.len() - ips) as f64);
+                m.set(
+                    "launcher_ip_addresses",
+                    &[("pool", &p.name), ("state", "free")],
+                    (self.infos[i].ips.len() - ips) as f64,
+                );
             }
         }
     }
@@ -841,7 +1003,13 @@ pub fn agent_name(i: &Intent) -> String {
 
 /// create_vm's six arguments for one record. The env tells the guest where to fetch its job and token; it
 /// never contains the Buildkite token itself.
-pub fn create_vm_args(pool: &crate::launcher::config::Pool, intent: &Intent, stemcell: &str, public_url: &str, endpoint: &str) -> Value {
+pub fn create_vm_args(
+    pool: &crate::launcher::config::Pool,
+    intent: &Intent,
+    stemcell: &str,
+    public_url: &str,
+    endpoint: &str,
+) -> Value {
     let mut cp = pool.cloud_properties.clone();
     if let Some(f) = pool.flavors.get(&intent.flavor) {
         cp.insert("cpu".into(), json!(f.cpu));
@@ -855,7 +1023,8 @@ pub fn create_vm_args(pool: &crate::launcher::config::Pool, intent: &Intent, ste
     }
     let mut networks = Map::new();
     for (name, n) in &pool.networks {
-        let mut net = json!({"type": n.kind, "cloud_properties": n.cloud_properties, "dns": n.dns, "default": n.default});
+        let mut net =
+            json!({"type": n.kind, "cloud_properties": n.cloud_properties, "dns": n.dns, "default": n.default});
         if !n.static_ips.is_empty() {
             net["ip"] = json!(intent.ip);
             net["netmask"] = json!(n.netmask);
@@ -922,7 +1091,8 @@ flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = t
             agent_tags: vec!["queue=vm".into(), "os=linux".into()],
             at: 1,
         };
-        let args = create_vm_args(&cfg.pools[0], &intent, "sc", "http://10.0.0.1:9595", "https://agent.buildkite.com/v3");
+        let args =
+            create_vm_args(&cfg.pools[0], &intent, "sc", "http://10.0.0.1:9595", "https://agent.buildkite.com/v3");
         assert_eq!(
             args,
             json!([
@@ -939,7 +1109,10 @@ flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = t
             ])
         );
         let md = metadata("l1", &intent);
-        assert_eq!(md, json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"}));
+        assert_eq!(
+            md,
+            json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"})
+        );
         assert!(!md.to_string().contains("s3cret"), "no secret in VM metadata");
     }
 }

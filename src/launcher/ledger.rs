@@ -86,7 +86,17 @@ impl State {
     pub fn apply(&mut self, ev: &Event) {
         match ev {
             Event::Intent(i) => {
-                self.open.insert(i.id.clone(), Record { intent: i.clone(), attempts: 0, failures: 0, cid: None, created_at: None, last_failure: None });
+                self.open.insert(
+                    i.id.clone(),
+                    Record {
+                        intent: i.clone(),
+                        attempts: 0,
+                        failures: 0,
+                        cid: None,
+                        created_at: None,
+                        last_failure: None,
+                    },
+                );
             }
             Event::Attempt { id, n } => {
                 if let Some(r) = self.open.get_mut(id) {
@@ -198,7 +208,13 @@ impl Ledger {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
         }
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io(&lock_path))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         // SAFETY: flock on an open descriptor.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(LedgerError::Locked(dir.to_path_buf()));
@@ -207,7 +223,8 @@ impl Ledger {
         let path = dir.join("ledger.jsonl");
         let tmp = dir.join("ledger.jsonl.tmp");
         {
-            let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+            let mut f =
+                OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
             let mut buf = Vec::new();
             for ev in state.snapshot() {
                 serde_json::to_writer(&mut buf, &ev).map_err(|e| io(&tmp)(e.into()))?;
@@ -303,7 +320,8 @@ mod tests {
     #[test]
     fn corrupt_middle_line_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("ledger.jsonl"), "garbage\n{\"ev\":\"closed\",\"id\":\"x\",\"reason\":\"\"}\n").unwrap();
+        std::fs::write(d.path().join("ledger.jsonl"), "garbage\n{\"ev\":\"closed\",\"id\":\"x\",\"reason\":\"\"}\n")
+            .unwrap();
         assert!(matches!(Ledger::open(d.path()), Err(LedgerError::Corrupt { line: 1, .. })));
     }
 }

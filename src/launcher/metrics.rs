@@ -17,7 +17,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_jobs_seen_total", Kind::Counter, "Scheduled jobs that matched a pool, counted once per job."),
     ("launcher_jobs_reserved_total", Kind::Counter, "Jobs reserved on the Buildkite stack."),
     ("launcher_jobs_launched_total", Kind::Counter, "Jobs whose VM was created."),
-    ("launcher_jobs_failed_total", Kind::Counter, "Jobs the launcher finished with -1 (create failed, VM did not boot, unknown flavor)."),
+    (
+        "launcher_jobs_failed_total",
+        Kind::Counter,
+        "Jobs the launcher finished with -1 (create failed, VM did not boot, unknown flavor).",
+    ),
     ("launcher_jobs_waiting", Kind::Gauge, "Matching jobs not started in the last poll, by reason."),
     ("launcher_vms", Kind::Gauge, "VMs the ledger holds, by state."),
     ("launcher_capacity_used", Kind::Gauge, "Capacity in use per pool (vms, cpu, ram_mb)."),
@@ -25,7 +29,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_ip_addresses", Kind::Gauge, "Static IP addresses per pool, by state (used, free)."),
     ("launcher_cpi_call_duration_seconds", Kind::Histogram, "CPI call latency by method."),
     ("launcher_cpi_errors_total", Kind::Counter, "CPI calls that failed, by method."),
-    ("launcher_queue_to_running_seconds", Kind::Histogram, "Time from a job being scheduled to the launcher seeing it started."),
+    (
+        "launcher_queue_to_running_seconds",
+        Kind::Histogram,
+        "Time from a job being scheduled to the launcher seeing it started.",
+    ),
     ("launcher_buildkite_errors_total", Kind::Counter, "Buildkite API calls that failed, by call."),
     ("launcher_queue_paused", Kind::Gauge, "1 when the cluster queue is paused (no new VMs are started)."),
     ("launcher_poll_duration_seconds", Kind::Histogram, "Wall time of one poll of the queue."),
@@ -96,7 +104,11 @@ impl Metrics {
     }
 
     pub fn observe(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        let h = self.hists.entry((family(name), labels(l))).or_insert_with(|| Hist { counts: vec![0; BUCKETS.len()], sum: 0.0, count: 0 });
+        let h = self.hists.entry((family(name), labels(l))).or_insert_with(|| Hist {
+            counts: vec![0; BUCKETS.len()],
+            sum: 0.0,
+            count: 0,
+        });
         for (i, b) in BUCKETS.iter().enumerate() {
             if v <= *b {
                 h.counts[i] += 1;
@@ -149,7 +161,10 @@ mod tests {
         m.observe("launcher_cpi_call_duration_seconds", &[("method", "create_vm")], 0.3);
         m.observe("launcher_cpi_call_duration_seconds", &[("method", "create_vm")], 700.0);
         let t = m.render();
-        assert!(t.contains("# TYPE launcher_jobs_seen_total counter\nlauncher_jobs_seen_total{pool=\"a\\\"b\"} 2\n"), "{t}");
+        assert!(
+            t.contains("# TYPE launcher_jobs_seen_total counter\nlauncher_jobs_seen_total{pool=\"a\\\"b\"} 2\n"),
+            "{t}"
+        );
         assert!(t.contains("launcher_cpi_call_duration_seconds_bucket{method=\"create_vm\",le=\"0.5\"} 1\n"), "{t}");
         assert!(t.contains("launcher_cpi_call_duration_seconds_bucket{method=\"create_vm\",le=\"+Inf\"} 2\n"), "{t}");
         assert!(t.contains("launcher_cpi_call_duration_seconds_count{method=\"create_vm\"} 2\n"), "{t}");

@@ -37,7 +37,15 @@ pub enum Decision {
     /// Reserve the job and hand it to this warm VM (an open record with a VM and no job).
     Assign { job: ScheduledJob, pool: usize, record: String, agent_tags: Vec<String> },
     /// Reserve the job and create its VM in this pool.
-    Start { job: ScheduledJob, pool: usize, flavor: String, cpu: u32, ram: u64, agent_tags: Vec<String>, ip: Option<String> },
+    Start {
+        job: ScheduledJob,
+        pool: usize,
+        flavor: String,
+        cpu: u32,
+        ram: u64,
+        agent_tags: Vec<String>,
+        ip: Option<String>,
+    },
     /// The job cannot run here (unknown flavor): reserve it and finish it with −1 and this reason.
     Refuse { job: ScheduledJob, pool: usize, reason: String },
     /// The job matches but must wait; `reason` is `capacity`, `ip`, `paused` or `creates`.
@@ -93,20 +101,35 @@ impl Capacity {
     }
 
     /// Why a VM of this size does not fit in pool `i` now (`None` when it fits).
-    pub fn refusal(&self, cfg: &Config, info: &PoolInfo, i: usize, cpu: u32, ram: u64, smallest: bool) -> Option<&'static str> {
+    pub fn refusal(
+        &self,
+        cfg: &Config,
+        info: &PoolInfo,
+        i: usize,
+        cpu: u32,
+        ram: u64,
+        smallest: bool,
+    ) -> Option<&'static str> {
         let p = &cfg.pools[i];
         let (u, l, g) = (&self.pools[i], &p.limits, &cfg.limits);
         let over = |limit: u64, used: u64, add: u64| limit > 0 && used + add > limit;
         if over(l.max_vms.into(), u.vms.into(), 1) || over(g.max_vms.into(), self.total.vms.into(), 1) {
             return Some("capacity");
         }
-        if over(l.cpu.into(), u.cpu.into(), cpu.into()) || over(l.ram_mb, u.ram, ram) || over(g.cpu.into(), self.total.cpu.into(), cpu.into()) || over(g.ram_mb, self.total.ram, ram) {
+        if over(l.cpu.into(), u.cpu.into(), cpu.into())
+            || over(l.ram_mb, u.ram, ram)
+            || over(g.cpu.into(), self.total.cpu.into(), cpu.into())
+            || over(g.ram_mb, self.total.ram, ram)
+        {
             return Some("capacity");
         }
         if l.reserve_smallest && !smallest {
             if let Some((_, s)) = p.smallest_flavor() {
                 let (c2, r2) = (u64::from(cpu) + u64::from(s.cpu), ram + s.ram);
-                if over(l.cpu.into(), u.cpu.into(), c2) || over(l.ram_mb, u.ram, r2) || over(l.max_vms.into(), u.vms.into(), 2) {
+                if over(l.cpu.into(), u.cpu.into(), c2)
+                    || over(l.ram_mb, u.ram, r2)
+                    || over(l.max_vms.into(), u.vms.into(), 2)
+                {
                     return Some("capacity");
                 }
             }
@@ -141,7 +164,11 @@ impl Capacity {
         let u = &self.pools[i];
         let mut r: f64 = 0.0;
         let mut any = false;
-        for (used, limit) in [(u.vms as f64, p.limits.max_vms as f64), (u.cpu as f64, p.limits.cpu as f64), (u.ram as f64, p.limits.ram_mb as f64)] {
+        for (used, limit) in [
+            (u.vms as f64, p.limits.max_vms as f64),
+            (u.cpu as f64, p.limits.cpu as f64),
+            (u.ram as f64, p.limits.ram_mb as f64),
+        ] {
             if limit > 0.0 {
                 r = r.max(used / limit);
                 any = true;
@@ -159,7 +186,14 @@ impl Capacity {
 /// `skip` holds jobs already handled (refused) that may still be listed.
 /// `busy` holds the records with a CPI call in flight (creates count against `max_concurrent_creates`;
 /// a warm VM that is being deleted cannot take a job).
-pub fn plan(cfg: &Config, infos: &[PoolInfo], state: &State, busy: &HashSet<String>, listing: &Listing, skip: &HashSet<String>) -> Vec<Decision> {
+pub fn plan(
+    cfg: &Config,
+    infos: &[PoolInfo],
+    state: &State,
+    busy: &HashSet<String>,
+    listing: &Listing,
+    skip: &HashSet<String>,
+) -> Vec<Decision> {
     let mut creating = vec![0u32; cfg.pools.len()];
     // idle warm VMs per pool: (record, flavor), oldest first
     let mut warm: Vec<Vec<(String, String)>> = vec![Vec::new(); cfg.pools.len()];
@@ -181,7 +215,8 @@ pub fn plan(cfg: &Config, infos: &[PoolInfo], state: &State, busy: &HashSet<Stri
             continue;
         }
         let Some(rules) = job.rules.iter().map(|r| Rule::parse(r)).collect::<Option<Vec<Rule>>>() else { continue };
-        let matches: Vec<(usize, crate::launcher::rules::Match)> = infos.iter().enumerate().filter_map(|(i, info)| info.tags.matches_rules(&rules).map(|m| (i, m))).collect();
+        let matches: Vec<(usize, crate::launcher::rules::Match)> =
+            infos.iter().enumerate().filter_map(|(i, info)| info.tags.matches_rules(&rules).map(|m| (i, m))).collect();
         let Some((first, _)) = matches.first() else { continue };
         if listing.paused {
             out.push(Decision::Wait { job: job.clone(), pool: *first, reason: "paused" });
@@ -280,12 +315,29 @@ limits = {{ max_vms = 3, max_concurrent_creates = 10 }}
     }
 
     fn job(id: &str, rules: &[&str]) -> ScheduledJob {
-        ScheduledJob { id: id.into(), priority: 0, rules: rules.iter().map(|s| s.to_string()).collect(), scheduled_at: String::new() }
+        ScheduledJob {
+            id: id.into(),
+            priority: 0,
+            rules: rules.iter().map(|s| s.to_string()).collect(),
+            scheduled_at: String::new(),
+        }
     }
 
     fn open(pool: &str, cpu: u32, ip: Option<&str>) -> Record {
         Record {
-            intent: Intent { id: format!("r-{pool}-{cpu}-{ip:?}"), job: format!("j-{cpu}-{ip:?}"), pool: pool.into(), flavor: "x".into(), cpu, ram: 1, ip: ip.map(String::from), deadline: 0, secret: String::new(), agent_tags: vec![], at: 0 },
+            intent: Intent {
+                id: format!("r-{pool}-{cpu}-{ip:?}"),
+                job: format!("j-{cpu}-{ip:?}"),
+                pool: pool.into(),
+                flavor: "x".into(),
+                cpu,
+                ram: 1,
+                ip: ip.map(String::from),
+                deadline: 0,
+                secret: String::new(),
+                agent_tags: vec![],
+                at: 0,
+            },
             attempts: 1,
             failures: 0,
             cid: Some("vm".into()),
@@ -302,10 +354,21 @@ limits = {{ max_vms = 3, max_concurrent_creates = 10 }}
     #[test]
     fn spread_flavors_and_refusal() {
         let c = cfg("");
-        let d = run(&c, &State::default(), vec![job("1", &["queue=vm"]), job("2", &["queue=vm"]), job("3", &["queue=vm", "flavor=huge"]), job("4", &["queue=other"])]);
+        let d = run(
+            &c,
+            &State::default(),
+            vec![
+                job("1", &["queue=vm"]),
+                job("2", &["queue=vm"]),
+                job("3", &["queue=vm", "flavor=huge"]),
+                job("4", &["queue=other"]),
+            ],
+        );
         assert_eq!(d.len(), 3, "{d:?}");
         // spread: both pools start empty; the first goes to a, the next to the emptier b
-        assert!(matches!(&d[0], Decision::Start { pool: 0, ip: Some(ip), flavor, .. } if ip == "10.0.0.1" && flavor == "small"));
+        assert!(
+            matches!(&d[0], Decision::Start { pool: 0, ip: Some(ip), flavor, .. } if ip == "10.0.0.1" && flavor == "small")
+        );
         assert!(matches!(&d[1], Decision::Start { pool: 1, ip: None, .. }));
         assert!(matches!(&d[2], Decision::Refuse { reason, .. } if reason.contains("huge")), "{:?}", d[2]);
     }
@@ -349,14 +412,25 @@ limits = {{ max_vms = 3, max_concurrent_creates = 10 }}
         w.intent.job = String::new();
         w.intent.flavor = "small".into();
         st.open.insert(w.intent.id.clone(), w.clone());
-        let d = run(&c, &st, vec![job("1", &["queue=vm", "flavor=large"]), job("2", &["queue=vm"]), job("3", &["queue=vm"])]);
+        let d = run(
+            &c,
+            &st,
+            vec![job("1", &["queue=vm", "flavor=large"]), job("2", &["queue=vm"]), job("3", &["queue=vm"])],
+        );
         assert!(matches!(&d[0], Decision::Start { flavor, .. } if flavor == "large"), "{d:?}");
         assert!(matches!(&d[1], Decision::Assign { record, pool: 1, .. } if *record == w.intent.id), "{d:?}");
         assert!(matches!(&d[2], Decision::Start { .. }), "{d:?}");
         // a warm VM that is being deleted takes nothing
         let infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
         let busy: HashSet<String> = [w.intent.id.clone()].into();
-        let d = plan(&c, &infos, &st, &busy, &Listing { jobs: vec![job("2", &["queue=vm"])], paused: false }, &HashSet::new());
+        let d = plan(
+            &c,
+            &infos,
+            &st,
+            &busy,
+            &Listing { jobs: vec![job("2", &["queue=vm"])], paused: false },
+            &HashSet::new(),
+        );
         assert!(matches!(&d[0], Decision::Start { .. }), "{d:?}");
     }
 

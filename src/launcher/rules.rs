@@ -97,7 +97,8 @@ impl PoolTags {
             return None;
         }
         let mut flavor = None;
-        let mut agent: Vec<String> = self.tags.iter().filter(|t| t.value != "*").map(|t| format!("{}={}", t.key, t.value)).collect();
+        let mut agent: Vec<String> =
+            self.tags.iter().filter(|t| t.value != "*").map(|t| format!("{}={}", t.key, t.value)).collect();
         for rule in rules {
             if rule.key == self.flavor_key {
                 flavor = Some(rule.value.clone());

@@ -62,7 +62,10 @@ pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, Dry
             if is_terminal(st) {
                 out.push(format!("would delete_vm vm={cid} record={} job={} (job {st})", r.intent.id, r.intent.job));
             } else if t > r.intent.deadline {
-                out.push(format!("would delete_vm vm={cid} record={} job={} (past its lifetime)", r.intent.id, r.intent.job));
+                out.push(format!(
+                    "would delete_vm vm={cid} record={} job={} (past its lifetime)",
+                    r.intent.id, r.intent.job
+                ));
             }
         }
     }
@@ -74,16 +77,29 @@ pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, Dry
     for d in plan(cfg, &infos, &state, &HashSet::new(), &listing, &HashSet::new()) {
         match d {
             Decision::Assign { job, pool, record, .. } => {
-                out.push(format!("would reserve job={} pool={} and assign it to warm VM record={record}", job.id, cfg.pools[pool].name));
+                out.push(format!(
+                    "would reserve job={} pool={} and assign it to warm VM record={record}",
+                    job.id, cfg.pools[pool].name
+                ));
             }
             Decision::Start { job, pool, flavor, ip, .. } => {
                 out.push(format!("would reserve job={} pool={} flavor={flavor}", job.id, cfg.pools[pool].name));
-                out.push(format!("would create_vm job={} pool={} flavor={flavor} ip={}", job.id, cfg.pools[pool].name, ip.as_deref().unwrap_or("-")));
+                out.push(format!(
+                    "would create_vm job={} pool={} flavor={flavor} ip={}",
+                    job.id,
+                    cfg.pools[pool].name,
+                    ip.as_deref().unwrap_or("-")
+                ));
             }
             Decision::Refuse { job, pool, reason } => {
-                out.push(format!("would reserve job={} pool={} and finish it with -1: {reason}", job.id, cfg.pools[pool].name));
+                out.push(format!(
+                    "would reserve job={} pool={} and finish it with -1: {reason}",
+                    job.id, cfg.pools[pool].name
+                ));
             }
-            Decision::Wait { job, pool, reason } => out.push(format!("would wait job={} pool={} ({reason})", job.id, cfg.pools[pool].name)),
+            Decision::Wait { job, pool, reason } => {
+                out.push(format!("would wait job={} pool={} ({reason})", job.id, cfg.pools[pool].name))
+            }
         }
     }
     Ok(out)

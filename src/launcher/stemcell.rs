@@ -33,7 +33,8 @@ pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Re
     let mut magic = [0u8; 2];
     f.read_exact(&mut magic).map_err(read)?;
     let f = std::fs::File::open(tarball).map_err(read)?;
-    let reader: Box<dyn Read> = if magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
+    let reader: Box<dyn Read> =
+        if magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
     let mut archive = tar::Archive::new(reader);
     let image = dir.path().join("image");
     let (mut have_image, mut manifest) = (false, None);
@@ -58,7 +59,8 @@ pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Re
         return Err(TarballError::NoImage(tarball.to_path_buf()));
     }
     let mut cloud_properties = match manifest {
-        Some(text) => manifest_cloud_properties(&text).map_err(|reason| TarballError::Manifest { path: tarball.to_path_buf(), reason })?,
+        Some(text) => manifest_cloud_properties(&text)
+            .map_err(|reason| TarballError::Manifest { path: tarball.to_path_buf(), reason })?,
         None => Map::new(),
     };
     for (k, v) in overrides {
@@ -108,7 +110,9 @@ pub fn manifest_cloud_properties(text: &str) -> Result<Map<String, Value>, Strin
                 if rest == "{}" {
                     return Ok(out);
                 }
-                return Err("cloud_properties is not a block map; set cloud_properties in the pool's stemcell config".into());
+                return Err(
+                    "cloud_properties is not a block map; set cloud_properties in the pool's stemcell config".into()
+                );
             }
             continue;
         }
@@ -116,11 +120,16 @@ pub fn manifest_cloud_properties(text: &str) -> Result<Map<String, Value>, Strin
             break;
         }
         if *indent.get_or_insert(lead) != lead {
-            return Err("cloud_properties holds nested values; set cloud_properties in the pool's stemcell config".into());
+            return Err(
+                "cloud_properties holds nested values; set cloud_properties in the pool's stemcell config".into()
+            );
         }
         let (k, v) = line.trim().split_once(':').ok_or_else(|| format!("cannot read line {:?}", line.trim()))?;
         if v.trim().is_empty() || v.trim().starts_with(['[', '{', '|', '>', '&', '*']) {
-            return Err(format!("cloud_properties.{} is not a scalar; set cloud_properties in the pool's stemcell config", k.trim()));
+            return Err(format!(
+                "cloud_properties.{} is not a scalar; set cloud_properties in the pool's stemcell config",
+                k.trim()
+            ));
         }
         out.insert(k.trim().to_string(), scalar(v));
     }
@@ -137,8 +146,13 @@ mod tests {
     #[test]
     fn manifest_cloud_properties_are_read_flat() {
         let cp = manifest_cloud_properties(MF).unwrap();
-        assert_eq!(Value::Object(cp), json!({"name": "bosh-openstack-kvm-ubuntu-jammy-go_agent", "version": "1.506", "disk": 5120, "auto_disk_config": true, "os_distro": "ubuntu"}));
-        assert!(manifest_cloud_properties("cloud_properties:\n  a:\n    b: 1\n").unwrap_err().contains("in the pool's stemcell config"));
+        assert_eq!(
+            Value::Object(cp),
+            json!({"name": "bosh-openstack-kvm-ubuntu-jammy-go_agent", "version": "1.506", "disk": 5120, "auto_disk_config": true, "os_distro": "ubuntu"})
+        );
+        assert!(manifest_cloud_properties("cloud_properties:\n  a:\n    b: 1\n")
+            .unwrap_err()
+            .contains("in the pool's stemcell config"));
         assert!(manifest_cloud_properties("cloud_properties:\n  a: 1\n    b: 1\n").unwrap_err().contains("nested"));
         assert!(manifest_cloud_properties("cloud_properties: {}\n").unwrap().is_empty());
     }

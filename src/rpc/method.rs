@@ -11,7 +11,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub enum Method {
     Info,
-    CreateStemcell { image_path: PathBuf, cloud_properties: Map<String, Value> },
+    CreateStemcell {
+        image_path: PathBuf,
+        cloud_properties: Map<String, Value>,
+    },
     DeleteStemcell(StemcellCid),
     CreateVm(Box<CreateVm>),
     DeleteVm(VmCid),
@@ -20,7 +23,11 @@ pub enum Method {
     SetVmMetadata(VmCid, Metadata),
     SetDiskMetadata(DiskCid, Metadata),
     CalculateVmCloudProperties(VmResources),
-    CreateDisk { size_mib: u64, cloud_properties: Map<String, Value>, vm: Option<VmCid> },
+    CreateDisk {
+        size_mib: u64,
+        cloud_properties: Map<String, Value>,
+        vm: Option<VmCid>,
+    },
     DeleteDisk(DiskCid),
     ResizeDisk(DiskCid, u64),
     UpdateDisk(DiskCid, u64),
@@ -117,7 +124,12 @@ impl Args<'_> {
     fn size(&self, index: usize, name: &'static str) -> Result<u64, MethodError> {
         let v: u64 = self.req(index, name)?;
         if v == 0 || v > 64 * 1024 * 1024 {
-            return Err(MethodError::Invalid { method: self.method, index, name, reason: format!("{v} MiB is out of range (1 MiB to 64 TiB)") });
+            return Err(MethodError::Invalid {
+                method: self.method,
+                index,
+                name,
+                reason: format!("{v} MiB is out of range (1 MiB to 64 TiB)"),
+            });
         }
         Ok(v)
     }
@@ -163,7 +175,12 @@ impl Method {
                 image_path: {
                     let p: String = a.req(0, "image_path")?;
                     if p.is_empty() || p.contains('\0') {
-                        return Err(MethodError::Invalid { method: name, index: 0, name: "image_path", reason: "must be a non-empty path".into() });
+                        return Err(MethodError::Invalid {
+                            method: name,
+                            index: 0,
+                            name: "image_path",
+                            reason: "must be a non-empty path".into(),
+                        });
                     }
                     PathBuf::from(p)
                 },
@@ -198,7 +215,11 @@ impl Method {
             "get_disks" => Method::GetDisks(a.req(0, "vm_cid")?),
             "snapshot_disk" => Method::SnapshotDisk(a.req(0, "disk_cid")?, {
                 // the director sends metadata; old callers may send nothing
-                if a.args.get(1).is_some_and(|v| !v.is_null()) { a.metadata(1, "metadata")? } else { Metadata::new() }
+                if a.args.get(1).is_some_and(|v| !v.is_null()) {
+                    a.metadata(1, "metadata")?
+                } else {
+                    Metadata::new()
+                }
             }),
             "delete_snapshot" => Method::DeleteSnapshot(a.req(0, "snapshot_cid")?),
             "configure_networks" => Method::ConfigureNetworks,
@@ -281,7 +302,9 @@ mod tests {
     fn extra_arguments_are_ignored_and_nulls_are_optional() {
         assert!(Method::parse("create_stemcell", &[json!("/x"), json!({}), json!({"tags": {}})]).is_ok());
         assert!(Method::parse("create_disk", &[json!(10), json!(null)]).is_ok());
-        let m = Method::parse("create_vm", &[json!("a"), json!("s"), json!(null), json!(null), json!(null), json!(null)]).unwrap();
+        let m =
+            Method::parse("create_vm", &[json!("a"), json!("s"), json!(null), json!(null), json!(null), json!(null)])
+                .unwrap();
         let Method::CreateVm(c) = m else { panic!() };
         assert!(c.networks.is_empty() && c.disk_cids.is_empty());
     }

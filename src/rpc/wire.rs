@@ -42,7 +42,10 @@ impl Request {
         let method = match m.remove("method") {
             Some(Value::String(s)) if !s.is_empty() => s,
             Some(other) => {
-                return Err(WireError::Field { field: "method", problem: format!("must be a non-empty string, got {}", type_name(&other)) })
+                return Err(WireError::Field {
+                    field: "method",
+                    problem: format!("must be a non-empty string, got {}", type_name(&other)),
+                })
             }
             None => return Err(WireError::Field { field: "method", problem: "is missing".into() }),
         };
@@ -50,24 +53,38 @@ impl Request {
             Some(Value::Array(a)) => a,
             None | Some(Value::Null) => Vec::new(),
             Some(other) => {
-                return Err(WireError::Field { field: "arguments", problem: format!("must be an array, got {}", type_name(&other)) })
+                return Err(WireError::Field {
+                    field: "arguments",
+                    problem: format!("must be an array, got {}", type_name(&other)),
+                })
             }
         };
         let context = match m.remove("context") {
             Some(c @ Value::Object(_)) => c,
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(other) => {
-                return Err(WireError::Field { field: "context", problem: format!("must be an object, got {}", type_name(&other)) })
+                return Err(WireError::Field {
+                    field: "context",
+                    problem: format!("must be an object, got {}", type_name(&other)),
+                })
             }
         };
         let api_version = match m.remove("api_version") {
             None | Some(Value::Null) => 1,
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if (1..=1000).contains(&v) => v as u32,
-                _ => return Err(WireError::Field { field: "api_version", problem: format!("must be a positive integer, got {n}") }),
+                _ => {
+                    return Err(WireError::Field {
+                        field: "api_version",
+                        problem: format!("must be a positive integer, got {n}"),
+                    })
+                }
             },
             Some(other) => {
-                return Err(WireError::Field { field: "api_version", problem: format!("must be an integer, got {}", type_name(&other)) })
+                return Err(WireError::Field {
+                    field: "api_version",
+                    problem: format!("must be an integer, got {}", type_name(&other)),
+                })
             }
         };
         Ok(Request { method, arguments, context, api_version })
@@ -119,7 +136,8 @@ mod tests {
         let r = Request::parse(br#"{"method":"info"}"#).unwrap();
         assert_eq!(r.api_version, 1);
         assert!(r.arguments.is_empty());
-        let r = Request::parse(br#"{"method":"info","arguments":[],"context":{"director_uuid":"x"},"api_version":2}"#).unwrap();
+        let r = Request::parse(br#"{"method":"info","arguments":[],"context":{"director_uuid":"x"},"api_version":2}"#)
+            .unwrap();
         assert_eq!(r.api_version, 2);
     }
 

@@ -40,7 +40,10 @@ impl Transport for Local {
         crate::debug!("run: {}", crate::exec::Cmd::new(program).args(args).display());
         let started = Instant::now();
         if Path::new(program).is_absolute() && !Path::new(program).exists() {
-            return Err(TransportError::Spawn { program: program.clone(), source: std::io::Error::from(ErrorKind::NotFound) });
+            return Err(TransportError::Spawn {
+                program: program.clone(),
+                source: std::io::Error::from(ErrorKind::NotFound),
+            });
         }
         // the same wrapper as over SSH (argv as positional parameters, no quoting): its stdin is a pipe
         // from this process, so if the CPI is killed the tool is stopped too instead of finishing alone
@@ -176,7 +179,11 @@ impl Transport for Local {
                 Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", path)(e)),
             }
             if started.elapsed() >= timeout {
-                return Err(TransportError::LockTimeout { target: TARGET.into(), path: path.into(), waited_s: started.elapsed().as_secs() });
+                return Err(TransportError::LockTimeout {
+                    target: TARGET.into(),
+                    path: path.into(),
+                    waited_s: started.elapsed().as_secs(),
+                });
             }
             std::thread::sleep(Duration::from_millis(25));
         }

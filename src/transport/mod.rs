@@ -178,10 +178,11 @@ mod tests {
 
     #[test]
     fn quoting_survives_a_real_shell() {
-        let argv: Vec<String> = ["/bin/printf", "%s|", "a b", "it's", "$(touch /tmp/vmcpi-pwned)", "`x`", "\\n", "", "\"q\""]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let argv: Vec<String> =
+            ["/bin/printf", "%s|", "a b", "it's", "$(touch /tmp/vmcpi-pwned)", "`x`", "\\n", "", "\"q\""]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let out = std::process::Command::new("/bin/sh").arg("-c").arg(posix_quote(&argv)).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|it's|$(touch /tmp/vmcpi-pwned)|`x`|\\n||\"q\"|");
     }

@@ -12,7 +12,9 @@
 //!   and renamed into place (SFTP's rename for new files; `mv -f` to replace one, as SFTP v3 cannot). Locks are `flock(2)` locks held by a `perl` process whose stdin is our
 //!   channel: they end with the connection, never go stale.
 //! - Windows hosts are refused with a clear message (see docs/vmrun.md for the plan).
-use super::{base64_nopad, posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult, WRAPPER};
+use super::{
+    base64_nopad, posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult, WRAPPER,
+};
 use serde::Deserialize;
 use ssh2::{Channel, ErrorCode, Session, Sftp};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -193,12 +195,14 @@ impl Ssh {
 
     /// The session, connecting first when needed.
     fn session(&self) -> TransportResult<Session> {
-        let mut guard = self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
+        let mut guard =
+            self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
         if let Some(c) = guard.as_ref() {
             return Ok(c.sess.clone());
         }
         {
-            let mut n = self.opened.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
+            let mut n =
+                self.opened.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
             if *n >= MAX_CONNECTIONS {
                 return Err(TransportError::Connect {
                     target: self.target_str(),
@@ -214,7 +218,8 @@ impl Ssh {
 
     fn sftp(&self) -> TransportResult<Sftp> {
         let sess = self.session()?;
-        let mut guard = self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
+        let mut guard =
+            self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
         let Some(c) = guard.as_mut() else {
             return Err(self.lost("opening SFTP", "no connection"));
         };
@@ -249,7 +254,10 @@ impl Ssh {
         let target = self.target_str();
         let started = Instant::now();
         let conn_err = |reason: String| TransportError::Connect { target: target.clone(), reason };
-        let addrs: Vec<_> = (cfg.host.as_str(), cfg.port).to_socket_addrs().map_err(|e| conn_err(format!("cannot resolve {}: {e}", cfg.host)))?.collect();
+        let addrs: Vec<_> = (cfg.host.as_str(), cfg.port)
+            .to_socket_addrs()
+            .map_err(|e| conn_err(format!("cannot resolve {}: {e}", cfg.host)))?
+            .collect();
         let timeout = Duration::from_secs(cfg.connect_timeout_seconds);
         let mut last = String::from("no address");
         let mut tcp = None;
@@ -278,7 +286,10 @@ impl Ssh {
     fn check_host_key(&self, sess: &Session) -> TransportResult<()> {
         let cfg = &self.cfg;
         let target = self.target_str();
-        let (key, _kind) = sess.host_key().ok_or_else(|| TransportError::Connect { target: target.clone(), reason: "the server sent no host key".into() })?;
+        let (key, _kind) = sess.host_key().ok_or_else(|| TransportError::Connect {
+            target: target.clone(),
+            reason: "the server sent no host key".into(),
+        })?;
         let fingerprint = match sess.host_key_hash(ssh2::HashType::Sha256) {
             Some(h) => format!("SHA256:{}", base64_nopad(h)),
             None => "unknown fingerprint".into(),
@@ -288,20 +299,40 @@ impl Ssh {
             if base64_nopad(key) == want {
                 return Ok(());
             }
-            return Err(TransportError::HostKeyMismatch { target, fingerprint, known_hosts: "driver.ssh.host_public_key".into() });
+            return Err(TransportError::HostKeyMismatch {
+                target,
+                fingerprint,
+                known_hosts: "driver.ssh.host_public_key".into(),
+            });
         }
         let Some(path) = &cfg.known_hosts else {
             return Err(TransportError::Unsupported("driver.ssh has no known_hosts and no host_public_key".into()));
         };
         let shown = path.display().to_string();
-        let mut kh = sess.known_hosts().map_err(|e| TransportError::Connect { target: target.clone(), reason: e.to_string() })?;
-        kh.read_file(path, ssh2::KnownHostFileKind::OpenSSH)
-            .map_err(|e| TransportError::Io { target: "the local host".into(), op: "read known_hosts", path: shown.clone(), reason: e.to_string() })?;
+        let mut kh = sess
+            .known_hosts()
+            .map_err(|e| TransportError::Connect { target: target.clone(), reason: e.to_string() })?;
+        kh.read_file(path, ssh2::KnownHostFileKind::OpenSSH).map_err(|e| TransportError::Io {
+            target: "the local host".into(),
+            op: "read known_hosts",
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
         match kh.check_port(&cfg.host, cfg.port, key) {
             ssh2::CheckResult::Match => Ok(()),
-            ssh2::CheckResult::Mismatch => Err(TransportError::HostKeyMismatch { target, fingerprint, known_hosts: shown }),
-            ssh2::CheckResult::NotFound => Err(TransportError::HostKeyUnknown { target, host: cfg.host.clone(), port: cfg.port, fingerprint, known_hosts: shown }),
-            ssh2::CheckResult::Failure => Err(TransportError::Connect { target, reason: format!("cannot check the host key against {shown}") }),
+            ssh2::CheckResult::Mismatch => {
+                Err(TransportError::HostKeyMismatch { target, fingerprint, known_hosts: shown })
+            }
+            ssh2::CheckResult::NotFound => Err(TransportError::HostKeyUnknown {
+                target,
+                host: cfg.host.clone(),
+                port: cfg.port,
+                fingerprint,
+                known_hosts: shown,
+            }),
+            ssh2::CheckResult::Failure => {
+                Err(TransportError::Connect { target, reason: format!("cannot check the host key against {shown}") })
+            }
         }
     }
 
@@ -317,7 +348,8 @@ impl Ssh {
         } else {
             return Err(TransportError::Unsupported("driver.ssh has no credentials".into()));
         };
-        let auth_err = |reason: String| TransportError::Auth { target: self.target_str(), user: cfg.user.clone(), reason };
+        let auth_err =
+            |reason: String| TransportError::Auth { target: self.target_str(), user: cfg.user.clone(), reason };
         if let Err(e) = result {
             let mut reason = e.to_string();
             let rsa = cfg.private_key.as_deref().is_some_and(|k| k.contains("BEGIN RSA") || k.contains("ssh-rsa"))
@@ -346,7 +378,12 @@ impl Ssh {
         if out.success() {
             Ok(())
         } else {
-            Err(TransportError::Io { target: self.target_str(), op: "rename", path: to.into(), reason: out.message().to_string() })
+            Err(TransportError::Io {
+                target: self.target_str(),
+                op: "rename",
+                path: to.into(),
+                reason: out.message().to_string(),
+            })
         }
     }
 
@@ -377,11 +414,21 @@ impl Ssh {
             if st.is_dir() {
                 return Ok(());
             }
-            return Err(TransportError::Io { target: self.target_str(), op: "create directory", path: path.into(), reason: "a file is in the way".into() });
+            return Err(TransportError::Io {
+                target: self.target_str(),
+                op: "create directory",
+                path: path.into(),
+                reason: "a file is in the way".into(),
+            });
         }
         let parent = super::parent(path);
         if depth > 64 || parent.is_empty() || parent == path {
-            return Err(TransportError::Io { target: self.target_str(), op: "create directory", path: path.into(), reason: "cannot create it".into() });
+            return Err(TransportError::Io {
+                target: self.target_str(),
+                op: "create directory",
+                path: path.into(),
+                reason: "cannot create it".into(),
+            });
         }
         self.sftp_mkdir_p(sftp, parent, depth + 1)?;
         match sftp.mkdir(p, 0o755) {
@@ -404,8 +451,13 @@ impl Ssh {
     fn io_std(&self, op: &'static str, path: &str, e: std::io::Error) -> TransportError {
         // libssh2 errors surface through Read/Write as io::Error; a dead socket shows as one of these
         let text = e.to_string();
-        if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::TimedOut)
-            || text.contains("socket")
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::TimedOut
+        ) || text.contains("socket")
             || text.contains("Socket")
             || text.contains("disconnect")
         {
@@ -434,7 +486,8 @@ impl Transport for Ssh {
             return Err(TransportError::Unsupported("empty command line".into()));
         }
         let secs = limit.map(|l| l.as_secs().max(1)).unwrap_or(0);
-        let mut full = vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), secs.to_string()];
+        let mut full =
+            vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), secs.to_string()];
         full.extend(argv.iter().cloned());
         let command = format!("exec {}", posix_quote(&full));
         crate::debug!("run on {}: {}", self.target_str(), crate::exec::Cmd::new(&argv[0]).args(&argv[1..]).display());
@@ -457,9 +510,17 @@ impl Transport for Ssh {
             }
         }
         let timed_out = limit.is_some_and(|l| started.elapsed() >= l) && status != 0;
-        let out = Output { status, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr: String::from_utf8_lossy(&stderr).into_owned(), timed_out };
+        let out = Output {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            timed_out,
+        };
         crate::debug!("run: exit {} after {} ms", out.status, started.elapsed().as_millis());
-        if !out.success() && (out.message().contains("is not recognized as an internal or external command") || out.message().contains("is not recognized as the name of a cmdlet")) {
+        if !out.success()
+            && (out.message().contains("is not recognized as an internal or external command")
+                || out.message().contains("is not recognized as the name of a cmdlet"))
+        {
             return Err(TransportError::Unsupported(WINDOWS_REFUSED.into()));
         }
         Ok(out)
@@ -527,7 +588,12 @@ impl Transport for Ssh {
             let out = self.run(&replace)?;
             if !out.success() {
                 cleanup(&tmps);
-                return Err(TransportError::Io { target: self.target_str(), op: "replace", path: files.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "), reason: out.message().to_string() });
+                return Err(TransportError::Io {
+                    target: self.target_str(),
+                    op: "replace",
+                    path: files.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "),
+                    reason: out.message().to_string(),
+                });
             }
         }
         Ok(())
@@ -536,15 +602,24 @@ impl Transport for Ssh {
     fn upload(&self, local: &Path, remote: &str) -> TransportResult<()> {
         let tmp = temp_sibling(remote);
         let shown = local.display().to_string();
-        let mut src = std::fs::File::open(local)
-            .map_err(|e| TransportError::Io { target: "the local host".into(), op: "read", path: shown.clone(), reason: e.to_string() })?;
+        let mut src = std::fs::File::open(local).map_err(|e| TransportError::Io {
+            target: "the local host".into(),
+            op: "read",
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
         let started = Instant::now();
         let total = self.with_sftp(|sftp| {
             let mut f = sftp.create(Path::new(&tmp)).map_err(|e| self.io_err("upload to", &tmp, e))?;
             let mut buf = vec![0u8; 1 << 18];
             let mut pos: u64 = 0;
             loop {
-                let n = src.read(&mut buf).map_err(|e| TransportError::Io { target: "the local host".into(), op: "read", path: shown.clone(), reason: e.to_string() })?;
+                let n = src.read(&mut buf).map_err(|e| TransportError::Io {
+                    target: "the local host".into(),
+                    op: "read",
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
                 if n == 0 {
                     break;
                 }
@@ -601,7 +676,12 @@ impl Transport for Ssh {
         if out.success() {
             Ok(true)
         } else {
-            Err(TransportError::Io { target: self.target_str(), op: "remove", path: path.into(), reason: out.message().to_string() })
+            Err(TransportError::Io {
+                target: self.target_str(),
+                op: "remove",
+                path: path.into(),
+                reason: out.message().to_string(),
+            })
         }
     }
 
@@ -630,13 +710,24 @@ impl Transport for Ssh {
         let out = self.run(&argv)?;
         let answers: Vec<bool> = out.stdout.lines().map(|l| l.trim() == "held").collect();
         if !out.success() || answers.len() != paths.len() {
-            return Err(TransportError::Io { target: self.target_str(), op: "probe locks (needs /usr/bin/perl on the host)", path: paths.join(" "), reason: out.message().to_string() });
+            return Err(TransportError::Io {
+                target: self.target_str(),
+                op: "probe locks (needs /usr/bin/perl on the host)",
+                path: paths.join(" "),
+                reason: out.message().to_string(),
+            });
         }
         Ok(answers)
     }
 
     fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>> {
-        let argv = vec!["/usr/bin/perl".to_string(), "-e".to_string(), LOCK_SCRIPT.to_string(), path.to_string(), timeout.as_millis().to_string()];
+        let argv = vec![
+            "/usr/bin/perl".to_string(),
+            "-e".to_string(),
+            LOCK_SCRIPT.to_string(),
+            path.to_string(),
+            timeout.as_millis().to_string(),
+        ];
         let doing = format!("waiting for lock {path}");
         let started = Instant::now();
         let mut ch = self.exec(&format!("exec {}", posix_quote(&argv)), &doing)?;
@@ -653,7 +744,11 @@ impl Transport for Ssh {
         let line = String::from_utf8_lossy(&line).into_owned();
         match line.as_str() {
             "locked" => Ok(Box::new(SshLock { ch })),
-            "timeout" => Err(TransportError::LockTimeout { target: self.target_str(), path: path.into(), waited_s: started.elapsed().as_secs() }),
+            "timeout" => Err(TransportError::LockTimeout {
+                target: self.target_str(),
+                path: path.into(),
+                waited_s: started.elapsed().as_secs(),
+            }),
             _ => {
                 let mut err = String::new();
                 let _ = ch.stderr().read_to_string(&mut err);
@@ -662,7 +757,12 @@ impl Transport for Ssh {
                 if reason.is_empty() {
                     return Err(self.lost(&doing, "the lock holder ended without answering"));
                 }
-                Err(TransportError::Io { target: self.target_str(), op: "lock (needs /usr/bin/perl on the host)", path: path.into(), reason })
+                Err(TransportError::Io {
+                    target: self.target_str(),
+                    op: "lock (needs /usr/bin/perl on the host)",
+                    path: path.into(),
+                    reason,
+                })
             }
         }
     }
@@ -684,9 +784,13 @@ mod tests {
         assert_eq!(ok.port, 22);
         let e = cfg(json!({"host": "h", "user": "u", "private_key_path": "/k"})).validate().unwrap_err();
         assert!(e.contains("ssh-keyscan"), "{e}");
-        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "private_key": "k", "known_hosts": "/kh"})).validate().unwrap_err();
+        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "private_key": "k", "known_hosts": "/kh"}))
+            .validate()
+            .unwrap_err();
         assert!(e.contains("exactly one"), "{e}");
-        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "known_hosts": "/kh", "platform": "windows"})).validate().unwrap_err();
+        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "known_hosts": "/kh", "platform": "windows"}))
+            .validate()
+            .unwrap_err();
         assert!(e.contains("Windows"), "{e}");
     }
 
@@ -695,7 +799,8 @@ mod tests {
     }
 
     fn wrapped_limit(argv: &[&str], secs: u64) -> std::process::Command {
-        let mut full = vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), secs.to_string()];
+        let mut full =
+            vec!["/bin/sh".to_string(), "-c".to_string(), WRAPPER.to_string(), "vmcpi".to_string(), secs.to_string()];
         full.extend(argv.iter().map(|s| s.to_string()));
         let mut c = std::process::Command::new("/bin/sh");
         c.arg("-c").arg(format!("exec {}", posix_quote(&full)));
@@ -753,7 +858,9 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let t = Ssh::new(cfg(json!({"host": "127.0.0.1", "port": port, "user": "u", "password": "p", "known_hosts": "/kh", "connect_timeout_seconds": 2})));
+        let t = Ssh::new(cfg(
+            json!({"host": "127.0.0.1", "port": port, "user": "u", "password": "p", "known_hosts": "/kh", "connect_timeout_seconds": 2}),
+        ));
         let e = t.exists("/").unwrap_err();
         assert!(matches!(e, TransportError::Connect { .. }), "{e}");
         assert!(e.to_string().contains(&port.to_string()), "{e}");

@@ -29,7 +29,9 @@ fn launcher_sigkill_at_random_points_leaks_nothing_and_never_doubles_a_vm() {
     let mut l = s.spawn();
     wait_for(60, "every job to finish and every VM to go", &|| s.log(), || {
         let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
-        jobs.iter().all(|j| s.bk.job(j).state == "passed") && s.vms().is_empty() && String::from_utf8_lossy(&out.stdout).contains("no open records")
+        jobs.iter().all(|j| s.bk.job(j).state == "passed")
+            && s.vms().is_empty()
+            && String::from_utf8_lossy(&out.stdout).contains("no open records")
     });
     l.signal("TERM");
     assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0));
@@ -43,8 +45,13 @@ fn launcher_sigkill_at_random_points_leaks_nothing_and_never_doubles_a_vm() {
     assert_eq!(deleted, jobs.len());
     // the ledger stays clean after the clean stop, and nothing is left in the spool
     let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no open records"), "{}", String::from_utf8_lossy(&out.stdout));
-    let spool: Vec<_> = std::fs::read_dir(s.dir.path().join("ledger/spool")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no open records"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let spool: Vec<_> =
+        std::fs::read_dir(s.dir.path().join("ledger/spool")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(spool.is_empty(), "spool files left: {spool:?}");
 }
 
@@ -75,7 +82,9 @@ fn launcher_sigkill_with_a_failing_crashing_lying_cpi_leaks_nothing() {
     let mut l = s.spawn();
     wait_for(60, "every job to finish and every VM to go", &|| s.log(), || {
         let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
-        jobs.iter().all(|j| s.bk.job(j).state == "passed") && s.vms().is_empty() && String::from_utf8_lossy(&out.stdout).contains("no open records")
+        jobs.iter().all(|j| s.bk.job(j).state == "passed")
+            && s.vms().is_empty()
+            && String::from_utf8_lossy(&out.stdout).contains("no open records")
     });
     l.signal("TERM");
     assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0));
@@ -85,7 +94,14 @@ fn launcher_sigkill_with_a_failing_crashing_lying_cpi_leaks_nothing() {
     for c in s.calls() {
         match c[0].as_str() {
             "create_vm" => {
-                assert!(!live.values().any(|j| *j == c[2]), "job {} got a second VM {} while {:?} lived\n{}", c[2], c[1], live, s.log());
+                assert!(
+                    !live.values().any(|j| *j == c[2]),
+                    "job {} got a second VM {} while {:?} lived\n{}",
+                    c[2],
+                    c[1],
+                    live,
+                    s.log()
+                );
                 live.insert(c[1].clone(), c[2].clone());
             }
             "delete_vm" => {

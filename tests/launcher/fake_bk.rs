@@ -94,7 +94,20 @@ impl FakeBk {
         let n = s.seq;
         let id = format!("{:08x}-0000-4000-8000-{:012x}", n, n);
         let at = format!("2026-01-05T10:{:02}:{:02}.000Z", (n / 60) % 60, n % 60);
-        s.jobs.insert(id.clone(), Job { id: id.clone(), rules: rules.iter().map(|r| r.to_string()).collect(), priority, scheduled_at: at, state: "scheduled".into(), reserved_until: None, reservations: 0, lapses: 0, finish: None });
+        s.jobs.insert(
+            id.clone(),
+            Job {
+                id: id.clone(),
+                rules: rules.iter().map(|r| r.to_string()).collect(),
+                priority,
+                scheduled_at: at,
+                state: "scheduled".into(),
+                reserved_until: None,
+                reservations: 0,
+                lapses: 0,
+                finish: None,
+            },
+        );
         id
     }
 
@@ -114,7 +127,13 @@ impl FakeBk {
 
     /// A normal answer with extra headers for the next request whose path contains `path`.
     pub fn headers(&self, path: &str, headers: &str) {
-        self.st().faults.push_back(Fault { path: path.into(), status: 0, retry_after: None, stall_ms: 0, headers: headers.into() });
+        self.st().faults.push_back(Fault {
+            path: path.into(),
+            status: 0,
+            retry_after: None,
+            stall_ms: 0,
+            headers: headers.into(),
+        });
     }
 
     fn handle(&self, stream: TcpStream) -> std::io::Result<()> {
@@ -141,7 +160,8 @@ impl FakeBk {
         let mut parts = first.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let full = parts.next().unwrap_or("").to_string();
-        let (path, query) = full.split_once('?').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((full.clone(), String::new()));
+        let (path, query) =
+            full.split_once('?').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((full.clone(), String::new()));
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let (status, extra, resp) = self.route(&method, &path, &query, &auth, &body);
         let text = resp.map(|v| v.to_string()).unwrap_or_default();
@@ -177,7 +197,11 @@ impl FakeBk {
         if method != "GET" || op != "builds" {
             return (404, String::new(), Some(json!({"message": "not found"})));
         }
-        let params: Vec<(String, String)> = query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.replace("%5B%5D", "[]"), v.to_string())).collect();
+        let params: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.replace("%5B%5D", "[]"), v.to_string()))
+            .collect();
         let get = |k: &str| params.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
         if get("created_from").is_none() {
             s.rest_unfiltered += 1;
@@ -189,7 +213,12 @@ impl FakeBk {
             "scheduled" | "running" | "passed" | "failed" | "canceled" => j.state.clone(),
             _ => "running".to_string(),
         };
-        let mut builds: Vec<(u64, &Job)> = s.jobs.values().map(|j| (u64::from_str_radix(&j.id[..8], 16).unwrap_or(0), j)).filter(|(_, j)| states.is_empty() || states.contains(&build_state(j))).collect();
+        let mut builds: Vec<(u64, &Job)> = s
+            .jobs
+            .values()
+            .map(|j| (u64::from_str_radix(&j.id[..8], 16).unwrap_or(0), j))
+            .filter(|(_, j)| states.is_empty() || states.contains(&build_state(j)))
+            .collect();
         builds.sort_by_key(|b| std::cmp::Reverse(b.0));
         let total = builds.len();
         let items: Vec<Value> = builds
@@ -204,7 +233,11 @@ impl FakeBk {
         let mut extra = String::new();
         if page * per_page < total {
             let base = format!("{}/v2/organizations/{org}/builds", self.url.trim_end_matches("/v3"));
-            let q: Vec<String> = params.iter().filter(|(k, _)| k != "page").map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D"))).collect();
+            let q: Vec<String> = params
+                .iter()
+                .filter(|(k, _)| k != "page")
+                .map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D")))
+                .collect();
             extra = format!("Link: <{base}?{}&page={}>; rel=\"next\"\r\n", q.join("&"), page + 1);
         }
         (200, extra, Some(Value::Array(items)))
@@ -224,7 +257,13 @@ impl FakeBk {
             std::thread::sleep(Duration::from_millis(f.stall_ms));
             if f.status != 0 {
                 let extra = f.retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
-                return (f.status, format!("{extra}{}", f.headers), Some(json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1})));
+                return (
+                    f.status,
+                    format!("{extra}{}", f.headers),
+                    Some(
+                        json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1}),
+                    ),
+                );
             }
             headers = f.headers;
         }
@@ -267,7 +306,8 @@ impl FakeBk {
                 let q: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
                 let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(1000);
                 let after: usize = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
-                let mut list: Vec<&Job> = s.jobs.values().filter(|j| j.state == "scheduled" && j.reserved_until.is_none()).collect();
+                let mut list: Vec<&Job> =
+                    s.jobs.values().filter(|j| j.state == "scheduled" && j.reserved_until.is_none()).collect();
                 list.sort_by(|a, b| a.scheduled_at.cmp(&b.scheduled_at));
                 let page: Vec<Value> = list
                     .iter()
@@ -276,7 +316,13 @@ impl FakeBk {
                     .map(|j| json!({"id": j.id, "priority": j.priority, "agent_query_rules": j.rules, "scheduled_at": j.scheduled_at, "pipeline": {"slug": "app"}, "build": {"number": 1}}))
                     .collect();
                 let more = list.len() > after + limit;
-                (200, String::new(), Some(json!({"jobs": page, "page_info": {"has_next_page": more, "end_cursor": (after + limit).to_string()}, "cluster_queue": {"id": "q", "dispatch_paused": s.paused}})))
+                (
+                    200,
+                    String::new(),
+                    Some(
+                        json!({"jobs": page, "page_info": {"has_next_page": more, "end_cursor": (after + limit).to_string()}, "cluster_queue": {"id": "q", "dispatch_paused": s.paused}}),
+                    ),
+                )
             }
             ("PUT", "scheduled-jobs/batch-reserve") => {
                 let secs = body["reservation_expiry_seconds"].as_u64().unwrap_or(300);
@@ -306,7 +352,8 @@ impl FakeBk {
             }
             ("POST", "notifications") => {
                 for n in body["notifications"].as_array().cloned().unwrap_or_default() {
-                    s.notifications.push((n["job_uuid"].as_str().unwrap_or("").into(), n["detail"].as_str().unwrap_or("").into()));
+                    s.notifications
+                        .push((n["job_uuid"].as_str().unwrap_or("").into(), n["detail"].as_str().unwrap_or("").into()));
                 }
                 (200, String::new(), Some(json!({"errors": []})))
             }
@@ -314,7 +361,10 @@ impl FakeBk {
                 let id = op.trim_start_matches("jobs/").trim_end_matches("/finish").to_string();
                 match s.jobs.get_mut(&id) {
                     Some(j) if j.finish.is_none() => {
-                        j.finish = Some((body["exit_status"].as_i64().unwrap_or(0), body["detail"].as_str().unwrap_or("").into()));
+                        j.finish = Some((
+                            body["exit_status"].as_i64().unwrap_or(0),
+                            body["detail"].as_str().unwrap_or("").into(),
+                        ));
                         j.state = "failed".into();
                         (200, String::new(), Some(json!({})))
                     }

@@ -5,16 +5,32 @@ use serde_json::json;
 #[test]
 fn launcher_check_config_and_status() {
     let s = Setup::new("", POOL);
-    let out = Command::new(launcher_bin()).args(["check-config", "--config"]).arg(&s.config).env("BK_TOKEN", TOKEN).output().unwrap();
+    let out = Command::new(launcher_bin())
+        .args(["check-config", "--config"])
+        .arg(&s.config)
+        .env("BK_TOKEN", TOKEN)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 pools: linux)"));
     // no token: a clear message naming the source, and a failure status
-    let out = Command::new(launcher_bin()).args(["check-config", "--config"]).arg(&s.config).env_remove("BK_TOKEN").output().unwrap();
+    let out = Command::new(launcher_bin())
+        .args(["check-config", "--config"])
+        .arg(&s.config)
+        .env_remove("BK_TOKEN")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("$BK_TOKEN"), "{}", String::from_utf8_lossy(&out.stderr));
     let bad = s.dir.path().join("bad.toml");
-    std::fs::write(&bad, std::fs::read_to_string(&s.config).unwrap().replace("flavors.small", "flavors.small.x")).unwrap();
-    let out = Command::new(launcher_bin()).args(["check-config", "--config"]).arg(&bad).env("BK_TOKEN", TOKEN).output().unwrap();
+    std::fs::write(&bad, std::fs::read_to_string(&s.config).unwrap().replace("flavors.small", "flavors.small.x"))
+        .unwrap();
+    let out = Command::new(launcher_bin())
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .env("BK_TOKEN", TOKEN)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
     assert!(out.status.success());
@@ -29,7 +45,12 @@ fn launcher_runs_each_job_on_its_own_vm_and_deletes_it() {
     let odd = s.bk.add_job(&["queue=vm", "flavor=huge"], 0);
     let other = s.bk.add_job(&["queue=vm", "os=windows"], 0);
     // dry run: says what it would do and does none of it
-    let out = Command::new(launcher_bin()).args(["run", "--dry-run", "--config"]).arg(&s.config).env("BK_TOKEN", TOKEN).output().unwrap();
+    let out = Command::new(launcher_bin())
+        .args(["run", "--dry-run", "--config"])
+        .arg(&s.config)
+        .env("BK_TOKEN", TOKEN)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("would create_vm job={j2} pool=linux flavor=large")), "{text}");
@@ -45,7 +66,8 @@ fn launcher_runs_each_job_on_its_own_vm_and_deletes_it() {
     let vms = s.vms();
     let (cid1, _) = vms.iter().find(|(_, j)| *j == j1).expect("a VM for j1").clone();
     // the create_vm arguments: flavor sizes, networks, and an env that points at the assignment endpoint
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid1}.json"))).unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid1}.json"))).unwrap()).unwrap();
     assert_eq!(args[1], "sc-fake");
     assert_eq!(args[2], json!({"cpu": 1, "ram": 512}));
     assert_eq!(args[3]["default"]["type"], "dynamic");
@@ -55,12 +77,20 @@ fn launcher_runs_each_job_on_its_own_vm_and_deletes_it() {
     let secret = env["secret"].as_str().unwrap().to_string();
     // the VM fetches its job and token with its secret; nobody else can
     wait_for(5, "metadata", &|| s.log(), || s.cpi_dir().join(format!("vms/{cid1}.meta.json")).exists());
-    let md: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid1}.meta.json"))).unwrap()).unwrap();
-    assert_eq!((md["job"].as_str(), md["pool"].as_str(), md["agent-launcher"].as_str()), (Some(j1.as_str()), Some("linux"), Some("test-launcher")));
+    let md: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid1}.meta.json"))).unwrap())
+            .unwrap();
+    assert_eq!(
+        (md["job"].as_str(), md["pool"].as_str(), md["agent-launcher"].as_str()),
+        (Some(j1.as_str()), Some("linux"), Some("test-launcher"))
+    );
     let (code, body) = s.http_get("/v1/assignment", Some(&secret));
     assert_eq!(code, 200, "{body}");
     let a: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((a["job_id"].as_str(), a["token"].as_str(), a["endpoint"].as_str()), (Some(j1.as_str()), Some(TOKEN), Some(s.bk.url.as_str())));
+    assert_eq!(
+        (a["job_id"].as_str(), a["token"].as_str(), a["endpoint"].as_str()),
+        (Some(j1.as_str()), Some(TOKEN), Some(s.bk.url.as_str()))
+    );
     assert_eq!(s.http_get("/v1/assignment", Some("wrong")).0, 401);
     assert_eq!(s.http_get("/v1/assignment", None).0, 401);
     assert_eq!(s.http_get("/healthz", None).0, 200);
@@ -73,7 +103,9 @@ fn launcher_runs_each_job_on_its_own_vm_and_deletes_it() {
 
     // the jobs run and pass; their VMs go away
     let _agents = s.agents(200);
-    wait_for(20, "VMs deleted", &|| s.log(), || s.vms().is_empty() && s.bk.job(&j1).state == "passed" && s.bk.job(&j2).state == "passed");
+    wait_for(20, "VMs deleted", &|| s.log(), || {
+        s.vms().is_empty() && s.bk.job(&j1).state == "passed" && s.bk.job(&j2).state == "passed"
+    });
     wait_for(5, "ledger empty", &|| s.log(), || {
         let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
         String::from_utf8_lossy(&out.stdout).contains("no open records")
@@ -122,10 +154,21 @@ pub fn promtool(metrics: &str) {
         return;
     }
     use std::io::Write;
-    let mut c = Command::new("/usr/bin/promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut c = Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     c.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
     let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {}{}\n{metrics}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -189,13 +232,16 @@ fn launcher_static_ips_wait_when_exhausted_and_are_reused() {
     let j2 = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let mut l = s.spawn();
     wait_for(10, "one VM", &|| s.log(), || s.vms().len() == 1);
-    wait_for(10, "the waiting notice", &|| s.log(), || s.bk.st().notifications.iter().any(|(j, d)| *j == j2 && d.contains("free IP")));
+    wait_for(10, "the waiting notice", &|| s.log(), || {
+        s.bk.st().notifications.iter().any(|(j, d)| *j == j2 && d.contains("free IP"))
+    });
     let (_, m) = s.http_get("/metrics", None);
     assert!(m.contains("launcher_ip_addresses{pool=\"linux\",state=\"free\"} 0"), "{m}");
     assert!(m.contains("launcher_jobs_waiting{pool=\"linux\",reason=\"ip\"} 1"), "{m}");
     let (cid, job) = s.vms()[0].clone();
     assert_eq!(job, j1);
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap()).unwrap();
     assert_eq!(args[3]["default"]["ip"], "10.9.0.5");
     assert_eq!(args[3]["default"]["gateway"], "10.9.0.1");
     // the lease survives a restart (it is in the ledger): the second job still waits
@@ -206,7 +252,8 @@ fn launcher_static_ips_wait_when_exhausted_and_are_reused() {
     s.bk.set_state(&j1, "passed");
     wait_for(15, "the second job's VM", &|| s.log(), || s.vms().iter().any(|(_, j)| *j == j2));
     let (cid2, _) = s.vms()[0].clone();
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid2}.json"))).unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid2}.json"))).unwrap()).unwrap();
     assert_eq!(args[3]["default"]["ip"], "10.9.0.5");
 }
 
@@ -235,7 +282,9 @@ fn launcher_keeps_a_warm_vm_and_hands_it_exactly_one_job() {
     wait_for(10, "the warm VM", &|| s.log(), || s.vms().len() == 1);
     let (warm_cid, job) = s.vms()[0].clone();
     assert_eq!(job, "", "a warm VM has no job yet");
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{warm_cid}.json"))).unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{warm_cid}.json"))).unwrap())
+            .unwrap();
     let secret = args[5]["agent_launcher"]["secret"].as_str().unwrap().to_string();
     // the warm VM asks for its job: nothing yet
     assert_eq!(s.http_get("/v1/assignment", Some(&secret)).0, 204);
@@ -255,11 +304,17 @@ fn launcher_keeps_a_warm_vm_and_hands_it_exactly_one_job() {
         std::fs::read_to_string(s.cpi_dir().join(format!("vms/{warm_cid}.meta.json"))).unwrap_or_default().contains(&j)
     });
     let (_, m) = s.http_get("/metrics", None);
-    assert!(m.contains("launcher_vms{pool=\"linux\",state=\"warm\"} 1") || m.contains("launcher_vms{pool=\"linux\",state=\"creating\"} 1"), "{m}");
+    assert!(
+        m.contains("launcher_vms{pool=\"linux\",state=\"warm\"} 1")
+            || m.contains("launcher_vms{pool=\"linux\",state=\"creating\"} 1"),
+        "{m}"
+    );
     s.bk.set_state(&j, "passed");
     wait_for(10, "the used VM to go", &|| s.log(), || !s.vms().iter().any(|(c, _)| *c == warm_cid));
     assert_eq!(s.vms().len(), 1);
-    wait_for(5, "the used VM's secret to be revoked", &|| s.log(), || s.http_get("/v1/assignment", Some(&secret)).0 == 401);
+    wait_for(5, "the used VM's secret to be revoked", &|| s.log(), || {
+        s.http_get("/v1/assignment", Some(&secret)).0 == 401
+    });
 }
 
 /// The in-guest bootstrap (examples/launcher/bootstrap.sh) against the real launcher: it reads the settings
@@ -275,7 +330,8 @@ fn launcher_bootstrap_script_acquires_the_assigned_job() {
     let _l = s.spawn();
     wait_for(10, "the warm VM", &|| s.log(), || s.vms().len() == 1);
     let (cid, _) = s.vms()[0].clone();
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap()).unwrap();
     // the guest's view: the agent settings document, whose `env` is create_vm's env
     let guest = s.dir.path().join("guest");
     let bin = guest.join("bin");
@@ -323,7 +379,9 @@ fn launcher_bootstrap_script_acquires_the_assigned_job() {
     assert!(status.success(), "{err}");
     let agent_args = std::fs::read_to_string(&rec).unwrap();
     let lines: Vec<&str> = agent_args.lines().collect();
-    let arg = |flag: &str| lines.iter().position(|l| *l == flag).map(|i| lines[i + 1]).unwrap_or_else(|| panic!("no {flag} in {lines:?}"));
+    let arg = |flag: &str| {
+        lines.iter().position(|l| *l == flag).map(|i| lines[i + 1]).unwrap_or_else(|| panic!("no {flag} in {lines:?}"))
+    };
     assert_eq!(lines[0], "start");
     assert_eq!(arg("--acquire-job"), j);
     assert_eq!(arg("--tags"), "queue=vm,os=linux");
@@ -360,14 +418,18 @@ fn launcher_rest_source_pages_through_builds_and_annotates_refusals() {
         .unwrap();
     let mut l = Launcher { child };
     wait_for(20, "the VM of the job on page 2", &|| s.log(), || s.vms().iter().any(|(_, j)| *j == mine));
-    wait_for(10, "the refusal annotation", &|| s.log(), || s.bk.st().annotations.iter().any(|(_, b)| b.contains(&odd) && b.contains("unknown flavor")));
+    wait_for(10, "the refusal annotation", &|| s.log(), || {
+        s.bk.st().annotations.iter().any(|(_, b)| b.contains(&odd) && b.contains("unknown flavor"))
+    });
     s.bk.set_state(&mine, "passed");
     wait_for(20, "the VM to go", &|| s.log(), || s.vms().is_empty());
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(s.creates_by_job(), [(mine.clone(), 1)].into_iter().collect(), "the refused job is not retried");
     let st = s.bk.st();
     assert_eq!(st.rest_unfiltered, 0, "every builds query is narrowed with created_from");
-    assert!(st.calls.iter().any(|(_, p)| p.starts_with("/v2/")) && !st.calls.iter().any(|(_, p)| p.contains("/stacks/")));
+    assert!(
+        st.calls.iter().any(|(_, p)| p.starts_with("/v2/")) && !st.calls.iter().any(|(_, p)| p.contains("/stacks/"))
+    );
     drop(st);
     l.signal("TERM");
     assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0));
@@ -454,15 +516,21 @@ fn launcher_extends_the_reservation_while_a_vm_boots_slowly() {
 fn launcher_waits_out_an_exhausted_rate_limit() {
     let s = Setup::new("", POOL);
     let _l = s.spawn();
-    wait_for(5, "a first poll", &|| s.log(), || s.bk.st().calls.iter().filter(|(_, p)| p.contains("scheduled-jobs")).count() >= 2);
+    wait_for(5, "a first poll", &|| s.log(), || {
+        s.bk.st().calls.iter().filter(|(_, p)| p.contains("scheduled-jobs")).count() >= 2
+    });
     s.bk.headers("scheduled-jobs", "RateLimit-Scope: list-scheduled-jobs\r\nRateLimit-Limit: 10\r\nRateLimit-Remaining: 0\r\nRateLimit-Reset: 2\r\n");
     wait_for(5, "the limited answer", &|| s.log(), || s.bk.st().faults.is_empty());
     let mark = s.bk.st().calls.len();
     wait_for(10, "the next request", &|| s.log(), || s.bk.st().calls.len() > mark);
     let st = s.bk.st();
-    let limited = st.calls.iter().rposition(|(_, p)| p.contains("scheduled-jobs")).filter(|i| *i < mark).unwrap_or(mark - 1);
+    let limited =
+        st.calls.iter().rposition(|(_, p)| p.contains("scheduled-jobs")).filter(|i| *i < mark).unwrap_or(mark - 1);
     let gap = st.call_times[mark] - st.call_times[limited];
-    assert!(gap >= Duration::from_millis(1900), "the next request came {gap:?} after RateLimit-Remaining: 0 with Reset: 2");
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "the next request came {gap:?} after RateLimit-Remaining: 0 with Reset: 2"
+    );
 }
 
 #[test]
@@ -491,7 +559,9 @@ fn launcher_spreads_over_two_hosts_within_the_global_limit() {
 #[test]
 fn launcher_pages_through_the_stacks_list() {
     let s = Setup::new("", POOL);
-    let text = std::fs::read_to_string(&s.config).unwrap().replace("stack_key = \"test-stack\"", "stack_key = \"test-stack\"\npage_size = 2\nmax_pages = 3");
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("stack_key = \"test-stack\"", "stack_key = \"test-stack\"\npage_size = 2\nmax_pages = 3");
     std::fs::write(&s.config, text).unwrap();
     // oldest first: four jobs of another kind fill pages 1 and 2, ours is on page 3
     for _ in 0..4 {
@@ -502,7 +572,11 @@ fn launcher_pages_through_the_stacks_list() {
     wait_for(10, "the VM of the job on page 3", &|| s.log(), || s.vms().iter().any(|(_, j)| *j == mine));
     let st = s.bk.st();
     // cursors as the server gave them, the page size as configured
-    assert!(st.queries.iter().any(|q| q.contains("after=4") && q.contains("limit=2") && q.contains("queue_key=vm")), "{:?}", st.queries);
+    assert!(
+        st.queries.iter().any(|q| q.contains("after=4") && q.contains("limit=2") && q.contains("queue_key=vm")),
+        "{:?}",
+        st.queries
+    );
     assert_eq!(st.registered, 1);
     assert_eq!(st.unauthorized, 0);
 }

@@ -4,7 +4,12 @@ use crate::util::{cpi_bin, require_peer, Cpi};
 use serde_json::json;
 
 fn libvirt_available() -> bool {
-    Command::new("virsh").args(["-c", "qemu:///system", "version"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("virsh")
+        .args(["-c", "qemu:///system", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[test]
@@ -17,9 +22,20 @@ fn launcher_with_vmcpi_on_libvirt_creates_and_deletes_a_real_vm() {
     let image = dir.path().join("image");
     let st = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&image).arg("64M").status().unwrap();
     assert!(st.success());
-    std::fs::write(dir.path().join("stemcell.MF"), "---\nname: test\nversion: '1'\ncloud_properties:\n  infrastructure: openstack\n  disk_format: qcow2\n").unwrap();
+    std::fs::write(
+        dir.path().join("stemcell.MF"),
+        "---\nname: test\nversion: '1'\ncloud_properties:\n  infrastructure: openstack\n  disk_format: qcow2\n",
+    )
+    .unwrap();
     let tarball = dir.path().join("stemcell.tgz");
-    let st = Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(dir.path()).args(["image", "stemcell.MF"]).status().unwrap();
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(dir.path())
+        .args(["image", "stemcell.MF"])
+        .status()
+        .unwrap();
     assert!(st.success());
     let cpi_cfg = json!({"driver": {"kind": "libvirt", "uri": "qemu:///system", "pool": "vmcpi-launcher-test", "pool_path": "/var/tmp/vmcpi-launcher-test-pool", "domain_type": "qemu", "graphics": false},
                          "agent": {"mbus": "nats://nats:secret@10.0.0.1:4222"}});
@@ -46,8 +62,11 @@ flavors.small = {{ cpu = 1, ram = 128 }}
         let out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&s.config).output().unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    wait_for(120, "the VM to be created", &|| s.log(), || s.log().contains(&format!("job={j} vm=")) && s.log().contains(" created"));
-    let cid = s.log().split(&format!("job={j} vm=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+    wait_for(120, "the VM to be created", &|| s.log(), || {
+        s.log().contains(&format!("job={j} vm=")) && s.log().contains(" created")
+    });
+    let cid =
+        s.log().split(&format!("job={j} vm=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
     let cpi = Cpi::at(&cpi_json);
     assert_eq!(cpi.ok("has_vm", json!([cid])), json!(true), "{}", s.log());
     assert!(ledger().contains(&cid));

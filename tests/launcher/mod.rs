@@ -1,8 +1,8 @@
 //! agent-launcher tests: the built binary against a fake Buildkite (Stacks API) and a scriptable fake CPI
 //! (`fake_cpi.pl`), plus the real `vmcpi` on libvirt.
+mod crash;
 pub mod fake_bk;
 mod flow;
-mod crash;
 mod libvirt;
 
 use fake_bk::FakeBk;
@@ -52,7 +52,9 @@ impl Setup {
         let bk = FakeBk::start(TOKEN);
         let port = free_port();
         // {CPI2}: a second fake CPI with its own state, standing for a second host
-        let pools = pools.replace("{CPI}", &fake_cpi_argv(&dir.path().join("cpi"))).replace("{CPI2}", &fake_cpi_argv(&dir.path().join("cpi2")));
+        let pools = pools
+            .replace("{CPI}", &fake_cpi_argv(&dir.path().join("cpi")))
+            .replace("{CPI2}", &fake_cpi_argv(&dir.path().join("cpi2")));
         let text = format!(
             r#"launcher_id = "test-launcher"
 ledger_dir = "{ledger}"
@@ -128,7 +130,8 @@ timeout_ms = 1000
         for e in std::fs::read_dir(dir.join("vms")).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if let Some(cid) = name.strip_suffix(".json").filter(|n| !n.ends_with(".meta")) {
-                let args: Value = serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap_or_default()).unwrap_or(Value::Null);
+                let args: Value =
+                    serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap_or_default()).unwrap_or(Value::Null);
                 out.push((cid.to_string(), args[5]["agent_launcher"]["job_id"].as_str().unwrap_or("").to_string()));
             }
         }

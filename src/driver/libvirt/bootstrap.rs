@@ -1,8 +1,8 @@
 //! The optional `bootstrap` block of a VM's cloud_properties: a script run inside the guest after boot,
 //! through the QEMU guest agent (`guest-exec`). The same shape the VMware drivers take.
 use super::virsh::Virsh;
-use crate::error::{DriverError, DriverResult};
 use crate::encoding::{base64, unbase64};
+use crate::error::{DriverError, DriverResult};
 use crate::info;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -33,7 +33,9 @@ fn default_max_wait() -> u64 {
 }
 
 fn agent(virsh: &Virsh, vm: &str, cmd: &Value) -> Result<Value, String> {
-    let out = virsh.run(["qemu-agent-command", vm, cmd.to_string().as_str(), "--timeout", "5"]).map_err(|e| e.output().to_string())?;
+    let out = virsh
+        .run(["qemu-agent-command", vm, cmd.to_string().as_str(), "--timeout", "5"])
+        .map_err(|e| e.output().to_string())?;
     let v: Value = serde_json::from_str(out.trim()).map_err(|e| format!("guest agent reply is not JSON: {e}"))?;
     Ok(v.get("return").cloned().unwrap_or(Value::Null))
 }
@@ -64,7 +66,10 @@ pub fn run(virsh: &Virsh, vm: &str, b: &Bootstrap) -> DriverResult<()> {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(DriverError::Other(format!("bootstrap: process {p} did not start in {vm} within {} s", b.max_wait_seconds)));
+                return Err(DriverError::Other(format!(
+                    "bootstrap: process {p} did not start in {vm} within {} s",
+                    b.max_wait_seconds
+                )));
             }
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -84,18 +89,34 @@ fn tail(err: &str, out: &str) -> String {
     s.get(start..).unwrap_or(s).to_string()
 }
 
-fn exec(virsh: &Virsh, vm: &str, path: &str, args: &[&str], input: Option<&[u8]>, deadline: Instant) -> DriverResult<(i64, String, String)> {
+fn exec(
+    virsh: &Virsh,
+    vm: &str,
+    path: &str,
+    args: &[&str],
+    input: Option<&[u8]>,
+    deadline: Instant,
+) -> DriverResult<(i64, String, String)> {
     let mut req = json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": true}});
     if let Some(i) = input {
         req["arguments"]["input-data"] = json!(base64(i));
     }
-    let started = agent(virsh, vm, &req).map_err(|e| DriverError::Other(format!("bootstrap: guest-exec {path} failed: {e}")))?;
-    let pid = started.get("pid").and_then(Value::as_i64).ok_or_else(|| DriverError::Other("bootstrap: guest-exec returned no pid".into()))?;
+    let started =
+        agent(virsh, vm, &req).map_err(|e| DriverError::Other(format!("bootstrap: guest-exec {path} failed: {e}")))?;
+    let pid = started
+        .get("pid")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| DriverError::Other("bootstrap: guest-exec returned no pid".into()))?;
     loop {
         let st = agent(virsh, vm, &json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))
             .map_err(|e| DriverError::Other(format!("bootstrap: guest-exec-status failed: {e}")))?;
         if st.get("exited").and_then(Value::as_bool) == Some(true) {
-            let text = |k: &str| st.get(k).and_then(Value::as_str).map(|s| String::from_utf8_lossy(&unbase64(s)).into_owned()).unwrap_or_default();
+            let text = |k: &str| {
+                st.get(k)
+                    .and_then(Value::as_str)
+                    .map(|s| String::from_utf8_lossy(&unbase64(s)).into_owned())
+                    .unwrap_or_default()
+            };
             return Ok((st.get("exitcode").and_then(Value::as_i64).unwrap_or(-1), text("out-data"), text("err-data")));
         }
         if Instant::now() >= deadline {

@@ -217,7 +217,11 @@ fn write_disk(w: &mut W, d: &ScsiDisk) -> std::io::Result<()> {
         text_el(w, "serial", &[], s)?;
     }
     let t = d.target.to_string();
-    empty(w, "address", &[("type", "drive"), ("controller", "0"), ("bus", "0"), ("target", t.as_str()), ("unit", "0")])?;
+    empty(
+        w,
+        "address",
+        &[("type", "drive"), ("controller", "0"), ("bus", "0"), ("target", t.as_str()), ("unit", "0")],
+    )?;
     end(w, "disk")
 }
 
@@ -269,7 +273,10 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
     let mut path: Vec<String> = Vec::new();
     let mut cur: Option<AttachedDisk> = None;
     let attr = |e: &BytesStart, k: &[u8]| -> Option<String> {
-        e.attributes().flatten().find(|a| a.key.as_ref() == k).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+        e.attributes()
+            .flatten()
+            .find(|a| a.key.as_ref() == k)
+            .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
     };
     loop {
         let ev = r.read_event().map_err(|e| format!("domain XML: {e}"))?;
@@ -360,7 +367,11 @@ pub fn parse_volume(xml: &str) -> Result<(u64, String), String> {
             Event::Start(e) => path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned()),
             Event::Empty(e) => {
                 if e.local_name().as_ref() == b"format" && path == ["volume", "target"] {
-                    fmt = e.attributes().flatten().find(|a| a.key.as_ref() == b"type").and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()));
+                    fmt = e
+                        .attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == b"type")
+                        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()));
                 }
             }
             Event::Text(t) => {
@@ -390,7 +401,13 @@ mod tests {
             vcpus: 2,
             efi: false,
             direct_boot: None,
-            disks: vec![ScsiDisk { pool: "p".into(), volume: "vm-1-root".into(), format: "qcow2".into(), target: 0, serial: None }],
+            disks: vec![ScsiDisk {
+                pool: "p".into(),
+                volume: "vm-1-root".into(),
+                format: "qcow2".into(),
+                target: 0,
+                serial: None,
+            }],
             cdrom: Some(("p".into(), "vm-1-settings.iso".into())),
             nics: vec![Nic { mac: "52:54:00:00:00:01".into(), source: NicSource::Network("a&b<c>".into()) }],
             serial_log: None,

@@ -116,7 +116,10 @@ impl LibvirtConfig {
         }
         for (name, p) in [("virsh", &self.virsh), ("qemu_img", &self.qemu_img), ("xorriso", &self.xorriso)] {
             if !p.is_absolute() {
-                return Err(format!("driver.{name} must be an absolute path (the director runs the CPI with a minimal PATH), got {}", p.display()));
+                return Err(format!(
+                    "driver.{name} must be an absolute path (the director runs the CPI with a minimal PATH), got {}",
+                    p.display()
+                ));
             }
         }
         for (name, p) in [("pool_path", self.pool_path.as_ref()), ("state_dir", Some(&self.state_dir))] {
@@ -300,7 +303,9 @@ impl Libvirt {
     /// Starts a create: reaps what killed processes left, then marks `cid` in flight.
     fn begin(&self, cid: &str) -> DriverResult<Marker> {
         self.reap();
-        self.inflight.begin(cid).context(|| format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()))
+        self.inflight
+            .begin(cid)
+            .context(|| format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()))
     }
 
     /// Deletes everything of creates whose process died (SIGKILL, power loss) before answering.
@@ -310,7 +315,9 @@ impl Libvirt {
             let done = if cid.starts_with("vm-") {
                 let _ = self.virsh.run_opt(["destroy", cid.as_str()]);
                 self.virsh.run_opt(["undefine", cid.as_str(), "--nvram"]).is_ok()
-                    && [format!("{cid}-root"), format!("{cid}-ephemeral"), Self::medium_volume(&cid)].iter().all(|v| self.vol_delete(v).is_ok())
+                    && [format!("{cid}-root"), format!("{cid}-ephemeral"), Self::medium_volume(&cid)]
+                        .iter()
+                        .all(|v| self.vol_delete(v).is_ok())
             } else if cid.starts_with("disk-") {
                 self.vol_delete(&cid).is_ok() && self.vol_delete(&format!("{cid}.meta.json")).is_ok()
             } else if cid.starts_with("sc-") {
@@ -353,7 +360,12 @@ impl Libvirt {
                     )));
                 };
                 info!("creating directory storage pool {pool} at {}", path.display());
-                let defined = self.virsh.run(["pool-define-as", pool, "dir", "--target"].iter().map(std::ffi::OsStr::new).chain([path.as_os_str()]));
+                let defined = self.virsh.run(
+                    ["pool-define-as", pool, "dir", "--target"]
+                        .iter()
+                        .map(std::ffi::OsStr::new)
+                        .chain([path.as_os_str()]),
+                );
                 if let Err(e) = defined {
                     // another CPI process may have defined it a moment ago
                     if !e.output().contains("already exists") {
@@ -393,7 +405,17 @@ impl Libvirt {
     /// `vol-create-as` with a capacity in bytes.
     fn vol_create(&self, name: &str, bytes: u64, format: &str, backing: Option<(&str, &str)>) -> DriverResult<()> {
         let cap = format!("{bytes}b");
-        let mut args = vec!["vol-create-as", "--pool", self.pool(), "--name", name, "--capacity", cap.as_str(), "--format", format];
+        let mut args = vec![
+            "vol-create-as",
+            "--pool",
+            self.pool(),
+            "--name",
+            name,
+            "--capacity",
+            cap.as_str(),
+            "--format",
+            format,
+        ];
         if let Some((vol, fmt)) = backing {
             args.extend(["--backing-vol", vol, "--backing-vol-format", fmt]);
         }
@@ -426,7 +448,11 @@ impl Libvirt {
 
     /// (capacity in bytes, format) of a volume, `None` when it does not exist.
     fn vol_info(&self, name: &str) -> DriverResult<Option<(u64, String)>> {
-        match self.virsh.run_opt(["vol-dumpxml", "--pool", self.pool(), name]).context(|| format!("cannot read volume {name}"))? {
+        match self
+            .virsh
+            .run_opt(["vol-dumpxml", "--pool", self.pool(), name])
+            .context(|| format!("cannot read volume {name}"))?
+        {
             None => Ok(None),
             Some(xml) => domain::parse_volume(&xml).map(Some).map_err(DriverError::Other),
         }
@@ -459,12 +485,20 @@ impl Libvirt {
 
     /// Writes `settings` as the VM's settings medium (creating the volume when `create`).
     fn write_medium(&self, vm: &str, kind: MediumKind, settings: &AgentSettings, create: bool) -> DriverResult<()> {
-        let mut iso = medium::build(kind, &settings.to_json(), vm, &self.cfg.xorriso).context(|| format!("cannot build the settings medium of {vm}"))?;
+        let mut iso = medium::build(kind, &settings.to_json(), vm, &self.cfg.xorriso)
+            .context(|| format!("cannot build the settings medium of {vm}"))?;
         if iso.len() as u64 > MEDIUM_CAPACITY {
-            return Err(DriverError::invalid("agent settings", format!("the settings medium is {} bytes, more than {MEDIUM_CAPACITY}", iso.len())));
+            return Err(DriverError::invalid(
+                "agent settings",
+                format!("the settings medium is {} bytes, more than {MEDIUM_CAPACITY}", iso.len()),
+            ));
         }
         iso.resize(MEDIUM_CAPACITY as usize, 0);
-        let mut tmp = tempfile::Builder::new().prefix("vmcpi-settings-").suffix(".iso").tempfile().context(|| "cannot write a temporary file".into())?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix("vmcpi-settings-")
+            .suffix(".iso")
+            .tempfile()
+            .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut tmp, &iso).context(|| "cannot write a temporary file".into())?;
         let name = Self::medium_volume(vm);
         if create {
@@ -476,14 +510,19 @@ impl Libvirt {
     /// Reads the settings back from the VM's medium.
     fn read_medium(&self, vm: &str, kind: MediumKind) -> DriverResult<AgentSettings> {
         let name = Self::medium_volume(vm);
-        let tmp = tempfile::Builder::new().prefix("vmcpi-settings-").suffix(".iso").tempfile().context(|| "cannot create a temporary file".into())?;
+        let tmp = tempfile::Builder::new()
+            .prefix("vmcpi-settings-")
+            .suffix(".iso")
+            .tempfile()
+            .context(|| "cannot create a temporary file".into())?;
         self.virsh
             .cmd()
             .args(["vol-download", "--pool", self.pool(), name.as_str()])
             .arg(tmp.path())
             .run()
             .context(|| format!("cannot download the settings medium of {vm}"))?;
-        let bytes = medium::read_settings(kind, tmp.path(), &self.cfg.xorriso).context(|| format!("cannot read the settings medium of {vm}"))?;
+        let bytes = medium::read_settings(kind, tmp.path(), &self.cfg.xorriso)
+            .context(|| format!("cannot read the settings medium of {vm}"))?;
         AgentSettings::from_json(&bytes).context(|| format!("the settings medium of {vm} holds invalid settings"))
     }
 
@@ -494,7 +533,10 @@ impl Libvirt {
         }
         let Some(cd) = info.disks.iter().find(|d| d.device == "cdrom") else { return Ok(()) };
         let Some(dev) = &cd.dev else { return Ok(()) };
-        let path = self.virsh.run(["vol-path", "--pool", self.pool(), Self::medium_volume(vm).as_str()]).context(|| format!("cannot find the settings medium of {vm}"))?;
+        let path = self
+            .virsh
+            .run(["vol-path", "--pool", self.pool(), Self::medium_volume(vm).as_str()])
+            .context(|| format!("cannot find the settings medium of {vm}"))?;
         let path = path.trim();
         let _ = self.virsh.run(["change-media", vm, dev.as_str(), "--eject", "--live", "--force"]);
         self.virsh
@@ -505,23 +547,45 @@ impl Libvirt {
 
     /// Copies a disk that a running domain uses with a libvirt block copy job into a new volume.
     fn snapshot_live(&self, disk: &DiskCid, snap: &str) -> DriverResult<()> {
-        let running = self.virsh.run(["list", "--name", "--state-running"]).context(|| "cannot list running domains".into())?;
+        let running =
+            self.virsh.run(["list", "--name", "--state-running"]).context(|| "cannot list running domains".into())?;
         for vm in running.lines().map(str::trim).filter(|n| is_ours(n, "vm-", 20)) {
             let Ok(cid) = VmCid::new(vm) else { continue };
             let Ok(info) = self.dumpxml(&cid) else { continue };
-            let Some(dev) = info.disks.iter().find(|d| d.volume.as_deref() == Some(disk.as_str())).and_then(|d| d.dev.clone()) else { continue };
+            let Some(dev) =
+                info.disks.iter().find(|d| d.volume.as_deref() == Some(disk.as_str())).and_then(|d| d.dev.clone())
+            else {
+                continue;
+            };
             let (cap, _) = self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::DiskNotFound(disk.to_string()))?;
             let mut rb = Rollback::new(&self.virsh, self.pool());
             self.vol_create(snap, cap, "qcow2", None)?;
             rb.volumes.push(snap.to_string());
-            let path = self.virsh.run(["vol-path", "--pool", self.pool(), snap]).context(|| format!("cannot find volume {snap}"))?;
+            let path = self
+                .virsh
+                .run(["vol-path", "--pool", self.pool(), snap])
+                .context(|| format!("cannot find volume {snap}"))?;
             self.virsh
-                .run(["blockcopy", vm, dev.as_str(), "--dest", path.trim(), "--format", "qcow2", "--reuse-external", "--wait", "--finish", "--transient-job"])
+                .run([
+                    "blockcopy",
+                    vm,
+                    dev.as_str(),
+                    "--dest",
+                    path.trim(),
+                    "--format",
+                    "qcow2",
+                    "--reuse-external",
+                    "--wait",
+                    "--finish",
+                    "--transient-job",
+                ])
                 .context(|| format!("cannot copy {disk} (attached to {vm} as {dev}) into snapshot {snap}"))?;
             rb.disarm();
             return Ok(());
         }
-        Err(DriverError::Other(format!("{disk} is locked by a process that is not a running vmcpi VM; cannot snapshot it")))
+        Err(DriverError::Other(format!(
+            "{disk} is locked by a process that is not a running vmcpi VM; cannot snapshot it"
+        )))
     }
 
     fn family_of(info: &domain::DomainInfo, vm: &VmCid) -> DriverResult<Family> {
@@ -537,28 +601,47 @@ impl Libvirt {
             .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
         match (props.name, props.bridge, props.kind.as_deref()) {
             (None, None, Some("user")) => Ok(NicSource::User),
-            (None, None, Some(other)) => Err(DriverError::invalid(format!("cloud_properties of network {name}"), format!("type must be \"user\", got {other:?}"))),
+            (None, None, Some(other)) => Err(DriverError::invalid(
+                format!("cloud_properties of network {name}"),
+                format!("type must be \"user\", got {other:?}"),
+            )),
             (Some(n), None, None) => Ok(NicSource::Network(n)),
             (None, Some(b), None) => Ok(NicSource::Bridge(b)),
             (None, None, None) => Ok(NicSource::Network(self.cfg.default_network.clone())),
-            _ => Err(DriverError::invalid(format!("cloud_properties of network {name}"), "give only one of name, bridge, type")),
+            _ => Err(DriverError::invalid(
+                format!("cloud_properties of network {name}"),
+                "give only one of name, bridge, type",
+            )),
         }
     }
 
-    fn create_vm_inner(&self, req: &CreateVm, kind: StemcellKind, vm: &str, rb: &mut Rollback) -> DriverResult<CreatedVm> {
+    fn create_vm_inner(
+        &self,
+        req: &CreateVm,
+        kind: StemcellKind,
+        vm: &str,
+        rb: &mut Rollback,
+    ) -> DriverResult<CreatedVm> {
         let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
             .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
         if props.cpu == 0 || props.cpu > 512 {
-            return Err(DriverError::invalid("VM cloud_properties", format!("cpu must be 1 to 512, got {}", props.cpu)));
+            return Err(DriverError::invalid(
+                "VM cloud_properties",
+                format!("cpu must be 1 to 512, got {}", props.cpu),
+            ));
         }
         if props.ram < 16 || props.ram > 16 << 20 {
-            return Err(DriverError::invalid("VM cloud_properties", format!("ram must be 16 MiB to 16 TiB, got {}", props.ram)));
+            return Err(DriverError::invalid(
+                "VM cloud_properties",
+                format!("ram must be 16 MiB to 16 TiB, got {}", props.ram),
+            ));
         }
         if props.disk > 64 << 20 || props.root_disk.is_some_and(|r| r > 64 << 20) {
             return Err(DriverError::invalid("VM cloud_properties", "disk sizes are limited to 64 TiB"));
         }
         let stemcell = req.stemcell.as_str();
-        let (sc_cap, _) = self.vol_info(stemcell)?.ok_or_else(|| DriverError::StemcellNotFound(stemcell.to_string()))?;
+        let (sc_cap, _) =
+            self.vol_info(stemcell)?.ok_or_else(|| DriverError::StemcellNotFound(stemcell.to_string()))?;
         // NICs first: a bad network fails before anything is made
         let mut networks: Networks = req.networks.clone();
         let mut nics = Vec::new();
@@ -580,15 +663,23 @@ impl Libvirt {
         // the backing format comes from the CID, never from a probe
         self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
         rb.volumes.push(root.clone());
-        let mut disks = vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
+        let mut disks =
+            vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
         if props.disk > 0 {
             let eph = format!("{vm}-ephemeral");
             self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
             rb.volumes.push(eph.clone());
-            disks.push(ScsiDisk { pool: self.pool().into(), volume: eph, format: "qcow2".into(), target: 1, serial: None });
+            disks.push(ScsiDisk {
+                pool: self.pool().into(),
+                volume: eph,
+                format: "qcow2".into(),
+                target: 1,
+                serial: None,
+            });
         }
 
-        let mut settings = AgentSettings::new(req.agent_id.as_str(), vm, &self.agent, networks.clone(), req.env.clone());
+        let mut settings =
+            AgentSettings::new(req.agent_id.as_str(), vm, &self.agent, networks.clone(), req.env.clone());
         match kind.family {
             Family::Vsphere => {
                 settings.disks.system = json!("0");
@@ -614,7 +705,11 @@ impl Libvirt {
             memory_mib: props.ram,
             vcpus: props.cpu,
             efi: kind.efi,
-            direct_boot: props.kernel.clone().map(|kernel| domain::DirectBoot { kernel, initrd: props.initrd.clone(), cmdline: props.cmdline.clone() }),
+            direct_boot: props.kernel.clone().map(|kernel| domain::DirectBoot {
+                kernel,
+                initrd: props.initrd.clone(),
+                cmdline: props.cmdline.clone(),
+            }),
             disks,
             cdrom: Some((self.pool().to_string(), medium_vol)),
             nics,
@@ -624,14 +719,20 @@ impl Libvirt {
             family: family_name(kind.family).to_string(),
         };
         let xml = domain::domain_xml(&spec);
-        let mut f = tempfile::Builder::new().prefix("vmcpi-domain-").suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
+        let mut f = tempfile::Builder::new()
+            .prefix("vmcpi-domain-")
+            .suffix(".xml")
+            .tempfile()
+            .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
         rb.domain = Some(vm.to_string());
         self.virsh.cmd().arg("define").arg(f.path()).run().context(|| format!("cannot define domain {vm}"))?;
         match self.virsh.run(["start", vm]) {
             Ok(_) => {}
             // a wrong network name is a request error: retrying cannot help
-            Err(e) if e.output().contains("Network not found") => return Err(DriverError::NetworkNotFound(e.output().trim().to_string())),
+            Err(e) if e.output().contains("Network not found") => {
+                return Err(DriverError::NetworkNotFound(e.output().trim().to_string()))
+            }
             Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
         }
         if let Some(b) = &props.bootstrap {
@@ -644,13 +745,18 @@ impl Libvirt {
 impl Driver for Libvirt {
     fn create_stemcell(&self, image: &Path, cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid> {
         if let Some(name) = cloud_properties.get("name").and_then(Value::as_str) {
-            info!("importing stemcell {name} {}", cloud_properties.get("version").and_then(Value::as_str).unwrap_or(""));
+            info!(
+                "importing stemcell {name} {}",
+                cloud_properties.get("version").and_then(Value::as_str).unwrap_or("")
+            );
         }
         self.ensure_pool()?;
         // the family is known only after unpacking; the in-flight marker covers every suffix of this id
         let id = format!("sc-{}", random_hex(16));
         let marker = self.begin(&id)?;
-        let work = marker.work_dir().context(|| format!("cannot create a work directory in {}", self.cfg.state_dir.display()))?;
+        let work = marker
+            .work_dir()
+            .context(|| format!("cannot create a work directory in {}", self.cfg.state_dir.display()))?;
         let unpacked = stemcell::unpack(image, Some(work)).context(|| "cannot read the stemcell image".into())?;
         let tag = match (unpacked.family, unpacked.efi, unpacked.format) {
             (Family::OpenStack, _, DiskFormat::Raw) => "osraw",
@@ -664,7 +770,10 @@ impl Driver for Libvirt {
         let (file, format) = match unpacked.format {
             DiskFormat::Vmdk => {
                 let dir = unpacked.disk.parent().map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
-                let tmp = tempfile::Builder::new().prefix("vmcpi-convert-").tempdir_in(&dir).context(|| "cannot create a temporary directory".into())?;
+                let tmp = tempfile::Builder::new()
+                    .prefix("vmcpi-convert-")
+                    .tempdir_in(&dir)
+                    .context(|| "cannot create a temporary directory".into())?;
                 let out = tmp.path().join("root.qcow2");
                 info!("converting the VMDK to qcow2");
                 Cmd::new(&self.cfg.qemu_img)
@@ -687,7 +796,8 @@ impl Driver for Libvirt {
         info!("uploading {} MiB into volume {cid}", size >> 20);
         self.vol_upload(&cid, &file)?;
         self.refresh_pool()?;
-        let (_, probed) = self.vol_info(&cid)?.ok_or_else(|| DriverError::Other(format!("volume {cid} vanished after upload")))?;
+        let (_, probed) =
+            self.vol_info(&cid)?.ok_or_else(|| DriverError::Other(format!("volume {cid} vanished after upload")))?;
         if probed != format {
             return Err(DriverError::Other(format!("volume {cid} was probed as {probed}, expected {format}")));
         }
@@ -709,7 +819,9 @@ impl Driver for Libvirt {
     }
 
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
-        let kind = parse_stemcell_cid(req.stemcell.as_str()).ok_or_else(|| DriverError::StemcellNotFound(format!("{} (not a stemcell CID of this CPI)", req.stemcell)))?;
+        let kind = parse_stemcell_cid(req.stemcell.as_str()).ok_or_else(|| {
+            DriverError::StemcellNotFound(format!("{} (not a stemcell CID of this CPI)", req.stemcell))
+        })?;
         let vm = format!("vm-{}", random_hex(20));
         info!("creating {vm} from {}", req.stemcell);
         let marker = self.begin(&vm)?;
@@ -762,13 +874,13 @@ impl Driver for Libvirt {
         let info = self.dumpxml(cid)?;
         let scope = Self::scope(info.running);
         let xml = domain::tags_xml(metadata);
-        let mut args = vec!["metadata", cid.as_str(), "--uri", domain::TAGS_NS, "--key", "vmcpitags", "--set", xml.as_str()];
+        let mut args =
+            vec!["metadata", cid.as_str(), "--uri", domain::TAGS_NS, "--key", "vmcpitags", "--set", xml.as_str()];
         args.extend(scope);
         self.virsh.run(&args).context(|| format!("cannot set metadata of {cid}"))?;
-        let title = metadata
-            .get("name")
-            .cloned()
-            .or_else(|| Some(format!("{}/{}", metadata.get("instance_group").or(metadata.get("job"))?, metadata.get("index")?)));
+        let title = metadata.get("name").cloned().or_else(|| {
+            Some(format!("{}/{}", metadata.get("instance_group").or(metadata.get("job"))?, metadata.get("index")?))
+        });
         if let Some(t) = title {
             let t: String = t.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
             let mut args = vec!["desc", cid.as_str(), "--title", "--new-desc", t.as_str()];
@@ -785,11 +897,20 @@ impl Driver for Libvirt {
         Ok(json!({"cpu": res.cpu, "ram": res.ram, "disk": res.ephemeral_disk_size}))
     }
 
-    fn create_disk(&self, size_mib: u64, cloud_properties: &Map<String, Value>, vm: Option<&VmCid>) -> DriverResult<DiskCid> {
-        let props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone())).map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
+    fn create_disk(
+        &self,
+        size_mib: u64,
+        cloud_properties: &Map<String, Value>,
+        vm: Option<&VmCid>,
+    ) -> DriverResult<DiskCid> {
+        let props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone()))
+            .map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
         let format = props.format.unwrap_or_else(|| "qcow2".into());
         if !matches!(format.as_str(), "qcow2" | "raw") {
-            return Err(DriverError::invalid("disk cloud_properties", format!("format must be qcow2 or raw, got {format:?}")));
+            return Err(DriverError::invalid(
+                "disk cloud_properties",
+                format!("format must be qcow2 or raw, got {format:?}"),
+            ));
         }
         if let Some(vm) = vm {
             // one host: the locality hint needs no action
@@ -822,13 +943,18 @@ impl Driver for Libvirt {
         let (cap, _) = self.vol_info(cid.as_str())?.ok_or_else(|| DriverError::DiskNotFound(cid.to_string()))?;
         let new = new_size_mib << 20;
         if new < cap {
-            return Err(DriverError::NotSupported(format!("disk {cid} is {} MiB; shrinking to {new_size_mib} MiB would lose data", cap >> 20)));
+            return Err(DriverError::NotSupported(format!(
+                "disk {cid} is {} MiB; shrinking to {new_size_mib} MiB would lose data",
+                cap >> 20
+            )));
         }
         if new == cap {
             return Ok(());
         }
         let size = format!("{new}b");
-        self.virsh.run(["vol-resize", "--pool", self.pool(), cid.as_str(), size.as_str()]).context(|| format!("cannot resize {cid} (detach it first)"))?;
+        self.virsh
+            .run(["vol-resize", "--pool", self.pool(), cid.as_str(), size.as_str()])
+            .context(|| format!("cannot resize {cid} (detach it first)"))?;
         Ok(())
     }
 
@@ -847,11 +973,22 @@ impl Driver for Libvirt {
             info!("{disk} is already attached to {vm}");
             return Ok(hint_for(family, d.target.unwrap_or(2)));
         }
-        let used: Vec<u32> = info.disks.iter().filter(|d| d.bus.as_deref() == Some("scsi")).filter_map(|d| d.target).collect();
-        let target = (2..=255).find(|t| !used.contains(t)).ok_or_else(|| DriverError::Other(format!("{vm} has no free SCSI target")))?;
-        let dev = ScsiDisk { pool: self.pool().into(), volume: disk.to_string(), format, target, serial: Some(disk.to_string()) };
-        let mut f = tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes()).context(|| "cannot write a temporary file".into())?;
+        let used: Vec<u32> =
+            info.disks.iter().filter(|d| d.bus.as_deref() == Some("scsi")).filter_map(|d| d.target).collect();
+        let target = (2..=255)
+            .find(|t| !used.contains(t))
+            .ok_or_else(|| DriverError::Other(format!("{vm} has no free SCSI target")))?;
+        let dev = ScsiDisk {
+            pool: self.pool().into(),
+            volume: disk.to_string(),
+            format,
+            target,
+            serial: Some(disk.to_string()),
+        };
+        let mut f =
+            tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
+        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
+            .context(|| "cannot write a temporary file".into())?;
         self.virsh
             .cmd()
             .args(["attach-device", vm.as_str()])
@@ -867,7 +1004,13 @@ impl Driver for Libvirt {
         });
         if let Err(e) = refreshed {
             warn!("settings refresh failed, detaching {disk} again");
-            let _ = self.virsh.cmd().args(["detach-device", vm.as_str()]).arg(f.path()).args(Self::scope(info.running)).run();
+            let _ = self
+                .virsh
+                .cmd()
+                .args(["detach-device", vm.as_str()])
+                .arg(f.path())
+                .args(Self::scope(info.running))
+                .run();
             return Err(e);
         }
         Ok(hint)
@@ -886,8 +1029,10 @@ impl Driver for Libvirt {
             target: d.target.unwrap_or(2),
             serial: d.serial.clone(),
         };
-        let mut f = tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes()).context(|| "cannot write a temporary file".into())?;
+        let mut f =
+            tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
+        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
+            .context(|| "cannot write a temporary file".into())?;
         self.virsh
             .cmd()
             .args(["detach-device", vm.as_str()])
@@ -958,7 +1103,10 @@ mod tests {
 
     #[test]
     fn stemcell_cids() {
-        assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-os"), Some(StemcellKind { family: Family::OpenStack, efi: false, format: "qcow2" }));
+        assert_eq!(
+            parse_stemcell_cid("sc-0123456789abcdef-os"),
+            Some(StemcellKind { family: Family::OpenStack, efi: false, format: "qcow2" })
+        );
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-osraw").unwrap().format, "raw");
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-vsefi").unwrap().efi, true);
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-xx"), None);

@@ -55,4 +55,3 @@ pub fn is_not_found(e: &ExecError) -> bool {
     .iter()
     .any(|p| out.contains(p))
 }
-

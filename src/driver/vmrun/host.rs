@@ -43,7 +43,12 @@ impl Host<'_> {
         argv
     }
 
-    pub fn vmrun_raw(&self, guest: Option<(&str, &str)>, args: &[&str], limit: Option<Duration>) -> DriverResult<Output> {
+    pub fn vmrun_raw(
+        &self,
+        guest: Option<(&str, &str)>,
+        args: &[&str],
+        limit: Option<Duration>,
+    ) -> DriverResult<Output> {
         let argv = self.vmrun_argv(guest, args);
         self.t.run_timeout(&argv, limit).map_err(terr(format!("cannot run vmrun {}", args.first().unwrap_or(&""))))
     }
@@ -56,7 +61,12 @@ impl Host<'_> {
         }
         // VIX_E_DISK_FULL: "An error occurred while writing a file; the disk is full. …"
         if out.message().contains("the disk is full") {
-            return Err(DriverError::NoDiskSpace(format!("vmrun {} on {}: {}", args.first().unwrap_or(&""), self.t.target(), out.message())));
+            return Err(DriverError::NoDiskSpace(format!(
+                "vmrun {} on {}: {}",
+                args.first().unwrap_or(&""),
+                self.t.target(),
+                out.message()
+            )));
         }
         Err(self.tool_error(&self.vmrun_argv(None, args), &out))
     }
@@ -75,10 +85,16 @@ impl Host<'_> {
             return Ok(out.stdout);
         }
         let message = out.message().to_string();
-        if message.contains("No space left on device") || message.contains("disk is full") || message.contains("Not enough disk space") {
+        if message.contains("No space left on device")
+            || message.contains("disk is full")
+            || message.contains("Not enough disk space")
+        {
             return Err(DriverError::NoDiskSpace(format!("{what} on {}: {message}", self.t.target())));
         }
-        Err(DriverError::failed(what.to_string(), ToolError { cmdline: Self::display(&argv), status: out.status, message }))
+        Err(DriverError::failed(
+            what.to_string(),
+            ToolError { cmdline: Self::display(&argv), status: out.status, message },
+        ))
     }
 
     /// The .vmx paths of running VMs (`vmrun list`: "Total running VMs: N" and one path per line).
@@ -124,7 +140,10 @@ impl Host<'_> {
             if out.success() && !self.is_running(vmx)? {
                 return Ok(true);
             }
-            crate::info!("soft stop of {vmx} did not finish ({}), stopping hard", if out.timed_out { "timed out".to_string() } else { out.message().to_string() });
+            crate::info!(
+                "soft stop of {vmx} did not finish ({}), stopping hard",
+                if out.timed_out { "timed out".to_string() } else { out.message().to_string() }
+            );
         }
         let out = self.vmrun_raw(None, &["stop", vmx, "hard"], None)?;
         // "needs to be powered on": it stopped on its own meanwhile
@@ -143,7 +162,15 @@ while [ $# -ge 2 ]; do "$v" -T "$t" writeVariable "$x" runtimeConfig "$1" "$2" |
         if pairs.is_empty() {
             return Ok(());
         }
-        let mut argv = vec!["/bin/sh".to_string(), "-c".into(), SCRIPT.into(), "vmcpi".into(), self.cfg.vmrun.clone(), self.cfg.host_type.clone(), vmx.into()];
+        let mut argv = vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            SCRIPT.into(),
+            "vmcpi".into(),
+            self.cfg.vmrun.clone(),
+            self.cfg.host_type.clone(),
+            vmx.into(),
+        ];
         for (k, v) in pairs {
             argv.push(k.clone());
             argv.push(v.clone());
@@ -166,7 +193,17 @@ while [ $# -ge 2 ]; do "$v" -T "$t" writeVariable "$x" runtimeConfig "$1" "$2" |
     pub fn create_vmdk(&self, path: &str, size_mib: u64) -> DriverResult<()> {
         let argv: Vec<String> = match &self.cfg.vdiskmanager {
             // -t 0: a single growable file; -a lsilogic matches the stemcell's controller
-            Some(vd) => vec![vd.clone(), "-c".into(), "-s".into(), format!("{size_mib}MB"), "-a".into(), "lsilogic".into(), "-t".into(), "0".into(), path.into()],
+            Some(vd) => vec![
+                vd.clone(),
+                "-c".into(),
+                "-s".into(),
+                format!("{size_mib}MB"),
+                "-a".into(),
+                "lsilogic".into(),
+                "-t".into(),
+                "0".into(),
+                path.into(),
+            ],
             None => vec![
                 self.cfg.qemu_img.clone(),
                 "create".into(),
@@ -185,20 +222,37 @@ while [ $# -ge 2 ]; do "$v" -T "$t" writeVariable "$x" runtimeConfig "$1" "$2" |
     /// Grows a VMDK to `size_mib`.
     pub fn grow_vmdk(&self, path: &str, size_mib: u64) -> DriverResult<()> {
         if let Some(vd) = &self.cfg.vdiskmanager {
-            return self.tool(vec![vd.clone(), "-x".into(), format!("{size_mib}MB"), path.into()], &format!("cannot grow disk {path}")).map(|_| ());
+            return self
+                .tool(
+                    vec![vd.clone(), "-x".into(), format!("{size_mib}MB"), path.into()],
+                    &format!("cannot grow disk {path}"),
+                )
+                .map(|_| ());
         }
         // qemu-img cannot resize VMDKs in place: copy into a new, larger one, then swap
         let tmp = format!("{path}.vmcpi-grow.vmdk");
         let _ = self.t.remove_file(&tmp);
         self.create_vmdk(&tmp, size_mib)?;
         let copied = self.tool(
-            vec![self.cfg.qemu_img.clone(), "convert".into(), "-q".into(), "-n".into(), "-f".into(), "vmdk".into(), "-O".into(), "vmdk".into(), path.into(), tmp.clone()],
+            vec![
+                self.cfg.qemu_img.clone(),
+                "convert".into(),
+                "-q".into(),
+                "-n".into(),
+                "-f".into(),
+                "vmdk".into(),
+                "-O".into(),
+                "vmdk".into(),
+                path.into(),
+                tmp.clone(),
+            ],
             &format!("cannot copy disk {path}"),
         );
         if let Err(e) = copied {
             let _ = self.t.remove_file(&tmp);
             return Err(e);
         }
-        self.tool(vec!["mv".into(), "-f".into(), "--".into(), tmp, path.into()], &format!("cannot replace disk {path}")).map(|_| ())
+        self.tool(vec!["mv".into(), "-f".into(), "--".into(), tmp, path.into()], &format!("cannot replace disk {path}"))
+            .map(|_| ())
     }
 }

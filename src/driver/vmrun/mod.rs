@@ -27,11 +27,11 @@ use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult};
-use crate::inflight::{Inflight, Marker};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
+use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
 use crate::stemcell::{self, Family};
-use crate::transport::{self, join, LockGuard, Local, Ssh, SshConfig, Transport, TransportError};
+use crate::transport::{self, join, Local, LockGuard, Ssh, SshConfig, Transport, TransportError};
 use crate::{info, warn};
 use host::{Host, BASE_SNAPSHOT};
 use serde::{Deserialize, Serialize};
@@ -142,9 +142,17 @@ impl VmrunConfig {
             return Err(transport::ssh::WINDOWS_REFUSED.into());
         }
         if !self.vm_store_path.starts_with('/') || self.vm_store_path.trim_end_matches('/').is_empty() {
-            return Err(format!("driver.vm_store_path must be an absolute directory other than /, got {:?}", self.vm_store_path));
+            return Err(format!(
+                "driver.vm_store_path must be an absolute directory other than /, got {:?}",
+                self.vm_store_path
+            ));
         }
-        let host_tools = [("vmrun", Some(&self.vmrun)), ("ovftool", self.ovftool.as_ref()), ("vdiskmanager", self.vdiskmanager.as_ref()), ("qemu_img", Some(&self.qemu_img))];
+        let host_tools = [
+            ("vmrun", Some(&self.vmrun)),
+            ("ovftool", self.ovftool.as_ref()),
+            ("vdiskmanager", self.vdiskmanager.as_ref()),
+            ("qemu_img", Some(&self.qemu_img)),
+        ];
         for (name, p) in host_tools {
             if let Some(p) = p {
                 if !p.starts_with('/') {
@@ -163,7 +171,8 @@ impl VmrunConfig {
         if self.host_type == "player" && self.ovftool.is_none() {
             return Err("driver.host_type \"player\" needs driver.ovftool: Player has no snapshots or clones, so VMs are full copies made by ovftool".into());
         }
-        if self.start_timeout_seconds == 0 || self.soft_shutdown_timeout_seconds == 0 || self.lock_timeout_seconds == 0 {
+        if self.start_timeout_seconds == 0 || self.soft_shutdown_timeout_seconds == 0 || self.lock_timeout_seconds == 0
+        {
             return Err("driver timeouts must be positive".into());
         }
         nic_connection(&self.default_network).map_err(|e| format!("driver.default_network: {e}"))?;
@@ -246,9 +255,16 @@ fn nic_connection(name: &str) -> Result<(&'static str, Option<String>), String> 
         "nat" => Ok(("nat", None)),
         "bridged" => Ok(("bridged", None)),
         "hostonly" => Ok(("hostonly", None)),
-        n if n.strip_prefix("vmnet").is_some_and(|d| !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit())) => Ok(("custom", Some(n.to_string()))),
+        n if n
+            .strip_prefix("vmnet")
+            .is_some_and(|d| !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            Ok(("custom", Some(n.to_string())))
+        }
         n if n.starts_with('/') && !n.contains(['"', '\n']) => Ok(("custom", Some(n.to_string()))),
-        other => Err(format!("network name must be nat, bridged, hostonly, vmnetN or a vmnet device path, got {other:?}")),
+        other => {
+            Err(format!("network name must be nat, bridged, hostonly, vmnetN or a vmnet device path, got {other:?}"))
+        }
     }
 }
 
@@ -260,7 +276,8 @@ fn vmware_mac() -> String {
 }
 
 fn is_ours(cid: &str, prefix: &str, hex_len: usize) -> bool {
-    cid.strip_prefix(prefix).is_some_and(|h| h.len() == hex_len && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    cid.strip_prefix(prefix)
+        .is_some_and(|h| h.len() == hex_len && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// SCSI unit numbers for persistent disks (7 is the controller).
@@ -406,7 +423,8 @@ impl Vmrun {
     /// edits) for `s`, to be written with [`Transport::write_many`].
     fn settings_files(&self, vm: &str, s: &AgentSettings) -> DriverResult<Vec<(String, Vec<u8>)>> {
         let json = s.to_json();
-        let iso = medium::build(MediumKind::CdromEnv, &json, vm, &self.cfg.xorriso).context(|| format!("cannot build the settings ISO of {vm}"))?;
+        let iso = medium::build(MediumKind::CdromEnv, &json, vm, &self.cfg.xorriso)
+            .context(|| format!("cannot build the settings ISO of {vm}"))?;
         let dir = self.vm_dir(vm);
         Ok(vec![(join(&dir, "env.iso"), iso), (join(&dir, "env.json"), json)])
     }
@@ -453,11 +471,18 @@ impl Vmrun {
     fn mark_pending(&self, cid: &str) -> DriverResult<()> {
         let dir = self.store("pending");
         self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
-        self.tr(|| "cannot record the pending create".into(), self.t.write(&join(&dir, cid), format!("created by pid {}\n", std::process::id()).as_bytes()))
+        self.tr(
+            || "cannot record the pending create".into(),
+            self.t.write(&join(&dir, cid), format!("created by pid {}\n", std::process::id()).as_bytes()),
+        )
     }
 
     fn clear_pending(&self, cid: &str) -> DriverResult<()> {
-        self.tr(|| format!("cannot clear the pending entry of {cid}"), self.t.remove_file(&self.store(&format!("pending/{cid}")))).map(|_| ())
+        self.tr(
+            || format!("cannot clear the pending entry of {cid}"),
+            self.t.remove_file(&self.store(&format!("pending/{cid}"))),
+        )
+        .map(|_| ())
     }
 
     /// Removes creates (VMs and stemcells) that failed without cleaning up: their pending entry is there
@@ -475,7 +500,10 @@ impl Vmrun {
             .collect();
         let lock_path = |cid: &str| join(&self.store("locks"), &format!("{cid}.lock"));
         // one probe for all entries: most belong to creates still running in other processes
-        let held = self.tr(|| "cannot check pending creates".into(), self.t.held(&pending.iter().map(|c| lock_path(c)).collect::<Vec<_>>()))?;
+        let held = self.tr(
+            || "cannot check pending creates".into(),
+            self.t.held(&pending.iter().map(|c| lock_path(c)).collect::<Vec<_>>()),
+        )?;
         for (cid, _) in pending.iter().zip(held).filter(|(_, h)| !h) {
             let path = lock_path(cid);
             match self.t.lock(&path, Duration::ZERO) {
@@ -484,7 +512,11 @@ impl Vmrun {
                     let removed = if cid.starts_with("vm-") {
                         self.destroy_vm_files(cid)
                     } else {
-                        self.tr(|| format!("cannot remove {cid}"), self.t.remove_dir_all(&self.store(&format!("stemcells/{cid}")))).and_then(|_| self.clear_pending(cid))
+                        self.tr(
+                            || format!("cannot remove {cid}"),
+                            self.t.remove_dir_all(&self.store(&format!("stemcells/{cid}"))),
+                        )
+                        .and_then(|_| self.clear_pending(cid))
                     };
                     if let Err(e) = removed {
                         warn!("could not remove abandoned {cid}: {e}");
@@ -507,7 +539,8 @@ impl Vmrun {
             let props: NetProps = serde_json::from_value(Value::Object(net.cloud_properties.clone()))
                 .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
             let net_name = props.name.unwrap_or_else(|| self.cfg.default_network.clone());
-            let (conn, vnet) = nic_connection(&net_name).map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;
+            let (conn, vnet) = nic_connection(&net_name)
+                .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;
             let mac = match &net.mac {
                 Some(m) => m.clone(),
                 None => vmware_mac(),
@@ -560,13 +593,28 @@ impl Vmrun {
                 (Some(ovftool), true) => {
                     // Player cannot clone (vmrun: "not supported"): a full copy with ovftool, as bosh-vmrun-cpi did
                     h.tool(
-                        vec![ovftool.clone(), "--sourceType=VMX".into(), "--targetType=VMX".into(), "--allowExtraConfig".into(), format!("--name={vm}"), src.clone(), vmx_path.clone()],
+                        vec![
+                            ovftool.clone(),
+                            "--sourceType=VMX".into(),
+                            "--targetType=VMX".into(),
+                            "--allowExtraConfig".into(),
+                            format!("--name={vm}"),
+                            src.clone(),
+                            vmx_path.clone(),
+                        ],
                         "ovftool could not copy the stemcell VM",
                     )?;
                     info!("full copy of {sc} as {vm} in {} ms", started.elapsed().as_millis());
                 }
                 _ => {
-                    h.vmrun(&["clone", &src, &vmx_path, "linked", &format!("-snapshot={BASE_SNAPSHOT}"), &format!("-cloneName={vm}")])?;
+                    h.vmrun(&[
+                        "clone",
+                        &src,
+                        &vmx_path,
+                        "linked",
+                        &format!("-snapshot={BASE_SNAPSHOT}"),
+                        &format!("-cloneName={vm}"),
+                    ])?;
                     info!("linked clone of {sc} as {vm} in {} ms", started.elapsed().as_millis());
                 }
             }
@@ -582,7 +630,8 @@ impl Vmrun {
         v.set("vmcpi.stemcell", sc);
         v.set("vmcpi.agent_id", req.agent_id.as_str());
         self.add_nics(&mut v, networks)?;
-        let mut settings = AgentSettings::new(req.agent_id.as_str(), vm, &self.agent, networks.clone(), req.env.clone());
+        let mut settings =
+            AgentSettings::new(req.agent_id.as_str(), vm, &self.agent, networks.clone(), req.env.clone());
         settings.disks.system = json!("0");
         if props.disk > 0 {
             let eph = join(&dir, "ephemeral.vmdk");
@@ -607,19 +656,35 @@ impl Vmrun {
         let guest = Some((b.username.as_str(), b.password.as_str()));
         let deadline = Instant::now() + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
         std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
-        info!("bootstrap: waiting up to {} s for VMware Tools{} in {vm}", b.max_wait_seconds, b.ready_process.as_deref().map(|p| format!(" and process {p}")).unwrap_or_default());
+        info!(
+            "bootstrap: waiting up to {} s for VMware Tools{} in {vm}",
+            b.max_wait_seconds,
+            b.ready_process.as_deref().map(|p| format!(" and process {p}")).unwrap_or_default()
+        );
         loop {
             let out = h.vmrun_raw(guest, &["listProcessesInGuest", vmx], Some(Duration::from_secs(60)))?;
             if out.message().contains("Authentication failure") {
                 // wrong guest credentials do not get better by waiting
-                return Err(h.tool_error(&[self.cfg.vmrun.clone(), "-T".into(), self.cfg.host_type.clone(), "listProcessesInGuest".into()], &out));
+                return Err(h.tool_error(
+                    &[self.cfg.vmrun.clone(), "-T".into(), self.cfg.host_type.clone(), "listProcessesInGuest".into()],
+                    &out,
+                ));
             }
-            let ready = out.success() && b.ready_process.as_deref().is_none_or(|p| out.stdout.lines().any(|l| l.contains(&format!("cmd={p}")) || l.split_whitespace().any(|w| w.ends_with(p))));
+            let ready = out.success()
+                && b.ready_process.as_deref().is_none_or(|p| {
+                    out.stdout
+                        .lines()
+                        .any(|l| l.contains(&format!("cmd={p}")) || l.split_whitespace().any(|w| w.ends_with(p)))
+                });
             if ready {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(DriverError::Other(format!("bootstrap: {vm} was not ready within {} s: {}", b.max_wait_seconds, out.message())));
+                return Err(DriverError::Other(format!(
+                    "bootstrap: {vm} was not ready within {} s: {}",
+                    b.max_wait_seconds,
+                    out.message()
+                )));
             }
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -631,10 +696,14 @@ impl Vmrun {
             if out.success() {
                 Ok(())
             } else {
-                Err(h.tool_error(&[self.cfg.vmrun.clone(), "-T".into(), self.cfg.host_type.clone(), args[0].into()], &out))
+                Err(h.tool_error(
+                    &[self.cfg.vmrun.clone(), "-T".into(), self.cfg.host_type.clone(), args[0].into()],
+                    &out,
+                ))
             }
         };
-        let result = run(&["copyFileFromHostToGuest", vmx, &host_script, &guest_script]).and_then(|_| run(&["runProgramInGuest", vmx, &b.interpreter, &guest_script]));
+        let result = run(&["copyFileFromHostToGuest", vmx, &host_script, &guest_script])
+            .and_then(|_| run(&["runProgramInGuest", vmx, &b.interpreter, &guest_script]));
         let _ = self.t.remove_file(&host_script);
         result.map_err(|e| DriverError::Other(format!("bootstrap script failed in {vm}: {e}")))
     }
@@ -642,7 +711,11 @@ impl Vmrun {
     /// Runs `edit` on the VM's .vmx with the VM powered off (VMware rewrites the file of a running VM),
     /// restoring the power state afterwards. The caller holds the VM's lock.
     /// `edit` may return other files (the settings) to write together with the .vmx.
-    fn edit_stopped<T>(&self, vmx: &str, edit: impl FnOnce(&mut Vmx) -> DriverResult<(T, Vec<(String, Vec<u8>)>)>) -> DriverResult<T> {
+    fn edit_stopped<T>(
+        &self,
+        vmx: &str,
+        edit: impl FnOnce(&mut Vmx) -> DriverResult<(T, Vec<(String, Vec<u8>)>)>,
+    ) -> DriverResult<T> {
         let h = self.host();
         let was_running = h.stop(vmx, true)?;
         let mut v = self.read_vmx(vmx)?;
@@ -667,14 +740,29 @@ impl Vmrun {
 impl Driver for Vmrun {
     fn create_stemcell(&self, image: &Path, cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid> {
         if let Some(name) = cloud_properties.get("name").and_then(Value::as_str) {
-            info!("importing stemcell {name} {}", cloud_properties.get("version").and_then(Value::as_str).unwrap_or(""));
+            info!(
+                "importing stemcell {name} {}",
+                cloud_properties.get("version").and_then(Value::as_str).unwrap_or("")
+            );
         }
         // the unpacked image lives in an in-flight work directory: a killed import's scratch is reaped later
-        let scratch = Scratch(Some(self.scratch().begin(&format!("import-{}", random_hex(8))).context(|| "cannot write the scratch marker".into())?));
-        let work = scratch.0.as_ref().map(|m| m.work_dir()).transpose().context(|| "cannot create a scratch directory".into())?;
+        let scratch = Scratch(Some(
+            self.scratch()
+                .begin(&format!("import-{}", random_hex(8)))
+                .context(|| "cannot write the scratch marker".into())?,
+        ));
+        let work = scratch
+            .0
+            .as_ref()
+            .map(|m| m.work_dir())
+            .transpose()
+            .context(|| "cannot create a scratch directory".into())?;
         let unpacked = stemcell::unpack(image, work).context(|| "cannot read the stemcell image".into())?;
         if unpacked.family != Family::Vsphere {
-            return Err(DriverError::invalid("stemcell", "the vmrun driver imports vSphere stemcells (an OVF with a VMDK); this is an OpenStack image"));
+            return Err(DriverError::invalid(
+                "stemcell",
+                "the vmrun driver imports vSphere stemcells (an OVF with a VMDK); this is an OpenStack image",
+            ));
         }
         self.sweep_abandoned()?;
         let sc = format!("sc-{}", random_hex(16));
@@ -705,24 +793,48 @@ impl Driver for Vmrun {
                     }
                     let ovf = ovf.ok_or_else(|| DriverError::invalid("stemcell", "no .ovf in the image"))?;
                     h.tool(
-                        vec![ovftool.clone(), "--sourceType=OVF".into(), "--targetType=VMX".into(), "--allowExtraConfig".into(), "--acceptAllEulas".into(), format!("--name={sc}"), ovf, vmx_path.clone()],
+                        vec![
+                            ovftool.clone(),
+                            "--sourceType=OVF".into(),
+                            "--targetType=VMX".into(),
+                            "--allowExtraConfig".into(),
+                            "--acceptAllEulas".into(),
+                            format!("--name={sc}"),
+                            ovf,
+                            vmx_path.clone(),
+                        ],
                         "ovftool could not import the stemcell",
                     )?;
                     self.tr(|| format!("cannot remove {import}"), self.t.remove_dir_all(&import))?;
                 }
                 None => {
                     // our own import: stream-optimised VMDK → monolithic sparse VMDK, and a VMX like ovftool's
-                    let tmp = tempfile::Builder::new().prefix("vmcpi-vmdk-").tempdir_in(&src_dir).context(|| "cannot create a temporary directory".into())?;
+                    let tmp = tempfile::Builder::new()
+                        .prefix("vmcpi-vmdk-")
+                        .tempdir_in(&src_dir)
+                        .context(|| "cannot create a temporary directory".into())?;
                     let disk = tmp.path().join("disk.vmdk");
                     info!("converting the stemcell disk (no ovftool configured)");
                     crate::exec::Cmd::new(&self.cfg.local_qemu_img)
-                        .args(["convert", "-q", "-f", "vmdk", "-O", "vmdk", "-o", "adapter_type=lsilogic,subformat=monolithicSparse"])
+                        .args([
+                            "convert",
+                            "-q",
+                            "-f",
+                            "vmdk",
+                            "-O",
+                            "vmdk",
+                            "-o",
+                            "adapter_type=lsilogic,subformat=monolithicSparse",
+                        ])
                         .arg(&unpacked.disk)
                         .arg(&disk)
                         .run()
                         .context(|| "cannot convert the stemcell's VMDK".into())?;
                     let disk_name = format!("{sc}-disk1.vmdk");
-                    self.tr(|| "cannot upload the stemcell disk".into(), self.t.upload(&disk, &join(&dir, &disk_name)))?;
+                    self.tr(
+                        || "cannot upload the stemcell disk".into(),
+                        self.t.upload(&disk, &join(&dir, &disk_name)),
+                    )?;
                     self.write_vmx(&vmx_path, &own_stemcell_vmx(&sc, &disk_name, unpacked.efi))?;
                 }
             }
@@ -737,7 +849,9 @@ impl Driver for Vmrun {
             }
             h.vmrun(&["snapshot", &vmx_path, BASE_SNAPSHOT])?;
             if !h.snapshots(&vmx_path)?.iter().any(|s| s == BASE_SNAPSHOT) {
-                return Err(DriverError::Other(format!("vmrun snapshot reported success but {vmx_path} has no snapshot {BASE_SNAPSHOT}")));
+                return Err(DriverError::Other(format!(
+                    "vmrun snapshot reported success but {vmx_path} has no snapshot {BASE_SNAPSHOT}"
+                )));
             }
             Ok(())
         })();
@@ -770,12 +884,18 @@ impl Driver for Vmrun {
             return Ok(());
         }
         // a create in progress may be cloning it right now (its .vmx does not name the stemcell yet)
-        let pending = if self.player() { Vec::new() } else { self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))? };
+        let pending = if self.player() {
+            Vec::new()
+        } else {
+            self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
+        };
         let creating: Vec<String> = pending.into_iter().filter(|n| is_ours(n, "vm-", 20)).collect();
         let paths: Vec<String> = creating.iter().map(|vm| join(&self.store("locks"), &format!("{vm}.lock"))).collect();
         let held = self.tr(|| "cannot check pending creates".into(), self.t.held(&paths))?;
         if let Some((vm, _)) = creating.iter().zip(held).find(|(_, h)| *h) {
-            return Err(DriverError::Other(format!("create_vm of {vm} is in progress and may be cloning {sc}; retry delete_stemcell when it has finished")));
+            return Err(DriverError::Other(format!(
+                "create_vm of {vm} is in progress and may be cloning {sc}; retry delete_stemcell when it has finished"
+            )));
         }
         // linked clones need their parent: refuse while any VM uses it
         let mut users = Vec::new();
@@ -787,7 +907,10 @@ impl Driver for Vmrun {
             }
         }
         if !users.is_empty() && !self.player() {
-            return Err(DriverError::Other(format!("stemcell {sc} is the parent of linked clones {}; delete those VMs first", users.join(", "))));
+            return Err(DriverError::Other(format!(
+                "stemcell {sc} is the parent of linked clones {}; delete those VMs first",
+                users.join(", ")
+            )));
         }
         self.host().vmrun(&["deleteVM", &vmx])?;
         self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;
@@ -796,18 +919,27 @@ impl Driver for Vmrun {
     }
 
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
-        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone())).map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
+            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
         if props.cpu == 0 || props.cpu > 128 {
-            return Err(DriverError::invalid("VM cloud_properties", format!("cpu must be 1 to 128, got {}", props.cpu)));
+            return Err(DriverError::invalid(
+                "VM cloud_properties",
+                format!("cpu must be 1 to 128, got {}", props.cpu),
+            ));
         }
         if props.ram < 4 || !props.ram.is_multiple_of(4) || props.ram > MAX_RAM_MIB {
-            return Err(DriverError::invalid("VM cloud_properties", format!("ram must be a multiple of 4 MiB up to 128 GiB, got {}", props.ram)));
+            return Err(DriverError::invalid(
+                "VM cloud_properties",
+                format!("ram must be a multiple of 4 MiB up to 128 GiB, got {}", props.ram),
+            ));
         }
         if props.disk > 8 << 20 {
             return Err(DriverError::invalid("VM cloud_properties", "disk is limited to 8 TiB"));
         }
         let sc = req.stemcell.as_str();
-        if !is_ours(sc, "sc-", 16) || !self.tr(|| "cannot look for the stemcell".into(), self.t.exists(&self.stemcell_vmx(sc)))? {
+        if !is_ours(sc, "sc-", 16)
+            || !self.tr(|| "cannot look for the stemcell".into(), self.t.exists(&self.stemcell_vmx(sc)))?
+        {
             return Err(DriverError::StemcellNotFound(sc.to_string()));
         }
         // network errors first: nothing is made for a request that cannot work
@@ -855,7 +987,11 @@ impl Driver for Vmrun {
         if !h.is_running(&vmx)? {
             return h.start(&vmx);
         }
-        let soft = h.vmrun_raw(None, &["reset", &vmx, "soft"], Some(Duration::from_secs(self.cfg.soft_shutdown_timeout_seconds)))?;
+        let soft = h.vmrun_raw(
+            None,
+            &["reset", &vmx, "soft"],
+            Some(Duration::from_secs(self.cfg.soft_shutdown_timeout_seconds)),
+        )?;
         if !soft.success() {
             info!("soft reset of {cid} failed ({}), resetting hard", soft.message());
             h.vmrun(&["reset", &vmx, "hard"])?;
@@ -869,13 +1005,21 @@ impl Driver for Vmrun {
         let mut pairs: Vec<(String, String)> = metadata
             .iter()
             .map(|(k, v)| {
-                let key: String = k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+                let key: String = k
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+                    .collect();
                 (format!("guestinfo.bosh.{key}"), v.chars().filter(|c| !c.is_control()).take(1024).collect())
             })
             .collect();
-        let name = metadata.get("name").cloned().or_else(|| Some(format!("{}/{}", metadata.get("instance_group").or(metadata.get("job"))?, metadata.get("index")?)));
+        let name = metadata.get("name").cloned().or_else(|| {
+            Some(format!("{}/{}", metadata.get("instance_group").or(metadata.get("job"))?, metadata.get("index")?))
+        });
         if let Some(n) = name {
-            pairs.push(("displayName".into(), format!("{n} ({cid})").chars().filter(|c| !c.is_control()).take(200).collect()));
+            pairs.push((
+                "displayName".into(),
+                format!("{n} ({cid})").chars().filter(|c| !c.is_control()).take(200).collect(),
+            ));
         }
         let h = self.host();
         if h.is_running(&vmx)? {
@@ -895,12 +1039,20 @@ impl Driver for Vmrun {
         if res.cpu == 0 || res.ram == 0 {
             return Err(DriverError::invalid("vm_resources", "cpu and ram must be positive"));
         }
-        let ram = res.ram.checked_next_multiple_of(4).filter(|r| *r <= MAX_RAM_MIB).ok_or_else(|| DriverError::invalid("vm_resources", format!("ram must be at most {MAX_RAM_MIB} MiB, got {}", res.ram)))?;
+        let ram = res.ram.checked_next_multiple_of(4).filter(|r| *r <= MAX_RAM_MIB).ok_or_else(|| {
+            DriverError::invalid("vm_resources", format!("ram must be at most {MAX_RAM_MIB} MiB, got {}", res.ram))
+        })?;
         Ok(json!({"cpu": res.cpu, "ram": ram, "disk": res.ephemeral_disk_size}))
     }
 
-    fn create_disk(&self, size_mib: u64, cloud_properties: &Map<String, Value>, _vm: Option<&VmCid>) -> DriverResult<DiskCid> {
-        let _props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone())).map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
+    fn create_disk(
+        &self,
+        size_mib: u64,
+        cloud_properties: &Map<String, Value>,
+        _vm: Option<&VmCid>,
+    ) -> DriverResult<DiskCid> {
+        let _props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone()))
+            .map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
         if size_mib == 0 || size_mib > 8 << 20 {
             return Err(DriverError::invalid("disk size", format!("must be 1 MiB to 8 TiB, got {size_mib} MiB")));
         }
@@ -926,7 +1078,9 @@ impl Driver for Vmrun {
             Err(e) => return Err(e),
         };
         if self.tr(|| "cannot check the disk lock".into(), self.t.exists(&format!("{path}.lck")))? {
-            return Err(DriverError::Other(format!("{cid} is in use by a running VM (VMware holds {path}.lck); detach it first")));
+            return Err(DriverError::Other(format!(
+                "{cid} is in use by a running VM (VMware holds {path}.lck); detach it first"
+            )));
         }
         self.tr(|| format!("cannot remove {path}"), self.t.remove_file(&path))?;
         self.tr(|| "cannot remove the disk record".into(), self.t.remove_file(&self.disk_record(cid.as_str())))?;
@@ -937,13 +1091,18 @@ impl Driver for Vmrun {
         let path = self.check_disk(cid)?;
         let mut rec = self.read_disk_record(cid.as_str())?;
         if new_size_mib < rec.size_mib {
-            return Err(DriverError::NotSupported(format!("shrinking {cid} from {} to {new_size_mib} MiB", rec.size_mib)));
+            return Err(DriverError::NotSupported(format!(
+                "shrinking {cid} from {} to {new_size_mib} MiB",
+                rec.size_mib
+            )));
         }
         if new_size_mib == rec.size_mib {
             return Ok(());
         }
         if self.tr(|| "cannot check the disk lock".into(), self.t.exists(&format!("{path}.lck")))? {
-            return Err(DriverError::Other(format!("{cid} is in use by a running VM (VMware holds {path}.lck); detach it before resizing")));
+            return Err(DriverError::Other(format!(
+                "{cid} is in use by a running VM (VMware holds {path}.lck); detach it before resizing"
+            )));
         }
         self.host().grow_vmdk(&path, new_size_mib)?;
         rec.size_mib = new_size_mib;
@@ -970,7 +1129,10 @@ impl Driver for Vmrun {
         let mut settings = self.read_settings(vm.as_str())?;
         let unit = self.edit_stopped(&vmx, |v| {
             let used: Vec<u32> = v.scsi_disks(0).into_iter().map(|(u, _)| u).collect();
-            let unit = PERSISTENT_UNITS.into_iter().find(|u| !used.contains(u)).ok_or_else(|| DriverError::Other(format!("{vm} has no free SCSI unit")))?;
+            let unit = PERSISTENT_UNITS
+                .into_iter()
+                .find(|u| !used.contains(u))
+                .ok_or_else(|| DriverError::Other(format!("{vm} has no free SCSI unit")))?;
             v.set(&format!("scsi0:{unit}.present"), "TRUE");
             v.set(&format!("scsi0:{unit}.fileName"), path.clone());
             v.set(&format!("scsi0:{unit}.mode"), "independent-persistent");
@@ -1074,7 +1236,10 @@ mod tests {
     #[test]
     fn config_validation() {
         let c = cfg(json!({"vm_store_path": "/vms"})).unwrap();
-        assert_eq!((c.vmrun.as_str(), c.host_type.as_str(), c.soft_shutdown_timeout_seconds), ("/usr/bin/vmrun", "ws", 30));
+        assert_eq!(
+            (c.vmrun.as_str(), c.host_type.as_str(), c.soft_shutdown_timeout_seconds),
+            ("/usr/bin/vmrun", "ws", 30)
+        );
         assert!(cfg(json!({"vm_store_path": "vms"})).unwrap_err().contains("absolute"));
         assert!(cfg(json!({"vm_store_path": "C:\\vms"})).unwrap_err().contains("Windows"));
         assert!(cfg(json!({"vm_store_path": "/vms", "vmrun": "vmrun"})).unwrap_err().contains("absolute"));

@@ -22,7 +22,11 @@ fn decode(v: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'|' && i + 2 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit() {
+        if bytes[i] == b'|'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+        {
             let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
             out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
             i += 3;
@@ -162,7 +166,8 @@ impl Vmx {
                 let rest = rest.strip_prefix(&prefix)?.strip_suffix(".filename")?.to_string();
                 let unit: u32 = rest.parse().ok()?;
                 let dev = format!("{prefix}{unit}");
-                let is_cd = self.get(&format!("{dev}.deviceType")).is_some_and(|t| t.to_ascii_lowercase().contains("cdrom"));
+                let is_cd =
+                    self.get(&format!("{dev}.deviceType")).is_some_and(|t| t.to_ascii_lowercase().contains("cdrom"));
                 let present = self.get(&format!("{dev}.present")).is_none_or(|p| p.eq_ignore_ascii_case("true"));
                 (present && !is_cd).then(|| (unit, v.to_string()))
             })
@@ -232,7 +237,10 @@ guestinfo.note = "a |22quoted|22 |7C pipe"
         v.set("scsi0:2.fileName", "/store/disks/disk-1.vmdk");
         v.set("scsi0:3.present", "FALSE");
         v.set("scsi0:3.fileName", "old.vmdk");
-        assert_eq!(v.scsi_disks(0), vec![(0, "sc-disk1.vmdk".to_string()), (2, "/store/disks/disk-1.vmdk".to_string())]);
+        assert_eq!(
+            v.scsi_disks(0),
+            vec![(0, "sc-disk1.vmdk".to_string()), (2, "/store/disks/disk-1.vmdk".to_string())]
+        );
         assert_eq!(Vmx::parse("ide1:0.deviceType = \"atapi-cdrom\"\n").cdrom_device().as_deref(), Some("ide1:0"));
         assert_eq!(Vmx::parse("garbage line\n=x\n").render(), "garbage line\n=x\n");
     }

@@ -77,13 +77,21 @@ pub fn start_request(pm: &MoRef, vm: &MoRef, b: &Bootstrap) -> StartProgramInGue
 }
 
 pub fn list_request(pm: &MoRef, vm: &MoRef, b: &Bootstrap, pids: Vec<i64>) -> ListProcessesInGuest {
-    ListProcessesInGuest { this: pm.clone(), vm: vm.clone(), auth: GuestAuth { user: b.username.clone(), password: b.password.clone() }, pids }
+    ListProcessesInGuest {
+        this: pm.clone(),
+        vm: vm.clone(),
+        auth: GuestAuth { user: b.username.clone(), password: b.password.clone() },
+        pids,
+    }
 }
 
 /// Runs the bootstrap on a powered-on VM.
 pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
     crate::logger::add_secret(&b.password);
-    let gom = s.sc.guest_operations_manager.clone().ok_or_else(|| DriverError::NotSupported("bootstrap: this server has no guest operations manager".into()))?;
+    let gom =
+        s.sc.guest_operations_manager.clone().ok_or_else(|| {
+            DriverError::NotSupported("bootstrap: this server has no guest operations manager".into())
+        })?;
     let pm = s
         .object(&gom, &["processManager"])
         .map_err(|e| DriverError::failed("bootstrap: cannot read the guest operations manager", e))?
@@ -100,19 +108,30 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
                 let procs = parse_processes(&n);
                 match &b.ready_process {
                     None => break,
-                    Some(want) if procs.iter().any(|p| p.name.contains(want.as_str()) || p.cmd_line.contains(want.as_str())) => break,
+                    Some(want)
+                        if procs
+                            .iter()
+                            .any(|p| p.name.contains(want.as_str()) || p.cmd_line.contains(want.as_str())) =>
+                    {
+                        break
+                    }
                     Some(_) => {}
                 }
             }
             Err(e) if e.is_fault(&FaultKind::InvalidGuestLogin) => {
                 return Err(DriverError::invalid("bootstrap", format!("the guest refused user {}: {e}", b.username)))
             }
-            Err(e) if fatal(&e) => return Err(DriverError::NotSupported(format!("bootstrap: this server has no guest operations ({e})"))),
+            Err(e) if fatal(&e) => {
+                return Err(DriverError::NotSupported(format!("bootstrap: this server has no guest operations ({e})")))
+            }
             Err(e) => crate::debug!("bootstrap: guest not ready yet: {e}"),
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(DriverError::Other(format!("bootstrap: the guest was not ready within {} s", b.max_wait_seconds)));
+            return Err(DriverError::Other(format!(
+                "bootstrap: the guest was not ready within {} s",
+                b.max_wait_seconds
+            )));
         }
         std::thread::sleep(left.min(Duration::from_secs(2)));
     }
@@ -125,7 +144,9 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
         .ok_or_else(|| DriverError::Other("bootstrap: StartProgramInGuest returned no pid".into()))?;
     info!("bootstrap: script running in the guest as pid {pid}");
     loop {
-        let n = s.call(&list_request(&pm, vm, b, vec![pid])).map_err(|e| DriverError::failed("bootstrap: cannot watch the script", e))?;
+        let n = s
+            .call(&list_request(&pm, vm, b, vec![pid]))
+            .map_err(|e| DriverError::failed("bootstrap: cannot watch the script", e))?;
         if let Some(code) = parse_processes(&n).into_iter().find(|p| p.pid == pid).and_then(|p| p.exit_code) {
             return if code == 0 {
                 info!("bootstrap: script finished after {} s", started.elapsed().as_secs());
@@ -136,7 +157,10 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(DriverError::Other(format!("bootstrap: the script did not finish within {} s", b.max_wait_seconds)));
+            return Err(DriverError::Other(format!(
+                "bootstrap: the script did not finish within {} s",
+                b.max_wait_seconds
+            )));
         }
         std::thread::sleep(left.min(Duration::from_secs(1)));
     }
@@ -156,7 +180,10 @@ mod tests {
         let doc = br#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><ListProcessesInGuestResponse xmlns="urn:vim25"><returnval><name>bash</name><pid>42</pid><owner>vcap</owner><cmdLine>/bin/bash -c x</cmdLine><startTime>2026-01-01T00:00:00Z</startTime><endTime>2026-01-01T00:00:05Z</endTime><exitCode>3</exitCode></returnval><returnval><name>bosh-agent</name><pid>7</pid><owner>root</owner><cmdLine>/var/vcap/bosh/bin/bosh-agent</cmdLine><startTime>2026-01-01T00:00:00Z</startTime></returnval></ListProcessesInGuestResponse></soapenv:Body></soapenv:Envelope>"#;
         let n = super::super::soap::decode(200, doc).unwrap();
         let p = parse_processes(&n);
-        assert_eq!(p[0], GuestProcess { pid: 42, name: "bash".into(), cmd_line: "/bin/bash -c x".into(), exit_code: Some(3) });
+        assert_eq!(
+            p[0],
+            GuestProcess { pid: 42, name: "bash".into(), cmd_line: "/bin/bash -c x".into(), exit_code: Some(3) }
+        );
         assert_eq!(p[1].exit_code, None);
     }
 }

@@ -146,9 +146,13 @@ impl Session {
         let n = s.call(&RetrieveServiceContent { this: MoRef::new("ServiceInstance", "ServiceInstance") })?;
         s.sc = n.child("returnval").and_then(ServiceContent::from_node).ok_or_else(|| ClientError::Soap {
             method: "RetrieveServiceContent".into(),
-            source: SoapError::Unexpected { method: "RetrieveServiceContent".into(), what: "no service content".into() },
+            source: SoapError::Unexpected {
+                method: "RetrieveServiceContent".into(),
+                what: "no service content".into(),
+            },
         })?;
-        let login = Login { this: s.sc.session_manager.clone(), user: cfg.user.clone(), password: cfg.password.clone() };
+        let login =
+            Login { this: s.sc.session_manager.clone(), user: cfg.user.clone(), password: cfg.password.clone() };
         match s.call(&login) {
             Ok(_) => {}
             Err(e) if e.is_fault(&FaultKind::InvalidLogin) => {
@@ -198,7 +202,8 @@ impl Session {
             builder = builder.header("Cookie", format!("vmware_soap_session={c}"));
         }
         let started = Instant::now();
-        let mut resp = builder.send(body).map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+        let mut resp =
+            builder.send(body).map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
         for v in resp.headers().get_all("set-cookie") {
             if let Some(c) = v.to_str().ok().and_then(session_cookie) {
                 *self.cookie.borrow_mut() = Some(c);
@@ -256,7 +261,8 @@ impl Session {
             let token = p.str_at("token").map(str::to_string);
             pages.push(p);
             if let Some(token) = token {
-                let next = self.call(&ContinueRetrievePropertiesEx { this: self.sc.property_collector.clone(), token })?;
+                let next =
+                    self.call(&ContinueRetrievePropertiesEx { this: self.sc.property_collector.clone(), token })?;
                 page = next.child("returnval").cloned();
             }
         }
@@ -266,7 +272,10 @@ impl Session {
             if let Some(f) = oc.children_named("missingSet").find_map(|m| m.child("fault")) {
                 let fault = Fault::from_localized(f);
                 if fault.kind == FaultKind::NotAuthenticated {
-                    return Err(ClientError::Soap { method: "RetrievePropertiesEx".into(), source: SoapError::Fault(fault) });
+                    return Err(ClientError::Soap {
+                        method: "RetrievePropertiesEx".into(),
+                        source: SoapError::Fault(fault),
+                    });
                 }
             }
             let props = oc
@@ -287,13 +296,18 @@ impl Session {
     /// the state changes), and returns `info.result`.
     pub fn wait_task(&self, task: &MoRef, what: &str) -> ClientResult<Option<Node>> {
         let state = self.wait_for(task, &["info.state", "info.error", "info.result"], what, |props| {
-            matches!(props.iter().find(|(p, _)| p == "info.state").map(|(_, v)| v.text.as_str()), Some("success") | Some("error"))
+            matches!(
+                props.iter().find(|(p, _)| p == "info.state").map(|(_, v)| v.text.as_str()),
+                Some("success") | Some("error")
+            )
         })?;
         let get = |p: &str| state.iter().find(|(n, _)| n == p).map(|(_, v)| v.clone());
         match get("info.state").map(|n| n.text) {
             Some(s) if s == "success" => Ok(get("info.result")),
             _ => {
-                let fault = get("info.error").map(|e| Fault::from_localized(&e)).unwrap_or(Fault { kind: FaultKind::Other("unknown".into()), message: "no error given".into() });
+                let fault = get("info.error")
+                    .map(|e| Fault::from_localized(&e))
+                    .unwrap_or(Fault { kind: FaultKind::Other("unknown".into()), message: "no error given".into() });
                 Err(ClientError::Task { task: task.value.clone(), what: what.to_string(), fault })
             }
         }
@@ -310,8 +324,18 @@ impl Session {
     }
 
     /// Watches `paths` of `obj` until `done` says so; returns the latest values.
-    pub fn wait_for(&self, obj: &MoRef, paths: &[&str], what: &str, done: impl Fn(&[(String, Node)]) -> bool) -> ClientResult<Vec<(String, Node)>> {
-        let filter = self.call(&CreateFilter { this: self.sc.property_collector.clone(), obj: obj.clone(), paths: paths.iter().map(|s| s.to_string()).collect() })?;
+    pub fn wait_for(
+        &self,
+        obj: &MoRef,
+        paths: &[&str],
+        what: &str,
+        done: impl Fn(&[(String, Node)]) -> bool,
+    ) -> ClientResult<Vec<(String, Node)>> {
+        let filter = self.call(&CreateFilter {
+            this: self.sc.property_collector.clone(),
+            obj: obj.clone(),
+            paths: paths.iter().map(|s| s.to_string()).collect(),
+        })?;
         let filter = filter.moref_at("returnval");
         let started = Instant::now();
         let mut version = String::new();
@@ -319,10 +343,18 @@ impl Session {
         let result = loop {
             let left = self.task_timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                break Err(ClientError::TaskTimeout { task: obj.value.clone(), what: what.to_string(), secs: self.task_timeout.as_secs() });
+                break Err(ClientError::TaskTimeout {
+                    task: obj.value.clone(),
+                    what: what.to_string(),
+                    secs: self.task_timeout.as_secs(),
+                });
             }
             let wait = (left.as_secs().clamp(1, 60)) as u32;
-            let n = match self.call(&WaitForUpdatesEx { this: self.sc.property_collector.clone(), version: version.clone(), max_wait_seconds: wait }) {
+            let n = match self.call(&WaitForUpdatesEx {
+                this: self.sc.property_collector.clone(),
+                version: version.clone(),
+                max_wait_seconds: wait,
+            }) {
                 Ok(n) => n,
                 Err(e) => break Err(e),
             };
@@ -354,7 +386,13 @@ impl Session {
     }
 
     fn file_url(&self, dc_path: &str, ds: &str, path: &str) -> String {
-        format!("{}/folder/{}?dcPath={}&dsName={}", self.base_url, encode_path(path), encode_query(dc_path), encode_query(ds))
+        format!(
+            "{}/folder/{}?dcPath={}&dsName={}",
+            self.base_url,
+            encode_path(path),
+            encode_query(dc_path),
+            encode_query(ds)
+        )
     }
 
     fn with_cookie<B>(&self, b: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
@@ -383,9 +421,18 @@ impl Session {
     pub fn get_file(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
-        let mut resp = self.with_cookie(self.agent.get(&url)).call().map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let mut resp = self
+            .with_cookie(self.agent.get(&url))
+            .call()
+            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
         match resp.status().as_u16() {
-            200 => Ok(Some(resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| ClientError::Http { url, source: Box::new(e) })?)),
+            200 => Ok(Some(
+                resp.body_mut()
+                    .with_config()
+                    .limit(64 << 20)
+                    .read_to_vec()
+                    .map_err(|e| ClientError::Http { url, source: Box::new(e) })?,
+            )),
             404 => Ok(None),
             status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
         }
@@ -395,7 +442,10 @@ impl Session {
     pub fn file_exists(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
-        let resp = self.with_cookie(self.agent.head(&url)).call().map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let resp = self
+            .with_cookie(self.agent.head(&url))
+            .call()
+            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -407,7 +457,13 @@ impl Session {
     /// you talk to" (its scheme is not to be trusted either: the simulator writes https on plain HTTP).
     /// A URL naming another host (vCenter hands out the ESXi host's NFC address) gets no session cookie;
     /// with a thumbprint pin, that host's own `sslThumbprint` from the lease is pinned instead.
-    pub fn put_stream(&self, url: &str, ssl_thumbprint: Option<&str>, len: u64, body: &mut dyn Read) -> ClientResult<()> {
+    pub fn put_stream(
+        &self,
+        url: &str,
+        ssl_thumbprint: Option<&str>,
+        len: u64,
+        body: &mut dyn Read,
+    ) -> ClientResult<()> {
         let (url, ours) = self.fix_lease_url(url);
         self.count();
         let other;
@@ -419,11 +475,16 @@ impl Session {
             }
             _ => &self.agent,
         };
-        let mut req = agent.put(&url).header("Content-Type", "application/x-vnd.vmware-streamVmdk").header("Content-Length", len.to_string());
+        let mut req = agent
+            .put(&url)
+            .header("Content-Type", "application/x-vnd.vmware-streamVmdk")
+            .header("Content-Length", len.to_string());
         if ours {
             req = self.with_cookie(req);
         }
-        let resp = req.send(ureq::SendBody::from_reader(body)).map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let resp = req
+            .send(ureq::SendBody::from_reader(body))
+            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: url, status }),
@@ -497,8 +558,14 @@ mod tests {
     #[test]
     fn lease_urls() {
         let base = "http://127.0.0.1:8989";
-        assert_eq!(lease_url(base, "https://*/nfc/52a/disk-0.vmdk"), ("http://127.0.0.1:8989/nfc/52a/disk-0.vmdk".into(), true));
-        assert_eq!(lease_url("https://vc.lab", "https://esx01.lab/nfc/52a/disk-0.vmdk"), ("https://esx01.lab/nfc/52a/disk-0.vmdk".into(), false));
+        assert_eq!(
+            lease_url(base, "https://*/nfc/52a/disk-0.vmdk"),
+            ("http://127.0.0.1:8989/nfc/52a/disk-0.vmdk".into(), true)
+        );
+        assert_eq!(
+            lease_url("https://vc.lab", "https://esx01.lab/nfc/52a/disk-0.vmdk"),
+            ("https://esx01.lab/nfc/52a/disk-0.vmdk".into(), false)
+        );
         assert_eq!(lease_url("https://vc.lab", "https://VC.lab:443/nfc/x"), ("https://VC.lab:443/nfc/x".into(), true));
     }
 

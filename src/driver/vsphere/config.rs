@@ -98,7 +98,10 @@ impl VsphereConfig {
             return Err("driver.host must name the vCenter or ESXi host".into());
         }
         if self.datacenter.is_empty() || self.datacenter.starts_with('/') || self.datacenter.ends_with('/') {
-            return Err(format!("driver.datacenter must be a datacenter name or inventory path (\"DC1\", \"emea/DC1\"), got {:?}", self.datacenter));
+            return Err(format!(
+                "driver.datacenter must be a datacenter name or inventory path (\"DC1\", \"emea/DC1\"), got {:?}",
+                self.datacenter
+            ));
         }
         if self.user.is_empty() {
             return Err("driver.user must not be empty".into());
@@ -109,13 +112,20 @@ impl VsphereConfig {
         if let Some(t) = &self.thumbprint {
             super::tls::Thumbprint::parse(t)?;
         }
-        for (name, f) in [("vm_folder", &self.vm_folder), ("template_folder", &self.template_folder), ("disk_folder", &self.disk_folder)] {
+        for (name, f) in [
+            ("vm_folder", &self.vm_folder),
+            ("template_folder", &self.template_folder),
+            ("disk_folder", &self.disk_folder),
+        ] {
             if f.is_empty() || f.starts_with('/') || f.split('/').any(|p| p.is_empty() || p == "..") {
                 return Err(format!("driver.{name} must be a relative path like \"bosh/vms\", got {f:?}"));
             }
         }
         if !self.xorriso.is_absolute() {
-            return Err(format!("driver.xorriso must be an absolute path (the director runs the CPI with a minimal PATH), got {}", self.xorriso.display()));
+            return Err(format!(
+                "driver.xorriso must be an absolute path (the director runs the CPI with a minimal PATH), got {}",
+                self.xorriso.display()
+            ));
         }
         if !self.state_dir.is_absolute() {
             return Err(format!("driver.state_dir must be an absolute path, got {}", self.state_dir.display()));
@@ -190,7 +200,8 @@ mod tests {
     use super::*;
 
     fn cfg(host: &str) -> VsphereConfig {
-        serde_json::from_value(serde_json::json!({"host": host, "user": "u", "password": "p", "datacenter": "DC0"})).unwrap()
+        serde_json::from_value(serde_json::json!({"host": host, "user": "u", "password": "p", "datacenter": "DC0"}))
+            .unwrap()
     }
 
     #[test]

@@ -28,9 +28,13 @@ pub fn ovf_for(disk: &Path, efi: bool) -> DriverResult<OvfImage> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "ovf"));
     let descriptor = match ovf {
-        Some(p) => std::fs::read_to_string(&p).map_err(|e| DriverError::failed(format!("cannot read {}", p.display()), e))?,
+        Some(p) => {
+            std::fs::read_to_string(&p).map_err(|e| DriverError::failed(format!("cannot read {}", p.display()), e))?
+        }
         None => {
-            let size = std::fs::metadata(disk).map_err(|e| DriverError::failed(format!("cannot read {}", disk.display()), e))?.len();
+            let size = std::fs::metadata(disk)
+                .map_err(|e| DriverError::failed(format!("cannot read {}", disk.display()), e))?
+                .len();
             let name = disk.file_name().and_then(|n| n.to_str()).unwrap_or("disk.vmdk");
             generated_ovf(name, size, vmdk_capacity(disk).unwrap_or(size), efi)
         }
@@ -89,7 +93,13 @@ pub fn strip_items(ovf: &str, types: &[&str]) -> (String, Vec<String>) {
         let Some(end_rel) = ovf[start..].find("Item>").and_then(|_| find_item_end(&ovf[start..])) else { break };
         let end = start + end_rel;
         let text = &ovf[start..end];
-        items.push((start, end, element_text(text, "ResourceType").unwrap_or_default(), element_text(text, "InstanceID"), element_text(text, "Parent")));
+        items.push((
+            start,
+            end,
+            element_text(text, "ResourceType").unwrap_or_default(),
+            element_text(text, "InstanceID"),
+            element_text(text, "Parent"),
+        ));
         pos = end;
     }
     let mut removed_ids: Vec<String> = Vec::new();
@@ -172,18 +182,33 @@ fn element_text(s: &str, local: &str) -> Option<String> {
 }
 
 /// Runs the import; returns the new VM. Cleans up (aborts the lease, destroys the VM) on failure.
-pub fn import(s: &Session, img: &OvfImage, name: &str, pool: &MoRef, ds: &MoRef, folder: &MoRef) -> DriverResult<MoRef> {
-    let ovf_manager = s.sc.ovf_manager.clone().ok_or_else(|| DriverError::NotSupported("this server has no OvfManager".into()))?;
+pub fn import(
+    s: &Session,
+    img: &OvfImage,
+    name: &str,
+    pool: &MoRef,
+    ds: &MoRef,
+    folder: &MoRef,
+) -> DriverResult<MoRef> {
+    let ovf_manager =
+        s.sc.ovf_manager.clone().ok_or_else(|| DriverError::NotSupported("this server has no OvfManager".into()))?;
     let mut descriptor = img.descriptor.clone();
     let mut result = None;
     for attempt in 0..2 {
-        let req = CreateImportSpec { this: ovf_manager.clone(), ovf_descriptor: descriptor.clone(), resource_pool: pool.clone(), datastore: ds.clone(), entity_name: name.to_string() };
+        let req = CreateImportSpec {
+            this: ovf_manager.clone(),
+            ovf_descriptor: descriptor.clone(),
+            resource_pool: pool.clone(),
+            datastore: ds.clone(),
+            entity_name: name.to_string(),
+        };
         let r = s.call(&req).map_err(ctx_err("cannot create the import spec"))?;
         let r = r.child("returnval").cloned().unwrap_or_default();
         for w in r.children_named("warning") {
             warn!("import spec warning: {}", w.str_at("localizedMessage").unwrap_or_default());
         }
-        let errors: Vec<String> = r.children_named("error").map(|e| e.str_at("localizedMessage").unwrap_or(e.kind()).to_string()).collect();
+        let errors: Vec<String> =
+            r.children_named("error").map(|e| e.str_at("localizedMessage").unwrap_or(e.kind()).to_string()).collect();
         if errors.is_empty() {
             result = Some(r);
             break;
@@ -192,7 +217,11 @@ pub fn import(s: &Session, img: &OvfImage, name: &str, pool: &MoRef, ds: &MoRef,
         if attempt == 0 && unsupported {
             let (stripped, names) = strip_items(&descriptor, DROPPABLE);
             if !names.is_empty() {
-                warn!("the server refuses parts of the stemcell OVF ({}); importing without {}", errors.join("; "), names.join(", "));
+                warn!(
+                    "the server refuses parts of the stemcell OVF ({}); importing without {}",
+                    errors.join("; "),
+                    names.join(", ")
+                );
                 descriptor = stripped;
                 continue;
             }
@@ -200,10 +229,19 @@ pub fn import(s: &Session, img: &OvfImage, name: &str, pool: &MoRef, ds: &MoRef,
         return Err(DriverError::Other(format!("the server refuses the stemcell OVF: {}", errors.join("; "))));
     }
     let r = result.ok_or_else(|| DriverError::Other("the server refuses the stemcell OVF".into()))?;
-    let spec = r.child("importSpec").cloned().ok_or_else(|| DriverError::Other("CreateImportSpec returned no import spec".into()))?;
+    let spec = r
+        .child("importSpec")
+        .cloned()
+        .ok_or_else(|| DriverError::Other("CreateImportSpec returned no import spec".into()))?;
     let files: Vec<(String, String, u64)> = r
         .children_named("fileItem")
-        .filter_map(|f| Some((f.str_at("deviceId")?.to_string(), f.str_at("path")?.to_string(), f.str_at("size").and_then(|v| v.parse().ok()).unwrap_or(0))))
+        .filter_map(|f| {
+            Some((
+                f.str_at("deviceId")?.to_string(),
+                f.str_at("path")?.to_string(),
+                f.str_at("size").and_then(|v| v.parse().ok()).unwrap_or(0),
+            ))
+        })
         .collect();
     let lease = s
         .call(&ImportVApp { this: pool.clone(), spec, folder: Some(folder.clone()), host: None })
@@ -224,19 +262,32 @@ pub fn import(s: &Session, img: &OvfImage, name: &str, pool: &MoRef, ds: &MoRef,
 
 fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, u64)]) -> DriverResult<MoRef> {
     let state = s
-        .wait_for(lease, &["state", "error"], "NFC lease", |v| v.iter().any(|(p, n)| p == "state" && n.text != "initializing"))
+        .wait_for(lease, &["state", "error"], "NFC lease", |v| {
+            v.iter().any(|(p, n)| p == "state" && n.text != "initializing")
+        })
         .map_err(ctx_err("waiting for the NFC lease failed"))?;
     let st = state.iter().find(|(p, _)| p == "state").map(|(_, n)| n.text.clone()).unwrap_or_default();
     if st != "ready" {
-        let err = state.iter().find(|(p, _)| p == "error").map(|(_, n)| super::soap::Fault::from_localized(n).to_string()).unwrap_or_default();
+        let err = state
+            .iter()
+            .find(|(p, _)| p == "error")
+            .map(|(_, n)| super::soap::Fault::from_localized(n).to_string())
+            .unwrap_or_default();
         return Err(DriverError::Other(format!("NFC lease is {st}: {err}")));
     }
     let info = s.object(lease, &["info"]).map_err(ctx_err("cannot read the NFC lease"))?;
-    let info = info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::Other("NFC lease has no info".into()))?;
+    let info =
+        info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::Other("NFC lease has no info".into()))?;
     let entity = info.moref_at("entity").ok_or_else(|| DriverError::Other("NFC lease names no VM".into()))?;
     let urls: Vec<(String, String, Option<String>)> = info
         .children_named("deviceUrl")
-        .filter_map(|d| Some((d.str_at("importKey")?.to_string(), d.str_at("url")?.to_string(), d.str_at("sslThumbprint").map(str::to_string))))
+        .filter_map(|d| {
+            Some((
+                d.str_at("importKey")?.to_string(),
+                d.str_at("url")?.to_string(),
+                d.str_at("sslThumbprint").map(str::to_string),
+            ))
+        })
         .collect();
     let total: u64 = files
         .iter()
@@ -248,16 +299,31 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
         if path.contains('/') || path.contains("..") {
             return Err(DriverError::Other(format!("the OVF names a disk file outside the image: {path}")));
         }
-        let (_, url, thumb) = urls.iter().find(|(k, _, _)| k == device).ok_or_else(|| DriverError::Other(format!("NFC lease has no URL for {device} ({path})")))?;
+        let (_, url, thumb) = urls
+            .iter()
+            .find(|(k, _, _)| k == device)
+            .ok_or_else(|| DriverError::Other(format!("NFC lease has no URL for {device} ({path})")))?;
         let file = img.dir.join(path);
-        let f = std::fs::File::open(&file).map_err(|e| DriverError::failed(format!("cannot open {}", file.display()), e))?;
+        let f = std::fs::File::open(&file)
+            .map_err(|e| DriverError::failed(format!("cannot open {}", file.display()), e))?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         info!("uploading {path} ({} MiB) to the NFC lease", len >> 20);
-        let mut reader = Progress { inner: f, s, lease, done, total, last_percent: 0, last_report: std::time::Instant::now(), name: path.clone() };
-        s.put_stream(url, thumb.as_deref(), len, &mut reader).map_err(|e| DriverError::failed(format!("uploading {path} failed"), e))?;
+        let mut reader = Progress {
+            inner: f,
+            s,
+            lease,
+            done,
+            total,
+            last_percent: 0,
+            last_report: std::time::Instant::now(),
+            name: path.clone(),
+        };
+        s.put_stream(url, thumb.as_deref(), len, &mut reader)
+            .map_err(|e| DriverError::failed(format!("uploading {path} failed"), e))?;
         done += len;
     }
-    s.call(&HttpNfcLeaseProgress { this: lease.clone(), percent: 100 }).map_err(ctx_err("NFC lease progress failed"))?;
+    s.call(&HttpNfcLeaseProgress { this: lease.clone(), percent: 100 })
+        .map_err(ctx_err("NFC lease progress failed"))?;
     s.call(&HttpNfcLeaseComplete { this: lease.clone() }).map_err(ctx_err("cannot complete the NFC lease"))?;
     Ok(entity)
 }
@@ -280,7 +346,9 @@ impl Read for Progress<'_> {
         let n = self.inner.read(buf)?;
         self.done += n as u64;
         let percent = ((self.done.saturating_mul(100)) / self.total).min(99) as u32;
-        if percent >= self.last_percent + 5 || (percent > self.last_percent && self.last_report.elapsed().as_secs() >= 30) {
+        if percent >= self.last_percent + 5
+            || (percent > self.last_percent && self.last_report.elapsed().as_secs() >= 30)
+        {
             self.last_percent = percent;
             self.last_report = std::time::Instant::now();
             info!("{}: {percent} % uploaded", self.name);

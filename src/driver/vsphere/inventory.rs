@@ -51,7 +51,16 @@ impl Dev {
         self.kind.contains("SCSIController") || self.kind.contains("LsiLogic") || self.kind.contains("BusLogic")
     }
     pub fn is_nic(&self) -> bool {
-        matches!(self.kind.as_str(), "VirtualVmxnet3" | "VirtualVmxnet2" | "VirtualVmxnet" | "VirtualE1000" | "VirtualE1000e" | "VirtualPCNet32" | "VirtualSriovEthernetCard")
+        matches!(
+            self.kind.as_str(),
+            "VirtualVmxnet3"
+                | "VirtualVmxnet2"
+                | "VirtualVmxnet"
+                | "VirtualE1000"
+                | "VirtualE1000e"
+                | "VirtualPCNet32"
+                | "VirtualSriovEthernetCard"
+        )
     }
 }
 
@@ -68,7 +77,8 @@ pub struct VmInfo {
     pub firmware: Option<String>,
 }
 
-pub const VM_PROPS: &[&str] = &["config.hardware.device", "runtime.powerState", "config.files.vmPathName", "snapshot", "config.firmware"];
+pub const VM_PROPS: &[&str] =
+    &["config.hardware.device", "runtime.powerState", "config.files.vmPathName", "snapshot", "config.firmware"];
 
 /// `[ds] dir/file.vmx` → (`ds`, `dir`).
 pub fn split_ds_path(p: &str) -> Option<(String, String)> {
@@ -81,9 +91,13 @@ pub fn split_ds_path(p: &str) -> Option<(String, String)> {
 
 impl VmInfo {
     pub fn from_content(oc: &ObjectContent) -> DriverResult<VmInfo> {
-        let devices = oc.get("config.hardware.device").map(|d| d.children.iter().filter_map(Dev::from_node).collect()).unwrap_or_default();
+        let devices = oc
+            .get("config.hardware.device")
+            .map(|d| d.children.iter().filter_map(Dev::from_node).collect())
+            .unwrap_or_default();
         let path = oc.str("config.files.vmPathName").unwrap_or_default();
-        let (datastore, dir) = split_ds_path(path).ok_or_else(|| DriverError::Other(format!("VM {} has no datastore path (got {path:?})", oc.obj.value)))?;
+        let (datastore, dir) = split_ds_path(path)
+            .ok_or_else(|| DriverError::Other(format!("VM {} has no datastore path (got {path:?})", oc.obj.value)))?;
         Ok(VmInfo {
             vm: oc.obj.clone(),
             devices,
@@ -100,12 +114,18 @@ impl VmInfo {
     pub fn root_controller(&self) -> Option<i32> {
         let mut disks: Vec<&Dev> = self.devices.iter().filter(|d| d.is_disk()).collect();
         disks.sort_by_key(|d| (d.controller_key, d.unit));
-        disks.first().and_then(|d| d.controller_key).or_else(|| self.devices.iter().find(|d| d.is_scsi_controller()).map(|d| d.key))
+        disks
+            .first()
+            .and_then(|d| d.controller_key)
+            .or_else(|| self.devices.iter().find(|d| d.is_scsi_controller()).map(|d| d.key))
     }
 
     /// A free unit on `controller` (7 is the controller itself).
     pub fn free_unit(&self, controller: i32, taken: &[i32]) -> Option<i32> {
-        (0..16).filter(|u| *u != 7).find(|u| !taken.contains(u) && !self.devices.iter().any(|d| d.controller_key == Some(controller) && d.unit == Some(*u)))
+        (0..16).filter(|u| *u != 7).find(|u| {
+            !taken.contains(u)
+                && !self.devices.iter().any(|d| d.controller_key == Some(controller) && d.unit == Some(*u))
+        })
     }
 
     pub fn disk_with_file(&self, suffix: &str) -> Option<&Dev> {
@@ -118,11 +138,21 @@ impl<'a> Inv<'a> {
     pub fn open(cfg: &'a VsphereConfig) -> DriverResult<Inv<'a>> {
         let s = Session::connect(cfg).map_err(|e| match e {
             // retrying will not help: the config is wrong
-            e @ ClientError::InvalidLogin { .. } => DriverError::invalid("driver.user or driver.password", e.to_string()),
+            e @ ClientError::InvalidLogin { .. } => {
+                DriverError::invalid("driver.user or driver.password", e.to_string())
+            }
             e => DriverError::failed("cannot connect to vSphere", e),
         })?;
-        let dc = s.find(&cfg.datacenter).map_err(ctx_err("cannot look up the datacenter"))?.filter(|m| m.kind == "Datacenter");
-        let dc = dc.ok_or_else(|| DriverError::invalid("driver.datacenter", format!("datacenter {:?} not found on {}", cfg.datacenter, cfg.host)))?;
+        let dc = s
+            .find(&cfg.datacenter)
+            .map_err(ctx_err("cannot look up the datacenter"))?
+            .filter(|m| m.kind == "Datacenter");
+        let dc = dc.ok_or_else(|| {
+            DriverError::invalid(
+                "driver.datacenter",
+                format!("datacenter {:?} not found on {}", cfg.datacenter, cfg.host),
+            )
+        })?;
         Ok(Inv { s, cfg, dc })
     }
 
@@ -160,15 +190,23 @@ impl<'a> Inv<'a> {
             return Ok(f);
         }
         let root = format!("{}/vm", self.cfg.datacenter);
-        let mut parent = self.s.find(&root).map_err(ctx_err("cannot look up the VM folder"))?.ok_or_else(|| DriverError::Other(format!("datacenter {} has no VM folder", self.cfg.datacenter)))?;
+        let mut parent = self
+            .s
+            .find(&root)
+            .map_err(ctx_err("cannot look up the VM folder"))?
+            .ok_or_else(|| DriverError::Other(format!("datacenter {} has no VM folder", self.cfg.datacenter)))?;
         let mut so_far = root;
         for part in folder.split('/') {
             so_far = format!("{so_far}/{part}");
             parent = match self.s.call(&CreateFolder { this: parent.clone(), name: part.to_string() }) {
-                Ok(n) => n.moref_at("returnval").ok_or_else(|| DriverError::Other("CreateFolder returned no folder".into()))?,
-                Err(e) if e.is_fault(&FaultKind::DuplicateName) => {
-                    self.s.find(&so_far).map_err(ctx_err("cannot look up folder"))?.ok_or_else(|| DriverError::Other(format!("folder {so_far} exists but cannot be found")))?
-                }
+                Ok(n) => n
+                    .moref_at("returnval")
+                    .ok_or_else(|| DriverError::Other("CreateFolder returned no folder".into()))?,
+                Err(e) if e.is_fault(&FaultKind::DuplicateName) => self
+                    .s
+                    .find(&so_far)
+                    .map_err(ctx_err("cannot look up folder"))?
+                    .ok_or_else(|| DriverError::Other(format!("folder {so_far} exists but cannot be found")))?,
                 Err(e) => return Err(DriverError::failed(format!("cannot create folder {so_far}"), e)),
             };
         }
@@ -198,16 +236,24 @@ impl<'a> Inv<'a> {
         let compute = match self.cfg.clusters.first() {
             Some(c) => format!("{dc}/host/{c}"),
             None => {
-                let host_folder = self.s.find(&format!("{dc}/host")).map_err(ctx_err("cannot look up the host folder"))?;
-                let host_folder = host_folder.ok_or_else(|| DriverError::Other(format!("datacenter {dc} has no host folder")))?;
-                let oc = self.s.object(&host_folder, &["childEntity"]).map_err(ctx_err("cannot list compute resources"))?;
-                let first = oc
-                    .and_then(|o| o.get("childEntity").cloned())
-                    .and_then(|n| n.children.iter().filter_map(Node::as_moref).find(|m| m.kind.ends_with("ComputeResource")));
-                let first = first.ok_or_else(|| DriverError::Other(format!("datacenter {dc} has no cluster or host: set driver.clusters")))?;
-                let oc = self.s.object(&first, &["resourcePool"]).map_err(ctx_err("cannot read the compute resource"))?;
+                let host_folder =
+                    self.s.find(&format!("{dc}/host")).map_err(ctx_err("cannot look up the host folder"))?;
+                let host_folder =
+                    host_folder.ok_or_else(|| DriverError::Other(format!("datacenter {dc} has no host folder")))?;
+                let oc =
+                    self.s.object(&host_folder, &["childEntity"]).map_err(ctx_err("cannot list compute resources"))?;
+                let first = oc.and_then(|o| o.get("childEntity").cloned()).and_then(|n| {
+                    n.children.iter().filter_map(Node::as_moref).find(|m| m.kind.ends_with("ComputeResource"))
+                });
+                let first = first.ok_or_else(|| {
+                    DriverError::Other(format!("datacenter {dc} has no cluster or host: set driver.clusters"))
+                })?;
+                let oc =
+                    self.s.object(&first, &["resourcePool"]).map_err(ctx_err("cannot read the compute resource"))?;
                 let rp = oc.and_then(|o| o.get("resourcePool").and_then(Node::as_moref));
-                let rp = rp.ok_or_else(|| DriverError::Other(format!("compute resource {} has no resource pool", first.value)))?;
+                let rp = rp.ok_or_else(|| {
+                    DriverError::Other(format!("compute resource {} has no resource pool", first.value))
+                })?;
                 return match &self.cfg.resource_pool {
                     None => Ok(rp),
                     Some(_) => Err(DriverError::Other("driver.resource_pool needs driver.clusters".into())),
@@ -218,18 +264,25 @@ impl<'a> Inv<'a> {
             Some(rp) => format!("{compute}/Resources/{rp}"),
             None => format!("{compute}/Resources"),
         };
-        self.s.find(&path).map_err(ctx_err("cannot look up the resource pool"))?.ok_or_else(|| DriverError::Other(format!("resource pool {path} not found (check driver.clusters and driver.resource_pool)")))
+        self.s.find(&path).map_err(ctx_err("cannot look up the resource pool"))?.ok_or_else(|| {
+            DriverError::Other(format!(
+                "resource pool {path} not found (check driver.clusters and driver.resource_pool)"
+            ))
+        })
     }
 
     /// Datastores matching `patterns` (the config's when empty), with free bytes, most free first.
     pub fn datastores(&self, patterns: &[String]) -> DriverResult<Vec<(String, MoRef, u64)>> {
         let patterns = if patterns.is_empty() { &self.cfg.datastores } else { patterns };
         let dc = self.s.object(&self.dc, &["datastore"]).map_err(ctx_err("cannot list datastores"))?;
-        let all: Vec<MoRef> = dc.and_then(|d| d.get("datastore").map(|n| n.children.iter().filter_map(Node::as_moref).collect())).unwrap_or_default();
+        let all: Vec<MoRef> = dc
+            .and_then(|d| d.get("datastore").map(|n| n.children.iter().filter_map(Node::as_moref).collect()))
+            .unwrap_or_default();
         if all.is_empty() {
             return Err(DriverError::Other(format!("datacenter {} has no datastores", self.cfg.datacenter)));
         }
-        let objs: Vec<(MoRef, &[&str])> = all.iter().map(|m| (m.clone(), &["name", "summary.freeSpace", "summary.accessible"][..])).collect();
+        let objs: Vec<(MoRef, &[&str])> =
+            all.iter().map(|m| (m.clone(), &["name", "summary.freeSpace", "summary.accessible"][..])).collect();
         let mut found: Vec<(String, MoRef, u64)> = self
             .s
             .properties(&objs)
@@ -258,7 +311,11 @@ impl<'a> Inv<'a> {
         let all = self.datastores(patterns)?;
         match all.iter().find(|(_, _, free)| *free >= bytes) {
             Some((n, m, _)) => Ok((n.clone(), m.clone())),
-            None => Err(DriverError::NoDiskSpace(format!("no datastore matching {:?} has {} MiB free", if patterns.is_empty() { &self.cfg.datastores } else { patterns }, bytes >> 20))),
+            None => Err(DriverError::NoDiskSpace(format!(
+                "no datastore matching {:?} has {} MiB free",
+                if patterns.is_empty() { &self.cfg.datastores } else { patterns },
+                bytes >> 20
+            ))),
         }
     }
 
@@ -266,21 +323,36 @@ impl<'a> Inv<'a> {
     pub fn network(&self, name: &str) -> DriverResult<NicBacking> {
         let path = format!("{}/network/{name}", self.cfg.datacenter);
         let net = self.s.find(&path).map_err(ctx_err(format!("cannot look up network {name}")))?;
-        let net = net.ok_or_else(|| DriverError::NetworkNotFound(format!("{name} (no port group of that name in datacenter {})", self.cfg.datacenter)))?;
+        let net = net.ok_or_else(|| {
+            DriverError::NetworkNotFound(format!(
+                "{name} (no port group of that name in datacenter {})",
+                self.cfg.datacenter
+            ))
+        })?;
         if net.kind != "DistributedVirtualPortgroup" {
             return Ok(NicBacking::Standard { name: name.to_string(), network: net });
         }
-        let pg = self.s.object(&net, &["key", "config.distributedVirtualSwitch"]).map_err(ctx_err(format!("cannot read port group {name}")))?;
+        let pg = self
+            .s
+            .object(&net, &["key", "config.distributedVirtualSwitch"])
+            .map_err(ctx_err(format!("cannot read port group {name}")))?;
         let pg = pg.ok_or_else(|| DriverError::NetworkNotFound(name.to_string()))?;
         let key = pg.str("key").unwrap_or_default().to_string();
-        let dvs = pg.get("config.distributedVirtualSwitch").and_then(Node::as_moref).ok_or_else(|| DriverError::Other(format!("port group {name} has no switch")))?;
+        let dvs = pg
+            .get("config.distributedVirtualSwitch")
+            .and_then(Node::as_moref)
+            .ok_or_else(|| DriverError::Other(format!("port group {name} has no switch")))?;
         let sw = self.s.object(&dvs, &["uuid"]).map_err(ctx_err("cannot read the distributed switch"))?;
-        let uuid = sw.and_then(|o| o.str("uuid").map(str::to_string)).ok_or_else(|| DriverError::Other(format!("switch of port group {name} has no uuid")))?;
+        let uuid = sw
+            .and_then(|o| o.str("uuid").map(str::to_string))
+            .ok_or_else(|| DriverError::Other(format!("switch of port group {name} has no uuid")))?;
         Ok(NicBacking::Distributed { switch_uuid: uuid, portgroup_key: key })
     }
 
     /// A datastore's inventory reference by name.
     pub fn datastore_ref(&self, name: &str) -> DriverResult<Option<MoRef>> {
-        self.s.find(&format!("{}/datastore/{name}", self.cfg.datacenter)).map_err(ctx_err(format!("cannot look up datastore {name}")))
+        self.s
+            .find(&format!("{}/datastore/{name}", self.cfg.datacenter))
+            .map_err(ctx_err(format!("cannot look up datastore {name}")))
     }
 }

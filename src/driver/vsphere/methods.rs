@@ -264,7 +264,10 @@ impl Request for HttpNfcLeaseAbort {
     const NAME: &'static str = "HttpNfcLeaseAbort";
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this);
-        x.open_typed("fault", "LocalizedMethodFault").open_typed("fault", "SystemError").text("reason", &self.reason).close("fault");
+        x.open_typed("fault", "LocalizedMethodFault")
+            .open_typed("fault", "SystemError")
+            .text("reason", &self.reason)
+            .close("fault");
         x.text("localizedMessage", &self.reason).close("fault");
     }
 }
@@ -353,7 +356,10 @@ pub struct MakeDirectory {
 impl Request for MakeDirectory {
     const NAME: &'static str = "MakeDirectory";
     fn body(&self, x: &mut Xml) {
-        x.moref("_this", &self.this).text("name", &self.name).moref("datacenter", &self.datacenter).bool("createParentDirectories", true);
+        x.moref("_this", &self.this)
+            .text("name", &self.name)
+            .moref("datacenter", &self.datacenter)
+            .bool("createParentDirectories", true);
     }
 }
 
@@ -384,7 +390,9 @@ impl Request for CreateVirtualDisk {
     const NAME: &'static str = "CreateVirtualDisk_Task";
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this).text("name", &self.name).moref("datacenter", &self.datacenter);
-        x.open_typed("spec", "FileBackedVirtualDiskSpec").text("diskType", &self.disk_type).text("adapterType", "lsiLogic");
+        x.open_typed("spec", "FileBackedVirtualDiskSpec")
+            .text("diskType", &self.disk_type)
+            .text("adapterType", "lsiLogic");
         x.num("capacityKb", self.capacity_kb).close("spec");
     }
 }
@@ -479,7 +487,10 @@ impl Request for StartProgramInGuest {
     fn body(&self, x: &mut Xml) {
         x.moref("_this", &self.this).moref("vm", &self.vm);
         self.auth.write(x);
-        x.open_typed("spec", "GuestProgramSpec").text("programPath", &self.program).text("arguments", &self.arguments).close("spec");
+        x.open_typed("spec", "GuestProgramSpec")
+            .text("programPath", &self.program)
+            .text("arguments", &self.arguments)
+            .close("spec");
     }
 }
 
@@ -606,10 +617,15 @@ impl Device {
         match self {
             Device::Disk { key, controller_key, unit, capacity_kb, file_name, parent } => {
                 x.open_typed("device", "VirtualDisk").num("key", key);
-                x.open_typed("backing", "VirtualDiskFlatVer2BackingInfo").text("fileName", file_name).text("diskMode", "persistent");
+                x.open_typed("backing", "VirtualDiskFlatVer2BackingInfo")
+                    .text("fileName", file_name)
+                    .text("diskMode", "persistent");
                 x.bool("thinProvisioned", true);
                 if let Some(p) = parent {
-                    x.open_typed("parent", "VirtualDiskFlatVer2BackingInfo").text("fileName", p).text("diskMode", "persistent").close("parent");
+                    x.open_typed("parent", "VirtualDiskFlatVer2BackingInfo")
+                        .text("fileName", p)
+                        .text("diskMode", "persistent")
+                        .close("parent");
                 }
                 x.close("backing").num("controllerKey", controller_key).num("unitNumber", unit);
                 if *capacity_kb > 0 {
@@ -621,7 +637,9 @@ impl Device {
                 x.open_typed("device", "VirtualVmxnet3").num("key", key);
                 match backing {
                     NicBacking::Standard { name, network } => {
-                        x.open_typed("backing", "VirtualEthernetCardNetworkBackingInfo").text("deviceName", name).moref("network", network);
+                        x.open_typed("backing", "VirtualEthernetCardNetworkBackingInfo")
+                            .text("deviceName", name)
+                            .moref("network", network);
                     }
                     NicBacking::Distributed { switch_uuid, portgroup_key } => {
                         x.open_typed("backing", "VirtualEthernetCardDistributedVirtualPortBackingInfo").open("port");
@@ -629,16 +647,27 @@ impl Device {
                     }
                 }
                 x.close("backing");
-                x.open("connectable").bool("startConnected", true).bool("allowGuestControl", true).bool("connected", true).close("connectable");
+                x.open("connectable")
+                    .bool("startConnected", true)
+                    .bool("allowGuestControl", true)
+                    .bool("connected", true)
+                    .close("connectable");
                 x.text("addressType", "manual").text("macAddress", mac).close("device");
             }
             Device::Cdrom { key, controller_key, unit, iso } => {
                 x.open_typed("device", "VirtualCdrom").num("key", key);
                 // deviceInfo is optional for vSphere; vcsim dereferences it when editing a device
-                x.open("deviceInfo").text("label", "CD/DVD drive 1").text("summary", "BOSH agent settings").close("deviceInfo");
+                x.open("deviceInfo")
+                    .text("label", "CD/DVD drive 1")
+                    .text("summary", "BOSH agent settings")
+                    .close("deviceInfo");
                 x.open_typed("backing", "VirtualCdromIsoBackingInfo").text("fileName", iso).close("backing");
                 // the agent ejects the medium after reading it: keep the guest from disconnecting it
-                x.open("connectable").bool("startConnected", true).bool("allowGuestControl", false).bool("connected", true).close("connectable");
+                x.open("connectable")
+                    .bool("startConnected", true)
+                    .bool("allowGuestControl", false)
+                    .bool("connected", true)
+                    .close("connectable");
                 x.num("controllerKey", controller_key).num("unitNumber", unit).close("device");
             }
             Device::ScsiController { key, bus } => {

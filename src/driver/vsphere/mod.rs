@@ -91,7 +91,10 @@ const MAX_RAM_MIB: u64 = 24 << 20;
 /// A disk size in MiB, checked against vSphere's limit before any arithmetic on it.
 fn disk_size(what: &str, mib: u64) -> DriverResult<u64> {
     if mib == 0 || mib > MAX_DISK_MIB {
-        return Err(DriverError::invalid(what, format!("must be between 1 and {MAX_DISK_MIB} MiB (62 TiB), got {mib}")));
+        return Err(DriverError::invalid(
+            what,
+            format!("must be between 1 and {MAX_DISK_MIB} MiB (62 TiB), got {mib}"),
+        ));
     }
     Ok(mib)
 }
@@ -123,7 +126,9 @@ impl Vsphere {
     /// Reaps what killed creates left, then writes and holds the in-flight marker of `cid`.
     fn begin(&self, inv: &Inv, cid: &str) -> DriverResult<Marker> {
         self.reap(inv);
-        self.inflight.begin(cid).map_err(|e| DriverError::failed(format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()), e))
+        self.inflight.begin(cid).map_err(|e| {
+            DriverError::failed(format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()), e)
+        })
     }
 
     /// Deletes everything of creates whose process died (SIGKILL, power loss) before answering. vSphere
@@ -146,7 +151,9 @@ impl Vsphere {
                     marker.clear_work();
                     crate::debug!("{cid}: interrupted create has left nothing yet; marker kept for a while")
                 }
-                Err(e) => warn!("{cid}: could not remove what an interrupted create left ({e}); will retry on the next create"),
+                Err(e) => warn!(
+                    "{cid}: could not remove what an interrupted create left ({e}); will retry on the next create"
+                ),
             }
         }
     }
@@ -169,7 +176,11 @@ impl Vsphere {
         if valid_id(cid, "disk-") {
             let disk = DiskCid::new(cid).map_err(DriverError::Other)?;
             let Some(ds) = self.locate_disk(inv, &disk)? else { return Ok(false) };
-            let req = DeleteVirtualDisk { this: Self::vdm(inv)?, name: format!("[{ds}] {}", self.disk_path(cid)), datacenter: inv.dc.clone() };
+            let req = DeleteVirtualDisk {
+                this: Self::vdm(inv)?,
+                name: format!("[{ds}] {}", self.disk_path(cid)),
+                datacenter: inv.dc.clone(),
+            };
             inv.s.run_task(&req, "delete disk").map_err(ctx_err(format!("cannot delete disk {cid}")))?;
             return Ok(true);
         }
@@ -192,7 +203,11 @@ impl Vsphere {
         let path = self.disk_path(cid.as_str());
         // every datastore, not only the configured ones: the config may have changed since the disk was made
         for (ds, _, _) in inv.datastores(&["*".to_string()])? {
-            if inv.s.file_exists(&self.cfg.datacenter, &ds, &path).map_err(ctx_err(format!("cannot look for disk {cid}")))? {
+            if inv
+                .s
+                .file_exists(&self.cfg.datacenter, &ds, &path)
+                .map_err(ctx_err(format!("cannot look for disk {cid}")))?
+            {
                 return Ok(Some(ds));
             }
         }
@@ -218,12 +233,20 @@ impl Vsphere {
     }
 
     fn vdm(inv: &Inv) -> DriverResult<MoRef> {
-        inv.s.sc.virtual_disk_manager.clone().ok_or_else(|| DriverError::NotSupported("this server has no VirtualDiskManager".into()))
+        inv.s
+            .sc
+            .virtual_disk_manager
+            .clone()
+            .ok_or_else(|| DriverError::NotSupported("this server has no VirtualDiskManager".into()))
     }
 
     /// Deletes a datastore file or folder; a missing one is fine.
     fn delete_file(&self, inv: &Inv, ds: &str, path: &str) -> DriverResult<()> {
-        let req = DeleteDatastoreFile { this: Self::file_manager(inv)?, name: format!("[{ds}] {path}"), datacenter: inv.dc.clone() };
+        let req = DeleteDatastoreFile {
+            this: Self::file_manager(inv)?,
+            name: format!("[{ds}] {path}"),
+            datacenter: inv.dc.clone(),
+        };
         match inv.s.run_task(&req, "delete datastore file") {
             Ok(_) => Ok(()),
             Err(e) if e.is_fault(&FaultKind::FileNotFound) => Ok(()),
@@ -234,10 +257,15 @@ impl Vsphere {
     /// Writes the settings (JSON + a fresh ISO) into the VM's folder and returns the ISO path.
     fn write_settings(&self, inv: &Inv, info_ds: &str, dir: &str, settings: &AgentSettings) -> DriverResult<String> {
         let json = settings.to_json();
-        let iso = medium::build(MediumKind::CdromEnv, &json, &settings.vm.name, &self.cfg.xorriso).map_err(|e| DriverError::failed("cannot build the settings ISO", e))?;
+        let iso = medium::build(MediumKind::CdromEnv, &json, &settings.vm.name, &self.cfg.xorriso)
+            .map_err(|e| DriverError::failed("cannot build the settings ISO", e))?;
         let name = format!("{dir}/env-{}.iso", random_hex(8));
-        inv.s.put_file(&self.cfg.datacenter, info_ds, &format!("{dir}/env.json"), &json).map_err(ctx_err("cannot upload the agent settings"))?;
-        inv.s.put_file(&self.cfg.datacenter, info_ds, &name, &iso).map_err(ctx_err("cannot upload the settings ISO"))?;
+        inv.s
+            .put_file(&self.cfg.datacenter, info_ds, &format!("{dir}/env.json"), &json)
+            .map_err(ctx_err("cannot upload the agent settings"))?;
+        inv.s
+            .put_file(&self.cfg.datacenter, info_ds, &name, &iso)
+            .map_err(ctx_err("cannot upload the settings ISO"))?;
         Ok(format!("[{info_ds}] {name}"))
     }
 
@@ -246,18 +274,39 @@ impl Vsphere {
             .s
             .get_file(&self.cfg.datacenter, &vm.datastore, &format!("{}/env.json", vm.dir))
             .map_err(ctx_err("cannot download the agent settings"))?
-            .ok_or_else(|| DriverError::Other(format!("VM {} has no {}/env.json on [{}]: was it made by this CPI?", vm.vm.value, vm.dir, vm.datastore)))?;
-        AgentSettings::from_json(&bytes).map_err(|e| DriverError::failed("the VM's agent settings are not valid JSON", e))
+            .ok_or_else(|| {
+                DriverError::Other(format!(
+                    "VM {} has no {}/env.json on [{}]: was it made by this CPI?",
+                    vm.vm.value, vm.dir, vm.datastore
+                ))
+            })?;
+        AgentSettings::from_json(&bytes)
+            .map_err(|e| DriverError::failed("the VM's agent settings are not valid JSON", e))
     }
 
     /// Points the first CD-ROM at a new settings ISO and removes the old one.
     fn refresh_settings(&self, inv: &Inv, vm: &VmInfo, settings: &AgentSettings) -> DriverResult<()> {
         let iso = self.write_settings(inv, &vm.datastore, &vm.dir, settings)?;
-        let cd = vm.devices.iter().find(|d| d.kind == "VirtualCdrom").ok_or_else(|| DriverError::Other(format!("VM {} has no CD-ROM for its settings", vm.vm.value)))?;
+        let cd = vm
+            .devices
+            .iter()
+            .find(|d| d.kind == "VirtualCdrom")
+            .ok_or_else(|| DriverError::Other(format!("VM {} has no CD-ROM for its settings", vm.vm.value)))?;
         let old = cd.file.clone();
-        let dev = Device::Cdrom { key: cd.key, controller_key: cd.controller_key.unwrap_or(200), unit: cd.unit.unwrap_or(0), iso };
-        let spec = VmConfigSpec { device_change: vec![DeviceChange { operation: Operation::Edit, create_file: false, device: dev }], extra_config: guestinfo(settings), ..Default::default() };
-        inv.s.run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "change settings ISO").map_err(ctx_err("cannot change the settings ISO"))?;
+        let dev = Device::Cdrom {
+            key: cd.key,
+            controller_key: cd.controller_key.unwrap_or(200),
+            unit: cd.unit.unwrap_or(0),
+            iso,
+        };
+        let spec = VmConfigSpec {
+            device_change: vec![DeviceChange { operation: Operation::Edit, create_file: false, device: dev }],
+            extra_config: guestinfo(settings),
+            ..Default::default()
+        };
+        inv.s
+            .run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "change settings ISO")
+            .map_err(ctx_err("cannot change the settings ISO"))?;
         if let Some((ds, path)) = old.as_deref().and_then(|o| o.strip_prefix('[')).and_then(|o| o.split_once("] ")) {
             if path.ends_with(".iso") && path.contains("/env-") {
                 self.delete_file(inv, ds, path)?;
@@ -283,11 +332,17 @@ impl Vsphere {
             .devices
             .iter()
             .filter(|d| d.is_disk() && self.persistent_cid(d).is_some())
-            .map(|d| DeviceChange { operation: Operation::Remove, create_file: false, device: Device::Existing(d.node.clone()) })
+            .map(|d| DeviceChange {
+                operation: Operation::Remove,
+                create_file: false,
+                device: Device::Existing(d.node.clone()),
+            })
             .collect();
         if !persistent.is_empty() {
             let spec = VmConfigSpec { device_change: persistent, ..Default::default() };
-            inv.s.run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "detach persistent disks").map_err(ctx_err("cannot detach persistent disks"))?;
+            inv.s
+                .run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "detach persistent disks")
+                .map_err(ctx_err("cannot detach persistent disks"))?;
         }
         match inv.s.run_task(&Destroy { this: vm.vm.clone() }, "destroy VM") {
             Ok(_) => {}
@@ -309,11 +364,20 @@ impl Vsphere {
         (dir == self.cfg.disk_folder && valid_id(cid, "disk-")).then(|| cid.to_string())
     }
 
-    fn create_vm_inner(&self, inv: &Inv, req: &CreateVm, props: &VmProps, name: &str, made: &mut Option<MoRef>) -> DriverResult<CreatedVm> {
+    fn create_vm_inner(
+        &self,
+        inv: &Inv,
+        req: &CreateVm,
+        props: &VmProps,
+        name: &str,
+        made: &mut Option<MoRef>,
+    ) -> DriverResult<CreatedVm> {
         if !valid_id(req.stemcell.as_str(), "sc-") {
             return Err(DriverError::StemcellNotFound(req.stemcell.to_string()));
         }
-        let sc = inv.find_vm(&self.cfg.template_folder, req.stemcell.as_str())?.ok_or_else(|| DriverError::StemcellNotFound(req.stemcell.to_string()))?;
+        let sc = inv
+            .find_vm(&self.cfg.template_folder, req.stemcell.as_str())?
+            .ok_or_else(|| DriverError::StemcellNotFound(req.stemcell.to_string()))?;
         let sc = inv.vm_info(&sc)?.ok_or_else(|| DriverError::StemcellNotFound(req.stemcell.to_string()))?;
         // networks first: a missing port group fails before anything is made
         let mut networks: Networks = req.networks.clone();
@@ -322,9 +386,16 @@ impl Vsphere {
             if !net.needs_nic() {
                 continue;
             }
-            let pg = net.cloud_properties.get("name").and_then(Value::as_str).unwrap_or(&self.cfg.default_network).to_string();
+            let pg = net
+                .cloud_properties
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.cfg.default_network)
+                .to_string();
             let backing = inv.network(&pg).map_err(|e| match e {
-                DriverError::NetworkNotFound(m) => DriverError::NetworkNotFound(format!("{m}, wanted by BOSH network {net_name}")),
+                DriverError::NetworkNotFound(m) => {
+                    DriverError::NetworkNotFound(format!("{m}, wanted by BOSH network {net_name}"))
+                }
                 e => e,
             })?;
             let mac = vmware_mac();
@@ -339,10 +410,24 @@ impl Vsphere {
             Some(inv.pick_datastore(&props.datastores, props.disk << 20)?)
         };
         let vm = if inv.vcenter() {
-            let snapshot = sc.snapshot.clone().ok_or_else(|| DriverError::Other(format!("stemcell {} has no snapshot to clone from: upload it again", req.stemcell)))?;
-            let clone = CloneVm { this: sc.vm.clone(), folder, name: name.to_string(), pool, datastore: ds.as_ref().map(|d| d.1.clone()), snapshot: Some(snapshot) };
-            let r = inv.s.run_task(&clone, "clone stemcell").map_err(ctx_err(format!("cannot clone stemcell {}", req.stemcell)))?;
-            r.as_ref().and_then(Node::as_moref).ok_or_else(|| DriverError::Other("CloneVM_Task returned no VM".into()))?
+            let snapshot = sc.snapshot.clone().ok_or_else(|| {
+                DriverError::Other(format!("stemcell {} has no snapshot to clone from: upload it again", req.stemcell))
+            })?;
+            let clone = CloneVm {
+                this: sc.vm.clone(),
+                folder,
+                name: name.to_string(),
+                pool,
+                datastore: ds.as_ref().map(|d| d.1.clone()),
+                snapshot: Some(snapshot),
+            };
+            let r = inv
+                .s
+                .run_task(&clone, "clone stemcell")
+                .map_err(ctx_err(format!("cannot clone stemcell {}", req.stemcell)))?;
+            r.as_ref()
+                .and_then(Node::as_moref)
+                .ok_or_else(|| DriverError::Other("CloneVM_Task returned no VM".into()))?
         } else {
             let ds_name = ds.as_ref().map(|d| d.0.clone()).unwrap_or_else(|| sc.datastore.clone());
             let parent = sc.devices.iter().filter(|d| d.is_disk()).min_by_key(|d| d.unit).and_then(|d| d.file.clone());
@@ -354,47 +439,108 @@ impl Vsphere {
                 firmware: sc.firmware.clone(),
                 device_change: vec![
                     DeviceChange::add(Device::ScsiController { key: -100, bus: 0 }),
-                    DeviceChange::create(Device::Disk { key: -101, controller_key: -100, unit: 0, capacity_kb: 0, file_name: format!("[{ds_name}] {name}/{name}.vmdk"), parent: Some(parent) }),
+                    DeviceChange::create(Device::Disk {
+                        key: -101,
+                        controller_key: -100,
+                        unit: 0,
+                        capacity_kb: 0,
+                        file_name: format!("[{ds_name}] {name}/{name}.vmdk"),
+                        parent: Some(parent),
+                    }),
                 ],
                 ..Default::default()
             };
-            let r = inv.s.run_task(&methods::CreateVm { this: folder, config, pool }, "create VM").map_err(ctx_err("cannot create the VM"))?;
-            r.as_ref().and_then(Node::as_moref).ok_or_else(|| DriverError::Other("CreateVM_Task returned no VM".into()))?
+            let r = inv
+                .s
+                .run_task(&methods::CreateVm { this: folder, config, pool }, "create VM")
+                .map_err(ctx_err("cannot create the VM"))?;
+            r.as_ref()
+                .and_then(Node::as_moref)
+                .ok_or_else(|| DriverError::Other("CreateVM_Task returned no VM".into()))?
         };
         *made = Some(vm.clone());
         let info = inv.vm_info(&vm)?.ok_or_else(|| DriverError::Other(format!("the new VM {} vanished", vm.value)))?;
-        let controller = info.root_controller().ok_or_else(|| DriverError::Other(format!("VM {name} has no SCSI controller for its disks")))?;
+        let controller = info
+            .root_controller()
+            .ok_or_else(|| DriverError::Other(format!("VM {name} has no SCSI controller for its disks")))?;
         let mut changes: Vec<DeviceChange> = info
             .devices
             .iter()
             .filter(|d| d.is_nic())
-            .map(|d| DeviceChange { operation: Operation::Remove, create_file: false, device: Device::Existing(d.node.clone()) })
+            .map(|d| DeviceChange {
+                operation: Operation::Remove,
+                create_file: false,
+                device: Device::Existing(d.node.clone()),
+            })
             .collect();
         changes.extend(nics.into_iter().map(DeviceChange::add));
-        let mut settings = AgentSettings::new(req.agent_id.as_str(), name, &self.agent, networks.clone(), req.env.clone());
+        let mut settings =
+            AgentSettings::new(req.agent_id.as_str(), name, &self.agent, networks.clone(), req.env.clone());
         settings.vm.id = vm.value.clone();
-        let root_unit = info.devices.iter().filter(|d| d.is_disk() && d.controller_key == Some(controller)).filter_map(|d| d.unit).min().unwrap_or(0);
+        let root_unit = info
+            .devices
+            .iter()
+            .filter(|d| d.is_disk() && d.controller_key == Some(controller))
+            .filter_map(|d| d.unit)
+            .min()
+            .unwrap_or(0);
         settings.disks.system = json!(root_unit.to_string());
         if props.disk > 0 {
-            let unit = info.free_unit(controller, &[]).ok_or_else(|| DriverError::Other("no free SCSI unit for the ephemeral disk".into()))?;
+            let unit = info
+                .free_unit(controller, &[])
+                .ok_or_else(|| DriverError::Other("no free SCSI unit for the ephemeral disk".into()))?;
             let file = format!("[{}] {}/{name}-ephemeral.vmdk", info.datastore, info.dir);
-            changes.push(DeviceChange::create(Device::Disk { key: -300, controller_key: controller, unit, capacity_kb: props.disk * 1024, file_name: file, parent: None }));
+            changes.push(DeviceChange::create(Device::Disk {
+                key: -300,
+                controller_key: controller,
+                unit,
+                capacity_kb: props.disk * 1024,
+                file_name: file,
+                parent: None,
+            }));
             settings.disks.ephemeral = json!(unit.to_string());
         }
         let iso = self.write_settings(inv, &info.datastore, &info.dir, &settings)?;
         let cdrom = match info.devices.iter().find(|d| d.kind == "VirtualCdrom") {
-            Some(cd) => DeviceChange { operation: Operation::Edit, create_file: false, device: Device::Cdrom { key: cd.key, controller_key: cd.controller_key.unwrap_or(200), unit: cd.unit.unwrap_or(0), iso } },
+            Some(cd) => DeviceChange {
+                operation: Operation::Edit,
+                create_file: false,
+                device: Device::Cdrom {
+                    key: cd.key,
+                    controller_key: cd.controller_key.unwrap_or(200),
+                    unit: cd.unit.unwrap_or(0),
+                    iso,
+                },
+            },
             None => {
-                let ide = info.devices.iter().filter(|d| d.kind == "VirtualIDEController").find(|c| info.devices.iter().filter(|d| d.controller_key == Some(c.key)).count() < 2);
-                let ide = ide.ok_or_else(|| DriverError::Other(format!("VM {name} has no free IDE slot for the settings CD-ROM")))?;
-                let unit = (0..2).find(|u| !info.devices.iter().any(|d| d.controller_key == Some(ide.key) && d.unit == Some(*u))).unwrap_or(0);
+                let ide = info
+                    .devices
+                    .iter()
+                    .filter(|d| d.kind == "VirtualIDEController")
+                    .find(|c| info.devices.iter().filter(|d| d.controller_key == Some(c.key)).count() < 2);
+                let ide = ide.ok_or_else(|| {
+                    DriverError::Other(format!("VM {name} has no free IDE slot for the settings CD-ROM"))
+                })?;
+                let unit = (0..2)
+                    .find(|u| !info.devices.iter().any(|d| d.controller_key == Some(ide.key) && d.unit == Some(*u)))
+                    .unwrap_or(0);
                 DeviceChange::add(Device::Cdrom { key: -400, controller_key: ide.key, unit, iso })
             }
         };
         changes.push(cdrom);
-        let spec = VmConfigSpec { num_cpus: Some(props.cpu), memory_mb: Some(props.ram), device_change: changes, extra_config: guestinfo(&settings), ..Default::default() };
-        inv.s.run_task(&ReconfigVm { this: vm.clone(), spec }, "configure VM").map_err(ctx_err(format!("cannot configure {name}")))?;
-        inv.s.run_task(&PowerOnVm { this: vm.clone() }, "power on").map_err(ctx_err(format!("cannot power on {name}")))?;
+        let spec = VmConfigSpec {
+            num_cpus: Some(props.cpu),
+            memory_mb: Some(props.ram),
+            device_change: changes,
+            extra_config: guestinfo(&settings),
+            ..Default::default()
+        };
+        inv.s
+            .run_task(&ReconfigVm { this: vm.clone(), spec }, "configure VM")
+            .map_err(ctx_err(format!("cannot configure {name}")))?;
+        inv.s
+            .run_task(&PowerOnVm { this: vm.clone() }, "power on")
+            .map_err(ctx_err(format!("cannot power on {name}")))?;
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&inv.s, &vm, b)?;
         }
@@ -406,17 +552,26 @@ impl Vsphere {
 /// The settings for agents with the `VsphereGuestInfo` source (stemcells built since 2026), which read
 /// `guestinfo.userdata` before the CD-ROM; older agents ignore it.
 fn guestinfo(settings: &AgentSettings) -> Vec<(String, String)> {
-    vec![("guestinfo.userdata".into(), base64(&settings.to_json())), ("guestinfo.userdata.encoding".into(), "base64".into())]
+    vec![
+        ("guestinfo.userdata".into(), base64(&settings.to_json())),
+        ("guestinfo.userdata.encoding".into(), "base64".into()),
+    ]
 }
 
 pub use crate::encoding::base64;
 
 impl Vsphere {
     fn import_stemcell(&self, inv: &Inv, image: &Path, name: &str, marker: &Marker) -> DriverResult<()> {
-        let work = marker.work_dir().map_err(|e| DriverError::failed(format!("cannot create a work directory in {}", self.cfg.state_dir.display()), e))?;
-        let unpacked = crate::stemcell::unpack(image, Some(work)).map_err(|e| DriverError::failed("cannot read the stemcell image", e))?;
+        let work = marker.work_dir().map_err(|e| {
+            DriverError::failed(format!("cannot create a work directory in {}", self.cfg.state_dir.display()), e)
+        })?;
+        let unpacked = crate::stemcell::unpack(image, Some(work))
+            .map_err(|e| DriverError::failed("cannot read the stemcell image", e))?;
         if unpacked.family != crate::stemcell::Family::Vsphere {
-            return Err(DriverError::invalid("stemcell", "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img"));
+            return Err(DriverError::invalid(
+                "stemcell",
+                "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img",
+            ));
         }
         let img = import::ovf_for(&unpacked.disk, unpacked.efi)?;
         let size = std::fs::metadata(&unpacked.disk).map(|m| m.len()).unwrap_or(0);
@@ -427,7 +582,9 @@ impl Vsphere {
         let vm = import::import(&inv.s, &img, name, &pool, &ds, &folder)?;
         if inv.vcenter() {
             // linked clones grow child disks on this snapshot; a standalone host uses the disk directly
-            inv.s.run_task(&CreateSnapshot { this: vm, name: "initial".into() }, "snapshot stemcell").map_err(ctx_err("cannot snapshot the stemcell"))?;
+            inv.s
+                .run_task(&CreateSnapshot { this: vm, name: "initial".into() }, "snapshot stemcell")
+                .map_err(ctx_err("cannot snapshot the stemcell"))?;
         }
         Ok(())
     }
@@ -497,10 +654,16 @@ impl Driver for Vsphere {
         let bootstrap = top.remove("bootstrap");
         let mut props: VmProps = parse_props("VM cloud_properties", &top)?;
         if let Some(b) = bootstrap.filter(|b| !b.is_null()) {
-            props.bootstrap = Some(serde_json::from_value(b).map_err(|e| DriverError::invalid("VM cloud_properties.bootstrap", e.to_string()))?);
+            props.bootstrap = Some(
+                serde_json::from_value(b)
+                    .map_err(|e| DriverError::invalid("VM cloud_properties.bootstrap", e.to_string()))?,
+            );
         }
         if props.cpu == 0 || props.cpu > MAX_CPUS || props.ram < 4 || props.ram > MAX_RAM_MIB {
-            return Err(DriverError::invalid("VM cloud_properties", format!("cpu must be 1 to {MAX_CPUS} and ram 4 to {MAX_RAM_MIB} MiB")));
+            return Err(DriverError::invalid(
+                "VM cloud_properties",
+                format!("cpu must be 1 to {MAX_CPUS} and ram 4 to {MAX_RAM_MIB} MiB"),
+            ));
         }
         if props.disk > 0 {
             disk_size("VM cloud_properties.disk", props.disk)?;
@@ -559,13 +722,20 @@ impl Driver for Vsphere {
         let inv = self.open()?;
         let vm = self.require_vm(&inv, cid)?;
         if vm.power_state == "poweredOff" {
-            return inv.s.run_task(&PowerOnVm { this: vm.vm.clone() }, "power on").map(|_| ()).map_err(ctx_err(format!("cannot power on {cid}")));
+            return inv
+                .s
+                .run_task(&PowerOnVm { this: vm.vm.clone() }, "power on")
+                .map(|_| ())
+                .map_err(ctx_err(format!("cannot power on {cid}")));
         }
         match inv.s.call(&RebootGuest { this: vm.vm.clone() }) {
             Ok(_) => Ok(()),
             Err(e) => {
                 info!("soft reboot of {cid} not possible ({e}); resetting");
-                inv.s.run_task(&ResetVm { this: vm.vm.clone() }, "reset").map(|_| ()).map_err(ctx_err(format!("cannot reset {cid}")))
+                inv.s
+                    .run_task(&ResetVm { this: vm.vm.clone() }, "reset")
+                    .map(|_| ())
+                    .map_err(ctx_err(format!("cannot reset {cid}")))
             }
         }
     }
@@ -577,7 +747,10 @@ impl Driver for Vsphere {
         let Some(cfm) = cfm.filter(|_| inv.vcenter()) else {
             // a standalone host has no custom attributes: the annotation (Notes) carries the metadata as
             // `key: value` lines, merged with what earlier calls wrote
-            let old = inv.s.object(&vm.vm, &["config.annotation"]).map_err(ctx_err(format!("cannot read the annotation of {cid}")))?;
+            let old = inv
+                .s
+                .object(&vm.vm, &["config.annotation"])
+                .map_err(ctx_err(format!("cannot read the annotation of {cid}")))?;
             let mut merged: Metadata = old
                 .and_then(|o| o.str("config.annotation").map(str::to_string))
                 .unwrap_or_default()
@@ -589,7 +762,9 @@ impl Driver for Vsphere {
             }
             let notes: String = merged.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
             let spec = VmConfigSpec { annotation: Some(notes), ..Default::default() };
-            inv.s.run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "set annotation").map_err(ctx_err(format!("cannot set the annotation of {cid}")))?;
+            inv.s
+                .run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "set annotation")
+                .map_err(ctx_err(format!("cannot set the annotation of {cid}")))?;
             return Ok(());
         };
         let read_fields = || -> DriverResult<Vec<(String, i32)>> {
@@ -610,15 +785,22 @@ impl Driver for Vsphere {
             let key = match fields.iter().find(|(n, _)| n == k) {
                 Some((_, key)) => *key,
                 None => match inv.s.call(&AddCustomFieldDef { this: cfm.clone(), name: k.clone() }) {
-                    Ok(n) => n.str_at("returnval/key").and_then(|s| s.parse().ok()).ok_or_else(|| DriverError::Other("AddCustomFieldDef returned no key".into()))?,
+                    Ok(n) => n
+                        .str_at("returnval/key")
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| DriverError::Other("AddCustomFieldDef returned no key".into()))?,
                     Err(e) if e.is_fault(&FaultKind::DuplicateName) => {
                         fields = read_fields()?;
-                        fields.iter().find(|(n, _)| n == k).map(|(_, key)| *key).ok_or_else(|| DriverError::Other(format!("custom attribute {k} exists but cannot be read")))?
+                        fields.iter().find(|(n, _)| n == k).map(|(_, key)| *key).ok_or_else(|| {
+                            DriverError::Other(format!("custom attribute {k} exists but cannot be read"))
+                        })?
                     }
                     Err(e) => return Err(DriverError::failed(format!("cannot define custom attribute {k}"), e)),
                 },
             };
-            inv.s.call(&SetField { this: cfm.clone(), entity: vm.vm.clone(), key, value: v.clone() }).map_err(ctx_err(format!("cannot set custom attribute {k} on {cid}")))?;
+            inv.s
+                .call(&SetField { this: cfm.clone(), entity: vm.vm.clone(), key, value: v.clone() })
+                .map_err(ctx_err(format!("cannot set custom attribute {k} on {cid}")))?;
         }
         Ok(())
     }
@@ -627,11 +809,19 @@ impl Driver for Vsphere {
         Ok(json!({"cpu": res.cpu, "ram": res.ram, "disk": res.ephemeral_disk_size}))
     }
 
-    fn create_disk(&self, size_mib: u64, cloud_properties: &Map<String, Value>, vm: Option<&VmCid>) -> DriverResult<DiskCid> {
+    fn create_disk(
+        &self,
+        size_mib: u64,
+        cloud_properties: &Map<String, Value>,
+        vm: Option<&VmCid>,
+    ) -> DriverResult<DiskCid> {
         let props: DiskProps = parse_props("disk cloud_properties", cloud_properties)?;
         let disk_type = props.r#type.unwrap_or_else(|| "thin".into());
         if !matches!(disk_type.as_str(), "thin" | "preallocated" | "eagerZeroedThick") {
-            return Err(DriverError::invalid("disk cloud_properties", format!("type must be thin, preallocated or eagerZeroedThick, got {disk_type:?}")));
+            return Err(DriverError::invalid(
+                "disk cloud_properties",
+                format!("type must be thin, preallocated or eagerZeroedThick, got {disk_type:?}"),
+            ));
         }
         let size_mib = disk_size("disk size", size_mib)?;
         let inv = self.open()?;
@@ -649,12 +839,22 @@ impl Driver for Vsphere {
         let cid = format!("disk-{}", random_hex(20));
         let marker = self.begin(&inv, &cid)?;
         let fm = Self::file_manager(&inv)?;
-        match inv.s.call(&MakeDirectory { this: fm, name: format!("[{ds}] {}", self.cfg.disk_folder), datacenter: inv.dc.clone() }) {
+        match inv.s.call(&MakeDirectory {
+            this: fm,
+            name: format!("[{ds}] {}", self.cfg.disk_folder),
+            datacenter: inv.dc.clone(),
+        }) {
             Ok(_) => {}
             Err(e) if e.is_fault(&FaultKind::FileAlreadyExists) => {}
             Err(e) => return Err(DriverError::failed(format!("cannot create [{ds}] {}", self.cfg.disk_folder), e)),
         }
-        let req = CreateVirtualDisk { this: Self::vdm(&inv)?, name: format!("[{ds}] {}", self.disk_path(&cid)), datacenter: inv.dc.clone(), disk_type, capacity_kb: size_mib * 1024 };
+        let req = CreateVirtualDisk {
+            this: Self::vdm(&inv)?,
+            name: format!("[{ds}] {}", self.disk_path(&cid)),
+            datacenter: inv.dc.clone(),
+            disk_type,
+            capacity_kb: size_mib * 1024,
+        };
         if let Err(e) = inv.s.run_task(&req, "create disk") {
             let cleaned = self.remove_leftovers(&inv, &cid).is_ok();
             drop(inv);
@@ -675,7 +875,11 @@ impl Driver for Vsphere {
             info!("disk {cid} is already gone");
             return Ok(());
         };
-        let req = DeleteVirtualDisk { this: Self::vdm(&inv)?, name: format!("[{ds}] {}", self.disk_path(cid.as_str())), datacenter: inv.dc.clone() };
+        let req = DeleteVirtualDisk {
+            this: Self::vdm(&inv)?,
+            name: format!("[{ds}] {}", self.disk_path(cid.as_str())),
+            datacenter: inv.dc.clone(),
+        };
         match inv.s.run_task(&req, "delete disk") {
             Ok(_) => {}
             Err(e) if e.is_fault(&FaultKind::FileNotFound) => {}
@@ -688,11 +892,20 @@ impl Driver for Vsphere {
         let new_size_mib = disk_size("new disk size", new_size_mib)?;
         let inv = self.open()?;
         let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::DiskNotFound(cid.to_string()))?;
-        let req = ExtendVirtualDisk { this: Self::vdm(&inv)?, name: format!("[{ds}] {}", self.disk_path(cid.as_str())), datacenter: inv.dc.clone(), new_capacity_kb: new_size_mib * 1024 };
+        let req = ExtendVirtualDisk {
+            this: Self::vdm(&inv)?,
+            name: format!("[{ds}] {}", self.disk_path(cid.as_str())),
+            datacenter: inv.dc.clone(),
+            new_capacity_kb: new_size_mib * 1024,
+        };
         match inv.s.run_task(&req, "extend disk") {
             Ok(_) => Ok(()),
-            Err(e @ ClientError::Soap { .. }) if e.is_fault(&FaultKind::MethodNotFound) || e.is_fault(&FaultKind::NotSupported) => {
-                Err(DriverError::NotSupported(format!("resize_disk: the server cannot extend virtual disks ({e}); the director copies the disk instead")))
+            Err(e @ ClientError::Soap { .. })
+                if e.is_fault(&FaultKind::MethodNotFound) || e.is_fault(&FaultKind::NotSupported) =>
+            {
+                Err(DriverError::NotSupported(format!(
+                    "resize_disk: the server cannot extend virtual disks ({e}); the director copies the disk instead"
+                )))
             }
             Err(e) => Err(DriverError::failed(format!("cannot resize disk {cid} to {new_size_mib} MiB"), e)),
         }
@@ -706,16 +919,30 @@ impl Driver for Vsphere {
     fn attach_disk(&self, _ctx: &CallContext, vm: &VmCid, disk: &DiskCid) -> DriverResult<Value> {
         let inv = self.open()?;
         let info = self.require_vm(&inv, vm)?;
-        if let Some(d) = info.devices.iter().find(|d| d.is_disk() && self.persistent_cid(d).as_deref() == Some(disk.as_str())) {
+        if let Some(d) =
+            info.devices.iter().find(|d| d.is_disk() && self.persistent_cid(d).as_deref() == Some(disk.as_str()))
+        {
             info!("disk {disk} is already attached to {vm}");
             return Ok(json!(d.unit.unwrap_or(0).to_string()));
         }
         let ds = self.locate_disk(&inv, disk)?.ok_or_else(|| DriverError::DiskNotFound(disk.to_string()))?;
-        let controller = info.root_controller().ok_or_else(|| DriverError::Other(format!("VM {vm} has no SCSI controller")))?;
-        let unit = info.free_unit(controller, &[]).ok_or_else(|| DriverError::Other(format!("VM {vm} has no free SCSI unit for disk {disk}")))?;
-        let dev = Device::Disk { key: -1, controller_key: controller, unit, capacity_kb: 0, file_name: format!("[{ds}] {}", self.disk_path(disk.as_str())), parent: None };
+        let controller =
+            info.root_controller().ok_or_else(|| DriverError::Other(format!("VM {vm} has no SCSI controller")))?;
+        let unit = info
+            .free_unit(controller, &[])
+            .ok_or_else(|| DriverError::Other(format!("VM {vm} has no free SCSI unit for disk {disk}")))?;
+        let dev = Device::Disk {
+            key: -1,
+            controller_key: controller,
+            unit,
+            capacity_kb: 0,
+            file_name: format!("[{ds}] {}", self.disk_path(disk.as_str())),
+            parent: None,
+        };
         let spec = VmConfigSpec { device_change: vec![DeviceChange::add(dev)], ..Default::default() };
-        inv.s.run_task(&ReconfigVm { this: info.vm.clone(), spec }, "attach disk").map_err(ctx_err(format!("cannot attach disk {disk} to {vm}")))?;
+        inv.s
+            .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "attach disk")
+            .map_err(ctx_err(format!("cannot attach disk {disk} to {vm}")))?;
         let hint = json!(unit.to_string());
         let mut settings = self.read_settings(&inv, &info)?;
         settings.attach_persistent(disk.as_str(), hint.clone());
@@ -732,9 +959,15 @@ impl Driver for Vsphere {
             .iter()
             .find(|d| d.is_disk() && self.persistent_cid(d).as_deref() == Some(disk.as_str()))
             .ok_or_else(|| DriverError::DiskNotAttached { vm: vm.to_string(), disk: disk.to_string() })?;
-        let change = DeviceChange { operation: Operation::Remove, create_file: false, device: Device::Existing(dev.node.clone()) };
+        let change = DeviceChange {
+            operation: Operation::Remove,
+            create_file: false,
+            device: Device::Existing(dev.node.clone()),
+        };
         let spec = VmConfigSpec { device_change: vec![change], ..Default::default() };
-        inv.s.run_task(&ReconfigVm { this: info.vm.clone(), spec }, "detach disk").map_err(ctx_err(format!("cannot detach disk {disk} from {vm}")))?;
+        inv.s
+            .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "detach disk")
+            .map_err(ctx_err(format!("cannot detach disk {disk} from {vm}")))?;
         let mut settings = self.read_settings(&inv, &info)?;
         settings.detach_persistent(disk.as_str());
         self.refresh_settings(&inv, &info, &settings)
@@ -743,14 +976,21 @@ impl Driver for Vsphere {
     fn get_disks(&self, vm: &VmCid) -> DriverResult<Vec<DiskCid>> {
         let inv = self.open()?;
         let info = self.require_vm(&inv, vm)?;
-        info.devices.iter().filter(|d| d.is_disk()).filter_map(|d| self.persistent_cid(d)).map(|c| DiskCid::new(c).map_err(DriverError::Other)).collect()
+        info.devices
+            .iter()
+            .filter(|d| d.is_disk())
+            .filter_map(|d| self.persistent_cid(d))
+            .map(|c| DiskCid::new(c).map_err(DriverError::Other))
+            .collect()
     }
 
     fn set_disk_metadata(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<()> {
         let inv = self.open()?;
         let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::DiskNotFound(cid.to_string()))?;
         let body = serde_json::to_vec(metadata).map_err(|e| DriverError::failed("cannot encode disk metadata", e))?;
-        inv.s.put_file(&self.cfg.datacenter, &ds, &format!("{}/{cid}.meta.json", self.cfg.disk_folder), &body).map_err(ctx_err(format!("cannot write metadata of {cid}")))
+        inv.s
+            .put_file(&self.cfg.datacenter, &ds, &format!("{}/{cid}.meta.json", self.cfg.disk_folder), &body)
+            .map_err(ctx_err(format!("cannot write metadata of {cid}")))
     }
 
     fn snapshot_disk(&self, _cid: &DiskCid, _metadata: &Metadata) -> DriverResult<SnapshotCid> {
@@ -782,7 +1022,15 @@ mod tests {
 
     #[test]
     fn base64_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");

@@ -285,7 +285,8 @@ impl Fault {
     }
     /// From a `LocalizedMethodFault` (`<error><fault xsi:type="…"/><localizedMessage/></error>`).
     pub fn from_localized(n: &Node) -> Fault {
-        let kind = n.child("fault").map(|f| FaultKind::from_type(f.kind())).unwrap_or(FaultKind::Other("unknown".into()));
+        let kind =
+            n.child("fault").map(|f| FaultKind::from_type(f.kind())).unwrap_or(FaultKind::Other("unknown".into()));
         let message = n.str_at("localizedMessage").unwrap_or_default().to_string();
         Fault { kind, message }
     }
@@ -360,7 +361,19 @@ fn start_node(reader: &NsReader<&[u8]>, e: &quick_xml::events::BytesStart<'_>) -
 /// `xsd:string` stays `xsd:string` (written back as it came, e.g. in an import spec); `vim25:Foo` and
 /// `Foo` become `Foo`.
 fn normalize_type(v: &str) -> String {
-    const XSD: &[&str] = &["string", "int", "long", "short", "byte", "boolean", "dateTime", "base64Binary", "float", "double", "anyType"];
+    const XSD: &[&str] = &[
+        "string",
+        "int",
+        "long",
+        "short",
+        "byte",
+        "boolean",
+        "dateTime",
+        "base64Binary",
+        "float",
+        "double",
+        "anyType",
+    ];
     match v.rsplit_once(':') {
         Some((_, local)) if XSD.contains(&local) => format!("xsd:{local}"),
         Some((_, local)) => local.to_string(),
@@ -412,7 +425,9 @@ mod tests {
     fn faults_are_typed() {
         let doc = br#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>Login failure</faultstring><detail><InvalidLoginFault xmlns="urn:vim25" xsi:type="InvalidLogin"></InvalidLoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#;
         match decode(500, doc) {
-            Err(SoapError::Fault(f)) => assert_eq!((f.kind, f.message.as_str()), (FaultKind::InvalidLogin, "Login failure")),
+            Err(SoapError::Fault(f)) => {
+                assert_eq!((f.kind, f.message.as_str()), (FaultKind::InvalidLogin, "Login failure"))
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(decode(500, b"<html>oops"), Err(SoapError::Xml(_))));

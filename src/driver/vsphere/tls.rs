@@ -78,7 +78,9 @@ impl Thumbprint {
         match bytes.len() {
             20 => Ok(Thumbprint::Sha1(bytes.try_into().map_err(|_| "length")?)),
             32 => Ok(Thumbprint::Sha256(bytes.try_into().map_err(|_| "length")?)),
-            n => Err(format!("driver.thumbprint must be a SHA-1 (20 bytes) or SHA-256 (32 bytes) fingerprint, got {n} bytes")),
+            n => Err(format!(
+                "driver.thumbprint must be a SHA-1 (20 bytes) or SHA-256 (32 bytes) fingerprint, got {n} bytes"
+            )),
         }
     }
 
@@ -92,7 +94,12 @@ impl Thumbprint {
 
 /// Hex SHA-256 of a certificate, as an operator would paste it into `thumbprint`.
 pub fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der).as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[derive(Debug)]
@@ -119,10 +126,20 @@ impl ServerCertVerifier for PinVerifier {
             )))
         }
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -157,7 +174,8 @@ impl<In: Transport> Connector<In> for PinnedTls {
         }
         let host = details.uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
         let name = ServerName::try_from(host).map_err(|_| ureq::Error::Tls("invalid server name"))?;
-        let mut conn = ClientConnection::new(self.config.clone(), name).map_err(|e| ureq::Error::Io(std::io::Error::other(e)))?;
+        let mut conn =
+            ClientConnection::new(self.config.clone(), name).map_err(|e| ureq::Error::Io(std::io::Error::other(e)))?;
         let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
         sock.set_timeout(details.timeout);
         conn.complete_io(&mut sock)?;

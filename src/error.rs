@@ -1,71 +1,187 @@
-//! The errors a driver reports, by kind. [`crate::rpc::dispatch`] is the only place that turns them into
-//! `Bosh::Clouds::*` error objects; drivers only say *what* went wrong.
+//! The one error a driver reports: a [`ErrorKind`] (which `Bosh::Clouds::*` type it becomes), an explicit
+//! retry flag (whether the same call may succeed later), a message, and the cause it wraps.
+//! [`crate::rpc::dispatch`] is the only place that turns them into BOSH error objects; drivers only say *what*
+//! went wrong and *whether trying again can help*.
 use crate::exec::ExecError;
+use std::error::Error as StdError;
+use std::fmt;
 
-/// What a driver can report. The message of every variant is a sentence fragment a person can act on.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    #[error("VM {0} not found")]
-    VmNotFound(String),
-    #[error("disk {0} not found")]
-    DiskNotFound(String),
-    #[error("disk {disk} is not attached to VM {vm}")]
-    DiskNotAttached { vm: String, disk: String },
-    #[error("stemcell {0} not found")]
-    StemcellNotFound(String),
-    #[error("snapshot {0} not found")]
-    SnapshotNotFound(String),
-    #[error("not supported: {0}")]
-    NotSupported(String),
-    #[error("not implemented: {0}")]
-    NotImplemented(String),
-    /// The request itself is wrong (cloud_properties, sizes, …): retrying will not help.
-    #[error("invalid {what}: {reason}")]
-    Invalid { what: String, reason: String },
-    #[error("not enough disk space: {0}")]
-    NoDiskSpace(String),
-    #[error("network {0} not found")]
-    NetworkNotFound(String),
-    /// A failure of the hypervisor or a tool; `context` says what we were doing.
-    #[error("{context}: {source}")]
-    Failed {
-        context: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A failure described by text only.
-    #[error("{0}")]
-    Other(String),
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What went wrong, as the director needs to know it (chooses the `Bosh::Clouds::*` type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    VmNotFound,
+    DiskNotFound,
+    DiskNotAttached,
+    StemcellNotFound,
+    SnapshotNotFound,
+    NotSupported,
+    NotImplemented,
+    /// The request itself is wrong (cloud_properties, sizes, CIDs, credentials): retrying will not help.
+    Invalid,
+    NoDiskSpace,
+    NetworkNotFound,
+    /// The hypervisor, a tool or the infrastructure failed.
+    Cloud,
+}
+
+/// A driver failure. `Display` prints the message followed by the cause chain, each cause once.
+#[derive(Debug)]
+pub struct DriverError {
+    kind: ErrorKind,
+    retry: bool,
+    message: String,
+    source: Option<BoxError>,
 }
 
 pub type DriverResult<T> = Result<T, DriverError>;
 
 impl DriverError {
-    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        DriverError::Invalid { what: what.into(), reason: reason.into() }
+    /// An error of `kind` that is permanent (retrying the same call fails the same way).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        DriverError { kind, retry: false, message: message.into(), source: None }
     }
-    pub fn failed(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        DriverError::Failed { context: context.into(), source: source.into() }
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
-    /// Whether a create that failed with this error is worth retrying as it is.
+    /// Whether the same call may succeed when tried again (`ok_to_retry`).
     pub fn retryable(&self) -> bool {
-        matches!(self, DriverError::Failed { .. } | DriverError::Other(_) | DriverError::NoDiskSpace(_))
+        self.retry
+    }
+    /// Sets the retry flag explicitly.
+    pub fn with_retry(mut self, retry: bool) -> Self {
+        self.retry = retry;
+        self
+    }
+    /// Adds the cause (printed once, after the message).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn vm_not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::VmNotFound, format!("VM {what} not found"))
+    }
+    pub fn disk_not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::DiskNotFound, format!("disk {what} not found"))
+    }
+    pub fn disk_not_attached(vm: impl fmt::Display, disk: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::DiskNotAttached, format!("disk {disk} is not attached to VM {vm}"))
+    }
+    pub fn stemcell_not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::StemcellNotFound, format!("stemcell {what} not found"))
+    }
+    pub fn snapshot_not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::SnapshotNotFound, format!("snapshot {what} not found"))
+    }
+    pub fn not_supported(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NotSupported, format!("not supported: {what}"))
+    }
+    pub fn not_implemented(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NotImplemented, format!("not implemented: {what}"))
+    }
+    /// The request is wrong: `what` names the part, `reason` says why. Never retryable.
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, format!("invalid {}: {}", what.into(), reason.into()))
+    }
+    /// Out of space: retryable (space may be freed, or another datastore chosen).
+    pub fn no_disk_space(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NoDiskSpace, format!("not enough disk space: {what}")).with_retry(true)
+    }
+    /// Adds a clause to the message (`message, extra`).
+    pub fn append(mut self, extra: &str) -> Self {
+        self.message.push_str(", ");
+        self.message.push_str(extra);
+        self
+    }
+    pub fn network_not_found(what: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NetworkNotFound, format!("network {what} not found"))
+    }
+    /// A failure that the same call cannot get past (a broken stemcell, a VM without a free slot, …).
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Cloud, message)
+    }
+    /// A failure that may pass (a timeout, a busy resource, a hypervisor hiccup).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Cloud, message).with_retry(true)
+    }
+    /// A tool or library call failed while doing `context`: retryable, the cause is kept.
+    pub fn failed(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::new(ErrorKind::Cloud, context).with_retry(true).with_source(source)
     }
 }
 
-/// Adds context to an error from a tool or library.
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&chain(&self.message, self.source.as_deref().map(|s| s as &(dyn StdError + 'static))))
+    }
+}
+
+impl StdError for DriverError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+/// `message: cause: cause…`, leaving out a cause whose text an outer message already shows (many errors
+/// print their source inline), so every cause appears once.
+fn chain(message: &str, mut next: Option<&(dyn StdError + 'static)>) -> String {
+    let mut text = message.to_string();
+    while let Some(e) = next {
+        let part = e.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = e.source();
+    }
+    text
+}
+
+/// Adds context to an error from a tool or library (a retryable [`DriverError::failed`]).
 pub trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> DriverResult<T>;
 }
 
-impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> Context<T> for Result<T, E> {
+impl<T, E: Into<BoxError>> Context<T> for Result<T, E> {
     fn context(self, what: impl FnOnce() -> String) -> DriverResult<T> {
-        self.map_err(|e| DriverError::Failed { context: what(), source: e.into() })
+        self.map_err(|e| DriverError::failed(what(), e))
     }
 }
 
 impl From<ExecError> for DriverError {
     fn from(e: ExecError) -> Self {
-        DriverError::Failed { context: "external command failed".into(), source: Box::new(e) }
+        DriverError::failed("external command failed", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_is_explicit_per_constructor() {
+        assert!(!DriverError::other("stemcell sc-1 has no snapshot to clone from: upload it again").retryable());
+        assert!(!DriverError::invalid("cloud_properties", "cpu must be a number").retryable());
+        assert!(!DriverError::vm_not_found("vm-1").retryable());
+        assert!(DriverError::transient("the guest was not ready within 5 s").retryable());
+        assert!(DriverError::no_disk_space("ds1").retryable());
+        assert!(DriverError::failed("cannot clone", "boom").retryable());
+        assert!(!DriverError::failed("cannot clone", "boom").with_retry(false).retryable());
+    }
+
+    #[test]
+    fn the_cause_chain_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot run qemu-img: {0}")]
+        struct Inline(#[source] std::io::Error);
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = DriverError::failed("cannot convert the image", Inline(io()));
+        assert_eq!(e.to_string(), "cannot convert the image: cannot run qemu-img: no such file");
+        let e = DriverError::failed("cannot read settings", io());
+        assert_eq!(e.to_string(), "cannot read settings: no such file");
+        let outer = DriverError::failed("create_vm", DriverError::failed("cannot read settings", io()));
+        assert_eq!(outer.to_string(), "create_vm: cannot read settings: no such file");
     }
 }

@@ -3,7 +3,7 @@
 //! a failing hypervisor and even a panic.
 use crate::config::{Config, LogLevel};
 use crate::driver::{self, CallContext, Driver};
-use crate::error::DriverError;
+use crate::error::{DriverError, ErrorKind};
 use crate::rpc::method::{Method, MethodError};
 use crate::rpc::wire::{Request, Response};
 use crate::{info, logger};
@@ -91,12 +91,11 @@ fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
     }
     let started = std::time::Instant::now();
     let driver = driver::from_config(&config.driver, &config.agent);
-    let name = method.name();
-    let result = call(driver.as_ref(), &ctx, method);
-    info!("{name} finished in {} ms", started.elapsed().as_millis());
+    let result = call(driver.as_ref(), &ctx, &method);
+    info!("{} finished in {} ms", method.name(), started.elapsed().as_millis());
     match result {
         Ok(v) => Response::ok(v),
-        Err(e) => to_response(name, &e),
+        Err(e) => to_response(&method, &e),
     }
 }
 
@@ -110,17 +109,17 @@ fn call_context(r: &Request) -> CallContext {
     }
 }
 
-fn call(d: &dyn Driver, ctx: &CallContext, method: Method) -> Result<Value, DriverError> {
+fn call(d: &dyn Driver, ctx: &CallContext, method: &Method) -> Result<Value, DriverError> {
     let v2 = ctx.api_version >= 2;
     Ok(match method {
         Method::Info => unreachable_info(),
-        Method::CreateStemcell { image_path, cloud_properties } => json!(d.create_stemcell(&image_path, &cloud_properties)?),
+        Method::CreateStemcell { image_path, cloud_properties } => json!(d.create_stemcell(image_path, cloud_properties)?),
         Method::DeleteStemcell(cid) => {
-            d.delete_stemcell(&cid)?;
+            d.delete_stemcell(cid)?;
             Value::Null
         }
         Method::CreateVm(req) => {
-            let vm = d.create_vm(ctx, &req)?;
+            let vm = d.create_vm(ctx, req)?;
             if v2 {
                 json!([vm.cid, vm.networks])
             } else {
@@ -128,40 +127,40 @@ fn call(d: &dyn Driver, ctx: &CallContext, method: Method) -> Result<Value, Driv
             }
         }
         Method::DeleteVm(cid) => {
-            d.delete_vm(&cid)?;
+            d.delete_vm(cid)?;
             Value::Null
         }
-        Method::HasVm(cid) => json!(d.has_vm(&cid)?),
+        Method::HasVm(cid) => json!(d.has_vm(cid)?),
         Method::RebootVm(cid) => {
-            d.reboot_vm(&cid)?;
+            d.reboot_vm(cid)?;
             Value::Null
         }
         Method::SetVmMetadata(cid, md) => {
-            d.set_vm_metadata(&cid, &md)?;
+            d.set_vm_metadata(cid, md)?;
             Value::Null
         }
         Method::SetDiskMetadata(cid, md) => {
-            d.set_disk_metadata(&cid, &md)?;
+            d.set_disk_metadata(cid, md)?;
             Value::Null
         }
-        Method::CalculateVmCloudProperties(res) => d.calculate_vm_cloud_properties(&res)?,
-        Method::CreateDisk { size_mib, cloud_properties, vm } => json!(d.create_disk(size_mib, &cloud_properties, vm.as_ref())?),
+        Method::CalculateVmCloudProperties(res) => d.calculate_vm_cloud_properties(res)?,
+        Method::CreateDisk { size_mib, cloud_properties, vm } => json!(d.create_disk(*size_mib, cloud_properties, vm.as_ref())?),
         Method::DeleteDisk(cid) => {
-            d.delete_disk(&cid)?;
+            d.delete_disk(cid)?;
             Value::Null
         }
         Method::ResizeDisk(cid, size) => {
-            d.resize_disk(&cid, size)?;
+            d.resize_disk(cid, *size)?;
             Value::Null
         }
         Method::UpdateDisk(..) => {
-            return Err(DriverError::NotSupported(
-                "update_disk: change a disk's size with resize_disk; other cloud_properties changes are done by the director's copy fallback".into(),
+            return Err(DriverError::not_supported(
+                "update_disk: change a disk's size with resize_disk; other cloud_properties changes are done by the director's copy fallback",
             ))
         }
-        Method::HasDisk(cid) => json!(d.has_disk(&cid)?),
+        Method::HasDisk(cid) => json!(d.has_disk(cid)?),
         Method::AttachDisk(vm, disk) => {
-            let hint = d.attach_disk(ctx, &vm, &disk)?;
+            let hint = d.attach_disk(ctx, vm, disk)?;
             if v2 {
                 hint
             } else {
@@ -169,17 +168,17 @@ fn call(d: &dyn Driver, ctx: &CallContext, method: Method) -> Result<Value, Driv
             }
         }
         Method::DetachDisk(vm, disk) => {
-            d.detach_disk(&vm, &disk)?;
+            d.detach_disk(vm, disk)?;
             Value::Null
         }
-        Method::GetDisks(vm) => json!(d.get_disks(&vm)?),
-        Method::SnapshotDisk(cid, md) => json!(d.snapshot_disk(&cid, &md)?),
+        Method::GetDisks(vm) => json!(d.get_disks(vm)?),
+        Method::SnapshotDisk(cid, md) => json!(d.snapshot_disk(cid, md)?),
         Method::DeleteSnapshot(cid) => {
-            d.delete_snapshot(&cid)?;
+            d.delete_snapshot(cid)?;
             Value::Null
         }
         Method::ConfigureNetworks => {
-            return Err(DriverError::NotSupported("configure_networks: the director recreates the VM instead".into()))
+            return Err(DriverError::not_supported("configure_networks: the director recreates the VM instead"))
         }
     })
 }
@@ -189,28 +188,22 @@ fn unreachable_info() -> Value {
     Value::Null
 }
 
-/// The one mapping from driver errors to BOSH error types.
-pub fn to_response(method: &str, e: &DriverError) -> Response {
+/// The one mapping from driver errors to BOSH error types: the error's kind picks the type, its own retry flag
+/// says `ok_to_retry`, and the method (typed) decides where create_vm's failures all become VMCreationFailed.
+pub fn to_response(method: &Method, e: &DriverError) -> Response {
     let message = e.to_string();
-    if method == "create_vm" {
-        return match e {
-            DriverError::NotImplemented(_) => Response::err(NOT_IMPLEMENTED, message, false),
-            _ => Response::err(VM_CREATION_FAILED, message, e.retryable()),
-        };
-    }
-    let (kind, retry) = match e {
-        DriverError::VmNotFound(_) => (VM_NOT_FOUND, false),
-        DriverError::DiskNotFound(_) => (DISK_NOT_FOUND, false),
-        DriverError::DiskNotAttached { .. } => (DISK_NOT_ATTACHED, false),
-        DriverError::NotSupported(_) => (NOT_SUPPORTED, false),
-        DriverError::NotImplemented(_) => (NOT_IMPLEMENTED, false),
-        DriverError::Invalid { .. } => (CPI_ERROR, false),
-        DriverError::NoDiskSpace(_) => (NO_DISK_SPACE, true),
-        DriverError::NetworkNotFound(_) => (NETWORK_NOT_FOUND, false),
-        DriverError::StemcellNotFound(_)
-        | DriverError::SnapshotNotFound(_)
-        | DriverError::Failed { .. }
-        | DriverError::Other(_) => (CLOUD_ERROR, false),
+    let retry = e.retryable();
+    let kind = match (method, e.kind()) {
+        (_, ErrorKind::NotImplemented) => NOT_IMPLEMENTED,
+        (Method::CreateVm(_), _) => VM_CREATION_FAILED,
+        (_, ErrorKind::VmNotFound) => VM_NOT_FOUND,
+        (_, ErrorKind::DiskNotFound) => DISK_NOT_FOUND,
+        (_, ErrorKind::DiskNotAttached) => DISK_NOT_ATTACHED,
+        (_, ErrorKind::NotSupported) => NOT_SUPPORTED,
+        (_, ErrorKind::Invalid) => CPI_ERROR,
+        (_, ErrorKind::NoDiskSpace) => NO_DISK_SPACE,
+        (_, ErrorKind::NetworkNotFound) => NETWORK_NOT_FOUND,
+        (_, ErrorKind::StemcellNotFound | ErrorKind::SnapshotNotFound | ErrorKind::Cloud) => CLOUD_ERROR,
     };
     Response::err(kind, message, retry)
 }
@@ -218,16 +211,36 @@ pub fn to_response(method: &str, e: &DriverError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::DiskCid;
+
+    fn create_vm() -> Method {
+        let args = serde_json::json!(["agent", "sc-1", {}, {}, [], {}]);
+        Method::parse("create_vm", args.as_array().unwrap()).unwrap()
+    }
 
     #[test]
     fn create_vm_failures_are_vm_creation_failed_with_retry_flag() {
-        let r = to_response("create_vm", &DriverError::invalid("cloud_properties", "cpu must be a number"));
+        let r = to_response(&create_vm(), &DriverError::invalid("cloud_properties", "cpu must be a number"));
         let e = r.error.unwrap();
         assert_eq!((e.kind.as_str(), e.ok_to_retry), (VM_CREATION_FAILED, false));
-        let r = to_response("create_vm", &DriverError::Other("libvirt hiccup".into()));
+        let r = to_response(&create_vm(), &DriverError::failed("cannot start the domain", "libvirt hiccup"));
         assert!(r.error.unwrap().ok_to_retry);
-        let r = to_response("delete_disk", &DriverError::DiskNotFound("d".into()));
+        let r = to_response(&Method::DeleteDisk(DiskCid::new("d").unwrap()), &DriverError::disk_not_found("d"));
         assert_eq!(r.error.unwrap().kind, DISK_NOT_FOUND);
+    }
+
+    #[test]
+    fn permanent_create_failures_are_not_retryable() {
+        for e in [
+            DriverError::other("stemcell sc-1 has no snapshot to clone from: upload it again"),
+            DriverError::other("VM vm-1 has no free IDE slot for the settings CD-ROM"),
+            DriverError::stemcell_not_found("sc-1"),
+        ] {
+            let r = to_response(&create_vm(), &e).error.unwrap();
+            assert_eq!((r.kind.as_str(), r.ok_to_retry), (VM_CREATION_FAILED, false), "{e}");
+        }
+        let r = to_response(&create_vm(), &DriverError::not_implemented("x")).error.unwrap();
+        assert_eq!((r.kind.as_str(), r.ok_to_retry), (NOT_IMPLEMENTED, false));
     }
 
     #[test]

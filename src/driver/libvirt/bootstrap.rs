@@ -51,7 +51,7 @@ pub fn run(virsh: &Virsh, vm: &str, b: &Bootstrap) -> DriverResult<()> {
             Err(e) => e,
         };
         if Instant::now() >= deadline {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::transient(format!(
                 "bootstrap: no QEMU guest agent answered in {vm} within {} s (install qemu-guest-agent in the image to use bootstrap): {}",
                 b.max_wait_seconds,
                 last.trim()
@@ -66,7 +66,7 @@ pub fn run(virsh: &Virsh, vm: &str, b: &Bootstrap) -> DriverResult<()> {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(DriverError::Other(format!(
+                return Err(DriverError::transient(format!(
                     "bootstrap: process {p} did not start in {vm} within {} s",
                     b.max_wait_seconds
                 )));
@@ -77,7 +77,7 @@ pub fn run(virsh: &Virsh, vm: &str, b: &Bootstrap) -> DriverResult<()> {
     info!("bootstrap: running the script with {}", b.interpreter);
     let (code, out, err) = exec(virsh, vm, &b.interpreter, &[], Some(b.script.as_bytes()), deadline)?;
     if code != 0 {
-        return Err(DriverError::Other(format!("bootstrap script exited with {code}: {}", tail(&err, &out))));
+        return Err(DriverError::other(format!("bootstrap script exited with {code}: {}", tail(&err, &out))));
     }
     Ok(())
 }
@@ -102,14 +102,14 @@ fn exec(
         req["arguments"]["input-data"] = json!(base64(i));
     }
     let started =
-        agent(virsh, vm, &req).map_err(|e| DriverError::Other(format!("bootstrap: guest-exec {path} failed: {e}")))?;
+        agent(virsh, vm, &req).map_err(|e| DriverError::other(format!("bootstrap: guest-exec {path} failed: {e}")))?;
     let pid = started
         .get("pid")
         .and_then(Value::as_i64)
-        .ok_or_else(|| DriverError::Other("bootstrap: guest-exec returned no pid".into()))?;
+        .ok_or_else(|| DriverError::other("bootstrap: guest-exec returned no pid"))?;
     loop {
         let st = agent(virsh, vm, &json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))
-            .map_err(|e| DriverError::Other(format!("bootstrap: guest-exec-status failed: {e}")))?;
+            .map_err(|e| DriverError::other(format!("bootstrap: guest-exec-status failed: {e}")))?;
         if st.get("exited").and_then(Value::as_bool) == Some(true) {
             let text = |k: &str| {
                 st.get(k)
@@ -120,7 +120,7 @@ fn exec(
             return Ok((st.get("exitcode").and_then(Value::as_i64).unwrap_or(-1), text("out-data"), text("err-data")));
         }
         if Instant::now() >= deadline {
-            return Err(DriverError::Other(format!("bootstrap: {path} still running in {vm} at the deadline")));
+            return Err(DriverError::transient(format!("bootstrap: {path} still running in {vm} at the deadline")));
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -355,7 +355,7 @@ impl Libvirt {
             }
             None => {
                 let Some(path) = &self.cfg.pool_path else {
-                    return Err(DriverError::Other(format!(
+                    return Err(DriverError::other(format!(
                         "storage pool {pool} does not exist: create it (virsh pool-define-as {pool} dir --target DIR; virsh pool-start {pool}) or set driver.pool_path"
                     )));
                 };
@@ -422,7 +422,7 @@ impl Libvirt {
         match self.virsh.run(&args) {
             Ok(_) => Ok(()),
             Err(e) if e.output().contains("No space left") || e.output().contains("Not enough space") => {
-                Err(DriverError::NoDiskSpace(format!("pool {}: {}", self.pool(), e.output())))
+                Err(DriverError::no_disk_space(format!("pool {}: {}", self.pool(), e.output())))
             }
             Err(e) => Err(DriverError::failed(format!("cannot create volume {name} in pool {}", self.pool()), e)),
         }
@@ -454,20 +454,20 @@ impl Libvirt {
             .context(|| format!("cannot read volume {name}"))?
         {
             None => Ok(None),
-            Some(xml) => domain::parse_volume(&xml).map(Some).map_err(DriverError::Other),
+            Some(xml) => domain::parse_volume(&xml).map(Some).map_err(DriverError::other),
         }
     }
 
     fn dumpxml(&self, vm: &VmCid) -> DriverResult<domain::DomainInfo> {
         if !valid_vm(vm) {
-            return Err(DriverError::VmNotFound(format!("{vm} (not a VM CID of this CPI)")));
+            return Err(DriverError::vm_not_found(format!("{vm} (not a VM CID of this CPI)")));
         }
         let xml = self
             .virsh
             .run_opt(["dumpxml", vm.as_str()])
             .context(|| format!("cannot read domain {vm}"))?
-            .ok_or_else(|| DriverError::VmNotFound(vm.to_string()))?;
-        domain::parse_domain(&xml).map_err(DriverError::Other)
+            .ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
+        domain::parse_domain(&xml).map_err(DriverError::other)
     }
 
     /// `--config`, plus `--live` when the domain runs: the change applies now and survives restarts.
@@ -557,7 +557,8 @@ impl Libvirt {
             else {
                 continue;
             };
-            let (cap, _) = self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::DiskNotFound(disk.to_string()))?;
+            let (cap, _) =
+                self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
             let mut rb = Rollback::new(&self.virsh, self.pool());
             self.vol_create(snap, cap, "qcow2", None)?;
             rb.volumes.push(snap.to_string());
@@ -583,7 +584,7 @@ impl Libvirt {
             rb.disarm();
             return Ok(());
         }
-        Err(DriverError::Other(format!(
+        Err(DriverError::other(format!(
             "{disk} is locked by a process that is not a running vmcpi VM; cannot snapshot it"
         )))
     }
@@ -592,7 +593,7 @@ impl Libvirt {
         match info.family.as_deref() {
             Some("openstack") => Ok(Family::OpenStack),
             Some("vsphere") => Ok(Family::Vsphere),
-            _ => Err(DriverError::Other(format!("domain {vm} was not created by vmcpi (no vmcpi metadata)"))),
+            _ => Err(DriverError::other(format!("domain {vm} was not created by vmcpi (no vmcpi metadata)"))),
         }
     }
 
@@ -641,7 +642,7 @@ impl Libvirt {
         }
         let stemcell = req.stemcell.as_str();
         let (sc_cap, _) =
-            self.vol_info(stemcell)?.ok_or_else(|| DriverError::StemcellNotFound(stemcell.to_string()))?;
+            self.vol_info(stemcell)?.ok_or_else(|| DriverError::stemcell_not_found(stemcell.to_string()))?;
         // NICs first: a bad network fails before anything is made
         let mut networks: Networks = req.networks.clone();
         let mut nics = Vec::new();
@@ -731,14 +732,14 @@ impl Libvirt {
             Ok(_) => {}
             // a wrong network name is a request error: retrying cannot help
             Err(e) if e.output().contains("Network not found") => {
-                return Err(DriverError::NetworkNotFound(e.output().trim().to_string()))
+                return Err(DriverError::network_not_found(e.output().trim().to_string()))
             }
             Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
         }
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&self.virsh, vm, b)?;
         }
-        Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::Other)?, networks })
+        Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::other)?, networks })
     }
 }
 
@@ -797,20 +798,20 @@ impl Driver for Libvirt {
         self.vol_upload(&cid, &file)?;
         self.refresh_pool()?;
         let (_, probed) =
-            self.vol_info(&cid)?.ok_or_else(|| DriverError::Other(format!("volume {cid} vanished after upload")))?;
+            self.vol_info(&cid)?.ok_or_else(|| DriverError::other(format!("volume {cid} vanished after upload")))?;
         if probed != format {
-            return Err(DriverError::Other(format!("volume {cid} was probed as {probed}, expected {format}")));
+            return Err(DriverError::other(format!("volume {cid} was probed as {probed}, expected {format}")));
         }
         rb.disarm();
         drop(unpacked);
         marker.commit();
-        StemcellCid::new(cid).map_err(DriverError::Other)
+        StemcellCid::new(cid).map_err(DriverError::other)
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
         self.reap();
         if parse_stemcell_cid(cid.as_str()).is_none() {
-            return Err(DriverError::StemcellNotFound(format!("{cid} (not a stemcell CID of this CPI)")));
+            return Err(DriverError::stemcell_not_found(format!("{cid} (not a stemcell CID of this CPI)")));
         }
         if !self.vol_delete(cid.as_str())? {
             info!("stemcell {cid} was already gone");
@@ -820,7 +821,7 @@ impl Driver for Libvirt {
 
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
         let kind = parse_stemcell_cid(req.stemcell.as_str()).ok_or_else(|| {
-            DriverError::StemcellNotFound(format!("{} (not a stemcell CID of this CPI)", req.stemcell))
+            DriverError::stemcell_not_found(format!("{} (not a stemcell CID of this CPI)", req.stemcell))
         })?;
         let vm = format!("vm-{}", random_hex(20));
         info!("creating {vm} from {}", req.stemcell);
@@ -835,7 +836,7 @@ impl Driver for Libvirt {
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
         self.reap();
         if !valid_vm(cid) {
-            return Err(DriverError::VmNotFound(format!("{cid} (not a VM CID of this CPI)")));
+            return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
         }
         let vm = cid.as_str();
         match self.virsh.run_opt(["destroy", vm]) {
@@ -921,13 +922,13 @@ impl Driver for Libvirt {
         let marker = self.begin(&cid)?;
         self.vol_create(&cid, size_mib << 20, &format, None)?;
         marker.commit();
-        DiskCid::new(cid).map_err(DriverError::Other)
+        DiskCid::new(cid).map_err(DriverError::other)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
         self.reap();
         if !valid_disk(cid) {
-            return Err(DriverError::DiskNotFound(format!("{cid} (not a disk CID of this CPI)")));
+            return Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")));
         }
         if !self.vol_delete(cid.as_str())? {
             info!("disk {cid} was already gone");
@@ -938,12 +939,12 @@ impl Driver for Libvirt {
 
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()> {
         if !valid_disk(cid) {
-            return Err(DriverError::DiskNotFound(cid.to_string()));
+            return Err(DriverError::disk_not_found(cid.to_string()));
         }
-        let (cap, _) = self.vol_info(cid.as_str())?.ok_or_else(|| DriverError::DiskNotFound(cid.to_string()))?;
+        let (cap, _) = self.vol_info(cid.as_str())?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
         let new = new_size_mib << 20;
         if new < cap {
-            return Err(DriverError::NotSupported(format!(
+            return Err(DriverError::not_supported(format!(
                 "disk {cid} is {} MiB; shrinking to {new_size_mib} MiB would lose data",
                 cap >> 20
             )));
@@ -966,9 +967,9 @@ impl Driver for Libvirt {
         let info = self.dumpxml(vm)?;
         let family = Self::family_of(&info, vm)?;
         if !valid_disk(disk) {
-            return Err(DriverError::DiskNotFound(format!("{disk} (not a disk CID of this CPI)")));
+            return Err(DriverError::disk_not_found(format!("{disk} (not a disk CID of this CPI)")));
         }
-        let (_, format) = self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::DiskNotFound(disk.to_string()))?;
+        let (_, format) = self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
         if let Some(d) = info.disks.iter().find(|d| d.volume.as_deref() == Some(disk.as_str())) {
             info!("{disk} is already attached to {vm}");
             return Ok(hint_for(family, d.target.unwrap_or(2)));
@@ -977,7 +978,7 @@ impl Driver for Libvirt {
             info.disks.iter().filter(|d| d.bus.as_deref() == Some("scsi")).filter_map(|d| d.target).collect();
         let target = (2..=255)
             .find(|t| !used.contains(t))
-            .ok_or_else(|| DriverError::Other(format!("{vm} has no free SCSI target")))?;
+            .ok_or_else(|| DriverError::other(format!("{vm} has no free SCSI target")))?;
         let dev = ScsiDisk {
             pool: self.pool().into(),
             volume: disk.to_string(),
@@ -1020,7 +1021,7 @@ impl Driver for Libvirt {
         let info = self.dumpxml(vm)?;
         let family = Self::family_of(&info, vm)?;
         let Some(d) = info.disks.iter().find(|d| d.volume.as_deref() == Some(disk.as_str())) else {
-            return Err(DriverError::DiskNotAttached { vm: vm.to_string(), disk: disk.to_string() });
+            return Err(DriverError::disk_not_attached(vm, disk));
         };
         let dev = ScsiDisk {
             pool: d.pool.clone().unwrap_or_else(|| self.pool().into()),
@@ -1059,7 +1060,7 @@ impl Driver for Libvirt {
 
     fn set_disk_metadata(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<()> {
         if !self.has_disk(cid)? {
-            return Err(DriverError::DiskNotFound(cid.to_string()));
+            return Err(DriverError::disk_not_found(cid.to_string()));
         }
         let name = format!("{cid}.meta.json");
         let body = serde_json::to_vec_pretty(metadata).context(|| "cannot encode metadata".into())?;
@@ -1072,7 +1073,7 @@ impl Driver for Libvirt {
 
     fn snapshot_disk(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<SnapshotCid> {
         if !self.has_disk(cid)? {
-            return Err(DriverError::DiskNotFound(cid.to_string()));
+            return Err(DriverError::disk_not_found(cid.to_string()));
         }
         let snap = format!("snap-{}", random_hex(15));
         let marker = self.begin(&snap)?;
@@ -1084,13 +1085,13 @@ impl Driver for Libvirt {
             Err(e) => return Err(DriverError::failed(format!("cannot copy {cid} into snapshot {snap}"), e)),
         }
         marker.commit();
-        SnapshotCid::new(snap).map_err(DriverError::Other)
+        SnapshotCid::new(snap).map_err(DriverError::other)
     }
 
     fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
         self.reap();
         if !is_ours(cid.as_str(), "snap-", 15) {
-            return Err(DriverError::SnapshotNotFound(format!("{cid} (not a snapshot CID of this CPI)")));
+            return Err(DriverError::snapshot_not_found(format!("{cid} (not a snapshot CID of this CPI)")));
         }
         self.vol_delete(cid.as_str())?;
         Ok(())

@@ -61,7 +61,7 @@ impl Host<'_> {
         }
         // VIX_E_DISK_FULL: "An error occurred while writing a file; the disk is full. …"
         if out.message().contains("the disk is full") {
-            return Err(DriverError::NoDiskSpace(format!(
+            return Err(DriverError::no_disk_space(format!(
                 "vmrun {} on {}: {}",
                 args.first().unwrap_or(&""),
                 self.t.target(),
@@ -89,7 +89,7 @@ impl Host<'_> {
             || message.contains("disk is full")
             || message.contains("Not enough disk space")
         {
-            return Err(DriverError::NoDiskSpace(format!("{what} on {}: {message}", self.t.target())));
+            return Err(DriverError::no_disk_space(format!("{what} on {}: {message}", self.t.target())));
         }
         Err(DriverError::failed(
             what.to_string(),
@@ -103,7 +103,7 @@ impl Host<'_> {
         let mut lines = out.lines();
         let head = lines.next().unwrap_or("");
         let Some(n) = head.strip_prefix("Total running VMs:").and_then(|n| n.trim().parse::<usize>().ok()) else {
-            return Err(DriverError::Other(format!("unexpected `vmrun list` output: {:?}", head)));
+            return Err(DriverError::other(format!("unexpected `vmrun list` output: {:?}", head)));
         };
         let vms: Vec<String> = lines.map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()).collect();
         if vms.len() != n {

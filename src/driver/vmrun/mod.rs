@@ -26,7 +26,7 @@ pub mod vmx;
 use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
-use crate::error::{Context, DriverError, DriverResult};
+use crate::error::{Context, DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
@@ -384,22 +384,22 @@ impl Vmrun {
 
     fn check_vm(&self, cid: &VmCid) -> DriverResult<String> {
         if !is_ours(cid.as_str(), "vm-", 20) {
-            return Err(DriverError::VmNotFound(format!("{cid} (not a VM CID of this CPI)")));
+            return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
         }
         let vmx = self.vm_vmx(cid.as_str());
         if !self.tr(|| format!("cannot look for {vmx}"), self.t.exists(&vmx))? {
-            return Err(DriverError::VmNotFound(cid.to_string()));
+            return Err(DriverError::vm_not_found(cid.to_string()));
         }
         Ok(vmx)
     }
 
     fn check_disk(&self, cid: &DiskCid) -> DriverResult<String> {
         if !is_ours(cid.as_str(), "disk-", 15) {
-            return Err(DriverError::DiskNotFound(format!("{cid} (not a disk CID of this CPI)")));
+            return Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")));
         }
         let p = self.disk_path(cid.as_str());
         if !self.tr(|| format!("cannot look for {p}"), self.t.exists(&p))? {
-            return Err(DriverError::DiskNotFound(cid.to_string()));
+            return Err(DriverError::disk_not_found(cid.to_string()));
         }
         Ok(p)
     }
@@ -680,7 +680,7 @@ impl Vmrun {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(DriverError::Other(format!(
+                return Err(DriverError::transient(format!(
                     "bootstrap: {vm} was not ready within {} s: {}",
                     b.max_wait_seconds,
                     out.message()
@@ -705,7 +705,7 @@ impl Vmrun {
         let result = run(&["copyFileFromHostToGuest", vmx, &host_script, &guest_script])
             .and_then(|_| run(&["runProgramInGuest", vmx, &b.interpreter, &guest_script]));
         let _ = self.t.remove_file(&host_script);
-        result.map_err(|e| DriverError::Other(format!("bootstrap script failed in {vm}: {e}")))
+        result.map_err(|e| DriverError::other(format!("bootstrap script failed in {vm}: {e}")))
     }
 
     /// Runs `edit` on the VM's .vmx with the VM powered off (VMware rewrites the file of a running VM),
@@ -849,7 +849,7 @@ impl Driver for Vmrun {
             }
             h.vmrun(&["snapshot", &vmx_path, BASE_SNAPSHOT])?;
             if !h.snapshots(&vmx_path)?.iter().any(|s| s == BASE_SNAPSHOT) {
-                return Err(DriverError::Other(format!(
+                return Err(DriverError::other(format!(
                     "vmrun snapshot reported success but {vmx_path} has no snapshot {BASE_SNAPSHOT}"
                 )));
             }
@@ -866,13 +866,13 @@ impl Driver for Vmrun {
             return Err(e);
         }
         self.clear_pending(&sc)?;
-        StemcellCid::new(sc).map_err(DriverError::Other)
+        StemcellCid::new(sc).map_err(DriverError::other)
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
         let sc = cid.as_str();
         if !is_ours(sc, "sc-", 16) {
-            return Err(DriverError::StemcellNotFound(format!("{cid} (not a stemcell CID of this CPI)")));
+            return Err(DriverError::stemcell_not_found(format!("{cid} (not a stemcell CID of this CPI)")));
         }
         let dir = self.store(&format!("stemcells/{sc}"));
         let vmx = self.stemcell_vmx(sc);
@@ -893,7 +893,7 @@ impl Driver for Vmrun {
         let paths: Vec<String> = creating.iter().map(|vm| join(&self.store("locks"), &format!("{vm}.lock"))).collect();
         let held = self.tr(|| "cannot check pending creates".into(), self.t.held(&paths))?;
         if let Some((vm, _)) = creating.iter().zip(held).find(|(_, h)| *h) {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::transient(format!(
                 "create_vm of {vm} is in progress and may be cloning {sc}; retry delete_stemcell when it has finished"
             )));
         }
@@ -907,7 +907,7 @@ impl Driver for Vmrun {
             }
         }
         if !users.is_empty() && !self.player() {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::other(format!(
                 "stemcell {sc} is the parent of linked clones {}; delete those VMs first",
                 users.join(", ")
             )));
@@ -940,7 +940,7 @@ impl Driver for Vmrun {
         if !is_ours(sc, "sc-", 16)
             || !self.tr(|| "cannot look for the stemcell".into(), self.t.exists(&self.stemcell_vmx(sc)))?
         {
-            return Err(DriverError::StemcellNotFound(sc.to_string()));
+            return Err(DriverError::stemcell_not_found(sc.to_string()));
         }
         // network errors first: nothing is made for a request that cannot work
         let mut networks = req.networks.clone();
@@ -954,12 +954,12 @@ impl Driver for Vmrun {
         self.create_vm_inner(req, &vm, &props, &mut networks)?;
         self.clear_pending(&vm)?;
         rb.armed = false;
-        Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::Other)?, networks })
+        Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::other)?, networks })
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
         if !is_ours(cid.as_str(), "vm-", 20) {
-            return Err(DriverError::VmNotFound(format!("{cid} (not a VM CID of this CPI)")));
+            return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
         }
         let _lock = self.lock(cid.as_str())?;
         if !self.tr(|| "cannot look for the VM".into(), self.t.exists(&self.vm_dir(cid.as_str())))? {
@@ -1065,20 +1065,20 @@ impl Driver for Vmrun {
             let _ = self.t.remove_file(&path);
             return Err(e);
         }
-        DiskCid::new(disk).map_err(DriverError::Other)
+        DiskCid::new(disk).map_err(DriverError::other)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
         let path = match self.check_disk(cid) {
             Ok(p) => p,
-            Err(DriverError::DiskNotFound(_)) => {
+            Err(e) if e.kind() == ErrorKind::DiskNotFound => {
                 info!("{cid} was already gone");
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
         if self.tr(|| "cannot check the disk lock".into(), self.t.exists(&format!("{path}.lck")))? {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::other(format!(
                 "{cid} is in use by a running VM (VMware holds {path}.lck); detach it first"
             )));
         }
@@ -1091,7 +1091,7 @@ impl Driver for Vmrun {
         let path = self.check_disk(cid)?;
         let mut rec = self.read_disk_record(cid.as_str())?;
         if new_size_mib < rec.size_mib {
-            return Err(DriverError::NotSupported(format!(
+            return Err(DriverError::not_supported(format!(
                 "shrinking {cid} from {} to {new_size_mib} MiB",
                 rec.size_mib
             )));
@@ -1100,7 +1100,7 @@ impl Driver for Vmrun {
             return Ok(());
         }
         if self.tr(|| "cannot check the disk lock".into(), self.t.exists(&format!("{path}.lck")))? {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::other(format!(
                 "{cid} is in use by a running VM (VMware holds {path}.lck); detach it before resizing"
             )));
         }
@@ -1112,7 +1112,7 @@ impl Driver for Vmrun {
     fn has_disk(&self, cid: &DiskCid) -> DriverResult<bool> {
         match self.check_disk(cid) {
             Ok(_) => Ok(true),
-            Err(DriverError::DiskNotFound(_)) => Ok(false),
+            Err(e) if e.kind() == ErrorKind::DiskNotFound => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -1132,7 +1132,7 @@ impl Driver for Vmrun {
             let unit = PERSISTENT_UNITS
                 .into_iter()
                 .find(|u| !used.contains(u))
-                .ok_or_else(|| DriverError::Other(format!("{vm} has no free SCSI unit")))?;
+                .ok_or_else(|| DriverError::other(format!("{vm} has no free SCSI unit")))?;
             v.set(&format!("scsi0:{unit}.present"), "TRUE");
             v.set(&format!("scsi0:{unit}.fileName"), path.clone());
             v.set(&format!("scsi0:{unit}.mode"), "independent-persistent");
@@ -1148,7 +1148,7 @@ impl Driver for Vmrun {
         let _lock = self.lock(vm.as_str())?;
         let path = self.disk_path(disk.as_str());
         if !self.read_vmx(&vmx)?.scsi_disks(0).iter().any(|(_, f)| *f == path) {
-            return Err(DriverError::DiskNotAttached { vm: vm.to_string(), disk: disk.to_string() });
+            return Err(DriverError::disk_not_attached(vm, disk));
         }
         let mut settings = self.read_settings(vm.as_str())?;
         self.edit_stopped(&vmx, |v| {
@@ -1181,13 +1181,13 @@ impl Driver for Vmrun {
     }
 
     fn snapshot_disk(&self, cid: &DiskCid, _metadata: &Metadata) -> DriverResult<SnapshotCid> {
-        Err(DriverError::NotImplemented(format!(
+        Err(DriverError::not_implemented(format!(
             "snapshot_disk of {cid}: vmrun snapshots whole VMs, not single disks, and copying an attached disk under a running VM is not consistent"
         )))
     }
 
     fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
-        Err(DriverError::NotImplemented(format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
+        Err(DriverError::not_implemented(format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
     }
 }
 

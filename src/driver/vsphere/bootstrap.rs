@@ -89,14 +89,14 @@ pub fn list_request(pm: &MoRef, vm: &MoRef, b: &Bootstrap, pids: Vec<i64>) -> Li
 pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
     crate::logger::add_secret(&b.password);
     let gom =
-        s.sc.guest_operations_manager.clone().ok_or_else(|| {
-            DriverError::NotSupported("bootstrap: this server has no guest operations manager".into())
-        })?;
+        s.sc.guest_operations_manager
+            .clone()
+            .ok_or_else(|| DriverError::not_supported("bootstrap: this server has no guest operations manager"))?;
     let pm = s
         .object(&gom, &["processManager"])
         .map_err(|e| DriverError::failed("bootstrap: cannot read the guest operations manager", e))?
         .and_then(|o| o.get("processManager").and_then(Node::as_moref))
-        .ok_or_else(|| DriverError::NotSupported("bootstrap: this server has no guest process manager".into()))?;
+        .ok_or_else(|| DriverError::not_supported("bootstrap: this server has no guest process manager"))?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
     std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
@@ -122,13 +122,13 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
                 return Err(DriverError::invalid("bootstrap", format!("the guest refused user {}: {e}", b.username)))
             }
             Err(e) if fatal(&e) => {
-                return Err(DriverError::NotSupported(format!("bootstrap: this server has no guest operations ({e})")))
+                return Err(DriverError::not_supported(format!("bootstrap: this server has no guest operations ({e})")))
             }
             Err(e) => crate::debug!("bootstrap: guest not ready yet: {e}"),
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::transient(format!(
                 "bootstrap: the guest was not ready within {} s",
                 b.max_wait_seconds
             )));
@@ -141,7 +141,7 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
         .map_err(|e| DriverError::failed("bootstrap: cannot start the script", e))?
         .str_at("returnval")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| DriverError::Other("bootstrap: StartProgramInGuest returned no pid".into()))?;
+        .ok_or_else(|| DriverError::other("bootstrap: StartProgramInGuest returned no pid"))?;
     info!("bootstrap: script running in the guest as pid {pid}");
     loop {
         let n = s
@@ -152,12 +152,12 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
                 info!("bootstrap: script finished after {} s", started.elapsed().as_secs());
                 Ok(())
             } else {
-                Err(DriverError::Other(format!("bootstrap: the script exited with status {code}")))
+                Err(DriverError::other(format!("bootstrap: the script exited with status {code}")))
             };
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::transient(format!(
                 "bootstrap: the script did not finish within {} s",
                 b.max_wait_seconds
             )));

@@ -191,7 +191,7 @@ pub fn import(
     folder: &MoRef,
 ) -> DriverResult<MoRef> {
     let ovf_manager =
-        s.sc.ovf_manager.clone().ok_or_else(|| DriverError::NotSupported("this server has no OvfManager".into()))?;
+        s.sc.ovf_manager.clone().ok_or_else(|| DriverError::not_supported("this server has no OvfManager"))?;
     let mut descriptor = img.descriptor.clone();
     let mut result = None;
     for attempt in 0..2 {
@@ -226,13 +226,11 @@ pub fn import(
                 continue;
             }
         }
-        return Err(DriverError::Other(format!("the server refuses the stemcell OVF: {}", errors.join("; "))));
+        return Err(DriverError::other(format!("the server refuses the stemcell OVF: {}", errors.join("; "))));
     }
-    let r = result.ok_or_else(|| DriverError::Other("the server refuses the stemcell OVF".into()))?;
-    let spec = r
-        .child("importSpec")
-        .cloned()
-        .ok_or_else(|| DriverError::Other("CreateImportSpec returned no import spec".into()))?;
+    let r = result.ok_or_else(|| DriverError::other("the server refuses the stemcell OVF"))?;
+    let spec =
+        r.child("importSpec").cloned().ok_or_else(|| DriverError::other("CreateImportSpec returned no import spec"))?;
     let files: Vec<(String, String, u64)> = r
         .children_named("fileItem")
         .filter_map(|f| {
@@ -247,7 +245,7 @@ pub fn import(
         .call(&ImportVApp { this: pool.clone(), spec, folder: Some(folder.clone()), host: None })
         .map_err(ctx_err("ImportVApp failed"))?
         .moref_at("returnval")
-        .ok_or_else(|| DriverError::Other("ImportVApp returned no lease".into()))?;
+        .ok_or_else(|| DriverError::other("ImportVApp returned no lease"))?;
     match upload(s, &lease, img, &files) {
         Ok(vm) => Ok(vm),
         Err(e) => {
@@ -273,12 +271,11 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
             .find(|(p, _)| p == "error")
             .map(|(_, n)| super::soap::Fault::from_localized(n).to_string())
             .unwrap_or_default();
-        return Err(DriverError::Other(format!("NFC lease is {st}: {err}")));
+        return Err(DriverError::other(format!("NFC lease is {st}: {err}")));
     }
     let info = s.object(lease, &["info"]).map_err(ctx_err("cannot read the NFC lease"))?;
-    let info =
-        info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::Other("NFC lease has no info".into()))?;
-    let entity = info.moref_at("entity").ok_or_else(|| DriverError::Other("NFC lease names no VM".into()))?;
+    let info = info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::other("NFC lease has no info"))?;
+    let entity = info.moref_at("entity").ok_or_else(|| DriverError::other("NFC lease names no VM"))?;
     let urls: Vec<(String, String, Option<String>)> = info
         .children_named("deviceUrl")
         .filter_map(|d| {
@@ -297,12 +294,12 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
     let mut done: u64 = 0;
     for (device, path, _) in files {
         if path.contains('/') || path.contains("..") {
-            return Err(DriverError::Other(format!("the OVF names a disk file outside the image: {path}")));
+            return Err(DriverError::other(format!("the OVF names a disk file outside the image: {path}")));
         }
         let (_, url, thumb) = urls
             .iter()
             .find(|(k, _, _)| k == device)
-            .ok_or_else(|| DriverError::Other(format!("NFC lease has no URL for {device} ({path})")))?;
+            .ok_or_else(|| DriverError::other(format!("NFC lease has no URL for {device} ({path})")))?;
         let file = img.dir.join(path);
         let f = std::fs::File::open(&file)
             .map_err(|e| DriverError::failed(format!("cannot open {}", file.display()), e))?;

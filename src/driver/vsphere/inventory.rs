@@ -97,7 +97,7 @@ impl VmInfo {
             .unwrap_or_default();
         let path = oc.str("config.files.vmPathName").unwrap_or_default();
         let (datastore, dir) = split_ds_path(path)
-            .ok_or_else(|| DriverError::Other(format!("VM {} has no datastore path (got {path:?})", oc.obj.value)))?;
+            .ok_or_else(|| DriverError::other(format!("VM {} has no datastore path (got {path:?})", oc.obj.value)))?;
         Ok(VmInfo {
             vm: oc.obj.clone(),
             devices,
@@ -194,19 +194,19 @@ impl<'a> Inv<'a> {
             .s
             .find(&root)
             .map_err(ctx_err("cannot look up the VM folder"))?
-            .ok_or_else(|| DriverError::Other(format!("datacenter {} has no VM folder", self.cfg.datacenter)))?;
+            .ok_or_else(|| DriverError::other(format!("datacenter {} has no VM folder", self.cfg.datacenter)))?;
         let mut so_far = root;
         for part in folder.split('/') {
             so_far = format!("{so_far}/{part}");
             parent = match self.s.call(&CreateFolder { this: parent.clone(), name: part.to_string() }) {
-                Ok(n) => n
-                    .moref_at("returnval")
-                    .ok_or_else(|| DriverError::Other("CreateFolder returned no folder".into()))?,
+                Ok(n) => {
+                    n.moref_at("returnval").ok_or_else(|| DriverError::other("CreateFolder returned no folder"))?
+                }
                 Err(e) if e.is_fault(&FaultKind::DuplicateName) => self
                     .s
                     .find(&so_far)
                     .map_err(ctx_err("cannot look up folder"))?
-                    .ok_or_else(|| DriverError::Other(format!("folder {so_far} exists but cannot be found")))?,
+                    .ok_or_else(|| DriverError::other(format!("folder {so_far} exists but cannot be found")))?,
                 Err(e) => return Err(DriverError::failed(format!("cannot create folder {so_far}"), e)),
             };
         }
@@ -239,24 +239,24 @@ impl<'a> Inv<'a> {
                 let host_folder =
                     self.s.find(&format!("{dc}/host")).map_err(ctx_err("cannot look up the host folder"))?;
                 let host_folder =
-                    host_folder.ok_or_else(|| DriverError::Other(format!("datacenter {dc} has no host folder")))?;
+                    host_folder.ok_or_else(|| DriverError::other(format!("datacenter {dc} has no host folder")))?;
                 let oc =
                     self.s.object(&host_folder, &["childEntity"]).map_err(ctx_err("cannot list compute resources"))?;
                 let first = oc.and_then(|o| o.get("childEntity").cloned()).and_then(|n| {
                     n.children.iter().filter_map(Node::as_moref).find(|m| m.kind.ends_with("ComputeResource"))
                 });
                 let first = first.ok_or_else(|| {
-                    DriverError::Other(format!("datacenter {dc} has no cluster or host: set driver.clusters"))
+                    DriverError::other(format!("datacenter {dc} has no cluster or host: set driver.clusters"))
                 })?;
                 let oc =
                     self.s.object(&first, &["resourcePool"]).map_err(ctx_err("cannot read the compute resource"))?;
                 let rp = oc.and_then(|o| o.get("resourcePool").and_then(Node::as_moref));
                 let rp = rp.ok_or_else(|| {
-                    DriverError::Other(format!("compute resource {} has no resource pool", first.value))
+                    DriverError::other(format!("compute resource {} has no resource pool", first.value))
                 })?;
                 return match &self.cfg.resource_pool {
                     None => Ok(rp),
-                    Some(_) => Err(DriverError::Other("driver.resource_pool needs driver.clusters".into())),
+                    Some(_) => Err(DriverError::other("driver.resource_pool needs driver.clusters")),
                 };
             }
         };
@@ -265,7 +265,7 @@ impl<'a> Inv<'a> {
             None => format!("{compute}/Resources"),
         };
         self.s.find(&path).map_err(ctx_err("cannot look up the resource pool"))?.ok_or_else(|| {
-            DriverError::Other(format!(
+            DriverError::other(format!(
                 "resource pool {path} not found (check driver.clusters and driver.resource_pool)"
             ))
         })
@@ -279,7 +279,7 @@ impl<'a> Inv<'a> {
             .and_then(|d| d.get("datastore").map(|n| n.children.iter().filter_map(Node::as_moref).collect()))
             .unwrap_or_default();
         if all.is_empty() {
-            return Err(DriverError::Other(format!("datacenter {} has no datastores", self.cfg.datacenter)));
+            return Err(DriverError::other(format!("datacenter {} has no datastores", self.cfg.datacenter)));
         }
         let objs: Vec<(MoRef, &[&str])> =
             all.iter().map(|m| (m.clone(), &["name", "summary.freeSpace", "summary.accessible"][..])).collect();
@@ -297,7 +297,7 @@ impl<'a> Inv<'a> {
             .filter(|(name, _, _)| patterns.is_empty() || patterns.iter().any(|p| glob(p, name)))
             .collect();
         if found.is_empty() {
-            return Err(DriverError::Other(format!(
+            return Err(DriverError::other(format!(
                 "no accessible datastore matches {:?} in datacenter {} (check driver.datastores)",
                 patterns, self.cfg.datacenter
             )));
@@ -311,7 +311,7 @@ impl<'a> Inv<'a> {
         let all = self.datastores(patterns)?;
         match all.iter().find(|(_, _, free)| *free >= bytes) {
             Some((n, m, _)) => Ok((n.clone(), m.clone())),
-            None => Err(DriverError::NoDiskSpace(format!(
+            None => Err(DriverError::no_disk_space(format!(
                 "no datastore matching {:?} has {} MiB free",
                 if patterns.is_empty() { &self.cfg.datastores } else { patterns },
                 bytes >> 20
@@ -324,7 +324,7 @@ impl<'a> Inv<'a> {
         let path = format!("{}/network/{name}", self.cfg.datacenter);
         let net = self.s.find(&path).map_err(ctx_err(format!("cannot look up network {name}")))?;
         let net = net.ok_or_else(|| {
-            DriverError::NetworkNotFound(format!(
+            DriverError::network_not_found(format!(
                 "{name} (no port group of that name in datacenter {})",
                 self.cfg.datacenter
             ))
@@ -336,16 +336,16 @@ impl<'a> Inv<'a> {
             .s
             .object(&net, &["key", "config.distributedVirtualSwitch"])
             .map_err(ctx_err(format!("cannot read port group {name}")))?;
-        let pg = pg.ok_or_else(|| DriverError::NetworkNotFound(name.to_string()))?;
+        let pg = pg.ok_or_else(|| DriverError::network_not_found(name.to_string()))?;
         let key = pg.str("key").unwrap_or_default().to_string();
         let dvs = pg
             .get("config.distributedVirtualSwitch")
             .and_then(Node::as_moref)
-            .ok_or_else(|| DriverError::Other(format!("port group {name} has no switch")))?;
+            .ok_or_else(|| DriverError::other(format!("port group {name} has no switch")))?;
         let sw = self.s.object(&dvs, &["uuid"]).map_err(ctx_err("cannot read the distributed switch"))?;
         let uuid = sw
             .and_then(|o| o.str("uuid").map(str::to_string))
-            .ok_or_else(|| DriverError::Other(format!("switch of port group {name} has no uuid")))?;
+            .ok_or_else(|| DriverError::other(format!("switch of port group {name} has no uuid")))?;
         Ok(NicBacking::Distributed { switch_uuid: uuid, portgroup_key: key })
     }
 

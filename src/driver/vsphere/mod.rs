@@ -30,7 +30,7 @@ pub use config::VsphereConfig;
 use crate::agent_settings::{random_mac, AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
-use crate::error::{DriverError, DriverResult};
+use crate::error::{DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
@@ -174,7 +174,7 @@ impl Vsphere {
             };
         }
         if valid_id(cid, "disk-") {
-            let disk = DiskCid::new(cid).map_err(DriverError::Other)?;
+            let disk = DiskCid::new(cid).map_err(DriverError::other)?;
             let Some(ds) = self.locate_disk(inv, &disk)? else { return Ok(false) };
             let req = DeleteVirtualDisk {
                 this: Self::vdm(inv)?,
@@ -225,11 +225,11 @@ impl Vsphere {
     }
 
     fn require_vm(&self, inv: &Inv, cid: &VmCid) -> DriverResult<VmInfo> {
-        self.find_vm(inv, cid)?.ok_or_else(|| DriverError::VmNotFound(cid.to_string()))
+        self.find_vm(inv, cid)?.ok_or_else(|| DriverError::vm_not_found(cid.to_string()))
     }
 
     fn file_manager(inv: &Inv) -> DriverResult<MoRef> {
-        inv.s.sc.file_manager.clone().ok_or_else(|| DriverError::NotSupported("this server has no FileManager".into()))
+        inv.s.sc.file_manager.clone().ok_or_else(|| DriverError::not_supported("this server has no FileManager"))
     }
 
     fn vdm(inv: &Inv) -> DriverResult<MoRef> {
@@ -237,7 +237,7 @@ impl Vsphere {
             .sc
             .virtual_disk_manager
             .clone()
-            .ok_or_else(|| DriverError::NotSupported("this server has no VirtualDiskManager".into()))
+            .ok_or_else(|| DriverError::not_supported("this server has no VirtualDiskManager"))
     }
 
     /// Deletes a datastore file or folder; a missing one is fine.
@@ -275,7 +275,7 @@ impl Vsphere {
             .get_file(&self.cfg.datacenter, &vm.datastore, &format!("{}/env.json", vm.dir))
             .map_err(ctx_err("cannot download the agent settings"))?
             .ok_or_else(|| {
-                DriverError::Other(format!(
+                DriverError::other(format!(
                     "VM {} has no {}/env.json on [{}]: was it made by this CPI?",
                     vm.vm.value, vm.dir, vm.datastore
                 ))
@@ -291,7 +291,7 @@ impl Vsphere {
             .devices
             .iter()
             .find(|d| d.kind == "VirtualCdrom")
-            .ok_or_else(|| DriverError::Other(format!("VM {} has no CD-ROM for its settings", vm.vm.value)))?;
+            .ok_or_else(|| DriverError::other(format!("VM {} has no CD-ROM for its settings", vm.vm.value)))?;
         let old = cd.file.clone();
         let dev = Device::Cdrom {
             key: cd.key,
@@ -373,12 +373,12 @@ impl Vsphere {
         made: &mut Option<MoRef>,
     ) -> DriverResult<CreatedVm> {
         if !valid_id(req.stemcell.as_str(), "sc-") {
-            return Err(DriverError::StemcellNotFound(req.stemcell.to_string()));
+            return Err(DriverError::stemcell_not_found(req.stemcell.to_string()));
         }
         let sc = inv
             .find_vm(&self.cfg.template_folder, req.stemcell.as_str())?
-            .ok_or_else(|| DriverError::StemcellNotFound(req.stemcell.to_string()))?;
-        let sc = inv.vm_info(&sc)?.ok_or_else(|| DriverError::StemcellNotFound(req.stemcell.to_string()))?;
+            .ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
+        let sc = inv.vm_info(&sc)?.ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
         // networks first: a missing port group fails before anything is made
         let mut networks: Networks = req.networks.clone();
         let mut nics = Vec::new();
@@ -392,11 +392,9 @@ impl Vsphere {
                 .and_then(Value::as_str)
                 .unwrap_or(&self.cfg.default_network)
                 .to_string();
-            let backing = inv.network(&pg).map_err(|e| match e {
-                DriverError::NetworkNotFound(m) => {
-                    DriverError::NetworkNotFound(format!("{m}, wanted by BOSH network {net_name}"))
-                }
-                e => e,
+            let backing = inv.network(&pg).map_err(|e| match e.kind() {
+                ErrorKind::NetworkNotFound => e.append(&format!("wanted by BOSH network {net_name}")),
+                _ => e,
             })?;
             let mac = vmware_mac();
             net.mac = Some(mac.clone());
@@ -411,7 +409,7 @@ impl Vsphere {
         };
         let vm = if inv.vcenter() {
             let snapshot = sc.snapshot.clone().ok_or_else(|| {
-                DriverError::Other(format!("stemcell {} has no snapshot to clone from: upload it again", req.stemcell))
+                DriverError::other(format!("stemcell {} has no snapshot to clone from: upload it again", req.stemcell))
             })?;
             let clone = CloneVm {
                 this: sc.vm.clone(),
@@ -425,13 +423,11 @@ impl Vsphere {
                 .s
                 .run_task(&clone, "clone stemcell")
                 .map_err(ctx_err(format!("cannot clone stemcell {}", req.stemcell)))?;
-            r.as_ref()
-                .and_then(Node::as_moref)
-                .ok_or_else(|| DriverError::Other("CloneVM_Task returned no VM".into()))?
+            r.as_ref().and_then(Node::as_moref).ok_or_else(|| DriverError::other("CloneVM_Task returned no VM"))?
         } else {
             let ds_name = ds.as_ref().map(|d| d.0.clone()).unwrap_or_else(|| sc.datastore.clone());
             let parent = sc.devices.iter().filter(|d| d.is_disk()).min_by_key(|d| d.unit).and_then(|d| d.file.clone());
-            let parent = parent.ok_or_else(|| DriverError::Other(format!("stemcell {} has no disk", req.stemcell)))?;
+            let parent = parent.ok_or_else(|| DriverError::other(format!("stemcell {} has no disk", req.stemcell)))?;
             let config = VmConfigSpec {
                 name: Some(name.to_string()),
                 guest_id: Some(self.cfg.guest_id.clone()),
@@ -454,15 +450,13 @@ impl Vsphere {
                 .s
                 .run_task(&methods::CreateVm { this: folder, config, pool }, "create VM")
                 .map_err(ctx_err("cannot create the VM"))?;
-            r.as_ref()
-                .and_then(Node::as_moref)
-                .ok_or_else(|| DriverError::Other("CreateVM_Task returned no VM".into()))?
+            r.as_ref().and_then(Node::as_moref).ok_or_else(|| DriverError::other("CreateVM_Task returned no VM"))?
         };
         *made = Some(vm.clone());
-        let info = inv.vm_info(&vm)?.ok_or_else(|| DriverError::Other(format!("the new VM {} vanished", vm.value)))?;
+        let info = inv.vm_info(&vm)?.ok_or_else(|| DriverError::other(format!("the new VM {} vanished", vm.value)))?;
         let controller = info
             .root_controller()
-            .ok_or_else(|| DriverError::Other(format!("VM {name} has no SCSI controller for its disks")))?;
+            .ok_or_else(|| DriverError::other(format!("VM {name} has no SCSI controller for its disks")))?;
         let mut changes: Vec<DeviceChange> = info
             .devices
             .iter()
@@ -488,7 +482,7 @@ impl Vsphere {
         if props.disk > 0 {
             let unit = info
                 .free_unit(controller, &[])
-                .ok_or_else(|| DriverError::Other("no free SCSI unit for the ephemeral disk".into()))?;
+                .ok_or_else(|| DriverError::other("no free SCSI unit for the ephemeral disk"))?;
             let file = format!("[{}] {}/{name}-ephemeral.vmdk", info.datastore, info.dir);
             changes.push(DeviceChange::create(Device::Disk {
                 key: -300,
@@ -519,7 +513,7 @@ impl Vsphere {
                     .filter(|d| d.kind == "VirtualIDEController")
                     .find(|c| info.devices.iter().filter(|d| d.controller_key == Some(c.key)).count() < 2);
                 let ide = ide.ok_or_else(|| {
-                    DriverError::Other(format!("VM {name} has no free IDE slot for the settings CD-ROM"))
+                    DriverError::other(format!("VM {name} has no free IDE slot for the settings CD-ROM"))
                 })?;
                 let unit = (0..2)
                     .find(|u| !info.devices.iter().any(|d| d.controller_key == Some(ide.key) && d.unit == Some(*u)))
@@ -544,7 +538,7 @@ impl Vsphere {
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&inv.s, &vm, b)?;
         }
-        let cid = VmCid::new(name).map_err(DriverError::Other)?;
+        let cid = VmCid::new(name).map_err(DriverError::other)?;
         Ok(CreatedVm { cid, networks })
     }
 }
@@ -627,7 +621,7 @@ impl Driver for Vsphere {
             marker.commit();
         }
         result?;
-        StemcellCid::new(name).map_err(DriverError::Other)
+        StemcellCid::new(name).map_err(DriverError::other)
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
@@ -788,11 +782,11 @@ impl Driver for Vsphere {
                     Ok(n) => n
                         .str_at("returnval/key")
                         .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| DriverError::Other("AddCustomFieldDef returned no key".into()))?,
+                        .ok_or_else(|| DriverError::other("AddCustomFieldDef returned no key"))?,
                     Err(e) if e.is_fault(&FaultKind::DuplicateName) => {
                         fields = read_fields()?;
                         fields.iter().find(|(n, _)| n == k).map(|(_, key)| *key).ok_or_else(|| {
-                            DriverError::Other(format!("custom attribute {k} exists but cannot be read"))
+                            DriverError::other(format!("custom attribute {k} exists but cannot be read"))
                         })?
                     }
                     Err(e) => return Err(DriverError::failed(format!("cannot define custom attribute {k}"), e)),
@@ -866,7 +860,7 @@ impl Driver for Vsphere {
         drop(inv);
         info!("created disk {cid} ({size_mib} MiB) on {ds}");
         marker.commit();
-        DiskCid::new(cid).map_err(DriverError::Other)
+        DiskCid::new(cid).map_err(DriverError::other)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
@@ -891,7 +885,7 @@ impl Driver for Vsphere {
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()> {
         let new_size_mib = disk_size("new disk size", new_size_mib)?;
         let inv = self.open()?;
-        let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::DiskNotFound(cid.to_string()))?;
+        let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
         let req = ExtendVirtualDisk {
             this: Self::vdm(&inv)?,
             name: format!("[{ds}] {}", self.disk_path(cid.as_str())),
@@ -903,7 +897,7 @@ impl Driver for Vsphere {
             Err(e @ ClientError::Soap { .. })
                 if e.is_fault(&FaultKind::MethodNotFound) || e.is_fault(&FaultKind::NotSupported) =>
             {
-                Err(DriverError::NotSupported(format!(
+                Err(DriverError::not_supported(format!(
                     "resize_disk: the server cannot extend virtual disks ({e}); the director copies the disk instead"
                 )))
             }
@@ -925,12 +919,12 @@ impl Driver for Vsphere {
             info!("disk {disk} is already attached to {vm}");
             return Ok(json!(d.unit.unwrap_or(0).to_string()));
         }
-        let ds = self.locate_disk(&inv, disk)?.ok_or_else(|| DriverError::DiskNotFound(disk.to_string()))?;
+        let ds = self.locate_disk(&inv, disk)?.ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
         let controller =
-            info.root_controller().ok_or_else(|| DriverError::Other(format!("VM {vm} has no SCSI controller")))?;
+            info.root_controller().ok_or_else(|| DriverError::other(format!("VM {vm} has no SCSI controller")))?;
         let unit = info
             .free_unit(controller, &[])
-            .ok_or_else(|| DriverError::Other(format!("VM {vm} has no free SCSI unit for disk {disk}")))?;
+            .ok_or_else(|| DriverError::other(format!("VM {vm} has no free SCSI unit for disk {disk}")))?;
         let dev = Device::Disk {
             key: -1,
             controller_key: controller,
@@ -946,7 +940,7 @@ impl Driver for Vsphere {
         let hint = json!(unit.to_string());
         let mut settings = self.read_settings(&inv, &info)?;
         settings.attach_persistent(disk.as_str(), hint.clone());
-        let info = inv.vm_info(&info.vm)?.ok_or_else(|| DriverError::VmNotFound(vm.to_string()))?;
+        let info = inv.vm_info(&info.vm)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
         self.refresh_settings(&inv, &info, &settings)?;
         Ok(hint)
     }
@@ -958,7 +952,7 @@ impl Driver for Vsphere {
             .devices
             .iter()
             .find(|d| d.is_disk() && self.persistent_cid(d).as_deref() == Some(disk.as_str()))
-            .ok_or_else(|| DriverError::DiskNotAttached { vm: vm.to_string(), disk: disk.to_string() })?;
+            .ok_or_else(|| DriverError::disk_not_attached(vm, disk))?;
         let change = DeviceChange {
             operation: Operation::Remove,
             create_file: false,
@@ -980,13 +974,13 @@ impl Driver for Vsphere {
             .iter()
             .filter(|d| d.is_disk())
             .filter_map(|d| self.persistent_cid(d))
-            .map(|c| DiskCid::new(c).map_err(DriverError::Other))
+            .map(|c| DiskCid::new(c).map_err(DriverError::other))
             .collect()
     }
 
     fn set_disk_metadata(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<()> {
         let inv = self.open()?;
-        let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::DiskNotFound(cid.to_string()))?;
+        let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
         let body = serde_json::to_vec(metadata).map_err(|e| DriverError::failed("cannot encode disk metadata", e))?;
         inv.s
             .put_file(&self.cfg.datacenter, &ds, &format!("{}/{cid}.meta.json", self.cfg.disk_folder), &body)
@@ -994,13 +988,13 @@ impl Driver for Vsphere {
     }
 
     fn snapshot_disk(&self, _cid: &DiskCid, _metadata: &Metadata) -> DriverResult<SnapshotCid> {
-        Err(DriverError::NotSupported(
-            "snapshot_disk: vSphere snapshots whole VMs, not detached virtual disks (first-class disks would be needed), and the simulator cannot prove it; disable snapshots for this CPI".into(),
+        Err(DriverError::not_supported(
+            "snapshot_disk: vSphere snapshots whole VMs, not detached virtual disks (first-class disks would be needed), and the simulator cannot prove it; disable snapshots for this CPI",
         ))
     }
 
     fn delete_snapshot(&self, _cid: &SnapshotCid) -> DriverResult<()> {
-        Err(DriverError::NotSupported("delete_snapshot: this CPI makes no disk snapshots".into()))
+        Err(DriverError::not_supported("delete_snapshot: this CPI makes no disk snapshots"))
     }
 }
 

@@ -1,0 +1,124 @@
+//! The `driver` section for `kind: vmrun`: what it holds, its defaults and its checks.
+use super::*;
+
+/// The `driver` section for `kind: vmrun`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmrunConfig {
+    /// Absolute directory on the hypervisor host holding stemcells, VMs and disks.
+    pub vm_store_path: String,
+    /// `vmrun` on the hypervisor host.
+    #[serde(default = "default_vmrun")]
+    pub vmrun: String,
+    /// `ovftool` on the hypervisor host; without it stemcells are imported by vmcpi itself (qemu-img).
+    #[serde(default)]
+    pub ovftool: Option<String>,
+    /// `vmware-vdiskmanager` on the hypervisor host; without it disks are made with `qemu_img`.
+    #[serde(default)]
+    pub vdiskmanager: Option<String>,
+    /// `qemu-img` on the hypervisor host (disks, when there is no vdiskmanager).
+    #[serde(default = "default_qemu_img")]
+    pub qemu_img: String,
+    /// `qemu-img` on the CPI's host (stemcell conversion, when there is no ovftool).
+    #[serde(default = "default_local_qemu_img")]
+    pub local_qemu_img: PathBuf,
+    /// `xorriso` on the CPI's host (settings ISO).
+    #[serde(default = "default_xorriso")]
+    pub xorriso: PathBuf,
+    /// `ws` (Workstation), `fusion` or `player`: passed to vmrun as `-T`.
+    #[serde(default = "default_host_type")]
+    pub host_type: String,
+    /// Network for BOSH networks whose cloud_properties name none: `nat`, `bridged`, `hostonly` or a
+    /// `vmnetN` name.
+    #[serde(default = "default_network")]
+    pub default_network: String,
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_seconds: u64,
+    #[serde(default = "default_soft_shutdown_timeout")]
+    pub soft_shutdown_timeout_seconds: u64,
+    /// Longest wait for another CPI call's lock on a VM or stemcell.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_seconds: u64,
+    /// Reach the hypervisor host over SSH instead of running the tools locally.
+    #[serde(default)]
+    pub ssh: Option<SshConfig>,
+    /// Where stemcell images are unpacked on the CPI's host (default: $TMPDIR or /tmp).
+    #[serde(default)]
+    pub tmp_dir: Option<PathBuf>,
+}
+
+pub(super) fn default_vmrun() -> String {
+    "/usr/bin/vmrun".into()
+}
+pub(super) fn default_qemu_img() -> String {
+    "/usr/bin/qemu-img".into()
+}
+pub(super) fn default_local_qemu_img() -> PathBuf {
+    "/usr/bin/qemu-img".into()
+}
+pub(super) fn default_xorriso() -> PathBuf {
+    "/usr/bin/xorriso".into()
+}
+pub(super) fn default_host_type() -> String {
+    "ws".into()
+}
+pub(super) fn default_network() -> String {
+    "nat".into()
+}
+pub(super) fn default_start_timeout() -> u64 {
+    300
+}
+pub(super) fn default_soft_shutdown_timeout() -> u64 {
+    30
+}
+pub(super) fn default_lock_timeout() -> u64 {
+    600
+}
+
+impl VmrunConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(s) = &self.ssh {
+            s.validate()?;
+        }
+        let windows = |p: &str| p.len() >= 2 && p.as_bytes()[1] == b':' || p.contains('\\');
+        if windows(&self.vm_store_path) {
+            return Err(transport::ssh::WINDOWS_REFUSED.into());
+        }
+        if !self.vm_store_path.starts_with('/') || self.vm_store_path.trim_end_matches('/').is_empty() {
+            return Err(format!(
+                "driver.vm_store_path must be an absolute directory other than /, got {:?}",
+                self.vm_store_path
+            ));
+        }
+        let host_tools = [
+            ("vmrun", Some(&self.vmrun)),
+            ("ovftool", self.ovftool.as_ref()),
+            ("vdiskmanager", self.vdiskmanager.as_ref()),
+            ("qemu_img", Some(&self.qemu_img)),
+        ];
+        for (name, p) in host_tools {
+            if let Some(p) = p {
+                if !p.starts_with('/') {
+                    return Err(format!("driver.{name} must be an absolute path on the hypervisor host (the director runs the CPI with a minimal PATH), got {p:?}"));
+                }
+            }
+        }
+        for (name, p) in [("local_qemu_img", &self.local_qemu_img), ("xorriso", &self.xorriso)] {
+            if !p.is_absolute() {
+                return Err(format!("driver.{name} must be an absolute path, got {}", p.display()));
+            }
+        }
+        if !matches!(self.host_type.as_str(), "ws" | "fusion" | "player") {
+            return Err(format!("driver.host_type must be \"ws\", \"fusion\" or \"player\", got {:?}", self.host_type));
+        }
+        if self.host_type == "player" && self.ovftool.is_none() {
+            return Err("driver.host_type \"player\" needs driver.ovftool: Player has no snapshots or clones, so VMs are full copies made by ovftool".into());
+        }
+        if self.start_timeout_seconds == 0 || self.soft_shutdown_timeout_seconds == 0 || self.lock_timeout_seconds == 0
+        {
+            return Err("driver timeouts must be positive".into());
+        }
+        nic_connection(&self.default_network).map_err(|e| format!("driver.default_network: {e}"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! create_stemcell: an OVF/OVA stemcell into `stemcells/sc-…/`, with ovftool or with qemu-img.
+use super::*;
+
+impl Vmrun {
+    pub(super) fn import_stemcell(
+        &self,
+        image: &Path,
+        cloud_properties: &Map<String, Value>,
+    ) -> DriverResult<StemcellCid> {
+        if let Some(name) = cloud_properties.get("name").and_then(Value::as_str) {
+            info!(
+                "importing stemcell {name} {}",
+                cloud_properties.get("version").and_then(Value::as_str).unwrap_or("")
+            );
+        }
+        // the unpacked image lives in an in-flight work directory: a killed import's scratch is reaped later
+        let scratch = Scratch(Some(
+            self.scratch()
+                .begin(&format!("import-{}", random_hex(8)))
+                .context(|| "cannot write the scratch marker".into())?,
+        ));
+        let work = scratch
+            .0
+            .as_ref()
+            .map(|m| m.work_dir())
+            .transpose()
+            .context(|| "cannot create a scratch directory".into())?;
+        let unpacked = stemcell::unpack(image, work).context(|| "cannot read the stemcell image".into())?;
+        if unpacked.family != Family::Vsphere {
+            return Err(DriverError::invalid(
+                "stemcell",
+                "the vmrun driver imports vSphere stemcells (an OVF with a VMDK); this is an OpenStack image",
+            ));
+        }
+        self.sweep_abandoned()?;
+        let sc = format!("sc-{}", random_hex(16));
+        let dir = self.store(&format!("stemcells/{sc}"));
+        let vmx_path = self.stemcell_vmx(&sc);
+        let h = self.host();
+        let _sc_lock = self.lock(&sc)?;
+        self.mark_pending(&sc)?;
+        self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
+        let result = (|| -> DriverResult<()> {
+            let src_dir = unpacked.disk.parent().map(Path::to_path_buf).unwrap_or_default();
+            match &self.cfg.ovftool {
+                Some(ovftool) => {
+                    // ovftool runs on the hypervisor host: the OVF and its disk go there first
+                    let import = join(&dir, "import");
+                    self.tr(|| format!("cannot create {import}"), self.t.mkdir_all(&import))?;
+                    let mut ovf = None;
+                    for entry in std::fs::read_dir(&src_dir).context(|| "cannot list the unpacked stemcell".into())? {
+                        let p = entry.context(|| "cannot list the unpacked stemcell".into())?.path();
+                        let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+                        if name.ends_with(".ovf") {
+                            ovf = Some(join(&import, &name));
+                        }
+                        if name.ends_with(".ovf") || name.ends_with(".vmdk") || name.ends_with(".mf") {
+                            info!("uploading {name}");
+                            self.tr(|| format!("cannot upload {name}"), self.t.upload(&p, &join(&import, &name)))?;
+                        }
+                    }
+                    let ovf = ovf.ok_or_else(|| DriverError::invalid("stemcell", "no .ovf in the image"))?;
+                    h.tool(
+                        vec![
+                            ovftool.clone(),
+                            "--sourceType=OVF".into(),
+                            "--targetType=VMX".into(),
+                            "--allowExtraConfig".into(),
+                            "--acceptAllEulas".into(),
+                            format!("--name={sc}"),
+                            ovf,
+                            vmx_path.clone(),
+                        ],
+                        "ovftool could not import the stemcell",
+                    )?;
+                    self.tr(|| format!("cannot remove {import}"), self.t.remove_dir_all(&import))?;
+                }
+                None => {
+                    // our own import: stream-optimised VMDK → monolithic sparse VMDK, and a VMX like ovftool's
+                    let tmp = tempfile::Builder::new()
+                        .prefix("vmcpi-vmdk-")
+                        .tempdir_in(&src_dir)
+                        .context(|| "cannot create a temporary directory".into())?;
+                    let disk = tmp.path().join("disk.vmdk");
+                    info!("converting the stemcell disk (no ovftool configured)");
+                    crate::exec::Cmd::new(&self.cfg.local_qemu_img)
+                        .args([
+                            "convert",
+                            "-q",
+                            "-f",
+                            "vmdk",
+                            "-O",
+                            "vmdk",
+                            "-o",
+                            "adapter_type=lsilogic,subformat=monolithicSparse",
+                        ])
+                        .arg(&unpacked.disk)
+                        .arg(&disk)
+                        .run()
+                        .context(|| "cannot convert the stemcell's VMDK".into())?;
+                    let disk_name = format!("{sc}-disk1.vmdk");
+                    self.tr(
+                        || "cannot upload the stemcell disk".into(),
+                        self.t.upload(&disk, &join(&dir, &disk_name)),
+                    )?;
+                    self.write_vmx(&vmx_path, &own_stemcell_vmx(&sc, &disk_name, unpacked.efi))?;
+                }
+            }
+            let mut v = self.read_vmx(&vmx_path)?;
+            // stemcells carry no NICs worth keeping; VMs get theirs at create
+            v.remove_prefix("ethernet");
+            v.set("displayName", &sc);
+            self.write_vmx(&vmx_path, &v)?;
+            if self.player() {
+                // Player has no snapshots: its VMs are full copies (create_vm)
+                return Ok(());
+            }
+            h.vmrun(&["snapshot", &vmx_path, BASE_SNAPSHOT])?;
+            if !h.snapshots(&vmx_path)?.iter().any(|s| s == BASE_SNAPSHOT) {
+                return Err(DriverError::other(format!(
+                    "vmrun snapshot reported success but {vmx_path} has no snapshot {BASE_SNAPSHOT}"
+                )));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            warn!("stemcell import failed: removing {dir}");
+            match self.t.remove_dir_all(&dir) {
+                Ok(_) => {
+                    let _ = self.clear_pending(&sc);
+                }
+                Err(c) => warn!("could not remove {dir} ({c}); the next create on this store removes it"),
+            }
+            return Err(e);
+        }
+        self.clear_pending(&sc)?;
+        StemcellCid::new(sc).map_err(DriverError::other)
+    }
+}
+
+/// A VMX for a stemcell imported without ovftool, with what current vSphere stemcells declare (hardware
+/// v13, EFI when the OVF asks for it, LSI Logic SCSI root disk, SATA CD-ROM).
+pub(super) fn own_stemcell_vmx(sc: &str, disk: &str, efi: bool) -> Vmx {
+    let mut v = Vmx::default();
+    for (k, val) in [
+        (".encoding", "UTF-8"),
+        ("config.version", "8"),
+        ("virtualHW.version", "13"),
+        ("displayName", sc),
+        ("guestOS", "ubuntu-64"),
+        ("numvcpus", "1"),
+        ("memSize", "512"),
+        ("pciBridge0.present", "TRUE"),
+        ("vmci0.present", "TRUE"),
+        ("scsi0.present", "TRUE"),
+        ("scsi0.virtualDev", "lsilogic"),
+        ("scsi0:0.present", "TRUE"),
+        ("scsi0:0.fileName", disk),
+        ("sata0.present", "TRUE"),
+        ("sata0:0.present", "TRUE"),
+        ("sata0:0.deviceType", "cdrom-raw"),
+        ("sata0:0.startConnected", "FALSE"),
+        ("tools.syncTime", "TRUE"),
+        ("disk.enableUUID", "TRUE"),
+    ] {
+        v.set(k, val);
+    }
+    if efi {
+        v.set("firmware", "efi");
+    }
+    v
+}
+
+impl Vmrun {
+    pub(super) fn remove_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
+        let sc = cid.as_str();
+        if !is_ours(sc, "sc-", 16) {
+            return Err(DriverError::stemcell_not_found(format!("{cid} (not a stemcell CID of this CPI)")));
+        }
+        let dir = self.store(&format!("stemcells/{sc}"));
+        let vmx = self.stemcell_vmx(sc);
+        let _lock = self.lock(sc)?;
+        if !self.tr(|| format!("cannot look for {vmx}"), self.t.exists(&vmx))? {
+            info!("stemcell {sc} was already gone");
+            self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;
+            self.forget_lock(sc);
+            return Ok(());
+        }
+        // a create in progress may be cloning it right now (its .vmx does not name the stemcell yet)
+        let pending = if self.player() {
+            Vec::new()
+        } else {
+            self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
+        };
+        let creating: Vec<String> = pending.into_iter().filter(|n| is_ours(n, "vm-", 20)).collect();
+        let paths: Vec<String> = creating.iter().map(|vm| join(&self.store("locks"), &format!("{vm}.lock"))).collect();
+        let held = self.tr(|| "cannot check pending creates".into(), self.t.held(&paths))?;
+        if let Some((vm, _)) = creating.iter().zip(held).find(|(_, h)| *h) {
+            return Err(DriverError::transient(format!(
+                "create_vm of {vm} is in progress and may be cloning {sc}; retry delete_stemcell when it has finished"
+            )));
+        }
+        // linked clones need their parent: refuse while any VM uses it
+        let mut users = Vec::new();
+        for vm in self.tr(|| "cannot list VMs".into(), self.t.list_dir(&self.store("vms")))? {
+            if let Ok(v) = self.read_vmx(&self.vm_vmx(&vm)) {
+                if v.get("vmcpi.stemcell") == Some(sc) {
+                    users.push(vm);
+                }
+            }
+        }
+        if !users.is_empty() && !self.player() {
+            return Err(DriverError::other(format!(
+                "stemcell {sc} is the parent of linked clones {}; delete those VMs first",
+                users.join(", ")
+            )));
+        }
+        self.host().vmrun(&["deleteVM", &vmx])?;
+        self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;
+        self.forget_lock(sc);
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Names in the store: CIDs, the paths they live at, and the MACs VMs get.
+use super::*;
+
+/// A MAC in VMware's range for static addresses, 00:50:56:00:00:00–00:50:56:3F:FF:FF.
+pub(super) fn vmware_mac() -> String {
+    let h = random_hex(6);
+    let first = u8::from_str_radix(&h[0..2], 16).unwrap_or(0) & 0x3f;
+    format!("00:50:56:{first:02x}:{}:{}", &h[2..4], &h[4..6])
+}
+
+pub(super) fn is_ours(cid: &str, prefix: &str, hex_len: usize) -> bool {
+    cid.strip_prefix(prefix)
+        .is_some_and(|h| h.len() == hex_len && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+impl Vmrun {
+    pub(super) fn store(&self, rest: &str) -> String {
+        join(&self.cfg.vm_store_path, rest)
+    }
+    pub(super) fn stemcell_vmx(&self, sc: &str) -> String {
+        self.store(&format!("stemcells/{sc}/{sc}.vmx"))
+    }
+    pub(super) fn vm_dir(&self, vm: &str) -> String {
+        self.store(&format!("vms/{vm}"))
+    }
+    pub(super) fn vm_vmx(&self, vm: &str) -> String {
+        self.store(&format!("vms/{vm}/{vm}.vmx"))
+    }
+    pub(super) fn disk_path(&self, disk: &str) -> String {
+        self.store(&format!("disks/{disk}.vmdk"))
+    }
+    pub(super) fn disk_record(&self, disk: &str) -> String {
+        self.store(&format!("disks/{disk}.json"))
+    }
+}
+
+impl Vmrun {
+    pub(super) fn check_vm(&self, cid: &VmCid) -> DriverResult<String> {
+        if !is_ours(cid.as_str(), "vm-", 20) {
+            return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
+        }
+        let vmx = self.vm_vmx(cid.as_str());
+        if !self.tr(|| format!("cannot look for {vmx}"), self.t.exists(&vmx))? {
+            return Err(DriverError::vm_not_found(cid.to_string()));
+        }
+        Ok(vmx)
+    }
+
+    pub(super) fn check_disk(&self, cid: &DiskCid) -> DriverResult<String> {
+        if !is_ours(cid.as_str(), "disk-", 15) {
+            return Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")));
+        }
+        let p = self.disk_path(cid.as_str());
+        if !self.tr(|| format!("cannot look for {p}"), self.t.exists(&p))? {
+            return Err(DriverError::disk_not_found(cid.to_string()));
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,85 @@
+//! The cloud_properties this driver understands: VM, network and disk.
+use super::*;
+
+/// The most memory a VM gets (128 GiB, VMware Workstation's limit), in MiB.
+pub(super) const MAX_RAM_MIB: u64 = 128 << 10;
+
+/// VM `cloud_properties`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VmProps {
+    #[serde(default = "one")]
+    pub(super) cpu: u32,
+    /// MiB.
+    #[serde(default = "default_ram")]
+    pub(super) ram: u64,
+    /// Ephemeral disk, MiB (0: none).
+    #[serde(default)]
+    pub(super) disk: u64,
+    #[serde(default)]
+    pub(super) bootstrap: Option<Bootstrap>,
+}
+
+pub(super) fn one() -> u32 {
+    1
+}
+pub(super) fn default_ram() -> u64 {
+    1024
+}
+
+/// A script run in the guest after the first boot (VMware Tools guest operations).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Bootstrap {
+    pub(super) script: String,
+    #[serde(default = "default_interpreter")]
+    pub(super) interpreter: String,
+    pub(super) username: String,
+    pub(super) password: String,
+    /// Wait until this process runs in the guest (e.g. `bosh-agent`).
+    #[serde(default)]
+    pub(super) ready_process: Option<String>,
+    #[serde(default)]
+    pub(super) min_wait_seconds: u64,
+    #[serde(default = "default_bootstrap_wait")]
+    pub(super) max_wait_seconds: u64,
+}
+
+pub(super) fn default_interpreter() -> String {
+    "/bin/bash".into()
+}
+pub(super) fn default_bootstrap_wait() -> u64 {
+    600
+}
+
+/// Network `cloud_properties`: `name` is `nat`, `bridged`, `hostonly` or a `vmnetN`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetProps {
+    #[serde(default)]
+    pub(super) name: Option<String>,
+}
+
+/// Disk `cloud_properties` (none are understood yet; unknown keys are refused).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DiskProps {}
+
+/// (`connectionType`, `vnet`) for a network name.
+pub(super) fn nic_connection(name: &str) -> Result<(&'static str, Option<String>), String> {
+    match name {
+        "nat" => Ok(("nat", None)),
+        "bridged" => Ok(("bridged", None)),
+        "hostonly" => Ok(("hostonly", None)),
+        n if n
+            .strip_prefix("vmnet")
+            .is_some_and(|d| !d.is_empty() && d.len() <= 3 && d.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            Ok(("custom", Some(n.to_string())))
+        }
+        n if n.starts_with('/') && !n.contains(['"', '\n']) => Ok(("custom", Some(n.to_string()))),
+        other => {
+            Err(format!("network name must be nat, bridged, hostonly, vmnetN or a vmnet device path, got {other:?}"))
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! create_vm: volumes, NICs and port forwards, the domain, settings, start and the optional bootstrap.
+use super::*;
+
+impl Libvirt {
+    pub(super) fn family_of(info: &domain::DomainInfo, vm: &VmCid) -> DriverResult<Family> {
+        match info.family.as_deref() {
+            Some("openstack") => Ok(Family::OpenStack),
+            Some("vsphere") => Ok(Family::Vsphere),
+            _ => Err(DriverError::other(format!("domain {vm} was not created by vmcpi (no vmcpi metadata)"))),
+        }
+    }
+
+    pub(super) fn nic_for(&self, name: &str, net: &Network) -> DriverResult<(NicSource, Vec<portfwd::PortForward>)> {
+        let props: NetProps = serde_json::from_value(Value::Object(net.cloud_properties.clone()))
+            .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
+        let forwards = portfwd::parse(props.port_forwards.as_ref())
+            .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;
+        if !forwards.is_empty() && props.kind.as_deref() != Some("user") {
+            return Err(DriverError::invalid(
+                format!("cloud_properties of network {name}"),
+                "port_forwards needs type: user (QEMU user-mode networking)",
+            ));
+        }
+        let source = match (props.name, props.bridge, props.kind.as_deref()) {
+            (None, None, Some("user")) => Ok(NicSource::User),
+            (None, None, Some(other)) => Err(DriverError::invalid(
+                format!("cloud_properties of network {name}"),
+                format!("type must be \"user\", got {other:?}"),
+            )),
+            (Some(n), None, None) => Ok(NicSource::Network(n)),
+            (None, Some(b), None) => Ok(NicSource::Bridge(b)),
+            (None, None, None) => Ok(NicSource::Network(self.cfg.default_network.clone())),
+            _ => Err(DriverError::invalid(
+                format!("cloud_properties of network {name}"),
+                "give only one of name, bridge, type",
+            )),
+        }?;
+        Ok((source, forwards))
+    }
+
+    /// Adds the port forwards kept in a running domain's metadata to its QEMU process (`hostfwd_add`).
+    pub(super) fn apply_forwards(&self, vm: &str, forwards: &[(String, portfwd::PortForward)]) -> DriverResult<()> {
+        for (nic, f) in forwards {
+            let cmd = format!("hostfwd_add {} {}", portfwd::netdev(nic), f.rule());
+            let out = self
+                .virsh
+                .run(["qemu-monitor-command", vm, "--hmp", cmd.as_str()])
+                .context(|| format!("cannot forward {f} on {vm}"))?;
+            // the monitor answers nothing on success, a sentence on failure (exit status 0 either way)
+            if !out.trim().is_empty() {
+                return Err(DriverError::invalid(
+                    format!("port forward {f}"),
+                    format!("QEMU refused it: {}", out.trim()),
+                ));
+            }
+            info!("forwarding {f} on {vm}");
+        }
+        Ok(())
+    }
+
+    /// Whether the libvirt URI names this machine (then busy host ports can be seen before creating).
+    pub(super) fn hypervisor_is_local(&self) -> bool {
+        self.cfg.uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
+    }
+
+    pub(super) fn create_vm_inner(
+        &self,
+        req: &CreateVm,
+        kind: StemcellKind,
+        vm: &str,
+        rb: &mut Rollback,
+    ) -> DriverResult<CreatedVm> {
+        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
+            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        if props.cpu == 0 || props.cpu > 512 {
+            return Err(DriverError::invalid(
+                "VM cloud_properties",
+                format!("cpu must be 1 to 512, got {}", props.cpu),
+            ));
+        }
+        if props.ram < 16 || props.ram > 16 << 20 {
+            return Err(DriverError::invalid(
+                "VM cloud_properties",
+                format!("ram must be 16 MiB to 16 TiB, got {}", props.ram),
+            ));
+        }
+        if props.disk > 64 << 20 || props.root_disk.is_some_and(|r| r > 64 << 20) {
+            return Err(DriverError::invalid("VM cloud_properties", "disk sizes are limited to 64 TiB"));
+        }
+        let stemcell = req.stemcell.as_str();
+        let (sc_cap, _) =
+            self.vol_info(stemcell)?.ok_or_else(|| DriverError::stemcell_not_found(stemcell.to_string()))?;
+        // NICs first: a bad network fails before anything is made
+        let mut networks: Networks = req.networks.clone();
+        let mut nics = Vec::new();
+        for (name, net) in networks.iter_mut() {
+            if !net.needs_nic() {
+                continue;
+            }
+            let (source, forwards) = self.nic_for(name, net)?;
+            let mac = match &net.mac {
+                Some(m) => m.clone(),
+                None => crate::agent_settings::random_mac([0x52, 0x54, 0x00]),
+            };
+            net.mac = Some(mac.clone());
+            nics.push(Nic { mac, source, forwards });
+        }
+
+        let all_forwards: Vec<(String, portfwd::PortForward)> = nics
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.forwards.iter().map(move |f| (portfwd::alias(i), f.clone())))
+            .collect();
+        if self.hypervisor_is_local() {
+            let list: Vec<_> = all_forwards.iter().map(|(_, f)| f.clone()).collect();
+            portfwd::check_free(&list).map_err(|e| DriverError::invalid("network port_forwards", e))?;
+        }
+
+        let root = format!("{vm}-root");
+        let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
+        // the backing format comes from the CID, never from a probe
+        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
+        rb.volumes.push(root.clone());
+        let mut disks =
+            vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
+        if props.disk > 0 {
+            let eph = format!("{vm}-ephemeral");
+            self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
+            rb.volumes.push(eph.clone());
+            disks.push(ScsiDisk {
+                pool: self.pool().into(),
+                volume: eph,
+                format: "qcow2".into(),
+                target: 1,
+                serial: None,
+            });
+        }
+
+        let mut settings =
+            AgentSettings::new(req.agent_id.as_str(), vm, &self.agent, networks.clone(), req.env.clone());
+        match kind.family {
+            Family::Vsphere => {
+                settings.disks.system = json!("0");
+                if props.disk > 0 {
+                    settings.disks.ephemeral = json!("1");
+                }
+            }
+            Family::OpenStack => {
+                settings.disks.system = json!("/dev/sda");
+                if props.disk > 0 {
+                    settings.disks.ephemeral = json!("/dev/sdb");
+                }
+            }
+        }
+        let medium_vol = Self::medium_volume(vm);
+        rb.volumes.push(medium_vol.clone());
+        self.write_medium(vm, kind.family.medium(), &settings, true)?;
+
+        let spec = DomainSpec {
+            name: vm.to_string(),
+            domain_type: self.cfg.domain_type.clone(),
+            machine: self.cfg.machine.clone(),
+            memory_mib: props.ram,
+            vcpus: props.cpu,
+            efi: kind.efi,
+            direct_boot: props.kernel.clone().map(|kernel| domain::DirectBoot {
+                kernel,
+                initrd: props.initrd.clone(),
+                cmdline: props.cmdline.clone(),
+            }),
+            disks,
+            cdrom: Some((self.pool().to_string(), medium_vol)),
+            nics,
+            serial_log: props.serial_log.clone(),
+            graphics: self.cfg.graphics,
+            stemcell: stemcell.to_string(),
+            family: family_name(kind.family).to_string(),
+        };
+        let xml = domain::domain_xml(&spec);
+        let mut f = tempfile::Builder::new()
+            .prefix("vmcpi-domain-")
+            .suffix(".xml")
+            .tempfile()
+            .context(|| "cannot write a temporary file".into())?;
+        std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
+        rb.domain = Some(vm.to_string());
+        self.virsh.cmd().arg("define").arg(f.path()).run().context(|| format!("cannot define domain {vm}"))?;
+        match self.virsh.run(["start", vm]) {
+            Ok(_) => {}
+            // a wrong network name is a request error: retrying cannot help
+            Err(e) if e.output().contains("Network not found") => {
+                return Err(DriverError::network_not_found(e.output().trim().to_string()))
+            }
+            Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
+        }
+        self.apply_forwards(vm, &all_forwards)?;
+        if let Some(b) = &props.bootstrap {
+            bootstrap::run(&self.virsh, vm, b)?;
+        }
+        Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::other)?, networks })
+    }
+}

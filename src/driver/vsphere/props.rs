@@ -1,0 +1,59 @@
+//! The cloud_properties this driver understands (VM and disk) and vSphere's size limits.
+use super::*;
+
+/// VM `cloud_properties` this driver understands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VmProps {
+    #[serde(default = "one")]
+    pub(super) cpu: u32,
+    /// MiB.
+    #[serde(default = "default_ram")]
+    pub(super) ram: u64,
+    /// Ephemeral disk, MiB (0: none).
+    #[serde(default)]
+    pub(super) disk: u64,
+    /// Datastore names or patterns for this VM's files (default: the stemcell's datastore).
+    #[serde(default)]
+    pub(super) datastores: Vec<String>,
+    #[serde(default)]
+    pub(super) bootstrap: Option<bootstrap::Bootstrap>,
+}
+
+pub(super) fn one() -> u32 {
+    1
+}
+pub(super) fn default_ram() -> u64 {
+    1024
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DiskProps {
+    /// `thin` (default), `preallocated` or `eagerZeroedThick`.
+    #[serde(default)]
+    pub(super) r#type: Option<String>,
+    #[serde(default)]
+    pub(super) datastores: Vec<String>,
+}
+
+/// vSphere's largest virtual disk (62 TiB), in MiB.
+pub(super) const MAX_DISK_MIB: u64 = 62 << 20;
+/// vSphere's largest VM: 768 vCPUs, 24 TiB of memory.
+pub(super) const MAX_CPUS: u32 = 768;
+pub(super) const MAX_RAM_MIB: u64 = 24 << 20;
+
+/// A disk size in MiB, checked against vSphere's limit before any arithmetic on it.
+pub(super) fn disk_size(what: &str, mib: u64) -> DriverResult<u64> {
+    if mib == 0 || mib > MAX_DISK_MIB {
+        return Err(DriverError::invalid(
+            what,
+            format!("must be between 1 and {MAX_DISK_MIB} MiB (62 TiB), got {mib}"),
+        ));
+    }
+    Ok(mib)
+}
+
+pub(super) fn parse_props<T: serde::de::DeserializeOwned>(what: &str, m: &Map<String, Value>) -> DriverResult<T> {
+    serde_json::from_value(Value::Object(m.clone())).map_err(|e| DriverError::invalid(what, e.to_string()))
+}

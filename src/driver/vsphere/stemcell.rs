@@ -1,0 +1,73 @@
+//! create_stemcell: the OVF import into the template folder, and its snapshot.
+use super::*;
+
+impl Vsphere {
+    pub(super) fn import_stemcell(&self, inv: &Inv, image: &Path, name: &str, marker: &Marker) -> DriverResult<()> {
+        let work = marker.work_dir().map_err(|e| {
+            DriverError::failed(format!("cannot create a work directory in {}", self.cfg.state_dir.display()), e)
+        })?;
+        let unpacked = crate::stemcell::unpack(image, Some(work))
+            .map_err(|e| DriverError::failed("cannot read the stemcell image", e))?;
+        if unpacked.family != crate::stemcell::Family::Vsphere {
+            return Err(DriverError::invalid(
+                "stemcell",
+                "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img",
+            ));
+        }
+        let img = import::ovf_for(&unpacked.disk, unpacked.efi)?;
+        let size = std::fs::metadata(&unpacked.disk).map(|m| m.len()).unwrap_or(0);
+        let pool = inv.resource_pool()?;
+        let (ds_name, ds) = inv.pick_datastore(&[], size)?;
+        let folder = inv.template_folder()?;
+        info!("importing stemcell as {name} on datastore {ds_name}");
+        let vm = import::import(&inv.s, &img, name, &pool, &ds, &folder)?;
+        if inv.vcenter() {
+            // linked clones grow child disks on this snapshot; a standalone host uses the disk directly
+            inv.s
+                .run_task(&CreateSnapshot { this: vm, name: "initial".into() }, "snapshot stemcell")
+                .map_err(ctx_err("cannot snapshot the stemcell"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Peak resident memory of this process (`VmHWM`), for the import log line.
+pub(super) fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+impl Vsphere {
+    pub(super) fn upload_stemcell(
+        &self,
+        image: &Path,
+        _cloud_properties: &Map<String, Value>,
+    ) -> DriverResult<StemcellCid> {
+        let inv = self.open()?;
+        let name = format!("sc-{}", random_hex(20));
+        let marker = self.begin(&inv, &name)?;
+        let result = self.import_stemcell(&inv, image, &name, &marker);
+        let settled = match &result {
+            Ok(()) => true,
+            Err(_) => match self.remove_leftovers(&inv, &name) {
+                Ok(_) => true,
+                // the marker stays: the next create removes the rest
+                Err(e) => {
+                    warn!("cleanup of {name} failed: {e}");
+                    false
+                }
+            },
+        };
+        // log out first: the marker goes only when nothing but writing the response is left to do
+        drop(inv);
+        if result.is_ok() {
+            let rss = peak_rss_kib().map(|k| format!("{} MiB", k / 1024)).unwrap_or_else(|| "unknown".into());
+            info!("stemcell import done, peak RSS {rss}");
+        }
+        if settled {
+            marker.commit();
+        }
+        result?;
+        StemcellCid::new(name).map_err(DriverError::other)
+    }
+}

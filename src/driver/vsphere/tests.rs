@@ -1,0 +1,36 @@
+//! Unit tests of the driver's pure parts (config, cloud properties, names).
+use super::*;
+
+#[test]
+fn ids_and_macs() {
+    assert!(valid_id("vm-0123456789abcdef0123", "vm-"));
+    assert!(!valid_id("vm-0123", "vm-"));
+    assert!(!valid_id("vm-0123456789abcdef012g", "vm-"));
+    for _ in 0..50 {
+        let m = vmware_mac();
+        assert!(m.starts_with("00:50:56:") && m.len() == 17, "{m}");
+        assert!(u8::from_str_radix(&m[9..11], 16).unwrap() <= 0x3f, "{m}");
+    }
+}
+
+#[test]
+fn base64_vectors() {
+    for (i, o) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64(i.as_bytes()), o);
+    }
+    assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+}
+
+#[test]
+fn ds_paths() {
+    assert_eq!(inventory::split_ds_path("[LocalDS_0] vm-1/vm-1.vmx"), Some(("LocalDS_0".into(), "vm-1".into())));
+    assert_eq!(inventory::split_ds_path("nope"), None);
+}

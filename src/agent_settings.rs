@@ -110,10 +110,23 @@ impl AgentSettings {
     }
 }
 
-/// A MAC address in QEMU/KVM's locally administered range `52:54:00:xx:xx:xx`.
-pub fn random_mac(prefix: [u8; 3]) -> String {
+/// A random MAC address in a vendor range: the three `prefix` bytes, then three random bytes of which the first
+/// is masked with `mask` (VMware reserves only part of its range for manually assigned addresses).
+fn mac_in(prefix: [u8; 3], mask: u8) -> String {
     let hex = crate::ids::random_hex(6);
-    format!("{:02x}:{:02x}:{:02x}:{}:{}:{}", prefix[0], prefix[1], prefix[2], &hex[0..2], &hex[2..4], &hex[4..6])
+    let fourth = u8::from_str_radix(&hex[0..2], 16).unwrap_or(0) & mask;
+    format!("{:02x}:{:02x}:{:02x}:{fourth:02x}:{}:{}", prefix[0], prefix[1], prefix[2], &hex[2..4], &hex[4..6])
+}
+
+/// A MAC address in QEMU/KVM's locally administered range `52:54:00:xx:xx:xx` (the libvirt driver).
+pub fn qemu_mac() -> String {
+    mac_in([0x52, 0x54, 0x00], 0xff)
+}
+
+/// A MAC address in VMware's range for static (manually assigned) addresses, `00:50:56:00:00:00`–
+/// `00:50:56:3f:ff:ff` (the vmrun and vSphere drivers).
+pub fn vmware_mac() -> String {
+    mac_in([0x00, 0x50, 0x56], 0x3f)
 }
 
 #[cfg(test)]
@@ -145,7 +158,12 @@ mod tests {
 
     #[test]
     fn mac_format() {
-        let m = random_mac([0x52, 0x54, 0x00]);
+        let m = qemu_mac();
         assert!(m.starts_with("52:54:00:") && m.len() == 17, "{m}");
+        for _ in 0..50 {
+            let m = vmware_mac();
+            assert!(m.starts_with("00:50:56:") && m.len() == 17, "{m}");
+            assert!(u8::from_str_radix(&m[9..11], 16).unwrap() <= 0x3f, "{m}");
+        }
     }
 }

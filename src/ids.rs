@@ -56,6 +56,59 @@ cid!(/// A disk snapshot CID.
 cid!(/// The agent id given to create_vm.
     AgentId, "agent id");
 
+/// The CID scheme every driver uses for what it creates: a prefix and lowercase hex digits from the kernel's
+/// random source. A CID that does not have this shape was not made by this CPI: drivers refuse it before they
+/// contact the hypervisor (it names nothing there, and it may be hostile: paths, shell syntax).
+pub fn is_generated(cid: &str, prefix: &str, hex_len: usize) -> bool {
+    cid.strip_prefix(prefix)
+        .is_some_and(|h| h.len() == hex_len && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+impl VmCid {
+    pub const PREFIX: &'static str = "vm-";
+    pub const HEX_LEN: usize = 20;
+    /// A new VM CID, `vm-<20 hex>`.
+    pub fn generate() -> Self {
+        VmCid(format!("{}{}", Self::PREFIX, random_hex(Self::HEX_LEN)))
+    }
+    /// Whether this CID has the shape of one [`VmCid::generate`] makes.
+    pub fn is_generated(&self) -> bool {
+        is_generated(&self.0, Self::PREFIX, Self::HEX_LEN)
+    }
+}
+
+impl DiskCid {
+    pub const PREFIX: &'static str = "disk-";
+    /// A new disk CID, `disk-<hex_len hex>` (15 in libvirt and vmrun, 20 in vSphere: kept so that the disks of
+    /// existing deployments stay recognised).
+    pub fn generate(hex_len: usize) -> Self {
+        DiskCid(format!("{}{}", Self::PREFIX, random_hex(hex_len)))
+    }
+    pub fn is_generated(&self, hex_len: usize) -> bool {
+        is_generated(&self.0, Self::PREFIX, hex_len)
+    }
+}
+
+impl StemcellCid {
+    pub const PREFIX: &'static str = "sc-";
+    /// A new stemcell CID, `sc-<hex_len hex>` plus `suffix` (16 hex in libvirt and vmrun, 20 in vSphere).
+    pub fn generate(hex_len: usize, suffix: &str) -> Self {
+        StemcellCid(format!("{}{}{suffix}", Self::PREFIX, random_hex(hex_len)))
+    }
+}
+
+impl SnapshotCid {
+    pub const PREFIX: &'static str = "snap-";
+    pub const HEX_LEN: usize = 15;
+    /// A new snapshot CID, `snap-<15 hex>`.
+    pub fn generate() -> Self {
+        SnapshotCid(format!("{}{}", Self::PREFIX, random_hex(Self::HEX_LEN)))
+    }
+    pub fn is_generated(&self) -> bool {
+        is_generated(&self.0, Self::PREFIX, Self::HEX_LEN)
+    }
+}
+
 /// A random lowercase hex string of `n` characters, from the kernel's random source.
 pub fn random_hex(n: usize) -> String {
     use std::io::Read;
@@ -86,6 +139,27 @@ mod tests {
         assert!(serde_json::from_str::<DiskCid>("\"\"").is_err());
         assert_eq!(serde_json::from_str::<DiskCid>("\"d\"").unwrap().as_str(), "d");
         assert!(serde_json::from_str::<DiskCid>("3").is_err());
+    }
+
+    #[test]
+    fn generated_cids_have_the_shared_shape() {
+        let vm = VmCid::generate();
+        assert!(vm.is_generated() && vm.as_str().len() == 23, "{vm}");
+        assert_ne!(VmCid::generate(), vm);
+        assert!(DiskCid::generate(15).is_generated(15));
+        assert!(!DiskCid::generate(20).is_generated(15));
+        assert!(SnapshotCid::generate().is_generated());
+        assert!(StemcellCid::generate(16, "-os").as_str().ends_with("-os"));
+        // upper-case hex, other lengths, paths and shell syntax are not ours
+        for bad in [
+            "vm-0123456789ABCDEF0123",
+            "vm-0123",
+            "vm-../../etc/passwd0",
+            "vm-$(id)0123456789abcd",
+            "VM-0123456789abcdef0123",
+        ] {
+            assert!(!VmCid::new(bad).unwrap().is_generated(), "{bad}");
+        }
     }
 
     #[test]

@@ -67,9 +67,10 @@ impl Libvirt {
         &self,
         req: &CreateVm,
         kind: StemcellKind,
-        vm: &str,
+        cid: &VmCid,
         rb: &mut Rollback,
     ) -> DriverResult<CreatedVm> {
+        let vm = cid.as_str();
         let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
             .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
         if props.cpu == 0 || props.cpu > 512 {
@@ -100,7 +101,7 @@ impl Libvirt {
             let (source, forwards) = self.nic_for(name, net)?;
             let mac = match &net.mac {
                 Some(m) => m.clone(),
-                None => crate::agent_settings::random_mac([0x52, 0x54, 0x00]),
+                None => crate::agent_settings::qemu_mac(),
             };
             net.mac = Some(mac.clone());
             nics.push(Nic { mac, source, forwards });
@@ -197,6 +198,6 @@ impl Libvirt {
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&self.virsh, vm, b)?;
         }
-        Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::other)?, networks })
+        Ok(CreatedVm { cid: cid.clone(), networks })
     }
 }

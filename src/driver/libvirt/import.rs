@@ -15,7 +15,7 @@ impl Libvirt {
         }
         self.ensure_pool()?;
         // the family is known only after unpacking; the in-flight marker covers every suffix of this id
-        let id = format!("sc-{}", random_hex(16));
+        let id = format!("{}{}", StemcellCid::PREFIX, random_hex(STEMCELL_HEX));
         let marker = self.begin(&id)?;
         let work = marker
             .work_dir()

@@ -85,11 +85,11 @@ impl Driver for Libvirt {
         let kind = parse_stemcell_cid(req.stemcell.as_str()).ok_or_else(|| {
             DriverError::stemcell_not_found(format!("{} (not a stemcell CID of this CPI)", req.stemcell))
         })?;
-        let vm = format!("vm-{}", random_hex(20));
-        info!("creating {vm} from {}", req.stemcell);
-        let marker = self.begin(&vm)?;
+        let cid = VmCid::generate();
+        info!("creating {cid} from {}", req.stemcell);
+        let marker = self.begin(cid.as_str())?;
         let mut rb = Rollback::new(&self.virsh, self.pool());
-        let created = self.create_vm_inner(req, kind, &vm, &mut rb)?;
+        let created = self.create_vm_inner(req, kind, &cid, &mut rb)?;
         rb.disarm();
         marker.commit();
         Ok(created)
@@ -182,11 +182,11 @@ impl Driver for Libvirt {
             crate::debug!("create_disk for {vm}");
         }
         self.ensure_pool()?;
-        let cid = format!("disk-{}", random_hex(15));
-        let marker = self.begin(&cid)?;
-        self.vol_create(&cid, size_mib << 20, &format, None)?;
+        let cid = DiskCid::generate(DISK_HEX);
+        let marker = self.begin(cid.as_str())?;
+        self.vol_create(cid.as_str(), size_mib << 20, &format, None)?;
         marker.commit();
-        DiskCid::new(cid).map_err(DriverError::other)
+        Ok(cid)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
@@ -339,17 +339,18 @@ impl Driver for Libvirt {
         if !self.has_disk(cid)? {
             return Err(DriverError::disk_not_found(cid.to_string()));
         }
-        let snap = format!("snap-{}", random_hex(15));
-        let marker = self.begin(&snap)?;
+        let snap_cid = SnapshotCid::generate();
+        let snap = snap_cid.as_str();
+        let marker = self.begin(snap)?;
         info!("snapshot of {cid} as {snap} ({} metadata keys)", metadata.len());
-        match self.virsh.run(["vol-clone", "--pool", self.pool(), cid.as_str(), snap.as_str()]) {
+        match self.virsh.run(["vol-clone", "--pool", self.pool(), cid.as_str(), snap]) {
             Ok(_) => {}
             // attached to a running VM: QEMU holds the image lock, so let QEMU copy it (block job)
-            Err(e) if e.output().contains("lock") => self.snapshot_live(cid, &snap)?,
+            Err(e) if e.output().contains("lock") => self.snapshot_live(cid, snap)?,
             Err(e) => return Err(DriverError::failed(format!("cannot copy {cid} into snapshot {snap}"), e)),
         }
         marker.commit();
-        SnapshotCid::new(snap).map_err(DriverError::other)
+        Ok(snap_cid)
     }
 
     fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {

@@ -28,15 +28,17 @@ pub(super) fn parse_stemcell_cid(cid: &str) -> Option<StemcellKind> {
     }
 }
 
-pub(super) fn is_ours(cid: &str, prefix: &str, hex_len: usize) -> bool {
-    cid.strip_prefix(prefix)
-        .is_some_and(|h| h.len() == hex_len && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
+/// Hex digits of the disk and stemcell CIDs this driver makes (kept: the volumes of existing pools).
+pub(super) const DISK_HEX: usize = 15;
+pub(super) const STEMCELL_HEX: usize = 16;
+
+/// The shared CID scheme ([`crate::ids::is_generated`]).
+pub(super) use crate::ids::is_generated as is_ours;
 pub(super) fn valid_vm(cid: &VmCid) -> bool {
-    is_ours(cid.as_str(), "vm-", 20)
+    cid.is_generated()
 }
 pub(super) fn valid_disk(cid: &DiskCid) -> bool {
-    is_ours(cid.as_str(), "disk-", 15)
+    cid.is_generated(DISK_HEX)
 }
 
 pub(super) fn family_name(f: Family) -> &'static str {

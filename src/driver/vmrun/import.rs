@@ -33,7 +33,8 @@ impl Vmrun {
             ));
         }
         self.sweep_abandoned()?;
-        let sc = format!("sc-{}", random_hex(16));
+        let cid = StemcellCid::generate(STEMCELL_HEX, "");
+        let sc = cid.to_string();
         let dir = self.store(&format!("stemcells/{sc}"));
         let vmx_path = self.stemcell_vmx(&sc);
         let h = self.host();
@@ -134,7 +135,7 @@ impl Vmrun {
             return Err(e);
         }
         self.clear_pending(&sc)?;
-        StemcellCid::new(sc).map_err(DriverError::other)
+        Ok(cid)
     }
 }
 

@@ -112,7 +112,8 @@ impl Driver for Vmrun {
         let mut networks = req.networks.clone();
         self.add_nics(&mut Vmx::default(), &mut networks.clone())?;
         self.sweep_abandoned()?;
-        let vm = format!("vm-{}", random_hex(20));
+        let cid = VmCid::generate();
+        let vm = cid.to_string();
         info!("creating {vm} from {sc}");
         let _vm_lock = self.lock(&vm)?;
         self.mark_pending(&vm)?;
@@ -120,7 +121,7 @@ impl Driver for Vmrun {
         self.create_vm_inner(req, &vm, &props, &mut networks)?;
         self.clear_pending(&vm)?;
         rb.armed = false;
-        Ok(CreatedVm { cid: VmCid::new(vm).map_err(DriverError::other)?, networks })
+        Ok(CreatedVm { cid, networks })
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
@@ -222,16 +223,17 @@ impl Driver for Vmrun {
         if size_mib == 0 || size_mib > 8 << 20 {
             return Err(DriverError::invalid("disk size", format!("must be 1 MiB to 8 TiB, got {size_mib} MiB")));
         }
-        let disk = format!("disk-{}", random_hex(15));
+        let cid = DiskCid::generate(DISK_HEX);
+        let disk = cid.as_str();
         let dir = self.store("disks");
         self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
-        let path = self.disk_path(&disk);
+        let path = self.disk_path(disk);
         self.host().create_vmdk(&path, size_mib)?;
-        if let Err(e) = self.write_disk_record(&disk, &DiskRecord { size_mib, metadata: Metadata::new() }) {
+        if let Err(e) = self.write_disk_record(disk, &DiskRecord { size_mib, metadata: Metadata::new() }) {
             let _ = self.t.remove_file(&path);
             return Err(e);
         }
-        DiskCid::new(disk).map_err(DriverError::other)
+        Ok(cid)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {

@@ -1,17 +1,13 @@
 //! Names in the store: CIDs, the paths they live at, and the MACs VMs get.
 use super::*;
 
-/// A MAC in VMware's range for static addresses, 00:50:56:00:00:00–00:50:56:3F:FF:FF.
-pub(super) fn vmware_mac() -> String {
-    let h = random_hex(6);
-    let first = u8::from_str_radix(&h[0..2], 16).unwrap_or(0) & 0x3f;
-    format!("00:50:56:{first:02x}:{}:{}", &h[2..4], &h[4..6])
-}
+/// Hex digits of the CIDs this driver makes (kept: the disks and stemcells of existing stores).
+pub(super) const DISK_HEX: usize = 15;
+pub(super) const STEMCELL_HEX: usize = 16;
 
-pub(super) fn is_ours(cid: &str, prefix: &str, hex_len: usize) -> bool {
-    cid.strip_prefix(prefix)
-        .is_some_and(|h| h.len() == hex_len && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
+pub(super) use crate::agent_settings::vmware_mac;
+/// The shared CID scheme ([`crate::ids::is_generated`]).
+pub(super) use crate::ids::is_generated as is_ours;
 
 impl Vmrun {
     pub(super) fn store(&self, rest: &str) -> String {

@@ -7,9 +7,10 @@ impl Vsphere {
         inv: &Inv,
         req: &CreateVm,
         props: &VmProps,
-        name: &str,
+        cid: &VmCid,
         made: &mut Option<MoRef>,
     ) -> DriverResult<CreatedVm> {
+        let name = cid.as_str();
         if !valid_id(req.stemcell.as_str(), "sc-") {
             return Err(DriverError::stemcell_not_found(req.stemcell.to_string()));
         }
@@ -176,7 +177,6 @@ impl Vsphere {
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&inv.s, &vm, b)?;
         }
-        let cid = VmCid::new(name).map_err(DriverError::other)?;
-        Ok(CreatedVm { cid, networks })
+        Ok(CreatedVm { cid: cid.clone(), networks })
     }
 }

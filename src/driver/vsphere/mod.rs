@@ -38,7 +38,7 @@ use naming::*;
 use props::*;
 use settings::*;
 
-use crate::agent_settings::{random_mac, AgentSettings, Networks};
+use crate::agent_settings::{vmware_mac, AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{DriverError, DriverResult, ErrorKind};
@@ -117,10 +117,11 @@ impl Driver for Vsphere {
             disk_size("VM cloud_properties.disk", props.disk)?;
         }
         let inv = self.open()?;
-        let name = format!("vm-{}", random_hex(20));
+        let cid = VmCid::generate();
+        let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
         let mut made = None;
-        match self.create_vm_inner(&inv, req, &props, &name, &mut made) {
+        match self.create_vm_inner(&inv, req, &props, &cid, &mut made) {
             Ok(vm) => {
                 drop(inv);
                 info!("created VM {name}");
@@ -223,7 +224,8 @@ impl Driver for Vsphere {
             Some((n, _, _)) => n.clone(),
             None => inv.pick_datastore(&props.datastores, need)?.0,
         };
-        let cid = format!("disk-{}", random_hex(20));
+        let disk_cid = DiskCid::generate(HEX_LEN);
+        let cid = disk_cid.to_string();
         let marker = self.begin(&inv, &cid)?;
         let fm = Self::file_manager(&inv)?;
         match inv.s.call(&MakeDirectory {
@@ -253,7 +255,7 @@ impl Driver for Vsphere {
         drop(inv);
         info!("created disk {cid} ({size_mib} MiB) on {ds}");
         marker.commit();
-        DiskCid::new(cid).map_err(DriverError::other)
+        Ok(disk_cid)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {

@@ -1,13 +1,9 @@
-//! Names: VM and disk CIDs and the MACs VMs get.
-use super::*;
+//! Names: the VM, disk and stemcell CIDs of this driver (the shared scheme of [`crate::ids`], 20 hex digits).
 
+/// Hex digits of every CID this driver makes (`vm-`, `disk-`, `sc-`).
+pub(super) const HEX_LEN: usize = 20;
+
+/// Whether `cid` is `<prefix><20 lowercase hex>`: anything else was not made by this CPI.
 pub(super) fn valid_id(cid: &str, prefix: &str) -> bool {
-    cid.strip_prefix(prefix).is_some_and(|h| h.len() == 20 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// vSphere's range for manually assigned MACs: `00:50:56:00:00:00`–`00:50:56:3f:ff:ff`.
-pub(super) fn vmware_mac() -> String {
-    let m = random_mac([0x00, 0x50, 0x56]);
-    let fourth = u8::from_str_radix(&m[9..11], 16).unwrap_or(0) & 0x3f;
-    format!("{}{fourth:02x}{}", &m[..9], &m[11..])
+    crate::ids::is_generated(cid, prefix, HEX_LEN)
 }

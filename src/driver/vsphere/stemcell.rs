@@ -44,7 +44,8 @@ impl Vsphere {
         _cloud_properties: &Map<String, Value>,
     ) -> DriverResult<StemcellCid> {
         let inv = self.open()?;
-        let name = format!("sc-{}", random_hex(20));
+        let cid = StemcellCid::generate(HEX_LEN, "");
+        let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
         let result = self.import_stemcell(&inv, image, &name, &marker);
         let settled = match &result {
@@ -68,6 +69,6 @@ impl Vsphere {
             marker.commit();
         }
         result?;
-        StemcellCid::new(name).map_err(DriverError::other)
+        Ok(cid)
     }
 }

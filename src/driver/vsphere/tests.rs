@@ -6,6 +6,8 @@ fn ids_and_macs() {
     assert!(valid_id("vm-0123456789abcdef0123", "vm-"));
     assert!(!valid_id("vm-0123", "vm-"));
     assert!(!valid_id("vm-0123456789abcdef012g", "vm-"));
+    // the shared scheme: lower-case hex only, as in the other drivers
+    assert!(!valid_id("vm-0123456789ABCDEF0123", "vm-"));
     for _ in 0..50 {
         let m = vmware_mac();
         assert!(m.starts_with("00:50:56:") && m.len() == 17, "{m}");

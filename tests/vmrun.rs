@@ -293,6 +293,7 @@ fn lifecycle(fake: &Fake, cpi: &Cpi) {
     assert_eq!(cpi.ok("get_disks", json!([vm])), json!([]));
     cpi.ok("resize_disk", json!([disk, 2048]));
     assert_eq!(cpi.err("resize_disk", json!([disk, 512]))["type"], "Bosh::Clouds::NotSupported");
+    // the same answer as every driver without disk snapshots: NotImplemented, which the director skips
     assert_eq!(cpi.err("snapshot_disk", json!([disk, {}]))["type"], "Bosh::Clouds::NotImplemented");
     assert_eq!(
         cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1023, "cpu": 2, "ephemeral_disk_size": 4096}])),

@@ -1,6 +1,7 @@
 //! The `Driver` trait every backend implements, and the one place a backend is chosen
 //! ([`from_config`]). Nothing outside this module matches on the driver kind.
 pub mod libvirt;
+pub mod props;
 pub mod vmrun;
 pub mod vsphere;
 
@@ -87,6 +88,11 @@ pub type Metadata = BTreeMap<String, String>;
 
 /// Everything a backend must do. Methods map one to one onto CPI methods; the wire protocol, error
 /// mapping and response shapes stay in [`crate::rpc`].
+///
+/// What every driver agrees on (checked in this module's tests): a CID that does not have the shape of the ones
+/// the driver makes ([`crate::ids::is_generated`]) is refused before the hypervisor is contacted — `has_*` answer
+/// false, the others VmNotFound/DiskNotFound; sizes are checked by [`props::Limits`] in create_vm and
+/// calculate_vm_cloud_properties alike; a driver without disk snapshots answers [`no_disk_snapshots`].
 pub trait Driver {
     fn create_stemcell(&self, image: &Path, cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid>;
     /// Must succeed when the stemcell is already gone.
@@ -125,5 +131,102 @@ pub fn from_config(cfg: &DriverConfig, agent: &AgentOptions) -> Box<dyn Driver> 
         DriverConfig::Libvirt(c) => Box::new(libvirt::Libvirt::new(c.clone(), agent.clone())),
         DriverConfig::Vsphere(c) => Box::new(vsphere::Vsphere::new(c.clone(), agent.clone())),
         DriverConfig::Vmrun(c) => Box::new(vmrun::Vmrun::new((**c).clone(), agent.clone())),
+    }
+}
+
+/// The answer of a driver that makes no disk snapshots: `NotImplemented`, which the director takes as "this CPI
+/// has no snapshots" and skips (NotSupported would fail the deploy).
+pub fn no_disk_snapshots(why: &str) -> crate::error::DriverError {
+    crate::error::DriverError::not_implemented(why)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The behaviour the drivers agree on, checked on all three without a hypervisor: each call below is
+    //! answered before anything is contacted (the configs point at a closed loopback port and a missing tool).
+    use super::*;
+    use crate::error::ErrorKind;
+    use serde_json::json;
+
+    fn drivers() -> Vec<(&'static str, Box<dyn Driver>)> {
+        let agent = AgentOptions::default();
+        let cfg = |v: Value| -> DriverConfig { serde_json::from_value(v).unwrap() };
+        vec![
+            (
+                "libvirt",
+                from_config(
+                    &cfg(
+                        json!({"kind": "libvirt", "uri": "qemu+tcp://127.0.0.1:1/system", "virsh": "/nonexistent/virsh"}),
+                    ),
+                    &agent,
+                ),
+            ),
+            (
+                "vsphere",
+                from_config(
+                    &cfg(
+                        json!({"kind": "vsphere", "host": "https://127.0.0.1:1/sdk", "user": "u", "password": "p", "datacenter": "DC0"}),
+                    ),
+                    &agent,
+                ),
+            ),
+            (
+                "vmrun",
+                from_config(
+                    &cfg(
+                        json!({"kind": "vmrun", "vm_store_path": "/nonexistent/vmcpi-store", "vmrun": "/nonexistent/vmrun"}),
+                    ),
+                    &agent,
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn malformed_cids_are_refused_before_the_hypervisor_is_contacted() {
+        for (name, d) in drivers() {
+            for bad in ["../../etc/passwd", "vm-0123456789ABCDEF0123", "vm-$(id)", "VM-0123456789abcdef0123"] {
+                let vm = VmCid::new(bad).unwrap();
+                assert!(!d.has_vm(&vm).unwrap(), "{name} has_vm {bad}");
+                let e = d.reboot_vm(&vm).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::VmNotFound, "{name} reboot_vm {bad}: {e}");
+                let e = d.get_disks(&vm).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::VmNotFound, "{name} get_disks {bad}: {e}");
+                let e = d.delete_vm(&vm).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::VmNotFound, "{name} delete_vm {bad}: {e}");
+                let disk = DiskCid::new(bad.replace("vm-", "disk-")).unwrap();
+                assert!(!d.has_disk(&disk).unwrap(), "{name} has_disk {bad}");
+                let e = d.delete_disk(&disk).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::DiskNotFound, "{name} delete_disk {bad}: {e}");
+                let e = d.set_disk_metadata(&disk, &Metadata::new()).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::DiskNotFound, "{name} set_disk_metadata {bad}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn drivers_without_disk_snapshots_answer_not_implemented() {
+        let disk = DiskCid::new("disk-0123456789abcde").unwrap();
+        for (name, d) in drivers().into_iter().filter(|(n, _)| *n != "libvirt") {
+            let e = d.snapshot_disk(&disk, &Metadata::new()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotImplemented, "{name}: {e}");
+            let e = d.delete_snapshot(&SnapshotCid::new("snap-0123456789abcde").unwrap()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotImplemented, "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn calculate_vm_cloud_properties_validates_in_every_driver() {
+        let res = |cpu, ram, disk| VmResources { cpu, ram, ephemeral_disk_size: disk };
+        for (name, d) in drivers() {
+            let v = d.calculate_vm_cloud_properties(&res(2, 2048, 4096)).unwrap();
+            assert_eq!(v, json!({"cpu": 2, "ram": 2048, "disk": 4096}), "{name}");
+            for bad in
+                [res(0, 1024, 0), res(1, 0, 0), res(1 << 40, 1024, 0), res(1, u64::MAX, 0), res(1, 1024, u64::MAX)]
+            {
+                let e = d.calculate_vm_cloud_properties(&bad).unwrap_err();
+                assert_eq!((e.kind(), e.retryable()), (ErrorKind::Invalid, false), "{name} {bad:?}: {e}");
+            }
+        }
     }
 }

@@ -73,20 +73,9 @@ impl Libvirt {
         let vm = cid.as_str();
         let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
             .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
-        if props.cpu == 0 || props.cpu > 512 {
-            return Err(DriverError::invalid(
-                "VM cloud_properties",
-                format!("cpu must be 1 to 512, got {}", props.cpu),
-            ));
-        }
-        if props.ram < 16 || props.ram > 16 << 20 {
-            return Err(DriverError::invalid(
-                "VM cloud_properties",
-                format!("ram must be 16 MiB to 16 TiB, got {}", props.ram),
-            ));
-        }
-        if props.disk > 64 << 20 || props.root_disk.is_some_and(|r| r > 64 << 20) {
-            return Err(DriverError::invalid("VM cloud_properties", "disk sizes are limited to 64 TiB"));
+        LIMITS.check(props.cpu, props.ram, props.disk)?;
+        if props.root_disk.is_some_and(|r| r > LIMITS.max_disk_mib) {
+            return Err(DriverError::invalid("VM cloud_properties", "root_disk is limited to 64 TiB"));
         }
         let stemcell = req.stemcell.as_str();
         let (sc_cap, _) =

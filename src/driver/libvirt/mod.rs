@@ -156,10 +156,7 @@ impl Driver for Libvirt {
     }
 
     fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
-        if res.cpu == 0 || res.ram == 0 {
-            return Err(DriverError::invalid("vm_resources", "cpu and ram must be positive"));
-        }
-        Ok(json!({"cpu": res.cpu, "ram": res.ram, "disk": res.ephemeral_disk_size}))
+        LIMITS.calculate(res)
     }
 
     fn create_disk(

@@ -1,12 +1,24 @@
 //! The cloud_properties this driver understands: VM, network and disk.
 use super::*;
+use crate::driver::props::{default_cpu, default_ram, Limits};
+
+/// QEMU/KVM's limits as this driver applies them: 512 vCPUs, 16 MiB to 16 TiB of memory, 64 TiB disks.
+pub(super) const LIMITS: Limits = Limits {
+    max_cpus: 512,
+    min_ram_mib: 16,
+    max_ram_mib: 16 << 20,
+    ram_step_mib: 1,
+    max_disk_mib: 64 << 20,
+    max_ram_text: "16 TiB",
+    max_disk_text: "64 TiB",
+};
 
 /// VM `cloud_properties` this driver understands.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VmProps {
     /// vCPUs.
-    #[serde(default = "one")]
+    #[serde(default = "default_cpu")]
     pub(super) cpu: u32,
     /// RAM in MiB.
     #[serde(default = "default_ram")]
@@ -30,13 +42,6 @@ pub(super) struct VmProps {
     /// Script run in the guest after boot (QEMU guest agent).
     #[serde(default)]
     pub(super) bootstrap: Option<bootstrap::Bootstrap>,
-}
-
-pub(super) fn one() -> u32 {
-    1
-}
-pub(super) fn default_ram() -> u64 {
-    1024
 }
 
 /// Network `cloud_properties`: at most one of `name` (libvirt network), `bridge` (host bridge), or

@@ -87,21 +87,7 @@ impl Driver for Vmrun {
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
         let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
             .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
-        if props.cpu == 0 || props.cpu > 128 {
-            return Err(DriverError::invalid(
-                "VM cloud_properties",
-                format!("cpu must be 1 to 128, got {}", props.cpu),
-            ));
-        }
-        if props.ram < 4 || !props.ram.is_multiple_of(4) || props.ram > MAX_RAM_MIB {
-            return Err(DriverError::invalid(
-                "VM cloud_properties",
-                format!("ram must be a multiple of 4 MiB up to 128 GiB, got {}", props.ram),
-            ));
-        }
-        if props.disk > 8 << 20 {
-            return Err(DriverError::invalid("VM cloud_properties", "disk is limited to 8 TiB"));
-        }
+        LIMITS.check(props.cpu, props.ram, props.disk)?;
         let sc = req.stemcell.as_str();
         if !is_ours(sc, "sc-", 16)
             || !self.tr(|| "cannot look for the stemcell".into(), self.t.exists(&self.stemcell_vmx(sc)))?
@@ -203,13 +189,7 @@ impl Driver for Vmrun {
     }
 
     fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
-        if res.cpu == 0 || res.ram == 0 {
-            return Err(DriverError::invalid("vm_resources", "cpu and ram must be positive"));
-        }
-        let ram = res.ram.checked_next_multiple_of(4).filter(|r| *r <= MAX_RAM_MIB).ok_or_else(|| {
-            DriverError::invalid("vm_resources", format!("ram must be at most {MAX_RAM_MIB} MiB, got {}", res.ram))
-        })?;
-        Ok(json!({"cpu": res.cpu, "ram": ram, "disk": res.ephemeral_disk_size}))
+        LIMITS.calculate(res)
     }
 
     fn create_disk(
@@ -237,6 +217,9 @@ impl Driver for Vmrun {
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
+        if !cid.is_generated(DISK_HEX) {
+            return Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")));
+        }
         let path = match self.check_disk(cid) {
             Ok(p) => p,
             Err(e) if e.kind() == ErrorKind::DiskNotFound => {
@@ -349,13 +332,13 @@ impl Driver for Vmrun {
     }
 
     fn snapshot_disk(&self, cid: &DiskCid, _metadata: &Metadata) -> DriverResult<SnapshotCid> {
-        Err(DriverError::not_implemented(format!(
+        Err(super::no_disk_snapshots(&format!(
             "snapshot_disk of {cid}: vmrun snapshots whole VMs, not single disks, and copying an attached disk under a running VM is not consistent"
         )))
     }
 
     fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
-        Err(DriverError::not_implemented(format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
+        Err(super::no_disk_snapshots(&format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
     }
 }
 

@@ -1,14 +1,23 @@
 //! The cloud_properties this driver understands: VM, network and disk.
 use super::*;
+use crate::driver::props::{default_cpu, default_ram, Limits};
 
-/// The most memory a VM gets (128 GiB, VMware Workstation's limit), in MiB.
-pub(super) const MAX_RAM_MIB: u64 = 128 << 10;
+/// VMware Workstation's limits: 128 vCPUs, 128 GiB of memory in steps of 4 MiB, 8 TiB disks.
+pub(super) const LIMITS: Limits = Limits {
+    max_cpus: 128,
+    min_ram_mib: 4,
+    max_ram_mib: 128 << 10,
+    ram_step_mib: 4,
+    max_disk_mib: 8 << 20,
+    max_ram_text: "128 GiB",
+    max_disk_text: "8 TiB",
+};
 
 /// VM `cloud_properties`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VmProps {
-    #[serde(default = "one")]
+    #[serde(default = "default_cpu")]
     pub(super) cpu: u32,
     /// MiB.
     #[serde(default = "default_ram")]
@@ -18,13 +27,6 @@ pub(super) struct VmProps {
     pub(super) disk: u64,
     #[serde(default)]
     pub(super) bootstrap: Option<Bootstrap>,
-}
-
-pub(super) fn one() -> u32 {
-    1
-}
-pub(super) fn default_ram() -> u64 {
-    1024
 }
 
 /// A script run in the guest after the first boot (VMware Tools guest operations).

@@ -107,14 +107,9 @@ impl Driver for Vsphere {
                     .map_err(|e| DriverError::invalid("VM cloud_properties.bootstrap", e.to_string()))?,
             );
         }
-        if props.cpu == 0 || props.cpu > MAX_CPUS || props.ram < 4 || props.ram > MAX_RAM_MIB {
-            return Err(DriverError::invalid(
-                "VM cloud_properties",
-                format!("cpu must be 1 to {MAX_CPUS} and ram 4 to {MAX_RAM_MIB} MiB"),
-            ));
-        }
-        if props.disk > 0 {
-            disk_size("VM cloud_properties.disk", props.disk)?;
+        LIMITS.check(props.cpu, props.ram, props.disk)?;
+        if !valid_id(req.stemcell.as_str(), StemcellCid::PREFIX) {
+            return Err(DriverError::stemcell_not_found(format!("{} (not a stemcell CID of this CPI)", req.stemcell)));
         }
         let inv = self.open()?;
         let cid = VmCid::generate();
@@ -152,6 +147,7 @@ impl Driver for Vsphere {
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
+        check_vm(cid)?;
         let inv = self.open()?;
         match self.find_vm(&inv, cid)? {
             Some(vm) => self.destroy_vm(&inv, &vm),
@@ -163,11 +159,15 @@ impl Driver for Vsphere {
     }
 
     fn has_vm(&self, cid: &VmCid) -> DriverResult<bool> {
+        if check_vm(cid).is_err() {
+            return Ok(false);
+        }
         let inv = self.open()?;
         Ok(valid_id(cid.as_str(), "vm-") && inv.find_vm(&self.cfg.vm_folder, cid.as_str())?.is_some())
     }
 
     fn reboot_vm(&self, cid: &VmCid) -> DriverResult<()> {
+        check_vm(cid)?;
         let inv = self.open()?;
         let vm = self.require_vm(&inv, cid)?;
         if vm.power_state == "poweredOff" {
@@ -190,11 +190,12 @@ impl Driver for Vsphere {
     }
 
     fn set_vm_metadata(&self, cid: &VmCid, metadata: &Metadata) -> DriverResult<()> {
+        check_vm(cid)?;
         self.write_vm_metadata(cid, metadata)
     }
 
     fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
-        Ok(json!({"cpu": res.cpu, "ram": res.ram, "disk": res.ephemeral_disk_size}))
+        LIMITS.calculate(res)
     }
 
     fn create_disk(
@@ -259,6 +260,7 @@ impl Driver for Vsphere {
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
+        check_disk(cid)?;
         let inv = self.open()?;
         let Some(ds) = self.locate_disk(&inv, cid)? else {
             info!("disk {cid} is already gone");
@@ -278,6 +280,7 @@ impl Driver for Vsphere {
     }
 
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()> {
+        check_disk(cid)?;
         let new_size_mib = disk_size("new disk size", new_size_mib)?;
         let inv = self.open()?;
         let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
@@ -301,11 +304,16 @@ impl Driver for Vsphere {
     }
 
     fn has_disk(&self, cid: &DiskCid) -> DriverResult<bool> {
+        if check_disk(cid).is_err() {
+            return Ok(false);
+        }
         let inv = self.open()?;
         Ok(self.locate_disk(&inv, cid)?.is_some())
     }
 
     fn attach_disk(&self, _ctx: &CallContext, vm: &VmCid, disk: &DiskCid) -> DriverResult<Value> {
+        check_vm(vm)?;
+        check_disk(disk)?;
         let inv = self.open()?;
         let info = self.require_vm(&inv, vm)?;
         if let Some(d) =
@@ -341,6 +349,7 @@ impl Driver for Vsphere {
     }
 
     fn detach_disk(&self, vm: &VmCid, disk: &DiskCid) -> DriverResult<()> {
+        check_vm(vm)?;
         let inv = self.open()?;
         let info = self.require_vm(&inv, vm)?;
         let dev = info
@@ -363,6 +372,7 @@ impl Driver for Vsphere {
     }
 
     fn get_disks(&self, vm: &VmCid) -> DriverResult<Vec<DiskCid>> {
+        check_vm(vm)?;
         let inv = self.open()?;
         let info = self.require_vm(&inv, vm)?;
         info.devices
@@ -374,6 +384,7 @@ impl Driver for Vsphere {
     }
 
     fn set_disk_metadata(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<()> {
+        check_disk(cid)?;
         let inv = self.open()?;
         let ds = self.locate_disk(&inv, cid)?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
         let body = serde_json::to_vec(metadata).map_err(|e| DriverError::failed("cannot encode disk metadata", e))?;
@@ -382,14 +393,14 @@ impl Driver for Vsphere {
             .map_err(ctx_err(format!("cannot write metadata of {cid}")))
     }
 
-    fn snapshot_disk(&self, _cid: &DiskCid, _metadata: &Metadata) -> DriverResult<SnapshotCid> {
-        Err(DriverError::not_supported(
-            "snapshot_disk: vSphere snapshots whole VMs, not detached virtual disks (first-class disks would be needed), and the simulator cannot prove it; disable snapshots for this CPI",
-        ))
+    fn snapshot_disk(&self, cid: &DiskCid, _metadata: &Metadata) -> DriverResult<SnapshotCid> {
+        Err(super::no_disk_snapshots(&format!(
+            "snapshot_disk of {cid}: vSphere snapshots whole VMs, not detached virtual disks (first-class disks would be needed), and the simulator cannot prove it"
+        )))
     }
 
-    fn delete_snapshot(&self, _cid: &SnapshotCid) -> DriverResult<()> {
-        Err(DriverError::not_supported("delete_snapshot: this CPI makes no disk snapshots"))
+    fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
+        Err(super::no_disk_snapshots(&format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
     }
 }
 

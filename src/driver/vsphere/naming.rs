@@ -1,4 +1,5 @@
 //! Names: the VM, disk and stemcell CIDs of this driver (the shared scheme of [`crate::ids`], 20 hex digits).
+use super::*;
 
 /// Hex digits of every CID this driver makes (`vm-`, `disk-`, `sc-`).
 pub(super) const HEX_LEN: usize = 20;
@@ -6,4 +7,22 @@ pub(super) const HEX_LEN: usize = 20;
 /// Whether `cid` is `<prefix><20 lowercase hex>`: anything else was not made by this CPI.
 pub(super) fn valid_id(cid: &str, prefix: &str) -> bool {
     crate::ids::is_generated(cid, prefix, HEX_LEN)
+}
+
+/// Refuses a VM CID this driver cannot have made, before anything is contacted.
+pub(super) fn check_vm(cid: &VmCid) -> DriverResult<()> {
+    if valid_id(cid.as_str(), VmCid::PREFIX) {
+        Ok(())
+    } else {
+        Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")))
+    }
+}
+
+/// Refuses a disk CID this driver cannot have made, before anything is contacted.
+pub(super) fn check_disk(cid: &DiskCid) -> DriverResult<()> {
+    if valid_id(cid.as_str(), DiskCid::PREFIX) {
+        Ok(())
+    } else {
+        Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")))
+    }
 }

@@ -1,11 +1,23 @@
 //! The cloud_properties this driver understands (VM and disk) and vSphere's size limits.
 use super::*;
+use crate::driver::props::{default_cpu, default_ram, Limits};
+
+/// vSphere's largest VM: 768 vCPUs, 24 TiB of memory, 62 TiB disks.
+pub(super) const LIMITS: Limits = Limits {
+    max_cpus: MAX_CPUS,
+    min_ram_mib: 4,
+    max_ram_mib: MAX_RAM_MIB,
+    ram_step_mib: 1,
+    max_disk_mib: MAX_DISK_MIB,
+    max_ram_text: "24 TiB",
+    max_disk_text: "62 TiB",
+};
 
 /// VM `cloud_properties` this driver understands.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VmProps {
-    #[serde(default = "one")]
+    #[serde(default = "default_cpu")]
     pub(super) cpu: u32,
     /// MiB.
     #[serde(default = "default_ram")]
@@ -18,13 +30,6 @@ pub(super) struct VmProps {
     pub(super) datastores: Vec<String>,
     #[serde(default)]
     pub(super) bootstrap: Option<bootstrap::Bootstrap>,
-}
-
-pub(super) fn one() -> u32 {
-    1
-}
-pub(super) fn default_ram() -> u64 {
-    1024
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

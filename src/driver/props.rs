@@ -1,0 +1,131 @@
+//! What the three drivers share about VM `cloud_properties`: the size keys (`cpu`, `ram`, `disk`) with one set
+//! of defaults, one check against the hypervisor's [`Limits`], and one `calculate_vm_cloud_properties`.
+//! Each driver keeps its extras (datastores, kernel, bootstrap, …) in its own `props.rs`, beside these keys.
+use crate::driver::VmResources;
+use crate::error::{DriverError, DriverResult};
+use serde_json::{json, Value};
+
+/// The default `cpu`: one vCPU.
+pub fn default_cpu() -> u32 {
+    1
+}
+
+/// The default `ram`: 1 GiB, in MiB.
+pub fn default_ram() -> u64 {
+    1024
+}
+
+/// A hypervisor's limits on a VM's size.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_cpus: u32,
+    pub min_ram_mib: u64,
+    pub max_ram_mib: u64,
+    /// The RAM size must be a multiple of this (VMware's `memsize`: 4 MiB; 1 where anything goes).
+    pub ram_step_mib: u64,
+    /// The largest ephemeral disk, MiB.
+    pub max_disk_mib: u64,
+    /// The limits in words, for messages (`"128 GiB"`).
+    pub max_ram_text: &'static str,
+    pub max_disk_text: &'static str,
+}
+
+impl Limits {
+    /// Checks `cpu`, `ram` and `disk` from VM cloud_properties (before anything is made).
+    pub fn check(&self, cpu: u32, ram: u64, disk: u64) -> DriverResult<()> {
+        let what = "VM cloud_properties";
+        if cpu == 0 || cpu > self.max_cpus {
+            return Err(DriverError::invalid(what, format!("cpu must be 1 to {}, got {cpu}", self.max_cpus)));
+        }
+        if ram < self.min_ram_mib || ram > self.max_ram_mib || !ram.is_multiple_of(self.ram_step_mib) {
+            let step = if self.ram_step_mib > 1 {
+                format!(" and a multiple of {} MiB", self.ram_step_mib)
+            } else {
+                String::new()
+            };
+            return Err(DriverError::invalid(
+                what,
+                format!("ram must be {} MiB to {}{step}, got {ram}", self.min_ram_mib, self.max_ram_text),
+            ));
+        }
+        if disk > self.max_disk_mib {
+            return Err(DriverError::invalid(
+                what,
+                format!("disk is limited to {}, got {disk} MiB", self.max_disk_text),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `calculate_vm_cloud_properties`: the director's sizes as this driver's cloud_properties, RAM rounded up to
+    /// the step, refused when the hypervisor cannot run it (the same check create_vm makes).
+    pub fn calculate(&self, res: &VmResources) -> DriverResult<Value> {
+        let what = "vm_resources";
+        if res.cpu == 0 || res.ram == 0 {
+            return Err(DriverError::invalid(what, "cpu and ram must be positive"));
+        }
+        let cpu = u32::try_from(res.cpu).ok().filter(|c| *c <= self.max_cpus).ok_or_else(|| {
+            DriverError::invalid(what, format!("cpu must be at most {}, got {}", self.max_cpus, res.cpu))
+        })?;
+        let ram = res
+            .ram
+            .max(self.min_ram_mib)
+            .checked_next_multiple_of(self.ram_step_mib)
+            .filter(|r| *r <= self.max_ram_mib);
+        let ram = ram.ok_or_else(|| {
+            DriverError::invalid(what, format!("ram must be at most {} MiB, got {}", self.max_ram_mib, res.ram))
+        })?;
+        if res.ephemeral_disk_size > self.max_disk_mib {
+            return Err(DriverError::invalid(
+                what,
+                format!(
+                    "ephemeral_disk_size is limited to {}, got {} MiB",
+                    self.max_disk_text, res.ephemeral_disk_size
+                ),
+            ));
+        }
+        Ok(json!({"cpu": cpu, "ram": ram, "disk": res.ephemeral_disk_size}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    const L: Limits = Limits {
+        max_cpus: 128,
+        min_ram_mib: 4,
+        max_ram_mib: 128 << 10,
+        ram_step_mib: 4,
+        max_disk_mib: 8 << 20,
+        max_ram_text: "128 GiB",
+        max_disk_text: "8 TiB",
+    };
+
+    fn res(cpu: u64, ram: u64, disk: u64) -> VmResources {
+        VmResources { cpu, ram, ephemeral_disk_size: disk }
+    }
+
+    #[test]
+    fn check_refuses_what_the_hypervisor_cannot_run() {
+        assert!(L.check(1, 1024, 0).is_ok());
+        for (cpu, ram, disk) in
+            [(0, 1024, 0), (129, 1024, 0), (1, 0, 0), (1, 1023, 0), (1, u64::MAX, 0), (1, 1024, u64::MAX)]
+        {
+            let e = L.check(cpu, ram, disk).unwrap_err();
+            assert_eq!((e.kind(), e.retryable()), (ErrorKind::Invalid, false), "{cpu} {ram} {disk}: {e}");
+        }
+    }
+
+    #[test]
+    fn calculate_rounds_and_validates() {
+        assert_eq!(L.calculate(&res(2, 1023, 4096)).unwrap(), json!({"cpu": 2, "ram": 1024, "disk": 4096}));
+        for r in [res(0, 1024, 0), res(1, 0, 0), res(1 << 40, 1024, 0), res(1, u64::MAX, 0), res(1, 1024, u64::MAX)] {
+            assert_eq!(L.calculate(&r).unwrap_err().kind(), ErrorKind::Invalid, "{r:?}");
+        }
+        // what calculate answers, create_vm accepts
+        let v = L.calculate(&res(3, 777, 100)).unwrap();
+        L.check(v["cpu"].as_u64().unwrap() as u32, v["ram"].as_u64().unwrap(), v["disk"].as_u64().unwrap()).unwrap();
+    }
+}

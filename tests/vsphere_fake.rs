@@ -140,8 +140,8 @@ fn plan() -> Bootstrap {
     Bootstrap {
         script: "echo ok".into(),
         interpreter: "/bin/bash".into(),
-        username: "vcap".into(),
-        password: "g&<pw>".into(),
+        username: Some("vcap".into()),
+        password: Some("g&<pw>".into()),
         ready_process: Some("bosh-agent".into()),
         min_wait_seconds: 0,
         max_wait_seconds: 30,

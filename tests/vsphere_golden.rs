@@ -298,8 +298,8 @@ fn guest_operation_requests() {
     let b = Bootstrap {
         script: "echo 'ready' > /tmp/x && touch \"/tmp/<y>\"".into(),
         interpreter: "/bin/bash".into(),
-        username: "vcap".into(),
-        password: "p&ss<word>".into(),
+        username: Some("vcap".into()),
+        password: Some("p&ss<word>".into()),
         ready_process: Some("bosh-agent".into()),
         min_wait_seconds: 0,
         max_wait_seconds: 60,

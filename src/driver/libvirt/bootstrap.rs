@@ -4,33 +4,10 @@ use super::virsh::Virsh;
 use crate::encoding::{base64, unbase64};
 use crate::error::{DriverError, DriverResult};
 use crate::info;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bootstrap {
-    /// The script's text, given to the interpreter on stdin.
-    pub script: String,
-    /// Absolute path of the interpreter in the guest.
-    #[serde(default = "default_interpreter")]
-    pub interpreter: String,
-    /// A process that must run in the guest before the script starts (e.g. `bosh-agent`).
-    #[serde(default)]
-    pub ready_process: Option<String>,
-    #[serde(default)]
-    pub min_wait_seconds: u64,
-    #[serde(default = "default_max_wait")]
-    pub max_wait_seconds: u64,
-}
-
-fn default_interpreter() -> String {
-    "/bin/sh".into()
-}
-fn default_max_wait() -> u64 {
-    600
-}
+pub use crate::driver::bootstrap::Bootstrap;
 
 fn agent(virsh: &Virsh, vm: &str, cmd: &Value) -> Result<Value, String> {
     let out = virsh
@@ -42,37 +19,30 @@ fn agent(virsh: &Virsh, vm: &str, cmd: &Value) -> Result<Value, String> {
 
 /// Waits for the guest agent (and the ready process), runs the script, fails on a non-zero exit.
 pub fn run(virsh: &Virsh, vm: &str, b: &Bootstrap) -> DriverResult<()> {
-    let deadline = Instant::now() + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
-    std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
+    b.no_login()?;
+    let wait = b.start();
+    let deadline = wait.deadline();
     info!("bootstrap: waiting up to {} s for the QEMU guest agent in {vm}", b.max_wait_seconds);
-    loop {
-        let last = match agent(virsh, vm, &json!({"execute": "guest-ping"})) {
-            Ok(_) => break,
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            return Err(DriverError::transient(format!(
+    wait.until(
+        Duration::from_secs(1),
+        || Ok(agent(virsh, vm, &json!({"execute": "guest-ping"})).map(|_| ())),
+        |last| {
+            format!(
                 "bootstrap: no QEMU guest agent answered in {vm} within {} s (install qemu-guest-agent in the image to use bootstrap): {}",
                 b.max_wait_seconds,
                 last.trim()
-            )));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+            )
+        },
+    )?;
     if let Some(p) = &b.ready_process {
-        loop {
-            let (code, _, _) = exec(virsh, vm, "/usr/bin/pgrep", &["-x", p], None, deadline)?;
-            if code == 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(DriverError::transient(format!(
-                    "bootstrap: process {p} did not start in {vm} within {} s",
-                    b.max_wait_seconds
-                )));
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        }
+        wait.until(
+            Duration::from_secs(2),
+            || {
+                let (code, _, _) = exec(virsh, vm, "/usr/bin/pgrep", &["-x", p], None, deadline)?;
+                Ok(if code == 0 { Ok(()) } else { Err(String::new()) })
+            },
+            |_| format!("bootstrap: process {p} did not start in {vm} within {} s", b.max_wait_seconds),
+        )?;
     }
     info!("bootstrap: running the script with {}", b.interpreter);
     let (code, out, err) = exec(virsh, vm, &b.interpreter, &[], Some(b.script.as_bytes()), deadline)?;

@@ -74,6 +74,9 @@ impl Libvirt {
         let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
             .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
+        if let Some(b) = &props.bootstrap {
+            b.no_login()?;
+        }
         if props.root_disk.is_some_and(|r| r > LIMITS.max_disk_mib) {
             return Err(DriverError::invalid("VM cloud_properties", "root_disk is limited to 64 TiB"));
         }

@@ -115,41 +115,39 @@ impl Vmrun {
 
     pub(super) fn bootstrap(&self, vm: &str, vmx: &str, b: &Bootstrap) -> DriverResult<()> {
         let h = self.host();
-        let guest = Some((b.username.as_str(), b.password.as_str()));
-        let deadline = Instant::now() + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
-        std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
+        let guest = Some(b.login()?);
+        let wait = b.start();
         info!(
             "bootstrap: waiting up to {} s for VMware Tools{} in {vm}",
             b.max_wait_seconds,
             b.ready_process.as_deref().map(|p| format!(" and process {p}")).unwrap_or_default()
         );
-        loop {
-            let out = h.vmrun_raw(guest, &["listProcessesInGuest", vmx], Some(Duration::from_secs(60)))?;
-            if out.message().contains("Authentication failure") {
-                // wrong guest credentials do not get better by waiting
-                return Err(h.tool_error(
-                    &[self.cfg.vmrun.clone(), "-T".into(), self.cfg.host_type.clone(), "listProcessesInGuest".into()],
-                    &out,
-                ));
-            }
-            let ready = out.success()
-                && b.ready_process.as_deref().is_none_or(|p| {
-                    out.stdout
-                        .lines()
-                        .any(|l| l.contains(&format!("cmd={p}")) || l.split_whitespace().any(|w| w.ends_with(p)))
-                });
-            if ready {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(DriverError::transient(format!(
-                    "bootstrap: {vm} was not ready within {} s: {}",
-                    b.max_wait_seconds,
-                    out.message()
-                )));
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        }
+        wait.until(
+            Duration::from_secs(2),
+            || {
+                let out = h.vmrun_raw(guest, &["listProcessesInGuest", vmx], Some(Duration::from_secs(60)))?;
+                if out.message().contains("Authentication failure") {
+                    // wrong guest credentials do not get better by waiting
+                    return Err(h.tool_error(
+                        &[
+                            self.cfg.vmrun.clone(),
+                            "-T".into(),
+                            self.cfg.host_type.clone(),
+                            "listProcessesInGuest".into(),
+                        ],
+                        &out,
+                    ));
+                }
+                let ready = out.success()
+                    && b.ready_process.as_deref().is_none_or(|p| {
+                        out.stdout
+                            .lines()
+                            .any(|l| l.contains(&format!("cmd={p}")) || l.split_whitespace().any(|w| w.ends_with(p)))
+                    });
+                Ok(if ready { Ok(()) } else { Err(out.message().to_string()) })
+            },
+            |last| format!("bootstrap: {vm} was not ready within {} s: {last}", b.max_wait_seconds),
+        )?;
         let host_script = join(&self.vm_dir(vm), "bootstrap.sh");
         let guest_script = format!("/tmp/vmcpi-bootstrap-{}.sh", random_hex(8));
         self.tr(|| "cannot write the bootstrap script".into(), self.t.write(&host_script, b.script.as_bytes()))?;

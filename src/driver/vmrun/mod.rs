@@ -88,6 +88,9 @@ impl Driver for Vmrun {
         let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
             .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
+        if let Some(b) = &props.bootstrap {
+            b.login()?;
+        }
         let sc = req.stemcell.as_str();
         if !is_ours(sc, "sc-", 16)
             || !self.tr(|| "cannot look for the stemcell".into(), self.t.exists(&self.stemcell_vmx(sc)))?

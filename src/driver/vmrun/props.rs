@@ -29,30 +29,7 @@ pub(super) struct VmProps {
     pub(super) bootstrap: Option<Bootstrap>,
 }
 
-/// A script run in the guest after the first boot (VMware Tools guest operations).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Bootstrap {
-    pub(super) script: String,
-    #[serde(default = "default_interpreter")]
-    pub(super) interpreter: String,
-    pub(super) username: String,
-    pub(super) password: String,
-    /// Wait until this process runs in the guest (e.g. `bosh-agent`).
-    #[serde(default)]
-    pub(super) ready_process: Option<String>,
-    #[serde(default)]
-    pub(super) min_wait_seconds: u64,
-    #[serde(default = "default_bootstrap_wait")]
-    pub(super) max_wait_seconds: u64,
-}
-
-pub(super) fn default_interpreter() -> String {
-    "/bin/bash".into()
-}
-pub(super) fn default_bootstrap_wait() -> u64 {
-    600
-}
+pub(super) use crate::driver::bootstrap::Bootstrap;
 
 /// Network `cloud_properties`: `name` is `nat`, `bridged`, `hostonly` or a `vmnetN`.
 #[derive(Debug, Clone, Default, Deserialize)]

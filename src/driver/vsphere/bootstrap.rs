@@ -7,35 +7,9 @@ use super::methods::{GuestAuth, ListProcessesInGuest, StartProgramInGuest};
 use super::soap::{FaultKind, MoRef, Node};
 use crate::error::{DriverError, DriverResult};
 use crate::info;
-use serde::Deserialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bootstrap {
-    /// The script's text, passed to the interpreter with `-c`.
-    pub script: String,
-    /// Absolute path of the interpreter in the guest.
-    #[serde(default = "default_interpreter")]
-    pub interpreter: String,
-    /// Guest user (the stemcell's `vcap`, say) and password.
-    pub username: String,
-    pub password: String,
-    /// A process that must run in the guest before the script starts (e.g. `bosh-agent`).
-    #[serde(default)]
-    pub ready_process: Option<String>,
-    #[serde(default)]
-    pub min_wait_seconds: u64,
-    #[serde(default = "default_max_wait")]
-    pub max_wait_seconds: u64,
-}
-
-fn default_interpreter() -> String {
-    "/bin/bash".into()
-}
-fn default_max_wait() -> u64 {
-    600
-}
+pub use crate::driver::bootstrap::Bootstrap;
 
 /// `'…'` quoting for the interpreter's `-c` argument.
 pub fn shell_quote(s: &str) -> String {
@@ -65,29 +39,29 @@ pub fn parse_processes(n: &Node) -> Vec<GuestProcess> {
         .collect()
 }
 
+fn auth(b: &Bootstrap) -> GuestAuth {
+    GuestAuth { user: b.username.clone().unwrap_or_default(), password: b.password.clone().unwrap_or_default() }
+}
+
 /// The requests the bootstrap sends, built in one place so golden tests see exactly what goes out.
 pub fn start_request(pm: &MoRef, vm: &MoRef, b: &Bootstrap) -> StartProgramInGuest {
     StartProgramInGuest {
         this: pm.clone(),
         vm: vm.clone(),
-        auth: GuestAuth { user: b.username.clone(), password: b.password.clone() },
+        auth: auth(b),
         program: b.interpreter.clone(),
         arguments: format!("-c {}", shell_quote(&b.script)),
     }
 }
 
 pub fn list_request(pm: &MoRef, vm: &MoRef, b: &Bootstrap, pids: Vec<i64>) -> ListProcessesInGuest {
-    ListProcessesInGuest {
-        this: pm.clone(),
-        vm: vm.clone(),
-        auth: GuestAuth { user: b.username.clone(), password: b.password.clone() },
-        pids,
-    }
+    ListProcessesInGuest { this: pm.clone(), vm: vm.clone(), auth: auth(b), pids }
 }
 
 /// Runs the bootstrap on a powered-on VM.
 pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
-    crate::logger::add_secret(&b.password);
+    let (user, password) = b.login()?;
+    crate::logger::add_secret(password);
     let gom =
         s.sc.guest_operations_manager
             .clone()
@@ -97,44 +71,33 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
         .map_err(|e| DriverError::failed("bootstrap: cannot read the guest operations manager", e))?
         .and_then(|o| o.get("processManager").and_then(Node::as_moref))
         .ok_or_else(|| DriverError::not_supported("bootstrap: this server has no guest process manager"))?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(b.max_wait_seconds.max(b.min_wait_seconds));
-    std::thread::sleep(Duration::from_secs(b.min_wait_seconds));
+    let wait = b.start();
     let fatal = |e: &ClientError| e.is_fault(&FaultKind::MethodNotFound) || e.is_fault(&FaultKind::NotSupported);
     // 1. guest tools up, guest login accepted, ready process running
-    loop {
-        match s.call(&list_request(&pm, vm, b, Vec::new())) {
+    wait.until(
+        Duration::from_secs(2),
+        || match s.call(&list_request(&pm, vm, b, Vec::new())) {
             Ok(n) => {
                 let procs = parse_processes(&n);
-                match &b.ready_process {
-                    None => break,
-                    Some(want)
-                        if procs
-                            .iter()
-                            .any(|p| p.name.contains(want.as_str()) || p.cmd_line.contains(want.as_str())) =>
-                    {
-                        break
-                    }
-                    Some(_) => {}
-                }
+                let ready = b
+                    .ready_process
+                    .as_deref()
+                    .is_none_or(|want| procs.iter().any(|p| p.name.contains(want) || p.cmd_line.contains(want)));
+                Ok(if ready { Ok(()) } else { Err(String::new()) })
             }
             Err(e) if e.is_fault(&FaultKind::InvalidGuestLogin) => {
-                return Err(DriverError::invalid("bootstrap", format!("the guest refused user {}: {e}", b.username)))
+                Err(DriverError::invalid("bootstrap", format!("the guest refused user {user}: {e}")))
             }
             Err(e) if fatal(&e) => {
-                return Err(DriverError::not_supported(format!("bootstrap: this server has no guest operations ({e})")))
+                Err(DriverError::not_supported(format!("bootstrap: this server has no guest operations ({e})")))
             }
-            Err(e) => crate::debug!("bootstrap: guest not ready yet: {e}"),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(DriverError::transient(format!(
-                "bootstrap: the guest was not ready within {} s",
-                b.max_wait_seconds
-            )));
-        }
-        std::thread::sleep(left.min(Duration::from_secs(2)));
-    }
+            Err(e) => {
+                crate::debug!("bootstrap: guest not ready yet: {e}");
+                Ok(Err(e.to_string()))
+            }
+        },
+        |_| format!("bootstrap: the guest was not ready within {} s", b.max_wait_seconds),
+    )?;
     // 2. the script
     let pid: i64 = s
         .call(&start_request(&pm, vm, b))
@@ -143,26 +106,21 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| DriverError::other("bootstrap: StartProgramInGuest returned no pid"))?;
     info!("bootstrap: script running in the guest as pid {pid}");
-    loop {
-        let n = s
-            .call(&list_request(&pm, vm, b, vec![pid]))
-            .map_err(|e| DriverError::failed("bootstrap: cannot watch the script", e))?;
-        if let Some(code) = parse_processes(&n).into_iter().find(|p| p.pid == pid).and_then(|p| p.exit_code) {
-            return if code == 0 {
-                info!("bootstrap: script finished after {} s", started.elapsed().as_secs());
-                Ok(())
-            } else {
-                Err(DriverError::other(format!("bootstrap: the script exited with status {code}")))
-            };
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(DriverError::transient(format!(
-                "bootstrap: the script did not finish within {} s",
-                b.max_wait_seconds
-            )));
-        }
-        std::thread::sleep(left.min(Duration::from_secs(1)));
+    let code = wait.until(
+        Duration::from_secs(1),
+        || {
+            let n = s
+                .call(&list_request(&pm, vm, b, vec![pid]))
+                .map_err(|e| DriverError::failed("bootstrap: cannot watch the script", e))?;
+            Ok(parse_processes(&n).into_iter().find(|p| p.pid == pid).and_then(|p| p.exit_code).ok_or_else(String::new))
+        },
+        |_| format!("bootstrap: the script did not finish within {} s", b.max_wait_seconds),
+    )?;
+    if code == 0 {
+        info!("bootstrap: script finished after {} s", wait.elapsed().as_secs());
+        Ok(())
+    } else {
+        Err(DriverError::other(format!("bootstrap: the script exited with status {code}")))
     }
 }
 

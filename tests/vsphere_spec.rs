@@ -9,8 +9,12 @@ use std::path::Path;
 
 /// Methods whose answer here is an error by design.
 const DEVIATIONS: &[(&str, &str, &str)] = &[
-    ("snapshot_disk", "Bosh::Clouds::NotSupported", "vSphere snapshots VMs, not detached disks"),
-    ("delete_snapshot", "Bosh::Clouds::NotSupported", "no disk snapshots are ever made"),
+    (
+        "snapshot_disk",
+        "Bosh::Clouds::NotImplemented",
+        "vSphere snapshots VMs, not detached disks (NotImplemented, as in vmrun: the director skips it)",
+    ),
+    ("delete_snapshot", "Bosh::Clouds::NotImplemented", "no disk snapshots are ever made"),
     ("resize_disk", "Bosh::Clouds::NotSupported", "the simulator has no ExtendVirtualDisk_Task (golden-tested)"),
 ];
 

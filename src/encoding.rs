@@ -1,42 +1,16 @@
-//! Base64 (RFC 4648, standard alphabet, padded): the QEMU guest agent and vSphere's `guestinfo.userdata`
-//! both use it, and a dozen lines do not justify a dependency.
+//! Base64 (RFC 4648, standard alphabet, padded), as the QEMU guest agent and vSphere's `guestinfo.userdata` use
+//! it: the `base64` crate, which refuses bad input instead of skipping it.
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding (the guest agent's encoding).
+/// Standard base64 with padding.
 pub fn base64(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(data)
 }
 
-pub fn unbase64(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match B64.iter().position(|&b| b == c) {
-            Some(v) => v as u32,
-            None => continue,
-        };
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+/// Decodes standard padded base64; bad input is an error, not skipped.
+pub fn unbase64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    STANDARD.decode(s.trim())
 }
 
 #[cfg(test)]
@@ -55,8 +29,14 @@ mod tests {
             ("foobar", "Zm9vYmFy"),
         ] {
             assert_eq!(base64(i.as_bytes()), o);
-            assert_eq!(unbase64(o), i.as_bytes());
+            assert_eq!(unbase64(o).unwrap(), i.as_bytes());
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(unbase64("Zm9v!").is_err());
+        assert!(unbase64("Zm9").is_err());
     }
 }

@@ -111,18 +111,9 @@ impl SnapshotCid {
 
 /// A random lowercase hex string of `n` characters, from the kernel's random source.
 pub fn random_hex(n: usize) -> String {
-    use std::io::Read;
     let mut bytes = vec![0u8; n.div_ceil(2)];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if filled.is_err() {
-        // no /dev/urandom (a strange chroot): mix time and pid, still unique enough per host
-        let seed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-                ^ (u128::from(std::process::id()) << 64);
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (seed >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
-        }
-    }
+    // getrandom fails only without a kernel random source, where no CID could be trusted to be unique
+    getrandom::getrandom(&mut bytes).expect("the kernel's random source (getrandom) failed");
     let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     s.truncate(n);
     s

@@ -15,7 +15,7 @@ EXAMPLES
     | vmcpi --config cpi.json | jq -r .result
 
 CONFIG
-  A JSON file with a `driver` section tagged by `kind` (libvirt) and the `agent` section every BOSH CPI
+  A JSON file with a `driver` section tagged by `kind` (libvirt, vsphere or vmrun) and the `agent` section every BOSH CPI
   has; see examples/ in the source tree and the README's config reference.
 
 METHODS (CPI API v1 and v2)
@@ -23,7 +23,7 @@ METHODS (CPI API v1 and v2)
   set_disk_metadata calculate_vm_cloud_properties create_disk delete_disk resize_disk update_disk
   has_disk attach_disk detach_disk get_disks snapshot_disk delete_snapshot";
 
-/// A BOSH CPI for libvirt/QEMU (and, later, vSphere and VMware Workstation/Fusion/Player).
+/// A BOSH CPI for libvirt/QEMU, vSphere and VMware Workstation/Fusion/Player (the `driver.kind` of cpi.json).
 #[derive(Parser)]
 #[command(version, about, after_help = AFTER_HELP)]
 struct Cli {

@@ -84,7 +84,10 @@ fn exec(
             let text = |k: &str| {
                 st.get(k)
                     .and_then(Value::as_str)
-                    .map(|s| String::from_utf8_lossy(&unbase64(s)).into_owned())
+                    .map(|s| match unbase64(s) {
+                        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                        Err(e) => format!("<guest agent output is not base64: {e}>"),
+                    })
                     .unwrap_or_default()
             };
             return Ok((st.get("exitcode").and_then(Value::as_i64).unwrap_or(-1), text("out-data"), text("err-data")));

@@ -494,6 +494,10 @@ impl Driver for Vsphere {
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
         // the bootstrap block is read on its own, so that a mistake in it is reported as such
         let mut top = req.cloud_properties.clone();
+        // bosh-vmrun-cpi's names for the bootstrap keys are read as ours
+        for note in crate::compat::vm_cloud_properties(&mut top, false).map_err(|e| DriverError::invalid("VM cloud_properties", e))? {
+            info!("{note}");
+        }
         let bootstrap = top.remove("bootstrap");
         let mut props: VmProps = parse_props("VM cloud_properties", &top)?;
         if let Some(b) = bootstrap.filter(|b| !b.is_null()) {

@@ -1355,3 +1355,132 @@ fn bosh_vmrun_cpi_ssh_tunnel_needs_the_host_key_and_then_reaches_the_host() {
         "{reply}"
     );
 }
+
+/// Two configs sharing one state_dir (a director's CPI config with two libvirt hosts, each with the job's
+/// default state_dir): a create killed in one leaves a marker that only that one reaps. virsh is a
+/// stand-in here that records each command (the real libvirtd cannot show which pool a reaper touched
+/// when the other pool lives on another host); the CPI, the kill and the markers are real.
+#[test]
+fn two_configs_on_one_state_dir_reap_only_their_own_leftovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("virsh.log");
+    let hang = tmp.path().join("hang");
+    let pid = tmp.path().join("virsh.pid");
+    let virsh = tmp.path().join("virsh");
+    // argv: --quiet --connect URI COMMAND ARGS…; vol-create-as hangs (one process: killing it frees the marker) while the hang file exists
+    std::fs::write(
+        &virsh,
+        format!(
+            "#!/bin/bash\nuri=$3; cmd=$4; shift 4\necho \"$uri $cmd $*\" >> '{log}'\ncase $cmd in\n  pool-info) echo 'State:          running' ;;\n  vol-create-as) if [ -e '{hang}' ]; then echo $$ > '{pid}'; exec sleep 60; fi ;;\nesac\nexit 0\n",
+            log = log.display(),
+            pid = pid.display(),
+            hang = hang.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&virsh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = tmp.path().join("state");
+    let config = |uri: &str, pool: &str| {
+        json!({"driver": {"kind": "libvirt", "uri": uri, "pool": pool, "state_dir": state, "virsh": virsh},
+               "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"}})
+    };
+    let a = Cpi::with_config(&config("qemu+ssh://cpi@hv1/system", "vmcpi"));
+    let b = Cpi::with_config(&config("qemu+ssh://cpi@hv2/system", "vmcpi"));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // a create_disk of config A, killed (with its virsh) while the volume is being made
+    std::fs::write(&hang, "").unwrap();
+    let path = tmp.path().join("a.json");
+    std::fs::write(
+        &path,
+        config("qemu+ssh://cpi@hv1/system", "vmcpi").to_string(),
+    )
+    .unwrap();
+    let mut child = Command::new(crate::util::cpi_bin())
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(br#"{"method":"create_disk","arguments":[1024,{},null],"context":{"director_uuid":"d"},"api_version":2}"#).unwrap();
+    }
+    let started = std::time::Instant::now();
+    while !pid.exists() || std::fs::read_to_string(&pid).unwrap().trim().is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "create_disk never reached vol-create-as:\n{}",
+            log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let virsh_pid = std::fs::read_to_string(&pid).unwrap().trim().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &virsh_pid])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::remove_file(&hang).unwrap();
+    let markers: Vec<String> = std::fs::read_dir(state.join("inflight"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    let disk = markers[0].strip_suffix(".lock").unwrap().to_string();
+    assert!(disk.starts_with("disk-"), "{disk}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("inflight").join(&markers[0])).unwrap(),
+        "owner libvirt qemu+ssh://cpi@hv1/system pool vmcpi\n"
+    );
+
+    // config B (another host, the same pool name) creates: A's leftover is not B's to reap, and stays
+    std::fs::write(&log, "").unwrap();
+    let made = b.ok("create_disk", json!([1024, {}, null]));
+    assert!(
+        !log_text().contains(&disk),
+        "config B touched config A's leftover {disk}:\n{}",
+        log_text()
+    );
+    assert!(
+        log_text().contains(&format!(
+            "qemu+ssh://cpi@hv2/system vol-create-as --pool vmcpi --name {}",
+            made.as_str().unwrap()
+        )),
+        "{}",
+        log_text()
+    );
+    assert!(
+        state.join("inflight").join(format!("{disk}.lock")).exists(),
+        "config B dropped config A's marker"
+    );
+
+    // config A's next create reaps it, on A's host and pool
+    std::fs::write(&log, "").unwrap();
+    a.ok("create_disk", json!([1024, {}, null]));
+    let text = log_text();
+    assert!(
+        text.contains(&format!(
+            "qemu+ssh://cpi@hv1/system vol-delete --pool vmcpi {disk}\n"
+        )),
+        "A did not reap its leftover:\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "qemu+ssh://cpi@hv1/system vol-delete --pool vmcpi {disk}.meta.json\n"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("hv2"), "{text}");
+    assert!(
+        !state.join("inflight").join(format!("{disk}.lock")).exists(),
+        "the reaped marker stays"
+    );
+}

@@ -116,7 +116,9 @@ pub struct Vsphere {
 impl Vsphere {
     pub fn new(cfg: VsphereConfig, agent: AgentOptions) -> Self {
         crate::logger::add_secret(&cfg.password);
-        let inflight = Inflight::new(&cfg.inflight_dir());
+        // the reaper looks for VMs in these folders: markers of a config with other folders are not its own
+        let owner = format!("vsphere {} datacenter {} vm_folder {} template_folder {} disk_folder {}", cfg.base_url(), cfg.datacenter, cfg.vm_folder, cfg.template_folder, cfg.disk_folder);
+        let inflight = Inflight::new(&cfg.inflight_dir()).owned_by(&owner);
         Vsphere { cfg, agent, inflight }
     }
 

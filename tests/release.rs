@@ -1484,3 +1484,48 @@ fn two_configs_on_one_state_dir_reap_only_their_own_leftovers() {
         "the reaped marker stays"
     );
 }
+
+/// The vSphere driver's bootstrap block reads bosh-vmrun-cpi's names too (docs/vsphere.md "as in
+/// bosh-vmrun-cpi"). The block is read before the vCenter is contacted, so a closed local port shows it.
+#[test]
+fn vsphere_bootstrap_reads_bosh_vmrun_cpi_names() {
+    let state = tempfile::tempdir().unwrap();
+    let cpi = Cpi::with_config(&json!({
+        "driver": {"kind": "vsphere", "host": "https://127.0.0.1:9", "user": "u", "password": "vc-canary-pw", "datacenter": "DC0",
+                   "state_dir": state.path()},
+        "agent": {"mbus": "nats://10.0.0.6:4222"},
+    }));
+    let args = |bootstrap: Value| json!(["agent-1", "sc-00000000000000000000", {"cpu": 1, "ram": 512, "bootstrap": bootstrap}, {}, [], {}]);
+    // a wrong value under an old name is reported as a bootstrap value, not as an unknown key
+    let e = cpi.err("create_vm", args(json!({"script_content": "x", "username": "vcap", "password": "guest-canary-pw", "interpreter_path": 7})));
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cloud_properties.bootstrap") && msg.contains("invalid type"),
+        "{msg}"
+    );
+    // all of bosh-vmrun-cpi's block is read; the call gets as far as the (absent) vCenter
+    let r = cpi.call(
+        "create_vm",
+        args(json!({"script_content": "echo hi", "script_path": "/tmp/b.sh", "interpreter_path": "/bin/bash", "username": "vcap",
+                    "password": "guest-canary-pw", "ready_process_name": "bosh-agent", "min_wait_seconds": 0, "max_wait_seconds": 60})),
+    );
+    let msg = r.response["error"]["message"].as_str().unwrap();
+    assert!(
+        !msg.contains("unknown field") && !msg.contains("cloud_properties"),
+        "the bootstrap block was refused: {msg}"
+    );
+    let log = r.response["log"].as_str().unwrap();
+    assert!(log.contains("cloud_properties.bootstrap.ready_process_name is bosh-vmrun-cpi's name for cloud_properties.bootstrap.ready_process"), "{log}");
+    assert!(
+        log.contains("bootstrap.script_path (\"/tmp/b.sh\") is not used"),
+        "{log}"
+    );
+    for secret in ["guest-canary-pw", "vc-canary-pw"] {
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "{secret} leaked:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}

@@ -62,7 +62,10 @@ magic() {
   esac
 }
 
-declare -A given=()
+# the binaries by platform, in given_linux_amd64 etc. (no associative arrays: macOS has bash 3.2)
+given() { local v="given_${1//-/_}"; printf '%s' "${!v:-}"; }
+set_given() { printf -v "given_${1//-/_}" '%s' "$2"; }
+unset given_linux_amd64 given_linux_arm64 given_darwin_amd64 given_darwin_arm64
 for spec in ${extra[@]+"${extra[@]}"}; do
   platform=${spec%%=*}
   path=${spec#*=}
@@ -71,11 +74,11 @@ for spec in ${extra[@]+"${extra[@]}"}; do
     linux-amd64 | linux-arm64 | darwin-amd64 | darwin-arm64) ;;
     *) die "--binary $spec: the platform must be linux-amd64, linux-arm64, darwin-amd64 or darwin-arm64" ;;
   esac
-  [ -z "${given[$platform]:-}" ] || die "--binary $platform is given twice"
+  [ -z "$(given "$platform")" ] || die "--binary $platform is given twice"
   path=$(absolute "$path")
   [ -f "$path" ] || die "--binary $spec: no such file"
   magic "$platform" "$path" || die "--binary $spec: $path is not a 64-bit $platform executable"
-  given[$platform]=$path
+  set_given "$platform" "$path"
 done
 
 if ! command -v "$bosh" > /dev/null; then
@@ -83,8 +86,8 @@ if ! command -v "$bosh" > /dev/null; then
   exit 1
 fi
 
-if [ -n "${given[linux-amd64]:-}" ]; then
-  binary=${given[linux-amd64]}
+if [ -n "$(given linux-amd64)" ]; then
+  binary=$(given linux-amd64)
   [ "$build" = 1 ] && echo "build.sh: using the given linux-amd64 binary; not building"
 else
   if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
@@ -104,7 +107,7 @@ else
   [ -x "$binary" ] || { echo "build.sh: $binary is missing (run without --no-build, or give --binary linux-amd64=PATH)" >&2; exit 1; }
   magic linux-amd64 "$binary" || { echo "build.sh: $binary is not a Linux x86_64 executable" >&2; exit 1; }
 fi
-given[linux-amd64]=$binary
+set_given linux-amd64 "$binary"
 
 # The binary links glibc and libssl3 dynamically: say which glibc it needs, for the docs' promise
 # (Ubuntu Jammy stemcells have glibc 2.35, Noble 2.39).
@@ -130,9 +133,9 @@ ln -s "$root/dev_releases" "$scratch/dev_releases"
 ln -s "$root/.dev_builds" "$scratch/.dev_builds"
 
 for platform in linux-amd64 linux-arm64 darwin-amd64 darwin-arm64; do
-  [ -n "${given[$platform]:-}" ] || continue
-  "$bosh" add-blob --dir="$scratch" "${given[$platform]}" "vmcpi/vmcpi-$platform" > /dev/null
-  echo "build.sh: blob vmcpi/vmcpi-$platform <- ${given[$platform]}"
+  [ -n "$(given "$platform")" ] || continue
+  "$bosh" add-blob --dir="$scratch" "$(given "$platform")" "vmcpi/vmcpi-$platform" > /dev/null
+  echo "build.sh: blob vmcpi/vmcpi-$platform <- $(given "$platform")"
 done
 
 # bosh create-release asks git (`git rev-parse --short HEAD`, `git status --short`) in --dir for the

@@ -970,6 +970,10 @@ fn release_builds_from_a_clean_clone_with_a_given_binary_and_no_cargo_and_leaves
         assert_eq!(o.status.code(), Some(2), "--binary {arg}: {}", stderr(&o));
         assert!(stderr(&o).contains(says), "--binary {arg}: {}", stderr(&o));
     }
+    let o = build(&["--binary", "linux-amd64=vmcpi", "--binary", "linux-amd64=vmcpi"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("given twice"), "{}", stderr(&o));
+    assert!(!elsewhere.join("out.tgz").exists(), "a refused build wrote a tarball");
 
     // a downloaded binary, given with a path relative to the caller: the release builds and the clone stays clean
     let o = build(&["--binary", "linux-amd64=vmcpi", "--tarball", "out.tgz"]);

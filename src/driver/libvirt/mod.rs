@@ -297,7 +297,8 @@ impl Drop for Rollback<'_> {
 impl Libvirt {
     pub fn new(cfg: LibvirtConfig, agent: AgentOptions) -> Self {
         let virsh = Virsh::new(&cfg.virsh, &cfg.uri);
-        let inflight = Inflight::new(&cfg.state_dir);
+        // markers say where their volumes live: another config sharing the state_dir leaves them alone
+        let inflight = Inflight::new(&cfg.state_dir).owned_by(&format!("libvirt {} pool {}", cfg.uri, cfg.pool));
         Libvirt { cfg, agent, virsh, inflight }
     }
 
@@ -998,7 +999,7 @@ mod tests {
     fn stemcell_cids() {
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-os"), Some(StemcellKind { family: Family::OpenStack, efi: false, format: "qcow2" }));
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-osraw").unwrap().format, "raw");
-        assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-vsefi").unwrap().efi, true);
+        assert!(parse_stemcell_cid("sc-0123456789abcdef-vsefi").unwrap().efi);
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-xx"), None);
         assert_eq!(parse_stemcell_cid("sc-../../etc-os"), None);
         assert_eq!(parse_stemcell_cid("sc-0123456789ABCDEF-os"), None);

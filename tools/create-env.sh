@@ -21,6 +21,7 @@
 #                            defaults 26868/28080 (openstack) and 26869/28081 (vsphere)
 # Needs Ruby (the bosh CLI renders job templates with it: installed here).
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 action=all
 family=openstack
@@ -52,7 +53,6 @@ phase_start=0
 phase() { phase_start=$(date +%s); say "$*"; }
 took() { echo "create-env.sh: $1 took $(( $(date +%s) - phase_start )) s" >&2; }
 
-[ "$(id -u)" = 0 ] || { echo "create-env.sh: run as root (it installs packages and starts libvirtd)" >&2; exit 1; }
 [ -x "$BOSH_CLI" ] || { echo "create-env.sh: no bosh CLI at $BOSH_CLI: set BOSH_CLI (https://github.com/cloudfoundry/bosh-cli/releases)" >&2; exit 1; }
 mkdir -p "$WORK/home"
 bosh() { HOME=$WORK/home "$BOSH_CLI" --tty "$@"; }
@@ -79,12 +79,10 @@ up() {
   took "stemcell"
 
   phase "the releases: vmcpi (the CPI) and vmcpi-e2e (the job), built outside the checkout"
-  rm -rf "$WORK/src" && mkdir -p "$WORK/src"
-  # the CPI release from a copy of the working tree (tracked and new files), so the checkout stays as it is
-  (cd "$HERE" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$WORK/src" 2> /dev/null) || cp -a "$HERE/." "$WORK/src/"
-  mkdir -p "$WORK/src/target/release" && cp "$cpi" "$WORK/src/target/release/vmcpi"
-  BOSH=$BOSH_CLI HOME=$WORK/home bash "$WORK/src/release/build.sh" --no-build --tarball "$WORK/vmcpi-release.tgz" > "$WORK/release-build.log" 2>&1 \
-    || { cat "$WORK/release-build.log" >&2; exit 1; }
+  # release/build.sh leaves the checkout as it is; one build at a time (two families may run at once)
+  ( flock 9
+    BOSH=$BOSH_CLI HOME=$WORK/home bash "$HERE/release/build.sh" --binary linux-amd64="$cpi" --tarball "$WORK/vmcpi-release.tgz" ) \
+    9> /tmp/vmcpi-create-env-release.lock > "$WORK/release-build.log" 2>&1 || { cat "$WORK/release-build.log" >&2; exit 1; }
   rm -rf "$WORK/e2e-release" && cp -a "$HERE/examples/create-env/release" "$WORK/e2e-release"
   (cd "$WORK/e2e-release" && HOME=$WORK/home "$BOSH_CLI" create-release --force --name vmcpi-e2e --version 1 --tarball "$WORK/e2e-release.tgz" > "$WORK/e2e-release.log" 2>&1) \
     || { cat "$WORK/e2e-release.log" >&2; exit 1; }

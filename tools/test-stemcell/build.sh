@@ -318,6 +318,8 @@ mkdir -p "$cache"
 rm -rf "$out"
 mv "$work/out" "$out"
 date -u +%FT%TZ > "$out/done"
+# older builds (other inputs) are not kept: each is a quarter of a GB
+find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
 log "done in $(( $(date +%s) - started )) s: $out ($(du -sh "$out" | cut -f1))"
 ls -la "$out" >&2
 echo "$out"

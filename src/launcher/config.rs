@@ -568,6 +568,26 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
     }
 
+    /// The example says it shows every key: it does, and the docs say what new users trip over.
+    #[test]
+    fn the_example_and_the_docs_show_every_key() {
+        let example = include_str!("../../examples/launcher/agent-launcher.toml");
+        let keys = [
+            "launcher_id", "ledger_dir", "listen", "public_url", "poll_interval_ms", "on_shutdown", "placement", "unhealthy_after_failed_polls", "tls", "cert_file", "key_file",
+            "[limits]", "[buildkite]", "source", "endpoint", "token_file", "token_env", "queue", "stack_key", "reservation_expiry_seconds", "page_size", "max_pages", "timeout_ms",
+            "[buildkite.rest]", "organization", "lookback_hours", "[[pool]]", "name", "tags", "cpi", "stemcell", "tarball", "image", "api_version", "cloud_properties", "networks", "static_ips",
+            "flavors", "default_flavor", "flavor_tag", "limits", "max_concurrent_creates", "reserve_smallest", "warm", "max_lifetime_minutes", "boot_timeout_seconds", "create_attempts",
+            "cpi_timeout_seconds",
+        ];
+        for k in keys {
+            assert!(example.contains(k), "the example config does not show {k}");
+        }
+        let docs = include_str!("../../docs/launcher.md");
+        for want in ["must end in `/v3`", "cleared environment", "stack_key", "drain", "warm VMs", "unhealthy_after_failed_polls", "--online"] {
+            assert!(docs.contains(want), "docs/launcher.md does not say {want:?}");
+        }
+    }
+
     #[test]
     fn token_comes_from_file_trimmed() {
         let dir = tempfile::tempdir().unwrap();

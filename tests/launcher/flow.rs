@@ -400,6 +400,11 @@ fn launcher_deletes_vms_that_never_start_their_job_or_outlive_their_deadline() {
     wait_for(10, "the VM past its lifetime to go", &|| s.log(), || s.vms().is_empty());
     assert!(s.log().contains("passed its lifetime"), "{}", s.log());
     assert!(s.bk.st().notifications.iter().any(|(jj, d)| *jj == j && d.contains("lifetime")));
+    // and the job is finished: its agent is gone with the VM, the build must not wait for it
+    wait_for(10, "the job to be finished", &|| s.log(), || s.bk.job(&j).finish.is_some());
+    let (code, detail) = s.bk.job(&j).finish.unwrap();
+    assert_eq!(code, -1);
+    assert!(detail.contains("lifetime") && detail.contains("deleted"), "{detail}");
 }
 
 #[test]

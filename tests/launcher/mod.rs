@@ -3,6 +3,7 @@
 pub mod fake_bk;
 mod flow;
 mod crash;
+mod outside;
 mod libvirt;
 
 use fake_bk::FakeBk;

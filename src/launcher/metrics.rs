@@ -28,6 +28,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_queue_to_running_seconds", Kind::Histogram, "Time from a job being scheduled to the launcher seeing it started."),
     ("launcher_buildkite_errors_total", Kind::Counter, "Buildkite API calls that failed, by call."),
     ("launcher_queue_paused", Kind::Gauge, "1 when the cluster queue is paused (no new VMs are started)."),
+    ("launcher_buildkite_consecutive_failed_polls", Kind::Gauge, "Polls of the Buildkite API that failed in a row (0 after a good one); /healthz fails at unhealthy_after_failed_polls."),
     ("launcher_poll_duration_seconds", Kind::Histogram, "Wall time of one poll of the queue."),
 ];
 

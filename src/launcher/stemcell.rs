@@ -25,16 +25,35 @@ pub struct Extracted {
     _dir: tempfile::TempDir,
 }
 
-/// Extracts `image` and reads `stemcell.MF` from a (gzipped) stemcell tarball into a directory under `tmp`.
-pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Result<Extracted, TarballError> {
+/// Opens a tarball, gunzipping it when it starts with the gzip magic.
+fn open(tarball: &Path) -> Result<tar::Archive<Box<dyn Read>>, TarballError> {
     let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
-    let dir = tempfile::Builder::new().prefix("stemcell-").tempdir_in(tmp).map_err(read)?;
     let mut f = std::fs::File::open(tarball).map_err(read)?;
     let mut magic = [0u8; 2];
     f.read_exact(&mut magic).map_err(read)?;
     let f = std::fs::File::open(tarball).map_err(read)?;
     let reader: Box<dyn Read> = if magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
-    let mut archive = tar::Archive::new(reader);
+    Ok(tar::Archive::new(reader))
+}
+
+/// Checks that a file is a stemcell tarball (it has an `image` member) without extracting it.
+pub fn probe(tarball: &Path) -> Result<(), TarballError> {
+    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
+    let mut archive = open(tarball)?;
+    for entry in archive.entries().map_err(read)? {
+        let entry = entry.map_err(read)?;
+        if entry.path().map_err(read)?.to_string_lossy().trim_start_matches("./") == "image" {
+            return Ok(());
+        }
+    }
+    Err(TarballError::NoImage(tarball.to_path_buf()))
+}
+
+/// Extracts `image` and reads `stemcell.MF` from a (gzipped) stemcell tarball into a directory under `tmp`.
+pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Result<Extracted, TarballError> {
+    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
+    let dir = tempfile::Builder::new().prefix("stemcell-").tempdir_in(tmp).map_err(read)?;
+    let mut archive = open(tarball)?;
     let image = dir.path().join("image");
     let (mut have_image, mut manifest) = (false, None);
     for entry in archive.entries().map_err(read)? {
@@ -169,5 +188,10 @@ mod tests {
         assert!(!image.exists(), "the extracted image is removed");
         std::fs::write(d.path().join("bad.tar"), vec![0u8; 1024]).unwrap();
         assert!(matches!(extract(&d.path().join("bad.tar"), d.path(), &Map::new()), Err(TarballError::NoImage(_))));
+        probe(&tgz).unwrap();
+        assert!(matches!(probe(&d.path().join("bad.tar")), Err(TarballError::NoImage(_))));
+        std::fs::write(d.path().join("junk"), vec![0x42u8; 4096]).unwrap();
+        assert!(probe(&d.path().join("junk")).is_err());
+        assert!(matches!(probe(&d.path().join("missing")), Err(TarballError::Read { .. })));
     }
 }

@@ -94,7 +94,9 @@ fn launcher_runs_each_job_on_its_own_vm_and_deletes_it() {
     // SIGTERM: deregisters and exits 0
     l.signal("TERM");
     assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
-    assert_eq!(s.bk.st().deregistered, 1);
+    // once after the dry run (the stack was not registered then), once now
+    assert_eq!(s.bk.st().deregistered, 2);
+    assert!(s.bk.st().stacks.is_empty());
     // the token never shows up in the log or anything the CPI saw
     let log = s.log();
     assert!(!log.contains(TOKEN), "token in the log:\n{log}");

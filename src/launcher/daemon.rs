@@ -1103,8 +1103,22 @@ flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = t
                                     "secret": "s3cret-value", "deadline": 1000}}
             ])
         );
+        // one request id per call; create_vm's context names the stemcell's API version
+        let (c1, c2) = (cpi_context(&cfg), cpi_context(&cfg));
+        assert_ne!(c1["request_id"], c2["request_id"]);
+        assert_eq!(create_vm_context(&cfg, &cfg.pools[0])["vm"]["stemcell"]["api_version"], 3);
         let md = metadata("l1", &intent);
         assert_eq!(md, json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"}));
         assert!(!md.to_string().contains("s3cret"), "no secret in VM metadata");
+    }
+
+    #[test]
+    fn backoffs_double_and_are_capped() {
+        let s = Duration::from_secs;
+        assert_eq!([1, 2, 3, 7, 40].map(create_backoff), [s(1), s(2), s(4), s(60), s(60)]);
+        assert_eq!(poll_backoff(Duration::from_millis(100), 1), s(1));
+        assert_eq!(poll_backoff(s(1), 3), s(4));
+        assert_eq!(poll_backoff(s(5), 2), s(10));
+        assert_eq!(poll_backoff(s(1), 30), s(60));
     }
 }

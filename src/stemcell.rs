@@ -163,11 +163,7 @@ pub fn parse_ovf(text: &str) -> Result<OvfInfo, String> {
                 };
                 match local.as_ref() {
                     b"File" if disk_href.is_none() => disk_href = attr(b"href"),
-                    b"Config" => {
-                        if attr(b"key").as_deref() == Some("firmware") && attr(b"value").as_deref() == Some("efi") {
-                            efi = true;
-                        }
-                    }
+                    b"Config" if attr(b"key").as_deref() == Some("firmware") && attr(b"value").as_deref() == Some("efi") => efi = true,
                     _ => {}
                 }
             }

@@ -358,15 +358,11 @@ pub fn parse_volume(xml: &str) -> Result<(u64, String), String> {
         match r.read_event().map_err(|e| format!("volume XML: {e}"))? {
             Event::Eof => break,
             Event::Start(e) => path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned()),
-            Event::Empty(e) => {
-                if e.local_name().as_ref() == b"format" && path == ["volume", "target"] {
-                    fmt = e.attributes().flatten().find(|a| a.key.as_ref() == b"type").and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()));
-                }
+            Event::Empty(e) if e.local_name().as_ref() == b"format" && path == ["volume", "target"] => {
+                fmt = e.attributes().flatten().find(|a| a.key.as_ref() == b"type").and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()));
             }
-            Event::Text(t) => {
-                if path == ["volume", "capacity"] {
-                    cap = t.unescape().ok().and_then(|v| v.trim().parse().ok());
-                }
+            Event::Text(t) if path == ["volume", "capacity"] => {
+                cap = t.unescape().ok().and_then(|v| v.trim().parse().ok());
             }
             Event::End(_) => {
                 path.pop();

@@ -960,7 +960,7 @@ mod tests {
     fn stemcell_cids() {
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-os"), Some(StemcellKind { family: Family::OpenStack, efi: false, format: "qcow2" }));
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-osraw").unwrap().format, "raw");
-        assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-vsefi").unwrap().efi, true);
+        assert!(parse_stemcell_cid("sc-0123456789abcdef-vsefi").unwrap().efi);
         assert_eq!(parse_stemcell_cid("sc-0123456789abcdef-xx"), None);
         assert_eq!(parse_stemcell_cid("sc-../../etc-os"), None);
         assert_eq!(parse_stemcell_cid("sc-0123456789ABCDEF-os"), None);

@@ -65,6 +65,17 @@ fn launcher_reconciles_a_reserve_whose_reply_was_lost() {
     let job = s.bk.job(&j);
     assert!(job.reservations >= 2 && job.lapses == 0, "{job:?}");
     assert_eq!(s.creates_by_job().get(&j), Some(&1));
+
+    // every attempt of one reserve loses its answer: the next poll reserves the (hidden) job again
+    let k = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    for _ in 0..3 {
+        s.bk.stall_body("batch-reserve", 1500);
+    }
+    wait_for(20, "the second job's VM", &|| s.log(), || s.vms().iter().any(|(_, jj)| *jj == k));
+    assert!(s.bk.st().faults.is_empty(), "all three answers were lost");
+    let job = s.bk.job(&k);
+    assert!(job.reservations >= 4 && job.lapses == 0, "{job:?}");
+    assert_eq!(s.creates_by_job().get(&k), Some(&1));
 }
 
 /// Item 3: `--dry-run` on a fresh setup and after a clean stop (stack deregistered): no 404, no reservation,

@@ -9,6 +9,8 @@ mod rpc_contract;
 mod libvirt;
 // A real guest booted from a VM made by create_vm reads its settings medium.
 mod guest;
+// QEMU user-mode port forwards (network cloud_properties port_forwards).
+mod portfwd;
 // Secret canaries on every method and error path.
 mod secrets;
 // qemu+ssh:// against OpenSSH on loopback, host key pinned.

@@ -50,6 +50,9 @@ pub enum NicSource {
 pub struct Nic {
     pub mac: String,
     pub source: NicSource,
+    /// Host port forwards of a user-mode NIC (see `portfwd`); the NIC then gets the alias that names its
+    /// QEMU netdev.
+    pub forwards: Vec<super::portfwd::PortForward>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +127,11 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
     start(w, "vmcpi:vm", &[("xmlns:vmcpi", VM_NS)])?;
     text_el(w, "vmcpi:stemcell", &[], &s.stemcell)?;
     text_el(w, "vmcpi:family", &[], &s.family)?;
+    for (i, n) in s.nics.iter().enumerate() {
+        for f in &n.forwards {
+            text_el(w, "vmcpi:forward", &[("nic", super::portfwd::alias(i).as_str())], &f.kept())?;
+        }
+    }
     end(w, "vmcpi:vm")?;
     end(w, "metadata")?;
     text_el(w, "memory", &[("unit", "MiB")], &s.memory_mib.to_string())?;
@@ -168,7 +176,7 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
         empty(w, "address", &[("type", "drive"), ("controller", "0"), ("bus", "0"), ("target", "0"), ("unit", "0")])?;
         end(w, "disk")?;
     }
-    for n in &s.nics {
+    for (i, n) in s.nics.iter().enumerate() {
         let (kind, src): (&str, Option<(&str, &str)>) = match &n.source {
             NicSource::Network(name) => ("network", Some(("network", name.as_str()))),
             NicSource::Bridge(name) => ("bridge", Some(("bridge", name.as_str()))),
@@ -180,6 +188,9 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
         }
         empty(w, "mac", &[("address", n.mac.as_str())])?;
         empty(w, "model", &[("type", "virtio")])?;
+        if !n.forwards.is_empty() {
+            empty(w, "alias", &[("name", super::portfwd::alias(i).as_str())])?;
+        }
         end(w, "interface")?;
     }
     match &s.serial_log {
@@ -247,6 +258,8 @@ pub struct DomainInfo {
     pub running: bool,
     pub family: Option<String>,
     pub disks: Vec<AttachedDisk>,
+    /// Port forwards kept in the vmcpi metadata: (NIC alias, forward).
+    pub forwards: Vec<(String, super::portfwd::PortForward)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,6 +281,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
     let mut info = DomainInfo::default();
     let mut path: Vec<String> = Vec::new();
     let mut cur: Option<AttachedDisk> = None;
+    let mut fwd_nic: Option<String> = None;
     let attr = |e: &BytesStart, k: &[u8]| -> Option<String> {
         e.attributes().flatten().find(|a| a.key.as_ref() == k).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
     };
@@ -311,6 +325,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
                             d.format = attr(e, b"type");
                         }
                     }
+                    "forward" if path.iter().any(|p| p == "metadata") => fwd_nic = attr(e, b"nic"),
                     "address" => {
                         if let Some(d) = cur.as_mut() {
                             d.target = attr(e, b"target").and_then(|t| t.parse().ok());
@@ -326,6 +341,11 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
                 let text = t.unescape().map_err(|e| format!("domain XML: {e}"))?.into_owned();
                 match path.last().map(String::as_str) {
                     Some("family") if path.iter().any(|p| p == "metadata") => info.family = Some(text),
+                    Some("forward") if path.iter().any(|p| p == "metadata") => {
+                        if let (Some(nic), Some(f)) = (fwd_nic.take(), super::portfwd::PortForward::parse_kept(&text)) {
+                            info.forwards.push((nic, f));
+                        }
+                    }
                     Some("serial") => {
                         if let Some(d) = cur.as_mut() {
                             d.serial = Some(text)
@@ -388,7 +408,7 @@ mod tests {
             direct_boot: None,
             disks: vec![ScsiDisk { pool: "p".into(), volume: "vm-1-root".into(), format: "qcow2".into(), target: 0, serial: None }],
             cdrom: Some(("p".into(), "vm-1-settings.iso".into())),
-            nics: vec![Nic { mac: "52:54:00:00:00:01".into(), source: NicSource::Network("a&b<c>".into()) }],
+            nics: vec![Nic { mac: "52:54:00:00:00:01".into(), source: NicSource::Network("a&b<c>".into()), forwards: vec![] }],
             serial_log: None,
             graphics: false,
             stemcell: "sc-1".into(),

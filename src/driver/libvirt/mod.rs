@@ -14,6 +14,7 @@
 mod bootstrap;
 pub mod domain;
 mod virsh;
+pub mod portfwd;
 
 use crate::agent_settings::{AgentSettings, Network, Networks};
 use crate::config::AgentOptions;
@@ -177,6 +178,9 @@ struct NetProps {
     bridge: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// `type: user` only: `[{host: "127.0.0.1:26868", guest: 6868}, …]` (see `portfwd`).
+    #[serde(default)]
+    port_forwards: Option<Value>,
 }
 
 /// Disk `cloud_properties`.
@@ -532,17 +536,41 @@ impl Libvirt {
         }
     }
 
-    fn nic_for(&self, name: &str, net: &Network) -> DriverResult<NicSource> {
+    fn nic_for(&self, name: &str, net: &Network) -> DriverResult<(NicSource, Vec<portfwd::PortForward>)> {
         let props: NetProps = serde_json::from_value(Value::Object(net.cloud_properties.clone()))
             .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
-        match (props.name, props.bridge, props.kind.as_deref()) {
+        let forwards = portfwd::parse(props.port_forwards.as_ref()).map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;
+        if !forwards.is_empty() && props.kind.as_deref() != Some("user") {
+            return Err(DriverError::invalid(format!("cloud_properties of network {name}"), "port_forwards needs type: user (QEMU user-mode networking)"));
+        }
+        let source = match (props.name, props.bridge, props.kind.as_deref()) {
             (None, None, Some("user")) => Ok(NicSource::User),
             (None, None, Some(other)) => Err(DriverError::invalid(format!("cloud_properties of network {name}"), format!("type must be \"user\", got {other:?}"))),
             (Some(n), None, None) => Ok(NicSource::Network(n)),
             (None, Some(b), None) => Ok(NicSource::Bridge(b)),
             (None, None, None) => Ok(NicSource::Network(self.cfg.default_network.clone())),
             _ => Err(DriverError::invalid(format!("cloud_properties of network {name}"), "give only one of name, bridge, type")),
+        }?;
+        Ok((source, forwards))
+    }
+
+    /// Adds the port forwards kept in a running domain's metadata to its QEMU process (`hostfwd_add`).
+    fn apply_forwards(&self, vm: &str, forwards: &[(String, portfwd::PortForward)]) -> DriverResult<()> {
+        for (nic, f) in forwards {
+            let cmd = format!("hostfwd_add {} {}", portfwd::netdev(nic), f.rule());
+            let out = self.virsh.run(["qemu-monitor-command", vm, "--hmp", cmd.as_str()]).context(|| format!("cannot forward {f} on {vm}"))?;
+            // the monitor answers nothing on success, a sentence on failure (exit status 0 either way)
+            if !out.trim().is_empty() {
+                return Err(DriverError::invalid(format!("port forward {f}"), format!("QEMU refused it: {}", out.trim())));
+            }
+            info!("forwarding {f} on {vm}");
         }
+        Ok(())
+    }
+
+    /// Whether the libvirt URI names this machine (then busy host ports can be seen before creating).
+    fn hypervisor_is_local(&self) -> bool {
+        self.cfg.uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
     }
 
     fn create_vm_inner(&self, req: &CreateVm, kind: StemcellKind, vm: &str, rb: &mut Rollback) -> DriverResult<CreatedVm> {
@@ -566,13 +594,20 @@ impl Libvirt {
             if !net.needs_nic() {
                 continue;
             }
-            let source = self.nic_for(name, net)?;
+            let (source, forwards) = self.nic_for(name, net)?;
             let mac = match &net.mac {
                 Some(m) => m.clone(),
                 None => crate::agent_settings::random_mac([0x52, 0x54, 0x00]),
             };
             net.mac = Some(mac.clone());
-            nics.push(Nic { mac, source });
+            nics.push(Nic { mac, source, forwards });
+        }
+
+        let all_forwards: Vec<(String, portfwd::PortForward)> =
+            nics.iter().enumerate().flat_map(|(i, n)| n.forwards.iter().map(move |f| (portfwd::alias(i), f.clone()))).collect();
+        if self.hypervisor_is_local() {
+            let list: Vec<_> = all_forwards.iter().map(|(_, f)| f.clone()).collect();
+            portfwd::check_free(&list).map_err(|e| DriverError::invalid("network port_forwards", e))?;
         }
 
         let root = format!("{vm}-root");
@@ -634,6 +669,7 @@ impl Libvirt {
             Err(e) if e.output().contains("Network not found") => return Err(DriverError::NetworkNotFound(e.output().trim().to_string())),
             Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
         }
+        self.apply_forwards(vm, &all_forwards)?;
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&self.virsh, vm, b)?;
         }
@@ -754,6 +790,8 @@ impl Driver for Libvirt {
             self.virsh.run(["reset", cid.as_str()]).context(|| format!("cannot reset {cid}"))?;
         } else {
             self.virsh.run(["start", cid.as_str()]).context(|| format!("cannot start {cid}"))?;
+            // a new QEMU process: its forwards are added again (a reset keeps them)
+            self.apply_forwards(cid.as_str(), &info.forwards)?;
         }
         Ok(())
     }

@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# tools/test-stemcell/build.sh — build a minimal BOSH stemcell with a REAL bosh-agent, in both families:
+#
+#   OUT/bosh-openstack-kvm-debian-bookworm-go_agent.tgz   qcow2 root.img; settings from a ConfigDrive
+#                                                         (config-2); persistent disks by id (virtio)
+#   OUT/bosh-vsphere-esxi-debian-bookworm-go_agent.tgz    OVF + stream-optimised VMDK; settings from the
+#                                                         CD-ROM's `env` file; disks by SCSI target (scsi)
+#   OUT/vmlinuz, OUT/initrd.img                           the kernel both boot (direct kernel boot)
+#
+# Usage: tools/test-stemcell/build.sh [--print-dir]       (prints OUT on its last line of stdout)
+#
+# What is inside: Debian 12 (minbase, from the apt sources this host uses) with systemd, udev and the tools
+# the agent runs (iproute2, iputils-arping, parted, fdisk, e2fsprogs, eject), busybox (for test jobs), the
+# bosh-agent at /var/vcap/bosh/bin/bosh-agent, monit 5.2.5 built from source at /var/vcap/bosh/bin/monit (the
+# version stemcells ship: Debian's monit 5.33 answers the agent's start request with 403 "Invalid CSRF
+# Token"), the stemcell layout (/var/vcap/{bosh,data,store,sys,monit}, user vcap in groups admin/vcap, a
+# `syslog` group the agent chowns its logs to), systemd units bosh-agent.service (enabled) and monit.service
+# (started by the agent: agent.json says ServiceManager systemd), and agent.json per family.
+#
+# Boot: the kernel and initrd are NOT inside the image's boot loader: the VMs boot them directly
+# (VM cloud_properties kernel/initrd/cmdline "root=/dev/sda1 console=ttyS0 rw"). Why: installing a boot
+# loader into a disk image needs loop devices or nbd (privileges a CI sandbox often lacks), while
+# `mke2fs -d` builds the root file system from a directory with no mounts at all. Consequence: these
+# stemcells are for libvirt tests only; a real vSphere or Workstation host cannot boot them.
+#
+# Inputs, each overridable (so this works outside this repository's layout):
+#   BOSH_AGENT      the bosh-agent binary       (default: ../shared/tools/bosh/bosh-agent beside the repo)
+#   MONIT_TARBALL   monit-5.2.5.tar.gz          (default: ../shared/tools/bosh/monit-5.2.5.tar.gz)
+#   APT_SOURCES     an apt .sources/.list file  (default: this host's /etc/apt/sources.list.d/debian.sources
+#                                                or /etc/apt/sources.list)
+#   STEMCELL_CACHE  cache directory             (default: /var/cache/vmcpi/test-stemcell)
+# The output lives in STEMCELL_CACHE/<key>, where key = sha256 of this script, the agent, the monit tarball
+# and the apt sources: an unchanged input set is never rebuilt (CI reuses it across runs on one machine).
+# Reproducible: SOURCE_DATE_EPOCH is pinned for mmdebstrap, mke2fs gets a fixed UUID/hash seed, tarballs are
+# sorted with fixed owners and dates; what can still differ between two builds is the package versions the
+# mirror serves on the day (recorded in packages.txt inside each stemcell).
+# Needs root, mmdebstrap, qemu-img, gcc/make/flex/bison (installed when missing, with apt-get). ~5 min cold.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+shared=$(cd "$repo/.." && pwd)/shared/tools/bosh
+agent=${BOSH_AGENT:-$shared/bosh-agent}
+monit_tgz=${MONIT_TARBALL:-$shared/monit-5.2.5.tar.gz}
+cache=${STEMCELL_CACHE:-/var/cache/vmcpi/test-stemcell}
+if [ -z "${APT_SOURCES:-}" ]; then
+  for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
+    [ -s "$f" ] && { APT_SOURCES=$f; break; }
+  done
+fi
+version=0.1
+epoch=1700000000   # the pinned build date (2023-11-14), for reproducible file dates
+
+log() { echo "test-stemcell: $*" >&2; }
+die() { echo "test-stemcell: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (mmdebstrap, chroot)"
+[ -f "$agent" ] || die "no bosh-agent at $agent: set BOSH_AGENT to a bosh-agent binary (from a bosh-agent release or built from github.com/cloudfoundry/bosh-agent)"
+[ -f "$monit_tgz" ] || die "no monit tarball at $monit_tgz: set MONIT_TARBALL to monit-5.2.5.tar.gz (bosh-linux-stemcell-builder's stemcell_builder/stages/bosh_monit/assets/)"
+[ -n "${APT_SOURCES:-}" ] && [ -s "$APT_SOURCES" ] || die "no apt sources file found: set APT_SOURCES"
+
+key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$monit_tgz" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
+out=$cache/$key
+if [ -f "$out/done" ]; then
+  log "up to date: $out"
+  echo "$out"
+  exit 0
+fi
+
+need=()
+for c in mmdebstrap:mmdebstrap qemu-img:qemu-utils gcc:gcc make:make flex:flex bison:bison sfdisk:fdisk mke2fs:e2fsprogs; do
+  command -v "${c%%:*}" > /dev/null || need+=("${c#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
+started=$(date +%s)
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/test-stemcell.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root=$work/rootfs
+
+# --- 1. monit 5.2.5, built on this host (Debian 12: same glibc as the image) ------------------------------
+log "building monit from $(basename "$monit_tgz")"
+mkdir -p "$work/monit"
+tar -xzf "$monit_tgz" -C "$work/monit" --strip-components=1
+( cd "$work/monit" &&
+  ./configure --prefix=/var/vcap/bosh --without-ssl --without-pam CFLAGS="-fcommon -O2" > "$work/monit.log" 2>&1 &&
+  make -j"$(nproc)" >> "$work/monit.log" 2>&1 ) || { tail -n 30 "$work/monit.log" >&2; die "monit did not build"; }
+
+# --- 2. the root file system ----------------------------------------------------------------------------
+pkgs=systemd,systemd-sysv,udev,dbus,kmod,iproute2,iputils-arping,iputils-ping,parted,fdisk,e2fsprogs,eject,procps,busybox,linux-image-amd64,initramfs-tools,zstd
+log "mmdebstrap bookworm (minbase + $pkgs)"
+SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode=root --variant=minbase --quiet \
+  --aptopt='APT::Install-Recommends "false"' \
+  --include="$pkgs" \
+  --setup-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"; echo MODULES=list > "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; echo COMPRESS=zstd >> "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; mkdir -p "$1/etc/initramfs-tools"; printf "%s\n" virtio_pci virtio_scsi sd_mod ext4 > "$1/etc/initramfs-tools/modules"' \
+  bookworm "$root" "$APT_SOURCES" >&2
+
+kver=$(ls "$root/lib/modules")
+cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
+cp "$root/boot/initrd.img-$kver" "$work/initrd.img"
+# what the VMs never use: the kernel lives outside the image; drivers for real hardware
+rm -rf "$root/boot/"* "$root/lib/modules/$kver/kernel/"{sound,drivers/gpu,drivers/media,drivers/net/wireless,drivers/infiniband,drivers/staging,drivers/bluetooth,net/wireless,net/bluetooth,drivers/isdn}
+chroot "$root" depmod "$kver"
+rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/locale/"* "$root/var/cache/apt/"* "$root/var/lib/apt/lists/"*
+
+# --- 3. the stemcell layout ------------------------------------------------------------------------------
+log "stemcell layout, agent, monit"
+chroot "$root" sh -e -c '
+  groupadd --system syslog
+  groupadd admin; groupadd vcap; groupadd bosh_sshers; groupadd bosh_sudoers
+  useradd -m -s /bin/bash -g vcap -G admin,vcap,bosh_sshers vcap
+  passwd -l root >/dev/null; passwd -l vcap >/dev/null
+  systemctl enable systemd-networkd.service >/dev/null 2>&1
+'
+b=$root/var/vcap/bosh
+mkdir -p "$b/bin" "$b/etc" "$b/log" "$root/var/vcap/"{data,store,sys,jobs,packages} "$root/var/vcap/monit/job" \
+  "$root/var/vcap/micro_bosh/data/cache"
+install -m 0755 "$agent" "$b/bin/bosh-agent"
+install -m 0755 "$work/monit/monit" "$b/bin/monit"
+echo ubuntu > "$b/etc/operating_system"
+cat > "$b/etc/monitrc" <<'MONITRC'
+set daemon 10
+set logfile /var/vcap/monit/monit.log
+set httpd port 2822 and use address 127.0.0.1
+  allow cleartext /var/vcap/monit/monit.user
+include /var/vcap/monit/*.monitrc
+include /var/vcap/monit/job/*.monitrc
+MONITRC
+chmod 0700 "$b/etc/monitrc"
+touch "$root/var/vcap/monit/empty.monitrc"
+cat > "$b/bin/restart_networking" <<'NET'
+#!/bin/sh
+# the agent runs this after writing /etc/systemd/network/*.network
+exec systemctl restart systemd-networkd
+NET
+chmod 0755 "$b/bin/restart_networking"
+cat > "$root/etc/systemd/system/bosh-agent.service" <<'UNIT'
+[Unit]
+Description=BOSH agent
+After=network.target
+
+[Service]
+WorkingDirectory=/var/vcap/bosh
+ExecStart=/bin/sh -c 'PATH=/var/vcap/bosh/bin:$PATH exec /var/vcap/bosh/bin/bosh-agent -P "$(cat /var/vcap/bosh/etc/operating_system)" -C /var/vcap/bosh/agent.json'
+Restart=always
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+cat > "$root/etc/systemd/system/monit.service" <<'UNIT'
+[Unit]
+Description=monit (started by the BOSH agent)
+After=network.target
+ConditionPathExists=/var/vcap/data/sys/run
+
+[Service]
+ExecStart=/bin/sh -c 'PATH=/var/vcap/bosh/bin:$PATH exec /var/vcap/bosh/bin/monit -I -c /var/vcap/bosh/etc/monitrc'
+Restart=always
+KillMode=process
+UNIT
+ln -sf /etc/systemd/system/bosh-agent.service "$root/etc/systemd/system/multi-user.target.wants/bosh-agent.service"
+# the journal on the serial console: a CI failure shows what the agent said
+mkdir -p "$root/etc/systemd/journald.conf.d"
+printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > "$root/etc/systemd/journald.conf.d/console.conf"
+echo bosh-stemcell > "$root/etc/hostname"
+printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
+echo '/dev/sda1 / ext4 defaults 0 1' > "$root/etc/fstab"
+: > "$root/etc/machine-id"
+chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' > "$work/packages.txt"
+
+# --- 4. one raw disk per family (agent.json differs), then the two stemcell formats --------------------------
+size_mib=3072
+disk() { # FAMILY-AGENT-JSON OUT.raw
+  cp "$1" "$b/agent.json"
+  find "$root" -newermt "@$epoch" -exec touch -h -d "@$epoch" {} + 2>/dev/null || true
+  truncate -s $(( (size_mib - 1) * 1024 * 1024 )) "$work/part.ext4"
+  E2FSPROGS_FAKE_TIME=$epoch mke2fs -q -t ext4 -L rootfs -U 3a1c7d3e-0000-4000-8000-00000000b05b \
+    -E hash_seed=3a1c7d3e-0000-4000-8000-00000000b05b,root_owner=0:0 -d "$root" "$work/part.ext4"
+  truncate -s $(( size_mib * 1024 * 1024 )) "$2"
+  echo 'label: dos
+label-id: 0x0b05b0b0
+start=2048, type=83, bootable' | sfdisk -q "$2"
+  dd if="$work/part.ext4" of="$2" bs=1M seek=1 conv=notrunc,sparse status=none
+  rm -f "$work/part.ext4"
+}
+tarball() { # OUT.tgz DIR FILES...
+  local o=$1 d=$2; shift 2
+  tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner -C "$d" -cf - "$@" | gzip -n -1 > "$o"
+}
+manifest() { # NAME INFRA FORMATS HYPERVISOR DISK_FORMAT SHA1 EXTRA
+  cat <<MF
+---
+name: $1
+version: '$version'
+bosh_protocol: 1
+api_version: 3
+sha1: $6
+operating_system: debian-bookworm
+stemcell_formats: [$3]
+cloud_properties:
+  name: $1
+  version: '$version'
+  infrastructure: $2
+  hypervisor: $4
+  disk: $size_mib
+  disk_format: $5
+  container_format: bare
+  os_type: linux
+  os_distro: debian
+  architecture: x86_64
+$7
+MF
+}
+
+mkdir -p "$work/os" "$work/vs" "$work/out"
+cat > "$work/agent-openstack.json" <<'JSON'
+{
+  "Platform": {"Linux": {"CreatePartitionIfNoEphemeralDisk": true, "DevicePathResolutionType": "virtio", "ServiceManager": "systemd"}},
+  "Infrastructure": {"Settings": {"Sources": [
+    {"Type": "File", "SettingsPath": "/var/vcap/bosh/agent-bootstrap-env.json"},
+    {"Type": "ConfigDrive", "DiskPaths": ["/dev/disk/by-label/CONFIG-2", "/dev/disk/by-label/config-2"],
+     "MetaDataPath": "ec2/latest/meta-data.json", "UserDataPath": "ec2/latest/user-data"}
+  ], "UseServerName": false, "UseRegistry": false}}
+}
+JSON
+cat > "$work/agent-vsphere.json" <<'JSON'
+{
+  "Platform": {"Linux": {"DevicePathResolutionType": "scsi", "PartitionerType": "parted", "ServiceManager": "systemd"}},
+  "Infrastructure": {"Settings": {"Sources": [{"Type": "CDROM", "FileName": "env"}], "UseRegistry": false}}
+}
+JSON
+
+log "OpenStack family: qcow2 root.img"
+disk "$work/agent-openstack.json" "$work/os.raw"
+qemu-img convert -c -f raw -O qcow2 -o compat=0.10 "$work/os.raw" "$work/os/root.img"
+rm -f "$work/os.raw"
+tarball "$work/os/image" "$work/os" root.img
+name=bosh-openstack-kvm-debian-bookworm-go_agent
+sha=$(sha1sum "$work/os/image" | cut -d' ' -f1)
+manifest $name openstack openstack-qcow2 kvm qcow2 "$sha" "  auto_disk_config: true" > "$work/os/stemcell.MF"
+cp "$work/packages.txt" "$work/os/packages.txt"; : > "$work/os/dev_tools_file_list.txt"
+tarball "$work/out/$name.tgz" "$work/os" stemcell.MF image packages.txt dev_tools_file_list.txt
+
+log "vSphere family: OVF + stream-optimised VMDK"
+disk "$work/agent-vsphere.json" "$work/vs.raw"
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized,adapter_type=lsilogic,hwversion=13 "$work/vs.raw" "$work/vs/image-disk1.vmdk"
+rm -f "$work/vs.raw"
+vmdk_bytes=$(stat -c %s "$work/vs/image-disk1.vmdk")
+cat > "$work/vs/image.ovf" <<OVF
+<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References><File ovf:href="image-disk1.vmdk" ovf:id="file1" ovf:size="$vmdk_bytes"/></References>
+  <DiskSection><Info>Virtual disk information</Info>
+    <Disk ovf:capacity="$size_mib" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="image">
+    <Info>A test stemcell</Info>
+    <OperatingSystemSection ovf:id="96" vmw:osType="debian12_64Guest"><Info>Debian 12</Info></OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware</Info>
+      <System><vssd:ElementName>Virtual Hardware Family</vssd:ElementName><vssd:InstanceID>0</vssd:InstanceID><vssd:VirtualSystemType>vmx-13</vssd:VirtualSystemType></System>
+      <Item><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits><rasd:ElementName>1 virtual CPU</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ElementName>512MB of memory</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:ElementName>SCSI Controller 0</rasd:ElementName><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:ElementName>IDE Controller 0</rasd:ElementName><rasd:InstanceID>4</rasd:InstanceID><rasd:ResourceType>5</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>Hard Disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>5</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item ovf:required="false"><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:AutomaticAllocation>false</rasd:AutomaticAllocation><rasd:ElementName>CD-ROM 1</rasd:ElementName><rasd:InstanceID>6</rasd:InstanceID><rasd:Parent>4</rasd:Parent><rasd:ResourceSubType>vmware.cdrom.remotepassthrough</rasd:ResourceSubType><rasd:ResourceType>15</rasd:ResourceType></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+OVF
+( cd "$work/vs" && for f in image.ovf image-disk1.vmdk; do echo "SHA1($f)= $(sha1sum "$f" | cut -d' ' -f1)"; done > image.mf )
+tarball "$work/vs/image" "$work/vs" image.ovf image.mf image-disk1.vmdk
+name=bosh-vsphere-esxi-debian-bookworm-go_agent
+sha=$(sha1sum "$work/vs/image" | cut -d' ' -f1)
+manifest $name vsphere "vsphere-ovf, vsphere-ova" esxi ovf "$sha" "  root_device_name: /dev/sda1" > "$work/vs/stemcell.MF"
+cp "$work/packages.txt" "$work/vs/packages.txt"; : > "$work/vs/dev_tools_file_list.txt"
+tarball "$work/out/$name.tgz" "$work/vs" stemcell.MF image packages.txt dev_tools_file_list.txt
+
+cp "$work/vmlinuz" "$work/initrd.img" "$work/packages.txt" "$work/out/"
+chmod 0644 "$work/out/"*
+mkdir -p "$cache"
+rm -rf "$out"
+mv "$work/out" "$out"
+date -u +%FT%TZ > "$out/done"
+log "done in $(( $(date +%s) - started )) s: $out ($(du -sh "$out" | cut -f1))"
+ls -la "$out" >&2
+echo "$out"

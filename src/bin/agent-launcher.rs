@@ -67,13 +67,22 @@ fn load(path: &std::path::Path) -> Result<(Config, String), vmcpi::launcher::con
     Ok((cfg, token))
 }
 
-fn source(cfg: &Config, token: &str) -> Result<Box<dyn Source>, vmcpi::launcher::config::ConfigError> {
+fn source(
+    cfg: &Config,
+    token: &str,
+) -> Result<Box<dyn Source>, vmcpi::launcher::config::ConfigError> {
     match cfg.buildkite.source {
         SourceKind::Stacks => Ok(Box::new(Stacks::new(cfg, token))),
         SourceKind::Rest => {
             let api_token = cfg.rest_token()?;
             log::add_secret(&api_token);
-            Rest::new(cfg, &api_token).map(|r| Box::new(r) as Box<dyn Source>).ok_or_else(|| vmcpi::launcher::config::ConfigError::Invalid("no [buildkite.rest] section".into()))
+            Rest::new(cfg, &api_token)
+                .map(|r| Box::new(r) as Box<dyn Source>)
+                .ok_or_else(|| {
+                    vmcpi::launcher::config::ConfigError::Invalid(
+                        "no [buildkite.rest] section".into(),
+                    )
+                })
         }
     }
 }
@@ -82,7 +91,11 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| log::error(&format!("panic: {info}"))));
     match Cli::parse().cmd {
         Cmd::CheckConfig { config, online } => {
-            let cfg = match load(&config).and_then(|(cfg, token)| source(&cfg, &token).and_then(|_| cfg.check_local()).map(|_| (cfg, token))) {
+            let cfg = match load(&config).and_then(|(cfg, token)| {
+                source(&cfg, &token)
+                    .and_then(|_| cfg.check_local())
+                    .map(|_| (cfg, token))
+            }) {
                 Ok(x) => x,
                 Err(e) => return fail(&e),
             };
@@ -92,10 +105,15 @@ fn main() -> ExitCode {
                     return fail(&e);
                 }
                 if cfg.buildkite.source == SourceKind::Rest {
-                    let checked = cfg.rest_token().map_err(|e| Box::new(e) as Box<dyn std::error::Error>).and_then(|t| match Rest::new(&cfg, &t) {
-                        Some(mut r) => r.check_token().map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
-                        None => Ok(()),
-                    });
+                    let checked = cfg
+                        .rest_token()
+                        .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+                        .and_then(|t| match Rest::new(&cfg, &t) {
+                            Some(mut r) => r
+                                .check_token()
+                                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
+                            None => Ok(()),
+                        });
                     if let Err(e) = checked {
                         return fail(e.as_ref());
                     }
@@ -105,8 +123,16 @@ fn main() -> ExitCode {
                 "{}: ok ({} pools: {}){}",
                 config.display(),
                 cfg.pools.len(),
-                cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
-                if online { "; the Buildkite API accepts the token" } else { "" }
+                cfg.pools
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if online {
+                    "; the Buildkite API accepts the token"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }

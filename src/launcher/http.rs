@@ -46,7 +46,10 @@ pub fn lock(s: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot read {path}")]
-    Read { path: std::path::PathBuf, source: std::io::Error },
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen")]
     Bind(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("{0} is not an IP address")]
@@ -57,16 +60,34 @@ pub enum ServeError {
 const WORKERS: usize = 4;
 
 /// Binds the listener (HTTPS with `tls`) and serves it on worker threads; returns the bound address.
-pub fn serve(addr: &str, tls: Option<&crate::launcher::config::Tls>, shared: SharedRef) -> Result<std::net::SocketAddr, ServeError> {
+pub fn serve(
+    addr: &str,
+    tls: Option<&crate::launcher::config::Tls>,
+    shared: SharedRef,
+) -> Result<std::net::SocketAddr, ServeError> {
     let server = match tls {
         None => tiny_http::Server::http(addr),
         Some(t) => {
-            let read = |p: &std::path::Path| std::fs::read(p).map_err(|source| ServeError::Read { path: p.to_path_buf(), source });
-            tiny_http::Server::https(addr, tiny_http::SslConfig { certificate: read(&t.cert_file)?, private_key: read(&t.key_file)? })
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|source| ServeError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            };
+            tiny_http::Server::https(
+                addr,
+                tiny_http::SslConfig {
+                    certificate: read(&t.cert_file)?,
+                    private_key: read(&t.key_file)?,
+                },
+            )
         }
     }
     .map_err(ServeError::Bind)?;
-    let local = server.server_addr().to_ip().ok_or_else(|| ServeError::NotIp(addr.to_string()))?;
+    let local = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| ServeError::NotIp(addr.to_string()))?;
     let server = Arc::new(server);
     for i in 0..WORKERS {
         let (server, shared) = (server.clone(), shared.clone());
@@ -74,7 +95,8 @@ pub fn serve(addr: &str, tls: Option<&crate::launcher::config::Tls>, shared: Sha
             .name(format!("http-{i}"))
             .spawn(move || {
                 for req in server.incoming_requests() {
-                    let (status, ctype, body) = answer(req.method(), req.url(), bearer(&req).as_deref(), &shared);
+                    let (status, ctype, body) =
+                        answer(req.method(), req.url(), bearer(&req).as_deref(), &shared);
                     let mut resp = tiny_http::Response::from_string(body).with_status_code(status);
                     if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", ctype) {
                         resp.add_header(h);
@@ -89,18 +111,35 @@ pub fn serve(addr: &str, tls: Option<&crate::launcher::config::Tls>, shared: Sha
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
 fn bearer(req: &tiny_http::Request) -> Option<String> {
-    let v = req.headers().iter().find(|h| h.field.equiv("Authorization"))?.value.as_str().trim();
+    let v = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))?
+        .value
+        .as_str()
+        .trim();
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 /// Compares in time independent of where the inputs differ.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The answer to one request: status, content type, body.
-pub fn answer(method: &tiny_http::Method, url: &str, bearer: Option<&str>, shared: &SharedRef) -> (u16, &'static str, String) {
+pub fn answer(
+    method: &tiny_http::Method,
+    url: &str,
+    bearer: Option<&str>,
+    shared: &SharedRef,
+) -> (u16, &'static str, String) {
     use tiny_http::Method;
     let path = url.split('?').next().unwrap_or("");
     let known = matches!(path, "/metrics" | "/healthz" | "/v1/assignment");
@@ -111,13 +150,24 @@ pub fn answer(method: &tiny_http::Method, url: &str, bearer: Option<&str>, share
         return (405, "text/plain", "method not allowed\n".into());
     }
     match path {
-        "/metrics" => (200, "text/plain; version=0.0.4", lock(shared).metrics.render()),
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4",
+            lock(shared).metrics.render(),
+        ),
         "/healthz" => {
             let s = lock(shared);
             if s.last_tick.elapsed() >= s.healthy_within {
                 (503, "text/plain", "the main loop is stuck\n".into())
             } else if s.failed_polls >= s.unhealthy_after {
-                (503, "text/plain", format!("{} consecutive failed polls of the Buildkite API\n", s.failed_polls))
+                (
+                    503,
+                    "text/plain",
+                    format!(
+                        "{} consecutive failed polls of the Buildkite API\n",
+                        s.failed_polls
+                    ),
+                )
             } else {
                 (200, "text/plain", "ok\n".into())
             }
@@ -125,11 +175,26 @@ pub fn answer(method: &tiny_http::Method, url: &str, bearer: Option<&str>, share
         _ => {
             let secret = bearer.unwrap_or("");
             let s = lock(shared);
-            let found = if secret.is_empty() { None } else { s.assignments.iter().find(|(k, _)| same(k, secret)).map(|(_, a)| a) };
+            let found = if secret.is_empty() {
+                None
+            } else {
+                s.assignments
+                    .iter()
+                    .find(|(k, _)| same(k, secret))
+                    .map(|(_, a)| a)
+            };
             match found {
-                None => (401, "application/json", "{\"message\":\"unknown VM secret\"}".into()),
+                None => (
+                    401,
+                    "application/json",
+                    "{\"message\":\"unknown VM secret\"}".into(),
+                ),
                 Some(Assignment { job: None, .. }) => (204, "application/json", String::new()),
-                Some(Assignment { job: Some(job), agent_tags, name }) => {
+                Some(Assignment {
+                    job: Some(job),
+                    agent_tags,
+                    name,
+                }) => {
                     let body = json!({
                         "job_id": job,
                         "agent_tags": agent_tags.join(","),

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum TarballError {
     #[error("cannot read stemcell tarball {path}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("stemcell tarball {0} has no `image` member")]
     NoImage(PathBuf),
     #[error("stemcell.MF in {path}: {reason}")]
@@ -27,22 +30,38 @@ pub struct Extracted {
 
 /// Opens a tarball, gunzipping it when it starts with the gzip magic.
 fn open(tarball: &Path) -> Result<tar::Archive<Box<dyn Read>>, TarballError> {
-    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
+    let read = |source| TarballError::Read {
+        path: tarball.to_path_buf(),
+        source,
+    };
     let mut f = std::fs::File::open(tarball).map_err(read)?;
     let mut magic = [0u8; 2];
     f.read_exact(&mut magic).map_err(read)?;
     let f = std::fs::File::open(tarball).map_err(read)?;
-    let reader: Box<dyn Read> = if magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
+    let reader: Box<dyn Read> = if magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
     Ok(tar::Archive::new(reader))
 }
 
 /// Checks that a file is a stemcell tarball (it has an `image` member) without extracting it.
 pub fn probe(tarball: &Path) -> Result<(), TarballError> {
-    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
+    let read = |source| TarballError::Read {
+        path: tarball.to_path_buf(),
+        source,
+    };
     let mut archive = open(tarball)?;
     for entry in archive.entries().map_err(read)? {
         let entry = entry.map_err(read)?;
-        if entry.path().map_err(read)?.to_string_lossy().trim_start_matches("./") == "image" {
+        if entry
+            .path()
+            .map_err(read)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            == "image"
+        {
             return Ok(());
         }
     }
@@ -50,15 +69,30 @@ pub fn probe(tarball: &Path) -> Result<(), TarballError> {
 }
 
 /// Extracts `image` and reads `stemcell.MF` from a (gzipped) stemcell tarball into a directory under `tmp`.
-pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Result<Extracted, TarballError> {
-    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
-    let dir = tempfile::Builder::new().prefix("stemcell-").tempdir_in(tmp).map_err(read)?;
+pub fn extract(
+    tarball: &Path,
+    tmp: &Path,
+    overrides: &Map<String, Value>,
+) -> Result<Extracted, TarballError> {
+    let read = |source| TarballError::Read {
+        path: tarball.to_path_buf(),
+        source,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("stemcell-")
+        .tempdir_in(tmp)
+        .map_err(read)?;
     let mut archive = open(tarball)?;
     let image = dir.path().join("image");
     let (mut have_image, mut manifest) = (false, None);
     for entry in archive.entries().map_err(read)? {
         let mut entry = entry.map_err(read)?;
-        let name = entry.path().map_err(read)?.to_string_lossy().trim_start_matches("./").to_string();
+        let name = entry
+            .path()
+            .map_err(read)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         match name.as_str() {
             "image" => {
                 let mut out = std::fs::File::create(&image).map_err(read)?;
@@ -67,7 +101,10 @@ pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Re
             }
             "stemcell.MF" => {
                 let mut text = String::new();
-                entry.take(1 << 20).read_to_string(&mut text).map_err(read)?;
+                entry
+                    .take(1 << 20)
+                    .read_to_string(&mut text)
+                    .map_err(read)?;
                 manifest = Some(text);
             }
             _ => {}
@@ -77,13 +114,22 @@ pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Re
         return Err(TarballError::NoImage(tarball.to_path_buf()));
     }
     let mut cloud_properties = match manifest {
-        Some(text) => manifest_cloud_properties(&text).map_err(|reason| TarballError::Manifest { path: tarball.to_path_buf(), reason })?,
+        Some(text) => {
+            manifest_cloud_properties(&text).map_err(|reason| TarballError::Manifest {
+                path: tarball.to_path_buf(),
+                reason,
+            })?
+        }
         None => Map::new(),
     };
     for (k, v) in overrides {
         cloud_properties.insert(k.clone(), v.clone());
     }
-    Ok(Extracted { image, cloud_properties, _dir: dir })
+    Ok(Extracted {
+        image,
+        cloud_properties,
+        _dir: dir,
+    })
 }
 
 fn scalar(v: &str) -> Value {
@@ -137,7 +183,10 @@ pub fn manifest_cloud_properties(text: &str) -> Result<Map<String, Value>, Strin
         if *indent.get_or_insert(lead) != lead {
             return Err("cloud_properties holds nested values; set cloud_properties in the pool's stemcell config".into());
         }
-        let (k, v) = line.trim().split_once(':').ok_or_else(|| format!("cannot read line {:?}", line.trim()))?;
+        let (k, v) = line
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("cannot read line {:?}", line.trim()))?;
         if v.trim().is_empty() || v.trim().starts_with(['[', '{', '|', '>', '&', '*']) {
             return Err(format!("cloud_properties.{} is not a scalar; set cloud_properties in the pool's stemcell config", k.trim()));
         }
@@ -156,10 +205,23 @@ mod tests {
     #[test]
     fn manifest_cloud_properties_are_read_flat() {
         let cp = manifest_cloud_properties(MF).unwrap();
-        assert_eq!(Value::Object(cp), json!({"name": "bosh-openstack-kvm-ubuntu-jammy-go_agent", "version": "1.506", "disk": 5120, "auto_disk_config": true, "os_distro": "ubuntu"}));
-        assert!(manifest_cloud_properties("cloud_properties:\n  a:\n    b: 1\n").unwrap_err().contains("in the pool's stemcell config"));
-        assert!(manifest_cloud_properties("cloud_properties:\n  a: 1\n    b: 1\n").unwrap_err().contains("nested"));
-        assert!(manifest_cloud_properties("cloud_properties: {}\n").unwrap().is_empty());
+        assert_eq!(
+            Value::Object(cp),
+            json!({"name": "bosh-openstack-kvm-ubuntu-jammy-go_agent", "version": "1.506", "disk": 5120, "auto_disk_config": true, "os_distro": "ubuntu"})
+        );
+        assert!(
+            manifest_cloud_properties("cloud_properties:\n  a:\n    b: 1\n")
+                .unwrap_err()
+                .contains("in the pool's stemcell config")
+        );
+        assert!(
+            manifest_cloud_properties("cloud_properties:\n  a: 1\n    b: 1\n")
+                .unwrap_err()
+                .contains("nested")
+        );
+        assert!(manifest_cloud_properties("cloud_properties: {}\n")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -167,9 +229,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let tgz = d.path().join("stemcell.tgz");
         {
-            let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
+            let gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&tgz).unwrap(),
+                flate2::Compression::fast(),
+            );
             let mut t = tar::Builder::new(gz);
-            for (name, data) in [("stemcell.MF", MF.as_bytes()), ("image", b"IMAGEBYTES".as_slice())] {
+            for (name, data) in [
+                ("stemcell.MF", MF.as_bytes()),
+                ("image", b"IMAGEBYTES".as_slice()),
+            ] {
                 let mut h = tar::Header::new_gnu();
                 h.set_size(data.len() as u64);
                 h.set_mode(0o644);
@@ -187,11 +255,20 @@ mod tests {
         drop(e);
         assert!(!image.exists(), "the extracted image is removed");
         std::fs::write(d.path().join("bad.tar"), vec![0u8; 1024]).unwrap();
-        assert!(matches!(extract(&d.path().join("bad.tar"), d.path(), &Map::new()), Err(TarballError::NoImage(_))));
+        assert!(matches!(
+            extract(&d.path().join("bad.tar"), d.path(), &Map::new()),
+            Err(TarballError::NoImage(_))
+        ));
         probe(&tgz).unwrap();
-        assert!(matches!(probe(&d.path().join("bad.tar")), Err(TarballError::NoImage(_))));
+        assert!(matches!(
+            probe(&d.path().join("bad.tar")),
+            Err(TarballError::NoImage(_))
+        ));
         std::fs::write(d.path().join("junk"), vec![0x42u8; 4096]).unwrap();
         assert!(probe(&d.path().join("junk")).is_err());
-        assert!(matches!(probe(&d.path().join("missing")), Err(TarballError::Read { .. })));
+        assert!(matches!(
+            probe(&d.path().join("missing")),
+            Err(TarballError::Read { .. })
+        ));
     }
 }

@@ -4,7 +4,10 @@ use super::*;
 use serde_json::json;
 
 fn count(s: &Setup, name: &str) -> u32 {
-    std::fs::read_to_string(s.cpi_dir().join(format!("count.{name}"))).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(s.cpi_dir().join(format!("count.{name}")))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn set_config(s: &Setup, from: &str, to: &str) {
@@ -14,8 +17,19 @@ fn set_config(s: &Setup, from: &str, to: &str) {
 }
 
 fn run_cmd(s: &Setup, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(launcher_bin()).args(args).arg("--config").arg(&s.config).env("BK_TOKEN", TOKEN).env("BK_REST_TOKEN", fake_bk::REST_TOKEN).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    let out = Command::new(launcher_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&s.config)
+        .env("BK_TOKEN", TOKEN)
+        .env("BK_REST_TOKEN", fake_bk::REST_TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// Item 1: `dispatch_paused` and `paused` in one reply used to be a serde "duplicate field" error on every poll.
@@ -25,7 +39,9 @@ fn launcher_reads_a_queue_reply_with_both_paused_spellings() {
     s.bk.st().both_paused_fields = true;
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let _l = s.spawn();
-    wait_for(10, "the job's VM", &|| s.log(), || s.vms().iter().any(|(_, jj)| *jj == j));
+    wait_for(10, "the job's VM", &|| s.log(), || {
+        s.vms().iter().any(|(_, jj)| *jj == j)
+    });
     assert!(!s.log().contains("duplicate field"), "{}", s.log());
 }
 
@@ -34,18 +50,31 @@ fn launcher_reads_a_queue_reply_with_both_paused_spellings() {
 fn launcher_healthz_turns_unhealthy_after_consecutive_failed_polls() {
     let s = Setup::new("", POOL);
     let _l = s.spawn();
-    wait_for(10, "a healthy launcher", &|| s.log(), || s.http_get("/healthz", None).0 == 200);
+    wait_for(10, "a healthy launcher", &|| s.log(), || {
+        s.http_get("/healthz", None).0 == 200
+    });
     s.bk.st().list_override = Some((200, r#"{"message":"not a page"}"#.into()));
-    wait_for(20, "/healthz to fail", &|| s.log(), || s.http_get("/healthz", None).0 == 503);
+    wait_for(20, "/healthz to fail", &|| s.log(), || {
+        s.http_get("/healthz", None).0 == 503
+    });
     let (_, body) = s.http_get("/healthz", None);
     assert!(body.contains("consecutive failed polls"), "{body}");
     let (_, m) = s.http_get("/metrics", None);
-    let n: f64 = m.lines().find_map(|l| l.strip_prefix("launcher_buildkite_consecutive_failed_polls ")).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no gauge in {m}"));
+    let n: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("launcher_buildkite_consecutive_failed_polls "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no gauge in {m}"));
     assert!(n >= 3.0, "{m}");
     s.bk.st().list_override = None;
-    wait_for(30, "/healthz to recover", &|| s.log(), || s.http_get("/healthz", None).0 == 200);
+    wait_for(30, "/healthz to recover", &|| s.log(), || {
+        s.http_get("/healthz", None).0 == 200
+    });
     let (_, m) = s.http_get("/metrics", None);
-    assert!(m.contains("launcher_buildkite_consecutive_failed_polls 0"), "{m}");
+    assert!(
+        m.contains("launcher_buildkite_consecutive_failed_polls 0"),
+        "{m}"
+    );
 }
 
 /// Item 2: a reserve whose reply is lost (headers came, the body timed out) is reconciled at once, and the
@@ -54,11 +83,17 @@ fn launcher_healthz_turns_unhealthy_after_consecutive_failed_polls() {
 fn launcher_reconciles_a_reserve_whose_reply_was_lost() {
     let s = Setup::new("", POOL);
     // a long reservation: a stranded job would stay hidden for the whole test
-    set_config(&s, "reservation_expiry_seconds = 2", "reservation_expiry_seconds = 120");
+    set_config(
+        &s,
+        "reservation_expiry_seconds = 2",
+        "reservation_expiry_seconds = 120",
+    );
     s.bk.stall_body("batch-reserve", 1500);
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let _l = s.spawn();
-    wait_for(10, "the job's VM", &|| s.log(), || s.vms().iter().any(|(_, jj)| *jj == j));
+    wait_for(10, "the job's VM", &|| s.log(), || {
+        s.vms().iter().any(|(_, jj)| *jj == j)
+    });
     let log = s.log();
     assert!(log.contains("reserve jobs: timed out"), "{log}");
     assert!(!log.contains("EOF while parsing"), "{log}");
@@ -71,7 +106,9 @@ fn launcher_reconciles_a_reserve_whose_reply_was_lost() {
     for _ in 0..3 {
         s.bk.stall_body("batch-reserve", 1500);
     }
-    wait_for(20, "the second job's VM", &|| s.log(), || s.vms().iter().any(|(_, jj)| *jj == k));
+    wait_for(20, "the second job's VM", &|| s.log(), || {
+        s.vms().iter().any(|(_, jj)| *jj == k)
+    });
     assert!(s.bk.st().faults.is_empty(), "all three answers were lost");
     let job = s.bk.job(&k);
     assert!(job.reservations >= 4 && job.lapses == 0, "{job:?}");
@@ -86,8 +123,14 @@ fn launcher_dry_run_works_without_a_running_launcher() {
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let (ok, out, err) = run_cmd(&s, &["run", "--dry-run"]);
     assert!(ok, "{err}");
-    assert!(out.contains(&format!("would create_vm job={j} pool=linux")), "{out}");
-    assert!(s.bk.st().stacks.is_empty(), "the stack is left unregistered");
+    assert!(
+        out.contains(&format!("would create_vm job={j} pool=linux")),
+        "{out}"
+    );
+    assert!(
+        s.bk.st().stacks.is_empty(),
+        "the stack is left unregistered"
+    );
     assert_eq!(s.bk.job(&j).reservations, 0);
     assert!(s.calls().is_empty());
 
@@ -100,7 +143,10 @@ fn launcher_dry_run_works_without_a_running_launcher() {
     let calls = s.calls().len();
     let (ok, out, err) = run_cmd(&s, &["run", "--dry-run"]);
     assert!(ok, "{err}");
-    assert!(out.contains(&format!("would create_vm job={k} pool=linux")), "{out}");
+    assert!(
+        out.contains(&format!("would create_vm job={k} pool=linux")),
+        "{out}"
+    );
     assert_eq!((s.bk.job(&k).reservations, s.calls().len()), (0, calls));
     assert!(s.bk.st().stacks.is_empty());
 }
@@ -112,15 +158,25 @@ fn launcher_tags_a_vm_recovered_from_an_interrupted_create_vm() {
     s.script(json!({"create_vm": {"delay_ms": 1500}}));
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let mut l = s.spawn();
-    wait_for(10, "create_vm to start", &|| s.log(), || count(&s, "create_vm") == 1);
+    wait_for(10, "create_vm to start", &|| s.log(), || {
+        count(&s, "create_vm") == 1
+    });
     l.kill9();
     let _l = s.spawn();
     wait_for(10, "the recovered VM", &|| s.log(), || s.vms().len() == 1);
     let (cid, job) = s.vms()[0].clone();
     assert_eq!(job, j);
-    wait_for(10, "its metadata", &|| s.log(), || s.cpi_dir().join(format!("vms/{cid}.meta.json")).exists());
-    let md: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.meta.json"))).unwrap()).unwrap();
-    assert_eq!((md["job"].as_str(), md["agent-launcher"].as_str()), (Some(j.as_str()), Some("test-launcher")));
+    wait_for(10, "its metadata", &|| s.log(), || {
+        s.cpi_dir().join(format!("vms/{cid}.meta.json")).exists()
+    });
+    let md: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.meta.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (md["job"].as_str(), md["agent-launcher"].as_str()),
+        (Some(j.as_str()), Some("test-launcher"))
+    );
     assert_eq!(count(&s, "create_vm"), 1);
 }
 
@@ -131,11 +187,16 @@ fn launcher_drains_warm_vms_on_sigterm() {
     let s = Setup::new("on_shutdown = \"drain\"", &pools);
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let mut l = s.spawn();
-    wait_for(10, "the job's VM and a warm VM", &|| s.log(), || s.vms().len() == 2 && s.vms().iter().any(|(_, jj)| *jj == j));
+    wait_for(10, "the job's VM and a warm VM", &|| s.log(), || {
+        s.vms().len() == 2 && s.vms().iter().any(|(_, jj)| *jj == j)
+    });
     s.bk.set_state(&j, "running");
     l.signal("TERM");
     std::thread::sleep(Duration::from_millis(600));
-    assert!(l.child.try_wait().unwrap().is_none(), "still draining the running job");
+    assert!(
+        l.child.try_wait().unwrap().is_none(),
+        "still draining the running job"
+    );
     assert!(s.vms().iter().any(|(_, jj)| *jj == j));
     s.bk.set_state(&j, "passed");
     assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
@@ -149,9 +210,19 @@ fn launcher_settles_a_create_stemcell_interrupted_by_sigkill() {
     let s = Setup::new("", POOL);
     let tgz = s.dir.path().join("stemcell.tgz");
     {
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&tgz).unwrap(), flate2::Compression::fast());
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tgz).unwrap(),
+            flate2::Compression::fast(),
+        );
         let mut t = tar::Builder::new(gz);
-        for (name, data) in [("stemcell.MF", b"name: fake\nversion: '1'\napi_version: 3\ncloud_properties:\n  disk: 1024\n".as_slice()), ("image", &[7u8; 100_000][..])] {
+        for (name, data) in [
+            (
+                "stemcell.MF",
+                b"name: fake\nversion: '1'\napi_version: 3\ncloud_properties:\n  disk: 1024\n"
+                    .as_slice(),
+            ),
+            ("image", &[7u8; 100_000][..]),
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
@@ -160,19 +231,41 @@ fn launcher_settles_a_create_stemcell_interrupted_by_sigkill() {
         }
         t.into_inner().unwrap().finish().unwrap();
     }
-    set_config(&s, "stemcell = { cid = \"sc-fake\" }", &format!("stemcell = {{ tarball = \"{}\" }}", tgz.display()));
+    set_config(
+        &s,
+        "stemcell = { cid = \"sc-fake\" }",
+        &format!("stemcell = {{ tarball = \"{}\" }}", tgz.display()),
+    );
     s.script(json!({"create_stemcell": {"delay_ms": 1500}}));
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let mut l = s.spawn();
-    wait_for(10, "create_stemcell to start", &|| s.log(), || count(&s, "create_stemcell") == 1);
+    wait_for(10, "create_stemcell to start", &|| s.log(), || {
+        count(&s, "create_stemcell") == 1
+    });
     l.kill9();
     let _l = s.spawn();
-    wait_for(15, "the job's VM", &|| s.log(), || s.vms().iter().any(|(_, jj)| *jj == j));
-    assert_eq!(count(&s, "create_stemcell"), 1, "uploaded again:\n{}", s.log());
-    assert_eq!(s.calls().iter().filter(|c| c[0] == "create_stemcell").count(), 1);
+    wait_for(15, "the job's VM", &|| s.log(), || {
+        s.vms().iter().any(|(_, jj)| *jj == j)
+    });
+    assert_eq!(
+        count(&s, "create_stemcell"),
+        1,
+        "uploaded again:\n{}",
+        s.log()
+    );
+    assert_eq!(
+        s.calls()
+            .iter()
+            .filter(|c| c[0] == "create_stemcell")
+            .count(),
+        1
+    );
     let spool = s.dir.path().join("ledger/spool");
     wait_for(10, "an empty spool", &|| s.log(), || {
-        std::fs::read_dir(&spool).unwrap().flatten().all(|e| !e.file_type().unwrap().is_dir() && !e.file_name().to_string_lossy().starts_with("stemcell-"))
+        std::fs::read_dir(&spool).unwrap().flatten().all(|e| {
+            !e.file_type().unwrap().is_dir()
+                && !e.file_name().to_string_lossy().starts_with("stemcell-")
+        })
     });
 }
 
@@ -180,7 +273,10 @@ fn launcher_settles_a_create_stemcell_interrupted_by_sigkill() {
 #[test]
 fn launcher_resets_the_deadline_of_a_warm_vm_when_it_gets_a_job() {
     // 6 s lifetime
-    let pools = POOL.replace("create_attempts = 2", "create_attempts = 2\nwarm = 1\nmax_lifetime_minutes = 0.1");
+    let pools = POOL.replace(
+        "create_attempts = 2",
+        "create_attempts = 2\nwarm = 1\nmax_lifetime_minutes = 0.1",
+    );
     let s = Setup::new("", &pools);
     let _l = s.spawn();
     wait_for(10, "the warm VM", &|| s.log(), || s.vms().len() == 1);
@@ -188,11 +284,19 @@ fn launcher_resets_the_deadline_of_a_warm_vm_when_it_gets_a_job() {
     let (warm, _) = s.vms()[0].clone();
     std::thread::sleep(Duration::from_millis(3500));
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
-    wait_for(5, "the assignment", &|| s.log(), || s.bk.job(&j).reservations >= 1);
+    wait_for(5, "the assignment", &|| s.log(), || {
+        s.bk.job(&j).reservations >= 1
+    });
     s.bk.set_state(&j, "running");
     // past the warm VM's first deadline (6 s after it was made), well before the new one (~9.5 s)
-    std::thread::sleep(Duration::from_millis(7800u64.saturating_sub(t0.elapsed().as_millis() as u64)));
-    assert!(s.vms().iter().any(|(c, _)| *c == warm), "the warm VM was cut short:\n{}", s.log());
+    std::thread::sleep(Duration::from_millis(
+        7800u64.saturating_sub(t0.elapsed().as_millis() as u64),
+    ));
+    assert!(
+        s.vms().iter().any(|(c, _)| *c == warm),
+        "the warm VM was cut short:\n{}",
+        s.log()
+    );
     assert!(s.bk.job(&j).finish.is_none());
 }
 
@@ -205,8 +309,14 @@ fn launcher_check_config_finds_what_would_fail_at_run_time() {
     assert!(ok && out.contains("ok"), "{out}{err}");
     let (ok, out, err) = run_cmd(&s, &["check-config", "--online"]);
     assert!(ok && out.contains("ok"), "{out}{err}");
-    assert!(s.bk.st().metrics_queue >= 1, "the online check asked the API");
-    assert!(s.bk.st().stacks.is_empty(), "the online check registers nothing");
+    assert!(
+        s.bk.st().metrics_queue >= 1,
+        "the online check asked the API"
+    );
+    assert!(
+        s.bk.st().stacks.is_empty(),
+        "the online check registers nothing"
+    );
 
     let not_exec = s.dir.path().join("not-exec");
     std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
@@ -214,29 +324,75 @@ fn launcher_check_config_finds_what_would_fail_at_run_time() {
     std::fs::write(&junk, vec![0x42u8; 4096]).unwrap();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
-    let cpi_line = good.lines().find(|l| l.starts_with("cpi = ")).unwrap().to_string();
+    let cpi_line = good
+        .lines()
+        .find(|l| l.starts_with("cpi = "))
+        .unwrap()
+        .to_string();
     let url = s.bk.url.clone();
     let cases: Vec<(String, &str)> = vec![
-        (good.replace(&cpi_line, "cpi = [\"/nonexistent/cpi\"]"), "/nonexistent/cpi"),
-        (good.replace(&cpi_line, &format!("cpi = [\"{}\"]", not_exec.display())), "not executable"),
-        (good.replace("stemcell = { cid = \"sc-fake\" }", "stemcell = { tarball = \"/nonexistent/stemcell.tgz\" }"), "/nonexistent/stemcell.tgz"),
-        (good.replace("stemcell = { cid = \"sc-fake\" }", &format!("stemcell = {{ tarball = \"{}\" }}", junk.display())), "junk.tgz"),
-        (good.replace(&url, url.trim_start_matches("http://")), "endpoint"),
+        (
+            good.replace(&cpi_line, "cpi = [\"/nonexistent/cpi\"]"),
+            "/nonexistent/cpi",
+        ),
+        (
+            good.replace(&cpi_line, &format!("cpi = [\"{}\"]", not_exec.display())),
+            "not executable",
+        ),
+        (
+            good.replace(
+                "stemcell = { cid = \"sc-fake\" }",
+                "stemcell = { tarball = \"/nonexistent/stemcell.tgz\" }",
+            ),
+            "/nonexistent/stemcell.tgz",
+        ),
+        (
+            good.replace(
+                "stemcell = { cid = \"sc-fake\" }",
+                &format!("stemcell = {{ tarball = \"{}\" }}", junk.display()),
+            ),
+            "junk.tgz",
+        ),
+        (
+            good.replace(&url, url.trim_start_matches("http://")),
+            "endpoint",
+        ),
         (good.replace(&url, url.trim_end_matches("/v3")), "/v3"),
-        (good.replace(&format!("listen = \"127.0.0.1:{}\"", s.port), &format!("listen = \"127.0.0.1:{busy_port}\"")), "listen"),
-        (good.replace("queue = \"vm\"", "queue = \"other\""), "queue=other"),
+        (
+            good.replace(
+                &format!("listen = \"127.0.0.1:{}\"", s.port),
+                &format!("listen = \"127.0.0.1:{busy_port}\""),
+            ),
+            "listen",
+        ),
+        (
+            good.replace("queue = \"vm\"", "queue = \"other\""),
+            "queue=other",
+        ),
     ];
     for (text, want) in cases {
         std::fs::write(&s.config, &text).unwrap();
         let (ok, out, err) = run_cmd(&s, &["check-config"]);
-        assert!(!ok, "check-config passed, wanted an error with {want:?}: {out}");
+        assert!(
+            !ok,
+            "check-config passed, wanted an error with {want:?}: {out}"
+        );
         assert!(err.contains(want), "want {want:?} in: {err}");
         assert!(!err.contains("panic"), "{err}");
     }
     std::fs::write(&s.config, &good).unwrap();
-    let out = Command::new(launcher_bin()).args(["check-config", "--online", "--config"]).arg(&s.config).env("BK_TOKEN", "bkct_wrong").output().unwrap();
+    let out = Command::new(launcher_bin())
+        .args(["check-config", "--online", "--config"])
+        .arg(&s.config)
+        .env("BK_TOKEN", "bkct_wrong")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(busy);
 }
 
@@ -260,7 +416,10 @@ fn launcher_cpi_context_ids_are_unique_and_create_vm_has_the_stemcell_api_versio
     let create = lines.iter().find(|l| l[0] == "create_vm").unwrap();
     assert_eq!(create[2], "3", "{text}");
 
-    let out = Command::new(launcher_bin()).arg("--version").output().unwrap();
+    let out = Command::new(launcher_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
     let v = String::from_utf8_lossy(&out.stdout);
     assert!(v.starts_with("agent-launcher "), "{v}");
     let out = Command::new(launcher_bin()).arg("--help").output().unwrap();
@@ -276,16 +435,27 @@ fn launcher_backs_off_between_create_attempts_and_after_failed_polls() {
     s.script(json!({"create_vm": {"fail": 1}}));
     let j = s.bk.add_job(&["queue=vm", "os=linux"], 0);
     let _l = s.spawn();
-    wait_for(10, "the failed create", &|| s.log(), || s.calls().iter().any(|c| c[0] == "create_vm_fail"));
+    wait_for(10, "the failed create", &|| s.log(), || {
+        s.calls().iter().any(|c| c[0] == "create_vm_fail")
+    });
     let t = Instant::now();
-    wait_for(10, "the retry", &|| s.log(), || s.vms().iter().any(|(_, jj)| *jj == j));
-    assert!(t.elapsed() >= Duration::from_millis(800), "retried after {:?}", t.elapsed());
+    wait_for(10, "the retry", &|| s.log(), || {
+        s.vms().iter().any(|(_, jj)| *jj == j)
+    });
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "retried after {:?}",
+        t.elapsed()
+    );
 
     // every list answers 500: the launcher must not keep hammering at its 100 ms poll interval
     s.bk.st().list_override = Some((500, r#"{"message":"boom"}"#.into()));
     let mark = s.bk.st().calls.len();
     std::thread::sleep(Duration::from_secs(5));
-    let n = s.bk.st().calls[mark..].iter().filter(|(_, p)| p.ends_with("/scheduled-jobs")).count();
+    let n = s.bk.st().calls[mark..]
+        .iter()
+        .filter(|(_, p)| p.ends_with("/scheduled-jobs"))
+        .count();
     assert!(n <= 10, "{n} list requests in 5 s of 500s");
 }
 
@@ -305,7 +475,10 @@ fn launcher_rest_source_reads_the_oldest_builds_first() {
     }
     let (ok, out, err) = run_cmd(&s, &["run", "--dry-run"]);
     assert!(ok, "{err}");
-    assert!(out.contains(&format!("would create_vm job={oldest}")), "{out}");
+    assert!(
+        out.contains(&format!("would create_vm job={oldest}")),
+        "{out}"
+    );
 }
 
 /// Item 11: the listener is a real HTTP server: malformed requests get an error answer (never a crash), the
@@ -317,8 +490,14 @@ fn launcher_listener_handles_malformed_requests_and_serves_tls() {
     let _l = s.spawn();
     wait_for(10, "the warm VM", &|| s.log(), || s.vms().len() == 1);
     let (cid, _) = s.vms()[0].clone();
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap()).unwrap();
-    let secret = args[5]["agent_launcher"]["secret"].as_str().unwrap().to_string();
+    let args: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.cpi_dir().join(format!("vms/{cid}.json"))).unwrap(),
+    )
+    .unwrap();
+    let secret = args[5]["agent_launcher"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let raw = |req: &[u8]| -> String {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -333,20 +512,49 @@ fn launcher_listener_handles_malformed_requests_and_serves_tls() {
         b"\x00\x01\x02 garbage\r\n\r\n".to_vec(),
         b"GET\r\n\r\n".to_vec(),
         b"GET /v1/assignment HTTP/9.9\r\n\r\n".to_vec(),
-        format!("GET /v1/assignment HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {secret}\r\n\r\n").into_bytes(),
-        format!("GET /v1/assignment HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(200_000)).into_bytes(),
+        format!("GET /v1/assignment HTTP/1.1\r\nHost: x\r\nAuthorization Bearer {secret}\r\n\r\n")
+            .into_bytes(),
+        format!(
+            "GET /v1/assignment HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+            "a".repeat(200_000)
+        )
+        .into_bytes(),
     ] {
         let answer = raw(&bad);
-        assert!(!answer.contains("\"token\"") && !answer.contains(TOKEN), "{answer}");
-        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.0 4") || answer.starts_with("HTTP/1.1 5"), "{answer:.200}");
+        assert!(
+            !answer.contains("\"token\"") && !answer.contains(TOKEN),
+            "{answer}"
+        );
+        assert!(
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 4")
+                || answer.starts_with("HTTP/1.0 4")
+                || answer.starts_with("HTTP/1.1 5"),
+            "{answer:.200}"
+        );
     }
     // wrong or odd credentials: 401; a secret in the query string is not a credential
-    for auth in ["Bearer wrong".to_string(), format!("Basic {secret}"), format!("Bearer {secret}x"), String::new()] {
-        let h = if auth.is_empty() { String::new() } else { format!("Authorization: {auth}\r\n") };
-        let a = raw(format!("GET /v1/assignment HTTP/1.1\r\nHost: x\r\n{h}Connection: close\r\n\r\n").as_bytes());
+    for auth in [
+        "Bearer wrong".to_string(),
+        format!("Basic {secret}"),
+        format!("Bearer {secret}x"),
+        String::new(),
+    ] {
+        let h = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: {auth}\r\n")
+        };
+        let a = raw(format!(
+            "GET /v1/assignment HTTP/1.1\r\nHost: x\r\n{h}Connection: close\r\n\r\n"
+        )
+        .as_bytes());
         assert!(a.starts_with("HTTP/1.1 401"), "{auth}: {a}");
     }
-    let a = raw(format!("GET /v1/assignment?secret={secret} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    let a = raw(format!(
+        "GET /v1/assignment?secret={secret} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .as_bytes());
     assert!(a.starts_with("HTTP/1.1 401"), "{a}");
     let a = raw(format!("POST /v1/assignment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
     assert!(a.starts_with("HTTP/1.1 405"), "{a}");
@@ -359,7 +567,20 @@ fn launcher_listener_handles_malformed_requests_and_serves_tls() {
     let cert = s.dir.path().join("cert.pem");
     let key = s.dir.path().join("key.pem");
     let st = Command::new("/usr/bin/openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -367,21 +588,40 @@ fn launcher_listener_handles_malformed_requests_and_serves_tls() {
         .status()
         .unwrap();
     assert!(st.success());
-    let text = std::fs::read_to_string(&s.config).unwrap().replace("poll_interval_ms = 100", &format!("poll_interval_ms = 100\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}", cert.display(), key.display()));
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "poll_interval_ms = 100",
+        &format!(
+            "poll_interval_ms = 100\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
+    );
     std::fs::write(&s.config, text).unwrap();
     let _l = s.spawn();
     let url = format!("https://127.0.0.1:{}", s.port);
     let curl = |path: &str, auth: Option<&str>| -> String {
         let mut c = Command::new("/usr/bin/curl");
-        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"]).arg(&cert);
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&cert);
         if let Some(a) = auth {
             c.args(["-H", &format!("Authorization: Bearer {a}")]);
         }
         String::from_utf8_lossy(&c.arg(format!("{url}{path}")).output().unwrap().stdout).to_string()
     };
-    wait_for(10, "the TLS listener", &|| s.log(), || curl("/healthz", None) == "200");
+    wait_for(10, "the TLS listener", &|| s.log(), || {
+        curl("/healthz", None) == "200"
+    });
     assert_eq!(curl("/v1/assignment", Some("wrong")), "401");
     assert_eq!(curl("/v1/assignment", Some(&secret)), "204");
-    assert_ne!(s.http_get("/healthz", None).0, 200, "plain HTTP on the TLS port");
-    assert!(s.log().contains(&format!("listening on https://127.0.0.1:{}", s.port)), "{}", s.log());
+    assert_ne!(
+        s.http_get("/healthz", None).0,
+        200,
+        "plain HTTP on the TLS port"
+    );
+    assert!(
+        s.log()
+            .contains(&format!("listening on https://127.0.0.1:{}", s.port)),
+        "{}",
+        s.log()
+    );
 }

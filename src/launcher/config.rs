@@ -263,13 +263,10 @@ pub struct Stemcell {
     /// The stemcell's `cloud_properties` (over those of the tarball's `stemcell.MF`).
     #[serde(default)]
     pub cloud_properties: Map<String, Value>,
-    /// The stemcell's `api_version` (`stemcell.MF`), sent to create_vm as `context.vm.stemcell.api_version`.
-    #[serde(default = "default_stemcell_api")]
-    pub api_version: u32,
-}
-
-fn default_stemcell_api() -> u32 {
-    3
+    /// The stemcell's `api_version`, sent to create_vm as `context.vm.stemcell.api_version` (default: the
+    /// `api_version` of a tarball's `stemcell.MF`, else 3).
+    #[serde(default)]
+    pub api_version: Option<u32>,
 }
 
 /// Pool limits (0 = no limit).

@@ -95,6 +95,8 @@ pub struct Daemon {
     infos: Vec<PoolInfo>,
     cpis: Vec<Cpi>,
     stemcells: Vec<String>,
+    /// Per pool: the stemcell's API version (create_vm's `context.vm.stemcell.api_version`).
+    stemcell_api: Vec<u32>,
     ledger: Ledger,
     source: Box<dyn Source>,
     shared: SharedRef,
@@ -131,10 +133,25 @@ fn cpi_context(cfg: &Config) -> Value {
 }
 
 /// The context of create_vm: also the stemcell's API version, as the director sends it.
-fn create_vm_context(cfg: &Config, pool: &crate::launcher::config::Pool) -> Value {
+fn create_vm_context(cfg: &Config, stemcell_api_version: u32) -> Value {
     let mut ctx = cpi_context(cfg);
-    ctx["vm"] = json!({"stemcell": {"api_version": pool.stemcell.api_version}});
+    ctx["vm"] = json!({"stemcell": {"api_version": stemcell_api_version}});
     ctx
+}
+
+/// A pool's stemcell API version: configured, else from its tarball's `stemcell.MF`, else 3.
+pub fn stemcell_api_version(pool: &crate::launcher::config::Pool) -> u32 {
+    pool.stemcell
+        .api_version
+        .or_else(|| {
+            let t = pool.stemcell.tarball.as_ref()?;
+            crate::launcher::stemcell::read_manifest(t)
+                .ok()
+                .flatten()
+                .as_deref()
+                .and_then(crate::launcher::stemcell::manifest_api_version)
+        })
+        .unwrap_or(3)
 }
 
 /// The pause before create attempt `failures + 1`: 1 s after the first failure, doubling, at most 60 s.
@@ -232,6 +249,7 @@ impl Daemon {
             infos,
             cpis,
             stemcells: Vec::new(),
+            stemcell_api: Vec::new(),
             ledger,
             source,
             shared,
@@ -264,6 +282,7 @@ impl Daemon {
                 .insert(r.intent.secret.clone(), a);
         }
         d.stemcells = d.ensure_stemcells()?;
+        d.stemcell_api = d.cfg.pools.iter().map(stemcell_api_version).collect();
         Ok(d)
     }
 
@@ -1295,7 +1314,7 @@ impl Daemon {
         let cpi = self.cpis[pi].clone();
         let intent = r.intent.clone();
         let stemcell = self.stemcells.get(pi).cloned().unwrap_or_default();
-        let ctx = create_vm_context(&self.cfg, &self.cfg.pools[pi]);
+        let ctx = create_vm_context(&self.cfg, self.stemcell_api.get(pi).copied().unwrap_or(3));
         let mctx = cpi_context(&self.cfg);
         let (tx, shared) = (self.tx.clone(), self.shared.clone());
         let public_url = self.cfg.public_url();
@@ -1686,7 +1705,8 @@ flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = t
         let (c1, c2) = (cpi_context(&cfg), cpi_context(&cfg));
         assert_ne!(c1["request_id"], c2["request_id"]);
         assert_eq!(
-            create_vm_context(&cfg, &cfg.pools[0])["vm"]["stemcell"]["api_version"],
+            create_vm_context(&cfg, stemcell_api_version(&cfg.pools[0]))["vm"]["stemcell"]
+                ["api_version"],
             3
         );
         let md = metadata("l1", &intent);

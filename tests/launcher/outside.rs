@@ -218,7 +218,7 @@ fn launcher_settles_a_create_stemcell_interrupted_by_sigkill() {
         for (name, data) in [
             (
                 "stemcell.MF",
-                b"name: fake\nversion: '1'\napi_version: 3\ncloud_properties:\n  disk: 1024\n"
+                b"name: fake\nversion: '1'\napi_version: 2\ncloud_properties:\n  disk: 1024\n"
                     .as_slice(),
             ),
             ("image", &[7u8; 100_000][..]),
@@ -267,6 +267,13 @@ fn launcher_settles_a_create_stemcell_interrupted_by_sigkill() {
                 && !e.file_name().to_string_lossy().starts_with("stemcell-")
         })
     });
+    // create_vm's context carries the api_version of the tarball's stemcell.MF (item 10)
+    let ctx = std::fs::read_to_string(s.cpi_dir().join("contexts.log")).unwrap();
+    assert!(
+        ctx.lines()
+            .any(|l| l.starts_with("create_vm ") && l.ends_with(" 2")),
+        "{ctx}"
+    );
 }
 
 /// Item 8: a warm VM gets a whole lifetime for its job, counted from the assignment.

@@ -210,6 +210,9 @@ struct Bootstrap {
     min_wait_seconds: u64,
     #[serde(default = "default_bootstrap_wait")]
     max_wait_seconds: u64,
+    /// Where the script is copied in the guest (bosh-vmrun-cpi's `script_path`); default a fresh /tmp name.
+    #[serde(default)]
+    script_path: Option<String>,
 }
 
 fn default_interpreter() -> String {
@@ -624,7 +627,7 @@ impl Vmrun {
             std::thread::sleep(Duration::from_secs(2));
         }
         let host_script = join(&self.vm_dir(vm), "bootstrap.sh");
-        let guest_script = format!("/tmp/vmcpi-bootstrap-{}.sh", random_hex(8));
+        let guest_script = b.script_path.clone().unwrap_or_else(|| format!("/tmp/vmcpi-bootstrap-{}.sh", random_hex(8)));
         self.tr(|| "cannot write the bootstrap script".into(), self.t.write(&host_script, b.script.as_bytes()))?;
         let run = |args: &[&str]| -> DriverResult<()> {
             let out = h.vmrun_raw(guest, args, None)?;
@@ -796,7 +799,16 @@ impl Driver for Vmrun {
     }
 
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
-        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone())).map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let mut cloud_properties = req.cloud_properties.clone();
+        for note in crate::compat::vm_cloud_properties(&mut cloud_properties, true).map_err(|e| DriverError::invalid("VM cloud_properties", e))? {
+            info!("{note}");
+        }
+        let props: VmProps = serde_json::from_value(Value::Object(cloud_properties)).map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        if let Some(p) = props.bootstrap.as_ref().and_then(|b| b.script_path.as_deref()) {
+            if !p.starts_with('/') || p.ends_with('/') || p.contains(['\0', '\n', '\r']) {
+                return Err(DriverError::invalid("VM cloud_properties", format!("bootstrap.script_path must be an absolute file path in the guest, got {p:?}")));
+            }
+        }
         if props.cpu == 0 || props.cpu > 128 {
             return Err(DriverError::invalid("VM cloud_properties", format!("cpu must be 1 to 128, got {}", props.cpu)));
         }

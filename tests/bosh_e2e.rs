@@ -9,6 +9,7 @@
 //!   2. redeploy with a 2 GiB disk: the CLI migrates it (create_disk, two disks attached, the agent copies, the
 //!      old one detached and deleted) → "Finished deploying", the marker file written before is still there;
 //!   3. delete-env: no domain, volume, in-flight marker or port forward is left.
+//!
 //! It drives tools/create-env.sh (the README's third command), so the command users run is the one tested.
 //! The pieces (bosh CLI, bosh-agent, monit source) come from ../shared/tools/bosh or BOSH_CLI / BOSH_AGENT /
 //! MONIT_TARBALL; with CI set a missing piece fails the test.

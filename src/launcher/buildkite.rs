@@ -12,18 +12,54 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum BkError {
     #[error("{what}: request failed")]
-    Http { what: String, source: Box<ureq::Error> },
+    Http {
+        what: String,
+        source: Box<ureq::Error>,
+    },
+    /// No (whole) answer within the timeout: the server may or may not have done what was asked.
+    #[error("{what}: timed out")]
+    Timeout {
+        what: String,
+        source: Box<ureq::Error>,
+    },
     #[error("{what}: HTTP {status}: {message}")]
-    Status { what: String, status: u16, message: String },
+    Status {
+        what: String,
+        status: u16,
+        message: String,
+    },
     #[error("{what}: rate limited, retry in {} ms", retry_after.as_millis())]
     RateLimited { what: String, retry_after: Duration },
     #[error("{what}: unexpected response")]
-    Decode { what: String, source: serde_json::Error },
+    Decode {
+        what: String,
+        source: serde_json::Error,
+    },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
 }
 
 impl BkError {
+    fn transport(what: &str, e: ureq::Error) -> BkError {
+        match e {
+            ureq::Error::Timeout(_) => BkError::Timeout {
+                what: what.into(),
+                source: Box::new(e),
+            },
+            e => BkError::Http {
+                what: what.into(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// Whether the server may have carried out the request although no answer was read (a timeout, a broken
+    /// connection, a 5xx): a reservation may then exist that the launcher has not seen.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, BkError::Timeout { .. } | BkError::Http { .. })
+            || matches!(self, BkError::Status { status, .. } if *status >= 500)
+    }
+
     /// How long to wait before the next request, when the server said so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -70,19 +106,39 @@ pub trait Source: Send {
 pub fn is_terminal(state: &str) -> bool {
     matches!(
         state,
-        "passed" | "failed" | "canceled" | "timed_out" | "skipped" | "broken" | "expired" | "finished" | "not_run" | "waiting_failed" | "blocked_failed" | "unblocked_failed"
+        "passed"
+            | "failed"
+            | "canceled"
+            | "timed_out"
+            | "skipped"
+            | "broken"
+            | "expired"
+            | "finished"
+            | "not_run"
+            | "waiting_failed"
+            | "blocked_failed"
+            | "unblocked_failed"
     )
 }
 
 /// Job states in which an agent has taken the job.
 pub fn is_started(state: &str) -> bool {
-    matches!(state, "assigned" | "accepted" | "running" | "canceling" | "timing_out") || is_terminal(state)
+    matches!(
+        state,
+        "assigned" | "accepted" | "running" | "canceling" | "timing_out"
+    ) || is_terminal(state)
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` into Unix seconds (fractional).
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -140,7 +196,14 @@ impl Ord for Age {
 /// Sorts jobs: priority descending, then scheduled_at ascending (as instants, not as strings:
 /// `10:00:01Z` is older than `10:00:01.500Z`), then by the text and the id so that the order is total.
 pub fn sort_jobs(jobs: &mut [ScheduledJob]) {
-    jobs.sort_by_cached_key(|j| (std::cmp::Reverse(j.priority), Age(parse_rfc3339(&j.scheduled_at)), j.scheduled_at.clone(), j.id.clone()));
+    jobs.sort_by_cached_key(|j| {
+        (
+            std::cmp::Reverse(j.priority),
+            Age(parse_rfc3339(&j.scheduled_at)),
+            j.scheduled_at.clone(),
+            j.id.clone(),
+        )
+    });
 }
 
 /// Drops jobs listed twice (pages are not a snapshot; the first sighting wins), then sorts.
@@ -183,7 +246,10 @@ pub struct Reply {
 }
 
 fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_string())
 }
 
 /// The longest wait the launcher takes from a server's header.
@@ -195,7 +261,9 @@ fn parse_seconds(v: &str) -> Option<Duration> {
     if s.is_nan() {
         return None;
     }
-    Some(Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
+    Some(Duration::from_secs_f64(
+        s.clamp(0.0, MAX_WAIT.as_secs_f64()),
+    ))
 }
 
 /// `Retry-After` in seconds. (The HTTP-date form is not used by Buildkite and reads as absent.)
@@ -216,7 +284,11 @@ pub struct Limits {
 
 impl Limits {
     /// Reads `Retry-After`, `RateLimit-Remaining` and `RateLimit-Reset` (absent or unreadable → `None`).
-    pub fn parse(retry_after: Option<&str>, remaining: Option<&str>, reset: Option<&str>) -> Limits {
+    pub fn parse(
+        retry_after: Option<&str>,
+        remaining: Option<&str>,
+        reset: Option<&str>,
+    ) -> Limits {
         Limits {
             retry_after: retry_after.and_then(parse_retry_after),
             remaining: remaining.and_then(|v| v.trim().parse::<i64>().ok()),
@@ -234,27 +306,50 @@ impl Limits {
 
     /// How long to wait after a 429: `Retry-After`, else `RateLimit-Reset`, else 1 s.
     pub fn after_429(&self) -> Duration {
-        self.retry_after.or(self.reset).unwrap_or(Duration::from_secs(1))
+        self.retry_after
+            .or(self.reset)
+            .unwrap_or(Duration::from_secs(1))
     }
 }
 
 /// The message of an error answer: its JSON `message`, else the start of the body.
 pub fn error_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body).ok().and_then(|v| v["message"].as_str().map(String::from)).unwrap_or_else(|| body.chars().take(200).collect())
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or_else(|| body.chars().take(200).collect())
 }
 
 impl Http {
     /// `auth` is the whole `Authorization` header value.
     pub fn new(auth: String, timeout: Duration) -> Http {
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
-        Http { agent, auth, not_before: None, attempts: 3 }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Http {
+            agent,
+            auth,
+            not_before: None,
+            attempts: 3,
+        }
     }
 
-    pub fn request(&mut self, what: &str, method: &str, url: &str, body: Option<&Value>) -> Result<Reply, BkError> {
+    pub fn request(
+        &mut self,
+        what: &str,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, BkError> {
         if let Some(t) = self.not_before {
             let now = Instant::now();
             if t > now {
-                return Err(BkError::RateLimited { what: what.into(), retry_after: t - now });
+                return Err(BkError::RateLimited {
+                    what: what.into(),
+                    retry_after: t - now,
+                });
             }
         }
         let mut backoff = Duration::from_millis(200);
@@ -262,14 +357,22 @@ impl Http {
         loop {
             attempt += 1;
             let req = match method {
-                "GET" => self.agent.get(url).header("Authorization", &self.auth).header("Accept", "application/json").call(),
+                "GET" => self
+                    .agent
+                    .get(url)
+                    .header("Authorization", &self.auth)
+                    .header("Accept", "application/json")
+                    .call(),
                 _ => {
                     let b = body.map(|b| b.to_string()).unwrap_or_default();
                     let r = match method {
                         "PUT" => self.agent.put(url),
                         _ => self.agent.post(url),
                     };
-                    let r = r.header("Authorization", &self.auth).header("Accept", "application/json").header("Content-Type", "application/json");
+                    let r = r
+                        .header("Authorization", &self.auth)
+                        .header("Accept", "application/json")
+                        .header("Content-Type", "application/json");
                     if b.is_empty() {
                         r.send_empty()
                     } else {
@@ -280,23 +383,47 @@ impl Http {
             let mut resp = match req {
                 Ok(r) => r,
                 Err(e) if attempt < self.attempts => {
-                    crate::launcher::log::warn(&format!("{what}: {e}; retrying"));
+                    crate::launcher::log::warn(&format!(
+                        "{}; retrying",
+                        crate::launcher::log::chain(&BkError::transport(what, e))
+                    ));
                     std::thread::sleep(backoff);
                     backoff *= 2;
                     continue;
                 }
-                Err(e) => return Err(BkError::Http { what: what.into(), source: Box::new(e) }),
+                Err(e) => return Err(BkError::transport(what, e)),
             };
             let status = resp.status().as_u16();
-            let limits = Limits::parse(header(&resp, "Retry-After").as_deref(), header(&resp, "RateLimit-Remaining").as_deref(), header(&resp, "RateLimit-Reset").as_deref());
+            let limits = Limits::parse(
+                header(&resp, "Retry-After").as_deref(),
+                header(&resp, "RateLimit-Remaining").as_deref(),
+                header(&resp, "RateLimit-Reset").as_deref(),
+            );
             let retry_after = limits.retry_after;
             self.not_before = limits.exhausted().map(|r| Instant::now() + r);
             let link = header(&resp, "Link");
-            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            // a body that does not arrive is a failed request (never an empty answer): the server may have
+            // acted on it, so it is retried like a transport error (every request here may be repeated)
+            let text = match resp.body_mut().read_to_string() {
+                Ok(t) => t,
+                Err(e) if attempt < self.attempts => {
+                    crate::launcher::log::warn(&format!(
+                        "{}; retrying",
+                        crate::launcher::log::chain(&BkError::transport(what, e))
+                    ));
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                    continue;
+                }
+                Err(e) => return Err(BkError::transport(what, e)),
+            };
             if status == 429 {
                 let wait = limits.after_429();
                 self.not_before = Some(Instant::now() + wait);
-                return Err(BkError::RateLimited { what: what.into(), retry_after: wait });
+                return Err(BkError::RateLimited {
+                    what: what.into(),
+                    retry_after: wait,
+                });
             }
             if status >= 500 {
                 if attempt < self.attempts {
@@ -309,15 +436,26 @@ impl Http {
                 }
             }
             if status >= 400 {
-                return Err(BkError::Status { what: what.into(), status, message: error_message(&text) });
+                return Err(BkError::Status {
+                    what: what.into(),
+                    status,
+                    message: error_message(&text),
+                });
             }
-            return Ok(Reply { status, body: text, link });
+            return Ok(Reply {
+                status,
+                body: text,
+                link,
+            });
         }
     }
 }
 
 fn json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, BkError> {
-    serde_json::from_str(body).map_err(|source| BkError::Decode { what: what.into(), source })
+    serde_json::from_str(body).map_err(|source| BkError::Decode {
+        what: what.into(),
+        source,
+    })
 }
 
 /// The Stacks API (`/v3/stacks/...`) with a cluster agent token.
@@ -351,10 +489,20 @@ struct PageInfo {
     end_cursor: Option<String>,
 }
 
+/// The queue's paused flag: `dispatch_paused` (the API's name), `paused` (stacksapi's), either, both or
+/// neither (and `null`); unknown fields are ignored.
 #[derive(Deserialize, Default)]
 struct ClusterQueue {
-    #[serde(default, alias = "paused")]
-    dispatch_paused: bool,
+    #[serde(default)]
+    dispatch_paused: Option<bool>,
+    #[serde(default)]
+    paused: Option<bool>,
+}
+
+impl ClusterQueue {
+    fn is_paused(&self) -> bool {
+        self.dispatch_paused.unwrap_or(false) || self.paused.unwrap_or(false)
+    }
 }
 
 #[derive(Deserialize)]
@@ -363,7 +511,7 @@ struct JobsPage {
     #[serde(default)]
     page_info: PageInfo,
     #[serde(default)]
-    cluster_queue: ClusterQueue,
+    cluster_queue: Option<ClusterQueue>,
 }
 
 /// One page of `GET stacks/{key}/scheduled-jobs`.
@@ -382,14 +530,26 @@ pub fn decode_scheduled_jobs(body: &str) -> Result<JobsPageOut, BkError> {
         .jobs
         .into_iter()
         .filter(|j| is_uuid_like(&j.id))
-        .map(|j| ScheduledJob { id: j.id, priority: j.priority, rules: j.agent_query_rules, scheduled_at: j.scheduled_at })
+        .map(|j| ScheduledJob {
+            id: j.id,
+            priority: j.priority,
+            rules: j.agent_query_rules,
+            scheduled_at: j.scheduled_at,
+        })
         .collect();
     tidy(&mut jobs);
     let next = match (page.page_info.has_next_page, page.page_info.end_cursor) {
         (true, Some(c)) => Some(c),
         _ => None,
     };
-    Ok(JobsPageOut { listing: Listing { jobs, paused: page.cluster_queue.dispatch_paused }, next })
+    let paused = page
+        .cluster_queue
+        .as_ref()
+        .is_some_and(ClusterQueue::is_paused);
+    Ok(JobsPageOut {
+        listing: Listing { jobs, paused },
+        next,
+    })
 }
 
 /// Decodes a `batch-reserve` answer: the ids that are now ours (`not_reserved` is ignored).
@@ -416,7 +576,10 @@ impl Stacks {
     pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Stacks {
         let b = &cfg.buildkite;
         Stacks {
-            http: Http::new(format!("Token {token}"), Duration::from_millis(b.timeout_ms)),
+            http: Http::new(
+                format!("Token {token}"),
+                Duration::from_millis(b.timeout_ms),
+            ),
             base: b.endpoint.trim_end_matches('/').to_string(),
             key: b.stack_key.clone(),
             queue: b.queue.clone(),
@@ -430,29 +593,48 @@ impl Stacks {
     fn url(&self, path: &str) -> String {
         format!("{}/stacks/{}{}", self.base, enc(&self.key), path)
     }
+
+    /// Checks the agent token against the API without side effects (`GET metrics/queue` of the queue).
+    pub fn check_token(&mut self) -> Result<(), BkError> {
+        let url = format!("{}/metrics/queue?name={}", self.base, enc(&self.queue));
+        self.http
+            .request("check the agent token", "GET", &url, None)
+            .map(|_| ())
+    }
 }
 
 impl Source for Stacks {
     fn register(&mut self) -> Result<(), BkError> {
         let url = format!("{}/stacks/register", self.base);
         let body = json!({"key": self.key, "type": "custom", "queue_key": self.queue, "metadata": self.metadata});
-        self.http.request("register stack", "POST", &url, Some(&body)).map(|_| ())
+        self.http
+            .request("register stack", "POST", &url, Some(&body))
+            .map(|_| ())
     }
 
     fn deregister(&mut self) -> Result<(), BkError> {
         let url = self.url("/deregister");
-        self.http.request("deregister stack", "POST", &url, None).map(|_| ())
+        self.http
+            .request("deregister stack", "POST", &url, None)
+            .map(|_| ())
     }
 
     fn list(&mut self) -> Result<Listing, BkError> {
         let mut out = Listing::default();
         let mut after: Option<String> = None;
         for _ in 0..self.max_pages.max(1) {
-            let mut url = format!("{}?queue_key={}&limit={}", self.url("/scheduled-jobs"), enc(&self.queue), self.page_size);
+            let mut url = format!(
+                "{}?queue_key={}&limit={}",
+                self.url("/scheduled-jobs"),
+                enc(&self.queue),
+                self.page_size
+            );
             if let Some(a) = &after {
                 url.push_str(&format!("&after={}", enc(a)));
             }
-            let r = self.http.request("list scheduled jobs", "GET", &url, None)?;
+            let r = self
+                .http
+                .request("list scheduled jobs", "GET", &url, None)?;
             let page = decode_scheduled_jobs(&r.body)?;
             out.paused |= page.listing.paused;
             out.jobs.extend(page.listing.jobs);
@@ -471,7 +653,11 @@ impl Source for Stacks {
         for chunk in ids.chunks(1000) {
             let body = json!({"job_uuids": chunk, "reservation_expiry_seconds": self.expiry});
             let url = self.url("/scheduled-jobs/batch-reserve");
-            let r = self.http.request("reserve jobs", "PUT", &url, Some(&body))?;
+            // the HTTP layer already repeats a reserve whose answer was lost (reserving again is idempotent
+            // for the same stack); a last ambiguous failure is reconciled by the daemon on its next poll
+            let r = self
+                .http
+                .request("reserve jobs", "PUT", &url, Some(&body))?;
             reserved.extend(decode_reserve(&r.body)?);
         }
         Ok(reserved)
@@ -481,7 +667,12 @@ impl Source for Stacks {
         let mut out = HashMap::new();
         for chunk in ids.chunks(1000) {
             let url = self.url("/jobs/get-states");
-            let r = self.http.request("get job states", "POST", &url, Some(&json!({"job_uuids": chunk})))?;
+            let r = self.http.request(
+                "get job states",
+                "POST",
+                &url,
+                Some(&json!({"job_uuids": chunk})),
+            )?;
             out.extend(decode_states(&r.body)?);
         }
         Ok(out)
@@ -489,11 +680,19 @@ impl Source for Stacks {
 
     fn finish(&mut self, id: &str, exit_status: i32, detail: &str) -> Result<(), BkError> {
         if !is_uuid_like(id) {
-            return Err(BkError::Invalid { what: "finish job".into(), message: format!("bad job id {id:?}") });
+            return Err(BkError::Invalid {
+                what: "finish job".into(),
+                message: format!("bad job id {id:?}"),
+            });
         }
         let detail: String = detail.chars().take(4000).collect();
         let url = self.url(&format!("/jobs/{}/finish", enc(id)));
-        match self.http.request("finish job", "POST", &url, Some(&json!({"exit_status": exit_status, "detail": detail}))) {
+        match self.http.request(
+            "finish job",
+            "POST",
+            &url,
+            Some(&json!({"exit_status": exit_status, "detail": detail})),
+        ) {
             // finished already (at most once per job): nothing left to do
             Err(BkError::Status { status: 422, .. }) => Ok(()),
             r => r.map(|_| ()),
@@ -503,7 +702,14 @@ impl Source for Stacks {
     fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
         let detail: String = detail.chars().take(256).collect();
         let url = self.url("/notifications");
-        self.http.request("post notification", "POST", &url, Some(&json!({"notifications": [{"job_uuid": id, "detail": detail}]}))).map(|_| ())
+        self.http
+            .request(
+                "post notification",
+                "POST",
+                &url,
+                Some(&json!({"notifications": [{"job_uuid": id, "detail": detail}]})),
+            )
+            .map(|_| ())
     }
 }
 
@@ -588,7 +794,11 @@ pub fn decode_builds(body: &str) -> Result<Vec<Build>, BkError> {
                 .jobs
                 .into_iter()
                 .map(|j| BuildJob {
-                    priority: j.priority.as_i64().or_else(|| j.priority["number"].as_i64()).unwrap_or(0),
+                    priority: j
+                        .priority
+                        .as_i64()
+                        .or_else(|| j.priority["number"].as_i64())
+                        .unwrap_or(0),
                     id: j.id,
                     kind: j.kind,
                     state: j.state,
@@ -606,19 +816,44 @@ pub fn scheduled_in(builds: &[Build]) -> Listing {
     let mut jobs: Vec<ScheduledJob> = builds
         .iter()
         .flat_map(|b| &b.jobs)
-        .filter(|j| j.kind == "script" && j.state.as_deref() == Some("scheduled") && is_uuid_like(&j.id))
-        .map(|j| ScheduledJob { id: j.id.clone(), priority: j.priority, rules: j.rules.clone(), scheduled_at: j.scheduled_at.clone() })
+        .filter(|j| {
+            j.kind == "script" && j.state.as_deref() == Some("scheduled") && is_uuid_like(&j.id)
+        })
+        .map(|j| ScheduledJob {
+            id: j.id.clone(),
+            priority: j.priority,
+            rules: j.rules.clone(),
+            scheduled_at: j.scheduled_at.clone(),
+        })
         .collect();
     tidy(&mut jobs);
-    Listing { jobs, paused: false }
+    Listing {
+        jobs,
+        paused: false,
+    }
 }
 
 /// The `rel="next"` URL of a `Link` header.
 pub fn link_next(link: &str) -> Option<String> {
-    link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
+    link_rel(link, "next")
+}
+
+/// The URL of relation `rel` (`next`, `prev`, `last`, …) in a `Link` header.
+pub fn link_rel(link: &str, rel: &str) -> Option<String> {
+    let want = format!("rel=\"{rel}\"");
+    link.split(',').find(|p| p.contains(&want)).and_then(|p| {
         let (a, b) = (p.find('<')?, p.find('>')?);
         (a < b).then(|| p[a + 1..b].to_string())
     })
+}
+
+/// The `page` query parameter of a URL.
+fn link_page(url: &str) -> Option<u64> {
+    url.split_once('?')?
+        .1
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("page="))
+        .and_then(|v| v.parse().ok())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
@@ -635,14 +870,22 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 impl Rest {
     pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Option<Rest> {
         let r = cfg.buildkite.rest.as_ref()?;
         Some(Rest {
-            http: Http::new(format!("Bearer {token}"), Duration::from_millis(cfg.buildkite.timeout_ms)),
+            http: Http::new(
+                format!("Bearer {token}"),
+                Duration::from_millis(cfg.buildkite.timeout_ms),
+            ),
             base: r.endpoint.trim_end_matches('/').to_string(),
             org: r.organization.clone(),
             lookback_hours: r.lookback_hours,
@@ -651,22 +894,34 @@ impl Rest {
         })
     }
 
-    /// Every build created in the lookback window with one of `states` (all states when empty), page by page.
+    /// The builds created in the lookback window with one of `states` (all states when empty). The API lists
+    /// newest first; so that the oldest jobs are not starved, page 1 is read and then, when there are more,
+    /// up to `pages` pages from the oldest end (`rel="last"`, then `rel="prev"`).
     fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<Build>, BkError> {
-        let from = crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
-        let mut url = format!("{}/v2/organizations/{}/builds?per_page=100&created_from={}", self.base, enc(&self.org), enc(&rfc3339(from)));
+        let from =
+            crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
+        let mut url = format!(
+            "{}/v2/organizations/{}/builds?per_page=100&created_from={}",
+            self.base,
+            enc(&self.org),
+            enc(&rfc3339(from))
+        );
         for s in states {
             url.push_str(&format!("&state%5B%5D={s}"));
         }
-        let mut out = Vec::new();
+        let first = self.http.request("list builds", "GET", &url, None)?;
+        let mut out = decode_builds(&first.body)?;
+        // only follow links to the same API (a Link header is data from the server)
+        let same_api = |u: Option<String>| u.filter(|u| u.starts_with(&self.base));
+        let mut next = same_api(first.link.as_deref().and_then(|l| link_rel(l, "last")));
         for _ in 0..pages {
-            let r = self.http.request("list builds", "GET", &url, None)?;
-            out.extend(decode_builds(&r.body)?);
-            // only follow links to the same API (a Link header is data from the server)
-            match r.link.as_deref().and_then(link_next) {
-                Some(next) if next.starts_with(&self.base) => url = next,
-                _ => break,
+            let Some(u) = next.take() else { break };
+            if link_page(&u).is_some_and(|p| p <= 1) {
+                break;
             }
+            let r = self.http.request("list builds", "GET", &u, None)?;
+            out.extend(decode_builds(&r.body)?);
+            next = same_api(r.link.as_deref().and_then(|l| link_rel(l, "prev")));
         }
         for b in &out {
             if let Some(p) = &b.pipeline {
@@ -676,6 +931,31 @@ impl Rest {
             }
         }
         Ok(out)
+    }
+}
+
+impl Rest {
+    /// Checks the API token (`GET /v2/access-token`) and that it may read builds.
+    pub fn check_token(&mut self) -> Result<(), BkError> {
+        let url = format!("{}/v2/access-token", self.base);
+        let r = self
+            .http
+            .request("check the API token", "GET", &url, None)?;
+        let v: Value = json("check the API token", &r.body)?;
+        let scopes: Vec<&str> = v["scopes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !scopes.contains(&"read_builds") {
+            return Err(BkError::Invalid {
+                what: "check the API token".into(),
+                message: format!(
+                    "the token lacks the read_builds scope (it has: {})",
+                    scopes.join(", ")
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -718,11 +998,21 @@ impl Source for Rest {
 
     fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
         let Some((pipeline, number)) = self.builds.get(id).cloned() else {
-            return Err(BkError::Invalid { what: "annotate build".into(), message: format!("build of job {id} is unknown") });
+            return Err(BkError::Invalid {
+                what: "annotate build".into(),
+                message: format!("build of job {id} is unknown"),
+            });
         };
-        let url = format!("{}/v2/organizations/{}/pipelines/{}/builds/{number}/annotations", self.base, enc(&self.org), enc(&pipeline));
+        let url = format!(
+            "{}/v2/organizations/{}/pipelines/{}/builds/{number}/annotations",
+            self.base,
+            enc(&self.org),
+            enc(&pipeline)
+        );
         let body = json!({"body": format!("agent-launcher, job {id}: {detail}"), "style": "error", "context": format!("agent-launcher-{id}")});
-        self.http.request("annotate build", "POST", &url, Some(&body)).map(|_| ())
+        self.http
+            .request("annotate build", "POST", &url, Some(&body))
+            .map(|_| ())
     }
 }
 
@@ -733,7 +1023,10 @@ mod tests {
     #[test]
     fn parses_rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(parse_rfc3339("2026-01-05T10:00:01.500Z"), Some(1_767_607_201.5));
+        assert_eq!(
+            parse_rfc3339("2026-01-05T10:00:01.500Z"),
+            Some(1_767_607_201.5)
+        );
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800.0));
         assert_eq!(parse_rfc3339("2026-01-05 10:00:01"), None);
         assert_eq!(parse_rfc3339("2026-01-05T10:00:01+02:00"), None);
@@ -741,8 +1034,17 @@ mod tests {
 
     #[test]
     fn order_is_priority_then_age() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob { id: id.into(), priority: p, rules: vec![], scheduled_at: at.into() };
-        let mut v = vec![j("a", 0, "2026-01-01T00:00:02Z"), j("b", 5, "2026-01-01T00:00:03Z"), j("c", 0, "2026-01-01T00:00:01Z")];
+        let j = |id: &str, p: i64, at: &str| ScheduledJob {
+            id: id.into(),
+            priority: p,
+            rules: vec![],
+            scheduled_at: at.into(),
+        };
+        let mut v = vec![
+            j("a", 0, "2026-01-01T00:00:02Z"),
+            j("b", 5, "2026-01-01T00:00:03Z"),
+            j("c", 0, "2026-01-01T00:00:01Z"),
+        ];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bca");
     }
@@ -750,8 +1052,16 @@ mod tests {
     #[test]
     fn links_and_dates() {
         let l = r#"<https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100>; rel="next", <https://api.buildkite.com/v2/x?page=6>; rel="last""#;
-        assert_eq!(link_next(l).as_deref(), Some("https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100"));
+        assert_eq!(
+            link_next(l).as_deref(),
+            Some("https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100")
+        );
         assert_eq!(link_next(r#"<https://x/?page=1>; rel="first""#), None);
+        let l = r#"<https://x/b?page=1&per_page=100>; rel="first", <https://x/b?per_page=100&page=2>; rel="prev", <https://x/b?page=9>; rel="last""#;
+        assert_eq!(link_rel(l, "last").as_deref(), Some("https://x/b?page=9"));
+        assert_eq!(link_rel(l, "prev").as_deref().and_then(link_page), Some(2));
+        assert_eq!(link_rel(l, "next"), None);
+        assert_eq!(link_page("https://x/b?per_page=100"), None);
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_767_607_201), "2026-01-05T10:00:01Z");
         assert_eq!(parse_rfc3339(&rfc3339(951_868_800)), Some(951_868_800.0));
@@ -786,24 +1096,73 @@ mod tests {
         // last page; stacksapi's `paused` spelling; fields absent
         let p = decode_scheduled_jobs(&format!(r#"{{"jobs":[{{"id":"{J1}"}}],"page_info":{{"has_next_page":false,"end_cursor":"9"}},"cluster_queue":{{"paused":true}}}}"#)).unwrap();
         assert!(p.listing.paused && p.next.is_none());
-        assert_eq!(p.listing.jobs[0], ScheduledJob { id: J1.into(), priority: 0, rules: vec![], scheduled_at: String::new() });
-        assert!(decode_scheduled_jobs(r#"{"jobs":[],"page_info":{"has_next_page":true}}"#).unwrap().next.is_none());
+        assert_eq!(
+            p.listing.jobs[0],
+            ScheduledJob {
+                id: J1.into(),
+                priority: 0,
+                rules: vec![],
+                scheduled_at: String::new()
+            }
+        );
+        assert!(
+            decode_scheduled_jobs(r#"{"jobs":[],"page_info":{"has_next_page":true}}"#)
+                .unwrap()
+                .next
+                .is_none()
+        );
+        // both spellings in one reply (a serde alias made that a "duplicate field" error), null, unknown fields
+        for (cq, paused) in [
+            (r#"{"dispatch_paused":false,"paused":false}"#, false),
+            (r#"{"dispatch_paused":true,"paused":true}"#, true),
+            (r#"{"dispatch_paused":false,"paused":true}"#, true),
+            (
+                r#"{"dispatch_paused":null,"id":"q","new_field":{"x":1}}"#,
+                false,
+            ),
+            ("null", false),
+        ] {
+            let p = decode_scheduled_jobs(&format!(
+                r#"{{"jobs":[],"cluster_queue":{cq},"extra":[1]}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{cq}: {e:?}"));
+            assert_eq!(p.listing.paused, paused, "{cq}");
+        }
 
-        for bad in ["", "{}", "[]", r#"{"message":"Authentication required"}"#, r#"{"jobs":[{"priority":1}]}"#, r#"{"jobs":[{"id":7}]}"#] {
-            assert!(matches!(decode_scheduled_jobs(bad), Err(BkError::Decode { .. })), "{bad}");
+        for bad in [
+            "",
+            "{}",
+            "[]",
+            r#"{"message":"Authentication required"}"#,
+            r#"{"jobs":[{"priority":1}]}"#,
+            r#"{"jobs":[{"id":7}]}"#,
+        ] {
+            assert!(
+                matches!(decode_scheduled_jobs(bad), Err(BkError::Decode { .. })),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn decodes_reserve_and_states() {
-        let r = decode_reserve(&format!(r#"{{"reserved":["{J1}","{J2}"],"not_reserved":["{J3}"]}}"#)).unwrap();
+        let r = decode_reserve(&format!(
+            r#"{{"reserved":["{J1}","{J2}"],"not_reserved":["{J3}"]}}"#
+        ))
+        .unwrap();
         assert_eq!(r, [J1, J2]);
         assert!(decode_reserve(r#"{"not_reserved":[]}"#).unwrap().is_empty());
         assert!(decode_reserve(r#"{"reserved":[1]}"#).is_err());
         assert!(decode_reserve("").is_err());
 
-        let s = decode_states(&format!(r#"{{"states":{{"{J1}":"running","{J2}":"canceled"}}}}"#)).unwrap();
-        assert_eq!((s[J1].as_str(), s[J2].as_str(), s.len()), ("running", "canceled", 2));
+        let s = decode_states(&format!(
+            r#"{{"states":{{"{J1}":"running","{J2}":"canceled"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            (s[J1].as_str(), s[J2].as_str(), s.len()),
+            ("running", "canceled", 2)
+        );
         assert!(decode_states("{}").unwrap().is_empty());
         assert!(decode_states(r#"{"states":{"x":null}}"#).is_err());
         assert!(decode_states(r#"{"states":[]}"#).is_err());
@@ -823,8 +1182,21 @@ mod tests {
         );
         let b = decode_builds(&body).unwrap();
         assert_eq!(b.len(), 3);
-        assert_eq!((b[0].number, b[0].pipeline.as_deref(), b[0].jobs.len()), (42, Some("app"), 2));
-        assert_eq!(b[0].jobs[1], BuildJob { id: "w".into(), kind: "waiter".into(), state: None, rules: vec![], priority: 0, scheduled_at: String::new() });
+        assert_eq!(
+            (b[0].number, b[0].pipeline.as_deref(), b[0].jobs.len()),
+            (42, Some("app"), 2)
+        );
+        assert_eq!(
+            b[0].jobs[1],
+            BuildJob {
+                id: "w".into(),
+                kind: "waiter".into(),
+                state: None,
+                rules: vec![],
+                priority: 0,
+                scheduled_at: String::new()
+            }
+        );
         assert_eq!((b[1].jobs[0].priority, b[1].jobs[1].priority), (3, 9));
         assert_eq!(b[2].pipeline, None);
         // launchable: script + scheduled; listed once though it is on two pages; priority first
@@ -834,7 +1206,9 @@ mod tests {
         assert!(!l.paused);
 
         assert!(decode_builds("[]").unwrap().is_empty());
-        assert!(decode_builds(r#"{"message":"Listing builds this deep is not supported."}"#).is_err());
+        assert!(
+            decode_builds(r#"{"message":"Listing builds this deep is not supported."}"#).is_err()
+        );
         assert!(decode_builds(r#"[{"pipeline":{}}]"#).is_err());
     }
 
@@ -847,7 +1221,14 @@ mod tests {
         assert_eq!(parse_retry_after("1e9"), Some(s(3600)));
         assert_eq!(parse_retry_after("inf"), Some(s(3600)));
         // `NaN` parses as an f64 and used to reach Duration::from_secs_f64, which panics
-        for v in ["NaN", "nan", "-NaN", "", "Wed, 21 Oct 2015 07:28:00 GMT", "2s"] {
+        for v in [
+            "NaN",
+            "nan",
+            "-NaN",
+            "",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "2s",
+        ] {
             assert_eq!(parse_retry_after(v), None, "{v}");
         }
 
@@ -856,25 +1237,50 @@ mod tests {
         let l = Limits::parse(Some("7"), Some("0"), Some("42"));
         assert_eq!((l.exhausted(), l.after_429()), (Some(s(42)), s(7)));
         let l = Limits::parse(None, Some("3"), Some("42"));
-        assert_eq!((l.remaining, l.exhausted(), l.after_429()), (Some(3), None, s(42)));
+        assert_eq!(
+            (l.remaining, l.exhausted(), l.after_429()),
+            (Some(3), None, s(42))
+        );
         let l = Limits::parse(Some("NaN"), Some("0"), Some("NaN"));
         assert_eq!((l.exhausted(), l.after_429()), (None, s(1)));
         assert_eq!(Limits::parse(None, None, None), Limits::default());
 
-        assert_eq!(error_message(r#"{"message":"job already finished"}"#), "job already finished");
-        assert_eq!(error_message("<html>Bad Gateway</html>"), "<html>Bad Gateway</html>");
+        assert_eq!(
+            error_message(r#"{"message":"job already finished"}"#),
+            "job already finished"
+        );
+        assert_eq!(
+            error_message("<html>Bad Gateway</html>"),
+            "<html>Bad Gateway</html>"
+        );
         assert_eq!(error_message(&"é".repeat(300)).chars().count(), 200);
     }
 
     #[test]
     fn order_compares_instants_not_text() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob { id: id.into(), priority: p, rules: vec![], scheduled_at: at.into() };
+        let j = |id: &str, p: i64, at: &str| ScheduledJob {
+            id: id.into(),
+            priority: p,
+            rules: vec![],
+            scheduled_at: at.into(),
+        };
         // as text, "…01.500Z" < "…01Z" < "…00+00:00"; as instants it is the other way round
-        let mut v = vec![j("a", 0, "2026-01-05T10:00:01.500Z"), j("b", 0, "2026-01-05T10:00:01Z"), j("c", 0, "2026-01-05T10:00:00+00:00"), j("d", 1, "2026-01-05T11:00:00Z")];
+        let mut v = vec![
+            j("a", 0, "2026-01-05T10:00:01.500Z"),
+            j("b", 0, "2026-01-05T10:00:01Z"),
+            j("c", 0, "2026-01-05T10:00:00+00:00"),
+            j("d", 1, "2026-01-05T11:00:00Z"),
+        ];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "dcba");
         // a missing or unreadable time counts as oldest; ties fall back to the text, then the id
-        let mut v = vec![j("a", 0, "2026-01-05T10:00:00Z"), j("c", 0, "garbage"), j("b", 0, ""), j("e", 0, "2026-01-05T10:00:00.000Z"), j("d", 0, "2026-01-05T10:00:00.000Z")];
+        let mut v = vec![
+            j("a", 0, "2026-01-05T10:00:00Z"),
+            j("c", 0, "garbage"),
+            j("b", 0, ""),
+            j("e", 0, "2026-01-05T10:00:00.000Z"),
+            j("d", 0, "2026-01-05T10:00:00.000Z"),
+        ];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bcdea");
     }

@@ -13,9 +13,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid launcher config")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("cannot read the Buildkite token from {0}")]
@@ -43,6 +49,12 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// `/healthz` answers 503 after this many polls of the Buildkite API in a row have failed.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after_failed_polls: u32,
+    /// Serve the listener over HTTPS with this certificate (PEM, the chain) and key (PEM).
+    #[serde(default)]
+    pub tls: Option<Tls>,
     /// What SIGTERM does with running VMs: `leave` them to the next start, or `drain` (wait for their jobs).
     #[serde(default)]
     pub on_shutdown: OnShutdown,
@@ -58,6 +70,17 @@ pub struct Config {
 
 fn default_poll_ms() -> u64 {
     1000
+}
+fn default_unhealthy_after() -> u32 {
+    3
+}
+
+/// The listener's certificate and key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -240,6 +263,10 @@ pub struct Stemcell {
     /// The stemcell's `cloud_properties` (over those of the tarball's `stemcell.MF`).
     #[serde(default)]
     pub cloud_properties: Map<String, Value>,
+    /// The stemcell's `api_version`, sent to create_vm as `context.vm.stemcell.api_version` (default: the
+    /// `api_version` of a tarball's `stemcell.MF`, else 3).
+    #[serde(default)]
+    pub api_version: Option<u32>,
 }
 
 /// Pool limits (0 = no limit).
@@ -261,7 +288,13 @@ pub struct PoolLimits {
 
 impl Default for PoolLimits {
     fn default() -> Self {
-        PoolLimits { max_vms: 0, max_concurrent_creates: default_concurrent(), cpu: 0, ram_mb: 0, reserve_smallest: false }
+        PoolLimits {
+            max_vms: 0,
+            max_concurrent_creates: default_concurrent(),
+            cpu: 0,
+            ram_mb: 0,
+            reserve_smallest: false,
+        }
     }
 }
 
@@ -316,11 +349,17 @@ impl NetworkConfig {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (r.trim(), r.trim()),
             };
-            let a: Ipv4Addr = a.parse().map_err(|_| invalid(format!("static_ips: {a:?} is not an IPv4 address")))?;
-            let b: Ipv4Addr = b.parse().map_err(|_| invalid(format!("static_ips: {b:?} is not an IPv4 address")))?;
+            let a: Ipv4Addr = a
+                .parse()
+                .map_err(|_| invalid(format!("static_ips: {a:?} is not an IPv4 address")))?;
+            let b: Ipv4Addr = b
+                .parse()
+                .map_err(|_| invalid(format!("static_ips: {b:?} is not an IPv4 address")))?;
             let (a, b) = (u32::from(a), u32::from(b));
             if b < a || b - a > 65_535 {
-                return Err(invalid(format!("static_ips: range {r:?} is reversed or larger than 65536 addresses")));
+                return Err(invalid(format!(
+                    "static_ips: range {r:?} is reversed or larger than 65536 addresses"
+                )));
             }
             out.extend((a..=b).map(Ipv4Addr::from));
         }
@@ -336,66 +375,129 @@ impl Pool {
 
     /// The smallest flavor (by RAM, then CPU); a validated pool has at least one.
     pub fn smallest_flavor(&self) -> Option<(&str, &Flavor)> {
-        self.flavors.iter().min_by_key(|(_, f)| (f.ram, f.cpu)).map(|(n, f)| (n.as_str(), f))
+        self.flavors
+            .iter()
+            .min_by_key(|(_, f)| (f.ram, f.cpu))
+            .map(|(n, f)| (n.as_str(), f))
     }
 
     /// The flavor a job asks for (by tag), or the default one; `Err` names the unknown flavor.
     pub fn flavor_for(&self, requested: Option<&str>) -> Result<(&str, &Flavor), String> {
         let name = match requested.or(self.default_flavor.as_deref()) {
             Some(n) => n,
-            None => return self.smallest_flavor().ok_or_else(|| "pool has no flavors".to_string()),
+            None => {
+                return self
+                    .smallest_flavor()
+                    .ok_or_else(|| "pool has no flavors".to_string())
+            }
         };
         self.flavors
             .get_key_value(name)
             .map(|(n, f)| (n.as_str(), f))
-            .ok_or_else(|| format!("unknown flavor {name:?}; pool {} offers: {}", self.name, self.flavors.keys().cloned().collect::<Vec<_>>().join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown flavor {name:?}; pool {} offers: {}",
+                    self.name,
+                    self.flavors.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
     }
 }
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Config::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(e),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let key_ok = |s: &str| !s.is_empty() && s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 80
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !key_ok(&self.launcher_id) {
-            return Err(invalid("launcher_id must be 1 to 80 characters of [A-Za-z0-9_-]"));
+            return Err(invalid(
+                "launcher_id must be 1 to 80 characters of [A-Za-z0-9_-]",
+            ));
         }
         if !key_ok(&self.buildkite.stack_key) {
-            return Err(invalid("buildkite.stack_key must be 1 to 80 characters of [A-Za-z0-9_-]"));
+            return Err(invalid(
+                "buildkite.stack_key must be 1 to 80 characters of [A-Za-z0-9_-]",
+            ));
         }
         if self.buildkite.token_file.is_some() == self.buildkite.token_env.is_some() {
-            return Err(invalid("buildkite: set exactly one of token_file and token_env"));
+            return Err(invalid(
+                "buildkite: set exactly one of token_file and token_env",
+            ));
         }
         if self.buildkite.queue.is_empty() {
-            return Err(invalid("buildkite.queue is empty (use _default for the cluster's default queue)"));
+            return Err(invalid(
+                "buildkite.queue is empty (use _default for the cluster's default queue)",
+            ));
+        }
+        let ep = self.buildkite.endpoint.trim_end_matches('/');
+        if !(ep.starts_with("https://") || ep.starts_with("http://")) || !ep.ends_with("/v3") {
+            return Err(invalid(format!("buildkite.endpoint {:?} must be an http(s) URL ending in /v3, like https://agent.buildkite.com/v3", self.buildkite.endpoint)));
+        }
+        if let Some(r) = &self.buildkite.rest {
+            if !(r.endpoint.starts_with("https://") || r.endpoint.starts_with("http://")) {
+                return Err(invalid(format!("buildkite.rest.endpoint {:?} must be an http(s) URL, like https://api.buildkite.com", r.endpoint)));
+            }
+        }
+        let served = format!("queue={}", self.buildkite.queue);
+        if !self
+            .pools
+            .iter()
+            .any(|p| p.tags.iter().any(|t| *t == served || t == "queue=*"))
+        {
+            return Err(invalid(format!("no pool has the tag {served}: the launcher would serve no job of buildkite.queue {:?}", self.buildkite.queue)));
+        }
+        if self.unhealthy_after_failed_polls == 0 {
+            return Err(invalid("unhealthy_after_failed_polls must be at least 1"));
         }
         if !(1..=1000).contains(&self.buildkite.page_size) {
             return Err(invalid("buildkite.page_size must be 1 to 1000"));
         }
         if !(1..=3600).contains(&self.buildkite.reservation_expiry_seconds) {
-            return Err(invalid("buildkite.reservation_expiry_seconds must be 1 to 3600"));
+            return Err(invalid(
+                "buildkite.reservation_expiry_seconds must be 1 to 3600",
+            ));
         }
         if self.buildkite.source == SourceKind::Rest {
             match &self.buildkite.rest {
-                None => return Err(invalid("buildkite.source = \"rest\" needs a [buildkite.rest] section")),
+                None => {
+                    return Err(invalid(
+                        "buildkite.source = \"rest\" needs a [buildkite.rest] section",
+                    ))
+                }
                 Some(r) if r.token_file.is_some() == r.token_env.is_some() => {
-                    return Err(invalid("buildkite.rest: set exactly one of token_file and token_env"))
+                    return Err(invalid(
+                        "buildkite.rest: set exactly one of token_file and token_env",
+                    ))
                 }
                 Some(_) => {}
             }
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(format!("listen: {:?} is not host:port with a numeric host", self.listen)));
+            return Err(invalid(format!(
+                "listen: {:?} is not host:port with a numeric host",
+                self.listen
+            )));
         }
         if self.poll_interval_ms < 100 {
             return Err(invalid("poll_interval_ms must be at least 100"));
@@ -406,11 +508,16 @@ impl Config {
         let mut names = std::collections::BTreeSet::new();
         for p in &self.pools {
             if !key_ok(&p.name) || !names.insert(p.name.as_str()) {
-                return Err(invalid(format!("pool name {:?} is empty, not [A-Za-z0-9_-] or used twice", p.name)));
+                return Err(invalid(format!(
+                    "pool name {:?} is empty, not [A-Za-z0-9_-] or used twice",
+                    p.name
+                )));
             }
             let ctx = |m: String| invalid(format!("pool {}: {m}", p.name));
             if p.cpi.is_empty() || !Path::new(&p.cpi[0]).is_absolute() {
-                return Err(ctx("cpi must start with the absolute path of the CPI executable".into()));
+                return Err(ctx(
+                    "cpi must start with the absolute path of the CPI executable".into(),
+                ));
             }
             for t in &p.tags {
                 if crate::launcher::rules::Rule::parse(t).is_none() {
@@ -420,9 +527,15 @@ impl Config {
             if !p.tags.iter().any(|t| t.starts_with("queue=")) {
                 return Err(ctx("tags need a queue=… tag (clustered agents can only acquire jobs of their queue)".into()));
             }
-            let sources = [p.stemcell.cid.is_some(), p.stemcell.image.is_some(), p.stemcell.tarball.is_some()];
+            let sources = [
+                p.stemcell.cid.is_some(),
+                p.stemcell.image.is_some(),
+                p.stemcell.tarball.is_some(),
+            ];
             if sources.iter().filter(|x| **x).count() != 1 {
-                return Err(ctx("stemcell needs exactly one of cid, tarball and image".into()));
+                return Err(ctx(
+                    "stemcell needs exactly one of cid, tarball and image".into()
+                ));
             }
             if p.flavors.is_empty() {
                 return Err(ctx("needs at least one [pool.flavors.NAME]".into()));
@@ -434,7 +547,9 @@ impl Config {
             }
             if let Some(d) = &p.default_flavor {
                 if !p.flavors.contains_key(d) {
-                    return Err(ctx(format!("default_flavor {d:?} is not one of the flavors")));
+                    return Err(ctx(format!(
+                        "default_flavor {d:?} is not one of the flavors"
+                    )));
                 }
             }
             if p.networks.is_empty() {
@@ -444,22 +559,37 @@ impl Config {
                 if !matches!(net.kind.as_str(), "manual" | "dynamic") {
                     return Err(ctx(format!("network {n}: type must be manual or dynamic")));
                 }
-                let addrs = net.addresses().map_err(|e| ctx(format!("network {n}: {e}")))?;
+                let addrs = net
+                    .addresses()
+                    .map_err(|e| ctx(format!("network {n}: {e}")))?;
                 if !addrs.is_empty() && (net.kind != "manual" || net.netmask.is_none()) {
-                    return Err(ctx(format!("network {n}: static_ips need type = \"manual\" and a netmask")));
+                    return Err(ctx(format!(
+                        "network {n}: static_ips need type = \"manual\" and a netmask"
+                    )));
                 }
             }
-            if p.networks.values().filter(|n| !n.static_ips.is_empty()).count() > 1 {
+            if p.networks
+                .values()
+                .filter(|n| !n.static_ips.is_empty())
+                .count()
+                > 1
+            {
                 return Err(ctx("only one network per pool can have static_ips".into()));
             }
             if p.cpi_timeout_seconds == 0 {
                 return Err(ctx("cpi_timeout_seconds must be positive".into()));
             }
             if p.limits.max_concurrent_creates == 0 {
-                return Err(ctx("limits.max_concurrent_creates must be at least 1".into()));
+                return Err(ctx(
+                    "limits.max_concurrent_creates must be at least 1".into()
+                ));
             }
-            if p.create_attempts == 0 || !(p.max_lifetime_minutes > 0.0 && p.max_lifetime_minutes < 1e7) {
-                return Err(ctx("create_attempts and max_lifetime_minutes must be positive".into()));
+            if p.create_attempts == 0
+                || !(p.max_lifetime_minutes > 0.0 && p.max_lifetime_minutes < 1e7)
+            {
+                return Err(ctx(
+                    "create_attempts and max_lifetime_minutes must be positive".into(),
+                ));
             }
         }
         Ok(())
@@ -467,7 +597,10 @@ impl Config {
 
     /// Reads the Buildkite token named by the config. The value is only ever passed to the HTTP client.
     pub fn token(&self) -> Result<String, ConfigError> {
-        read_token(self.buildkite.token_file.as_deref(), self.buildkite.token_env.as_deref())
+        read_token(
+            self.buildkite.token_file.as_deref(),
+            self.buildkite.token_env.as_deref(),
+        )
     }
 
     /// Reads the REST API token (REST source only).
@@ -480,15 +613,77 @@ impl Config {
 
     /// The URL that VMs use to reach the assignment endpoint.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// What `check-config` checks beyond the file itself: every CPI is an executable file, every stemcell
+    /// file exists (a tarball has an `image`), the TLS files are readable, and the listen address is free.
+    pub fn check_local(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        for p in &self.pools {
+            let cpi = Path::new(&p.cpi[0]);
+            let meta = std::fs::metadata(cpi)
+                .map_err(|e| invalid(format!("pool {}: cpi {}: {e}", p.name, cpi.display())))?;
+            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                return Err(invalid(format!(
+                    "pool {}: cpi {} is not executable",
+                    p.name,
+                    cpi.display()
+                )));
+            }
+            if let Some(t) = &p.stemcell.tarball {
+                crate::launcher::stemcell::probe(t).map_err(|e| {
+                    invalid(format!(
+                        "pool {}: {}",
+                        p.name,
+                        crate::launcher::log::chain(&e)
+                    ))
+                })?;
+            }
+            if let Some(i) = &p.stemcell.image {
+                std::fs::File::open(i).map_err(|e| {
+                    invalid(format!(
+                        "pool {}: stemcell image {}: {e}",
+                        p.name,
+                        i.display()
+                    ))
+                })?;
+            }
+        }
+        if let Some(t) = &self.tls {
+            for f in [&t.cert_file, &t.key_file] {
+                std::fs::read(f).map_err(|e| invalid(format!("tls: {}: {e}", f.display())))?;
+            }
+        }
+        std::net::TcpListener::bind(&self.listen).map_err(|e| {
+            invalid(format!(
+                "listen: cannot bind {}: {e} (is another launcher running?)",
+                self.listen
+            ))
+        })?;
+        Ok(())
     }
 }
 
 fn read_token(file: Option<&Path>, env: Option<&str>) -> Result<String, ConfigError> {
     let (token, from) = match (file, env) {
-        (Some(f), _) => (std::fs::read_to_string(f).map_err(|e| ConfigError::Token(f.display().to_string(), e))?, f.display().to_string()),
+        (Some(f), _) => (
+            std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::Token(f.display().to_string(), e))?,
+            f.display().to_string(),
+        ),
         (None, Some(v)) => (
-            std::env::var(v).map_err(|_| ConfigError::Token(format!("${v}"), std::io::Error::new(std::io::ErrorKind::NotFound, "variable not set")))?,
+            std::env::var(v).map_err(|_| {
+                ConfigError::Token(
+                    format!("${v}"),
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "variable not set"),
+                )
+            })?,
             format!("${v}"),
         ),
         (None, None) => return Err(invalid("no token source")),
@@ -537,25 +732,48 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         let e = c.pools[0].flavor_for(Some("huge")).unwrap_err();
         assert!(e.contains("\"huge\"") && e.contains("large, small"), "{e}");
         let ips = c.pools[0].networks["default"].addresses().unwrap();
-        assert_eq!(ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(), ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]);
+        assert_eq!(
+            ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            ["10.0.0.10", "10.0.0.11", "10.0.0.12", "10.0.0.20"]
+        );
     }
 
     #[test]
     fn bad_configs_name_the_field() {
         let cases = [
-            (GOOD.replace("stack_key = \"s1\"", "stack_key = \"s 1\""), "stack_key"),
-            (GOOD.replace("token_env = \"BK\"", "token_env = \"BK\"\ntoken_file = \"/x\""), "exactly one of token_file"),
+            (
+                GOOD.replace("stack_key = \"s1\"", "stack_key = \"s 1\""),
+                "stack_key",
+            ),
+            (
+                GOOD.replace(
+                    "token_env = \"BK\"",
+                    "token_env = \"BK\"\ntoken_file = \"/x\"",
+                ),
+                "exactly one of token_file",
+            ),
             (GOOD.replace("\"/bin/cpi\"", "\"cpi\""), "absolute path"),
             (GOOD.replace("\"queue=vm\", ", ""), "queue="),
             (GOOD.replace("10.0.0.12\"", "10.0.0.9\""), "reversed"),
-            (GOOD.replace("stemcell = { cid = \"sc-1\" }", "stemcell = { }"), "exactly one of cid, tarball and image"),
+            (
+                GOOD.replace("stemcell = { cid = \"sc-1\" }", "stemcell = { }"),
+                "exactly one of cid, tarball and image",
+            ),
             (GOOD.replace("ram = 512", "ram = 0"), "positive"),
-            (GOOD.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""), "listen"),
+            (
+                GOOD.replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\""),
+                "listen",
+            ),
             (GOOD.replace("launcher_id", "launcher_idx"), "unknown field"),
         ];
         for (text, want) in cases {
             let e = parse(&text).unwrap_err();
-            let msg = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            let msg = format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
             assert!(msg.contains(want), "want {want:?} in {msg:?}");
         }
     }
@@ -564,8 +782,85 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
     fn the_shipped_example_is_valid() {
         let c = parse(include_str!("../../examples/launcher/agent-launcher.toml")).unwrap();
         assert_eq!(c.pools.len(), 2);
-        assert_eq!(c.pools[0].networks["default"].addresses().unwrap().len(), 50);
+        assert_eq!(
+            c.pools[0].networks["default"].addresses().unwrap().len(),
+            50
+        );
         assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
+    }
+
+    /// The example says it shows every key: it does, and the docs say what new users trip over.
+    #[test]
+    fn the_example_and_the_docs_show_every_key() {
+        let example = include_str!("../../examples/launcher/agent-launcher.toml");
+        let keys = [
+            "launcher_id",
+            "ledger_dir",
+            "listen",
+            "public_url",
+            "poll_interval_ms",
+            "on_shutdown",
+            "placement",
+            "unhealthy_after_failed_polls",
+            "tls",
+            "cert_file",
+            "key_file",
+            "[limits]",
+            "[buildkite]",
+            "source",
+            "endpoint",
+            "token_file",
+            "token_env",
+            "queue",
+            "stack_key",
+            "reservation_expiry_seconds",
+            "page_size",
+            "max_pages",
+            "timeout_ms",
+            "[buildkite.rest]",
+            "organization",
+            "lookback_hours",
+            "[[pool]]",
+            "name",
+            "tags",
+            "cpi",
+            "stemcell",
+            "tarball",
+            "image",
+            "api_version",
+            "cloud_properties",
+            "networks",
+            "static_ips",
+            "flavors",
+            "default_flavor",
+            "flavor_tag",
+            "limits",
+            "max_concurrent_creates",
+            "reserve_smallest",
+            "warm",
+            "max_lifetime_minutes",
+            "boot_timeout_seconds",
+            "create_attempts",
+            "cpi_timeout_seconds",
+        ];
+        for k in keys {
+            assert!(example.contains(k), "the example config does not show {k}");
+        }
+        let docs = include_str!("../../docs/launcher.md");
+        for want in [
+            "must end in `/v3`",
+            "cleared environment",
+            "stack_key",
+            "drain",
+            "warm VMs",
+            "unhealthy_after_failed_polls",
+            "--online",
+        ] {
+            assert!(
+                docs.contains(want),
+                "docs/launcher.md does not say {want:?}"
+            );
+        }
     }
 
     #[test]

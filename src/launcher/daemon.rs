@@ -4,7 +4,9 @@
 //! threads that report back through a channel, so slow creates never stall polling. Every create is preceded
 //! by an fsync'd ledger entry, and every VM is deleted when its job ends, is cancelled, never starts, or the
 //! VM passes its deadline. On start, [`Daemon::recover`] settles every open record before any new work.
-use crate::launcher::buildkite::{is_started, is_terminal, parse_rfc3339, BkError, Listing, Source};
+use crate::launcher::buildkite::{
+    is_started, is_terminal, parse_rfc3339, sort_jobs, BkError, Listing, ScheduledJob, Source,
+};
 use crate::launcher::config::{Config, OnShutdown};
 use crate::launcher::cpi::{Cpi, CpiError};
 use crate::launcher::http::{self, Assignment, Shared, SharedRef};
@@ -13,7 +15,7 @@ use crate::launcher::log;
 use crate::launcher::plan::{plan, Capacity, Decision, PoolInfo};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,11 +25,17 @@ pub enum DaemonError {
     #[error("ledger")]
     Ledger(#[from] LedgerError),
     #[error("cannot listen on {addr}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: http::ServeError,
+    },
     #[error("stemcell of pool {pool}")]
     Stemcell { pool: String, source: CpiError },
     #[error("stemcell tarball of pool {pool}")]
-    Tarball { pool: String, source: crate::launcher::stemcell::TarballError },
+    Tarball {
+        pool: String,
+        source: crate::launcher::stemcell::TarballError,
+    },
     #[error("stemcell image {0} is unreadable")]
     StemcellImage(String, #[source] std::io::Error),
     #[error("cannot register the Buildkite stack")]
@@ -37,25 +45,40 @@ pub enum DaemonError {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn now_f() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// 32 hex characters from the kernel's random source.
 pub fn random_hex() -> Result<String, DaemonError> {
     use std::io::Read;
     let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(DaemonError::Random)?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(DaemonError::Random)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// What a worker thread reports.
 enum Msg {
-    Created { id: String, n: u32, res: Result<String, CpiError> },
-    Deleted { id: String, res: Result<(), CpiError> },
+    Created {
+        id: String,
+        n: u32,
+        res: Result<String, CpiError>,
+    },
+    Deleted {
+        id: String,
+        res: Result<(), CpiError>,
+    },
 }
 
 /// What happens to a record once its VM is deleted.
@@ -72,6 +95,8 @@ pub struct Daemon {
     infos: Vec<PoolInfo>,
     cpis: Vec<Cpi>,
     stemcells: Vec<String>,
+    /// Per pool: the stemcell's API version (create_vm's `context.vm.stemcell.api_version`).
+    stemcell_api: Vec<u32>,
     ledger: Ledger,
     source: Box<dyn Source>,
     shared: SharedRef,
@@ -90,46 +115,141 @@ pub struct Daemon {
     bk_wait_until: Option<Instant>,
     /// When each held job was last reserved (reservations are extended while its VM boots).
     reserved_at: HashMap<String, Instant>,
+    /// Jobs of a reserve whose answer was lost: reserved again (idempotent) on the next poll, until their
+    /// reservation would have run out.
+    unsure: HashMap<String, (ScheduledJob, Instant)>,
+    /// Records whose next create_vm attempt waits until then (backoff after a failed attempt).
+    retry_at: HashMap<String, Instant>,
+    /// Polls of the Buildkite API that failed in a row.
+    failed_polls: u32,
 }
 
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// The context of a CPI call; its `request_id` is unique per call (it names the call in the CPI's logs).
 fn cpi_context(cfg: &Config) -> Value {
-    json!({"director_uuid": cfg.launcher_id, "request_id": format!("agent-launcher-{}", now())})
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    json!({"director_uuid": cfg.launcher_id, "request_id": format!("agent-launcher-{}-{}-{n}", now(), std::process::id())})
+}
+
+/// The context of create_vm: also the stemcell's API version, as the director sends it.
+fn create_vm_context(cfg: &Config, stemcell_api_version: u32) -> Value {
+    let mut ctx = cpi_context(cfg);
+    ctx["vm"] = json!({"stemcell": {"api_version": stemcell_api_version}});
+    ctx
+}
+
+/// A pool's stemcell API version: configured, else from its tarball's `stemcell.MF`, else 3.
+pub fn stemcell_api_version(pool: &crate::launcher::config::Pool) -> u32 {
+    pool.stemcell
+        .api_version
+        .or_else(|| {
+            let t = pool.stemcell.tarball.as_ref()?;
+            crate::launcher::stemcell::read_manifest(t)
+                .ok()
+                .flatten()
+                .as_deref()
+                .and_then(crate::launcher::stemcell::manifest_api_version)
+        })
+        .unwrap_or(3)
+}
+
+/// The pause before create attempt `failures + 1`: 1 s after the first failure, doubling, at most 60 s.
+pub fn create_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// The pause after `failed` polls in a row: the poll interval (at least 1 s), doubling, at most 60 s.
+pub fn poll_backoff(interval: Duration, failed: u32) -> Duration {
+    let base = interval.max(Duration::from_secs(1));
+    base.saturating_mul(1u32 << failed.saturating_sub(1).min(6))
+        .min(Duration::from_secs(60))
+}
+
+/// Removes what a previous run left in the spool: files, and the directories of extracted stemcells.
+fn sweep_spool(spool: &std::path::Path, dirs_only: bool) {
+    for e in std::fs::read_dir(spool).into_iter().flatten().flatten() {
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let _ = if is_dir {
+            std::fs::remove_dir_all(e.path())
+        } else if !dirs_only {
+            std::fs::remove_file(e.path())
+        } else {
+            Ok(())
+        };
+    }
 }
 
 /// Runs a CPI call and records its latency and errors.
-fn timed<T>(shared: &SharedRef, method: &str, f: impl FnOnce() -> Result<T, CpiError>) -> Result<T, CpiError> {
+fn timed<T>(
+    shared: &SharedRef,
+    method: &str,
+    f: impl FnOnce() -> Result<T, CpiError>,
+) -> Result<T, CpiError> {
     let t = Instant::now();
     let r = f();
     let mut s = http::lock(shared);
-    s.metrics.observe("launcher_cpi_call_duration_seconds", &[("method", method)], t.elapsed().as_secs_f64());
+    s.metrics.observe(
+        "launcher_cpi_call_duration_seconds",
+        &[("method", method)],
+        t.elapsed().as_secs_f64(),
+    );
     if r.is_err() {
-        s.metrics.inc("launcher_cpi_errors_total", &[("method", method)], 1.0);
+        s.metrics
+            .inc("launcher_cpi_errors_total", &[("method", method)], 1.0);
     }
     r
 }
 
 impl Daemon {
     /// Opens the ledger, binds the listener, makes sure every pool has its stemcell.
-    pub fn new(cfg: Config, source: Box<dyn Source>, agent_token: String, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
+    pub fn new(
+        cfg: Config,
+        source: Box<dyn Source>,
+        agent_token: String,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Daemon, DaemonError> {
         let ledger = Ledger::open(&cfg.ledger_dir)?;
-        let cpis: Vec<Cpi> = cfg.pools.iter().map(|p| Cpi::new(p.cpi.clone(), ledger.spool_dir(), Duration::from_secs(p.cpi_timeout_seconds))).collect();
+        let cpis: Vec<Cpi> = cfg
+            .pools
+            .iter()
+            .map(|p| {
+                Cpi::new(
+                    p.cpi.clone(),
+                    ledger.spool_dir(),
+                    Duration::from_secs(p.cpi_timeout_seconds),
+                )
+            })
+            .collect();
         let infos = cfg.pools.iter().map(PoolInfo::new).collect();
         let shared: SharedRef = Arc::new(std::sync::Mutex::new(Shared {
             metrics: Default::default(),
             assignments: HashMap::new(),
             last_tick: Instant::now(),
             healthy_within: Duration::from_millis(cfg.poll_interval_ms * 5 + 60_000),
+            failed_polls: 0,
+            unhealthy_after: cfg.unhealthy_after_failed_polls,
             agent_endpoint: cfg.buildkite.endpoint.clone(),
             agent_token,
         }));
-        let addr = http::serve(&cfg.listen, shared.clone()).map_err(|source| DaemonError::Listen { addr: cfg.listen.clone(), source })?;
-        log::info(&format!("listening on http://{addr} (/metrics, /healthz, /v1/assignment)"));
+        let addr =
+            http::serve(&cfg.listen, cfg.tls.as_ref(), shared.clone()).map_err(|source| {
+                DaemonError::Listen {
+                    addr: cfg.listen.clone(),
+                    source,
+                }
+            })?;
+        log::info(&format!(
+            "listening on {}://{addr} (/metrics, /healthz, /v1/assignment)",
+            if cfg.tls.is_some() { "https" } else { "http" }
+        ));
         let (tx, rx) = channel();
         let mut d = Daemon {
             cfg,
             infos,
             cpis,
             stemcells: Vec::new(),
+            stemcell_api: Vec::new(),
             ledger,
             source,
             shared,
@@ -145,14 +265,24 @@ impl Daemon {
             stop,
             bk_wait_until: None,
             reserved_at: HashMap::new(),
+            unsure: HashMap::new(),
+            retry_at: HashMap::new(),
+            failed_polls: 0,
         };
         for r in d.ledger.state.open.values() {
             log::add_secret(&r.intent.secret);
             let job = (!r.intent.job.is_empty()).then(|| r.intent.job.clone());
-            let a = Assignment { job, agent_tags: r.intent.agent_tags.clone(), name: agent_name(&r.intent) };
-            http::lock(&d.shared).assignments.insert(r.intent.secret.clone(), a);
+            let a = Assignment {
+                job,
+                agent_tags: r.intent.agent_tags.clone(),
+                name: agent_name(&r.intent),
+            };
+            http::lock(&d.shared)
+                .assignments
+                .insert(r.intent.secret.clone(), a);
         }
         d.stemcells = d.ensure_stemcells()?;
+        d.stemcell_api = d.cfg.pools.iter().map(stemcell_api_version).collect();
         Ok(d)
     }
 
@@ -169,19 +299,52 @@ impl Daemon {
                 out.push(String::new());
                 continue;
             };
-            let meta = std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
-            let mtime = meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-            let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));
+            let meta = std::fs::metadata(image)
+                .map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let key = format!(
+                "{}|{}|{}|{}",
+                image.display(),
+                meta.len(),
+                mtime,
+                p.cpi.join(" ")
+            );
+            // a create_stemcell that a previous run started is settled first: never a second upload
+            if let Some(cid) = self.settle_stemcell_attempt(i, &key)? {
+                out.push(cid);
+                continue;
+            }
             if let Some((k, cid)) = self.ledger.state.stemcells.get(&p.name) {
                 if *k == key {
                     out.push(cid.clone());
                     continue;
                 }
             }
-            log::info(&format!("pool={} create_stemcell from {}", p.name, image.display()));
+            // images extracted by interrupted runs (settled above) are of no use now
+            sweep_spool(&self.ledger.spool_dir(), true);
+            log::info(&format!(
+                "pool={} create_stemcell from {}",
+                p.name,
+                image.display()
+            ));
             // a tarball is unpacked like the director does: its `image` plus the manifest's cloud_properties
             let extracted = match &p.stemcell.tarball {
-                Some(t) => Some(crate::launcher::stemcell::extract(t, &self.ledger.spool_dir(), &p.stemcell.cloud_properties).map_err(|source| DaemonError::Tarball { pool: p.name.clone(), source })?),
+                Some(t) => Some(
+                    crate::launcher::stemcell::extract(
+                        t,
+                        &self.ledger.spool_dir(),
+                        &p.stemcell.cloud_properties,
+                    )
+                    .map_err(|source| DaemonError::Tarball {
+                        pool: p.name.clone(),
+                        source,
+                    })?,
+                ),
                 None => None,
             };
             let (path, props) = match &extracted {
@@ -191,19 +354,128 @@ impl Daemon {
             let tag = format!("stemcell-{}-{}", p.name, now());
             let cpi = self.cpis[i].clone();
             let ctx = cpi_context(&self.cfg);
-            let res = timed(&self.shared, "create_stemcell", || cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx));
+            self.ledger.append(Event::StemcellAttempt {
+                pool: p.name.clone(),
+                key: key.clone(),
+                tag: tag.clone(),
+            })?;
+            let res = timed(&self.shared, "create_stemcell", || {
+                cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx)
+            });
             drop(extracted);
             cpi.spool_files(&tag).remove();
-            let cid = res.map_err(|source| DaemonError::Stemcell { pool: p.name.clone(), source })?;
+            let cid = res.map_err(|source| DaemonError::Stemcell {
+                pool: p.name.clone(),
+                source,
+            })?;
             let Some(cid) = cid.as_str().filter(|c| !c.is_empty()).map(String::from) else {
                 let output = cid.to_string();
-                return Err(DaemonError::Stemcell { pool: p.name.clone(), source: CpiError::NoResponse { method: "create_stemcell".into(), status: "no stemcell CID in the result".into(), output } });
+                return Err(DaemonError::Stemcell {
+                    pool: p.name.clone(),
+                    source: CpiError::NoResponse {
+                        method: "create_stemcell".into(),
+                        status: "no stemcell CID in the result".into(),
+                        output,
+                    },
+                });
             };
-            self.ledger.append(Event::Stemcell { pool: p.name.clone(), key, cid: cid.clone() })?;
+            self.ledger.append(Event::Stemcell {
+                pool: p.name.clone(),
+                key,
+                cid: cid.clone(),
+            })?;
             log::info(&format!("pool={} stemcell={cid}", p.name));
             out.push(cid);
         }
         Ok(out)
+    }
+
+    /// Settles a create_stemcell of pool `i` that a previous run started and did not see finish: waits while
+    /// it runs, then takes its CID when it is for the current image (`key`), or deletes the stemcell when the
+    /// image has changed since. `None` when there was no such call or it made no stemcell.
+    fn settle_stemcell_attempt(
+        &mut self,
+        i: usize,
+        key: &str,
+    ) -> Result<Option<String>, DaemonError> {
+        let p = self.cfg.pools[i].clone();
+        let Some((k, tag)) = self.ledger.state.stemcell_attempts.get(&p.name).cloned() else {
+            return Ok(None);
+        };
+        let cpi = self.cpis[i].clone();
+        let files = cpi.spool_files(&tag);
+        if !files.exists() {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        if files.running() {
+            log::info(&format!(
+                "pool={} waiting for the create_stemcell of a previous run to finish",
+                p.name
+            ));
+        }
+        while files.running() && t.elapsed() < Duration::from_secs(p.cpi_timeout_seconds) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let cid = match files.outcome("create_stemcell", "recovered") {
+            Ok(v) => v.as_str().filter(|c| !c.is_empty()).map(String::from),
+            Err(e) => {
+                log::warn(&format!(
+                    "pool={} interrupted create_stemcell made no stemcell: {}",
+                    p.name,
+                    log::chain(&e)
+                ));
+                None
+            }
+        };
+        files.remove();
+        let Some(cid) = cid else { return Ok(None) };
+        if k == key {
+            log::info(&format!(
+                "pool={} stemcell={cid} recovered from an interrupted create_stemcell",
+                p.name
+            ));
+            self.ledger.append(Event::Stemcell {
+                pool: p.name.clone(),
+                key: k,
+                cid: cid.clone(),
+            })?;
+            return Ok(Some(cid));
+        }
+        log::warn(&format!(
+            "pool={} stemcell={cid} from an interrupted upload of an older image: deleting it",
+            p.name
+        ));
+        let dtag = format!("{tag}.delete_stemcell");
+        let ctx = cpi_context(&self.cfg);
+        if let Err(e) = timed(&self.shared, "delete_stemcell", || {
+            cpi.call(&dtag, "delete_stemcell", json!([cid]), &ctx)
+        }) {
+            log::warn(&format!(
+                "pool={} delete_stemcell {cid} failed: {}; delete it by hand",
+                p.name,
+                log::chain(&e)
+            ));
+        }
+        cpi.spool_files(&dtag).remove();
+        Ok(None)
+    }
+
+    /// Tags a VM (best effort: not every CPI supports metadata), waiting for the call.
+    fn set_metadata_now(&self, pi: usize, intent: &Intent, cid: &str, tag: &str) {
+        let cpi = self.cpis[pi].clone();
+        let ctx = cpi_context(&self.cfg);
+        let md = metadata(&self.cfg.launcher_id, intent);
+        if let Err(e) = timed(&self.shared, "set_vm_metadata", || {
+            cpi.call(tag, "set_vm_metadata", json!([cid, md]), &ctx)
+        }) {
+            log::warn(&format!(
+                "record={} vm={cid} set_vm_metadata failed: {}",
+                intent.id,
+                log::chain(&e)
+            ));
+        }
+        cpi.spool_files(tag).remove();
     }
 
     fn pool_index(&self, name: &str) -> Option<usize> {
@@ -226,24 +498,56 @@ impl Daemon {
             if r.cid.is_none() && r.attempts > r.failures {
                 let files = self.cpis[i].spool_files(&format!("{id}-{}.create_vm", r.attempts));
                 if !files.exists() {
-                    self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason: "the launcher stopped before create_vm ran".into() })?;
+                    self.ledger.append(Event::AttemptFailed {
+                        id: id.clone(),
+                        n: r.attempts,
+                        reason: "the launcher stopped before create_vm ran".into(),
+                    })?;
                     continue;
                 }
                 let t = Instant::now();
-                while files.running() && t.elapsed() < Duration::from_secs(self.cfg.pools[i].cpi_timeout_seconds) {
+                while files.running()
+                    && t.elapsed() < Duration::from_secs(self.cfg.pools[i].cpi_timeout_seconds)
+                {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let outcome = files.outcome("create_vm", "recovered").and_then(|v| {
-                    crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "recovered".into(), output: v.to_string() })
+                    crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse {
+                        method: "create_vm".into(),
+                        status: "recovered".into(),
+                        output: v.to_string(),
+                    })
                 });
                 match outcome {
                     Ok(cid) => {
-                        log::info(&format!("record={id} job={} vm={cid} recovered from an interrupted create_vm", r.intent.job));
-                        self.ledger.append(Event::Created { id: id.clone(), cid, at: now() })?;
+                        log::info(&format!(
+                            "record={id} job={} vm={cid} recovered from an interrupted create_vm",
+                            r.intent.job
+                        ));
+                        self.ledger.append(Event::Created {
+                            id: id.clone(),
+                            cid: cid.clone(),
+                            at: now(),
+                        })?;
+                        // the run that made it was killed before it could tag it
+                        self.set_metadata_now(
+                            i,
+                            &r.intent,
+                            &cid,
+                            &format!("{id}-{}.recovered.set_vm_metadata", r.attempts),
+                        );
                     }
                     Err(e) => {
-                        log::warn(&format!("record={id} job={} interrupted create_vm failed: {}", r.intent.job, log::chain(&e)));
-                        self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason: e.to_string() })?;
+                        log::warn(&format!(
+                            "record={id} job={} interrupted create_vm failed: {}",
+                            r.intent.job,
+                            log::chain(&e)
+                        ));
+                        self.ledger.append(Event::AttemptFailed {
+                            id: id.clone(),
+                            n: r.attempts,
+                            reason: e.to_string(),
+                        })?;
                     }
                 }
                 files.remove();
@@ -251,36 +555,71 @@ impl Daemon {
         }
         // every interrupted create is settled; what is left in the spool are calls of a previous run whose
         // outcome no longer matters (has_vm, set_vm_metadata, delete_vm: all are repeated as needed)
-        let spool = self.ledger.spool_dir();
-        for e in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
+        sweep_spool(&self.ledger.spool_dir(), false);
         // VMs with a CID: ask the CPI whether they exist; a VM that is gone before its job started is retried
-        let with_vm: Vec<Record> = self.ledger.state.open.values().filter(|r| r.cid.is_some()).cloned().collect();
-        let jobs: Vec<String> = with_vm.iter().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
-        let states = if jobs.is_empty() { HashMap::new() } else { self.source.states(&jobs).unwrap_or_default() };
+        let with_vm: Vec<Record> = self
+            .ledger
+            .state
+            .open
+            .values()
+            .filter(|r| r.cid.is_some())
+            .cloned()
+            .collect();
+        let jobs: Vec<String> = with_vm
+            .iter()
+            .map(|r| r.intent.job.clone())
+            .filter(|j| !j.is_empty())
+            .collect();
+        let states = if jobs.is_empty() {
+            HashMap::new()
+        } else {
+            self.source.states(&jobs).unwrap_or_default()
+        };
         for r in with_vm {
-            let (Some(i), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { continue };
+            let (Some(i), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else {
+                continue;
+            };
             let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
             if is_terminal(state) {
                 // its job is over: whether or not the VM still exists, delete_vm settles it
-                log::info(&format!("record={} job={} vm={cid} job {state} while the launcher was away: deleting", r.intent.id, r.intent.job));
+                log::info(&format!(
+                    "record={} job={} vm={cid} job {state} while the launcher was away: deleting",
+                    r.intent.id, r.intent.job
+                ));
                 self.start_delete(&r, After::Close(format!("job {state}")));
                 continue;
             }
             let cpi = self.cpis[i].clone();
             let tag = format!("{}.has_vm", r.intent.id);
             let ctx = cpi_context(&self.cfg);
-            let exists = timed(&self.shared, "has_vm", || cpi.call(&tag, "has_vm", json!([cid]), &ctx));
+            let exists = timed(&self.shared, "has_vm", || {
+                cpi.call(&tag, "has_vm", json!([cid]), &ctx)
+            });
             cpi.spool_files(&tag).remove();
             match exists {
                 // has_vm may be wrong: a started job is running on that VM, so keep it
                 Ok(Value::Bool(false)) if !is_started(state) => {
                     log::warn(&format!("record={} job={} vm={cid} does not exist (has_vm false); deleting to be sure and retrying", r.intent.id, r.intent.job));
-                    self.start_delete(&r, After::Retry(format!("VM {cid} disappeared before its job started")));
+                    self.start_delete(
+                        &r,
+                        After::Retry(format!("VM {cid} disappeared before its job started")),
+                    );
                 }
-                Ok(_) => log::info(&format!("record={} job={} vm={cid} adopted (job {})", r.intent.id, r.intent.job, if state.is_empty() { "state unknown" } else { state })),
-                Err(e) => log::warn(&format!("record={} vm={cid} has_vm failed: {}; adopting", r.intent.id, log::chain(&e))),
+                Ok(_) => log::info(&format!(
+                    "record={} job={} vm={cid} adopted (job {})",
+                    r.intent.id,
+                    r.intent.job,
+                    if state.is_empty() {
+                        "state unknown"
+                    } else {
+                        state
+                    }
+                )),
+                Err(e) => log::warn(&format!(
+                    "record={} vm={cid} has_vm failed: {}; adopting",
+                    r.intent.id,
+                    log::chain(&e)
+                )),
             }
         }
         Ok(())
@@ -289,7 +628,10 @@ impl Daemon {
     /// The main loop, until SIGTERM (and, with `on_shutdown = "drain"`, until every VM is gone).
     pub fn run(&mut self) -> Result<(), DaemonError> {
         self.source.register().map_err(DaemonError::Register)?;
-        log::info(&format!("stack {} registered on queue {}", self.cfg.buildkite.stack_key, self.cfg.buildkite.queue));
+        log::info(&format!(
+            "stack {} registered on queue {}",
+            self.cfg.buildkite.stack_key, self.cfg.buildkite.queue
+        ));
         self.recover()?;
         let interval = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut next_poll = Instant::now();
@@ -297,7 +639,10 @@ impl Daemon {
         loop {
             let stopping = self.stop.load(Ordering::SeqCst);
             if stopping && !stopping_logged {
-                log::info(&format!("SIGTERM: taking no new work; on_shutdown = {:?}", self.cfg.on_shutdown));
+                log::info(&format!(
+                    "SIGTERM: taking no new work; on_shutdown = {:?}",
+                    self.cfg.on_shutdown
+                ));
                 stopping_logged = true;
             }
             if stopping && self.busy.is_empty() {
@@ -306,7 +651,9 @@ impl Daemon {
                     break;
                 }
             }
-            let wait = next_poll.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+            let wait = next_poll
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
             if let Ok(msg) = self.rx.recv_timeout(wait) {
                 self.handle(msg)?;
                 while let Ok(m) = self.rx.try_recv() {
@@ -319,7 +666,11 @@ impl Daemon {
                 next_poll = Instant::now() + interval;
                 let mut s = http::lock(&self.shared);
                 s.last_tick = Instant::now();
-                s.metrics.observe("launcher_poll_duration_seconds", &[], t.elapsed().as_secs_f64());
+                s.metrics.observe(
+                    "launcher_poll_duration_seconds",
+                    &[],
+                    t.elapsed().as_secs_f64(),
+                );
             }
         }
         match self.source.deregister() {
@@ -331,7 +682,11 @@ impl Daemon {
 
     fn bk_error(&mut self, call: &str, e: &BkError) {
         log::warn(&format!("buildkite {call}: {}", log::chain(e)));
-        http::lock(&self.shared).metrics.inc("launcher_buildkite_errors_total", &[("call", call)], 1.0);
+        http::lock(&self.shared).metrics.inc(
+            "launcher_buildkite_errors_total",
+            &[("call", call)],
+            1.0,
+        );
         if let Some(w) = e.retry_after() {
             self.bk_wait_until = Some(Instant::now() + w);
         }
@@ -341,6 +696,35 @@ impl Daemon {
         self.bk_wait_until.is_none_or(|t| Instant::now() >= t)
     }
 
+    /// Counts a poll whose Buildkite calls failed (or succeeded): the next poll waits longer after each
+    /// failure in a row, and `/healthz` turns 503 after `unhealthy_after_failed_polls` of them.
+    fn poll_outcome(&mut self, ok: bool) {
+        if ok {
+            self.failed_polls = 0;
+        } else {
+            self.failed_polls += 1;
+            let wait = poll_backoff(
+                Duration::from_millis(self.cfg.poll_interval_ms),
+                self.failed_polls,
+            );
+            let until = Instant::now() + wait;
+            self.bk_wait_until = Some(self.bk_wait_until.map_or(until, |t| t.max(until)));
+            if self.failed_polls == self.cfg.unhealthy_after_failed_polls {
+                log::error(&format!(
+                    "{} polls of the Buildkite API failed in a row: /healthz now answers 503",
+                    self.failed_polls
+                ));
+            }
+        }
+        let mut s = http::lock(&self.shared);
+        s.failed_polls = self.failed_polls;
+        s.metrics.set(
+            "launcher_buildkite_consecutive_failed_polls",
+            &[],
+            f64::from(self.failed_polls),
+        );
+    }
+
     /// One poll: settle records, then plan and start new jobs.
     fn poll(&mut self, stopping: bool) -> Result<(), DaemonError> {
         // a SIGTERM that came while the loop waited counts for this poll already
@@ -348,7 +732,14 @@ impl Daemon {
         if !self.bk_ready() {
             return Ok(());
         }
-        let jobs: Vec<String> = self.ledger.state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
+        let jobs: Vec<String> = self
+            .ledger
+            .state
+            .open
+            .values()
+            .map(|r| r.intent.job.clone())
+            .filter(|j| !j.is_empty())
+            .collect();
         let states = if jobs.is_empty() {
             HashMap::new()
         } else {
@@ -356,27 +747,49 @@ impl Daemon {
                 Ok(s) => s,
                 Err(e) => {
                     self.bk_error("get-states", &e);
+                    self.poll_outcome(false);
                     return Ok(());
                 }
             }
         };
         self.settle(&states, stopping)?;
         self.extend_reservations(&states);
-        let listing = if stopping {
+        let mut listing = if stopping {
+            self.poll_outcome(true);
             Listing::default()
         } else {
             match self.source.list() {
                 Ok(l) => {
+                    self.poll_outcome(true);
                     self.prune(&l);
                     l
                 }
                 Err(e) => {
                     self.bk_error("list", &e);
+                    self.poll_outcome(false);
                     Listing::default()
                 }
             }
         };
-        http::lock(&self.shared).metrics.set("launcher_queue_paused", &[], if listing.paused { 1.0 } else { 0.0 });
+        // jobs of a reserve whose answer was lost are hidden from the list while that reservation holds:
+        // they are planned (and reserved, idempotently) again until the reservation would have run out
+        let expiry = Duration::from_secs(u64::from(self.cfg.buildkite.reservation_expiry_seconds));
+        self.unsure.retain(|_, (_, t)| t.elapsed() < expiry);
+        if !stopping && !self.unsure.is_empty() {
+            let listed: HashSet<String> = listing.jobs.iter().map(|j| j.id.clone()).collect();
+            listing.jobs.extend(
+                self.unsure
+                    .values()
+                    .filter(|(j, _)| !listed.contains(&j.id) && !self.ledger.state.has_job(&j.id))
+                    .map(|(j, _)| j.clone()),
+            );
+            sort_jobs(&mut listing.jobs);
+        }
+        http::lock(&self.shared).metrics.set(
+            "launcher_queue_paused",
+            &[],
+            if listing.paused { 1.0 } else { 0.0 },
+        );
         for j in &listing.jobs {
             if let Some(t) = parse_rfc3339(&j.scheduled_at) {
                 self.scheduled_at.entry(j.id.clone()).or_insert(t);
@@ -393,8 +806,19 @@ impl Daemon {
     /// Forgets per-job bookkeeping of jobs that are neither listed nor held, so a long run stays small.
     fn prune(&mut self, listing: &Listing) {
         let mut keep: HashSet<&str> = listing.jobs.iter().map(|j| j.id.as_str()).collect();
-        keep.extend(self.ledger.state.open.values().map(|r| r.intent.job.as_str()));
-        for set in [&mut self.seen, &mut self.refused, &mut self.notified, &mut self.started] {
+        keep.extend(
+            self.ledger
+                .state
+                .open
+                .values()
+                .map(|r| r.intent.job.as_str()),
+        );
+        for set in [
+            &mut self.seen,
+            &mut self.refused,
+            &mut self.notified,
+            &mut self.started,
+        ] {
             set.retain(|j| keep.contains(j.as_str()));
         }
         self.scheduled_at.retain(|j, _| keep.contains(j.as_str()));
@@ -402,18 +826,35 @@ impl Daemon {
     }
 
     /// Decides for every open record that has no call in flight.
-    fn settle(&mut self, states: &HashMap<String, String>, stopping: bool) -> Result<(), DaemonError> {
-        let records: Vec<Record> = self.ledger.state.open.values().filter(|r| !self.busy.contains(&r.intent.id)).cloned().collect();
+    fn settle(
+        &mut self,
+        states: &HashMap<String, String>,
+        stopping: bool,
+    ) -> Result<(), DaemonError> {
+        let records: Vec<Record> = self
+            .ledger
+            .state
+            .open
+            .values()
+            .filter(|r| !self.busy.contains(&r.intent.id))
+            .cloned()
+            .collect();
         let t = now();
         for r in records {
             let id = r.intent.id.clone();
             let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
-            let Some(pi) = self.pool_index(&r.intent.pool) else { continue };
+            let Some(pi) = self.pool_index(&r.intent.pool) else {
+                continue;
+            };
             let pool = self.cfg.pools[pi].clone();
             if is_started(state) && !self.started.contains(&r.intent.job) {
                 self.started.insert(r.intent.job.clone());
                 if let Some(s) = self.scheduled_at.get(&r.intent.job) {
-                    http::lock(&self.shared).metrics.observe("launcher_queue_to_running_seconds", &[("pool", &pool.name)], (now_f() - s).max(0.0));
+                    http::lock(&self.shared).metrics.observe(
+                        "launcher_queue_to_running_seconds",
+                        &[("pool", &pool.name)],
+                        (now_f() - s).max(0.0),
+                    );
                 }
             }
             if let Some(after) = self.after.get(&id).cloned() {
@@ -426,34 +867,90 @@ impl Daemon {
             match &r.cid {
                 Some(cid) => {
                     if is_terminal(state) {
-                        log::info(&format!("record={id} job={} vm={cid} job {state}: deleting the VM", r.intent.job));
+                        log::info(&format!(
+                            "record={id} job={} vm={cid} job {state}: deleting the VM",
+                            r.intent.job
+                        ));
                         self.start_delete(&r, After::Close(format!("job {state}")));
                     } else if t > r.intent.deadline {
-                        log::warn(&format!("record={id} job={} vm={cid} passed its lifetime: deleting", r.intent.job));
-                        let _ = self.source.notify(&r.intent.job, &format!("agent-launcher: VM {cid} passed its {} min lifetime and was deleted", pool.max_lifetime_minutes));
-                        self.start_delete(&r, After::Close("past its lifetime".into()));
-                    } else if !r.intent.job.is_empty() && !is_started(state) && r.created_at.is_some_and(|c| t > c + pool.boot_timeout_seconds) {
-                        let reason = format!("VM {cid} in pool {} did not start the job within {} s", pool.name, pool.boot_timeout_seconds);
+                        log::warn(&format!(
+                            "record={id} job={} vm={cid} passed its lifetime: deleting",
+                            r.intent.job
+                        ));
+                        let reason = format!(
+                            "VM {cid} passed its {} min lifetime and was deleted",
+                            pool.max_lifetime_minutes
+                        );
+                        if r.intent.job.is_empty() {
+                            self.start_delete(&r, After::Close("past its lifetime".into()));
+                        } else {
+                            let _ = self
+                                .source
+                                .notify(&r.intent.job, &format!("agent-launcher: {reason}"));
+                            // its agent goes with the VM: the job is finished, or the build would wait for it
+                            self.start_delete(&r, After::FailJob(reason));
+                        }
+                    } else if stopping
+                        && self.cfg.on_shutdown == OnShutdown::Drain
+                        && r.intent.job.is_empty()
+                    {
+                        log::info(&format!(
+                            "record={id} vm={cid} draining: deleting the warm VM"
+                        ));
+                        self.start_delete(&r, After::Close("drained (warm, no job)".into()));
+                    } else if !r.intent.job.is_empty()
+                        && !is_started(state)
+                        && r.created_at
+                            .is_some_and(|c| t > c + pool.boot_timeout_seconds)
+                    {
+                        let reason = format!(
+                            "VM {cid} in pool {} did not start the job within {} s",
+                            pool.name, pool.boot_timeout_seconds
+                        );
                         log::warn(&format!("record={id} job={} {reason}", r.intent.job));
-                        let after = if r.failures + 1 >= pool.create_attempts { After::FailJob(reason) } else { After::Retry(reason) };
+                        let after = if r.failures + 1 >= pool.create_attempts {
+                            After::FailJob(reason)
+                        } else {
+                            After::Retry(reason)
+                        };
                         self.start_delete(&r, after);
                     }
                 }
                 None => {
                     if is_terminal(state) {
-                        log::info(&format!("record={id} job={} job {state} before its VM was made", r.intent.job));
-                        self.ledger.append(Event::Closed { id, reason: format!("job {state}") })?;
+                        log::info(&format!(
+                            "record={id} job={} job {state} before its VM was made",
+                            r.intent.job
+                        ));
+                        self.ledger.append(Event::Closed {
+                            id,
+                            reason: format!("job {state}"),
+                        })?;
                     } else if r.failures >= pool.create_attempts {
-                        let reason = format!("agent-launcher could not start a VM in pool {} after {} attempts: {}", pool.name, r.failures, r.last_failure.clone().unwrap_or_default());
+                        let reason = format!(
+                            "agent-launcher could not start a VM in pool {} after {} attempts: {}",
+                            pool.name,
+                            r.failures,
+                            r.last_failure.clone().unwrap_or_default()
+                        );
                         if r.intent.job.is_empty() {
                             log::warn(&format!("record={id} warm VM: {reason}"));
                         } else {
                             self.fail_job(&r.intent.job, &pool.name, &reason);
                         }
-                        self.ledger.append(Event::Closed { id, reason: "create failed".into() })?;
-                    } else if !stopping {
+                        self.ledger.append(Event::Closed {
+                            id,
+                            reason: "create failed".into(),
+                        })?;
+                    } else if !stopping
+                        && self
+                            .retry_at
+                            .get(&id)
+                            .is_none_or(|at| Instant::now() >= *at)
+                    {
                         let creating = self.creating()[pi];
                         if creating < pool.limits.max_concurrent_creates {
+                            self.retry_at.remove(&id);
                             self.start_create(&r)?;
                         }
                     }
@@ -466,7 +963,9 @@ impl Daemon {
     /// Reserves again the jobs whose VM has not started them yet, before the reservation runs out (after a
     /// restart, at once), so that a slow boot does not hand the job to another stack.
     fn extend_reservations(&mut self, states: &HashMap<String, String>) {
-        let half = Duration::from_secs(u64::from(self.cfg.buildkite.reservation_expiry_seconds).div_ceil(2));
+        let half = Duration::from_secs(
+            u64::from(self.cfg.buildkite.reservation_expiry_seconds).div_ceil(2),
+        );
         let due: Vec<String> = self
             .ledger
             .state
@@ -491,10 +990,14 @@ impl Daemon {
     }
 
     fn fail_job(&mut self, job: &str, pool: &str, reason: &str) {
-        log::warn(&format!("job={job} pool={pool} finishing with -1: {reason}"));
+        log::warn(&format!(
+            "job={job} pool={pool} finishing with -1: {reason}"
+        ));
         // a source that cannot fail a job (REST) lists it again: this launcher does not retry it
         self.refused.insert(job.to_string());
-        http::lock(&self.shared).metrics.inc("launcher_jobs_failed_total", &[("pool", pool)], 1.0);
+        http::lock(&self.shared)
+            .metrics
+            .inc("launcher_jobs_failed_total", &[("pool", pool)], 1.0);
         if let Err(e) = self.source.finish(job, -1, reason) {
             self.bk_error("finish", &e);
         }
@@ -516,22 +1019,43 @@ impl Daemon {
     }
 
     fn start_jobs(&mut self, listing: &Listing) -> Result<(), DaemonError> {
-        let decisions = plan(&self.cfg, &self.infos, &self.ledger.state, &self.busy, listing, &self.refused);
+        let decisions = plan(
+            &self.cfg,
+            &self.infos,
+            &self.ledger.state,
+            &self.busy,
+            listing,
+            &self.refused,
+        );
         let mut to_reserve = Vec::new();
         let mut waiting: HashMap<(String, &'static str), f64> = HashMap::new();
         for d in &decisions {
             let (job, pool) = match d {
-                Decision::Start { job, pool, .. } | Decision::Refuse { job, pool, .. } | Decision::Wait { job, pool, .. } | Decision::Assign { job, pool, .. } => (job, *pool),
+                Decision::Start { job, pool, .. }
+                | Decision::Refuse { job, pool, .. }
+                | Decision::Wait { job, pool, .. }
+                | Decision::Assign { job, pool, .. } => (job, *pool),
             };
             if self.seen.insert(job.id.clone()) {
-                http::lock(&self.shared).metrics.inc("launcher_jobs_seen_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
+                http::lock(&self.shared).metrics.inc(
+                    "launcher_jobs_seen_total",
+                    &[("pool", &self.cfg.pools[pool].name)],
+                    1.0,
+                );
             }
             match d {
-                Decision::Start { job, .. } | Decision::Refuse { job, .. } | Decision::Assign { job, .. } => to_reserve.push(job.id.clone()),
+                Decision::Start { job, .. }
+                | Decision::Refuse { job, .. }
+                | Decision::Assign { job, .. } => to_reserve.push(job.id.clone()),
                 Decision::Wait { job, pool, reason } => {
-                    *waiting.entry((self.cfg.pools[*pool].name.clone(), reason)).or_default() += 1.0;
+                    *waiting
+                        .entry((self.cfg.pools[*pool].name.clone(), reason))
+                        .or_default() += 1.0;
                     if *reason == "ip" && self.notified.insert(job.id.clone()) {
-                        let msg = format!("agent-launcher: waiting for a free IP address in pool {}", self.cfg.pools[*pool].name);
+                        let msg = format!(
+                            "agent-launcher: waiting for a free IP address in pool {}",
+                            self.cfg.pools[*pool].name
+                        );
                         log::info(&format!("job={} {msg}", job.id));
                         if let Err(e) = self.source.notify(&job.id, &msg) {
                             self.bk_error("notify", &e);
@@ -544,7 +1068,11 @@ impl Daemon {
             let mut s = http::lock(&self.shared);
             s.metrics.clear("launcher_jobs_waiting");
             for ((pool, reason), n) in &waiting {
-                s.metrics.set("launcher_jobs_waiting", &[("pool", pool), ("reason", reason)], *n);
+                s.metrics.set(
+                    "launcher_jobs_waiting",
+                    &[("pool", pool), ("reason", reason)],
+                    *n,
+                );
             }
         }
         if to_reserve.is_empty() || self.stop.load(Ordering::SeqCst) {
@@ -552,6 +1080,9 @@ impl Daemon {
         }
         let reserved: HashSet<String> = match self.source.reserve(&to_reserve) {
             Ok(r) => {
+                for j in &to_reserve {
+                    self.unsure.remove(j);
+                }
                 for j in &r {
                     self.reserved_at.insert(j.clone(), Instant::now());
                 }
@@ -559,27 +1090,74 @@ impl Daemon {
             }
             Err(e) => {
                 self.bk_error("reserve", &e);
+                if e.is_ambiguous() {
+                    // the server may have reserved them: reconcile on the next poll
+                    for j in listing.jobs.iter().filter(|j| to_reserve.contains(&j.id)) {
+                        self.unsure
+                            .entry(j.id.clone())
+                            .or_insert_with(|| (j.clone(), Instant::now()));
+                    }
+                }
                 return Ok(());
             }
         };
         for d in decisions {
             match d {
-                Decision::Start { job, pool, flavor, cpu, ram, agent_tags, ip } if reserved.contains(&job.id) => {
-                    http::lock(&self.shared).metrics.inc("launcher_jobs_reserved_total", &[("pool", &self.cfg.pools[pool].name)], 1.0);
+                Decision::Start {
+                    job,
+                    pool,
+                    flavor,
+                    cpu,
+                    ram,
+                    agent_tags,
+                    ip,
+                } if reserved.contains(&job.id) => {
+                    http::lock(&self.shared).metrics.inc(
+                        "launcher_jobs_reserved_total",
+                        &[("pool", &self.cfg.pools[pool].name)],
+                        1.0,
+                    );
                     self.new_vm(pool, &job.id, flavor, cpu, ram, agent_tags, ip)?;
                 }
-                Decision::Assign { job, pool, record, agent_tags } if reserved.contains(&job.id) => {
+                Decision::Assign {
+                    job,
+                    pool,
+                    record,
+                    agent_tags,
+                } if reserved.contains(&job.id) => {
                     let name = self.cfg.pools[pool].name.clone();
                     {
                         let mut s = http::lock(&self.shared);
-                        s.metrics.inc("launcher_jobs_reserved_total", &[("pool", &name)], 1.0);
-                        s.metrics.inc("launcher_jobs_launched_total", &[("pool", &name)], 1.0);
+                        s.metrics
+                            .inc("launcher_jobs_reserved_total", &[("pool", &name)], 1.0);
+                        s.metrics
+                            .inc("launcher_jobs_launched_total", &[("pool", &name)], 1.0);
                     }
-                    self.ledger.append(Event::Assigned { id: record.clone(), job: job.id.clone(), agent_tags: agent_tags.clone(), at: now() })?;
-                    let Some(r) = self.ledger.state.open.get(&record).cloned() else { continue };
-                    log::info(&format!("job={} pool={name} assigned to warm record={record} vm={}", job.id, r.cid.as_deref().unwrap_or("-")));
-                    let a = Assignment { job: Some(job.id.clone()), agent_tags, name: agent_name(&r.intent) };
-                    http::lock(&self.shared).assignments.insert(r.intent.secret.clone(), a);
+                    // the VM's lifetime starts again with its job (a long-idle warm VM would cut it short)
+                    let deadline = now() + self.cfg.pools[pool].lifetime_secs();
+                    self.ledger.append(Event::Assigned {
+                        id: record.clone(),
+                        job: job.id.clone(),
+                        agent_tags: agent_tags.clone(),
+                        at: now(),
+                        deadline: Some(deadline),
+                    })?;
+                    let Some(r) = self.ledger.state.open.get(&record).cloned() else {
+                        continue;
+                    };
+                    log::info(&format!(
+                        "job={} pool={name} assigned to warm record={record} vm={}",
+                        job.id,
+                        r.cid.as_deref().unwrap_or("-")
+                    ));
+                    let a = Assignment {
+                        job: Some(job.id.clone()),
+                        agent_tags,
+                        name: agent_name(&r.intent),
+                    };
+                    http::lock(&self.shared)
+                        .assignments
+                        .insert(r.intent.secret.clone(), a);
                     self.update_metadata(&r);
                 }
                 Decision::Refuse { job, pool, reason } if reserved.contains(&job.id) => {
@@ -594,12 +1172,28 @@ impl Daemon {
     }
 
     /// Writes the intent for a new VM (for `job`, or warm when `job` is empty) and starts its create.
-    #[expect(clippy::too_many_arguments, reason = "one call site per kind of VM; a struct would only rename them")]
-    fn new_vm(&mut self, pool: usize, job: &str, flavor: String, cpu: u32, ram: u64, agent_tags: Vec<String>, ip: Option<String>) -> Result<(), DaemonError> {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per kind of VM; a struct would only rename them"
+    )]
+    fn new_vm(
+        &mut self,
+        pool: usize,
+        job: &str,
+        flavor: String,
+        cpu: u32,
+        ram: u64,
+        agent_tags: Vec<String>,
+        ip: Option<String>,
+    ) -> Result<(), DaemonError> {
         let p = &self.cfg.pools[pool];
         let secret = random_hex()?;
         log::add_secret(&secret);
-        let prefix: String = if job.is_empty() { "warm".into() } else { job.chars().take(8).collect() };
+        let prefix: String = if job.is_empty() {
+            "warm".into()
+        } else {
+            job.chars().take(8).collect()
+        };
         let intent = Intent {
             id: format!("{prefix}-{}", &random_hex()?[..8]),
             job: job.to_string(),
@@ -618,12 +1212,24 @@ impl Daemon {
             if job.is_empty() { "-" } else { job },
             p.name,
             intent.flavor,
-            if job.is_empty() { "warm VM" } else { "reserved" },
+            if job.is_empty() {
+                "warm VM"
+            } else {
+                "reserved"
+            },
             intent.id,
-            intent.ip.as_ref().map(|i| format!(" ip={i}")).unwrap_or_default()
+            intent
+                .ip
+                .as_ref()
+                .map(|i| format!(" ip={i}"))
+                .unwrap_or_default()
         ));
         self.ledger.append(Event::Intent(intent.clone()))?;
-        let a = Assignment { job: (!job.is_empty()).then(|| job.to_string()), agent_tags: intent.agent_tags.clone(), name: agent_name(&intent) };
+        let a = Assignment {
+            job: (!job.is_empty()).then(|| job.to_string()),
+            agent_tags: intent.agent_tags.clone(),
+            name: agent_name(&intent),
+        };
         http::lock(&self.shared).assignments.insert(secret, a);
         if let Some(r) = self.ledger.state.open.get(&intent.id).cloned() {
             self.start_create(&r)?;
@@ -637,17 +1243,33 @@ impl Daemon {
             if p.warm == 0 {
                 continue;
             }
-            let have = self.ledger.state.open.values().filter(|r| r.intent.pool == p.name && r.intent.job.is_empty()).count() as u32;
-            let Ok((fname, f)) = p.flavor_for(None) else { continue };
+            let have = self
+                .ledger
+                .state
+                .open
+                .values()
+                .filter(|r| r.intent.pool == p.name && r.intent.job.is_empty())
+                .count() as u32;
+            let Ok((fname, f)) = p.flavor_for(None) else {
+                continue;
+            };
             let (fname, cpu, ram) = (fname.to_string(), f.cpu, f.ram);
             for _ in have..p.warm {
                 let mut cap = Capacity::new(&self.cfg, &self.ledger.state, &self.creating());
                 let smallest = p.smallest_flavor().map(|(n, _)| n == fname).unwrap_or(true);
-                if cap.refusal(&self.cfg, &self.infos[i], i, cpu, ram, smallest).is_some() {
+                if cap
+                    .refusal(&self.cfg, &self.infos[i], i, cpu, ram, smallest)
+                    .is_some()
+                {
                     break;
                 }
                 let ip = cap.take(&self.infos[i], i, cpu, ram);
-                let tags = p.tags.iter().filter(|t| !t.ends_with("=*")).cloned().collect();
+                let tags = p
+                    .tags
+                    .iter()
+                    .filter(|t| !t.ends_with("=*"))
+                    .cloned()
+                    .collect();
                 self.new_vm(i, "", fname.clone(), cpu, ram, tags, ip)?;
             }
         }
@@ -656,15 +1278,22 @@ impl Daemon {
 
     /// Re-tags a VM after a warm assignment (best effort: not every CPI supports metadata).
     fn update_metadata(&self, r: &Record) {
-        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { return };
+        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else {
+            return;
+        };
         let cpi = self.cpis[pi].clone();
         let ctx = cpi_context(&self.cfg);
         let shared = self.shared.clone();
         let md = metadata(&self.cfg.launcher_id, &r.intent);
         let tag = format!("{}.assign.set_vm_metadata", r.intent.id);
         std::thread::spawn(move || {
-            if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&tag, "set_vm_metadata", json!([cid, md]), &ctx)) {
-                log::warn(&format!("vm={cid} set_vm_metadata failed: {}", log::chain(&e)));
+            if let Err(e) = timed(&shared, "set_vm_metadata", || {
+                cpi.call(&tag, "set_vm_metadata", json!([cid, md]), &ctx)
+            }) {
+                log::warn(&format!(
+                    "vm={cid} set_vm_metadata failed: {}",
+                    log::chain(&e)
+                ));
             }
             cpi.spool_files(&tag).remove();
         });
@@ -672,50 +1301,84 @@ impl Daemon {
 
     /// Writes the attempt to the ledger, then runs create_vm (and set_vm_metadata) on a worker thread.
     fn start_create(&mut self, r: &Record) -> Result<(), DaemonError> {
-        let Some(pi) = self.pool_index(&r.intent.pool) else { return Ok(()) };
+        let Some(pi) = self.pool_index(&r.intent.pool) else {
+            return Ok(());
+        };
         let n = r.attempts + 1;
-        self.ledger.append(Event::Attempt { id: r.intent.id.clone(), n })?;
+        self.ledger.append(Event::Attempt {
+            id: r.intent.id.clone(),
+            n,
+        })?;
         self.busy.insert(r.intent.id.clone());
         let pool = self.cfg.pools[pi].clone();
         let cpi = self.cpis[pi].clone();
         let intent = r.intent.clone();
         let stemcell = self.stemcells.get(pi).cloned().unwrap_or_default();
-        let ctx = cpi_context(&self.cfg);
+        let ctx = create_vm_context(&self.cfg, self.stemcell_api.get(pi).copied().unwrap_or(3));
+        let mctx = cpi_context(&self.cfg);
         let (tx, shared) = (self.tx.clone(), self.shared.clone());
         let public_url = self.cfg.public_url();
         let launcher_id = self.cfg.launcher_id.clone();
         let endpoint = self.cfg.buildkite.endpoint.clone();
-        log::info(&format!("record={} job={} pool={} create_vm attempt {n}", intent.id, intent.job, pool.name));
+        log::info(&format!(
+            "record={} job={} pool={} create_vm attempt {n}",
+            intent.id, intent.job, pool.name
+        ));
         std::thread::spawn(move || {
             let args = create_vm_args(&pool, &intent, &stemcell, &public_url, &endpoint);
             let tag = format!("{}-{n}.create_vm", intent.id);
-            let res = timed(&shared, "create_vm", || cpi.call(&tag, "create_vm", args, &ctx)).and_then(|v| {
-                crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse { method: "create_vm".into(), status: "no VM CID in the result".into(), output: v.to_string() })
+            let res = timed(&shared, "create_vm", || {
+                cpi.call(&tag, "create_vm", args, &ctx)
+            })
+            .and_then(|v| {
+                crate::launcher::cpi::vm_cid(&v).ok_or_else(|| CpiError::NoResponse {
+                    method: "create_vm".into(),
+                    status: "no VM CID in the result".into(),
+                    output: v.to_string(),
+                })
             });
             if let Ok(cid) = &res {
                 let md = metadata(&launcher_id, &intent);
                 let mtag = format!("{}-{n}.set_vm_metadata", intent.id);
-                if let Err(e) = timed(&shared, "set_vm_metadata", || cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &ctx)) {
-                    log::warn(&format!("record={} vm={cid} set_vm_metadata failed: {}", intent.id, log::chain(&e)));
+                if let Err(e) = timed(&shared, "set_vm_metadata", || {
+                    cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &mctx)
+                }) {
+                    log::warn(&format!(
+                        "record={} vm={cid} set_vm_metadata failed: {}",
+                        intent.id,
+                        log::chain(&e)
+                    ));
                 }
                 cpi.spool_files(&mtag).remove();
             }
-            let _ = tx.send(Msg::Created { id: intent.id.clone(), n, res });
+            let _ = tx.send(Msg::Created {
+                id: intent.id.clone(),
+                n,
+                res,
+            });
         });
         Ok(())
     }
 
     fn start_delete(&mut self, r: &Record, after: After) {
-        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { return };
+        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else {
+            return;
+        };
         self.after.insert(r.intent.id.clone(), after);
         self.busy.insert(r.intent.id.clone());
         let cpi = self.cpis[pi].clone();
         let ctx = cpi_context(&self.cfg);
         let (tx, shared, id) = (self.tx.clone(), self.shared.clone(), r.intent.id.clone());
-        log::info(&format!("record={id} job={} vm={cid} delete_vm", r.intent.job));
+        log::info(&format!(
+            "record={id} job={} vm={cid} delete_vm",
+            r.intent.job
+        ));
         std::thread::spawn(move || {
             let tag = format!("{id}.delete_vm");
-            let res = timed(&shared, "delete_vm", || cpi.call(&tag, "delete_vm", json!([cid]), &ctx)).map(|_| ());
+            let res = timed(&shared, "delete_vm", || {
+                cpi.call(&tag, "delete_vm", json!([cid]), &ctx)
+            })
+            .map(|_| ());
             cpi.spool_files(&tag).remove();
             let _ = tx.send(Msg::Deleted { id, res });
         });
@@ -725,24 +1388,48 @@ impl Daemon {
         match msg {
             Msg::Created { id, n, res } => {
                 self.busy.remove(&id);
-                let Some(r) = self.ledger.state.open.get(&id).cloned() else { return Ok(()) };
+                let Some(r) = self.ledger.state.open.get(&id).cloned() else {
+                    return Ok(());
+                };
                 let pi = self.pool_index(&r.intent.pool);
                 let files = pi.map(|i| self.cpis[i].spool_files(&format!("{id}-{n}.create_vm")));
                 match res {
                     Ok(cid) => {
-                        self.ledger.append(Event::Created { id: id.clone(), cid: cid.clone(), at: now() })?;
-                        log::info(&format!("record={id} job={} vm={cid} created", r.intent.job));
-                        http::lock(&self.shared).metrics.inc("launcher_jobs_launched_total", &[("pool", &r.intent.pool)], 1.0);
+                        self.ledger.append(Event::Created {
+                            id: id.clone(),
+                            cid: cid.clone(),
+                            at: now(),
+                        })?;
+                        log::info(&format!(
+                            "record={id} job={} vm={cid} created",
+                            r.intent.job
+                        ));
+                        http::lock(&self.shared).metrics.inc(
+                            "launcher_jobs_launched_total",
+                            &[("pool", &r.intent.pool)],
+                            1.0,
+                        );
                     }
                     Err(e) => {
-                        let leak = matches!(e, CpiError::NoResponse { .. } | CpiError::Timeout { .. });
+                        let leak =
+                            matches!(e, CpiError::NoResponse { .. } | CpiError::Timeout { .. });
                         log::warn(&format!(
                             "record={id} job={} create_vm attempt {n} failed: {}{}",
                             r.intent.job,
                             log::chain(&e),
-                            if leak { " (the CPI gave no answer: a VM may have been left behind on its host)" } else { "" }
+                            if leak {
+                                " (the CPI gave no answer: a VM may have been left behind on its host)"
+                            } else {
+                                ""
+                            }
                         ));
-                        self.ledger.append(Event::AttemptFailed { id, n, reason: e.to_string() })?;
+                        self.ledger.append(Event::AttemptFailed {
+                            id: id.clone(),
+                            n,
+                            reason: e.to_string(),
+                        })?;
+                        self.retry_at
+                            .insert(id, Instant::now() + create_backoff(r.failures + 1));
                     }
                 }
                 if let Some(f) = files {
@@ -751,27 +1438,51 @@ impl Daemon {
             }
             Msg::Deleted { id, res } => {
                 self.busy.remove(&id);
-                let Some(r) = self.ledger.state.open.get(&id).cloned() else { return Ok(()) };
+                let Some(r) = self.ledger.state.open.get(&id).cloned() else {
+                    return Ok(());
+                };
                 match res {
                     Ok(()) => {}
                     Err(e) if e.is_vm_not_found() => {}
                     Err(e) => {
-                        log::warn(&format!("record={id} vm={} delete_vm failed: {}; will retry", r.cid.as_deref().unwrap_or("-"), log::chain(&e)));
+                        log::warn(&format!(
+                            "record={id} vm={} delete_vm failed: {}; will retry",
+                            r.cid.as_deref().unwrap_or("-"),
+                            log::chain(&e)
+                        ));
                         return Ok(());
                     }
                 }
-                log::info(&format!("record={id} job={} vm={} deleted", r.intent.job, r.cid.as_deref().unwrap_or("-")));
-                match self.after.remove(&id).unwrap_or(After::Close("deleted".into())) {
+                log::info(&format!(
+                    "record={id} job={} vm={} deleted",
+                    r.intent.job,
+                    r.cid.as_deref().unwrap_or("-")
+                ));
+                match self
+                    .after
+                    .remove(&id)
+                    .unwrap_or(After::Close("deleted".into()))
+                {
                     After::Close(reason) => {
                         self.forget(&r);
                         self.ledger.append(Event::Closed { id, reason })?;
                     }
                     After::Retry(reason) => {
-                        self.ledger.append(Event::AttemptFailed { id, n: r.attempts, reason })?;
+                        self.ledger.append(Event::AttemptFailed {
+                            id: id.clone(),
+                            n: r.attempts,
+                            reason,
+                        })?;
+                        self.retry_at
+                            .insert(id, Instant::now() + create_backoff(r.failures + 1));
                     }
                     After::FailJob(reason) => {
                         if !r.intent.job.is_empty() {
-                            self.fail_job(&r.intent.job, &r.intent.pool, &format!("agent-launcher: {reason}"));
+                            self.fail_job(
+                                &r.intent.job,
+                                &r.intent.pool,
+                                &format!("agent-launcher: {reason}"),
+                            );
                         }
                         self.forget(&r);
                         self.ledger.append(Event::Closed { id, reason })?;
@@ -784,7 +1495,10 @@ impl Daemon {
 
     fn forget(&mut self, r: &Record) {
         self.reserved_at.remove(&r.intent.job);
-        http::lock(&self.shared).assignments.remove(&r.intent.secret);
+        self.retry_at.remove(&r.intent.id);
+        http::lock(&self.shared)
+            .assignments
+            .remove(&r.intent.secret);
     }
 
     fn update_gauges(&mut self) {
@@ -792,12 +1506,29 @@ impl Daemon {
         let cap = Capacity::new(&self.cfg, &self.ledger.state, &creating);
         let mut s = http::lock(&self.shared);
         let m = &mut s.metrics;
-        for name in ["launcher_vms", "launcher_capacity_used", "launcher_capacity_limit", "launcher_ip_addresses"] {
+        for name in [
+            "launcher_vms",
+            "launcher_capacity_used",
+            "launcher_capacity_limit",
+            "launcher_ip_addresses",
+        ] {
             m.clear(name);
         }
         for (i, p) in self.cfg.pools.iter().enumerate() {
-            let mut by_state: HashMap<&str, f64> = HashMap::from([("creating", 0.0), ("running", 0.0), ("deleting", 0.0), ("pending", 0.0), ("warm", 0.0)]);
-            for r in self.ledger.state.open.values().filter(|r| r.intent.pool == p.name) {
+            let mut by_state: HashMap<&str, f64> = HashMap::from([
+                ("creating", 0.0),
+                ("running", 0.0),
+                ("deleting", 0.0),
+                ("pending", 0.0),
+                ("warm", 0.0),
+            ]);
+            for r in self
+                .ledger
+                .state
+                .open
+                .values()
+                .filter(|r| r.intent.pool == p.name)
+            {
                 let st = match (&r.cid, self.busy.contains(&r.intent.id)) {
                     (None, true) => "creating",
                     (None, false) => "pending",
@@ -811,13 +1542,33 @@ impl Daemon {
                 m.set("launcher_vms", &[("pool", &p.name), ("state", st)], n);
             }
             let (vms, cpu, ram, ips) = cap.used(i);
-            for (res, used, limit) in [("vms", vms as f64, p.limits.max_vms as f64), ("cpu", cpu as f64, p.limits.cpu as f64), ("ram_mb", ram as f64, p.limits.ram_mb as f64)] {
-                m.set("launcher_capacity_used", &[("pool", &p.name), ("resource", res)], used);
-                m.set("launcher_capacity_limit", &[("pool", &p.name), ("resource", res)], limit);
+            for (res, used, limit) in [
+                ("vms", vms as f64, p.limits.max_vms as f64),
+                ("cpu", cpu as f64, p.limits.cpu as f64),
+                ("ram_mb", ram as f64, p.limits.ram_mb as f64),
+            ] {
+                m.set(
+                    "launcher_capacity_used",
+                    &[("pool", &p.name), ("resource", res)],
+                    used,
+                );
+                m.set(
+                    "launcher_capacity_limit",
+                    &[("pool", &p.name), ("resource", res)],
+                    limit,
+                );
             }
             if !self.infos[i].ips.is_empty() {
-                m.set("launcher_ip_addresses", &[("pool", &p.name), ("state", "used")], ips as f64);
-                m.set("launcher_ip_addresses", &[("pool", &p.name), ("state", "free")], (self.infos[i].ips.len() - ips) as f64);
+                m.set(
+                    "launcher_ip_addresses",
+                    &[("pool", &p.name), ("state", "used")],
+                    ips as f64,
+                );
+                m.set(
+                    "launcher_ip_addresses",
+                    &[("pool", &p.name), ("state", "free")],
+                    (self.infos[i].ips.len() - ips) as f64,
+                );
             }
         }
     }
@@ -841,7 +1592,13 @@ pub fn agent_name(i: &Intent) -> String {
 
 /// create_vm's six arguments for one record. The env tells the guest where to fetch its job and token; it
 /// never contains the Buildkite token itself.
-pub fn create_vm_args(pool: &crate::launcher::config::Pool, intent: &Intent, stemcell: &str, public_url: &str, endpoint: &str) -> Value {
+pub fn create_vm_args(
+    pool: &crate::launcher::config::Pool,
+    intent: &Intent,
+    stemcell: &str,
+    public_url: &str,
+    endpoint: &str,
+) -> Value {
     let mut cp = pool.cloud_properties.clone();
     if let Some(f) = pool.flavors.get(&intent.flavor) {
         cp.insert("cpu".into(), json!(f.cpu));
@@ -922,7 +1679,13 @@ flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = t
             agent_tags: vec!["queue=vm".into(), "os=linux".into()],
             at: 1,
         };
-        let args = create_vm_args(&cfg.pools[0], &intent, "sc", "http://10.0.0.1:9595", "https://agent.buildkite.com/v3");
+        let args = create_vm_args(
+            &cfg.pools[0],
+            &intent,
+            "sc",
+            "http://10.0.0.1:9595",
+            "https://agent.buildkite.com/v3",
+        );
         assert_eq!(
             args,
             json!([
@@ -938,8 +1701,35 @@ flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = t
                                     "secret": "s3cret-value", "deadline": 1000}}
             ])
         );
+        // one request id per call; create_vm's context names the stemcell's API version
+        let (c1, c2) = (cpi_context(&cfg), cpi_context(&cfg));
+        assert_ne!(c1["request_id"], c2["request_id"]);
+        assert_eq!(
+            create_vm_context(&cfg, stemcell_api_version(&cfg.pools[0]))["vm"]["stemcell"]
+                ["api_version"],
+            3
+        );
         let md = metadata("l1", &intent);
-        assert_eq!(md, json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"}));
-        assert!(!md.to_string().contains("s3cret"), "no secret in VM metadata");
+        assert_eq!(
+            md,
+            json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"})
+        );
+        assert!(
+            !md.to_string().contains("s3cret"),
+            "no secret in VM metadata"
+        );
+    }
+
+    #[test]
+    fn backoffs_double_and_are_capped() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            [1, 2, 3, 7, 40].map(create_backoff),
+            [s(1), s(2), s(4), s(60), s(60)]
+        );
+        assert_eq!(poll_backoff(Duration::from_millis(100), 1), s(1));
+        assert_eq!(poll_backoff(s(1), 3), s(4));
+        assert_eq!(poll_backoff(s(5), 2), s(10));
+        assert_eq!(poll_backoff(s(1), 30), s(60));
     }
 }

@@ -15,9 +15,16 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger {path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("ledger {path} line {line} is not a ledger event")]
-    Corrupt { path: PathBuf, line: usize, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
     #[error("ledger {0} is locked by another agent-launcher")]
     Locked(PathBuf),
 }
@@ -36,10 +43,28 @@ pub enum Event {
     AttemptFailed { id: String, n: u32, reason: String },
     /// The VM is gone (deleted, or never made); the record is closed and its IP is free.
     Closed { id: String, reason: String },
-    /// A warm VM got its job.
-    Assigned { id: String, job: String, agent_tags: Vec<String>, at: u64 },
+    /// A warm VM got its job, and a whole lifetime for it (`deadline`; absent in ledgers of older versions).
+    Assigned {
+        id: String,
+        job: String,
+        agent_tags: Vec<String>,
+        at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<u64>,
+    },
+    /// Written before create_stemcell for `pool` runs (its spool files are `<tag>.*`), so that a restart
+    /// settles that call instead of uploading a second stemcell.
+    StemcellAttempt {
+        pool: String,
+        key: String,
+        tag: String,
+    },
     /// A pool's stemcell, uploaded once.
-    Stemcell { pool: String, key: String, cid: String },
+    Stemcell {
+        pool: String,
+        key: String,
+        cid: String,
+    },
 }
 
 /// What the launcher intends to run: one job on one VM.
@@ -80,13 +105,25 @@ pub struct State {
     pub open: BTreeMap<String, Record>,
     /// `pool` → (`key`, CID).
     pub stemcells: BTreeMap<String, (String, String)>,
+    /// `pool` → (`key`, spool tag) of a create_stemcell whose outcome is not in the ledger yet.
+    pub stemcell_attempts: BTreeMap<String, (String, String)>,
 }
 
 impl State {
     pub fn apply(&mut self, ev: &Event) {
         match ev {
             Event::Intent(i) => {
-                self.open.insert(i.id.clone(), Record { intent: i.clone(), attempts: 0, failures: 0, cid: None, created_at: None, last_failure: None });
+                self.open.insert(
+                    i.id.clone(),
+                    Record {
+                        intent: i.clone(),
+                        attempts: 0,
+                        failures: 0,
+                        cid: None,
+                        created_at: None,
+                        last_failure: None,
+                    },
+                );
             }
             Event::Attempt { id, n } => {
                 if let Some(r) = self.open.get_mut(id) {
@@ -106,10 +143,19 @@ impl State {
                     r.last_failure = Some(reason.clone());
                 }
             }
-            Event::Assigned { id, job, agent_tags, at } => {
+            Event::Assigned {
+                id,
+                job,
+                agent_tags,
+                at,
+                deadline,
+            } => {
                 if let Some(r) = self.open.get_mut(id) {
                     r.intent.job = job.clone();
                     r.intent.agent_tags = agent_tags.clone();
+                    if let Some(d) = deadline {
+                        r.intent.deadline = *d;
+                    }
                     // the boot timeout counts from the assignment
                     r.created_at = Some(*at);
                 }
@@ -117,8 +163,14 @@ impl State {
             Event::Closed { id, .. } => {
                 self.open.remove(id);
             }
+            Event::StemcellAttempt { pool, key, tag } => {
+                self.stemcell_attempts
+                    .insert(pool.clone(), (key.clone(), tag.clone()));
+            }
             Event::Stemcell { pool, key, cid } => {
-                self.stemcells.insert(pool.clone(), (key.clone(), cid.clone()));
+                self.stemcell_attempts.remove(pool);
+                self.stemcells
+                    .insert(pool.clone(), (key.clone(), cid.clone()));
             }
         }
     }
@@ -127,19 +179,41 @@ impl State {
     fn snapshot(&self) -> Vec<Event> {
         let mut out = Vec::new();
         for (pool, (key, cid)) in &self.stemcells {
-            out.push(Event::Stemcell { pool: pool.clone(), key: key.clone(), cid: cid.clone() });
+            out.push(Event::Stemcell {
+                pool: pool.clone(),
+                key: key.clone(),
+                cid: cid.clone(),
+            });
+        }
+        for (pool, (key, tag)) in &self.stemcell_attempts {
+            out.push(Event::StemcellAttempt {
+                pool: pool.clone(),
+                key: key.clone(),
+                tag: tag.clone(),
+            });
         }
         for r in self.open.values() {
             out.push(Event::Intent(r.intent.clone()));
             for n in 1..=r.attempts {
-                out.push(Event::Attempt { id: r.intent.id.clone(), n });
+                out.push(Event::Attempt {
+                    id: r.intent.id.clone(),
+                    n,
+                });
             }
             for n in 0..r.failures {
                 let reason = r.last_failure.clone().unwrap_or_default();
-                out.push(Event::AttemptFailed { id: r.intent.id.clone(), n: n + 1, reason });
+                out.push(Event::AttemptFailed {
+                    id: r.intent.id.clone(),
+                    n: n + 1,
+                    reason,
+                });
             }
             if let Some(cid) = &r.cid {
-                out.push(Event::Created { id: r.intent.id.clone(), cid: cid.clone(), at: r.created_at.unwrap_or(0) });
+                out.push(Event::Created {
+                    id: r.intent.id.clone(),
+                    cid: cid.clone(),
+                    at: r.created_at.unwrap_or(0),
+                });
             }
         }
         out
@@ -161,7 +235,10 @@ pub struct Ledger {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> LedgerError + '_ {
-    move |source| LedgerError::Io { path: path.to_path_buf(), source }
+    move |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads the events of a ledger file (for `status`, without locking).
@@ -173,7 +250,10 @@ pub fn read(dir: &Path) -> Result<State, LedgerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
         Err(e) => return Err(io(&path)(e)),
     };
-    let lines: Vec<String> = BufReader::new(f).lines().collect::<Result<_, _>>().map_err(io(&path))?;
+    let lines: Vec<String> = BufReader::new(f)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(io(&path))?;
     let n = lines.len();
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
@@ -183,7 +263,13 @@ pub fn read(dir: &Path) -> Result<State, LedgerError> {
             Ok(ev) => state.apply(&ev),
             // only the last line can be torn by a kill in the middle of a write
             Err(_) if i + 1 == n => {}
-            Err(source) => return Err(LedgerError::Corrupt { path: path.clone(), line: i + 1, source }),
+            Err(source) => {
+                return Err(LedgerError::Corrupt {
+                    path: path.clone(),
+                    line: i + 1,
+                    source,
+                })
+            }
         }
     }
     Ok(state)
@@ -194,31 +280,66 @@ impl Ledger {
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
         // owner-only: the spool holds create_vm requests, whose env carries each VM's assignment secret
         for d in [dir.to_path_buf(), dir.join("spool")] {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(io(&d))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .map_err(io(&d))?;
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
         }
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io(&lock_path))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
             return Err(LedgerError::Locked(dir.to_path_buf()));
         }
         let state = read(dir)?;
         let path = dir.join("ledger.jsonl");
         let tmp = dir.join("ledger.jsonl.tmp");
         {
-            let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io(&tmp))?;
             let mut buf = Vec::new();
             for ev in state.snapshot() {
                 serde_json::to_writer(&mut buf, &ev).map_err(|e| io(&tmp)(e.into()))?;
                 buf.push(b'\n');
             }
-            f.write_all(&buf).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+            f.write_all(&buf)
+                .and_then(|_| f.sync_all())
+                .map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
-        Ok(Ledger { path, dir: dir.to_path_buf(), file, _lock: lock, state })
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(Ledger {
+            path,
+            dir: dir.to_path_buf(),
+            file,
+            _lock: lock,
+            state,
+        })
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -229,7 +350,10 @@ impl Ledger {
     pub fn append(&mut self, ev: Event) -> Result<(), LedgerError> {
         let mut line = serde_json::to_vec(&ev).map_err(|e| io(&self.path)(e.into()))?;
         line.push(b'\n');
-        self.file.write_all(&line).and_then(|_| self.file.sync_data()).map_err(io(&self.path))?;
+        self.file
+            .write_all(&line)
+            .and_then(|_| self.file.sync_data())
+            .map_err(io(&self.path))?;
         self.state.apply(&ev);
         Ok(())
     }
@@ -260,28 +384,78 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         {
             let mut l = Ledger::open(d.path()).unwrap();
-            assert!(matches!(Ledger::open(d.path()), Err(LedgerError::Locked(_))));
-            l.append(Event::Stemcell { pool: "p".into(), key: "k".into(), cid: "sc".into() }).unwrap();
+            assert!(matches!(
+                Ledger::open(d.path()),
+                Err(LedgerError::Locked(_))
+            ));
+            l.append(Event::Stemcell {
+                pool: "p".into(),
+                key: "k".into(),
+                cid: "sc".into(),
+            })
+            .unwrap();
+            l.append(Event::StemcellAttempt {
+                pool: "q".into(),
+                key: "k2".into(),
+                tag: "stemcell-q-1".into(),
+            })
+            .unwrap();
             l.append(Event::Intent(intent("r1", "j1"))).unwrap();
-            l.append(Event::Attempt { id: "r1".into(), n: 1 }).unwrap();
-            l.append(Event::AttemptFailed { id: "r1".into(), n: 1, reason: "boom".into() }).unwrap();
-            l.append(Event::Attempt { id: "r1".into(), n: 2 }).unwrap();
-            l.append(Event::Created { id: "r1".into(), cid: "vm-1".into(), at: 5 }).unwrap();
+            l.append(Event::Attempt {
+                id: "r1".into(),
+                n: 1,
+            })
+            .unwrap();
+            l.append(Event::AttemptFailed {
+                id: "r1".into(),
+                n: 1,
+                reason: "boom".into(),
+            })
+            .unwrap();
+            l.append(Event::Attempt {
+                id: "r1".into(),
+                n: 2,
+            })
+            .unwrap();
+            l.append(Event::Created {
+                id: "r1".into(),
+                cid: "vm-1".into(),
+                at: 5,
+            })
+            .unwrap();
             l.append(Event::Intent(intent("r2", "j2"))).unwrap();
-            l.append(Event::Closed { id: "r2".into(), reason: "done".into() }).unwrap();
+            l.append(Event::Closed {
+                id: "r2".into(),
+                reason: "done".into(),
+            })
+            .unwrap();
         }
         // a torn last line, as a SIGKILL in the middle of a write would leave
-        let mut f = OpenOptions::new().append(true).open(d.path().join("ledger.jsonl")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.path().join("ledger.jsonl"))
+            .unwrap();
         f.write_all(br#"{"ev":"closed","id":"r1""#).unwrap();
         drop(f);
         let l = Ledger::open(d.path()).unwrap();
         assert_eq!(l.state.open.len(), 1);
         let r = &l.state.open["r1"].clone();
-        assert_eq!((r.attempts, r.failures, r.cid.as_deref()), (2, 1, Some("vm-1")));
+        assert_eq!(
+            (r.attempts, r.failures, r.cid.as_deref()),
+            (2, 1, Some("vm-1"))
+        );
         assert!(l.state.has_job("j1") && !l.state.has_job("j2"));
         assert_eq!(l.state.stemcells["p"], ("k".to_string(), "sc".to_string()));
+        assert_eq!(
+            l.state.stemcell_attempts["q"],
+            ("k2".to_string(), "stemcell-q-1".to_string()),
+            "a pending create_stemcell survives compaction"
+        );
         let text = std::fs::read_to_string(d.path().join("ledger.jsonl")).unwrap();
-        assert!(!text.contains("r2"), "closed records are compacted away: {text}");
+        assert!(
+            !text.contains("r2"),
+            "closed records are compacted away: {text}"
+        );
         drop(l);
         // compaction is a fixed point
         let again = read(d.path()).unwrap();
@@ -303,7 +477,14 @@ mod tests {
     #[test]
     fn corrupt_middle_line_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("ledger.jsonl"), "garbage\n{\"ev\":\"closed\",\"id\":\"x\",\"reason\":\"\"}\n").unwrap();
-        assert!(matches!(Ledger::open(d.path()), Err(LedgerError::Corrupt { line: 1, .. })));
+        std::fs::write(
+            d.path().join("ledger.jsonl"),
+            "garbage\n{\"ev\":\"closed\",\"id\":\"x\",\"reason\":\"\"}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Ledger::open(d.path()),
+            Err(LedgerError::Corrupt { line: 1, .. })
+        ));
     }
 }

@@ -28,10 +28,13 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_queue_to_running_seconds", Kind::Histogram, "Time from a job being scheduled to the launcher seeing it started."),
     ("launcher_buildkite_errors_total", Kind::Counter, "Buildkite API calls that failed, by call."),
     ("launcher_queue_paused", Kind::Gauge, "1 when the cluster queue is paused (no new VMs are started)."),
+    ("launcher_buildkite_consecutive_failed_polls", Kind::Gauge, "Polls of the Buildkite API that failed in a row (0 after a good one); /healthz fails at unhealthy_after_failed_polls."),
     ("launcher_poll_duration_seconds", Kind::Histogram, "Wall time of one poll of the queue."),
 ];
 
-const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+const BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 type Labels = Vec<(String, String)>;
 
@@ -50,19 +53,30 @@ pub struct Metrics {
 }
 
 fn family(name: &str) -> &'static str {
-    FAMILIES.iter().find(|f| f.0 == name).map(|f| f.0).unwrap_or("launcher_unknown_metric")
+    FAMILIES
+        .iter()
+        .find(|f| f.0 == name)
+        .map(|f| f.0)
+        .unwrap_or("launcher_unknown_metric")
 }
 
 fn labels(l: &[(&str, &str)]) -> Labels {
-    l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    l.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn fmt_labels(l: &Labels, extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
     }
@@ -96,7 +110,14 @@ impl Metrics {
     }
 
     pub fn observe(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        let h = self.hists.entry((family(name), labels(l))).or_insert_with(|| Hist { counts: vec![0; BUCKETS.len()], sum: 0.0, count: 0 });
+        let h = self
+            .hists
+            .entry((family(name), labels(l)))
+            .or_insert_with(|| Hist {
+                counts: vec![0; BUCKETS.len()],
+                sum: 0.0,
+                count: 0,
+            });
         for (i, b) in BUCKETS.iter().enumerate() {
             if v <= *b {
                 h.counts[i] += 1;
@@ -108,7 +129,10 @@ impl Metrics {
 
     /// A value, for tests and `status`.
     pub fn get(&self, name: &str, l: &[(&str, &str)]) -> f64 {
-        self.values.get(&(family(name), labels(l))).copied().unwrap_or(0.0)
+        self.values
+            .get(&(family(name), labels(l)))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     pub fn render(&self) -> String {
@@ -127,9 +151,19 @@ impl Metrics {
             }
             for ((_, l), h) in hists {
                 for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(l, Some(("le", num(*b)))), h.counts[i]);
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        fmt_labels(l, Some(("le", num(*b)))),
+                        h.counts[i]
+                    );
                 }
-                let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(l, Some(("le", "+Inf".into()))), h.count);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {}",
+                    fmt_labels(l, Some(("le", "+Inf".into()))),
+                    h.count
+                );
                 let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), num(h.sum));
                 let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), h.count);
             }
@@ -146,13 +180,34 @@ mod tests {
     fn renders_families_samples_and_histograms() {
         let mut m = Metrics::default();
         m.inc("launcher_jobs_seen_total", &[("pool", "a\"b")], 2.0);
-        m.observe("launcher_cpi_call_duration_seconds", &[("method", "create_vm")], 0.3);
-        m.observe("launcher_cpi_call_duration_seconds", &[("method", "create_vm")], 700.0);
+        m.observe(
+            "launcher_cpi_call_duration_seconds",
+            &[("method", "create_vm")],
+            0.3,
+        );
+        m.observe(
+            "launcher_cpi_call_duration_seconds",
+            &[("method", "create_vm")],
+            700.0,
+        );
         let t = m.render();
         assert!(t.contains("# TYPE launcher_jobs_seen_total counter\nlauncher_jobs_seen_total{pool=\"a\\\"b\"} 2\n"), "{t}");
-        assert!(t.contains("launcher_cpi_call_duration_seconds_bucket{method=\"create_vm\",le=\"0.5\"} 1\n"), "{t}");
-        assert!(t.contains("launcher_cpi_call_duration_seconds_bucket{method=\"create_vm\",le=\"+Inf\"} 2\n"), "{t}");
-        assert!(t.contains("launcher_cpi_call_duration_seconds_count{method=\"create_vm\"} 2\n"), "{t}");
+        assert!(
+            t.contains(
+                "launcher_cpi_call_duration_seconds_bucket{method=\"create_vm\",le=\"0.5\"} 1\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "launcher_cpi_call_duration_seconds_bucket{method=\"create_vm\",le=\"+Inf\"} 2\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("launcher_cpi_call_duration_seconds_count{method=\"create_vm\"} 2\n"),
+            "{t}"
+        );
         assert_eq!(m.get("launcher_jobs_seen_total", &[("pool", "a\"b")]), 2.0);
         m.set("launcher_vms", &[("state", "running")], 3.0);
         m.clear("launcher_vms");

@@ -10,7 +10,12 @@ use std::fmt::Write;
 /// The ledger as text: stemcells, then one line per open record.
 pub fn render_status(cfg: &Config, state: &State) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "launcher {} — ledger {}", cfg.launcher_id, cfg.ledger_dir.display());
+    let _ = writeln!(
+        out,
+        "launcher {} — ledger {}",
+        cfg.launcher_id,
+        cfg.ledger_dir.display()
+    );
     for (pool, (_, cid)) in &state.stemcells {
         let _ = writeln!(out, "stemcell  pool={pool} cid={cid}");
     }
@@ -49,20 +54,52 @@ pub fn status(cfg: &Config) -> Result<String, LedgerError> {
     Ok(render_status(cfg, &ledger::read(&cfg.ledger_dir)?))
 }
 
-/// One poll without side effects: lists jobs and states (read-only calls) and says what would be done.
+/// One poll without side effects: lists jobs and states (read-only calls) and says what would be done. No CPI
+/// call and no reservation. The Stacks API lists only for a registered stack: when no launcher runs (the
+/// API answers 404), the stack is registered for the dry run and deregistered after it.
 pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
+    match dry_run_once(cfg, source) {
+        Err(DryRunError::Buildkite(BkError::Status { status: 404, .. })) => {
+            source.register()?;
+            let out = dry_run_once(cfg, source);
+            let gone = source.deregister();
+            let mut out = out?;
+            gone?;
+            out.insert(0, format!("stack {} was not registered (no launcher running): registered for this dry run and deregistered after it", cfg.buildkite.stack_key));
+            Ok(out)
+        }
+        r => r,
+    }
+}
+
+fn dry_run_once(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
     let state = ledger::read(&cfg.ledger_dir)?;
     let mut out = Vec::new();
-    let jobs: Vec<String> = state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
-    let states = if jobs.is_empty() { Default::default() } else { source.states(&jobs)? };
+    let jobs: Vec<String> = state
+        .open
+        .values()
+        .map(|r| r.intent.job.clone())
+        .filter(|j| !j.is_empty())
+        .collect();
+    let states = if jobs.is_empty() {
+        Default::default()
+    } else {
+        source.states(&jobs)?
+    };
     let t = now();
     for r in state.open.values() {
         let st = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
         if let Some(cid) = &r.cid {
             if is_terminal(st) {
-                out.push(format!("would delete_vm vm={cid} record={} job={} (job {st})", r.intent.id, r.intent.job));
+                out.push(format!(
+                    "would delete_vm vm={cid} record={} job={} (job {st})",
+                    r.intent.id, r.intent.job
+                ));
             } else if t > r.intent.deadline {
-                out.push(format!("would delete_vm vm={cid} record={} job={} (past its lifetime)", r.intent.id, r.intent.job));
+                out.push(format!(
+                    "would delete_vm vm={cid} record={} job={} (past its lifetime)",
+                    r.intent.id, r.intent.job
+                ));
             }
         }
     }
@@ -71,19 +108,51 @@ pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, Dry
         out.push("queue is paused: would start nothing".into());
     }
     let infos: Vec<PoolInfo> = cfg.pools.iter().map(PoolInfo::new).collect();
-    for d in plan(cfg, &infos, &state, &HashSet::new(), &listing, &HashSet::new()) {
+    for d in plan(
+        cfg,
+        &infos,
+        &state,
+        &HashSet::new(),
+        &listing,
+        &HashSet::new(),
+    ) {
         match d {
-            Decision::Assign { job, pool, record, .. } => {
-                out.push(format!("would reserve job={} pool={} and assign it to warm VM record={record}", job.id, cfg.pools[pool].name));
+            Decision::Assign {
+                job, pool, record, ..
+            } => {
+                out.push(format!(
+                    "would reserve job={} pool={} and assign it to warm VM record={record}",
+                    job.id, cfg.pools[pool].name
+                ));
             }
-            Decision::Start { job, pool, flavor, ip, .. } => {
-                out.push(format!("would reserve job={} pool={} flavor={flavor}", job.id, cfg.pools[pool].name));
-                out.push(format!("would create_vm job={} pool={} flavor={flavor} ip={}", job.id, cfg.pools[pool].name, ip.as_deref().unwrap_or("-")));
+            Decision::Start {
+                job,
+                pool,
+                flavor,
+                ip,
+                ..
+            } => {
+                out.push(format!(
+                    "would reserve job={} pool={} flavor={flavor}",
+                    job.id, cfg.pools[pool].name
+                ));
+                out.push(format!(
+                    "would create_vm job={} pool={} flavor={flavor} ip={}",
+                    job.id,
+                    cfg.pools[pool].name,
+                    ip.as_deref().unwrap_or("-")
+                ));
             }
             Decision::Refuse { job, pool, reason } => {
-                out.push(format!("would reserve job={} pool={} and finish it with -1: {reason}", job.id, cfg.pools[pool].name));
+                out.push(format!(
+                    "would reserve job={} pool={} and finish it with -1: {reason}",
+                    job.id, cfg.pools[pool].name
+                ));
             }
-            Decision::Wait { job, pool, reason } => out.push(format!("would wait job={} pool={} ({reason})", job.id, cfg.pools[pool].name)),
+            Decision::Wait { job, pool, reason } => out.push(format!(
+                "would wait job={} pool={} ({reason})",
+                job.id, cfg.pools[pool].name
+            )),
         }
     }
     Ok(out)

@@ -1,8 +1,10 @@
 //! A fake Buildkite agent API (the Stacks endpoints) on a plain std TcpListener, for the launcher tests.
 //!
 //! It keeps a job store with Buildkite's state machine (scheduled → reserved, hidden until expiry → running →
-//! passed/failed/canceled), checks the `Token` auth, pages the list with cursors, and can be told to pause the
-//! queue, answer 429 with `Retry-After`, answer 5xx, or stall past the client's timeout.
+//! passed/failed/canceled), checks the `Token` auth, knows which stacks are registered (the others get 404
+//! `stack not found`, as Buildkite answers), pages the list with cursors, and can be told to pause the queue,
+//! answer 429 with `Retry-After`, answer 5xx, stall past the client's timeout (before the answer, or after its
+//! headers), or send the paused flag under both of its spellings.
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,6 +35,8 @@ pub struct Fault {
     pub stall_ms: u64,
     /// Extra response headers (with status 0: on the normal answer), e.g. `RateLimit-Remaining: 0\r\n`.
     pub headers: String,
+    /// With status 0: the request is carried out and the headers are sent, then the body waits this long.
+    pub body_stall_ms: u64,
 }
 
 #[derive(Default)]
@@ -54,6 +58,14 @@ pub struct State {
     pub annotations: Vec<(u64, String)>,
     /// REST: builds list requests without `created_from`.
     pub rest_unfiltered: u32,
+    /// Stack keys registered and not deregistered since.
+    pub stacks: std::collections::BTreeSet<String>,
+    /// Send the queue's paused flag as both `dispatch_paused` and `paused` (stacksapi's spelling).
+    pub both_paused_fields: bool,
+    /// Answer every scheduled-jobs request with this (status, body) instead.
+    pub list_override: Option<(u16, String)>,
+    /// `GET /v3/metrics/queue` requests (the `check-config --online` probe).
+    pub metrics_queue: u32,
 }
 
 /// The REST API access token the fake accepts (`Bearer`).
@@ -70,7 +82,11 @@ impl FakeBk {
     pub fn start(token: &str) -> FakeBk {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v3", listener.local_addr().unwrap());
-        let fake = FakeBk { state: Arc::new(Mutex::new(State::default())), url, token: token.to_string() };
+        let fake = FakeBk {
+            state: Arc::new(Mutex::new(State::default())),
+            url,
+            token: token.to_string(),
+        };
         let f2 = fake.clone();
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
@@ -94,7 +110,20 @@ impl FakeBk {
         let n = s.seq;
         let id = format!("{:08x}-0000-4000-8000-{:012x}", n, n);
         let at = format!("2026-01-05T10:{:02}:{:02}.000Z", (n / 60) % 60, n % 60);
-        s.jobs.insert(id.clone(), Job { id: id.clone(), rules: rules.iter().map(|r| r.to_string()).collect(), priority, scheduled_at: at, state: "scheduled".into(), reserved_until: None, reservations: 0, lapses: 0, finish: None });
+        s.jobs.insert(
+            id.clone(),
+            Job {
+                id: id.clone(),
+                rules: rules.iter().map(|r| r.to_string()).collect(),
+                priority,
+                scheduled_at: at,
+                state: "scheduled".into(),
+                reserved_until: None,
+                reservations: 0,
+                lapses: 0,
+                finish: None,
+            },
+        );
         id
     }
 
@@ -109,12 +138,39 @@ impl FakeBk {
     }
 
     pub fn fault(&self, path: &str, status: u16, retry_after: Option<u32>, stall_ms: u64) {
-        self.st().faults.push_back(Fault { path: path.into(), status, retry_after, stall_ms, headers: String::new() });
+        self.st().faults.push_back(Fault {
+            path: path.into(),
+            status,
+            retry_after,
+            stall_ms,
+            headers: String::new(),
+            body_stall_ms: 0,
+        });
     }
 
     /// A normal answer with extra headers for the next request whose path contains `path`.
     pub fn headers(&self, path: &str, headers: &str) {
-        self.st().faults.push_back(Fault { path: path.into(), status: 0, retry_after: None, stall_ms: 0, headers: headers.into() });
+        self.st().faults.push_back(Fault {
+            path: path.into(),
+            status: 0,
+            retry_after: None,
+            stall_ms: 0,
+            headers: headers.into(),
+            body_stall_ms: 0,
+        });
+    }
+
+    /// The next request whose path contains `path` is carried out and its headers sent; the body follows after
+    /// `ms` (a reply lost in transit, as the client sees it when `ms` is past its timeout).
+    pub fn stall_body(&self, path: &str, ms: u64) {
+        self.st().faults.push_back(Fault {
+            path: path.into(),
+            status: 0,
+            retry_after: None,
+            stall_ms: 0,
+            headers: String::new(),
+            body_stall_ms: ms,
+        });
     }
 
     fn handle(&self, stream: TcpStream) -> std::io::Result<()> {
@@ -141,10 +197,16 @@ impl FakeBk {
         let mut parts = first.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let full = parts.next().unwrap_or("").to_string();
-        let (path, query) = full.split_once('?').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((full.clone(), String::new()));
+        let (path, query) = full
+            .split_once('?')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap_or((full.clone(), String::new()));
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, extra, resp) = self.route(&method, &path, &query, &auth, &body);
-        let text = resp.map(|v| v.to_string()).unwrap_or_default();
+        let (status, extra, resp, body_stall_ms) = self.route(&method, &path, &query, &auth, &body);
+        let text = match resp {
+            Answer::Json(v) => v.map(|v| v.to_string()).unwrap_or_default(),
+            Answer::Raw(t) => t,
+        };
         let reason = match status {
             200 => "OK",
             201 => "Created",
@@ -156,40 +218,75 @@ impl FakeBk {
             _ => "Error",
         };
         let mut w = &stream;
-        write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{text}", text.len())?;
+        write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n", text.len())?;
+        w.flush()?;
+        std::thread::sleep(Duration::from_millis(body_stall_ms));
+        write!(w, "{text}")?;
         w.flush()
     }
 
     /// REST v2: `GET {org}/builds` (one build per job, newest first, `state[]`, `per_page` ≤ 100, `page`,
     /// `Link`) and `POST {org}/pipelines/{p}/builds/{n}/annotations`.
-    fn rest(&self, method: &str, rest: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+    fn rest(
+        &self,
+        method: &str,
+        rest: &str,
+        query: &str,
+        auth: &str,
+        body: &Value,
+    ) -> (u16, String, Option<Value>) {
         if auth != format!("Bearer {REST_TOKEN}") {
             self.st().unauthorized += 1;
-            return (401, String::new(), Some(json!({"message": "Authentication required"})));
+            return (
+                401,
+                String::new(),
+                Some(json!({"message": "Authentication required"})),
+            );
         }
         let mut s = self.st();
         let (org, op) = rest.split_once('/').unwrap_or((rest, ""));
         if method == "POST" && op.ends_with("/annotations") {
-            let number = op.split('/').nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
-            s.annotations.push((number, body["body"].as_str().unwrap_or("").to_string()));
+            let number = op
+                .split('/')
+                .nth(3)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            s.annotations
+                .push((number, body["body"].as_str().unwrap_or("").to_string()));
             return (201, String::new(), Some(json!({"id": "a"})));
         }
         if method != "GET" || op != "builds" {
             return (404, String::new(), Some(json!({"message": "not found"})));
         }
-        let params: Vec<(String, String)> = query.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.replace("%5B%5D", "[]"), v.to_string())).collect();
+        let params: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.replace("%5B%5D", "[]"), v.to_string()))
+            .collect();
         let get = |k: &str| params.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
         if get("created_from").is_none() {
             s.rest_unfiltered += 1;
         }
-        let states: Vec<String> = params.iter().filter(|(k, _)| k == "state[]").map(|(_, v)| v.clone()).collect();
-        let per_page: usize = get("per_page").and_then(|v| v.parse().ok()).unwrap_or(30).min(100);
+        let states: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k == "state[]")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let per_page: usize = get("per_page")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30)
+            .min(100);
         let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
         let build_state = |j: &Job| match j.state.as_str() {
             "scheduled" | "running" | "passed" | "failed" | "canceled" => j.state.clone(),
             _ => "running".to_string(),
         };
-        let mut builds: Vec<(u64, &Job)> = s.jobs.values().map(|j| (u64::from_str_radix(&j.id[..8], 16).unwrap_or(0), j)).filter(|(_, j)| states.is_empty() || states.contains(&build_state(j))).collect();
+        let mut builds: Vec<(u64, &Job)> = s
+            .jobs
+            .values()
+            .map(|j| (u64::from_str_radix(&j.id[..8], 16).unwrap_or(0), j))
+            .filter(|(_, j)| states.is_empty() || states.contains(&build_state(j)))
+            .collect();
         builds.sort_by_key(|b| std::cmp::Reverse(b.0));
         let total = builds.len();
         let items: Vec<Value> = builds
@@ -201,16 +298,44 @@ impl FakeBk {
                        "jobs": [{"id": j.id, "type": "script", "state": j.state, "agent_query_rules": j.rules, "priority": {"number": j.priority}, "scheduled_at": j.scheduled_at}]})
             })
             .collect();
-        let mut extra = String::new();
-        if page * per_page < total {
-            let base = format!("{}/v2/organizations/{org}/builds", self.url.trim_end_matches("/v3"));
-            let q: Vec<String> = params.iter().filter(|(k, _)| k != "page").map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D"))).collect();
-            extra = format!("Link: <{base}?{}&page={}>; rel=\"next\"\r\n", q.join("&"), page + 1);
+        // Buildkite's Link header: first/prev/next/last, each only when it points elsewhere
+        let pages = total.div_ceil(per_page).max(1);
+        let base = format!(
+            "{}/v2/organizations/{org}/builds",
+            self.url.trim_end_matches("/v3")
+        );
+        let q: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D")))
+            .collect();
+        let link =
+            |p: usize, rel: &str| format!("<{base}?{}&page={p}>; rel=\"{rel}\"", q.join("&"));
+        let mut links = Vec::new();
+        if page > 1 {
+            links.push(link(1, "first"));
+            links.push(link(page - 1, "prev"));
         }
+        if page < pages {
+            links.push(link(page + 1, "next"));
+            links.push(link(pages, "last"));
+        }
+        let extra = if links.is_empty() {
+            String::new()
+        } else {
+            format!("Link: {}\r\n", links.join(", "))
+        };
         (200, extra, Some(Value::Array(items)))
     }
 
-    fn route(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        auth: &str,
+        body: &Value,
+    ) -> (u16, String, Answer, u64) {
         let fault = {
             let mut s = self.st();
             s.calls.push((method.to_string(), path.to_string()));
@@ -220,25 +345,83 @@ impl FakeBk {
             i.and_then(|i| s.faults.remove(i))
         };
         let mut headers = String::new();
+        let mut body_stall = 0;
         if let Some(f) = fault {
             std::thread::sleep(Duration::from_millis(f.stall_ms));
             if f.status != 0 {
-                let extra = f.retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
-                return (f.status, format!("{extra}{}", f.headers), Some(json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1})));
+                let extra = f
+                    .retry_after
+                    .map(|r| format!("Retry-After: {r}\r\n"))
+                    .unwrap_or_default();
+                return (
+                    f.status,
+                    format!("{extra}{}", f.headers),
+                    Answer::Json(Some(
+                        json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1}),
+                    )),
+                    0,
+                );
             }
             headers = f.headers;
+            body_stall = f.body_stall_ms;
+        }
+        if path.ends_with("/scheduled-jobs") {
+            if let Some((status, text)) = self.st().list_override.clone() {
+                return (status, headers, Answer::Raw(text), body_stall);
+            }
         }
         let (status, extra, body) = self.answer(method, path, query, auth, body);
-        (status, format!("{headers}{extra}"), body)
+        (
+            status,
+            format!("{headers}{extra}"),
+            Answer::Json(body),
+            body_stall,
+        )
     }
 
-    fn answer(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        auth: &str,
+        body: &Value,
+    ) -> (u16, String, Option<Value>) {
         if let Some(rest) = path.strip_prefix("/v2/organizations/") {
             return self.rest(method, rest, query, auth, body);
         }
+        if path == "/v2/access-token" {
+            if auth != format!("Bearer {REST_TOKEN}") {
+                self.st().unauthorized += 1;
+                return (
+                    401,
+                    String::new(),
+                    Some(json!({"message": "Authentication required"})),
+                );
+            }
+            return (
+                200,
+                String::new(),
+                Some(json!({"uuid": "t", "scopes": ["read_builds", "write_builds"]})),
+            );
+        }
         if auth != format!("Token {}", self.token) {
             self.st().unauthorized += 1;
-            return (401, String::new(), Some(json!({"message": "Authentication required"})));
+            return (
+                401,
+                String::new(),
+                Some(json!({"message": "Authentication required"})),
+            );
+        }
+        if path == "/v3/metrics/queue" {
+            self.st().metrics_queue += 1;
+            return (
+                200,
+                String::new(),
+                Some(
+                    json!({"agents": {"idle": 0, "busy": 0, "total": 0}, "jobs": {"scheduled": 0, "running": 0, "waiting": 0}, "organization": {"slug": "acme"}}),
+                ),
+            );
         }
         let rest = match path.strip_prefix("/v3/stacks/") {
             Some(r) => r,
@@ -254,20 +437,42 @@ impl FakeBk {
         }
         if rest == "register" {
             s.registered += 1;
+            if let Some(k) = body["key"].as_str() {
+                s.stacks.insert(k.to_string());
+            }
             let code = if s.registered == 1 { 201 } else { 200 };
-            return (code, String::new(), Some(json!({"key": body["key"], "type": "custom", "state": "connected"})));
+            return (
+                code,
+                String::new(),
+                Some(json!({"key": body["key"], "type": "custom", "state": "connected"})),
+            );
         }
-        let (_key, op) = rest.split_once('/').unwrap_or((rest, ""));
+        let (key, op) = rest.split_once('/').unwrap_or((rest, ""));
+        if !s.stacks.contains(key) {
+            return (
+                404,
+                String::new(),
+                Some(json!({"message": "stack not found"})),
+            );
+        }
         match (method, op) {
             ("POST", "deregister") => {
                 s.deregistered += 1;
+                s.stacks.remove(key);
                 (204, String::new(), None)
             }
             ("GET", "scheduled-jobs") => {
-                let q: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+                let q: BTreeMap<&str, &str> = query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .collect();
                 let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(1000);
                 let after: usize = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
-                let mut list: Vec<&Job> = s.jobs.values().filter(|j| j.state == "scheduled" && j.reserved_until.is_none()).collect();
+                let mut list: Vec<&Job> = s
+                    .jobs
+                    .values()
+                    .filter(|j| j.state == "scheduled" && j.reserved_until.is_none())
+                    .collect();
                 list.sort_by(|a, b| a.scheduled_at.cmp(&b.scheduled_at));
                 let page: Vec<Value> = list
                     .iter()
@@ -276,7 +481,14 @@ impl FakeBk {
                     .map(|j| json!({"id": j.id, "priority": j.priority, "agent_query_rules": j.rules, "scheduled_at": j.scheduled_at, "pipeline": {"slug": "app"}, "build": {"number": 1}}))
                     .collect();
                 let more = list.len() > after + limit;
-                (200, String::new(), Some(json!({"jobs": page, "page_info": {"has_next_page": more, "end_cursor": (after + limit).to_string()}, "cluster_queue": {"id": "q", "dispatch_paused": s.paused}})))
+                (
+                    200,
+                    String::new(),
+                    Some(
+                        json!({"jobs": page, "page_info": {"has_next_page": more, "end_cursor": (after + limit).to_string()}, 
+                    "cluster_queue": if s.both_paused_fields { json!({"id": "q", "dispatch_paused": s.paused, "paused": s.paused}) } else { json!({"id": "q", "dispatch_paused": s.paused}) }}),
+                    ),
+                )
             }
             ("PUT", "scheduled-jobs/batch-reserve") => {
                 let secs = body["reservation_expiry_seconds"].as_u64().unwrap_or(300);
@@ -293,7 +505,11 @@ impl FakeBk {
                         _ => not.push(id),
                     }
                 }
-                (200, String::new(), Some(json!({"reserved": ok, "not_reserved": not})))
+                (
+                    200,
+                    String::new(),
+                    Some(json!({"reserved": ok, "not_reserved": not})),
+                )
             }
             ("POST", "jobs/get-states") => {
                 let mut states = serde_json::Map::new();
@@ -305,24 +521,47 @@ impl FakeBk {
                 (200, String::new(), Some(json!({"states": states})))
             }
             ("POST", "notifications") => {
-                for n in body["notifications"].as_array().cloned().unwrap_or_default() {
-                    s.notifications.push((n["job_uuid"].as_str().unwrap_or("").into(), n["detail"].as_str().unwrap_or("").into()));
+                for n in body["notifications"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    s.notifications.push((
+                        n["job_uuid"].as_str().unwrap_or("").into(),
+                        n["detail"].as_str().unwrap_or("").into(),
+                    ));
                 }
                 (200, String::new(), Some(json!({"errors": []})))
             }
             ("POST", op) if op.starts_with("jobs/") && op.ends_with("/finish") => {
-                let id = op.trim_start_matches("jobs/").trim_end_matches("/finish").to_string();
+                let id = op
+                    .trim_start_matches("jobs/")
+                    .trim_end_matches("/finish")
+                    .to_string();
                 match s.jobs.get_mut(&id) {
                     Some(j) if j.finish.is_none() => {
-                        j.finish = Some((body["exit_status"].as_i64().unwrap_or(0), body["detail"].as_str().unwrap_or("").into()));
+                        j.finish = Some((
+                            body["exit_status"].as_i64().unwrap_or(0),
+                            body["detail"].as_str().unwrap_or("").into(),
+                        ));
                         j.state = "failed".into();
                         (200, String::new(), Some(json!({})))
                     }
-                    Some(_) => (422, String::new(), Some(json!({"message": "job already finished"}))),
+                    Some(_) => (
+                        422,
+                        String::new(),
+                        Some(json!({"message": "job already finished"})),
+                    ),
                     None => (404, String::new(), Some(json!({"message": "no such job"}))),
                 }
             }
             _ => (404, String::new(), Some(json!({"message": "not found"}))),
         }
     }
+}
+
+/// A reply body: JSON from the job store, or a raw text (`list_override`).
+enum Answer {
+    Json(Option<Value>),
+    Raw(String),
 }

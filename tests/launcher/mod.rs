@@ -1,9 +1,10 @@
 //! agent-launcher tests: the built binary against a fake Buildkite (Stacks API) and a scriptable fake CPI
 //! (`fake_cpi.pl`), plus the real `vmcpi` on libvirt.
+mod crash;
 pub mod fake_bk;
 mod flow;
-mod crash;
 mod libvirt;
+mod outside;
 
 use fake_bk::FakeBk;
 use serde_json::Value;
@@ -21,11 +22,19 @@ pub fn launcher_bin() -> PathBuf {
 
 pub fn fake_cpi_argv(state: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/launcher/fake_cpi.pl");
-    format!("[\"/usr/bin/perl\", \"{}\", \"{}\"]", script.display(), state.display())
+    format!(
+        "[\"/usr/bin/perl\", \"{}\", \"{}\"]",
+        script.display(),
+        state.display()
+    )
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A test setup: a temp dir with the fake CPI's state, the ledger and the config.
@@ -44,7 +53,10 @@ impl Setup {
     /// Writes a config; `pools` is TOML for the `[[pool]]` tables ({CPI} is replaced by the fake CPI argv).
     pub fn new(globals: &str, pools: &str) -> Setup {
         // the fake CPI is a perl script (JSON::PP ships with Debian's `perl` package)
-        let perl_ok = Command::new("/usr/bin/perl").args(["-MJSON::PP", "-e", "1"]).status().is_ok_and(|s| s.success());
+        let perl_ok = Command::new("/usr/bin/perl")
+            .args(["-MJSON::PP", "-e", "1"])
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(perl_ok, "the launcher tests need /usr/bin/perl with JSON::PP (Debian package perl) for the fake CPI");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("cpi")).unwrap();
@@ -52,7 +64,9 @@ impl Setup {
         let bk = FakeBk::start(TOKEN);
         let port = free_port();
         // {CPI2}: a second fake CPI with its own state, standing for a second host
-        let pools = pools.replace("{CPI}", &fake_cpi_argv(&dir.path().join("cpi"))).replace("{CPI2}", &fake_cpi_argv(&dir.path().join("cpi2")));
+        let pools = pools
+            .replace("{CPI}", &fake_cpi_argv(&dir.path().join("cpi")))
+            .replace("{CPI2}", &fake_cpi_argv(&dir.path().join("cpi2")));
         let text = format!(
             r#"launcher_id = "test-launcher"
 ledger_dir = "{ledger}"
@@ -72,12 +86,21 @@ timeout_ms = 1000
         );
         let config = dir.path().join("launcher.toml");
         std::fs::write(&config, text).unwrap();
-        Setup { dir, bk, port, config }
+        Setup {
+            dir,
+            bk,
+            port,
+            config,
+        }
     }
 
     pub fn spawn(&self) -> Launcher {
         let log = self.dir.path().join("launcher.log");
-        let err = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(launcher_bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -125,11 +148,23 @@ timeout_ms = 1000
     /// VMs of the fake CPI whose state is in `dir`.
     pub fn vms_in(&self, dir: &Path) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(dir.join("vms")).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(dir.join("vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             if let Some(cid) = name.strip_suffix(".json").filter(|n| !n.ends_with(".meta")) {
-                let args: Value = serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap_or_default()).unwrap_or(Value::Null);
-                out.push((cid.to_string(), args[5]["agent_launcher"]["job_id"].as_str().unwrap_or("").to_string()));
+                let args: Value =
+                    serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap_or_default())
+                        .unwrap_or(Value::Null);
+                out.push((
+                    cid.to_string(),
+                    args[5]["agent_launcher"]["job_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ));
             }
         }
         out
@@ -146,14 +181,23 @@ timeout_ms = 1000
         let handle = std::thread::spawn(move || {
             let mut started: std::collections::HashMap<String, Instant> = Default::default();
             while !s2.load(Ordering::SeqCst) {
-                for e in std::fs::read_dir(cpi.join("vms")).into_iter().flatten().flatten() {
+                for e in std::fs::read_dir(cpi.join("vms"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     let name = e.file_name().to_string_lossy().to_string();
                     if !name.ends_with(".json") || name.ends_with(".meta.json") {
                         continue;
                     }
-                    let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+                    let Ok(text) = std::fs::read_to_string(e.path()) else {
+                        continue;
+                    };
                     let args: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    let job = args[5]["agent_launcher"]["job_id"].as_str().unwrap_or("").to_string();
+                    let job = args[5]["agent_launcher"]["job_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
                     let mut st = bk.st();
                     if let Some(j) = st.jobs.get_mut(&job) {
                         if j.state == "scheduled" {
@@ -177,7 +221,10 @@ timeout_ms = 1000
                 std::thread::sleep(Duration::from_millis(30));
             }
         });
-        Agents { stop, handle: Some(handle) }
+        Agents {
+            stop,
+            handle: Some(handle),
+        }
     }
 }
 
@@ -197,13 +244,32 @@ impl Drop for Agents {
 
 pub fn http_get(port: u16, path: &str, bearer: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
-    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
+    // a listener that refuses the request (TLS on that port) may reset the connection before it is written
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return (0, String::new());
+    }
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -214,7 +280,10 @@ pub struct Launcher {
 
 impl Launcher {
     pub fn signal(&self, sig: &str) {
-        Command::new("/bin/kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap();
+        Command::new("/bin/kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
     }
 
     pub fn kill9(&mut self) {

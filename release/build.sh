@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# Builds the vmcpi BOSH release tarball from this repository.
+# Builds the vmcpi BOSH release tarball from this repository, leaving the checkout as it was.
 #
 #   release/build.sh [--tarball OUT.tgz] [--version V] [--binary OS-ARCH=PATH]... [--no-build]
 #
-# 1. cargo build --release --locked (Linux x86_64 binary, target/release/vmcpi)
-# 2. bosh add-blob: the binary becomes blob vmcpi/vmcpi-linux-amd64 (blobs/ is git-ignored;
-#    config/blobs.yml records it, so a build leaves config/blobs.yml modified, as add-blob does)
-# 3. bosh create-release --force --tarball OUT (default: dev_releases/vmcpi.tgz)
+# 1. the Linux x86_64 binary: `--binary linux-amd64=PATH` (built or downloaded elsewhere; no Rust
+#    needed here), else `cargo build --release --locked` (target/release/vmcpi)
+# 2. a scratch copy of the release (config/, jobs/, packages/) gets the binaries as blobs
+#    vmcpi/vmcpi-<os>-<arch> (`bosh add-blob`), so the tracked config/blobs.yml is never touched
+# 3. bosh create-release --force --tarball OUT (default: dev_releases/vmcpi.tgz) in that copy. The
+#    release records this checkout's commit, with a `+` only when the checkout itself has changes.
+#    Dev versions count up in dev_releases/ and .dev_builds/ (both git-ignored).
 #
-# --binary darwin-arm64=PATH (or darwin-amd64, linux-arm64) adds a binary built elsewhere, e.g. on
-# a Mac with `cargo build --release --locked`, so that bosh create-env also works on that platform.
-# --no-build uses the existing target/release/vmcpi. Needs cargo and the bosh CLI (v7) on PATH
-# (or BOSH=/path/to/bosh).
+# --binary PLATFORM=PATH, for linux-amd64, linux-arm64, darwin-amd64 or darwin-arm64, adds a binary
+# built elsewhere (e.g. on a Mac with `cargo build --release --locked`, or downloaded), so that
+# bosh create-env also works on that platform. Each file is checked to be an executable for its
+# platform. --no-build uses the existing target/release/vmcpi. Needs the bosh CLI (v7) on PATH (or
+# BOSH=/path/to/bosh); cargo only when no linux-amd64 binary is given.
 set -euo pipefail
 
+caller=$PWD
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# relative paths in arguments are the caller's
+absolute() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s' "$caller/$1" ;; esac; }
 
 bosh=${BOSH:-bosh}
 tarball="$root/dev_releases/vmcpi.tgz"
@@ -24,8 +31,12 @@ build=1
 extra=()
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
+die() { echo "build.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
+  case "$1" in
+    --tarball | --version | --binary) [ $# -ge 2 ] || die "$1 needs a value" ;;
+  esac
   case "$1" in
     --tarball) tarball=$2; shift 2 ;;
     --version) version=$2; shift 2 ;;
@@ -36,56 +47,107 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-case "$tarball" in /*) ;; *) tarball="$PWD/$tarball" ;; esac
-for spec in ${extra[@]+"${extra[@]}"}; do
-  case "${spec%%=*}" in
-    darwin-amd64 | darwin-arm64 | linux-arm64) ;;
-    *) echo "build.sh: --binary $spec: the platform must be darwin-amd64, darwin-arm64 or linux-arm64" >&2; exit 2 ;;
+tarball=$(absolute "$tarball")
+
+# magic PLATFORM FILE: fails unless FILE is a 64-bit executable for PLATFORM (ELF or Mach-O header)
+magic() {
+  local head
+  head=$(od -An -tx1 -N20 -v "$2" | tr -d ' \n')
+  case "$1" in
+    linux-amd64) [[ $head == 7f454c4602* && ${head:36:4} == 3e00 ]] ;;
+    linux-arm64) [[ $head == 7f454c4602* && ${head:36:4} == b700 ]] ;;
+    darwin-amd64) [[ $head == cffaedfe07000001* ]] ;;
+    darwin-arm64) [[ $head == cffaedfe0c000001* ]] ;;
+    *) false ;;
   esac
-  [ -f "${spec#*=}" ] || { echo "build.sh: --binary $spec: no such file" >&2; exit 2; }
+}
+
+# the binaries by platform, in given_linux_amd64 etc. (no associative arrays: macOS has bash 3.2)
+given() { local v="given_${1//-/_}"; printf '%s' "${!v:-}"; }
+set_given() { printf -v "given_${1//-/_}" '%s' "$2"; }
+unset given_linux_amd64 given_linux_arm64 given_darwin_amd64 given_darwin_arm64
+for spec in ${extra[@]+"${extra[@]}"}; do
+  platform=${spec%%=*}
+  path=${spec#*=}
+  [ "$platform" != "$spec" ] && [ -n "$path" ] || die "--binary $spec: expected PLATFORM=PATH, e.g. linux-amd64=/tmp/vmcpi"
+  case "$platform" in
+    linux-amd64 | linux-arm64 | darwin-amd64 | darwin-arm64) ;;
+    *) die "--binary $spec: the platform must be linux-amd64, linux-arm64, darwin-amd64 or darwin-arm64" ;;
+  esac
+  [ -z "$(given "$platform")" ] || die "--binary $platform is given twice"
+  path=$(absolute "$path")
+  [ -f "$path" ] || die "--binary $spec: no such file"
+  magic "$platform" "$path" || die "--binary $spec: $path is not a 64-bit $platform executable"
+  set_given "$platform" "$path"
 done
 
 if ! command -v "$bosh" > /dev/null; then
   echo "build.sh: the bosh CLI (v7) is needed: https://bosh.io/docs/cli-v2-install/ (or set BOSH=/path/to/bosh)" >&2
   exit 1
 fi
-if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
-  echo "build.sh: the release's main binary, vmcpi-linux-amd64, must be built on Linux x86_64; on a Mac," >&2
-  echo "build.sh: build vmcpi there and pass it to build.sh on a Linux machine with --binary (see docs/bosh.md)" >&2
-  exit 1
-fi
 
-if [ "$build" = 1 ]; then
-  cargo build --release --locked --bin vmcpi
+if [ -n "$(given linux-amd64)" ]; then
+  binary=$(given linux-amd64)
+  [ "$build" = 1 ] && echo "build.sh: using the given linux-amd64 binary; not building"
+else
+  if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
+    echo "build.sh: the release's main binary, vmcpi-linux-amd64, is built on Linux x86_64; here, give it" >&2
+    echo "build.sh: with --binary linux-amd64=PATH (see docs/bosh.md, \"Building a release from binaries\")" >&2
+    exit 1
+  fi
+  if [ "$build" = 1 ]; then
+    if ! command -v cargo > /dev/null; then
+      echo "build.sh: cargo is not on PATH: install Rust (https://rustup.rs), or build the release from a" >&2
+      echo "build.sh: binary built elsewhere: --binary linux-amd64=PATH (see docs/bosh.md)" >&2
+      exit 1
+    fi
+    cargo build --release --locked --bin vmcpi
+  fi
+  binary="$root/target/release/vmcpi"
+  [ -x "$binary" ] || { echo "build.sh: $binary is missing (run without --no-build, or give --binary linux-amd64=PATH)" >&2; exit 1; }
+  magic linux-amd64 "$binary" || { echo "build.sh: $binary is not a Linux x86_64 executable" >&2; exit 1; }
 fi
-binary="$root/target/release/vmcpi"
-[ -x "$binary" ] || { echo "build.sh: $binary is missing (run without --no-build)" >&2; exit 1; }
+set_given linux-amd64 "$binary"
 
 # The binary links glibc and libssl3 dynamically: say which glibc it needs, for the docs' promise
 # (Ubuntu Jammy stemcells have glibc 2.35, Noble 2.39).
 if command -v objdump > /dev/null; then
-  need=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sort -t. -k1,1 -k2,2n -k3,3n -u | tail -1 || true)
+  need=$(objdump -T "$binary" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -t. -k1,1 -k2,2n -k3,3n -u | tail -1 || true)
   echo "build.sh: $binary needs ${need:-an unknown glibc version}"
 fi
 
-add_blob() { # PATH NAME
-  "$bosh" add-blob --dir="$root" "$1" "vmcpi/$2" > /dev/null
-  echo "build.sh: blob vmcpi/$2 <- $1"
-}
+# The scratch copy: the release's own files as they are in the checkout (changes included), with
+# empty blobs. dev_releases/ and .dev_builds/ are the checkout's (git-ignored), so dev versions count up.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/vmcpi-release.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+for dir in config jobs packages .final_builds releases; do
+  [ -e "$root/$dir" ] && cp -R "$root/$dir" "$scratch/$dir"
+done
+for file in LICENSE NOTICE; do
+  [ -f "$root/$file" ] && cp "$root/$file" "$scratch/$file"
+done
+printf -- '--- {}\n' > "$scratch/config/blobs.yml"
+rm -rf "$scratch/blobs"
+mkdir -p "$scratch/src" "$root/dev_releases" "$root/.dev_builds"
+ln -s "$root/dev_releases" "$scratch/dev_releases"
+ln -s "$root/.dev_builds" "$scratch/.dev_builds"
 
-# Start from a clean set of vmcpi blobs, so a binary left over from an earlier build with
-# --binary is not shipped by accident.
-for old in $(grep -o '^vmcpi/[^:]*' config/blobs.yml || true); do
-  "$bosh" remove-blob --dir="$root" "$old" > /dev/null
+for platform in linux-amd64 linux-arm64 darwin-amd64 darwin-arm64; do
+  [ -n "$(given "$platform")" ] || continue
+  "$bosh" add-blob --dir="$scratch" "$(given "$platform")" "vmcpi/vmcpi-$platform" > /dev/null
+  echo "build.sh: blob vmcpi/vmcpi-$platform <- $(given "$platform")"
 done
 
-add_blob "$binary" vmcpi-linux-amd64
-for spec in ${extra[@]+"${extra[@]}"}; do
-  add_blob "${spec#*=}" "vmcpi-${spec%%=*}"
-done
+# bosh create-release asks git (`git rev-parse --short HEAD`, `git status --short`) in --dir for the
+# commit and whether it has changes: point it at this checkout, not at the scratch copy.
+if git -C "$root" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+  GIT_DIR=$(git -C "$root" rev-parse --absolute-git-dir)
+  GIT_WORK_TREE=$root
+  export GIT_DIR GIT_WORK_TREE
+fi
 
 mkdir -p "$(dirname "$tarball")"
-args=(create-release --dir="$root" --force --tarball="$tarball")
+args=(create-release --dir="$scratch" --force --tarball="$tarball")
 [ -n "$version" ] && args+=(--version="$version")
 "$bosh" "${args[@]}"
 echo "build.sh: wrote $tarball"

@@ -27,6 +27,9 @@ pub struct Config {
     /// `debug` also logs every external command and request (secrets redacted).
     #[serde(default)]
     pub log_level: LogLevel,
+    /// What reading the file had to say (bosh-vmrun-cpi's names read as vmcpi's): logged with each call.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -100,8 +103,17 @@ impl Config {
                 origin.push_str(" + request context");
             }
         }
-        let cfg: Config = serde_json::from_value(value)
+        // a vmrun driver section may use bosh-vmrun-cpi's names (its job properties, rendered by our job)
+        let mut notes = Vec::new();
+        if let Some(Value::Object(driver)) = value.get_mut("driver") {
+            if driver.get("kind").and_then(Value::as_str) == Some("vmrun") {
+                notes = crate::compat::vmrun_driver(driver)
+                    .map_err(|message| ConfigError::Invalid { origin: origin.clone(), message })?;
+            }
+        }
+        let mut cfg: Config = serde_json::from_value(value)
             .map_err(|e| ConfigError::Invalid { origin: origin.clone(), message: e.to_string() })?;
+        cfg.notes = notes;
         cfg.driver.validate().map_err(|message| ConfigError::Invalid { origin, message })?;
         Ok(cfg)
     }

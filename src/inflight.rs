@@ -5,16 +5,26 @@
 //! the next create (in any process) reaps the resources of that CID and removes the marker. Child processes
 //! inherit the lock, so a tool that outlives a killed CPI process holds it until its work is done.
 //! Scratch space of a create (an unpacked stemcell) lives in `<state_dir>/work/<cid>` and is reaped with it.
+//!
+//! Several configs may share one state dir (a director's CPI config with several libvirt hosts, each with
+//! the job's default state_dir). A reaper can only remove what lives where its own config points, so each
+//! marker records its owner, the place its resources live ([`Inflight::owned_by`]: driver kind, host or
+//! URI, pool or folders), and a reaper takes only the orphans of its own owner; the others stay for a
+//! config that owns them. A marker without an owner (written by an older vmcpi) is anyone's.
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// The in-flight directory of one state dir.
+/// The in-flight directory of one state dir, as seen by one owner.
 #[derive(Debug, Clone)]
 pub struct Inflight {
     dir: PathBuf,
     work: PathBuf,
+    owner: String,
 }
+
+/// The first line of a marker file: `owner <where its resources live>`.
+const OWNER_PREFIX: &str = "owner ";
 
 /// A held in-flight marker. Dropping it without [`Marker::commit`] leaves the marker (the create failed and
 /// cleaned up itself, or will be reaped); `commit` removes it.
@@ -27,18 +37,38 @@ pub struct Marker {
 
 impl Inflight {
     pub fn new(state_dir: &Path) -> Self {
-        Inflight { dir: state_dir.join("inflight"), work: state_dir.join("work") }
+        Inflight { dir: state_dir.join("inflight"), work: state_dir.join("work"), owner: String::new() }
     }
 
-    /// Writes and locks the marker for `cid` (durably: the directory entry is synced).
+    /// Names where this config's resources live (e.g. `libvirt qemu:///system pool vmcpi`). Markers written
+    /// by [`Inflight::begin`] record it, and [`Inflight::orphans`] returns only markers with the same owner
+    /// (or none). Line breaks become spaces: the owner is one line of the marker file.
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.owner = owner.replace(['\n', '\r'], " ");
+        self
+    }
+
+    /// Writes and locks the marker for `cid` with its owner (durably: the file and the directory entry are synced).
     pub fn begin(&self, cid: &str) -> io::Result<Marker> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{cid}.lock"));
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        let mut file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         file.lock()?;
         inherit_to_children(&file)?;
+        if !self.owner.is_empty() {
+            file.set_len(0)?;
+            writeln!(file, "{OWNER_PREFIX}{}", self.owner)?;
+            file.sync_data()?;
+        }
         File::open(&self.dir)?.sync_all()?;
         Ok(Marker { path, work: self.work.join(cid), _file: file })
+    }
+
+    /// The owner a marker file records; `None` for a marker without one.
+    fn recorded_owner(path: &Path) -> Option<String> {
+        let mut text = String::new();
+        File::open(path).ok()?.take(64 << 10).read_to_string(&mut text).ok()?;
+        text.lines().next()?.strip_prefix(OWNER_PREFIX).map(str::to_string)
     }
 
     /// Markers of dead processes: each comes back locked, for the caller to clean up and then commit.
@@ -60,6 +90,13 @@ impl Inflight {
             // the file may have been committed (unlinked) between read_dir and open
             if !path.exists() {
                 continue;
+            }
+            // another config's leftovers live elsewhere (another host or pool): only a config that owns them reaps them
+            if let Some(owner) = Self::recorded_owner(&path) {
+                if owner != self.owner {
+                    crate::debug!("{cid}: an interrupted create of another config ({owner}); left for it");
+                    continue;
+                }
             }
             out.push((cid.clone(), Marker { path, work: self.work.join(&cid), _file: file }));
         }
@@ -117,6 +154,44 @@ mod tests {
 
     // markers are inherited by every child process: tests that spawn children must not overlap
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn only_the_owner_reaps_a_marker() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let a = Inflight::new(dir.path()).owned_by("libvirt qemu:///system pool a");
+        let b = Inflight::new(dir.path()).owned_by("libvirt qemu+ssh://hv2/system pool a");
+        drop(a.begin("vm-of-a").unwrap());
+        drop(b.begin("vm-of-b").unwrap());
+        let text = std::fs::read_to_string(dir.path().join("inflight/vm-of-a.lock")).unwrap();
+        assert_eq!(text, "owner libvirt qemu:///system pool a\n");
+        // each sees only its own orphan, however often it looks
+        for _ in 0..2 {
+            let seen: Vec<String> = a.orphans().into_iter().map(|(c, _)| c).collect();
+            assert_eq!(seen, ["vm-of-a"]);
+            let seen: Vec<String> = b.orphans().into_iter().map(|(c, _)| c).collect();
+            assert_eq!(seen, ["vm-of-b"]);
+        }
+        // a marker without an owner (an older vmcpi) is anyone's; one that names nobody sees only those
+        std::fs::write(dir.path().join("inflight/vm-old.lock"), b"").unwrap();
+        let anyone = Inflight::new(dir.path());
+        let seen: Vec<String> = anyone.orphans().into_iter().map(|(c, _)| c).collect();
+        assert_eq!(seen, ["vm-old"]);
+        let mut seen: Vec<String> = a.orphans().into_iter().map(|(c, _)| c).collect();
+        seen.sort();
+        assert_eq!(seen, ["vm-of-a", "vm-old"]);
+        // the owner commits its own: gone for good, the other's stays
+        for (_, m) in a.orphans() {
+            m.commit();
+        }
+        assert!(a.orphans().is_empty());
+        assert_eq!(b.orphans().len(), 1);
+        // an owner is one line
+        let c = Inflight::new(dir.path()).owned_by("vsphere x\nowner libvirt qemu:///system pool a");
+        drop(c.begin("vm-of-c").unwrap());
+        assert!(a.orphans().is_empty(), "a line break in an owner must not make a marker someone else's");
+        assert_eq!(c.orphans().len(), 1);
+    }
 
     #[test]
     fn a_child_process_keeps_the_marker_locked() {

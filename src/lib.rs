@@ -8,11 +8,13 @@
 //! - [`medium`]: settings media (CD-ROM `ENV` ISO, OpenStack config drive).
 //! - [`stemcell`]: reading stemcell images (OpenStack `root.img`, vSphere OVF + VMDK).
 //! - [`driver`]: the `Driver` trait and the backends.
+//! - [`compat`]: bosh-vmrun-cpi's setting names, read as vmcpi's.
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 pub mod agent_settings;
+pub mod compat;
 pub mod config;
 pub mod driver;
 pub mod encoding;

@@ -193,7 +193,7 @@ pub fn parse_ovf(text: &str) -> Result<OvfInfo, String> {
                     b"Config"
                         if attr(b"key").as_deref() == Some("firmware") && attr(b"value").as_deref() == Some("efi") =>
                     {
-                        efi = true;
+                        efi = true
                     }
                     _ => {}
                 }

@@ -107,12 +107,22 @@ fn libvirt_properties_render_a_config_vmcpi_accepts() {
 }
 
 #[test]
-fn no_properties_render_minimal_libvirt_config() {
+fn no_driver_properties_fail_to_render_instead_of_picking_one() {
     if !have_ruby() {
         return;
     }
-    let config = render_config(&json!({}));
-    assert_eq!(config, json!({"driver": {"kind": "libvirt"}, "agent": {"ntp": []}, "log_level": "info"}));
+    // nothing that names a hypervisor (agent settings alone, or a bosh-vmrun-cpi property BOSH hides): no config
+    for props in [
+        json!({}),
+        json!({"agent": {"mbus": "https://mbus:pw@0.0.0.0:6868"}, "ntp": ["a"]}),
+        json!({"vmrun": {"network_name": "vmnet8"}}),
+    ] {
+        let err = render("cpi.json.erb", &props).expect_err(&format!("{props} rendered a config"));
+        assert!(err.contains("no driver is configured") && err.contains("vmrun.*"), "{props}: {err}");
+    }
+    // one libvirt.* property names libvirt
+    let config = render_config(&json!({"libvirt": {"pool": "p"}}));
+    assert_eq!(config, json!({"driver": {"kind": "libvirt", "pool": "p"}, "agent": {"ntp": []}, "log_level": "info"}));
     info_accepts(&config);
 }
 
@@ -139,14 +149,16 @@ fn driver_hash_passes_through_and_director_style_agent_settings() {
 
     // agent.mbus wins over nats.*; agent.blobstore over blobstore.*; nats without a password has no credentials
     let config = render_config(&json!({
+        "driver": {"kind": "libvirt"},
         "agent": {"mbus": "nats://10.0.0.6:4222", "blobstore": {"provider": "local", "options": {"blobstore_path": "/b"}}},
         "nats": {"address": "10.9.9.9", "password": "unused"},
         "blobstore": {"provider": "dav", "address": "10.9.9.9"},
     }));
     assert_eq!(config["agent"]["mbus"], "nats://10.0.0.6:4222");
     assert_eq!(config["agent"]["blobstore"], json!({"provider": "local", "options": {"blobstore_path": "/b"}}));
-    let config =
-        render_config(&json!({"nats": {"address": "10.0.0.6"}, "agent": {"nats": {"address": "192.168.1.6"}}}));
+    let config = render_config(
+        &json!({"driver": {"kind": "libvirt"}, "nats": {"address": "10.0.0.6"}, "agent": {"nats": {"address": "192.168.1.6"}}}),
+    );
     assert_eq!(config["agent"]["mbus"], "nats://192.168.1.6:4222");
 
     // another driver kind goes through untouched (vmcpi itself decides whether it knows the kind)
@@ -164,7 +176,13 @@ fn contradictory_properties_fail_to_render() {
         (json!({"driver": {"kind": "libvirt", "pool": "a"}, "libvirt": {"pool": "b"}}), "disagree"),
         (json!({"driver": {"uri": "qemu:///system"}}), "kind"),
         (json!({"driver": "libvirt"}), "kind"),
-        (json!({"blobstore": {"provider": "s3"}}), "agent.blobstore"),
+        (json!({"driver": {"kind": "libvirt"}, "blobstore": {"provider": "s3"}}), "agent.blobstore"),
+        (
+            json!({"driver": {"kind": "libvirt"}, "vmrun": {"vm_store_path": "/vms"}}),
+            "the driver's kind is \"libvirt\"",
+        ),
+        (json!({"libvirt": {"pool": "p"}, "vmrun": {"vm_store_path": "/vms"}}), "driver.kind is \"vmrun\""),
+        (json!({"driver": {"kind": "vmrun", "vm_store_path": "/a"}, "vmrun": {"vm_store_path": "/b"}}), "disagree"),
     ] {
         let err = render("cpi.json.erb", &props).expect_err(&format!("{props} should not render"));
         assert!(err.contains(says), "rendering {props} failed without naming {says}: {err}");
@@ -240,6 +258,24 @@ fn every_property_is_documented_and_every_example_is_accepted() {
     info_accepts(&config);
     // and so does the driver example
     info_accepts(&render_config(&json!({"driver": props["driver"]["example"]})));
+
+    // and every bosh-vmrun-cpi vmrun.* example together: each reaches the rendered driver, and vmcpi reads them all
+    let mut vmrun = json!({});
+    for (name, def) in props {
+        if let Some(key) = name.strip_prefix("vmrun.") {
+            match key.strip_prefix("ssh_tunnel.") {
+                Some(k) => vmrun["ssh_tunnel"][k] = def["example"].clone(),
+                None => vmrun[key] = def["example"].clone(),
+            }
+        }
+    }
+    assert!(vmrun.as_object().unwrap().len() >= 9 && vmrun["ssh_tunnel"].as_object().unwrap().len() == 6, "{vmrun}");
+    let config = render_config(&json!({"vmrun": vmrun}));
+    assert_eq!(config["driver"]["kind"], "vmrun");
+    for (key, value) in vmrun.as_object().unwrap() {
+        assert_eq!(&config["driver"][key], value, "vmrun.{key} is declared but not rendered into driver.{key}");
+    }
+    info_accepts(&config);
 }
 
 #[test]
@@ -423,7 +459,7 @@ impl Installation {
             String::from_utf8_lossy(&out.stderr)
         );
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        for secret in ["mbus-canary-pw", "PRIVATE KEY"] {
+        for secret in ["mbus-canary-pw", "PRIVATE KEY", "guest-canary-pw"] {
             assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked:\n{stdout}\n{stderr}");
         }
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bin/cpi stdout is not JSON ({e}): {stdout}"))
@@ -528,4 +564,545 @@ fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
     let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
     let msg = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("a wrong host key was accepted: {reply}"));
     assert!(msg.contains("Host key verification failed") || msg.contains("HOST IDENTIFICATION HAS CHANGED"), "{msg}");
+}
+
+/// The bosh CLI v7: VMCPI_BOSH_CLI, else the project's copy beside the repository, else `bosh` on PATH.
+fn bosh_cli() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("VMCPI_BOSH_CLI").map(PathBuf::from),
+        Some(root().join("../shared/tools/bosh/bosh")),
+        Some(PathBuf::from("bosh")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    })
+}
+
+/// A PATH without cargo, rustc or rustup: a directory of links to everything else in the system's bin directories.
+fn path_without_rust(dir: &std::path::Path) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for sys in ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let Ok(entries) = std::fs::read_dir(sys) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let n = name.to_string_lossy();
+            if n.starts_with("cargo") || n.starts_with("rustc") || n.starts_with("rustup") || bin.join(&name).exists() {
+                continue;
+            }
+            std::os::unix::fs::symlink(e.path(), bin.join(&name)).unwrap();
+        }
+    }
+    let path = bin.display().to_string();
+    let found = Command::new("bash").args(["-c", "command -v cargo rustc"]).env("PATH", &path).output().unwrap();
+    assert!(found.stdout.is_empty(), "cargo is still on {path}: {}", String::from_utf8_lossy(&found.stdout));
+    path
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=vmcpi-test", "-c", "user.email=test@vmcpi.invalid"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `release.MF` of a release tarball, parsed.
+fn release_manifest(tarball: &std::path::Path) -> Value {
+    let out = Command::new("ruby")
+        .args(["-ryaml", "-rjson", "-e", "puts JSON.dump(YAML.safe_load(`tar -xOzf #{ARGV[0]} release.MF`))"])
+        .arg(tarball)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn release_builds_from_a_clean_clone_with_a_given_binary_and_no_cargo_and_leaves_it_clean() {
+    if !have_ruby() {
+        return;
+    }
+    let bosh = bosh_cli();
+    if !require_peer("the bosh CLI v7 (VMCPI_BOSH_CLI, ../shared/tools/bosh/bosh or bosh on PATH)", bosh.is_some()) {
+        return;
+    }
+    let bosh = bosh.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // a fresh clone, with this checkout's release files (committed there, so that the clone is clean)
+    let clone = tmp.path().join("clone");
+    let out = Command::new("git").args(["clone", "-q"]).arg(root()).arg(&clone).output().unwrap();
+    assert!(out.status.success(), "git clone: {}", String::from_utf8_lossy(&out.stderr));
+    for dir in ["release", "jobs", "packages", "config"] {
+        std::fs::remove_dir_all(clone.join(dir)).unwrap();
+        assert!(Command::new("cp").arg("-R").arg(root().join(dir)).arg(clone.join(dir)).status().unwrap().success());
+    }
+    git(&clone, &["add", "-A"]);
+    git(&clone, &["commit", "-q", "--allow-empty", "-m", "this checkout's release files"]);
+    assert_eq!(git(&clone, &["status", "--porcelain"]), "");
+    let path = path_without_rust(tmp.path());
+    let elsewhere = tmp.path().join("downloads");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::copy(crate::util::cpi_bin(), elsewhere.join("vmcpi")).unwrap();
+    let build = |args: &[&str]| {
+        // run from another directory: relative paths are the caller's
+        Command::new("bash")
+            .arg(clone.join("release/build.sh"))
+            .args(args)
+            .current_dir(&elsewhere)
+            .env("PATH", &path)
+            .env("BOSH", &bosh)
+            .output()
+            .unwrap()
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // no cargo and no binary: a message saying both ways
+    let o = build(&["--tarball", "out.tgz"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("cargo is not on PATH") && stderr(&o).contains("--binary linux-amd64=PATH"),
+        "{}",
+        stderr(&o)
+    );
+    // wrong files and platforms are refused before anything is built
+    for (arg, says) in [
+        ("linux-amd64=../clone/README.md", "is not a 64-bit linux-amd64 executable"),
+        ("linux-arm64=vmcpi", "is not a 64-bit linux-arm64 executable"),
+        ("darwin-arm64=vmcpi", "is not a 64-bit darwin-arm64 executable"),
+        ("windows-amd64=vmcpi", "the platform must be"),
+        ("linux-amd64=missing", "no such file"),
+        ("vmcpi", "expected PLATFORM=PATH"),
+    ] {
+        let o = build(&["--binary", arg, "--tarball", "out.tgz"]);
+        assert_eq!(o.status.code(), Some(2), "--binary {arg}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "--binary {arg}: {}", stderr(&o));
+    }
+    let o = build(&["--binary", "linux-amd64=vmcpi", "--binary", "linux-amd64=vmcpi"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("given twice"), "{}", stderr(&o));
+    assert!(!elsewhere.join("out.tgz").exists(), "a refused build wrote a tarball");
+
+    // a downloaded binary, given with a path relative to the caller: the release builds and the clone stays clean
+    let o = build(&["--binary", "linux-amd64=vmcpi", "--tarball", "out.tgz"]);
+    assert!(o.status.success(), "build.sh failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(git(&clone, &["status", "--porcelain", "--ignored=no"]), "", "the build changed the clone");
+    assert_eq!(git(&clone, &["diff", "HEAD", "--stat"]), "");
+    let tarball = elsewhere.join("out.tgz");
+    let mf = release_manifest(&tarball);
+    let head = git(&clone, &["rev-parse", "--short", "HEAD"]);
+    assert_eq!(mf["commit_hash"], head.trim(), "{mf}");
+    assert_eq!(mf["uncommitted_changes"], false, "{mf}");
+    assert_eq!(mf["name"], "vmcpi");
+    // bosh prints the commit with a `+` when it has changes
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains(head.trim()) && !printed.contains(&format!("{}+", head.trim())), "{printed}");
+    // the package carries exactly the given binary
+    let pkg = tmp.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let st = Command::new("bash")
+        .args(["-c", "tar -xOzf \"$1\" packages/vmcpi.tgz | tar -xzf - -C \"$2\""])
+        .args(["-", &tarball.display().to_string(), &pkg.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read_dir(pkg.join("vmcpi")).unwrap().count(), 1);
+    assert!(
+        std::fs::read(pkg.join("vmcpi/vmcpi-linux-amd64")).unwrap() == std::fs::read(crate::util::cpi_bin()).unwrap()
+    );
+
+    // a checkout with changes is marked as such (and still not changed further by the build)
+    std::fs::write(clone.join("README.md"), "changed\n").unwrap();
+    let o = build(&["--binary", "linux-amd64=vmcpi", "--tarball", "out2.tgz"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(git(&clone, &["status", "--porcelain"]), " M README.md\n");
+    let mf = release_manifest(&elsewhere.join("out2.tgz"));
+    assert_eq!(mf["commit_hash"], head.trim(), "{mf}");
+    assert_eq!(mf["uncommitted_changes"], true, "{mf}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("{}+", head.trim())),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// The README's two commands: no `sudo` in front, and the scripts run as root without sudo.
+#[test]
+fn readme_commands_work_as_root_without_sudo() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme.split("## The two commands").nth(1).unwrap();
+    let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
+    let commands: Vec<&str> = block.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert_eq!(commands, ["bash tools/demo.sh", "bash tools/test.sh"]);
+    assert!(!readme.contains("sudo bash tools/"), "the README still puts sudo in front of a command");
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l.trim() == "bash tools/test.sh"), ".ci/run does not run the README's test command");
+    assert!(!ci.contains("sudo"), ".ci/run mentions sudo");
+    for script in ["tools/demo.sh", "tools/test.sh"] {
+        let text = std::fs::read_to_string(root().join(script)).unwrap();
+        let first =
+            text.lines().find(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with("set ")).unwrap();
+        assert_eq!(first, ". \"$(dirname \"$0\")/as-root.sh\"", "{script} does not start with tools/as-root.sh");
+    }
+
+    // tools/as-root.sh itself, in a script of its own: as root it runs on with no sudo anywhere; as another
+    // user it runs the script again with sudo when there is one, else it says what to do
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(root().join("tools/as-root.sh"), tmp.path().join("as-root.sh")).unwrap();
+    let script = tmp.path().join("needs-root.sh");
+    std::fs::write(&script, "set -euo pipefail\n. \"$(dirname \"$0\")/as-root.sh\"\necho \"uid=$(id -u) args=$*\"\n")
+        .unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // where the fake sudo, run by `nobody`, writes what it was asked
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sudo_log = logs.join("sudo.log");
+    std::fs::write(bin.join("sudo"), format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\nexit 0\n", sudo_log.display()))
+        .unwrap();
+    for f in [bin.join("sudo"), script.clone(), tmp.path().join("as-root.sh")] {
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
+    if uid.trim() != "0" {
+        eprintln!("SKIP: the as-root part needs root");
+        return;
+    }
+    let run = |as_nobody: bool, path: &str| {
+        let mut cmd = if as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
+            c
+        } else {
+            Command::new("bash")
+        };
+        cmd.arg(&script)
+            .args(["one", "two words"])
+            .env("PATH", path)
+            .env("HOME", "/nonexistent")
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let with_sudo = format!("{}:/usr/bin:/bin", bin.display());
+    // root: straight on, the fake sudo first on PATH is not called
+    let o = run(false, &with_sudo);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "uid=0 args=one two words\n");
+    assert!(!sudo_log.exists(), "as root, sudo was called");
+    // another user with sudo: the same script again through sudo, its arguments intact
+    let o = run(true, &with_sudo);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "", "the script ran on without root");
+    let argv: Vec<String> = std::fs::read_to_string(&sudo_log).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(argv[..2], ["-E", "env"], "{argv:?}");
+    assert!(argv.contains(&format!("PATH={with_sudo}")), "{argv:?}");
+    assert_eq!(
+        argv[argv.len() - 4..],
+        ["bash".to_string(), script.display().to_string(), "one".into(), "two words".into()],
+        "{argv:?}"
+    );
+    // another user, no sudo: a clear message, non-zero
+    let o = run(true, "/usr/bin:/bin");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs root")
+            && String::from_utf8_lossy(&o.stderr).contains("sudo is not installed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+}
+
+/// A bosh-vmrun-cpi create-env manifest's `cloud_provider.properties` (its job spec's names, as its
+/// ci/vmrun-cpi-opsfile.yml and bosh-deployment's bosh.yml give them), pointed at the VMware test double.
+fn bosh_vmrun_cpi_props(fake: &crate::vmrun::Fake) -> Value {
+    json!({
+        "vmrun": {
+            "vm_store_path": fake.store(),
+            "vmrun_bin_path": fake.bin("vmrun"),
+            "ovftool_bin_path": fake.bin("ovftool"),
+            "stemcell_store_path": fake.store().join("stemcells"),
+            "vm_start_max_wait_seconds": 600,
+            "vm_soft_shutdown_max_wait_seconds": 5,
+            "enable_human_readable_name": true,
+            "use_linked_cloning": true,
+            // in bosh-vmrun-cpi's ops file, but not in its job spec: BOSH hides it from the templates
+            "network_name": "vmnet8",
+        },
+        "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
+        "blobstore": {"provider": "local", "path": "/var/vcap/micro_bosh/data/cache"},
+        "ntp": ["time1.google.com", "time2.google.com"],
+    })
+}
+
+#[test]
+fn bosh_vmrun_cpi_manifest_properties_drive_vmrun_with_this_release_swapped_in() {
+    if !have_ruby() {
+        return;
+    }
+    let fake = crate::vmrun::Fake::new();
+    let props = bosh_vmrun_cpi_props(&fake);
+    let config = render_config(&props);
+    assert_eq!(config["driver"]["kind"], "vmrun", "the vmrun properties must choose the vmrun driver: {config}");
+    assert_eq!(config["driver"]["vmrun_bin_path"], fake.bin("vmrun"));
+    assert!(config["driver"].get("network_name").is_none());
+    assert_eq!(config["agent"]["blobstore"]["options"]["blobstore_path"], "/var/vcap/micro_bosh/data/cache");
+
+    // installed as create-env installs it, bin/cpi answers with the vmrun driver and says how it read the old names
+    let cpi = Installation::new(&props);
+    let reply = cpi.call("info", json!([]));
+    assert!(reply["error"].is_null(), "{reply}");
+    assert_eq!(reply["result"]["stemcell_formats"], json!(["vsphere-ovf", "vsphere-ova"]));
+    let log = reply["log"].as_str().unwrap();
+    for note in [
+        "driver.vmrun_bin_path is bosh-vmrun-cpi's name for driver.vmrun",
+        "driver.ovftool_bin_path is bosh-vmrun-cpi's name for driver.ovftool",
+        "driver.vm_start_max_wait_seconds is bosh-vmrun-cpi's name for driver.start_timeout_seconds",
+        "driver.vm_soft_shutdown_max_wait_seconds is bosh-vmrun-cpi's name for driver.soft_shutdown_timeout_seconds",
+        "driver.stemcell_store_path",
+        "driver.use_linked_cloning",
+    ] {
+        assert!(log.contains(note), "no note {note:?} in the log:\n{log}");
+    }
+
+    // a stemcell and a VM with bosh-vmrun-cpi's resource-pool bootstrap block, through the old tool paths
+    let img_dir = tempfile::tempdir().unwrap();
+    let image = crate::vmrun::stemcell_image(img_dir.path(), 64, 1);
+    let reply = cpi.call("create_stemcell", json!([image.display().to_string(), {}]));
+    assert!(reply["error"].is_null(), "{reply}");
+    let sc = reply["result"].clone();
+    std::fs::write(fake.state("guest-tools"), "vcap:guest-canary-pw").unwrap();
+    let bootstrap = json!({
+        "script_content": "#!/bin/bash\necho bootstrapped\n", "script_path": "/tmp/bootstrap.sh", "interpreter_path": "/bin/bash",
+        "username": "vcap", "password": "guest-canary-pw", "ready_process_name": "bosh-agent", "min_wait_seconds": 0, "max_wait_seconds": 30,
+    });
+    let reply = cpi.call(
+        "create_vm",
+        crate::vmrun::create_vm_args(&sc, json!({"cpu": 2, "ram": 1024, "disk": 2048, "bootstrap": bootstrap})),
+    );
+    assert!(reply["error"].is_null(), "create_vm with bosh-vmrun-cpi's bootstrap block failed: {reply}");
+    let vm = reply["result"][0].as_str().unwrap().to_string();
+    assert!(
+        reply["log"].as_str().unwrap().contains(
+            "cloud_properties.bootstrap.script_content is bosh-vmrun-cpi's name for cloud_properties.bootstrap.script"
+        ),
+        "{reply}"
+    );
+    // the script went to bosh-vmrun-cpi's script_path and ran with its interpreter_path (the fake logs the guest command)
+    assert_eq!(
+        std::fs::read_to_string(fake.state("guest-log")).unwrap().lines().next(),
+        Some("/bin/bash /tmp/bootstrap.sh")
+    );
+    let copied: Vec<_> = std::fs::read_dir(fake.state("guest-fs")).unwrap().flatten().collect();
+    assert_eq!(copied.len(), 1);
+    assert_eq!(std::fs::read_to_string(copied[0].path()).unwrap(), "#!/bin/bash\necho bootstrapped\n");
+    let reply = cpi.call("has_vm", json!([vm]));
+    assert_eq!(reply["result"], true, "{reply}");
+    let reply = cpi.call("delete_vm", json!([vm]));
+    assert!(reply["error"].is_null(), "{reply}");
+
+    // a bad old value is refused with the old name
+    let mut bad = bootstrap.clone();
+    bad["script_path"] = json!("relative.sh");
+    let reply = cpi.call("create_vm", crate::vmrun::create_vm_args(&sc, json!({"bootstrap": bad})));
+    assert!(
+        reply["error"]["message"].as_str().unwrap().contains("bootstrap.script_path must be an absolute"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn bosh_vmrun_cpi_ssh_tunnel_needs_the_host_key_and_then_reaches_the_host() {
+    if !have_ruby() {
+        return;
+    }
+    let fake = crate::vmrun::Fake::new();
+    let mut props = bosh_vmrun_cpi_props(&fake);
+    // bosh-vmrun-cpi's tunnel as its manifests have it: no host key (it used StrictHostKeyChecking=no)
+    props["vmrun"]["ssh_tunnel"] = json!({"host": "127.0.0.1", "port": "22", "username": "root", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n", "platform": "linux"});
+    let config = render_config(&props);
+    let r = Cpi::with_config(&config).call("info", json!([]));
+    let msg = r.response["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an unpinned ssh_tunnel was accepted: {}", r.response));
+    assert!(
+        msg.contains("vmrun.ssh_tunnel.host_public_key") && msg.contains("ssh-keyscan -t ed25519 127.0.0.1"),
+        "{msg}"
+    );
+    assert!(!r.stdout.contains("PRIVATE KEY") && !r.stderr.contains("PRIVATE KEY"));
+
+    // with the host's key added, it reaches the loopback sshd and drives the test double there
+    let Some((dir, port)) = crate::vmrun::sshd() else {
+        require_peer("OpenSSH server on loopback (tools/sshd-up.sh)", false);
+        return;
+    };
+    let known = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
+    let host_key: Vec<&str> = known.lines().next().unwrap().split_whitespace().skip(1).take(2).collect();
+    props["vmrun"]["ssh_tunnel"] = json!({
+        "host": "127.0.0.1", "port": port.to_string(), "username": "root", "platform": "linux",
+        "private_key": std::fs::read_to_string(dir.join("id_ed25519")).unwrap(), "host_public_key": host_key.join(" "),
+    });
+    let cpi = Installation::new(&props);
+    let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+    assert!(reply["error"].is_null(), "has_vm over bosh-vmrun-cpi's ssh_tunnel failed: {reply}");
+    assert_eq!(reply["result"], false);
+    assert!(
+        reply["log"]
+            .as_str()
+            .unwrap()
+            .contains("driver.ssh_tunnel.username is bosh-vmrun-cpi's name for driver.ssh_tunnel.user"),
+        "{reply}"
+    );
+}
+
+/// Two configs sharing one state_dir (a director's CPI config with two libvirt hosts, each with the job's
+/// default state_dir): a create killed in one leaves a marker that only that one reaps. virsh is a
+/// stand-in here that records each command (the real libvirtd cannot show which pool a reaper touched
+/// when the other pool lives on another host); the CPI, the kill and the markers are real.
+#[test]
+fn two_configs_on_one_state_dir_reap_only_their_own_leftovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("virsh.log");
+    let hang = tmp.path().join("hang");
+    let pid = tmp.path().join("virsh.pid");
+    let virsh = tmp.path().join("virsh");
+    // argv: --quiet --connect URI COMMAND ARGS…; vol-create-as hangs (one process: killing it frees the marker) while the hang file exists
+    std::fs::write(
+        &virsh,
+        format!(
+            "#!/bin/bash\nuri=$3; cmd=$4; shift 4\necho \"$uri $cmd $*\" >> '{log}'\ncase $cmd in\n  pool-info) echo 'State:          running' ;;\n  vol-create-as) if [ -e '{hang}' ]; then echo $$ > '{pid}'; exec sleep 60; fi ;;\nesac\nexit 0\n",
+            log = log.display(),
+            pid = pid.display(),
+            hang = hang.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&virsh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = tmp.path().join("state");
+    let config = |uri: &str, pool: &str| {
+        json!({"driver": {"kind": "libvirt", "uri": uri, "pool": pool, "state_dir": state, "virsh": virsh},
+               "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"}})
+    };
+    let a = Cpi::with_config(&config("qemu+ssh://cpi@hv1/system", "vmcpi"));
+    let b = Cpi::with_config(&config("qemu+ssh://cpi@hv2/system", "vmcpi"));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // a create_disk of config A, killed (with its virsh) while the volume is being made
+    std::fs::write(&hang, "").unwrap();
+    let path = tmp.path().join("a.json");
+    std::fs::write(&path, config("qemu+ssh://cpi@hv1/system", "vmcpi").to_string()).unwrap();
+    let mut child = Command::new(crate::util::cpi_bin())
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(br#"{"method":"create_disk","arguments":[1024,{},null],"context":{"director_uuid":"d"},"api_version":2}"#).unwrap();
+    }
+    let started = std::time::Instant::now();
+    while !pid.exists() || std::fs::read_to_string(&pid).unwrap().trim().is_empty() {
+        assert!(started.elapsed().as_secs() < 30, "create_disk never reached vol-create-as:\n{}", log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let virsh_pid = std::fs::read_to_string(&pid).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-KILL", &virsh_pid]).status().unwrap().success());
+    std::fs::remove_file(&hang).unwrap();
+    let markers: Vec<String> = std::fs::read_dir(state.join("inflight"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    let disk = markers[0].strip_suffix(".lock").unwrap().to_string();
+    assert!(disk.starts_with("disk-"), "{disk}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("inflight").join(&markers[0])).unwrap(),
+        "owner libvirt qemu+ssh://cpi@hv1/system pool vmcpi\n"
+    );
+
+    // config B (another host, the same pool name) creates: A's leftover is not B's to reap, and stays
+    std::fs::write(&log, "").unwrap();
+    let made = b.ok("create_disk", json!([1024, {}, null]));
+    assert!(!log_text().contains(&disk), "config B touched config A's leftover {disk}:\n{}", log_text());
+    assert!(
+        log_text().contains(&format!(
+            "qemu+ssh://cpi@hv2/system vol-create-as --pool vmcpi --name {}",
+            made.as_str().unwrap()
+        )),
+        "{}",
+        log_text()
+    );
+    assert!(state.join("inflight").join(format!("{disk}.lock")).exists(), "config B dropped config A's marker");
+
+    // config A's next create reaps it, on A's host and pool
+    std::fs::write(&log, "").unwrap();
+    a.ok("create_disk", json!([1024, {}, null]));
+    let text = log_text();
+    assert!(
+        text.contains(&format!("qemu+ssh://cpi@hv1/system vol-delete --pool vmcpi {disk}\n")),
+        "A did not reap its leftover:\n{text}"
+    );
+    assert!(text.contains(&format!("qemu+ssh://cpi@hv1/system vol-delete --pool vmcpi {disk}.meta.json\n")), "{text}");
+    assert!(!text.contains("hv2"), "{text}");
+    assert!(!state.join("inflight").join(format!("{disk}.lock")).exists(), "the reaped marker stays");
+}
+
+/// The vSphere driver's bootstrap block reads bosh-vmrun-cpi's names too (docs/vsphere.md "as in
+/// bosh-vmrun-cpi"). The block is read before the vCenter is contacted, so a closed local port shows it.
+#[test]
+fn vsphere_bootstrap_reads_bosh_vmrun_cpi_names() {
+    let state = tempfile::tempdir().unwrap();
+    let cpi = Cpi::with_config(&json!({
+        "driver": {"kind": "vsphere", "host": "https://127.0.0.1:9", "user": "u", "password": "vc-canary-pw", "datacenter": "DC0",
+                   "state_dir": state.path()},
+        "agent": {"mbus": "nats://10.0.0.6:4222"},
+    }));
+    let args = |bootstrap: Value| json!(["agent-1", "sc-00000000000000000000", {"cpu": 1, "ram": 512, "bootstrap": bootstrap}, {}, [], {}]);
+    // a wrong value under an old name is reported as a bootstrap value, not as an unknown key
+    let e = cpi.err(
+        "create_vm",
+        args(json!({"script_content": "x", "username": "vcap", "password": "guest-canary-pw", "interpreter_path": 7})),
+    );
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("cloud_properties.bootstrap") && msg.contains("invalid type"), "{msg}");
+    // all of bosh-vmrun-cpi's block is read; the call gets as far as the (absent) vCenter
+    let r = cpi.call(
+        "create_vm",
+        args(json!({"script_content": "echo hi", "script_path": "/tmp/b.sh", "interpreter_path": "/bin/bash", "username": "vcap",
+                    "password": "guest-canary-pw", "ready_process_name": "bosh-agent", "min_wait_seconds": 0, "max_wait_seconds": 60})),
+    );
+    let msg = r.response["error"]["message"].as_str().unwrap();
+    assert!(
+        !msg.contains("unknown field") && !msg.contains("cloud_properties"),
+        "the bootstrap block was refused: {msg}"
+    );
+    let log = r.response["log"].as_str().unwrap();
+    assert!(log.contains("cloud_properties.bootstrap.ready_process_name is bosh-vmrun-cpi's name for cloud_properties.bootstrap.ready_process"), "{log}");
+    assert!(log.contains("bootstrap.script_path (\"/tmp/b.sh\") is not used"), "{log}");
+    for secret in ["guest-canary-pw", "vc-canary-pw"] {
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "{secret} leaked:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
 }

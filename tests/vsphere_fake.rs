@@ -145,6 +145,7 @@ fn plan() -> Bootstrap {
         ready_process: Some("bosh-agent".into()),
         min_wait_seconds: 0,
         max_wait_seconds: 30,
+        script_path: None,
     }
 }
 

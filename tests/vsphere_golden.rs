@@ -303,6 +303,7 @@ fn guest_operation_requests() {
         ready_process: Some("bosh-agent".into()),
         min_wait_seconds: 0,
         max_wait_seconds: 60,
+        script_path: None,
     };
     let pm = m("GuestProcessManager", "guestOperationsProcessManager");
     golden("StartProgramInGuest", &bootstrap::start_request(&pm, &vm(), &b));

@@ -10,6 +10,7 @@
 # Needs root (installs packages, starts libvirtd if none runs) and a Rust toolchain (cargo).
 # Env: DEMO_DIR (work dir, default /var/tmp/vmcpi-demo), DOMAIN_TYPE (qemu or kvm; default qemu).
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${DEMO_DIR:-/var/tmp/vmcpi-demo}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }

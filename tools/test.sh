@@ -3,6 +3,7 @@
 # Needs root on a Debian 12 machine (apt-get, libvirtd) and a Rust toolchain. With CI set, a test whose
 # peer is missing fails instead of skipping. Extra arguments go to `cargo test` (e.g. a test-name filter).
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 cd "$HERE"
 bash tools/packages.sh --tests

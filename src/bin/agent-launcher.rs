@@ -12,6 +12,7 @@ use vmcpi::launcher::{log, status};
 const AFTER_HELP: &str = "\
 EXAMPLES
   agent-launcher check-config --config /etc/agent-launcher.toml
+  agent-launcher check-config --online --config /etc/agent-launcher.toml
   agent-launcher run --config /etc/agent-launcher.toml
   agent-launcher run --config /etc/agent-launcher.toml --dry-run
   agent-launcher status --config /etc/agent-launcher.toml
@@ -22,7 +23,7 @@ SIGNALS
 See docs/launcher.md for the config reference, the image bootstrap and a pipeline example.";
 
 #[derive(Parser)]
-#[command(version, about, after_help = AFTER_HELP)]
+#[command(name = "agent-launcher", version, about = "Runs each Buildkite job on a fresh VM made through a BOSH CPI, and deletes the VM after the job", after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -38,10 +39,14 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Validates the config (and that the token can be read) and exits.
+    /// Validates the config, the token sources, the CPI executables, the stemcell files and the listen
+    /// address, and exits.
     CheckConfig {
         #[arg(long, short = 'c', env = "AGENT_LAUNCHER_CONFIG", value_name = "PATH")]
         config: PathBuf,
+        /// Also checks the tokens against the Buildkite API (read-only requests; nothing is registered).
+        #[arg(long)]
+        online: bool,
     },
     /// Prints what the ledger holds: stemcells and one line per VM or pending job.
     Status {
@@ -78,18 +83,40 @@ fn source(cfg: &Config, token: &str) -> Result<Box<dyn Source>, vmcpi::launcher:
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| log::error(&format!("panic: {info}"))));
     match Cli::parse().cmd {
-        Cmd::CheckConfig { config } => match load(&config).and_then(|(cfg, token)| source(&cfg, &token).map(|_| cfg)) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} pools: {})",
-                    config.display(),
-                    cfg.pools.len(),
-                    cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-                );
-                ExitCode::SUCCESS
+        Cmd::CheckConfig { config, online } => {
+            let cfg = match load(&config)
+                .and_then(|(cfg, token)| source(&cfg, &token).and_then(|_| cfg.check_local()).map(|_| (cfg, token)))
+            {
+                Ok(x) => x,
+                Err(e) => return fail(&e),
+            };
+            let (cfg, token) = cfg;
+            if online {
+                if let Err(e) = Stacks::new(&cfg, &token).check_token() {
+                    return fail(&e);
+                }
+                if cfg.buildkite.source == SourceKind::Rest {
+                    let checked =
+                        cfg.rest_token().map_err(|e| Box::new(e) as Box<dyn std::error::Error>).and_then(|t| {
+                            match Rest::new(&cfg, &t) {
+                                Some(mut r) => r.check_token().map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
+                                None => Ok(()),
+                            }
+                        });
+                    if let Err(e) = checked {
+                        return fail(e.as_ref());
+                    }
+                }
             }
-            Err(e) => fail(&e),
-        },
+            println!(
+                "{}: ok ({} pools: {}){}",
+                config.display(),
+                cfg.pools.len(),
+                cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+                if online { "; the Buildkite API accepts the token" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
         Cmd::Status { config } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,

@@ -27,6 +27,10 @@ pub struct Bootstrap {
     pub min_wait_seconds: u64,
     #[serde(default = "default_max_wait")]
     pub max_wait_seconds: u64,
+    /// Where the script is copied in the guest (bosh-vmrun-cpi's `script_path`; the vmrun driver, which copies
+    /// the script, only); default a fresh /tmp name.
+    #[serde(default)]
+    pub script_path: Option<String>,
 }
 
 /// Every stemcell has bash; one default for every driver.
@@ -49,6 +53,7 @@ impl std::fmt::Debug for Bootstrap {
             .field("ready_process", &self.ready_process)
             .field("min_wait_seconds", &self.min_wait_seconds)
             .field("max_wait_seconds", &self.max_wait_seconds)
+            .field("script_path", &self.script_path)
             .finish()
     }
 }
@@ -62,13 +67,32 @@ impl Bootstrap {
         }
     }
 
-    /// Refuses a login, for drivers that use none.
+    /// Refuses a login and a script path, for drivers that use neither (the QEMU guest agent).
     pub fn no_login(&self) -> DriverResult<()> {
         if self.username.is_some() || self.password.is_some() {
             return Err(DriverError::invalid(
                 "VM cloud_properties.bootstrap",
                 "username and password are not used by this driver (the QEMU guest agent runs the script as root)",
             ));
+        }
+        if self.script_path.is_some() {
+            return Err(DriverError::invalid(
+                "VM cloud_properties.bootstrap",
+                "script_path is not used by this driver (the script goes to the interpreter's stdin)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks `script_path`, for the driver that copies the script into the guest.
+    pub fn check_script_path(&self) -> DriverResult<()> {
+        if let Some(p) = self.script_path.as_deref() {
+            if !p.starts_with('/') || p.ends_with('/') || p.contains(['\0', '\n', '\r']) {
+                return Err(DriverError::invalid(
+                    "VM cloud_properties",
+                    format!("bootstrap.script_path must be an absolute file path in the guest, got {p:?}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub enum BkError {
     #[error("{what}: request failed")]
     Http { what: String, source: Box<ureq::Error> },
+    /// No (whole) answer within the timeout: the server may or may not have done what was asked.
+    #[error("{what}: timed out")]
+    Timeout { what: String, source: Box<ureq::Error> },
     #[error("{what}: HTTP {status}: {message}")]
     Status { what: String, status: u16, message: String },
     #[error("{what}: rate limited, retry in {} ms", retry_after.as_millis())]
@@ -24,6 +27,20 @@ pub enum BkError {
 }
 
 impl BkError {
+    fn transport(what: &str, e: ureq::Error) -> BkError {
+        match e {
+            ureq::Error::Timeout(_) => BkError::Timeout { what: what.into(), source: Box::new(e) },
+            e => BkError::Http { what: what.into(), source: Box::new(e) },
+        }
+    }
+
+    /// Whether the server may have carried out the request although no answer was read (a timeout, a broken
+    /// connection, a 5xx): a reservation may then exist that the launcher has not seen.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, BkError::Timeout { .. } | BkError::Http { .. })
+            || matches!(self, BkError::Status { status, .. } if *status >= 500)
+    }
+
     /// How long to wait before the next request, when the server said so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -302,12 +319,15 @@ impl Http {
             let mut resp = match req {
                 Ok(r) => r,
                 Err(e) if attempt < self.attempts => {
-                    crate::launcher::log::warn(&format!("{what}: {e}; retrying"));
+                    crate::launcher::log::warn(&format!(
+                        "{}; retrying",
+                        crate::launcher::log::chain(&BkError::transport(what, e))
+                    ));
                     std::thread::sleep(backoff);
                     backoff *= 2;
                     continue;
                 }
-                Err(e) => return Err(BkError::Http { what: what.into(), source: Box::new(e) }),
+                Err(e) => return Err(BkError::transport(what, e)),
             };
             let status = resp.status().as_u16();
             let limits = Limits::parse(
@@ -318,7 +338,21 @@ impl Http {
             let retry_after = limits.retry_after;
             self.not_before = limits.exhausted().map(|r| Instant::now() + r);
             let link = header(&resp, "Link");
-            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            // a body that does not arrive is a failed request (never an empty answer): the server may have
+            // acted on it, so it is retried like a transport error (every request here may be repeated)
+            let text = match resp.body_mut().read_to_string() {
+                Ok(t) => t,
+                Err(e) if attempt < self.attempts => {
+                    crate::launcher::log::warn(&format!(
+                        "{}; retrying",
+                        crate::launcher::log::chain(&BkError::transport(what, e))
+                    ));
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                    continue;
+                }
+                Err(e) => return Err(BkError::transport(what, e)),
+            };
             if status == 429 {
                 let wait = limits.after_429();
                 self.not_before = Some(Instant::now() + wait);
@@ -377,10 +411,20 @@ struct PageInfo {
     end_cursor: Option<String>,
 }
 
+/// The queue's paused flag: `dispatch_paused` (the API's name), `paused` (stacksapi's), either, both or
+/// neither (and `null`); unknown fields are ignored.
 #[derive(Deserialize, Default)]
 struct ClusterQueue {
-    #[serde(default, alias = "paused")]
-    dispatch_paused: bool,
+    #[serde(default)]
+    dispatch_paused: Option<bool>,
+    #[serde(default)]
+    paused: Option<bool>,
+}
+
+impl ClusterQueue {
+    fn is_paused(&self) -> bool {
+        self.dispatch_paused.unwrap_or(false) || self.paused.unwrap_or(false)
+    }
 }
 
 #[derive(Deserialize)]
@@ -389,7 +433,7 @@ struct JobsPage {
     #[serde(default)]
     page_info: PageInfo,
     #[serde(default)]
-    cluster_queue: ClusterQueue,
+    cluster_queue: Option<ClusterQueue>,
 }
 
 /// One page of `GET stacks/{key}/scheduled-jobs`.
@@ -420,7 +464,8 @@ pub fn decode_scheduled_jobs(body: &str) -> Result<JobsPageOut, BkError> {
         (true, Some(c)) => Some(c),
         _ => None,
     };
-    Ok(JobsPageOut { listing: Listing { jobs, paused: page.cluster_queue.dispatch_paused }, next })
+    let paused = page.cluster_queue.as_ref().is_some_and(ClusterQueue::is_paused);
+    Ok(JobsPageOut { listing: Listing { jobs, paused }, next })
 }
 
 /// Decodes a `batch-reserve` answer: the ids that are now ours (`not_reserved` is ignored).
@@ -460,6 +505,12 @@ impl Stacks {
 
     fn url(&self, path: &str) -> String {
         format!("{}/stacks/{}{}", self.base, enc(&self.key), path)
+    }
+
+    /// Checks the agent token against the API without side effects (`GET metrics/queue` of the queue).
+    pub fn check_token(&mut self) -> Result<(), BkError> {
+        let url = format!("{}/metrics/queue?name={}", self.base, enc(&self.queue));
+        self.http.request("check the agent token", "GET", &url, None).map(|_| ())
     }
 }
 
@@ -503,6 +554,8 @@ impl Source for Stacks {
         for chunk in ids.chunks(1000) {
             let body = json!({"job_uuids": chunk, "reservation_expiry_seconds": self.expiry});
             let url = self.url("/scheduled-jobs/batch-reserve");
+            // the HTTP layer already repeats a reserve whose answer was lost (reserving again is idempotent
+            // for the same stack); a last ambiguous failure is reconciled by the daemon on its next poll
             let r = self.http.request("reserve jobs", "PUT", &url, Some(&body))?;
             reserved.extend(decode_reserve(&r.body)?);
         }
@@ -664,10 +717,21 @@ pub fn scheduled_in(builds: &[Build]) -> Listing {
 
 /// The `rel="next"` URL of a `Link` header.
 pub fn link_next(link: &str) -> Option<String> {
-    link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {
+    link_rel(link, "next")
+}
+
+/// The URL of relation `rel` (`next`, `prev`, `last`, …) in a `Link` header.
+pub fn link_rel(link: &str, rel: &str) -> Option<String> {
+    let want = format!("rel=\"{rel}\"");
+    link.split(',').find(|p| p.contains(&want)).and_then(|p| {
         let (a, b) = (p.find('<')?, p.find('>')?);
         (a < b).then(|| p[a + 1..b].to_string())
     })
+}
+
+/// The `page` query parameter of a URL.
+fn link_page(url: &str) -> Option<u64> {
+    url.split_once('?')?.1.split('&').find_map(|kv| kv.strip_prefix("page=")).and_then(|v| v.parse().ok())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
@@ -700,7 +764,9 @@ impl Rest {
         })
     }
 
-    /// Every build created in the lookback window with one of `states` (all states when empty), page by page.
+    /// The builds created in the lookback window with one of `states` (all states when empty). The API lists
+    /// newest first; so that the oldest jobs are not starved, page 1 is read and then, when there are more,
+    /// up to `pages` pages from the oldest end (`rel="last"`, then `rel="prev"`).
     fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<Build>, BkError> {
         let from = crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
         let mut url = format!(
@@ -712,15 +778,19 @@ impl Rest {
         for s in states {
             url.push_str(&format!("&state%5B%5D={s}"));
         }
-        let mut out = Vec::new();
+        let first = self.http.request("list builds", "GET", &url, None)?;
+        let mut out = decode_builds(&first.body)?;
+        // only follow links to the same API (a Link header is data from the server)
+        let same_api = |u: Option<String>| u.filter(|u| u.starts_with(&self.base));
+        let mut next = same_api(first.link.as_deref().and_then(|l| link_rel(l, "last")));
         for _ in 0..pages {
-            let r = self.http.request("list builds", "GET", &url, None)?;
-            out.extend(decode_builds(&r.body)?);
-            // only follow links to the same API (a Link header is data from the server)
-            match r.link.as_deref().and_then(link_next) {
-                Some(next) if next.starts_with(&self.base) => url = next,
-                _ => break,
+            let Some(u) = next.take() else { break };
+            if link_page(&u).is_some_and(|p| p <= 1) {
+                break;
             }
+            let r = self.http.request("list builds", "GET", &u, None)?;
+            out.extend(decode_builds(&r.body)?);
+            next = same_api(r.link.as_deref().and_then(|l| link_rel(l, "prev")));
         }
         for b in &out {
             if let Some(p) = &b.pipeline {
@@ -730,6 +800,24 @@ impl Rest {
             }
         }
         Ok(out)
+    }
+}
+
+impl Rest {
+    /// Checks the API token (`GET /v2/access-token`) and that it may read builds.
+    pub fn check_token(&mut self) -> Result<(), BkError> {
+        let url = format!("{}/v2/access-token", self.base);
+        let r = self.http.request("check the API token", "GET", &url, None)?;
+        let v: Value = json("check the API token", &r.body)?;
+        let scopes: Vec<&str> =
+            v["scopes"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        if !scopes.contains(&"read_builds") {
+            return Err(BkError::Invalid {
+                what: "check the API token".into(),
+                message: format!("the token lacks the read_builds scope (it has: {})", scopes.join(", ")),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -826,6 +914,11 @@ mod tests {
             Some("https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100")
         );
         assert_eq!(link_next(r#"<https://x/?page=1>; rel="first""#), None);
+        let l = r#"<https://x/b?page=1&per_page=100>; rel="first", <https://x/b?per_page=100&page=2>; rel="prev", <https://x/b?page=9>; rel="last""#;
+        assert_eq!(link_rel(l, "last").as_deref(), Some("https://x/b?page=9"));
+        assert_eq!(link_rel(l, "prev").as_deref().and_then(link_page), Some(2));
+        assert_eq!(link_rel(l, "next"), None);
+        assert_eq!(link_page("https://x/b?per_page=100"), None);
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_767_607_201), "2026-01-05T10:00:01Z");
         assert_eq!(parse_rfc3339(&rfc3339(951_868_800)), Some(951_868_800.0));
@@ -865,6 +958,18 @@ mod tests {
             ScheduledJob { id: J1.into(), priority: 0, rules: vec![], scheduled_at: String::new() }
         );
         assert!(decode_scheduled_jobs(r#"{"jobs":[],"page_info":{"has_next_page":true}}"#).unwrap().next.is_none());
+        // both spellings in one reply (a serde alias made that a "duplicate field" error), null, unknown fields
+        for (cq, paused) in [
+            (r#"{"dispatch_paused":false,"paused":false}"#, false),
+            (r#"{"dispatch_paused":true,"paused":true}"#, true),
+            (r#"{"dispatch_paused":false,"paused":true}"#, true),
+            (r#"{"dispatch_paused":null,"id":"q","new_field":{"x":1}}"#, false),
+            ("null", false),
+        ] {
+            let p = decode_scheduled_jobs(&format!(r#"{{"jobs":[],"cluster_queue":{cq},"extra":[1]}}"#))
+                .unwrap_or_else(|e| panic!("{cq}: {e:?}"));
+            assert_eq!(p.listing.paused, paused, "{cq}");
+        }
 
         for bad in [
             "",

@@ -43,6 +43,12 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// `/healthz` answers 503 after this many polls of the Buildkite API in a row have failed.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after_failed_polls: u32,
+    /// Serve the listener over HTTPS with this certificate (PEM, the chain) and key (PEM).
+    #[serde(default)]
+    pub tls: Option<Tls>,
     /// What SIGTERM does with running VMs: `leave` them to the next start, or `drain` (wait for their jobs).
     #[serde(default)]
     pub on_shutdown: OnShutdown,
@@ -58,6 +64,17 @@ pub struct Config {
 
 fn default_poll_ms() -> u64 {
     1000
+}
+fn default_unhealthy_after() -> u32 {
+    3
+}
+
+/// The listener's certificate and key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -240,6 +257,10 @@ pub struct Stemcell {
     /// The stemcell's `cloud_properties` (over those of the tarball's `stemcell.MF`).
     #[serde(default)]
     pub cloud_properties: Map<String, Value>,
+    /// The stemcell's `api_version`, sent to create_vm as `context.vm.stemcell.api_version` (default: the
+    /// `api_version` of a tarball's `stemcell.MF`, else 3).
+    #[serde(default)]
+    pub api_version: Option<u32>,
 }
 
 /// Pool limits (0 = no limit).
@@ -391,6 +412,31 @@ impl Config {
         if self.buildkite.queue.is_empty() {
             return Err(invalid("buildkite.queue is empty (use _default for the cluster's default queue)"));
         }
+        let ep = self.buildkite.endpoint.trim_end_matches('/');
+        if !(ep.starts_with("https://") || ep.starts_with("http://")) || !ep.ends_with("/v3") {
+            return Err(invalid(format!(
+                "buildkite.endpoint {:?} must be an http(s) URL ending in /v3, like https://agent.buildkite.com/v3",
+                self.buildkite.endpoint
+            )));
+        }
+        if let Some(r) = &self.buildkite.rest {
+            if !(r.endpoint.starts_with("https://") || r.endpoint.starts_with("http://")) {
+                return Err(invalid(format!(
+                    "buildkite.rest.endpoint {:?} must be an http(s) URL, like https://api.buildkite.com",
+                    r.endpoint
+                )));
+            }
+        }
+        let served = format!("queue={}", self.buildkite.queue);
+        if !self.pools.iter().any(|p| p.tags.iter().any(|t| *t == served || t == "queue=*")) {
+            return Err(invalid(format!(
+                "no pool has the tag {served}: the launcher would serve no job of buildkite.queue {:?}",
+                self.buildkite.queue
+            )));
+        }
+        if self.unhealthy_after_failed_polls == 0 {
+            return Err(invalid("unhealthy_after_failed_polls must be at least 1"));
+        }
         if !(1..=1000).contains(&self.buildkite.page_size) {
             return Err(invalid("buildkite.page_size must be 1 to 1000"));
         }
@@ -494,7 +540,42 @@ impl Config {
 
     /// The URL that VMs use to reach the assignment endpoint.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// What `check-config` checks beyond the file itself: every CPI is an executable file, every stemcell
+    /// file exists (a tarball has an `image`), the TLS files are readable, and the listen address is free.
+    pub fn check_local(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        for p in &self.pools {
+            let cpi = Path::new(&p.cpi[0]);
+            let meta =
+                std::fs::metadata(cpi).map_err(|e| invalid(format!("pool {}: cpi {}: {e}", p.name, cpi.display())))?;
+            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                return Err(invalid(format!("pool {}: cpi {} is not executable", p.name, cpi.display())));
+            }
+            if let Some(t) = &p.stemcell.tarball {
+                crate::launcher::stemcell::probe(t)
+                    .map_err(|e| invalid(format!("pool {}: {}", p.name, crate::launcher::log::chain(&e))))?;
+            }
+            if let Some(i) = &p.stemcell.image {
+                std::fs::File::open(i)
+                    .map_err(|e| invalid(format!("pool {}: stemcell image {}: {e}", p.name, i.display())))?;
+            }
+        }
+        if let Some(t) = &self.tls {
+            for f in [&t.cert_file, &t.key_file] {
+                std::fs::read(f).map_err(|e| invalid(format!("tls: {}: {e}", f.display())))?;
+            }
+        }
+        std::net::TcpListener::bind(&self.listen)
+            .map_err(|e| invalid(format!("listen: cannot bind {}: {e} (is another launcher running?)", self.listen)))?;
+        Ok(())
     }
 }
 
@@ -594,6 +675,77 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         assert_eq!(c.pools.len(), 2);
         assert_eq!(c.pools[0].networks["default"].addresses().unwrap().len(), 50);
         assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
+    }
+
+    /// The example says it shows every key: it does, and the docs say what new users trip over.
+    #[test]
+    fn the_example_and_the_docs_show_every_key() {
+        let example = include_str!("../../examples/launcher/agent-launcher.toml");
+        let keys = [
+            "launcher_id",
+            "ledger_dir",
+            "listen",
+            "public_url",
+            "poll_interval_ms",
+            "on_shutdown",
+            "placement",
+            "unhealthy_after_failed_polls",
+            "tls",
+            "cert_file",
+            "key_file",
+            "[limits]",
+            "[buildkite]",
+            "source",
+            "endpoint",
+            "token_file",
+            "token_env",
+            "queue",
+            "stack_key",
+            "reservation_expiry_seconds",
+            "page_size",
+            "max_pages",
+            "timeout_ms",
+            "[buildkite.rest]",
+            "organization",
+            "lookback_hours",
+            "[[pool]]",
+            "name",
+            "tags",
+            "cpi",
+            "stemcell",
+            "tarball",
+            "image",
+            "api_version",
+            "cloud_properties",
+            "networks",
+            "static_ips",
+            "flavors",
+            "default_flavor",
+            "flavor_tag",
+            "limits",
+            "max_concurrent_creates",
+            "reserve_smallest",
+            "warm",
+            "max_lifetime_minutes",
+            "boot_timeout_seconds",
+            "create_attempts",
+            "cpi_timeout_seconds",
+        ];
+        for k in keys {
+            assert!(example.contains(k), "the example config does not show {k}");
+        }
+        let docs = include_str!("../../docs/launcher.md");
+        for want in [
+            "must end in `/v3`",
+            "cleared environment",
+            "stack_key",
+            "drain",
+            "warm VMs",
+            "unhealthy_after_failed_polls",
+            "--online",
+        ] {
+            assert!(docs.contains(want), "docs/launcher.md does not say {want:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! threads that report back through a channel, so slow creates never stall polling. Every create is preceded
 //! by an fsync'd ledger entry, and every VM is deleted when its job ends, is cancelled, never starts, or the
 //! VM passes its deadline. On start, [`Daemon::recover`] settles every open record before any new work.
-use crate::launcher::buildkite::{is_started, is_terminal, parse_rfc3339, BkError, Listing, Source};
+use crate::launcher::buildkite::{
+    is_started, is_terminal, parse_rfc3339, sort_jobs, BkError, Listing, ScheduledJob, Source,
+};
 use crate::launcher::config::{Config, OnShutdown};
 use crate::launcher::cpi::{Cpi, CpiError};
 use crate::launcher::http::{self, Assignment, Shared, SharedRef};
@@ -13,7 +15,7 @@ use crate::launcher::log;
 use crate::launcher::plan::{plan, Capacity, Decision, PoolInfo};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,7 +25,7 @@ pub enum DaemonError {
     #[error("ledger")]
     Ledger(#[from] LedgerError),
     #[error("cannot listen on {addr}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen { addr: String, source: http::ServeError },
     #[error("stemcell of pool {pool}")]
     Stemcell { pool: String, source: CpiError },
     #[error("stemcell tarball of pool {pool}")]
@@ -72,6 +74,8 @@ pub struct Daemon {
     infos: Vec<PoolInfo>,
     cpis: Vec<Cpi>,
     stemcells: Vec<String>,
+    /// Per pool: the stemcell's API version (create_vm's `context.vm.stemcell.api_version`).
+    stemcell_api: Vec<u32>,
     ledger: Ledger,
     source: Box<dyn Source>,
     shared: SharedRef,
@@ -90,10 +94,68 @@ pub struct Daemon {
     bk_wait_until: Option<Instant>,
     /// When each held job was last reserved (reservations are extended while its VM boots).
     reserved_at: HashMap<String, Instant>,
+    /// Jobs of a reserve whose answer was lost: reserved again (idempotent) on the next poll, until their
+    /// reservation would have run out.
+    unsure: HashMap<String, (ScheduledJob, Instant)>,
+    /// Records whose next create_vm attempt waits until then (backoff after a failed attempt).
+    retry_at: HashMap<String, Instant>,
+    /// Polls of the Buildkite API that failed in a row.
+    failed_polls: u32,
 }
 
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// The context of a CPI call; its `request_id` is unique per call (it names the call in the CPI's logs).
 fn cpi_context(cfg: &Config) -> Value {
-    json!({"director_uuid": cfg.launcher_id, "request_id": format!("agent-launcher-{}", now())})
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    json!({"director_uuid": cfg.launcher_id, "request_id": format!("agent-launcher-{}-{}-{n}", now(), std::process::id())})
+}
+
+/// The context of create_vm: also the stemcell's API version, as the director sends it.
+fn create_vm_context(cfg: &Config, stemcell_api_version: u32) -> Value {
+    let mut ctx = cpi_context(cfg);
+    ctx["vm"] = json!({"stemcell": {"api_version": stemcell_api_version}});
+    ctx
+}
+
+/// A pool's stemcell API version: configured, else from its tarball's `stemcell.MF`, else 3.
+pub fn stemcell_api_version(pool: &crate::launcher::config::Pool) -> u32 {
+    pool.stemcell
+        .api_version
+        .or_else(|| {
+            let t = pool.stemcell.tarball.as_ref()?;
+            crate::launcher::stemcell::read_manifest(t)
+                .ok()
+                .flatten()
+                .as_deref()
+                .and_then(crate::launcher::stemcell::manifest_api_version)
+        })
+        .unwrap_or(3)
+}
+
+/// The pause before create attempt `failures + 1`: 1 s after the first failure, doubling, at most 60 s.
+pub fn create_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// The pause after `failed` polls in a row: the poll interval (at least 1 s), doubling, at most 60 s.
+pub fn poll_backoff(interval: Duration, failed: u32) -> Duration {
+    let base = interval.max(Duration::from_secs(1));
+    base.saturating_mul(1u32 << failed.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// Removes what a previous run left in the spool: files, and the directories of extracted stemcells.
+fn sweep_spool(spool: &std::path::Path, dirs_only: bool) {
+    for e in std::fs::read_dir(spool).into_iter().flatten().flatten() {
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let _ = if is_dir {
+            std::fs::remove_dir_all(e.path())
+        } else if !dirs_only {
+            std::fs::remove_file(e.path())
+        } else {
+            Ok(())
+        };
+    }
 }
 
 /// Runs a CPI call and records its latency and errors.
@@ -128,18 +190,24 @@ impl Daemon {
             assignments: HashMap::new(),
             last_tick: Instant::now(),
             healthy_within: Duration::from_millis(cfg.poll_interval_ms * 5 + 60_000),
+            failed_polls: 0,
+            unhealthy_after: cfg.unhealthy_after_failed_polls,
             agent_endpoint: cfg.buildkite.endpoint.clone(),
             agent_token,
         }));
-        let addr = http::serve(&cfg.listen, shared.clone())
+        let addr = http::serve(&cfg.listen, cfg.tls.as_ref(), shared.clone())
             .map_err(|source| DaemonError::Listen { addr: cfg.listen.clone(), source })?;
-        log::info(&format!("listening on http://{addr} (/metrics, /healthz, /v1/assignment)"));
+        log::info(&format!(
+            "listening on {}://{addr} (/metrics, /healthz, /v1/assignment)",
+            if cfg.tls.is_some() { "https" } else { "http" }
+        ));
         let (tx, rx) = channel();
         let mut d = Daemon {
             cfg,
             infos,
             cpis,
             stemcells: Vec::new(),
+            stemcell_api: Vec::new(),
             ledger,
             source,
             shared,
@@ -155,6 +223,9 @@ impl Daemon {
             stop,
             bk_wait_until: None,
             reserved_at: HashMap::new(),
+            unsure: HashMap::new(),
+            retry_at: HashMap::new(),
+            failed_polls: 0,
         };
         for r in d.ledger.state.open.values() {
             log::add_secret(&r.intent.secret);
@@ -163,6 +234,7 @@ impl Daemon {
             http::lock(&d.shared).assignments.insert(r.intent.secret.clone(), a);
         }
         d.stemcells = d.ensure_stemcells()?;
+        d.stemcell_api = d.cfg.pools.iter().map(stemcell_api_version).collect();
         Ok(d)
     }
 
@@ -184,12 +256,19 @@ impl Daemon {
             let mtime =
                 meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
             let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));
+            // a create_stemcell that a previous run started is settled first: never a second upload
+            if let Some(cid) = self.settle_stemcell_attempt(i, &key)? {
+                out.push(cid);
+                continue;
+            }
             if let Some((k, cid)) = self.ledger.state.stemcells.get(&p.name) {
                 if *k == key {
                     out.push(cid.clone());
                     continue;
                 }
             }
+            // images extracted by interrupted runs (settled above) are of no use now
+            sweep_spool(&self.ledger.spool_dir(), true);
             log::info(&format!("pool={} create_stemcell from {}", p.name, image.display()));
             // a tarball is unpacked like the director does: its `image` plus the manifest's cloud_properties
             let extracted = match &p.stemcell.tarball {
@@ -206,6 +285,7 @@ impl Daemon {
             let tag = format!("stemcell-{}-{}", p.name, now());
             let cpi = self.cpis[i].clone();
             let ctx = cpi_context(&self.cfg);
+            self.ledger.append(Event::StemcellAttempt { pool: p.name.clone(), key: key.clone(), tag: tag.clone() })?;
             let res = timed(&self.shared, "create_stemcell", || {
                 cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx)
             });
@@ -228,6 +308,65 @@ impl Daemon {
             out.push(cid);
         }
         Ok(out)
+    }
+
+    /// Settles a create_stemcell of pool `i` that a previous run started and did not see finish: waits while
+    /// it runs, then takes its CID when it is for the current image (`key`), or deletes the stemcell when the
+    /// image has changed since. `None` when there was no such call or it made no stemcell.
+    fn settle_stemcell_attempt(&mut self, i: usize, key: &str) -> Result<Option<String>, DaemonError> {
+        let p = self.cfg.pools[i].clone();
+        let Some((k, tag)) = self.ledger.state.stemcell_attempts.get(&p.name).cloned() else {
+            return Ok(None);
+        };
+        let cpi = self.cpis[i].clone();
+        let files = cpi.spool_files(&tag);
+        if !files.exists() {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        if files.running() {
+            log::info(&format!("pool={} waiting for the create_stemcell of a previous run to finish", p.name));
+        }
+        while files.running() && t.elapsed() < Duration::from_secs(p.cpi_timeout_seconds) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let cid = match files.outcome("create_stemcell", "recovered") {
+            Ok(v) => v.as_str().filter(|c| !c.is_empty()).map(String::from),
+            Err(e) => {
+                log::warn(&format!("pool={} interrupted create_stemcell made no stemcell: {}", p.name, log::chain(&e)));
+                None
+            }
+        };
+        files.remove();
+        let Some(cid) = cid else { return Ok(None) };
+        if k == key {
+            log::info(&format!("pool={} stemcell={cid} recovered from an interrupted create_stemcell", p.name));
+            self.ledger.append(Event::Stemcell { pool: p.name.clone(), key: k, cid: cid.clone() })?;
+            return Ok(Some(cid));
+        }
+        log::warn(&format!("pool={} stemcell={cid} from an interrupted upload of an older image: deleting it", p.name));
+        let dtag = format!("{tag}.delete_stemcell");
+        let ctx = cpi_context(&self.cfg);
+        if let Err(e) =
+            timed(&self.shared, "delete_stemcell", || cpi.call(&dtag, "delete_stemcell", json!([cid]), &ctx))
+        {
+            log::warn(&format!("pool={} delete_stemcell {cid} failed: {}; delete it by hand", p.name, log::chain(&e)));
+        }
+        cpi.spool_files(&dtag).remove();
+        Ok(None)
+    }
+
+    /// Tags a VM (best effort: not every CPI supports metadata), waiting for the call.
+    fn set_metadata_now(&self, pi: usize, intent: &Intent, cid: &str, tag: &str) {
+        let cpi = self.cpis[pi].clone();
+        let ctx = cpi_context(&self.cfg);
+        let md = metadata(&self.cfg.launcher_id, intent);
+        if let Err(e) =
+            timed(&self.shared, "set_vm_metadata", || cpi.call(tag, "set_vm_metadata", json!([cid, md]), &ctx))
+        {
+            log::warn(&format!("record={} vm={cid} set_vm_metadata failed: {}", intent.id, log::chain(&e)));
+        }
+        cpi.spool_files(tag).remove();
     }
 
     fn pool_index(&self, name: &str) -> Option<usize> {
@@ -279,7 +418,14 @@ impl Daemon {
                             "record={id} job={} vm={cid} recovered from an interrupted create_vm",
                             r.intent.job
                         ));
-                        self.ledger.append(Event::Created { id: id.clone(), cid, at: now() })?;
+                        self.ledger.append(Event::Created { id: id.clone(), cid: cid.clone(), at: now() })?;
+                        // the run that made it was killed before it could tag it
+                        self.set_metadata_now(
+                            i,
+                            &r.intent,
+                            &cid,
+                            &format!("{id}-{}.recovered.set_vm_metadata", r.attempts),
+                        );
                     }
                     Err(e) => {
                         log::warn(&format!(
@@ -299,16 +445,15 @@ impl Daemon {
         }
         // every interrupted create is settled; what is left in the spool are calls of a previous run whose
         // outcome no longer matters (has_vm, set_vm_metadata, delete_vm: all are repeated as needed)
-        let spool = self.ledger.spool_dir();
-        for e in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
+        sweep_spool(&self.ledger.spool_dir(), false);
         // VMs with a CID: ask the CPI whether they exist; a VM that is gone before its job started is retried
         let with_vm: Vec<Record> = self.ledger.state.open.values().filter(|r| r.cid.is_some()).cloned().collect();
         let jobs: Vec<String> = with_vm.iter().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
         let states = if jobs.is_empty() { HashMap::new() } else { self.source.states(&jobs).unwrap_or_default() };
         for r in with_vm {
-            let (Some(i), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { continue };
+            let (Some(i), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else {
+                continue;
+            };
             let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
             if is_terminal(state) {
                 // its job is over: whether or not the VM still exists, delete_vm settles it
@@ -402,6 +547,28 @@ impl Daemon {
         self.bk_wait_until.is_none_or(|t| Instant::now() >= t)
     }
 
+    /// Counts a poll whose Buildkite calls failed (or succeeded): the next poll waits longer after each
+    /// failure in a row, and `/healthz` turns 503 after `unhealthy_after_failed_polls` of them.
+    fn poll_outcome(&mut self, ok: bool) {
+        if ok {
+            self.failed_polls = 0;
+        } else {
+            self.failed_polls += 1;
+            let wait = poll_backoff(Duration::from_millis(self.cfg.poll_interval_ms), self.failed_polls);
+            let until = Instant::now() + wait;
+            self.bk_wait_until = Some(self.bk_wait_until.map_or(until, |t| t.max(until)));
+            if self.failed_polls == self.cfg.unhealthy_after_failed_polls {
+                log::error(&format!(
+                    "{} polls of the Buildkite API failed in a row: /healthz now answers 503",
+                    self.failed_polls
+                ));
+            }
+        }
+        let mut s = http::lock(&self.shared);
+        s.failed_polls = self.failed_polls;
+        s.metrics.set("launcher_buildkite_consecutive_failed_polls", &[], f64::from(self.failed_polls));
+    }
+
     /// One poll: settle records, then plan and start new jobs.
     fn poll(&mut self, stopping: bool) -> Result<(), DaemonError> {
         // a SIGTERM that came while the loop waited counts for this poll already
@@ -418,26 +585,44 @@ impl Daemon {
                 Ok(s) => s,
                 Err(e) => {
                     self.bk_error("get-states", &e);
+                    self.poll_outcome(false);
                     return Ok(());
                 }
             }
         };
         self.settle(&states, stopping)?;
         self.extend_reservations(&states);
-        let listing = if stopping {
+        let mut listing = if stopping {
+            self.poll_outcome(true);
             Listing::default()
         } else {
             match self.source.list() {
                 Ok(l) => {
+                    self.poll_outcome(true);
                     self.prune(&l);
                     l
                 }
                 Err(e) => {
                     self.bk_error("list", &e);
+                    self.poll_outcome(false);
                     Listing::default()
                 }
             }
         };
+        // jobs of a reserve whose answer was lost are hidden from the list while that reservation holds:
+        // they are planned (and reserved, idempotently) again until the reservation would have run out
+        let expiry = Duration::from_secs(u64::from(self.cfg.buildkite.reservation_expiry_seconds));
+        self.unsure.retain(|_, (_, t)| t.elapsed() < expiry);
+        if !stopping && !self.unsure.is_empty() {
+            let listed: HashSet<String> = listing.jobs.iter().map(|j| j.id.clone()).collect();
+            listing.jobs.extend(
+                self.unsure
+                    .values()
+                    .filter(|(j, _)| !listed.contains(&j.id) && !self.ledger.state.has_job(&j.id))
+                    .map(|(j, _)| j.clone()),
+            );
+            sort_jobs(&mut listing.jobs);
+        }
         http::lock(&self.shared).metrics.set("launcher_queue_paused", &[], if listing.paused { 1.0 } else { 0.0 });
         for j in &listing.jobs {
             if let Some(t) = parse_rfc3339(&j.scheduled_at) {
@@ -471,7 +656,9 @@ impl Daemon {
         for r in records {
             let id = r.intent.id.clone();
             let state = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
-            let Some(pi) = self.pool_index(&r.intent.pool) else { continue };
+            let Some(pi) = self.pool_index(&r.intent.pool) else {
+                continue;
+            };
             let pool = self.cfg.pools[pi].clone();
             if is_started(state) && !self.started.contains(&r.intent.job) {
                 self.started.insert(r.intent.job.clone());
@@ -497,14 +684,18 @@ impl Daemon {
                         self.start_delete(&r, After::Close(format!("job {state}")));
                     } else if t > r.intent.deadline {
                         log::warn(&format!("record={id} job={} vm={cid} passed its lifetime: deleting", r.intent.job));
-                        let _ = self.source.notify(
-                            &r.intent.job,
-                            &format!(
-                                "agent-launcher: VM {cid} passed its {} min lifetime and was deleted",
-                                pool.max_lifetime_minutes
-                            ),
-                        );
-                        self.start_delete(&r, After::Close("past its lifetime".into()));
+                        let reason =
+                            format!("VM {cid} passed its {} min lifetime and was deleted", pool.max_lifetime_minutes);
+                        if r.intent.job.is_empty() {
+                            self.start_delete(&r, After::Close("past its lifetime".into()));
+                        } else {
+                            let _ = self.source.notify(&r.intent.job, &format!("agent-launcher: {reason}"));
+                            // its agent goes with the VM: the job is finished, or the build would wait for it
+                            self.start_delete(&r, After::FailJob(reason));
+                        }
+                    } else if stopping && self.cfg.on_shutdown == OnShutdown::Drain && r.intent.job.is_empty() {
+                        log::info(&format!("record={id} vm={cid} draining: deleting the warm VM"));
+                        self.start_delete(&r, After::Close("drained (warm, no job)".into()));
                     } else if !r.intent.job.is_empty()
                         && !is_started(state)
                         && r.created_at.is_some_and(|c| t > c + pool.boot_timeout_seconds)
@@ -539,9 +730,10 @@ impl Daemon {
                             self.fail_job(&r.intent.job, &pool.name, &reason);
                         }
                         self.ledger.append(Event::Closed { id, reason: "create failed".into() })?;
-                    } else if !stopping {
+                    } else if !stopping && self.retry_at.get(&id).is_none_or(|at| Instant::now() >= *at) {
                         let creating = self.creating()[pi];
                         if creating < pool.limits.max_concurrent_creates {
+                            self.retry_at.remove(&id);
                             self.start_create(&r)?;
                         }
                     }
@@ -652,6 +844,9 @@ impl Daemon {
         }
         let reserved: HashSet<String> = match self.source.reserve(&to_reserve) {
             Ok(r) => {
+                for j in &to_reserve {
+                    self.unsure.remove(j);
+                }
                 for j in &r {
                     self.reserved_at.insert(j.clone(), Instant::now());
                 }
@@ -659,6 +854,12 @@ impl Daemon {
             }
             Err(e) => {
                 self.bk_error("reserve", &e);
+                if e.is_ambiguous() {
+                    // the server may have reserved them: reconcile on the next poll
+                    for j in listing.jobs.iter().filter(|j| to_reserve.contains(&j.id)) {
+                        self.unsure.entry(j.id.clone()).or_insert_with(|| (j.clone(), Instant::now()));
+                    }
+                }
                 return Ok(());
             }
         };
@@ -679,13 +880,18 @@ impl Daemon {
                         s.metrics.inc("launcher_jobs_reserved_total", &[("pool", &name)], 1.0);
                         s.metrics.inc("launcher_jobs_launched_total", &[("pool", &name)], 1.0);
                     }
+                    // the VM's lifetime starts again with its job (a long-idle warm VM would cut it short)
+                    let deadline = now() + self.cfg.pools[pool].lifetime_secs();
                     self.ledger.append(Event::Assigned {
                         id: record.clone(),
                         job: job.id.clone(),
                         agent_tags: agent_tags.clone(),
                         at: now(),
+                        deadline: Some(deadline),
                     })?;
-                    let Some(r) = self.ledger.state.open.get(&record).cloned() else { continue };
+                    let Some(r) = self.ledger.state.open.get(&record).cloned() else {
+                        continue;
+                    };
                     log::info(&format!(
                         "job={} pool={name} assigned to warm record={record} vm={}",
                         job.id,
@@ -766,7 +972,9 @@ impl Daemon {
             let have =
                 self.ledger.state.open.values().filter(|r| r.intent.pool == p.name && r.intent.job.is_empty()).count()
                     as u32;
-            let Ok((fname, f)) = p.flavor_for(None) else { continue };
+            let Ok((fname, f)) = p.flavor_for(None) else {
+                continue;
+            };
             let (fname, cpu, ram) = (fname.to_string(), f.cpu, f.ram);
             for _ in have..p.warm {
                 let mut cap = Capacity::new(&self.cfg, &self.ledger.state, &self.creating());
@@ -784,7 +992,9 @@ impl Daemon {
 
     /// Re-tags a VM after a warm assignment (best effort: not every CPI supports metadata).
     fn update_metadata(&self, r: &Record) {
-        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { return };
+        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else {
+            return;
+        };
         let cpi = self.cpis[pi].clone();
         let ctx = cpi_context(&self.cfg);
         let shared = self.shared.clone();
@@ -802,7 +1012,9 @@ impl Daemon {
 
     /// Writes the attempt to the ledger, then runs create_vm (and set_vm_metadata) on a worker thread.
     fn start_create(&mut self, r: &Record) -> Result<(), DaemonError> {
-        let Some(pi) = self.pool_index(&r.intent.pool) else { return Ok(()) };
+        let Some(pi) = self.pool_index(&r.intent.pool) else {
+            return Ok(());
+        };
         let n = r.attempts + 1;
         self.ledger.append(Event::Attempt { id: r.intent.id.clone(), n })?;
         self.busy.insert(r.intent.id.clone());
@@ -810,7 +1022,8 @@ impl Daemon {
         let cpi = self.cpis[pi].clone();
         let intent = r.intent.clone();
         let stemcell = self.stemcells.get(pi).cloned().unwrap_or_default();
-        let ctx = cpi_context(&self.cfg);
+        let ctx = create_vm_context(&self.cfg, self.stemcell_api.get(pi).copied().unwrap_or(3));
+        let mctx = cpi_context(&self.cfg);
         let (tx, shared) = (self.tx.clone(), self.shared.clone());
         let public_url = self.cfg.public_url();
         let launcher_id = self.cfg.launcher_id.clone();
@@ -830,7 +1043,7 @@ impl Daemon {
                 let md = metadata(&launcher_id, &intent);
                 let mtag = format!("{}-{n}.set_vm_metadata", intent.id);
                 if let Err(e) =
-                    timed(&shared, "set_vm_metadata", || cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &ctx))
+                    timed(&shared, "set_vm_metadata", || cpi.call(&mtag, "set_vm_metadata", json!([cid, md]), &mctx))
                 {
                     log::warn(&format!("record={} vm={cid} set_vm_metadata failed: {}", intent.id, log::chain(&e)));
                 }
@@ -842,7 +1055,9 @@ impl Daemon {
     }
 
     fn start_delete(&mut self, r: &Record, after: After) {
-        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else { return };
+        let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else {
+            return;
+        };
         self.after.insert(r.intent.id.clone(), after);
         self.busy.insert(r.intent.id.clone());
         let cpi = self.cpis[pi].clone();
@@ -861,7 +1076,9 @@ impl Daemon {
         match msg {
             Msg::Created { id, n, res } => {
                 self.busy.remove(&id);
-                let Some(r) = self.ledger.state.open.get(&id).cloned() else { return Ok(()) };
+                let Some(r) = self.ledger.state.open.get(&id).cloned() else {
+                    return Ok(());
+                };
                 let pi = self.pool_index(&r.intent.pool);
                 let files = pi.map(|i| self.cpis[i].spool_files(&format!("{id}-{n}.create_vm")));
                 match res {
@@ -886,7 +1103,8 @@ impl Daemon {
                                 ""
                             }
                         ));
-                        self.ledger.append(Event::AttemptFailed { id, n, reason: e.to_string() })?;
+                        self.ledger.append(Event::AttemptFailed { id: id.clone(), n, reason: e.to_string() })?;
+                        self.retry_at.insert(id, Instant::now() + create_backoff(r.failures + 1));
                     }
                 }
                 if let Some(f) = files {
@@ -895,7 +1113,9 @@ impl Daemon {
             }
             Msg::Deleted { id, res } => {
                 self.busy.remove(&id);
-                let Some(r) = self.ledger.state.open.get(&id).cloned() else { return Ok(()) };
+                let Some(r) = self.ledger.state.open.get(&id).cloned() else {
+                    return Ok(());
+                };
                 match res {
                     Ok(()) => {}
                     Err(e) if e.is_vm_not_found() => {}
@@ -915,7 +1135,8 @@ impl Daemon {
                         self.ledger.append(Event::Closed { id, reason })?;
                     }
                     After::Retry(reason) => {
-                        self.ledger.append(Event::AttemptFailed { id, n: r.attempts, reason })?;
+                        self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason })?;
+                        self.retry_at.insert(id, Instant::now() + create_backoff(r.failures + 1));
                     }
                     After::FailJob(reason) => {
                         if !r.intent.job.is_empty() {
@@ -932,6 +1153,7 @@ impl Daemon {
 
     fn forget(&mut self, r: &Record) {
         self.reserved_at.remove(&r.intent.job);
+        self.retry_at.remove(&r.intent.id);
         http::lock(&self.shared).assignments.remove(&r.intent.secret);
     }
 
@@ -1108,11 +1330,25 @@ flavors.big = { cpu = 4, ram = 2048, disk = 100, cloud_properties = { nested = t
                                     "secret": "s3cret-value", "deadline": 1000}}
             ])
         );
+        // one request id per call; create_vm's context names the stemcell's API version
+        let (c1, c2) = (cpi_context(&cfg), cpi_context(&cfg));
+        assert_ne!(c1["request_id"], c2["request_id"]);
+        assert_eq!(create_vm_context(&cfg, stemcell_api_version(&cfg.pools[0]))["vm"]["stemcell"]["api_version"], 3);
         let md = metadata("l1", &intent);
         assert_eq!(
             md,
             json!({"agent-launcher": "l1", "pool": "p", "job": "j-1", "deadline": "1000", "name": "p-abcd1234-0001"})
         );
         assert!(!md.to_string().contains("s3cret"), "no secret in VM metadata");
+    }
+
+    #[test]
+    fn backoffs_double_and_are_capped() {
+        let s = Duration::from_secs;
+        assert_eq!([1, 2, 3, 7, 40].map(create_backoff), [s(1), s(2), s(4), s(60), s(60)]);
+        assert_eq!(poll_backoff(Duration::from_millis(100), 1), s(1));
+        assert_eq!(poll_backoff(s(1), 3), s(4));
+        assert_eq!(poll_backoff(s(5), 2), s(10));
+        assert_eq!(poll_backoff(s(1), 30), s(60));
     }
 }

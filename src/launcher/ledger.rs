@@ -36,8 +36,18 @@ pub enum Event {
     AttemptFailed { id: String, n: u32, reason: String },
     /// The VM is gone (deleted, or never made); the record is closed and its IP is free.
     Closed { id: String, reason: String },
-    /// A warm VM got its job.
-    Assigned { id: String, job: String, agent_tags: Vec<String>, at: u64 },
+    /// A warm VM got its job, and a whole lifetime for it (`deadline`; absent in ledgers of older versions).
+    Assigned {
+        id: String,
+        job: String,
+        agent_tags: Vec<String>,
+        at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<u64>,
+    },
+    /// Written before create_stemcell for `pool` runs (its spool files are `<tag>.*`), so that a restart
+    /// settles that call instead of uploading a second stemcell.
+    StemcellAttempt { pool: String, key: String, tag: String },
     /// A pool's stemcell, uploaded once.
     Stemcell { pool: String, key: String, cid: String },
 }
@@ -80,6 +90,8 @@ pub struct State {
     pub open: BTreeMap<String, Record>,
     /// `pool` → (`key`, CID).
     pub stemcells: BTreeMap<String, (String, String)>,
+    /// `pool` → (`key`, spool tag) of a create_stemcell whose outcome is not in the ledger yet.
+    pub stemcell_attempts: BTreeMap<String, (String, String)>,
 }
 
 impl State {
@@ -116,10 +128,13 @@ impl State {
                     r.last_failure = Some(reason.clone());
                 }
             }
-            Event::Assigned { id, job, agent_tags, at } => {
+            Event::Assigned { id, job, agent_tags, at, deadline } => {
                 if let Some(r) = self.open.get_mut(id) {
                     r.intent.job = job.clone();
                     r.intent.agent_tags = agent_tags.clone();
+                    if let Some(d) = deadline {
+                        r.intent.deadline = *d;
+                    }
                     // the boot timeout counts from the assignment
                     r.created_at = Some(*at);
                 }
@@ -127,7 +142,11 @@ impl State {
             Event::Closed { id, .. } => {
                 self.open.remove(id);
             }
+            Event::StemcellAttempt { pool, key, tag } => {
+                self.stemcell_attempts.insert(pool.clone(), (key.clone(), tag.clone()));
+            }
             Event::Stemcell { pool, key, cid } => {
+                self.stemcell_attempts.remove(pool);
                 self.stemcells.insert(pool.clone(), (key.clone(), cid.clone()));
             }
         }
@@ -138,6 +157,9 @@ impl State {
         let mut out = Vec::new();
         for (pool, (key, cid)) in &self.stemcells {
             out.push(Event::Stemcell { pool: pool.clone(), key: key.clone(), cid: cid.clone() });
+        }
+        for (pool, (key, tag)) in &self.stemcell_attempts {
+            out.push(Event::StemcellAttempt { pool: pool.clone(), key: key.clone(), tag: tag.clone() });
         }
         for r in self.open.values() {
             out.push(Event::Intent(r.intent.clone()));
@@ -279,6 +301,8 @@ mod tests {
             let mut l = Ledger::open(d.path()).unwrap();
             assert!(matches!(Ledger::open(d.path()), Err(LedgerError::Locked(_))));
             l.append(Event::Stemcell { pool: "p".into(), key: "k".into(), cid: "sc".into() }).unwrap();
+            l.append(Event::StemcellAttempt { pool: "q".into(), key: "k2".into(), tag: "stemcell-q-1".into() })
+                .unwrap();
             l.append(Event::Intent(intent("r1", "j1"))).unwrap();
             l.append(Event::Attempt { id: "r1".into(), n: 1 }).unwrap();
             l.append(Event::AttemptFailed { id: "r1".into(), n: 1, reason: "boom".into() }).unwrap();
@@ -297,6 +321,11 @@ mod tests {
         assert_eq!((r.attempts, r.failures, r.cid.as_deref()), (2, 1, Some("vm-1")));
         assert!(l.state.has_job("j1") && !l.state.has_job("j2"));
         assert_eq!(l.state.stemcells["p"], ("k".to_string(), "sc".to_string()));
+        assert_eq!(
+            l.state.stemcell_attempts["q"],
+            ("k2".to_string(), "stemcell-q-1".to_string()),
+            "a pending create_stemcell survives compaction"
+        );
         let text = std::fs::read_to_string(d.path().join("ledger.jsonl")).unwrap();
         assert!(!text.contains("r2"), "closed records are compacted away: {text}");
         drop(l);

@@ -49,8 +49,25 @@ pub fn status(cfg: &Config) -> Result<String, LedgerError> {
     Ok(render_status(cfg, &ledger::read(&cfg.ledger_dir)?))
 }
 
-/// One poll without side effects: lists jobs and states (read-only calls) and says what would be done.
+/// One poll without side effects: lists jobs and states (read-only calls) and says what would be done. No CPI
+/// call and no reservation. The Stacks API lists only for a registered stack: when no launcher runs (the
+/// API answers 404), the stack is registered for the dry run and deregistered after it.
 pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
+    match dry_run_once(cfg, source) {
+        Err(DryRunError::Buildkite(BkError::Status { status: 404, .. })) => {
+            source.register()?;
+            let out = dry_run_once(cfg, source);
+            let gone = source.deregister();
+            let mut out = out?;
+            gone?;
+            out.insert(0, format!("stack {} was not registered (no launcher running): registered for this dry run and deregistered after it", cfg.buildkite.stack_key));
+            Ok(out)
+        }
+        r => r,
+    }
+}
+
+fn dry_run_once(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
     let state = ledger::read(&cfg.ledger_dir)?;
     let mut out = Vec::new();
     let jobs: Vec<String> = state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();

@@ -25,17 +25,58 @@ pub struct Extracted {
     _dir: tempfile::TempDir,
 }
 
-/// Extracts `image` and reads `stemcell.MF` from a (gzipped) stemcell tarball into a directory under `tmp`.
-pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Result<Extracted, TarballError> {
+/// Opens a tarball, gunzipping it when it starts with the gzip magic.
+fn open(tarball: &Path) -> Result<tar::Archive<Box<dyn Read>>, TarballError> {
     let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
-    let dir = tempfile::Builder::new().prefix("stemcell-").tempdir_in(tmp).map_err(read)?;
     let mut f = std::fs::File::open(tarball).map_err(read)?;
     let mut magic = [0u8; 2];
     f.read_exact(&mut magic).map_err(read)?;
     let f = std::fs::File::open(tarball).map_err(read)?;
     let reader: Box<dyn Read> =
         if magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
-    let mut archive = tar::Archive::new(reader);
+    Ok(tar::Archive::new(reader))
+}
+
+/// Checks that a file is a stemcell tarball (it has an `image` member) without extracting it.
+pub fn probe(tarball: &Path) -> Result<(), TarballError> {
+    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
+    let mut archive = open(tarball)?;
+    for entry in archive.entries().map_err(read)? {
+        let entry = entry.map_err(read)?;
+        if entry.path().map_err(read)?.to_string_lossy().trim_start_matches("./") == "image" {
+            return Ok(());
+        }
+    }
+    Err(TarballError::NoImage(tarball.to_path_buf()))
+}
+
+/// The text of a tarball's `stemcell.MF` (read up to that member; `None` when it has none).
+pub fn read_manifest(tarball: &Path) -> Result<Option<String>, TarballError> {
+    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
+    let mut archive = open(tarball)?;
+    for entry in archive.entries().map_err(read)? {
+        let entry = entry.map_err(read)?;
+        if entry.path().map_err(read)?.to_string_lossy().trim_start_matches("./") == "stemcell.MF" {
+            let mut text = String::new();
+            entry.take(1 << 20).read_to_string(&mut text).map_err(read)?;
+            return Ok(Some(text));
+        }
+    }
+    Ok(None)
+}
+
+/// The top-level `api_version` of a stemcell manifest.
+pub fn manifest_api_version(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("api_version:"))
+        .and_then(|v| v.trim().trim_matches(['\'', '"']).parse().ok())
+}
+
+/// Extracts `image` and reads `stemcell.MF` from a (gzipped) stemcell tarball into a directory under `tmp`.
+pub fn extract(tarball: &Path, tmp: &Path, overrides: &Map<String, Value>) -> Result<Extracted, TarballError> {
+    let read = |source| TarballError::Read { path: tarball.to_path_buf(), source };
+    let dir = tempfile::Builder::new().prefix("stemcell-").tempdir_in(tmp).map_err(read)?;
+    let mut archive = open(tarball)?;
     let image = dir.path().join("image");
     let (mut have_image, mut manifest) = (false, None);
     for entry in archive.entries().map_err(read)? {
@@ -144,6 +185,14 @@ mod tests {
     const MF: &str = "---\nname: bosh-openstack-kvm-ubuntu-jammy-go_agent\nversion: '1.506'\napi_version: 3\nstemcell_formats:\n- openstack-qcow2\ncloud_properties:\n  name: bosh-openstack-kvm-ubuntu-jammy-go_agent\n  version: '1.506'\n  disk: 5120\n  auto_disk_config: true\n  os_distro: \"ubuntu\"\nsha1: abc\n";
 
     #[test]
+    fn manifest_api_version_is_read() {
+        assert_eq!(manifest_api_version(MF), Some(3));
+        assert_eq!(manifest_api_version("name: x\napi_version: '2'\n"), Some(2));
+        assert_eq!(manifest_api_version("name: x\ncloud_properties:\n  api_version: 9\n"), None);
+        assert_eq!(manifest_api_version("api_version: three\n"), None);
+    }
+
+    #[test]
     fn manifest_cloud_properties_are_read_flat() {
         let cp = manifest_cloud_properties(MF).unwrap();
         assert_eq!(
@@ -183,5 +232,12 @@ mod tests {
         assert!(!image.exists(), "the extracted image is removed");
         std::fs::write(d.path().join("bad.tar"), vec![0u8; 1024]).unwrap();
         assert!(matches!(extract(&d.path().join("bad.tar"), d.path(), &Map::new()), Err(TarballError::NoImage(_))));
+        probe(&tgz).unwrap();
+        assert_eq!(read_manifest(&tgz).unwrap().as_deref().and_then(manifest_api_version), Some(3));
+        assert_eq!(read_manifest(&d.path().join("bad.tar")).unwrap(), None);
+        assert!(matches!(probe(&d.path().join("bad.tar")), Err(TarballError::NoImage(_))));
+        std::fs::write(d.path().join("junk"), vec![0x42u8; 4096]).unwrap();
+        assert!(probe(&d.path().join("junk")).is_err());
+        assert!(matches!(probe(&d.path().join("missing")), Err(TarballError::Read { .. })));
     }
 }

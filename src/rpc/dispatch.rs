@@ -65,6 +65,9 @@ fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
         LogLevel::Info => logger::Level::Info,
         LogLevel::Warn => logger::Level::Warn,
     });
+    for note in &config.notes {
+        info!("config: {note}");
+    }
     let ctx = call_context(&request);
     crate::debug!(
         "request: method={} api_version={} request_id={}",

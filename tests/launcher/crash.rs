@@ -34,7 +34,7 @@ fn launcher_sigkill_at_random_points_leaks_nothing_and_never_doubles_a_vm() {
             && String::from_utf8_lossy(&out.stdout).contains("no open records")
     });
     l.signal("TERM");
-    assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
     let creates = s.creates_by_job();
     for j in &jobs {
         assert_eq!(creates.get(j), Some(&1), "job {j} got {:?} VMs\n{}", creates.get(j), s.log());

@@ -1,8 +1,10 @@
 //! A fake Buildkite agent API (the Stacks endpoints) on a plain std TcpListener, for the launcher tests.
 //!
 //! It keeps a job store with Buildkite's state machine (scheduled → reserved, hidden until expiry → running →
-//! passed/failed/canceled), checks the `Token` auth, pages the list with cursors, and can be told to pause the
-//! queue, answer 429 with `Retry-After`, answer 5xx, or stall past the client's timeout.
+//! passed/failed/canceled), checks the `Token` auth, knows which stacks are registered (the others get 404
+//! `stack not found`, as Buildkite answers), pages the list with cursors, and can be told to pause the queue,
+//! answer 429 with `Retry-After`, answer 5xx, stall past the client's timeout (before the answer, or after its
+//! headers), or send the paused flag under both of its spellings.
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,6 +35,8 @@ pub struct Fault {
     pub stall_ms: u64,
     /// Extra response headers (with status 0: on the normal answer), e.g. `RateLimit-Remaining: 0\r\n`.
     pub headers: String,
+    /// With status 0: the request is carried out and the headers are sent, then the body waits this long.
+    pub body_stall_ms: u64,
 }
 
 #[derive(Default)]
@@ -54,6 +58,14 @@ pub struct State {
     pub annotations: Vec<(u64, String)>,
     /// REST: builds list requests without `created_from`.
     pub rest_unfiltered: u32,
+    /// Stack keys registered and not deregistered since.
+    pub stacks: std::collections::BTreeSet<String>,
+    /// Send the queue's paused flag as both `dispatch_paused` and `paused` (stacksapi's spelling).
+    pub both_paused_fields: bool,
+    /// Answer every scheduled-jobs request with this (status, body) instead.
+    pub list_override: Option<(u16, String)>,
+    /// `GET /v3/metrics/queue` requests (the `check-config --online` probe).
+    pub metrics_queue: u32,
 }
 
 /// The REST API access token the fake accepts (`Bearer`).
@@ -122,7 +134,14 @@ impl FakeBk {
     }
 
     pub fn fault(&self, path: &str, status: u16, retry_after: Option<u32>, stall_ms: u64) {
-        self.st().faults.push_back(Fault { path: path.into(), status, retry_after, stall_ms, headers: String::new() });
+        self.st().faults.push_back(Fault {
+            path: path.into(),
+            status,
+            retry_after,
+            stall_ms,
+            headers: String::new(),
+            body_stall_ms: 0,
+        });
     }
 
     /// A normal answer with extra headers for the next request whose path contains `path`.
@@ -133,6 +152,20 @@ impl FakeBk {
             retry_after: None,
             stall_ms: 0,
             headers: headers.into(),
+            body_stall_ms: 0,
+        });
+    }
+
+    /// The next request whose path contains `path` is carried out and its headers sent; the body follows after
+    /// `ms` (a reply lost in transit, as the client sees it when `ms` is past its timeout).
+    pub fn stall_body(&self, path: &str, ms: u64) {
+        self.st().faults.push_back(Fault {
+            path: path.into(),
+            status: 0,
+            retry_after: None,
+            stall_ms: 0,
+            headers: String::new(),
+            body_stall_ms: ms,
         });
     }
 
@@ -163,8 +196,11 @@ impl FakeBk {
         let (path, query) =
             full.split_once('?').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((full.clone(), String::new()));
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, extra, resp) = self.route(&method, &path, &query, &auth, &body);
-        let text = resp.map(|v| v.to_string()).unwrap_or_default();
+        let (status, extra, resp, body_stall_ms) = self.route(&method, &path, &query, &auth, &body);
+        let text = match resp {
+            Answer::Json(v) => v.map(|v| v.to_string()).unwrap_or_default(),
+            Answer::Raw(t) => t,
+        };
         let reason = match status {
             200 => "OK",
             201 => "Created",
@@ -176,7 +212,10 @@ impl FakeBk {
             _ => "Error",
         };
         let mut w = &stream;
-        write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{text}", text.len())?;
+        write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n", text.len())?;
+        w.flush()?;
+        std::thread::sleep(Duration::from_millis(body_stall_ms));
+        write!(w, "{text}")?;
         w.flush()
     }
 
@@ -230,20 +269,29 @@ impl FakeBk {
                        "jobs": [{"id": j.id, "type": "script", "state": j.state, "agent_query_rules": j.rules, "priority": {"number": j.priority}, "scheduled_at": j.scheduled_at}]})
             })
             .collect();
-        let mut extra = String::new();
-        if page * per_page < total {
-            let base = format!("{}/v2/organizations/{org}/builds", self.url.trim_end_matches("/v3"));
-            let q: Vec<String> = params
-                .iter()
-                .filter(|(k, _)| k != "page")
-                .map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D")))
-                .collect();
-            extra = format!("Link: <{base}?{}&page={}>; rel=\"next\"\r\n", q.join("&"), page + 1);
+        // Buildkite's Link header: first/prev/next/last, each only when it points elsewhere
+        let pages = total.div_ceil(per_page).max(1);
+        let base = format!("{}/v2/organizations/{org}/builds", self.url.trim_end_matches("/v3"));
+        let q: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k != "page")
+            .map(|(k, v)| format!("{}={v}", k.replace("[]", "%5B%5D")))
+            .collect();
+        let link = |p: usize, rel: &str| format!("<{base}?{}&page={p}>; rel=\"{rel}\"", q.join("&"));
+        let mut links = Vec::new();
+        if page > 1 {
+            links.push(link(1, "first"));
+            links.push(link(page - 1, "prev"));
         }
+        if page < pages {
+            links.push(link(page + 1, "next"));
+            links.push(link(pages, "last"));
+        }
+        let extra = if links.is_empty() { String::new() } else { format!("Link: {}\r\n", links.join(", ")) };
         (200, extra, Some(Value::Array(items)))
     }
 
-    fn route(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+    fn route(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Answer, u64) {
         let fault = {
             let mut s = self.st();
             s.calls.push((method.to_string(), path.to_string()));
@@ -253,6 +301,7 @@ impl FakeBk {
             i.and_then(|i| s.faults.remove(i))
         };
         let mut headers = String::new();
+        let mut body_stall = 0;
         if let Some(f) = fault {
             std::thread::sleep(Duration::from_millis(f.stall_ms));
             if f.status != 0 {
@@ -260,24 +309,48 @@ impl FakeBk {
                 return (
                     f.status,
                     format!("{extra}{}", f.headers),
-                    Some(
+                    Answer::Json(Some(
                         json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1}),
-                    ),
+                    )),
+                    0,
                 );
             }
             headers = f.headers;
+            body_stall = f.body_stall_ms;
+        }
+        if path.ends_with("/scheduled-jobs") {
+            if let Some((status, text)) = self.st().list_override.clone() {
+                return (status, headers, Answer::Raw(text), body_stall);
+            }
         }
         let (status, extra, body) = self.answer(method, path, query, auth, body);
-        (status, format!("{headers}{extra}"), body)
+        (status, format!("{headers}{extra}"), Answer::Json(body), body_stall)
     }
 
     fn answer(&self, method: &str, path: &str, query: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
         if let Some(rest) = path.strip_prefix("/v2/organizations/") {
             return self.rest(method, rest, query, auth, body);
         }
+        if path == "/v2/access-token" {
+            if auth != format!("Bearer {REST_TOKEN}") {
+                self.st().unauthorized += 1;
+                return (401, String::new(), Some(json!({"message": "Authentication required"})));
+            }
+            return (200, String::new(), Some(json!({"uuid": "t", "scopes": ["read_builds", "write_builds"]})));
+        }
         if auth != format!("Token {}", self.token) {
             self.st().unauthorized += 1;
             return (401, String::new(), Some(json!({"message": "Authentication required"})));
+        }
+        if path == "/v3/metrics/queue" {
+            self.st().metrics_queue += 1;
+            return (
+                200,
+                String::new(),
+                Some(
+                    json!({"agents": {"idle": 0, "busy": 0, "total": 0}, "jobs": {"scheduled": 0, "running": 0, "waiting": 0}, "organization": {"slug": "acme"}}),
+                ),
+            );
         }
         let rest = match path.strip_prefix("/v3/stacks/") {
             Some(r) => r,
@@ -293,13 +366,20 @@ impl FakeBk {
         }
         if rest == "register" {
             s.registered += 1;
+            if let Some(k) = body["key"].as_str() {
+                s.stacks.insert(k.to_string());
+            }
             let code = if s.registered == 1 { 201 } else { 200 };
             return (code, String::new(), Some(json!({"key": body["key"], "type": "custom", "state": "connected"})));
         }
-        let (_key, op) = rest.split_once('/').unwrap_or((rest, ""));
+        let (key, op) = rest.split_once('/').unwrap_or((rest, ""));
+        if !s.stacks.contains(key) {
+            return (404, String::new(), Some(json!({"message": "stack not found"})));
+        }
         match (method, op) {
             ("POST", "deregister") => {
                 s.deregistered += 1;
+                s.stacks.remove(key);
                 (204, String::new(), None)
             }
             ("GET", "scheduled-jobs") => {
@@ -320,7 +400,8 @@ impl FakeBk {
                     200,
                     String::new(),
                     Some(
-                        json!({"jobs": page, "page_info": {"has_next_page": more, "end_cursor": (after + limit).to_string()}, "cluster_queue": {"id": "q", "dispatch_paused": s.paused}}),
+                        json!({"jobs": page, "page_info": {"has_next_page": more, "end_cursor": (after + limit).to_string()}, 
+                    "cluster_queue": if s.both_paused_fields { json!({"id": "q", "dispatch_paused": s.paused, "paused": s.paused}) } else { json!({"id": "q", "dispatch_paused": s.paused}) }}),
                     ),
                 )
             }
@@ -375,4 +456,10 @@ impl FakeBk {
             _ => (404, String::new(), Some(json!({"message": "not found"}))),
         }
     }
+}
+
+/// A reply body: JSON from the job store, or a raw text (`list_override`).
+enum Answer {
+    Json(Option<Value>),
+    Raw(String),
 }

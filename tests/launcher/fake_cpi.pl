@@ -2,7 +2,9 @@
 # A scriptable fake BOSH CPI for the launcher tests: state in the directory given as the only argument.
 #   vms/<cid>.json        one file per VM (the create_vm arguments); metadata in vms/<cid>.meta.json
 #   calls.log             one line per call: "<method> <cid or -> <job or ->"
-#   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N}, "has_vm":"lie_false"}
+#   contexts.log          one line per call: "<method> <request_id> <vm.stemcell.api_version or ->"
+#   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N}, "has_vm":"lie_false",
+#                                  "create_stemcell":{"delay_ms":N}}
 #                         the first `fail` create_vm calls fail, the next `crash` ones die (counted in count.create_vm)
 use strict;
 use warnings;
@@ -41,7 +43,20 @@ sub count {
     return $n;
 }
 
-if ($method eq 'create_stemcell') { logcall('create_stemcell', '-', '-'); out('sc-fake'); }
+{
+    # every call's context, one line each: "<method> <request_id> <vm.stemcell.api_version or ->"
+    my $ctx = $req->{context} // {};
+    open my $l, '>>', "$dir/contexts.log" or die;
+    flock $l, LOCK_EX;
+    print $l join(' ', $method, $ctx->{request_id} // '-', $ctx->{vm}{stemcell}{api_version} // '-') . "\n";
+    close $l;
+}
+if ($method eq 'create_stemcell') {
+    count('create_stemcell');
+    usleep(($script->{create_stemcell}{delay_ms} // 0) * 1000);
+    logcall('create_stemcell', '-', '-');
+    out('sc-fake');
+}
 if ($method eq 'create_vm') {
     my $s = $script->{create_vm} // {};
     my $n = count('create_vm');

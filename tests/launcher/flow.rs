@@ -126,7 +126,9 @@ fn launcher_runs_each_job_on_its_own_vm_and_deletes_it() {
     // SIGTERM: deregisters and exits 0
     l.signal("TERM");
     assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
-    assert_eq!(s.bk.st().deregistered, 1);
+    // once after the dry run (the stack was not registered then), once now
+    assert_eq!(s.bk.st().deregistered, 2);
+    assert!(s.bk.st().stacks.is_empty());
     // the token never shows up in the log or anything the CPI saw
     let log = s.log();
     assert!(!log.contains(TOKEN), "token in the log:\n{log}");
@@ -462,6 +464,11 @@ fn launcher_deletes_vms_that_never_start_their_job_or_outlive_their_deadline() {
     wait_for(10, "the VM past its lifetime to go", &|| s.log(), || s.vms().is_empty());
     assert!(s.log().contains("passed its lifetime"), "{}", s.log());
     assert!(s.bk.st().notifications.iter().any(|(jj, d)| *jj == j && d.contains("lifetime")));
+    // and the job is finished: its agent is gone with the VM, the build must not wait for it
+    wait_for(10, "the job to be finished", &|| s.log(), || s.bk.job(&j).finish.is_some());
+    let (code, detail) = s.bk.job(&j).finish.unwrap();
+    assert_eq!(code, -1);
+    assert!(detail.contains("lifetime") && detail.contains("deleted"), "{detail}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod crash;
 pub mod fake_bk;
 mod flow;
 mod libvirt;
+mod outside;
 
 use fake_bk::FakeBk;
 use serde_json::Value;
@@ -154,7 +155,9 @@ timeout_ms = 1000
                     if !name.ends_with(".json") || name.ends_with(".meta.json") {
                         continue;
                     }
-                    let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+                    let Ok(text) = std::fs::read_to_string(e.path()) else {
+                        continue;
+                    };
                     let args: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                     let job = args[5]["agent_launcher"]["job_id"].as_str().unwrap_or("").to_string();
                     let mut st = bk.st();
@@ -200,9 +203,14 @@ impl Drop for Agents {
 
 pub fn http_get(port: u16, path: &str, bearer: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
     let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    // a listener that refuses the request (TLS on that port) may reset the connection before it is written
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

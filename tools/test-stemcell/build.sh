@@ -59,6 +59,10 @@ die() { echo "test-stemcell: $*" >&2; exit 1; }
 [ -f "$monit_tgz" ] || die "no monit tarball at $monit_tgz: set MONIT_TARBALL to monit-5.2.5.tar.gz (bosh-linux-stemcell-builder's stemcell_builder/stages/bosh_monit/assets/)"
 [ -n "${APT_SOURCES:-}" ] && [ -s "$APT_SOURCES" ] || die "no apt sources file found: set APT_SOURCES"
 
+# one build at a time per cache (two test families may ask at once): the second waits, then finds it done
+mkdir -p "$cache"
+exec 9> "$cache/.lock"
+flock 9
 key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$monit_tgz" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 if [ -f "$out/done" ]; then
@@ -92,14 +96,23 @@ tar -xzf "$monit_tgz" -C "$work/monit" --strip-components=1
   make -j"$(nproc)" >> "$work/monit.log" 2>&1 ) || { tail -n 30 "$work/monit.log" >&2; die "monit did not build"; }
 
 # --- 2. the root file system ----------------------------------------------------------------------------
-pkgs=systemd,systemd-sysv,udev,dbus,kmod,iproute2,iputils-arping,iputils-ping,parted,fdisk,e2fsprogs,eject,procps,busybox,linux-image-amd64,initramfs-tools,zstd
-log "mmdebstrap bookworm (minbase + $pkgs)"
-SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode=root --variant=minbase --quiet \
-  --aptopt='APT::Install-Recommends "false"' \
-  --include="$pkgs" \
-  --setup-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"; echo MODULES=list > "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; echo COMPRESS=zstd >> "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; mkdir -p "$1/etc/initramfs-tools"; printf "%s\n" virtio_pci virtio_scsi sd_mod ext4 > "$1/etc/initramfs-tools/modules"' \
-  bookworm "$root" "$APT_SOURCES" >&2
-
+pkgs=systemd,systemd-sysv,systemd-resolved,udev,dbus,kmod,iproute2,iputils-arping,iputils-ping,parted,fdisk,e2fsprogs,eject,procps,busybox,linux-image-amd64,initramfs-tools,zstd
+setup_hook='mkdir -p "$1/etc/initramfs-tools/conf.d"; echo MODULES=list > "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; echo COMPRESS=zstd >> "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; printf "%s\n" virtio_pci virtio_scsi sd_mod ext4 > "$1/etc/initramfs-tools/modules"'
+# the Debian part is cached on its own (keyed by the package list and the apt sources): changing the
+# stemcell layout below does not download and unpack Debian again
+base=$cache/base-$( { echo "$pkgs"; echo "$setup_hook"; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16).tar
+if [ ! -s "$base" ]; then
+  log "mmdebstrap bookworm (minbase + $pkgs)"
+  SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode=root --variant=minbase --quiet \
+    --aptopt='APT::Install-Recommends "false"' \
+    --include="$pkgs" --setup-hook="$setup_hook" \
+    bookworm "$work/base.tar" "$APT_SOURCES" >&2
+  rm -f "$cache"/base-*.tar
+  mv "$work/base.tar" "$base"
+fi
+log "unpacking $(basename "$base")"
+mkdir -p "$root"
+tar -xf "$base" -C "$root" --numeric-owner
 kver=$(ls "$root/lib/modules")
 cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$work/initrd.img"
@@ -115,7 +128,7 @@ chroot "$root" sh -e -c '
   groupadd admin; groupadd vcap; groupadd bosh_sshers; groupadd bosh_sudoers
   useradd -m -s /bin/bash -g vcap -G admin,vcap,bosh_sshers vcap
   passwd -l root >/dev/null; passwd -l vcap >/dev/null
-  systemctl enable systemd-networkd.service >/dev/null 2>&1
+  systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
 '
 b=$root/var/vcap/bosh
 mkdir -p "$b/bin" "$b/etc" "$b/log" "$root/var/vcap/"{data,store,sys,jobs,packages} "$root/var/vcap/monit/job" \
@@ -139,6 +152,22 @@ cat > "$b/bin/restart_networking" <<'NET'
 exec systemctl restart systemd-networkd
 NET
 chmod 0755 "$b/bin/restart_networking"
+# the agent runs this at every start (stemcells use it as a hook for image-specific set-up scripts)
+cat > "$b/bin/bosh-agent-rc" <<'RC'
+#!/bin/sh
+# runs the image's agent start-up hooks, if any
+for f in /var/vcap/bosh/etc/agent-rc.d/*; do
+  [ -x "$f" ] && "$f"
+done
+exit 0
+RC
+# stemcells start rsyslog and auditd here; this image ships neither, so there is nothing to start
+cat > "$b/bin/bosh-start-logging-and-auditing" <<'LOGGING'
+#!/bin/sh
+echo "bosh-start-logging-and-auditing: this test image has no rsyslog/auditd; logs go to the journal"
+exit 0
+LOGGING
+chmod 0755 "$b/bin/bosh-agent-rc" "$b/bin/bosh-start-logging-and-auditing"
 cat > "$root/etc/systemd/system/bosh-agent.service" <<'UNIT'
 [Unit]
 Description=BOSH agent
@@ -289,6 +318,8 @@ mkdir -p "$cache"
 rm -rf "$out"
 mv "$work/out" "$out"
 date -u +%FT%TZ > "$out/done"
+# older builds (other inputs) are not kept: each is a quarter of a GB
+find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
 log "done in $(( $(date +%s) - started )) s: $out ($(du -sh "$out" | cut -f1))"
 ls -la "$out" >&2
 echo "$out"

@@ -60,7 +60,8 @@ pub struct Libvirt {
 impl Libvirt {
     pub fn new(cfg: LibvirtConfig, agent: AgentOptions) -> Self {
         let virsh = Virsh::new(&cfg.virsh, &cfg.uri);
-        let inflight = Inflight::new(&cfg.state_dir);
+        // markers say where their volumes live: another config sharing the state_dir leaves them alone
+        let inflight = Inflight::new(&cfg.state_dir).owned_by(&format!("libvirt {} pool {}", cfg.uri, cfg.pool));
         Libvirt { cfg, agent, virsh, inflight }
     }
 }

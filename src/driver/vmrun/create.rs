@@ -149,7 +149,8 @@ impl Vmrun {
             |last| format!("bootstrap: {vm} was not ready within {} s: {last}", b.max_wait_seconds),
         )?;
         let host_script = join(&self.vm_dir(vm), "bootstrap.sh");
-        let guest_script = format!("/tmp/vmcpi-bootstrap-{}.sh", random_hex(8));
+        let guest_script =
+            b.script_path.clone().unwrap_or_else(|| format!("/tmp/vmcpi-bootstrap-{}.sh", random_hex(8)));
         self.tr(|| "cannot write the bootstrap script".into(), self.t.write(&host_script, b.script.as_bytes()))?;
         let run = |args: &[&str]| -> DriverResult<()> {
             let out = h.vmrun_raw(guest, args, None)?;

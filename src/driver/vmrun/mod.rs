@@ -85,10 +85,17 @@ impl Driver for Vmrun {
     }
 
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
-        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
+        let mut cloud_properties = req.cloud_properties.clone();
+        for note in crate::compat::vm_cloud_properties(&mut cloud_properties, true)
+            .map_err(|e| DriverError::invalid("VM cloud_properties", e))?
+        {
+            info!("{note}");
+        }
+        let props: VmProps = serde_json::from_value(Value::Object(cloud_properties))
             .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if let Some(b) = &props.bootstrap {
+            b.check_script_path()?;
             b.login()?;
         }
         let sc = req.stemcell.as_str();

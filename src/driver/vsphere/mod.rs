@@ -66,7 +66,16 @@ pub struct Vsphere {
 impl Vsphere {
     pub fn new(cfg: VsphereConfig, agent: AgentOptions) -> Self {
         crate::logger::add_secret(&cfg.password);
-        let inflight = Inflight::new(&cfg.inflight_dir());
+        // the reaper looks for VMs in these folders: markers of a config with other folders are not its own
+        let owner = format!(
+            "vsphere {} datacenter {} vm_folder {} template_folder {} disk_folder {}",
+            cfg.base_url(),
+            cfg.datacenter,
+            cfg.vm_folder,
+            cfg.template_folder,
+            cfg.disk_folder
+        );
+        let inflight = Inflight::new(&cfg.inflight_dir()).owned_by(&owner);
         Vsphere { cfg, agent, inflight }
     }
 }
@@ -99,6 +108,12 @@ impl Driver for Vsphere {
     fn create_vm(&self, _ctx: &CallContext, req: &CreateVm) -> DriverResult<CreatedVm> {
         // the bootstrap block is read on its own, so that a mistake in it is reported as such
         let mut top = req.cloud_properties.clone();
+        // bosh-vmrun-cpi's names for the bootstrap keys are read as ours
+        for note in crate::compat::vm_cloud_properties(&mut top, false)
+            .map_err(|e| DriverError::invalid("VM cloud_properties", e))?
+        {
+            info!("{note}");
+        }
         let bootstrap = top.remove("bootstrap");
         let mut props: VmProps = parse_props("VM cloud_properties", &top)?;
         if let Some(b) = bootstrap.filter(|b| !b.is_null()) {

@@ -13,6 +13,7 @@
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
+//! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
 pub mod agent_settings;
 pub mod compat;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod inflight;
 pub mod launcher;
 pub mod logger;
 pub mod medium;
+pub mod redact;
 pub mod rpc;
 pub mod stemcell;
 pub mod transport;

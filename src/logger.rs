@@ -1,8 +1,10 @@
 //! Logging for one CPI call: lines go to stderr as they happen and are kept for the response's `log`.
 //!
 //! Every line, every error message and the response `log` pass through [`redact`], which replaces each
-//! registered secret (passwords, keys, tokens, URL credentials found in the config and the request) with
-//! `<redacted>`. Secrets are registered once, when the config and the request are parsed.
+//! registered secret (passwords, keys, tokens, URL credentials found in the config and the request), where it
+//! stands as a whole value, with `<redacted>` ([`crate::redact`], shared with agent-launcher). Secrets are
+//! registered once, when the config and the request are parsed.
+use crate::redact::Redactor;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,13 +18,13 @@ pub enum Level {
 
 struct State {
     level: Level,
-    secrets: Vec<String>,
+    secrets: Redactor,
     buffer: String,
     to_stderr: bool,
 }
 
 static STATE: Mutex<State> =
-    Mutex::new(State { level: Level::Info, secrets: Vec::new(), buffer: String::new(), to_stderr: true });
+    Mutex::new(State { level: Level::Info, secrets: Redactor::new(), buffer: String::new(), to_stderr: true });
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     // a panic while logging must not make every later log call panic too
@@ -42,32 +44,12 @@ pub fn set_stderr(on: bool) {
 /// Registers a secret: from now on it never appears in log lines, messages or the response.
 /// Strings shorter than 4 characters are not registered (redacting "1" or "on" would mangle every line).
 pub fn add_secret(secret: &str) {
-    let secret = secret.trim();
-    if secret.chars().count() < 4 {
-        return;
-    }
-    let mut st = state();
-    if !st.secrets.iter().any(|s| s == secret) {
-        st.secrets.push(secret.to_string());
-        // longest first, so a secret that contains another is replaced whole
-        st.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+    state().secrets.add(secret);
 }
 
 /// Replaces every registered secret in `text`.
 pub fn redact(text: &str) -> String {
-    let st = state();
-    redact_with(&st.secrets, text)
-}
-
-fn redact_with(secrets: &[String], text: &str) -> String {
-    let mut out = text.to_string();
-    for s in secrets {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "<redacted>");
-        }
-    }
-    out
+    state().secrets.redact(text)
 }
 
 /// Writes one log line (redacted) to stderr and to the `log` buffer.
@@ -82,7 +64,7 @@ pub fn log(level: Level, msg: &str) {
         Level::Warn => "WARN",
         Level::Error => "ERROR",
     };
-    let line = format!("{} [vmcpi] {tag} {}\n", timestamp(), redact_with(&st.secrets, msg));
+    let line = format!("{} [vmcpi] {tag} {}\n", timestamp(), st.secrets.redact(msg));
     if st.to_stderr {
         eprint!("{line}");
     }
@@ -136,8 +118,10 @@ mod tests {
 
     #[test]
     fn redacts_longest_first() {
-        let secrets = vec!["hunter2-long".to_string(), "hunter2".to_string()];
-        assert_eq!(redact_with(&secrets, "a hunter2-long b hunter2"), "a <redacted> b <redacted>");
+        let mut secrets = Redactor::new();
+        secrets.add("hunter2");
+        secrets.add("hunter2-long");
+        assert_eq!(secrets.redact("a hunter2-long b hunter2"), "a <redacted> b <redacted>");
     }
 
     #[test]

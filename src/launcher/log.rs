@@ -1,32 +1,20 @@
 //! The launcher's log: one line per event on stderr, `time level key=value… message`, easy to grep by
 //! `job=` or `vm=`. Every line passes through a redactor that knows the tokens and VM secrets.
+use crate::redact::Redactor;
 use std::io::Write;
 use std::sync::Mutex;
 
-static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static SECRETS: Mutex<Redactor> = Mutex::new(Redactor::new());
 
 /// Registers a secret: it never appears in a log line from now on.
 pub fn add_secret(secret: &str) {
-    if secret.len() < 4 {
-        return;
-    }
-    let mut s = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    if !s.iter().any(|x| x == secret) {
-        s.push(secret.to_string());
-        s.sort_by_key(|x| std::cmp::Reverse(x.len()));
-    }
+    SECRETS.lock().unwrap_or_else(|p| p.into_inner()).add(secret);
 }
 
-/// Replaces every registered secret with `<redacted>`.
+/// Replaces every registered secret, where it stands as a whole value, with `<redacted>` (the redactor vmcpi
+/// uses too: [`crate::redact`]).
 pub fn redact(text: &str) -> String {
-    let s = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = text.to_string();
-    for secret in s.iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "<redacted>");
-        }
-    }
-    out
+    SECRETS.lock().unwrap_or_else(|p| p.into_inner()).redact(text)
 }
 
 fn line(level: &str, msg: &str) {

@@ -6,6 +6,7 @@
 //! exits non-zero is not a transport error: its [`Output`] comes back and the caller judges it. Transport
 //! errors are about reaching the host: spawning, connecting, the host key, authentication, a dropped
 //! connection, file I/O, lock time-outs.
+pub mod fake;
 pub mod local;
 pub mod ssh;
 

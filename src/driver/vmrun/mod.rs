@@ -73,6 +73,11 @@ impl Vmrun {
         };
         Vmrun { cfg, agent, t }
     }
+
+    /// The driver over a given transport (the in-process fake in unit tests).
+    pub fn with_transport(cfg: VmrunConfig, agent: AgentOptions, t: Box<dyn Transport>) -> Self {
+        Vmrun { cfg, agent, t }
+    }
 }
 
 impl Driver for Vmrun {

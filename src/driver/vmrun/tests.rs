@@ -56,3 +56,74 @@ fn settings_iso_reuses_the_stemcell_cdrom() {
     Vmrun::attach_settings_iso(&mut bare);
     assert_eq!(bare.cdrom_device().as_deref(), Some("sata0:0"));
 }
+
+mod commands {
+    //! The vmrun command logic over the in-process fake transport: the exact argv, in order, no VMware.
+    use super::*;
+    use crate::transport::fake::{fail, ok, FakeTransport};
+
+    const VM: &str = "vm-0123456789abcdef0123";
+    const VMX: &str = "/store/vms/vm-0123456789abcdef0123/vm-0123456789abcdef0123.vmx";
+
+    fn driver(fake: &FakeTransport) -> Vmrun {
+        let cfg = cfg(json!({"vm_store_path": "/store", "vmrun": "/usr/bin/vmrun"})).unwrap();
+        Vmrun::with_transport(cfg, AgentOptions::default(), Box::new(fake.clone()))
+    }
+
+    fn vm() -> VmCid {
+        VmCid::new(VM).unwrap()
+    }
+
+    #[test]
+    fn reboot_of_a_running_vm_is_a_soft_reset() {
+        let fake = FakeTransport::new()
+            .file(VMX, b"")
+            .expect(&["/usr/bin/vmrun", "-T", "ws", "list"], ok(&format!("Total running VMs: 1\n{VMX}\n")))
+            .expect(&["/usr/bin/vmrun", "-T", "ws", "reset", VMX, "soft"], ok(""));
+        driver(&fake).reboot_vm(&vm()).unwrap();
+        fake.done();
+    }
+
+    #[test]
+    fn a_failed_soft_reset_falls_back_to_a_hard_one() {
+        let fake = FakeTransport::new()
+            .file(VMX, b"")
+            .expect(&["/usr/bin/vmrun", "-T", "ws", "list"], ok(&format!("Total running VMs: 1\n{VMX}\n")))
+            .expect(
+                &["/usr/bin/vmrun", "-T", "ws", "reset", VMX, "soft"],
+                fail(255, "Error: VMware Tools are not running"),
+            )
+            .expect(&["/usr/bin/vmrun", "-T", "ws", "reset", VMX, "hard"], ok(""));
+        driver(&fake).reboot_vm(&vm()).unwrap();
+        fake.done();
+    }
+
+    #[test]
+    fn reboot_of_a_stopped_vm_starts_it_and_a_path_prefix_is_not_a_match() {
+        // a VM whose path merely starts with ours is another VM: ours is stopped
+        let fake = FakeTransport::new()
+            .file(VMX, b"")
+            .expect(&["/usr/bin/vmrun", "-T", "ws", "list"], ok(&format!("Total running VMs: 1\n{VMX}.bak\n")))
+            .expect(&["/usr/bin/vmrun", "-T", "ws", "start", VMX, "nogui"], ok(""));
+        driver(&fake).reboot_vm(&vm()).unwrap();
+        fake.done();
+    }
+
+    #[test]
+    fn garbage_from_vmrun_list_is_an_error_not_a_stopped_vm() {
+        let fake =
+            FakeTransport::new().file(VMX, b"").expect(&["/usr/bin/vmrun", "-T", "ws", "list"], ok("something else\n"));
+        let e = driver(&fake).reboot_vm(&vm()).unwrap_err();
+        assert!(e.to_string().contains("unexpected `vmrun list` output"), "{e}");
+        fake.done();
+    }
+
+    #[test]
+    fn a_vm_that_is_not_in_the_store_runs_no_command() {
+        let fake = FakeTransport::new();
+        let d = driver(&fake);
+        assert!(!d.has_vm(&vm()).unwrap());
+        assert_eq!(d.reboot_vm(&vm()).unwrap_err().kind(), ErrorKind::VmNotFound);
+        assert!(fake.ran().is_empty());
+    }
+}

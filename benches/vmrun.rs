@@ -15,26 +15,8 @@ const RUNS: usize = 5;
 const LOCAL_RUNS: usize = 15;
 
 fn fake_binary() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake_vmware.rs");
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = exe.parent().and_then(Path::parent).expect("target dir").join("fake-vmware/fake_vmware");
-    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
-    let st = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| {
-        // rustc beside the cargo that built these tests, when PATH does not name one
-        let beside = Path::new(env!("CARGO")).with_file_name("rustc");
-        if beside.is_file() {
-            beside.display().to_string()
-        } else {
-            "rustc".into()
-        }
-    }))
-    .args(["--edition", "2021", "-O", "-o"])
-    .arg(&out)
-    .arg(&src)
-    .status()
-    .expect("rustc");
-    assert!(st.success(), "building the VMware test double failed");
-    out
+    // built by cargo with the bench (`[[bin]] fake-vmware`, release profile)
+    PathBuf::from(env!("CARGO_BIN_EXE_fake-vmware"))
 }
 
 fn call(config: &Path, method: &str, args: Value) -> (Value, u128) {

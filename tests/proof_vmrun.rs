@@ -1,4 +1,4 @@
-//! Issue 6 proofs for the vmrun driver against the VMware test double (examples/fake_vmware.rs), local mode:
+//! Issue 6 proofs for the vmrun driver against the VMware test double (src/bin/fake-vmware.rs), local mode:
 //! SIGKILL at random points of create_stemcell, create_vm and attach_disk (`VMCPI_KILL_TRIALS` per method,
 //! default 4 here; `VMCPI_KILL_TRIALS=100` for the full run), 16 CPI processes at once on one stemcell,
 //! hostile CIDs and metadata on every method, and secret canaries on every method and error path.

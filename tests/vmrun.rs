@@ -1,4 +1,4 @@
-//! The vmrun driver through the built `vmcpi`, against the VMware test double (examples/fake_vmware.rs),
+//! The vmrun driver through the built `vmcpi`, against the VMware test double (src/bin/fake-vmware.rs),
 //! locally and over SSH to an OpenSSH server on loopback (started here with `tools/sshd-up.sh`, port 22241).
 use crate::util::{require_peer, Cpi};
 use serde_json::{json, Value};
@@ -10,39 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The fake's binary: the one `cargo test` built as an example when it is current, else built here with
-/// plain rustc (it is std only), since `cargo test --test integration` does not build examples.
+/// The fake's binary, built by cargo with the tests (`[[bin]] fake-vmware`).
 pub fn fake_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fake_vmware.rs");
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let example = profile_dir.join("examples/fake_vmware");
-        if mtime(&example).is_some() && mtime(&example) >= mtime(&src) {
-            return example;
-        }
-        let out = profile_dir.join("fake-vmware/fake_vmware");
-        if mtime(&out).is_none() || mtime(&out) < mtime(&src) {
-            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-            let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| {
-                // rustc beside the cargo that built these tests, when PATH does not name one
-                let beside = Path::new(env!("CARGO")).with_file_name("rustc");
-                if beside.is_file() {
-                    beside.display().to_string()
-                } else {
-                    "rustc".into()
-                }
-            });
-            let st = Command::new(rustc).args(["--edition", "2021", "-o"]).arg(&tmp).arg(&src).status().expect("rustc");
-            assert!(st.success(), "building the VMware test double failed");
-            std::fs::rename(&tmp, &out).unwrap();
-        }
-        out
-    })
-    .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_fake-vmware"))
 }
 
 /// A private VMware "installation": symlinks to the fake and its state directory.

@@ -166,7 +166,7 @@ impl Vmrun {
         let result = run(&["copyFileFromHostToGuest", vmx, &host_script, &guest_script])
             .and_then(|_| run(&["runProgramInGuest", vmx, &b.interpreter, &guest_script]));
         let _ = self.t.remove_file(&host_script);
-        result.map_err(|e| DriverError::other(format!("bootstrap script failed in {vm}: {e}")))
+        result.map_err(|source| VmrunError::Bootstrap { vm: vm.to_string(), source }.into())
     }
 
     /// Runs `edit` on the VM's .vmx with the VM powered off (VMware rewrites the file of a running VM),

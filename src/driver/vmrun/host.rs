@@ -103,7 +103,7 @@ impl Host<'_> {
         let mut lines = out.lines();
         let head = lines.next().unwrap_or("");
         let Some(n) = head.strip_prefix("Total running VMs:").and_then(|n| n.trim().parse::<usize>().ok()) else {
-            return Err(DriverError::other(format!("unexpected `vmrun list` output: {:?}", head)));
+            return Err(super::VmrunError::ListOutput { head: head.to_string() }.into());
         };
         let vms: Vec<String> = lines.map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()).collect();
         if vms.len() != n {

@@ -118,9 +118,7 @@ impl Vmrun {
             }
             h.vmrun(&["snapshot", &vmx_path, BASE_SNAPSHOT])?;
             if !h.snapshots(&vmx_path)?.iter().any(|s| s == BASE_SNAPSHOT) {
-                return Err(DriverError::other(format!(
-                    "vmrun snapshot reported success but {vmx_path} has no snapshot {BASE_SNAPSHOT}"
-                )));
+                return Err(VmrunError::NoBaseSnapshot { vmx: vmx_path.clone() }.into());
             }
             Ok(())
         })();
@@ -211,10 +209,7 @@ impl Vmrun {
             }
         }
         if !users.is_empty() && !self.player() {
-            return Err(DriverError::other(format!(
-                "stemcell {sc} is the parent of linked clones {}; delete those VMs first",
-                users.join(", ")
-            )));
+            return Err(VmrunError::StemcellInUse { stemcell: sc.to_string(), clones: users }.into());
         }
         self.host().vmrun(&["deleteVM", &vmx])?;
         self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;

@@ -24,6 +24,7 @@ mod cleanup;
 mod config;
 mod create;
 mod disks;
+mod error;
 mod host;
 mod import;
 mod naming;
@@ -35,6 +36,7 @@ pub mod vmx;
 use cleanup::*;
 pub use config::VmrunConfig;
 use disks::*;
+use error::VmrunError;
 use naming::*;
 use props::*;
 
@@ -244,9 +246,9 @@ impl Driver for Vmrun {
             Err(e) => return Err(e),
         };
         if self.tr(|| "cannot check the disk lock".into(), self.t.exists(&format!("{path}.lck")))? {
-            return Err(DriverError::other(format!(
-                "{cid} is in use by a running VM (VMware holds {path}.lck); detach it first"
-            )));
+            return Err(
+                VmrunError::DiskInUse { disk: cid.to_string(), lock: format!("{path}.lck"), when: "first" }.into()
+            );
         }
         self.tr(|| format!("cannot remove {path}"), self.t.remove_file(&path))?;
         self.tr(|| "cannot remove the disk record".into(), self.t.remove_file(&self.disk_record(cid.as_str())))?;
@@ -266,9 +268,12 @@ impl Driver for Vmrun {
             return Ok(());
         }
         if self.tr(|| "cannot check the disk lock".into(), self.t.exists(&format!("{path}.lck")))? {
-            return Err(DriverError::other(format!(
-                "{cid} is in use by a running VM (VMware holds {path}.lck); detach it before resizing"
-            )));
+            return Err(VmrunError::DiskInUse {
+                disk: cid.to_string(),
+                lock: format!("{path}.lck"),
+                when: "before resizing",
+            }
+            .into());
         }
         self.host().grow_vmdk(&path, new_size_mib)?;
         rec.size_mib = new_size_mib;
@@ -298,7 +303,7 @@ impl Driver for Vmrun {
             let unit = PERSISTENT_UNITS
                 .into_iter()
                 .find(|u| !used.contains(u))
-                .ok_or_else(|| DriverError::other(format!("{vm} has no free SCSI unit")))?;
+                .ok_or_else(|| VmrunError::NoFreeUnit { vm: vm.to_string() })?;
             v.set(&format!("scsi0:{unit}.present"), "TRUE");
             v.set(&format!("scsi0:{unit}.fileName"), path.clone());
             v.set(&format!("scsi0:{unit}.mode"), "independent-persistent");

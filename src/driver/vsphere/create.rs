@@ -47,9 +47,10 @@ impl Vsphere {
             Some(inv.pick_datastore(&props.datastores, props.disk << 20)?)
         };
         let vm = if inv.vcenter() {
-            let snapshot = sc.snapshot.clone().ok_or_else(|| {
-                DriverError::other(format!("stemcell {} has no snapshot to clone from: upload it again", req.stemcell))
-            })?;
+            let snapshot = sc
+                .snapshot
+                .clone()
+                .ok_or_else(|| VsphereError::StemcellWithoutSnapshot { stemcell: req.stemcell.to_string() })?;
             let clone = CloneVm {
                 this: sc.vm.clone(),
                 folder,
@@ -62,11 +63,12 @@ impl Vsphere {
                 .s
                 .run_task(&clone, "clone stemcell")
                 .map_err(ctx_err(format!("cannot clone stemcell {}", req.stemcell)))?;
-            r.as_ref().and_then(Node::as_moref).ok_or_else(|| DriverError::other("CloneVM_Task returned no VM"))?
+            r.as_ref().and_then(Node::as_moref).ok_or(VsphereError::NoVmReturned { call: "CloneVM_Task" })?
         } else {
             let ds_name = ds.as_ref().map(|d| d.0.clone()).unwrap_or_else(|| sc.datastore.clone());
             let parent = sc.devices.iter().filter(|d| d.is_disk()).min_by_key(|d| d.unit).and_then(|d| d.file.clone());
-            let parent = parent.ok_or_else(|| DriverError::other(format!("stemcell {} has no disk", req.stemcell)))?;
+            let parent =
+                parent.ok_or_else(|| VsphereError::StemcellWithoutDisk { stemcell: req.stemcell.to_string() })?;
             let config = VmConfigSpec {
                 name: Some(name.to_string()),
                 guest_id: Some(self.cfg.guest_id.clone()),
@@ -89,13 +91,12 @@ impl Vsphere {
                 .s
                 .run_task(&methods::CreateVm { this: folder, config, pool }, "create VM")
                 .map_err(ctx_err("cannot create the VM"))?;
-            r.as_ref().and_then(Node::as_moref).ok_or_else(|| DriverError::other("CreateVM_Task returned no VM"))?
+            r.as_ref().and_then(Node::as_moref).ok_or(VsphereError::NoVmReturned { call: "CreateVM_Task" })?
         };
         *made = Some(vm.clone());
-        let info = inv.vm_info(&vm)?.ok_or_else(|| DriverError::other(format!("the new VM {} vanished", vm.value)))?;
-        let controller = info
-            .root_controller()
-            .ok_or_else(|| DriverError::other(format!("VM {name} has no SCSI controller for its disks")))?;
+        let info = inv.vm_info(&vm)?.ok_or_else(|| VsphereError::Vanished { vm: vm.value.clone() })?;
+        let controller =
+            info.root_controller().ok_or_else(|| VsphereError::NoScsiController { vm: name.to_string() })?;
         let mut changes: Vec<DeviceChange> = info
             .devices
             .iter()
@@ -121,7 +122,7 @@ impl Vsphere {
         if props.disk > 0 {
             let unit = info
                 .free_unit(controller, &[])
-                .ok_or_else(|| DriverError::other("no free SCSI unit for the ephemeral disk"))?;
+                .ok_or_else(|| VsphereError::NoFreeScsiUnit { vm: name.to_string(), what: "the ephemeral disk" })?;
             let file = format!("[{}] {}/{name}-ephemeral.vmdk", info.datastore, info.dir);
             changes.push(DeviceChange::create(Device::Disk {
                 key: -300,
@@ -151,9 +152,7 @@ impl Vsphere {
                     .iter()
                     .filter(|d| d.kind == "VirtualIDEController")
                     .find(|c| info.devices.iter().filter(|d| d.controller_key == Some(c.key)).count() < 2);
-                let ide = ide.ok_or_else(|| {
-                    DriverError::other(format!("VM {name} has no free IDE slot for the settings CD-ROM"))
-                })?;
+                let ide = ide.ok_or_else(|| VsphereError::NoFreeIdeSlot { vm: name.to_string() })?;
                 let unit = (0..2)
                     .find(|u| !info.devices.iter().any(|d| d.controller_key == Some(ide.key) && d.unit == Some(*u)))
                     .unwrap_or(0);

@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 mod create;
 mod disks;
+mod error;
 pub mod import;
 pub mod inventory;
 mod metadata;
@@ -35,6 +36,7 @@ pub mod tls;
 mod vms;
 
 pub use config::VsphereConfig;
+use error::VsphereError;
 use naming::*;
 use props::*;
 use settings::*;

@@ -44,11 +44,6 @@ pub fn fail(status: i32, stdout: &str) -> Output {
     Output { status, stdout: stdout.into(), ..Default::default() }
 }
 
-/// An `Output` with this status and stderr (virsh prints its errors there).
-pub fn fail_stderr(status: i32, stderr: &str) -> Output {
-    Output { status, stderr: stderr.into(), ..Default::default() }
-}
-
 impl FakeTransport {
     pub fn new() -> Self {
         Self::default()

@@ -192,9 +192,7 @@ impl Libvirt {
             .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
         rb.domain = Some(vm.to_string());
-        self.virsh
-            .run([OsStr::new("define"), f.path().as_os_str()])
-            .context(|| format!("cannot define domain {vm}"))?;
+        self.virsh.cmd().arg("define").arg(f.path()).run().context(|| format!("cannot define domain {vm}"))?;
         match self.virsh.run(["start", vm]) {
             Ok(_) => {}
             // a wrong network name is a request error: retrying cannot help

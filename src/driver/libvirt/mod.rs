@@ -39,14 +39,11 @@ use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
 use crate::stemcell::{self, DiskFormat, Family};
-use crate::transport::{Local, Transport};
 use crate::{info, warn};
 use domain::{DomainSpec, Nic, NicSource, ScsiDisk};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use virsh::Virsh;
 
 /// Formats `info` reports: OpenStack/KVM images and vSphere OVF images both import.
@@ -62,17 +59,10 @@ pub struct Libvirt {
 
 impl Libvirt {
     pub fn new(cfg: LibvirtConfig, agent: AgentOptions) -> Self {
-        let virsh = Virsh::new(Arc::new(Local), &cfg.virsh, &cfg.uri);
+        let virsh = Virsh::new(&cfg.virsh, &cfg.uri);
         // markers say where their volumes live: another config sharing the state_dir leaves them alone
         let inflight = Inflight::new(&cfg.state_dir).owned_by(&format!("libvirt {} pool {}", cfg.uri, cfg.pool));
         Libvirt { cfg, agent, virsh, inflight }
-    }
-
-    /// The driver with virsh run through a given transport (the in-process fake in unit tests).
-    pub fn with_transport(cfg: LibvirtConfig, agent: AgentOptions, t: Arc<dyn Transport>) -> Self {
-        let mut d = Self::new(cfg, agent);
-        d.virsh = Virsh::new(t, &d.cfg.virsh, &d.cfg.uri);
-        d
     }
 }
 
@@ -263,7 +253,11 @@ impl Driver for Libvirt {
         std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
             .context(|| "cannot write a temporary file".into())?;
         self.virsh
-            .run(Self::device_args("attach-device", vm, f.path(), info.running))
+            .cmd()
+            .args(["attach-device", vm.as_str()])
+            .arg(f.path())
+            .args(Self::scope(info.running))
+            .run()
             .context(|| format!("cannot attach {disk} to {vm}"))?;
         let hint = hint_for(family, target);
         let refreshed = self.read_medium(vm.as_str(), family.medium()).and_then(|mut s| {
@@ -273,7 +267,13 @@ impl Driver for Libvirt {
         });
         if let Err(e) = refreshed {
             warn!("settings refresh failed, detaching {disk} again");
-            let _ = self.virsh.run(Self::device_args("detach-device", vm, f.path(), info.running));
+            let _ = self
+                .virsh
+                .cmd()
+                .args(["detach-device", vm.as_str()])
+                .arg(f.path())
+                .args(Self::scope(info.running))
+                .run();
             return Err(e);
         }
         Ok(hint)
@@ -297,7 +297,11 @@ impl Driver for Libvirt {
         std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
             .context(|| "cannot write a temporary file".into())?;
         self.virsh
-            .run(Self::device_args("detach-device", vm, f.path(), info.running))
+            .cmd()
+            .args(["detach-device", vm.as_str()])
+            .arg(f.path())
+            .args(Self::scope(info.running))
+            .run()
             .context(|| format!("cannot detach {disk} from {vm}"))?;
         let mut s = self.read_medium(vm.as_str(), family.medium())?;
         s.detach_persistent(disk.as_str());

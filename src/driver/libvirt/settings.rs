@@ -48,13 +48,10 @@ impl Libvirt {
             .tempfile()
             .context(|| "cannot create a temporary file".into())?;
         self.virsh
-            .run([
-                OsStr::new("vol-download"),
-                "--pool".as_ref(),
-                self.pool().as_ref(),
-                name.as_ref(),
-                tmp.path().as_os_str(),
-            ])
+            .cmd()
+            .args(["vol-download", "--pool", self.pool(), name.as_str()])
+            .arg(tmp.path())
+            .run()
             .context(|| format!("cannot download the settings medium of {vm}"))?;
         let bytes = medium::read_settings(kind, tmp.path(), &self.cfg.xorriso)
             .context(|| format!("cannot read the settings medium of {vm}"))?;

@@ -104,14 +104,10 @@ impl Libvirt {
 
     pub(super) fn vol_upload(&self, name: &str, file: &Path) -> DriverResult<()> {
         self.virsh
-            .run([
-                OsStr::new("vol-upload"),
-                "--sparse".as_ref(),
-                "--pool".as_ref(),
-                self.pool().as_ref(),
-                name.as_ref(),
-                file.as_os_str(),
-            ])
+            .cmd()
+            .args(["vol-upload", "--sparse", "--pool", self.pool(), name])
+            .arg(file)
+            .run()
             .context(|| format!("cannot upload {} into volume {name}", file.display()))?;
         Ok(())
     }
@@ -149,13 +145,6 @@ impl Libvirt {
     }
 
     /// `--config`, plus `--live` when the domain runs: the change applies now and survives restarts.
-    /// `attach-device`/`detach-device VM FILE` with the scope of [`Self::scope`].
-    pub(super) fn device_args<'a>(verb: &'a str, vm: &'a VmCid, file: &'a Path, running: bool) -> Vec<&'a OsStr> {
-        let mut args = vec![OsStr::new(verb), vm.as_str().as_ref(), file.as_os_str()];
-        args.extend(Self::scope(running).iter().map(OsStr::new));
-        args
-    }
-
     pub(super) fn scope(running: bool) -> &'static [&'static str] {
         if running {
             &["--config", "--live"]

@@ -1052,11 +1052,11 @@ fn release_builds_from_a_clean_clone_with_a_given_binary_and_no_cargo_and_leaves
     );
 }
 
-/// The README's two commands: no `sudo` in front, and the scripts run as root without sudo.
+/// The README's three commands: no `sudo` in front, and the scripts run as root without sudo.
 #[test]
 fn readme_commands_work_as_root_without_sudo() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = readme.split("## The two commands").nth(1).unwrap();
+    let section = readme.split("## The three commands").nth(1).unwrap();
     let block = section
         .split("```sh")
         .nth(1)
@@ -1069,7 +1069,7 @@ fn readme_commands_work_as_root_without_sudo() {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    assert_eq!(commands, ["bash tools/demo.sh", "bash tools/test.sh"]);
+    assert_eq!(commands, ["bash tools/demo.sh", "bash tools/test.sh", "bash tools/create-env.sh"]);
     assert!(
         !readme.contains("sudo bash tools/"),
         "the README still puts sudo in front of a command"
@@ -1080,7 +1080,7 @@ fn readme_commands_work_as_root_without_sudo() {
         ".ci/run does not run the README's test command"
     );
     assert!(!ci.contains("sudo"), ".ci/run mentions sudo");
-    for script in ["tools/demo.sh", "tools/test.sh"] {
+    for script in ["tools/demo.sh", "tools/test.sh", "tools/create-env.sh"] {
         let text = std::fs::read_to_string(root().join(script)).unwrap();
         let first = text
             .lines()

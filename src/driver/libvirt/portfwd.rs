@@ -142,14 +142,15 @@ pub fn passt_in_domcapabilities(xml: &str) -> bool {
                 path.push(name);
             }
             Ok(Event::End(_)) => {
-                if path.pop().as_deref() == Some("enum") {
-                    in_backend_enum = false;
-                }
+                let closed = path.pop();
+                in_backend_enum &= closed.as_deref() != Some("enum");
             }
-            Ok(Event::Text(t)) if in_backend_enum && path.last().map(String::as_str) == Some("value") => {
-                if t.unescape().is_ok_and(|v| v.trim() == "passt") {
-                    return true;
-                }
+            Ok(Event::Text(t))
+                if in_backend_enum
+                    && path.last().map(String::as_str) == Some("value")
+                    && t.unescape().is_ok_and(|v| v.trim() == "passt") =>
+            {
+                return true;
             }
             Ok(Event::Eof) | Err(_) => return false,
             _ => {}

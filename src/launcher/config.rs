@@ -63,6 +63,9 @@ pub struct Config {
     pub placement: Placement,
     #[serde(default)]
     pub limits: GlobalLimits,
+    /// The per-pool circuit breakers (failover to other pools while a pool's CPI keeps failing).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     pub buildkite: Buildkite,
     #[serde(rename = "pool")]
     pub pools: Vec<Pool>,
@@ -109,6 +112,41 @@ pub struct GlobalLimits {
     pub cpu: u32,
     #[serde(default)]
     pub ram_mb: u64,
+}
+
+/// When a pool's circuit breaker opens and how long it stays open before a probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// create_vm failures in a row that open a pool's breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// How long an open breaker waits before its first probe; doubles on every reopening …
+    #[serde(default = "default_breaker_open")]
+    pub open_seconds: u64,
+    /// … up to this.
+    #[serde(default = "default_breaker_max_open")]
+    pub max_open_seconds: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: default_breaker_failures(),
+            open_seconds: default_breaker_open(),
+            max_open_seconds: default_breaker_max_open(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_open() -> u64 {
+    30
+}
+fn default_breaker_max_open() -> u64 {
+    600
 }
 
 /// Which Buildkite API lists the work.
@@ -499,6 +537,14 @@ impl Config {
                 self.listen
             )));
         }
+        if self.breaker.failures == 0
+            || self.breaker.open_seconds == 0
+            || self.breaker.max_open_seconds < self.breaker.open_seconds
+        {
+            return Err(invalid(
+                "breaker: failures and open_seconds must be positive, max_open_seconds at least open_seconds",
+            ));
+        }
         if self.poll_interval_ms < 100 {
             return Err(invalid("poll_interval_ms must be at least 100"));
         }
@@ -842,6 +888,10 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             "boot_timeout_seconds",
             "create_attempts",
             "cpi_timeout_seconds",
+            "[breaker]",
+            "failures",
+            "open_seconds",
+            "max_open_seconds",
         ];
         for k in keys {
             assert!(example.contains(k), "the example config does not show {k}");

@@ -3,6 +3,7 @@
 //! - [`config`]: the TOML config, validated once.
 //! - [`buildkite`]: the queue source (Stacks API) and its HTTP rules (retries, rate limits).
 //! - [`rules`]: agent query rule matching, as Buildkite does it.
+//! - [`breaker`]: per-pool circuit breakers (failover while a pool's CPI keeps failing).
 //! - [`plan`]: which job starts in which pool, with flavors, capacity, static IPs and placement.
 //! - [`cpi`]: the CPI client, one process per call like the BOSH director, spooled to disk.
 //! - [`ledger`]: the fsync'd intent log that makes restarts leak-free.
@@ -10,6 +11,7 @@
 //! - [`http`] and [`metrics`]: `/metrics`, `/healthz` and the VM assignment endpoint.
 //! - [`status`]: the human-readable views (`status`, `--dry-run`).
 //! - [`stemcell`]: stemcell tarballs (the `image` and the `cloud_properties` of `stemcell.MF`).
+pub mod breaker;
 pub mod buildkite;
 pub mod config;
 pub mod cpi;

@@ -20,6 +20,8 @@ pub struct Job {
     pub scheduled_at: String,
     pub state: String,
     pub reserved_until: Option<Instant>,
+    /// The stack that holds the reservation.
+    pub reserved_by: Option<String>,
     pub reservations: u32,
     /// Reservations that ran out (the job was listed again).
     pub lapses: u32,
@@ -119,6 +121,7 @@ impl FakeBk {
                 scheduled_at: at,
                 state: "scheduled".into(),
                 reserved_until: None,
+                reserved_by: None,
                 reservations: 0,
                 lapses: 0,
                 finish: None,
@@ -432,6 +435,7 @@ impl FakeBk {
         for j in s.jobs.values_mut() {
             if j.reserved_until.is_some_and(|t| t <= now) {
                 j.reserved_until = None;
+                j.reserved_by = None;
                 j.lapses += 1;
             }
         }
@@ -496,9 +500,14 @@ impl FakeBk {
                 for id in body["job_uuids"].as_array().cloned().unwrap_or_default() {
                     let id = id.as_str().unwrap_or("").to_string();
                     match s.jobs.get_mut(&id) {
-                        // this fake serves one stack: reserving a reserved job extends the reservation
-                        Some(j) if j.state == "scheduled" => {
+                        // a stack reserving its own reserved job extends the reservation; another
+                        // stack's reservation is not taken
+                        Some(j)
+                            if j.state == "scheduled"
+                                && j.reserved_by.as_deref().is_none_or(|k| k == key) =>
+                        {
                             j.reserved_until = Some(now + Duration::from_secs(secs));
+                            j.reserved_by = Some(key.to_string());
                             j.reservations += 1;
                             ok.push(id);
                         }

@@ -4,7 +4,8 @@
 #   calls.log             one line per call: "<method> <cid or -> <job or ->"
 #   contexts.log          one line per call: "<method> <request_id> <vm.stemcell.api_version or ->"
 #   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N}, "has_vm":"lie_false",
-#                                  "create_stemcell":{"delay_ms":N}}
+#                                  "create_stemcell":{"delay_ms":N}, "down":true}
+#                         down: every call fails without an answer (the host is unreachable)
 #                         the first `fail` create_vm calls fail, the next `crash` ones die (counted in count.create_vm)
 use strict;
 use warnings;
@@ -51,6 +52,12 @@ sub count {
     print $l join(' ', $method, $ctx->{request_id} // '-', $ctx->{vm}{stemcell}{api_version} // '-') . "\n";
     close $l;
 }
+# a host that is down (or a CPI that cannot reach it): no answer, like an ssh that cannot connect
+if ($script->{down}) {
+    logcall("${method}_down", '-', '-');
+    print STDERR "ssh: connect to host: No route to host\n";
+    exit 255;
+}
 if ($method eq 'create_stemcell') {
     count('create_stemcell');
     usleep(($script->{create_stemcell}{delay_ms} // 0) * 1000);
@@ -60,10 +67,12 @@ if ($method eq 'create_stemcell') {
 if ($method eq 'create_vm') {
     my $s = $script->{create_vm} // {};
     my $n = count('create_vm');
+    # the pids of creates in flight, so a test can kill them with their host
+    open my $pf, '>', "$dir/pid.$$"; close $pf;
     usleep(($s->{delay_ms} // 0) * 1000);
     my $job = $args->[5]{agent_launcher}{job_id} // '-';
     my ($fail, $crash) = ($s->{fail} // 0, $s->{crash} // 0);
-    if ($n <= $fail) { logcall('create_vm_fail', '-', $job); err('Bosh::Clouds::VMCreationFailed', "injected failure $n"); }
+    if ($n <= $fail) { unlink "$dir/pid.$$"; logcall('create_vm_fail', '-', $job); err('Bosh::Clouds::VMCreationFailed', "injected failure $n"); }
     if ($n <= $fail + $crash) { logcall('create_vm_crash', '-', $job); kill 'KILL', $$; }
     my $cid = sprintf('vm-%d-%d', int(time * 1000), $$);
     open my $v, '>', "$dir/vms/$cid.json.tmp" or die;
@@ -71,6 +80,7 @@ if ($method eq 'create_vm') {
     close $v;
     rename "$dir/vms/$cid.json.tmp", "$dir/vms/$cid.json";
     logcall('create_vm', $cid, $job);
+    unlink "$dir/pid.$$";
     out([$cid, $args->[3]]);
 }
 if ($method eq 'delete_vm') {

@@ -173,8 +173,12 @@ pub struct Buildkite {
     /// … or from this environment variable.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// The cluster queue key this launcher serves (`_default` for the cluster's default queue).
+    /// The cluster queue key this launcher serves (`_default` for the cluster's default queue) …
+    #[serde(default)]
     pub queue: String,
+    /// … or several queues (Stacks API only), each served by its own stack `<stack_key>-<queue>`.
+    #[serde(default)]
+    pub queues: Vec<String>,
     /// The stack key (≤ 80 bytes of `[A-Za-z0-9_-]`).
     pub stack_key: String,
     #[serde(default = "default_expiry")]
@@ -483,9 +487,25 @@ impl Config {
                 "buildkite: set exactly one of token_file and token_env",
             ));
         }
-        if self.buildkite.queue.is_empty() {
+        if self.buildkite.queue.is_empty() == self.buildkite.queues.is_empty() {
             return Err(invalid(
-                "buildkite.queue is empty (use _default for the cluster's default queue)",
+                "buildkite: set exactly one of queue and queues (use _default for the cluster's default queue)",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (q, key) in self.queue_stacks() {
+            if q.is_empty() || !seen.insert(q.clone()) {
+                return Err(invalid(format!(
+                    "buildkite.queues: {q:?} is empty or listed twice"
+                )));
+            }
+            if !key_ok(&key) {
+                return Err(invalid(format!("buildkite.queues: the stack key {key:?} of queue {q:?} must be 1 to 80 characters of [A-Za-z0-9_-]")));
+            }
+        }
+        if self.buildkite.queues.len() > 1 && self.buildkite.source == SourceKind::Rest {
+            return Err(invalid(
+                "buildkite.queues: several queues need source = \"stacks\"",
             ));
         }
         let ep = self.buildkite.endpoint.trim_end_matches('/');
@@ -497,13 +517,17 @@ impl Config {
                 return Err(invalid(format!("buildkite.rest.endpoint {:?} must be an http(s) URL, like https://api.buildkite.com", r.endpoint)));
             }
         }
-        let served = format!("queue={}", self.buildkite.queue);
-        if !self
-            .pools
-            .iter()
-            .any(|p| p.tags.iter().any(|t| *t == served || t == "queue=*"))
-        {
-            return Err(invalid(format!("no pool has the tag {served}: the launcher would serve no job of buildkite.queue {:?}", self.buildkite.queue)));
+        for (q, _) in self.queue_stacks() {
+            let served = format!("queue={q}");
+            if !self
+                .pools
+                .iter()
+                .any(|p| p.tags.iter().any(|t| *t == served || t == "queue=*"))
+            {
+                return Err(invalid(format!(
+                    "no pool has the tag {served}: the launcher would serve no job of queue {q:?}"
+                )));
+            }
         }
         if self.unhealthy_after_failed_polls == 0 {
             return Err(invalid("unhealthy_after_failed_polls must be at least 1"));
@@ -639,6 +663,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The queues this launcher serves with their stack keys: `queue` with `stack_key`, or every one of
+    /// `queues` with `<stack_key>-<queue>` (one queue in `queues` keeps `stack_key` as it is).
+    pub fn queue_stacks(&self) -> Vec<(String, String)> {
+        let b = &self.buildkite;
+        if b.queues.is_empty() {
+            return vec![(b.queue.clone(), b.stack_key.clone())];
+        }
+        if b.queues.len() == 1 {
+            return vec![(b.queues[0].clone(), b.stack_key.clone())];
+        }
+        b.queues
+            .iter()
+            .map(|q| (q.clone(), format!("{}-{q}", b.stack_key)))
+            .collect()
     }
 
     /// Reads the Buildkite token named by the config. The value is only ever passed to the HTTP client.
@@ -858,6 +898,7 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             "token_file",
             "token_env",
             "queue",
+            "queues",
             "stack_key",
             "reservation_expiry_seconds",
             "page_size",
@@ -910,6 +951,46 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
                 docs.contains(want),
                 "docs/launcher.md does not say {want:?}"
             );
+        }
+    }
+
+    #[test]
+    fn several_queues_get_a_stack_each() {
+        let two = GOOD
+            .replace("queue = \"vm\"", "queues = [\"vm\", \"gpu\"]")
+            .replace("\"queue=vm\", \"os=linux\"", "\"queue=*\", \"os=linux\"");
+        let c = parse(&two).unwrap();
+        assert_eq!(
+            c.queue_stacks(),
+            [
+                ("vm".to_string(), "s1-vm".to_string()),
+                ("gpu".to_string(), "s1-gpu".to_string())
+            ]
+        );
+        assert_eq!(
+            parse(GOOD).unwrap().queue_stacks(),
+            [("vm".to_string(), "s1".to_string())]
+        );
+        for (text, want) in [
+            (
+                GOOD.replace("queue = \"vm\"", "queue = \"vm\"\nqueues = [\"a\"]"),
+                "exactly one of queue and queues",
+            ),
+            (
+                GOOD.replace("queue = \"vm\"", "queues = [\"vm\", \"gpu\"]"),
+                "queue=gpu",
+            ),
+            (
+                GOOD.replace("queue = \"vm\"", "queues = [\"vm\", \"vm\"]"),
+                "listed twice",
+            ),
+            (
+                GOOD.replace("queue = \"vm\"", "queues = [\"vm\", \"a b\"]"),
+                "stack key",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in {e:?}");
         }
     }
 

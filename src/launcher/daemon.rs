@@ -832,7 +832,18 @@ impl Daemon {
         self.source.register().map_err(DaemonError::Register)?;
         log::info(&format!(
             "stack {} registered on queue {}",
-            self.cfg.buildkite.stack_key, self.cfg.buildkite.queue
+            self.cfg
+                .queue_stacks()
+                .iter()
+                .map(|(_, k)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.cfg
+                .queue_stacks()
+                .iter()
+                .map(|(q, _)| q.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         self.recover()?;
         let interval = Duration::from_millis(self.cfg.poll_interval_ms);

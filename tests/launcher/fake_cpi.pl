@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # A scriptable fake BOSH CPI for the launcher tests: state in the directory given as the only argument.
 #   vms/<cid>.json        one file per VM (the create_vm arguments); metadata in vms/<cid>.meta.json
-#   calls.log             one line per call: "<method> <cid or -> <job or ->"
+#   calls.log             one line per call: "<method> <cid or -> <job or ->" (create_vm: then the agent tags)
 #   contexts.log          one line per call: "<method> <request_id> <vm.stemcell.api_version or ->"
 #   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N}, "has_vm":"lie_false",
 #                                  "create_stemcell":{"delay_ms":N}, "down":true}
@@ -79,7 +79,7 @@ if ($method eq 'create_vm') {
     print $v $json->encode($args);
     close $v;
     rename "$dir/vms/$cid.json.tmp", "$dir/vms/$cid.json";
-    logcall('create_vm', $cid, $job);
+    logcall('create_vm', $cid, $job, $args->[5]{agent_launcher}{agent_tags} // '-');
     unlink "$dir/pid.$$";
     out([$cid, $args->[3]]);
 }

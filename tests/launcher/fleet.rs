@@ -383,3 +383,103 @@ fn two_launchers_share_a_queue_and_survive_a_kill_9() {
     }
     assert_eq!(s.bk.st().stacks.len(), 0, "both stacks deregistered");
 }
+
+/// One launcher serves two queues, one stack each: pools of their own (vm on one host, gpu on another) and a
+/// pool both share (`queue=*`, os=bsd). Every job runs once, in a pool of its queue, its VM's agent has its
+/// queue's tag (a clustered agent acquires only jobs of its queue), and each job is reserved by its queue's stack.
+#[test]
+fn one_launcher_serves_several_queues_with_own_and_shared_pools() {
+    let pools = r#"
+[[pool]]
+name = "vm-only"
+tags = ["queue=vm", "os=linux"]
+cpi = {CPI}
+stemcell = { cid = "sc-1" }
+networks.default = { type = "dynamic" }
+flavors.small = { cpu = 1, ram = 512 }
+[[pool]]
+name = "gpu-only"
+tags = ["queue=gpu", "os=linux"]
+cpi = {CPI2}
+stemcell = { cid = "sc-2" }
+networks.default = { type = "dynamic" }
+flavors.small = { cpu = 1, ram = 512 }
+[[pool]]
+name = "shared"
+tags = ["queue=*", "os=bsd"]
+cpi = {CPI}
+stemcell = { cid = "sc-1" }
+networks.default = { type = "dynamic" }
+flavors.small = { cpu = 1, ram = 512 }
+"#;
+    let s = Setup::new("", pools);
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("queue = \"vm\"", "queues = [\"vm\", \"gpu\"]");
+    std::fs::write(&s.config, text).unwrap();
+    let cpi2 = s.dir.path().join("cpi2");
+    let _a1 = s.agents(200);
+    let _a2 = s.agents_in(cpi2.clone(), 200);
+    let mut l = s.spawn();
+    let vm: Vec<String> = (0..2)
+        .map(|_| s.bk.add_job(&["queue=vm", "os=linux"], 0))
+        .collect();
+    let gpu: Vec<String> = (0..2)
+        .map(|_| s.bk.add_job(&["queue=gpu", "os=linux"], 0))
+        .collect();
+    let bsd_vm = s.bk.add_job(&["queue=vm", "os=bsd"], 0);
+    let bsd_gpu = s.bk.add_job(&["queue=gpu", "os=bsd"], 0);
+    // a queue this launcher does not serve: its stack never lists it
+    let other = s.bk.add_job(&["queue=other", "os=linux"], 0);
+    let all: Vec<String> = vm
+        .iter()
+        .chain(&gpu)
+        .chain([&bsd_vm, &bsd_gpu])
+        .cloned()
+        .collect();
+    wait_for(30, "every job of both queues to pass", &|| s.log(), || {
+        all.iter().all(|j| s.bk.job(j).state == "passed")
+    });
+    {
+        let st = s.bk.st();
+        assert!(
+            st.stacks.contains("test-stack-vm") && st.stacks.contains("test-stack-gpu"),
+            "{:?}",
+            st.stacks
+        );
+    }
+    let (c1, c2) = (creates_in(&s.cpi_dir()), creates_in(&cpi2));
+    for j in vm.iter().chain([&bsd_vm, &bsd_gpu]) {
+        assert_eq!(c1.get(j), Some(&1), "job {j} ran on host 1: {c1:?} {c2:?}");
+    }
+    for j in &gpu {
+        assert_eq!(c2.get(j), Some(&1), "job {j} ran on host 2: {c1:?} {c2:?}");
+        assert!(!c1.contains_key(j));
+    }
+    assert!(!c1.contains_key(&other) && !c2.contains_key(&other));
+    assert_eq!(s.bk.job(&other).state, "scheduled");
+    assert_eq!(s.bk.job(&other).reservations, 0);
+    // each job was reserved by its own queue's stack, also those of the shared pool
+    for (j, stack) in vm
+        .iter()
+        .map(|j| (j, "test-stack-vm"))
+        .chain(gpu.iter().map(|j| (j, "test-stack-gpu")))
+        .chain([(&bsd_vm, "test-stack-vm"), (&bsd_gpu, "test-stack-gpu")])
+    {
+        let stacks: Vec<String> = s.bk.job(j).reserved_stacks.into_iter().collect();
+        assert_eq!(stacks, [stack], "job {j}");
+    }
+    // the shared pool's agents get their job's queue (a clustered agent acquires only jobs of its queue)
+    let calls = std::fs::read_to_string(s.cpi_dir().join("calls.log")).unwrap();
+    for (j, q) in [(&bsd_vm, "queue=vm"), (&bsd_gpu, "queue=gpu")] {
+        let line = calls
+            .lines()
+            .find(|l| l.starts_with("create_vm ") && l.contains(j.as_str()))
+            .unwrap();
+        let tags: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+        assert!(tags.contains(&q) && tags.contains(&"os=bsd"), "{line}");
+    }
+    l.signal("TERM");
+    assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    assert!(s.bk.st().stacks.is_empty(), "both stacks deregistered");
+}

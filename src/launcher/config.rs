@@ -271,6 +271,25 @@ pub struct Pool {
     /// A CPI call running longer than this is killed (its outcome is then unknown: a possible leak).
     #[serde(default = "default_cpi_timeout")]
     pub cpi_timeout_seconds: u64,
+    /// Host power management: the command (argv) that powers the pool's host on (Wake-on-LAN, IPMI, …) …
+    #[serde(default)]
+    pub power_on: Vec<String>,
+    /// … and the one that powers it off (e.g. ssh to shut it down); needs `power_on`.
+    #[serde(default)]
+    pub power_off: Vec<String>,
+    /// How long a woken host may take until its CPI answers `info`.
+    #[serde(default = "default_boot_grace")]
+    pub boot_grace_seconds: u64,
+    /// A host with no VMs, no creates and no waiting demand this long is powered off.
+    #[serde(default = "default_idle_off")]
+    pub idle_power_off_seconds: u64,
+}
+
+fn default_boot_grace() -> u64 {
+    300
+}
+fn default_idle_off() -> u64 {
+    1800
 }
 
 fn default_cpi_timeout() -> u64 {
@@ -646,6 +665,23 @@ impl Config {
             {
                 return Err(ctx("only one network per pool can have static_ips".into()));
             }
+            for (what, argv) in [("power_on", &p.power_on), ("power_off", &p.power_off)] {
+                if !argv.is_empty() && !Path::new(&argv[0]).is_absolute() {
+                    return Err(ctx(format!(
+                        "{what} must start with the absolute path of the command (it runs as argv, not through a shell)"
+                    )));
+                }
+            }
+            if !p.power_off.is_empty() && p.power_on.is_empty() {
+                return Err(ctx(
+                    "power_off needs power_on (a host powered off must be woken again)".into(),
+                ));
+            }
+            if p.boot_grace_seconds == 0 || p.idle_power_off_seconds == 0 {
+                return Err(ctx(
+                    "boot_grace_seconds and idle_power_off_seconds must be positive".into(),
+                ));
+            }
             if p.cpi_timeout_seconds == 0 {
                 return Err(ctx("cpi_timeout_seconds must be positive".into()));
             }
@@ -930,6 +966,10 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             "create_attempts",
             "cpi_timeout_seconds",
             "[breaker]",
+            "power_on",
+            "power_off",
+            "boot_grace_seconds",
+            "idle_power_off_seconds",
             "failures",
             "open_seconds",
             "max_open_seconds",

@@ -14,6 +14,7 @@ use crate::launcher::http::{self, Assignment, Shared, SharedRef};
 use crate::launcher::ledger::{Event, Intent, Ledger, LedgerError, Record};
 use crate::launcher::log;
 use crate::launcher::plan::{plan, Capacity, Decision, PoolInfo};
+use crate::launcher::power::{self, Power};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -80,6 +81,14 @@ enum Msg {
         id: String,
         res: Result<(), CpiError>,
     },
+    /// A power command of a pool finished (`on`: power_on, else power_off).
+    PowerDone {
+        pool: usize,
+        on: bool,
+        res: Result<(), String>,
+    },
+    /// The `info` probe of a waking host: whether its CPI answered.
+    WakeProbed { pool: usize, ok: bool },
     /// The `info` probe of an open breaker's pool.
     Probed {
         pool: usize,
@@ -136,6 +145,14 @@ pub struct Daemon {
     tried: HashMap<String, HashSet<usize>>,
     /// What `pools.json` holds now.
     published: String,
+    /// Per pool: its host's power state, since when, and since when it has been idle (powered on).
+    power: Vec<Power>,
+    power_since: Vec<Instant>,
+    idle_since: Vec<Option<Instant>>,
+    /// Per pool: a power command or a wake probe is in flight.
+    power_busy: Vec<bool>,
+    /// Per pool: no new wake before then (after a host did not come up).
+    wake_not_before: Vec<Option<Instant>>,
 }
 
 /// The pools' breaker states of the running launcher, in its ledger directory (read by `status`).
@@ -289,7 +306,41 @@ impl Daemon {
             job_rules: HashMap::new(),
             tried: HashMap::new(),
             published: String::new(),
+            power: Vec::new(),
+            power_since: Vec::new(),
+            idle_since: Vec::new(),
+            power_busy: Vec::new(),
+            wake_not_before: Vec::new(),
         };
+        let n = d.cfg.pools.len();
+        (d.power_since, d.idle_since) = (vec![Instant::now(); n], vec![None; n]);
+        (d.power_busy, d.wake_not_before) = (vec![false; n], vec![None; n]);
+        // a managed host that does not answer now is asleep (not failing): it is woken on demand
+        d.power = (0..n)
+            .map(|i| {
+                if d.cfg.pools[i].power_on.is_empty() {
+                    return Power::Unmanaged;
+                }
+                let cpi = d.cpis[i].clone();
+                let tag = format!("power-{i}-{}.info", now());
+                let ctx = cpi_context(&d.cfg);
+                let ok = timed(&d.shared, "info", || {
+                    cpi.call(&tag, "info", json!([]), &ctx)
+                })
+                .is_ok();
+                cpi.spool_files(&tag).remove();
+                log::info(&format!(
+                    "pool={} host is {} at start",
+                    d.cfg.pools[i].name,
+                    if ok { "on" } else { "off (asleep)" }
+                ));
+                if ok {
+                    Power::On
+                } else {
+                    Power::Off
+                }
+            })
+            .collect();
         let b = &d.cfg.breaker;
         d.breakers = vec![
             Breaker::new(
@@ -322,6 +373,11 @@ impl Daemon {
     fn ensure_stemcells(&mut self) -> Result<Vec<String>, DaemonError> {
         let mut out = Vec::new();
         for i in 0..self.cfg.pools.len() {
+            if self.power[i] == Power::Off {
+                // asleep: its stemcell is uploaded when it is woken
+                out.push(String::new());
+                continue;
+            }
             match self.ensure_stemcell(i) {
                 Ok(cid) => out.push(cid),
                 Err(DaemonError::Ledger(e)) => return Err(DaemonError::Ledger(e)),
@@ -437,6 +493,7 @@ impl Daemon {
             if i == from
                 || tried.is_some_and(|t| t.contains(&i))
                 || !self.breakers[i].allows_create()
+                || !self.power[i].usable()
                 || self.stemcells[i].is_empty()
             {
                 continue;
@@ -492,6 +549,206 @@ impl Daemon {
         );
         self.new_vm(to, &job, flavor, cpu, ram, agent_tags, ip)?;
         Ok(true)
+    }
+
+    fn set_power(&mut self, i: usize, p: Power, why: &str) {
+        self.power[i] = p;
+        self.power_since[i] = Instant::now();
+        self.idle_since[i] = None;
+        log::info(&format!(
+            "pool={} host power {}: {why}",
+            self.cfg.pools[i].name,
+            p.as_str()
+        ));
+    }
+
+    /// Runs pool `i`'s power_on (`on`) or power_off command on a worker thread.
+    fn start_power(&mut self, i: usize, on: bool) {
+        let p = &self.cfg.pools[i];
+        let (argv, timeout) = if on {
+            (
+                p.power_on.clone(),
+                Duration::from_secs(p.boot_grace_seconds),
+            )
+        } else {
+            (
+                p.power_off.clone(),
+                Duration::from_secs(p.cpi_timeout_seconds.min(600)),
+            )
+        };
+        self.power_busy[i] = true;
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let res = power::run(&argv, timeout).map_err(|e| log::chain(&e));
+            let _ = tx.send(Msg::PowerDone { pool: i, on, res });
+        });
+    }
+
+    fn power_done(&mut self, i: usize, on: bool, res: Result<(), String>) {
+        self.power_busy[i] = false;
+        match (on, res) {
+            (true, Ok(())) => log::info(&format!(
+                "pool={} power_on done; waiting for its CPI to answer",
+                self.cfg.pools[i].name
+            )),
+            (true, Err(e)) => {
+                let grace = Duration::from_secs(self.cfg.pools[i].boot_grace_seconds);
+                self.wake_not_before[i] = Some(Instant::now() + grace);
+                self.set_power(i, Power::Off, &format!("power_on failed: {e}"));
+            }
+            (false, Ok(())) => self.set_power(i, Power::Off, "power_off done"),
+            (false, Err(e)) => {
+                // it may still be on: treat it as on (it gets VMs again, and is tried again when idle)
+                self.set_power(i, Power::On, &format!("power_off failed: {e}"));
+            }
+        }
+    }
+
+    fn wake_probed(&mut self, i: usize, ok: bool) -> Result<(), DaemonError> {
+        self.power_busy[i] = false;
+        if !ok || self.power[i] != Power::Waking {
+            return Ok(());
+        }
+        if self.stemcells[i].is_empty() {
+            match self.ensure_stemcell(i) {
+                Ok(cid) => self.stemcells[i] = cid,
+                Err(DaemonError::Ledger(e)) => return Err(DaemonError::Ledger(e)),
+                Err(e) => {
+                    self.breaker_open_now(i, &format!("no stemcell: {}", log::chain(&e)));
+                }
+            }
+        }
+        let secs = self.power_since[i].elapsed().as_secs_f64();
+        self.set_power(
+            i,
+            Power::On,
+            &format!("its CPI answers info ({secs:.1} s after power_on)"),
+        );
+        Ok(())
+    }
+
+    /// Power management, once per poll after the plan: wakes a sleeping host for jobs that no awake pool
+    /// can take, watches waking hosts until their CPI answers, and powers off hosts idle long enough.
+    fn manage_power(&mut self, listing: &Listing, decisions: &[Decision]) {
+        let rules_of = |j: &ScheduledJob| {
+            j.rules
+                .iter()
+                .map(|r| crate::launcher::rules::Rule::parse(r))
+                .collect::<Option<Vec<_>>>()
+        };
+        // demand that no awake pool can meet: jobs that wait (not for a paused queue or a create slot)
+        for d in decisions {
+            let Decision::Wait { job, reason, .. } = d else {
+                continue;
+            };
+            if matches!(*reason, "paused" | "creates") {
+                continue;
+            }
+            let Some(rules) = rules_of(job) else { continue };
+            let asleep = (0..self.cfg.pools.len()).find(|&i| {
+                self.power[i] == Power::Off
+                    && !self.power_busy[i]
+                    && self.wake_not_before[i].is_none_or(|t| Instant::now() >= t)
+                    && self.infos[i].tags.matches_rules(&rules).is_some()
+            });
+            let already = (0..self.cfg.pools.len()).any(|i| {
+                self.power[i] == Power::Waking && self.infos[i].tags.matches_rules(&rules).is_some()
+            });
+            if let (Some(i), false) = (asleep, already) {
+                self.set_power(
+                    i,
+                    Power::Waking,
+                    &format!(
+                        "job {} waits ({reason}) and no awake pool can take it: power_on",
+                        job.id
+                    ),
+                );
+                self.start_power(i, true);
+            }
+        }
+        // a record left waiting for a VM in a sleeping pool (after a restart) is demand for it too
+        for i in 0..self.cfg.pools.len() {
+            let name = &self.cfg.pools[i].name;
+            let pending = self.ledger.state.open.values().any(|r| {
+                r.intent.pool == *name && r.cid.is_none() && !self.busy.contains(&r.intent.id)
+            });
+            if pending
+                && self.power[i] == Power::Off
+                && !self.power_busy[i]
+                && self.wake_not_before[i].is_none_or(|t| Instant::now() >= t)
+            {
+                self.set_power(i, Power::Waking, "a job waits for a VM here: power_on");
+                self.start_power(i, true);
+            }
+        }
+        let held: HashSet<String> = self
+            .ledger
+            .state
+            .open
+            .values()
+            .map(|r| r.intent.job.clone())
+            .collect();
+        for i in 0..self.cfg.pools.len() {
+            let p = self.cfg.pools[i].clone();
+            match self.power[i] {
+                Power::Waking if !self.power_busy[i] => {
+                    if self.power_since[i].elapsed() > Duration::from_secs(p.boot_grace_seconds) {
+                        self.wake_not_before[i] =
+                            Some(Instant::now() + Duration::from_secs(p.boot_grace_seconds));
+                        self.set_power(
+                            i,
+                            Power::Off,
+                            &format!(
+                                "its CPI did not answer within boot_grace_seconds = {}",
+                                p.boot_grace_seconds
+                            ),
+                        );
+                        continue;
+                    }
+                    self.power_busy[i] = true;
+                    let cpi = self.cpis[i].clone();
+                    let ctx = cpi_context(&self.cfg);
+                    let (tx, shared) = (self.tx.clone(), self.shared.clone());
+                    std::thread::spawn(move || {
+                        let tag = format!("wake-{i}-{}.info", now());
+                        let ok = timed(&shared, "info", || cpi.call(&tag, "info", json!([]), &ctx))
+                            .is_ok();
+                        cpi.spool_files(&tag).remove();
+                        let _ = tx.send(Msg::WakeProbed { pool: i, ok });
+                    });
+                }
+                Power::On if !p.power_off.is_empty() => {
+                    let has_records = self
+                        .ledger
+                        .state
+                        .open
+                        .values()
+                        .any(|r| r.intent.pool == p.name);
+                    let demand = listing.jobs.iter().any(|j| {
+                        !held.contains(&j.id)
+                            && rules_of(j)
+                                .is_some_and(|r| self.infos[i].tags.matches_rules(&r).is_some())
+                    });
+                    if has_records || demand || p.warm > 0 {
+                        self.idle_since[i] = None;
+                        continue;
+                    }
+                    let since = *self.idle_since[i].get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_secs(p.idle_power_off_seconds) {
+                        self.set_power(
+                            i,
+                            Power::Stopping,
+                            &format!(
+                                "no VMs, creates or demand for {} s: power_off",
+                                p.idle_power_off_seconds
+                            ),
+                        );
+                        self.start_power(i, false);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The stemcell CID of pool `i`: configured, remembered in the ledger, or uploaded now.
@@ -1146,6 +1403,7 @@ impl Daemon {
                         })?;
                     } else if !stopping
                         && (!self.breakers[pi].allows_create()
+                            || !self.power[pi].usable()
                             || r.failures >= pool.create_attempts)
                         && self.fail_over(&r, pi)?
                     {
@@ -1175,6 +1433,7 @@ impl Daemon {
                         let creating = self.creating()[pi];
                         if creating < pool.limits.max_concurrent_creates
                             && self.breakers[pi].allows_create()
+                            && self.power[pi].usable()
                             && !self.stemcells[pi].is_empty()
                         {
                             self.retry_at.remove(&id);
@@ -1250,7 +1509,7 @@ impl Daemon {
             info.gate = b.gate();
         }
         for (i, s) in self.stemcells.iter().enumerate() {
-            if s.is_empty() {
+            if s.is_empty() || !self.power[i].usable() {
                 self.infos[i].gate = Gate::Open;
             }
         }
@@ -1262,6 +1521,9 @@ impl Daemon {
             listing,
             &self.refused,
         );
+        if !self.stop.load(Ordering::SeqCst) {
+            self.manage_power(listing, &decisions);
+        }
         let mut to_reserve = Vec::new();
         let mut waiting: HashMap<(String, &'static str), f64> = HashMap::new();
         for d in &decisions {
@@ -1477,6 +1739,7 @@ impl Daemon {
     fn replenish_warm(&mut self) -> Result<(), DaemonError> {
         for (i, p) in self.cfg.pools.clone().iter().enumerate() {
             if p.warm == 0
+                || !self.power[i].usable()
                 || self.breakers[i].gate() != Gate::Closed
                 || self.stemcells[i].is_empty()
             {
@@ -1627,6 +1890,8 @@ impl Daemon {
     fn handle(&mut self, msg: Msg) -> Result<(), DaemonError> {
         match msg {
             Msg::Probed { pool, res } => self.probed(pool, res)?,
+            Msg::PowerDone { pool, on, res } => self.power_done(pool, on, res),
+            Msg::WakeProbed { pool, ok } => self.wake_probed(pool, ok)?,
             Msg::Created { id, n, res } => {
                 self.busy.remove(&id);
                 let Some(r) = self.ledger.state.open.get(&id).cloned() else {
@@ -1760,7 +2025,8 @@ impl Daemon {
             .pools
             .iter()
             .zip(&self.breakers)
-            .map(|(p, b)| {
+            .enumerate()
+            .map(|(i, (p, b))| {
                 (
                     p.name.clone(),
                     json!({
@@ -1768,6 +2034,7 @@ impl Daemon {
                         "reason": if b.gate() == Gate::Closed { "" } else { b.reason.as_str() },
                         "next_probe_in_seconds": if b.gate() == Gate::Open { b.retry_in(now_i) } else { 0 },
                         "opened_total": b.opened_total,
+                        "power": self.power.get(i).map(|p| p.as_str()).unwrap_or("unmanaged"),
                     }),
                 )
             })
@@ -1775,6 +2042,18 @@ impl Daemon {
         {
             let mut s = http::lock(&self.shared);
             s.metrics.clear("launcher_pool_breaker");
+            s.metrics.clear("launcher_pool_power");
+            for (p, pw) in self.cfg.pools.iter().zip(&self.power) {
+                if *pw != Power::Unmanaged {
+                    for st in [Power::On, Power::Off, Power::Waking, Power::Stopping] {
+                        s.metrics.set(
+                            "launcher_pool_power",
+                            &[("pool", &p.name), ("state", st.as_str())],
+                            if *pw == st { 1.0 } else { 0.0 },
+                        );
+                    }
+                }
+            }
             for (p, b) in self.cfg.pools.iter().zip(&self.breakers) {
                 for g in [Gate::Closed, Gate::HalfOpen, Gate::Open] {
                     s.metrics.set(

@@ -32,6 +32,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_poll_duration_seconds", Kind::Histogram, "Wall time of one poll of the queue."),
     ("launcher_pool_breaker", Kind::Gauge, "1 for the state (closed, half_open, open) of each pool's circuit breaker."),
     ("launcher_pool_breaker_opened_total", Kind::Counter, "Times a pool's circuit breaker opened."),
+    ("launcher_pool_power", Kind::Gauge, "1 for the power state (on, off, waking, stopping) of each power-managed pool's host."),
     ("launcher_jobs_failed_over_total", Kind::Counter, "Jobs moved from a failing pool (pool) to another (to)."),
 ];
 

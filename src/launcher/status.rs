@@ -32,6 +32,9 @@ pub fn render_status(cfg: &Config, state: &State) -> String {
                 if g == "open" {
                     let _ = write!(out, " next_probe_in={}s", b["next_probe_in_seconds"]);
                 }
+                if let Some(pw) = b["power"].as_str().filter(|p| *p != "unmanaged") {
+                    let _ = write!(out, " power={pw}");
+                }
                 if let Some(r) = b["reason"].as_str().filter(|r| !r.is_empty()) {
                     let _ = write!(out, " reason={r:?}");
                 }

@@ -6,6 +6,7 @@
 #   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N}, "has_vm":"lie_false",
 #                                  "create_stemcell":{"delay_ms":N}, "down":true}
 #                         down: every call fails without an answer (the host is unreachable)
+#                         power: {"boot_ms":N}: answers only N ms after fake_power.pl powered the host on
 #                         the first `fail` create_vm calls fail, the next `crash` ones die (counted in count.create_vm)
 use strict;
 use warnings;
@@ -51,6 +52,15 @@ sub count {
     flock $l, LOCK_EX;
     print $l join(' ', $method, $ctx->{request_id} // '-', $ctx->{vm}{stemcell}{api_version} // '-') . "\n";
     close $l;
+}
+# a host with power management (fake_power.pl): it answers only when powered on for boot_ms
+if (my $pw = $script->{power}) {
+    my @st = stat "$dir/powered_on";
+    if (!@st || (time - $st[9]) * 1000 < ($pw->{boot_ms} // 0)) {
+        logcall("${method}_asleep", '-', '-');
+        print STDERR "ssh: connect to host: No route to host\n";
+        exit 255;
+    }
 }
 # a host that is down (or a CPI that cannot reach it): no answer, like an ssh that cannot connect
 if ($script->{down}) {

@@ -338,6 +338,8 @@ fn two_launchers_share_a_queue_and_survive_a_kill_9() {
         .cloned()
         .collect();
     l1.kill9();
+    // the CPI processes it started have written their pid files within this (perl starts in ~50 ms)
+    std::thread::sleep(Duration::from_millis(700));
     let killed = kill_cpi_creates(&s.cpi_dir());
     assert!(
         !held.is_empty() && killed >= 1,
@@ -482,4 +484,129 @@ flavors.small = { cpu = 1, ram = 512 }
     l.signal("TERM");
     assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
     assert!(s.bk.st().stacks.is_empty(), "both stacks deregistered");
+}
+
+/// Host power management with a stand-in host whose CPI answers only 1.5 s after its power_on command ran.
+/// The host is asleep at start; a job that the always-on pool can take does not wake it; a job that waits
+/// for capacity does: power_on, the CPI answers, the VM is made there, the job passes, the VM is deleted, and
+/// after 2 idle seconds power_off runs — never while the host has a VM.
+#[test]
+fn host_power_wake_on_demand_and_power_off_when_idle() {
+    let pools = r#"
+[[pool]]
+name = "always"
+tags = ["queue=vm", "os=linux"]
+cpi = {CPI2}
+stemcell = { cid = "sc-2" }
+networks.default = { type = "dynamic" }
+flavors.small = { cpu = 1, ram = 512 }
+limits = { max_vms = 1 }
+[[pool]]
+name = "sleepy"
+tags = ["queue=vm", "os=linux"]
+cpi = {CPI}
+stemcell = { cid = "sc-1" }
+networks.default = { type = "dynamic" }
+flavors.small = { cpu = 1, ram = 512 }
+power_on = ["/usr/bin/perl", "@POWER@", "on", "@DIR@"]
+power_off = ["/usr/bin/perl", "@POWER@", "off", "@DIR@"]
+boot_grace_seconds = 20
+idle_power_off_seconds = 2
+"#;
+    let s = Setup::new("", pools);
+    let power = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/launcher/fake_power.pl");
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("@POWER@", &power.display().to_string())
+        .replace("@DIR@", &s.cpi_dir().display().to_string());
+    std::fs::write(&s.config, text).unwrap();
+    s.script(json!({"power": {"boot_ms": 1500}}));
+    let cpi2 = s.dir.path().join("cpi2");
+    let power_log = || std::fs::read_to_string(s.cpi_dir().join("power.log")).unwrap_or_default();
+    let _a1 = s.agents(1500);
+    let _a2 = s.agents_in(cpi2.clone(), 4000);
+    let mut tl = Timeline::new();
+    let mut l = s.spawn();
+    wait_for(20, "the sleepy host to be seen asleep", &|| s.log(), || {
+        s.log()
+            .contains("pool=sleepy host is off (asleep) at start")
+    });
+    tl.at(
+        "launcher started: host of pool sleepy is off (its CPI does not answer); pool always is on",
+    );
+    let a = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    wait_for(20, "job A to run on pool always", &|| s.log(), || {
+        s.bk.job(&a).state == "running"
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(power_log(), "", "no wake for a job an awake pool took");
+    assert_eq!(creates_in(&cpi2).get(&a), Some(&1));
+    tl.at("job A runs on pool always (its only slot): no demand elsewhere, sleepy stays off");
+    let b = s.bk.add_job(&["queue=vm", "os=linux"], 0);
+    tl.at("job B scheduled: pool always is full");
+    wait_for(20, "power_on", &|| s.log(), || {
+        power_log().starts_with("on ")
+    });
+    tl.at("power_on ran for sleepy (demand that no awake pool can meet)");
+    wait_for(20, "the host's CPI to answer", &|| s.log(), || {
+        s.log()
+            .contains("pool=sleepy host power on: its CPI answers info")
+    });
+    tl.at("sleepy's CPI answers info: host on");
+    wait_for(20, "job B to run on sleepy", &|| s.log(), || {
+        s.bk.job(&b).state == "running"
+    });
+    assert_eq!(
+        creates_in(&s.cpi_dir()).get(&b),
+        Some(&1),
+        "B's VM is on sleepy"
+    );
+    tl.at("job B's VM made on sleepy; B runs");
+    wait_for(20, "job B to pass and its VM to go", &|| s.log(), || {
+        s.bk.job(&b).state == "passed" && s.vms().is_empty()
+    });
+    tl.at("job B passed; its VM deleted: sleepy is idle");
+    wait_for(20, "power_off", &|| s.log(), || {
+        power_log().contains("\noff ")
+    });
+    let log = power_log();
+    let lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!((lines[0][0], lines[1][0]), ("on", "off"));
+    assert_eq!(
+        lines[1][2], "0",
+        "powered off with no VM on the host: {log}"
+    );
+    let idle_ms: i64 = lines[1][1].parse::<i64>().unwrap() - lines[0][1].parse::<i64>().unwrap();
+    assert!(
+        idle_ms >= 1500 + 2000,
+        "on for boot + idle at least: {idle_ms} ms"
+    );
+    tl.at(&format!(
+        "power_off ran after 2 s idle (no VM on the host); host was on for {idle_ms} ms"
+    ));
+    // the launcher never called create_vm while the host was asleep or booting
+    let calls = std::fs::read_to_string(s.cpi_dir().join("calls.log")).unwrap_or_default();
+    assert!(!calls.contains("create_vm_asleep"), "{calls}");
+    wait_for(10, "status to show sleepy off", &|| s.log(), || {
+        status(&s).contains("pool      sleepy breaker=closed power=off")
+    });
+    assert_eq!(
+        metric(&s, "launcher_pool_power{pool=\"sleepy\",state=\"off\"}"),
+        Some(1.0)
+    );
+    tl.at("`status` and /metrics show sleepy power=off");
+    wait_for(20, "job A to pass", &|| s.log(), || {
+        s.bk.job(&a).state == "passed"
+    });
+    l.signal("TERM");
+    assert_eq!(l.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    for line in s
+        .log()
+        .lines()
+        .filter(|l| l.contains("host power") || l.contains("power_on"))
+    {
+        tl.lines.push(format!("    log: {line}"));
+    }
+    tl.print("demand → host woken → VM → idle → host off");
 }

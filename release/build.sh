@@ -125,7 +125,10 @@ if command -v objdump > /dev/null; then
 fi
 
 # The scratch copy: the release's own files as they are in the checkout (changes included), with
-# empty blobs. dev_releases/ and .dev_builds/ are the checkout's (git-ignored), so dev versions count up.
+# empty blobs. dev_releases/ is the checkout's (git-ignored), so dev versions count up. .dev_builds/
+# stays in the scratch copy: its index names artifacts that the CLI keeps in ~/.bosh/cache, so an index
+# kept across builds breaks the next build under another HOME (or after that cache was cleared) with
+# "Cannot find blob named …".
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/vmcpi-release.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 for dir in config jobs packages .final_builds releases; do
@@ -136,9 +139,8 @@ for file in LICENSE NOTICE; do
 done
 printf -- '--- {}\n' > "$scratch/config/blobs.yml"
 rm -rf "$scratch/blobs"
-mkdir -p "$scratch/src" "$root/dev_releases" "$root/.dev_builds"
+mkdir -p "$scratch/src" "$root/dev_releases"
 ln -s "$root/dev_releases" "$scratch/dev_releases"
-ln -s "$root/.dev_builds" "$scratch/.dev_builds"
 
 if [ -n "$launcher" ]; then
   [ -f "$launcher" ] || die "--launcher-binary $launcher: no such file"

@@ -983,6 +983,20 @@ fn release_builds_from_a_clean_clone_with_a_given_binary_and_no_cargo_and_leaves
         String::from_utf8_lossy(&o.stdout),
         stderr(&o)
     );
+    // a second build under another HOME (an empty ~/.bosh/cache) works too: no build index is kept across
+    // builds that names artifacts only the first HOME's cache has ("Cannot find blob named …")
+    let other_home = tmp.path().join("other-home");
+    std::fs::create_dir_all(&other_home).unwrap();
+    let o2 = Command::new("bash")
+        .arg(clone.join("release/build.sh"))
+        .args(["--binary", "linux-amd64=vmcpi", "--tarball", "out2.tgz"])
+        .current_dir(&elsewhere)
+        .env("PATH", &path)
+        .env("BOSH", &bosh)
+        .env("HOME", &other_home)
+        .output()
+        .unwrap();
+    assert!(o2.status.success(), "a second build under another HOME:\n{}", stderr(&o2));
     assert_eq!(
         git(&clone, &["status", "--porcelain", "--ignored=no"]),
         "",

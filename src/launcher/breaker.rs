@@ -89,7 +89,7 @@ impl Breaker {
     /// Seconds until the next probe of an open breaker (0 when due).
     pub fn retry_in(&self, now: Instant) -> u64 {
         self.until
-            .map(|u| u.saturating_duration_since(now).as_secs())
+            .map(|u| u.saturating_duration_since(now).as_secs_f64().ceil() as u64)
             .unwrap_or(0)
     }
 

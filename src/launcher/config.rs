@@ -758,6 +758,17 @@ impl Config {
                     cpi.display()
                 )));
             }
+            for (what, argv) in [("power_on", &p.power_on), ("power_off", &p.power_off)] {
+                let Some(cmd) = argv.first() else { continue };
+                let ok = std::fs::metadata(cmd)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+                if !ok {
+                    return Err(invalid(format!(
+                        "pool {}: {what} command {cmd} is not an executable file",
+                        p.name
+                    )));
+                }
+            }
             if let Some(t) = &p.stemcell.tarball {
                 crate::launcher::stemcell::probe(t).map_err(|e| {
                     invalid(format!(
@@ -1032,6 +1043,34 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains(want), "want {want:?} in {e:?}");
         }
+    }
+
+    #[test]
+    fn power_commands_are_checked() {
+        let with = |extra: &str| {
+            parse(&GOOD.replace(
+                "flavors.small = { cpu = 1, ram = 512 }",
+                &format!("flavors.small = {{ cpu = 1, ram = 512 }}\n{extra}"),
+            ))
+        };
+        let e = with("power_off = [\"/usr/bin/true\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("power_off needs power_on"), "{e}");
+        let e = with("power_on = [\"wakeonlan\", \"aa:bb\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absolute path"), "{e}");
+        let e = with("power_on = [\"/usr/bin/true\"]\nidle_power_off_seconds = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be positive"), "{e}");
+        let mut c = with("power_on = [\"/no/such/wakeonlan\"]").unwrap();
+        assert_eq!(c.pools[0].boot_grace_seconds, 300);
+        assert_eq!(c.pools[0].idle_power_off_seconds, 1800);
+        c.pools[0].cpi = vec!["/bin/true".into()];
+        let e = c.check_local().unwrap_err().to_string();
+        assert!(e.contains("power_on command /no/such/wakeonlan"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct DomainSpec {
     pub nics: Vec<Nic>,
     pub serial_log: Option<String>,
     pub graphics: bool,
+    /// User-mode NICs with forwards use libvirt's passt backend and declarative `<portForward>` (when the
+    /// host's libvirt has it) instead of forwards added to the running QEMU (kept in the metadata).
+    pub passt: bool,
     /// Text kept in our own metadata element: stemcell CID and family.
     pub stemcell: String,
     pub family: String,
@@ -127,7 +130,7 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
     start(w, "vmcpi:vm", &[("xmlns:vmcpi", VM_NS)])?;
     text_el(w, "vmcpi:stemcell", &[], &s.stemcell)?;
     text_el(w, "vmcpi:family", &[], &s.family)?;
-    for (i, n) in s.nics.iter().enumerate() {
+    for (i, n) in s.nics.iter().enumerate().filter(|_| !s.passt) {
         for f in &n.forwards {
             text_el(w, "vmcpi:forward", &[("nic", super::portfwd::alias(i).as_str())], &f.kept())?;
         }
@@ -188,7 +191,15 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
         }
         empty(w, "mac", &[("address", n.mac.as_str())])?;
         empty(w, "model", &[("type", "virtio")])?;
-        if !n.forwards.is_empty() {
+        if !n.forwards.is_empty() && s.passt {
+            empty(w, "backend", &[("type", "passt")])?;
+            for f in &n.forwards {
+                let (addr, host, guest) = (f.host.ip().to_string(), f.host.port().to_string(), f.guest.to_string());
+                start(w, "portForward", &[("proto", "tcp"), ("address", addr.as_str())])?;
+                empty(w, "range", &[("start", host.as_str()), ("to", guest.as_str())])?;
+                end(w, "portForward")?;
+            }
+        } else if !n.forwards.is_empty() {
             empty(w, "alias", &[("name", super::portfwd::alias(i).as_str())])?;
         }
         end(w, "interface")?;
@@ -411,9 +422,30 @@ mod tests {
             nics: vec![Nic { mac: "52:54:00:00:00:01".into(), source: NicSource::Network("a&b<c>".into()), forwards: vec![] }],
             serial_log: None,
             graphics: false,
+            passt: false,
             stemcell: "sc-1".into(),
             family: "openstack".into(),
         }
+    }
+
+    #[test]
+    fn user_nic_forwards_by_hostfwd_or_by_passt() {
+        use crate::driver::libvirt::portfwd::PortForward;
+        let mut s = spec();
+        let fwd = PortForward { host: "127.0.0.1:26868".parse().unwrap(), guest: 6868 };
+        s.nics = vec![Nic { mac: "52:54:00:00:00:02".into(), source: NicSource::User, forwards: vec![fwd.clone()] }];
+        // without passt: an alias names QEMU's netdev; the forward is kept in the metadata and read back
+        let xml = domain_xml(&s);
+        assert!(xml.contains(r#"<alias name="ua-vmcpi-user0"/>"#), "{xml}");
+        assert!(!xml.contains("passt") && !xml.contains("portForward"), "{xml}");
+        let info = parse_domain(&xml).unwrap();
+        assert_eq!(info.forwards, vec![("ua-vmcpi-user0".to_string(), fwd.clone())]);
+        // with passt: libvirt's declarative form, nothing to add at run time
+        s.passt = true;
+        let xml = domain_xml(&s);
+        assert!(xml.contains(r#"<backend type="passt"/>"#), "{xml}");
+        assert!(xml.contains(r#"<portForward proto="tcp" address="127.0.0.1">"#) && xml.contains(r#"<range start="26868" to="6868"/>"#), "{xml}");
+        assert!(parse_domain(&xml).unwrap().forwards.is_empty(), "{xml}");
     }
 
     #[test]

@@ -569,6 +569,18 @@ impl Libvirt {
         Ok(())
     }
 
+    /// Whether the hypervisor's libvirt has the passt interface backend (then `<portForward>` is used).
+    fn passt_available(&self) -> bool {
+        let args = ["domcapabilities", "--virttype", self.cfg.domain_type.as_str()];
+        match self.virsh.run(args) {
+            Ok(xml) => portfwd::passt_in_domcapabilities(&xml),
+            Err(e) => {
+                info!("cannot read the domain capabilities ({e}); forwarding through QEMU");
+                false
+            }
+        }
+    }
+
     /// Whether the libvirt URI names this machine (then busy host ports can be seen before creating).
     fn hypervisor_is_local(&self) -> bool {
         self.cfg.uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
@@ -606,6 +618,8 @@ impl Libvirt {
 
         let all_forwards: Vec<(String, portfwd::PortForward)> =
             nics.iter().enumerate().flat_map(|(i, n)| n.forwards.iter().map(move |f| (portfwd::alias(i), f.clone()))).collect();
+        // libvirt's own forwards where it has passt; else QEMU's, added once the domain runs
+        let passt = !all_forwards.is_empty() && self.passt_available();
         if self.hypervisor_is_local() {
             let list: Vec<_> = all_forwards.iter().map(|(_, f)| f.clone()).collect();
             portfwd::check_free(&list).map_err(|e| DriverError::invalid("network port_forwards", e))?;
@@ -656,6 +670,7 @@ impl Libvirt {
             nics,
             serial_log: props.serial_log.clone(),
             graphics: self.cfg.graphics,
+            passt,
             stemcell: stemcell.to_string(),
             family: family_name(kind.family).to_string(),
         };
@@ -670,7 +685,9 @@ impl Libvirt {
             Err(e) if e.output().contains("Network not found") => return Err(DriverError::NetworkNotFound(e.output().trim().to_string())),
             Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
         }
-        self.apply_forwards(vm, &all_forwards)?;
+        if !passt {
+            self.apply_forwards(vm, &all_forwards)?;
+        }
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&self.virsh, vm, b)?;
         }

@@ -6,8 +6,10 @@
 //! the operator writes another address). The forwards are kept in the domain's vmcpi metadata and added with
 //! QEMU's monitor command `hostfwd_add` each time the domain's QEMU process starts (create_vm, and reboot_vm of a
 //! stopped VM); a reset keeps the process and so its forwards. Destroying the domain frees the host ports.
-//! libvirt's declarative `<portForward>` needs the passt backend, which Debian 12's libvirt 9.0 is built without;
-//! QEMU's slirp forward works with every libvirt and keeps the guest's addresses (10.0.2.15, host as 10.0.2.2).
+//! Where the host's libvirt reports the passt backend (`virsh domcapabilities`), the NIC uses it with libvirt's
+//! declarative `<portForward>` instead, and libvirt keeps the forwards itself. Debian 12's libvirt 9.0 is built
+//! without passt, so there QEMU's slirp forward is used; it keeps the guest's addresses (10.0.2.15, the host
+//! as 10.0.2.2). Under passt the guest gets the host's own address by DHCP: use a dynamic network there.
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -122,6 +124,39 @@ pub fn check_free(forwards: &[PortForward]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `virsh domcapabilities` lists passt among the interface backends (libvirt reports
+/// `<interface><enum name='backendType'><value>passt</value>…` when it was built with passt; Debian 12's 9.0
+/// reports no interface backends at all).
+pub fn passt_in_domcapabilities(xml: &str) -> bool {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut in_backend_enum = false;
+    loop {
+        match r.read_event() {
+            Ok(Event::Start(e)) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if name == "enum" && path.last().map(String::as_str) == Some("interface") {
+                    in_backend_enum = e.attributes().flatten().any(|a| a.key.as_ref() == b"name" && a.value.as_ref() == b"backendType");
+                }
+                path.push(name);
+            }
+            Ok(Event::End(_)) => {
+                if path.pop().as_deref() == Some("enum") {
+                    in_backend_enum = false;
+                }
+            }
+            Ok(Event::Text(t)) if in_backend_enum && path.last().map(String::as_str) == Some("value") => {
+                if t.unescape().is_ok_and(|v| v.trim() == "passt") {
+                    return true;
+                }
+            }
+            Ok(Event::Eof) | Err(_) => return false,
+            _ => {}
+        }
+    }
+}
+
 /// The NIC alias (and so QEMU's netdev id, `host<alias>`) of the `index`th user-mode NIC.
 pub fn alias(index: usize) -> String {
     format!("ua-vmcpi-user{index}")
@@ -169,6 +204,18 @@ mod tests {
             let e = parse(Some(&v)).unwrap_err();
             assert!(e.contains(want), "{v}: {e}");
         }
+    }
+
+    #[test]
+    fn passt_is_seen_only_as_an_interface_backend() {
+        let with = "<domainCapabilities><devices><interface supported='yes'><enum name='backendType'><value>default</value><value>passt</value></enum></interface></devices></domainCapabilities>";
+        assert!(passt_in_domcapabilities(with));
+        // libvirt 9.0 (Debian 12): no interface element at all
+        let debian12 = "<domainCapabilities><devices><rng supported='yes'><enum name='backendModel'><value>random</value></enum></rng></devices></domainCapabilities>";
+        assert!(!passt_in_domcapabilities(debian12));
+        let elsewhere = "<domainCapabilities><devices><tpm><enum name='backendModel'><value>passt</value></enum></tpm><interface supported='yes'><enum name='backendType'><value>default</value></enum></interface></devices></domainCapabilities>";
+        assert!(!passt_in_domcapabilities(elsewhere));
+        assert!(!passt_in_domcapabilities("not xml <<<"));
     }
 
     #[test]

@@ -192,6 +192,11 @@ struct DiskProps {
     format: Option<String>,
 }
 
+/// The serial of a VM's ephemeral disk (20 characters, like a disk CID): `eph-` and 16 hex digits of the VM's.
+fn ephemeral_serial(vm: &str) -> String {
+    format!("eph-{}", vm.trim_start_matches("vm-").chars().take(16).collect::<String>())
+}
+
 /// The libvirt backend.
 pub struct Libvirt {
     cfg: LibvirtConfig,
@@ -635,7 +640,7 @@ impl Libvirt {
             let eph = format!("{vm}-ephemeral");
             self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
             rb.volumes.push(eph.clone());
-            disks.push(ScsiDisk { pool: self.pool().into(), volume: eph, format: "qcow2".into(), target: 1, serial: None });
+            disks.push(ScsiDisk { pool: self.pool().into(), volume: eph, format: "qcow2".into(), target: 1, serial: Some(ephemeral_serial(vm)) });
         }
 
         let mut settings = AgentSettings::new(req.agent_id.as_str(), vm, &self.agent, networks.clone(), req.env.clone());
@@ -649,7 +654,10 @@ impl Libvirt {
             Family::OpenStack => {
                 settings.disks.system = json!("/dev/sda");
                 if props.disk > 0 {
-                    settings.disks.ephemeral = json!("/dev/sdb");
+                    // not "/dev/sdb": Linux names virtio-scsi disks in the order their probes finish, which
+                    // varies (a real agent once took the root disk for sdb). The agent's path resolver follows
+                    // this udev link, which names the disk by its serial.
+                    settings.disks.ephemeral = json!(format!("/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_{}", ephemeral_serial(vm)));
                 }
             }
         }

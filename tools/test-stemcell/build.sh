@@ -199,7 +199,7 @@ mkdir -p "$root/etc/systemd/journald.conf.d"
 printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > "$root/etc/systemd/journald.conf.d/console.conf"
 echo bosh-stemcell > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
-echo '/dev/sda1 / ext4 defaults 0 1' > "$root/etc/fstab"
+echo 'LABEL=rootfs / ext4 defaults 0 1' > "$root/etc/fstab"
 : > "$root/etc/machine-id"
 chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' > "$work/packages.txt"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the vmcpi BOSH release tarball from this repository, leaving the checkout as it was.
 #
-#   release/build.sh [--tarball OUT.tgz] [--version V] [--binary OS-ARCH=PATH]... [--no-build]
+#   release/build.sh [--tarball OUT.tgz] [--version V] [--binary OS-ARCH=PATH]... [--launcher-binary PATH] [--no-build]
 #
 # 1. the Linux x86_64 binary: `--binary linux-amd64=PATH` (built or downloaded elsewhere; no Rust
 #    needed here), else `cargo build --release --locked` (target/release/vmcpi)
@@ -14,7 +14,9 @@
 # --binary PLATFORM=PATH, for linux-amd64, linux-arm64, darwin-amd64 or darwin-arm64, adds a binary
 # built elsewhere (e.g. on a Mac with `cargo build --release --locked`, or downloaded), so that
 # bosh create-env also works on that platform. Each file is checked to be an executable for its
-# platform. --no-build uses the existing target/release/vmcpi. Needs the bosh CLI (v7) on PATH (or
+# platform. --launcher-binary PATH gives the Linux x86_64 agent-launcher for the agent_launcher job and
+# package (built with cargo otherwise: target/release/agent-launcher); a release built from given binaries
+# without it leaves that job and package out (and says so). --no-build uses the existing target/release/vmcpi. Needs the bosh CLI (v7) on PATH (or
 # BOSH=/path/to/bosh); cargo only when no linux-amd64 binary is given.
 set -euo pipefail
 
@@ -29,18 +31,21 @@ tarball="$root/dev_releases/vmcpi.tgz"
 version=""
 build=1
 extra=()
+launcher=""
+
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 die() { echo "build.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --tarball | --version | --binary) [ $# -ge 2 ] || die "$1 needs a value" ;;
+    --tarball | --version | --binary | --launcher-binary) [ $# -ge 2 ] || die "$1 needs a value" ;;
   esac
   case "$1" in
     --tarball) tarball=$2; shift 2 ;;
     --version) version=$2; shift 2 ;;
     --binary) extra+=("$2"); shift 2 ;;
+    --launcher-binary) launcher=$(absolute "$2"); shift 2 ;;
     --no-build) build=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "build.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -101,7 +106,10 @@ else
       echo "build.sh: binary built elsewhere: --binary linux-amd64=PATH (see docs/bosh.md)" >&2
       exit 1
     fi
-    cargo build --release --locked --bin vmcpi
+    cargo build --release --locked --bin vmcpi --bin agent-launcher
+  fi
+  if [ -z "$launcher" ] && [ -x "$root/target/release/agent-launcher" ]; then
+    launcher="$root/target/release/agent-launcher"
   fi
   binary="$root/target/release/vmcpi"
   [ -x "$binary" ] || { echo "build.sh: $binary is missing (run without --no-build, or give --binary linux-amd64=PATH)" >&2; exit 1; }
@@ -133,6 +141,16 @@ printf -- '--- {}\n' > "$scratch/config/blobs.yml"
 rm -rf "$scratch/blobs"
 mkdir -p "$scratch/src" "$root/dev_releases"
 ln -s "$root/dev_releases" "$scratch/dev_releases"
+
+if [ -n "$launcher" ]; then
+  [ -f "$launcher" ] || die "--launcher-binary $launcher: no such file"
+  magic linux-amd64 "$launcher" || die "--launcher-binary $launcher is not a Linux x86_64 executable"
+  "$bosh" add-blob --dir="$scratch" "$launcher" "agent-launcher/agent-launcher-linux-amd64" > /dev/null
+  echo "build.sh: blob agent-launcher/agent-launcher-linux-amd64 <- $launcher"
+else
+  rm -rf "$scratch/jobs/agent_launcher" "$scratch/packages/agent_launcher"
+  echo "build.sh: no agent-launcher binary (--launcher-binary PATH): the release has no agent_launcher job"
+fi
 
 for platform in linux-amd64 linux-arm64 darwin-amd64 darwin-arm64; do
   [ -n "$(given "$platform")" ] || continue

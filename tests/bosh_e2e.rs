@@ -52,15 +52,27 @@ struct Family {
     mbus_port: u16,
     status_port: u16,
     work: PathBuf,
+    pool: String,
+}
+
+/// A port that is free now (the forwards take it a minute later; two checkouts testing at once get different ones).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Family {
-    fn new(name: &'static str, mbus_port: u16, status_port: u16) -> Family {
-        Family { name, mbus_port, status_port, work: PathBuf::from(format!("/var/tmp/vmcpi-e2e-test/{name}")) }
+    /// Work dir and pool of this checkout's own (its target dir), ports free now.
+    fn new(name: &'static str) -> Family {
+        let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bosh-e2e").join(name);
+        let tag: u32 =
+            env!("CARGO_MANIFEST_DIR").bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+        let mbus_port = free_port();
+        let status_port = std::iter::repeat_with(free_port).find(|p| *p != mbus_port).unwrap();
+        Family { name, mbus_port, status_port, work, pool: format!("vmcpi-e2e-{name}-{:08x}", tag) }
     }
 
     fn pool(&self) -> String {
-        format!("vmcpi-ce-{}", self.name)
+        self.pool.clone()
     }
 
     /// Runs tools/create-env.sh ACTION; returns its output (stdout + stderr), panicking with the tail of it and
@@ -79,6 +91,7 @@ impl Family {
             .env("MONIT_TARBALL", input("MONIT_TARBALL", "monit-5.2.5.tar.gz"))
             .env("MBUS_PORT", self.mbus_port.to_string())
             .env("STATUS_PORT", self.status_port.to_string())
+            .env("POOL", &self.pool)
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .status()
@@ -240,10 +253,10 @@ fn run(f: Family) {
 
 #[test]
 fn openstack_family_create_env_migrate_delete() {
-    run(Family::new("openstack", 26868, 28080));
+    run(Family::new("openstack"));
 }
 
 #[test]
 fn vsphere_family_create_env_migrate_delete() {
-    run(Family::new("vsphere", 26869, 28081));
+    run(Family::new("vsphere"));
 }

@@ -77,10 +77,23 @@ fn boot_and_check(image: PathBuf, what: &str) {
     assert_eq!(s["networks"]["private"]["ip"], "10.1.0.5");
     assert_eq!(s["networks"]["private"]["mac"], mac.as_str());
     assert_eq!(s["env"]["bosh"]["group"], "guest-test");
-    assert!(
-        block_line(&log, "0:0:0:0").is_some() && block_line(&log, "0:0:1:0").is_some(),
-        "root and ephemeral disks: {log}"
-    );
+    assert!(block_line(&log, "0:0:0:0").is_some(), "root disk: {log}");
+    let eph = block_line(&log, "0:0:1:0").unwrap_or_else(|| panic!("ephemeral disk not at SCSI target 1:\n{log}"));
+    match &s["disks"]["ephemeral"] {
+        // vSphere stemcells: the SCSI target
+        Value::String(t) if t == "1" => {}
+        // OpenStack stemcells: the udev link of the disk's serial, which names it whatever order the probes end in
+        Value::String(p) => {
+            let serial = p
+                .strip_prefix("/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_")
+                .unwrap_or_else(|| panic!("ephemeral hint {p}"));
+            assert!(
+                eph.contains(&format!("serial={serial}")),
+                "the ephemeral hint names the disk at target 1: {p} vs {eph}"
+            );
+        }
+        other => panic!("ephemeral hint {other}"),
+    }
 
     // attach a persistent disk, boot again: the guest sees the disk where the hint says
     let disk = cpi.ok("create_disk", json!([32, {}, vm])).as_str().unwrap().to_string();

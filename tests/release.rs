@@ -746,19 +746,19 @@ fn release_builds_from_a_clean_clone_with_a_given_binary_and_no_cargo_and_leaves
     );
 }
 
-/// The README's two commands: no `sudo` in front, and the scripts run as root without sudo.
+/// The README's three commands: no `sudo` in front, and the scripts run as root without sudo.
 #[test]
 fn readme_commands_work_as_root_without_sudo() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let section = readme.split("## The two commands").nth(1).unwrap();
+    let section = readme.split("## The three commands").nth(1).unwrap();
     let block = section.split("```sh").nth(1).unwrap().split("```").next().unwrap();
     let commands: Vec<&str> = block.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    assert_eq!(commands, ["bash tools/demo.sh", "bash tools/test.sh"]);
+    assert_eq!(commands, ["bash tools/demo.sh", "bash tools/test.sh", "bash tools/create-env.sh"]);
     assert!(!readme.contains("sudo bash tools/"), "the README still puts sudo in front of a command");
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     assert!(ci.lines().any(|l| l.trim() == "bash tools/test.sh"), ".ci/run does not run the README's test command");
     assert!(!ci.contains("sudo"), ".ci/run mentions sudo");
-    for script in ["tools/demo.sh", "tools/test.sh"] {
+    for script in ["tools/demo.sh", "tools/test.sh", "tools/create-env.sh"] {
         let text = std::fs::read_to_string(root().join(script)).unwrap();
         let first =
             text.lines().find(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with("set ")).unwrap();
@@ -1119,4 +1119,139 @@ fn vsphere_bootstrap_reads_bosh_vmrun_cpi_names() {
             r.stderr
         );
     }
+}
+
+/// Renders `jobs/<job>/templates/<template>` with `props`; Err(stderr) when rendering fails.
+fn render_job(job: &str, template: &str, props: &Value) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let props_path = dir.path().join("props.json");
+    std::fs::write(&props_path, props.to_string()).unwrap();
+    let out = Command::new("ruby")
+        .arg(root().join("release/render.rb"))
+        .args([job, template])
+        .arg(&props_path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn launcher_props() -> Value {
+    json!({
+        "launcher_id": "ci-host-1",
+        "listen": "127.0.0.1:0",
+        "public_url": "http://10.0.0.10:9595",
+        "buildkite": {"token": "bkct_rendered_secret_token", "queues": ["vm-linux", "vm-gpu"], "stack_key": "al-ci-1",
+                      "reservation_expiry_seconds": 300},
+        "limits": {"max_vms": 6},
+        "breaker": {"failures": 2, "open_seconds": 10},
+        "pools": [
+            {"name": "linux", "tags": ["queue=vm-linux", "os=linux"], "cpi": ["/bin/true", "--config", "/x y/cpi.json"],
+             "stemcell": {"cid": "sc-1"}, "networks": {"default": {"type": "dynamic", "cloud_properties": {"name": "a \"b\""}}},
+             "flavors": {"small": {"cpu": 2, "ram": 4096, "disk": 10240}}, "warm": 1, "max_lifetime_minutes": 90.5,
+             "limits": {"max_vms": 4, "reserve_smallest": true}},
+            {"name": "gpu", "tags": ["queue=vm-gpu"], "cpi": ["/bin/true"], "stemcell": {"cid": "sc-2"},
+             "networks": {"default": {"type": "dynamic"}}, "flavors": {"big": {"cpu": 8, "ram": 16384}}}
+        ]
+    })
+}
+
+/// The agent_launcher job: its config renders from the properties into a file that `agent-launcher
+/// check-config` accepts (with the job's paths moved into a temp dir), the token goes only to its own file,
+/// bad properties fail the rendering with a message, and monit and bin/ctl agree on the pid file.
+#[test]
+fn agent_launcher_job_renders_a_config_that_check_config_accepts() {
+    if !have_ruby() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jobdir = dir.path().join("jobs/agent_launcher");
+    std::fs::create_dir_all(jobdir.join("config")).unwrap();
+    let check = |props: &Value| -> (bool, String, String) {
+        let text = render_job("agent_launcher", "agent-launcher.toml.erb", props)
+            .unwrap_or_else(|e| panic!("agent-launcher.toml.erb did not render:\n{e}"));
+        let token = render_job("agent_launcher", "cluster-token.erb", props).unwrap();
+        let want = props["buildkite"]["token"].as_str().unwrap();
+        assert!(!text.contains(want), "the token is not in the config:\n{text}");
+        assert_eq!(token.trim(), want);
+        let text = text
+            .replace("/var/vcap/jobs/agent_launcher", &jobdir.display().to_string())
+            .replace("/var/vcap/store/agent_launcher", &dir.path().join("store").display().to_string());
+        std::fs::write(jobdir.join("config/cluster-token"), token).unwrap();
+        let cfg = jobdir.join("config/agent-launcher.toml");
+        std::fs::write(&cfg, &text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_agent-launcher"))
+            .args(["check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            text,
+        )
+    };
+    let (ok, out, text) = check(&launcher_props());
+    assert!(ok, "check-config refused the rendered config:\n{out}\n{text}");
+    assert!(out.contains("2 pools: linux, gpu"), "{out}");
+    assert!(text.contains("ledger_dir = \"") && text.contains("/store\""), "{text}");
+    assert!(text.contains("queues = [\"vm-linux\", \"vm-gpu\"]"), "{text}");
+    assert!(text.contains("failures = 2"), "{text}");
+    assert!(!out.contains("bkct_rendered_secret_token"));
+    // one queue, spec defaults elsewhere
+    let mut one = launcher_props();
+    one["buildkite"] = json!({"token": "bkct_rendered_secret_token", "queue": "vm-linux", "stack_key": "al-ci-1"});
+    one["pools"][1]["tags"] = json!(["queue=vm-linux", "gpu=true"]);
+    one.as_object_mut().unwrap().remove("limits");
+    let (ok, out, text) = check(&one);
+    assert!(ok, "{out}\n{text}");
+    assert!(text.contains("queue = \"vm-linux\"") && text.contains("placement = \"spread\""), "{text}");
+    // a pool the launcher would refuse: check-config says why
+    let mut bad = launcher_props();
+    bad["pools"][0]["cpi"] = json!(["relative/cpi"]);
+    let (ok, out, _) = check(&bad);
+    assert!(!ok && out.contains("absolute path"), "{out}");
+    // properties that cannot make a config fail the rendering
+    for (patch, says) in [
+        (json!({"queue": "a", "queues": ["b"]}), "exactly one of buildkite.queue and buildkite.queues"),
+        (json!({}), "exactly one of buildkite.queue and buildkite.queues"),
+    ] {
+        let mut p = launcher_props();
+        let mut bk = patch.clone();
+        bk["token"] = json!("t");
+        bk["stack_key"] = json!("k");
+        p["buildkite"] = bk;
+        let e = render_job("agent_launcher", "agent-launcher.toml.erb", &p).unwrap_err();
+        assert!(e.contains(says), "{e}");
+    }
+    let mut p = launcher_props();
+    p["pools"] = json!([]);
+    let e = render_job("agent_launcher", "agent-launcher.toml.erb", &p).unwrap_err();
+    assert!(e.contains("pools must be a non-empty list"), "{e}");
+    // monit starts and stops through bin/ctl, which writes the pid file monit watches
+    let monit = std::fs::read_to_string(root().join("jobs/agent_launcher/monit")).unwrap();
+    let ctl = render_job("agent_launcher", "ctl.erb", &launcher_props()).unwrap();
+    assert!(monit.contains("/var/vcap/sys/run/agent_launcher/pid") && ctl.contains("PIDFILE=$RUN_DIR/pid"));
+    assert!(ctl.contains("RUN_DIR=/var/vcap/sys/run/agent_launcher"));
+    assert!(monit.contains("/var/vcap/jobs/agent_launcher/bin/ctl start"));
+    let pre = render_job("agent_launcher", "pre-start.erb", &launcher_props()).unwrap();
+    assert!(pre.contains("/var/vcap/store/agent_launcher") && pre.contains("check-config"));
+    // every property of the spec is used by a template, and the spec's example pool renders
+    let spec = yaml("jobs/agent_launcher/spec");
+    let templates: String = ["agent-launcher.toml.erb", "cluster-token.erb", "ctl.erb", "pre-start.erb"]
+        .iter()
+        .map(|t| std::fs::read_to_string(root().join("jobs/agent_launcher/templates").join(t)).unwrap())
+        .collect();
+    for (name, _) in spec["properties"].as_object().unwrap() {
+        assert!(templates.contains(&format!("'{name}'")), "property {name} is not used by a template");
+    }
+    let mut ex = launcher_props();
+    ex["pools"] = spec["properties"]["pools"]["example"].clone();
+    ex["pools"][0]["cpi"] = json!(["/bin/true"]);
+    ex["buildkite"] = json!({"token": "t0ken", "queue": "vm-linux", "stack_key": "k"});
+    let (ok, out, text) = check(&ex);
+    assert!(ok, "{out}\n{text}");
 }

@@ -19,6 +19,7 @@
 #   BOSH_AGENT     the bosh-agent binary, MONIT_TARBALL monit-5.2.5.tar.gz (see tools/test-stemcell/build.sh)
 #   MBUS_PORT, STATUS_PORT   loopback ports forwarded to the agent (6868) and the status page (8080);
 #                            defaults 26868/28080 (openstack) and 26869/28081 (vsphere)
+#   POOL                     the libvirt storage pool (default vmcpi-ce-FAMILY), created in WORK/pool
 # Needs Ruby (the bosh CLI renders job templates with it: installed here).
 set -euo pipefail
 . "$(dirname "$0")/as-root.sh"
@@ -47,7 +48,7 @@ STATUS_PORT=${STATUS_PORT:-$def_status}
 shared=$(cd "$HERE/.." && pwd)/shared/tools/bosh
 BOSH_CLI=${BOSH_CLI:-$shared/bosh}
 export BOSH_AGENT=${BOSH_AGENT:-$shared/bosh-agent} MONIT_TARBALL=${MONIT_TARBALL:-$shared/monit-5.2.5.tar.gz}
-POOL=vmcpi-ce-$family
+POOL=${POOL:-vmcpi-ce-$family}
 say() { printf '\n== %s\n' "$*" >&2; }
 phase_start=0
 phase() { phase_start=$(date +%s); say "$*"; }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use vmcpi::launcher::buildkite::{Rest, Source, Stacks};
+use vmcpi::launcher::buildkite::{MultiSource, Rest, Source, Stacks};
 use vmcpi::launcher::config::{Config, SourceKind};
 use vmcpi::launcher::daemon::Daemon;
 use vmcpi::launcher::{log, status};
@@ -69,6 +69,12 @@ fn load(path: &std::path::Path) -> Result<(Config, String), vmcpi::launcher::con
 
 fn source(cfg: &Config, token: &str) -> Result<Box<dyn Source>, vmcpi::launcher::config::ConfigError> {
     match cfg.buildkite.source {
+        SourceKind::Stacks if cfg.queue_stacks().len() > 1 => Ok(Box::new(MultiSource::new(
+            cfg.queue_stacks()
+                .iter()
+                .map(|(q, key)| (q.clone(), Box::new(Stacks::for_queue(cfg, token, q, key)) as Box<dyn Source>))
+                .collect(),
+        ))),
         SourceKind::Stacks => Ok(Box::new(Stacks::new(cfg, token))),
         SourceKind::Rest => {
             let api_token = cfg.rest_token()?;
@@ -92,8 +98,10 @@ fn main() -> ExitCode {
             };
             let (cfg, token) = cfg;
             if online {
-                if let Err(e) = Stacks::new(&cfg, &token).check_token() {
-                    return fail(&e);
+                for (q, key) in cfg.queue_stacks() {
+                    if let Err(e) = Stacks::for_queue(&cfg, &token, &q, &key).check_token() {
+                        return fail(&e);
+                    }
                 }
                 if cfg.buildkite.source == SourceKind::Rest {
                     let checked =

@@ -57,6 +57,9 @@ pub struct Config {
     pub placement: Placement,
     #[serde(default)]
     pub limits: GlobalLimits,
+    /// The per-pool circuit breakers (failover to other pools while a pool's CPI keeps failing).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     pub buildkite: Buildkite,
     #[serde(rename = "pool")]
     pub pools: Vec<Pool>,
@@ -105,6 +108,41 @@ pub struct GlobalLimits {
     pub ram_mb: u64,
 }
 
+/// When a pool's circuit breaker opens and how long it stays open before a probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// create_vm failures in a row that open a pool's breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// How long an open breaker waits before its first probe; doubles on every reopening …
+    #[serde(default = "default_breaker_open")]
+    pub open_seconds: u64,
+    /// … up to this.
+    #[serde(default = "default_breaker_max_open")]
+    pub max_open_seconds: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: default_breaker_failures(),
+            open_seconds: default_breaker_open(),
+            max_open_seconds: default_breaker_max_open(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_open() -> u64 {
+    30
+}
+fn default_breaker_max_open() -> u64 {
+    600
+}
+
 /// Which Buildkite API lists the work.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -129,8 +167,12 @@ pub struct Buildkite {
     /// … or from this environment variable.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// The cluster queue key this launcher serves (`_default` for the cluster's default queue).
+    /// The cluster queue key this launcher serves (`_default` for the cluster's default queue) …
+    #[serde(default)]
     pub queue: String,
+    /// … or several queues (Stacks API only), each served by its own stack `<stack_key>-<queue>`.
+    #[serde(default)]
+    pub queues: Vec<String>,
     /// The stack key (≤ 80 bytes of `[A-Za-z0-9_-]`).
     pub stack_key: String,
     #[serde(default = "default_expiry")]
@@ -223,6 +265,25 @@ pub struct Pool {
     /// A CPI call running longer than this is killed (its outcome is then unknown: a possible leak).
     #[serde(default = "default_cpi_timeout")]
     pub cpi_timeout_seconds: u64,
+    /// Host power management: the command (argv) that powers the pool's host on (Wake-on-LAN, IPMI, …) …
+    #[serde(default)]
+    pub power_on: Vec<String>,
+    /// … and the one that powers it off (e.g. ssh to shut it down); needs `power_on`.
+    #[serde(default)]
+    pub power_off: Vec<String>,
+    /// How long a woken host may take until its CPI answers `info`.
+    #[serde(default = "default_boot_grace")]
+    pub boot_grace_seconds: u64,
+    /// A host with no VMs, no creates and no waiting demand this long is powered off.
+    #[serde(default = "default_idle_off")]
+    pub idle_power_off_seconds: u64,
+}
+
+fn default_boot_grace() -> u64 {
+    300
+}
+fn default_idle_off() -> u64 {
+    1800
 }
 
 fn default_cpi_timeout() -> u64 {
@@ -409,8 +470,22 @@ impl Config {
         if self.buildkite.token_file.is_some() == self.buildkite.token_env.is_some() {
             return Err(invalid("buildkite: set exactly one of token_file and token_env"));
         }
-        if self.buildkite.queue.is_empty() {
-            return Err(invalid("buildkite.queue is empty (use _default for the cluster's default queue)"));
+        if self.buildkite.queue.is_empty() == self.buildkite.queues.is_empty() {
+            return Err(invalid(
+                "buildkite: set exactly one of queue and queues (use _default for the cluster's default queue)",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (q, key) in self.queue_stacks() {
+            if q.is_empty() || !seen.insert(q.clone()) {
+                return Err(invalid(format!("buildkite.queues: {q:?} is empty or listed twice")));
+            }
+            if !key_ok(&key) {
+                return Err(invalid(format!("buildkite.queues: the stack key {key:?} of queue {q:?} must be 1 to 80 characters of [A-Za-z0-9_-]")));
+            }
+        }
+        if self.buildkite.queues.len() > 1 && self.buildkite.source == SourceKind::Rest {
+            return Err(invalid("buildkite.queues: several queues need source = \"stacks\""));
         }
         let ep = self.buildkite.endpoint.trim_end_matches('/');
         if !(ep.starts_with("https://") || ep.starts_with("http://")) || !ep.ends_with("/v3") {
@@ -427,12 +502,13 @@ impl Config {
                 )));
             }
         }
-        let served = format!("queue={}", self.buildkite.queue);
-        if !self.pools.iter().any(|p| p.tags.iter().any(|t| *t == served || t == "queue=*")) {
-            return Err(invalid(format!(
-                "no pool has the tag {served}: the launcher would serve no job of buildkite.queue {:?}",
-                self.buildkite.queue
-            )));
+        for (q, _) in self.queue_stacks() {
+            let served = format!("queue={q}");
+            if !self.pools.iter().any(|p| p.tags.iter().any(|t| *t == served || t == "queue=*")) {
+                return Err(invalid(format!(
+                    "no pool has the tag {served}: the launcher would serve no job of queue {q:?}"
+                )));
+            }
         }
         if self.unhealthy_after_failed_polls == 0 {
             return Err(invalid("unhealthy_after_failed_polls must be at least 1"));
@@ -454,6 +530,14 @@ impl Config {
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(format!("listen: {:?} is not host:port with a numeric host", self.listen)));
+        }
+        if self.breaker.failures == 0
+            || self.breaker.open_seconds == 0
+            || self.breaker.max_open_seconds < self.breaker.open_seconds
+        {
+            return Err(invalid(
+                "breaker: failures and open_seconds must be positive, max_open_seconds at least open_seconds",
+            ));
         }
         if self.poll_interval_ms < 100 {
             return Err(invalid("poll_interval_ms must be at least 100"));
@@ -512,6 +596,19 @@ impl Config {
             if p.networks.values().filter(|n| !n.static_ips.is_empty()).count() > 1 {
                 return Err(ctx("only one network per pool can have static_ips".into()));
             }
+            for (what, argv) in [("power_on", &p.power_on), ("power_off", &p.power_off)] {
+                if !argv.is_empty() && !Path::new(&argv[0]).is_absolute() {
+                    return Err(ctx(format!(
+                        "{what} must start with the absolute path of the command (it runs as argv, not through a shell)"
+                    )));
+                }
+            }
+            if !p.power_off.is_empty() && p.power_on.is_empty() {
+                return Err(ctx("power_off needs power_on (a host powered off must be woken again)".into()));
+            }
+            if p.boot_grace_seconds == 0 || p.idle_power_off_seconds == 0 {
+                return Err(ctx("boot_grace_seconds and idle_power_off_seconds must be positive".into()));
+            }
             if p.cpi_timeout_seconds == 0 {
                 return Err(ctx("cpi_timeout_seconds must be positive".into()));
             }
@@ -523,6 +620,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The queues this launcher serves with their stack keys: `queue` with `stack_key`, or every one of
+    /// `queues` with `<stack_key>-<queue>` (one queue in `queues` keeps `stack_key` as it is).
+    pub fn queue_stacks(&self) -> Vec<(String, String)> {
+        let b = &self.buildkite;
+        if b.queues.is_empty() {
+            return vec![(b.queue.clone(), b.stack_key.clone())];
+        }
+        if b.queues.len() == 1 {
+            return vec![(b.queues[0].clone(), b.stack_key.clone())];
+        }
+        b.queues.iter().map(|q| (q.clone(), format!("{}-{q}", b.stack_key))).collect()
     }
 
     /// Reads the Buildkite token named by the config. The value is only ever passed to the HTTP client.
@@ -558,6 +668,13 @@ impl Config {
                 std::fs::metadata(cpi).map_err(|e| invalid(format!("pool {}: cpi {}: {e}", p.name, cpi.display())))?;
             if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
                 return Err(invalid(format!("pool {}: cpi {} is not executable", p.name, cpi.display())));
+            }
+            for (what, argv) in [("power_on", &p.power_on), ("power_off", &p.power_off)] {
+                let Some(cmd) = argv.first() else { continue };
+                let ok = std::fs::metadata(cmd).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+                if !ok {
+                    return Err(invalid(format!("pool {}: {what} command {cmd} is not an executable file", p.name)));
+                }
             }
             if let Some(t) = &p.stemcell.tarball {
                 crate::launcher::stemcell::probe(t)
@@ -700,6 +817,7 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             "token_file",
             "token_env",
             "queue",
+            "queues",
             "stack_key",
             "reservation_expiry_seconds",
             "page_size",
@@ -730,6 +848,14 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             "boot_timeout_seconds",
             "create_attempts",
             "cpi_timeout_seconds",
+            "[breaker]",
+            "power_on",
+            "power_off",
+            "boot_grace_seconds",
+            "idle_power_off_seconds",
+            "failures",
+            "open_seconds",
+            "max_open_seconds",
         ];
         for k in keys {
             assert!(example.contains(k), "the example config does not show {k}");
@@ -746,6 +872,50 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         ] {
             assert!(docs.contains(want), "docs/launcher.md does not say {want:?}");
         }
+    }
+
+    #[test]
+    fn several_queues_get_a_stack_each() {
+        let two = GOOD
+            .replace("queue = \"vm\"", "queues = [\"vm\", \"gpu\"]")
+            .replace("\"queue=vm\", \"os=linux\"", "\"queue=*\", \"os=linux\"");
+        let c = parse(&two).unwrap();
+        assert_eq!(
+            c.queue_stacks(),
+            [("vm".to_string(), "s1-vm".to_string()), ("gpu".to_string(), "s1-gpu".to_string())]
+        );
+        assert_eq!(parse(GOOD).unwrap().queue_stacks(), [("vm".to_string(), "s1".to_string())]);
+        for (text, want) in [
+            (GOOD.replace("queue = \"vm\"", "queue = \"vm\"\nqueues = [\"a\"]"), "exactly one of queue and queues"),
+            (GOOD.replace("queue = \"vm\"", "queues = [\"vm\", \"gpu\"]"), "queue=gpu"),
+            (GOOD.replace("queue = \"vm\"", "queues = [\"vm\", \"vm\"]"), "listed twice"),
+            (GOOD.replace("queue = \"vm\"", "queues = [\"vm\", \"a b\"]"), "stack key"),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn power_commands_are_checked() {
+        let with = |extra: &str| {
+            parse(&GOOD.replace(
+                "flavors.small = { cpu = 1, ram = 512 }",
+                &format!("flavors.small = {{ cpu = 1, ram = 512 }}\n{extra}"),
+            ))
+        };
+        let e = with("power_off = [\"/usr/bin/true\"]").unwrap_err().to_string();
+        assert!(e.contains("power_off needs power_on"), "{e}");
+        let e = with("power_on = [\"wakeonlan\", \"aa:bb\"]").unwrap_err().to_string();
+        assert!(e.contains("absolute path"), "{e}");
+        let e = with("power_on = [\"/usr/bin/true\"]\nidle_power_off_seconds = 0").unwrap_err().to_string();
+        assert!(e.contains("must be positive"), "{e}");
+        let mut c = with("power_on = [\"/no/such/wakeonlan\"]").unwrap();
+        assert_eq!(c.pools[0].boot_grace_seconds, 300);
+        assert_eq!(c.pools[0].idle_power_off_seconds, 1800);
+        c.pools[0].cpi = vec!["/bin/true".into()];
+        let e = c.check_local().unwrap_err().to_string();
+        assert!(e.contains("power_on command /no/such/wakeonlan"), "{e}");
     }
 
     #[test]

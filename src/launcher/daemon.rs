@@ -4,6 +4,7 @@
 //! threads that report back through a channel, so slow creates never stall polling. Every create is preceded
 //! by an fsync'd ledger entry, and every VM is deleted when its job ends, is cancelled, never starts, or the
 //! VM passes its deadline. On start, [`Daemon::recover`] settles every open record before any new work.
+use crate::launcher::breaker::{Breaker, Gate};
 use crate::launcher::buildkite::{
     is_started, is_terminal, parse_rfc3339, sort_jobs, BkError, Listing, ScheduledJob, Source,
 };
@@ -13,6 +14,7 @@ use crate::launcher::http::{self, Assignment, Shared, SharedRef};
 use crate::launcher::ledger::{Event, Intent, Ledger, LedgerError, Record};
 use crate::launcher::log;
 use crate::launcher::plan::{plan, Capacity, Decision, PoolInfo};
+use crate::launcher::power::{self, Power};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,8 +58,31 @@ pub fn random_hex() -> Result<String, DaemonError> {
 
 /// What a worker thread reports.
 enum Msg {
-    Created { id: String, n: u32, res: Result<String, CpiError> },
-    Deleted { id: String, res: Result<(), CpiError> },
+    Created {
+        id: String,
+        n: u32,
+        res: Result<String, CpiError>,
+    },
+    Deleted {
+        id: String,
+        res: Result<(), CpiError>,
+    },
+    /// A power command of a pool finished (`on`: power_on, else power_off).
+    PowerDone {
+        pool: usize,
+        on: bool,
+        res: Result<(), String>,
+    },
+    /// The `info` probe of a waking host: whether its CPI answered.
+    WakeProbed {
+        pool: usize,
+        ok: bool,
+    },
+    /// The `info` probe of an open breaker's pool.
+    Probed {
+        pool: usize,
+        res: Result<(), String>,
+    },
 }
 
 /// What happens to a record once its VM is deleted.
@@ -101,7 +126,26 @@ pub struct Daemon {
     retry_at: HashMap<String, Instant>,
     /// Polls of the Buildkite API that failed in a row.
     failed_polls: u32,
+    /// Per pool: its circuit breaker.
+    breakers: Vec<Breaker>,
+    /// The agent query rules of the jobs this launcher holds (to move a job to another pool).
+    job_rules: HashMap<String, Vec<String>>,
+    /// Pools a job was moved away from (it is not moved back: no ping-pong between two failing pools).
+    tried: HashMap<String, HashSet<usize>>,
+    /// What `pools.json` holds now.
+    published: String,
+    /// Per pool: its host's power state, since when, and since when it has been idle (powered on).
+    power: Vec<Power>,
+    power_since: Vec<Instant>,
+    idle_since: Vec<Option<Instant>>,
+    /// Per pool: a power command or a wake probe is in flight.
+    power_busy: Vec<bool>,
+    /// Per pool: no new wake before then (after a host did not come up).
+    wake_not_before: Vec<Option<Instant>>,
 }
+
+/// The pools' breaker states of the running launcher, in its ledger directory (read by `status`).
+pub const POOLS_FILE: &str = "pools.json";
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -226,7 +270,48 @@ impl Daemon {
             unsure: HashMap::new(),
             retry_at: HashMap::new(),
             failed_polls: 0,
+            breakers: Vec::new(),
+            job_rules: HashMap::new(),
+            tried: HashMap::new(),
+            published: String::new(),
+            power: Vec::new(),
+            power_since: Vec::new(),
+            idle_since: Vec::new(),
+            power_busy: Vec::new(),
+            wake_not_before: Vec::new(),
         };
+        let n = d.cfg.pools.len();
+        (d.power_since, d.idle_since) = (vec![Instant::now(); n], vec![None; n]);
+        (d.power_busy, d.wake_not_before) = (vec![false; n], vec![None; n]);
+        // a managed host that does not answer now is asleep (not failing): it is woken on demand
+        d.power = (0..n)
+            .map(|i| {
+                if d.cfg.pools[i].power_on.is_empty() {
+                    return Power::Unmanaged;
+                }
+                let cpi = d.cpis[i].clone();
+                let tag = format!("power-{i}-{}.info", now());
+                let ctx = cpi_context(&d.cfg);
+                let ok = timed(&d.shared, "info", || cpi.call(&tag, "info", json!([]), &ctx)).is_ok();
+                cpi.spool_files(&tag).remove();
+                log::info(&format!(
+                    "pool={} host is {} at start",
+                    d.cfg.pools[i].name,
+                    if ok { "on" } else { "off (asleep)" }
+                ));
+                if ok {
+                    Power::On
+                } else {
+                    Power::Off
+                }
+            })
+            .collect();
+        let b = &d.cfg.breaker;
+        d.breakers =
+            vec![
+                Breaker::new(b.failures, Duration::from_secs(b.open_seconds), Duration::from_secs(b.max_open_seconds));
+                d.cfg.pools.len()
+            ];
         for r in d.ledger.state.open.values() {
             log::add_secret(&r.intent.secret);
             let job = (!r.intent.job.is_empty()).then(|| r.intent.job.clone());
@@ -238,76 +323,388 @@ impl Daemon {
         Ok(d)
     }
 
-    /// The stemcell CID of every pool: configured, remembered in the ledger, or uploaded now.
+    /// The stemcell CID of every pool (configured, remembered in the ledger, or uploaded now). A pool whose
+    /// stemcell cannot be had (its host is down, its CPI missing) does not stop the launcher: it gets an
+    /// empty CID and its breaker starts open, so it is probed and its stemcell uploaded again later.
     fn ensure_stemcells(&mut self) -> Result<Vec<String>, DaemonError> {
         let mut out = Vec::new();
-        for (i, p) in self.cfg.pools.clone().iter().enumerate() {
-            if let Some(cid) = &p.stemcell.cid {
-                out.push(cid.clone());
-                continue;
-            }
-            let Some(image) = p.stemcell.image.as_ref().or(p.stemcell.tarball.as_ref()) else {
-                // validation makes this unreachable; keep the vector aligned with the pools anyway
+        for i in 0..self.cfg.pools.len() {
+            if self.power[i] == Power::Off {
+                // asleep: its stemcell is uploaded when it is woken
                 out.push(String::new());
                 continue;
-            };
-            let meta =
-                std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
-            let mtime =
-                meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-            let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));
-            // a create_stemcell that a previous run started is settled first: never a second upload
-            if let Some(cid) = self.settle_stemcell_attempt(i, &key)? {
-                out.push(cid);
-                continue;
             }
-            if let Some((k, cid)) = self.ledger.state.stemcells.get(&p.name) {
-                if *k == key {
-                    out.push(cid.clone());
-                    continue;
+            match self.ensure_stemcell(i) {
+                Ok(cid) => out.push(cid),
+                Err(DaemonError::Ledger(e)) => return Err(DaemonError::Ledger(e)),
+                Err(e) => {
+                    let reason = log::chain(&e);
+                    log::error(&format!(
+                        "pool={} has no stemcell: {reason}; its breaker opens and it is retried",
+                        self.cfg.pools[i].name
+                    ));
+                    self.breaker_open_now(i, &format!("no stemcell: {reason}"));
+                    out.push(String::new());
                 }
             }
-            // images extracted by interrupted runs (settled above) are of no use now
-            sweep_spool(&self.ledger.spool_dir(), true);
-            log::info(&format!("pool={} create_stemcell from {}", p.name, image.display()));
-            // a tarball is unpacked like the director does: its `image` plus the manifest's cloud_properties
-            let extracted = match &p.stemcell.tarball {
-                Some(t) => Some(
-                    crate::launcher::stemcell::extract(t, &self.ledger.spool_dir(), &p.stemcell.cloud_properties)
-                        .map_err(|source| DaemonError::Tarball { pool: p.name.clone(), source })?,
-                ),
-                None => None,
-            };
-            let (path, props) = match &extracted {
-                Some(e) => (e.image.clone(), e.cloud_properties.clone()),
-                None => (image.clone(), p.stemcell.cloud_properties.clone()),
-            };
-            let tag = format!("stemcell-{}-{}", p.name, now());
-            let cpi = self.cpis[i].clone();
-            let ctx = cpi_context(&self.cfg);
-            self.ledger.append(Event::StemcellAttempt { pool: p.name.clone(), key: key.clone(), tag: tag.clone() })?;
-            let res = timed(&self.shared, "create_stemcell", || {
-                cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx)
-            });
-            drop(extracted);
-            cpi.spool_files(&tag).remove();
-            let cid = res.map_err(|source| DaemonError::Stemcell { pool: p.name.clone(), source })?;
-            let Some(cid) = cid.as_str().filter(|c| !c.is_empty()).map(String::from) else {
-                let output = cid.to_string();
-                return Err(DaemonError::Stemcell {
-                    pool: p.name.clone(),
-                    source: CpiError::NoResponse {
-                        method: "create_stemcell".into(),
-                        status: "no stemcell CID in the result".into(),
-                        output,
-                    },
-                });
-            };
-            self.ledger.append(Event::Stemcell { pool: p.name.clone(), key, cid: cid.clone() })?;
-            log::info(&format!("pool={} stemcell={cid}", p.name));
-            out.push(cid);
         }
         Ok(out)
+    }
+
+    fn breaker_open_now(&mut self, i: usize, reason: &str) {
+        self.breakers[i].open_now(Instant::now(), reason);
+        self.breaker_logged(i);
+    }
+
+    /// Logs pool `i`'s breaker state after a change, and counts the openings.
+    fn breaker_logged(&mut self, i: usize) {
+        let b = &self.breakers[i];
+        let name = &self.cfg.pools[i].name;
+        match b.gate() {
+            Gate::Open => {
+                log::warn(&format!(
+                    "pool={name} breaker open: {}; next probe in {} s",
+                    b.reason,
+                    b.retry_in(Instant::now())
+                ));
+                http::lock(&self.shared).metrics.inc("launcher_pool_breaker_opened_total", &[("pool", name)], 1.0);
+            }
+            Gate::HalfOpen => log::info(&format!("pool={name} breaker half-open: the CPI answers; one create decides")),
+            Gate::Closed => log::info(&format!("pool={name} breaker closed")),
+        }
+    }
+
+    /// Starts the `info` probe of every open breaker whose pause is over (on a worker thread).
+    fn start_probes(&mut self) {
+        for i in 0..self.breakers.len() {
+            if !self.breakers[i].probe_due(Instant::now()) {
+                continue;
+            }
+            self.breakers[i].probe_started();
+            let cpi = self.cpis[i].clone();
+            let ctx = cpi_context(&self.cfg);
+            let (tx, shared) = (self.tx.clone(), self.shared.clone());
+            log::info(&format!("pool={} breaker probe: info", self.cfg.pools[i].name));
+            std::thread::spawn(move || {
+                let tag = format!("probe-{i}-{}.info", now());
+                let res = timed(&shared, "info", || cpi.call(&tag, "info", json!([]), &ctx))
+                    .map(|_| ())
+                    .map_err(|e| format!("info: {}", log::chain(&e)));
+                cpi.spool_files(&tag).remove();
+                let _ = tx.send(Msg::Probed { pool: i, res });
+            });
+        }
+    }
+
+    /// A probe's outcome; a pool that answers but has no stemcell yet gets it now (this waits for the upload).
+    fn probed(&mut self, i: usize, res: Result<(), String>) -> Result<(), DaemonError> {
+        let mut res = res;
+        if res.is_ok() && self.stemcells.get(i).is_some_and(|s| s.is_empty()) {
+            match self.ensure_stemcell(i) {
+                Ok(cid) if !cid.is_empty() => self.stemcells[i] = cid,
+                Ok(_) => res = Err("no stemcell".into()),
+                Err(DaemonError::Ledger(e)) => return Err(DaemonError::Ledger(e)),
+                Err(e) => res = Err(format!("no stemcell: {}", log::chain(&e))),
+            }
+        }
+        self.breakers[i].probe_done(Instant::now(), res);
+        self.breaker_logged(i);
+        Ok(())
+    }
+
+    /// Moves a job whose pool cannot make its VM (breaker open, or out of attempts) to another pool that
+    /// serves it, is not open and has room: the old record (which has no VM) is closed first, then the new
+    /// one is written with a new secret, so a VM that the failed pool might still bring up gets no job.
+    /// Returns whether the job was moved.
+    fn fail_over(&mut self, r: &Record, from: usize) -> Result<bool, DaemonError> {
+        if r.intent.job.is_empty() || r.cid.is_some() {
+            return Ok(false);
+        }
+        let rules_text = self.job_rules.get(&r.intent.job).cloned().unwrap_or_else(|| r.intent.agent_tags.clone());
+        let Some(rules) = rules_text.iter().map(|t| crate::launcher::rules::Rule::parse(t)).collect::<Option<Vec<_>>>()
+        else {
+            return Ok(false);
+        };
+        let creating = self.creating();
+        let mut cap = Capacity::new(&self.cfg, &self.ledger.state, &creating);
+        let mut target = None;
+        let tried = self.tried.get(&r.intent.job);
+        for (i, p) in self.cfg.pools.iter().enumerate() {
+            if i == from
+                || tried.is_some_and(|t| t.contains(&i))
+                || !self.breakers[i].allows_create()
+                || !self.power[i].usable()
+                || self.stemcells[i].is_empty()
+            {
+                continue;
+            }
+            let Some(m) = self.infos[i].tags.matches_rules(&rules) else {
+                continue;
+            };
+            let Ok((fname, f)) = p.flavor_for(m.flavor.as_deref()) else {
+                continue;
+            };
+            let smallest = p.smallest_flavor().map(|(n, _)| n == fname).unwrap_or(true);
+            if cap.refusal(&self.cfg, &self.infos[i], i, f.cpu, f.ram, smallest).is_none() {
+                target = Some((i, fname.to_string(), f.cpu, f.ram, m.agent_tags));
+                break;
+            }
+        }
+        let Some((to, flavor, cpu, ram, agent_tags)) = target else {
+            return Ok(false);
+        };
+        let ip = cap.take(&self.infos[to], to, cpu, ram);
+        let (fname, tname) = (self.cfg.pools[from].name.clone(), self.cfg.pools[to].name.clone());
+        log::warn(&format!(
+            "record={} job={} failover: pool {fname} cannot make its VM ({}); moving it to pool {tname}",
+            r.intent.id,
+            r.intent.job,
+            if self.breakers[from].gate() == Gate::Open {
+                format!("breaker open: {}", self.breakers[from].reason)
+            } else {
+                format!("{} failed attempts", r.failures)
+            }
+        ));
+        let job = r.intent.job.clone();
+        let reserved = self.reserved_at.get(&job).copied();
+        self.forget(r);
+        self.ledger.append(Event::Closed { id: r.intent.id.clone(), reason: format!("moved to pool {tname}") })?;
+        if let Some(t) = reserved {
+            self.reserved_at.insert(job.clone(), t);
+        }
+        self.tried.entry(job.clone()).or_default().insert(from);
+        http::lock(&self.shared).metrics.inc(
+            "launcher_jobs_failed_over_total",
+            &[("pool", &fname), ("to", &tname)],
+            1.0,
+        );
+        self.new_vm(to, &job, flavor, cpu, ram, agent_tags, ip)?;
+        Ok(true)
+    }
+
+    fn set_power(&mut self, i: usize, p: Power, why: &str) {
+        self.power[i] = p;
+        self.power_since[i] = Instant::now();
+        self.idle_since[i] = None;
+        log::info(&format!("pool={} host power {}: {why}", self.cfg.pools[i].name, p.as_str()));
+    }
+
+    /// Runs pool `i`'s power_on (`on`) or power_off command on a worker thread.
+    fn start_power(&mut self, i: usize, on: bool) {
+        let p = &self.cfg.pools[i];
+        let (argv, timeout) = if on {
+            (p.power_on.clone(), Duration::from_secs(p.boot_grace_seconds))
+        } else {
+            (p.power_off.clone(), Duration::from_secs(p.cpi_timeout_seconds.min(600)))
+        };
+        self.power_busy[i] = true;
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let res = power::run(&argv, timeout).map_err(|e| log::chain(&e));
+            let _ = tx.send(Msg::PowerDone { pool: i, on, res });
+        });
+    }
+
+    fn power_done(&mut self, i: usize, on: bool, res: Result<(), String>) {
+        self.power_busy[i] = false;
+        match (on, res) {
+            (true, Ok(())) => {
+                log::info(&format!("pool={} power_on done; waiting for its CPI to answer", self.cfg.pools[i].name))
+            }
+            (true, Err(e)) => {
+                let grace = Duration::from_secs(self.cfg.pools[i].boot_grace_seconds);
+                self.wake_not_before[i] = Some(Instant::now() + grace);
+                self.set_power(i, Power::Off, &format!("power_on failed: {e}"));
+            }
+            (false, Ok(())) => self.set_power(i, Power::Off, "power_off done"),
+            (false, Err(e)) => {
+                // it may still be on: treat it as on (it gets VMs again, and is tried again when idle)
+                self.set_power(i, Power::On, &format!("power_off failed: {e}"));
+            }
+        }
+    }
+
+    fn wake_probed(&mut self, i: usize, ok: bool) -> Result<(), DaemonError> {
+        self.power_busy[i] = false;
+        if !ok || self.power[i] != Power::Waking {
+            return Ok(());
+        }
+        if self.stemcells[i].is_empty() {
+            match self.ensure_stemcell(i) {
+                Ok(cid) => self.stemcells[i] = cid,
+                Err(DaemonError::Ledger(e)) => return Err(DaemonError::Ledger(e)),
+                Err(e) => {
+                    self.breaker_open_now(i, &format!("no stemcell: {}", log::chain(&e)));
+                }
+            }
+        }
+        let secs = self.power_since[i].elapsed().as_secs_f64();
+        self.set_power(i, Power::On, &format!("its CPI answers info ({secs:.1} s after power_on)"));
+        Ok(())
+    }
+
+    /// Power management, once per poll after the plan: wakes a sleeping host for jobs that no awake pool
+    /// can take, watches waking hosts until their CPI answers, and powers off hosts idle long enough.
+    fn manage_power(&mut self, listing: &Listing, decisions: &[Decision]) {
+        let rules_of = |j: &ScheduledJob| {
+            j.rules.iter().map(|r| crate::launcher::rules::Rule::parse(r)).collect::<Option<Vec<_>>>()
+        };
+        // demand that no awake pool can meet: jobs that wait (not for a paused queue or a create slot)
+        for d in decisions {
+            let Decision::Wait { job, reason, .. } = d else {
+                continue;
+            };
+            if matches!(*reason, "paused" | "creates") {
+                continue;
+            }
+            let Some(rules) = rules_of(job) else { continue };
+            let asleep = (0..self.cfg.pools.len()).find(|&i| {
+                self.power[i] == Power::Off
+                    && !self.power_busy[i]
+                    && self.wake_not_before[i].is_none_or(|t| Instant::now() >= t)
+                    && self.infos[i].tags.matches_rules(&rules).is_some()
+            });
+            let already = (0..self.cfg.pools.len())
+                .any(|i| self.power[i] == Power::Waking && self.infos[i].tags.matches_rules(&rules).is_some());
+            if let (Some(i), false) = (asleep, already) {
+                self.set_power(
+                    i,
+                    Power::Waking,
+                    &format!("job {} waits ({reason}) and no awake pool can take it: power_on", job.id),
+                );
+                self.start_power(i, true);
+            }
+        }
+        // a record left waiting for a VM in a sleeping pool (after a restart) is demand for it too
+        for i in 0..self.cfg.pools.len() {
+            let name = &self.cfg.pools[i].name;
+            let pending = self
+                .ledger
+                .state
+                .open
+                .values()
+                .any(|r| r.intent.pool == *name && r.cid.is_none() && !self.busy.contains(&r.intent.id));
+            if pending
+                && self.power[i] == Power::Off
+                && !self.power_busy[i]
+                && self.wake_not_before[i].is_none_or(|t| Instant::now() >= t)
+            {
+                self.set_power(i, Power::Waking, "a job waits for a VM here: power_on");
+                self.start_power(i, true);
+            }
+        }
+        let held: HashSet<String> = self.ledger.state.open.values().map(|r| r.intent.job.clone()).collect();
+        for i in 0..self.cfg.pools.len() {
+            let p = self.cfg.pools[i].clone();
+            match self.power[i] {
+                Power::Waking if !self.power_busy[i] => {
+                    if self.power_since[i].elapsed() > Duration::from_secs(p.boot_grace_seconds) {
+                        self.wake_not_before[i] = Some(Instant::now() + Duration::from_secs(p.boot_grace_seconds));
+                        self.set_power(
+                            i,
+                            Power::Off,
+                            &format!("its CPI did not answer within boot_grace_seconds = {}", p.boot_grace_seconds),
+                        );
+                        continue;
+                    }
+                    self.power_busy[i] = true;
+                    let cpi = self.cpis[i].clone();
+                    let ctx = cpi_context(&self.cfg);
+                    let (tx, shared) = (self.tx.clone(), self.shared.clone());
+                    std::thread::spawn(move || {
+                        let tag = format!("wake-{i}-{}.info", now());
+                        let ok = timed(&shared, "info", || cpi.call(&tag, "info", json!([]), &ctx)).is_ok();
+                        cpi.spool_files(&tag).remove();
+                        let _ = tx.send(Msg::WakeProbed { pool: i, ok });
+                    });
+                }
+                Power::On if !p.power_off.is_empty() => {
+                    let has_records = self.ledger.state.open.values().any(|r| r.intent.pool == p.name);
+                    let demand = listing.jobs.iter().any(|j| {
+                        !held.contains(&j.id)
+                            && rules_of(j).is_some_and(|r| self.infos[i].tags.matches_rules(&r).is_some())
+                    });
+                    if has_records || demand || p.warm > 0 {
+                        self.idle_since[i] = None;
+                        continue;
+                    }
+                    let since = *self.idle_since[i].get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_secs(p.idle_power_off_seconds) {
+                        self.set_power(
+                            i,
+                            Power::Stopping,
+                            &format!("no VMs, creates or demand for {} s: power_off", p.idle_power_off_seconds),
+                        );
+                        self.start_power(i, false);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The stemcell CID of pool `i`: configured, remembered in the ledger, or uploaded now.
+    fn ensure_stemcell(&mut self, i: usize) -> Result<String, DaemonError> {
+        let p = self.cfg.pools[i].clone();
+        let p = &p;
+        if let Some(cid) = &p.stemcell.cid {
+            return Ok(cid.clone());
+        }
+        let Some(image) = p.stemcell.image.as_ref().or(p.stemcell.tarball.as_ref()) else {
+            // validation makes this unreachable; keep the vector aligned with the pools anyway
+            return Ok(String::new());
+        };
+        let meta = std::fs::metadata(image).map_err(|e| DaemonError::StemcellImage(image.display().to_string(), e))?;
+        let mtime =
+            meta.modified().ok().and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+        let key = format!("{}|{}|{}|{}", image.display(), meta.len(), mtime, p.cpi.join(" "));
+        // a create_stemcell that a previous run started is settled first: never a second upload
+        if let Some(cid) = self.settle_stemcell_attempt(i, &key)? {
+            return Ok(cid);
+        }
+        if let Some((k, cid)) = self.ledger.state.stemcells.get(&p.name) {
+            if *k == key {
+                return Ok(cid.clone());
+            }
+        }
+        // images extracted by interrupted runs (settled above) are of no use now
+        sweep_spool(&self.ledger.spool_dir(), true);
+        log::info(&format!("pool={} create_stemcell from {}", p.name, image.display()));
+        // a tarball is unpacked like the director does: its `image` plus the manifest's cloud_properties
+        let extracted = match &p.stemcell.tarball {
+            Some(t) => Some(
+                crate::launcher::stemcell::extract(t, &self.ledger.spool_dir(), &p.stemcell.cloud_properties)
+                    .map_err(|source| DaemonError::Tarball { pool: p.name.clone(), source })?,
+            ),
+            None => None,
+        };
+        let (path, props) = match &extracted {
+            Some(e) => (e.image.clone(), e.cloud_properties.clone()),
+            None => (image.clone(), p.stemcell.cloud_properties.clone()),
+        };
+        let tag = format!("stemcell-{}-{}", p.name, now());
+        let cpi = self.cpis[i].clone();
+        let ctx = cpi_context(&self.cfg);
+        self.ledger.append(Event::StemcellAttempt { pool: p.name.clone(), key: key.clone(), tag: tag.clone() })?;
+        let res =
+            timed(&self.shared, "create_stemcell", || cpi.call(&tag, "create_stemcell", json!([path, props]), &ctx));
+        drop(extracted);
+        cpi.spool_files(&tag).remove();
+        let cid = res.map_err(|source| DaemonError::Stemcell { pool: p.name.clone(), source })?;
+        let Some(cid) = cid.as_str().filter(|c| !c.is_empty()).map(String::from) else {
+            let output = cid.to_string();
+            return Err(DaemonError::Stemcell {
+                pool: p.name.clone(),
+                source: CpiError::NoResponse {
+                    method: "create_stemcell".into(),
+                    status: "no stemcell CID in the result".into(),
+                    output,
+                },
+            });
+        };
+        self.ledger.append(Event::Stemcell { pool: p.name.clone(), key, cid: cid.clone() })?;
+        log::info(&format!("pool={} stemcell={cid}", p.name));
+        Ok(cid)
     }
 
     /// Settles a create_stemcell of pool `i` that a previous run started and did not see finish: waits while
@@ -495,7 +892,11 @@ impl Daemon {
     /// The main loop, until SIGTERM (and, with `on_shutdown = "drain"`, until every VM is gone).
     pub fn run(&mut self) -> Result<(), DaemonError> {
         self.source.register().map_err(DaemonError::Register)?;
-        log::info(&format!("stack {} registered on queue {}", self.cfg.buildkite.stack_key, self.cfg.buildkite.queue));
+        log::info(&format!(
+            "stack {} registered on queue {}",
+            self.cfg.queue_stacks().iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>().join(", "),
+            self.cfg.queue_stacks().iter().map(|(q, _)| q.as_str()).collect::<Vec<_>>().join(", ")
+        ));
         self.recover()?;
         let interval = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut next_poll = Instant::now();
@@ -629,6 +1030,9 @@ impl Daemon {
                 self.scheduled_at.entry(j.id.clone()).or_insert(t);
             }
         }
+        if !stopping {
+            self.start_probes();
+        }
         self.start_jobs(&listing)?;
         if !stopping && !listing.paused {
             self.replenish_warm()?;
@@ -645,6 +1049,8 @@ impl Daemon {
             set.retain(|j| keep.contains(j.as_str()));
         }
         self.scheduled_at.retain(|j, _| keep.contains(j.as_str()));
+        self.job_rules.retain(|j, _| keep.contains(j.as_str()));
+        self.tried.retain(|j, _| keep.contains(j.as_str()));
         self.reserved_at.retain(|j, _| keep.contains(j.as_str()));
     }
 
@@ -717,6 +1123,13 @@ impl Daemon {
                     if is_terminal(state) {
                         log::info(&format!("record={id} job={} job {state} before its VM was made", r.intent.job));
                         self.ledger.append(Event::Closed { id, reason: format!("job {state}") })?;
+                    } else if !stopping
+                        && (!self.breakers[pi].allows_create()
+                            || !self.power[pi].usable()
+                            || r.failures >= pool.create_attempts)
+                        && self.fail_over(&r, pi)?
+                    {
+                        // moved to another pool
                     } else if r.failures >= pool.create_attempts {
                         let reason = format!(
                             "agent-launcher could not start a VM in pool {} after {} attempts: {}",
@@ -732,7 +1145,11 @@ impl Daemon {
                         self.ledger.append(Event::Closed { id, reason: "create failed".into() })?;
                     } else if !stopping && self.retry_at.get(&id).is_none_or(|at| Instant::now() >= *at) {
                         let creating = self.creating()[pi];
-                        if creating < pool.limits.max_concurrent_creates {
+                        if creating < pool.limits.max_concurrent_creates
+                            && self.breakers[pi].allows_create()
+                            && self.power[pi].usable()
+                            && !self.stemcells[pi].is_empty()
+                        {
                             self.retry_at.remove(&id);
                             self.start_create(&r)?;
                         }
@@ -796,7 +1213,18 @@ impl Daemon {
     }
 
     fn start_jobs(&mut self, listing: &Listing) -> Result<(), DaemonError> {
+        for (info, b) in self.infos.iter_mut().zip(&self.breakers) {
+            info.gate = b.gate();
+        }
+        for (i, s) in self.stemcells.iter().enumerate() {
+            if s.is_empty() || !self.power[i].usable() {
+                self.infos[i].gate = Gate::Open;
+            }
+        }
         let decisions = plan(&self.cfg, &self.infos, &self.ledger.state, &self.busy, listing, &self.refused);
+        if !self.stop.load(Ordering::SeqCst) {
+            self.manage_power(listing, &decisions);
+        }
         let mut to_reserve = Vec::new();
         let mut waiting: HashMap<(String, &'static str), f64> = HashMap::new();
         for d in &decisions {
@@ -871,6 +1299,7 @@ impl Daemon {
                         &[("pool", &self.cfg.pools[pool].name)],
                         1.0,
                     );
+                    self.job_rules.insert(job.id.clone(), job.rules.clone());
                     self.new_vm(pool, &job.id, flavor, cpu, ram, agent_tags, ip)?;
                 }
                 Decision::Assign { job, pool, record, agent_tags } if reserved.contains(&job.id) => {
@@ -966,7 +1395,11 @@ impl Daemon {
     /// Keeps `warm` idle VMs per pool (booting ones count), within capacity.
     fn replenish_warm(&mut self) -> Result<(), DaemonError> {
         for (i, p) in self.cfg.pools.clone().iter().enumerate() {
-            if p.warm == 0 {
+            if p.warm == 0
+                || !self.power[i].usable()
+                || self.breakers[i].gate() != Gate::Closed
+                || self.stemcells[i].is_empty()
+            {
                 continue;
             }
             let have =
@@ -1018,6 +1451,7 @@ impl Daemon {
         let n = r.attempts + 1;
         self.ledger.append(Event::Attempt { id: r.intent.id.clone(), n })?;
         self.busy.insert(r.intent.id.clone());
+        self.breakers[pi].create_started();
         let pool = self.cfg.pools[pi].clone();
         let cpi = self.cpis[pi].clone();
         let intent = r.intent.clone();
@@ -1074,12 +1508,24 @@ impl Daemon {
 
     fn handle(&mut self, msg: Msg) -> Result<(), DaemonError> {
         match msg {
+            Msg::Probed { pool, res } => self.probed(pool, res)?,
+            Msg::PowerDone { pool, on, res } => self.power_done(pool, on, res),
+            Msg::WakeProbed { pool, ok } => self.wake_probed(pool, ok)?,
             Msg::Created { id, n, res } => {
                 self.busy.remove(&id);
                 let Some(r) = self.ledger.state.open.get(&id).cloned() else {
                     return Ok(());
                 };
                 let pi = self.pool_index(&r.intent.pool);
+                if let Some(i) = pi {
+                    let changed = match &res {
+                        Ok(_) => self.breakers[i].success(),
+                        Err(e) => self.breakers[i].failure(Instant::now(), &format!("create_vm: {}", log::chain(e))),
+                    };
+                    if changed {
+                        self.breaker_logged(i);
+                    }
+                }
                 let files = pi.map(|i| self.cpis[i].spool_files(&format!("{id}-{n}.create_vm")));
                 match res {
                     Ok(cid) => {
@@ -1157,7 +1603,65 @@ impl Daemon {
         http::lock(&self.shared).assignments.remove(&r.intent.secret);
     }
 
+    /// The breakers as `status` shows them, written to `<ledger_dir>/pools.json` when they change.
+    fn publish_breakers(&mut self) {
+        let now_i = Instant::now();
+        let pools: Map<String, Value> = self
+            .cfg
+            .pools
+            .iter()
+            .zip(&self.breakers)
+            .enumerate()
+            .map(|(i, (p, b))| {
+                (
+                    p.name.clone(),
+                    json!({
+                        "breaker": b.gate().as_str(),
+                        "reason": if b.gate() == Gate::Closed { "" } else { b.reason.as_str() },
+                        "next_probe_in_seconds": if b.gate() == Gate::Open { b.retry_in(now_i) } else { 0 },
+                        "opened_total": b.opened_total,
+                        "power": self.power.get(i).map(|p| p.as_str()).unwrap_or("unmanaged"),
+                    }),
+                )
+            })
+            .collect();
+        {
+            let mut s = http::lock(&self.shared);
+            s.metrics.clear("launcher_pool_breaker");
+            s.metrics.clear("launcher_pool_power");
+            for (p, pw) in self.cfg.pools.iter().zip(&self.power) {
+                if *pw != Power::Unmanaged {
+                    for st in [Power::On, Power::Off, Power::Waking, Power::Stopping] {
+                        s.metrics.set(
+                            "launcher_pool_power",
+                            &[("pool", &p.name), ("state", st.as_str())],
+                            if *pw == st { 1.0 } else { 0.0 },
+                        );
+                    }
+                }
+            }
+            for (p, b) in self.cfg.pools.iter().zip(&self.breakers) {
+                for g in [Gate::Closed, Gate::HalfOpen, Gate::Open] {
+                    s.metrics.set(
+                        "launcher_pool_breaker",
+                        &[("pool", &p.name), ("state", g.as_str())],
+                        if b.gate() == g { 1.0 } else { 0.0 },
+                    );
+                }
+            }
+        }
+        let text = json!({"launcher": self.cfg.launcher_id, "pid": std::process::id(), "pools": pools}).to_string();
+        if text != self.published {
+            let path = self.cfg.ledger_dir.join(POOLS_FILE);
+            let tmp = self.cfg.ledger_dir.join(format!("{POOLS_FILE}.tmp"));
+            if std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, &path)).is_ok() {
+                self.published = text;
+            }
+        }
+    }
+
     fn update_gauges(&mut self) {
+        self.publish_breakers();
         let creating = self.creating();
         let cap = Capacity::new(&self.cfg, &self.ledger.state, &creating);
         let mut s = http::lock(&self.shared);

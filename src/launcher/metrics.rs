@@ -30,6 +30,10 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_queue_paused", Kind::Gauge, "1 when the cluster queue is paused (no new VMs are started)."),
     ("launcher_buildkite_consecutive_failed_polls", Kind::Gauge, "Polls of the Buildkite API that failed in a row (0 after a good one); /healthz fails at unhealthy_after_failed_polls."),
     ("launcher_poll_duration_seconds", Kind::Histogram, "Wall time of one poll of the queue."),
+    ("launcher_pool_breaker", Kind::Gauge, "1 for the state (closed, half_open, open) of each pool's circuit breaker."),
+    ("launcher_pool_breaker_opened_total", Kind::Counter, "Times a pool's circuit breaker opened."),
+    ("launcher_pool_power", Kind::Gauge, "1 for the power state (on, off, waking, stopping) of each power-managed pool's host."),
+    ("launcher_jobs_failed_over_total", Kind::Counter, "Jobs moved from a failing pool (pool) to another (to)."),
 ];
 
 const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];

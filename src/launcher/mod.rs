@@ -3,13 +3,16 @@
 //! - [`config`]: the TOML config, validated once.
 //! - [`buildkite`]: the queue source (Stacks API) and its HTTP rules (retries, rate limits).
 //! - [`rules`]: agent query rule matching, as Buildkite does it.
+//! - [`breaker`]: per-pool circuit breakers (failover while a pool's CPI keeps failing).
 //! - [`plan`]: which job starts in which pool, with flavors, capacity, static IPs and placement.
+//! - [`power`]: host power management (power_on/power_off commands, idle power-off).
 //! - [`cpi`]: the CPI client, one process per call like the BOSH director, spooled to disk.
 //! - [`ledger`]: the fsync'd intent log that makes restarts leak-free.
 //! - [`daemon`]: the loop and the recovery on start.
 //! - [`http`] and [`metrics`]: `/metrics`, `/healthz` and the VM assignment endpoint.
 //! - [`status`]: the human-readable views (`status`, `--dry-run`).
 //! - [`stemcell`]: stemcell tarballs (the `image` and the `cloud_properties` of `stemcell.MF`).
+pub mod breaker;
 pub mod buildkite;
 pub mod config;
 pub mod cpi;
@@ -19,6 +22,7 @@ pub mod ledger;
 pub mod log;
 pub mod metrics;
 pub mod plan;
+pub mod power;
 pub mod rules;
 pub mod status;
 pub mod stemcell;

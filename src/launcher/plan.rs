@@ -3,6 +3,7 @@
 //! [`plan`] is a pure function of the config, the open ledger records, the creates in flight and one
 //! listing, so it is unit-tested and benchmarked without any I/O. Jobs are considered in the listing's order
 //! (priority, then age); capacity taken by a job earlier in the same plan counts for the later ones.
+use crate::launcher::breaker::Gate;
 use crate::launcher::buildkite::{Listing, ScheduledJob};
 use crate::launcher::config::{Config, Placement, Pool};
 use crate::launcher::ledger::State;
@@ -17,6 +18,8 @@ pub struct PoolInfo {
     /// The static addresses of the pool's network that has them, with that network's name.
     pub ips: Vec<Ipv4Addr>,
     pub ip_network: Option<String>,
+    /// The pool's circuit breaker (set by the daemon before each plan): open pools get no jobs.
+    pub gate: Gate,
 }
 
 impl PoolInfo {
@@ -27,7 +30,7 @@ impl PoolInfo {
             .find(|(_, n)| !n.static_ips.is_empty())
             .map(|(name, n)| (Some(name.clone()), n.addresses().unwrap_or_default()))
             .unwrap_or((None, Vec::new()));
-        PoolInfo { tags: PoolTags::new(&p.tags, &p.flavor_tag), ips, ip_network }
+        PoolInfo { tags: PoolTags::new(&p.tags, &p.flavor_tag), ips, ip_network, gate: Gate::Closed }
     }
 }
 
@@ -48,7 +51,8 @@ pub enum Decision {
     },
     /// The job cannot run here (unknown flavor): reserve it and finish it with −1 and this reason.
     Refuse { job: ScheduledJob, pool: usize, reason: String },
-    /// The job matches but must wait; `reason` is `capacity`, `ip`, `paused` or `creates`.
+    /// The job matches but must wait; `reason` is `capacity`, `ip`, `paused`, `creates` or `down` (every
+    /// matching pool's breaker is open).
     Wait { job: ScheduledJob, pool: usize, reason: &'static str },
 }
 
@@ -134,7 +138,7 @@ impl Capacity {
                 }
             }
         }
-        if u.creating >= l.max_concurrent_creates {
+        if u.creating >= l.max_concurrent_creates || (info.gate == Gate::HalfOpen && u.creating >= 1) {
             return Some("creates");
         }
         if !info.ips.is_empty() && info.ips.iter().all(|ip| u.ips.contains(ip)) {
@@ -218,6 +222,14 @@ pub fn plan(
         let matches: Vec<(usize, crate::launcher::rules::Match)> =
             infos.iter().enumerate().filter_map(|(i, info)| info.tags.matches_rules(&rules).map(|m| (i, m))).collect();
         let Some((first, _)) = matches.first() else { continue };
+        let first = *first;
+        // pools whose breaker is open take nothing: the job goes to another pool, or waits (unreserved)
+        let matches: Vec<_> = matches.into_iter().filter(|(i, _)| infos[*i].gate != Gate::Open).collect();
+        if matches.is_empty() {
+            out.push(Decision::Wait { job: job.clone(), pool: first, reason: "down" });
+            continue;
+        }
+        let first = &matches[0].0;
         if listing.paused {
             out.push(Decision::Wait { job: job.clone(), pool: *first, reason: "paused" });
             continue;
@@ -432,6 +444,23 @@ limits = {{ max_vms = 3, max_concurrent_creates = 10 }}
             &HashSet::new(),
         );
         assert!(matches!(&d[0], Decision::Start { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn open_breakers_send_jobs_elsewhere_and_half_open_creates_one_at_a_time() {
+        let c = cfg("");
+        let mut infos: Vec<PoolInfo> = c.pools.iter().map(PoolInfo::new).collect();
+        infos[0].gate = Gate::Open;
+        let l = Listing { jobs: vec![job("1", &["queue=vm"]), job("2", &["queue=vm"])], paused: false };
+        let d = plan(&c, &infos, &State::default(), &HashSet::new(), &l, &HashSet::new());
+        assert!(d.iter().all(|d| matches!(d, Decision::Start { pool: 1, .. })), "{d:?}");
+        infos[1].gate = Gate::Open;
+        let d = plan(&c, &infos, &State::default(), &HashSet::new(), &l, &HashSet::new());
+        assert!(d.iter().all(|d| matches!(d, Decision::Wait { reason: "down", .. })), "{d:?}");
+        infos[0].gate = Gate::HalfOpen;
+        let d = plan(&c, &infos, &State::default(), &HashSet::new(), &l, &HashSet::new());
+        assert!(matches!(&d[0], Decision::Start { pool: 0, .. }), "{d:?}");
+        assert!(matches!(&d[1], Decision::Wait { reason: "creates", pool: 0, .. }), "{d:?}");
     }
 
     #[test]

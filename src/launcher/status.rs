@@ -14,6 +14,28 @@ pub fn render_status(cfg: &Config, state: &State) -> String {
     for (pool, (_, cid)) in &state.stemcells {
         let _ = writeln!(out, "stemcell  pool={pool} cid={cid}");
     }
+    // the running launcher's breakers (absent before its first poll)
+    if let Some(pools) = std::fs::read_to_string(cfg.ledger_dir.join(crate::launcher::daemon::POOLS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        for p in &cfg.pools {
+            let b = &pools["pools"][&p.name];
+            if let Some(g) = b["breaker"].as_str() {
+                let _ = write!(out, "pool      {} breaker={g}", p.name);
+                if g == "open" {
+                    let _ = write!(out, " next_probe_in={}s", b["next_probe_in_seconds"]);
+                }
+                if let Some(pw) = b["power"].as_str().filter(|p| *p != "unmanaged") {
+                    let _ = write!(out, " power={pw}");
+                }
+                if let Some(r) = b["reason"].as_str().filter(|r| !r.is_empty()) {
+                    let _ = write!(out, " reason={r:?}");
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
     if state.open.is_empty() {
         let _ = writeln!(out, "no open records (no VMs)");
     }

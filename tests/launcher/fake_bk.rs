@@ -20,6 +20,10 @@ pub struct Job {
     pub scheduled_at: String,
     pub state: String,
     pub reserved_until: Option<Instant>,
+    /// The stack that holds the reservation.
+    pub reserved_by: Option<String>,
+    /// Every stack that ever reserved the job.
+    pub reserved_stacks: std::collections::BTreeSet<String>,
     pub reservations: u32,
     /// Reservations that ran out (the job was listed again).
     pub lapses: u32,
@@ -60,6 +64,8 @@ pub struct State {
     pub rest_unfiltered: u32,
     /// Stack keys registered and not deregistered since.
     pub stacks: std::collections::BTreeSet<String>,
+    /// The queue each stack registered for (`queue_key`): a stack lists and reserves only its queue's jobs.
+    pub stack_queues: BTreeMap<String, String>,
     /// Send the queue's paused flag as both `dispatch_paused` and `paused` (stacksapi's spelling).
     pub both_paused_fields: bool,
     /// Answer every scheduled-jobs request with this (status, body) instead.
@@ -115,6 +121,8 @@ impl FakeBk {
                 scheduled_at: at,
                 state: "scheduled".into(),
                 reserved_until: None,
+                reserved_by: None,
+                reserved_stacks: Default::default(),
                 reservations: 0,
                 lapses: 0,
                 finish: None,
@@ -361,6 +369,7 @@ impl FakeBk {
         for j in s.jobs.values_mut() {
             if j.reserved_until.is_some_and(|t| t <= now) {
                 j.reserved_until = None;
+                j.reserved_by = None;
                 j.lapses += 1;
             }
         }
@@ -368,6 +377,9 @@ impl FakeBk {
             s.registered += 1;
             if let Some(k) = body["key"].as_str() {
                 s.stacks.insert(k.to_string());
+                if let Some(q) = body["queue_key"].as_str() {
+                    s.stack_queues.insert(k.to_string(), q.to_string());
+                }
             }
             let code = if s.registered == 1 { 201 } else { 200 };
             return (code, String::new(), Some(json!({"key": body["key"], "type": "custom", "state": "connected"})));
@@ -376,6 +388,12 @@ impl FakeBk {
         if !s.stacks.contains(key) {
             return (404, String::new(), Some(json!({"message": "stack not found"})));
         }
+        // a job belongs to the queue of its `queue=` rule (none: the default queue)
+        let stack_queue = s.stack_queues.get(key).cloned();
+        let of_queue = |j: &Job| {
+            let q = j.rules.iter().find_map(|r| r.strip_prefix("queue=")).unwrap_or("_default");
+            stack_queue.as_deref().is_none_or(|sq| sq == q)
+        };
         match (method, op) {
             ("POST", "deregister") => {
                 s.deregistered += 1;
@@ -386,8 +404,11 @@ impl FakeBk {
                 let q: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
                 let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(1000);
                 let after: usize = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
-                let mut list: Vec<&Job> =
-                    s.jobs.values().filter(|j| j.state == "scheduled" && j.reserved_until.is_none()).collect();
+                let mut list: Vec<&Job> = s
+                    .jobs
+                    .values()
+                    .filter(|j| j.state == "scheduled" && j.reserved_until.is_none() && of_queue(j))
+                    .collect();
                 list.sort_by(|a, b| a.scheduled_at.cmp(&b.scheduled_at));
                 let page: Vec<Value> = list
                     .iter()
@@ -411,9 +432,16 @@ impl FakeBk {
                 for id in body["job_uuids"].as_array().cloned().unwrap_or_default() {
                     let id = id.as_str().unwrap_or("").to_string();
                     match s.jobs.get_mut(&id) {
-                        // this fake serves one stack: reserving a reserved job extends the reservation
-                        Some(j) if j.state == "scheduled" => {
+                        // a stack reserving its own reserved job extends the reservation; another
+                        // stack's reservation is not taken
+                        Some(j)
+                            if j.state == "scheduled"
+                                && of_queue(j)
+                                && j.reserved_by.as_deref().is_none_or(|k| k == key) =>
+                        {
                             j.reserved_until = Some(now + Duration::from_secs(secs));
+                            j.reserved_by = Some(key.to_string());
+                            j.reserved_stacks.insert(key.to_string());
                             j.reservations += 1;
                             ok.push(id);
                         }

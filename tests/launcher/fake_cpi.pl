@@ -1,10 +1,12 @@
 #!/usr/bin/perl
 # A scriptable fake BOSH CPI for the launcher tests: state in the directory given as the only argument.
 #   vms/<cid>.json        one file per VM (the create_vm arguments); metadata in vms/<cid>.meta.json
-#   calls.log             one line per call: "<method> <cid or -> <job or ->"
+#   calls.log             one line per call: "<method> <cid or -> <job or ->" (create_vm: then the agent tags)
 #   contexts.log          one line per call: "<method> <request_id> <vm.stemcell.api_version or ->"
 #   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N}, "has_vm":"lie_false",
-#                                  "create_stemcell":{"delay_ms":N}}
+#                                  "create_stemcell":{"delay_ms":N}, "down":true}
+#                         down: every call fails without an answer (the host is unreachable)
+#                         power: {"boot_ms":N}: answers only N ms after fake_power.pl powered the host on
 #                         the first `fail` create_vm calls fail, the next `crash` ones die (counted in count.create_vm)
 use strict;
 use warnings;
@@ -51,6 +53,21 @@ sub count {
     print $l join(' ', $method, $ctx->{request_id} // '-', $ctx->{vm}{stemcell}{api_version} // '-') . "\n";
     close $l;
 }
+# a host with power management (fake_power.pl): it answers only when powered on for boot_ms
+if (my $pw = $script->{power}) {
+    my @st = stat "$dir/powered_on";
+    if (!@st || (time - $st[9]) * 1000 < ($pw->{boot_ms} // 0)) {
+        logcall("${method}_asleep", '-', '-');
+        print STDERR "ssh: connect to host: No route to host\n";
+        exit 255;
+    }
+}
+# a host that is down (or a CPI that cannot reach it): no answer, like an ssh that cannot connect
+if ($script->{down}) {
+    logcall("${method}_down", '-', '-');
+    print STDERR "ssh: connect to host: No route to host\n";
+    exit 255;
+}
 if ($method eq 'create_stemcell') {
     count('create_stemcell');
     usleep(($script->{create_stemcell}{delay_ms} // 0) * 1000);
@@ -60,17 +77,20 @@ if ($method eq 'create_stemcell') {
 if ($method eq 'create_vm') {
     my $s = $script->{create_vm} // {};
     my $n = count('create_vm');
+    # the pids of creates in flight, so a test can kill them with their host
+    open my $pf, '>', "$dir/pid.$$"; close $pf;
     usleep(($s->{delay_ms} // 0) * 1000);
     my $job = $args->[5]{agent_launcher}{job_id} // '-';
     my ($fail, $crash) = ($s->{fail} // 0, $s->{crash} // 0);
-    if ($n <= $fail) { logcall('create_vm_fail', '-', $job); err('Bosh::Clouds::VMCreationFailed', "injected failure $n"); }
+    if ($n <= $fail) { unlink "$dir/pid.$$"; logcall('create_vm_fail', '-', $job); err('Bosh::Clouds::VMCreationFailed', "injected failure $n"); }
     if ($n <= $fail + $crash) { logcall('create_vm_crash', '-', $job); kill 'KILL', $$; }
     my $cid = sprintf('vm-%d-%d', int(time * 1000), $$);
     open my $v, '>', "$dir/vms/$cid.json.tmp" or die;
     print $v $json->encode($args);
     close $v;
     rename "$dir/vms/$cid.json.tmp", "$dir/vms/$cid.json";
-    logcall('create_vm', $cid, $job);
+    logcall('create_vm', $cid, $job, $args->[5]{agent_launcher}{agent_tags} // '-');
+    unlink "$dir/pid.$$";
     out([$cid, $args->[3]]);
 }
 if ($method eq 'delete_vm') {

@@ -2,6 +2,7 @@
 //! (`fake_cpi.pl`), plus the real `vmcpi` on libvirt.
 mod crash;
 pub mod fake_bk;
+mod fleet;
 mod flow;
 mod libvirt;
 mod outside;
@@ -145,8 +146,13 @@ timeout_ms = 1000
 
     /// Plays the part of the VMs' agents: a job whose VM exists starts running, then passes after `run_ms`.
     pub fn agents(&self, run_ms: u64) -> Agents {
+        self.agents_in(self.cpi_dir(), run_ms)
+    }
+
+    /// The same for the VMs of the fake CPI whose state is in `cpi` (a second host).
+    pub fn agents_in(&self, cpi: PathBuf, run_ms: u64) -> Agents {
         let stop = Arc::new(AtomicBool::new(false));
-        let (s2, bk, cpi) = (stop.clone(), self.bk.clone(), self.cpi_dir());
+        let (s2, bk) = (stop.clone(), self.bk.clone());
         let handle = std::thread::spawn(move || {
             let mut started: std::collections::HashMap<String, Instant> = Default::default();
             while !s2.load(Ordering::SeqCst) {

@@ -18,7 +18,7 @@
 # (started by the agent: agent.json says ServiceManager systemd), and agent.json per family.
 #
 # Boot: the kernel and initrd are NOT inside the image's boot loader: the VMs boot them directly
-# (VM cloud_properties kernel/initrd/cmdline "root=/dev/sda1 console=ttyS0 rw"). Why: installing a boot
+# (VM cloud_properties kernel/initrd/cmdline "root=LABEL=rootfs console=ttyS0 rw"). Why: installing a boot
 # loader into a disk image needs loop devices or nbd (privileges a CI sandbox often lacks), while
 # `mke2fs -d` builds the root file system from a directory with no mounts at all. Consequence: these
 # stemcells are for libvirt tests only; a real vSphere or Workstation host cannot boot them.
@@ -199,7 +199,7 @@ mkdir -p "$root/etc/systemd/journald.conf.d"
 printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > "$root/etc/systemd/journald.conf.d/console.conf"
 echo bosh-stemcell > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
-echo '/dev/sda1 / ext4 defaults 0 1' > "$root/etc/fstab"
+echo 'LABEL=rootfs / ext4 defaults 0 1' > "$root/etc/fstab"
 : > "$root/etc/machine-id"
 chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' > "$work/packages.txt"
 

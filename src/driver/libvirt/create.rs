@@ -139,7 +139,7 @@ impl Libvirt {
                 volume: eph,
                 format: "qcow2".into(),
                 target: 1,
-                serial: None,
+                serial: Some(ephemeral_serial(vm)),
             });
         }
 
@@ -155,7 +155,11 @@ impl Libvirt {
             Family::OpenStack => {
                 settings.disks.system = json!("/dev/sda");
                 if props.disk > 0 {
-                    settings.disks.ephemeral = json!("/dev/sdb");
+                    // not "/dev/sdb": Linux names virtio-scsi disks in the order their probes finish, which
+                    // varies (a real agent once took the root disk for sdb). The agent's path resolver follows
+                    // this udev link, which names the disk by its serial.
+                    settings.disks.ephemeral =
+                        json!(format!("/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_{}", ephemeral_serial(vm)));
                 }
             }
         }

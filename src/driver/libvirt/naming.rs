@@ -57,3 +57,8 @@ pub(super) fn hint_for(family: Family, target: u32) -> Value {
         Family::OpenStack => json!({ "path": format!("/dev/{}", domain::dev_name(target)) }),
     }
 }
+
+/// The serial of a VM's ephemeral disk (20 characters, like a disk CID): `eph-` and 16 hex digits of the VM's.
+pub(super) fn ephemeral_serial(vm: &str) -> String {
+    format!("eph-{}", vm.trim_start_matches("vm-").chars().take(16).collect::<String>())
+}

@@ -156,7 +156,7 @@ pub fn passt_in_domcapabilities(xml: &str) -> bool {
                     && path.last().map(String::as_str) == Some("value")
                     && t.unescape().is_ok_and(|v| v.trim() == "passt") =>
             {
-                return true
+                return true;
             }
             Ok(Event::Eof) | Err(_) => return false,
             _ => {}

@@ -457,3 +457,40 @@ fn parallel_create_attach_delete(n: usize) {
     }
     cpi.ok("delete_stemcell", json!([sc]));
 }
+
+/// Two configs (two pools of the real libvirtd) sharing one state_dir: an interrupted create of config A (its
+/// volume made, its marker left unlocked, as a SIGKILL leaves them) is not config B's to reap; B's creates
+/// leave A's volume and marker alone, and A's next create removes both.
+#[test]
+fn two_pools_on_one_state_dir_reap_only_their_own_leftovers() {
+    if !libvirt_available() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let config = |pool: &str| {
+        let mut c = config_in(pool, json!({}));
+        c["driver"]["state_dir"] = json!(state.path());
+        c
+    };
+    let (pool_a, pool_b) = ("vmcpi-test-owner-a", "vmcpi-test-owner-b");
+    let a = Cpi::with_config(&config(pool_a));
+    let b = Cpi::with_config(&config(pool_b));
+    // A's interrupted create_disk: the volume exists, the marker was never removed
+    let left = a.ok("create_disk", json!([16, {}, null])).as_str().unwrap().to_string();
+    let marker = state.path().join("inflight").join(format!("{left}.lock"));
+    std::fs::write(&marker, format!("owner libvirt {URI} pool {pool_a}\n")).unwrap();
+    assert!(volumes_in(pool_a).contains(&left));
+
+    // B creates (and deletes) in its own pool: A's leftover stays, and so does its marker
+    let made = b.ok("create_disk", json!([16, {}, null])).as_str().unwrap().to_string();
+    assert!(volumes_in(pool_b).contains(&made));
+    assert!(volumes_in(pool_a).contains(&left), "config B reaped config A's volume {left}");
+    assert!(marker.exists(), "config B dropped config A's marker");
+    b.ok("delete_disk", json!([made]));
+
+    // A's next create reaps it
+    let next = a.ok("create_disk", json!([16, {}, null])).as_str().unwrap().to_string();
+    assert!(!volumes_in(pool_a).contains(&left), "config A left its own orphan {left}: {:?}", volumes_in(pool_a));
+    assert!(!marker.exists(), "the orphan's marker is gone");
+    a.ok("delete_disk", json!([next]));
+}

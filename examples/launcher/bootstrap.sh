@@ -7,7 +7,9 @@
 #
 # 1. Read the settings the CPI wrote for this VM (vmcpi: an ISO labelled ENV with /ENV, or a config drive
 #    labelled config-2 with /ec2/latest/user-data). Its `env.agent_launcher` holds the job id (empty for a
-#    warm VM), the agent tags, the agent endpoint, the launcher's assignment URL and this VM's secret.
+#    warm VM), the agent tags, the agent endpoint, the launcher's assignment URL and this VM's secret. A
+#    network with a static `ip` (a pool with `static_ips`) is applied to the NIC: nothing else in the image
+#    reads the settings' networks when no BOSH agent runs.
 # 2. Ask the launcher for the assignment (a warm VM waits here until it gets a job). The answer carries the
 #    agent token, which is written to a root-only file and never put on a command line.
 # 3. Run `buildkite-agent start --acquire-job`; the agent runs that one job and exits.
@@ -39,6 +41,57 @@ for label in ENV env config-2 CONFIG-2; do
 done
 if [ -z "$settings" ]; then
     log "no settings medium found"; finish; exit 1
+fi
+
+# a static IP (the pool has an IP range): the first network with an `ip` (type manual) is applied to the NIC
+# with its MAC (or the first NIC), through systemd-networkd when it runs, else with `ip`
+prefix_of() { # NETMASK (a.b.c.d or a prefix length) -> prefix length
+    case "$1" in *.*) ;; *) echo "$1"; return ;; esac
+    n=0
+    for o in $(echo "$1" | tr . ' '); do
+        case "$o" in 255) n=$((n + 8)) ;; 254) n=$((n + 7)) ;; 252) n=$((n + 6)) ;; 248) n=$((n + 5)) ;;
+            240) n=$((n + 4)) ;; 224) n=$((n + 3)) ;; 192) n=$((n + 2)) ;; 128) n=$((n + 1)) ;; esac
+    done
+    echo "$n"
+}
+net=$(printf '%s' "$settings" | jq -c '[(.networks // {}) | to_entries[] | .value | select((.ip // "") != "" and (.type // "manual") == "manual")][0] // empty')
+if [ -n "$net" ]; then
+    ip=$(printf '%s' "$net" | jq -r .ip)
+    prefix=$(prefix_of "$(printf '%s' "$net" | jq -r '.netmask // "24"')")
+    gw=$(printf '%s' "$net" | jq -r '.gateway // ""')
+    mac=$(printf '%s' "$net" | jq -r '.mac // ""' | tr 'A-F' 'a-f')
+    dev=""
+    for d in /sys/class/net/*; do
+        [ "${d##*/}" = lo ] && continue
+        if [ -n "$mac" ] && [ "$(cat "$d/address")" = "$mac" ]; then dev=${d##*/}; break; fi
+        [ -z "$dev" ] && dev=${d##*/}
+    done
+    log "applying static IP $ip/$prefix (gateway ${gw:-none}) on $dev"
+    if command -v networkctl >/dev/null && systemctl is-active -q systemd-networkd 2>/dev/null; then
+        mkdir -p /run/systemd/network
+        {
+            printf '[Match]\nName=%s\n\n[Network]\nAddress=%s/%s\n' "$dev" "$ip" "$prefix"
+            [ -n "$gw" ] && printf 'Gateway=%s\n' "$gw"
+            printf '%s' "$net" | jq -r '(.dns // [])[] | "DNS=" + .'
+        } > /run/systemd/network/10-agent-launcher.network
+        networkctl reload && networkctl reconfigure "$dev"
+    else
+        ip addr flush dev "$dev"
+        ip link set "$dev" up
+        ip addr add "$ip/$prefix" dev "$dev"
+        [ -n "$gw" ] && ip route replace default via "$gw" dev "$dev"
+    fi
+    i=0
+    until ip -4 -o addr show dev "$dev" | grep -q " $ip/$prefix "; do
+        i=$((i + 1))
+        if [ "$i" -gt 30 ]; then log "the static IP $ip did not come up on $dev"; finish; exit 1; fi
+        sleep 1
+    done
+    # the default route (networkd adds it a moment after the address)
+    i=0
+    while [ -n "$gw" ] && ! ip -4 route show default | grep -q "via $gw"; do
+        i=$((i + 1)); [ "$i" -gt 10 ] && break; sleep 1
+    done
 fi
 
 cfg=$(printf '%s' "$settings" | jq -c '.env.agent_launcher // empty')

@@ -6,6 +6,12 @@
 #   OUT/bosh-vsphere-esxi-debian-bookworm-go_agent.tgz    OVF + stream-optimised VMDK; settings from the
 #                                                         CD-ROM's `env` file; disks by SCSI target (scsi)
 #   OUT/vmlinuz, OUT/initrd.img                           the kernel both boot (direct kernel boot)
+#   OUT/launcher-guest/agent-launcher-guest-openstack-kvm-debian-bookworm.tgz, vmlinuz, initrd.img
+#                                                         an agent-launcher guest (OpenStack family, qcow2): the
+#                                                         same Debian 12 plus curl and jq, NO bosh-agent, with
+#                                                         examples/launcher/bootstrap.sh + its systemd unit
+#                                                         enabled, DHCP by default (systemd-networkd), and a
+#                                                         stand-in buildkite-agent (buildkite-agent-standin.sh)
 #
 # Usage: tools/test-stemcell/build.sh [--print-dir]       (prints OUT on its last line of stdout)
 #
@@ -29,8 +35,8 @@
 #   APT_SOURCES     an apt .sources/.list file  (default: this host's /etc/apt/sources.list.d/debian.sources
 #                                                or /etc/apt/sources.list)
 #   STEMCELL_CACHE  cache directory             (default: /var/cache/vmcpi/test-stemcell)
-# The output lives in STEMCELL_CACHE/<key>, where key = sha256 of this script, the agent, the monit tarball
-# and the apt sources: an unchanged input set is never rebuilt (CI reuses it across runs on one machine).
+# The output lives in STEMCELL_CACHE/<key>, where key = sha256 of this script, the agent, the monit tarball,
+# the bootstrap and its unit, the buildkite-agent stand-in and the apt sources: an unchanged input set is never rebuilt (CI reuses it across runs on one machine).
 # Reproducible: SOURCE_DATE_EPOCH is pinned for mmdebstrap, mke2fs gets a fixed UUID/hash seed, tarballs are
 # sorted with fixed owners and dates; what can still differ between two builds is the package versions the
 # mirror serves on the day (recorded in packages.txt inside each stemcell).
@@ -63,7 +69,10 @@ die() { echo "test-stemcell: $*" >&2; exit 1; }
 mkdir -p "$cache"
 exec 9> "$cache/.lock"
 flock 9
-key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$monit_tgz" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
+bootstrap=$repo/examples/launcher/bootstrap.sh
+bootstrap_unit=$repo/examples/launcher/agent-launcher-bootstrap.service
+standin=$here/buildkite-agent-standin.sh
+key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$monit_tgz" "$bootstrap" "$bootstrap_unit" "$standin" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 if [ -f "$out/done" ]; then
   log "up to date: $out"
@@ -312,8 +321,65 @@ manifest $name vsphere "vsphere-ovf, vsphere-ova" esxi ovf "$sha" "  root_device
 cp "$work/packages.txt" "$work/vs/packages.txt"; : > "$work/vs/dev_tools_file_list.txt"
 tarball "$work/out/$name.tgz" "$work/vs" stemcell.MF image packages.txt dev_tools_file_list.txt
 
+# --- 5. the agent-launcher guest: its own Debian part (the package list plus curl and jq), no BOSH agent ------
+gpkgs=$pkgs,curl,jq
+gbase=$cache/guestbase-$( { echo "$gpkgs"; echo "$setup_hook"; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16).tar
+if [ ! -s "$gbase" ]; then
+  log "mmdebstrap bookworm for the launcher guest (minbase + $gpkgs)"
+  SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode=root --variant=minbase --quiet \
+    --aptopt='APT::Install-Recommends "false"' \
+    --include="$gpkgs" --setup-hook="$setup_hook" \
+    bookworm "$work/guestbase.tar" "$APT_SOURCES" >&2
+  rm -f "$cache"/guestbase-*.tar
+  mv "$work/guestbase.tar" "$gbase"
+fi
+log "launcher guest: unpacking $(basename "$gbase")"
+rm -rf "$root"
+mkdir -p "$root" "$work/guest" "$work/out/launcher-guest"
+tar -xf "$gbase" -C "$root" --numeric-owner
+gkver=$(ls "$root/lib/modules")
+cp "$root/boot/vmlinuz-$gkver" "$work/out/launcher-guest/vmlinuz"
+cp "$root/boot/initrd.img-$gkver" "$work/out/launcher-guest/initrd.img"
+rm -rf "$root/boot/"* "$root/lib/modules/$gkver/kernel/"{sound,drivers/gpu,drivers/media,drivers/net/wireless,drivers/infiniband,drivers/staging,drivers/bluetooth,net/wireless,net/bluetooth,drivers/isdn}
+chroot "$root" depmod "$gkver"
+rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/locale/"* "$root/var/cache/apt/"* "$root/var/lib/apt/lists/"*
+chroot "$root" sh -e -c '
+  passwd -l root >/dev/null
+  systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
+'
+install -m 0755 "$bootstrap" "$root/usr/local/sbin/agent-launcher-bootstrap"
+install -m 0644 "$bootstrap_unit" "$root/etc/systemd/system/agent-launcher-bootstrap.service"
+ln -sf /etc/systemd/system/agent-launcher-bootstrap.service "$root/etc/systemd/system/multi-user.target.wants/agent-launcher-bootstrap.service"
+install -m 0755 "$standin" "$root/usr/local/bin/buildkite-agent"
+# DHCP on every NIC until the bootstrap applies a static IP (its /run/systemd/network/10-*.network wins)
+mkdir -p "$root/etc/systemd/network"
+printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' > "$root/etc/systemd/network/99-dhcp.network"
+mkdir -p "$root/etc/systemd/journald.conf.d"
+printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > "$root/etc/systemd/journald.conf.d/console.conf"
+echo launcher-guest > "$root/etc/hostname"
+printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
+echo 'LABEL=rootfs / ext4 defaults 0 1' > "$root/etc/fstab"
+: > "$root/etc/machine-id"
+chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' > "$work/guest/packages.txt"
+b=$root/var/vcap/bosh   # disk() writes agent.json here: the guest has no agent, the file is inert
+mkdir -p "$b"
+echo '{}' > "$work/agent-none.json"
+log "launcher guest: qcow2 root.img"
+disk "$work/agent-none.json" "$work/guest.raw"
+rm -rf "$b"
+qemu-img convert -c -f raw -O qcow2 -o compat=0.10 "$work/guest.raw" "$work/guest/root.img"
+rm -f "$work/guest.raw"
+tarball "$work/guest/image" "$work/guest" root.img
+name=agent-launcher-guest-openstack-kvm-debian-bookworm
+sha=$(sha1sum "$work/guest/image" | cut -d' ' -f1)
+manifest $name openstack openstack-qcow2 kvm qcow2 "$sha" "  auto_disk_config: true" > "$work/guest/stemcell.MF"
+: > "$work/guest/dev_tools_file_list.txt"
+tarball "$work/out/launcher-guest/$name.tgz" "$work/guest" stemcell.MF image packages.txt dev_tools_file_list.txt
+cp "$work/guest/packages.txt" "$work/out/launcher-guest/"
+
 cp "$work/vmlinuz" "$work/initrd.img" "$work/packages.txt" "$work/out/"
-chmod 0644 "$work/out/"*
+chmod 0644 "$work/out/"* "$work/out/launcher-guest/"*
+chmod 0755 "$work/out/launcher-guest"
 mkdir -p "$cache"
 rm -rf "$out"
 mv "$work/out" "$out"

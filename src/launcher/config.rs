@@ -161,6 +161,10 @@ pub struct Buildkite {
     /// Agent API base (Stacks API and the agents' endpoint).
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
+    /// The agent API base the VMs' agents use, when they reach it by another URL than the launcher (a proxy,
+    /// another network); default: `endpoint`.
+    #[serde(default)]
+    pub agent_endpoint: Option<String>,
     /// The cluster agent token (`bkct_…`), read from this file …
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -487,12 +491,16 @@ impl Config {
         if self.buildkite.queues.len() > 1 && self.buildkite.source == SourceKind::Rest {
             return Err(invalid("buildkite.queues: several queues need source = \"stacks\""));
         }
-        let ep = self.buildkite.endpoint.trim_end_matches('/');
-        if !(ep.starts_with("https://") || ep.starts_with("http://")) || !ep.ends_with("/v3") {
-            return Err(invalid(format!(
-                "buildkite.endpoint {:?} must be an http(s) URL ending in /v3, like https://agent.buildkite.com/v3",
-                self.buildkite.endpoint
-            )));
+        for (key, v) in
+            [("endpoint", Some(&self.buildkite.endpoint)), ("agent_endpoint", self.buildkite.agent_endpoint.as_ref())]
+        {
+            let Some(v) = v else { continue };
+            let ep = v.trim_end_matches('/');
+            if !(ep.starts_with("https://") || ep.starts_with("http://")) || !ep.ends_with("/v3") {
+                return Err(invalid(format!(
+                    "buildkite.{key} {v:?} must be an http(s) URL ending in /v3, like https://agent.buildkite.com/v3"
+                )));
+            }
         }
         if let Some(r) = &self.buildkite.rest {
             if !(r.endpoint.starts_with("https://") || r.endpoint.starts_with("http://")) {
@@ -646,6 +654,11 @@ impl Config {
             Some(r) => read_token(r.token_file.as_deref(), r.token_env.as_deref()),
             None => Err(invalid("no [buildkite.rest] section")),
         }
+    }
+
+    /// The agent API base the VMs' agents are given.
+    pub fn agent_endpoint(&self) -> String {
+        self.buildkite.agent_endpoint.clone().unwrap_or_else(|| self.buildkite.endpoint.clone())
     }
 
     /// The URL that VMs use to reach the assignment endpoint.
@@ -814,6 +827,7 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             "[buildkite]",
             "source",
             "endpoint",
+            "agent_endpoint",
             "token_file",
             "token_env",
             "queue",

@@ -236,7 +236,7 @@ impl Daemon {
             healthy_within: Duration::from_millis(cfg.poll_interval_ms * 5 + 60_000),
             failed_polls: 0,
             unhealthy_after: cfg.unhealthy_after_failed_polls,
-            agent_endpoint: cfg.buildkite.endpoint.clone(),
+            agent_endpoint: cfg.agent_endpoint(),
             agent_token,
         }));
         let addr = http::serve(&cfg.listen, cfg.tls.as_ref(), shared.clone())
@@ -1461,7 +1461,7 @@ impl Daemon {
         let (tx, shared) = (self.tx.clone(), self.shared.clone());
         let public_url = self.cfg.public_url();
         let launcher_id = self.cfg.launcher_id.clone();
-        let endpoint = self.cfg.buildkite.endpoint.clone();
+        let endpoint = self.cfg.agent_endpoint();
         log::info(&format!("record={} job={} pool={} create_vm attempt {n}", intent.id, intent.job, pool.name));
         std::thread::spawn(move || {
             let args = create_vm_args(&pool, &intent, &stemcell, &public_url, &endpoint);

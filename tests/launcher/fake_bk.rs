@@ -28,6 +28,18 @@ pub struct Job {
     /// Reservations that ran out (the job was listed again).
     pub lapses: u32,
     pub finish: Option<(i64, String)>,
+    /// What an agent did with the job through the agent API (`/v3/jobs/<id>/…`).
+    pub agent: AgentRun,
+}
+
+/// One agent's run of a job, as the agent API saw it.
+#[derive(Debug, Clone, Default)]
+pub struct AgentRun {
+    pub name: String,
+    pub tags: String,
+    /// The job's log (the chunks, in order).
+    pub log: String,
+    pub exit_status: Option<i64>,
 }
 
 /// A fault for the next request whose path contains `path`.
@@ -72,6 +84,8 @@ pub struct State {
     pub list_override: Option<(u16, String)>,
     /// `GET /v3/metrics/queue` requests (the `check-config --online` probe).
     pub metrics_queue: u32,
+    /// The agent API's finish keeps the job `running` (the test then sets the final state itself).
+    pub hold_agent_finish: bool,
 }
 
 /// The REST API access token the fake accepts (`Bearer`).
@@ -126,6 +140,7 @@ impl FakeBk {
                 reservations: 0,
                 lapses: 0,
                 finish: None,
+                agent: AgentRun::default(),
             },
         );
         id
@@ -360,6 +375,9 @@ impl FakeBk {
                 ),
             );
         }
+        if let Some(rest) = path.strip_prefix("/v3/jobs/") {
+            return self.agent_api(method, rest, auth, body);
+        }
         let rest = match path.strip_prefix("/v3/stacks/") {
             Some(r) => r,
             None => return (404, String::new(), Some(json!({"message": "not found"}))),
@@ -481,6 +499,52 @@ impl FakeBk {
                     None => (404, String::new(), Some(json!({"message": "no such job"}))),
                 }
             }
+            _ => (404, String::new(), Some(json!({"message": "not found"}))),
+        }
+    }
+}
+
+impl FakeBk {
+    /// The part of the agent API one `buildkite-agent start --acquire-job` uses: `PUT acquire` (a scheduled job,
+    /// reserved or not), `PUT start`, `POST chunks` (`content`), `PUT finish` (`exit_status`: 0 passes).
+    fn agent_api(&self, method: &str, rest: &str, auth: &str, body: &Value) -> (u16, String, Option<Value>) {
+        let mut s = self.st();
+        if auth != format!("Token {}", self.token) {
+            s.unauthorized += 1;
+            return (401, String::new(), Some(json!({"message": "Authentication required"})));
+        }
+        let (id, op) = rest.split_once('/').unwrap_or((rest, ""));
+        let hold = s.hold_agent_finish;
+        let Some(j) = s.jobs.get_mut(id) else {
+            return (404, String::new(), Some(json!({"message": "no such job"})));
+        };
+        let conflict = |m: &str| (422, String::new(), Some(json!({"message": m})));
+        match (method, op) {
+            ("PUT", "acquire") if j.state == "scheduled" => {
+                j.state = "assigned".into();
+                j.reserved_until = None;
+                j.agent.name = body["agent_name"].as_str().unwrap_or("").into();
+                j.agent.tags = body["tags"].as_str().unwrap_or("").into();
+                (200, String::new(), Some(json!({"id": id, "state": "assigned"})))
+            }
+            ("PUT", "acquire") => conflict("the job cannot be acquired"),
+            ("PUT", "start") if j.state == "assigned" => {
+                j.state = "running".into();
+                (200, String::new(), Some(json!({"id": id, "state": "running"})))
+            }
+            ("POST", "chunks") if j.state == "running" => {
+                j.agent.log.push_str(body["content"].as_str().unwrap_or(""));
+                (200, String::new(), Some(json!({})))
+            }
+            ("PUT", "finish") if j.state == "running" && j.agent.exit_status.is_none() => {
+                let code = body["exit_status"].as_i64().unwrap_or(-1);
+                j.agent.exit_status = Some(code);
+                if !hold {
+                    j.state = if code == 0 { "passed" } else { "failed" }.into();
+                }
+                (200, String::new(), Some(json!({"id": id, "state": j.state})))
+            }
+            ("PUT" | "POST", "start" | "chunks" | "finish") => conflict("the job is not in a state for that"),
             _ => (404, String::new(), Some(json!({"message": "not found"}))),
         }
     }

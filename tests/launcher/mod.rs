@@ -4,6 +4,7 @@ mod crash;
 pub mod fake_bk;
 mod fleet;
 mod flow;
+mod guest;
 mod libvirt;
 mod outside;
 

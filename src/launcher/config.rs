@@ -760,6 +760,17 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
     }
 
     #[test]
+    fn agent_endpoint_defaults_to_endpoint_and_must_be_an_agent_api_url() {
+        assert_eq!(parse(GOOD).unwrap().agent_endpoint(), "https://agent.buildkite.com/v3");
+        let with =
+            GOOD.replace("stack_key = \"s1\"", "stack_key = \"s1\"\nagent_endpoint = \"http://10.0.2.2:8080/v3\"");
+        assert_eq!(parse(&with).unwrap().agent_endpoint(), "http://10.0.2.2:8080/v3");
+        let bad = GOOD.replace("stack_key = \"s1\"", "stack_key = \"s1\"\nagent_endpoint = \"10.0.2.2:8080\"");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("buildkite.agent_endpoint"), "{e}");
+    }
+
+    #[test]
     fn good_config_parses_with_defaults() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.buildkite.endpoint, "https://agent.buildkite.com/v3");

@@ -132,7 +132,13 @@ impl Vmrun {
             }
             return Err(e);
         }
+        // the unpacked image (as big as the stemcell) goes while the pending entry still covers the stemcell:
+        // clearing the entry is the last step before the response, so a kill in between leaves as little
+        // time as possible for a stemcell the caller never hears of
+        drop(unpacked);
+        drop(scratch);
         self.clear_pending(&sc)?;
+        crate::debug!("{sc}: created; from here the response is the only record of it");
         Ok(cid)
     }
 }

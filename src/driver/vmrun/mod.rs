@@ -124,6 +124,7 @@ impl Driver for Vmrun {
         self.create_vm_inner(req, &vm, &props, &mut networks)?;
         self.clear_pending(&vm)?;
         rb.armed = false;
+        crate::debug!("{vm}: created; from here the response is the only record of it");
         Ok(CreatedVm { cid, networks })
     }
 

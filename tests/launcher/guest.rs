@@ -103,6 +103,14 @@ boot_timeout_seconds = 600
     mark(&format!("VM {cid} created (launcher: stemcell uploaded, create_vm done)"));
     let cpi = Cpi::at(&cpi_json);
     assert_eq!(cpi.ok("has_vm", json!([cid])), json!(true));
+    // the VM's assignment secret, from the launcher's ledger (its intent record)
+    let ledger = std::fs::read_to_string(s.dir.path().join("ledger/ledger.jsonl")).unwrap();
+    let secret = ledger
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("secret").and_then(|x| x.as_str()).map(String::from))
+        .filter(|x| !x.is_empty())
+        .expect("an intent with the VM's secret in the ledger");
 
     let agent_state = || s.bk.job(&j).state;
     wait_for(400, "the guest's agent to acquire the job", &serial_tail, || agent_state() != "scheduled");
@@ -130,12 +138,13 @@ boot_timeout_seconds = 600
     mark("launcher deleted the VM (has_vm false, no domain)");
     assert_eq!(s.bk.job(&j).state, "passed");
 
-    // the agent token is in neither the launcher log nor the serial console
+    // neither the agent token nor the VM's secret is in the launcher log or the serial console
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(console.contains("agent-launcher-bootstrap: applying static IP 10.0.2.50/24"), "{}", serial_tail());
     assert!(console.contains("agent-launcher-bootstrap: powering off"), "{}", serial_tail());
     for text in [&s.log(), &console] {
         assert!(!text.contains(TOKEN), "the agent token leaked");
+        assert!(!text.contains(&secret), "the VM's assignment secret leaked");
     }
     l.signal("TERM");
     assert_eq!(l.wait_exit(Duration::from_secs(30)), Some(0), "{}", s.log());

@@ -5,14 +5,20 @@
 //! - create_vm from a 64 MiB and from a 4 GiB stemcell (a qcow2 overlay: the ratio should stay near 1);
 //! - peak RSS of the vmcpi process during create_stemcell of a 64 MiB and a 4 GiB image (must not grow);
 //! - import throughput against `tar xzf`, `cp` and `qemu-img convert` of the same bytes;
-//! - create_vm against `virt-clone` (Debian package virtinst) of the same image; peak RSS per method.
+//! - create_vm against `virt-clone` (Debian package virtinst) of the same image; peak RSS per method;
+//! - the methods that write the settings medium (create_vm, attach_disk, detach_disk) and the medium build
+//!   alone, in-process. `cargo bench --bench libvirt -- settings` runs only this part.
+//!
+//! `VMCPI_BENCH_POOL` names the libvirt pool (default `vmcpi-bench`).
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const POOL: &str = "vmcpi-bench";
+fn pool() -> String {
+    std::env::var("VMCPI_BENCH_POOL").unwrap_or_else(|_| "vmcpi-bench".into())
+}
 
 fn cpi_bin() -> PathBuf {
     let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/vmcpi");
@@ -136,9 +142,15 @@ fn main() {
     let bin = cpi_bin();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cpi.json");
-    let cfg = json!({"driver": {"kind": "libvirt", "pool": POOL, "pool_path": format!("/var/tmp/{POOL}-pool"), "domain_type": "qemu", "graphics": false},
+    let pool = pool();
+    let cfg = json!({"driver": {"kind": "libvirt", "pool": pool, "pool_path": format!("/var/tmp/{pool}-pool"), "domain_type": "qemu", "graphics": false},
                      "agent": {"mbus": "nats://n:p@10.0.0.1:4222"}});
     std::fs::write(&config, cfg.to_string()).unwrap();
+    if std::env::args().any(|a| a == "settings") {
+        println!("# vmcpi libvirt benchmark: the settings medium\n");
+        settings_medium(&bin, &config, dir.path());
+        return;
+    }
 
     let n = 200;
     // info reads its request from stdin: feed it through a pipe for a fair whole-process figure
@@ -227,7 +239,7 @@ fn main() {
 
     // virt-clone of the same 4 GiB image (a full copy) against create_vm (an overlay)
     if Path::new("/usr/bin/virt-clone").exists() {
-        let (_, vol) = virsh(&["vol-path", "--pool", POOL, &stemcells[1]]);
+        let (_, vol) = virsh(&["vol-path", "--pool", &pool, &stemcells[1]]);
         let tmpl = "vmcpi-bench-template";
         let xml = format!("<domain type='qemu'><name>{tmpl}</name><memory unit='MiB'>64</memory><os><type arch='x86_64' machine='q35'>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='sda' bus='scsi'/></disk></devices></domain>", vol.trim());
         let f = dir.path().join("tmpl.xml");
@@ -285,6 +297,55 @@ fn main() {
     for (m, p) in peaks {
         println!("| {m} | {p} KiB |");
     }
+    println!();
+    settings_medium(&bin, &config, dir.path());
+}
+
+/// The methods that (re)write the settings medium, from a 64 MiB stemcell, and the medium build alone.
+fn settings_medium(bin: &Path, config: &Path, dir: &Path) {
+    let sub = dir.join("settings");
+    std::fs::create_dir_all(&sub).unwrap();
+    let img = image(&sub, 64);
+    let sc = call(bin, config, "create_stemcell", json!([img, {}])).0["result"].as_str().unwrap().to_string();
+    let rounds = 15;
+    let (mut create, mut attach, mut detach) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (r, t, _) = call(bin, config, "create_vm", json!(["bench", sc, {"ram": 64}, {}, [], {}]));
+        create.push(t);
+        let vm = r["result"][0].as_str().unwrap().to_string();
+        let disk = call(bin, config, "create_disk", json!([16, {}, vm])).0["result"].as_str().unwrap().to_string();
+        attach.push(call(bin, config, "attach_disk", json!([vm, disk])).1);
+        detach.push(call(bin, config, "detach_disk", json!([vm, disk])).1);
+        call(bin, config, "delete_vm", json!([vm]));
+        call(bin, config, "delete_disk", json!([disk]));
+    }
+    call(bin, config, "delete_stemcell", json!([sc]));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("| figure | value |\n|---|---|");
+    println!("| create_vm, 64 MiB stemcell (median of {rounds}) | {:.0} ms |", ms(median(create)));
+    println!("| attach_disk, running VM (median of {rounds}) | {:.0} ms |", ms(median(attach)));
+    println!("| detach_disk, running VM (median of {rounds}) | {:.0} ms |", ms(median(detach)));
+    let settings = serde_json::to_vec(&json!({"agent_id": "bench", "vm": {"name": "vm-bench"}, "networks": {},
+        "disks": {"system": "0", "ephemeral": "1", "persistent": {}}, "env": {"bosh": {"group": "bench"}}}))
+    .unwrap();
+    for kind in [vmcpi::medium::MediumKind::ConfigDrive, vmcpi::medium::MediumKind::CdromEnv] {
+        let n = 50;
+        let times: Vec<Duration> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                build_medium(kind, &settings);
+                t.elapsed()
+            })
+            .collect();
+        println!(
+            "| settings medium {kind:?} built alone (median of {n}) | {:.0} µs |",
+            median(times).as_secs_f64() * 1e6
+        );
+    }
+}
+
+fn build_medium(kind: vmcpi::medium::MediumKind, settings: &[u8]) -> Vec<u8> {
+    vmcpi::medium::build(kind, settings, "vm-bench").unwrap()
 }
 
 fn virsh(args: &[&str]) -> (bool, String) {

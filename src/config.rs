@@ -206,6 +206,21 @@ mod tests {
         assert!(err.to_string().contains("hyperv"), "{err}");
     }
 
+    /// `xorriso` is no longer used, but configs written for earlier versions name it: they still load.
+    #[test]
+    fn the_deprecated_xorriso_key_is_accepted_by_every_driver() {
+        for driver in [
+            json!({"kind": "libvirt", "xorriso": "/usr/bin/xorriso"}),
+            json!({"kind": "vmrun", "vm_store_path": "/vms", "xorriso": "xorriso"}),
+            json!({"kind": "vsphere", "host": "vc", "user": "u", "password": "p", "datacenter": "dc",
+                   "datastores": ["ds"], "clusters": ["c"], "xorriso": "/opt/x/xorriso"}),
+        ] {
+            let cfg =
+                Config::from_value(json!({"driver": driver.clone(), "agent": {"mbus": "nats://a:b@c"}}), None, "t");
+            assert!(cfg.is_ok(), "{driver}: {:?}", cfg.err());
+        }
+    }
+
     #[test]
     fn context_overrides_file() {
         let ctx = json!({"director_uuid": "d", "driver": {"pool": "other"}, "agent": {"ntp": ["ctx"]}});

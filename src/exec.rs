@@ -1,4 +1,4 @@
-//! Running external programs (virsh, qemu-img, xorriso, …) as an argv, never through a shell.
+//! Running external programs (virsh, qemu-img, vmrun, …) as an argv, never through a shell.
 //!
 //! A failure keeps the command line, exit status and output, so the operator sees what the tool said.
 //! Every command line is logged at debug level (redacted); the program path always comes from the config.

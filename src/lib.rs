@@ -6,6 +6,7 @@
 //! - [`ids`]: CID newtypes.
 //! - [`agent_settings`]: the settings document the BOSH agent reads.
 //! - [`medium`]: settings media (CD-ROM `ENV` ISO, OpenStack config drive).
+//! - [`iso9660`]: the ISO 9660 writer and reader behind them (Rock Ridge + Joliet, byte-stable).
 //! - [`stemcell`]: reading stemcell images (OpenStack `root.img`, vSphere OVF + VMDK).
 //! - [`driver`]: the `Driver` trait and the backends.
 //! - [`compat`]: bosh-vmrun-cpi's setting names, read as vmcpi's.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod exec;
 pub mod ids;
 pub mod inflight;
+pub mod iso9660;
 pub mod launcher;
 pub mod logger;
 pub mod medium;

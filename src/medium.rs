@@ -1,15 +1,17 @@
 //! Settings media: how agent settings reach the guest.
 //!
-//! - [`MediumKind::CdromEnv`] for vSphere-format stemcells: an ISO9660 image whose root holds one file,
-//!   `ENV` (Linux shows it as `env`), read by the agent from the first optical drive (`/dev/sr0`).
-//! - [`MediumKind::ConfigDrive`] for OpenStack-format stemcells: an ISO9660 image labelled `config-2` with
-//!   Rock Ridge and Joliet, holding `ec2/latest/user-data` (the settings) and `ec2/latest/meta-data.json`.
+//! - [`MediumKind::CdromEnv`] for vSphere-format stemcells: an ISO 9660 image labelled `ENV` whose root holds
+//!   one file, `env`, which the agent reads from the first optical drive (bosh-agent's `CDROM` settings
+//!   source mounts `/dev/sr0` and reads `env`).
+//! - [`MediumKind::ConfigDrive`] for OpenStack-format stemcells: an ISO 9660 image labelled `config-2` holding
+//!   `ec2/latest/user-data` (the settings) and `ec2/latest/meta-data.json`: the paths of the `ConfigDrive`
+//!   source in the OpenStack stemcells' agent.json, which mounts `/dev/disk/by-label/config-2` (or
+//!   `CONFIG-2`).
 //!
-//! Images are written by Debian's `xorriso` with every date pinned, owner root and fixed modes, so the same
-//! settings always give the same bytes (checked by a golden test). The `hadris-iso` crate was considered
-//! first, but version 2.5 stamps the current time into its volume descriptors and directory records with no
-//! way to fix it, so its images are not byte-stable.
-use std::path::Path;
+//! Both are written in-process by [`crate::iso9660`] (Rock Ridge and Joliet names, every date pinned), so the
+//! same settings always give the same bytes (checked by a golden test). They used to be written by Debian's
+//! `xorriso`, which cost about 115 ms a medium (a fixed 100 ms sleep inside libisofs and an fsync); the
+//! reader still reads those media, so VMs created before keep working.
 
 /// Which layout the stemcell's agent reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,28 +20,25 @@ pub enum MediumKind {
     ConfigDrive,
 }
 
-/// Every date in the image: 2000-01-01 00:00:00 UTC.
-const FIXED_DATE: &str = "2000010100000000";
-
 #[derive(Debug, thiserror::Error)]
 pub enum MediumError {
-    #[error("cannot stage the settings medium: {0}")]
-    Stage(#[source] std::io::Error),
-    #[error("xorriso failed to write the settings medium")]
-    Write(#[source] crate::exec::ExecError),
-    #[error("xorriso failed to read the settings medium")]
-    Read(#[source] crate::exec::ExecError),
+    #[error("cannot write the settings medium")]
+    Write(#[source] crate::iso9660::IsoError),
+    #[error("cannot read the settings medium")]
+    Read(#[source] crate::iso9660::IsoError),
 }
 
 impl MediumKind {
     /// Path of the settings file inside the image.
     pub fn settings_path(self) -> &'static str {
         match self {
-            MediumKind::CdromEnv => "/ENV",
+            MediumKind::CdromEnv => "/env",
             MediumKind::ConfigDrive => "/ec2/latest/user-data",
         }
     }
-    fn volume_id(self) -> &'static str {
+
+    /// The volume label the agent (or udev's `/dev/disk/by-label`) looks for.
+    pub fn label(self) -> &'static str {
         match self {
             MediumKind::CdromEnv => "ENV",
             MediumKind::ConfigDrive => "config-2",
@@ -49,80 +48,45 @@ impl MediumKind {
 
 /// Builds the image for `settings` (the agent settings JSON); `instance_id` goes into the config drive's
 /// meta-data.
-pub fn build(kind: MediumKind, settings: &[u8], instance_id: &str, xorriso: &Path) -> Result<Vec<u8>, MediumError> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new().prefix("vmcpi-medium-").tempdir().map_err(MediumError::Stage)?;
-    let root = dir.path().join("root");
-    let write = |rel: &str, data: &[u8]| -> std::io::Result<()> {
-        let p = root.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
+pub fn build(kind: MediumKind, settings: &[u8], instance_id: &str) -> Result<Vec<u8>, MediumError> {
+    let meta;
+    let files: Vec<(&str, &[u8])> = match kind {
+        MediumKind::CdromEnv => vec![("env", settings)],
+        MediumKind::ConfigDrive => {
+            meta = serde_json::json!({"instance-id": instance_id, "uuid": instance_id}).to_string();
+            vec![("ec2/latest/user-data", settings), ("ec2/latest/meta-data.json", meta.as_bytes())]
         }
-        std::fs::write(&p, data)
     };
-    let staged = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all(&root)?;
-        match kind {
-            MediumKind::CdromEnv => write("ENV", settings)?,
-            MediumKind::ConfigDrive => {
-                write("ec2/latest/user-data", settings)?;
-                let meta = serde_json::json!({"instance-id": instance_id, "uuid": instance_id});
-                write("ec2/latest/meta-data.json", meta.to_string().as_bytes())?;
-            }
-        }
-        // fixed modes: the image must not depend on the umask of whoever runs the CPI
-        for entry in walk(&root)? {
-            let mode = if entry.is_dir() { 0o755 } else { 0o644 };
-            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode))?;
-        }
-        Ok(())
-    })();
-    staged.map_err(MediumError::Stage)?;
-    let out = dir.path().join("medium.iso");
-    let rock_ridge = if kind == MediumKind::ConfigDrive { "on" } else { "off" };
-    crate::exec::Cmd::new(xorriso)
-        .args(["-no_rc", "-report_about", "SORRY", "-abort_on", "FAILURE"])
-        .arg("-outdev")
-        .arg(&out)
-        .args(["-volid", kind.volume_id()])
-        .args(["-joliet", rock_ridge, "-rockridge", rock_ridge])
-        .args(["-volume_date", "c", FIXED_DATE, "-volume_date", "m", FIXED_DATE])
-        .args(["-volume_date", "x", "default", "-volume_date", "f", "default"])
-        .args(["-volume_date", "uuid", FIXED_DATE, "-volume_date", "all_file_dates", FIXED_DATE])
-        .arg("-map")
-        .arg(&root)
-        .arg("/")
-        .args(["-chown_r", "0", "/", "--", "-chgrp_r", "0", "/", "--"])
-        .arg("-commit")
-        .run()
-        .map_err(MediumError::Write)?;
-    std::fs::read(&out).map_err(MediumError::Stage)
+    crate::iso9660::write(kind.label(), &files).map_err(MediumError::Write)
 }
 
-/// Reads the settings file back out of an image written by [`build`].
-pub fn read_settings(kind: MediumKind, image: &Path, xorriso: &Path) -> Result<Vec<u8>, MediumError> {
-    let dir = tempfile::Builder::new().prefix("vmcpi-medium-").tempdir().map_err(MediumError::Stage)?;
-    let out = dir.path().join("settings.json");
-    crate::exec::Cmd::new(xorriso)
-        .args(["-no_rc", "-report_about", "SORRY", "-abort_on", "FAILURE", "-osirrox", "on"])
-        .arg("-indev")
-        .arg(image)
-        .args(["-extract", kind.settings_path()])
-        .arg(&out)
-        .run()
-        .map_err(MediumError::Read)?;
-    std::fs::read(&out).map_err(MediumError::Stage)
+/// Reads the settings file back out of an image written by [`build`] (or by the xorriso-based writer of
+/// earlier versions).
+pub fn read_settings(kind: MediumKind, image: &[u8]) -> Result<Vec<u8>, MediumError> {
+    crate::iso9660::read_file(image, kind.settings_path()).map_err(MediumError::Read)
 }
 
-fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut out = vec![dir.to_path_buf()];
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            out.extend(walk(&p)?);
-        } else {
-            out.push(p);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_the_agents_read() {
+        let s = br#"{"agent_id":"a"}"#;
+        let img = build(MediumKind::ConfigDrive, s, "vm-1").unwrap();
+        assert_eq!(crate::iso9660::label(&img).unwrap(), "config-2");
+        assert_eq!(read_settings(MediumKind::ConfigDrive, &img).unwrap(), s);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&crate::iso9660::read_file(&img, "ec2/latest/meta-data.json").unwrap()).unwrap();
+        assert_eq!(meta, serde_json::json!({"instance-id": "vm-1", "uuid": "vm-1"}));
+        let img = build(MediumKind::CdromEnv, s, "vm-1").unwrap();
+        assert_eq!(crate::iso9660::label(&img).unwrap(), "ENV");
+        assert_eq!(read_settings(MediumKind::CdromEnv, &img).unwrap(), s);
+        assert!(matches!(read_settings(MediumKind::ConfigDrive, &img), Err(MediumError::Read(_))));
     }
-    Ok(out)
+
+    #[test]
+    fn a_foreign_image_is_an_error() {
+        assert!(matches!(read_settings(MediumKind::CdromEnv, b"not an iso"), Err(MediumError::Read(_))));
+    }
 }

@@ -50,7 +50,18 @@ fn block_line<'a>(log: &'a str, scsi: &str) -> Option<&'a str> {
     log.lines().find(|l| l.starts_with("TINY-GUEST: block ") && l.contains(&format!("scsi={scsi} ")))
 }
 
-fn boot_and_check(image: PathBuf, what: &str) {
+/// The guest's `medium` line: the settings medium's label and its file names as the guest kernel shows them
+/// (Rock Ridge or Joliet names, not the upper-case ISO 9660 ones).
+fn check_medium(log: &str, label: &str, files: &str) {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("TINY-GUEST: medium "))
+        .unwrap_or_else(|| panic!("the guest mounted no iso9660 medium:\n{log}"));
+    let want = format!("label={label} files={files}");
+    assert!(line.trim_end().ends_with(&want), "want {want:?}, guest printed {line:?}");
+}
+
+fn boot_and_check(image: PathBuf, what: &str, label: &str, files: &str) {
     let Some(tg) = tiny_guest() else { return };
     let cpi = cpi();
     let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
@@ -71,6 +82,7 @@ fn boot_and_check(image: PathBuf, what: &str) {
     // first boot: the settings written by create_vm
     wait_shut_off(&vm);
     let log = std::fs::read_to_string(&serial).unwrap();
+    check_medium(&log, label, files);
     let s = printed_settings(&log, what);
     assert_eq!(s["agent_id"], "agent-in-guest", "{log}");
     assert_eq!(s["vm"]["name"], vm.as_str());
@@ -102,6 +114,7 @@ fn boot_and_check(image: PathBuf, what: &str) {
     cpi.ok("reboot_vm", json!([vm]));
     wait_shut_off(&vm);
     let log = std::fs::read_to_string(&serial).unwrap();
+    check_medium(&log, label, files);
     let s = printed_settings(&log, what);
     assert_eq!(s["disks"]["persistent"][&disk], hint, "{log}");
     let line = block_line(&log, "0:0:2:0").unwrap_or_else(|| panic!("persistent disk not at SCSI target 2:\n{log}"));
@@ -129,7 +142,12 @@ fn openstack_stemcell_guest_reads_its_config_drive() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    boot_and_check(openstack_image(dir.path()), "user-data");
+    boot_and_check(
+        openstack_image(dir.path()),
+        "user-data",
+        "config-2",
+        "./ec2/latest/meta-data.json ./ec2/latest/user-data",
+    );
 }
 
 #[test]
@@ -138,5 +156,5 @@ fn vsphere_stemcell_guest_reads_its_env_cdrom() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    boot_and_check(vsphere_image(dir.path(), false), "env");
+    boot_and_check(vsphere_image(dir.path(), false), "env", "ENV", "./env");
 }

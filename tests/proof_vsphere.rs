@@ -140,7 +140,7 @@ fn proof_vsphere_sigkill_at_random_points_leaves_nothing() {
         cpi.ok("delete_vm", json!([vm]));
         cpi.ok("delete_disk", json!([disk]));
     }
-    // a killed CPI's xorriso may still run for a moment, holding the marker it inherited; then the next
+    // a killed CPI's child process may still run for a moment, holding the marker it inherited; then the next
     // create reaps, and the director deletes what it was told about
     std::thread::sleep(Duration::from_secs(1));
     let reaper = debug.call("create_disk", json!([256, {}, null]));

@@ -577,7 +577,7 @@ fn vsphere_killed_creates_leave_nothing() {
         record(k, &mut scs, |r| r.as_str().unwrap().to_string());
     }
     eprintln!("of 18 creates: {killed} killed mid-way, {late} killed after finishing");
-    // the next create reaps; then the director deletes what it was told about. A killed CPI's xorriso may
+    // the next create reaps; then the director deletes what it was told about. A killed CPI's child process may
     // still be running for a moment, holding the marker lock it inherited (by design: the reaper keeps away
     // while a child of the dead process still works), so give those a second to finish.
     std::thread::sleep(std::time::Duration::from_secs(1));

@@ -2,13 +2,14 @@
 # tools/packages.sh — install the Debian packages vmcpi needs to build, run its demo and its tests.
 # Idempotent; installs only what is missing. Needs root (apt-get).
 #   build:  gcc pkg-config libssl-dev (the ssh2 crate builds libssh2 against OpenSSL)
-#   run:    xorriso (settings media), qemu-utils (qemu-img), libvirt + QEMU (started by libvirt-up.sh)
-#   tests:  ovmf (EFI stemcells), jq, perl (the launcher's fake CPI), ruby (BOSH template rendering), prometheus (promtool),
+#   run:    qemu-utils (qemu-img), libvirt + QEMU (started by libvirt-up.sh); settings media need no tool
+#   tests:  ovmf (EFI stemcells), jq, xorriso (only a cross-check: tests/medium.rs reads vmcpi's ISOs with it),
+#           perl (the launcher's fake CPI), ruby (BOSH template rendering), prometheus (promtool),
 #           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client
 set -euo pipefail
-want=(gcc pkg-config libssl-dev xorriso jq ovmf curl ca-certificates)
+want=(gcc pkg-config libssl-dev jq ovmf curl ca-certificates)
 if [ "${1:-}" = "--tests" ]; then
-  want+=(perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client)
+  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client)
 fi
 missing=()
 for p in "${want[@]}"; do

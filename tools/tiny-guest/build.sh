@@ -7,6 +7,7 @@
 #   TINY-GUEST: block <name> <sectors> scsi=<H:C:T:L> serial=<s>   one line per block device
 #   TINY-GUEST: user-data <dev> BEGIN / ... / END   ec2/latest/user-data of a config drive
 #   TINY-GUEST: env <dev> BEGIN / ... / END the ENV (or env) file of each iso9660 device
+#   TINY-GUEST: medium <dev> label=<label> files=<./path ...>   each iso9660 device: label, file names
 #   TINY-GUEST: done                         then it powers off (ACPI)
 # Packages are fetched with `apt-get download` and unpacked with dpkg-deb -x: nothing
 # is installed, /boot is not touched. Needs apt-get, dpkg-deb, gzip (host has no cpio:
@@ -97,6 +98,9 @@ done
 for b in /sys/block/*; do
   d=${b##*/}; case $d in loop*|ram*) continue;; esac
   if mount -t iso9660 -o ro "/dev/$d" /mnt 2>/dev/null; then
+    # the label (as blkid reads it) and every file name as the kernel shows them
+    label=$(blkid "/dev/$d" | sed -n 's/.* LABEL="\([^"]*\)".*/\1/p')
+    echo "TINY-GUEST: medium $d label=$label files=$(cd /mnt && find . -type f | sort | tr '\n' ' ')"
     for f in ENV env; do
       if [ -f "/mnt/$f" ]; then echo "TINY-GUEST: env $d BEGIN"; cat "/mnt/$f"; echo; echo "TINY-GUEST: env $d END"; break; fi
     done

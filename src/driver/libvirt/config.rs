@@ -31,8 +31,10 @@ pub struct LibvirtConfig {
     pub virsh: PathBuf,
     #[serde(default = "default_qemu_img")]
     pub qemu_img: PathBuf,
-    #[serde(default = "default_xorriso")]
-    pub xorriso: PathBuf,
+    /// Deprecated and ignored: settings media are written in-process ([`crate::iso9660`]). Still accepted so
+    /// that configs written for earlier versions load.
+    #[serde(default)]
+    pub xorriso: Option<PathBuf>,
     /// In-flight markers of creates and their scratch space (unpacked stemcells): see [`crate::inflight`].
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -66,9 +68,6 @@ pub(super) fn default_virsh() -> PathBuf {
 pub(super) fn default_qemu_img() -> PathBuf {
     "/usr/bin/qemu-img".into()
 }
-pub(super) fn default_xorriso() -> PathBuf {
-    "/usr/bin/xorriso".into()
-}
 
 impl LibvirtConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -78,7 +77,7 @@ impl LibvirtConfig {
         if self.pool.is_empty() || self.pool.contains('/') {
             return Err(format!("driver.pool must be a storage pool name, got {:?}", self.pool));
         }
-        for (name, p) in [("virsh", &self.virsh), ("qemu_img", &self.qemu_img), ("xorriso", &self.xorriso)] {
+        for (name, p) in [("virsh", &self.virsh), ("qemu_img", &self.qemu_img)] {
             if !p.is_absolute() {
                 return Err(format!(
                     "driver.{name} must be an absolute path (the director runs the CPI with a minimal PATH), got {}",

@@ -17,8 +17,10 @@ impl Libvirt {
         settings: &AgentSettings,
         create: bool,
     ) -> DriverResult<()> {
-        let mut iso = medium::build(kind, &settings.to_json(), vm, &self.cfg.xorriso)
-            .context(|| format!("cannot build the settings medium of {vm}"))?;
+        // a medium that cannot be written (or read, below) fails the same way on a retry
+        let mut iso = medium::build(kind, &settings.to_json(), vm).map_err(|e| {
+            DriverError::failed(format!("cannot build the settings medium of {vm}"), e).with_retry(false)
+        })?;
         if iso.len() as u64 > MEDIUM_CAPACITY {
             return Err(DriverError::invalid(
                 "agent settings",
@@ -53,8 +55,10 @@ impl Libvirt {
             .arg(tmp.path())
             .run()
             .context(|| format!("cannot download the settings medium of {vm}"))?;
-        let bytes = medium::read_settings(kind, tmp.path(), &self.cfg.xorriso)
-            .context(|| format!("cannot read the settings medium of {vm}"))?;
+        let image = std::fs::read(tmp.path()).context(|| format!("cannot read the settings medium of {vm}"))?;
+        let bytes = medium::read_settings(kind, &image).map_err(|e| {
+            DriverError::failed(format!("cannot read the settings medium of {vm}"), e).with_retry(false)
+        })?;
         AgentSettings::from_json(&bytes).context(|| format!("the settings medium of {vm} holds invalid settings"))
     }
 

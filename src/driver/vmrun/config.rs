@@ -22,9 +22,10 @@ pub struct VmrunConfig {
     /// `qemu-img` on the CPI's host (stemcell conversion, when there is no ovftool).
     #[serde(default = "default_local_qemu_img")]
     pub local_qemu_img: PathBuf,
-    /// `xorriso` on the CPI's host (settings ISO).
-    #[serde(default = "default_xorriso")]
-    pub xorriso: PathBuf,
+    /// Deprecated and ignored: settings media are written in-process ([`crate::iso9660`]). Still accepted so
+    /// that configs written for earlier versions load.
+    #[serde(default)]
+    pub xorriso: Option<PathBuf>,
     /// `ws` (Workstation), `fusion` or `player`: passed to vmrun as `-T`.
     #[serde(default = "default_host_type")]
     pub host_type: String,
@@ -55,9 +56,6 @@ pub(super) fn default_qemu_img() -> String {
 }
 pub(super) fn default_local_qemu_img() -> PathBuf {
     "/usr/bin/qemu-img".into()
-}
-pub(super) fn default_xorriso() -> PathBuf {
-    "/usr/bin/xorriso".into()
 }
 pub(super) fn default_host_type() -> String {
     "ws".into()
@@ -103,10 +101,11 @@ impl VmrunConfig {
                 }
             }
         }
-        for (name, p) in [("local_qemu_img", &self.local_qemu_img), ("xorriso", &self.xorriso)] {
-            if !p.is_absolute() {
-                return Err(format!("driver.{name} must be an absolute path, got {}", p.display()));
-            }
+        if !self.local_qemu_img.is_absolute() {
+            return Err(format!(
+                "driver.local_qemu_img must be an absolute path, got {}",
+                self.local_qemu_img.display()
+            ));
         }
         if !matches!(self.host_type.as_str(), "ws" | "fusion" | "player") {
             return Err(format!("driver.host_type must be \"ws\", \"fusion\" or \"player\", got {:?}", self.host_type));

@@ -6,8 +6,8 @@ impl Vmrun {
     /// edits) for `s`, to be written with [`Transport::write_many`].
     pub(super) fn settings_files(&self, vm: &str, s: &AgentSettings) -> DriverResult<Vec<(String, Vec<u8>)>> {
         let json = s.to_json();
-        let iso = medium::build(MediumKind::CdromEnv, &json, vm, &self.cfg.xorriso)
-            .context(|| format!("cannot build the settings ISO of {vm}"))?;
+        let iso = medium::build(MediumKind::CdromEnv, &json, vm)
+            .map_err(|e| DriverError::failed(format!("cannot build the settings ISO of {vm}"), e).with_retry(false))?;
         let dir = self.vm_dir(vm);
         Ok(vec![(join(&dir, "env.iso"), iso), (join(&dir, "env.json"), json)])
     }

@@ -50,8 +50,10 @@ pub struct VsphereConfig {
     /// Guest OS id for VMs built with CreateVM (standalone ESXi).
     #[serde(default = "default_guest_id")]
     pub guest_id: String,
-    #[serde(default = "default_xorriso")]
-    pub xorriso: PathBuf,
+    /// Deprecated and ignored: settings media are written in-process ([`crate::iso9660`]). Still accepted so
+    /// that configs written for earlier versions load.
+    #[serde(default)]
+    pub xorriso: Option<PathBuf>,
     /// In-flight markers of creates and their scratch space (unpacked stemcells), see [`crate::inflight`];
     /// one subdirectory per vSphere host and datacenter.
     #[serde(default = "default_state_dir")]
@@ -78,9 +80,6 @@ fn default_network() -> String {
 }
 fn default_guest_id() -> String {
     "ubuntu64Guest".into()
-}
-fn default_xorriso() -> PathBuf {
-    "/usr/bin/xorriso".into()
 }
 fn default_state_dir() -> PathBuf {
     "/var/tmp/vmcpi/vsphere".into()
@@ -120,12 +119,6 @@ impl VsphereConfig {
             if f.is_empty() || f.starts_with('/') || f.split('/').any(|p| p.is_empty() || p == "..") {
                 return Err(format!("driver.{name} must be a relative path like \"bosh/vms\", got {f:?}"));
             }
-        }
-        if !self.xorriso.is_absolute() {
-            return Err(format!(
-                "driver.xorriso must be an absolute path (the director runs the CPI with a minimal PATH), got {}",
-                self.xorriso.display()
-            ));
         }
         if !self.state_dir.is_absolute() {
             return Err(format!("driver.state_dir must be an absolute path, got {}", self.state_dir.display()));

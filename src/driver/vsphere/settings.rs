@@ -11,8 +11,8 @@ impl Vsphere {
         settings: &AgentSettings,
     ) -> DriverResult<String> {
         let json = settings.to_json();
-        let iso = medium::build(MediumKind::CdromEnv, &json, &settings.vm.name, &self.cfg.xorriso)
-            .map_err(|e| DriverError::failed("cannot build the settings ISO", e))?;
+        let iso = medium::build(MediumKind::CdromEnv, &json, &settings.vm.name)
+            .map_err(|e| DriverError::failed("cannot build the settings ISO", e).with_retry(false))?;
         let name = format!("{dir}/env-{}.iso", random_hex(8));
         inv.s
             .put_file(&self.cfg.datacenter, info_ds, &format!("{dir}/env.json"), &json)

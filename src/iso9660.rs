@@ -48,7 +48,7 @@ pub enum IsoError {
     Label(String),
     #[error("invalid path {0:?} in the image: components of 1 to 64 printable ASCII characters, not . or .., no ;")]
     Path(String),
-    #[error("{0:?} is given both as a file and as a directory")]
+    #[error("{0:?} is given twice, or both as a file and as a directory")]
     FileAndDir(String),
     #[error("the files are too large for a settings image ({0} bytes)")]
     TooLarge(usize),

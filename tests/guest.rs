@@ -50,8 +50,9 @@ fn block_line<'a>(log: &'a str, scsi: &str) -> Option<&'a str> {
     log.lines().find(|l| l.starts_with("TINY-GUEST: block ") && l.contains(&format!("scsi={scsi} ")))
 }
 
-/// The guest's `medium` line: the settings medium's label and its file names as the guest kernel shows them
-/// (Rock Ridge or Joliet names, not the upper-case ISO 9660 ones).
+/// The guest's `medium` line: the settings medium's label (its primary volume descriptor's; what libblkid
+/// reports is checked in medium.rs) and its file names as the guest kernel shows them (Rock Ridge or Joliet
+/// names, not the upper-case ISO 9660 ones).
 fn check_medium(log: &str, label: &str, files: &str) {
     let line = log
         .lines()

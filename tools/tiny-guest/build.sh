@@ -98,8 +98,9 @@ done
 for b in /sys/block/*; do
   d=${b##*/}; case $d in loop*|ram*) continue;; esac
   if mount -t iso9660 -o ro "/dev/$d" /mnt 2>/dev/null; then
-    # the label (as blkid reads it) and every file name as the kernel shows them
-    label=$(blkid "/dev/$d" | sed -n 's/.* LABEL="\([^"]*\)".*/\1/p')
+    # the label (volume id of the primary volume descriptor, sector 16; busybox-static has no blkid) and
+    # every file name as the kernel shows them
+    label=$(dd if="/dev/$d" bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=32 2>/dev/null | sed 's/ *$//')
     echo "TINY-GUEST: medium $d label=$label files=$(cd /mnt && find . -type f | sort | tr '\n' ' ')"
     for f in ENV env; do
       if [ -f "/mnt/$f" ]; then echo "TINY-GUEST: env $d BEGIN"; cat "/mnt/$f"; echo; echo "TINY-GUEST: env $d END"; break; fi

@@ -129,7 +129,7 @@ fn boot_and_check(image: PathBuf, what: &str, label: &str, files: &str) {
                 "TINY-GUEST: block {} ",
                 other["path"].as_str().unwrap().trim_start_matches("/dev/")
             )),
-            "{line}"
+            "{line}\n{log}"
         ),
     }
     cpi.ok("delete_vm", json!([vm]));

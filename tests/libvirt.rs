@@ -271,14 +271,14 @@ fn vsphere_stemcell_gets_scsi_hints_and_an_env_cdrom() {
         .as_str()
         .unwrap()
         .to_string();
-    let settings = read_settings(&vm, "/ENV");
+    let settings = read_settings(&vm, "/env");
     assert_eq!(settings["disks"]["system"], "0");
     assert_eq!(settings["disks"]["ephemeral"], "1");
     let disk = cpi.ok("create_disk", json!([64, {}, vm])).as_str().unwrap().to_string();
     assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), json!("2"));
     let disk2 = cpi.ok("create_disk", json!([64, {"format": "raw"}, vm])).as_str().unwrap().to_string();
     assert_eq!(cpi.ok("attach_disk", json!([vm, disk2])), json!("3"));
-    assert_eq!(read_settings(&vm, "/ENV")["disks"]["persistent"], json!({disk.clone(): "2", disk2.clone(): "3"}));
+    assert_eq!(read_settings(&vm, "/env")["disks"]["persistent"], json!({disk.clone(): "2", disk2.clone(): "3"}));
     cpi.ok("delete_vm", json!([vm]));
     for d in [&disk, &disk2] {
         cpi.ok("delete_disk", json!([d]));

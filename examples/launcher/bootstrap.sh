@@ -5,7 +5,7 @@
 # (agent-launcher-bootstrap.service). Needs: sh, mount, curl, jq, buildkite-agent (v3.x, with
 # `--acquire-job` and `file://` tokens), and poweroff. The image should not also run the BOSH agent.
 #
-# 1. Read the settings the CPI wrote for this VM (vmcpi: an ISO labelled ENV with /ENV, or a config drive
+# 1. Read the settings the CPI wrote for this VM (vmcpi: an ISO labelled ENV with /env, or a config drive
 #    labelled config-2 with /ec2/latest/user-data). Its `env.agent_launcher` holds the job id (empty for a
 #    warm VM), the agent tags, the agent endpoint, the launcher's assignment URL and this VM's secret. A
 #    network with a static `ip` (a pool with `static_ips`) is applied to the NIC: nothing else in the image

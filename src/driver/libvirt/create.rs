@@ -6,7 +6,7 @@ impl Libvirt {
         match info.family.as_deref() {
             Some("openstack") => Ok(Family::OpenStack),
             Some("vsphere") => Ok(Family::Vsphere),
-            _ => Err(DriverError::other(format!("domain {vm} was not created by vmcpi (no vmcpi metadata)"))),
+            _ => Err(LibvirtError::NotOurs { vm: vm.to_string() }.into()),
         }
     }
 
@@ -75,12 +75,12 @@ impl Libvirt {
         self.cfg.uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
     }
 
-    pub(super) fn create_vm_inner(
-        &self,
+    pub(super) fn create_vm_inner<'a>(
+        &'a self,
         req: &CreateVm,
         kind: StemcellKind,
         cid: &VmCid,
-        rb: &mut Rollback,
+        undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let vm = cid.as_str();
         let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
@@ -126,14 +126,15 @@ impl Libvirt {
         let root = format!("{vm}-root");
         let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
         // the backing format comes from the CID, never from a probe
+        // each step is recorded before the call that makes it: a call that fails half-way leaves nothing either
+        self.undo_volume(undo, &root);
         self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
-        rb.volumes.push(root.clone());
         let mut disks =
             vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
         if props.disk > 0 {
             let eph = format!("{vm}-ephemeral");
+            self.undo_volume(undo, &eph);
             self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
-            rb.volumes.push(eph.clone());
             disks.push(ScsiDisk {
                 pool: self.pool().into(),
                 volume: eph,
@@ -164,7 +165,7 @@ impl Libvirt {
             }
         }
         let medium_vol = Self::medium_volume(vm);
-        rb.volumes.push(medium_vol.clone());
+        self.undo_volume(undo, &medium_vol);
         self.write_medium(vm, kind.family.medium(), &settings, true)?;
 
         let spec = DomainSpec {
@@ -195,7 +196,7 @@ impl Libvirt {
             .tempfile()
             .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
-        rb.domain = Some(vm.to_string());
+        self.undo_domain(undo, vm);
         self.virsh.cmd().arg("define").arg(f.path()).run().context(|| format!("cannot define domain {vm}"))?;
         match self.virsh.run(["start", vm]) {
             Ok(_) => {}

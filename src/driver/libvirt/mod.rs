@@ -17,6 +17,7 @@ mod config;
 mod create;
 mod disks;
 pub mod domain;
+pub(crate) mod error;
 mod import;
 mod naming;
 pub mod portfwd;
@@ -25,13 +26,14 @@ mod settings;
 mod storage;
 mod virsh;
 
-use cleanup::*;
 pub use config::LibvirtConfig;
+use error::LibvirtError;
 use naming::*;
 use props::*;
 
 use crate::agent_settings::{AgentSettings, Network, Networks};
 use crate::config::AgentOptions;
+use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult};
 use crate::exec::Cmd;
@@ -89,11 +91,21 @@ impl Driver for Libvirt {
         let cid = VmCid::generate();
         info!("creating {cid} from {}", req.stemcell);
         let marker = self.begin(cid.as_str())?;
-        let mut rb = Rollback::new(&self.virsh, self.pool());
-        let created = self.create_vm_inner(req, kind, &cid, &mut rb)?;
-        rb.disarm();
-        marker.commit();
-        Ok(created)
+        let mut undo = Undo::new(format!("create_vm {cid}"));
+        match self.create_vm_inner(req, kind, &cid, &mut undo) {
+            Ok(created) => {
+                undo.disarm();
+                marker.commit();
+                Ok(created)
+            }
+            Err(e) => {
+                // what could not be removed now stays in flight for the reaper
+                if undo.run() {
+                    marker.commit();
+                }
+                Err(e)
+            }
+        }
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
@@ -240,7 +252,7 @@ impl Driver for Libvirt {
             info.disks.iter().filter(|d| d.bus.as_deref() == Some("scsi")).filter_map(|d| d.target).collect();
         let target = (2..=255)
             .find(|t| !used.contains(t))
-            .ok_or_else(|| DriverError::other(format!("{vm} has no free SCSI target")))?;
+            .ok_or_else(|| LibvirtError::NoFreeScsiTarget { vm: vm.to_string() })?;
         let dev = ScsiDisk {
             pool: self.pool().into(),
             volume: disk.to_string(),

@@ -24,7 +24,7 @@ mod cleanup;
 mod config;
 mod create;
 mod disks;
-mod error;
+pub(crate) mod error;
 mod host;
 mod import;
 mod naming;
@@ -42,6 +42,7 @@ use props::*;
 
 use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
+use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
@@ -120,10 +121,11 @@ impl Driver for Vmrun {
         info!("creating {vm} from {sc}");
         let _vm_lock = self.lock(&vm)?;
         self.mark_pending(&vm)?;
-        let mut rb = Rollback { d: self, vm: vm.clone(), armed: true };
+        let mut undo = Undo::new(format!("create_vm {vm}"));
+        self.undo_vm(&mut undo, &vm);
         self.create_vm_inner(req, &vm, &props, &mut networks)?;
         self.clear_pending(&vm)?;
-        rb.armed = false;
+        undo.disarm();
         crate::debug!("{vm}: created; from here the response is the only record of it");
         Ok(CreatedVm { cid, networks })
     }

@@ -5,9 +5,7 @@
 //! by an fsync'd ledger entry, and every VM is deleted when its job ends, is cancelled, never starts, or the
 //! VM passes its deadline. On start, [`Daemon::recover`] settles every open record before any new work.
 use crate::launcher::breaker::{Breaker, Gate};
-use crate::launcher::buildkite::{
-    is_started, is_terminal, parse_rfc3339, sort_jobs, BkError, Listing, ScheduledJob, Source,
-};
+use crate::launcher::buildkite::{is_started, is_terminal, sort_jobs, BkError, Listing, ScheduledJob, Source};
 use crate::launcher::config::{Config, OnShutdown};
 use crate::launcher::cpi::{Cpi, CpiError};
 use crate::launcher::http::{self, Assignment, Shared, SharedRef};
@@ -50,10 +48,7 @@ fn now_f() -> f64 {
 
 /// 32 hex characters from the kernel's random source.
 pub fn random_hex() -> Result<String, DaemonError> {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(DaemonError::Random)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::ids::try_random_hex(32).map_err(DaemonError::Random)
 }
 
 /// What a worker thread reports.
@@ -1026,7 +1021,7 @@ impl Daemon {
         }
         http::lock(&self.shared).metrics.set("launcher_queue_paused", &[], if listing.paused { 1.0 } else { 0.0 });
         for j in &listing.jobs {
-            if let Some(t) = parse_rfc3339(&j.scheduled_at) {
+            if let Some(t) = crate::rfc3339::parse(&j.scheduled_at) {
                 self.scheduled_at.entry(j.id.clone()).or_insert(t);
             }
         }

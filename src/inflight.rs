@@ -109,20 +109,14 @@ impl Inflight {
 /// CPI process was killed keeps the reaper away until its effect is visible.
 fn inherit_to_children(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    const F_GETFD: i32 = 1;
-    const F_SETFD: i32 = 2;
-    const FD_CLOEXEC: i32 = 1;
-    extern "C" {
-        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
-    }
     let fd = file.as_raw_fd();
     // SAFETY: fcntl(F_GETFD/F_SETFD) on a descriptor we own only changes its close-on-exec flag.
-    let flags = unsafe { fcntl(fd, F_GETFD) };
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: as above.
-    if unsafe { fcntl(fd, F_SETFD, flags & !FD_CLOEXEC) } < 0 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

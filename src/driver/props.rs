@@ -1,6 +1,7 @@
 //! What the three drivers share about VM `cloud_properties`: the size keys (`cpu`, `ram`, `disk`) with one set
 //! of defaults, one check against the hypervisor's [`Limits`], and one `calculate_vm_cloud_properties`.
-//! Each driver keeps its extras (datastores, kernel, bootstrap, …) in its own `props.rs`, beside these keys.
+//! Each driver declares its VM properties with [`vm_props!`]: these keys and `bootstrap`, then its extras
+//! (datastores, kernel, …) in its own `props.rs`.
 use crate::driver::VmResources;
 use crate::error::{DriverError, DriverResult};
 use serde_json::{json, Value};
@@ -14,6 +15,34 @@ pub fn default_cpu() -> u32 {
 pub fn default_ram() -> u64 {
     1024
 }
+
+/// Declares a driver's VM `cloud_properties` struct: the keys every driver reads (`cpu`, `ram`, `disk` with
+/// the shared defaults, and the optional `bootstrap` block) followed by the driver's own fields. One flat
+/// struct rather than a `#[serde(flatten)]`ed part: serde's `deny_unknown_fields` does not work with
+/// `flatten`, and a typo must be refused with every accepted key named.
+macro_rules! vm_props {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            /// vCPUs.
+            #[serde(default = "crate::driver::props::default_cpu")]
+            pub(super) cpu: u32,
+            /// RAM in MiB.
+            #[serde(default = "crate::driver::props::default_ram")]
+            pub(super) ram: u64,
+            /// Ephemeral disk in MiB (0: none; the agent then partitions the root disk).
+            #[serde(default)]
+            pub(super) disk: u64,
+            $($(#[$fmeta])* pub(super) $field: $ty,)*
+            /// Script run in the guest after boot ([`crate::driver::bootstrap`]).
+            #[serde(default)]
+            pub(super) bootstrap: Option<crate::driver::bootstrap::Bootstrap>,
+        }
+    };
+}
+pub(crate) use vm_props;
 
 /// A hypervisor's limits on a VM's size.
 #[derive(Debug, Clone, Copy)]

@@ -292,16 +292,10 @@ impl Http {
             };
             let mut resp = match req {
                 Ok(r) => r,
-                Err(e) if attempt < self.attempts => {
-                    crate::launcher::log::warn(&format!(
-                        "{}; retrying",
-                        crate::launcher::log::chain(&BkError::transport(what, e))
-                    ));
-                    std::thread::sleep(backoff);
-                    backoff *= 2;
+                Err(e) => {
+                    retry_transport(what, e, attempt < self.attempts, &mut backoff)?;
                     continue;
                 }
-                Err(e) => return Err(BkError::transport(what, e)),
             };
             let status = resp.status().as_u16();
             let limits = Limits::parse(
@@ -316,16 +310,10 @@ impl Http {
             // acted on it, so it is retried like a transport error (every request here may be repeated)
             let text = match resp.body_mut().read_to_string() {
                 Ok(t) => t,
-                Err(e) if attempt < self.attempts => {
-                    crate::launcher::log::warn(&format!(
-                        "{}; retrying",
-                        crate::launcher::log::chain(&BkError::transport(what, e))
-                    ));
-                    std::thread::sleep(backoff);
-                    backoff *= 2;
+                Err(e) => {
+                    retry_transport(what, e, attempt < self.attempts, &mut backoff)?;
                     continue;
                 }
-                Err(e) => return Err(BkError::transport(what, e)),
             };
             if status == 429 {
                 let wait = limits.after_429();
@@ -348,6 +336,19 @@ impl Http {
             return Ok(Reply { status, body: text, link });
         }
     }
+}
+
+/// A request that failed on the way (connect, send, or reading the body): with attempts left, logs it and
+/// waits `backoff` (then doubled) so the caller tries again; else the error.
+fn retry_transport(what: &str, e: ureq::Error, again: bool, backoff: &mut Duration) -> Result<(), BkError> {
+    let e = BkError::transport(what, e);
+    if !again {
+        return Err(e);
+    }
+    crate::launcher::log::warn(&format!("{}; retrying", crate::launcher::log::chain(&e)));
+    std::thread::sleep(*backoff);
+    *backoff *= 2;
+    Ok(())
 }
 
 fn json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, BkError> {

@@ -96,7 +96,6 @@ impl SpoolFiles {
     }
 }
 
-
 fn spool(path: &Path) -> impl Fn(std::io::Error) -> CpiError + '_ {
     move |source| CpiError::Spool { path: path.to_path_buf(), source }
 }

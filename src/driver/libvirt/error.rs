@@ -1,6 +1,6 @@
 //! What goes wrong in the libvirt driver itself, with the CIDs, volumes and pools involved. Each variant
-//! becomes a [`DriverError`] here, the one place that decides its kind and whether retrying can help.
-use crate::error::{DriverError, ErrorKind};
+//! says here whether retrying can help ([`DriverFailure`]), and so becomes a [`crate::error::DriverError`].
+use crate::error::DriverFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibvirtError {
@@ -26,9 +26,9 @@ pub enum LibvirtError {
     GuestAgent { vm: String, call: String, reason: String },
 }
 
-impl From<LibvirtError> for DriverError {
-    fn from(e: LibvirtError) -> Self {
-        let retry = match &e {
+impl DriverFailure for LibvirtError {
+    fn retryable(&self) -> bool {
+        match self {
             // someone removed the volume meanwhile: another upload may pass
             LibvirtError::Vanished { .. } => true,
             // a domain of someone else, a full bus, a disk held by another program, a missing pool, XML that
@@ -42,14 +42,14 @@ impl From<LibvirtError> for DriverError {
             | LibvirtError::ProbedFormat { .. }
             | LibvirtError::BootstrapExit { .. }
             | LibvirtError::GuestAgent { .. } => false,
-        };
-        DriverError::new(ErrorKind::Cloud, e.to_string()).with_retry(retry).with_source(e)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{DriverError, ErrorKind};
 
     #[test]
     fn permanent_failures_are_not_retryable() {

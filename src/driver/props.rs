@@ -44,6 +44,12 @@ macro_rules! vm_props {
 }
 pub(crate) use vm_props;
 
+/// Reads `cloud_properties` (of a VM, disk or network: `what` names them in the error) into a driver's
+/// struct; a typo or a wrong type is an [`DriverError::invalid`] request.
+pub fn parse<T: serde::de::DeserializeOwned>(what: &str, m: &serde_json::Map<String, Value>) -> DriverResult<T> {
+    serde_json::from_value(Value::Object(m.clone())).map_err(|e| DriverError::invalid(what, e.to_string()))
+}
+
 /// A hypervisor's limits on a VM's size.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -122,14 +128,15 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
 
+    /// A made-up hypervisor with a RAM step, so that rounding is seen.
     const L: Limits = Limits {
-        max_cpus: 128,
-        min_ram_mib: 4,
-        max_ram_mib: 128 << 10,
-        ram_step_mib: 4,
-        max_disk_mib: 8 << 20,
-        max_ram_text: "128 GiB",
-        max_disk_text: "8 TiB",
+        max_cpus: 64,
+        min_ram_mib: 8,
+        max_ram_mib: 64 << 10,
+        ram_step_mib: 8,
+        max_disk_mib: 4 << 20,
+        max_ram_text: "64 GiB",
+        max_disk_text: "4 TiB",
     };
 
     fn res(cpu: u64, ram: u64, disk: u64) -> VmResources {
@@ -140,7 +147,7 @@ mod tests {
     fn check_refuses_what_the_hypervisor_cannot_run() {
         assert!(L.check(1, 1024, 0).is_ok());
         for (cpu, ram, disk) in
-            [(0, 1024, 0), (129, 1024, 0), (1, 0, 0), (1, 1023, 0), (1, u64::MAX, 0), (1, 1024, u64::MAX)]
+            [(0, 1024, 0), (65, 1024, 0), (1, 0, 0), (1, 1023, 0), (1, u64::MAX, 0), (1, 1024, u64::MAX)]
         {
             let e = L.check(cpu, ram, disk).unwrap_err();
             assert_eq!((e.kind(), e.retryable()), (ErrorKind::Invalid, false), "{cpu} {ram} {disk}: {e}");

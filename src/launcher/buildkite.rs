@@ -987,14 +987,13 @@ impl Source for Rest {
 mod tests {
     use super::*;
 
+    /// A listed job without rules.
+    fn j(id: &str, priority: i64, scheduled_at: &str) -> ScheduledJob {
+        ScheduledJob { id: id.into(), priority, rules: vec![], scheduled_at: scheduled_at.into() }
+    }
+
     #[test]
     fn order_is_priority_then_age() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob {
-            id: id.into(),
-            priority: p,
-            rules: vec![],
-            scheduled_at: at.into(),
-        };
         let mut v = vec![
             j("a", 0, "2026-01-01T00:00:02Z"),
             j("b", 5, "2026-01-01T00:00:03Z"),
@@ -1162,12 +1161,6 @@ mod tests {
 
     #[test]
     fn order_compares_instants_not_text() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob {
-            id: id.into(),
-            priority: p,
-            rules: vec![],
-            scheduled_at: at.into(),
-        };
         // as text, "…01.500Z" < "…01Z" < "…00+00:00"; as instants it is the other way round
         let mut v = vec![
             j("a", 0, "2026-01-05T10:00:01.500Z"),

@@ -11,8 +11,8 @@ impl Libvirt {
     }
 
     pub(super) fn nic_for(&self, name: &str, net: &Network) -> DriverResult<(NicSource, Vec<portfwd::PortForward>)> {
-        let props: NetProps = serde_json::from_value(Value::Object(net.cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
+        let props: NetProps =
+            crate::driver::props::parse(&format!("cloud_properties of network {name}"), &net.cloud_properties)?;
         let forwards = portfwd::parse(props.port_forwards.as_ref())
             .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;
         if !forwards.is_empty() && props.kind.as_deref() != Some("user") {
@@ -83,8 +83,7 @@ impl Libvirt {
         undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let vm = cid.as_str();
-        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let props: VmProps = crate::driver::props::parse("VM cloud_properties", &req.cloud_properties)?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if let Some(b) = &props.bootstrap {
             b.no_login()?;

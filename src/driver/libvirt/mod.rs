@@ -178,8 +178,7 @@ impl Driver for Libvirt {
         cloud_properties: &Map<String, Value>,
         vm: Option<&VmCid>,
     ) -> DriverResult<DiskCid> {
-        let props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
+        let props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
         let format = props.format.unwrap_or_else(|| "qcow2".into());
         if !matches!(format.as_str(), "qcow2" | "raw") {
             return Err(DriverError::invalid(

@@ -99,8 +99,7 @@ impl Driver for Vmrun {
         {
             info!("{note}");
         }
-        let props: VmProps = serde_json::from_value(Value::Object(cloud_properties))
-            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let props: VmProps = crate::driver::props::parse("VM cloud_properties", &cloud_properties)?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if let Some(b) = &props.bootstrap {
             b.check_script_path()?;
@@ -218,8 +217,7 @@ impl Driver for Vmrun {
         cloud_properties: &Map<String, Value>,
         _vm: Option<&VmCid>,
     ) -> DriverResult<DiskCid> {
-        let _props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
+        let _props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
         if size_mib == 0 || size_mib > 8 << 20 {
             return Err(DriverError::invalid("disk size", format!("must be 1 MiB to 8 TiB, got {size_mib} MiB")));
         }

@@ -119,7 +119,7 @@ impl Driver for Vsphere {
             info!("{note}");
         }
         let bootstrap = top.remove("bootstrap");
-        let mut props: VmProps = parse_props("VM cloud_properties", &top)?;
+        let mut props: VmProps = crate::driver::props::parse("VM cloud_properties", &top)?;
         if let Some(b) = bootstrap.filter(|b| !b.is_null()) {
             props.bootstrap = Some(
                 serde_json::from_value(b)

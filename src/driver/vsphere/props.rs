@@ -48,7 +48,3 @@ pub(super) fn disk_size(what: &str, mib: u64) -> DriverResult<u64> {
     }
     Ok(mib)
 }
-
-pub(super) fn parse_props<T: serde::de::DeserializeOwned>(what: &str, m: &Map<String, Value>) -> DriverResult<T> {
-    serde_json::from_value(Value::Object(m.clone())).map_err(|e| DriverError::invalid(what, e.to_string()))
-}

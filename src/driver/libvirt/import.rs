@@ -66,7 +66,8 @@ impl Libvirt {
         }
         rb.disarm();
         drop(unpacked);
-        marker.commit();
-        StemcellCid::new(cid).map_err(DriverError::other)
+        let cid = StemcellCid::new(cid).map_err(DriverError::other)?;
+        marker.created(cid.as_str());
+        Ok(cid)
     }
 }

@@ -65,7 +65,8 @@ impl Libvirt {
         }
         undo.disarm();
         drop(unpacked);
-        marker.commit();
-        StemcellCid::new(cid).map_err(DriverError::other)
+        let cid = StemcellCid::new(cid).map_err(DriverError::other)?;
+        marker.created(cid.as_str());
+        Ok(cid)
     }
 }

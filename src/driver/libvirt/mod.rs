@@ -95,7 +95,7 @@ impl Driver for Libvirt {
         match self.create_vm_inner(req, kind, &cid, &mut undo) {
             Ok(created) => {
                 undo.disarm();
-                marker.commit();
+                marker.created(cid.as_str());
                 Ok(created)
             }
             Err(e) => {
@@ -194,7 +194,7 @@ impl Driver for Libvirt {
         let cid = DiskCid::generate(DISK_HEX);
         let marker = self.begin(cid.as_str())?;
         self.vol_create(cid.as_str(), size_mib << 20, &format, None)?;
-        marker.commit();
+        marker.created(cid.as_str());
         Ok(cid)
     }
 
@@ -358,7 +358,7 @@ impl Driver for Libvirt {
             Err(e) if e.output().contains("lock") => self.snapshot_live(cid, snap)?,
             Err(e) => return Err(DriverError::failed(format!("cannot copy {cid} into snapshot {snap}"), e)),
         }
-        marker.commit();
+        marker.created(snap);
         Ok(snap_cid)
     }
 

@@ -147,8 +147,10 @@ impl Driver for Vsphere {
         };
         // log out first: the marker goes only when nothing but writing the response is left to do
         drop(inv);
-        if settled {
-            marker.commit();
+        match &result {
+            Ok(_) => marker.created(&name),
+            Err(_) if settled => marker.commit(),
+            Err(_) => {}
         }
         result
     }

@@ -48,10 +48,7 @@ impl<'a> Undo<'a> {
         while let Some(step) = self.steps.pop() {
             warn!("{} failed: removing {}", self.what, step.label);
             if let Err(e) = (step.undo)() {
-                warn!(
-                    "{}: could not remove {} ({e}); its in-flight record lets a later call remove it",
-                    self.what, step.label
-                );
+                warn!("{}: could not remove {} ({e})", self.what, step.label);
                 all = false;
             }
         }

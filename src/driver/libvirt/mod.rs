@@ -259,34 +259,19 @@ impl Driver for Libvirt {
             target,
             serial: Some(disk.to_string()),
         };
-        let mut f =
-            tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
-            .context(|| "cannot write a temporary file".into())?;
-        self.virsh
-            .cmd()
-            .args(["attach-device", vm.as_str()])
-            .arg(f.path())
-            .args(Self::scope(info.running))
-            .run()
-            .context(|| format!("cannot attach {disk} to {vm}"))?;
-        let hint = hint_for(family, target);
-        let refreshed = self.read_medium(vm.as_str(), family.medium()).and_then(|mut s| {
-            s.attach_persistent(disk.as_str(), hint.clone());
-            self.write_medium(vm.as_str(), family.medium(), &s, false)?;
-            self.reload_medium(vm.as_str(), &info)
+        let f = disk_xml_file(&dev)?;
+        self.hotplug("attach-device", vm, &f, info.running).context(|| format!("cannot attach {disk} to {vm}"))?;
+        // the settings medium names the disk: an attachment it does not show is undone
+        let mut undo = Undo::new(format!("attach_disk {disk} to {vm}"));
+        undo.push(format!("the attachment of {disk}"), || {
+            self.hotplug("detach-device", vm, &f, info.running).context(|| format!("cannot detach {disk} from {vm}"))
         });
-        if let Err(e) = refreshed {
-            warn!("settings refresh failed, detaching {disk} again");
-            let _ = self
-                .virsh
-                .cmd()
-                .args(["detach-device", vm.as_str()])
-                .arg(f.path())
-                .args(Self::scope(info.running))
-                .run();
-            return Err(e);
-        }
+        let hint = hint_for(family, target);
+        let mut s = self.read_medium(vm.as_str(), family.medium())?;
+        s.attach_persistent(disk.as_str(), hint.clone());
+        self.write_medium(vm.as_str(), family.medium(), &s, false)?;
+        self.reload_medium(vm.as_str(), &info)?;
+        undo.disarm();
         Ok(hint)
     }
 
@@ -303,17 +288,8 @@ impl Driver for Libvirt {
             target: d.target.unwrap_or(2),
             serial: d.serial.clone(),
         };
-        let mut f =
-            tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
-            .context(|| "cannot write a temporary file".into())?;
-        self.virsh
-            .cmd()
-            .args(["detach-device", vm.as_str()])
-            .arg(f.path())
-            .args(Self::scope(info.running))
-            .run()
-            .context(|| format!("cannot detach {disk} from {vm}"))?;
+        let f = disk_xml_file(&dev)?;
+        self.hotplug("detach-device", vm, &f, info.running).context(|| format!("cannot detach {disk} from {vm}"))?;
         let mut s = self.read_medium(vm.as_str(), family.medium())?;
         s.detach_persistent(disk.as_str());
         self.write_medium(vm.as_str(), family.medium(), &s, false)?;
@@ -369,6 +345,29 @@ impl Driver for Libvirt {
         }
         self.vol_delete(cid.as_str())?;
         Ok(())
+    }
+}
+
+/// The XML of a disk device in a temporary file, for `attach-device` / `detach-device`.
+fn disk_xml_file(dev: &ScsiDisk) -> DriverResult<tempfile::NamedTempFile> {
+    let mut f =
+        tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
+    std::io::Write::write_all(&mut f, domain::disk_xml(dev).as_bytes())
+        .context(|| "cannot write a temporary file".into())?;
+    Ok(f)
+}
+
+impl Libvirt {
+    /// `virsh attach-device` / `detach-device` of the device in `xml`, on the config and, when the domain
+    /// runs, live.
+    fn hotplug(
+        &self,
+        verb: &str,
+        vm: &VmCid,
+        xml: &tempfile::NamedTempFile,
+        running: bool,
+    ) -> Result<(), crate::exec::ExecError> {
+        self.virsh.cmd().args([verb, vm.as_str()]).arg(xml.path()).args(Self::scope(running)).run().map(|_| ())
     }
 }
 

@@ -2,10 +2,10 @@
 use super::*;
 
 impl Vsphere {
-    /// Records the VM `vm` (a new VM or an imported stemcell) in `undo`: destroyed when the create fails.
-    pub(super) fn undo_vm<'a>(&'a self, inv: &'a Inv, undo: &mut Undo<'a>, vm: &MoRef) {
+    /// Records the new VM `name` (object `vm`) in `undo`: destroyed when the create fails.
+    pub(super) fn undo_vm<'a>(&'a self, inv: &'a Inv, undo: &mut Undo<'a>, name: &str, vm: &MoRef) {
         let vm = vm.clone();
-        undo.push(format!("VM {}", vm.value), move || {
+        undo.push(format!("{name} ({})", vm.value), move || {
             inv.vm_info(&vm).and_then(|i| i.map(|i| self.destroy_vm(inv, &i)).transpose()).map(|_| ())
         });
     }

@@ -93,7 +93,7 @@ impl Vsphere {
                 .map_err(ctx_err("cannot create the VM"))?;
             r.as_ref().and_then(Node::as_moref).ok_or(VsphereError::NoVmReturned { call: "CreateVM_Task" })?
         };
-        self.undo_vm(inv, undo, &vm);
+        self.undo_vm(inv, undo, name, &vm);
         let info = inv.vm_info(&vm)?.ok_or_else(|| VsphereError::Vanished { vm: vm.value.clone() })?;
         let controller =
             info.root_controller().ok_or_else(|| VsphereError::NoScsiController { vm: name.to_string() })?;

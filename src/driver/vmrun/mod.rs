@@ -72,7 +72,7 @@ impl Vmrun {
     pub fn new(cfg: VmrunConfig, agent: AgentOptions) -> Self {
         let t: Box<dyn Transport> = match &cfg.ssh {
             Some(s) => Box::new(Ssh::new(s.clone())),
-            None => Box::new(Local),
+            None => Box::new(Local::new()),
         };
         Vmrun { cfg, agent, t }
     }

@@ -64,6 +64,8 @@ impl Virsh {
                 script.extend_from_slice(&quote(t));
             }
         }
+        let names: Vec<_> = commands.iter().filter_map(|c| c.first()).map(|c| c.to_string_lossy()).collect();
+        crate::debug!("virsh: one process for {}", names.join(" + "));
         let cmd = self.cmd().arg(OsString::from_vec(script));
         let (stdout, stderr) = cmd.run_capturing()?;
         if stderr.lines().any(|l| l.starts_with("error:")) {

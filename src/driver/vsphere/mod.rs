@@ -29,6 +29,7 @@ mod metadata;
 pub mod methods;
 mod naming;
 mod props;
+pub mod session;
 mod settings;
 pub mod soap;
 mod stemcell;
@@ -181,7 +182,12 @@ impl Driver for Vsphere {
             return Ok(false);
         }
         let inv = self.open()?;
-        Ok(valid_id(cid.as_str(), "vm-") && inv.find_vm(&self.cfg.vm_folder, cid.as_str())?.is_some())
+        if inv.find_vm(&self.cfg.vm_folder, cid.as_str())?.is_some() {
+            return Ok(true);
+        }
+        // not there: make sure it is not the datacenter that is wrong
+        inv.dc()?;
+        Ok(false)
     }
 
     fn reboot_vm(&self, cid: &VmCid) -> DriverResult<()> {
@@ -235,7 +241,7 @@ impl Driver for Vsphere {
         let req = DeleteVirtualDisk {
             this: Self::vdm(&inv)?,
             name: format!("[{ds}] {}", self.disk_path(cid.as_str())),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
         };
         match inv.s.run_task(&req, "delete disk") {
             Ok(_) => {}
@@ -253,7 +259,7 @@ impl Driver for Vsphere {
         let req = ExtendVirtualDisk {
             this: Self::vdm(&inv)?,
             name: format!("[{ds}] {}", self.disk_path(cid.as_str())),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
             new_capacity_kb: new_size_mib * 1024,
         };
         match inv.s.run_task(&req, "extend disk") {

@@ -60,7 +60,7 @@ impl Vsphere {
         let req = DeleteDatastoreFile {
             this: Self::file_manager(inv)?,
             name: format!("[{ds}] {path}"),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
         };
         match inv.s.run_task(&req, "delete datastore file") {
             Ok(_) => Ok(()),

@@ -204,7 +204,9 @@ struct Wire {
 
 fn wire_comparison(bin: &Path) {
     let (Some(proxy_bin), Some(steps)) = (tool("countproxy"), tool("govmomi-steps")) else {
-        eprintln!("target/countproxy or target/govmomi-steps missing: bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME");
+        eprintln!(
+            "target/countproxy or target/govmomi-steps missing: bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME"
+        );
         std::process::exit(if std::env::var("CI").is_ok() { 1 } else { 0 });
     };
     let sim = Vcsim::start(bin, "vpx", false);
@@ -251,9 +253,16 @@ fn wire_comparison(bin: &Path) {
         (String::from_utf8_lossy(&out.stdout).trim().to_string(), n, ops)
     };
     let mut rows: Vec<Wire> = Vec::new();
-    let mut row = |op: &'static str, cold: &(Value, u32, String), warm: &(Value, u32, String), g: &(String, u32, String)| {
-        rows.push(Wire { op, warm: warm.1, cold: cold.1, govmomi: g.1, detail: format!("vmcpi warm: {}; govmomi: {}", warm.2, g.2) });
-    };
+    let mut row =
+        |op: &'static str, cold: &(Value, u32, String), warm: &(Value, u32, String), g: &(String, u32, String)| {
+            rows.push(Wire {
+                op,
+                warm: warm.1,
+                cold: cold.1,
+                govmomi: g.1,
+                detail: format!("vmcpi warm: {}; govmomi: {}", warm.2, g.2),
+            });
+        };
 
     let c = vmcpi("create_stemcell", json!([image, {}]), true);
     let w = vmcpi("create_stemcell", json!([image, {}]), false);
@@ -312,7 +321,9 @@ fn wire_comparison(bin: &Path) {
         println!("| {} | {} | {} | {ratio:.2}{mark} | {} |", r.op, r.warm, r.govmomi, r.cold);
     }
     println!("<!-- /wire -->");
-    println!("\nRequests seen by the proxy (POST /sdk by SOAP operation; PUT/HEAD/GET are datastore and NFC transfers):");
+    println!(
+        "\nRequests seen by the proxy (POST /sdk by SOAP operation; PUT/HEAD/GET are datastore and NFC transfers):"
+    );
     for r in &rows {
         println!("  {}: {}", r.op, r.detail);
     }

@@ -430,13 +430,27 @@ fn proof_vsphere_secret_canaries_on_every_method_and_error_path() {
     for n in inventory(&sim) {
         assert!(!CANARIES.iter().any(|c| n.contains(c)), "{n}");
     }
-    // files: only the settings (env.json and the env-*.iso the agent reads) hold the env and agent secrets
-    let settings = std::fs::read_to_string(sim.datastore_dir().join(&vm).join("env.json")).unwrap();
-    assert!(settings.contains(CANARIES[3]) && settings.contains(CANARIES[0]), "the agent gets its env and mbus");
-    let found = files_with_canaries(&sim.datastore_dir(), &["env.json", "env-*"]);
+    // files: only the settings medium (the env-*.iso the agent reads) holds the env and agent secrets
+    let iso = std::fs::read_dir(sim.datastore_dir().join(&vm))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("env-"))
+        .expect("settings ISO");
+    let settings = std::fs::read(&iso).unwrap();
+    let has = |c: &str| settings.windows(c.len()).any(|w| w == c.as_bytes());
+    assert!(has(CANARIES[3]) && has(CANARIES[0]), "the agent gets its env and mbus");
+    let found = files_with_canaries(&sim.datastore_dir(), &["env-*"]);
     assert!(found.is_empty(), "canaries outside the settings medium: {found:?}");
     let found = files_with_canaries(&sim.dir.path().join("state"), &[]);
     assert!(found.is_empty(), "canaries in the state dir: {found:?}");
+    // the kept vSphere session holds a cookie, never the password
+    let sessions: Vec<_> = std::fs::read_dir(sim.dir.path().join("state/sessions")).unwrap().flatten().collect();
+    assert!(!sessions.is_empty(), "the session is kept in the state dir");
+    for f in sessions {
+        let data = std::fs::read(f.path()).unwrap();
+        assert!(!data.windows(vc_pw.len()).any(|w| w == vc_pw.as_bytes()), "the password in {:?}", f.path());
+    }
     checked("delete_vm", json!([vm]));
     checked("delete_disk", json!([disk]));
     checked("delete_stemcell", json!([sc]));

@@ -52,10 +52,36 @@ fn create_vm_on(cpi: &Cpi, sc: &str, props: Value, nets: Value) -> (String, Valu
     (r[0].as_str().unwrap().to_string(), r[1].clone())
 }
 
-/// Reads the agent settings the CPI stored next to the VM.
-fn settings(sim: &Vcsim, vm: &str) -> Value {
-    let p = sim.datastore_dir().join(vm).join("env.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+/// The agent settings the VM has: its `guestinfo.userdata` (the settings ISO carries the same JSON).
+pub(crate) fn settings(sim: &Vcsim, vm: &str) -> Value {
+    let s = session(sim, &sim.driver());
+    let folder = (sim.model == "vpx").then_some("vmcpi_vms");
+    let p = vm_props(&s, sim.datacenter(), folder, vm, &["config.extraConfig"]).expect("VM exists");
+    let userdata = p
+        .get("config.extraConfig")
+        .unwrap()
+        .children
+        .iter()
+        .rev()
+        .find(|o| o.str_at("key") == Some("guestinfo.userdata"))
+        .and_then(|o| o.str_at("value"))
+        .expect("guestinfo.userdata")
+        .to_string();
+    let json = vmcpi::encoding::unbase64(&userdata).unwrap();
+    // the medium in the drive holds the same JSON
+    let devices = vm_props(&s, sim.datacenter(), folder, vm, &["config.hardware.device"]).unwrap();
+    let cd = devices.get("config.hardware.device").and_then(|d| {
+        d.children.iter().find(|d| d.kind() == "VirtualCdrom")?.str_at("backing/fileName").map(str::to_string)
+    });
+    let iso = sim.datastore_dir().join(cd.expect("CD-ROM with a medium").split_once("] ").unwrap().1);
+    let medium = std::fs::read(&iso).unwrap();
+    assert!(
+        medium.windows(json.len()).any(|w| w == json.as_slice()),
+        "{} holds the settings: {}",
+        iso.display(),
+        String::from_utf8_lossy(&json)
+    );
+    serde_json::from_slice(&json).unwrap()
 }
 
 fn lifecycle(model: &'static str) {
@@ -132,11 +158,7 @@ fn lifecycle(model: &'static str) {
         .iter()
         .filter_map(|o| Some((o.str_at("key")?.to_string(), o.str_at("value")?.to_string())))
         .collect();
-    let env_json = std::fs::read(sim.datastore_dir().join(&vm).join("env.json")).unwrap();
-    assert!(
-        extra.contains(&("guestinfo.userdata".to_string(), vmcpi::driver::vsphere::base64(&env_json))),
-        "{extra:?}"
-    );
+    assert!(extra.iter().any(|(k, _)| k == "guestinfo.userdata"), "{extra:?}");
     assert!(extra.contains(&("guestinfo.userdata.encoding".to_string(), "base64".to_string())));
     assert_eq!(st["agent_id"], "agent-1");
     assert_eq!(st["networks"]["default"]["mac"], mac.as_str());
@@ -458,11 +480,14 @@ fn vsphere_password_with_xml_specials_never_shows() {
     outputs.push(vm_run);
     outputs.push(cpi.call("set_vm_metadata", json!([vm, {"k": "v"}])));
     outputs.push(cpi.call("delete_vm", json!([vm])));
+    // a wrong password (its own state_dir: the session kept in the first is keyed by URL and user)
     let mut wrong = cfg.clone();
     wrong["driver"]["password"] = json!(format!("{canary}-wrong"));
+    let other_state = tempfile::tempdir().unwrap();
+    wrong["driver"]["state_dir"] = json!(other_state.path());
     outputs.push(Cpi::with_config(&wrong).call("has_vm", json!([vm])));
     for run in &outputs {
-        assert!(run.stderr.contains("RetrieveServiceContent"), "debug logging is on");
+        assert!(run.stderr.contains(" -> HTTP "), "debug logging is on");
         for needle in [canary, "Canary&amp;", "Canary&"] {
             assert!(
                 !run.stdout.contains(needle) && !run.stderr.contains(needle),

@@ -80,12 +80,21 @@ fn session_and_property_requests() {
                 Follow {
                     from: m("Folder", "group-h4"),
                     path: "childEntity".into(),
+                    then: None,
+                    kind: "ComputeResource".into(),
+                    paths: vec!["resourcePool".into()],
+                },
+                Follow {
+                    from: m("Datacenter", "datacenter-2"),
+                    path: "hostFolder".into(),
+                    then: Some(("Folder".into(), "childEntity".into())),
                     kind: "ComputeResource".into(),
                     paths: vec!["resourcePool".into()],
                 },
                 Follow {
                     from: m("Datacenter", "datacenter-2"),
                     path: "datastore".into(),
+                    then: None,
                     kind: "Datastore".into(),
                     paths: vec!["name".into(), "summary.freeSpace".into()],
                 },

@@ -81,10 +81,37 @@ pub struct VmInfo {
     pub dir: String,
     pub snapshot: Option<MoRef>,
     pub firmware: Option<String>,
+    /// `guestinfo.userdata` (base64 agent settings), when read ([`VM_SETTINGS_PROPS`]).
+    pub userdata: Option<String>,
 }
 
 pub const VM_PROPS: &[&str] =
     &["config.hardware.device", "runtime.powerState", "config.files.vmPathName", "snapshot", "config.firmware"];
+
+/// [`VM_PROPS`] and the extra config, where the agent settings are.
+pub const VM_SETTINGS_PROPS: &[&str] = &[
+    "config.hardware.device",
+    "runtime.powerState",
+    "config.files.vmPathName",
+    "snapshot",
+    "config.firmware",
+    "config.extraConfig",
+];
+
+const DATASTORE_PROPS: &[&str] = &["name", "summary.freeSpace", "summary.accessible"];
+
+/// (name, reference, free bytes) of the accessible datastores among `found`.
+fn usable_datastores(found: &[ObjectContent]) -> Vec<(String, MoRef, u64)> {
+    found
+        .iter()
+        .filter(|o| o.obj.kind == "Datastore" && o.str("summary.accessible") != Some("false"))
+        .filter_map(|o| {
+            let name = o.str("name")?.to_string();
+            let free = o.str("summary.freeSpace").and_then(|v| v.parse().ok()).unwrap_or(0);
+            Some((name, o.obj.clone(), free))
+        })
+        .collect()
+}
 
 /// `[ds] dir/file.vmx` → (`ds`, `dir`).
 pub fn split_ds_path(p: &str) -> Option<(String, String)> {
@@ -112,6 +139,15 @@ impl VmInfo {
             dir,
             snapshot: oc.get("snapshot").and_then(|s| s.moref_at("currentSnapshot")),
             firmware: oc.str("config.firmware").map(str::to_string),
+            // the last entry: vSphere keeps one per key, the simulator appends a key set again
+            userdata: oc.get("config.extraConfig").and_then(|x| {
+                x.children
+                    .iter()
+                    .rev()
+                    .find(|o| o.str_at("key") == Some("guestinfo.userdata"))
+                    .and_then(|o| o.str_at("value"))
+                    .map(str::to_string)
+            }),
         })
     }
 
@@ -205,7 +241,12 @@ impl<'a> Inv<'a> {
     }
 
     pub fn vm_info(&self, vm: &MoRef) -> DriverResult<Option<VmInfo>> {
-        match self.s.object(vm, VM_PROPS).map_err(ctx_err(format!("cannot read VM {}", vm.value)))? {
+        self.vm_info_with(vm, VM_PROPS)
+    }
+
+    /// A VM's properties, `paths` being [`VM_PROPS`] or [`VM_SETTINGS_PROPS`].
+    pub fn vm_info_with(&self, vm: &MoRef, paths: &[&str]) -> DriverResult<Option<VmInfo>> {
+        match self.s.object(vm, paths).map_err(ctx_err(format!("cannot read VM {}", vm.value)))? {
             Some(oc) => Ok(Some(VmInfo::from_content(&oc)?)),
             None => Ok(None),
         }
@@ -263,33 +304,8 @@ impl<'a> Inv<'a> {
         let compute = match self.cfg.clusters.first() {
             Some(c) => format!("{dc}/host/{c}"),
             None => {
-                let host_folder = self.find_once(&format!("{dc}/host"), "the host folder")?;
-                let host_folder =
-                    host_folder.ok_or_else(|| DriverError::other(format!("datacenter {dc} has no host folder")))?;
-                // the folder's children and each compute resource's root pool, in one request
-                let follow = Follow {
-                    from: host_folder.clone(),
-                    path: "childEntity".into(),
-                    kind: "ComputeResource".into(),
-                    paths: vec!["resourcePool".into()],
-                };
-                let found = self
-                    .s
-                    .properties_with(&[(host_folder.clone(), &["childEntity"])], &[follow])
-                    .map_err(ctx_err("cannot list compute resources"))?;
-                let children = found.iter().find(|o| o.obj == host_folder).and_then(|o| o.get("childEntity"));
-                let first = children.and_then(|n| {
-                    n.children.iter().filter_map(Node::as_moref).find(|m| m.kind.ends_with("ComputeResource"))
-                });
-                let first = first.ok_or_else(|| {
-                    DriverError::other(format!("datacenter {dc} has no cluster or host: set driver.clusters"))
-                })?;
-                let rp = found.iter().find(|o| o.obj == first).and_then(|o| o.get("resourcePool")?.as_moref());
-                let rp = rp.ok_or_else(|| {
-                    DriverError::other(format!("compute resource {} has no resource pool", first.value))
-                })?;
                 return match &self.cfg.resource_pool {
-                    None => Ok(rp),
+                    None => self.first_pool(),
                     Some(_) => Err(DriverError::other("driver.resource_pool needs driver.clusters")),
                 };
             }
@@ -305,6 +321,44 @@ impl<'a> Inv<'a> {
         })
     }
 
+    /// The root pool of the first compute resource (cluster or host) in the datacenter's host folder. One
+    /// request (after the datacenter) reads the host folder's children, their pools and the datastores,
+    /// which placement needs next.
+    fn first_pool(&self) -> DriverResult<MoRef> {
+        let dc_name = &self.cfg.datacenter;
+        let dc = self.dc()?;
+        let follow = |path: &str, then: Option<(&str, &str)>, kind: &str, paths: &[&str]| Follow {
+            from: dc.clone(),
+            path: path.into(),
+            then: then.map(|(k, p)| (k.to_string(), p.to_string())),
+            kind: kind.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        };
+        let found = self
+            .s
+            .properties_with(
+                &[(dc.clone(), &["hostFolder"])],
+                &[
+                    follow("hostFolder", None, "Folder", &["childEntity"]),
+                    follow("hostFolder", Some(("Folder", "childEntity")), "ComputeResource", &["resourcePool"]),
+                    follow("datastore", None, "Datastore", DATASTORE_PROPS),
+                ],
+            )
+            .map_err(ctx_err("cannot list compute resources"))?;
+        if self.stores.borrow().is_none() {
+            *self.stores.borrow_mut() = Some(usable_datastores(&found));
+        }
+        let host_folder = found.iter().find(|o| o.obj == dc).and_then(|o| o.get("hostFolder")?.as_moref());
+        let children = host_folder.and_then(|hf| found.iter().find(|o| o.obj == hf)).and_then(|o| o.get("childEntity"));
+        let first = children
+            .and_then(|n| n.children.iter().filter_map(Node::as_moref).find(|m| m.kind.ends_with("ComputeResource")));
+        let first = first.ok_or_else(|| {
+            DriverError::other(format!("datacenter {dc_name} has no cluster or host: set driver.clusters"))
+        })?;
+        let rp = found.iter().find(|o| o.obj == first).and_then(|o| o.get("resourcePool")?.as_moref());
+        rp.ok_or_else(|| DriverError::other(format!("compute resource {} has no resource pool", first.value)))
+    }
+
     /// Every accessible datastore of the datacenter with its free bytes: one request (after the
     /// datacenter), once per call.
     fn all_datastores(&self) -> DriverResult<Vec<(String, MoRef, u64)>> {
@@ -315,21 +369,12 @@ impl<'a> Inv<'a> {
         let follow = Follow {
             from: dc,
             path: "datastore".into(),
+            then: None,
             kind: "Datastore".into(),
-            paths: vec!["name".into(), "summary.freeSpace".into(), "summary.accessible".into()],
+            paths: DATASTORE_PROPS.iter().map(|p| p.to_string()).collect(),
         };
-        let all: Vec<(String, MoRef, u64)> = self
-            .s
-            .properties_with(&[], &[follow])
-            .map_err(ctx_err("cannot read datastores"))?
-            .into_iter()
-            .filter(|o| o.obj.kind == "Datastore" && o.str("summary.accessible") != Some("false"))
-            .filter_map(|o| {
-                let name = o.str("name")?.to_string();
-                let free = o.str("summary.freeSpace").and_then(|v| v.parse().ok()).unwrap_or(0);
-                Some((name, o.obj, free))
-            })
-            .collect();
+        let found = self.s.properties_with(&[], &[follow]).map_err(ctx_err("cannot read datastores"))?;
+        let all = usable_datastores(&found);
         *self.stores.borrow_mut() = Some(all.clone());
         Ok(all)
     }

@@ -109,6 +109,9 @@ pub struct RetrievePropertiesEx {
 pub struct Follow {
     pub from: MoRef,
     pub path: String,
+    /// A second step from there: (type, path), e.g. (`Folder`, `childEntity`) after a datacenter's
+    /// `hostFolder`.
+    pub then: Option<(String, String)>,
     pub kind: String,
     pub paths: Vec<String>,
 }
@@ -171,8 +174,16 @@ impl Follow {
             .text("name", &format!("follow{i}"))
             .text("type", &self.from.kind)
             .text("path", &self.path)
-            .bool("skip", false)
-            .close("selectSet");
+            .bool("skip", false);
+        if let Some((kind, path)) = &self.then {
+            x.open_typed("selectSet", "TraversalSpec")
+                .text("name", &format!("follow{i}then"))
+                .text("type", kind)
+                .text("path", path)
+                .bool("skip", false)
+                .close("selectSet");
+        }
+        x.close("selectSet");
     }
 }
 

@@ -46,12 +46,12 @@ use crate::agent_settings::{vmware_mac, AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{DriverError, DriverResult, ErrorKind};
-use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
+use crate::ids::{DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
 use crate::{info, warn};
 use client::ClientError;
-use inventory::{ctx_err, Dev, Inv, VmInfo};
+use inventory::{ctx_err, Dev, Inv, VmInfo, VM_PROPS, VM_SETTINGS_PROPS};
 use methods::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -248,7 +248,16 @@ impl Driver for Vsphere {
             Err(e) if e.is_fault(&FaultKind::FileNotFound) => {}
             Err(e) => return Err(DriverError::failed(format!("cannot delete disk {cid}"), e)),
         }
-        self.delete_file(&inv, &ds, &format!("{}/{cid}.meta.json", self.cfg.disk_folder))
+        // the metadata file exists only when set_disk_metadata wrote one: a HEAD is cheaper than a delete task
+        let meta = format!("{}/{cid}.meta.json", self.cfg.disk_folder);
+        if inv
+            .s
+            .file_exists(&self.cfg.datacenter, &ds, &meta)
+            .map_err(ctx_err(format!("cannot look for the metadata of {cid}")))?
+        {
+            self.delete_file(&inv, &ds, &meta)?;
+        }
+        Ok(())
     }
 
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()> {
@@ -287,14 +296,17 @@ impl Driver for Vsphere {
         check_vm(vm)?;
         check_disk(disk)?;
         let inv = self.open()?;
-        let info = self.require_vm(&inv, vm)?;
+        let info =
+            self.find_vm_with(&inv, vm, VM_SETTINGS_PROPS)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
         if let Some(d) =
             info.devices.iter().find(|d| d.is_disk() && self.persistent_cid(d).as_deref() == Some(disk.as_str()))
         {
             info!("disk {disk} is already attached to {vm}");
             return Ok(json!(d.unit.unwrap_or(0).to_string()));
         }
-        let ds = self.locate_disk(&inv, disk)?.ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
+        let ds = self
+            .locate_disk_near(&inv, disk, &info.datastore)?
+            .ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
         let controller =
             info.root_controller().ok_or_else(|| DriverError::other(format!("VM {vm} has no SCSI controller")))?;
         let unit = info
@@ -308,22 +320,27 @@ impl Driver for Vsphere {
             file_name: format!("[{ds}] {}", self.disk_path(disk.as_str())),
             parent: None,
         };
-        let spec = VmConfigSpec { device_change: vec![DeviceChange::add(dev)], ..Default::default() };
-        inv.s
-            .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "attach disk")
-            .map_err(ctx_err(format!("cannot attach disk {disk} to {vm}")))?;
         let hint = json!(unit.to_string());
         let mut settings = self.read_settings(&inv, &info)?;
         settings.attach_persistent(disk.as_str(), hint.clone());
-        let info = inv.vm_info(&info.vm)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
-        self.refresh_settings(&inv, &info, &settings)?;
+        // the disk, the new settings medium and guestinfo in one reconfigure
+        let (cdrom, extra_config, legacy) = self.settings_change(&inv, &info, &settings)?;
+        let spec =
+            VmConfigSpec { device_change: vec![DeviceChange::add(dev), cdrom], extra_config, ..Default::default() };
+        inv.s
+            .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "attach disk")
+            .map_err(ctx_err(format!("cannot attach disk {disk} to {vm}")))?;
+        if let Some((ds, path)) = legacy {
+            self.delete_file(&inv, &ds, &path)?;
+        }
         Ok(hint)
     }
 
     fn detach_disk(&self, vm: &VmCid, disk: &DiskCid) -> DriverResult<()> {
         check_vm(vm)?;
         let inv = self.open()?;
-        let info = self.require_vm(&inv, vm)?;
+        let info =
+            self.find_vm_with(&inv, vm, VM_SETTINGS_PROPS)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
         let dev = info
             .devices
             .iter()
@@ -334,13 +351,17 @@ impl Driver for Vsphere {
             create_file: false,
             device: Device::Existing(dev.node.clone()),
         };
-        let spec = VmConfigSpec { device_change: vec![change], ..Default::default() };
+        let mut settings = self.read_settings(&inv, &info)?;
+        settings.detach_persistent(disk.as_str());
+        let (cdrom, extra_config, legacy) = self.settings_change(&inv, &info, &settings)?;
+        let spec = VmConfigSpec { device_change: vec![cdrom, change], extra_config, ..Default::default() };
         inv.s
             .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "detach disk")
             .map_err(ctx_err(format!("cannot detach disk {disk} from {vm}")))?;
-        let mut settings = self.read_settings(&inv, &info)?;
-        settings.detach_persistent(disk.as_str());
-        self.refresh_settings(&inv, &info, &settings)
+        if let Some((ds, path)) = legacy {
+            self.delete_file(&inv, &ds, &path)?;
+        }
+        Ok(())
     }
 
     fn get_disks(&self, vm: &VmCid) -> DriverResult<Vec<DiskCid>> {

@@ -170,7 +170,7 @@ impl Session {
     pub fn open(cfg: &VsphereConfig) -> ClientResult<Session> {
         let store = SessionStore::new(&cfg.state_dir, &cfg.sdk_url(), &cfg.user);
         let saved = store.load();
-        let mut s = Session::unconnected(cfg, Some(store))?;
+        let mut s = Session::unconnected(cfg, Some(store.clone()))?;
         if let Some(saved) = saved {
             s.sc = saved.sc;
             *s.cookie.borrow_mut() = Some(saved.cookie);
@@ -178,9 +178,20 @@ impl Session {
             debug!("using the saved vSphere session for {} as {}", s.sdk_url, s.user);
             return Ok(s);
         }
-        s.sc = s.service_content()?;
-        s.login()?;
-        s.save();
+        // no session yet: one process logs in, the others that started with it wait and take its session
+        store.locked(|| -> ClientResult<()> {
+            if let Some(saved) = store.load() {
+                s.sc = saved.sc;
+                *s.cookie.borrow_mut() = Some(saved.cookie);
+                s.logged_in.set(true);
+                debug!("another CPI process logged in meanwhile; using its session");
+                return Ok(());
+            }
+            s.sc = s.service_content()?;
+            s.login()?;
+            s.save();
+            Ok(())
+        })?;
         Ok(s)
     }
 

@@ -338,6 +338,9 @@ impl Driver for Vsphere {
 
     fn detach_disk(&self, vm: &VmCid, disk: &DiskCid) -> DriverResult<()> {
         check_vm(vm)?;
+        if !valid_id(disk.as_str(), DiskCid::PREFIX) {
+            return Err(DriverError::disk_not_attached(vm, disk));
+        }
         let inv = self.open()?;
         let info =
             self.find_vm_with(&inv, vm, VM_SETTINGS_PROPS)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;

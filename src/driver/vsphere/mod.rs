@@ -324,7 +324,7 @@ impl Driver for Vsphere {
         let mut settings = self.read_settings(&inv, &info)?;
         settings.attach_persistent(disk.as_str(), hint.clone());
         // the disk, the new settings medium and guestinfo in one reconfigure
-        let (cdrom, extra_config, legacy) = self.settings_change(&inv, &info, &settings)?;
+        let SettingsChange { cdrom, extra_config, legacy } = self.settings_change(&inv, &info, &settings)?;
         let spec =
             VmConfigSpec { device_change: vec![DeviceChange::add(dev), cdrom], extra_config, ..Default::default() };
         inv.s
@@ -356,7 +356,7 @@ impl Driver for Vsphere {
         };
         let mut settings = self.read_settings(&inv, &info)?;
         settings.detach_persistent(disk.as_str());
-        let (cdrom, extra_config, legacy) = self.settings_change(&inv, &info, &settings)?;
+        let SettingsChange { cdrom, extra_config, legacy } = self.settings_change(&inv, &info, &settings)?;
         let spec = VmConfigSpec { device_change: vec![cdrom, change], extra_config, ..Default::default() };
         inv.s
             .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "detach disk")

@@ -52,7 +52,7 @@ impl Vsphere {
         inv: &Inv,
         vm: &VmInfo,
         settings: &AgentSettings,
-    ) -> DriverResult<(DeviceChange, Vec<(String, String)>, Option<(String, String)>)> {
+    ) -> DriverResult<SettingsChange> {
         let cd = vm
             .devices
             .iter()
@@ -78,8 +78,16 @@ impl Vsphere {
                     && !path.ends_with("/env-b.iso")
             })
             .map(|(ds, path)| (ds.to_string(), path.to_string()));
-        Ok((change, guestinfo(settings), legacy))
+        Ok(SettingsChange { cdrom: change, extra_config: guestinfo(settings), legacy })
     }
+}
+
+/// What a reconfigure carries for new settings ([`Vsphere::settings_change`]).
+pub(super) struct SettingsChange {
+    pub(super) cdrom: DeviceChange,
+    pub(super) extra_config: Vec<(String, String)>,
+    /// (datastore, path) of an ISO named by an earlier version of this CPI, to delete afterwards.
+    pub(super) legacy: Option<(String, String)>,
 }
 
 /// The settings for agents with the `VsphereGuestInfo` source (stemcells built since 2026), which read

@@ -26,10 +26,15 @@ struct Outcome {
     wall: Duration,
 }
 
+/// The CPI binary: this build's, or `$VMCPI_BIN` (another build, e.g. an older commit's, to compare).
+fn vmcpi_bin() -> std::path::PathBuf {
+    std::env::var_os("VMCPI_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_vmcpi").into())
+}
+
 fn call(config: &Path, method: &str, args: Value) -> Outcome {
     let req = json!({"method": method, "arguments": args, "context": {"director_uuid": "bench"}, "api_version": 2});
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcpi"))
+    let mut child = Command::new(vmcpi_bin())
         .arg("--config")
         .arg(config)
         .env_clear()

@@ -1,6 +1,7 @@
 //! The live connection: a `ureq` agent, the `vmware_soap_session` cookie, one [`Session::call`] for every
 //! typed request, property reads, task waiting through `WaitForUpdatesEx`, and datastore file transfer
-//! over `/folder`. The session logs out when dropped, so every CPI call leaves no session behind.
+//! over `/folder`. The CPI's session is kept between processes ([`super::session`]); an expired one is
+//! replaced by a new login inside [`Session::call`].
 use super::config::VsphereConfig;
 use super::methods::*;
 use super::session::SessionStore;

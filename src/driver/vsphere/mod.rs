@@ -4,10 +4,11 @@
 //! Layers: [`soap`] (envelope writer, body-or-fault decoding), [`methods`] (one typed request per call),
 //! [`client`] (HTTP, session cookie, property reads, task waiting with WaitForUpdatesEx, datastore files),
 //! [`tls`], [`inventory`] (finding things), [`import`] (stemcells through ImportVApp + NFC), [`bootstrap`]
-//! (guest operations). Every CPI call logs in, works, and logs out.
+//! (guest operations), [`session`] (the session kept in `state_dir` between CPI processes: a warm call
+//! sends no login and no logout).
 //!
 //! Names: stemcell `sc-<20 hex>` (a VM in the template folder, with snapshot `initial` on vCenter); VM
-//! `vm-<20 hex>` in the VM folder, its settings in `[ds] <vm>/env.json` + `env-<8 hex>.iso` (the first
+//! `vm-<20 hex>` in the VM folder, its settings in `guestinfo.userdata` and `[ds] <vm>/env-a.iso` or `env-b.iso` (the first
 //! CD-ROM); disk `disk-<20 hex>`, the file `[ds] <disk_folder>/<cid>.vmdk` with its metadata in
 //! `<cid>.meta.json` beside it.
 //!

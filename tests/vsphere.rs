@@ -39,6 +39,12 @@ pub(crate) fn vm_props(
     s.object(&vm, paths).unwrap()
 }
 
+/// The values of the custom attributes of `vm` in the vCenter model's VM folder.
+pub(crate) fn custom_values(s: &Session, vm: &str) -> Vec<String> {
+    let p = vm_props(s, "DC0", Some("vmcpi_vms"), vm, &["customValue"]).unwrap();
+    p.get("customValue").unwrap().children.iter().filter_map(|c| c.str_at("value").map(str::to_string)).collect()
+}
+
 pub(crate) fn networks() -> Value {
     json!({"default": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["8.8.8.8"], "default": ["dns", "gateway"], "cloud_properties": {"name": "VM Network"}}})
 }
@@ -154,14 +160,7 @@ fn lifecycle(model: &'static str) {
     cpi.ok("set_vm_metadata", json!([vm, md]));
     cpi.ok("set_vm_metadata", json!([vm, {"director": "again", "deployment": "dep"}]));
     if vcenter {
-        let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["customValue"]).unwrap();
-        let values: Vec<String> = p
-            .get("customValue")
-            .unwrap()
-            .children
-            .iter()
-            .filter_map(|c| c.str_at("value").map(str::to_string))
-            .collect();
+        let values = custom_values(&s, &vm);
         assert!(
             values.contains(&"web/0".to_string())
                 && values.contains(&"again".to_string())

@@ -2,7 +2,7 @@
 //! and state dir; the inventory is read with the driver's own SOAP client. Its login password is a secret
 //! that must never show.
 use super::{files_below, files_with_canaries, inflight_markers, Marker, Peer};
-use crate::vsphere::{networks, session, vcsim, vm_props};
+use crate::vsphere::{custom_values, networks, session, vcsim, vm_props};
 use crate::vsphere_sim::{stemcell_image, Vcsim};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -176,15 +176,7 @@ impl Peer for Vsphere {
 
     /// XML specials and newlines go through escaped and come back as they were.
     fn assert_metadata_kept(&self, vm: &str, value: &str) {
-        let s = session(&self.sim, &self.sim.driver());
-        let p = vm_props(&s, "DC0", Some("vmcpi_vms"), vm, &["customValue"]).unwrap();
-        let values: Vec<String> = p
-            .get("customValue")
-            .unwrap()
-            .children
-            .iter()
-            .filter_map(|c| c.str_at("value").map(str::to_string))
-            .collect();
+        let values = custom_values(&session(&self.sim, &self.sim.driver()), vm);
         assert!(values.iter().any(|v| v == value), "{values:?}");
     }
 

@@ -86,6 +86,7 @@ impl Peer for Libvirt {
     fn objects(&self) -> Vec<String> {
         let mut out: Vec<String> = self.volumes().into_iter().map(|v| format!("volume {v}")).collect();
         out.extend(self.vms().into_iter().map(|d| format!("domain {d}")));
+        out.sort();
         out
     }
 

@@ -109,6 +109,7 @@ impl Peer for Vsphere {
     fn objects(&self) -> Vec<String> {
         let mut out = self.inventory();
         out.extend(self.datastore());
+        out.sort();
         out
     }
 

@@ -51,7 +51,10 @@ fn sixteen_processes_create_attach_delete(peer: &dyn Peer) {
     assert_eq!(peer.vms(), vms, "the peer holds exactly the {N} VMs");
     assert_eq!(peer.running(), vms, "all of them running");
     for (vm, disk) in &made {
+        assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
         assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
+        // each VM's own definition (domain XML, .vmx, properties) names it: no create wrote another's
+        assert!(peer.describe_vm(vm).contains(vm.as_str()), "{vm}: {}", peer.describe_vm(vm));
     }
     let handles: Vec<_> = made
         .into_iter()

@@ -1,4 +1,4 @@
-//! "A create that dies leaves nothing": the create rollback, pending entries, the sweep of abandoned creates and
+//! "A create that dies leaves nothing": the undo step of a failed create ([`Undo`]), pending entries, the sweep of abandoned creates and
 //! the scratch space of imports.
 use super::*;
 
@@ -14,25 +14,26 @@ impl Drop for Scratch {
     }
 }
 
-/// What create_vm made so far, undone in reverse when it fails.
-pub(super) struct Rollback<'a> {
-    pub(super) d: &'a Vmrun,
-    pub(super) vm: String,
-    pub(super) armed: bool,
-}
-
-impl Drop for Rollback<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            warn!("create of {} failed: removing what was made", self.vm);
-            if let Err(e) = self.d.destroy_vm_files(&self.vm) {
-                warn!("could not clean up {} ({e}); the next create_vm on this store removes it", self.vm);
-            }
-        }
-    }
-}
-
 impl Vmrun {
+    /// Records VM `vm` (its directory, registration and pending entry) in `undo`: removed when the create
+    /// fails. What cannot be removed then keeps its pending entry, and the next create on this store sweeps it.
+    pub(super) fn undo_vm<'a>(&'a self, undo: &mut Undo<'a>, vm: &str) {
+        let vm = vm.to_string();
+        undo.push(format!("VM {vm}"), move || self.destroy_vm_files(&vm));
+    }
+
+    /// Records stemcell `sc` (its directory and pending entry) in `undo`, like [`Vmrun::undo_vm`].
+    pub(super) fn undo_stemcell<'a>(&'a self, undo: &mut Undo<'a>, sc: &str) {
+        let sc = sc.to_string();
+        undo.push(format!("stemcell {sc}"), move || self.remove_stemcell_files(&sc));
+    }
+
+    /// Removes a stemcell's directory, then its pending entry.
+    pub(super) fn remove_stemcell_files(&self, sc: &str) -> DriverResult<()> {
+        self.tr(|| format!("cannot remove {sc}"), self.t.remove_dir_all(&self.store(&format!("stemcells/{sc}"))))?;
+        self.clear_pending(sc)
+    }
+
     /// Stops (if running), deletes the VM with vmrun, removes its directory and pending entry. Persistent
     /// disks are detached from the .vmx first: `vmrun deleteVM` deletes every disk the VM references.
     pub(super) fn destroy_vm_files(&self, vm: &str) -> DriverResult<()> {
@@ -110,11 +111,7 @@ impl Vmrun {
                     let removed = if cid.starts_with("vm-") {
                         self.destroy_vm_files(cid)
                     } else {
-                        self.tr(
-                            || format!("cannot remove {cid}"),
-                            self.t.remove_dir_all(&self.store(&format!("stemcells/{cid}"))),
-                        )
-                        .and_then(|_| self.clear_pending(cid))
+                        self.remove_stemcell_files(cid)
                     };
                     if let Err(e) = removed {
                         warn!("could not remove abandoned {cid}: {e}");

@@ -24,7 +24,7 @@ mod cleanup;
 mod config;
 mod create;
 mod disks;
-mod error;
+pub(crate) mod error;
 mod host;
 mod import;
 mod naming;
@@ -42,6 +42,7 @@ use props::*;
 
 use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
+use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
@@ -71,7 +72,7 @@ impl Vmrun {
     pub fn new(cfg: VmrunConfig, agent: AgentOptions) -> Self {
         let t: Box<dyn Transport> = match &cfg.ssh {
             Some(s) => Box::new(Ssh::new(s.clone())),
-            None => Box::new(Local),
+            None => Box::new(Local::new()),
         };
         Vmrun { cfg, agent, t }
     }
@@ -98,8 +99,7 @@ impl Driver for Vmrun {
         {
             info!("{note}");
         }
-        let props: VmProps = serde_json::from_value(Value::Object(cloud_properties))
-            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let props: VmProps = crate::driver::props::parse("VM cloud_properties", &cloud_properties)?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if let Some(b) = &props.bootstrap {
             b.check_script_path()?;
@@ -120,10 +120,11 @@ impl Driver for Vmrun {
         info!("creating {vm} from {sc}");
         let _vm_lock = self.lock(&vm)?;
         self.mark_pending(&vm)?;
-        let mut rb = Rollback { d: self, vm: vm.clone(), armed: true };
+        let mut undo = Undo::new(format!("create_vm {vm}"));
+        self.undo_vm(&mut undo, &vm);
         self.create_vm_inner(req, &vm, &props, &mut networks)?;
         self.clear_pending(&vm)?;
-        rb.armed = false;
+        undo.disarm();
         crate::debug!("{vm}: created; from here the response is the only record of it");
         Ok(CreatedVm { cid, networks })
     }
@@ -216,8 +217,7 @@ impl Driver for Vmrun {
         cloud_properties: &Map<String, Value>,
         _vm: Option<&VmCid>,
     ) -> DriverResult<DiskCid> {
-        let _props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
+        let _props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
         if size_mib == 0 || size_mib > 8 << 20 {
             return Err(DriverError::invalid("disk size", format!("must be 1 MiB to 8 TiB, got {size_mib} MiB")));
         }

@@ -65,11 +65,6 @@ pub trait Peer {
     fn settle_after_kill(&self) -> Duration {
         Duration::ZERO
     }
-    /// Whether `method` leaves nothing when it is killed at any point.
-    fn crash_safe(&self, method: &str) -> bool {
-        let _ = method;
-        true
-    }
     /// Copies of `config` (whose agent section carries `secret`) that must fail, with `secret` also in a value
     /// an error message might echo.
     fn bad_configs(&self, config: &Value, secret: &str) -> Vec<Value>;

@@ -123,12 +123,6 @@ impl Peer for Vmware {
         Duration::from_millis(200)
     }
 
-    /// create_disk has no pending entry: a kill after vmware-vdiskmanager made the file and before the
-    /// disk's record was written leaves a disk file that nothing reaps.
-    fn crash_safe(&self, method: &str) -> bool {
-        method != "create_disk"
-    }
-
     fn bad_configs(&self, config: &Value, secret: &str) -> Vec<Value> {
         let mut c = config.clone();
         c["driver"]["default_network"] = json!(secret);

@@ -55,10 +55,8 @@ fn sigkill_at_random_points_leaves_nothing(peer: &dyn Peer) {
         if let Some(r) = kill("create_vm", args, t_vm) {
             cpi.ok("delete_vm", json!([r[0]]));
         }
-        if peer.crash_safe("create_disk") {
-            if let Some(d) = kill("create_disk", json!([peer.disk_mib(), {}, null]), t_disk) {
-                cpi.ok("delete_disk", json!([d]));
-            }
+        if let Some(d) = kill("create_disk", json!([peer.disk_mib(), {}, null]), t_disk) {
+            cpi.ok("delete_disk", json!([d]));
         }
         // VM and disk were returned, so the director deletes both afterwards
         let vm = cpi.ok("create_vm", peer.create_vm_args("agent-attach", &sc, peer.vm_props(false)))[0].clone();

@@ -78,6 +78,12 @@ impl Cmd {
 
     /// Runs the command to completion; Ok(stdout) when it exits 0.
     pub fn run(&self) -> Result<String, ExecError> {
+        self.run_capturing().map(|(stdout, _)| stdout)
+    }
+
+    /// Runs the command to completion; Ok((stdout, stderr)) when it exits 0, for tools that report some
+    /// failures on stderr with status 0 (virsh running several commands).
+    pub fn run_capturing(&self) -> Result<(String, String), ExecError> {
         let started = std::time::Instant::now();
         crate::debug!("exec: {}", self.display());
         let mut cmd = Command::new(&self.program);
@@ -105,7 +111,7 @@ impl Cmd {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         crate::debug!("exec: done in {} ms, {}", started.elapsed().as_millis(), out.status);
         if out.status.success() {
-            Ok(stdout)
+            Ok((stdout, stderr))
         } else {
             let status = match out.status.code() {
                 Some(c) => format!("status {c}"),

@@ -52,8 +52,15 @@ impl Inflight {
     pub fn begin(&self, cid: &str) -> io::Result<Marker> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{cid}.lock"));
-        let mut file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        file.lock()?;
+        let mut file = loop {
+            let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            file.lock()?;
+            // a reaper may have taken the fresh, not yet locked file for an orphan and removed it before our
+            // lock: then we hold the lock of an unlinked file, which covers nothing. Open the path again.
+            if same_file(&file, &path) {
+                break file;
+            }
+        };
         inherit_to_children(&file)?;
         if !self.owner.is_empty() {
             file.set_len(0)?;
@@ -87,8 +94,8 @@ impl Inflight {
             if file.try_lock().is_err() {
                 continue;
             }
-            // the file may have been committed (unlinked) between read_dir and open
-            if !path.exists() {
+            // the file may have been committed (unlinked, perhaps made again) between read_dir and open
+            if !same_file(&file, &path) {
                 continue;
             }
             // another config's leftovers live elsewhere (another host or pool): only a config that owns them reaps them
@@ -109,23 +116,26 @@ impl Inflight {
 /// CPI process was killed keeps the reaper away until its effect is visible.
 fn inherit_to_children(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    const F_GETFD: i32 = 1;
-    const F_SETFD: i32 = 2;
-    const FD_CLOEXEC: i32 = 1;
-    extern "C" {
-        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
-    }
     let fd = file.as_raw_fd();
     // SAFETY: fcntl(F_GETFD/F_SETFD) on a descriptor we own only changes its close-on-exec flag.
-    let flags = unsafe { fcntl(fd, F_GETFD) };
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: as above.
-    if unsafe { fcntl(fd, F_SETFD, flags & !FD_CLOEXEC) } < 0 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether `path` still names the open `file` (it was not removed or replaced since it was opened).
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 impl Marker {
@@ -139,6 +149,16 @@ impl Marker {
     /// process for a while (its object may still appear) while the scratch is of no use to anyone.
     pub fn clear_work(&self) {
         let _ = std::fs::remove_dir_all(&self.work);
+    }
+
+    /// The create of `cid` is complete: the marker goes, and from here the response is the only record of
+    /// the new object. A kill between this and the response leaves an object no caller hears of: the CPI
+    /// protocol's own window, which no CPI can close (a marker kept until after the response would let the
+    /// next call reap what the director holds). The debug line marks that moment, so that a fault-injection
+    /// test can tell such a kill from a leak.
+    pub fn created(self, cid: &str) {
+        self.commit();
+        crate::debug!("{cid}: created; from here the response is the only record of it");
     }
 
     /// The create finished (or its leftovers were reaped): remove the scratch space and the marker.
@@ -155,6 +175,46 @@ mod tests {
     // markers are inherited by every child process: tests that spawn children must not overlap
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// The orphans of `inf` (by CID) once there are `n`: a child process that a test of another module
+    /// spawns while a marker here is open inherits its descriptor (as the CPI's tools are meant to) and holds
+    /// the lock for its short life, so a dead marker may look held for a moment.
+    fn orphans_n(inf: &Inflight, n: usize) -> Vec<(String, Marker)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut found = inf.orphans();
+            if found.len() == n || std::time::Instant::now() >= deadline {
+                found.sort_by(|x, y| x.0.cmp(&y.0));
+                return found;
+            }
+            drop(found);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_create_whose_fresh_marker_a_reaper_removed_marks_itself_again() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let inflight = Inflight::new(dir.path()).owned_by("test");
+        // the creator has opened its marker but not locked it yet: to a reaper it looks like an orphan
+        std::fs::create_dir_all(dir.path().join("inflight")).unwrap();
+        std::fs::write(dir.path().join("inflight/vm-racing.lock"), b"").unwrap();
+        let (cid, reaped) = orphans_n(&inflight, 1).pop().unwrap();
+        assert_eq!(cid, "vm-racing");
+        let creator = {
+            let inflight = inflight.clone();
+            std::thread::spawn(move || inflight.begin("vm-racing").unwrap())
+        };
+        // the creator now waits for the reaper's lock; the reaper removes the marker and lets go
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        reaped.commit();
+        let marker = creator.join().unwrap();
+        // the creator holds the lock of the file that is at the path, so no reaper takes it
+        assert!(same_file(&marker._file, &marker.path));
+        assert!(inflight.orphans().is_empty());
+        marker.commit();
+    }
+
     #[test]
     fn only_the_owner_reaps_a_marker() {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,30 +227,29 @@ mod tests {
         assert_eq!(text, "owner libvirt qemu:///system pool a\n");
         // each sees only its own orphan, however often it looks
         for _ in 0..2 {
-            let seen: Vec<String> = a.orphans().into_iter().map(|(c, _)| c).collect();
+            let seen: Vec<String> = orphans_n(&a, 1).into_iter().map(|(c, _)| c).collect();
             assert_eq!(seen, ["vm-of-a"]);
-            let seen: Vec<String> = b.orphans().into_iter().map(|(c, _)| c).collect();
+            let seen: Vec<String> = orphans_n(&b, 1).into_iter().map(|(c, _)| c).collect();
             assert_eq!(seen, ["vm-of-b"]);
         }
         // a marker without an owner (an older vmcpi) is anyone's; one that names nobody sees only those
         std::fs::write(dir.path().join("inflight/vm-old.lock"), b"").unwrap();
         let anyone = Inflight::new(dir.path());
-        let seen: Vec<String> = anyone.orphans().into_iter().map(|(c, _)| c).collect();
+        let seen: Vec<String> = orphans_n(&anyone, 1).into_iter().map(|(c, _)| c).collect();
         assert_eq!(seen, ["vm-old"]);
-        let mut seen: Vec<String> = a.orphans().into_iter().map(|(c, _)| c).collect();
-        seen.sort();
+        let seen: Vec<String> = orphans_n(&a, 2).into_iter().map(|(c, _)| c).collect();
         assert_eq!(seen, ["vm-of-a", "vm-old"]);
         // the owner commits its own: gone for good, the other's stays
-        for (_, m) in a.orphans() {
+        for (_, m) in orphans_n(&a, 2) {
             m.commit();
         }
         assert!(a.orphans().is_empty());
-        assert_eq!(b.orphans().len(), 1);
+        assert_eq!(orphans_n(&b, 1).len(), 1);
         // an owner is one line
         let c = Inflight::new(dir.path()).owned_by("vsphere x\nowner libvirt qemu:///system pool a");
         drop(c.begin("vm-of-c").unwrap());
         assert!(a.orphans().is_empty(), "a line break in an owner must not make a marker someone else's");
-        assert_eq!(c.orphans().len(), 1);
+        assert_eq!(orphans_n(&c, 1).len(), 1);
     }
 
     #[test]
@@ -203,7 +262,7 @@ mod tests {
         drop(m);
         assert!(inf.orphans().is_empty(), "the child still holds the lock");
         child.wait().unwrap();
-        assert_eq!(inf.orphans().len(), 1);
+        assert_eq!(orphans_n(&inf, 1).len(), 1);
     }
 
     #[test]
@@ -216,7 +275,7 @@ mod tests {
         assert!(inf.orphans().is_empty(), "a held marker is not an orphan");
         // a dead process: the file stays, the lock is gone
         drop(live);
-        let orphans = inf.orphans();
+        let orphans = orphans_n(&inf, 1);
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].0, "vm-live");
         // while one reaper holds it, another does not see it
@@ -230,11 +289,11 @@ mod tests {
         let kept = inf.begin("sc-kept").unwrap();
         std::fs::write(kept.work_dir().unwrap().join("image"), b"x").unwrap();
         drop(kept);
-        for (_, m) in inf.orphans() {
+        for (_, m) in orphans_n(&inf, 1) {
             m.clear_work();
         }
         assert!(!dir.path().join("work/sc-kept").exists());
-        let kept = inf.orphans();
+        let kept = orphans_n(&inf, 1);
         assert_eq!(kept.len(), 1, "the marker stays");
         kept.into_iter().for_each(|(_, m)| m.commit());
         let done = inf.begin("vm-done").unwrap();

@@ -6,13 +6,13 @@ impl Libvirt {
         match info.family.as_deref() {
             Some("openstack") => Ok(Family::OpenStack),
             Some("vsphere") => Ok(Family::Vsphere),
-            _ => Err(DriverError::other(format!("domain {vm} was not created by vmcpi (no vmcpi metadata)"))),
+            _ => Err(LibvirtError::NotOurs { vm: vm.to_string() }.into()),
         }
     }
 
     pub(super) fn nic_for(&self, name: &str, net: &Network) -> DriverResult<(NicSource, Vec<portfwd::PortForward>)> {
-        let props: NetProps = serde_json::from_value(Value::Object(net.cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
+        let props: NetProps =
+            crate::driver::props::parse(&format!("cloud_properties of network {name}"), &net.cloud_properties)?;
         let forwards = portfwd::parse(props.port_forwards.as_ref())
             .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;
         if !forwards.is_empty() && props.kind.as_deref() != Some("user") {
@@ -75,16 +75,15 @@ impl Libvirt {
         self.cfg.uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
     }
 
-    pub(super) fn create_vm_inner(
-        &self,
+    pub(super) fn create_vm_inner<'a>(
+        &'a self,
         req: &CreateVm,
         kind: StemcellKind,
         cid: &VmCid,
-        rb: &mut Rollback,
+        undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let vm = cid.as_str();
-        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let props: VmProps = crate::driver::props::parse("VM cloud_properties", &req.cloud_properties)?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if let Some(b) = &props.bootstrap {
             b.no_login()?;
@@ -123,17 +122,18 @@ impl Libvirt {
             portfwd::check_free(&list).map_err(|e| DriverError::invalid("network port_forwards", e))?;
         }
 
+        // the volumes are made by one virsh process (see `storage` below); each is in the undo list first
         let root = format!("{vm}-root");
         let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
         // the backing format comes from the CID, never from a probe
-        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
-        rb.volumes.push(root.clone());
+        let mut storage = vec![self.vol_create_args(&root, root_cap, "qcow2", Some((stemcell, kind.format)))];
+        self.undo_volume(undo, &root);
         let mut disks =
             vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
         if props.disk > 0 {
             let eph = format!("{vm}-ephemeral");
-            self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
-            rb.volumes.push(eph.clone());
+            storage.push(self.vol_create_args(&eph, props.disk << 20, "qcow2", None));
+            self.undo_volume(undo, &eph);
             disks.push(ScsiDisk {
                 pool: self.pool().into(),
                 volume: eph,
@@ -164,8 +164,19 @@ impl Libvirt {
             }
         }
         let medium_vol = Self::medium_volume(vm);
-        rb.volumes.push(medium_vol.clone());
-        self.write_medium(vm, kind.family.medium(), &settings, true)?;
+        let medium = self.medium_file(vm, kind.family.medium(), &settings)?;
+        storage.push(self.vol_create_args(&medium_vol, settings::MEDIUM_CAPACITY, "raw", None));
+        storage.push(virsh::command(
+            ["vol-upload", "--sparse", "--pool", self.pool(), medium_vol.as_str()]
+                .iter()
+                .map(std::ffi::OsStr::new)
+                .chain([medium.path().as_os_str()]),
+        ));
+        self.undo_volume(undo, &medium_vol);
+        // one virsh process for all volumes and the medium's bytes instead of one per command (each opens
+        // its own connection); a failure anywhere undoes them all
+        self.virsh.batch(&storage).map_err(|e| self.storage_error(&format!("cannot create the volumes of {vm}"), e))?;
+        drop(medium);
 
         let spec = DomainSpec {
             name: vm.to_string(),
@@ -195,15 +206,16 @@ impl Libvirt {
             .tempfile()
             .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
-        rb.domain = Some(vm.to_string());
-        self.virsh.cmd().arg("define").arg(f.path()).run().context(|| format!("cannot define domain {vm}"))?;
-        match self.virsh.run(["start", vm]) {
+        self.undo_domain(undo, vm);
+        // define and start in one virsh process; when define fails, start fails too and both are undone
+        let define = virsh::command([std::ffi::OsStr::new("define"), f.path().as_os_str()]);
+        match self.virsh.batch(&[define, virsh::command(["start", vm])]) {
             Ok(_) => {}
             // a wrong network name is a request error: retrying cannot help
             Err(e) if e.output().contains("Network not found") => {
                 return Err(DriverError::network_not_found(e.output().trim().to_string()))
             }
-            Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
+            Err(e) => return Err(DriverError::failed(format!("cannot define and start domain {vm}"), e)),
         }
         if !passt {
             self.apply_forwards(vm, &all_forwards)?;

@@ -52,21 +52,21 @@ impl Libvirt {
             DiskFormat::Raw => (unpacked.disk.clone(), "raw"),
         };
         let size = std::fs::metadata(&file).context(|| format!("cannot stat {}", file.display()))?.len();
-        let mut rb = Rollback::new(&self.virsh, self.pool());
+        let mut undo = Undo::new(format!("create_stemcell {cid}"));
         // a raw volume of the file's size receives the bytes; libvirt then probes the real format
+        self.undo_volume(&mut undo, &cid);
         self.vol_create(&cid, size.max(1), "raw", None)?;
-        rb.volumes.push(cid.clone());
         info!("uploading {} MiB into volume {cid}", size >> 20);
         self.vol_upload(&cid, &file)?;
         self.refresh_pool()?;
-        let (_, probed) =
-            self.vol_info(&cid)?.ok_or_else(|| DriverError::other(format!("volume {cid} vanished after upload")))?;
+        let (_, probed) = self.vol_info(&cid)?.ok_or_else(|| LibvirtError::Vanished { volume: cid.clone() })?;
         if probed != format {
-            return Err(DriverError::other(format!("volume {cid} was probed as {probed}, expected {format}")));
+            return Err(LibvirtError::ProbedFormat { volume: cid, probed, expected: format }.into());
         }
-        rb.disarm();
+        undo.disarm();
         drop(unpacked);
-        marker.commit();
-        StemcellCid::new(cid).map_err(DriverError::other)
+        let cid = StemcellCid::new(cid).map_err(DriverError::other)?;
+        marker.created(cid.as_str());
+        Ok(cid)
     }
 }

@@ -23,9 +23,7 @@ impl Libvirt {
             }
             None => {
                 let Some(path) = &self.cfg.pool_path else {
-                    return Err(DriverError::other(format!(
-                        "storage pool {pool} does not exist: create it (virsh pool-define-as {pool} dir --target DIR; virsh pool-start {pool}) or set driver.pool_path"
-                    )));
+                    return Err(LibvirtError::NoPool { pool: pool.to_string() }.into());
                 };
                 info!("creating directory storage pool {pool} at {}", path.display());
                 let defined = self.virsh.run(
@@ -78,6 +76,20 @@ impl Libvirt {
         format: &str,
         backing: Option<(&str, &str)>,
     ) -> DriverResult<()> {
+        self.virsh
+            .run(self.vol_create_args(name, bytes, format, backing))
+            .map_err(|e| self.storage_error(&format!("cannot create volume {name}"), e))?;
+        Ok(())
+    }
+
+    /// The argv of `vol-create-as` (for [`Libvirt::vol_create`] and batches).
+    pub(super) fn vol_create_args(
+        &self,
+        name: &str,
+        bytes: u64,
+        format: &str,
+        backing: Option<(&str, &str)>,
+    ) -> Vec<std::ffi::OsString> {
         let cap = format!("{bytes}b");
         let mut args = vec![
             "vol-create-as",
@@ -93,12 +105,15 @@ impl Libvirt {
         if let Some((vol, fmt)) = backing {
             args.extend(["--backing-vol", vol, "--backing-vol-format", fmt]);
         }
-        match self.virsh.run(&args) {
-            Ok(_) => Ok(()),
-            Err(e) if e.output().contains("No space left") || e.output().contains("Not enough space") => {
-                Err(DriverError::no_disk_space(format!("pool {}: {}", self.pool(), e.output())))
-            }
-            Err(e) => Err(DriverError::failed(format!("cannot create volume {name} in pool {}", self.pool()), e)),
+        virsh::command(args)
+    }
+
+    /// A failed storage command: a full pool is its own BOSH error; `what` says what could not be done.
+    pub(super) fn storage_error(&self, what: &str, e: crate::exec::ExecError) -> DriverError {
+        if e.output().contains("No space left") || e.output().contains("Not enough space") {
+            DriverError::no_disk_space(format!("pool {}: {}", self.pool(), e.output()))
+        } else {
+            DriverError::failed(format!("{what} in pool {}", self.pool()), e)
         }
     }
 
@@ -128,7 +143,9 @@ impl Libvirt {
             .context(|| format!("cannot read volume {name}"))?
         {
             None => Ok(None),
-            Some(xml) => domain::parse_volume(&xml).map(Some).map_err(DriverError::other),
+            Some(xml) => domain::parse_volume(&xml)
+                .map(Some)
+                .map_err(|reason| LibvirtError::Xml { what: format!("volume {name}"), reason }.into()),
         }
     }
 
@@ -141,7 +158,7 @@ impl Libvirt {
             .run_opt(["dumpxml", vm.as_str()])
             .context(|| format!("cannot read domain {vm}"))?
             .ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
-        domain::parse_domain(&xml).map_err(DriverError::other)
+        domain::parse_domain(&xml).map_err(|reason| LibvirtError::Xml { what: format!("domain {vm}"), reason }.into())
     }
 
     /// `--config`, plus `--live` when the domain runs: the change applies now and survives restarts.

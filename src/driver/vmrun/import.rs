@@ -41,6 +41,8 @@ impl Vmrun {
         let _sc_lock = self.lock(&sc)?;
         self.mark_pending(&sc)?;
         self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
+        let mut undo = Undo::new(format!("create_stemcell {sc}"));
+        self.undo_stemcell(&mut undo, &sc);
         let result = (|| -> DriverResult<()> {
             let src_dir = unpacked.disk.parent().map(Path::to_path_buf).unwrap_or_default();
             match &self.cfg.ovftool {
@@ -122,16 +124,8 @@ impl Vmrun {
             }
             Ok(())
         })();
-        if let Err(e) = result {
-            warn!("stemcell import failed: removing {dir}");
-            match self.t.remove_dir_all(&dir) {
-                Ok(_) => {
-                    let _ = self.clear_pending(&sc);
-                }
-                Err(c) => warn!("could not remove {dir} ({c}); the next create on this store removes it"),
-            }
-            return Err(e);
-        }
+        result?;
+        undo.disarm();
         // the unpacked image (as big as the stemcell) goes while the pending entry still covers the stemcell:
         // clearing the entry is the last step before the response, so a kill in between leaves as little
         // time as possible for a stemcell the caller never hears of

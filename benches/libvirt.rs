@@ -9,7 +9,7 @@
 //! - the methods that write the settings medium (create_vm, attach_disk, detach_disk) and the medium build
 //!   alone, in-process. `cargo bench --bench libvirt -- settings` runs only this part.
 //!
-//! `VMCPI_BENCH_POOL` names the libvirt pool (default `vmcpi-bench`); `VMCPI_BENCH_BIN` runs another vmcpi
+//! `VMCPI_BENCH_POOL` names the libvirt pool (default `vmcpi-bench`); `VMCPI_BIN` runs another vmcpi
 //! binary than this checkout's release build.
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -23,7 +23,7 @@ fn pool() -> String {
 
 fn cpi_bin() -> PathBuf {
     // another build of vmcpi to compare with (e.g. the previous commit's, for a before/after figure)
-    if let Some(bin) = std::env::var_os("VMCPI_BENCH_BIN") {
+    if let Some(bin) = std::env::var_os("VMCPI_BIN") {
         return bin.into();
     }
     let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/vmcpi");

@@ -39,6 +39,12 @@ pub(crate) fn vm_props(
     s.object(&vm, paths).unwrap()
 }
 
+/// The values of the custom attributes of `vm` in the vCenter model's VM folder.
+pub(crate) fn custom_values(s: &Session, vm: &str) -> Vec<String> {
+    let p = vm_props(s, "DC0", Some("vmcpi_vms"), vm, &["customValue"]).unwrap();
+    p.get("customValue").unwrap().children.iter().filter_map(|c| c.str_at("value").map(str::to_string)).collect()
+}
+
 pub(crate) fn networks() -> Value {
     json!({"default": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["8.8.8.8"], "default": ["dns", "gateway"], "cloud_properties": {"name": "VM Network"}}})
 }
@@ -52,10 +58,36 @@ fn create_vm_on(cpi: &Cpi, sc: &str, props: Value, nets: Value) -> (String, Valu
     (r[0].as_str().unwrap().to_string(), r[1].clone())
 }
 
-/// Reads the agent settings the CPI stored next to the VM.
-fn settings(sim: &Vcsim, vm: &str) -> Value {
-    let p = sim.datastore_dir().join(vm).join("env.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+/// The agent settings the VM has: its `guestinfo.userdata` (the settings ISO carries the same JSON).
+pub(crate) fn settings(sim: &Vcsim, vm: &str) -> Value {
+    let s = session(sim, &sim.driver());
+    let folder = (sim.model == "vpx").then_some("vmcpi_vms");
+    let p = vm_props(&s, sim.datacenter(), folder, vm, &["config.extraConfig"]).expect("VM exists");
+    let userdata = p
+        .get("config.extraConfig")
+        .unwrap()
+        .children
+        .iter()
+        .rev()
+        .find(|o| o.str_at("key") == Some("guestinfo.userdata"))
+        .and_then(|o| o.str_at("value"))
+        .expect("guestinfo.userdata")
+        .to_string();
+    let json = vmcpi::encoding::unbase64(&userdata).unwrap();
+    // the medium in the drive holds the same JSON
+    let devices = vm_props(&s, sim.datacenter(), folder, vm, &["config.hardware.device"]).unwrap();
+    let cd = devices.get("config.hardware.device").and_then(|d| {
+        d.children.iter().find(|d| d.kind() == "VirtualCdrom")?.str_at("backing/fileName").map(str::to_string)
+    });
+    let iso = sim.datastore_dir().join(cd.expect("CD-ROM with a medium").split_once("] ").unwrap().1);
+    let medium = std::fs::read(&iso).unwrap();
+    assert!(
+        medium.windows(json.len()).any(|w| w == json.as_slice()),
+        "{} holds the settings: {}",
+        iso.display(),
+        String::from_utf8_lossy(&json)
+    );
+    serde_json::from_slice(&json).unwrap()
 }
 
 fn lifecycle(model: &'static str) {
@@ -132,11 +164,7 @@ fn lifecycle(model: &'static str) {
         .iter()
         .filter_map(|o| Some((o.str_at("key")?.to_string(), o.str_at("value")?.to_string())))
         .collect();
-    let env_json = std::fs::read(sim.datastore_dir().join(&vm).join("env.json")).unwrap();
-    assert!(
-        extra.contains(&("guestinfo.userdata".to_string(), vmcpi::driver::vsphere::base64(&env_json))),
-        "{extra:?}"
-    );
+    assert!(extra.iter().any(|(k, _)| k == "guestinfo.userdata"), "{extra:?}");
     assert!(extra.contains(&("guestinfo.userdata.encoding".to_string(), "base64".to_string())));
     assert_eq!(st["agent_id"], "agent-1");
     assert_eq!(st["networks"]["default"]["mac"], mac.as_str());
@@ -154,14 +182,7 @@ fn lifecycle(model: &'static str) {
     cpi.ok("set_vm_metadata", json!([vm, md]));
     cpi.ok("set_vm_metadata", json!([vm, {"director": "again", "deployment": "dep"}]));
     if vcenter {
-        let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["customValue"]).unwrap();
-        let values: Vec<String> = p
-            .get("customValue")
-            .unwrap()
-            .children
-            .iter()
-            .filter_map(|c| c.str_at("value").map(str::to_string))
-            .collect();
+        let values = custom_values(&s, &vm);
         assert!(
             values.contains(&"web/0".to_string())
                 && values.contains(&"again".to_string())
@@ -338,57 +359,6 @@ fn vsphere_faults() {
 }
 
 #[test]
-fn vsphere_parallel_create_vm() {
-    let Some(bin) = vcsim() else { return };
-    let sim = Vcsim::start(&bin, "vpx", false);
-    let tmp = tempfile::tempdir().unwrap();
-    let image = stemcell_image(tmp.path(), false);
-    let cpi = std::sync::Arc::new(Cpi::with_config(&sim.config()));
-    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
-    // 8 CPI processes at once, all creating the VM folder and cloning the same stemcell
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let cpi = cpi.clone();
-            let sc = sc.clone();
-            std::thread::spawn(move || create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512, "disk": 1024})).0)
-        })
-        .collect();
-    let mut vms: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    vms.sort();
-    vms.dedup();
-    assert_eq!(vms.len(), 8);
-    for vm in &vms {
-        assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
-    }
-    // all 8 define the same new custom attributes at once: DuplicateName from the others is handled
-    let handles: Vec<_> = vms
-        .iter()
-        .map(|vm| {
-            let (cpi, vm) = (cpi.clone(), vm.clone());
-            std::thread::spawn(move || {
-                cpi.ok(
-                    "set_vm_metadata",
-                    json!([vm, {"deployment": "par", "name": format!("{vm}/0"), "index": "0", "created_at": "now"}]),
-                )
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    let handles: Vec<_> = vms
-        .into_iter()
-        .map(|vm| {
-            let cpi = cpi.clone();
-            std::thread::spawn(move || cpi.ok("delete_vm", json!([vm])))
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-}
-
-#[test]
 fn vsphere_tls_verification() {
     let Some(bin) = vcsim() else { return };
     let sim = Vcsim::start(&bin, "vpx", true);
@@ -458,11 +428,14 @@ fn vsphere_password_with_xml_specials_never_shows() {
     outputs.push(vm_run);
     outputs.push(cpi.call("set_vm_metadata", json!([vm, {"k": "v"}])));
     outputs.push(cpi.call("delete_vm", json!([vm])));
+    // a wrong password (its own state_dir: the session kept in the first is keyed by URL and user)
     let mut wrong = cfg.clone();
     wrong["driver"]["password"] = json!(format!("{canary}-wrong"));
+    let other_state = tempfile::tempdir().unwrap();
+    wrong["driver"]["state_dir"] = json!(other_state.path());
     outputs.push(Cpi::with_config(&wrong).call("has_vm", json!([vm])));
     for run in &outputs {
-        assert!(run.stderr.contains("RetrieveServiceContent"), "debug logging is on");
+        assert!(run.stderr.contains(" -> HTTP "), "debug logging is on");
         for needle in [canary, "Canary&amp;", "Canary&"] {
             assert!(
                 !run.stdout.contains(needle) && !run.stderr.contains(needle),
@@ -474,178 +447,159 @@ fn vsphere_password_with_xml_specials_never_shows() {
     }
 }
 
-/// What a call killed at a random time did.
-pub(crate) enum Killed {
-    /// It answered first.
-    Answered(Value),
-    /// It was killed after its create had finished, in the microseconds between dropping the in-flight
-    /// marker and writing the response (it had logged what it created): the CID it made, from its log.
-    AfterFinishing(String),
-    /// It was killed mid-way; its log.
-    MidWay(String),
+/// SOAP operations a debug-logging call sent (`<op> -> HTTP …` lines), in order.
+fn ops(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once(" -> HTTP ").map(|(head, _)| head.rsplit(' ').next().unwrap_or("").to_string()))
+        .collect()
 }
 
-/// Runs one call and SIGKILLs it after `after`.
-pub(crate) fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::time::Duration) -> Killed {
-    use std::io::Write;
-    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
-    let mut child = std::process::Command::new(crate::util::cpi_bin())
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
-    let deadline = std::time::Instant::now() + after;
-    while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(v["error"].is_null(), "{method}: {v}");
-        return Killed::Answered(v["result"].clone());
-    }
-    let log = String::from_utf8_lossy(&out.stderr);
-    // these lines come right after the marker is dropped
-    if ["created VM ", "created disk ", "stemcell import done"].iter().any(|l| log.contains(l)) {
-        let cid = ["created VM ", "created disk ", "importing stemcell as "]
-            .iter()
-            .find_map(|p| log.split(p).nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no CID in the log of a finished {method}:\n{log}"));
-        return Killed::AfterFinishing(cid.to_string());
-    }
-    Killed::MidWay(log.into_owned())
+/// The session files in a state_dir.
+fn session_files(state: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(state.join("sessions"))
+        .map(|r| r.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+        .unwrap_or_default()
 }
 
-/// SIGKILL at random points of create_vm, create_disk and create_stemcell; the next create reaps what the
-/// dead processes left (their in-flight markers), the director deletes what it was told about, and no VM,
-/// template, VM folder or disk file may remain. (A marker whose object never appeared stays for a grace
-/// period, because vSphere may still be finishing the dead process's task; it holds nothing.) A process
-/// killed after its create finished, before it wrote the response, is the one window left (microseconds,
-/// as in the libvirt driver); the test counts those and removes their objects as if answered.
+/// Issue 12: the session outlives the CPI process. The first call logs in and keeps the cookie in
+/// `state_dir` (0600, no password); the next makes no Login and no Logout; a session the server no longer
+/// knows (the cookie of a logged-out session, a damaged file, garbage) costs one new login and the call
+/// succeeds; parallel processes share one session; a malformed CID makes no request at all.
 #[test]
-fn vsphere_killed_creates_leave_nothing() {
+fn vsphere_session_is_kept_between_calls() {
     let Some(bin) = vcsim() else { return };
-    let sim = Vcsim::start(&bin, "vpx", false);
-    let cfg = sim.config();
+    let pw = "Session-pw-canary-61c2";
+    let sim = Vcsim::start_with(&bin, "vpx", false, pw);
+    let mut cfg = sim.config();
+    cfg["log_level"] = json!("debug");
+    let state = sim.dir.path().join("state");
     let cpi = Cpi::with_config(&cfg);
-    let tmp = tempfile::tempdir().unwrap();
-    let image = stemcell_image(tmp.path(), false);
-    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    let mut below = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let (mut vms, mut disks, mut scs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut killed, mut late) = (0, 0);
-    let mut logs: Vec<String> = Vec::new();
-    let mut record = |k: Killed, list: &mut Vec<String>, cid_of: fn(&Value) -> String| match k {
-        Killed::Answered(r) => list.push(cid_of(&r)),
-        Killed::AfterFinishing(cid) => {
-            late += 1;
-            list.push(cid)
+    let probe = json!(["vm-00000000000000000000"]);
+
+    // cold: service content and login, no logout; the file is 0600 and holds no password
+    let run = cpi.call("has_vm", probe.clone());
+    assert_eq!(run.response["result"], json!(false), "{}", run.response);
+    let first = ops(&run.stderr);
+    assert_eq!(first.iter().filter(|o| *o == "Login").count(), 1, "{first:?}");
+    assert!(!first.contains(&"Logout".to_string()), "{first:?}");
+    let files = session_files(&state);
+    assert_eq!(files.len(), 1, "{files:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    let saved = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(!saved.contains(pw), "the password is never kept: {saved}");
+    let cookie = serde_json::from_str::<Value>(&saved).unwrap()["cookie"].as_str().unwrap().to_string();
+    assert!(!cookie.is_empty());
+    assert!(!run.stderr.contains(&cookie) && !run.stdout.contains(&cookie), "the cookie is never logged");
+
+    // warm: no service content, no login, no logout: the first request is the check
+    let run = cpi.call("has_vm", probe.clone());
+    assert_eq!(run.response["result"], json!(false), "{}", run.response);
+    let warm = ops(&run.stderr);
+    for op in ["RetrieveServiceContent", "Login", "Logout"] {
+        assert!(!warm.contains(&op.to_string()), "{op} in a warm call: {warm:?}");
+    }
+    assert!(!run.stderr.contains(&cookie), "the cookie is never logged");
+
+    // the server forgets the session (logged out behind the CPI's back): one new login, then success
+    {
+        let s = session(&sim, &sim.driver());
+        // log the kept session out by presenting its cookie
+        let body = vmcpi::driver::vsphere::methods::Logout { this: s.sc.session_manager.clone() };
+        let req = vmcpi::driver::vsphere::methods::Request::encode(&body);
+        let resp = ureq::post(&sim.url)
+            .header("Cookie", &format!("vmware_soap_session={cookie}"))
+            .header("Content-Type", "text/xml")
+            .send(&req[..])
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let run = cpi.call("has_vm", probe.clone());
+    assert_eq!(run.response["result"], json!(false), "{}", run.response);
+    let relogged = ops(&run.stderr);
+    assert_eq!(relogged.iter().filter(|o| *o == "Login").count(), 1, "{relogged:?}");
+    assert!(!relogged.contains(&"RetrieveServiceContent".to_string()), "{relogged:?}");
+    let fresh = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(!fresh.contains(&cookie), "the file holds the new session");
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    // and the next call uses it
+    let run = cpi.call("has_vm", probe.clone());
+    assert!(!ops(&run.stderr).contains(&"Login".to_string()));
+
+    // damaged files of every kind: no panic, one login, success, a good file again
+    let valid = std::fs::read(&files[0]).unwrap();
+    let mut wrong_cookie: Value = serde_json::from_slice(&valid).unwrap();
+    wrong_cookie["cookie"] = json!("not-a-session-of-this-server");
+    let mut bad_sc: Value = serde_json::from_slice(&valid).unwrap();
+    bad_sc["service_content"] = json!({"root_folder": 7});
+    let damaged: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"{".to_vec(),
+        b"\xff\xfe\x00garbage".to_vec(),
+        valid[..valid.len() / 2].to_vec(),
+        b"[1,2,3]".to_vec(),
+        wrong_cookie.to_string().into_bytes(),
+        bad_sc.to_string().into_bytes(),
+        br#"{"url":"x","user":"user","cookie":"a\r\nInjected: 1","service_content":{}}"#.to_vec(),
+        vec![b'{'; 200_000],
+    ];
+    for (i, bytes) in damaged.iter().enumerate() {
+        std::fs::write(&files[0], bytes).unwrap();
+        let run = cpi.call("has_vm", probe.clone());
+        assert_eq!(run.response["result"], json!(false), "damage {i}: {}\n{}", run.response, run.stderr);
+        assert!(!run.stderr.contains("panicked"), "damage {i}: {}", run.stderr);
+        let logins = ops(&run.stderr).iter().filter(|o| *o == "Login").count();
+        assert_eq!(logins, 1, "damage {i}: {:?}", ops(&run.stderr));
+        let again: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert!(again["cookie"].as_str().is_some_and(|c| !c.is_empty()), "damage {i}: the file is rewritten");
+    }
+
+    // parallel processes: from no file, and from a dead session, one login in all; the file stays whole
+    for start in ["none", "dead"] {
+        match start {
+            "none" => std::fs::remove_file(&files[0]).unwrap(),
+            _ => std::fs::write(&files[0], wrong_cookie.to_string()).unwrap(),
         }
-        Killed::MidWay(log) => {
-            killed += 1;
-            logs.push(log)
-        }
-    };
-    for _ in 0..6 {
-        let after = std::time::Duration::from_millis(5 + below(200));
-        let k = call_killed(
-            &cpi.config,
-            "create_vm",
-            json!(["a", sc, {"cpu": 1, "ram": 512, "disk": 512}, networks(), [], {}]),
-            after,
-        );
-        record(k, &mut vms, |r| r[0].as_str().unwrap().to_string());
-        let after = std::time::Duration::from_millis(5 + below(40));
-        let k = call_killed(&cpi.config, "create_disk", json!([256, {}, null]), after);
-        record(k, &mut disks, |r| r.as_str().unwrap().to_string());
-        let after = std::time::Duration::from_millis(5 + below(40));
-        let k = call_killed(&cpi.config, "create_stemcell", json!([image, {}]), after);
-        record(k, &mut scs, |r| r.as_str().unwrap().to_string());
-    }
-    eprintln!("of 18 creates: {killed} killed mid-way, {late} killed after finishing");
-    // the next create reaps; then the director deletes what it was told about. A killed CPI's child process may
-    // still be running for a moment, holding the marker lock it inherited (by design: the reaper keeps away
-    // while a child of the dead process still works), so give those a second to finish.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut debug_cfg = cfg.clone();
-    debug_cfg["log_level"] = json!("debug");
-    let reaper = Cpi::with_config(&debug_cfg).call("create_disk", json!([256, {}, null]));
-    let reaper_log: String = reaper.stderr.lines().filter(|l| !l.contains("HTTP 200")).collect::<Vec<_>>().join("\n");
-    let markers: Vec<String> = std::fs::read_dir(sim.dir.path().join("state"))
-        .map(|r| {
-            r.flatten()
-                .flat_map(|d| {
-                    std::fs::read_dir(d.path().join("inflight"))
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let diag = format!("markers left: {markers:?}\nkilled logs mentioning them are below\nreaper log:\n{reaper_log}");
-    disks.push(reaper.response["result"].as_str().unwrap().to_string());
-    for vm in &vms {
-        cpi.ok("delete_vm", json!([vm]));
-    }
-    for d in &disks {
-        cpi.ok("delete_disk", json!([d]));
-    }
-    for s in scs.iter().chain([&sc]) {
-        cpi.ok("delete_stemcell", json!([s]));
-    }
-    let s = session(&sim, &sim.driver());
-    for folder in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates"] {
-        let f = s.find(folder).unwrap().unwrap();
-        let children = s.object(&f, &["childEntity"]).unwrap().unwrap();
-        let names: Vec<String> = children
-            .get("childEntity")
-            .map(|c| {
-                c.children
-                    .iter()
-                    .filter_map(|m| {
-                        s.object(&m.as_moref().unwrap(), &["name"]).unwrap()?.str("name").map(str::to_string)
-                    })
-                    .collect()
+        let cpi = std::sync::Arc::new(Cpi::with_config(&cfg));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let cpi = cpi.clone();
+                let probe = probe.clone();
+                std::thread::spawn(move || cpi.call("has_vm", probe))
             })
-            .unwrap_or_default();
-        let about: Vec<&String> =
-            names.iter().flat_map(|n| logs.iter().filter(move |l| l.contains(n.as_str()))).collect();
-        assert!(
-            names.is_empty(),
-            "{folder} has leftovers: {names:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}"
-        );
+            .collect();
+        let runs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut logins = 0;
+        for run in &runs {
+            assert_eq!(run.response["result"], json!(false), "{start}: {}\n{}", run.response, run.stderr);
+            logins += ops(&run.stderr).iter().filter(|o| *o == "Login").count();
+        }
+        assert_eq!(logins, 1, "{start}: one process logs in, the others take its session");
+        let whole: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert!(whole["cookie"].is_string());
+        assert_eq!(session_files(&state).len(), 1);
     }
-    let ds = sim.datastore_dir();
-    let left: Vec<String> = std::fs::read_dir(ds.join("vmcpi_disks"))
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    let about: Vec<&String> =
-        left.iter().filter_map(|f| f.get(..25)).flat_map(|cid| logs.iter().filter(move |l| l.contains(cid))).collect();
-    assert!(
-        left.is_empty(),
-        "disk files left: {left:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}"
-    );
-    let dirs: Vec<String> = std::fs::read_dir(&ds)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("vm-") || n.starts_with("sc-"))
-        .collect();
-    assert!(dirs.is_empty(), "VM folders left on the datastore: {dirs:?}");
+
+    // a malformed CID: refused before any request (no login, not even a kept session's check)
+    std::fs::remove_file(&files[0]).unwrap();
+    for (method, args) in [
+        ("has_vm", json!(["../../etc"])),
+        ("delete_vm", json!(["vm-../x"])),
+        ("reboot_vm", json!(["vm-ZZZZ"])),
+        ("set_vm_metadata", json!(["vm-1", {"a": "b"}])),
+        ("get_disks", json!(["vm"])),
+        ("has_disk", json!(["disk-../../x"])),
+        ("delete_disk", json!(["disk-xyz"])),
+        ("attach_disk", json!(["vm-00000000000000000000", "disk-bad"])),
+        ("detach_disk", json!(["vm-00000000000000000000", "disk-bad"])),
+        ("set_disk_metadata", json!(["disk-bad", {}])),
+        ("resize_disk", json!(["disk-bad", 10])),
+        ("delete_stemcell", json!(["sc-bad"])),
+        ("create_vm", json!(["a", "sc-bad", {}, networks(), [], {}])),
+    ] {
+        let run = cpi.call(method, args);
+        assert!(ops(&run.stderr).is_empty(), "{method} sent requests: {:?}", ops(&run.stderr));
+        assert!(session_files(&state).is_empty(), "{method} logged in");
+    }
 }

@@ -28,6 +28,20 @@ impl Vmrun {
         undo.push(format!("stemcell {sc}"), move || self.remove_stemcell_files(&sc));
     }
 
+    /// Records disk `disk` (its VMDK, record and pending entry) in `undo`, like [`Vmrun::undo_vm`].
+    pub(super) fn undo_disk<'a>(&'a self, undo: &mut Undo<'a>, disk: &str) {
+        let disk = disk.to_string();
+        undo.push(format!("disk {disk}"), move || self.remove_disk_files(&disk));
+    }
+
+    /// Removes a disk's VMDK (a single growable file: `-t 0`) and its record, then its pending entry.
+    pub(super) fn remove_disk_files(&self, disk: &str) -> DriverResult<()> {
+        let path = self.disk_path(disk);
+        self.tr(|| format!("cannot remove {path}"), self.t.remove_file(&path))?;
+        self.tr(|| "cannot remove the disk record".into(), self.t.remove_file(&self.disk_record(disk)))?;
+        self.clear_pending(disk)
+    }
+
     /// Removes a stemcell's directory, then its pending entry.
     pub(super) fn remove_stemcell_files(&self, sc: &str) -> DriverResult<()> {
         self.tr(|| format!("cannot remove {sc}"), self.t.remove_dir_all(&self.store(&format!("stemcells/{sc}"))))?;
@@ -95,7 +109,7 @@ impl Vmrun {
         let pending: Vec<String> = self
             .tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
             .into_iter()
-            .filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16))
+            .filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16) || is_ours(n, "disk-", DISK_HEX))
             .collect();
         let lock_path = |cid: &str| join(&self.store("locks"), &format!("{cid}.lock"));
         // one probe for all entries: most belong to creates still running in other processes
@@ -110,6 +124,10 @@ impl Vmrun {
                     warn!("{cid}: a create that failed without cleaning up left it behind; removing it");
                     let removed = if cid.starts_with("vm-") {
                         self.destroy_vm_files(cid)
+                    } else if cid.starts_with("disk-") {
+                        let removed = self.remove_disk_files(cid);
+                        self.forget_lock(cid);
+                        removed
                     } else {
                         self.remove_stemcell_files(cid)
                     };

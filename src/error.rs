@@ -150,6 +150,12 @@ impl<T, E: Into<BoxError>> Context<T> for Result<T, E> {
     }
 }
 
+impl From<crate::stemcell::StemcellError> for DriverError {
+    fn from(e: crate::stemcell::StemcellError) -> Self {
+        DriverError::failed("cannot read the stemcell image", e)
+    }
+}
+
 impl From<ExecError> for DriverError {
     fn from(e: ExecError) -> Self {
         DriverError::failed("external command failed", e)

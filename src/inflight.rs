@@ -149,11 +149,12 @@ impl Marker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    // markers are inherited by every child process: tests that spawn children must not overlap
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // markers are inherited by every child process: tests that spawn children must not overlap (exec's
+    // tests, which spawn many, take this lock too)
+    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn only_the_owner_reaps_a_marker() {

@@ -265,6 +265,8 @@ fn main() {
         println!("| virt-clone | not installed (Debian package virtinst) |");
     }
 
+    create_vm_breakdown(&bin, &cfg, &stemcells[0]);
+
     // peak RSS of the vmcpi process, per method
     let sc = &stemcells[0];
     let mut peaks = vec![("info", info_rss)];
@@ -348,6 +350,87 @@ fn imports_only(bin: &Path, config: &Path) {
             *mib as f64 / t.as_secs_f64()
         );
         call(bin, config, "delete_stemcell", json!([sc]));
+    }
+}
+
+/// Where create_vm's time goes: the external processes it runs (from its debug log, which names each
+/// command and how long it took) and the rest, in the CPI process itself; medians of several rounds.
+fn create_vm_breakdown(bin: &Path, cfg: &Value, sc: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cpi-debug.json");
+    let mut cfg = cfg.clone();
+    cfg["log_level"] = json!("debug");
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let rounds = 7;
+    let mut steps: Vec<(String, Vec<Duration>)> = Vec::new();
+    let mut totals = Vec::new();
+    let mut processes = 0;
+    for _ in 0..rounds {
+        let req = json!({"method": "create_vm", "arguments": ["bench", sc, {"ram": 64, "disk": 16}, {}, [], {}], "context": {}, "api_version": 2});
+        let started = Instant::now();
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        totals.push(started.elapsed());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["error"].is_null(), "create_vm failed: {}", v["error"]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        let mut names = Vec::new();
+        let mut times = Vec::new();
+        let mut batch = None;
+        for line in log.lines() {
+            if let Some(b) = line.split("virsh: one process for ").nth(1) {
+                batch = Some(b.to_string());
+                continue;
+            }
+            let Some(rest) = line.split("exec: ").nth(1) else { continue };
+            if let Some(ms) = rest.strip_prefix("done in ").and_then(|r| r.split(' ').next()) {
+                times.push(Duration::from_millis(ms.parse().unwrap_or(0)));
+            } else {
+                names.push(step_name(rest, batch.take().as_deref()));
+            }
+        }
+        processes = names.len();
+        for (i, (name, t)) in names.into_iter().zip(times).enumerate() {
+            match steps.get_mut(i) {
+                Some((_, v)) => v.push(t),
+                None => steps.push((name, vec![t])),
+            }
+        }
+        call(bin, &config, "delete_vm", json!([v["result"][0].as_str().unwrap()]));
+    }
+    println!("\n## create_vm time breakdown (64 MiB stemcell, with an ephemeral disk; medians of {rounds})\n");
+    println!("| step | time |\n|---|---|");
+    let mut sum = Duration::ZERO;
+    for (name, v) in steps {
+        let m = median(v);
+        sum += m;
+        println!("| {name} | {:.0} ms |", m.as_secs_f64() * 1e3);
+    }
+    let total = median(totals);
+    println!("| in the vmcpi process (the rest) | {:.0} ms |", total.saturating_sub(sum).as_secs_f64() * 1e3);
+    println!("| create_vm whole process | {:.0} ms |", total.as_secs_f64() * 1e3);
+    println!("| external processes per create_vm | {processes} |");
+}
+
+/// A short name for a logged command line: the program and, for virsh, its command (a batch logs its
+/// commands on the line before: `batch` is that line's list).
+fn step_name(cmdline: &str, batch: Option<&str>) -> String {
+    let program = cmdline.split(' ').next().unwrap_or("").rsplit('/').next().unwrap_or("").to_string();
+    match (program.as_str(), batch) {
+        ("virsh", Some(b)) => format!("virsh {b}"),
+        // `virsh --quiet --connect URI command …`
+        ("virsh", None) => format!("virsh {}", cmdline.split(' ').nth(4).unwrap_or("")),
+        _ => program,
     }
 }
 

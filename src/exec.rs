@@ -98,6 +98,12 @@ impl Cmd {
 
     /// Runs the command to completion; Ok(stdout) when it exits 0.
     pub fn run(&self) -> Result<String, ExecError> {
+        self.run_capturing().map(|(stdout, _)| stdout)
+    }
+
+    /// Runs the command to completion; Ok((stdout, stderr)) when it exits 0, for tools that report some
+    /// failures on stderr with status 0 (virsh running several commands).
+    pub fn run_capturing(&self) -> Result<(String, String), ExecError> {
         let started = std::time::Instant::now();
         crate::debug!("exec: {}", self.display());
         let mut child = self.command(self.stdin.is_some()).spawn().map_err(self.spawn_err())?;
@@ -155,7 +161,7 @@ impl Cmd {
         if let Some(source) = read_failed {
             return Err(ExecError::Input { cmdline: self.display(), source });
         }
-        let result = self.finish(started, std::process::Output { status, stdout, stderr })?;
+        let (result, _) = self.finish(started, std::process::Output { status, stdout, stderr })?;
         if unread {
             // it exited 0 without taking all of its input: whatever it made of it is incomplete
             let source = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "it exited before reading all of it");
@@ -164,12 +170,12 @@ impl Cmd {
         Ok(result)
     }
 
-    fn finish(&self, started: std::time::Instant, out: std::process::Output) -> Result<String, ExecError> {
+    fn finish(&self, started: std::time::Instant, out: std::process::Output) -> Result<(String, String), ExecError> {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         crate::debug!("exec: done in {} ms, {}", started.elapsed().as_millis(), out.status);
         if out.status.success() {
-            Ok(stdout)
+            Ok((stdout, stderr))
         } else {
             let status = match out.status.code() {
                 Some(c) => format!("status {c}"),

@@ -52,8 +52,15 @@ impl Inflight {
     pub fn begin(&self, cid: &str) -> io::Result<Marker> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{cid}.lock"));
-        let mut file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        file.lock()?;
+        let mut file = loop {
+            let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            file.lock()?;
+            // a reaper may have taken the fresh, not yet locked file for an orphan and removed it before our
+            // lock: then we hold the lock of an unlinked file, which covers nothing. Open the path again.
+            if same_file(&file, &path) {
+                break file;
+            }
+        };
         inherit_to_children(&file)?;
         if !self.owner.is_empty() {
             file.set_len(0)?;
@@ -87,8 +94,8 @@ impl Inflight {
             if file.try_lock().is_err() {
                 continue;
             }
-            // the file may have been committed (unlinked) between read_dir and open
-            if !path.exists() {
+            // the file may have been committed (unlinked, perhaps made again) between read_dir and open
+            if !same_file(&file, &path) {
                 continue;
             }
             // another config's leftovers live elsewhere (another host or pool): only a config that owns them reaps them
@@ -128,6 +135,15 @@ fn inherit_to_children(file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `path` still names the open `file` (it was not removed or replaced since it was opened).
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 impl Marker {
     /// Scratch directory for this create (created on demand).
     pub fn work_dir(&self) -> io::Result<&Path> {
@@ -139,6 +155,16 @@ impl Marker {
     /// process for a while (its object may still appear) while the scratch is of no use to anyone.
     pub fn clear_work(&self) {
         let _ = std::fs::remove_dir_all(&self.work);
+    }
+
+    /// The create of `cid` is complete: the marker goes, and from here the response is the only record of
+    /// the new object. A kill between this and the response leaves an object no caller hears of: the CPI
+    /// protocol's own window, which no CPI can close (a marker kept until after the response would let the
+    /// next call reap what the director holds). The debug line marks that moment, so that a fault-injection
+    /// test can tell such a kill from a leak.
+    pub fn created(self, cid: &str) {
+        self.commit();
+        crate::debug!("{cid}: created; from here the response is the only record of it");
     }
 
     /// The create finished (or its leftovers were reaped): remove the scratch space and the marker.
@@ -155,6 +181,30 @@ pub(crate) mod tests {
     // markers are inherited by every child process: tests that spawn children must not overlap (exec's
     // tests, which spawn many, take this lock too)
     pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn a_create_whose_fresh_marker_a_reaper_removed_marks_itself_again() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let inflight = Inflight::new(dir.path()).owned_by("test");
+        // the creator has opened its marker but not locked it yet: to a reaper it looks like an orphan
+        std::fs::create_dir_all(dir.path().join("inflight")).unwrap();
+        std::fs::write(dir.path().join("inflight/vm-racing.lock"), b"").unwrap();
+        let (cid, reaped) = inflight.orphans().pop().unwrap();
+        assert_eq!(cid, "vm-racing");
+        let creator = {
+            let inflight = inflight.clone();
+            std::thread::spawn(move || inflight.begin("vm-racing").unwrap())
+        };
+        // the creator now waits for the reaper's lock; the reaper removes the marker and lets go
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        reaped.commit();
+        let marker = creator.join().unwrap();
+        // the creator holds the lock of the file that is at the path, so no reaper takes it
+        assert!(same_file(&marker._file, &marker.path));
+        assert!(inflight.orphans().is_empty());
+        marker.commit();
+    }
 
     #[test]
     fn only_the_owner_reaps_a_marker() {

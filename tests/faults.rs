@@ -32,8 +32,8 @@ impl Rng {
     }
 }
 
-/// Runs one call and SIGKILLs it after `after`; returns the result when it finished first.
-fn call_killed(config: &Path, method: &str, args: Value, after: Duration) -> Option<Value> {
+/// Runs one call and SIGKILLs it after `after`; Ok(result) when it answered first, Err(its log) otherwise.
+fn call_killed(config: &Path, method: &str, args: Value, after: Duration) -> Result<Value, String> {
     let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
     let mut child = Command::new(cpi_bin())
         .arg("--config")
@@ -42,18 +42,12 @@ fn call_killed(config: &Path, method: &str, args: Value, after: Duration) -> Opt
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
     let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert!(v["error"].is_null(), "{method}: {v}");
-            return Some(v["result"].clone());
-        }
+    while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let _ = child.kill();
@@ -62,10 +56,20 @@ fn call_killed(config: &Path, method: &str, args: Value, after: Duration) -> Opt
     match serde_json::from_slice::<Value>(&out.stdout) {
         Ok(v) => {
             assert!(v["error"].is_null(), "{method}: {v}");
-            Some(v["result"].clone())
+            Ok(v["result"].clone())
         }
-        Err(_) => None,
+        Err(_) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
     }
+}
+
+/// The CIDs that killed calls had completed when they died (the driver logs the moment its in-flight
+/// marker goes and the response becomes the only record of the object).
+fn created_but_unanswered(logs: &[String]) -> Vec<String> {
+    const CREATED: &str = ": created; from here the response is the only record of it";
+    logs.iter()
+        .flat_map(|l| l.lines())
+        .filter_map(|l| l.find(CREATED).map(|i| l[..i].rsplit(' ').next().unwrap_or_default().to_string()))
+        .collect()
 }
 
 #[test]
@@ -80,6 +84,8 @@ fn sigkill_at_random_points_leaves_nothing_behind() {
     }
     let mut cfg = config_in(POOL, json!({}));
     cfg["driver"]["state_dir"] = json!(STATE);
+    // debug logging: a leak report shows what the killed processes did
+    cfg["log_level"] = json!("debug");
     let cpi = Cpi::with_config(&cfg);
     let config = cpi.config.clone();
     let dir = tempfile::tempdir().unwrap();
@@ -88,14 +94,18 @@ fn sigkill_at_random_points_leaves_nothing_behind() {
     let mut rng = Rng::new();
     let n = trials();
     let (mut killed, mut finished) = (0, 0);
+    let mut logs = Vec::new();
     for i in 0..n {
         // create_stemcell: ~0.3 s
         match call_killed(&config, "create_stemcell", json!([image, {}]), Duration::from_millis(rng.below(400))) {
-            Some(sc) => {
+            Ok(sc) => {
                 finished += 1;
                 cpi.ok("delete_stemcell", json!([sc]));
             }
-            None => killed += 1,
+            Err(log) => {
+                killed += 1;
+                logs.push(log);
+            }
         }
         // create_vm: ~0.7 s
         match call_killed(
@@ -104,21 +114,38 @@ fn sigkill_at_random_points_leaves_nothing_behind() {
             json!([format!("agent-{i}"), base_sc, {"ram": 64, "disk": 16}, {}, [], {}]),
             Duration::from_millis(rng.below(900)),
         ) {
-            Some(r) => {
+            Ok(r) => {
                 finished += 1;
                 cpi.ok("delete_vm", json!([r[0]]));
             }
-            None => killed += 1,
+            Err(log) => {
+                killed += 1;
+                logs.push(log);
+            }
         }
         // attach_disk: VM and disk were returned, so the director deletes both afterwards
         let vm = cpi.ok("create_vm", json!(["agent-attach", base_sc, {"ram": 64}, {}, [], {}]))[0].clone();
         let disk = cpi.ok("create_disk", json!([16, {}, vm])).clone();
         match call_killed(&config, "attach_disk", json!([vm, disk]), Duration::from_millis(rng.below(900))) {
-            Some(_) => finished += 1,
-            None => killed += 1,
+            Ok(_) => finished += 1,
+            Err(log) => {
+                killed += 1;
+                logs.push(log);
+            }
         }
         cpi.ok("delete_vm", json!([vm]));
         cpi.ok("delete_disk", json!([disk]));
+    }
+    // a kill between the last step of a create (its marker removed) and the response leaves a complete
+    // object that no caller hears of: the CPI protocol's own window, which no CPI can close. Such creates
+    // are counted and removed as an operator would; nothing else may be left.
+    let unanswered = created_but_unanswered(&logs);
+    for cid in &unanswered {
+        if cid.starts_with("sc-") {
+            cpi.ok("delete_stemcell", json!([cid]));
+        } else {
+            cpi.ok("delete_vm", json!([cid]));
+        }
     }
     // the last clean-up call also reaps what the last killed create left; a tool the killed process had
     // started may still be finishing (it holds the marker until then), so later calls reap that
@@ -130,10 +157,25 @@ fn sigkill_at_random_points_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(500));
         cpi.ok("delete_snapshot", json!(["snap-000000000000000"]));
     }
-    eprintln!("fault injection: {} trials, {killed} killed mid-call, {finished} finished first", 3 * n);
+    eprintln!(
+        "fault injection: {} trials, {killed} killed mid-call ({} of them after the create was complete), {finished} finished first",
+        3 * n,
+        unanswered.len()
+    );
     assert!(killed > 0, "no call was killed: the kill points are too late");
-    assert_eq!(volumes_in(POOL), Vec::<String>::new(), "volumes left behind");
-    assert_eq!(domains_using(POOL), Vec::<String>::new(), "domains left behind");
+    let about = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .flat_map(|n| {
+                let id = n.split('-').take(2).collect::<Vec<_>>().join("-");
+                logs.iter().filter(move |l| l.contains(&id)).cloned()
+            })
+            .collect()
+    };
+    let vols = volumes_in(POOL);
+    assert!(vols.is_empty(), "volumes left behind: {vols:?}; logs of killed calls naming them: {:#?}", about(&vols));
+    let doms = domains_using(POOL);
+    assert!(doms.is_empty(), "domains left behind: {doms:?}; logs of killed calls naming them: {:#?}", about(&doms));
     let leftovers: Vec<_> = ["inflight", "work"]
         .iter()
         .flat_map(|d| std::fs::read_dir(Path::new(STATE).join(d)).into_iter().flatten().flatten().map(|e| e.path()))

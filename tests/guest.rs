@@ -109,14 +109,16 @@ fn boot_and_check(image: PathBuf, what: &str) {
     match &hint {
         // vSphere stemcells: the hint is the SCSI target number
         Value::String(t) => assert_eq!(t, "2"),
-        // OpenStack stemcells: the device path the guest shows
-        other => assert!(
-            line.starts_with(&format!(
-                "TINY-GUEST: block {} ",
-                other["path"].as_str().unwrap().trim_start_matches("/dev/")
-            )),
-            "{line}"
-        ),
+        // OpenStack stemcells: the agent finds the disk by its serial under /dev/disk/by-id (checked above:
+        // the disk at target 2 carries the CID as its serial); the path is only the agent's fallback. Linux
+        // names virtio-scsi disks in the order their probes finish, so the guest's own name for the disk is
+        // not always the fallback (seen once in this test): only its form is checked here.
+        other => {
+            let path = other["path"].as_str().unwrap_or_else(|| panic!("hint without a path: {other}"));
+            let dev = path.strip_prefix("/dev/sd").unwrap_or_else(|| panic!("hint path {path}"));
+            assert!(dev.len() == 1 && dev.chars().all(|c| c.is_ascii_lowercase()), "hint path {path}");
+            assert!(log.contains(&format!("TINY-GUEST: block {} ", &path[5..])), "no {path} in the guest: {log}");
+        }
     }
     cpi.ok("delete_vm", json!([vm]));
     cpi.ok("delete_disk", json!([disk]));

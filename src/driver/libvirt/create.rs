@@ -123,16 +123,17 @@ impl Libvirt {
             portfwd::check_free(&list).map_err(|e| DriverError::invalid("network port_forwards", e))?;
         }
 
+        // the volumes are made by one virsh process (see `storage` below); each is in the undo list first
         let root = format!("{vm}-root");
         let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
         // the backing format comes from the CID, never from a probe
-        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
+        let mut storage = vec![self.vol_create_args(&root, root_cap, "qcow2", Some((stemcell, kind.format)))];
         rb.volumes.push(root.clone());
         let mut disks =
             vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
         if props.disk > 0 {
             let eph = format!("{vm}-ephemeral");
-            self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
+            storage.push(self.vol_create_args(&eph, props.disk << 20, "qcow2", None));
             rb.volumes.push(eph.clone());
             disks.push(ScsiDisk {
                 pool: self.pool().into(),
@@ -164,8 +165,19 @@ impl Libvirt {
             }
         }
         let medium_vol = Self::medium_volume(vm);
+        let medium = self.medium_file(vm, kind.family.medium(), &settings)?;
+        storage.push(self.vol_create_args(&medium_vol, settings::MEDIUM_CAPACITY, "raw", None));
+        storage.push(virsh::command(
+            ["vol-upload", "--sparse", "--pool", self.pool(), medium_vol.as_str()]
+                .iter()
+                .map(std::ffi::OsStr::new)
+                .chain([medium.path().as_os_str()]),
+        ));
         rb.volumes.push(medium_vol.clone());
-        self.write_medium(vm, kind.family.medium(), &settings, true)?;
+        // one virsh process for all volumes and the medium's bytes instead of one per command (each opens
+        // its own connection); a failure anywhere undoes them all
+        self.virsh.batch(&storage).map_err(|e| self.storage_error(&format!("cannot create the volumes of {vm}"), e))?;
+        drop(medium);
 
         let spec = DomainSpec {
             name: vm.to_string(),
@@ -196,14 +208,15 @@ impl Libvirt {
             .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
         rb.domain = Some(vm.to_string());
-        self.virsh.cmd().arg("define").arg(f.path()).run().context(|| format!("cannot define domain {vm}"))?;
-        match self.virsh.run(["start", vm]) {
+        // define and start in one virsh process; when define fails, start fails too and both are undone
+        let define = virsh::command([std::ffi::OsStr::new("define"), f.path().as_os_str()]);
+        match self.virsh.batch(&[define, virsh::command(["start", vm])]) {
             Ok(_) => {}
             // a wrong network name is a request error: retrying cannot help
             Err(e) if e.output().contains("Network not found") => {
                 return Err(DriverError::network_not_found(e.output().trim().to_string()))
             }
-            Err(e) => return Err(DriverError::failed(format!("cannot start domain {vm}"), e)),
+            Err(e) => return Err(DriverError::failed(format!("cannot define and start domain {vm}"), e)),
         }
         if !passt {
             self.apply_forwards(vm, &all_forwards)?;

@@ -74,8 +74,9 @@ impl Libvirt {
             rb.disarm();
             Ok(cid)
         })?;
-        marker.commit();
-        StemcellCid::new(cid).map_err(DriverError::other)
+        let cid = StemcellCid::new(cid).map_err(DriverError::other)?;
+        marker.created(cid.as_str());
+        Ok(cid)
     }
 
     /// A raw volume of the file's size, and the file uploaded into it (sparse).

@@ -92,7 +92,7 @@ impl Driver for Libvirt {
         let mut rb = Rollback::new(&self.virsh, self.pool());
         let created = self.create_vm_inner(req, kind, &cid, &mut rb)?;
         rb.disarm();
-        marker.commit();
+        marker.created(cid.as_str());
         Ok(created)
     }
 
@@ -183,7 +183,7 @@ impl Driver for Libvirt {
         let cid = DiskCid::generate(DISK_HEX);
         let marker = self.begin(cid.as_str())?;
         self.vol_create(cid.as_str(), size_mib << 20, &format, None)?;
-        marker.commit();
+        marker.created(cid.as_str());
         Ok(cid)
     }
 
@@ -347,7 +347,7 @@ impl Driver for Libvirt {
             Err(e) if e.output().contains("lock") => self.snapshot_live(cid, snap)?,
             Err(e) => return Err(DriverError::failed(format!("cannot copy {cid} into snapshot {snap}"), e)),
         }
-        marker.commit();
+        marker.created(snap);
         Ok(snap_cid)
     }
 

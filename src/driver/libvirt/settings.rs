@@ -17,6 +17,21 @@ impl Libvirt {
         settings: &AgentSettings,
         create: bool,
     ) -> DriverResult<()> {
+        let tmp = self.medium_file(vm, kind, settings)?;
+        let name = Self::medium_volume(vm);
+        if create {
+            self.vol_create(&name, MEDIUM_CAPACITY, "raw", None)?;
+        }
+        self.vol_upload(&name, tmp.path())
+    }
+
+    /// The settings medium of `vm` as a temporary file of [`MEDIUM_CAPACITY`] bytes, ready for `vol-upload`.
+    pub(super) fn medium_file(
+        &self,
+        vm: &str,
+        kind: MediumKind,
+        settings: &AgentSettings,
+    ) -> DriverResult<tempfile::NamedTempFile> {
         let mut iso = medium::build(kind, &settings.to_json(), vm, &self.cfg.xorriso)
             .context(|| format!("cannot build the settings medium of {vm}"))?;
         if iso.len() as u64 > MEDIUM_CAPACITY {
@@ -32,11 +47,7 @@ impl Libvirt {
             .tempfile()
             .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut tmp, &iso).context(|| "cannot write a temporary file".into())?;
-        let name = Self::medium_volume(vm);
-        if create {
-            self.vol_create(&name, MEDIUM_CAPACITY, "raw", None)?;
-        }
-        self.vol_upload(&name, tmp.path())
+        Ok(tmp)
     }
 
     /// Reads the settings back from the VM's medium.

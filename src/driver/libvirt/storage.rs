@@ -78,6 +78,20 @@ impl Libvirt {
         format: &str,
         backing: Option<(&str, &str)>,
     ) -> DriverResult<()> {
+        self.virsh
+            .run(self.vol_create_args(name, bytes, format, backing))
+            .map_err(|e| self.storage_error(&format!("cannot create volume {name}"), e))?;
+        Ok(())
+    }
+
+    /// The argv of `vol-create-as` (for [`Libvirt::vol_create`] and batches).
+    pub(super) fn vol_create_args(
+        &self,
+        name: &str,
+        bytes: u64,
+        format: &str,
+        backing: Option<(&str, &str)>,
+    ) -> Vec<std::ffi::OsString> {
         let cap = format!("{bytes}b");
         let mut args = vec![
             "vol-create-as",
@@ -93,12 +107,15 @@ impl Libvirt {
         if let Some((vol, fmt)) = backing {
             args.extend(["--backing-vol", vol, "--backing-vol-format", fmt]);
         }
-        match self.virsh.run(&args) {
-            Ok(_) => Ok(()),
-            Err(e) if e.output().contains("No space left") || e.output().contains("Not enough space") => {
-                Err(DriverError::no_disk_space(format!("pool {}: {}", self.pool(), e.output())))
-            }
-            Err(e) => Err(DriverError::failed(format!("cannot create volume {name} in pool {}", self.pool()), e)),
+        virsh::command(args)
+    }
+
+    /// A failed storage command: a full pool is its own BOSH error; `what` says what could not be done.
+    pub(super) fn storage_error(&self, what: &str, e: crate::exec::ExecError) -> DriverError {
+        if e.output().contains("No space left") || e.output().contains("Not enough space") {
+            DriverError::no_disk_space(format!("pool {}: {}", self.pool(), e.output()))
+        } else {
+            DriverError::failed(format!("{what} in pool {}", self.pool()), e)
         }
     }
 

@@ -59,7 +59,7 @@ impl Vsphere {
         }
         drop(inv);
         info!("created disk {cid} ({size_mib} MiB) on {ds}");
-        marker.commit();
+        marker.created(&cid);
         Ok(disk_cid)
     }
 }

@@ -138,7 +138,7 @@ impl Driver for Vsphere {
             Ok(vm) => {
                 drop(inv);
                 info!("created VM {name}");
-                marker.commit();
+                marker.created(&name);
                 Ok(vm)
             }
             Err(e) => {

@@ -68,7 +68,10 @@ impl Vsphere {
             info!("stemcell import done, peak RSS {rss}");
         }
         if settled {
-            marker.commit();
+            match &result {
+                Ok(_) => marker.created(cid.as_str()),
+                Err(_) => marker.commit(),
+            }
         }
         result?;
         Ok(cid)

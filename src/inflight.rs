@@ -182,6 +182,20 @@ pub(crate) mod tests {
     // tests, which spawn many, take this lock too)
     pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// The orphans once at least `want` are there: a child process of another test running at the same time
+    /// (a virsh, a shell) may have inherited a dropped marker's lock for the few milliseconds it lives.
+    fn dead(inf: &Inflight, want: usize) -> Vec<(String, Marker)> {
+        let started = std::time::Instant::now();
+        loop {
+            let found = inf.orphans();
+            if found.len() >= want || started.elapsed() > std::time::Duration::from_secs(10) {
+                return found;
+            }
+            drop(found);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn a_create_whose_fresh_marker_a_reaper_removed_marks_itself_again() {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -218,30 +232,30 @@ pub(crate) mod tests {
         assert_eq!(text, "owner libvirt qemu:///system pool a\n");
         // each sees only its own orphan, however often it looks
         for _ in 0..2 {
-            let seen: Vec<String> = a.orphans().into_iter().map(|(c, _)| c).collect();
+            let seen: Vec<String> = dead(&a, 1).into_iter().map(|(c, _)| c).collect();
             assert_eq!(seen, ["vm-of-a"]);
-            let seen: Vec<String> = b.orphans().into_iter().map(|(c, _)| c).collect();
+            let seen: Vec<String> = dead(&b, 1).into_iter().map(|(c, _)| c).collect();
             assert_eq!(seen, ["vm-of-b"]);
         }
         // a marker without an owner (an older vmcpi) is anyone's; one that names nobody sees only those
         std::fs::write(dir.path().join("inflight/vm-old.lock"), b"").unwrap();
         let anyone = Inflight::new(dir.path());
-        let seen: Vec<String> = anyone.orphans().into_iter().map(|(c, _)| c).collect();
+        let seen: Vec<String> = dead(&anyone, 1).into_iter().map(|(c, _)| c).collect();
         assert_eq!(seen, ["vm-old"]);
-        let mut seen: Vec<String> = a.orphans().into_iter().map(|(c, _)| c).collect();
+        let mut seen: Vec<String> = dead(&a, 2).into_iter().map(|(c, _)| c).collect();
         seen.sort();
         assert_eq!(seen, ["vm-of-a", "vm-old"]);
         // the owner commits its own: gone for good, the other's stays
-        for (_, m) in a.orphans() {
+        for (_, m) in dead(&a, 2) {
             m.commit();
         }
         assert!(a.orphans().is_empty());
-        assert_eq!(b.orphans().len(), 1);
+        assert_eq!(dead(&b, 1).len(), 1);
         // an owner is one line
         let c = Inflight::new(dir.path()).owned_by("vsphere x\nowner libvirt qemu:///system pool a");
         drop(c.begin("vm-of-c").unwrap());
         assert!(a.orphans().is_empty(), "a line break in an owner must not make a marker someone else's");
-        assert_eq!(c.orphans().len(), 1);
+        assert_eq!(dead(&c, 1).len(), 1);
     }
 
     #[test]
@@ -267,7 +281,7 @@ pub(crate) mod tests {
         assert!(inf.orphans().is_empty(), "a held marker is not an orphan");
         // a dead process: the file stays, the lock is gone
         drop(live);
-        let orphans = inf.orphans();
+        let orphans = dead(&inf, 1);
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].0, "vm-live");
         // while one reaper holds it, another does not see it
@@ -281,11 +295,11 @@ pub(crate) mod tests {
         let kept = inf.begin("sc-kept").unwrap();
         std::fs::write(kept.work_dir().unwrap().join("image"), b"x").unwrap();
         drop(kept);
-        for (_, m) in inf.orphans() {
+        for (_, m) in dead(&inf, 1) {
             m.clear_work();
         }
         assert!(!dir.path().join("work/sc-kept").exists());
-        let kept = inf.orphans();
+        let kept = dead(&inf, 1);
         assert_eq!(kept.len(), 1, "the marker stays");
         kept.into_iter().for_each(|(_, m)| m.commit());
         let done = inf.begin("vm-done").unwrap();

@@ -325,6 +325,8 @@ fn qcow2_image(dir: &Path, mib: u64) -> PathBuf {
     let image = dir.join("image");
     let gz = flate2::write::GzEncoder::new(std::fs::File::create(&image).unwrap(), flate2::Compression::none());
     let mut t = tar::Builder::new(gz);
+    // a plain entry, as stemcell builders write (older vmcpi builds read no GNU sparse entries)
+    t.sparse(false);
     t.append_path_with_name(&root, "root.img").unwrap();
     t.into_inner().unwrap().finish().unwrap();
     std::fs::remove_file(root).unwrap();

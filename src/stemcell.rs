@@ -120,7 +120,7 @@ pub fn unpack(image: &Path, tmp: Option<&Path>) -> Result<Unpacked, StemcellErro
     let mut found = Vec::new();
     for entry in archive.entries().map_err(io_err(image))? {
         let mut entry = entry.map_err(io_err(image))?;
-        if !entry.header().entry_type().is_file() {
+        if !is_file(&entry) {
             continue;
         }
         let path = entry.path().map_err(io_err(image))?.into_owned();
@@ -133,7 +133,7 @@ pub fn unpack(image: &Path, tmp: Option<&Path>) -> Result<Unpacked, StemcellErro
         }
         let dest = dir.path().join(&name);
         let mut out = File::create(&dest).map_err(io_err(&dest))?;
-        let size = entry.header().size().unwrap_or(0);
+        let size = entry.size();
         crate::info!("unpacking {name} ({} MiB)", size / (1 << 20));
         sparse_copy(&mut entry, &mut out, &name).map_err(io_err(&dest))?;
     }
@@ -275,7 +275,7 @@ where
     let mut spooled: Vec<(String, PathBuf, u64)> = Vec::new();
     for entry in archive.entries().map_err(io_err(image))? {
         let mut entry = entry.map_err(io_err(image))?;
-        if !entry.header().entry_type().is_file() {
+        if !is_file(&entry) {
             continue;
         }
         let path = entry.path().map_err(io_err(image))?.into_owned();
@@ -285,7 +285,8 @@ where
         if name.starts_with('.') {
             continue;
         }
-        let len = entry.header().size().map_err(io_err(image))?;
+        // the entry's size: a pax header's or a GNU sparse file's real size where the archive has one
+        let len = entry.size();
         if name == "root.img" {
             let mut magic = [0u8; 4];
             let got = read_up_to(&mut entry, &mut magic).map_err(io_err(image))?;
@@ -366,6 +367,13 @@ where
         path: Some(path),
         reader: &mut r,
     })
+}
+
+/// A regular file, or a GNU sparse one (`tar -S`, or the tar crate's default for files with holes): the
+/// tar reader fills its holes with zeros.
+fn is_file<R: Read>(entry: &tar::Entry<'_, R>) -> bool {
+    let t = entry.header().entry_type();
+    t.is_file() || t.is_gnu_sparse()
 }
 
 fn bad_href(ovf: &str, href: &str) -> StemcellError {
@@ -679,6 +687,28 @@ mod tests {
         let (_, format, ovf, _, _, path, bytes) = seen(bare.path(), spool.path()).unwrap();
         assert_eq!(path.as_deref(), Some(bare.path()));
         assert!(format == DiskFormat::Vmdk && !ovf && path.is_some() && bytes == disk);
+    }
+
+    #[test]
+    fn a_gnu_sparse_entry_streams_with_its_holes_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root.img");
+        let mut f = File::create(&root).unwrap();
+        f.write_all(b"QFI\xfb").unwrap();
+        f.seek(SeekFrom::Start(8 << 20)).unwrap();
+        f.write_all(b"end").unwrap();
+        drop(f);
+        let image = dir.path().join("image");
+        let gz = flate2::write::GzEncoder::new(File::create(&image).unwrap(), flate2::Compression::fast());
+        let mut t = tar::Builder::new(gz);
+        t.sparse(true);
+        t.append_path_with_name(&root, "root.img").unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(File::open(&image).unwrap()));
+        assert!(a.entries().unwrap().next().unwrap().unwrap().header().entry_type().is_gnu_sparse());
+        let (family, format, _, _, len, _, bytes) = seen(&image, dir.path()).unwrap();
+        assert_eq!((family, format, len), (Family::OpenStack, DiskFormat::Qcow2, (8 << 20) + 3));
+        assert!(bytes == std::fs::read(&root).unwrap());
     }
 
     #[test]

@@ -248,7 +248,8 @@ where
     if let Some((family, format)) = bare {
         let len = file.metadata().map_err(io_err(image))?.len();
         let name = image.file_name().and_then(|n| n.to_str()).unwrap_or("disk").to_string();
-        let mut r = BufReader::with_capacity(1 << 20, file);
+        // unbuffered: consumers read in large pieces, and a buffer would copy every byte once more
+        let mut r = file;
         return f(Disk {
             family,
             format,
@@ -356,7 +357,7 @@ where
     let Some((name, path, len)) = spooled.into_iter().find(|(n, _, _)| *n == info.disk_href) else {
         return Err(bad_href(&ovf_name, &info.disk_href).into());
     };
-    let mut r = BufReader::with_capacity(1 << 20, File::open(&path).map_err(io_err(&path))?);
+    let mut r = File::open(&path).map_err(io_err(&path))?;
     f(Disk {
         family: Family::Vsphere,
         format: DiskFormat::Vmdk,

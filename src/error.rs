@@ -156,6 +156,23 @@ impl From<crate::stemcell::StemcellError> for DriverError {
     }
 }
 
+/// A driver's own error enum (with the CIDs and paths involved): each variant says whether the same call
+/// may pass when tried again, and which kind it is ([`ErrorKind::Cloud`] unless it says otherwise). It
+/// becomes a [`DriverError`] with its text as the message and itself as the source.
+pub trait DriverFailure: StdError + Send + Sync + Sized + 'static {
+    /// Whether the same call may succeed when tried again (`ok_to_retry`).
+    fn retryable(&self) -> bool;
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Cloud
+    }
+}
+
+impl<E: DriverFailure> From<E> for DriverError {
+    fn from(e: E) -> Self {
+        DriverError::new(e.kind(), e.to_string()).with_retry(e.retryable()).with_source(e)
+    }
+}
+
 impl From<ExecError> for DriverError {
     fn from(e: ExecError) -> Self {
         DriverError::failed("external command failed", e)

@@ -111,12 +111,19 @@ impl SnapshotCid {
 
 /// A random lowercase hex string of `n` characters, from the kernel's random source.
 pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n.div_ceil(2)];
     // getrandom fails only without a kernel random source, where no CID could be trusted to be unique
-    getrandom::getrandom(&mut bytes).expect("the kernel's random source (getrandom) failed");
+    try_random_hex(n).expect("the kernel's random source (getrandom) failed")
+}
+
+/// [`random_hex`] for callers that report the failure of the kernel's random source instead of stopping.
+/// getrandom is the only source of random bytes in vmcpi: nothing falls back to the time or the pid.
+pub fn try_random_hex(n: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; n.div_ceil(2)];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| std::io::Error::other(format!("the kernel's random source (getrandom) failed: {e}")))?;
     let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     s.truncate(n);
-    s
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -116,20 +116,14 @@ impl Inflight {
 /// CPI process was killed keeps the reaper away until its effect is visible.
 fn inherit_to_children(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    const F_GETFD: i32 = 1;
-    const F_SETFD: i32 = 2;
-    const FD_CLOEXEC: i32 = 1;
-    extern "C" {
-        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
-    }
     let fd = file.as_raw_fd();
     // SAFETY: fcntl(F_GETFD/F_SETFD) on a descriptor we own only changes its close-on-exec flag.
-    let flags = unsafe { fcntl(fd, F_GETFD) };
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: as above.
-    if unsafe { fcntl(fd, F_SETFD, flags & !FD_CLOEXEC) } < 0 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -182,13 +176,15 @@ pub(crate) mod tests {
     // tests, which spawn many, take this lock too)
     pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    /// The orphans once at least `want` are there: a child process of another test running at the same time
-    /// (a virsh, a shell) may have inherited a dropped marker's lock for the few milliseconds it lives.
-    fn dead(inf: &Inflight, want: usize) -> Vec<(String, Marker)> {
-        let started = std::time::Instant::now();
+    /// The orphans of `inf` (by CID) once there are `n`: a child process that a test of another module
+    /// spawns while a marker here is open inherits its descriptor (as the CPI's tools are meant to) and holds
+    /// the lock for its short life, so a dead marker may look held for a moment.
+    fn orphans_n(inf: &Inflight, n: usize) -> Vec<(String, Marker)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let found = inf.orphans();
-            if found.len() >= want || started.elapsed() > std::time::Duration::from_secs(10) {
+            let mut found = inf.orphans();
+            if found.len() == n || std::time::Instant::now() >= deadline {
+                found.sort_by(|x, y| x.0.cmp(&y.0));
                 return found;
             }
             drop(found);
@@ -204,7 +200,7 @@ pub(crate) mod tests {
         // the creator has opened its marker but not locked it yet: to a reaper it looks like an orphan
         std::fs::create_dir_all(dir.path().join("inflight")).unwrap();
         std::fs::write(dir.path().join("inflight/vm-racing.lock"), b"").unwrap();
-        let (cid, reaped) = inflight.orphans().pop().unwrap();
+        let (cid, reaped) = orphans_n(&inflight, 1).pop().unwrap();
         assert_eq!(cid, "vm-racing");
         let creator = {
             let inflight = inflight.clone();
@@ -232,30 +228,29 @@ pub(crate) mod tests {
         assert_eq!(text, "owner libvirt qemu:///system pool a\n");
         // each sees only its own orphan, however often it looks
         for _ in 0..2 {
-            let seen: Vec<String> = dead(&a, 1).into_iter().map(|(c, _)| c).collect();
+            let seen: Vec<String> = orphans_n(&a, 1).into_iter().map(|(c, _)| c).collect();
             assert_eq!(seen, ["vm-of-a"]);
-            let seen: Vec<String> = dead(&b, 1).into_iter().map(|(c, _)| c).collect();
+            let seen: Vec<String> = orphans_n(&b, 1).into_iter().map(|(c, _)| c).collect();
             assert_eq!(seen, ["vm-of-b"]);
         }
         // a marker without an owner (an older vmcpi) is anyone's; one that names nobody sees only those
         std::fs::write(dir.path().join("inflight/vm-old.lock"), b"").unwrap();
         let anyone = Inflight::new(dir.path());
-        let seen: Vec<String> = dead(&anyone, 1).into_iter().map(|(c, _)| c).collect();
+        let seen: Vec<String> = orphans_n(&anyone, 1).into_iter().map(|(c, _)| c).collect();
         assert_eq!(seen, ["vm-old"]);
-        let mut seen: Vec<String> = dead(&a, 2).into_iter().map(|(c, _)| c).collect();
-        seen.sort();
+        let seen: Vec<String> = orphans_n(&a, 2).into_iter().map(|(c, _)| c).collect();
         assert_eq!(seen, ["vm-of-a", "vm-old"]);
         // the owner commits its own: gone for good, the other's stays
-        for (_, m) in dead(&a, 2) {
+        for (_, m) in orphans_n(&a, 2) {
             m.commit();
         }
         assert!(a.orphans().is_empty());
-        assert_eq!(dead(&b, 1).len(), 1);
+        assert_eq!(orphans_n(&b, 1).len(), 1);
         // an owner is one line
         let c = Inflight::new(dir.path()).owned_by("vsphere x\nowner libvirt qemu:///system pool a");
         drop(c.begin("vm-of-c").unwrap());
         assert!(a.orphans().is_empty(), "a line break in an owner must not make a marker someone else's");
-        assert_eq!(dead(&c, 1).len(), 1);
+        assert_eq!(orphans_n(&c, 1).len(), 1);
     }
 
     #[test]
@@ -268,7 +263,7 @@ pub(crate) mod tests {
         drop(m);
         assert!(inf.orphans().is_empty(), "the child still holds the lock");
         child.wait().unwrap();
-        assert_eq!(inf.orphans().len(), 1);
+        assert_eq!(orphans_n(&inf, 1).len(), 1);
     }
 
     #[test]
@@ -281,7 +276,7 @@ pub(crate) mod tests {
         assert!(inf.orphans().is_empty(), "a held marker is not an orphan");
         // a dead process: the file stays, the lock is gone
         drop(live);
-        let orphans = dead(&inf, 1);
+        let orphans = orphans_n(&inf, 1);
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].0, "vm-live");
         // while one reaper holds it, another does not see it
@@ -295,11 +290,11 @@ pub(crate) mod tests {
         let kept = inf.begin("sc-kept").unwrap();
         std::fs::write(kept.work_dir().unwrap().join("image"), b"x").unwrap();
         drop(kept);
-        for (_, m) in dead(&inf, 1) {
+        for (_, m) in orphans_n(&inf, 1) {
             m.clear_work();
         }
         assert!(!dir.path().join("work/sc-kept").exists());
-        let kept = dead(&inf, 1);
+        let kept = orphans_n(&inf, 1);
         assert_eq!(kept.len(), 1, "the marker stays");
         kept.into_iter().for_each(|(_, m)| m.commit());
         let done = inf.begin("vm-done").unwrap();

@@ -27,6 +27,7 @@ pub mod launcher;
 pub mod logger;
 pub mod medium;
 pub mod redact;
+pub mod rfc3339;
 pub mod rpc;
 pub mod stemcell;
 pub mod transport;

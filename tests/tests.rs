@@ -3,6 +3,10 @@
 
 // The test harness: running the CPI binary, temporary configs, peer checks.
 mod util;
+// The test peers behind one trait (libvirtd, the vSphere simulator, the VMware double): config, stemcell, leftovers.
+mod peer;
+// Suites written once and run on every peer: SIGKILL, hostile input, secret canaries, sixteen processes at once.
+mod suites;
 // The wire protocol through the real binary: bad input, unknown methods, panics, exit status, secrets.
 mod rpc_contract;
 // The libvirt driver against the real libvirt daemon.
@@ -11,14 +15,8 @@ mod libvirt;
 mod guest;
 // QEMU user-mode port forwards (network cloud_properties port_forwards).
 mod portfwd;
-// Secret canaries on every method and error path.
-mod secrets;
 // qemu+ssh:// against OpenSSH on loopback, host key pinned.
 mod remote;
-// SIGKILL at random points of creates: nothing is left after the clean-up.
-mod faults;
-// Hostile input on every method.
-mod hostile;
 // Byte-stable settings media (golden images).
 mod medium;
 // spec/ as the contract: one request and response shape per method.
@@ -27,7 +25,7 @@ mod spec_contract;
 mod release;
 // The vSphere simulator as a test peer: start/stop, stemcell images (also used by benches/vsphere.rs).
 mod vsphere_sim;
-// The vSphere driver against the simulator (vCenter and ESXi models): every method, faults, TLS, parallel create_vm.
+// The vSphere driver against the simulator (vCenter and ESXi models): every method, faults, TLS.
 mod vsphere;
 // Golden tests of every vSphere SOAP message (tests/fixtures/vsphere), no server needed.
 mod vsphere_golden;
@@ -39,7 +37,3 @@ mod vsphere_fake;
 mod launcher;
 // The vmrun driver (VMware Workstation/Fusion/Player) against the VMware test double, locally and over SSH.
 mod vmrun;
-// Issue 6 proofs for vmrun on the VMware test double: SIGKILL, 16 processes, hostile input, secret canaries.
-mod proof_vmrun;
-// Issue 6 proofs for vSphere on the simulator: SIGKILL, 16 processes, hostile input, secret canaries.
-mod proof_vsphere;

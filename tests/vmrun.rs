@@ -415,20 +415,12 @@ fn vmrun_failed_create_leaves_nothing_and_names_the_lock() {
     assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
 }
 
-#[test]
-fn vmrun_eight_parallel_create_vm_on_one_store() {
-    parallel_creates(None);
-}
-
+/// Eight processes, each with its own SSH connection, on one store (sixteen local ones: tests/suites/parallel.rs).
 #[test]
 fn vmrun_eight_parallel_create_vm_on_one_store_over_ssh() {
     let Some((dir, port)) = require_sshd() else { return };
-    parallel_creates(Some(ssh_block(&dir, port, &dir.join("known_hosts"))));
-}
-
-fn parallel_creates(ssh: Option<Value>) {
     let fake = Arc::new(Fake::new());
-    let cpi = Arc::new(Cpi::with_config(&fake.config(ssh.is_none(), ssh)));
+    let cpi = Arc::new(Cpi::with_config(&fake.config(false, Some(ssh_block(&dir, port, &dir.join("known_hosts"))))));
     let img_dir = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
     let started = Instant::now();

@@ -39,6 +39,12 @@ pub(crate) fn vm_props(
     s.object(&vm, paths).unwrap()
 }
 
+/// The values of the custom attributes of `vm` in the vCenter model's VM folder.
+pub(crate) fn custom_values(s: &Session, vm: &str) -> Vec<String> {
+    let p = vm_props(s, "DC0", Some("vmcpi_vms"), vm, &["customValue"]).unwrap();
+    p.get("customValue").unwrap().children.iter().filter_map(|c| c.str_at("value").map(str::to_string)).collect()
+}
+
 pub(crate) fn networks() -> Value {
     json!({"default": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["8.8.8.8"], "default": ["dns", "gateway"], "cloud_properties": {"name": "VM Network"}}})
 }
@@ -154,14 +160,7 @@ fn lifecycle(model: &'static str) {
     cpi.ok("set_vm_metadata", json!([vm, md]));
     cpi.ok("set_vm_metadata", json!([vm, {"director": "again", "deployment": "dep"}]));
     if vcenter {
-        let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["customValue"]).unwrap();
-        let values: Vec<String> = p
-            .get("customValue")
-            .unwrap()
-            .children
-            .iter()
-            .filter_map(|c| c.str_at("value").map(str::to_string))
-            .collect();
+        let values = custom_values(&s, &vm);
         assert!(
             values.contains(&"web/0".to_string())
                 && values.contains(&"again".to_string())
@@ -338,57 +337,6 @@ fn vsphere_faults() {
 }
 
 #[test]
-fn vsphere_parallel_create_vm() {
-    let Some(bin) = vcsim() else { return };
-    let sim = Vcsim::start(&bin, "vpx", false);
-    let tmp = tempfile::tempdir().unwrap();
-    let image = stemcell_image(tmp.path(), false);
-    let cpi = std::sync::Arc::new(Cpi::with_config(&sim.config()));
-    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
-    // 8 CPI processes at once, all creating the VM folder and cloning the same stemcell
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let cpi = cpi.clone();
-            let sc = sc.clone();
-            std::thread::spawn(move || create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512, "disk": 1024})).0)
-        })
-        .collect();
-    let mut vms: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    vms.sort();
-    vms.dedup();
-    assert_eq!(vms.len(), 8);
-    for vm in &vms {
-        assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
-    }
-    // all 8 define the same new custom attributes at once: DuplicateName from the others is handled
-    let handles: Vec<_> = vms
-        .iter()
-        .map(|vm| {
-            let (cpi, vm) = (cpi.clone(), vm.clone());
-            std::thread::spawn(move || {
-                cpi.ok(
-                    "set_vm_metadata",
-                    json!([vm, {"deployment": "par", "name": format!("{vm}/0"), "index": "0", "created_at": "now"}]),
-                )
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    let handles: Vec<_> = vms
-        .into_iter()
-        .map(|vm| {
-            let cpi = cpi.clone();
-            std::thread::spawn(move || cpi.ok("delete_vm", json!([vm])))
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-}
-
-#[test]
 fn vsphere_tls_verification() {
     let Some(bin) = vcsim() else { return };
     let sim = Vcsim::start(&bin, "vpx", true);
@@ -472,180 +420,4 @@ fn vsphere_password_with_xml_specials_never_shows() {
             );
         }
     }
-}
-
-/// What a call killed at a random time did.
-pub(crate) enum Killed {
-    /// It answered first.
-    Answered(Value),
-    /// It was killed after its create had finished, in the microseconds between dropping the in-flight
-    /// marker and writing the response (it had logged what it created): the CID it made, from its log.
-    AfterFinishing(String),
-    /// It was killed mid-way; its log.
-    MidWay(String),
-}
-
-/// Runs one call and SIGKILLs it after `after`.
-pub(crate) fn call_killed(config: &std::path::Path, method: &str, args: Value, after: std::time::Duration) -> Killed {
-    use std::io::Write;
-    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
-    let mut child = std::process::Command::new(crate::util::cpi_bin())
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
-    let deadline = std::time::Instant::now() + after;
-    while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(v["error"].is_null(), "{method}: {v}");
-        return Killed::Answered(v["result"].clone());
-    }
-    let log = String::from_utf8_lossy(&out.stderr);
-    // these lines come right after the marker is dropped
-    if ["created VM ", "created disk ", "stemcell import done"].iter().any(|l| log.contains(l)) {
-        let cid = ["created VM ", "created disk ", "importing stemcell as "]
-            .iter()
-            .find_map(|p| log.split(p).nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no CID in the log of a finished {method}:\n{log}"));
-        return Killed::AfterFinishing(cid.to_string());
-    }
-    Killed::MidWay(log.into_owned())
-}
-
-/// SIGKILL at random points of create_vm, create_disk and create_stemcell; the next create reaps what the
-/// dead processes left (their in-flight markers), the director deletes what it was told about, and no VM,
-/// template, VM folder or disk file may remain. (A marker whose object never appeared stays for a grace
-/// period, because vSphere may still be finishing the dead process's task; it holds nothing.) A process
-/// killed after its create finished, before it wrote the response, is the one window left (microseconds,
-/// as in the libvirt driver); the test counts those and removes their objects as if answered.
-#[test]
-fn vsphere_killed_creates_leave_nothing() {
-    let Some(bin) = vcsim() else { return };
-    let sim = Vcsim::start(&bin, "vpx", false);
-    let cfg = sim.config();
-    let cpi = Cpi::with_config(&cfg);
-    let tmp = tempfile::tempdir().unwrap();
-    let image = stemcell_image(tmp.path(), false);
-    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    let mut below = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let (mut vms, mut disks, mut scs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut killed, mut late) = (0, 0);
-    let mut logs: Vec<String> = Vec::new();
-    let mut record = |k: Killed, list: &mut Vec<String>, cid_of: fn(&Value) -> String| match k {
-        Killed::Answered(r) => list.push(cid_of(&r)),
-        Killed::AfterFinishing(cid) => {
-            late += 1;
-            list.push(cid)
-        }
-        Killed::MidWay(log) => {
-            killed += 1;
-            logs.push(log)
-        }
-    };
-    for _ in 0..6 {
-        let after = std::time::Duration::from_millis(5 + below(200));
-        let k = call_killed(
-            &cpi.config,
-            "create_vm",
-            json!(["a", sc, {"cpu": 1, "ram": 512, "disk": 512}, networks(), [], {}]),
-            after,
-        );
-        record(k, &mut vms, |r| r[0].as_str().unwrap().to_string());
-        let after = std::time::Duration::from_millis(5 + below(40));
-        let k = call_killed(&cpi.config, "create_disk", json!([256, {}, null]), after);
-        record(k, &mut disks, |r| r.as_str().unwrap().to_string());
-        let after = std::time::Duration::from_millis(5 + below(40));
-        let k = call_killed(&cpi.config, "create_stemcell", json!([image, {}]), after);
-        record(k, &mut scs, |r| r.as_str().unwrap().to_string());
-    }
-    eprintln!("of 18 creates: {killed} killed mid-way, {late} killed after finishing");
-    // the next create reaps; then the director deletes what it was told about. A killed CPI's xorriso may
-    // still be running for a moment, holding the marker lock it inherited (by design: the reaper keeps away
-    // while a child of the dead process still works), so give those a second to finish.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut debug_cfg = cfg.clone();
-    debug_cfg["log_level"] = json!("debug");
-    let reaper = Cpi::with_config(&debug_cfg).call("create_disk", json!([256, {}, null]));
-    let reaper_log: String = reaper.stderr.lines().filter(|l| !l.contains("HTTP 200")).collect::<Vec<_>>().join("\n");
-    let markers: Vec<String> = std::fs::read_dir(sim.dir.path().join("state"))
-        .map(|r| {
-            r.flatten()
-                .flat_map(|d| {
-                    std::fs::read_dir(d.path().join("inflight"))
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let diag = format!("markers left: {markers:?}\nkilled logs mentioning them are below\nreaper log:\n{reaper_log}");
-    disks.push(reaper.response["result"].as_str().unwrap().to_string());
-    for vm in &vms {
-        cpi.ok("delete_vm", json!([vm]));
-    }
-    for d in &disks {
-        cpi.ok("delete_disk", json!([d]));
-    }
-    for s in scs.iter().chain([&sc]) {
-        cpi.ok("delete_stemcell", json!([s]));
-    }
-    let s = session(&sim, &sim.driver());
-    for folder in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates"] {
-        let f = s.find(folder).unwrap().unwrap();
-        let children = s.object(&f, &["childEntity"]).unwrap().unwrap();
-        let names: Vec<String> = children
-            .get("childEntity")
-            .map(|c| {
-                c.children
-                    .iter()
-                    .filter_map(|m| {
-                        s.object(&m.as_moref().unwrap(), &["name"]).unwrap()?.str("name").map(str::to_string)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let about: Vec<&String> =
-            names.iter().flat_map(|n| logs.iter().filter(move |l| l.contains(n.as_str()))).collect();
-        assert!(
-            names.is_empty(),
-            "{folder} has leftovers: {names:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}"
-        );
-    }
-    let ds = sim.datastore_dir();
-    let left: Vec<String> = std::fs::read_dir(ds.join("vmcpi_disks"))
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    let about: Vec<&String> =
-        left.iter().filter_map(|f| f.get(..25)).flat_map(|cid| logs.iter().filter(move |l| l.contains(cid))).collect();
-    assert!(
-        left.is_empty(),
-        "disk files left: {left:?}\n{diag}\nlogs of the killed processes that made them:\n{about:?}"
-    );
-    let dirs: Vec<String> = std::fs::read_dir(&ds)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("vm-") || n.starts_with("sc-"))
-        .collect();
-    assert!(dirs.is_empty(), "VM folders left on the datastore: {dirs:?}");
 }

@@ -3,6 +3,7 @@
 pub mod bootstrap;
 pub mod libvirt;
 pub mod props;
+pub mod undo;
 pub mod vmrun;
 pub mod vsphere;
 

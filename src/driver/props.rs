@@ -1,6 +1,7 @@
 //! What the three drivers share about VM `cloud_properties`: the size keys (`cpu`, `ram`, `disk`) with one set
 //! of defaults, one check against the hypervisor's [`Limits`], and one `calculate_vm_cloud_properties`.
-//! Each driver keeps its extras (datastores, kernel, bootstrap, …) in its own `props.rs`, beside these keys.
+//! Each driver declares its VM properties with [`vm_props!`]: these keys and `bootstrap`, then its extras
+//! (datastores, kernel, …) in its own `props.rs`.
 use crate::driver::VmResources;
 use crate::error::{DriverError, DriverResult};
 use serde_json::{json, Value};
@@ -13,6 +14,40 @@ pub fn default_cpu() -> u32 {
 /// The default `ram`: 1 GiB, in MiB.
 pub fn default_ram() -> u64 {
     1024
+}
+
+/// Declares a driver's VM `cloud_properties` struct: the keys every driver reads (`cpu`, `ram`, `disk` with
+/// the shared defaults, and the optional `bootstrap` block) followed by the driver's own fields. One flat
+/// struct rather than a `#[serde(flatten)]`ed part: serde's `deny_unknown_fields` does not work with
+/// `flatten`, and a typo must be refused with every accepted key named.
+macro_rules! vm_props {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            /// vCPUs.
+            #[serde(default = "crate::driver::props::default_cpu")]
+            pub(super) cpu: u32,
+            /// RAM in MiB.
+            #[serde(default = "crate::driver::props::default_ram")]
+            pub(super) ram: u64,
+            /// Ephemeral disk in MiB (0: none; the agent then partitions the root disk).
+            #[serde(default)]
+            pub(super) disk: u64,
+            $($(#[$fmeta])* pub(super) $field: $ty,)*
+            /// Script run in the guest after boot ([`crate::driver::bootstrap`]).
+            #[serde(default)]
+            pub(super) bootstrap: Option<crate::driver::bootstrap::Bootstrap>,
+        }
+    };
+}
+pub(crate) use vm_props;
+
+/// Reads `cloud_properties` (of a VM, disk or network: `what` names them in the error) into a driver's
+/// struct; a typo or a wrong type is an [`DriverError::invalid`] request.
+pub fn parse<T: serde::de::DeserializeOwned>(what: &str, m: &serde_json::Map<String, Value>) -> DriverResult<T> {
+    serde_json::from_value(Value::Object(m.clone())).map_err(|e| DriverError::invalid(what, e.to_string()))
 }
 
 /// A hypervisor's limits on a VM's size.
@@ -93,14 +128,15 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
 
+    /// A made-up hypervisor with a RAM step, so that rounding is seen.
     const L: Limits = Limits {
-        max_cpus: 128,
-        min_ram_mib: 4,
-        max_ram_mib: 128 << 10,
-        ram_step_mib: 4,
-        max_disk_mib: 8 << 20,
-        max_ram_text: "128 GiB",
-        max_disk_text: "8 TiB",
+        max_cpus: 64,
+        min_ram_mib: 8,
+        max_ram_mib: 64 << 10,
+        ram_step_mib: 8,
+        max_disk_mib: 4 << 20,
+        max_ram_text: "64 GiB",
+        max_disk_text: "4 TiB",
     };
 
     fn res(cpu: u64, ram: u64, disk: u64) -> VmResources {
@@ -111,7 +147,7 @@ mod tests {
     fn check_refuses_what_the_hypervisor_cannot_run() {
         assert!(L.check(1, 1024, 0).is_ok());
         for (cpu, ram, disk) in
-            [(0, 1024, 0), (129, 1024, 0), (1, 0, 0), (1, 1023, 0), (1, u64::MAX, 0), (1, 1024, u64::MAX)]
+            [(0, 1024, 0), (65, 1024, 0), (1, 0, 0), (1, 1023, 0), (1, u64::MAX, 0), (1, 1024, u64::MAX)]
         {
             let e = L.check(cpu, ram, disk).unwrap_err();
             assert_eq!((e.kind(), e.retryable()), (ErrorKind::Invalid, false), "{cpu} {ram} {disk}: {e}");

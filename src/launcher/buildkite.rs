@@ -107,37 +107,6 @@ pub fn is_started(state: &str) -> bool {
     matches!(state, "assigned" | "accepted" | "running" | "canceling" | "timing_out") || is_terminal(state)
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` into Unix seconds (fractional).
-pub fn parse_rfc3339(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let rest = &s[19..];
-    let (frac, tz) = match rest.strip_prefix('.') {
-        Some(r) => {
-            let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-            (format!("0.{}", &r[..end]).parse::<f64>().ok()?, &r[end..])
-        }
-        None => (0.0, rest),
-    };
-    if tz != "Z" && tz != "+00:00" {
-        return None;
-    }
-    // days from civil (Howard Hinnant)
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
-}
-
 /// A job's age for sorting: the instant of its `scheduled_at`; a missing or unreadable time counts as the
 /// oldest (so such a job is not starved). `f64::total_cmp` keeps the order total.
 struct Age(Option<f64>);
@@ -169,7 +138,12 @@ impl Ord for Age {
 /// `10:00:01Z` is older than `10:00:01.500Z`), then by the text and the id so that the order is total.
 pub fn sort_jobs(jobs: &mut [ScheduledJob]) {
     jobs.sort_by_cached_key(|j| {
-        (std::cmp::Reverse(j.priority), Age(parse_rfc3339(&j.scheduled_at)), j.scheduled_at.clone(), j.id.clone())
+        (
+            std::cmp::Reverse(j.priority),
+            Age(crate::rfc3339::parse(&j.scheduled_at)),
+            j.scheduled_at.clone(),
+            j.id.clone(),
+        )
     });
 }
 
@@ -318,16 +292,10 @@ impl Http {
             };
             let mut resp = match req {
                 Ok(r) => r,
-                Err(e) if attempt < self.attempts => {
-                    crate::launcher::log::warn(&format!(
-                        "{}; retrying",
-                        crate::launcher::log::chain(&BkError::transport(what, e))
-                    ));
-                    std::thread::sleep(backoff);
-                    backoff *= 2;
+                Err(e) => {
+                    retry_transport(what, e, attempt < self.attempts, &mut backoff)?;
                     continue;
                 }
-                Err(e) => return Err(BkError::transport(what, e)),
             };
             let status = resp.status().as_u16();
             let limits = Limits::parse(
@@ -342,16 +310,10 @@ impl Http {
             // acted on it, so it is retried like a transport error (every request here may be repeated)
             let text = match resp.body_mut().read_to_string() {
                 Ok(t) => t,
-                Err(e) if attempt < self.attempts => {
-                    crate::launcher::log::warn(&format!(
-                        "{}; retrying",
-                        crate::launcher::log::chain(&BkError::transport(what, e))
-                    ));
-                    std::thread::sleep(backoff);
-                    backoff *= 2;
+                Err(e) => {
+                    retry_transport(what, e, attempt < self.attempts, &mut backoff)?;
                     continue;
                 }
-                Err(e) => return Err(BkError::transport(what, e)),
             };
             if status == 429 {
                 let wait = limits.after_429();
@@ -374,6 +336,19 @@ impl Http {
             return Ok(Reply { status, body: text, link });
         }
     }
+}
+
+/// A request that failed on the way (connect, send, or reading the body): with attempts left, logs it and
+/// waits `backoff` (then doubled) so the caller tries again; else the error.
+fn retry_transport(what: &str, e: ureq::Error, again: bool, backoff: &mut Duration) -> Result<(), BkError> {
+    let e = BkError::transport(what, e);
+    if !again {
+        return Err(e);
+    }
+    crate::launcher::log::warn(&format!("{}; retrying", crate::launcher::log::chain(&e)));
+    std::thread::sleep(*backoff);
+    *backoff *= 2;
+    Ok(())
 }
 
 fn json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, BkError> {
@@ -883,23 +858,6 @@ fn link_page(url: &str) -> Option<u64> {
     url.split_once('?')?.1.split('&').find_map(|kv| kv.strip_prefix("page=")).and_then(|v| v.parse().ok())
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // civil from days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
-}
-
 impl Rest {
     pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Option<Rest> {
         let r = cfg.buildkite.rest.as_ref()?;
@@ -922,7 +880,7 @@ impl Rest {
             "{}/v2/organizations/{}/builds?per_page=100&created_from={}",
             self.base,
             enc(&self.org),
-            enc(&rfc3339(from))
+            enc(&crate::rfc3339::format(from))
         );
         for s in states {
             url.push_str(&format!("&state%5B%5D={s}"));
@@ -1029,23 +987,13 @@ impl Source for Rest {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_rfc3339() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(parse_rfc3339("2026-01-05T10:00:01.500Z"), Some(1_767_607_201.5));
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800.0));
-        assert_eq!(parse_rfc3339("2026-01-05 10:00:01"), None);
-        assert_eq!(parse_rfc3339("2026-01-05T10:00:01+02:00"), None);
+    /// A listed job without rules.
+    fn j(id: &str, priority: i64, scheduled_at: &str) -> ScheduledJob {
+        ScheduledJob { id: id.into(), priority, rules: vec![], scheduled_at: scheduled_at.into() }
     }
 
     #[test]
     fn order_is_priority_then_age() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob {
-            id: id.into(),
-            priority: p,
-            rules: vec![],
-            scheduled_at: at.into(),
-        };
         let mut v = vec![
             j("a", 0, "2026-01-01T00:00:02Z"),
             j("b", 5, "2026-01-01T00:00:03Z"),
@@ -1068,9 +1016,6 @@ mod tests {
         assert_eq!(link_rel(l, "prev").as_deref().and_then(link_page), Some(2));
         assert_eq!(link_rel(l, "next"), None);
         assert_eq!(link_page("https://x/b?per_page=100"), None);
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_767_607_201), "2026-01-05T10:00:01Z");
-        assert_eq!(parse_rfc3339(&rfc3339(951_868_800)), Some(951_868_800.0));
     }
 
     const J1: &str = "b63254c0-3271-4a98-8270-7cfbd6c2f14e";
@@ -1216,12 +1161,6 @@ mod tests {
 
     #[test]
     fn order_compares_instants_not_text() {
-        let j = |id: &str, p: i64, at: &str| ScheduledJob {
-            id: id.into(),
-            priority: p,
-            rules: vec![],
-            scheduled_at: at.into(),
-        };
         // as text, "…01.500Z" < "…01Z" < "…00+00:00"; as instants it is the other way round
         let mut v = vec![
             j("a", 0, "2026-01-05T10:00:01.500Z"),

@@ -8,7 +8,6 @@
 //! can tell "still running" (lock held) from "finished" (lock free) without trusting PIDs.
 use serde_json::{json, Value};
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,7 +77,7 @@ impl SpoolFiles {
     /// Whether a CPI process started for this call is still running (it holds the lock on the err file).
     pub fn running(&self) -> bool {
         match File::open(&self.err) {
-            Ok(f) => !try_lock(&f),
+            Ok(f) => f.try_lock().is_err(),
             Err(_) => false,
         }
     }
@@ -94,20 +93,6 @@ impl SpoolFiles {
     pub fn outcome(&self, method: &str, status: &str) -> Result<Value, CpiError> {
         let out = std::fs::read(&self.out).map_err(|source| CpiError::Spool { path: self.out.clone(), source })?;
         parse_response(method, &out, status, &self.err)
-    }
-}
-
-fn try_lock(f: &File) -> bool {
-    // SAFETY: flock on a valid, open descriptor has no memory-safety preconditions.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
-
-fn lock(f: &File) -> std::io::Result<()> {
-    // SAFETY: as above.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -155,7 +140,7 @@ impl Cpi {
         let stdout = File::create(&files.out).map_err(spool(&files.out))?;
         let stderr =
             OpenOptions::new().create(true).write(true).truncate(true).open(&files.err).map_err(spool(&files.err))?;
-        lock(&stderr).map_err(spool(&files.err))?;
+        stderr.lock().map_err(spool(&files.err))?;
         let program = self.argv.first().cloned().unwrap_or_default();
         let mut cmd = Command::new(&program);
         cmd.args(self.argv.get(1..).unwrap_or_default()).env_clear().env("PATH", CPI_PATH);

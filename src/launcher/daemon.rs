@@ -5,9 +5,7 @@
 //! by an fsync'd ledger entry, and every VM is deleted when its job ends, is cancelled, never starts, or the
 //! VM passes its deadline. On start, [`Daemon::recover`] settles every open record before any new work.
 use crate::launcher::breaker::{Breaker, Gate};
-use crate::launcher::buildkite::{
-    is_started, is_terminal, parse_rfc3339, sort_jobs, BkError, Listing, ScheduledJob, Source,
-};
+use crate::launcher::buildkite::{is_started, is_terminal, sort_jobs, BkError, Listing, ScheduledJob, Source};
 use crate::launcher::config::{Config, OnShutdown};
 use crate::launcher::cpi::{Cpi, CpiError};
 use crate::launcher::http::{self, Assignment, Shared, SharedRef};
@@ -15,6 +13,7 @@ use crate::launcher::ledger::{Event, Intent, Ledger, LedgerError, Record};
 use crate::launcher::log;
 use crate::launcher::plan::{plan, Capacity, Decision, PoolInfo};
 use crate::launcher::power::{self, Power};
+use crate::launcher::tracked::{After, Tracked};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,10 +49,7 @@ fn now_f() -> f64 {
 
 /// 32 hex characters from the kernel's random source.
 pub fn random_hex() -> Result<String, DaemonError> {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(DaemonError::Random)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::ids::try_random_hex(32).map_err(DaemonError::Random)
 }
 
 /// What a worker thread reports.
@@ -85,14 +81,6 @@ enum Msg {
     },
 }
 
-/// What happens to a record once its VM is deleted.
-#[derive(Debug, Clone)]
-enum After {
-    Close(String),
-    Retry(String),
-    FailJob(String),
-}
-
 /// The running launcher.
 pub struct Daemon {
     cfg: Config,
@@ -106,32 +94,14 @@ pub struct Daemon {
     shared: SharedRef,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
-    /// Records with a CPI call in flight (create or delete).
-    busy: HashSet<String>,
-    after: HashMap<String, After>,
-    /// Jobs refused (unknown flavor) or notified about waiting, so each happens once.
-    refused: HashSet<String>,
-    notified: HashSet<String>,
-    seen: HashSet<String>,
-    scheduled_at: HashMap<String, f64>,
-    started: HashSet<String>,
+    /// Per job and per open record: what the loop knows beyond the ledger.
+    tracked: Tracked,
     stop: Arc<AtomicBool>,
     bk_wait_until: Option<Instant>,
-    /// When each held job was last reserved (reservations are extended while its VM boots).
-    reserved_at: HashMap<String, Instant>,
-    /// Jobs of a reserve whose answer was lost: reserved again (idempotent) on the next poll, until their
-    /// reservation would have run out.
-    unsure: HashMap<String, (ScheduledJob, Instant)>,
-    /// Records whose next create_vm attempt waits until then (backoff after a failed attempt).
-    retry_at: HashMap<String, Instant>,
     /// Polls of the Buildkite API that failed in a row.
     failed_polls: u32,
     /// Per pool: its circuit breaker.
     breakers: Vec<Breaker>,
-    /// The agent query rules of the jobs this launcher holds (to move a job to another pool).
-    job_rules: HashMap<String, Vec<String>>,
-    /// Pools a job was moved away from (it is not moved back: no ping-pong between two failing pools).
-    tried: HashMap<String, HashSet<usize>>,
     /// What `pools.json` holds now.
     published: String,
     /// Per pool: its host's power state, since when, and since when it has been idle (powered on).
@@ -257,22 +227,11 @@ impl Daemon {
             shared,
             tx,
             rx,
-            busy: HashSet::new(),
-            after: HashMap::new(),
-            refused: HashSet::new(),
-            notified: HashSet::new(),
-            seen: HashSet::new(),
-            scheduled_at: HashMap::new(),
-            started: HashSet::new(),
+            tracked: Tracked::default(),
             stop,
             bk_wait_until: None,
-            reserved_at: HashMap::new(),
-            unsure: HashMap::new(),
-            retry_at: HashMap::new(),
             failed_polls: 0,
             breakers: Vec::new(),
-            job_rules: HashMap::new(),
-            tried: HashMap::new(),
             published: String::new(),
             power: Vec::new(),
             power_since: Vec::new(),
@@ -420,7 +379,9 @@ impl Daemon {
         if r.intent.job.is_empty() || r.cid.is_some() {
             return Ok(false);
         }
-        let rules_text = self.job_rules.get(&r.intent.job).cloned().unwrap_or_else(|| r.intent.agent_tags.clone());
+        let job = self.tracked.get_job(&r.intent.job);
+        let rules_text = job.and_then(|j| j.rules.clone()).unwrap_or_else(|| r.intent.agent_tags.clone());
+        let tried = job.map(|j| j.tried.clone()).unwrap_or_default();
         let Some(rules) = rules_text.iter().map(|t| crate::launcher::rules::Rule::parse(t)).collect::<Option<Vec<_>>>()
         else {
             return Ok(false);
@@ -428,10 +389,9 @@ impl Daemon {
         let creating = self.creating();
         let mut cap = Capacity::new(&self.cfg, &self.ledger.state, &creating);
         let mut target = None;
-        let tried = self.tried.get(&r.intent.job);
         for (i, p) in self.cfg.pools.iter().enumerate() {
             if i == from
-                || tried.is_some_and(|t| t.contains(&i))
+                || tried.contains(&i)
                 || !self.breakers[i].allows_create()
                 || !self.power[i].usable()
                 || self.stemcells[i].is_empty()
@@ -466,13 +426,12 @@ impl Daemon {
             }
         ));
         let job = r.intent.job.clone();
-        let reserved = self.reserved_at.get(&job).copied();
+        let reserved = self.tracked.get_job(&job).and_then(|j| j.reserved_at);
         self.forget(r);
         self.ledger.append(Event::Closed { id: r.intent.id.clone(), reason: format!("moved to pool {tname}") })?;
-        if let Some(t) = reserved {
-            self.reserved_at.insert(job.clone(), t);
-        }
-        self.tried.entry(job.clone()).or_default().insert(from);
+        let j = self.tracked.job(&job);
+        j.reserved_at = reserved;
+        j.tried.insert(from);
         http::lock(&self.shared).metrics.inc(
             "launcher_jobs_failed_over_total",
             &[("pool", &fname), ("to", &tname)],
@@ -583,7 +542,7 @@ impl Daemon {
                 .state
                 .open
                 .values()
-                .any(|r| r.intent.pool == *name && r.cid.is_none() && !self.busy.contains(&r.intent.id));
+                .any(|r| r.intent.pool == *name && r.cid.is_none() && !self.tracked.is_busy(&r.intent.id));
             if pending
                 && self.power[i] == Power::Off
                 && !self.power_busy[i]
@@ -907,7 +866,7 @@ impl Daemon {
                 log::info(&format!("SIGTERM: taking no new work; on_shutdown = {:?}", self.cfg.on_shutdown));
                 stopping_logged = true;
             }
-            if stopping && self.busy.is_empty() {
+            if stopping && self.tracked.busy().next().is_none() {
                 let drained = self.ledger.state.open.values().all(|r| r.cid.is_none());
                 if self.cfg.on_shutdown == OnShutdown::Leave || drained {
                     break;
@@ -1013,21 +972,18 @@ impl Daemon {
         // jobs of a reserve whose answer was lost are hidden from the list while that reservation holds:
         // they are planned (and reserved, idempotently) again until the reservation would have run out
         let expiry = Duration::from_secs(u64::from(self.cfg.buildkite.reservation_expiry_seconds));
-        self.unsure.retain(|_, (_, t)| t.elapsed() < expiry);
-        if !stopping && !self.unsure.is_empty() {
+        let unsure = self.tracked.unsure(expiry);
+        if !stopping && !unsure.is_empty() {
             let listed: HashSet<String> = listing.jobs.iter().map(|j| j.id.clone()).collect();
-            listing.jobs.extend(
-                self.unsure
-                    .values()
-                    .filter(|(j, _)| !listed.contains(&j.id) && !self.ledger.state.has_job(&j.id))
-                    .map(|(j, _)| j.clone()),
-            );
+            listing
+                .jobs
+                .extend(unsure.into_iter().filter(|j| !listed.contains(&j.id) && !self.ledger.state.has_job(&j.id)));
             sort_jobs(&mut listing.jobs);
         }
         http::lock(&self.shared).metrics.set("launcher_queue_paused", &[], if listing.paused { 1.0 } else { 0.0 });
         for j in &listing.jobs {
-            if let Some(t) = parse_rfc3339(&j.scheduled_at) {
-                self.scheduled_at.entry(j.id.clone()).or_insert(t);
+            if let Some(t) = crate::rfc3339::parse(&j.scheduled_at) {
+                self.tracked.job(&j.id).scheduled_at.get_or_insert(t);
             }
         }
         if !stopping {
@@ -1045,19 +1001,14 @@ impl Daemon {
     fn prune(&mut self, listing: &Listing) {
         let mut keep: HashSet<&str> = listing.jobs.iter().map(|j| j.id.as_str()).collect();
         keep.extend(self.ledger.state.open.values().map(|r| r.intent.job.as_str()));
-        for set in [&mut self.seen, &mut self.refused, &mut self.notified, &mut self.started] {
-            set.retain(|j| keep.contains(j.as_str()));
-        }
-        self.scheduled_at.retain(|j, _| keep.contains(j.as_str()));
-        self.job_rules.retain(|j, _| keep.contains(j.as_str()));
-        self.tried.retain(|j, _| keep.contains(j.as_str()));
-        self.reserved_at.retain(|j, _| keep.contains(j.as_str()));
+        let open = &self.ledger.state.open;
+        self.tracked.prune(&keep, |id| open.contains_key(id));
     }
 
     /// Decides for every open record that has no call in flight.
     fn settle(&mut self, states: &HashMap<String, String>, stopping: bool) -> Result<(), DaemonError> {
         let records: Vec<Record> =
-            self.ledger.state.open.values().filter(|r| !self.busy.contains(&r.intent.id)).cloned().collect();
+            self.ledger.state.open.values().filter(|r| !self.tracked.is_busy(&r.intent.id)).cloned().collect();
         let t = now();
         for r in records {
             let id = r.intent.id.clone();
@@ -1066,17 +1017,19 @@ impl Daemon {
                 continue;
             };
             let pool = self.cfg.pools[pi].clone();
-            if is_started(state) && !self.started.contains(&r.intent.job) {
-                self.started.insert(r.intent.job.clone());
-                if let Some(s) = self.scheduled_at.get(&r.intent.job) {
-                    http::lock(&self.shared).metrics.observe(
-                        "launcher_queue_to_running_seconds",
-                        &[("pool", &pool.name)],
-                        (now_f() - s).max(0.0),
-                    );
+            if is_started(state) {
+                let job = self.tracked.job(&r.intent.job);
+                if !std::mem::replace(&mut job.started, true) {
+                    if let Some(s) = job.scheduled_at {
+                        http::lock(&self.shared).metrics.observe(
+                            "launcher_queue_to_running_seconds",
+                            &[("pool", &pool.name)],
+                            (now_f() - s).max(0.0),
+                        );
+                    }
                 }
             }
-            if let Some(after) = self.after.get(&id).cloned() {
+            if let Some(after) = self.tracked.get_record(&id).and_then(|x| x.after.clone()) {
                 if r.cid.is_some() {
                     // a delete that failed before: try again
                     self.start_delete(&r, after);
@@ -1143,14 +1096,16 @@ impl Daemon {
                             self.fail_job(&r.intent.job, &pool.name, &reason);
                         }
                         self.ledger.append(Event::Closed { id, reason: "create failed".into() })?;
-                    } else if !stopping && self.retry_at.get(&id).is_none_or(|at| Instant::now() >= *at) {
+                    } else if !stopping
+                        && self.tracked.get_record(&id).and_then(|x| x.retry_at).is_none_or(|at| Instant::now() >= at)
+                    {
                         let creating = self.creating()[pi];
                         if creating < pool.limits.max_concurrent_creates
                             && self.breakers[pi].allows_create()
                             && self.power[pi].usable()
                             && !self.stemcells[pi].is_empty()
                         {
-                            self.retry_at.remove(&id);
+                            self.tracked.record(&id).retry_at = None;
                             self.start_create(&r)?;
                         }
                     }
@@ -1171,7 +1126,7 @@ impl Daemon {
             .values()
             .map(|r| &r.intent.job)
             .filter(|j| states.get(*j).is_some_and(|s| s == "scheduled"))
-            .filter(|j| self.reserved_at.get(*j).is_none_or(|t| t.elapsed() >= half))
+            .filter(|j| self.tracked.get_job(j).and_then(|j| j.reserved_at).is_none_or(|t| t.elapsed() >= half))
             .cloned()
             .collect();
         if due.is_empty() {
@@ -1180,7 +1135,7 @@ impl Daemon {
         match self.source.reserve(&due) {
             Ok(ok) => {
                 for j in ok {
-                    self.reserved_at.insert(j, Instant::now());
+                    self.tracked.job(&j).reserved_at = Some(Instant::now());
                 }
             }
             Err(e) => self.bk_error("reserve", &e),
@@ -1190,7 +1145,7 @@ impl Daemon {
     fn fail_job(&mut self, job: &str, pool: &str, reason: &str) {
         log::warn(&format!("job={job} pool={pool} finishing with -1: {reason}"));
         // a source that cannot fail a job (REST) lists it again: this launcher does not retry it
-        self.refused.insert(job.to_string());
+        self.tracked.job(job).refused = true;
         http::lock(&self.shared).metrics.inc("launcher_jobs_failed_total", &[("pool", pool)], 1.0);
         if let Err(e) = self.source.finish(job, -1, reason) {
             self.bk_error("finish", &e);
@@ -1200,7 +1155,7 @@ impl Daemon {
     /// create_vm calls in flight per pool.
     fn creating(&self) -> Vec<u32> {
         let mut v = vec![0; self.cfg.pools.len()];
-        for id in &self.busy {
+        for id in self.tracked.busy() {
             if let Some(r) = self.ledger.state.open.get(id) {
                 if r.cid.is_none() {
                     if let Some(i) = self.pool_index(&r.intent.pool) {
@@ -1221,7 +1176,8 @@ impl Daemon {
                 self.infos[i].gate = Gate::Open;
             }
         }
-        let decisions = plan(&self.cfg, &self.infos, &self.ledger.state, &self.busy, listing, &self.refused);
+        let busy: HashSet<String> = self.tracked.busy().map(str::to_string).collect();
+        let decisions = plan(&self.cfg, &self.infos, &self.ledger.state, &busy, listing, &self.tracked.refused());
         if !self.stop.load(Ordering::SeqCst) {
             self.manage_power(listing, &decisions);
         }
@@ -1234,7 +1190,7 @@ impl Daemon {
                 | Decision::Wait { job, pool, .. }
                 | Decision::Assign { job, pool, .. } => (job, *pool),
             };
-            if self.seen.insert(job.id.clone()) {
+            if !std::mem::replace(&mut self.tracked.job(&job.id).seen, true) {
                 http::lock(&self.shared).metrics.inc(
                     "launcher_jobs_seen_total",
                     &[("pool", &self.cfg.pools[pool].name)],
@@ -1247,7 +1203,7 @@ impl Daemon {
                 }
                 Decision::Wait { job, pool, reason } => {
                     *waiting.entry((self.cfg.pools[*pool].name.clone(), reason)).or_default() += 1.0;
-                    if *reason == "ip" && self.notified.insert(job.id.clone()) {
+                    if *reason == "ip" && !std::mem::replace(&mut self.tracked.job(&job.id).notified, true) {
                         let msg = format!(
                             "agent-launcher: waiting for a free IP address in pool {}",
                             self.cfg.pools[*pool].name
@@ -1273,10 +1229,10 @@ impl Daemon {
         let reserved: HashSet<String> = match self.source.reserve(&to_reserve) {
             Ok(r) => {
                 for j in &to_reserve {
-                    self.unsure.remove(j);
+                    self.tracked.job(j).unsure = None;
                 }
                 for j in &r {
-                    self.reserved_at.insert(j.clone(), Instant::now());
+                    self.tracked.job(j).reserved_at = Some(Instant::now());
                 }
                 r.into_iter().collect()
             }
@@ -1285,7 +1241,7 @@ impl Daemon {
                 if e.is_ambiguous() {
                     // the server may have reserved them: reconcile on the next poll
                     for j in listing.jobs.iter().filter(|j| to_reserve.contains(&j.id)) {
-                        self.unsure.entry(j.id.clone()).or_insert_with(|| (j.clone(), Instant::now()));
+                        self.tracked.job(&j.id).unsure.get_or_insert_with(|| (j.clone(), Instant::now()));
                     }
                 }
                 return Ok(());
@@ -1299,7 +1255,7 @@ impl Daemon {
                         &[("pool", &self.cfg.pools[pool].name)],
                         1.0,
                     );
-                    self.job_rules.insert(job.id.clone(), job.rules.clone());
+                    self.tracked.job(&job.id).rules = Some(job.rules.clone());
                     self.new_vm(pool, &job.id, flavor, cpu, ram, agent_tags, ip)?;
                 }
                 Decision::Assign { job, pool, record, agent_tags } if reserved.contains(&job.id) => {
@@ -1332,7 +1288,7 @@ impl Daemon {
                 }
                 Decision::Refuse { job, pool, reason } if reserved.contains(&job.id) => {
                     let name = self.cfg.pools[pool].name.clone();
-                    self.refused.insert(job.id.clone());
+                    self.tracked.job(&job.id).refused = true;
                     self.fail_job(&job.id, &name, &format!("agent-launcher: {reason}"));
                 }
                 _ => {}
@@ -1450,7 +1406,7 @@ impl Daemon {
         };
         let n = r.attempts + 1;
         self.ledger.append(Event::Attempt { id: r.intent.id.clone(), n })?;
-        self.busy.insert(r.intent.id.clone());
+        self.tracked.record(&r.intent.id).busy = true;
         self.breakers[pi].create_started();
         let pool = self.cfg.pools[pi].clone();
         let cpi = self.cpis[pi].clone();
@@ -1492,8 +1448,8 @@ impl Daemon {
         let (Some(pi), Some(cid)) = (self.pool_index(&r.intent.pool), r.cid.clone()) else {
             return;
         };
-        self.after.insert(r.intent.id.clone(), after);
-        self.busy.insert(r.intent.id.clone());
+        let run = self.tracked.record(&r.intent.id);
+        (run.after, run.busy) = (Some(after), true);
         let cpi = self.cpis[pi].clone();
         let ctx = cpi_context(&self.cfg);
         let (tx, shared, id) = (self.tx.clone(), self.shared.clone(), r.intent.id.clone());
@@ -1512,7 +1468,7 @@ impl Daemon {
             Msg::PowerDone { pool, on, res } => self.power_done(pool, on, res),
             Msg::WakeProbed { pool, ok } => self.wake_probed(pool, ok)?,
             Msg::Created { id, n, res } => {
-                self.busy.remove(&id);
+                self.tracked.record(&id).busy = false;
                 let Some(r) = self.ledger.state.open.get(&id).cloned() else {
                     return Ok(());
                 };
@@ -1550,7 +1506,7 @@ impl Daemon {
                             }
                         ));
                         self.ledger.append(Event::AttemptFailed { id: id.clone(), n, reason: e.to_string() })?;
-                        self.retry_at.insert(id, Instant::now() + create_backoff(r.failures + 1));
+                        self.tracked.record(&id).retry_at = Some(Instant::now() + create_backoff(r.failures + 1));
                     }
                 }
                 if let Some(f) = files {
@@ -1558,7 +1514,7 @@ impl Daemon {
                 }
             }
             Msg::Deleted { id, res } => {
-                self.busy.remove(&id);
+                self.tracked.record(&id).busy = false;
                 let Some(r) = self.ledger.state.open.get(&id).cloned() else {
                     return Ok(());
                 };
@@ -1575,14 +1531,14 @@ impl Daemon {
                     }
                 }
                 log::info(&format!("record={id} job={} vm={} deleted", r.intent.job, r.cid.as_deref().unwrap_or("-")));
-                match self.after.remove(&id).unwrap_or(After::Close("deleted".into())) {
+                match self.tracked.record(&id).after.take().unwrap_or(After::Close("deleted".into())) {
                     After::Close(reason) => {
                         self.forget(&r);
                         self.ledger.append(Event::Closed { id, reason })?;
                     }
                     After::Retry(reason) => {
                         self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason })?;
-                        self.retry_at.insert(id, Instant::now() + create_backoff(r.failures + 1));
+                        self.tracked.record(&id).retry_at = Some(Instant::now() + create_backoff(r.failures + 1));
                     }
                     After::FailJob(reason) => {
                         if !r.intent.job.is_empty() {
@@ -1598,8 +1554,7 @@ impl Daemon {
     }
 
     fn forget(&mut self, r: &Record) {
-        self.reserved_at.remove(&r.intent.job);
-        self.retry_at.remove(&r.intent.id);
+        self.tracked.forget(&r.intent.job, &r.intent.id);
         http::lock(&self.shared).assignments.remove(&r.intent.secret);
     }
 
@@ -1678,7 +1633,7 @@ impl Daemon {
                 ("warm", 0.0),
             ]);
             for r in self.ledger.state.open.values().filter(|r| r.intent.pool == p.name) {
-                let st = match (&r.cid, self.busy.contains(&r.intent.id)) {
+                let st = match (&r.cid, self.tracked.is_busy(&r.intent.id)) {
                     (None, true) => "creating",
                     (None, false) => "pending",
                     (Some(_), true) => "deleting",

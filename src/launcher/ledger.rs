@@ -237,9 +237,10 @@ impl Ledger {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(LedgerError::Locked(dir.to_path_buf()));
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LedgerError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
         let state = read(dir)?;
         let path = dir.join("ledger.jsonl");

@@ -26,3 +26,4 @@ pub mod power;
 pub mod rules;
 pub mod status;
 pub mod stemcell;
+pub mod tracked;

@@ -234,9 +234,15 @@ mod tests {
 
     #[test]
     fn permanent_create_failures_are_not_retryable() {
+        use crate::driver::libvirt::error::LibvirtError;
+        use crate::driver::vmrun::error::VmrunError;
+        use crate::driver::vsphere::error::VsphereError;
         for e in [
-            DriverError::other("stemcell sc-1 has no snapshot to clone from: upload it again"),
-            DriverError::other("VM vm-1 has no free IDE slot for the settings CD-ROM"),
+            VsphereError::StemcellWithoutSnapshot { stemcell: "sc-1".into() }.into(),
+            VsphereError::NoFreeIdeSlot { vm: "vm-1".into() }.into(),
+            VmrunError::NoBaseSnapshot { vmx: "/s/sc-1/sc-1.vmx".into() }.into(),
+            LibvirtError::NoFreeScsiTarget { vm: "vm-1".into() }.into(),
+            LibvirtError::ProbedFormat { volume: "sc-1".into(), probed: "raw".into(), expected: "qcow2" }.into(),
             DriverError::stemcell_not_found("sc-1"),
         ] {
             let r = to_response(&create_vm(), &e).error.unwrap();

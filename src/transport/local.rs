@@ -1,6 +1,6 @@
 //! The hypervisor is on the CPI's own host: programs run as child processes (under the kill-on-EOF wrapper
-//! the SSH transport uses too, so they end with the CPI), files are local files, locks
-//! are `flock(2)` locks (std's file locks; released by the kernel when the process ends).
+//! the SSH transport uses too, so they end with the CPI, unless [`Local::outliving`]), files are local
+//! files, locks are `flock(2)` locks (std's file locks; released by the kernel when the process ends).
 use super::{temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
 use std::io::ErrorKind;
 use std::path::Path;
@@ -9,7 +9,25 @@ use std::time::{Duration, Instant};
 
 /// The local host.
 #[derive(Debug, Default, Clone)]
-pub struct Local;
+pub struct Local {
+    outliving: bool,
+}
+
+impl Local {
+    /// Programs end with the CPI process: a killed CPI's tool is stopped instead of finishing alone after the
+    /// next create has removed what this one left (vmrun, whose clones the next create sweeps).
+    pub fn new() -> Local {
+        Local { outliving: false }
+    }
+
+    /// Programs run as plain children that finish their work when the CPI process is killed. For a client of
+    /// a daemon that completes a request whatever happens to its client (virsh and libvirtd): the tool holds
+    /// the in-flight marker it inherited ([`crate::inflight`]) until the daemon's answer, so the reaper never
+    /// looks before the effect is visible.
+    pub fn outliving() -> Local {
+        Local { outliving: true }
+    }
+}
 
 const TARGET: &str = "the local host";
 
@@ -47,11 +65,19 @@ impl Transport for Local {
         }
         // the same wrapper as over SSH (argv as positional parameters, no quoting): its stdin is a pipe
         // from this process, so if the CPI is killed the tool is stopped too instead of finishing alone
-        // after the next create has removed what this one left
-        let secs = limit.map(|l| l.as_secs().max(1)).unwrap_or(0);
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", super::WRAPPER, "vmcpi"]).arg(secs.to_string()).arg(program).args(args);
-        cmd.env("LC_ALL", "C").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // after the next create has removed what this one left; an outliving tool runs on its own
+        let (mut cmd, grace) = if self.outliving {
+            let mut cmd = Command::new(program);
+            cmd.args(args).stdin(Stdio::null());
+            (cmd, Duration::ZERO)
+        } else {
+            let secs = limit.map(|l| l.as_secs().max(1)).unwrap_or(0);
+            let mut cmd = Command::new("/bin/sh");
+            cmd.args(["-c", super::WRAPPER, "vmcpi"]).arg(secs.to_string()).arg(program).args(args);
+            cmd.stdin(Stdio::piped());
+            (cmd, Duration::from_secs(5))
+        };
+        cmd.env("LC_ALL", "C").stdout(Stdio::piped()).stderr(Stdio::piped());
         if std::env::var_os("PATH").is_none() {
             cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         }
@@ -75,8 +101,8 @@ impl Transport for Local {
             if let Some(st) = child.try_wait().map_err(spawn_err)? {
                 break st;
             }
-            // the wrapper enforces the limit; this is the backstop should the wrapper itself hang
-            if limit.is_some_and(|l| started.elapsed() >= l + Duration::from_secs(5)) {
+            // the wrapper enforces the limit (then this is the backstop should the wrapper itself hang)
+            if limit.is_some_and(|l| started.elapsed() >= l + grace) {
                 let _ = child.kill();
                 break child.wait().map_err(spawn_err)?;
             }
@@ -222,7 +248,7 @@ mod tests {
     fn files_and_commands() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a/b/f.txt").display().to_string();
-        let t = Local;
+        let t = Local::new();
         assert!(matches!(t.read(&p), Err(TransportError::NotFound { .. })));
         t.mkdir_all(super::super::parent(&p)).unwrap();
         t.write(&p, b"one").unwrap();
@@ -231,18 +257,28 @@ mod tests {
         assert_eq!(t.list_dir(super::super::parent(&p)).unwrap(), vec!["f.txt".to_string()]);
         assert!(t.remove_file(&p).unwrap());
         assert!(!t.remove_file(&p).unwrap());
-        let out = t.run(&["/bin/sh".into(), "-c".into(), "echo out; echo err >&2; exit 4".into()]).unwrap();
-        assert_eq!((out.status, out.stdout.as_str(), out.stderr.as_str()), (4, "out\n", "err\n"));
-        assert!(matches!(t.run(&["/nonexistent".into()]), Err(TransportError::Spawn { .. })));
-        let out = t.run_timeout(&["/bin/sleep".into(), "5".into()], Some(Duration::from_millis(200))).unwrap();
-        assert!(out.timed_out && !out.success());
+        for t in [Local::new(), Local::outliving()] {
+            let out = t.run(&["/bin/sh".into(), "-c".into(), "echo out; echo err >&2; exit 4".into()]).unwrap();
+            assert_eq!((out.status, out.stdout.as_str(), out.stderr.as_str()), (4, "out\n", "err\n"));
+            assert!(matches!(t.run(&["/nonexistent".into()]), Err(TransportError::Spawn { .. })));
+            let out = t.run_timeout(&["/bin/sleep".into(), "5".into()], Some(Duration::from_millis(200))).unwrap();
+            assert!(out.timed_out && !out.success());
+        }
+    }
+
+    #[test]
+    fn an_outliving_program_is_a_plain_child() {
+        // no wrapper (whose watcher would stop it when the CPI dies) stands between it and this process
+        let parent = |t: Local| t.run(&["/bin/sh".into(), "-c".into(), "echo $PPID".into()]).unwrap().stdout;
+        assert_eq!(parent(Local::outliving()).trim(), std::process::id().to_string());
+        assert_ne!(parent(Local::new()).trim(), std::process::id().to_string());
     }
 
     #[test]
     fn locks_exclude_and_time_out() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("l.lock").display().to_string();
-        let t = Local;
+        let t = Local::new();
         let g = t.lock(&p, Duration::from_secs(1)).unwrap();
         // a second open file description conflicts even within one process
         let e = t.lock(&p, Duration::from_millis(100)).err().unwrap();

@@ -107,28 +107,35 @@ tar -xzf "$monit_tgz" -C "$work/monit" --strip-components=1
 # --- 2. the root file system ----------------------------------------------------------------------------
 pkgs=systemd,systemd-sysv,systemd-resolved,udev,dbus,kmod,iproute2,iputils-arping,iputils-ping,parted,fdisk,e2fsprogs,eject,procps,busybox,linux-image-amd64,initramfs-tools,zstd
 setup_hook='mkdir -p "$1/etc/initramfs-tools/conf.d"; echo MODULES=list > "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; echo COMPRESS=zstd >> "$1/etc/initramfs-tools/conf.d/vmcpi.conf"; printf "%s\n" virtio_pci virtio_scsi sd_mod ext4 > "$1/etc/initramfs-tools/modules"'
-# the Debian part is cached on its own (keyed by the package list and the apt sources): changing the
-# stemcell layout below does not download and unpack Debian again
-base=$cache/base-$( { echo "$pkgs"; echo "$setup_hook"; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16).tar
-if [ ! -s "$base" ]; then
-  log "mmdebstrap bookworm (minbase + $pkgs)"
-  SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode=root --variant=minbase --quiet \
-    --aptopt='APT::Install-Recommends "false"' \
-    --include="$pkgs" --setup-hook="$setup_hook" \
-    bookworm "$work/base.tar" "$APT_SOURCES" >&2
-  rm -f "$cache"/base-*.tar
-  mv "$work/base.tar" "$base"
-fi
-log "unpacking $(basename "$base")"
-mkdir -p "$root"
-tar -xf "$base" -C "$root" --numeric-owner
-kver=$(ls "$root/lib/modules")
-cp "$root/boot/vmlinuz-$kver" "$work/vmlinuz"
-cp "$root/boot/initrd.img-$kver" "$work/initrd.img"
-# what the VMs never use: the kernel lives outside the image; drivers for real hardware
-rm -rf "$root/boot/"* "$root/lib/modules/$kver/kernel/"{sound,drivers/gpu,drivers/media,drivers/net/wireless,drivers/infiniband,drivers/staging,drivers/bluetooth,net/wireless,net/bluetooth,drivers/isdn}
-chroot "$root" depmod "$kver"
-rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/locale/"* "$root/var/cache/apt/"* "$root/var/lib/apt/lists/"*
+# debian_root LABEL PACKAGES KERNEL_DIR: a Debian root file system in an empty $root, its kernel and initrd
+# in KERNEL_DIR. The Debian part is cached on its own as <cache>/LABEL-<key>.tar (keyed by the package list,
+# the setup hook and the apt sources): changing the stemcell layout below does not download and unpack
+# Debian again.
+debian_root() {
+  local label=$1 packages=$2 kdir=$3 tarfile kver
+  tarfile=$cache/$label-$( { echo "$packages"; echo "$setup_hook"; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16).tar
+  if [ ! -s "$tarfile" ]; then
+    log "mmdebstrap bookworm for $label (minbase + $packages)"
+    SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode=root --variant=minbase --quiet \
+      --aptopt='APT::Install-Recommends "false"' \
+      --include="$packages" --setup-hook="$setup_hook" \
+      bookworm "$work/$label.tar" "$APT_SOURCES" >&2
+    rm -f "$cache/$label"-*.tar
+    mv "$work/$label.tar" "$tarfile"
+  fi
+  log "unpacking $(basename "$tarfile")"
+  rm -rf "$root"
+  mkdir -p "$root" "$kdir"
+  tar -xf "$tarfile" -C "$root" --numeric-owner
+  kver=$(ls "$root/lib/modules")
+  cp "$root/boot/vmlinuz-$kver" "$kdir/vmlinuz"
+  cp "$root/boot/initrd.img-$kver" "$kdir/initrd.img"
+  # what the VMs never use: the kernel lives outside the image; drivers for real hardware
+  rm -rf "$root/boot/"* "$root/lib/modules/$kver/kernel/"{sound,drivers/gpu,drivers/media,drivers/net/wireless,drivers/infiniband,drivers/staging,drivers/bluetooth,net/wireless,net/bluetooth,drivers/isdn}
+  chroot "$root" depmod "$kver"
+  rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/locale/"* "$root/var/cache/apt/"* "$root/var/lib/apt/lists/"*
+}
+debian_root base "$pkgs" "$work"
 
 # --- 3. the stemcell layout ------------------------------------------------------------------------------
 log "stemcell layout, agent, monit"
@@ -322,27 +329,8 @@ cp "$work/packages.txt" "$work/vs/packages.txt"; : > "$work/vs/dev_tools_file_li
 tarball "$work/out/$name.tgz" "$work/vs" stemcell.MF image packages.txt dev_tools_file_list.txt
 
 # --- 5. the agent-launcher guest: its own Debian part (the package list plus curl and jq), no BOSH agent ------
-gpkgs=$pkgs,curl,jq
-gbase=$cache/guestbase-$( { echo "$gpkgs"; echo "$setup_hook"; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16).tar
-if [ ! -s "$gbase" ]; then
-  log "mmdebstrap bookworm for the launcher guest (minbase + $gpkgs)"
-  SOURCE_DATE_EPOCH=$epoch mmdebstrap --mode=root --variant=minbase --quiet \
-    --aptopt='APT::Install-Recommends "false"' \
-    --include="$gpkgs" --setup-hook="$setup_hook" \
-    bookworm "$work/guestbase.tar" "$APT_SOURCES" >&2
-  rm -f "$cache"/guestbase-*.tar
-  mv "$work/guestbase.tar" "$gbase"
-fi
-log "launcher guest: unpacking $(basename "$gbase")"
-rm -rf "$root"
-mkdir -p "$root" "$work/guest" "$work/out/launcher-guest"
-tar -xf "$gbase" -C "$root" --numeric-owner
-gkver=$(ls "$root/lib/modules")
-cp "$root/boot/vmlinuz-$gkver" "$work/out/launcher-guest/vmlinuz"
-cp "$root/boot/initrd.img-$gkver" "$work/out/launcher-guest/initrd.img"
-rm -rf "$root/boot/"* "$root/lib/modules/$gkver/kernel/"{sound,drivers/gpu,drivers/media,drivers/net/wireless,drivers/infiniband,drivers/staging,drivers/bluetooth,net/wireless,net/bluetooth,drivers/isdn}
-chroot "$root" depmod "$gkver"
-rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/locale/"* "$root/var/cache/apt/"* "$root/var/lib/apt/lists/"*
+debian_root guestbase "$pkgs,curl,jq" "$work/out/launcher-guest"
+mkdir -p "$work/guest"
 chroot "$root" sh -e -c '
   passwd -l root >/dev/null
   systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1

@@ -1,5 +1,6 @@
 //! The optional `bootstrap` block of a VM's cloud_properties: a script run inside the guest after boot,
 //! through the QEMU guest agent (`guest-exec`). The same shape the VMware drivers take.
+use super::error::LibvirtError;
 use super::virsh::Virsh;
 use crate::encoding::{base64, unbase64};
 use crate::error::{DriverError, DriverResult};
@@ -47,7 +48,7 @@ pub fn run(virsh: &Virsh, vm: &str, b: &Bootstrap) -> DriverResult<()> {
     info!("bootstrap: running the script with {}", b.interpreter);
     let (code, out, err) = exec(virsh, vm, &b.interpreter, &[], Some(b.script.as_bytes()), deadline)?;
     if code != 0 {
-        return Err(DriverError::other(format!("bootstrap script exited with {code}: {}", tail(&err, &out))));
+        return Err(LibvirtError::BootstrapExit { vm: vm.to_string(), code, tail: tail(&err, &out) }.into());
     }
     Ok(())
 }
@@ -71,15 +72,15 @@ fn exec(
     if let Some(i) = input {
         req["arguments"]["input-data"] = json!(base64(i));
     }
-    let started =
-        agent(virsh, vm, &req).map_err(|e| DriverError::other(format!("bootstrap: guest-exec {path} failed: {e}")))?;
+    let failed = |call: String, reason: String| LibvirtError::GuestAgent { vm: vm.to_string(), call, reason };
+    let started = agent(virsh, vm, &req).map_err(|e| failed(format!("guest-exec {path}"), e))?;
     let pid = started
         .get("pid")
         .and_then(Value::as_i64)
-        .ok_or_else(|| DriverError::other("bootstrap: guest-exec returned no pid"))?;
+        .ok_or_else(|| failed(format!("guest-exec {path}"), "the guest agent returned no pid".into()))?;
     loop {
         let st = agent(virsh, vm, &json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}))
-            .map_err(|e| DriverError::other(format!("bootstrap: guest-exec-status failed: {e}")))?;
+            .map_err(|e| failed("guest-exec-status".into(), e))?;
         if st.get("exited").and_then(Value::as_bool) == Some(true) {
             let text = |k: &str| {
                 st.get(k)

@@ -1,47 +1,24 @@
-//! "A create that dies leaves nothing": the rollback of a failed create and the in-flight markers of
-//! creates that were killed.
+//! "A create that dies leaves nothing": the undo steps of a failed create ([`Undo`]) and the in-flight
+//! markers of creates that were killed.
 use super::*;
 
-/// Undo list for create_stemcell / create_vm: what was made, removed in reverse on failure.
-pub(super) struct Rollback<'a> {
-    pub(super) virsh: &'a Virsh,
-    pub(super) pool: &'a str,
-    pub(super) volumes: Vec<String>,
-    pub(super) domain: Option<String>,
-    pub(super) armed: bool,
-}
-
-impl<'a> Rollback<'a> {
-    pub(super) fn new(virsh: &'a Virsh, pool: &'a str) -> Self {
-        Rollback { virsh, pool, volumes: Vec::new(), domain: None, armed: true }
-    }
-    pub(super) fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Rollback<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        if let Some(d) = &self.domain {
-            warn!("cleaning up after failed create: domain {d}");
-            let _ = self.virsh.run_opt(["destroy", d.as_str()]);
-            if let Err(e) = self.virsh.run_opt(["undefine", d.as_str(), "--nvram"]) {
-                warn!("could not undefine {d}: {e}");
-            }
-        }
-        for v in self.volumes.iter().rev() {
-            warn!("cleaning up after failed create: volume {v}");
-            if let Err(e) = self.virsh.run_opt(["vol-delete", "--pool", self.pool, v.as_str()]) {
-                warn!("could not delete volume {v}: {e}");
-            }
-        }
-    }
-}
-
 impl Libvirt {
+    /// Records volume `name` in `undo`: deleted when the create fails.
+    pub(super) fn undo_volume<'a>(&'a self, undo: &mut Undo<'a>, name: &str) {
+        let name = name.to_string();
+        undo.push(format!("volume {name}"), move || self.vol_delete(&name).map(|_| ()));
+    }
+
+    /// Records domain `vm` in `undo`: stopped and undefined when the create fails.
+    pub(super) fn undo_domain<'a>(&'a self, undo: &mut Undo<'a>, vm: &str) {
+        let vm = vm.to_string();
+        undo.push(format!("domain {vm}"), move || {
+            let _ = self.virsh.run_opt(["destroy", vm.as_str()]);
+            self.virsh.run_opt(["undefine", vm.as_str(), "--nvram"]).context(|| format!("cannot undefine {vm}"))?;
+            Ok(())
+        });
+    }
+
     /// Starts a create: reaps what killed processes left, then marks `cid` in flight.
     pub(super) fn begin(&self, cid: &str) -> DriverResult<Marker> {
         self.reap();

@@ -6,13 +6,13 @@ impl Libvirt {
         match info.family.as_deref() {
             Some("openstack") => Ok(Family::OpenStack),
             Some("vsphere") => Ok(Family::Vsphere),
-            _ => Err(DriverError::other(format!("domain {vm} was not created by vmcpi (no vmcpi metadata)"))),
+            _ => Err(LibvirtError::NotOurs { vm: vm.to_string() }.into()),
         }
     }
 
     pub(super) fn nic_for(&self, name: &str, net: &Network) -> DriverResult<(NicSource, Vec<portfwd::PortForward>)> {
-        let props: NetProps = serde_json::from_value(Value::Object(net.cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
+        let props: NetProps =
+            crate::driver::props::parse(&format!("cloud_properties of network {name}"), &net.cloud_properties)?;
         let forwards = portfwd::parse(props.port_forwards.as_ref())
             .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;
         if !forwards.is_empty() && props.kind.as_deref() != Some("user") {
@@ -75,16 +75,15 @@ impl Libvirt {
         self.cfg.uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
     }
 
-    pub(super) fn create_vm_inner(
-        &self,
+    pub(super) fn create_vm_inner<'a>(
+        &'a self,
         req: &CreateVm,
         kind: StemcellKind,
         cid: &VmCid,
-        rb: &mut Rollback,
+        undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let vm = cid.as_str();
-        let props: VmProps = serde_json::from_value(Value::Object(req.cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let props: VmProps = crate::driver::props::parse("VM cloud_properties", &req.cloud_properties)?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if let Some(b) = &props.bootstrap {
             b.no_login()?;
@@ -128,13 +127,13 @@ impl Libvirt {
         let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
         // the backing format comes from the CID, never from a probe
         let mut storage = vec![self.vol_create_args(&root, root_cap, "qcow2", Some((stemcell, kind.format)))];
-        rb.volumes.push(root.clone());
+        self.undo_volume(undo, &root);
         let mut disks =
             vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
         if props.disk > 0 {
             let eph = format!("{vm}-ephemeral");
             storage.push(self.vol_create_args(&eph, props.disk << 20, "qcow2", None));
-            rb.volumes.push(eph.clone());
+            self.undo_volume(undo, &eph);
             disks.push(ScsiDisk {
                 pool: self.pool().into(),
                 volume: eph,
@@ -173,7 +172,7 @@ impl Libvirt {
                 .map(std::ffi::OsStr::new)
                 .chain([medium.path().as_os_str()]),
         ));
-        rb.volumes.push(medium_vol.clone());
+        self.undo_volume(undo, &medium_vol);
         // one virsh process for all volumes and the medium's bytes instead of one per command (each opens
         // its own connection); a failure anywhere undoes them all
         self.virsh.batch(&storage).map_err(|e| self.storage_error(&format!("cannot create the volumes of {vm}"), e))?;
@@ -207,7 +206,7 @@ impl Libvirt {
             .tempfile()
             .context(|| "cannot write a temporary file".into())?;
         std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
-        rb.domain = Some(vm.to_string());
+        self.undo_domain(undo, vm);
         // define and start in one virsh process; when define fails, start fails too and both are undone
         let define = virsh::command([std::ffi::OsStr::new("define"), f.path().as_os_str()]);
         match self.virsh.batch(&[define, virsh::command(["start", vm])]) {

@@ -16,9 +16,9 @@ impl Libvirt {
             };
             let (cap, _) =
                 self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
-            let mut rb = Rollback::new(&self.virsh, self.pool());
+            let mut undo = Undo::new(format!("snapshot_disk {snap}"));
+            self.undo_volume(&mut undo, snap);
             self.vol_create(snap, cap, "qcow2", None)?;
-            rb.volumes.push(snap.to_string());
             let path = self
                 .virsh
                 .run(["vol-path", "--pool", self.pool(), snap])
@@ -38,11 +38,9 @@ impl Libvirt {
                     "--transient-job",
                 ])
                 .context(|| format!("cannot copy {disk} (attached to {vm} as {dev}) into snapshot {snap}"))?;
-            rb.disarm();
+            undo.disarm();
             return Ok(());
         }
-        Err(DriverError::other(format!(
-            "{disk} is locked by a process that is not a running vmcpi VM; cannot snapshot it"
-        )))
+        Err(LibvirtError::LockedElsewhere { disk: disk.to_string() }.into())
     }
 }

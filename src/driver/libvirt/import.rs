@@ -30,13 +30,13 @@ impl Libvirt {
                 (Family::Vsphere, true, _) => "vsefi",
             };
             let cid = format!("{id}-{tag}");
-            let mut rb = Rollback::new(&self.virsh, self.pool());
+            let mut undo = Undo::new(format!("create_stemcell {cid}"));
             let format = match disk.format {
                 DiskFormat::Qcow2 if disk.path.is_none() => {
                     let len = disk.len;
                     // a raw volume of the file's size receives the bytes; libvirt then probes the real format
+                    self.undo_volume(&mut undo, &cid);
                     self.vol_create(&cid, len.max(1), "raw", None)?;
-                    rb.volumes.push(cid.clone());
                     info!("uploading {} MiB into volume {cid} (streamed from the image)", len >> 20);
                     self.vol_upload_stream(&cid, len, disk.reader)?;
                     "qcow2"
@@ -51,12 +51,12 @@ impl Libvirt {
                         .arg(&out)
                         .run()
                         .context(|| "cannot convert the stemcell's VMDK".into())?;
-                    self.upload_file(&cid, &out, &mut rb)?;
+                    self.upload_file(&cid, &out, &mut undo)?;
                     "qcow2"
                 }
                 format => {
                     let file = disk.into_file(work)?;
-                    self.upload_file(&cid, &file, &mut rb)?;
+                    self.upload_file(&cid, &file, &mut undo)?;
                     if format == DiskFormat::Qcow2 {
                         "qcow2"
                     } else {
@@ -65,13 +65,11 @@ impl Libvirt {
                 }
             };
             self.refresh_pool()?;
-            let (_, probed) = self
-                .vol_info(&cid)?
-                .ok_or_else(|| DriverError::other(format!("volume {cid} vanished after upload")))?;
+            let (_, probed) = self.vol_info(&cid)?.ok_or_else(|| LibvirtError::Vanished { volume: cid.clone() })?;
             if probed != format {
-                return Err(DriverError::other(format!("volume {cid} was probed as {probed}, expected {format}")));
+                return Err(LibvirtError::ProbedFormat { volume: cid, probed, expected: format }.into());
             }
-            rb.disarm();
+            undo.disarm();
             Ok(cid)
         })?;
         let cid = StemcellCid::new(cid).map_err(DriverError::other)?;
@@ -80,11 +78,11 @@ impl Libvirt {
     }
 
     /// A raw volume of the file's size, and the file uploaded into it (sparse).
-    fn upload_file(&self, cid: &str, file: &Path, rb: &mut Rollback<'_>) -> DriverResult<()> {
+    fn upload_file<'a>(&'a self, cid: &str, file: &Path, undo: &mut Undo<'a>) -> DriverResult<()> {
         let size = std::fs::metadata(file).context(|| format!("cannot stat {}", file.display()))?.len();
         // a raw volume of the file's size receives the bytes; libvirt then probes the real format
+        self.undo_volume(undo, cid);
         self.vol_create(cid, size.max(1), "raw", None)?;
-        rb.volumes.push(cid.to_string());
         info!("uploading {} MiB into volume {cid}", size >> 20);
         self.vol_upload(cid, file)
     }

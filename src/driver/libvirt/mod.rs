@@ -17,6 +17,7 @@ mod config;
 mod create;
 mod disks;
 pub mod domain;
+pub(crate) mod error;
 mod import;
 mod naming;
 pub mod portfwd;
@@ -25,13 +26,14 @@ mod settings;
 mod storage;
 mod virsh;
 
-use cleanup::*;
 pub use config::LibvirtConfig;
+use error::LibvirtError;
 use naming::*;
 use props::*;
 
 use crate::agent_settings::{AgentSettings, Network, Networks};
 use crate::config::AgentOptions;
+use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult};
 use crate::exec::Cmd;
@@ -89,11 +91,21 @@ impl Driver for Libvirt {
         let cid = VmCid::generate();
         info!("creating {cid} from {}", req.stemcell);
         let marker = self.begin(cid.as_str())?;
-        let mut rb = Rollback::new(&self.virsh, self.pool());
-        let created = self.create_vm_inner(req, kind, &cid, &mut rb)?;
-        rb.disarm();
-        marker.created(cid.as_str());
-        Ok(created)
+        let mut undo = Undo::new(format!("create_vm {cid}"));
+        match self.create_vm_inner(req, kind, &cid, &mut undo) {
+            Ok(created) => {
+                undo.disarm();
+                marker.created(cid.as_str());
+                Ok(created)
+            }
+            Err(e) => {
+                // what could not be removed now stays in flight for the reaper
+                if undo.run() {
+                    marker.commit();
+                }
+                Err(e)
+            }
+        }
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
@@ -166,8 +178,7 @@ impl Driver for Libvirt {
         cloud_properties: &Map<String, Value>,
         vm: Option<&VmCid>,
     ) -> DriverResult<DiskCid> {
-        let props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
+        let props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
         let format = props.format.unwrap_or_else(|| "qcow2".into());
         if !matches!(format.as_str(), "qcow2" | "raw") {
             return Err(DriverError::invalid(
@@ -240,7 +251,7 @@ impl Driver for Libvirt {
             info.disks.iter().filter(|d| d.bus.as_deref() == Some("scsi")).filter_map(|d| d.target).collect();
         let target = (2..=255)
             .find(|t| !used.contains(t))
-            .ok_or_else(|| DriverError::other(format!("{vm} has no free SCSI target")))?;
+            .ok_or_else(|| LibvirtError::NoFreeScsiTarget { vm: vm.to_string() })?;
         let dev = ScsiDisk {
             pool: self.pool().into(),
             volume: disk.to_string(),
@@ -248,34 +259,19 @@ impl Driver for Libvirt {
             target,
             serial: Some(disk.to_string()),
         };
-        let mut f =
-            tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
-            .context(|| "cannot write a temporary file".into())?;
-        self.virsh
-            .cmd()
-            .args(["attach-device", vm.as_str()])
-            .arg(f.path())
-            .args(Self::scope(info.running))
-            .run()
-            .context(|| format!("cannot attach {disk} to {vm}"))?;
-        let hint = hint_for(family, target);
-        let refreshed = self.read_medium(vm.as_str(), family.medium()).and_then(|mut s| {
-            s.attach_persistent(disk.as_str(), hint.clone());
-            self.write_medium(vm.as_str(), family.medium(), &s, false)?;
-            self.reload_medium(vm.as_str(), &info)
+        let f = disk_xml_file(&dev)?;
+        self.hotplug("attach-device", vm, &f, info.running).context(|| format!("cannot attach {disk} to {vm}"))?;
+        // the settings medium names the disk: an attachment it does not show is undone
+        let mut undo = Undo::new(format!("attach_disk {disk} to {vm}"));
+        undo.push(format!("the attachment of {disk}"), || {
+            self.hotplug("detach-device", vm, &f, info.running).context(|| format!("cannot detach {disk} from {vm}"))
         });
-        if let Err(e) = refreshed {
-            warn!("settings refresh failed, detaching {disk} again");
-            let _ = self
-                .virsh
-                .cmd()
-                .args(["detach-device", vm.as_str()])
-                .arg(f.path())
-                .args(Self::scope(info.running))
-                .run();
-            return Err(e);
-        }
+        let hint = hint_for(family, target);
+        let mut s = self.read_medium(vm.as_str(), family.medium())?;
+        s.attach_persistent(disk.as_str(), hint.clone());
+        self.write_medium(vm.as_str(), family.medium(), &s, false)?;
+        self.reload_medium(vm.as_str(), &info)?;
+        undo.disarm();
         Ok(hint)
     }
 
@@ -292,17 +288,8 @@ impl Driver for Libvirt {
             target: d.target.unwrap_or(2),
             serial: d.serial.clone(),
         };
-        let mut f =
-            tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut f, domain::disk_xml(&dev).as_bytes())
-            .context(|| "cannot write a temporary file".into())?;
-        self.virsh
-            .cmd()
-            .args(["detach-device", vm.as_str()])
-            .arg(f.path())
-            .args(Self::scope(info.running))
-            .run()
-            .context(|| format!("cannot detach {disk} from {vm}"))?;
+        let f = disk_xml_file(&dev)?;
+        self.hotplug("detach-device", vm, &f, info.running).context(|| format!("cannot detach {disk} from {vm}"))?;
         let mut s = self.read_medium(vm.as_str(), family.medium())?;
         s.detach_persistent(disk.as_str());
         self.write_medium(vm.as_str(), family.medium(), &s, false)?;
@@ -358,6 +345,29 @@ impl Driver for Libvirt {
         }
         self.vol_delete(cid.as_str())?;
         Ok(())
+    }
+}
+
+/// The XML of a disk device in a temporary file, for `attach-device` / `detach-device`.
+fn disk_xml_file(dev: &ScsiDisk) -> DriverResult<tempfile::NamedTempFile> {
+    let mut f =
+        tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
+    std::io::Write::write_all(&mut f, domain::disk_xml(dev).as_bytes())
+        .context(|| "cannot write a temporary file".into())?;
+    Ok(f)
+}
+
+impl Libvirt {
+    /// `virsh attach-device` / `detach-device` of the device in `xml`, on the config and, when the domain
+    /// runs, live.
+    fn hotplug(
+        &self,
+        verb: &str,
+        vm: &VmCid,
+        xml: &tempfile::NamedTempFile,
+        running: bool,
+    ) -> Result<(), crate::exec::ExecError> {
+        self.virsh.cmd().args([verb, vm.as_str()]).arg(xml.path()).args(Self::scope(running)).run().map(|_| ())
     }
 }
 

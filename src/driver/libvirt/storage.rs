@@ -23,9 +23,7 @@ impl Libvirt {
             }
             None => {
                 let Some(path) = &self.cfg.pool_path else {
-                    return Err(DriverError::other(format!(
-                        "storage pool {pool} does not exist: create it (virsh pool-define-as {pool} dir --target DIR; virsh pool-start {pool}) or set driver.pool_path"
-                    )));
+                    return Err(LibvirtError::NoPool { pool: pool.to_string() }.into());
                 };
                 info!("creating directory storage pool {pool} at {}", path.display());
                 let defined = self.virsh.run(
@@ -156,7 +154,9 @@ impl Libvirt {
             .context(|| format!("cannot read volume {name}"))?
         {
             None => Ok(None),
-            Some(xml) => domain::parse_volume(&xml).map(Some).map_err(DriverError::other),
+            Some(xml) => domain::parse_volume(&xml)
+                .map(Some)
+                .map_err(|reason| LibvirtError::Xml { what: format!("volume {name}"), reason }.into()),
         }
     }
 
@@ -169,7 +169,7 @@ impl Libvirt {
             .run_opt(["dumpxml", vm.as_str()])
             .context(|| format!("cannot read domain {vm}"))?
             .ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
-        domain::parse_domain(&xml).map_err(DriverError::other)
+        domain::parse_domain(&xml).map_err(|reason| LibvirtError::Xml { what: format!("domain {vm}"), reason }.into())
     }
 
     /// `--config`, plus `--live` when the domain runs: the change applies now and survives restarts.

@@ -1,25 +1,39 @@
-//! `virsh`, run as an argv against one connection URI. Not-found answers are told apart from failures.
+//! `virsh`, run as an argv against one connection URI through the transport seam ([`crate::transport`]), as
+//! plain children that outlive a killed CPI process ([`Local::outliving`]): libvirtd completes a request
+//! whatever happens to its client, and the virsh that made it keeps the in-flight marker locked until then.
+//! Not-found answers are told apart from failures.
 //!
 //! Every virsh process opens its own connection to libvirtd (about 40 ms on an idle host), so a call that
 //! needs several commands in a row can run them as one [`Virsh::batch`]: one process, one connection.
 use crate::exec::{Cmd, ExecError};
+use crate::transport::{Local, Output, Transport, TransportError};
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 #[derive(Debug, Clone)]
 pub struct Virsh {
-    bin: PathBuf,
+    transport: Local,
+    bin: String,
     uri: String,
+}
+
+/// One virsh command line being built: [`Virsh::cmd`], then `arg`/`args`, then `run`.
+#[derive(Debug)]
+pub struct VirshCall<'a> {
+    virsh: &'a Virsh,
+    argv: Vec<String>,
 }
 
 impl Virsh {
     pub fn new(bin: &Path, uri: &str) -> Self {
-        Virsh { bin: bin.to_path_buf(), uri: uri.to_string() }
+        // config paths come from JSON, so they are UTF-8
+        Virsh { transport: Local::outliving(), bin: bin.to_string_lossy().into_owned(), uri: uri.to_string() }
     }
 
-    pub fn cmd(&self) -> Cmd {
-        Cmd::new(&self.bin).args(["--quiet", "--connect", self.uri.as_str()])
+    pub fn cmd(&self) -> VirshCall<'_> {
+        let argv = [self.bin.as_str(), "--quiet", "--connect", self.uri.as_str()].map(str::to_string).to_vec();
+        VirshCall { virsh: self, argv }
     }
 
     /// Runs `virsh ARGS…`.
@@ -45,6 +59,57 @@ impl Virsh {
     }
 }
 
+impl VirshCall<'_> {
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.argv.push(a.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    pub fn args<I, S>(self, it: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        it.into_iter().fold(self, |call, a| call.arg(a))
+    }
+
+    /// The command line for messages and logs.
+    pub fn display(&self) -> String {
+        Cmd::new(&self.argv[0]).args(&self.argv[1..]).display()
+    }
+
+    /// Runs the command to completion; Ok(stdout) when it exits 0, else the command line and what virsh said.
+    pub fn run(self) -> Result<String, ExecError> {
+        self.run_capturing().map(|(stdout, _)| stdout)
+    }
+
+    /// Like [`VirshCall::run`], with `input` streamed to virsh's stdin (`vol-upload … /dev/stdin`). A plain
+    /// child like the transport's: killed with the CPI, it still reads to the end of its input (EOF) and
+    /// finishes the request, holding the inherited in-flight marker until then.
+    pub fn run_with_input(self, input: &mut dyn std::io::Read) -> Result<String, ExecError> {
+        Cmd::new(&self.argv[0]).args(&self.argv[1..]).run_with_input(input)
+    }
+
+    /// Like [`VirshCall::run`], but Ok((stdout, stderr)): virsh running several commands reports some
+    /// failures on stderr with status 0.
+    pub fn run_capturing(self) -> Result<(String, String), ExecError> {
+        let cmdline = || self.display();
+        match self.virsh.transport.run(&self.argv) {
+            Ok(out) if out.success() => Ok((out.stdout, out.stderr.trim().to_string())),
+            Ok(Output { status, stdout, stderr, .. }) => Err(ExecError::Failed {
+                cmdline: cmdline(),
+                status: if status < 0 { "a signal".into() } else { format!("status {status}") },
+                stderr: stderr.trim().to_string(),
+                stdout: stdout.trim().to_string(),
+            }),
+            Err(TransportError::Spawn { program, source }) => Err(ExecError::Spawn { program, source }),
+            Err(e) => {
+                Err(ExecError::Spawn { program: self.virsh.bin.clone(), source: std::io::Error::other(e.to_string()) })
+            }
+        }
+    }
+}
+
 impl Virsh {
     /// Runs several commands in one virsh process, in order; each is an argv (its tokens), quoted here for
     /// virsh's command-string parser, so no token is ever read as a separator or an option it was not.
@@ -66,11 +131,13 @@ impl Virsh {
         }
         let names: Vec<_> = commands.iter().filter_map(|c| c.first()).map(|c| c.to_string_lossy()).collect();
         crate::debug!("virsh: one process for {}", names.join(" + "));
-        let cmd = self.cmd().arg(OsString::from_vec(script));
+        // the tokens come from text (names, UTF-8 config paths), so the script is text too
+        let cmd = self.cmd().arg(String::from_utf8_lossy(&script).as_ref());
+        let cmdline = cmd.display();
         let (stdout, stderr) = cmd.run_capturing()?;
         if stderr.lines().any(|l| l.starts_with("error:")) {
             return Err(ExecError::Failed {
-                cmdline: cmd.display(),
+                cmdline,
                 status: "an error in one of its commands".into(),
                 stderr,
                 stdout: stdout.trim().to_string(),

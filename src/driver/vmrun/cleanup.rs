@@ -1,4 +1,4 @@
-//! "A create that dies leaves nothing": the create rollback, pending entries, the sweep of abandoned creates and
+//! "A create that dies leaves nothing": the undo step of a failed create ([`Undo`]), pending entries, the sweep of abandoned creates and
 //! the scratch space of imports.
 use super::*;
 
@@ -14,25 +14,40 @@ impl Drop for Scratch {
     }
 }
 
-/// What create_vm made so far, undone in reverse when it fails.
-pub(super) struct Rollback<'a> {
-    pub(super) d: &'a Vmrun,
-    pub(super) vm: String,
-    pub(super) armed: bool,
-}
-
-impl Drop for Rollback<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            warn!("create of {} failed: removing what was made", self.vm);
-            if let Err(e) = self.d.destroy_vm_files(&self.vm) {
-                warn!("could not clean up {} ({e}); the next create_vm on this store removes it", self.vm);
-            }
-        }
-    }
-}
-
 impl Vmrun {
+    /// Records VM `vm` (its directory, registration and pending entry) in `undo`: removed when the create
+    /// fails. What cannot be removed then keeps its pending entry, and the next create on this store sweeps it.
+    pub(super) fn undo_vm<'a>(&'a self, undo: &mut Undo<'a>, vm: &str) {
+        let vm = vm.to_string();
+        undo.push(format!("VM {vm}"), move || self.destroy_vm_files(&vm));
+    }
+
+    /// Records stemcell `sc` (its directory and pending entry) in `undo`, like [`Vmrun::undo_vm`].
+    pub(super) fn undo_stemcell<'a>(&'a self, undo: &mut Undo<'a>, sc: &str) {
+        let sc = sc.to_string();
+        undo.push(format!("stemcell {sc}"), move || self.remove_stemcell_files(&sc));
+    }
+
+    /// Records disk `disk` (its VMDK, record and pending entry) in `undo`, like [`Vmrun::undo_vm`].
+    pub(super) fn undo_disk<'a>(&'a self, undo: &mut Undo<'a>, disk: &str) {
+        let disk = disk.to_string();
+        undo.push(format!("disk {disk}"), move || self.remove_disk_files(&disk));
+    }
+
+    /// Removes a disk's VMDK (a single growable file: `-t 0`) and its record, then its pending entry.
+    pub(super) fn remove_disk_files(&self, disk: &str) -> DriverResult<()> {
+        let path = self.disk_path(disk);
+        self.tr(|| format!("cannot remove {path}"), self.t.remove_file(&path))?;
+        self.tr(|| "cannot remove the disk record".into(), self.t.remove_file(&self.disk_record(disk)))?;
+        self.clear_pending(disk)
+    }
+
+    /// Removes a stemcell's directory, then its pending entry.
+    pub(super) fn remove_stemcell_files(&self, sc: &str) -> DriverResult<()> {
+        self.tr(|| format!("cannot remove {sc}"), self.t.remove_dir_all(&self.store(&format!("stemcells/{sc}"))))?;
+        self.clear_pending(sc)
+    }
+
     /// Stops (if running), deletes the VM with vmrun, removes its directory and pending entry. Persistent
     /// disks are detached from the .vmx first: `vmrun deleteVM` deletes every disk the VM references.
     pub(super) fn destroy_vm_files(&self, vm: &str) -> DriverResult<()> {
@@ -94,7 +109,7 @@ impl Vmrun {
         let pending: Vec<String> = self
             .tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
             .into_iter()
-            .filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16))
+            .filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16) || is_ours(n, "disk-", DISK_HEX))
             .collect();
         let lock_path = |cid: &str| join(&self.store("locks"), &format!("{cid}.lock"));
         // one probe for all entries: most belong to creates still running in other processes
@@ -109,12 +124,12 @@ impl Vmrun {
                     warn!("{cid}: a create that failed without cleaning up left it behind; removing it");
                     let removed = if cid.starts_with("vm-") {
                         self.destroy_vm_files(cid)
+                    } else if cid.starts_with("disk-") {
+                        let removed = self.remove_disk_files(cid);
+                        self.forget_lock(cid);
+                        removed
                     } else {
-                        self.tr(
-                            || format!("cannot remove {cid}"),
-                            self.t.remove_dir_all(&self.store(&format!("stemcells/{cid}"))),
-                        )
-                        .and_then(|_| self.clear_pending(cid))
+                        self.remove_stemcell_files(cid)
                     };
                     if let Err(e) = removed {
                         warn!("could not remove abandoned {cid}: {e}");

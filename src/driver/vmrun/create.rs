@@ -9,8 +9,8 @@ impl Vmrun {
             if !net.needs_nic() {
                 continue;
             }
-            let props: NetProps = serde_json::from_value(Value::Object(net.cloud_properties.clone()))
-                .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e.to_string()))?;
+            let props: NetProps =
+                crate::driver::props::parse(&format!("cloud_properties of network {name}"), &net.cloud_properties)?;
             let net_name = props.name.unwrap_or_else(|| self.cfg.default_network.clone());
             let (conn, vnet) = nic_connection(&net_name)
                 .map_err(|e| DriverError::invalid(format!("cloud_properties of network {name}"), e))?;

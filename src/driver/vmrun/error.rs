@@ -1,7 +1,7 @@
-//! What goes wrong in the vmrun driver itself, with the CIDs and paths involved. Each variant becomes a
-//! [`DriverError`] here, the one place that decides its kind and whether retrying can help.
+//! What goes wrong in the vmrun driver itself, with the CIDs and paths involved. Each variant says here
+//! whether retrying can help ([`DriverFailure`]), and so becomes a [`DriverError`].
 use super::host::BASE_SNAPSHOT;
-use crate::error::{DriverError, ErrorKind};
+use crate::error::{DriverError, DriverFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmrunError {
@@ -23,9 +23,9 @@ pub enum VmrunError {
     },
 }
 
-impl From<VmrunError> for DriverError {
-    fn from(e: VmrunError) -> Self {
-        let retry = match &e {
+impl DriverFailure for VmrunError {
+    fn retryable(&self) -> bool {
+        match self {
             // vmrun printed something else than it does: a hiccup of the tool, worth another try
             VmrunError::ListOutput { .. } => true,
             // a stemcell without its base snapshot, a stemcell still in use, a disk held by a running VM,
@@ -35,14 +35,14 @@ impl From<VmrunError> for DriverError {
             | VmrunError::DiskInUse { .. }
             | VmrunError::NoFreeUnit { .. }
             | VmrunError::Bootstrap { .. } => false,
-        };
-        DriverError::new(ErrorKind::Cloud, e.to_string()).with_retry(retry).with_source(e)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn kinds_retry_flags_and_messages() {

@@ -49,6 +49,8 @@ impl Vmrun {
         let _sc_lock = self.lock(&sc)?;
         self.mark_pending(&sc)?;
         self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
+        let mut undo = Undo::new(format!("create_stemcell {sc}"));
+        self.undo_stemcell(&mut undo, &sc);
         let result = (|| -> DriverResult<()> {
             match &self.cfg.ovftool {
                 Some(ovftool) => {
@@ -128,16 +130,8 @@ impl Vmrun {
             }
             Ok(())
         })();
-        if let Err(e) = result {
-            warn!("stemcell import failed: removing {dir}");
-            match self.t.remove_dir_all(&dir) {
-                Ok(_) => {
-                    let _ = self.clear_pending(&sc);
-                }
-                Err(c) => warn!("could not remove {dir} ({c}); the next create on this store removes it"),
-            }
-            return Err(e);
-        }
+        result?;
+        undo.disarm();
         // the scratch (a spooled disk, as big as the stemcell) goes while the pending entry still covers the
         // stemcell: clearing the entry is the last step before the response, so a kill in between leaves as
         // little time as possible for a stemcell the caller never hears of

@@ -6,7 +6,7 @@
 //! - `vms/vm-<20 hex>/vm-….vmx` — a linked clone of it, plus `env.iso` (the agent settings on the stemcell's
 //!   own CD-ROM device), `env.json` (the same settings, for later edits) and `ephemeral.vmdk`;
 //! - `disks/disk-<15 hex>.vmdk` and `disk-….json` (size and metadata);
-//! - `locks/*.lock` — flock files; `pending/vm-…` — a create in progress (see below).
+//! - `locks/*.lock` — flock files; `pending/<cid>` — a create in progress (see below).
 //!
 //! Disks sit on SCSI controller 0: root at unit 0, ephemeral at 1, persistent disks at 2 and up (7 is the
 //! controller's own id); the vSphere stemcell's agent resolves the unit number given as the disk hint.
@@ -16,7 +16,7 @@
 //! a stemcell lock only inside its VM lock, always in that order, so locks cannot deadlock; every wait is
 //! bounded by `lock_timeout_seconds`.
 //!
-//! Failed creates: create_vm and create_stemcell record `pending/<cid>` and hold the CID's lock until they
+//! Failed creates: create_vm, create_stemcell and create_disk record `pending/<cid>` and hold the CID's lock until they
 //! finish. On failure they remove what they made; if even that fails (the host became unreachable, the
 //! process was killed), the next create on the store finds the pending entry, sees that nobody holds its
 //! lock, and removes it.
@@ -24,7 +24,7 @@ mod cleanup;
 mod config;
 mod create;
 mod disks;
-mod error;
+pub(crate) mod error;
 mod host;
 mod import;
 mod naming;
@@ -42,6 +42,7 @@ use props::*;
 
 use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
+use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
@@ -71,7 +72,7 @@ impl Vmrun {
     pub fn new(cfg: VmrunConfig, agent: AgentOptions) -> Self {
         let t: Box<dyn Transport> = match &cfg.ssh {
             Some(s) => Box::new(Ssh::new(s.clone())),
-            None => Box::new(Local),
+            None => Box::new(Local::new()),
         };
         Vmrun { cfg, agent, t }
     }
@@ -98,8 +99,7 @@ impl Driver for Vmrun {
         {
             info!("{note}");
         }
-        let props: VmProps = serde_json::from_value(Value::Object(cloud_properties))
-            .map_err(|e| DriverError::invalid("VM cloud_properties", e.to_string()))?;
+        let props: VmProps = crate::driver::props::parse("VM cloud_properties", &cloud_properties)?;
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if let Some(b) = &props.bootstrap {
             b.check_script_path()?;
@@ -120,10 +120,11 @@ impl Driver for Vmrun {
         info!("creating {vm} from {sc}");
         let _vm_lock = self.lock(&vm)?;
         self.mark_pending(&vm)?;
-        let mut rb = Rollback { d: self, vm: vm.clone(), armed: true };
+        let mut undo = Undo::new(format!("create_vm {vm}"));
+        self.undo_vm(&mut undo, &vm);
         self.create_vm_inner(req, &vm, &props, &mut networks)?;
         self.clear_pending(&vm)?;
-        rb.armed = false;
+        undo.disarm();
         crate::debug!("{vm}: created; from here the response is the only record of it");
         Ok(CreatedVm { cid, networks })
     }
@@ -216,21 +217,28 @@ impl Driver for Vmrun {
         cloud_properties: &Map<String, Value>,
         _vm: Option<&VmCid>,
     ) -> DriverResult<DiskCid> {
-        let _props: DiskProps = serde_json::from_value(Value::Object(cloud_properties.clone()))
-            .map_err(|e| DriverError::invalid("disk cloud_properties", e.to_string()))?;
+        let _props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
         if size_mib == 0 || size_mib > 8 << 20 {
             return Err(DriverError::invalid("disk size", format!("must be 1 MiB to 8 TiB, got {size_mib} MiB")));
         }
+        self.sweep_abandoned()?;
         let cid = DiskCid::generate(DISK_HEX);
         let disk = cid.as_str();
         let dir = self.store("disks");
         self.tr(|| format!("cannot create {dir}"), self.t.mkdir_all(&dir))?;
-        let path = self.disk_path(disk);
-        self.host().create_vmdk(&path, size_mib)?;
-        if let Err(e) = self.write_disk_record(disk, &DiskRecord { size_mib, metadata: Metadata::new() }) {
-            let _ = self.t.remove_file(&path);
-            return Err(e);
-        }
+        // like a VM: a pending entry under the disk's lock, so a kill between vmware-vdiskmanager and the
+        // disk's record leaves nothing that the next create's sweep does not remove
+        let _disk_lock = self.lock(disk)?;
+        self.mark_pending(disk)?;
+        let mut undo = Undo::new(format!("create_disk {disk}"));
+        self.undo_disk(&mut undo, disk);
+        self.host().create_vmdk(&self.disk_path(disk), size_mib)?;
+        self.write_disk_record(disk, &DiskRecord { size_mib, metadata: Metadata::new() })?;
+        self.clear_pending(disk)?;
+        undo.disarm();
+        // disks are not locked after their create (attach/detach lock the VM): the file goes with the lock held
+        self.forget_lock(disk);
+        crate::debug!("{disk}: created; from here the response is the only record of it");
         Ok(cid)
     }
 

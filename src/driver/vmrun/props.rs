@@ -1,6 +1,6 @@
 //! The cloud_properties this driver understands: VM, network and disk.
 use super::*;
-use crate::driver::props::{default_cpu, default_ram, Limits};
+use crate::driver::props::{vm_props, Limits};
 
 /// VMware Workstation's limits: 128 vCPUs, 128 GiB of memory in steps of 4 MiB, 8 TiB disks.
 pub(super) const LIMITS: Limits = Limits {
@@ -13,20 +13,9 @@ pub(super) const LIMITS: Limits = Limits {
     max_disk_text: "8 TiB",
 };
 
-/// VM `cloud_properties`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct VmProps {
-    #[serde(default = "default_cpu")]
-    pub(super) cpu: u32,
-    /// MiB.
-    #[serde(default = "default_ram")]
-    pub(super) ram: u64,
-    /// Ephemeral disk, MiB (0: none).
-    #[serde(default)]
-    pub(super) disk: u64,
-    #[serde(default)]
-    pub(super) bootstrap: Option<Bootstrap>,
+vm_props! {
+    /// VM `cloud_properties`.
+    VmProps {}
 }
 
 pub(super) use crate::driver::bootstrap::Bootstrap;

@@ -2,6 +2,21 @@
 use super::*;
 
 impl Vsphere {
+    /// Records the new VM `name` (object `vm`) in `undo`: destroyed when the create fails.
+    pub(super) fn undo_vm<'a>(&'a self, inv: &'a Inv, undo: &mut Undo<'a>, name: &str, vm: &MoRef) {
+        let vm = vm.clone();
+        undo.push(format!("{name} ({})", vm.value), move || {
+            inv.vm_info(&vm).and_then(|i| i.map(|i| self.destroy_vm(inv, &i)).transpose()).map(|_| ())
+        });
+    }
+
+    /// Records the stemcell, VM or disk `cid` in `undo`: whatever of it exists is removed when the create
+    /// fails (found by name, as the reaper does).
+    pub(super) fn undo_leftovers<'a>(&'a self, inv: &'a Inv, undo: &mut Undo<'a>, cid: &str) {
+        let cid = cid.to_string();
+        undo.push(cid.clone(), move || self.remove_leftovers(inv, &cid).map(|_| ()));
+    }
+
     /// Reaps what killed creates left, then writes and holds the in-flight marker of `cid`.
     pub(super) fn begin(&self, inv: &Inv, cid: &str) -> DriverResult<Marker> {
         self.reap(inv);

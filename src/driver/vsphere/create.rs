@@ -2,13 +2,13 @@
 use super::*;
 
 impl Vsphere {
-    pub(super) fn create_vm_inner(
-        &self,
-        inv: &Inv,
+    pub(super) fn create_vm_inner<'a>(
+        &'a self,
+        inv: &'a Inv,
         req: &CreateVm,
         props: &VmProps,
         cid: &VmCid,
-        made: &mut Option<MoRef>,
+        undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let name = cid.as_str();
         if !valid_id(req.stemcell.as_str(), "sc-") {
@@ -93,7 +93,7 @@ impl Vsphere {
                 .map_err(ctx_err("cannot create the VM"))?;
             r.as_ref().and_then(Node::as_moref).ok_or(VsphereError::NoVmReturned { call: "CreateVM_Task" })?
         };
-        *made = Some(vm.clone());
+        self.undo_vm(inv, undo, name, &vm);
         let info = inv.vm_info(&vm)?.ok_or_else(|| VsphereError::Vanished { vm: vm.value.clone() })?;
         let controller =
             info.root_controller().ok_or_else(|| VsphereError::NoScsiController { vm: name.to_string() })?;

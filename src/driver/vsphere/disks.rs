@@ -8,7 +8,7 @@ impl Vsphere {
         cloud_properties: &Map<String, Value>,
         vm: Option<&VmCid>,
     ) -> DriverResult<DiskCid> {
-        let props: DiskProps = parse_props("disk cloud_properties", cloud_properties)?;
+        let props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
         let disk_type = props.r#type.unwrap_or_else(|| "thin".into());
         if !matches!(disk_type.as_str(), "thin" | "preallocated" | "eagerZeroedThick") {
             return Err(DriverError::invalid(

@@ -1,6 +1,6 @@
 //! What goes wrong in the vSphere driver itself while it makes a VM, with the names involved. Each variant
-//! becomes a [`DriverError`] here, the one place that decides its kind and whether retrying can help.
-use crate::error::{DriverError, ErrorKind};
+//! says here whether retrying can help ([`DriverFailure`]), and so becomes a [`crate::error::DriverError`].
+use crate::error::DriverFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VsphereError {
@@ -20,9 +20,9 @@ pub enum VsphereError {
     NoFreeIdeSlot { vm: String },
 }
 
-impl From<VsphereError> for DriverError {
-    fn from(e: VsphereError) -> Self {
-        let retry = match &e {
+impl DriverFailure for VsphereError {
+    fn retryable(&self) -> bool {
+        match self {
             // the server answered oddly or someone removed the VM meanwhile: another try may pass
             VsphereError::NoVmReturned { .. } | VsphereError::Vanished { .. } => true,
             // the stemcell or the VM's hardware is what it is: the same create fails the same way
@@ -31,14 +31,14 @@ impl From<VsphereError> for DriverError {
             | VsphereError::NoScsiController { .. }
             | VsphereError::NoFreeScsiUnit { .. }
             | VsphereError::NoFreeIdeSlot { .. } => false,
-        };
-        DriverError::new(ErrorKind::Cloud, e.to_string()).with_retry(retry).with_source(e)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{DriverError, ErrorKind};
 
     #[test]
     fn permanent_create_failures_are_not_retryable() {

@@ -22,7 +22,7 @@ pub mod client;
 pub mod config;
 mod create;
 mod disks;
-mod error;
+pub(crate) mod error;
 pub mod import;
 pub mod inventory;
 mod metadata;
@@ -43,6 +43,7 @@ use settings::*;
 
 use crate::agent_settings::{vmware_mac, AgentSettings, Networks};
 use crate::config::AgentOptions;
+use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
@@ -118,7 +119,7 @@ impl Driver for Vsphere {
             info!("{note}");
         }
         let bootstrap = top.remove("bootstrap");
-        let mut props: VmProps = parse_props("VM cloud_properties", &top)?;
+        let mut props: VmProps = crate::driver::props::parse("VM cloud_properties", &top)?;
         if let Some(b) = bootstrap.filter(|b| !b.is_null()) {
             props.bootstrap = Some(
                 serde_json::from_value(b)
@@ -133,35 +134,25 @@ impl Driver for Vsphere {
         let cid = VmCid::generate();
         let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
-        let mut made = None;
-        match self.create_vm_inner(&inv, req, &props, &cid, &mut made) {
-            Ok(vm) => {
-                drop(inv);
+        let mut undo = Undo::new(format!("create_vm {name}"));
+        let result = self.create_vm_inner(&inv, req, &props, &cid, &mut undo);
+        // what cannot be removed now keeps its marker: the next create removes it
+        let settled = match &result {
+            Ok(_) => {
+                undo.disarm();
                 info!("created VM {name}");
-                marker.created(&name);
-                Ok(vm)
+                true
             }
-            Err(e) => {
-                let cleaned = match made {
-                    Some(vm) => {
-                        warn!("create_vm failed, removing {name}: {e}");
-                        match inv.vm_info(&vm).and_then(|i| i.map(|i| self.destroy_vm(&inv, &i)).transpose()) {
-                            Ok(_) => true,
-                            Err(c) => {
-                                warn!("cleanup of {name} failed: {c}");
-                                false
-                            }
-                        }
-                    }
-                    None => true,
-                };
-                drop(inv);
-                if cleaned {
-                    marker.commit();
-                }
-                Err(e)
-            }
+            Err(_) => undo.run(),
+        };
+        // log out first: the marker goes only when nothing but writing the response is left to do
+        drop(inv);
+        match &result {
+            Ok(_) => marker.created(&name),
+            Err(_) if settled => marker.commit(),
+            Err(_) => {}
         }
+        result
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {

@@ -1,6 +1,6 @@
 //! The cloud_properties this driver understands (VM and disk) and vSphere's size limits.
 use super::*;
-use crate::driver::props::{default_cpu, default_ram, Limits};
+use crate::driver::props::{vm_props, Limits};
 
 /// vSphere's largest VM: 768 vCPUs, 24 TiB of memory, 62 TiB disks.
 pub(super) const LIMITS: Limits = Limits {
@@ -13,23 +13,13 @@ pub(super) const LIMITS: Limits = Limits {
     max_disk_text: "62 TiB",
 };
 
-/// VM `cloud_properties` this driver understands.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct VmProps {
-    #[serde(default = "default_cpu")]
-    pub(super) cpu: u32,
-    /// MiB.
-    #[serde(default = "default_ram")]
-    pub(super) ram: u64,
-    /// Ephemeral disk, MiB (0: none).
-    #[serde(default)]
-    pub(super) disk: u64,
-    /// Datastore names or patterns for this VM's files (default: the stemcell's datastore).
-    #[serde(default)]
-    pub(super) datastores: Vec<String>,
-    #[serde(default)]
-    pub(super) bootstrap: Option<bootstrap::Bootstrap>,
+vm_props! {
+    /// VM `cloud_properties` this driver understands.
+    VmProps {
+        /// Datastore names or patterns for this VM's files (default: the stemcell's datastore).
+        #[serde(default)]
+        datastores: Vec<String>,
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,8 +47,4 @@ pub(super) fn disk_size(what: &str, mib: u64) -> DriverResult<u64> {
         ));
     }
     Ok(mib)
-}
-
-pub(super) fn parse_props<T: serde::de::DeserializeOwned>(what: &str, m: &Map<String, Value>) -> DriverResult<T> {
-    serde_json::from_value(Value::Object(m.clone())).map_err(|e| DriverError::invalid(what, e.to_string()))
 }

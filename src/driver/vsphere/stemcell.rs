@@ -49,17 +49,16 @@ impl Vsphere {
         let cid = StemcellCid::generate(HEX_LEN, "");
         let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
+        let mut undo = Undo::new(format!("create_stemcell {name}"));
+        self.undo_leftovers(&inv, &mut undo, &name);
         let result = self.import_stemcell(&inv, image, &name, &marker);
+        // what cannot be removed now keeps its marker: the next create removes it
         let settled = match &result {
-            Ok(()) => true,
-            Err(_) => match self.remove_leftovers(&inv, &name) {
-                Ok(_) => true,
-                // the marker stays: the next create removes the rest
-                Err(e) => {
-                    warn!("cleanup of {name} failed: {e}");
-                    false
-                }
-            },
+            Ok(()) => {
+                undo.disarm();
+                true
+            }
+            Err(_) => undo.run(),
         };
         // log out first: the marker goes only when nothing but writing the response is left to do
         drop(inv);

@@ -1,0 +1,11 @@
+//! Suites written once and run on every peer (`tests/peer/`): one test per suite and peer, named
+//! `suites::<concern>::<peer>`.
+
+// SIGKILL at random points of creates and attach: nothing is left after the director's clean-up.
+mod sigkill;
+// Hostile input on every method: errors or escaping, no effect outside the CPI's areas, no panic.
+mod hostile;
+// Secret canaries on every method and error path.
+mod secrets;
+// Sixteen CPI processes at once on one stemcell.
+mod parallel;

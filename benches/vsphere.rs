@@ -1,10 +1,17 @@
 //! Benchmark of the vSphere driver against the simulator: for each CPI method, the HTTP round trips the
-//! built `vmcpi` makes (it logs them) and the wall time of the whole process (median of several runs),
+//! built `vmcpi` makes (it logs them; the last of the runs, which found the session an earlier call kept)
+//! and the wall time of the whole process (median of several runs),
 //! for the vCenter and the ESXi model; then the peak RSS of a 4 GiB stemcell import (the CPI logs its own
 //! `VmHWM`), and wall time and peak RSS of a 2 GiB stemcell *archive* import (a gzipped tar with OVF + VMDK,
 //! as a director hands it over: unpacking and upload both count). Run: `nice -n 15 cargo bench -j 1 --bench
-//! vsphere` (`-- import` for the two imports only; `VMCPI_BIN=PATH` measures another vmcpi build, e.g. an
-//! older one to compare). Needs `target/vcsim` (or `$VCSIM`).
+//! vsphere` (`-- import` for the two imports only; `VMCPI_BIN=PATH` measures another vmcpi build). Needs
+//! `target/vcsim` (or `$VCSIM`).
+//!
+//! First, requests on the wire: the simulator behind `countproxy` (an HTTPS proxy that counts requests),
+//! each CPI method done by vmcpi (a warm call, with the session another call left in `state_dir`, and the
+//! cold first call, without it) and by `govmomi-steps` (the same steps through govmomi, one session per
+//! step), all in one run on one simulator; a Markdown table between `<!-- wire -->` markers. Needs
+//! `target/countproxy` and `target/govmomi-steps` (`bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME`).
 #[path = "../tests/vsphere_sim.rs"]
 mod vsphere_sim;
 
@@ -22,15 +29,15 @@ struct Outcome {
     wall: Duration,
 }
 
-/// The vmcpi under test: this build, or `$VMCPI_BIN` (e.g. a copy of an older build, to compare).
-fn vmcpi() -> std::path::PathBuf {
+/// The CPI binary: this build's, or `$VMCPI_BIN` (another build, e.g. an older commit's, to compare).
+fn vmcpi_bin() -> std::path::PathBuf {
     std::env::var_os("VMCPI_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_vmcpi").into())
 }
 
 fn call(config: &Path, method: &str, args: Value) -> Outcome {
     let req = json!({"method": method, "arguments": args, "context": {"director_uuid": "bench"}, "api_version": 2});
     let started = Instant::now();
-    let mut child = Command::new(vmcpi())
+    let mut child = Command::new(vmcpi_bin())
         .arg("--config")
         .arg(config)
         .env_clear()
@@ -69,7 +76,9 @@ fn row(name: &str, runs: &[Outcome]) {
         .find(|o| !o.error.is_null())
         .map(|o| format!("  ({})", o.error["type"].as_str().unwrap_or("error")))
         .unwrap_or_default();
-    println!("  {name:<30} {:>5} {:>9.1} ms{err}", round_trips(&runs[0].stderr), median.as_secs_f64() * 1000.0);
+    // the last run's round trips: the steady state, with the session an earlier call kept
+    let last = runs.last().map(|o| o.stderr.as_str()).unwrap_or_default();
+    println!("  {name:<30} {:>5} {:>9.1} ms{err}", round_trips(last), median.as_secs_f64() * 1000.0);
 }
 
 fn bench_model(bin: &Path, model: &'static str) {
@@ -140,6 +149,195 @@ fn big_import(bin: &Path) {
         round_trips(&o.stderr),
         4096.0 / secs
     );
+}
+
+/// The request counter in front of a simulator.
+struct CountProxy {
+    child: std::process::Child,
+    url: String,
+    control: String,
+    cert: std::path::PathBuf,
+}
+
+impl CountProxy {
+    fn start(bin: &Path, backend: &str, dir: &Path) -> CountProxy {
+        let (url_file, cert, control_file) = (dir.join("proxy-url"), dir.join("proxy.pem"), dir.join("control-url"));
+        let child = Command::new(bin)
+            .arg("-backend")
+            .arg(backend)
+            .arg("-url-file")
+            .arg(&url_file)
+            .arg("-cert-file")
+            .arg(&cert)
+            .arg("-control-file")
+            .arg(&control_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start countproxy");
+        let started = Instant::now();
+        while !url_file.exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "countproxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
+        CountProxy { child, url: read(&url_file), control: read(&control_file), cert }
+    }
+
+    /// Requests since the last take, and their SOAP operations.
+    fn take(&self) -> (u32, String) {
+        let body = ureq::get(&format!("{}/take", self.control)).call().unwrap().body_mut().read_to_string().unwrap();
+        let (n, ops) = body.trim().split_once(' ').unwrap_or((body.trim(), ""));
+        (n.parse().unwrap(), ops.to_string())
+    }
+}
+
+impl Drop for CountProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
+    p.is_file().then_some(p)
+}
+
+/// One row of the wire table: vmcpi warm and cold, govmomi.
+struct Wire {
+    op: &'static str,
+    warm: u32,
+    cold: u32,
+    govmomi: u32,
+    detail: String,
+}
+
+fn wire_comparison(bin: &Path) {
+    let (Some(proxy_bin), Some(steps)) = (tool("countproxy"), tool("govmomi-steps")) else {
+        eprintln!(
+            "target/countproxy or target/govmomi-steps missing: bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME"
+        );
+        std::process::exit(if std::env::var("CI").is_ok() { 1 } else { 0 });
+    };
+    let sim = Vcsim::start(bin, "vpx", false);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = CountProxy::start(&proxy_bin, &sim.url.replace("/sdk", ""), dir.path());
+    let pem = std::fs::read_to_string(&proxy.cert).unwrap();
+    let mut cfg = sim.config();
+    cfg["driver"]["host"] = json!(format!("{}/sdk", proxy.url));
+    cfg["driver"]["ca_cert"] = json!(pem);
+    let state = dir.path().join("state");
+    cfg["driver"]["state_dir"] = json!(state);
+    let config = dir.path().join("cpi.json");
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let image = stemcell_image(dir.path(), false);
+    // govmomi-steps imports the same OVF and disk, unpacked
+    let ovf_dir = dir.path().join("ovf");
+    std::fs::create_dir(&ovf_dir).unwrap();
+    let disk = vsphere_sim::vmdk(200_000);
+    std::fs::write(ovf_dir.join("image.ovf"), vsphere_sim::stemcell_ovf(false, disk.len() as u64)).unwrap();
+    std::fs::write(ovf_dir.join("image-disk1.vmdk"), &disk).unwrap();
+    let gov_url = proxy.url.replace("https://", &format!("https://user:{}@", sim.password)) + "/sdk";
+
+    let vmcpi = |method: &str, args: Value, cold: bool| -> (Value, u32, String) {
+        if cold {
+            let _ = std::fs::remove_dir_all(state.join("sessions"));
+        }
+        proxy.take();
+        let o = call(&config, method, args);
+        let (n, ops) = proxy.take();
+        assert!(o.error.is_null(), "vmcpi {method}: {}\n{}", o.error, o.stderr);
+        (o.result, n, ops)
+    };
+    let govmomi = |args: &[&str]| -> (String, u32, String) {
+        proxy.take();
+        let out = Command::new(&steps)
+            .args(["-url", &gov_url, "-ca"])
+            .arg(&proxy.cert)
+            .args(["-dc", "DC0"])
+            .args(args)
+            .output()
+            .expect("run govmomi-steps");
+        let (n, ops) = proxy.take();
+        assert!(out.status.success(), "govmomi-steps {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).trim().to_string(), n, ops)
+    };
+    let mut rows: Vec<Wire> = Vec::new();
+    let mut row =
+        |op: &'static str, cold: &(Value, u32, String), warm: &(Value, u32, String), g: &(String, u32, String)| {
+            rows.push(Wire {
+                op,
+                warm: warm.1,
+                cold: cold.1,
+                govmomi: g.1,
+                detail: format!("vmcpi warm: {}; govmomi: {}", warm.2, g.2),
+            });
+        };
+
+    let c = vmcpi("create_stemcell", json!([image, {}]), true);
+    let w = vmcpi("create_stemcell", json!([image, {}]), false);
+    let g = govmomi(&["create_stemcell", "gm-sc", ovf_dir.to_str().unwrap()]);
+    row("create_stemcell", &c, &w, &g);
+    let (sc1, sc2) = (c.0.as_str().unwrap().to_string(), w.0.as_str().unwrap().to_string());
+    let nets = json!({"default": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "cloud_properties": {"name": "VM Network"}}});
+    let props = json!({"cpu": 2, "ram": 1024, "disk": 1024});
+    let c = vmcpi("create_vm", json!(["agent", sc1, props, nets, [], {}]), true);
+    let w = vmcpi("create_vm", json!(["agent", sc1, props, nets, [], {}]), false);
+    let g = govmomi(&["create_vm", "gm-vm", "gm-sc"]);
+    row("create_vm", &c, &w, &g);
+    let (vm1, vm2) = (c.0[0].as_str().unwrap().to_string(), w.0[0].as_str().unwrap().to_string());
+    let c = vmcpi("has_vm", json!([vm1]), true);
+    let w = vmcpi("has_vm", json!([vm1]), false);
+    let g = govmomi(&["has_vm", "gm-vm"]);
+    assert_eq!((&c.0, &w.0, g.0.as_str()), (&json!(true), &json!(true), "true"));
+    row("has_vm", &c, &w, &g);
+    let md = json!({"director": "bench", "deployment": "dep", "name": "web/0", "index": "0"});
+    let c = vmcpi("set_vm_metadata", json!([vm1, md]), true);
+    let w = vmcpi("set_vm_metadata", json!([vm2, md]), false);
+    let g = govmomi(&["set_vm_metadata", "gm-vm", "director=bench", "deployment=dep", "name=web/0", "index=0"]);
+    row("set_vm_metadata (4 keys)", &c, &w, &g);
+    let c = vmcpi("create_disk", json!([1024, {}, vm1]), true);
+    let w = vmcpi("create_disk", json!([1024, {}, vm2]), false);
+    let g = govmomi(&["create_disk", "gm-disk", "1024", "gm-vm"]);
+    row("create_disk", &c, &w, &g);
+    let (d1, d2) = (c.0.as_str().unwrap().to_string(), w.0.as_str().unwrap().to_string());
+    let c = vmcpi("attach_disk", json!([vm1, d1]), true);
+    let w = vmcpi("attach_disk", json!([vm2, d2]), false);
+    let g = govmomi(&["attach_disk", "gm-vm", "gm-disk"]);
+    row("attach_disk", &c, &w, &g);
+    let c = vmcpi("detach_disk", json!([vm1, d1]), true);
+    let w = vmcpi("detach_disk", json!([vm2, d2]), false);
+    let g = govmomi(&["detach_disk", "gm-vm", "gm-disk"]);
+    row("detach_disk", &c, &w, &g);
+    let c = vmcpi("delete_vm", json!([vm1]), true);
+    let w = vmcpi("delete_vm", json!([vm2]), false);
+    let g = govmomi(&["delete_vm", "gm-vm"]);
+    row("delete_vm", &c, &w, &g);
+    let c = vmcpi("delete_disk", json!([d1]), true);
+    let w = vmcpi("delete_disk", json!([d2]), false);
+    let g = govmomi(&["delete_disk", "gm-disk"]);
+    row("delete_disk", &c, &w, &g);
+    let c = vmcpi("delete_stemcell", json!([sc1]), true);
+    let w = vmcpi("delete_stemcell", json!([sc2]), false);
+    let g = govmomi(&["delete_stemcell", "gm-sc"]);
+    row("delete_stemcell", &c, &w, &g);
+
+    println!("<!-- wire -->");
+    println!("| operation | vmcpi requests | govmomi requests | ratio | vmcpi cold first call |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        let ratio = r.warm as f64 / r.govmomi.max(1) as f64;
+        let mark = if ratio <= 0.5 { "" } else { " (above 0.5)" };
+        println!("| {} | {} | {} | {ratio:.2}{mark} | {} |", r.op, r.warm, r.govmomi, r.cold);
+    }
+    println!("<!-- /wire -->");
+    println!(
+        "\nRequests seen by the proxy (POST /sdk by SOAP operation; PUT/HEAD/GET are datastore and NFC transfers):"
+    );
+    for r in &rows {
+        println!("  {}: {}", r.op, r.detail);
+    }
 }
 
 /// A vSphere stemcell `image` of `gib` GiB (gzipped tar: image.ovf, image.mf, image-disk1.vmdk), cached in
@@ -236,6 +434,10 @@ fn main() {
     };
     let only_import = std::env::args().skip(1).any(|a| a == "import");
     if !only_import {
+        wire_comparison(&bin);
+        if std::env::var("VMCPI_BENCH_WIRE_ONLY").is_ok() {
+            return;
+        }
         bench_model(&bin, "vpx");
         bench_model(&bin, "esx");
     }

@@ -58,10 +58,36 @@ fn create_vm_on(cpi: &Cpi, sc: &str, props: Value, nets: Value) -> (String, Valu
     (r[0].as_str().unwrap().to_string(), r[1].clone())
 }
 
-/// Reads the agent settings the CPI stored next to the VM.
-fn settings(sim: &Vcsim, vm: &str) -> Value {
-    let p = sim.datastore_dir().join(vm).join("env.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+/// The agent settings the VM has: its `guestinfo.userdata` (the settings ISO carries the same JSON).
+pub(crate) fn settings(sim: &Vcsim, vm: &str) -> Value {
+    let s = session(sim, &sim.driver());
+    let folder = (sim.model == "vpx").then_some("vmcpi_vms");
+    let p = vm_props(&s, sim.datacenter(), folder, vm, &["config.extraConfig"]).expect("VM exists");
+    let userdata = p
+        .get("config.extraConfig")
+        .unwrap()
+        .children
+        .iter()
+        .rev()
+        .find(|o| o.str_at("key") == Some("guestinfo.userdata"))
+        .and_then(|o| o.str_at("value"))
+        .expect("guestinfo.userdata")
+        .to_string();
+    let json = vmcpi::encoding::unbase64(&userdata).unwrap();
+    // the medium in the drive holds the same JSON
+    let devices = vm_props(&s, sim.datacenter(), folder, vm, &["config.hardware.device"]).unwrap();
+    let cd = devices.get("config.hardware.device").and_then(|d| {
+        d.children.iter().find(|d| d.kind() == "VirtualCdrom")?.str_at("backing/fileName").map(str::to_string)
+    });
+    let iso = sim.datastore_dir().join(cd.expect("CD-ROM with a medium").split_once("] ").unwrap().1);
+    let medium = std::fs::read(&iso).unwrap();
+    assert!(
+        medium.windows(json.len()).any(|w| w == json.as_slice()),
+        "{} holds the settings: {}",
+        iso.display(),
+        String::from_utf8_lossy(&json)
+    );
+    serde_json::from_slice(&json).unwrap()
 }
 
 fn lifecycle(model: &'static str) {
@@ -138,11 +164,7 @@ fn lifecycle(model: &'static str) {
         .iter()
         .filter_map(|o| Some((o.str_at("key")?.to_string(), o.str_at("value")?.to_string())))
         .collect();
-    let env_json = std::fs::read(sim.datastore_dir().join(&vm).join("env.json")).unwrap();
-    assert!(
-        extra.contains(&("guestinfo.userdata".to_string(), vmcpi::driver::vsphere::base64(&env_json))),
-        "{extra:?}"
-    );
+    assert!(extra.iter().any(|(k, _)| k == "guestinfo.userdata"), "{extra:?}");
     assert!(extra.contains(&("guestinfo.userdata.encoding".to_string(), "base64".to_string())));
     assert_eq!(st["agent_id"], "agent-1");
     assert_eq!(st["networks"]["default"]["mac"], mac.as_str());
@@ -406,11 +428,14 @@ fn vsphere_password_with_xml_specials_never_shows() {
     outputs.push(vm_run);
     outputs.push(cpi.call("set_vm_metadata", json!([vm, {"k": "v"}])));
     outputs.push(cpi.call("delete_vm", json!([vm])));
+    // a wrong password (its own state_dir: the session kept in the first is keyed by URL and user)
     let mut wrong = cfg.clone();
     wrong["driver"]["password"] = json!(format!("{canary}-wrong"));
+    let other_state = tempfile::tempdir().unwrap();
+    wrong["driver"]["state_dir"] = json!(other_state.path());
     outputs.push(Cpi::with_config(&wrong).call("has_vm", json!([vm])));
     for run in &outputs {
-        assert!(run.stderr.contains("RetrieveServiceContent"), "debug logging is on");
+        assert!(run.stderr.contains(" -> HTTP "), "debug logging is on");
         for needle in [canary, "Canary&amp;", "Canary&"] {
             assert!(
                 !run.stdout.contains(needle) && !run.stderr.contains(needle),
@@ -419,5 +444,162 @@ fn vsphere_password_with_xml_specials_never_shows() {
                 run.stderr
             );
         }
+    }
+}
+
+/// SOAP operations a debug-logging call sent (`<op> -> HTTP …` lines), in order.
+fn ops(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split_once(" -> HTTP ").map(|(head, _)| head.rsplit(' ').next().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// The session files in a state_dir.
+fn session_files(state: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(state.join("sessions"))
+        .map(|r| r.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+        .unwrap_or_default()
+}
+
+/// Issue 12: the session outlives the CPI process. The first call logs in and keeps the cookie in
+/// `state_dir` (0600, no password); the next makes no Login and no Logout; a session the server no longer
+/// knows (the cookie of a logged-out session, a damaged file, garbage) costs one new login and the call
+/// succeeds; parallel processes share one session; a malformed CID makes no request at all.
+#[test]
+fn vsphere_session_is_kept_between_calls() {
+    let Some(bin) = vcsim() else { return };
+    let pw = "Session-pw-canary-61c2";
+    let sim = Vcsim::start_with(&bin, "vpx", false, pw);
+    let mut cfg = sim.config();
+    cfg["log_level"] = json!("debug");
+    let state = sim.dir.path().join("state");
+    let cpi = Cpi::with_config(&cfg);
+    let probe = json!(["vm-00000000000000000000"]);
+
+    // cold: service content and login, no logout; the file is 0600 and holds no password
+    let run = cpi.call("has_vm", probe.clone());
+    assert_eq!(run.response["result"], json!(false), "{}", run.response);
+    let first = ops(&run.stderr);
+    assert_eq!(first.iter().filter(|o| *o == "Login").count(), 1, "{first:?}");
+    assert!(!first.contains(&"Logout".to_string()), "{first:?}");
+    let files = session_files(&state);
+    assert_eq!(files.len(), 1, "{files:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    let saved = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(!saved.contains(pw), "the password is never kept: {saved}");
+    let cookie = serde_json::from_str::<Value>(&saved).unwrap()["cookie"].as_str().unwrap().to_string();
+    assert!(!cookie.is_empty());
+    assert!(!run.stderr.contains(&cookie) && !run.stdout.contains(&cookie), "the cookie is never logged");
+
+    // warm: no service content, no login, no logout: the first request is the check
+    let run = cpi.call("has_vm", probe.clone());
+    assert_eq!(run.response["result"], json!(false), "{}", run.response);
+    let warm = ops(&run.stderr);
+    for op in ["RetrieveServiceContent", "Login", "Logout"] {
+        assert!(!warm.contains(&op.to_string()), "{op} in a warm call: {warm:?}");
+    }
+    assert!(!run.stderr.contains(&cookie), "the cookie is never logged");
+
+    // the server forgets the session (logged out behind the CPI's back): one new login, then success
+    {
+        let s = session(&sim, &sim.driver());
+        // log the kept session out by presenting its cookie
+        let body = vmcpi::driver::vsphere::methods::Logout { this: s.sc.session_manager.clone() };
+        let req = vmcpi::driver::vsphere::methods::Request::encode(&body);
+        let resp = ureq::post(&sim.url)
+            .header("Cookie", &format!("vmware_soap_session={cookie}"))
+            .header("Content-Type", "text/xml")
+            .send(&req[..])
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let run = cpi.call("has_vm", probe.clone());
+    assert_eq!(run.response["result"], json!(false), "{}", run.response);
+    let relogged = ops(&run.stderr);
+    assert_eq!(relogged.iter().filter(|o| *o == "Login").count(), 1, "{relogged:?}");
+    assert!(!relogged.contains(&"RetrieveServiceContent".to_string()), "{relogged:?}");
+    let fresh = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(!fresh.contains(&cookie), "the file holds the new session");
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    // and the next call uses it
+    let run = cpi.call("has_vm", probe.clone());
+    assert!(!ops(&run.stderr).contains(&"Login".to_string()));
+
+    // damaged files of every kind: no panic, one login, success, a good file again
+    let valid = std::fs::read(&files[0]).unwrap();
+    let mut wrong_cookie: Value = serde_json::from_slice(&valid).unwrap();
+    wrong_cookie["cookie"] = json!("not-a-session-of-this-server");
+    let mut bad_sc: Value = serde_json::from_slice(&valid).unwrap();
+    bad_sc["service_content"] = json!({"root_folder": 7});
+    let damaged: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"{".to_vec(),
+        b"\xff\xfe\x00garbage".to_vec(),
+        valid[..valid.len() / 2].to_vec(),
+        b"[1,2,3]".to_vec(),
+        wrong_cookie.to_string().into_bytes(),
+        bad_sc.to_string().into_bytes(),
+        br#"{"url":"x","user":"user","cookie":"a\r\nInjected: 1","service_content":{}}"#.to_vec(),
+        vec![b'{'; 200_000],
+    ];
+    for (i, bytes) in damaged.iter().enumerate() {
+        std::fs::write(&files[0], bytes).unwrap();
+        let run = cpi.call("has_vm", probe.clone());
+        assert_eq!(run.response["result"], json!(false), "damage {i}: {}\n{}", run.response, run.stderr);
+        assert!(!run.stderr.contains("panicked"), "damage {i}: {}", run.stderr);
+        let logins = ops(&run.stderr).iter().filter(|o| *o == "Login").count();
+        assert_eq!(logins, 1, "damage {i}: {:?}", ops(&run.stderr));
+        let again: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert!(again["cookie"].as_str().is_some_and(|c| !c.is_empty()), "damage {i}: the file is rewritten");
+    }
+
+    // parallel processes: from no file, and from a dead session, one login in all; the file stays whole
+    for start in ["none", "dead"] {
+        match start {
+            "none" => std::fs::remove_file(&files[0]).unwrap(),
+            _ => std::fs::write(&files[0], wrong_cookie.to_string()).unwrap(),
+        }
+        let cpi = std::sync::Arc::new(Cpi::with_config(&cfg));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let cpi = cpi.clone();
+                let probe = probe.clone();
+                std::thread::spawn(move || cpi.call("has_vm", probe))
+            })
+            .collect();
+        let runs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut logins = 0;
+        for run in &runs {
+            assert_eq!(run.response["result"], json!(false), "{start}: {}\n{}", run.response, run.stderr);
+            logins += ops(&run.stderr).iter().filter(|o| *o == "Login").count();
+        }
+        assert_eq!(logins, 1, "{start}: one process logs in, the others take its session");
+        let whole: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert!(whole["cookie"].is_string());
+        assert_eq!(session_files(&state).len(), 1);
+    }
+
+    // a malformed CID: refused before any request (no login, not even a kept session's check)
+    std::fs::remove_file(&files[0]).unwrap();
+    for (method, args) in [
+        ("has_vm", json!(["../../etc"])),
+        ("delete_vm", json!(["vm-../x"])),
+        ("reboot_vm", json!(["vm-ZZZZ"])),
+        ("set_vm_metadata", json!(["vm-1", {"a": "b"}])),
+        ("get_disks", json!(["vm"])),
+        ("has_disk", json!(["disk-../../x"])),
+        ("delete_disk", json!(["disk-xyz"])),
+        ("attach_disk", json!(["vm-00000000000000000000", "disk-bad"])),
+        ("detach_disk", json!(["vm-00000000000000000000", "disk-bad"])),
+        ("set_disk_metadata", json!(["disk-bad", {}])),
+        ("resize_disk", json!(["disk-bad", 10])),
+        ("delete_stemcell", json!(["sc-bad"])),
+        ("create_vm", json!(["a", "sc-bad", {}, networks(), [], {}])),
+    ] {
+        let run = cpi.call(method, args);
+        assert!(ops(&run.stderr).is_empty(), "{method} sent requests: {:?}", ops(&run.stderr));
+        assert!(session_files(&state).is_empty(), "{method} logged in");
     }
 }

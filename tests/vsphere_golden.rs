@@ -67,6 +67,38 @@ fn session_and_property_requests() {
                 (m("Datastore", "datastore-2"), vec!["name".into(), "summary.accessible".into()]),
                 (vm(), vec!["config.hardware.device".into()]),
             ],
+            follow: vec![],
+        },
+    );
+    // a folder's children and each compute resource's pool, and a datacenter's datastores, in one request
+    golden(
+        "RetrievePropertiesEx_follow",
+        &RetrievePropertiesEx {
+            this: m("PropertyCollector", "propertyCollector"),
+            objects: vec![(m("Folder", "group-h4"), vec!["childEntity".into()])],
+            follow: vec![
+                Follow {
+                    from: m("Folder", "group-h4"),
+                    path: "childEntity".into(),
+                    then: None,
+                    kind: "ComputeResource".into(),
+                    paths: vec!["resourcePool".into()],
+                },
+                Follow {
+                    from: m("Datacenter", "datacenter-2"),
+                    path: "hostFolder".into(),
+                    then: Some(("Folder".into(), "childEntity".into())),
+                    kind: "ComputeResource".into(),
+                    paths: vec!["resourcePool".into()],
+                },
+                Follow {
+                    from: m("Datacenter", "datacenter-2"),
+                    path: "datastore".into(),
+                    then: None,
+                    kind: "Datastore".into(),
+                    paths: vec!["name".into(), "summary.freeSpace".into()],
+                },
+            ],
         },
     );
     golden(

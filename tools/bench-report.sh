@@ -11,6 +11,9 @@ dpkg-query -W -f='${Status}' virtinst 2>/dev/null | grep -q 'install ok installe
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtinst >&2
 bash tools/libvirt-up.sh >/dev/null
 bash tools/vcsim/build.sh target/vcsim >&2
+# the request counter (an HTTPS proxy) and the govmomi yardstick, from the same Debian govmomi source
+bash tools/vcsim/build.sh target/countproxy tools/vcsim/countproxy >&2
+bash tools/vcsim/build.sh target/govmomi-steps tools/vcsim/govmomi-steps >&2
 cargo build --release --locked --bins >&2
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -32,6 +35,7 @@ echo "| \`info\`, whole process | $(lv '`info` whole process') | \`/bin/true\`: 
 echo "| libvirt create_vm, 4 GiB stemcell | $(lv 'create_vm from the 4096 MiB stemcell') | 64 MiB stemcell: $(lv 'create_vm from the 64 MiB stemcell') | $(lv 'create_vm ratio 4 GiB / 64 MiB') |"
 echo "| vmrun create_vm, 4 GiB stemcell | $(line vmrun 'create_vm, 4 GiB stemcell, local' | sed 's/.*local: //') | 64 MiB: $(line vmrun 'create_vm, 64 MiB stemcell, local' | sed 's/.*local: //') | $(line vmrun 'create_vm ratio' | sed -n 's/.*64 MiB: \([0-9.]*\).*/\1/p') |"
 echo "| vSphere create_vm | see the vSphere table | (the simulator discards disk bytes: no size ratio) | |"
+echo "| vSphere requests per call, worst ratio to govmomi | $(sed -n '/^<!-- wire -->$/,/^<!-- \/wire -->$/p' "$out/vsphere" | awk -F'|' 'NR>3 && $5 != "" { r=$5+0; if (r > m) { m=r; op=$2 } } END { gsub(/^ +| +$/, "", op); printf "%.2f (%s)", m, op }') | govmomi-steps, one session per step | ≤ 0.5 wanted |"
 echo "| libvirt create_vm (overlay) | $(lv 'create_vm from the 4 GiB stemcell (overlay' | sed 's/ (ratio.*//') | \`virt-clone\` of the same image: $(lv 'virt-clone of a domain') | $(lv 'create_vm from the 4 GiB stemcell (overlay' | sed -n 's/.*ratio \(.*\))/\1/p') |"
 echo "| stemcell import 4 GiB (libvirt) | $(lv 'import 4 GiB: vmcpi') | \`tar xzf\`: $(lv 'baseline: `tar xzf`' | sed 's/ (ratio.*//'); \`cp\`: $(lv 'baseline: `cp'); \`qemu-img convert\`: $(lv 'baseline: `qemu-img') | |"
 echo "| create_stemcell peak RSS, 4 GiB image | $(lv 'create_stemcell 4096 MiB: peak RSS') | 64 MiB image: $(lv 'create_stemcell 64 MiB: peak RSS') | $(lv 'create_stemcell peak RSS ratio') |"
@@ -43,6 +47,16 @@ echo
 echo "## Peak RSS per method (libvirt)"
 echo
 sed -n '/^| method | peak RSS/,$p' "$out/libvirt"
+echo
+echo "## vSphere requests per CPI call on the wire: vmcpi next to govmomi"
+echo
+echo "The simulator (vCenter model) behind an HTTPS proxy that counts requests (tools/vcsim/countproxy); vmcpi"
+echo "talks TLS to it as to a vCenter (driver.ca_cert), so does tools/vcsim/govmomi-steps, the same steps through"
+echo "govmomi with one session per step (connect, login, logout), as a CPI process has. vmcpi requests: a warm"
+echo "call (the session an earlier call kept in state_dir); the cold first call (no session yet) is the last"
+echo "column. Ratio: vmcpi warm / govmomi. Same simulator, same run."
+echo
+sed -n '/^<!-- wire -->$/,/^<!-- \/wire -->$/p' "$out/vsphere" | sed '1d;$d'
 echo
 echo "## HTTP round trips and wall time per method (vSphere simulator)"
 echo

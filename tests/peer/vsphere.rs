@@ -164,13 +164,14 @@ impl Peer for Vsphere {
         format!("{p:?}\n{:?}", self.inventory())
     }
 
+    /// The VM's `guestinfo.userdata` (checked to be the JSON on its settings ISO too).
     fn agent_settings(&self, vm: &str) -> String {
-        std::fs::read_to_string(self.sim.datastore_dir().join(vm).join("env.json")).unwrap()
+        crate::vsphere::settings(&self.sim, vm).to_string()
     }
 
-    /// The datastore (env.json and the env-*.iso the agent reads may hold them) and the state dir.
+    /// The datastore (the env-*.iso the agent reads may hold them) and the state dir (the kept session).
     fn files_with(&self, canaries: &[&str]) -> Vec<String> {
-        let mut out = files_with_canaries(&self.sim.datastore_dir(), &["env.json", "env-*"], canaries);
+        let mut out = files_with_canaries(&self.sim.datastore_dir(), &["env-*"], canaries);
         out.extend(files_with_canaries(&self.sim.dir.path().join("state"), &[], canaries));
         out
     }

@@ -73,7 +73,7 @@ impl Vsphere {
             let req = DeleteVirtualDisk {
                 this: Self::vdm(inv)?,
                 name: format!("[{ds}] {}", self.disk_path(cid)),
-                datacenter: inv.dc.clone(),
+                datacenter: inv.dc()?,
             };
             inv.s.run_task(&req, "delete disk").map_err(ctx_err(format!("cannot delete disk {cid}")))?;
             return Ok(true);

@@ -1,10 +1,12 @@
 //! The live connection: a `ureq` agent, the `vmware_soap_session` cookie, one [`Session::call`] for every
 //! typed request, property reads, task waiting through `WaitForUpdatesEx`, and datastore file transfer
-//! over `/folder`. The session logs out when dropped, so every CPI call leaves no session behind.
+//! over `/folder`. The CPI's session is kept between processes ([`super::session`]); an expired one is
+//! replaced by a new login inside [`Session::call`].
 use super::config::VsphereConfig;
 use super::methods::*;
+use super::session::SessionStore;
 use super::soap::{self, Fault, FaultKind, MoRef, Node, SoapError};
-use crate::{debug, warn};
+use crate::{debug, info, warn};
 use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -44,8 +46,9 @@ impl ClientError {
 
 pub type ClientResult<T> = Result<T, ClientError>;
 
-/// The parts of `ServiceContent` the driver uses.
-#[derive(Debug, Clone)]
+/// The parts of `ServiceContent` the driver uses (kept in the session file: it never changes while the
+/// server runs).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ServiceContent {
     pub root_folder: MoRef,
     pub property_collector: MoRef,
@@ -97,7 +100,8 @@ impl ObjectContent {
     }
 }
 
-/// A logged-in session. Counts its HTTP round trips; logs out on drop.
+/// A logged-in session. Counts its HTTP round trips. A session from [`Session::connect`] logs out when
+/// dropped; the CPI's own, from [`Session::open`], is kept in the state directory for the next process.
 pub struct Session {
     agent: ureq::Agent,
     sdk_url: String,
@@ -106,7 +110,14 @@ pub struct Session {
     round_trips: Cell<u32>,
     pub sc: ServiceContent,
     user: String,
+    password: String,
     logged_in: Cell<bool>,
+    /// Where the session is kept between CPI processes; `None`: log out at the end.
+    store: Option<SessionStore>,
+    /// Log out at the end after all (the session could not be saved).
+    logout_at_end: Cell<bool>,
+    /// Logins after an expired session in this process (at most two).
+    relogins: Cell<u32>,
     task_timeout: Duration,
     http_timeout: u64,
     /// The config pins the certificate (`driver.thumbprint`).
@@ -114,15 +125,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, reads the service content and logs in.
-    pub fn connect(cfg: &VsphereConfig) -> ClientResult<Session> {
+    fn unconnected(cfg: &VsphereConfig, store: Option<SessionStore>) -> ClientResult<Session> {
         let agent = super::tls::agent(cfg).map_err(ClientError::Other)?;
-        let sdk_url = cfg.sdk_url();
-        let base_url = cfg.base_url();
-        let mut s = Session {
+        Ok(Session {
             agent,
-            sdk_url,
-            base_url,
+            sdk_url: cfg.sdk_url(),
+            base_url: cfg.base_url(),
             cookie: RefCell::new(None),
             round_trips: Cell::new(0),
             sc: ServiceContent {
@@ -138,31 +146,130 @@ impl Session {
                 api_type: String::new(),
             },
             user: cfg.user.clone(),
+            password: cfg.password.clone(),
             logged_in: Cell::new(false),
+            logout_at_end: Cell::new(store.is_none()),
+            store,
+            relogins: Cell::new(0),
             task_timeout: Duration::from_secs(cfg.task_timeout_seconds),
             http_timeout: cfg.http_timeout_seconds,
             pinned: cfg.thumbprint.is_some(),
-        };
-        let n = s.call(&RetrieveServiceContent { this: MoRef::new("ServiceInstance", "ServiceInstance") })?;
-        s.sc = n.child("returnval").and_then(ServiceContent::from_node).ok_or_else(|| ClientError::Soap {
+        })
+    }
+
+    /// Connects, reads the service content and logs in; logs out when dropped.
+    pub fn connect(cfg: &VsphereConfig) -> ClientResult<Session> {
+        let mut s = Session::unconnected(cfg, None)?;
+        s.sc = s.service_content()?;
+        s.login()?;
+        Ok(s)
+    }
+
+    /// The CPI's session: the one kept in `driver.state_dir` by an earlier CPI process when there is one
+    /// (no request: the first request of the call is its check, see [`Session::call`]), else a new login,
+    /// saved for the next process. It is not logged out at the end.
+    pub fn open(cfg: &VsphereConfig) -> ClientResult<Session> {
+        let store = SessionStore::new(&cfg.state_dir, &cfg.sdk_url(), &cfg.user);
+        let saved = store.load();
+        let mut s = Session::unconnected(cfg, Some(store.clone()))?;
+        if let Some(saved) = saved {
+            s.sc = saved.sc;
+            *s.cookie.borrow_mut() = Some(saved.cookie);
+            s.logged_in.set(true);
+            debug!("using the saved vSphere session for {} as {}", s.sdk_url, s.user);
+            return Ok(s);
+        }
+        // no session yet: one process logs in, the others that started with it wait and take its session
+        store.locked(|| -> ClientResult<()> {
+            if let Some(saved) = store.load() {
+                s.sc = saved.sc;
+                *s.cookie.borrow_mut() = Some(saved.cookie);
+                s.logged_in.set(true);
+                debug!("another CPI process logged in meanwhile; using its session");
+                return Ok(());
+            }
+            s.sc = s.service_content()?;
+            s.login()?;
+            s.save();
+            Ok(())
+        })?;
+        Ok(s)
+    }
+
+    fn service_content(&self) -> ClientResult<ServiceContent> {
+        let n = self.call_once(&RetrieveServiceContent { this: MoRef::new("ServiceInstance", "ServiceInstance") })?;
+        n.child("returnval").and_then(ServiceContent::from_node).ok_or_else(|| ClientError::Soap {
             method: "RetrieveServiceContent".into(),
             source: SoapError::Unexpected {
                 method: "RetrieveServiceContent".into(),
                 what: "no service content".into(),
             },
-        })?;
+        })
+    }
+
+    /// Logs in with a fresh session (no old cookie sent).
+    fn login(&self) -> ClientResult<()> {
+        *self.cookie.borrow_mut() = None;
         let login =
-            Login { this: s.sc.session_manager.clone(), user: cfg.user.clone(), password: cfg.password.clone() };
-        match s.call(&login) {
+            Login { this: self.sc.session_manager.clone(), user: self.user.clone(), password: self.password.clone() };
+        match self.call_once(&login) {
             Ok(_) => {}
             Err(e) if e.is_fault(&FaultKind::InvalidLogin) => {
-                return Err(ClientError::InvalidLogin { url: s.sdk_url.clone(), user: cfg.user.clone() })
+                if let Some(store) = &self.store {
+                    store.forget();
+                }
+                return Err(ClientError::InvalidLogin { url: self.sdk_url.clone(), user: self.user.clone() });
             }
             Err(e) => return Err(e),
         }
-        s.logged_in.set(true);
-        debug!("logged in to {} ({}) as {}", s.sdk_url, s.sc.api_type, s.user);
-        Ok(s)
+        if let Some(c) = self.cookie.borrow().as_deref() {
+            crate::logger::add_secret(c);
+        }
+        self.logged_in.set(true);
+        debug!("logged in to {} ({}) as {}", self.sdk_url, self.sc.api_type, self.user);
+        Ok(())
+    }
+
+    /// Keeps the session for the next CPI process; when that is impossible, this one logs out at the end.
+    fn save(&self) {
+        let Some(store) = &self.store else { return };
+        let Some(cookie) = self.cookie.borrow().clone() else {
+            self.logout_at_end.set(true);
+            return;
+        };
+        if let Err(e) = store.save(&cookie, &self.sc) {
+            warn!("cannot keep the vSphere session in {} ({e}); logging out at the end", store.path().display());
+            self.logout_at_end.set(true);
+        }
+    }
+
+    /// After a `NotAuthenticated` answer: the session expired (or the server restarted). Takes the session
+    /// another CPI process saved meanwhile, or logs in again and saves it. At most twice per process.
+    fn relogin(&self) -> ClientResult<()> {
+        let n = self.relogins.get();
+        if n >= 2 {
+            return Err(ClientError::Other(format!(
+                "{} keeps refusing fresh sessions (NotAuthenticated)",
+                self.sdk_url
+            )));
+        }
+        self.relogins.set(n + 1);
+        let stale = self.cookie.borrow().clone();
+        let Some(store) = &self.store else {
+            info!("the vSphere session expired; logging in again");
+            return self.login();
+        };
+        store.locked(|| {
+            if let Some(saved) = store.load().filter(|s| Some(&s.cookie) != stale.as_ref()) {
+                debug!("another CPI process logged in again meanwhile; using its session");
+                *self.cookie.borrow_mut() = Some(saved.cookie);
+                return Ok(());
+            }
+            info!("the saved vSphere session is no longer valid; logging in again");
+            self.login()?;
+            self.save();
+            Ok(())
+        })
     }
 
     pub fn round_trips(&self) -> u32 {
@@ -173,9 +280,21 @@ impl Session {
         self.round_trips.set(self.round_trips.get() + 1);
     }
 
-    /// Sends one request, returns the operation's response element or its fault. A read-only request whose
-    /// connection fails is tried again, three times in all, 0.5 s and 1 s apart; nothing else is retried.
+    /// Sends one request, returns the operation's response element or its fault. A `NotAuthenticated`
+    /// fault (the server did nothing) means the session expired: log in again and send it once more.
     pub fn call<R: Request>(&self, req: &R) -> ClientResult<Node> {
+        match self.call_once(req) {
+            Err(e) if e.is_fault(&FaultKind::NotAuthenticated) && R::NAME != "Logout" => {
+                self.relogin()?;
+                self.call_once(req)
+            }
+            other => other,
+        }
+    }
+
+    /// One request, without the new login. A read-only request whose connection fails is tried again,
+    /// three times in all, 0.5 s and 1 s apart; nothing else is retried.
+    fn call_once<R: Request>(&self, req: &R) -> ClientResult<Node> {
         let body = req.encode();
         let attempts = if R::READ_ONLY { 3 } else { 1 };
         let mut attempt = 1;
@@ -234,20 +353,39 @@ impl Session {
 
     /// Reads `paths` of each object in one round trip. Objects that are gone are left out.
     pub fn properties(&self, objects: &[(MoRef, &[&str])]) -> ClientResult<Vec<ObjectContent>> {
+        self.properties_with(objects, &[])
+    }
+
+    /// [`Session::properties`] plus the objects `follow` leads to, in the same round trip.
+    pub fn properties_with(&self, objects: &[(MoRef, &[&str])], follow: &[Follow]) -> ClientResult<Vec<ObjectContent>> {
+        match self.properties_once(objects, follow) {
+            Err(e) if e.is_fault(&FaultKind::NotAuthenticated) => {
+                self.relogin()?;
+                self.properties_once(objects, follow)
+            }
+            other => other,
+        }
+    }
+
+    fn properties_once(&self, objects: &[(MoRef, &[&str])], follow: &[Follow]) -> ClientResult<Vec<ObjectContent>> {
         let req = RetrievePropertiesEx {
             this: self.sc.property_collector.clone(),
             objects: objects.iter().map(|(o, p)| (o.clone(), p.iter().map(|s| s.to_string()).collect())).collect(),
+            follow: follow.to_vec(),
         };
         let n = match self.call(&req) {
             Ok(n) => n,
             // one missing object makes the whole call fault: ask again one by one, leaving out the missing
             Err(e) if e.is_fault(&FaultKind::ManagedObjectNotFound) => {
-                if objects.len() == 1 {
+                if objects.len() + follow.len() == 1 {
                     return Ok(Vec::new());
                 }
                 let mut out = Vec::new();
                 for o in objects {
-                    out.extend(self.properties(std::slice::from_ref(o))?);
+                    out.extend(self.properties_with(std::slice::from_ref(o), &[])?);
+                }
+                for f in follow {
+                    out.extend(self.properties_with(&[], std::slice::from_ref(f))?);
                 }
                 return Ok(out);
             }
@@ -295,12 +433,14 @@ impl Session {
     /// Waits until `task` finishes, through `CreateFilter` + `WaitForUpdatesEx` (the server answers when
     /// the state changes), and returns `info.result`.
     pub fn wait_task(&self, task: &MoRef, what: &str) -> ClientResult<Option<Node>> {
-        let state = self.wait_for(task, &["info.state", "info.error", "info.result"], what, |props| {
+        const PATHS: &[&str] = &["info.state", "info.error", "info.result"];
+        let finished = |props: &[(String, Node)]| {
             matches!(
                 props.iter().find(|(p, _)| p == "info.state").map(|(_, v)| v.text.as_str()),
                 Some("success") | Some("error")
             )
-        })?;
+        };
+        let state = self.wait_for(task, PATHS, what, finished)?;
         let get = |p: &str| state.iter().find(|(n, _)| n == p).map(|(_, v)| v.clone());
         match get("info.state").map(|n| n.text) {
             Some(s) if s == "success" => Ok(get("info.result")),
@@ -331,6 +471,12 @@ impl Session {
         what: &str,
         done: impl Fn(&[(String, Node)]) -> bool,
     ) -> ClientResult<Vec<(String, Node)>> {
+        // a short task is often done by the time its call returns, a lease often ready: one read costs one
+        // request, a filter at least three (CreateFilter, WaitForUpdatesEx, DestroyPropertyFilter)
+        let now = self.object(obj, paths)?.map(|oc| oc.props).unwrap_or_default();
+        if done(&now) {
+            return Ok(now);
+        }
         let filter = self.call(&CreateFilter {
             this: self.sc.property_collector.clone(),
             obj: obj.clone(),
@@ -402,8 +548,23 @@ impl Session {
         }
     }
 
+    /// A datastore file request; a 401 (the session expired) logs in again and tries once more.
+    fn file_op<T>(&self, f: impl Fn() -> ClientResult<T>) -> ClientResult<T> {
+        match f() {
+            Err(ClientError::FileHttp { status: 401, .. }) => {
+                self.relogin()?;
+                f()
+            }
+            other => other,
+        }
+    }
+
     /// Uploads a datastore file (`PUT /folder/<path>`).
     pub fn put_file(&self, dc_path: &str, ds: &str, path: &str, data: &[u8]) -> ClientResult<()> {
+        self.file_op(|| self.put_file_once(dc_path, ds, path, data))
+    }
+
+    fn put_file_once(&self, dc_path: &str, ds: &str, path: &str, data: &[u8]) -> ClientResult<()> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
         let resp = self
@@ -419,6 +580,10 @@ impl Session {
 
     /// Downloads a datastore file; `None` when it does not exist.
     pub fn get_file(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
+        self.file_op(|| self.get_file_once(dc_path, ds, path))
+    }
+
+    fn get_file_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
         let mut resp = self
@@ -440,6 +605,10 @@ impl Session {
 
     /// Whether a datastore file exists (`HEAD /folder/<path>`).
     pub fn file_exists(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
+        self.file_op(|| self.file_exists_once(dc_path, ds, path))
+    }
+
+    fn file_exists_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
         let resp = self
@@ -495,10 +664,10 @@ impl Session {
         lease_url(&self.base_url, url)
     }
 
-    /// Session keep-alive is not needed: every CPI call is short. Logs out explicitly.
+    /// Logs out (and forgets a kept session).
     pub fn logout(&self) {
         if self.logged_in.replace(false) {
-            if let Err(e) = self.call(&Logout { this: self.sc.session_manager.clone() }) {
+            if let Err(e) = self.call_once(&Logout { this: self.sc.session_manager.clone() }) {
                 warn!("logout from {} failed: {e}", self.sdk_url);
             }
         }
@@ -507,7 +676,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.logout();
+        if self.logout_at_end.get() {
+            self.logout();
+        }
         crate::info!("vSphere: {} HTTP round trips", self.round_trips.get());
     }
 }

@@ -134,7 +134,8 @@ impl Vsphere {
             }));
             settings.disks.ephemeral = json!(unit.to_string());
         }
-        let iso = self.write_settings(inv, &info.datastore, &info.dir, &settings)?;
+        let current = info.devices.iter().find(|d| d.kind == "VirtualCdrom").and_then(|d| d.file.as_deref());
+        let iso = self.write_settings(inv, &info.datastore, &info.dir, &settings, current)?;
         let cdrom = match info.devices.iter().find(|d| d.kind == "VirtualCdrom") {
             Some(cd) => DeviceChange {
                 operation: Operation::Edit,

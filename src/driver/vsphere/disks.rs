@@ -36,7 +36,7 @@ impl Vsphere {
         match inv.s.call(&MakeDirectory {
             this: fm,
             name: format!("[{ds}] {}", self.cfg.disk_folder),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
         }) {
             Ok(_) => {}
             Err(e) if e.is_fault(&FaultKind::FileAlreadyExists) => {}
@@ -45,7 +45,7 @@ impl Vsphere {
         let req = CreateVirtualDisk {
             this: Self::vdm(&inv)?,
             name: format!("[{ds}] {}", self.disk_path(&cid)),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
             disk_type,
             capacity_kb: size_mib * 1024,
         };

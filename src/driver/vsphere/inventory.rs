@@ -2,9 +2,12 @@
 //! use), the resource pool, datastores, port groups, VMs and their devices.
 use super::client::{ClientError, ObjectContent, Session};
 use super::config::{glob, VsphereConfig};
+use super::methods::Follow;
 use super::methods::{CreateFolder, NicBacking};
 use super::soap::{FaultKind, MoRef, Node};
 use crate::error::{DriverError, DriverResult};
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 
 /// Turns a client error into a driver error with what we were doing.
 pub fn ctx_err(what: impl Into<String>) -> impl FnOnce(ClientError) -> DriverError {
@@ -12,11 +15,14 @@ pub fn ctx_err(what: impl Into<String>) -> impl FnOnce(ClientError) -> DriverErr
     move |e| DriverError::failed(what, e)
 }
 
-/// A session plus the datacenter it works in.
+/// A session plus the datacenter it works in, and what this call has already looked up (the datacenter,
+/// folders, networks, the resource pool, the datastores): each is asked for once per call at most.
 pub struct Inv<'a> {
     pub s: Session,
     pub cfg: &'a VsphereConfig,
-    pub dc: MoRef,
+    dc: OnceCell<MoRef>,
+    found: RefCell<HashMap<String, MoRef>>,
+    stores: RefCell<Option<Vec<(String, MoRef, u64)>>>,
 }
 
 /// One virtual device as the server describes it.
@@ -75,10 +81,37 @@ pub struct VmInfo {
     pub dir: String,
     pub snapshot: Option<MoRef>,
     pub firmware: Option<String>,
+    /// `guestinfo.userdata` (base64 agent settings), when read ([`VM_SETTINGS_PROPS`]).
+    pub userdata: Option<String>,
 }
 
 pub const VM_PROPS: &[&str] =
     &["config.hardware.device", "runtime.powerState", "config.files.vmPathName", "snapshot", "config.firmware"];
+
+/// [`VM_PROPS`] and the extra config, where the agent settings are.
+pub const VM_SETTINGS_PROPS: &[&str] = &[
+    "config.hardware.device",
+    "runtime.powerState",
+    "config.files.vmPathName",
+    "snapshot",
+    "config.firmware",
+    "config.extraConfig",
+];
+
+const DATASTORE_PROPS: &[&str] = &["name", "summary.freeSpace", "summary.accessible"];
+
+/// (name, reference, free bytes) of the accessible datastores among `found`.
+fn usable_datastores(found: &[ObjectContent]) -> Vec<(String, MoRef, u64)> {
+    found
+        .iter()
+        .filter(|o| o.obj.kind == "Datastore" && o.str("summary.accessible") != Some("false"))
+        .filter_map(|o| {
+            let name = o.str("name")?.to_string();
+            let free = o.str("summary.freeSpace").and_then(|v| v.parse().ok()).unwrap_or(0);
+            Some((name, o.obj.clone(), free))
+        })
+        .collect()
+}
 
 /// `[ds] dir/file.vmx` → (`ds`, `dir`).
 pub fn split_ds_path(p: &str) -> Option<(String, String)> {
@@ -106,6 +139,15 @@ impl VmInfo {
             dir,
             snapshot: oc.get("snapshot").and_then(|s| s.moref_at("currentSnapshot")),
             firmware: oc.str("config.firmware").map(str::to_string),
+            // the last entry: vSphere keeps one per key, the simulator appends a key set again
+            userdata: oc.get("config.extraConfig").and_then(|x| {
+                x.children
+                    .iter()
+                    .rev()
+                    .find(|o| o.str_at("key") == Some("guestinfo.userdata"))
+                    .and_then(|o| o.str_at("value"))
+                    .map(str::to_string)
+            }),
         })
     }
 
@@ -134,26 +176,48 @@ impl VmInfo {
 }
 
 impl<'a> Inv<'a> {
-    /// Logs in and finds the datacenter.
+    /// The session (the saved one, or a new login). The datacenter is looked up when first needed.
     pub fn open(cfg: &'a VsphereConfig) -> DriverResult<Inv<'a>> {
-        let s = Session::connect(cfg).map_err(|e| match e {
+        let s = Session::open(cfg).map_err(|e| match e {
             // retrying will not help: the config is wrong
             e @ ClientError::InvalidLogin { .. } => {
                 DriverError::invalid("driver.user or driver.password", e.to_string())
             }
             e => DriverError::failed("cannot connect to vSphere", e),
         })?;
-        let dc = s
-            .find(&cfg.datacenter)
+        Ok(Inv { s, cfg, dc: OnceCell::new(), found: RefCell::new(HashMap::new()), stores: RefCell::new(None) })
+    }
+
+    /// The datacenter (looked up once per call); a wrong `driver.datacenter` is a config error.
+    pub fn dc(&self) -> DriverResult<MoRef> {
+        if let Some(dc) = self.dc.get() {
+            return Ok(dc.clone());
+        }
+        let dc = self
+            .s
+            .find(&self.cfg.datacenter)
             .map_err(ctx_err("cannot look up the datacenter"))?
             .filter(|m| m.kind == "Datacenter");
         let dc = dc.ok_or_else(|| {
             DriverError::invalid(
                 "driver.datacenter",
-                format!("datacenter {:?} not found on {}", cfg.datacenter, cfg.host),
+                format!("datacenter {:?} not found on {}", self.cfg.datacenter, self.cfg.host),
             )
         })?;
-        Ok(Inv { s, cfg, dc })
+        Ok(self.dc.get_or_init(|| dc).clone())
+    }
+
+    /// `FindByInventoryPath` for things that do not come and go during a call (folders, networks, pools):
+    /// asked once per call.
+    fn find_once(&self, path: &str, what: &str) -> DriverResult<Option<MoRef>> {
+        if let Some(m) = self.found.borrow().get(path) {
+            return Ok(Some(m.clone()));
+        }
+        let m = self.s.find(path).map_err(ctx_err(format!("cannot look up {what}")))?;
+        if let Some(m) = &m {
+            self.found.borrow_mut().insert(path.to_string(), m.clone());
+        }
+        Ok(m)
     }
 
     pub fn vcenter(&self) -> bool {
@@ -177,7 +241,12 @@ impl<'a> Inv<'a> {
     }
 
     pub fn vm_info(&self, vm: &MoRef) -> DriverResult<Option<VmInfo>> {
-        match self.s.object(vm, VM_PROPS).map_err(ctx_err(format!("cannot read VM {}", vm.value)))? {
+        self.vm_info_with(vm, VM_PROPS)
+    }
+
+    /// A VM's properties, `paths` being [`VM_PROPS`] or [`VM_SETTINGS_PROPS`].
+    pub fn vm_info_with(&self, vm: &MoRef, paths: &[&str]) -> DriverResult<Option<VmInfo>> {
+        match self.s.object(vm, paths).map_err(ctx_err(format!("cannot read VM {}", vm.value)))? {
             Some(oc) => Ok(Some(VmInfo::from_content(&oc)?)),
             None => Ok(None),
         }
@@ -186,14 +255,12 @@ impl<'a> Inv<'a> {
     /// The folder, created (with its parents) when missing. Safe against a parallel CPI creating it.
     pub fn ensure_folder(&self, folder: &str) -> DriverResult<MoRef> {
         let path = self.folder_path(folder);
-        if let Some(f) = self.s.find(&path).map_err(ctx_err(format!("cannot look up folder {path}")))? {
+        if let Some(f) = self.find_once(&path, &format!("folder {path}"))? {
             return Ok(f);
         }
         let root = format!("{}/vm", self.cfg.datacenter);
         let mut parent = self
-            .s
-            .find(&root)
-            .map_err(ctx_err("cannot look up the VM folder"))?
+            .find_once(&root, "the VM folder")?
             .ok_or_else(|| DriverError::other(format!("datacenter {} has no VM folder", self.cfg.datacenter)))?;
         let mut so_far = root;
         for part in folder.split('/') {
@@ -210,6 +277,7 @@ impl<'a> Inv<'a> {
                 Err(e) => return Err(DriverError::failed(format!("cannot create folder {so_far}"), e)),
             };
         }
+        self.found.borrow_mut().insert(path, parent.clone());
         Ok(parent)
     }
 
@@ -236,26 +304,8 @@ impl<'a> Inv<'a> {
         let compute = match self.cfg.clusters.first() {
             Some(c) => format!("{dc}/host/{c}"),
             None => {
-                let host_folder =
-                    self.s.find(&format!("{dc}/host")).map_err(ctx_err("cannot look up the host folder"))?;
-                let host_folder =
-                    host_folder.ok_or_else(|| DriverError::other(format!("datacenter {dc} has no host folder")))?;
-                let oc =
-                    self.s.object(&host_folder, &["childEntity"]).map_err(ctx_err("cannot list compute resources"))?;
-                let first = oc.and_then(|o| o.get("childEntity").cloned()).and_then(|n| {
-                    n.children.iter().filter_map(Node::as_moref).find(|m| m.kind.ends_with("ComputeResource"))
-                });
-                let first = first.ok_or_else(|| {
-                    DriverError::other(format!("datacenter {dc} has no cluster or host: set driver.clusters"))
-                })?;
-                let oc =
-                    self.s.object(&first, &["resourcePool"]).map_err(ctx_err("cannot read the compute resource"))?;
-                let rp = oc.and_then(|o| o.get("resourcePool").and_then(Node::as_moref));
-                let rp = rp.ok_or_else(|| {
-                    DriverError::other(format!("compute resource {} has no resource pool", first.value))
-                })?;
                 return match &self.cfg.resource_pool {
-                    None => Ok(rp),
+                    None => self.first_pool(),
                     Some(_) => Err(DriverError::other("driver.resource_pool needs driver.clusters")),
                 };
             }
@@ -264,36 +314,80 @@ impl<'a> Inv<'a> {
             Some(rp) => format!("{compute}/Resources/{rp}"),
             None => format!("{compute}/Resources"),
         };
-        self.s.find(&path).map_err(ctx_err("cannot look up the resource pool"))?.ok_or_else(|| {
+        self.find_once(&path, "the resource pool")?.ok_or_else(|| {
             DriverError::other(format!(
                 "resource pool {path} not found (check driver.clusters and driver.resource_pool)"
             ))
         })
     }
 
+    /// The root pool of the first compute resource (cluster or host) in the datacenter's host folder. One
+    /// request (after the datacenter) reads the host folder's children, their pools and the datastores,
+    /// which placement needs next.
+    fn first_pool(&self) -> DriverResult<MoRef> {
+        let dc_name = &self.cfg.datacenter;
+        let dc = self.dc()?;
+        let follow = |path: &str, then: Option<(&str, &str)>, kind: &str, paths: &[&str]| Follow {
+            from: dc.clone(),
+            path: path.into(),
+            then: then.map(|(k, p)| (k.to_string(), p.to_string())),
+            kind: kind.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        };
+        let found = self
+            .s
+            .properties_with(
+                &[(dc.clone(), &["hostFolder"])],
+                &[
+                    follow("hostFolder", None, "Folder", &["childEntity"]),
+                    follow("hostFolder", Some(("Folder", "childEntity")), "ComputeResource", &["resourcePool"]),
+                    follow("datastore", None, "Datastore", DATASTORE_PROPS),
+                ],
+            )
+            .map_err(ctx_err("cannot list compute resources"))?;
+        if self.stores.borrow().is_none() {
+            *self.stores.borrow_mut() = Some(usable_datastores(&found));
+        }
+        let host_folder = found.iter().find(|o| o.obj == dc).and_then(|o| o.get("hostFolder")?.as_moref());
+        let children = host_folder.and_then(|hf| found.iter().find(|o| o.obj == hf)).and_then(|o| o.get("childEntity"));
+        let first = children
+            .and_then(|n| n.children.iter().filter_map(Node::as_moref).find(|m| m.kind.ends_with("ComputeResource")));
+        let first = first.ok_or_else(|| {
+            DriverError::other(format!("datacenter {dc_name} has no cluster or host: set driver.clusters"))
+        })?;
+        let rp = found.iter().find(|o| o.obj == first).and_then(|o| o.get("resourcePool")?.as_moref());
+        rp.ok_or_else(|| DriverError::other(format!("compute resource {} has no resource pool", first.value)))
+    }
+
+    /// Every accessible datastore of the datacenter with its free bytes: one request (after the
+    /// datacenter), once per call.
+    fn all_datastores(&self) -> DriverResult<Vec<(String, MoRef, u64)>> {
+        if let Some(all) = self.stores.borrow().as_ref() {
+            return Ok(all.clone());
+        }
+        let dc = self.dc()?;
+        let follow = Follow {
+            from: dc,
+            path: "datastore".into(),
+            then: None,
+            kind: "Datastore".into(),
+            paths: DATASTORE_PROPS.iter().map(|p| p.to_string()).collect(),
+        };
+        let found = self.s.properties_with(&[], &[follow]).map_err(ctx_err("cannot read datastores"))?;
+        let all = usable_datastores(&found);
+        *self.stores.borrow_mut() = Some(all.clone());
+        Ok(all)
+    }
+
     /// Datastores matching `patterns` (the config's when empty), with free bytes, most free first.
     pub fn datastores(&self, patterns: &[String]) -> DriverResult<Vec<(String, MoRef, u64)>> {
         let patterns = if patterns.is_empty() { &self.cfg.datastores } else { patterns };
-        let dc = self.s.object(&self.dc, &["datastore"]).map_err(ctx_err("cannot list datastores"))?;
-        let all: Vec<MoRef> = dc
-            .and_then(|d| d.get("datastore").map(|n| n.children.iter().filter_map(Node::as_moref).collect()))
-            .unwrap_or_default();
+        let all = self.all_datastores()?;
         if all.is_empty() {
-            return Err(DriverError::other(format!("datacenter {} has no datastores", self.cfg.datacenter)));
+            return Err(DriverError::other(format!("datacenter {} has no accessible datastores", self.cfg.datacenter)));
         }
-        let objs: Vec<(MoRef, &[&str])> =
-            all.iter().map(|m| (m.clone(), &["name", "summary.freeSpace", "summary.accessible"][..])).collect();
-        let mut found: Vec<(String, MoRef, u64)> = self
-            .s
-            .properties(&objs)
-            .map_err(ctx_err("cannot read datastores"))?
+        let mut found: Vec<(String, MoRef, u64)> = all
             .into_iter()
-            .filter(|o| o.str("summary.accessible") != Some("false"))
-            .filter_map(|o| {
-                let name = o.str("name")?.to_string();
-                let free = o.str("summary.freeSpace").and_then(|v| v.parse().ok()).unwrap_or(0);
-                Some((name, o.obj, free))
-            })
             .filter(|(name, _, _)| patterns.is_empty() || patterns.iter().any(|p| glob(p, name)))
             .collect();
         if found.is_empty() {
@@ -322,7 +416,7 @@ impl<'a> Inv<'a> {
     /// The NIC backing for a port group name: a standard network or a distributed port group.
     pub fn network(&self, name: &str) -> DriverResult<NicBacking> {
         let path = format!("{}/network/{name}", self.cfg.datacenter);
-        let net = self.s.find(&path).map_err(ctx_err(format!("cannot look up network {name}")))?;
+        let net = self.find_once(&path, &format!("network {name}"))?;
         let net = net.ok_or_else(|| {
             DriverError::network_not_found(format!(
                 "{name} (no port group of that name in datacenter {})",

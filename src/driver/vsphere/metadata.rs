@@ -4,14 +4,21 @@ use super::*;
 impl Vsphere {
     pub(super) fn write_vm_metadata(&self, cid: &VmCid, metadata: &Metadata) -> DriverResult<()> {
         let inv = self.open()?;
-        let vm = self.require_vm(&inv, cid)?;
+        // the reference is all that is needed: no property read
+        let vm = match inv.find_vm(&self.cfg.vm_folder, cid.as_str())? {
+            Some(vm) => vm,
+            None => {
+                inv.dc()?;
+                return Err(DriverError::vm_not_found(cid.to_string()));
+            }
+        };
         let cfm = inv.s.sc.custom_fields_manager.clone();
         let Some(cfm) = cfm.filter(|_| inv.vcenter()) else {
             // a standalone host has no custom attributes: the annotation (Notes) carries the metadata as
             // `key: value` lines, merged with what earlier calls wrote
             let old = inv
                 .s
-                .object(&vm.vm, &["config.annotation"])
+                .object(&vm, &["config.annotation"])
                 .map_err(ctx_err(format!("cannot read the annotation of {cid}")))?;
             let mut merged: Metadata = old
                 .and_then(|o| o.str("config.annotation").map(str::to_string))
@@ -25,7 +32,7 @@ impl Vsphere {
             let notes: String = merged.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
             let spec = VmConfigSpec { annotation: Some(notes), ..Default::default() };
             inv.s
-                .run_task(&ReconfigVm { this: vm.vm.clone(), spec }, "set annotation")
+                .run_task(&ReconfigVm { this: vm.clone(), spec }, "set annotation")
                 .map_err(ctx_err(format!("cannot set the annotation of {cid}")))?;
             return Ok(());
         };
@@ -61,7 +68,7 @@ impl Vsphere {
                 },
             };
             inv.s
-                .call(&SetField { this: cfm.clone(), entity: vm.vm.clone(), key, value: v.clone() })
+                .call(&SetField { this: cfm.clone(), entity: vm.clone(), key, value: v.clone() })
                 .map_err(ctx_err(format!("cannot set custom attribute {k} on {cid}")))?;
         }
         Ok(())

@@ -94,12 +94,28 @@ impl Request for FindByInventoryPath {
     }
 }
 
-/// `PropertyCollector.RetrievePropertiesEx` for a list of objects, each with the properties wanted.
+/// `PropertyCollector.RetrievePropertiesEx` for a list of objects, each with the properties wanted, and
+/// the objects one reference away from others ([`Follow`]), all in one request.
 #[derive(Debug, Clone)]
 pub struct RetrievePropertiesEx {
     pub this: MoRef,
     pub objects: Vec<(MoRef, Vec<String>)>,
+    pub follow: Vec<Follow>,
 }
+
+/// The objects that `path` of `from` refers to (a datacenter's `datastore`, a folder's `childEntity`),
+/// with `paths` of those of type `kind` (`from` itself is reported only when it is in `objects` too).
+#[derive(Debug, Clone)]
+pub struct Follow {
+    pub from: MoRef,
+    pub path: String,
+    /// A second step from there: (type, path), e.g. (`Folder`, `childEntity`) after a datacenter's
+    /// `hostFolder`.
+    pub then: Option<(String, String)>,
+    pub kind: String,
+    pub paths: Vec<String>,
+}
+
 impl Request for RetrievePropertiesEx {
     const NAME: &'static str = "RetrievePropertiesEx";
     const READ_ONLY: bool = true;
@@ -107,11 +123,16 @@ impl Request for RetrievePropertiesEx {
         x.moref("_this", &self.this).open("specSet");
         // one propSet per type, with the union of the wanted paths
         let mut types: Vec<(&str, Vec<&str>)> = Vec::new();
-        for (obj, paths) in &self.objects {
-            let entry = match types.iter_mut().find(|(t, _)| *t == obj.kind) {
+        let wanted = self
+            .objects
+            .iter()
+            .map(|(o, p)| (o.kind.as_str(), p))
+            .chain(self.follow.iter().map(|f| (f.kind.as_str(), &f.paths)));
+        for (kind, paths) in wanted {
+            let entry = match types.iter_mut().find(|(t, _)| *t == kind) {
                 Some(e) => e,
                 None => {
-                    types.push((&obj.kind, Vec::new()));
+                    types.push((kind, Vec::new()));
                     let last = types.len() - 1;
                     &mut types[last]
                 }
@@ -130,9 +151,39 @@ impl Request for RetrievePropertiesEx {
             x.close("propSet");
         }
         for (obj, _) in &self.objects {
-            x.open("objectSet").moref("obj", obj).bool("skip", false).close("objectSet");
+            x.open("objectSet").moref("obj", obj).bool("skip", false);
+            for (i, f) in self.follow.iter().enumerate().filter(|(_, f)| &f.from == obj) {
+                f.write_traversal(i, x);
+            }
+            x.close("objectSet");
+        }
+        for (i, f) in self.follow.iter().enumerate() {
+            if !self.objects.iter().any(|(o, _)| o == &f.from) {
+                x.open("objectSet").moref("obj", &f.from).bool("skip", true);
+                f.write_traversal(i, x);
+                x.close("objectSet");
+            }
         }
         x.close("specSet").open("options").close("options");
+    }
+}
+
+impl Follow {
+    fn write_traversal(&self, i: usize, x: &mut Xml) {
+        x.open_typed("selectSet", "TraversalSpec")
+            .text("name", &format!("follow{i}"))
+            .text("type", &self.from.kind)
+            .text("path", &self.path)
+            .bool("skip", false);
+        if let Some((kind, path)) = &self.then {
+            x.open_typed("selectSet", "TraversalSpec")
+                .text("name", &format!("follow{i}then"))
+                .text("type", kind)
+                .text("path", path)
+                .bool("skip", false)
+                .close("selectSet");
+        }
+        x.close("selectSet");
     }
 }
 

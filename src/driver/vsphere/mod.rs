@@ -4,10 +4,11 @@
 //! Layers: [`soap`] (envelope writer, body-or-fault decoding), [`methods`] (one typed request per call),
 //! [`client`] (HTTP, session cookie, property reads, task waiting with WaitForUpdatesEx, datastore files),
 //! [`tls`], [`inventory`] (finding things), [`import`] (stemcells through ImportVApp + NFC), [`bootstrap`]
-//! (guest operations). Every CPI call logs in, works, and logs out.
+//! (guest operations), [`session`] (the session kept in `state_dir` between CPI processes: a warm call
+//! sends no login and no logout).
 //!
 //! Names: stemcell `sc-<20 hex>` (a VM in the template folder, with snapshot `initial` on vCenter); VM
-//! `vm-<20 hex>` in the VM folder, its settings in `[ds] <vm>/env.json` + `env-<8 hex>.iso` (the first
+//! `vm-<20 hex>` in the VM folder, its settings in `guestinfo.userdata` and `[ds] <vm>/env-a.iso` or `env-b.iso` (the first
 //! CD-ROM); disk `disk-<20 hex>`, the file `[ds] <disk_folder>/<cid>.vmdk` with its metadata in
 //! `<cid>.meta.json` beside it.
 //!
@@ -29,6 +30,7 @@ mod metadata;
 pub mod methods;
 mod naming;
 mod props;
+pub mod session;
 mod settings;
 pub mod soap;
 mod stemcell;
@@ -46,12 +48,12 @@ use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{DriverError, DriverResult, ErrorKind};
-use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
+use crate::ids::{DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
 use crate::medium::{self, MediumKind};
 use crate::{info, warn};
 use client::ClientError;
-use inventory::{ctx_err, Dev, Inv, VmInfo};
+use inventory::{ctx_err, Dev, Inv, VmInfo, VM_PROPS, VM_SETTINGS_PROPS};
 use methods::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -172,7 +174,12 @@ impl Driver for Vsphere {
             return Ok(false);
         }
         let inv = self.open()?;
-        Ok(valid_id(cid.as_str(), "vm-") && inv.find_vm(&self.cfg.vm_folder, cid.as_str())?.is_some())
+        if inv.find_vm(&self.cfg.vm_folder, cid.as_str())?.is_some() {
+            return Ok(true);
+        }
+        // not there: make sure it is not the datacenter that is wrong
+        inv.dc()?;
+        Ok(false)
     }
 
     fn reboot_vm(&self, cid: &VmCid) -> DriverResult<()> {
@@ -226,14 +233,23 @@ impl Driver for Vsphere {
         let req = DeleteVirtualDisk {
             this: Self::vdm(&inv)?,
             name: format!("[{ds}] {}", self.disk_path(cid.as_str())),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
         };
         match inv.s.run_task(&req, "delete disk") {
             Ok(_) => {}
             Err(e) if e.is_fault(&FaultKind::FileNotFound) => {}
             Err(e) => return Err(DriverError::failed(format!("cannot delete disk {cid}"), e)),
         }
-        self.delete_file(&inv, &ds, &format!("{}/{cid}.meta.json", self.cfg.disk_folder))
+        // the metadata file exists only when set_disk_metadata wrote one: a HEAD is cheaper than a delete task
+        let meta = format!("{}/{cid}.meta.json", self.cfg.disk_folder);
+        if inv
+            .s
+            .file_exists(&self.cfg.datacenter, &ds, &meta)
+            .map_err(ctx_err(format!("cannot look for the metadata of {cid}")))?
+        {
+            self.delete_file(&inv, &ds, &meta)?;
+        }
+        Ok(())
     }
 
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()> {
@@ -244,7 +260,7 @@ impl Driver for Vsphere {
         let req = ExtendVirtualDisk {
             this: Self::vdm(&inv)?,
             name: format!("[{ds}] {}", self.disk_path(cid.as_str())),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
             new_capacity_kb: new_size_mib * 1024,
         };
         match inv.s.run_task(&req, "extend disk") {
@@ -272,14 +288,17 @@ impl Driver for Vsphere {
         check_vm(vm)?;
         check_disk(disk)?;
         let inv = self.open()?;
-        let info = self.require_vm(&inv, vm)?;
+        let info =
+            self.find_vm_with(&inv, vm, VM_SETTINGS_PROPS)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
         if let Some(d) =
             info.devices.iter().find(|d| d.is_disk() && self.persistent_cid(d).as_deref() == Some(disk.as_str()))
         {
             info!("disk {disk} is already attached to {vm}");
             return Ok(json!(d.unit.unwrap_or(0).to_string()));
         }
-        let ds = self.locate_disk(&inv, disk)?.ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
+        let ds = self
+            .locate_disk_near(&inv, disk, &info.datastore)?
+            .ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
         let controller =
             info.root_controller().ok_or_else(|| DriverError::other(format!("VM {vm} has no SCSI controller")))?;
         let unit = info
@@ -293,22 +312,30 @@ impl Driver for Vsphere {
             file_name: format!("[{ds}] {}", self.disk_path(disk.as_str())),
             parent: None,
         };
-        let spec = VmConfigSpec { device_change: vec![DeviceChange::add(dev)], ..Default::default() };
-        inv.s
-            .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "attach disk")
-            .map_err(ctx_err(format!("cannot attach disk {disk} to {vm}")))?;
         let hint = json!(unit.to_string());
         let mut settings = self.read_settings(&inv, &info)?;
         settings.attach_persistent(disk.as_str(), hint.clone());
-        let info = inv.vm_info(&info.vm)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
-        self.refresh_settings(&inv, &info, &settings)?;
+        // the disk, the new settings medium and guestinfo in one reconfigure
+        let SettingsChange { cdrom, extra_config, legacy } = self.settings_change(&inv, &info, &settings)?;
+        let spec =
+            VmConfigSpec { device_change: vec![DeviceChange::add(dev), cdrom], extra_config, ..Default::default() };
+        inv.s
+            .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "attach disk")
+            .map_err(ctx_err(format!("cannot attach disk {disk} to {vm}")))?;
+        if let Some((ds, path)) = legacy {
+            self.delete_file(&inv, &ds, &path)?;
+        }
         Ok(hint)
     }
 
     fn detach_disk(&self, vm: &VmCid, disk: &DiskCid) -> DriverResult<()> {
         check_vm(vm)?;
+        if !valid_id(disk.as_str(), DiskCid::PREFIX) {
+            return Err(DriverError::disk_not_attached(vm, disk));
+        }
         let inv = self.open()?;
-        let info = self.require_vm(&inv, vm)?;
+        let info =
+            self.find_vm_with(&inv, vm, VM_SETTINGS_PROPS)?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))?;
         let dev = info
             .devices
             .iter()
@@ -319,13 +346,17 @@ impl Driver for Vsphere {
             create_file: false,
             device: Device::Existing(dev.node.clone()),
         };
-        let spec = VmConfigSpec { device_change: vec![change], ..Default::default() };
+        let mut settings = self.read_settings(&inv, &info)?;
+        settings.detach_persistent(disk.as_str());
+        let SettingsChange { cdrom, extra_config, legacy } = self.settings_change(&inv, &info, &settings)?;
+        let spec = VmConfigSpec { device_change: vec![cdrom, change], extra_config, ..Default::default() };
         inv.s
             .run_task(&ReconfigVm { this: info.vm.clone(), spec }, "detach disk")
             .map_err(ctx_err(format!("cannot detach disk {disk} from {vm}")))?;
-        let mut settings = self.read_settings(&inv, &info)?;
-        settings.detach_persistent(disk.as_str());
-        self.refresh_settings(&inv, &info, &settings)
+        if let Some((ds, path)) = legacy {
+            self.delete_file(&inv, &ds, &path)?;
+        }
+        Ok(())
     }
 
     fn get_disks(&self, vm: &VmCid) -> DriverResult<Vec<DiskCid>> {

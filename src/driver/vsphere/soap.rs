@@ -13,7 +13,7 @@ pub const XSI_NS: &[u8] = b"http://www.w3.org/2001/XMLSchema-instance";
 
 /// A managed-object reference: `<x type="VirtualMachine">vm-42</x>`. Values are opaque (datastore ids
 /// are file-system paths on some servers).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MoRef {
     pub kind: String,
     pub value: String,

@@ -12,12 +12,19 @@ impl Vsphere {
 
     /// The datastore holding a persistent disk, by looking for its file on each candidate datastore.
     pub(super) fn locate_disk(&self, inv: &Inv, cid: &DiskCid) -> DriverResult<Option<String>> {
+        self.locate_disk_except(inv, cid, None)
+    }
+
+    fn locate_disk_except(&self, inv: &Inv, cid: &DiskCid, tried: Option<&str>) -> DriverResult<Option<String>> {
         if !valid_id(cid.as_str(), "disk-") {
             return Ok(None);
         }
         let path = self.disk_path(cid.as_str());
         // every datastore, not only the configured ones: the config may have changed since the disk was made
         for (ds, _, _) in inv.datastores(&["*".to_string()])? {
+            if Some(ds.as_str()) == tried {
+                continue;
+            }
             if inv
                 .s
                 .file_exists(&self.cfg.datacenter, &ds, &path)
@@ -30,17 +37,40 @@ impl Vsphere {
     }
 
     pub(super) fn find_vm(&self, inv: &Inv, cid: &VmCid) -> DriverResult<Option<VmInfo>> {
+        self.find_vm_with(inv, cid, VM_PROPS)
+    }
+
+    /// The VM with `paths` read ([`VM_PROPS`] or [`VM_SETTINGS_PROPS`]).
+    pub(super) fn find_vm_with(&self, inv: &Inv, cid: &VmCid, paths: &[&str]) -> DriverResult<Option<VmInfo>> {
         if !valid_id(cid.as_str(), "vm-") {
             return Ok(None);
         }
         match inv.find_vm(&self.cfg.vm_folder, cid.as_str())? {
-            Some(vm) => inv.vm_info(&vm),
-            None => Ok(None),
+            Some(vm) => inv.vm_info_with(&vm, paths),
+            None => {
+                // not there: make sure it is not the datacenter that is wrong
+                inv.dc()?;
+                Ok(None)
+            }
         }
     }
 
     pub(super) fn require_vm(&self, inv: &Inv, cid: &VmCid) -> DriverResult<VmInfo> {
         self.find_vm(inv, cid)?.ok_or_else(|| DriverError::vm_not_found(cid.to_string()))
+    }
+
+    /// The datastore holding a persistent disk, trying `near` (the datastore of the VM it goes to)
+    /// first: one HEAD when the disk is beside its VM, as create_disk puts it.
+    pub(super) fn locate_disk_near(&self, inv: &Inv, cid: &DiskCid, near: &str) -> DriverResult<Option<String>> {
+        let path = self.disk_path(cid.as_str());
+        if inv
+            .s
+            .file_exists(&self.cfg.datacenter, near, &path)
+            .map_err(ctx_err(format!("cannot look for disk {cid}")))?
+        {
+            return Ok(Some(near.to_string()));
+        }
+        self.locate_disk_except(inv, cid, Some(near))
     }
 
     pub(super) fn file_manager(inv: &Inv) -> DriverResult<MoRef> {
@@ -60,7 +90,7 @@ impl Vsphere {
         let req = DeleteDatastoreFile {
             this: Self::file_manager(inv)?,
             name: format!("[{ds}] {path}"),
-            datacenter: inv.dc.clone(),
+            datacenter: inv.dc()?,
         };
         match inv.s.run_task(&req, "delete datastore file") {
             Ok(_) => Ok(()),

@@ -1,0 +1,218 @@
+//! The vSphere session kept between CPI processes: one file per SDK URL and user in
+//! `<state_dir>/sessions/`, mode 0600, holding the `vmware_soap_session` cookie and the server's service
+//! content (which never changes while the server runs). A CPI call starts with the cookie from the file
+//! and no request at all; its first request doubles as the check: a `NotAuthenticated` answer makes the
+//! client log in again once (under an exclusive lock, so that parallel CPI processes log in one after the
+//! other and pick up each other's fresh session) and write the file anew, atomically (a temporary file in
+//! the same directory, renamed over the old one). The password is never written; the cookie is registered
+//! as a secret, so that no log line or error shows it.
+use super::client::ServiceContent;
+use crate::warn;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// A session file is a few hundred bytes; anything much larger is not ours.
+const MAX_BYTES: u64 = 64 << 10;
+
+/// Where one URL's and user's session lives.
+#[derive(Debug, Clone)]
+pub struct SessionStore {
+    dir: PathBuf,
+    path: PathBuf,
+    url: String,
+    user: String,
+}
+
+/// What the file holds.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    url: String,
+    user: String,
+    cookie: String,
+    service_content: ServiceContent,
+}
+
+/// A session read from the file.
+pub struct Stored {
+    pub cookie: String,
+    pub sc: ServiceContent,
+}
+
+impl SessionStore {
+    /// The file for `sdk_url` and `user` below `state_dir`: its name is a hash of both, so that neither
+    /// shows in a directory listing and no URL can make a path.
+    pub fn new(state_dir: &Path, sdk_url: &str, user: &str) -> SessionStore {
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("{sdk_url}\n{user}").as_bytes());
+        let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let dir = state_dir.join("sessions");
+        let path = dir.join(format!("{hex}.json"));
+        SessionStore { dir, path, url: sdk_url.to_string(), user: user.to_string() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved session; `None` when there is none or it cannot be used (a warning says why, without
+    /// its contents).
+    pub fn load(&self) -> Option<Stored> {
+        let meta = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                warn!("cannot read the vSphere session file {}: {e}; logging in", self.path.display());
+                return None;
+            }
+        };
+        if !meta.is_file() || meta.len() > MAX_BYTES {
+            warn!("the vSphere session file {} is not a small regular file; logging in", self.path.display());
+            return None;
+        }
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("cannot read the vSphere session file {}: {e}; logging in", self.path.display());
+                return None;
+            }
+        };
+        let saved: Saved = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(_) => {
+                warn!("the vSphere session file {} is damaged; logging in again", self.path.display());
+                return None;
+            }
+        };
+        if saved.url != self.url || saved.user != self.user {
+            return None;
+        }
+        // a cookie is a short token: anything that could break the Cookie header is not one
+        if saved.cookie.is_empty()
+            || saved.cookie.len() > 4096
+            || !saved.cookie.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        {
+            warn!("the vSphere session file {} holds no usable cookie; logging in again", self.path.display());
+            return None;
+        }
+        crate::logger::add_secret(&saved.cookie);
+        Some(Stored { cookie: saved.cookie, sc: saved.service_content })
+    }
+
+    /// Writes the session atomically (mode 0600 from the start: the temporary file is created so).
+    pub fn save(&self, cookie: &str, sc: &ServiceContent) -> std::io::Result<()> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
+        let saved = Saved {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            cookie: cookie.to_string(),
+            service_content: sc.clone(),
+        };
+        let body = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        let mut tmp = tempfile::Builder::new().prefix(".session-").tempfile_in(&self.dir)?;
+        tmp.write_all(&body)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Removes the file (after a logout, or when the server refuses the password).
+    pub fn forget(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Runs `f` holding an exclusive lock beside the file (`flock`, released when the process dies), so
+    /// that parallel CPI processes whose session expired log in one at a time.
+    pub fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
+        let lock = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(self.path.with_extension("lock"))
+        });
+        let Ok(file) = lock else { return f() };
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; the lock goes with `file`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let out = f();
+        if rc == 0 {
+            // SAFETY: as above.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::vsphere::soap::MoRef;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn sc() -> ServiceContent {
+        ServiceContent {
+            root_folder: MoRef::new("Folder", "group-d1"),
+            property_collector: MoRef::new("PropertyCollector", "propertyCollector"),
+            session_manager: MoRef::new("SessionManager", "SessionManager"),
+            search_index: MoRef::new("SearchIndex", "SearchIndex"),
+            file_manager: Some(MoRef::new("FileManager", "FileManager")),
+            virtual_disk_manager: None,
+            ovf_manager: None,
+            custom_fields_manager: None,
+            guest_operations_manager: None,
+            api_type: "VirtualCenter".into(),
+        }
+    }
+
+    #[test]
+    fn saves_loads_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(dir.path(), "https://vc/sdk", "admin");
+        assert!(store.load().is_none());
+        store.save("abc123", &sc()).unwrap();
+        let mode = std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let got = store.load().unwrap();
+        assert_eq!(got.cookie, "abc123");
+        assert_eq!(got.sc.file_manager, Some(MoRef::new("FileManager", "FileManager")));
+        // another user or URL has its own file
+        assert!(SessionStore::new(dir.path(), "https://vc/sdk", "other").load().is_none());
+        // damage of every kind: no panic, no session
+        for bad in [
+            &b"{"[..],
+            b"",
+            b"\xff\xfe",
+            b"[]",
+            br#"{"url":"https://vc/sdk","user":"admin","cookie":"a;b","service_content":{}}"#,
+        ] {
+            std::fs::write(store.path(), bad).unwrap();
+            assert!(store.load().is_none());
+        }
+        std::fs::write(store.path(), vec![b' '; (MAX_BYTES + 1) as usize]).unwrap();
+        assert!(store.load().is_none());
+    }
+
+    #[test]
+    fn the_lock_serialises() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(dir.path(), "https://vc/sdk", "admin");
+        let inside = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, inside) = (store.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    store.locked(|| {
+                        assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Benchmark of the CPI process and the libvirt driver against the real libvirt daemon. Prints figures; it is
-//! not a timed test. Run: `cargo bench --bench libvirt` (needs root, libvirtd: `tools/libvirt-up.sh`).
+//! not a timed test. Run: `cargo bench --bench libvirt` (needs root, libvirtd: `tools/libvirt-up.sh`);
+//! `-- import` runs the imports only (with a 2 GiB qcow2 one, streamed into its volume);
+//! `VMCPI_BENCH_POOL` names another pool than `vmcpi-bench`, `VMCPI_BIN` another vmcpi build.
 //!
 //! - whole-process time of `info` against `/bin/true`;
 //! - create_vm from a 64 MiB and from a 4 GiB stemcell (a qcow2 overlay: the ratio should stay near 1);
@@ -8,9 +10,6 @@
 //! - create_vm against `virt-clone` (Debian package virtinst) of the same image; peak RSS per method;
 //! - the methods that write the settings medium (create_vm, attach_disk, detach_disk) and the medium build
 //!   alone, in-process. `cargo bench --bench libvirt -- settings` runs only this part.
-//!
-//! `VMCPI_BENCH_POOL` names the libvirt pool (default `vmcpi-bench`); `VMCPI_BIN` runs another vmcpi
-//! binary than this checkout's release build.
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,9 +21,8 @@ fn pool() -> String {
 }
 
 fn cpi_bin() -> PathBuf {
-    // another build of vmcpi to compare with (e.g. the previous commit's, for a before/after figure)
-    if let Some(bin) = std::env::var_os("VMCPI_BIN") {
-        return bin.into();
+    if let Some(p) = std::env::var_os("VMCPI_BIN") {
+        return p.into();
     }
     let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/vmcpi");
     if !release.exists() {
@@ -185,6 +183,10 @@ fn main() {
     println!("| `info` whole process (median of {n}) | {:.2} ms |", info_piped.as_secs_f64() * 1e3);
     println!("| `/bin/true` whole process (median of {n}) | {:.2} ms |", true_t.as_secs_f64() * 1e3);
     println!("| ratio info / true | {:.2} |", info_piped.as_secs_f64() / true_t.as_secs_f64());
+    if std::env::args().skip(1).any(|a| a == "import") {
+        imports_only(&bin, &config);
+        return;
+    }
 
     // import both stemcells, then create VMs from them alternately (and delete each at once), so background
     // load (other VMs, other processes) weighs on both sides alike
@@ -353,6 +355,60 @@ fn settings_medium(bin: &Path, config: &Path, dir: &Path) {
 
 fn build_medium(kind: vmcpi::medium::MediumKind, settings: &[u8]) -> Vec<u8> {
     vmcpi::medium::build(kind, settings, "vm-bench").unwrap()
+}
+
+/// A stemcell image whose root.img is a qcow2 holding `mib` MiB of pseudo-random data (as incompressible as
+/// a real image's compressed clusters), as a gzipped tar written with stored blocks (what gzip makes of it).
+fn qcow2_image(dir: &Path, mib: u64) -> PathBuf {
+    let raw = dir.join("data.raw");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&raw).unwrap());
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for c in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+    drop(f);
+    let root = dir.join("root.img");
+    let st = Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&root).status();
+    assert!(st.unwrap().success());
+    std::fs::remove_file(raw).unwrap();
+    let image = dir.join("image");
+    let gz = flate2::write::GzEncoder::new(std::fs::File::create(&image).unwrap(), flate2::Compression::none());
+    let mut t = tar::Builder::new(gz);
+    // a plain entry, as stemcell builders write (older vmcpi builds read no GNU sparse entries)
+    t.sparse(false);
+    t.append_path_with_name(&root, "root.img").unwrap();
+    t.into_inner().unwrap().finish().unwrap();
+    std::fs::remove_file(root).unwrap();
+    image
+}
+
+/// create_stemcell only: a raw image (64 MiB and 4 GiB, mostly holes: spooled, then uploaded sparse) and a
+/// 2 GiB qcow2 (streamed into its volume through virsh's stdin), each deleted again.
+fn imports_only(bin: &Path, config: &Path) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir_in("/var/tmp").unwrap()).collect();
+    let images = [
+        ("raw 64 MiB", 64, image(dirs[0].path(), 64)),
+        ("raw 4 GiB (mostly holes)", 4096, image(dirs[1].path(), 4096)),
+        ("qcow2 2 GiB of data", 2048, qcow2_image(dirs[2].path(), 2048)),
+    ];
+    for (what, mib, img) in &images {
+        let (r, t, peak) = call(bin, config, "create_stemcell", json!([img, {}]));
+        let sc = r["result"].as_str().unwrap().to_string();
+        let size = std::fs::metadata(img).unwrap().len() >> 20;
+        println!(
+            "| create_stemcell {what} (image {size} MiB): wall time, peak RSS | {:.2} s ({:.0} MiB/s), {peak} KiB |",
+            t.as_secs_f64(),
+            *mib as f64 / t.as_secs_f64()
+        );
+        call(bin, config, "delete_stemcell", json!([sc]));
+    }
 }
 
 /// Where create_vm's time goes: the external processes it runs (from its debug log, which names each

@@ -150,6 +150,12 @@ impl<T, E: Into<BoxError>> Context<T> for Result<T, E> {
     }
 }
 
+impl From<crate::stemcell::StemcellError> for DriverError {
+    fn from(e: crate::stemcell::StemcellError) -> Self {
+        DriverError::failed("cannot read the stemcell image", e)
+    }
+}
+
 /// A driver's own error enum (with the CIDs and paths involved): each variant says whether the same call
 /// may pass when tried again, and which kind it is ([`ErrorKind::Cloud`] unless it says otherwise). It
 /// becomes a [`DriverError`] with its text as the message and itself as the source.

@@ -169,11 +169,12 @@ impl Marker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    // markers are inherited by every child process: tests that spawn children must not overlap
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // markers are inherited by every child process: tests that spawn children must not overlap (exec's
+    // tests, which spawn many, take this lock too)
+    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// The orphans of `inf` (by CID) once there are `n`: a child process that a test of another module
     /// spawns while a marker here is open inherits its descriptor (as the CPI's tools are meant to) and holds

@@ -1,14 +1,20 @@
-//! Reading a stemcell's `image` (what `create_stemcell` receives): unpacked as a stream, so memory stays
-//! flat whatever the image size, and zero blocks become holes in the output file.
+//! Reading a stemcell's `image` (what `create_stemcell` receives) as a stream, so memory stays flat whatever
+//! the image size. [`with_disk`] hands a driver the disk's bytes straight out of the archive (no unpacked copy
+//! on disk), with its size from the tar header and, for vSphere stemcells, the OVF descriptor read before it;
+//! [`Disk::into_file`] spools them (zero blocks become holes) for a tool that needs a seekable file.
+//! [`unpack`] unpacks the whole image into a directory.
 //!
 //! - OpenStack/KVM stemcells: a gzipped tar holding `root.img` (qcow2 or raw). The agent reads a config
 //!   drive; disk hints are resolved by virtio/by-id rules.
 //! - vSphere stemcells: a gzipped tar holding `image.ovf`, `image.mf` and a stream-optimised VMDK. The agent
 //!   reads the `ENV` file of the first CD-ROM; disk hints are SCSI target numbers. The OVF may ask for EFI.
 //! - A bare qcow2 or VMDK file is accepted too (handy from shell pipelines).
+use std::cell::RefCell;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::mpsc::{sync_channel, Receiver};
 
 /// Which agent conventions the stemcell follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +69,8 @@ pub enum StemcellError {
     NoDisk { path: String, found: String },
     #[error("stemcell OVF {path} is invalid: {reason}")]
     BadOvf { path: String, reason: String },
+    #[error("cannot spool {name} to {dir}: {source}")]
+    Spool { name: String, dir: String, source: std::io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StemcellError + '_ {
@@ -112,7 +120,7 @@ pub fn unpack(image: &Path, tmp: Option<&Path>) -> Result<Unpacked, StemcellErro
     let mut found = Vec::new();
     for entry in archive.entries().map_err(io_err(image))? {
         let mut entry = entry.map_err(io_err(image))?;
-        if !entry.header().entry_type().is_file() {
+        if !is_file(&entry) {
             continue;
         }
         let path = entry.path().map_err(io_err(image))?.into_owned();
@@ -125,7 +133,7 @@ pub fn unpack(image: &Path, tmp: Option<&Path>) -> Result<Unpacked, StemcellErro
         }
         let dest = dir.path().join(&name);
         let mut out = File::create(&dest).map_err(io_err(&dest))?;
-        let size = entry.header().size().unwrap_or(0);
+        let size = entry.size();
         crate::info!("unpacking {name} ({} MiB)", size / (1 << 20));
         sparse_copy(&mut entry, &mut out, &name).map_err(io_err(&dest))?;
     }
@@ -161,6 +169,327 @@ fn finish(image: &Path, dir: tempfile::TempDir, found: &[String]) -> Result<Unpa
         path: image.display().to_string(),
         found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
     })
+}
+
+/// An OVF descriptor larger than this is not a stemcell's (they are a few KiB).
+const OVF_MAX: u64 = 16 << 20;
+
+/// The disk of a stemcell image as [`with_disk`] hands it over: its bytes as a stream (read them to the end:
+/// the archive's checksum is verified then), its size, and what the image says about it.
+pub struct Disk<'a> {
+    pub family: Family,
+    pub format: DiskFormat,
+    pub efi: bool,
+    /// The OVF descriptor of a vSphere archive, as it is in the image; `None` for a bare VMDK or an OpenStack image.
+    pub ovf: Option<String>,
+    /// The disk's file name in the image (a plain name: no directory part, never `..`).
+    pub name: String,
+    /// Its size in bytes (the tar header's, or the file's).
+    pub len: u64,
+    /// Set when the disk is a file already: a bare qcow2/VMDK image, or a VMDK that came before its OVF in
+    /// the archive (spooled, since its OVF is needed first).
+    pub path: Option<PathBuf>,
+    pub reader: &'a mut dyn Read,
+}
+
+impl std::fmt::Debug for Disk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Disk")
+            .field("family", &self.family)
+            .field("format", &self.format)
+            .field("efi", &self.efi)
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Disk<'_> {
+    /// The disk as a file, for tools that need to seek (qemu-img reading a VMDK): its path when it is one
+    /// already, else the stream spooled into `dir` (holes for zero blocks).
+    pub fn into_file(self, dir: &Path) -> Result<PathBuf, StemcellError> {
+        if let Some(p) = self.path {
+            return Ok(p);
+        }
+        spool(self.reader, dir, &self.name, self.len)
+    }
+}
+
+fn spool(r: &mut dyn Read, dir: &Path, name: &str, len: u64) -> Result<PathBuf, StemcellError> {
+    let dest = dir.join(name);
+    let err = |source| StemcellError::Spool { name: name.to_string(), dir: dir.display().to_string(), source };
+    let mut out = File::create(&dest).map_err(err)?;
+    crate::info!("spooling {name} ({} MiB) to {}", len >> 20, dir.display());
+    sparse_copy(r, &mut out, name).map_err(err)?;
+    Ok(dest)
+}
+
+/// Opens `image` and calls `f` with its disk, streamed straight out of the archive where the image allows:
+/// a gzipped (or plain) tar holding `root.img` (OpenStack), or an OVF followed by its VMDK (vSphere). A VMDK
+/// that comes *before* its OVF is spooled into `spool` first (the OVF is needed to use it); a bare qcow2 or
+/// VMDK file is handed over as it is. Unpacking runs on a second thread, ahead of `f` by at most a few MiB.
+pub fn with_disk<T, E>(image: &Path, spool_dir: &Path, f: impl FnOnce(Disk<'_>) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<StemcellError>,
+{
+    let mut file = File::open(image).map_err(io_err(image))?;
+    let mut head = [0u8; 512];
+    let n = read_up_to(&mut file, &mut head).map_err(io_err(image))?;
+    let head = &head[..n];
+    file.seek(SeekFrom::Start(0)).map_err(io_err(image))?;
+    let bare = if head.starts_with(b"QFI\xfb") {
+        Some((Family::OpenStack, DiskFormat::Qcow2))
+    } else if head.starts_with(b"KDMV") {
+        Some((Family::Vsphere, DiskFormat::Vmdk))
+    } else {
+        None
+    };
+    if let Some((family, format)) = bare {
+        let len = file.metadata().map_err(io_err(image))?.len();
+        let name = image.file_name().and_then(|n| n.to_str()).unwrap_or("disk").to_string();
+        // unbuffered: consumers read in large pieces, and a buffer would copy every byte once more
+        let mut r = file;
+        return f(Disk {
+            family,
+            format,
+            efi: false,
+            ovf: None,
+            name,
+            len,
+            path: Some(image.to_path_buf()),
+            reader: &mut r,
+        });
+    }
+    let raw: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)))
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Box::new(file)
+    } else {
+        return Err(StemcellError::UnknownFormat(image.display().to_string()).into());
+    };
+    let shared = Rc::new(RefCell::new(ReadAhead::new(raw)));
+    let mut archive = tar::Archive::new(Shared(shared.clone()));
+    let mut found = Vec::new();
+    // (name, text, what it says) of the first OVF; (name, path, size) of VMDKs spooled before it
+    let mut ovf: Option<(String, String, OvfInfo)> = None;
+    let mut spooled: Vec<(String, PathBuf, u64)> = Vec::new();
+    for entry in archive.entries().map_err(io_err(image))? {
+        let mut entry = entry.map_err(io_err(image))?;
+        if !is_file(&entry) {
+            continue;
+        }
+        let path = entry.path().map_err(io_err(image))?.into_owned();
+        // flatten: only the file name counts, so "../x" or "/etc/x" never names anything outside the image
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+        found.push(name.clone());
+        if name.starts_with('.') {
+            continue;
+        }
+        // the entry's size: a pax header's or a GNU sparse file's real size where the archive has one
+        let len = entry.size();
+        if name == "root.img" {
+            let mut magic = [0u8; 4];
+            let got = read_up_to(&mut entry, &mut magic).map_err(io_err(image))?;
+            let format = if magic[..got] == *b"QFI\xfb" { DiskFormat::Qcow2 } else { DiskFormat::Raw };
+            let mut r = Tail::new(io::Cursor::new(magic[..got].to_vec()).chain(entry), &shared, &name, len);
+            return f(Disk {
+                family: Family::OpenStack,
+                format,
+                efi: false,
+                ovf: None,
+                name,
+                len,
+                path: None,
+                reader: &mut r,
+            });
+        }
+        if name.ends_with(".ovf") && ovf.is_none() {
+            if len > OVF_MAX {
+                return Err(StemcellError::BadOvf { path: name, reason: format!("{len} bytes is too large") }.into());
+            }
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(io_err(image))?;
+            let info = parse_ovf(&text).map_err(|reason| StemcellError::BadOvf { path: name.clone(), reason })?;
+            if info.disk_href.contains('/') || info.disk_href.starts_with('.') {
+                return Err(bad_href(&name, &info.disk_href).into());
+            }
+            let disk_spooled = spooled.iter().any(|(n, _, _)| *n == info.disk_href);
+            ovf = Some((name, text, info));
+            if disk_spooled {
+                break;
+            }
+            continue;
+        }
+        if name.ends_with(".vmdk") {
+            match &ovf {
+                Some((_, text, info)) if info.disk_href == name => {
+                    let mut r = Tail::new(entry, &shared, &name, len);
+                    return f(Disk {
+                        family: Family::Vsphere,
+                        format: DiskFormat::Vmdk,
+                        efi: info.efi,
+                        ovf: Some(text.clone()),
+                        name,
+                        len,
+                        path: None,
+                        reader: &mut r,
+                    });
+                }
+                // not the OVF's disk
+                Some(_) => continue,
+                None => {
+                    crate::info!("{name} comes before the OVF in the image: it is spooled, not streamed");
+                    let p = spool(&mut entry, spool_dir, &name, len)?;
+                    spooled.push((name, p, len));
+                }
+            }
+        }
+    }
+    drop(archive);
+    let Some((ovf_name, text, info)) = ovf else {
+        return Err(StemcellError::NoDisk {
+            path: image.display().to_string(),
+            found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
+        }
+        .into());
+    };
+    let Some((name, path, len)) = spooled.into_iter().find(|(n, _, _)| *n == info.disk_href) else {
+        return Err(bad_href(&ovf_name, &info.disk_href).into());
+    };
+    let mut r = File::open(&path).map_err(io_err(&path))?;
+    f(Disk {
+        family: Family::Vsphere,
+        format: DiskFormat::Vmdk,
+        efi: info.efi,
+        ovf: Some(text),
+        name,
+        len,
+        path: Some(path),
+        reader: &mut r,
+    })
+}
+
+/// A regular file, or a GNU sparse one (`tar -S`, or the tar crate's default for files with holes): the
+/// tar reader fills its holes with zeros.
+fn is_file<R: Read>(entry: &tar::Entry<'_, R>) -> bool {
+    let t = entry.header().entry_type();
+    t.is_file() || t.is_gnu_sparse()
+}
+
+fn bad_href(ovf: &str, href: &str) -> StemcellError {
+    StemcellError::BadOvf { path: ovf.to_string(), reason: format!("its disk file '{href}' is not in the image") }
+}
+
+/// The archive's bytes, shared between the tar reader and [`Tail`] (one thread: `Rc`).
+struct Shared(Rc<RefCell<ReadAhead>>);
+
+impl Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// One archive entry's bytes. At its end it reads the rest of the archive (what follows is small: padding,
+/// the end blocks, a manifest) so that gzip's checksum is verified before the consumer sees the end: an
+/// upload of a corrupt image fails before it is completed. A short entry (a truncated archive) is an error.
+struct Tail<'a, R> {
+    inner: R,
+    rest: &'a Rc<RefCell<ReadAhead>>,
+    name: String,
+    len: u64,
+    seen: u64,
+}
+
+impl<'a, R: Read> Tail<'a, R> {
+    fn new(inner: R, rest: &'a Rc<RefCell<ReadAhead>>, name: &str, len: u64) -> Self {
+        Tail { inner, rest, name: name.to_string(), len, seen: 0 }
+    }
+}
+
+impl<R: Read> Read for Tail<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        self.seen += n as u64;
+        if n == 0 {
+            if self.seen < self.len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the image ends inside {} ({} of {} bytes)", self.name, self.seen, self.len),
+                ));
+            }
+            io::copy(&mut *self.rest.borrow_mut(), &mut io::sink())?;
+        }
+        Ok(n)
+    }
+}
+
+/// `inner` read ahead by a thread in 256 KiB pieces, at most four in flight: unpacking (gunzip and its
+/// checksum) runs while the consumer uploads, and memory stays about a MiB whatever the size.
+struct ReadAhead {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ReadAhead {
+    fn new(mut inner: Box<dyn Read + Send>) -> Self {
+        let (tx, rx) = sync_channel(4);
+        // the thread ends at the end of the input, on an error, or when the reader is dropped (send fails)
+        let spawned = std::thread::Builder::new().name("unpack".into()).spawn(move || loop {
+            let mut buf = vec![0u8; 256 << 10];
+            match read_up_to(&mut inner, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.send(Ok(buf)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            // no thread: the reader reports it on first use
+            let (tx, rx) = sync_channel(1);
+            let _ = tx.send(Err(e));
+            return ReadAhead { rx, cur: Vec::new(), pos: 0, done: false };
+        }
+        ReadAhead { rx, cur: Vec::new(), pos: 0, done: false }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                // the thread has finished: end of input
+                Err(_) => self.done = true,
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// What we need from an OVF descriptor.
@@ -206,7 +535,7 @@ pub fn parse_ovf(text: &str) -> Result<OvfInfo, String> {
 }
 
 /// Copies `r` into `w`, turning runs of zero blocks into holes; logs progress every GiB.
-pub fn sparse_copy(r: &mut impl Read, w: &mut File, what: &str) -> std::io::Result<u64> {
+pub fn sparse_copy(r: &mut (impl Read + ?Sized), w: &mut File, what: &str) -> std::io::Result<u64> {
     const BLOCK: usize = 1 << 16;
     let mut buf = vec![0u8; BLOCK];
     let mut total: u64 = 0;
@@ -240,7 +569,7 @@ pub fn sparse_copy(r: &mut impl Read, w: &mut File, what: &str) -> std::io::Resu
     Ok(total)
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
@@ -311,6 +640,101 @@ mod tests {
         assert!(matches!(unpack(Path::new("/nonexistent"), None), Err(StemcellError::Io { .. })));
         assert!(parse_ovf("<Envelope><File/></Envelope>").is_err());
         assert!(parse_ovf("<Envelope><File ").is_err());
+    }
+
+    const OVF: &[u8] = br#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References><File ovf:href="image-disk1.vmdk" ovf:id="file1"/></References></Envelope>"#;
+
+    /// (family, format, ovf?, name, len, spooled path?, bytes read) of what `with_disk` hands over.
+    type Seen = (Family, DiskFormat, bool, String, u64, Option<PathBuf>, Vec<u8>);
+
+    fn seen(image: &Path, spool: &Path) -> Result<Seen, StemcellError> {
+        with_disk(image, spool, |d| -> Result<Seen, StemcellError> {
+            let mut bytes = Vec::new();
+            d.reader.read_to_end(&mut bytes).map_err(io_err(image))?;
+            Ok((d.family, d.format, d.ovf.is_some(), d.name, d.len, d.path, bytes))
+        })
+    }
+
+    #[test]
+    fn the_disk_streams_out_of_the_archive() {
+        let spool = tempfile::tempdir().unwrap();
+        let disk: Vec<u8> = b"KDMV".iter().copied().chain((0..3_000_000u32).map(|i| (i % 251) as u8)).collect();
+        // OVF first (as stemcells are built): the VMDK streams, nothing is written to the spool directory
+        let f = tgz(&[("image.ovf", OVF), ("image.mf", b"x"), ("image-disk1.vmdk", &disk)]);
+        let (family, format, ovf, name, len, path, bytes) = seen(f.path(), spool.path()).unwrap();
+        assert_eq!(
+            (family, format, ovf, name.as_str(), len, path),
+            (Family::Vsphere, DiskFormat::Vmdk, true, "image-disk1.vmdk", disk.len() as u64, None)
+        );
+        assert!(bytes == disk);
+        assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+        // VMDK first: it is spooled, then handed over as a file
+        let f = tgz(&[("image-disk1.vmdk", &disk), ("image.ovf", OVF)]);
+        let (_, _, ovf, _, _, path, bytes) = seen(f.path(), spool.path()).unwrap();
+        assert!(ovf && bytes == disk);
+        assert_eq!(path.unwrap(), spool.path().join("image-disk1.vmdk"));
+        // root.img: qcow2 or raw by its first bytes, which still reach the reader
+        let f = tgz(&[("root.img", b"QFI\xfb\0\0\0\x03rest")]);
+        let (family, format, _, _, len, path, bytes) = seen(f.path(), spool.path()).unwrap();
+        assert_eq!(
+            (family, format, len, path, &bytes[..]),
+            (Family::OpenStack, DiskFormat::Qcow2, 12, None, &b"QFI\xfb\0\0\0\x03rest"[..])
+        );
+        let f = tgz(&[("root.img", b"ab")]);
+        assert_eq!(seen(f.path(), spool.path()).unwrap().1, DiskFormat::Raw);
+        // a bare image is its own file
+        let mut bare = tempfile::NamedTempFile::new().unwrap();
+        bare.write_all(&disk).unwrap();
+        let (_, format, ovf, _, _, path, bytes) = seen(bare.path(), spool.path()).unwrap();
+        assert_eq!(path.as_deref(), Some(bare.path()));
+        assert!(format == DiskFormat::Vmdk && !ovf && path.is_some() && bytes == disk);
+    }
+
+    #[test]
+    fn a_gnu_sparse_entry_streams_with_its_holes_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root.img");
+        let mut f = File::create(&root).unwrap();
+        f.write_all(b"QFI\xfb").unwrap();
+        f.seek(SeekFrom::Start(8 << 20)).unwrap();
+        f.write_all(b"end").unwrap();
+        drop(f);
+        let image = dir.path().join("image");
+        let gz = flate2::write::GzEncoder::new(File::create(&image).unwrap(), flate2::Compression::fast());
+        let mut t = tar::Builder::new(gz);
+        t.sparse(true);
+        t.append_path_with_name(&root, "root.img").unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(File::open(&image).unwrap()));
+        assert!(a.entries().unwrap().next().unwrap().unwrap().header().entry_type().is_gnu_sparse());
+        let (family, format, _, _, len, _, bytes) = seen(&image, dir.path()).unwrap();
+        assert_eq!((family, format, len), (Family::OpenStack, DiskFormat::Qcow2, (8 << 20) + 3));
+        assert!(bytes == std::fs::read(&root).unwrap());
+    }
+
+    #[test]
+    fn a_corrupt_or_truncated_archive_fails_before_the_end_of_the_disk() {
+        let spool = tempfile::tempdir().unwrap();
+        let disk: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let f = tgz(&[("image.ovf", OVF), ("image-disk1.vmdk", &disk)]);
+        let good = std::fs::read(f.path()).unwrap();
+        // gzip's CRC (the trailer's first 4 bytes) no longer matches: the reader errs instead of ending
+        let mut bad = good.clone();
+        let at = bad.len() - 8;
+        bad[at] ^= 0xff;
+        let corrupt = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(corrupt.path(), &bad).unwrap();
+        assert!(matches!(seen(corrupt.path(), spool.path()), Err(StemcellError::Io { .. })));
+        // cut inside the disk
+        let cut = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(cut.path(), &good[..good.len() / 2]).unwrap();
+        assert!(seen(cut.path(), spool.path()).is_err());
+        // an OVF whose disk is not in the image
+        let f = tgz(&[("image.ovf", OVF), ("other.vmdk", b"KDMV")]);
+        let e = seen(f.path(), spool.path()).unwrap_err().to_string();
+        assert!(e.contains("image-disk1.vmdk") && e.contains("not in the image"), "{e}");
+        let f = tgz(&[("README", b"hi")]);
+        assert!(matches!(seen(f.path(), spool.path()), Err(StemcellError::NoDisk { .. })));
     }
 
     #[test]

@@ -120,6 +120,17 @@ impl Transport for FakeTransport {
         self.write(remote, &data)
     }
 
+    fn upload_stream(&self, src: &mut dyn std::io::Read, what: &str, remote: &str) -> TransportResult<()> {
+        let mut data = Vec::new();
+        src.read_to_end(&mut data).map_err(|e| TransportError::Io {
+            target: "fake".into(),
+            op: "read",
+            path: what.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.write(remote, &data)
+    }
+
     fn exists(&self, path: &str) -> TransportResult<bool> {
         let st = self.st();
         let dir = format!("{}/", path.trim_end_matches('/'));

@@ -136,12 +136,16 @@ impl Transport for Local {
     }
 
     fn upload(&self, local: &Path, remote: &str) -> TransportResult<()> {
+        let mut src = std::fs::File::open(local).map_err(io("read", &local.display().to_string()))?;
+        self.upload_stream(&mut src, &local.display().to_string(), remote)
+    }
+
+    fn upload_stream(&self, src: &mut dyn std::io::Read, _what: &str, remote: &str) -> TransportResult<()> {
         let tmp = temp_sibling(remote);
         let done = (|| -> std::io::Result<()> {
-            let mut src = std::fs::File::open(local)?;
             let mut dst = std::fs::File::create(&tmp)?;
             // keeps holes: stemcell disks are mostly empty
-            crate::stemcell::sparse_copy(&mut src, &mut dst, remote)?;
+            crate::stemcell::sparse_copy(src, &mut dst, remote)?;
             dst.sync_all()?;
             std::fs::rename(&tmp, remote)
         })();

@@ -101,6 +101,9 @@ pub trait Transport {
     }
     /// Copies a local file to `remote` (atomically, like [`Transport::write`]), streaming.
     fn upload(&self, local: &Path, remote: &str) -> TransportResult<()>;
+    /// Copies what `src` yields (to its end) to `remote`, like [`Transport::upload`]: runs of zeros become
+    /// holes. `what` names the source in errors.
+    fn upload_stream(&self, src: &mut dyn std::io::Read, what: &str, remote: &str) -> TransportResult<()>;
     fn exists(&self, path: &str) -> TransportResult<bool>;
     /// Like `mkdir -p`.
     fn mkdir_all(&self, path: &str) -> TransportResult<()>;

@@ -600,7 +600,6 @@ impl Transport for Ssh {
     }
 
     fn upload(&self, local: &Path, remote: &str) -> TransportResult<()> {
-        let tmp = temp_sibling(remote);
         let shown = local.display().to_string();
         let mut src = std::fs::File::open(local).map_err(|e| TransportError::Io {
             target: "the local host".into(),
@@ -608,6 +607,11 @@ impl Transport for Ssh {
             path: shown.clone(),
             reason: e.to_string(),
         })?;
+        self.upload_stream(&mut src, &shown, remote)
+    }
+
+    fn upload_stream(&self, src: &mut dyn Read, shown: &str, remote: &str) -> TransportResult<()> {
+        let tmp = temp_sibling(remote);
         let started = Instant::now();
         let total = self.with_sftp(|sftp| {
             let mut f = sftp.create(Path::new(&tmp)).map_err(|e| self.io_err("upload to", &tmp, e))?;
@@ -617,7 +621,7 @@ impl Transport for Ssh {
                 let n = src.read(&mut buf).map_err(|e| TransportError::Io {
                     target: "the local host".into(),
                     op: "read",
-                    path: shown.clone(),
+                    path: shown.to_string(),
                     reason: e.to_string(),
                 })?;
                 if n == 0 {

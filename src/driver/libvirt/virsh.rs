@@ -83,6 +83,13 @@ impl VirshCall<'_> {
         self.run_capturing().map(|(stdout, _)| stdout)
     }
 
+    /// Like [`VirshCall::run`], with `input` streamed to virsh's stdin (`vol-upload … /dev/stdin`). A plain
+    /// child like the transport's: killed with the CPI, it still reads to the end of its input (EOF) and
+    /// finishes the request, holding the inherited in-flight marker until then.
+    pub fn run_with_input(self, input: &mut dyn std::io::Read) -> Result<String, ExecError> {
+        Cmd::new(&self.argv[0]).args(&self.argv[1..]).run_with_input(input)
+    }
+
     /// Like [`VirshCall::run`], but Ok((stdout, stderr)): virsh running several commands reports some
     /// failures on stderr with status 0.
     pub fn run_capturing(self) -> Result<(String, String), ExecError> {

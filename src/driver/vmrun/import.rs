@@ -14,7 +14,7 @@ impl Vmrun {
             );
         }
         // the unpacked image lives in an in-flight work directory: a killed import's scratch is reaped later
-        let scratch = Scratch(Some(
+        let mut scratch = Scratch(Some(
             self.scratch()
                 .begin(&format!("import-{}", random_hex(8)))
                 .context(|| "cannot write the scratch marker".into())?,
@@ -22,16 +22,24 @@ impl Vmrun {
         let work = scratch
             .0
             .as_ref()
-            .map(|m| m.work_dir())
+            .map(|m| m.work_dir().map(Path::to_path_buf))
             .transpose()
-            .context(|| "cannot create a scratch directory".into())?;
-        let unpacked = stemcell::unpack(image, work).context(|| "cannot read the stemcell image".into())?;
-        if unpacked.family != Family::Vsphere {
-            return Err(DriverError::invalid(
-                "stemcell",
-                "the vmrun driver imports vSphere stemcells (an OVF with a VMDK); this is an OpenStack image",
-            ));
-        }
+            .context(|| "cannot create a scratch directory".into())?
+            .ok_or_else(|| DriverError::other("no scratch directory"))?;
+        // the disk comes straight out of the archive: to the hypervisor host for ovftool, or spooled into
+        // the scratch directory for qemu-img (which needs to seek in a VMDK)
+        stemcell::with_disk(image, &work, |disk| -> DriverResult<StemcellCid> {
+            if disk.family != Family::Vsphere {
+                return Err(DriverError::invalid(
+                    "stemcell",
+                    "the vmrun driver imports vSphere stemcells (an OVF with a VMDK); this is an OpenStack image",
+                ));
+            }
+            self.import_disk(disk, &work, &mut scratch)
+        })
+    }
+
+    fn import_disk(&self, disk: stemcell::Disk<'_>, work: &Path, scratch: &mut Scratch) -> DriverResult<StemcellCid> {
         self.sweep_abandoned()?;
         let cid = StemcellCid::generate(STEMCELL_HEX, "");
         let sc = cid.to_string();
@@ -44,25 +52,21 @@ impl Vmrun {
         let mut undo = Undo::new(format!("create_stemcell {sc}"));
         self.undo_stemcell(&mut undo, &sc);
         let result = (|| -> DriverResult<()> {
-            let src_dir = unpacked.disk.parent().map(Path::to_path_buf).unwrap_or_default();
             match &self.cfg.ovftool {
                 Some(ovftool) => {
                     // ovftool runs on the hypervisor host: the OVF and its disk go there first
                     let import = join(&dir, "import");
                     self.tr(|| format!("cannot create {import}"), self.t.mkdir_all(&import))?;
-                    let mut ovf = None;
-                    for entry in std::fs::read_dir(&src_dir).context(|| "cannot list the unpacked stemcell".into())? {
-                        let p = entry.context(|| "cannot list the unpacked stemcell".into())?.path();
-                        let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
-                        if name.ends_with(".ovf") {
-                            ovf = Some(join(&import, &name));
-                        }
-                        if name.ends_with(".ovf") || name.ends_with(".vmdk") || name.ends_with(".mf") {
-                            info!("uploading {name}");
-                            self.tr(|| format!("cannot upload {name}"), self.t.upload(&p, &join(&import, &name)))?;
-                        }
-                    }
-                    let ovf = ovf.ok_or_else(|| DriverError::invalid("stemcell", "no .ovf in the image"))?;
+                    let descriptor =
+                        disk.ovf.as_deref().ok_or_else(|| DriverError::invalid("stemcell", "no .ovf in the image"))?;
+                    let ovf = join(&import, "image.ovf");
+                    self.tr(|| "cannot upload the OVF".into(), self.t.write(&ovf, descriptor.as_bytes()))?;
+                    let name = disk.name.clone();
+                    info!("uploading {name} ({} MiB)", disk.len >> 20);
+                    self.tr(
+                        || format!("cannot upload {name}"),
+                        self.t.upload_stream(disk.reader, &name, &join(&import, &name)),
+                    )?;
                     h.tool(
                         vec![
                             ovftool.clone(),
@@ -80,11 +84,13 @@ impl Vmrun {
                 }
                 None => {
                     // our own import: stream-optimised VMDK → monolithic sparse VMDK, and a VMX like ovftool's
+                    let efi = disk.efi;
+                    let vmdk = disk.into_file(work)?;
                     let tmp = tempfile::Builder::new()
                         .prefix("vmcpi-vmdk-")
-                        .tempdir_in(&src_dir)
+                        .tempdir_in(work)
                         .context(|| "cannot create a temporary directory".into())?;
-                    let disk = tmp.path().join("disk.vmdk");
+                    let converted = tmp.path().join("disk.vmdk");
                     info!("converting the stemcell disk (no ovftool configured)");
                     crate::exec::Cmd::new(&self.cfg.local_qemu_img)
                         .args([
@@ -97,16 +103,16 @@ impl Vmrun {
                             "-o",
                             "adapter_type=lsilogic,subformat=monolithicSparse",
                         ])
-                        .arg(&unpacked.disk)
-                        .arg(&disk)
+                        .arg(&vmdk)
+                        .arg(&converted)
                         .run()
                         .context(|| "cannot convert the stemcell's VMDK".into())?;
                     let disk_name = format!("{sc}-disk1.vmdk");
                     self.tr(
                         || "cannot upload the stemcell disk".into(),
-                        self.t.upload(&disk, &join(&dir, &disk_name)),
+                        self.t.upload(&converted, &join(&dir, &disk_name)),
                     )?;
-                    self.write_vmx(&vmx_path, &own_stemcell_vmx(&sc, &disk_name, unpacked.efi))?;
+                    self.write_vmx(&vmx_path, &own_stemcell_vmx(&sc, &disk_name, efi))?;
                 }
             }
             let mut v = self.read_vmx(&vmx_path)?;
@@ -126,11 +132,12 @@ impl Vmrun {
         })();
         result?;
         undo.disarm();
-        // the unpacked image (as big as the stemcell) goes while the pending entry still covers the stemcell:
-        // clearing the entry is the last step before the response, so a kill in between leaves as little
-        // time as possible for a stemcell the caller never hears of
-        drop(unpacked);
-        drop(scratch);
+        // the scratch (a spooled disk, as big as the stemcell) goes while the pending entry still covers the
+        // stemcell: clearing the entry is the last step before the response, so a kill in between leaves as
+        // little time as possible for a stemcell the caller never hears of
+        if let Some(m) = scratch.0.take() {
+            m.commit();
+        }
         self.clear_pending(&sc)?;
         crate::debug!("{sc}: created; from here the response is the only record of it");
         Ok(cid)

@@ -1,6 +1,6 @@
 //! Stemcell import: the OVF goes through `OvfManager.CreateImportSpec` and `ResourcePool.ImportVApp`; the
-//! VMDK streams to the HTTP NFC lease from disk in 64 KiB pieces (memory stays flat whatever the size),
-//! with progress reported to the lease and on stderr.
+//! VMDK streams to the HTTP NFC lease straight out of the stemcell archive (no unpacked copy on disk; memory
+//! stays flat whatever the size), with progress reported to the lease and on stderr every few seconds.
 use super::client::{ClientError, Session};
 use super::inventory::ctx_err;
 use super::methods::{CreateImportSpec, HttpNfcLeaseAbort, HttpNfcLeaseComplete, HttpNfcLeaseProgress, ImportVApp};
@@ -8,38 +8,21 @@ use super::soap::MoRef;
 use crate::error::{DriverError, DriverResult};
 use crate::{info, warn};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// OVF `ResourceType`s a simulator or an older host may refuse; dropped (with their children) when the
 /// import spec reports them as unsupported. 20 = SATA controller (current stemcells put the CD-ROM there;
 /// the CPI adds its own CD-ROM on IDE anyway).
 const DROPPABLE: &[&str] = &["20", "15", "16", "14"];
 
-/// The OVF descriptor and disk files of an unpacked vSphere stemcell. A bare VMDK gets a generated OVF.
-pub struct OvfImage {
-    pub descriptor: String,
-    pub dir: PathBuf,
-}
-
-pub fn ovf_for(disk: &Path, efi: bool) -> DriverResult<OvfImage> {
-    let dir = disk.parent().map(Path::to_path_buf).unwrap_or_default();
-    let ovf = std::fs::read_dir(&dir)
-        .map_err(|e| DriverError::failed(format!("cannot list {}", dir.display()), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "ovf"));
-    let descriptor = match ovf {
-        Some(p) => {
-            std::fs::read_to_string(&p).map_err(|e| DriverError::failed(format!("cannot read {}", p.display()), e))?
-        }
-        None => {
-            let size = std::fs::metadata(disk)
-                .map_err(|e| DriverError::failed(format!("cannot read {}", disk.display()), e))?
-                .len();
-            let name = disk.file_name().and_then(|n| n.to_str()).unwrap_or("disk.vmdk");
-            generated_ovf(name, size, vmdk_capacity(disk).unwrap_or(size), efi)
-        }
-    };
-    Ok(OvfImage { descriptor, dir })
+/// The OVF descriptor of a stemcell disk: the image's own, or one generated for a bare VMDK.
+pub fn descriptor_for(disk: &crate::stemcell::Disk<'_>) -> String {
+    if let Some(ovf) = &disk.ovf {
+        return ovf.clone();
+    }
+    let capacity = disk.path.as_deref().and_then(vmdk_capacity).unwrap_or(disk.len);
+    generated_ovf(&disk.name, disk.len, capacity, disk.efi)
 }
 
 /// The virtual size of a VMDK: sparse header field `capacity` (sectors), else `None`.
@@ -52,6 +35,13 @@ fn vmdk_capacity(disk: &Path) -> Option<u64> {
     }
     let sectors = u64::from_le_bytes(h[12..20].try_into().ok()?);
     (sectors > 0).then_some(sectors * 512)
+}
+
+/// The one disk file an import uploads: its name in the OVF, its size, its bytes.
+pub struct Upload<'a> {
+    pub name: &'a str,
+    pub len: u64,
+    pub reader: &'a mut dyn Read,
 }
 
 /// A minimal OVF for a lone VMDK: LSI Logic SCSI, the disk at unit 0, no NICs, no CD-ROM.
@@ -184,7 +174,8 @@ fn element_text(s: &str, local: &str) -> Option<String> {
 /// Runs the import; returns the new VM. Cleans up (aborts the lease, destroys the VM) on failure.
 pub fn import(
     s: &Session,
-    img: &OvfImage,
+    descriptor: &str,
+    disk: Upload<'_>,
     name: &str,
     pool: &MoRef,
     ds: &MoRef,
@@ -192,7 +183,7 @@ pub fn import(
 ) -> DriverResult<MoRef> {
     let ovf_manager =
         s.sc.ovf_manager.clone().ok_or_else(|| DriverError::not_supported("this server has no OvfManager"))?;
-    let mut descriptor = img.descriptor.clone();
+    let mut descriptor = descriptor.to_string();
     let mut result = None;
     for attempt in 0..2 {
         let req = CreateImportSpec {
@@ -246,7 +237,7 @@ pub fn import(
         .map_err(ctx_err("ImportVApp failed"))?
         .moref_at("returnval")
         .ok_or_else(|| DriverError::other("ImportVApp returned no lease"))?;
-    match upload(s, &lease, img, &files) {
+    match upload(s, &lease, disk, &files) {
         Ok(vm) => Ok(vm),
         Err(e) => {
             let reason = e.to_string();
@@ -258,7 +249,14 @@ pub fn import(
     }
 }
 
-fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, u64)]) -> DriverResult<MoRef> {
+fn upload(s: &Session, lease: &MoRef, disk: Upload<'_>, files: &[(String, String, u64)]) -> DriverResult<MoRef> {
+    // the stream holds one file, the disk: an OVF naming others (a second disk, an ISO) cannot be imported
+    if let Some((_, other, _)) = files.iter().find(|(_, p, _)| p != disk.name) {
+        return Err(DriverError::other(format!(
+            "the OVF names a file other than its disk {}: {other} (a stemcell has one disk)",
+            disk.name
+        )));
+    }
     let state = s
         .wait_for(lease, &["state", "error"], "NFC lease", |v| {
             v.iter().any(|(p, n)| p == "state" && n.text != "initializing")
@@ -286,38 +284,33 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
             ))
         })
         .collect();
-    let total: u64 = files
-        .iter()
-        .map(|(_, p, _)| std::fs::metadata(img.dir.join(p)).map(|m| m.len()).unwrap_or(0))
-        .sum::<u64>()
-        .max(1);
-    let mut done: u64 = 0;
-    for (device, path, _) in files {
-        if path.contains('/') || path.contains("..") {
-            return Err(DriverError::other(format!("the OVF names a disk file outside the image: {path}")));
-        }
+    if let Some((device, path, _)) = files.first() {
         let (_, url, thumb) = urls
             .iter()
             .find(|(k, _, _)| k == device)
             .ok_or_else(|| DriverError::other(format!("NFC lease has no URL for {device} ({path})")))?;
-        let file = img.dir.join(path);
-        let f = std::fs::File::open(&file)
-            .map_err(|e| DriverError::failed(format!("cannot open {}", file.display()), e))?;
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        info!("uploading {path} ({} MiB) to the NFC lease", len >> 20);
+        info!("uploading {path} ({} MiB) to the NFC lease", disk.len >> 20);
+        let started = Instant::now();
         let mut reader = Progress {
-            inner: f,
+            inner: disk.reader,
             s,
             lease,
-            done,
-            total,
-            last_percent: 0,
-            last_report: std::time::Instant::now(),
+            done: 0,
+            total: disk.len.max(1),
+            last_report: started,
             name: path.clone(),
         };
-        s.put_stream(url, thumb.as_deref(), len, &mut reader)
+        s.put_stream(url, thumb.as_deref(), disk.len, &mut reader)
             .map_err(|e| DriverError::failed(format!("uploading {path} failed"), e))?;
-        done += len;
+        if reader.done != disk.len {
+            return Err(DriverError::other(format!(
+                "uploading {path} failed: the image held {} bytes of it, its header said {}",
+                reader.done, disk.len
+            )));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let mib = disk.len >> 20;
+        info!("{path}: 100 % uploaded ({mib} MiB in {secs:.1} s, {:.0} MiB/s)", mib as f64 / secs.max(0.001));
     }
     s.call(&HttpNfcLeaseProgress { this: lease.clone(), percent: 100 })
         .map_err(ctx_err("NFC lease progress failed"))?;
@@ -325,16 +318,18 @@ fn upload(s: &Session, lease: &MoRef, img: &OvfImage, files: &[(String, String, 
     Ok(entity)
 }
 
-/// Counts uploaded bytes; every 5 %, and at least every 30 s on a slow link, tells the lease (vSphere
-/// aborts a lease that hears nothing for 5 minutes) and stderr.
+/// How often an upload tells the lease (and stderr) how far it is. vSphere aborts a lease that hears
+/// nothing for 5 minutes; a call per few seconds costs nothing next to the upload.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts uploaded bytes; every [`PROGRESS_EVERY`] tells the lease (`HttpNfcLeaseProgress`) and stderr.
 struct Progress<'a> {
-    inner: std::fs::File,
+    inner: &'a mut dyn Read,
     s: &'a Session,
     lease: &'a MoRef,
     done: u64,
     total: u64,
-    last_percent: u32,
-    last_report: std::time::Instant,
+    last_report: Instant,
     name: String,
 }
 
@@ -342,13 +337,10 @@ impl Read for Progress<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.done += n as u64;
-        let percent = ((self.done.saturating_mul(100)) / self.total).min(99) as u32;
-        if percent >= self.last_percent + 5
-            || (percent > self.last_percent && self.last_report.elapsed().as_secs() >= 30)
-        {
-            self.last_percent = percent;
-            self.last_report = std::time::Instant::now();
-            info!("{}: {percent} % uploaded", self.name);
+        if self.last_report.elapsed() >= PROGRESS_EVERY {
+            self.last_report = Instant::now();
+            let percent = ((self.done.saturating_mul(100)) / self.total).min(99) as u32;
+            info!("{}: {percent} % uploaded ({} MiB)", self.name, self.done >> 20);
             if let Err(e) = self.s.call(&HttpNfcLeaseProgress { this: self.lease.clone(), percent }) {
                 let e: ClientError = e;
                 warn!("NFC lease progress update failed: {e}");

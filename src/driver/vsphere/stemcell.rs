@@ -6,21 +6,23 @@ impl Vsphere {
         let work = marker.work_dir().map_err(|e| {
             DriverError::failed(format!("cannot create a work directory in {}", self.cfg.state_dir.display()), e)
         })?;
-        let unpacked = crate::stemcell::unpack(image, Some(work))
-            .map_err(|e| DriverError::failed("cannot read the stemcell image", e))?;
-        if unpacked.family != crate::stemcell::Family::Vsphere {
-            return Err(DriverError::invalid(
-                "stemcell",
-                "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img",
-            ));
-        }
-        let img = import::ovf_for(&unpacked.disk, unpacked.efi)?;
-        let size = std::fs::metadata(&unpacked.disk).map(|m| m.len()).unwrap_or(0);
-        let pool = inv.resource_pool()?;
-        let (ds_name, ds) = inv.pick_datastore(&[], size)?;
-        let folder = inv.template_folder()?;
-        info!("importing stemcell as {name} on datastore {ds_name}");
-        let vm = import::import(&inv.s, &img, name, &pool, &ds, &folder)?;
+        // the VMDK streams from the archive into the NFC lease; `work` holds only a VMDK that comes before
+        // its OVF in the archive
+        let vm = crate::stemcell::with_disk(image, work, |disk| -> DriverResult<MoRef> {
+            if disk.family != crate::stemcell::Family::Vsphere {
+                return Err(DriverError::invalid(
+                    "stemcell",
+                    "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img",
+                ));
+            }
+            let descriptor = import::descriptor_for(&disk);
+            let pool = inv.resource_pool()?;
+            let (ds_name, ds) = inv.pick_datastore(&[], disk.len)?;
+            let folder = inv.template_folder()?;
+            info!("importing stemcell as {name} on datastore {ds_name}");
+            let upload = import::Upload { name: &disk.name, len: disk.len, reader: disk.reader };
+            import::import(&inv.s, &descriptor, upload, name, &pool, &ds, &folder)
+        })?;
         if inv.vcenter() {
             // linked clones grow child disks on this snapshot; a standalone host uses the disk directly
             inv.s

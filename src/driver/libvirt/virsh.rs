@@ -10,12 +10,19 @@ use crate::transport::{Local, Output, Transport, TransportError};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Virsh {
-    transport: Local,
+    transport: Arc<dyn Transport + Send + Sync>,
     bin: String,
     uri: String,
+}
+
+impl std::fmt::Debug for Virsh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Virsh").field("transport", &self.transport.target()).field("uri", &self.uri).finish()
+    }
 }
 
 /// One virsh command line being built: [`Virsh::cmd`], then `arg`/`args`, then `run`.
@@ -27,8 +34,13 @@ pub struct VirshCall<'a> {
 
 impl Virsh {
     pub fn new(bin: &Path, uri: &str) -> Self {
+        Self::with_transport(Arc::new(Local::outliving()), bin, uri)
+    }
+
+    /// virsh run through another transport: the fake ([`crate::transport::fake`]) in unit tests.
+    pub fn with_transport(transport: Arc<dyn Transport + Send + Sync>, bin: &Path, uri: &str) -> Self {
         // config paths come from JSON, so they are UTF-8
-        Virsh { transport: Local::outliving(), bin: bin.to_string_lossy().into_owned(), uri: uri.to_string() }
+        Virsh { transport, bin: bin.to_string_lossy().into_owned(), uri: uri.to_string() }
     }
 
     pub fn cmd(&self) -> VirshCall<'_> {

@@ -1,6 +1,7 @@
 //! Benchmark of the CPI process and the libvirt driver against the real libvirt daemon. Prints figures; it is
 //! not a timed test. Run: `cargo bench --bench libvirt` (needs root, libvirtd: `tools/libvirt-up.sh`);
-//! `-- import` runs the imports only (with a 2 GiB qcow2 one, streamed into its volume);
+//! `-- import` runs the imports only (with a 2 GiB qcow2 one, streamed into its volume); `-- create_vm` runs
+//! only the create_vm time breakdown (per external process, from the debug log);
 //! `VMCPI_BENCH_POOL` names another pool than `vmcpi-bench`, `VMCPI_BIN` another vmcpi build.
 //!
 //! - whole-process time of `info` against `/bin/true`;
@@ -152,6 +153,14 @@ fn main() {
     if std::env::args().any(|a| a == "settings") {
         println!("# vmcpi libvirt benchmark: the settings medium\n");
         settings_medium(&bin, &config, dir.path());
+        return;
+    }
+    if std::env::args().skip(1).any(|a| a == "create_vm") {
+        println!("# vmcpi libvirt benchmark: create_vm");
+        let img_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let sc = call(&bin, &config, "create_stemcell", json!([image(img_dir.path(), 64), {}])).0["result"].clone();
+        create_vm_breakdown(&bin, &cfg, sc.as_str().unwrap());
+        call(&bin, &config, "delete_stemcell", json!([sc]));
         return;
     }
 
@@ -450,8 +459,15 @@ fn create_vm_breakdown(bin: &Path, cfg: &Value, sc: &str) {
                 batch = Some(b.to_string());
                 continue;
             }
-            let Some(rest) = line.split("exec: ").nth(1) else { continue };
-            if let Some(ms) = rest.strip_prefix("done in ").and_then(|r| r.split(' ').next()) {
+            // programs run by exec::Cmd log `exec: CMDLINE` and `exec: done in N ms, …`; through the
+            // transport, `run: CMDLINE` and `run: exit S after N ms`
+            let Some(rest) = line.split("exec: ").nth(1).or_else(|| line.split("] DEBUG run: ").nth(1)) else {
+                continue;
+            };
+            let done = rest
+                .strip_prefix("done in ")
+                .or_else(|| rest.strip_prefix("exit ").and_then(|r| r.split(" after ").nth(1)));
+            if let Some(ms) = done.and_then(|r| r.split(' ').next()) {
                 times.push(Duration::from_millis(ms.parse().unwrap_or(0)));
             } else {
                 names.push(step_name(rest, batch.take().as_deref()));

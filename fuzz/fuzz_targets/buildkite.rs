@@ -17,7 +17,7 @@ fn check_order(what: &str, jobs: &[ScheduledJob]) {
         let (a, b) = (&w[0], &w[1]);
         assert!(a.priority >= b.priority, "{what}: priority {} before {}", a.priority, b.priority);
         if a.priority == b.priority {
-            if let (Some(ta), Some(tb)) = (bk::parse_rfc3339(&a.scheduled_at), bk::parse_rfc3339(&b.scheduled_at)) {
+            if let (Some(ta), Some(tb)) = (vmcpi::rfc3339::parse(&a.scheduled_at), vmcpi::rfc3339::parse(&b.scheduled_at)) {
                 assert!(ta <= tb, "{what}: {:?} before {:?}", a.scheduled_at, b.scheduled_at);
             }
         }

@@ -2,10 +2,11 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use vmcpi::launcher::{buildkite, config};
+use vmcpi::rfc3339;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let _ = config::Config::parse(&text, std::path::Path::new("/fuzz/launcher.toml"));
     let _ = buildkite::link_next(&text);
-    let _ = buildkite::parse_rfc3339(&text);
+    let _ = rfc3339::parse(&text);
 });

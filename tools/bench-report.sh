@@ -15,6 +15,12 @@ bash tools/vcsim/build.sh target/vcsim >&2
 bash tools/vcsim/build.sh target/countproxy tools/vcsim/countproxy >&2
 bash tools/vcsim/build.sh target/govmomi-steps tools/vcsim/govmomi-steps >&2
 cargo build --release --locked --bins >&2
+# the binary the BOSH release ships: built as release/build.sh builds it (static, not position-independent);
+# every benchmark runs it (VMCPI_BIN), so the figures are those of what operators run
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" OPENSSL_STATIC=1 \
+  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin vmcpi >&2
+export VMCPI_BIN="$HERE/target/x86_64-unknown-linux-gnu/release/vmcpi"
+linkage=$(ldd "$VMCPI_BIN" 2>&1 | tr -s ' \t' ' ' | head -3 | paste -sd ' ' -)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for b in libvirt vmrun vsphere launcher; do
@@ -31,6 +37,7 @@ echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/m
 echo
 echo "| what | measured | compared with | ratio |"
 echo "|---|---|---|---|"
+echo "| release binary, \`ldd\` | ${linkage:-?} | | |"
 echo "| \`info\`, whole process | $(lv '`info` whole process') | \`/bin/true\`: $(lv '`/bin/true` whole process') | $(lv 'ratio info / true') |"
 echo "| libvirt create_vm, 4 GiB stemcell | $(lv 'create_vm from the 4096 MiB stemcell') | 64 MiB stemcell: $(lv 'create_vm from the 64 MiB stemcell') | $(lv 'create_vm ratio 4 GiB / 64 MiB') |"
 echo "| vmrun create_vm, 4 GiB stemcell | $(line vmrun 'create_vm, 4 GiB stemcell, local' | sed 's/.*local: //') | 64 MiB: $(line vmrun 'create_vm, 64 MiB stemcell, local' | sed 's/.*local: //') | $(line vmrun 'create_vm ratio' | sed -n 's/.*64 MiB: \([0-9.]*\).*/\1/p') |"

@@ -344,12 +344,15 @@ fn start(ctx: &Ctx, vmx: &str) {
         }
     }
     ctx.hook("start");
+    // the VM runs first, then its locks appear: in VMware the VM's own process holds them, so a vmrun killed
+    // half-way never leaves locks without a running VM (which would say "in use" forever); a running VM
+    // whose locks are not all there yet is stopped as usual
+    ctx.registry(|l| l.push(vmx.to_string()));
     let _ = fs::create_dir(lck(vmx));
     let _ = fs::copy(vmx, format!("{}/config.vmx", lck(vmx)));
     for d in &ds {
         let _ = fs::create_dir(lck(d));
     }
-    ctx.registry(|l| l.push(vmx.to_string()));
 }
 
 fn stop(ctx: &Ctx, vmx: &str, soft: bool) {

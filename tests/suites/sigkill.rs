@@ -62,8 +62,10 @@ fn sigkill_at_random_points_leaves_nothing(peer: &dyn Peer) {
         let vm = cpi.ok("create_vm", peer.create_vm_args("agent-attach", &sc, peer.vm_props(false)))[0].clone();
         let disk = cpi.ok("create_disk", json!([peer.disk_mib(), {}, vm]));
         kill("attach_disk", json!([vm, disk]), t_at);
-        cpi.ok("delete_vm", json!([vm]));
-        cpi.ok("delete_disk", json!([disk]));
+        // the killed call's tools may still be at work on the VM (VMware answers "The file is already in
+        // use", retryable): the director retries such an error, and so does this clean-up
+        ok_retrying(&cpi, "delete_vm", json!([vm]));
+        ok_retrying(&cpi, "delete_disk", json!([disk]));
     }
     // a kill between the last step of a create (its marker removed) and the response leaves a complete
     // object that no caller hears of: the CPI protocol's own window, which no CPI can close (a marker kept
@@ -81,4 +83,22 @@ fn sigkill_at_random_points_leaves_nothing(peer: &dyn Peer) {
     );
     assert!(killed > 0, "no call was killed: the kill points are too late");
     finish(peer, &cpi, &sc, &logs);
+}
+
+/// Like `Cpi::ok`, but retries for a while an error that says `ok_to_retry`, as the director does.
+fn ok_retrying(cpi: &Cpi, method: &str, args: Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = cpi.call(method, args.clone());
+        let e = &r.response["error"];
+        if e.is_null() {
+            return;
+        }
+        assert!(
+            e["ok_to_retry"] == json!(true) && Instant::now() < deadline,
+            "{method} failed: {e}\nstderr:\n{}",
+            r.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

@@ -120,6 +120,13 @@ impl Vmrun {
         for (cid, _) in pending.iter().zip(held).filter(|(_, h)| !h) {
             let path = lock_path(cid);
             match self.t.lock(&path, Duration::ZERO) {
+                // the create may have finished (pending entry cleared, lock let go) since the listing: with
+                // the lock held, an entry that is still there belongs to a create that died
+                Ok(_g)
+                    if !self.tr(
+                        || "cannot check a pending create".into(),
+                        self.t.exists(&self.store(&format!("pending/{cid}"))),
+                    )? => {}
                 Ok(_g) => {
                     warn!("{cid}: a create that failed without cleaning up left it behind; removing it");
                     let removed = if cid.starts_with("vm-") {

@@ -15,6 +15,7 @@
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
+//! - [`timing`]: where a call's time goes (the debug log's `timing:` line).
 pub mod agent_settings;
 pub mod compat;
 pub mod config;
@@ -32,4 +33,5 @@ pub mod redact;
 pub mod rfc3339;
 pub mod rpc;
 pub mod stemcell;
+pub mod timing;
 pub mod transport;

@@ -36,6 +36,7 @@ struct Cli {
 const MAX_REQUEST: u64 = 64 * 1024 * 1024;
 
 fn main() {
+    vmcpi::timing::mark("start");
     let cli = Cli::parse();
     // default panic output could print data from the request: route panics through the redacting logger
     std::panic::set_hook(Box::new(|info| {
@@ -55,7 +56,10 @@ fn main() {
         Ok(_) if input.len() as u64 > MAX_REQUEST => {
             vmcpi::rpc::wire::Response::err(vmcpi::rpc::dispatch::CPI_ERROR, "request is larger than 64 MiB", false)
         }
-        Ok(_) => vmcpi::rpc::handle(&input, cli.config.as_deref()),
+        Ok(_) => {
+            vmcpi::timing::mark("request read");
+            vmcpi::rpc::handle(&input, cli.config.as_deref())
+        }
     };
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{}", response.to_json()).and_then(|_| out.flush()).is_err() {

@@ -108,6 +108,8 @@ pub struct Session {
     base_url: String,
     cookie: RefCell<Option<String>>,
     round_trips: Cell<u32>,
+    /// Each request's name and round trip, for the debug log.
+    wire: RefCell<Vec<(&'static str, Duration)>>,
     pub sc: ServiceContent,
     user: String,
     password: String,
@@ -133,6 +135,7 @@ impl Session {
             base_url: cfg.base_url(),
             cookie: RefCell::new(None),
             round_trips: Cell::new(0),
+            wire: RefCell::new(Vec::new()),
             sc: ServiceContent {
                 root_folder: MoRef::new("Folder", "group-d1"),
                 property_collector: MoRef::new("PropertyCollector", "propertyCollector"),
@@ -280,6 +283,13 @@ impl Session {
         self.round_trips.set(self.round_trips.get() + 1);
     }
 
+    /// Records one request's round trip (`started`: when it was sent).
+    fn took(&self, what: &'static str, started: Instant) {
+        let d = started.elapsed();
+        crate::timing::add_request(d);
+        self.wire.borrow_mut().push((what, d));
+    }
+
     /// Sends one request, returns the operation's response element or its fault. A `NotAuthenticated`
     /// fault (the server did nothing) means the session expired: log in again and send it once more.
     pub fn call<R: Request>(&self, req: &R) -> ClientResult<Node> {
@@ -335,6 +345,7 @@ impl Session {
             .limit(256 << 20)
             .read_to_vec()
             .map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+        self.took(R::NAME, started);
         debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
         if status != 200 && status != 500 {
             return Err(ClientError::Soap {
@@ -567,11 +578,13 @@ impl Session {
     fn put_file_once(&self, dc_path: &str, ds: &str, path: &str, data: &[u8]) -> ClientResult<()> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
+        let started = Instant::now();
         let resp = self
             .with_cookie(self.agent.put(&url))
             .header("Content-Type", "application/octet-stream")
             .send(data)
             .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        self.took("PUT", started);
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
@@ -586,10 +599,12 @@ impl Session {
     fn get_file_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
+        let started = Instant::now();
         let mut resp = self
             .with_cookie(self.agent.get(&url))
             .call()
             .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        self.took("GET", started);
         match resp.status().as_u16() {
             200 => Ok(Some(
                 resp.body_mut()
@@ -611,10 +626,12 @@ impl Session {
     fn file_exists_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
+        let started = Instant::now();
         let resp = self
             .with_cookie(self.agent.head(&url))
             .call()
             .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        self.took("HEAD", started);
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -651,9 +668,11 @@ impl Session {
         if ours {
             req = self.with_cookie(req);
         }
+        let started = Instant::now();
         let resp = req
             .send(ureq::SendBody::from_reader(body))
             .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        self.took("PUT (NFC)", started);
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: url, status }),
@@ -680,6 +699,11 @@ impl Drop for Session {
             self.logout();
         }
         crate::info!("vSphere: {} HTTP round trips", self.round_trips.get());
+        let wire = self.wire.borrow();
+        if !wire.is_empty() {
+            let each: Vec<String> = wire.iter().map(|(w, d)| format!("{w} {:.2}", d.as_secs_f64() * 1000.0)).collect();
+            debug!("wire: {} (ms; the first includes connecting)", each.join(", "));
+        }
     }
 }
 

@@ -95,6 +95,7 @@ impl Vsphere {
         };
         self.undo_vm(inv, undo, name, &vm);
         let info = inv.vm_info(&vm)?.ok_or_else(|| VsphereError::Vanished { vm: vm.value.clone() })?;
+        crate::timing::mark("clone");
         let controller =
             info.root_controller().ok_or_else(|| VsphereError::NoScsiController { vm: name.to_string() })?;
         let mut changes: Vec<DeviceChange> = info
@@ -136,6 +137,7 @@ impl Vsphere {
         }
         let current = info.devices.iter().find(|d| d.kind == "VirtualCdrom").and_then(|d| d.file.as_deref());
         let iso = self.write_settings(inv, &info.datastore, &info.dir, &settings, current)?;
+        crate::timing::mark("settings ISO");
         let cdrom = match info.devices.iter().find(|d| d.kind == "VirtualCdrom") {
             Some(cd) => DeviceChange {
                 operation: Operation::Edit,
@@ -171,9 +173,11 @@ impl Vsphere {
         inv.s
             .run_task(&ReconfigVm { this: vm.clone(), spec }, "configure VM")
             .map_err(ctx_err(format!("cannot configure {name}")))?;
+        crate::timing::mark("configure");
         inv.s
             .run_task(&PowerOnVm { this: vm.clone() }, "power on")
             .map_err(ctx_err(format!("cannot power on {name}")))?;
+        crate::timing::mark("power on");
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&inv.s, &vm, b)?;
         }

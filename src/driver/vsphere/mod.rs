@@ -315,8 +315,10 @@ impl Driver for Vsphere {
         let hint = json!(unit.to_string());
         let mut settings = self.read_settings(&inv, &info)?;
         settings.attach_persistent(disk.as_str(), hint.clone());
+        crate::timing::mark("lookups");
         // the disk, the new settings medium and guestinfo in one reconfigure
         let SettingsChange { cdrom, extra_config, legacy } = self.settings_change(&inv, &info, &settings)?;
+        crate::timing::mark("settings ISO");
         let spec =
             VmConfigSpec { device_change: vec![DeviceChange::add(dev), cdrom], extra_config, ..Default::default() };
         inv.s

@@ -14,8 +14,14 @@ impl Vsphere {
         current: Option<&str>,
     ) -> DriverResult<String> {
         let json = settings.to_json();
+        let started = std::time::Instant::now();
         let iso = medium::build(MediumKind::CdromEnv, &json, &settings.vm.name)
             .map_err(|e| DriverError::failed("cannot build the settings ISO", e).with_retry(false))?;
+        crate::debug!(
+            "settings ISO: {} KiB built in {:.2} ms",
+            iso.len() >> 10,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         let next = if current.is_some_and(|c| c.ends_with("/env-a.iso")) { "env-b.iso" } else { "env-a.iso" };
         let name = format!("{dir}/{next}");
         inv.s

@@ -33,6 +33,8 @@ pub struct Marker {
     path: PathBuf,
     work: PathBuf,
     _file: File,
+    /// The sync of a marker begun with [`Inflight::begin_syncing`], until [`Marker::durable`] joins it.
+    sync: std::sync::Mutex<Option<std::thread::JoinHandle<io::Result<()>>>>,
 }
 
 impl Inflight {
@@ -50,6 +52,15 @@ impl Inflight {
 
     /// Writes and locks the marker for `cid` with its owner (durably: the file and the directory entry are synced).
     pub fn begin(&self, cid: &str) -> io::Result<Marker> {
+        let marker = self.begin_syncing(cid)?;
+        marker.durable()?;
+        Ok(marker)
+    }
+
+    /// [`Inflight::begin`], with the marker made durable by a thread of its own (a sync waits for the disk:
+    /// milliseconds, more on a busy one), so that the caller's lookups overlap it. The caller calls
+    /// [`Marker::durable`] before it creates anything; dropping or committing the marker waits for the sync.
+    pub fn begin_syncing(&self, cid: &str) -> io::Result<Marker> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{cid}.lock"));
         let mut file = loop {
@@ -62,13 +73,19 @@ impl Inflight {
             }
         };
         inherit_to_children(&file)?;
-        if !self.owner.is_empty() {
+        let owned = !self.owner.is_empty();
+        if owned {
             file.set_len(0)?;
             writeln!(file, "{OWNER_PREFIX}{}", self.owner)?;
-            file.sync_data()?;
         }
-        File::open(&self.dir)?.sync_all()?;
-        Ok(Marker { path, work: self.work.join(cid), _file: file })
+        let (data, dir) = (file.try_clone()?, File::open(&self.dir)?);
+        let sync = std::thread::spawn(move || {
+            if owned {
+                data.sync_data()?;
+            }
+            dir.sync_all()
+        });
+        Ok(Marker { path, work: self.work.join(cid), _file: file, sync: std::sync::Mutex::new(Some(sync)) })
     }
 
     /// The owner a marker file records; `None` for a marker without one.
@@ -105,7 +122,10 @@ impl Inflight {
                     continue;
                 }
             }
-            out.push((cid.clone(), Marker { path, work: self.work.join(&cid), _file: file }));
+            out.push((
+                cid.clone(),
+                Marker { path, work: self.work.join(&cid), _file: file, sync: std::sync::Mutex::new(None) },
+            ));
         }
         out
     }
@@ -139,6 +159,17 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 impl Marker {
+    /// Waits until the marker is on disk (a no-op after the first call, and for a marker from
+    /// [`Inflight::begin`] or [`Inflight::orphans`]).
+    pub fn durable(&self) -> io::Result<()> {
+        let handle = self.sync.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle.map(|h| h.join()) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the marker's sync thread panicked")),
+        }
+    }
+
     /// Scratch directory for this create (created on demand).
     pub fn work_dir(&self) -> io::Result<&Path> {
         std::fs::create_dir_all(&self.work)?;
@@ -163,8 +194,17 @@ impl Marker {
 
     /// The create finished (or its leftovers were reaped): remove the scratch space and the marker.
     pub fn commit(self) {
+        // the sync first: a removal must not race the sync of the directory that still lists the marker
+        let _ = self.durable();
         let _ = std::fs::remove_dir_all(&self.work);
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        // no sync thread outlives its marker
+        let _ = self.durable();
     }
 }
 
@@ -214,6 +254,25 @@ pub(crate) mod tests {
         assert!(same_file(&marker._file, &marker.path));
         assert!(inflight.orphans().is_empty());
         marker.commit();
+    }
+
+    #[test]
+    fn a_marker_syncing_in_the_background_is_held_and_complete_at_once() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let inflight = Inflight::new(dir.path()).owned_by("vsphere https://vc/sdk");
+        let marker = inflight.begin_syncing("vm-bg").unwrap();
+        // written and locked before the sync: no reaper takes it, its owner is there
+        let path = dir.path().join("inflight/vm-bg.lock");
+        assert_eq!(Inflight::recorded_owner(&path).as_deref(), Some("vsphere https://vc/sdk"));
+        assert!(inflight.orphans().is_empty());
+        marker.durable().unwrap();
+        marker.durable().unwrap();
+        marker.commit();
+        assert!(!path.exists());
+        // a marker dropped before its sync was awaited waits for it, and stays for the reaper
+        drop(inflight.begin_syncing("vm-dropped").unwrap());
+        assert_eq!(orphans_n(&inflight, 1)[0].0, "vm-dropped");
     }
 
     #[test]

@@ -8,6 +8,7 @@ impl Vsphere {
         req: &CreateVm,
         props: &VmProps,
         cid: &VmCid,
+        marker: &Marker,
         undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let name = cid.as_str();
@@ -46,6 +47,9 @@ impl Vsphere {
         } else {
             Some(inv.pick_datastore(&props.datastores, props.disk << 20)?)
         };
+        crate::timing::mark("lookups");
+        self.durable(marker)?;
+        crate::timing::mark("marker on disk");
         let vm = if inv.vcenter() {
             let snapshot = sc
                 .snapshot

@@ -137,7 +137,7 @@ impl Driver for Vsphere {
         let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
         let mut undo = Undo::new(format!("create_vm {name}"));
-        let result = self.create_vm_inner(&inv, req, &props, &cid, &mut undo);
+        let result = self.create_vm_inner(&inv, req, &props, &cid, &marker, &mut undo);
         // what cannot be removed now keeps its marker: the next create removes it
         let settled = match &result {
             Ok(_) => {

@@ -20,6 +20,7 @@ impl Vsphere {
             let (ds_name, ds) = inv.pick_datastore(&[], disk.len)?;
             let folder = inv.template_folder()?;
             info!("importing stemcell as {name} on datastore {ds_name}");
+            self.durable(marker)?;
             let upload = import::Upload { name: &disk.name, len: disk.len, reader: disk.reader };
             import::import(&inv.s, &descriptor, upload, name, &pool, &ds, &folder)
         })?;

@@ -603,3 +603,70 @@ fn vsphere_session_is_kept_between_calls() {
         assert!(session_files(&state).is_empty(), "{method} logged in");
     }
 }
+
+/// The datacenter's reference is remembered in the session file: a warm call looks nothing up for it, and
+/// checks it in a read it makes anyway. A remembered reference that is wrong (another object, one that no
+/// longer exists) costs a lookup and the call succeeds; the file then holds the right one.
+#[test]
+fn vsphere_remembered_datacenter() {
+    let Some(bin) = vcsim() else { return };
+    let sim = Vcsim::start(&bin, "vpx", false);
+    let mut cfg = sim.config();
+    cfg["log_level"] = json!("debug");
+    let state = sim.dir.path().join("state");
+    let cpi = Cpi::with_config(&cfg);
+    let remembered = || -> Value {
+        let files = session_files(&state);
+        let saved: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        saved["inventory"]["DC0"].clone()
+    };
+    let finds = |stderr: &str| ops(stderr).iter().filter(|o| *o == "FindByInventoryPath").count();
+    let gone = json!(["disk-00000000000000000000"]);
+
+    // cold: looked up and remembered
+    let run = cpi.call("delete_disk", gone.clone());
+    assert!(run.response["error"].is_null(), "{}", run.response);
+    let dc = remembered();
+    assert_eq!(dc["kind"], "Datacenter", "{dc}");
+    // warm: no lookup at all
+    let run = cpi.call("delete_disk", gone.clone());
+    assert!(run.response["error"].is_null(), "{}", run.response);
+    assert_eq!(finds(&run.stderr), 0, "{:?}", ops(&run.stderr));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), false);
+    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
+    let (vm, _) = create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512, "disk": 1024}));
+    // wrong references: the root folder posing as a datacenter, and an object that does not exist
+    for wrong in
+        [json!({"kind": "Datacenter", "value": "group-d1"}), json!({"kind": "Datacenter", "value": "datacenter-999"})]
+    {
+        let files = session_files(&state);
+        let mut saved: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        saved["inventory"]["DC0"] = wrong.clone();
+        std::fs::write(&files[0], saved.to_string()).unwrap();
+        // a placement read (create_disk, no VM) and a VM read (create_disk next to a VM) check it
+        let run = cpi.call("create_disk", json!([1024, {}, null]));
+        assert!(run.response["error"].is_null(), "{wrong}: {}\n{}", run.response, run.stderr);
+        assert_eq!(remembered(), dc, "{wrong}: the file holds the right reference again");
+        let disk = run.response["result"].as_str().unwrap().to_string();
+        cpi.ok("delete_disk", json!([disk]));
+    }
+    // delete_vm checks it with its read of the VM, then deletes the VM's folder in that datacenter
+    let files = session_files(&state);
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    saved["inventory"]["DC0"] = json!({"kind": "Datacenter", "value": "datacenter-999"});
+    std::fs::write(&files[0], saved.to_string()).unwrap();
+    let run = cpi.call("delete_vm", json!([vm]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    assert!(!sim.datastore_dir().join(&vm).exists(), "VM folder removed");
+    assert_eq!(remembered(), dc);
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
+
+    // a stemcell that someone powered on is powered off and destroyed
+    let s = session(&sim, &sim.driver());
+    let sc_ref = s.find(&format!("DC0/vm/vmcpi_templates/{sc}")).unwrap().unwrap();
+    s.run_task(&vmcpi::driver::vsphere::methods::PowerOnVm { this: sc_ref }, "power on").unwrap();
+    cpi.ok("delete_stemcell", json!([sc]));
+    assert!(vm_props(&s, "DC0", Some("vmcpi_templates"), &sc, &["name"]).is_none());
+}

@@ -116,6 +116,8 @@ pub struct Session {
     logged_in: Cell<bool>,
     /// Where the session is kept between CPI processes; `None`: log out at the end.
     store: Option<SessionStore>,
+    /// Inventory objects the session file remembers by path (see [`SessionStore::remember`]).
+    pub remembered: std::collections::BTreeMap<String, MoRef>,
     /// Log out at the end after all (the session could not be saved).
     logout_at_end: Cell<bool>,
     /// Logins after an expired session in this process (at most two).
@@ -153,6 +155,7 @@ impl Session {
             logged_in: Cell::new(false),
             logout_at_end: Cell::new(store.is_none()),
             store,
+            remembered: Default::default(),
             relogins: Cell::new(0),
             task_timeout: Duration::from_secs(cfg.task_timeout_seconds),
             http_timeout: cfg.http_timeout_seconds,
@@ -177,6 +180,7 @@ impl Session {
         let mut s = Session::unconnected(cfg, Some(store.clone()))?;
         if let Some(saved) = saved {
             s.sc = saved.sc;
+            s.remembered = saved.inventory;
             *s.cookie.borrow_mut() = Some(saved.cookie);
             s.logged_in.set(true);
             debug!("using the saved vSphere session for {} as {}", s.sdk_url, s.user);
@@ -273,6 +277,11 @@ impl Session {
             self.save();
             Ok(())
         })
+    }
+
+    /// Where the session is kept between CPI processes, if it is.
+    pub fn store(&self) -> Option<&SessionStore> {
+        self.store.as_ref()
     }
 
     pub fn round_trips(&self) -> u32 {

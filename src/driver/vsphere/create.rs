@@ -18,7 +18,10 @@ impl Vsphere {
         let sc = inv
             .find_vm(&self.cfg.template_folder, req.stemcell.as_str())?
             .ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
-        let sc = inv.vm_info(&sc)?.ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
+        // the stemcell, the resource pool and the datastores in one read
+        let sc = inv.prefetch(&[(sc, VM_PROPS)], true)?;
+        let sc = sc.first().ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
+        let sc = VmInfo::from_content(sc)?;
         // networks first: a missing port group fails before anything is made
         let mut networks: Networks = req.networks.clone();
         let mut nics = Vec::new();

@@ -99,15 +99,24 @@ impl Driver for Vsphere {
             return Ok(());
         }
         let inv = self.open()?;
-        match inv.find_vm(&self.cfg.template_folder, cid.as_str())? {
-            Some(vm) => match inv.vm_info(&vm)? {
-                Some(info) => self.destroy_vm(&inv, &info),
-                None => Ok(()),
-            },
-            None => {
-                info!("stemcell {cid} is already gone");
-                Ok(())
+        let Some(vm) = inv.find_vm(&self.cfg.template_folder, cid.as_str())? else {
+            info!("stemcell {cid} is already gone");
+            return Ok(());
+        };
+        // a stemcell is never powered on, has no persistent disks and no files but its own, which
+        // Destroy_Task removes with it: one task, no property read. One that someone powered on goes the
+        // long way (power off, destroy, remove its folder).
+        match inv.s.run_task(&Destroy { this: vm.clone() }, "destroy stemcell") {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_fault(&FaultKind::ManagedObjectNotFound) => Ok(()),
+            Err(e) if e.is_fault(&FaultKind::InvalidPowerState) || e.is_fault(&FaultKind::InvalidState) => {
+                info!("stemcell {cid} cannot be destroyed as it is ({e}); powering it off first");
+                match inv.vm_info(&vm)? {
+                    Some(info) => self.destroy_vm(&inv, &info),
+                    None => Ok(()),
+                }
             }
+            Err(e) => Err(DriverError::failed(format!("cannot destroy stemcell {cid}"), e)),
         }
     }
 

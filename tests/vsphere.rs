@@ -154,6 +154,12 @@ fn lifecycle(model: &'static str) {
     let disks: Vec<_> = devices.children.iter().filter(|d| d.kind() == "VirtualDisk").collect();
     assert_eq!(disks.len(), 2, "root + ephemeral");
     assert!(disks.iter().any(|d| d.str_at("capacityInKB") == Some("3145728")), "ephemeral of 3 GiB");
+    if sim.patched() {
+        let file = disks.iter().filter_map(|d| d.str_at("backing/fileName")).find(|f| f.contains("-ephemeral.vmdk"));
+        let file = sim.datastore_dir().join(file.expect("ephemeral disk file").split_once("] ").unwrap().1);
+        let vmdk = std::fs::read_to_string(&file).unwrap();
+        assert!(vmdk.contains("RW 6291456 "), "the ephemeral disk file is 3 GiB: {vmdk}");
+    }
     let st = settings(&sim, &vm);
     // newer agents read the same settings from guestinfo first
     let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.extraConfig"]).unwrap();
@@ -201,6 +207,12 @@ fn lifecycle(model: &'static str) {
     // disks
     let disk = cpi.ok("create_disk", json!([2048, {}, vm])).as_str().unwrap().to_string();
     assert!(disk.starts_with("disk-"));
+    if sim.patched() {
+        // the patched simulator keeps a disk's capacity in its descriptor (in 512-byte sectors), as vSphere does
+        let vmdk =
+            std::fs::read_to_string(sim.datastore_dir().join("vmcpi_disks").join(format!("{disk}.vmdk"))).unwrap();
+        assert!(vmdk.contains("RW 4194304 "), "a 2 GiB disk: {vmdk}");
+    }
     assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
     assert_eq!(cpi.ok("has_disk", json!(["disk-00000000000000000000"])), json!(false));
     let hint = cpi.ok("attach_disk", json!([vm, disk]));

@@ -716,15 +716,16 @@ impl Drop for Session {
     }
 }
 
-/// `https://*/nfc/…` → (`<base>/nfc/…`, true); a URL on the base's host is ours too; any other is left
-/// as it is (an ESXi host's NFC address behind vCenter).
+/// `https://*/nfc/…` → (`<base>/nfc/…`, true), and so a URL naming the very host and port of the base (a
+/// simulator names the address the client used, with `https` even on plain HTTP); a URL on the base's
+/// host is ours too; any other is left as it is (an ESXi host's NFC address behind vCenter).
 pub fn lease_url(base_url: &str, url: &str) -> (String, bool) {
     let Some(host_start) = url.find("://").map(|i| i + 3) else { return (url.to_string(), false) };
     let path_start = url[host_start..].find('/').map(|j| host_start + j).unwrap_or(url.len());
     let host = &url[host_start..path_start];
     let our_host = base_url.find("://").map(|i| &base_url[i + 3..]).unwrap_or_default();
     let bare = |h: &str| h.split(':').next().unwrap_or_default().to_ascii_lowercase();
-    if host == "*" || host.starts_with("*:") {
+    if host == "*" || host.starts_with("*:") || (host.contains(':') && host.eq_ignore_ascii_case(our_host)) {
         (format!("{base_url}{}", &url[path_start..]), true)
     } else {
         (url.to_string(), bare(host) == bare(our_host))
@@ -771,6 +772,11 @@ mod tests {
             ("https://esx01.lab/nfc/52a/disk-0.vmdk".into(), false)
         );
         assert_eq!(lease_url("https://vc.lab", "https://VC.lab:443/nfc/x"), ("https://VC.lab:443/nfc/x".into(), true));
+        // the simulator names the address the client used, with https on plain HTTP too
+        assert_eq!(
+            lease_url(base, "https://127.0.0.1:8989/nfc/52a/disk-0.vmdk"),
+            ("http://127.0.0.1:8989/nfc/52a/disk-0.vmdk".into(), true)
+        );
     }
 
     #[test]

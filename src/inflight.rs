@@ -158,6 +158,7 @@ impl Marker {
     /// test can tell such a kill from a leak.
     pub fn created(self, cid: &str) {
         self.commit();
+        crate::killpoint::kill_point("inflight.created.unlinked");
         crate::debug!("{cid}: created; from here the response is the only record of it");
     }
 

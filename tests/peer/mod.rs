@@ -308,8 +308,9 @@ pub fn timed(cpi: &Cpi, method: &str, args: Value) -> (Value, u64) {
     (r, t.elapsed().as_millis() as u64)
 }
 
-/// The CIDs that killed calls had completed when they died: the driver logs the moment its in-flight record
-/// goes and the response becomes the only record of the object.
+/// The CIDs that killed calls had completed when they died: the driver logs the moment just before its
+/// in-flight record goes and the response becomes the only record of the object (whenever the record may be
+/// gone, the line is there; a CID killed between the two is also reaped, so its delete may find nothing).
 pub fn created_but_unanswered(logs: &[String]) -> Vec<String> {
     const CREATED: &str = ": created; from here the response is the only record of it";
     logs.iter()

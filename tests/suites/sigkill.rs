@@ -72,7 +72,9 @@ fn sigkill_at_random_points_leaves_nothing(peer: &dyn Peer) {
     // a kill between the last step of a create (its marker removed) and the response leaves a complete
     // object that no caller hears of: the CPI protocol's own window, which no CPI can close (a marker kept
     // until after the response would let the next call reap what the director holds). The driver logs that
-    // moment; such creates are counted and removed as an operator would, and nothing else may be left.
+    // moment just before the marker goes; such creates are counted and removed as an operator would (one
+    // killed between the line and the unlink still has its marker and may be reaped first: its delete finds
+    // nothing), and nothing else may be left.
     let unanswered = created_but_unanswered(&logs);
     for cid in &unanswered {
         cpi.ok(delete_method(cid), json!([cid]));
@@ -144,6 +146,36 @@ fn killed_at_each_step_leaves_nothing(peer: &dyn Peer, steps: &[&str]) {
     }
     assert!(failures.is_empty(), "{}: {}", peer.name(), failures.join("\n"));
     finish(peer, &cpi, &sc, &logs);
+}
+
+/// A create killed half-way leaves a VM for the next create's reaper; that create is killed in turn while it
+/// destroys the VM (after the destroy, before the VM's folder goes); the create after it must still remove
+/// everything.
+#[test]
+fn vsphere_reaper_killed_mid_way_leaves_nothing() {
+    let Some(peer) = crate::peer::vsphere::Vsphere::new() else { return };
+    let cpi = Cpi::with_config(&peer.config());
+    let mut debug = peer.config();
+    debug["log_level"] = json!("debug");
+    let debug = Cpi::with_config(&debug);
+    let img = tempfile::tempdir().unwrap();
+    let sc = cpi.ok("create_stemcell", json!([peer.stemcell_image(img.path()), {}]));
+    let before = peer.objects();
+    let mut logs = Vec::new();
+    for step in ["vsphere.create_vm.configured", "vsphere.destroy_vm.destroyed"] {
+        let args = peer.create_vm_args(&format!("agent-{step}"), &sc, peer.vm_props(true));
+        match call_killed_at(&debug.config, "create_vm", args, step) {
+            Err(log) => logs.push(log),
+            Ok(r) => panic!("create_vm never reached the kill point {step}; it answered {r}"),
+        }
+    }
+    // the second create died in its reaper: its own VM was never made
+    assert!(logs[1].contains("removing") || logs[1].contains("destroy"), "{}", logs[1]);
+    let vm = cpi.ok("create_vm", peer.create_vm_args("agent-reaper", &sc, peer.vm_props(false)))[0].clone();
+    cpi.ok("delete_vm", json!([vm]));
+    let left: Vec<String> = peer.objects().into_iter().filter(|o| !before.contains(o)).collect();
+    assert!(left.is_empty(), "left behind {left:?}; the killed calls' logs:\n{}", logs.join("\n"));
+    finish(&peer, &cpi, &sc, &logs);
 }
 
 /// Like `Cpi::ok`, but retries for a while an error that says `ok_to_retry`, as the director does.

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 pub enum ClientError {
     #[error("cannot reach vSphere at {url}: {source}")]
     Http { url: String, source: Box<ureq::Error> },
+    /// A request that did not end within `http_timeout_seconds` (or, for an upload, made no progress for that
+    /// long). Not retried: the next try would wait as long again.
+    #[error("vSphere at {url} did not answer within {secs} s (driver.http_timeout_seconds): {source}")]
+    Timeout { url: String, secs: u64, source: Box<ureq::Error> },
     #[error("{method} failed: {source}")]
     Soap { method: String, source: SoapError },
     #[error("login to {url} as {user} failed: wrong user name or password")]
@@ -272,6 +276,20 @@ impl Session {
         })
     }
 
+    /// A failed HTTP exchange with `url`: a timeout says which limit it hit.
+    fn http_error(&self, url: &str, e: ureq::Error) -> ClientError {
+        let timed_out = match &e {
+            ureq::Error::Timeout(_) => true,
+            ureq::Error::Io(io) => matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock),
+            _ => false,
+        };
+        if timed_out {
+            ClientError::Timeout { url: url.to_string(), secs: self.http_timeout, source: Box::new(e) }
+        } else {
+            ClientError::Http { url: url.to_string(), source: Box::new(e) }
+        }
+    }
+
     pub fn round_trips(&self) -> u32 {
         self.round_trips.get()
     }
@@ -293,7 +311,8 @@ impl Session {
     }
 
     /// One request, without the new login. A read-only request whose connection fails is tried again,
-    /// three times in all, 0.5 s and 1 s apart; nothing else is retried.
+    /// three times in all, 0.5 s and 1 s apart; nothing else is retried, a timeout neither (the server took
+    /// the request and kept the answer: the next try would wait as long again).
     fn call_once<R: Request>(&self, req: &R) -> ClientResult<Node> {
         let body = req.encode();
         let attempts = if R::READ_ONLY { 3 } else { 1 };
@@ -321,8 +340,7 @@ impl Session {
             builder = builder.header("Cookie", format!("vmware_soap_session={c}"));
         }
         let started = Instant::now();
-        let mut resp =
-            builder.send(body).map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+        let mut resp = builder.send(body).map_err(|e| self.http_error(&self.sdk_url, e))?;
         for v in resp.headers().get_all("set-cookie") {
             if let Some(c) = v.to_str().ok().and_then(session_cookie) {
                 *self.cookie.borrow_mut() = Some(c);
@@ -334,7 +352,7 @@ impl Session {
             .with_config()
             .limit(256 << 20)
             .read_to_vec()
-            .map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+            .map_err(|e| self.http_error(&self.sdk_url, e))?;
         debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
         if status != 200 && status != 500 {
             return Err(ClientError::Soap {
@@ -495,7 +513,8 @@ impl Session {
                     secs: self.task_timeout.as_secs(),
                 });
             }
-            let wait = (left.as_secs().clamp(1, 60)) as u32;
+            // the server holds the answer up to `wait` seconds: well inside the request's own time limit
+            let wait = left.as_secs().min(self.http_timeout / 2).clamp(1, 60) as u32;
             let n = match self.call(&WaitForUpdatesEx {
                 this: self.sc.property_collector.clone(),
                 version: version.clone(),
@@ -571,7 +590,7 @@ impl Session {
             .with_cookie(self.agent.put(&url))
             .header("Content-Type", "application/octet-stream")
             .send(data)
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+            .map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
@@ -586,17 +605,10 @@ impl Session {
     fn get_file_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
-        let mut resp = self
-            .with_cookie(self.agent.get(&url))
-            .call()
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let mut resp = self.with_cookie(self.agent.get(&url)).call().map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 => Ok(Some(
-                resp.body_mut()
-                    .with_config()
-                    .limit(64 << 20)
-                    .read_to_vec()
-                    .map_err(|e| ClientError::Http { url, source: Box::new(e) })?,
+                resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| self.http_error(&url, e))?,
             )),
             404 => Ok(None),
             status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
@@ -611,10 +623,7 @@ impl Session {
     fn file_exists_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
-        let resp = self
-            .with_cookie(self.agent.head(&url))
-            .call()
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let resp = self.with_cookie(self.agent.head(&url)).call().map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -644,16 +653,23 @@ impl Session {
             }
             _ => &self.agent,
         };
+        // a disk of any size may take as long as it takes: no global limit for this request, but no read or
+        // write may stall longer than http_timeout_seconds, nor the answer once the last byte is sent. The
+        // kernel keeps taking bytes into growing socket buffers for a while after a server stopped reading,
+        // and each such write restarts the per-write timeout: a chunk that took longer than the timeout to
+        // go out ends the upload too (a stall fails it within twice the timeout)
+        let mut body = Paced { inner: body, last: None, limit: Duration::from_secs(self.http_timeout) };
         let mut req = agent
             .put(&url)
+            .config()
+            .timeout_global(None)
+            .build()
             .header("Content-Type", "application/x-vnd.vmware-streamVmdk")
             .header("Content-Length", len.to_string());
         if ours {
             req = self.with_cookie(req);
         }
-        let resp = req
-            .send(ureq::SendBody::from_reader(body))
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let resp = req.send(ureq::SendBody::from_reader(&mut body)).map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: url, status }),
@@ -680,6 +696,31 @@ impl Drop for Session {
             self.logout();
         }
         crate::info!("vSphere: {} HTTP round trips", self.round_trips.get());
+    }
+}
+
+/// An upload's body that fails once the server has taken nothing for `limit`: the time between two reads
+/// (while the HTTP client sends what the last one gave) may not exceed it. The time spent in `inner` (reading
+/// the image, reporting progress) is the CPI's own and does not count.
+struct Paced<'a> {
+    inner: &'a mut dyn Read,
+    last: Option<Instant>,
+    limit: Duration,
+}
+
+impl Read for Paced<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(last) = self.last {
+            if last.elapsed() > self.limit {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the server took less than one chunk in {} s", self.limit.as_secs()),
+                ));
+            }
+        }
+        let n = self.inner.read(buf)?;
+        self.last = Some(Instant::now());
+        Ok(n)
     }
 }
 

@@ -725,18 +725,43 @@ impl Read for Paced<'_> {
 }
 
 /// `https://*/nfc/…` → (`<base>/nfc/…`, true); a URL on the base's host is ours too; any other is left
-/// as it is (an ESXi host's NFC address behind vCenter).
+/// as it is (an ESXi host's NFC address behind vCenter). Hosts are compared whole, as parsed: an IPv6
+/// literal in brackets is one host (`[fd00::1]` and `[fd00::2]` differ), user info is not the host, case
+/// does not matter, the port does not either (a cookie is the host's, whatever its port).
 pub fn lease_url(base_url: &str, url: &str) -> (String, bool) {
     let Some(host_start) = url.find("://").map(|i| i + 3) else { return (url.to_string(), false) };
-    let path_start = url[host_start..].find('/').map(|j| host_start + j).unwrap_or(url.len());
-    let host = &url[host_start..path_start];
-    let our_host = base_url.find("://").map(|i| &base_url[i + 3..]).unwrap_or_default();
-    let bare = |h: &str| h.split(':').next().unwrap_or_default().to_ascii_lowercase();
-    if host == "*" || host.starts_with("*:") {
-        (format!("{base_url}{}", &url[path_start..]), true)
-    } else {
-        (url.to_string(), bare(host) == bare(our_host))
+    let path_start = url[host_start..].find(['/', '?', '#']).map(|j| host_start + j).unwrap_or(url.len());
+    let authority = &url[host_start..path_start];
+    if authority == "*" || authority.starts_with("*:") {
+        return (format!("{base_url}{}", &url[path_start..]), true);
     }
+    let our_authority = base_url
+        .find("://")
+        .map(|i| &base_url[i + 3..])
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .unwrap_or_default();
+    let ours = match (url_host(authority), url_host(our_authority)) {
+        (Some(h), Some(o)) => h.eq_ignore_ascii_case(o),
+        _ => false,
+    };
+    (url.to_string(), ours)
+}
+
+/// The host of a URL authority (`user@host:port`): a bracketed IPv6 literal with its brackets, or the name
+/// or IPv4 address before the port; `None` when it is not one (empty, an unbracketed `::1`, junk after `]`).
+fn url_host(authority: &str) -> Option<&str> {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, rest) = if hostport.starts_with('[') {
+        let end = hostport.find(']')? + 1;
+        hostport.split_at(end)
+    } else {
+        match hostport.find(':') {
+            Some(i) => hostport.split_at(i),
+            None => (hostport, ""),
+        }
+    };
+    let port_ok = rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    (!host.is_empty() && port_ok).then_some(host)
 }
 
 fn session_cookie(header: &str) -> Option<String> {
@@ -779,6 +804,34 @@ mod tests {
             ("https://esx01.lab/nfc/52a/disk-0.vmdk".into(), false)
         );
         assert_eq!(lease_url("https://vc.lab", "https://VC.lab:443/nfc/x"), ("https://VC.lab:443/nfc/x".into(), true));
+    }
+
+    #[test]
+    fn lease_urls_compare_whole_hosts() {
+        // two IPv6 hosts share everything before their first ':': they are still two hosts
+        for (base, url) in [
+            ("https://[fd00::1]", "https://[fd00::2]/nfc/x"),
+            ("https://[fd00::1]:443", "https://[fd00::2]:443/nfc/x"),
+            ("https://[fd00:1::5]", "https://[fd00:1::50]/nfc/x"),
+            ("https://vc.lab", "https://vc.lab.evil/nfc/x"),
+            ("https://vc.lab", "https://[::1]/nfc/x"),
+            ("https://[::1]", "https://::1/nfc/x"),
+            ("https://vc.lab:8443", "https://vc.la/nfc/x"),
+            ("https://user@vc.lab", "https://vc.lab@evil/nfc/x"),
+        ] {
+            assert_eq!(lease_url(base, url), (url.to_string(), false), "{base} vs {url}");
+        }
+        // the same host, whatever the port or case, and an IPv6 literal in any spelling of its case
+        for (base, url) in [
+            ("https://[fd00::1]", "https://[fd00::1]/nfc/x"),
+            ("https://[FD00::1]:443", "https://[fd00::1]:8443/nfc/x"),
+            ("https://vc.lab:443", "https://VC.LAB/nfc/x"),
+            ("http://127.0.0.1:8989", "https://127.0.0.1:8989/nfc/x"),
+        ] {
+            assert_eq!(lease_url(base, url), (url.to_string(), true), "{base} vs {url}");
+        }
+        // `*` is the host we talk to, with or without a port
+        assert_eq!(lease_url("https://[fd00::1]", "https://*:443/nfc/x"), ("https://[fd00::1]/nfc/x".into(), true));
     }
 
     #[test]

@@ -132,6 +132,8 @@ impl Hostile {
                     continue;
                 };
                 stream.set_nonblocking(false).unwrap();
+                // replies are written in pieces: no Nagle delay between them
+                stream.set_nodelay(true).unwrap();
                 let (config, upstream, when, act, stop, counts) =
                     (config.clone(), upstream.clone(), when.clone(), act.clone(), stop2.clone(), counts.clone());
                 std::thread::spawn(move || {
@@ -599,35 +601,44 @@ fn vsphere_datastore_transfers_end_within_the_http_timeout() {
 }
 
 /// A page token that never ends (RetrievePropertiesEx and every ContinueRetrievePropertiesEx answer one more
-/// page and a token): the read stops with a clear error instead of looping for ever.
+/// page and a token), with one object a page and with 2000: the read stops with a clear error (after at most
+/// `MAX_PAGES` pages or `MAX_OBJECTS` objects) instead of looping for ever.
 #[test]
 fn vsphere_endless_property_pages_are_refused() {
+    use vmcpi::driver::vsphere::client::{MAX_OBJECTS, MAX_PAGES};
     let Some(bin) = vcsim() else { return };
     let sim = Vcsim::start(&bin, "vpx", false);
-    let page = |op: &str, nth: usize, w: &mut dyn Write| {
-        let body = format!(
-            r#"<{op}Response xmlns="urn:vim25"><returnval><token>t{nth}</token><objects><obj type="VirtualMachine">vm-{nth}</obj><propSet><name>name</name><val xsi:type="xsd:string">n{nth}</val></propSet></objects></returnval></{op}Response>"#
+    for (per_page, limit) in [(1, format!("after {MAX_PAGES} pages")), (2000, format!("{MAX_OBJECTS} objects"))] {
+        let objects: String = (0..per_page)
+            .map(|i| format!(r#"<objects><obj type="VirtualMachine">vm-{i}</obj><propSet><name>name</name><val xsi:type="xsd:string">n</val></propSet></objects>"#))
+            .collect();
+        let page = move |op: &str, nth: usize, w: &mut dyn Write| {
+            respond(
+                w,
+                &envelope(&format!(
+                    r#"<{op}Response xmlns="urn:vim25"><returnval><token>t{nth}</token>{objects}</returnval></{op}Response>"#
+                )),
+            )
+        };
+        let server = Hostile::start(
+            false,
+            Some(&sim.url),
+            When::Ops(&["RetrievePropertiesEx", "ContinueRetrievePropertiesEx"]),
+            Act::Reply(Arc::new(page)),
         );
-        respond(w, &envelope(&body))
-    };
-    let server = Hostile::start(
-        false,
-        Some(&sim.url),
-        When::Ops(&["RetrievePropertiesEx", "ContinueRetrievePropertiesEx"]),
-        Act::Reply(Arc::new(page)),
-    );
-    let state = tempfile::tempdir().unwrap();
-    let s = server.session(state.path());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let started = Instant::now();
-    std::thread::spawn(move || {
-        let r = s.properties(&[(MoRef::new("VirtualMachine", "vm-1"), &["name"])]).map(|v| v.len());
-        let _ = tx.send(r.map_err(|e| e.to_string()));
-    });
-    let r = rx.recv_timeout(Duration::from_secs(60)).expect("still paging after 60 s");
-    let e = r.expect_err("an endless page token must be an error");
-    assert!(e.contains("pages") || e.contains("objects"), "{e}");
-    eprintln!("endless pages: error after {:?}: {e}", started.elapsed());
+        let state = tempfile::tempdir().unwrap();
+        let s = server.session(state.path());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            let r = s.properties(&[(MoRef::new("VirtualMachine", "vm-1"), &["name"])]).map(|v| v.len());
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        let r = rx.recv_timeout(Duration::from_secs(60)).expect("still paging after 60 s");
+        let e = r.expect_err("an endless page token must be an error");
+        assert!(e.contains("still paging") && e.contains(&limit), "{e}");
+        eprintln!("endless pages of {per_page}: error after {:?}: {e}", started.elapsed());
+    }
 }
 
 /// A reply nested a million elements deep: the CPI answers a clear error (no stack overflow while the tree is

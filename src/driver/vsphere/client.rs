@@ -88,6 +88,12 @@ impl ServiceContent {
     }
 }
 
+/// A property read follows at most this many pages of a paged result (ContinueRetrievePropertiesEx)...
+pub const MAX_PAGES: usize = 1000;
+/// ...and reads at most this many objects: the driver reads a handful of objects at a time, and a server
+/// that keeps handing out page tokens must not keep it reading for ever.
+pub const MAX_OBJECTS: usize = 100_000;
+
 /// One object's properties from RetrievePropertiesEx.
 #[derive(Debug, Clone)]
 pub struct ObjectContent {
@@ -412,10 +418,24 @@ impl Session {
         let mut out = Vec::new();
         let mut page = n.child("returnval").cloned();
         let mut pages: Vec<Node> = Vec::new();
-        // a server may page large results: follow the token
+        let mut objects = 0;
+        // a server may page large results: follow the token, but not for ever
         while let Some(p) = page.take() {
             let token = p.str_at("token").map(str::to_string);
+            objects += p.children_named("objects").count();
             pages.push(p);
+            if token.is_some() && (pages.len() >= MAX_PAGES || objects >= MAX_OBJECTS) {
+                return Err(ClientError::Soap {
+                    method: "RetrievePropertiesEx".into(),
+                    source: SoapError::Unexpected {
+                        method: "RetrievePropertiesEx".into(),
+                        what: format!(
+                            "the server is still paging after {} pages and {objects} objects (at most {MAX_PAGES} pages and {MAX_OBJECTS} objects are read): this CPI never reads that much at once",
+                            pages.len()
+                        ),
+                    },
+                });
+            }
             if let Some(token) = token {
                 let next =
                     self.call(&ContinueRetrievePropertiesEx { this: self.sc.property_collector.clone(), token })?;

@@ -90,9 +90,10 @@ impl ServiceContent {
 
 /// A property read follows at most this many pages of a paged result (ContinueRetrievePropertiesEx)...
 pub const MAX_PAGES: usize = 1000;
-/// ...and reads at most this many objects: the driver reads a handful of objects at a time, and a server
-/// that keeps handing out page tokens must not keep it reading for ever.
-pub const MAX_OBJECTS: usize = 100_000;
+/// ...and reads at most this many objects (all pages are held until the last): the driver reads a handful
+/// of objects at a time, at most a datacenter's datastores or networks, and a server that keeps handing out
+/// page tokens must not keep it reading, or filling memory, for ever.
+pub const MAX_OBJECTS: usize = 20_000;
 
 /// One object's properties from RetrievePropertiesEx.
 #[derive(Debug, Clone)]
@@ -353,20 +354,23 @@ impl Session {
             }
         }
         let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_vec()
-            .map_err(|e| self.http_error(&self.sdk_url, e))?;
-        debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
         if status != 200 && status != 500 {
+            debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
             return Err(ClientError::Soap {
                 method: R::NAME.into(),
                 source: SoapError::Unexpected { method: R::NAME.into(), what: format!("HTTP status {status}") },
             });
         }
-        soap::decode(status, &bytes).map_err(|source| ClientError::Soap { method: R::NAME.into(), source })
+        // parsed as it arrives, within soap::MAX_BYTES (read no further), MAX_DEPTH and MAX_ELEMENTS: a
+        // hostile reply of gigabytes is never held in memory
+        let body = std::io::BufReader::new(soap::Capped::new(resp.body_mut().as_reader(), soap::MAX_BYTES));
+        let decoded = soap::decode_from(status, body);
+        debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
+        decoded.map_err(|source| match source {
+            // the connection failed or timed out while the body came
+            SoapError::Io(e) => self.http_error(&self.sdk_url, ureq::Error::from(e)),
+            source => ClientError::Soap { method: R::NAME.into(), source },
+        })
     }
 
     /// `FindByInventoryPath`: `None` when nothing is at `path`.

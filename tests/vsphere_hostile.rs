@@ -24,7 +24,7 @@ use vmcpi::driver::vsphere::VsphereConfig;
 const HTTP_TIMEOUT: u64 = 2;
 /// What a call may take beyond `HTTP_TIMEOUT` for its one misbehaving request: process start, the requests
 /// before it (loopback, milliseconds) and a loaded CI machine.
-const MARGIN: Duration = Duration::from_millis(2000);
+const MARGIN: Duration = Duration::from_millis(2500);
 /// A call still running after this is taken for hung and killed.
 const HUNG: Duration = Duration::from_secs(20);
 

@@ -738,7 +738,7 @@ impl Read for Paced<'_> {
             if last.elapsed() > self.limit {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("the server took less than one chunk in {} s", self.limit.as_secs()),
+                    format!("the server took less than one chunk of the upload in {} s", self.limit.as_secs()),
                 ));
             }
         }

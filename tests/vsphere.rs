@@ -649,6 +649,38 @@ fn vsphere_remembered_datacenter() {
     let image = stemcell_image(tmp.path(), false);
     let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
     let (vm, _) = create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512, "disk": 1024}));
+    // the folders and the port group are remembered too: a warm create_vm looks up its stemcell only
+    let saved: Value = serde_json::from_slice(&std::fs::read(&session_files(&state)[0]).unwrap()).unwrap();
+    for path in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates", "DC0/network/VM Network"] {
+        assert!(saved["inventory"][path]["value"].is_string(), "{path}: {saved}");
+    }
+    let run = cpi.call("create_vm", json!(["agent-2", sc, {"cpu": 1, "ram": 512}, networks(), [], {}]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    assert_eq!(finds(&run.stderr), 1, "{:?}", ops(&run.stderr));
+    let vm2 = run.response["result"][0].as_str().unwrap().to_string();
+    // remembered wrongly (another folder, a network that is gone, the wrong kind): looked up, right again
+    let mut saved = saved.clone();
+    saved["inventory"]["DC0/vm/vmcpi_vms"] = saved["inventory"]["DC0/vm/vmcpi_templates"].clone();
+    saved["inventory"]["DC0/network/VM Network"] = json!({"kind": "Network", "value": "network-999"});
+    saved["inventory"]["DC0/vm/vmcpi_templates"] = json!({"kind": "Datacenter", "value": dc["value"]});
+    std::fs::write(&session_files(&state)[0], saved.to_string()).unwrap();
+    let run = cpi.call("create_vm", json!(["agent-3", sc, {"cpu": 1, "ram": 512}, networks(), [], {}]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    let vm3 = run.response["result"][0].as_str().unwrap().to_string();
+    assert_eq!(cpi.ok("has_vm", json!([vm3])), json!(true), "made in the configured folder");
+    let run = cpi.call("create_stemcell", json!([image, {}]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    let sc2 = run.response["result"].as_str().unwrap().to_string();
+    let s = session(&sim, &sim.driver());
+    assert!(vm_props(&s, "DC0", Some("vmcpi_templates"), &sc2, &["name"]).is_some(), "made in the template folder");
+    let fixed: Value = serde_json::from_slice(&std::fs::read(&session_files(&state)[0]).unwrap()).unwrap();
+    for path in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates", "DC0/network/VM Network"] {
+        assert_ne!(fixed["inventory"][path], saved["inventory"][path], "{path} is remembered right again");
+    }
+    for v in [&vm2, &vm3] {
+        cpi.ok("delete_vm", json!([v]));
+    }
+    cpi.ok("delete_stemcell", json!([sc2]));
     // wrong references: the root folder posing as a datacenter, and an object that does not exist
     for wrong in
         [json!({"kind": "Datacenter", "value": "group-d1"}), json!({"kind": "Datacenter", "value": "datacenter-999"})]

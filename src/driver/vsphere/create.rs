@@ -18,7 +18,14 @@ impl Vsphere {
         let sc = inv
             .find_vm(&self.cfg.template_folder, req.stemcell.as_str())?
             .ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
-        // the stemcell, the resource pool and the datastores in one read
+        // the stemcell, the resource pool and the datastores in one read, which also checks the VM folder and
+        // the port groups that the session file remembers
+        let port_groups = req.networks.values().filter(|n| n.needs_nic()).map(|n| {
+            inv.network_path(
+                n.cloud_properties.get("name").and_then(Value::as_str).unwrap_or(&self.cfg.default_network),
+            )
+        });
+        inv.expect(port_groups.chain([inv.folder_path_of(&self.cfg.vm_folder)]));
         let sc = inv.prefetch(&[(sc, VM_PROPS)], true)?;
         let sc = sc.first().ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
         let sc = VmInfo::from_content(sc)?;

@@ -25,6 +25,9 @@ pub struct Inv<'a> {
     /// The datacenter the session file remembers, not checked yet in this call.
     dc_hint: RefCell<Option<MoRef>>,
     found: RefCell<HashMap<String, MoRef>>,
+    /// Paths this call will look up ([`Inv::expect`]), for [`Inv::prefetch`] to check what the session file
+    /// remembers of them.
+    expected: RefCell<Vec<String>>,
     stores: RefCell<Option<Vec<(String, MoRef, u64)>>>,
     /// The resource pool found by [`Inv::prefetch`] (`Some(None)`: searched, none there).
     pool: OnceCell<Option<MoRef>>,
@@ -105,8 +108,10 @@ pub const VM_SETTINGS_PROPS: &[&str] = &[
 
 const DATASTORE_PROPS: &[&str] = &["name", "summary.freeSpace", "summary.accessible"];
 
-/// What a read asks of a remembered datacenter to check it ([`Inv::dc_checked`]).
+/// What a read asks of a remembered datacenter to check it ([`Inv::dc_checked`]), and of a remembered
+/// folder or port group ([`Inv::prefetch`]).
 const DC_CHECK: &[&str] = &["name", "parent"];
+const PATH_CHECK: &[&str] = &["name", "parent"];
 
 /// The key under which the session file remembers the datacenter: its path, when it is a plain name at
 /// the top of the inventory (one in a folder, or with characters that paths escape, is looked up anew).
@@ -208,6 +213,7 @@ impl<'a> Inv<'a> {
             dc: OnceCell::new(),
             dc_hint: RefCell::new(dc_hint),
             found: RefCell::new(HashMap::new()),
+            expected: RefCell::new(Vec::new()),
             stores: RefCell::new(None),
             pool: OnceCell::new(),
         })
@@ -273,7 +279,8 @@ impl<'a> Inv<'a> {
     }
 
     /// `FindByInventoryPath` for things that do not come and go during a call (folders, networks, pools):
-    /// asked once per call.
+    /// asked once per call, and not at all when [`Inv::prefetch`] checked what the session file remembers.
+    /// What is looked up is remembered for later calls, where it can be ([`Inv::rememberable`]).
     fn find_once(&self, path: &str, what: &str) -> DriverResult<Option<MoRef>> {
         if let Some(m) = self.found.borrow().get(path) {
             return Ok(Some(m.clone()));
@@ -282,7 +289,67 @@ impl<'a> Inv<'a> {
         if let Some(m) = &m {
             self.found.borrow_mut().insert(path.to_string(), m.clone());
         }
+        self.remember(path, m.as_ref());
         Ok(m)
+    }
+
+    /// Writes `obj` for `path` into the session file when it can be remembered and is not already.
+    fn remember(&self, path: &str, obj: Option<&MoRef>) {
+        if let (Some(store), Some(_)) = (self.s.store(), self.rememberable(path)) {
+            if self.s.remembered.get(path) != obj {
+                store.remember(path, obj);
+            }
+        }
+    }
+
+    /// The paths this call will look up (the VM or template folder, the port groups): [`Inv::prefetch`]
+    /// checks in its read what the session file remembers of them (name and parent of each level), so that
+    /// [`Inv::find_once`] needs no request for them.
+    pub fn expect(&self, paths: impl IntoIterator<Item = String>) {
+        self.expected.borrow_mut().extend(paths);
+    }
+
+    /// The folder or port group path `folder`'s VMs are made in, for [`Inv::expect`].
+    pub fn folder_path_of(&self, folder: &str) -> String {
+        self.folder_path(folder)
+    }
+
+    /// The path of a port group, for [`Inv::expect`] and [`Inv::network`].
+    pub fn network_path(&self, name: &str) -> String {
+        format!("{}/network/{name}", self.cfg.datacenter)
+    }
+
+    /// Whether the session file may remember `path`: the datacenter's VM or network folder, or an object
+    /// below them, all plain names (no `%`, which inventory paths use for escapes), in a datacenter it
+    /// remembers. Returns the datacenter's property for that folder, its path and the names below it.
+    fn rememberable<'p>(&self, path: &'p str) -> Option<(&'static str, String, Vec<&'p str>)> {
+        let dc = dc_key(self.cfg)?;
+        let rest = path.strip_prefix(dc)?.strip_prefix('/')?;
+        let (root, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let prop = match root {
+            "vm" => "vmFolder",
+            "network" => "networkFolder",
+            _ => return None,
+        };
+        let parts: Vec<&str> = if tail.is_empty() { Vec::new() } else { tail.split('/').collect() };
+        if parts.iter().any(|p| p.is_empty() || p.contains('%')) {
+            return None;
+        }
+        Some((prop, format!("{dc}/{root}"), parts))
+    }
+
+    /// For an expected `path`: the datacenter property of its root folder, and each level below it with the
+    /// object the session file remembers for it; `None` when a level is not remembered.
+    #[allow(clippy::type_complexity)]
+    fn remembered_chain(&self, path: &str) -> Option<(&'static str, String, Vec<(String, MoRef)>)> {
+        let (prop, root, parts) = self.rememberable(path)?;
+        let mut chain = Vec::new();
+        let mut at = root.clone();
+        for part in parts {
+            at = format!("{at}/{part}");
+            chain.push((at.clone(), self.s.remembered.get(&at)?.clone()));
+        }
+        Some((prop, root, chain))
     }
 
     pub fn vcenter(&self) -> bool {
@@ -352,6 +419,7 @@ impl<'a> Inv<'a> {
                 Err(e) => return Err(DriverError::failed(format!("cannot create folder {so_far}"), e)),
             };
         }
+        self.remember(&path, Some(&parent));
         self.found.borrow_mut().insert(path, parent.clone());
         Ok(parent)
     }
@@ -419,7 +487,12 @@ impl<'a> Inv<'a> {
     pub fn prefetch(&self, objects: &[(MoRef, &[&str])], pool: bool) -> DriverResult<Vec<ObjectContent>> {
         let want_pool = pool && self.pool_in_batch() && self.pool.get().is_none();
         let want_stores = self.stores.borrow().is_none();
-        if !want_pool && !want_stores {
+        let chains: Vec<_> = std::mem::take(&mut *self.expected.borrow_mut())
+            .into_iter()
+            .filter(|p| !self.found.borrow().contains_key(p))
+            .filter_map(|p| self.remembered_chain(&p))
+            .collect();
+        if !want_pool && !want_stores && chains.is_empty() {
             return self.s.properties(objects).map_err(ctx_err("cannot read properties"));
         }
         let (dc, check) = self.dc_for_read()?;
@@ -437,9 +510,21 @@ impl<'a> Inv<'a> {
         if want_pool {
             dc_paths.push("hostFolder");
         }
+        for (prop, _, _) in &chains {
+            if !dc_paths.contains(prop) {
+                dc_paths.push(prop);
+            }
+        }
         let mut wanted: Vec<(MoRef, &[&str])> = objects.to_vec();
         if !dc_paths.is_empty() {
             wanted.push((dc.clone(), &dc_paths));
+        }
+        for (_, _, chain) in &chains {
+            for (_, m) in chain {
+                if !wanted.iter().any(|(w, _)| w == m) {
+                    wanted.push((m.clone(), PATH_CHECK));
+                }
+            }
         }
         let mut follows = Vec::new();
         if want_pool {
@@ -456,8 +541,33 @@ impl<'a> Inv<'a> {
         }
         let found = self.s.properties_with(&wanted, &follows).map_err(ctx_err("cannot read the inventory"))?;
         if check && !self.dc_checked(&dc, &found) {
-            // read again from the datacenter looked up anew
+            // read again from the datacenter looked up anew (the remembered paths below it are not checked)
             return self.prefetch(objects, pool);
+        }
+        // a remembered folder or port group is the one at its path when every level still has its name and
+        // its parent: then no lookup
+        let dc_props = found.iter().find(|o| o.obj == dc);
+        for (prop, root, chain) in &chains {
+            let Some(mut parent) = dc_props.and_then(|o| o.get(prop)?.as_moref()) else { continue };
+            self.found.borrow_mut().insert(root.clone(), parent.clone());
+            let mut ok = Vec::new();
+            for (path, m) in chain {
+                let name = path.rsplit('/').next();
+                let here = found.iter().any(|o| {
+                    &o.obj == m
+                        && o.str("name") == name
+                        && o.get("parent").and_then(Node::as_moref) == Some(parent.clone())
+                });
+                if !here {
+                    crate::debug!("the remembered {path} ({}) moved or is gone; looking it up", m.value);
+                    break;
+                }
+                ok.push((path.clone(), m.clone()));
+                parent = m.clone();
+            }
+            if ok.len() == chain.len() {
+                self.found.borrow_mut().extend(ok);
+            }
         }
         if want_stores {
             *self.stores.borrow_mut() = Some(usable_datastores(&found));
@@ -532,7 +642,7 @@ impl<'a> Inv<'a> {
 
     /// The NIC backing for a port group name: a standard network or a distributed port group.
     pub fn network(&self, name: &str) -> DriverResult<NicBacking> {
-        let path = format!("{}/network/{name}", self.cfg.datacenter);
+        let path = self.network_path(name);
         let net = self.find_once(&path, &format!("network {name}"))?;
         let net = net.ok_or_else(|| {
             DriverError::network_not_found(format!(

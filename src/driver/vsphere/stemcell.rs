@@ -16,6 +16,8 @@ impl Vsphere {
                 ));
             }
             let descriptor = import::descriptor_for(&disk);
+            // the placement read also checks the template folder the session file remembers
+            inv.expect([inv.folder_path_of(&self.cfg.template_folder)]);
             let pool = inv.resource_pool()?;
             let (ds_name, ds) = inv.pick_datastore(&[], disk.len)?;
             let folder = inv.template_folder()?;

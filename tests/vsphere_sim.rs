@@ -92,7 +92,11 @@ impl Vcsim {
 
     /// With a login password of the test's choosing.
     pub fn start_with(bin: &Path, model: &'static str, tls: bool, password: &str) -> Vcsim {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(bin, model, tls, password, tempfile::tempdir().unwrap())
+    }
+
+    /// With its files (the datastores, its URL and certificate) in `dir`.
+    pub fn start_in(bin: &Path, model: &'static str, tls: bool, password: &str, dir: tempfile::TempDir) -> Vcsim {
         let url_file = dir.path().join("url");
         let cert = dir.path().join("cert.pem");
         let mut cmd = Command::new(bin);

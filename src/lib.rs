@@ -12,6 +12,7 @@
 //! - [`compat`]: bosh-vmrun-cpi's setting names, read as vmcpi's.
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
+//! - [`libvirt_rpc`]: libvirt's RPC protocol spoken directly (unix socket, SSH, TLS; no virsh, no libvirt.so).
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod inflight;
 pub mod iso9660;
 pub mod launcher;
+pub mod libvirt_rpc;
 pub mod logger;
 pub mod medium;
 pub mod redact;

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use vmcpi::libvirt_rpc::packet::{self, Header, Kind, Status};
 use vmcpi::libvirt_rpc::transport::{tls, unix::Unix, Options};
+use vmcpi::libvirt_rpc::xdr::Encoder;
 use vmcpi::libvirt_rpc::{code, flags, Chunk, Client, DomainState, Error, MetadataKind, PoolState, StoragePool};
 use vmcpi::transport::TransportError;
 
@@ -609,6 +610,70 @@ fn a_huge_length_is_refused_without_waiting_for_it() {
     assert!(matches!(e, Error::Protocol { .. }) && e.to_string().contains("over the protocol's limit"), "{e}");
 }
 
+/// A `remote_error` with `code` and `message` (domain: storage).
+fn error_body(code: i32, message: &str) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.i32(code);
+    e.i32(18);
+    e.u32(1);
+    e.string("message", message, 1 << 20).unwrap();
+    e.i32(2);
+    for _ in 0..4 {
+        e.u32(0); // dom, str1, str2, str3: absent
+    }
+    e.i32(-1);
+    e.i32(-1);
+    e.u32(0); // net
+    e.into_inner()
+}
+
+/// Answers AUTH_LIST with "none" and CONNECT_OPEN with ok.
+fn accept_handshake(s: &mut UnixStream) {
+    let call = first_call(s);
+    s.write_all(&reply(&call, Status::Ok, &[0, 0, 0, 1, 0, 0, 0, 0])).unwrap();
+    let call = first_call(s);
+    s.write_all(&reply(&call, Status::Ok, &[])).unwrap();
+}
+
+#[test]
+fn an_upload_stops_when_the_daemon_reports_a_failure() {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || {
+        accept_handshake(&mut b);
+        let call = first_call(&mut b);
+        assert_eq!(call.proc_, 208, "STORAGE_VOL_UPLOAD");
+        b.write_all(&reply(&call, Status::Ok, &[])).unwrap();
+        // a few packets arrive, then the write fails on the host: libvirtd's error reply for the stream
+        let mut got = 0u64;
+        for _ in 0..4 {
+            got += packet::read(&mut b).unwrap().body.len() as u64;
+        }
+        let e = error_body(code::SYSTEM_ERROR, "cannot write data to file '/p/v': No space left on device");
+        b.write_all(&reply(&call, Status::Error, &e)).unwrap();
+        // libvirtd drops the stream packets that still come; count them until the client stops
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while let Ok(p) = packet::read(&mut b) {
+            if p.header.kind != Kind::Stream {
+                break;
+            }
+            got += p.body.len() as u64;
+            if p.header.status != Status::Continue {
+                break;
+            }
+        }
+        got
+    });
+    let c = Client::over(Box::new(Unix::from_stream(a, "scripted peer")), "qemu:///system").unwrap();
+    let vol = vmcpi::libvirt_rpc::StorageVol { pool: "p".into(), name: "v".into(), key: "/p/v".into() };
+    let mut endless = std::io::repeat(0x42).take(1 << 30);
+    let e = c.vol_upload_from(&vol, &mut endless, false).unwrap_err();
+    assert_eq!(e.code(), Some(code::SYSTEM_ERROR), "{e}");
+    assert!(e.to_string().contains("No space left on device"), "{e}");
+    drop(c);
+    let sent = server.join().unwrap();
+    assert!(sent < 64 * MIB, "the client went on for {sent} bytes after the failure");
+}
+
 #[test]
 fn a_daemon_that_demands_sasl_gets_a_clear_answer() {
     let (r, _) = scripted(|mut s| {
@@ -627,13 +692,8 @@ fn a_daemon_that_demands_sasl_gets_a_clear_answer() {
         s.write_all(&reply(&call, Status::Ok, &[0, 0, 0, 1])).unwrap();
         let call = first_call(&mut s);
         assert_eq!(call.proc_, 1, "CONNECT_OPEN");
-        let mut body = vec![0, 0, 0, 45, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 6];
-        body.extend_from_slice(b"denied\0\0");
-        body.extend_from_slice(&[
-            0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ]);
-        s.write_all(&reply(&call, Status::Error, &body)).unwrap();
+        s.write_all(&reply(&call, Status::Error, &error_body(code::AUTH_FAILED, "authentication denied"))).unwrap();
     });
     let e = r.unwrap_err();
-    assert!(matches!(e, Error::Auth { .. }) && e.to_string().contains("denied"), "{e}");
+    assert!(matches!(e, Error::Auth { .. }) && e.to_string().contains("authentication denied"), "{e}");
 }

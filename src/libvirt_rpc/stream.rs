@@ -110,7 +110,8 @@ impl Client {
     }
 
     /// Downloads `vol` into `dst` from its start: holes become seeks (`dst` stays sparse where the volume
-    /// is), and `dst` is cut to the length covered. Returns that length.
+    /// is). Returns the length covered; a trailing hole is only a seek, so a file's length is the caller's
+    /// to set (`File::set_len`).
     pub fn vol_download_to<W: Write + Seek>(&self, vol: &StorageVol, dst: &mut W, sparse: bool) -> Result<u64> {
         let mut down = self.vol_download(vol, 0, 0, sparse)?;
         let local = |e: io::Error| Error::Invalid(format!("cannot write the download: {e}"));

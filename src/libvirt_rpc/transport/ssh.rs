@@ -59,18 +59,20 @@ pub fn connect(uri: &Uri, opts: &Options) -> Result<SshStream> {
         command_timeout_seconds: opts.io_timeout.as_secs().max(1),
     };
     cfg.validate().map_err(|reason| Error::Uri { uri: uri.target(), reason })?;
+    let missing = |p: &std::path::Path| if p.exists() { "is not a file" } else { "does not exist" };
     if !keyfile.is_file() {
         return Err(Error::Connect {
             target: uri.target(),
-            reason: format!("the SSH key {} does not exist (keyfile=)", keyfile.display()),
+            reason: format!("the SSH key {} {} (keyfile=)", keyfile.display(), missing(keyfile)),
         });
     }
     if !known_hosts.is_file() {
         return Err(Error::Connect {
             target: uri.target(),
             reason: format!(
-                "the known_hosts file {} does not exist: pin the host's key there (`ssh-keyscan -p {port} {host}`), or name another with known_hosts=",
-                known_hosts.display()
+                "the known_hosts file {} {}: pin the host's key in one (`ssh-keyscan -p {port} {host}`) and name it with known_hosts=",
+                known_hosts.display(),
+                missing(known_hosts)
             ),
         });
     }

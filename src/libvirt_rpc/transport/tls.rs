@@ -99,7 +99,8 @@ pub fn connect(host: &str, port: u16, name: &str, pki: &Pki, opts: &Options) -> 
                 tcp = Some(s);
                 break;
             }
-            Err(e) => last = format!("{a}: {e}"),
+            Err(e) if addrs.len() > 1 => last = format!("{a}: {e}"),
+            Err(e) => last = e.to_string(),
         }
     }
     let mut tcp = tcp.ok_or_else(|| conn_err(last))?;
@@ -123,11 +124,15 @@ pub fn connect(host: &str, port: u16, name: &str, pki: &Pki, opts: &Options) -> 
             )))
         }
         Err(e) => {
-            return Err(tls_err(format!(
-                "the server refused our certificate {} or our address: {}",
-                pki.cert.display(),
+            let why = if e.kind() == io::ErrorKind::UnexpectedEof {
+                "it closed the connection after the handshake".to_string()
+            } else {
                 explain(&e, name, pki)
-            )))
+            };
+            return Err(tls_err(format!(
+                "the server refused our certificate {} or our address ({why})",
+                pki.cert.display()
+            )));
         }
     }
     s.sock

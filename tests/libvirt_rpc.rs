@@ -212,16 +212,10 @@ fn a_domain_lives_and_dies_with_its_disks_metadata_and_qemu_commands() {
         flags::BLOCK_COPY_REUSE_EXT | flags::BLOCK_COPY_TRANSIENT_JOB,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let job = c.block_job_info(&dom, "sda").unwrap().expect("a block job");
-        assert_eq!(job.kind, 2, "a copy job");
-        if job.end > 0 && job.cur == job.end {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the copy did not converge: {job:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let job = c.block_job_info(&dom, "sda").unwrap().expect("a block job");
+    assert_eq!(job.kind, 2, "a copy job: {job:?}");
+    let job = c.block_job_wait_ready(&dom, "sda", Duration::from_secs(60)).unwrap();
+    assert!(job.end > 0 && job.cur == job.end, "{job:?}");
     c.block_job_abort(&dom, "sda", 0).unwrap();
     assert_eq!(c.block_job_info(&dom, "sda").unwrap(), None);
     c.domain_reset(&dom).unwrap();
@@ -672,6 +666,48 @@ fn an_upload_stops_when_the_daemon_reports_a_failure() {
     drop(c);
     let sent = server.join().unwrap();
     assert!(sent < 64 * MIB, "the client went on for {sent} bytes after the failure");
+}
+
+#[test]
+fn a_lost_connection_is_made_again_once() {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    // each connection: the handshake, one hostname call, then the peer hangs up
+    let server = std::thread::spawn(move || {
+        let mut served = 0;
+        while let Ok((mut s, _)) = listener.accept() {
+            accept_handshake(&mut s);
+            let call = first_call(&mut s);
+            let mut e = Encoder::new();
+            e.string("hostname", &format!("peer-{served}"), 100).unwrap();
+            s.write_all(&reply(&call, Status::Ok, &e.into_inner())).unwrap();
+            served += 1;
+            if served == 2 {
+                break;
+            }
+        }
+        served
+    });
+    let p = path.clone();
+    let c = Client::with_connector(
+        "qemu:///system",
+        "scripted peer",
+        Options::default(),
+        Box::new(move |_: &Options| {
+            Ok(Box::new(Unix::from_stream(UnixStream::connect(&p).unwrap(), "scripted peer")) as _)
+        }),
+    )
+    .unwrap();
+    assert_eq!(c.hostname().unwrap(), "peer-0");
+    let e = c.hostname().unwrap_err();
+    assert!(e.is_disconnect(), "{e}");
+    assert_eq!(c.hostname().unwrap(), "peer-1", "a new connection after the loss");
+    assert!(c.hostname().unwrap_err().is_disconnect());
+    let e = c.hostname().unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }) && e.to_string().contains("giving up"), "{e}");
+    assert_eq!(server.join().unwrap(), 2);
 }
 
 #[test]

@@ -23,9 +23,12 @@ pub const MAX_CONNECTIONS: u32 = 2;
 /// How many unrelated messages (events, stale stream packets) a call skips before it gives up.
 const MAX_SKIPPED: u32 = 100_000;
 
+/// Makes a new connection (the first, and the one after a loss).
+pub type Connector = Box<dyn Fn(&Options) -> Result<Box<dyn Transport>> + Send + Sync>;
+
 /// A libvirt daemon, reached through a [`Transport`].
 pub struct Client {
-    uri: Option<Uri>,
+    connector: Option<Connector>,
     name: String,
     opts: Options,
     pub(super) state: Mutex<State>,
@@ -33,7 +36,7 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("name", &self.name).field("uri", &self.uri).finish()
+        f.debug_struct("Client").field("name", &self.name).field("reconnects", &self.connector.is_some()).finish()
     }
 }
 
@@ -207,10 +210,18 @@ impl Client {
 
     pub fn connect_with(uri: &str, opts: Options) -> Result<Client> {
         let parsed = Uri::parse(uri)?;
+        let (name, target) = (parsed.server_name(), parsed.target());
+        Client::with_connector(&name, &target, opts, Box::new(move |o: &Options| transport::connect(&parsed, o)))
+    }
+
+    /// A client whose connections `connector` makes (any [`Transport`]), opening `name`
+    /// (`qemu:///system`); `target` names the peer in messages until the first connection names itself.
+    /// Connects at once.
+    pub fn with_connector(name: &str, target: &str, opts: Options, connector: Connector) -> Result<Client> {
         let client = Client {
-            name: parsed.server_name(),
-            state: Mutex::new(State { io: None, target: parsed.target(), serial: 0, opened: 0 }),
-            uri: Some(parsed),
+            name: name.to_string(),
+            state: Mutex::new(State { io: None, target: target.to_string(), serial: 0, opened: 0 }),
+            connector: Some(connector),
             opts,
         };
         {
@@ -226,7 +237,7 @@ impl Client {
         let client = Client {
             name: name.to_string(),
             state: Mutex::new(State { target: io.target(), io: Some(io), serial: 0, opened: 1 }),
-            uri: None,
+            connector: None,
             opts: Options::default(),
         };
         {
@@ -279,7 +290,7 @@ impl Client {
         if st.io.is_some() {
             return Ok(());
         }
-        let Some(uri) = &self.uri else {
+        let Some(connector) = &self.connector else {
             return Err(Error::Disconnected {
                 target: st.target.clone(),
                 doing: "starting a call".into(),
@@ -297,7 +308,7 @@ impl Client {
         }
         st.opened += 1;
         let started = std::time::Instant::now();
-        let io = transport::connect(uri, &self.opts)?;
+        let io = connector(&self.opts)?;
         st.target = io.target();
         st.io = Some(io);
         if let Err(e) = self.handshake(st) {
@@ -723,6 +734,37 @@ impl Client {
         Ok((r.found != 0).then_some(BlockJobInfo { kind: r.kind, bandwidth: r.bandwidth, cur: r.cur, end: r.end }))
     }
 
+    /// Polls [`Client::block_job_info`] until the job on `disk` is ready (`cur == end`: a copy now
+    /// mirrors), for at most `timeout`: what `virsh blockcopy --wait` does before `--finish` (then
+    /// [`Client::block_job_abort`] with 0) or `--pivot`.
+    pub fn block_job_wait_ready(&self, dom: &Domain, disk: &str, timeout: std::time::Duration) -> Result<BlockJobInfo> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut delay = std::time::Duration::from_millis(10);
+        loop {
+            match self.block_job_info(dom, disk)? {
+                Some(j) if j.end > 0 && j.cur == j.end => return Ok(j),
+                Some(j) if std::time::Instant::now() >= deadline => {
+                    return Err(Error::Job(format!(
+                        "the job on {disk} of {} is not ready after {} s ({} of {} bytes)",
+                        dom.name,
+                        timeout.as_secs(),
+                        j.cur,
+                        j.end
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(Error::Job(format!(
+                        "the job on {disk} of {} ended before it was ready (it failed: see the daemon's log)",
+                        dom.name
+                    )))
+                }
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(std::time::Duration::from_millis(500));
+        }
+    }
+
     /// `DOMAIN_BLOCK_JOB_ABORT` (flags `BLOCK_JOB_ABORT_*`).
     pub fn block_job_abort(&self, dom: &Domain, disk: &str, flags: u32) -> Result<()> {
         self.call(p::DOMAIN_BLOCK_JOB_ABORT, &p::BlockJobArgs { dom: dom.clone(), path: disk.into(), flags })
@@ -888,6 +930,12 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Client>();
+    }
 
     #[test]
     fn domain_states() {

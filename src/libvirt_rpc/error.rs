@@ -128,6 +128,9 @@ pub enum Error {
     /// The peer sent something that is not libvirt's protocol (or more than it allows).
     #[error("protocol error from {target} during {doing}: {reason}")]
     Protocol { target: String, doing: String, reason: String },
+    /// A block job that failed or did not become ready in time.
+    #[error("block job: {0}")]
+    Job(String),
     /// A request the client refuses to send (too long, a hole in a stream that is not sparse, …).
     #[error("{0}")]
     Invalid(String),

@@ -29,7 +29,7 @@ pub mod uri;
 pub mod xdr;
 
 pub use client::{
-    flags, BlockCopyParams, BlockJobInfo, Client, DomainState, MetadataKind, PoolInfo, PoolState, VolInfo,
+    flags, BlockCopyParams, BlockJobInfo, Client, Connector, DomainState, MetadataKind, PoolInfo, PoolState, VolInfo,
 };
 pub use error::{code, Error, RemoteError, Result};
 pub use proto::{Domain, StoragePool, StorageVol};

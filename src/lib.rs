@@ -14,6 +14,7 @@
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
 //! - [`libvirt_rpc`]: libvirt's RPC protocol spoken directly (unix socket, SSH, TLS; no virsh, no libvirt.so).
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
+//! - [`killpoint`]: named steps at which a test (debug builds only) makes the process die with SIGKILL.
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
 pub mod agent_settings;
@@ -26,6 +27,7 @@ pub mod exec;
 pub mod ids;
 pub mod inflight;
 pub mod iso9660;
+pub mod killpoint;
 pub mod launcher;
 pub mod libvirt_rpc;
 pub mod logger;

@@ -469,7 +469,7 @@ pub(super) fn keepalive(io: &mut dyn Transport, target: &str, pk: &Packet) -> Re
 /// libvirt's error in an error reply.
 pub(super) fn remote_error(target: &str, proc_: Proc, body: &[u8]) -> Error {
     match from_bytes::<RemoteError>(body) {
-        Ok(error) => Error::Remote { procedure: proc_.name, error },
+        Ok(error) => Error::Remote { procedure: proc_.name, error: Box::new(error) },
         Err(e) => Error::Protocol {
             target: target.to_string(),
             doing: proc_.name.to_string(),

@@ -121,7 +121,7 @@ pub enum Error {
     Auth { target: String, reason: String },
     /// libvirt answered `procedure` with an error.
     #[error("{procedure}: {error}")]
-    Remote { procedure: &'static str, error: RemoteError },
+    Remote { procedure: &'static str, error: Box<RemoteError> },
     /// The connection broke; a new call makes a new connection (once).
     #[error("the connection to {target} was lost while {doing}: {reason}")]
     Disconnected { target: String, doing: String, reason: String },
@@ -142,7 +142,7 @@ impl Error {
     /// libvirt's error, when the server answered with one.
     pub fn remote(&self) -> Option<&RemoteError> {
         match self {
-            Error::Remote { error, .. } => Some(error),
+            Error::Remote { error, .. } => Some(error.as_ref()),
             _ => None,
         }
     }
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(r.str1.as_deref(), Some("str1"));
         assert!(r.is_not_found());
         assert_eq!(r.to_string(), "Domain not found: no domain with matching name 'x' (libvirt error 42)");
-        let e = Error::Remote { procedure: "domain lookup by name", error: r };
+        let e = Error::Remote { procedure: "domain lookup by name", error: Box::new(r) };
         assert!(e.is_not_found());
         assert_eq!(e.code(), Some(42));
         // the unused domain member is read past, a missing message still says something

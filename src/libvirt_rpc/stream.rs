@@ -270,7 +270,7 @@ impl Upload<'_> {
     /// Every few packets: if the server already answered (it does only to report a failure), stop now.
     fn check_early_error(&mut self) -> Result<()> {
         self.packets += 1;
-        if self.packets % CHECK_EVERY != 0 {
+        if !self.packets.is_multiple_of(CHECK_EVERY) {
             return Ok(());
         }
         let readable = self.st.io.as_mut().is_some_and(|io| io.readable());

@@ -206,43 +206,52 @@ enum Incoming {
 
 /// Reads packets until one of the stream's arrives.
 fn next_incoming(st: &mut State, proc_: Proc, serial: u32, doing: &str) -> Result<Incoming> {
+    for _ in 0..100_000 {
+        if let Some(i) = one_packet(st, proc_, serial, doing)? {
+            return Ok(i);
+        }
+    }
+    Err(Error::Protocol { target: st.target.clone(), doing: doing.into(), reason: "100000 unrelated messages".into() })
+}
+
+/// Reads one packet: what it says about the stream, `None` when it is about something else (keepalive,
+/// an event, another serial).
+fn one_packet(st: &mut State, proc_: Proc, serial: u32, doing: &str) -> Result<Option<Incoming>> {
     let (io, target) = st.io_target(doing)?;
-    loop {
-        let pk = recv(io, &target, doing)?;
-        if keepalive(io, &target, &pk)? {
-            continue;
-        }
-        let h = pk.header;
-        if h.prog != proc_.prog || h.serial != serial {
-            continue;
-        }
-        return Ok(match (h.kind, h.status) {
-            (Kind::Stream, Status::Continue) => Incoming::Data(pk.body),
-            (Kind::StreamHole, Status::Continue) => {
-                let hole: p::StreamHole = decode(&target, proc_, &pk.body)?;
-                if hole.length < 0 {
-                    return Err(Error::Protocol {
-                        target,
-                        doing: doing.to_string(),
-                        reason: format!("a hole of {} bytes", hole.length),
-                    });
-                }
-                Incoming::Hole(hole.length as u64)
-            }
-            (Kind::Stream, Status::Ok) => Incoming::Ok,
-            // a stream error, or the error reply libvirtd sends when writing the data failed
-            (Kind::Stream | Kind::Reply | Kind::StreamHole, Status::Error) => {
-                Incoming::Failed(remote_error(&target, proc_, &pk.body))
-            }
-            (k, s) => {
+    let pk = recv(io, &target, doing)?;
+    if keepalive(io, &target, &pk)? {
+        return Ok(None);
+    }
+    let h = pk.header;
+    if h.prog != proc_.prog || h.serial != serial {
+        return Ok(None);
+    }
+    Ok(Some(match (h.kind, h.status) {
+        (Kind::Stream, Status::Continue) => Incoming::Data(pk.body),
+        (Kind::StreamHole, Status::Continue) => {
+            let hole: p::StreamHole = decode(&target, proc_, &pk.body)?;
+            if hole.length < 0 {
                 return Err(Error::Protocol {
                     target,
                     doing: doing.to_string(),
-                    reason: format!("unexpected {k:?} packet with status {s:?} in a stream"),
-                })
+                    reason: format!("a hole of {} bytes", hole.length),
+                });
             }
-        });
-    }
+            Incoming::Hole(hole.length as u64)
+        }
+        (Kind::Stream, Status::Ok) => Incoming::Ok,
+        // a stream error, or the error reply libvirtd sends when writing the data failed
+        (Kind::Stream | Kind::Reply | Kind::StreamHole, Status::Error) => {
+            Incoming::Failed(remote_error(&target, proc_, &pk.body))
+        }
+        (k, s) => {
+            return Err(Error::Protocol {
+                target,
+                doing: doing.to_string(),
+                reason: format!("unexpected {k:?} packet with status {s:?} in a stream"),
+            })
+        }
+    }))
 }
 
 /// Drops the connection after a failure that leaves the stream in an unknown state.
@@ -277,12 +286,14 @@ impl Upload<'_> {
         if !readable {
             return Ok(());
         }
-        match next_incoming(&mut self.st, self.proc_, self.serial, "uploading")? {
-            Incoming::Failed(e) => {
+        match one_packet(&mut self.st, self.proc_, self.serial, "uploading")? {
+            // keepalive, an event: nothing about this upload
+            None => Ok(()),
+            Some(Incoming::Failed(e)) => {
                 self.done = true;
                 Err(e)
             }
-            _ => {
+            Some(_) => {
                 self.done = true;
                 Err(Error::Protocol {
                     target: self.st.target.clone(),

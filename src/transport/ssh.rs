@@ -57,6 +57,23 @@ pub struct SshConfig {
     pub command_timeout_seconds: u64,
 }
 
+/// What a request's context may set in an `ssh` block (and bosh-vmrun-cpi's `ssh_tunnel`): the host, as whom
+/// (inline key or password), and the host's key inline. Not `known_hosts` or `private_key_path`: files on
+/// the CPI's host.
+pub const CONTEXT_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "user",
+    "username",
+    "private_key",
+    "private_key_passphrase",
+    "password",
+    "host_public_key",
+    "platform",
+    "connect_timeout_seconds",
+    "command_timeout_seconds",
+];
+
 fn default_port() -> u16 {
     22
 }

@@ -26,7 +26,7 @@ mod settings;
 mod storage;
 mod virsh;
 
-pub use config::LibvirtConfig;
+pub use config::{check_context_uri, LibvirtConfig, CONTEXT_KEYS};
 use error::LibvirtError;
 use naming::*;
 use props::*;

@@ -48,6 +48,26 @@ pub struct VmrunConfig {
     pub tmp_dir: Option<PathBuf>,
 }
 
+/// What a request's context (a director's CPI config) may set in a vmrun driver section: which host (its
+/// `ssh` block, see [`crate::transport::ssh::CONTEXT_KEYS`]), the host type, networks and time-outs, and
+/// bosh-vmrun-cpi's names for those. Not the programs (`vmrun`, `ovftool`, `vdiskmanager`, `qemu_img`,
+/// `local_qemu_img`, `xorriso` and bosh-vmrun-cpi's `*_bin_path`) or paths (`vm_store_path`, `tmp_dir`,
+/// `stemcell_store_path`): those come from the file.
+pub const CONTEXT_KEYS: &[&str] = &[
+    "kind",
+    "ssh",
+    "ssh_tunnel",
+    "host_type",
+    "default_network",
+    "start_timeout_seconds",
+    "soft_shutdown_timeout_seconds",
+    "lock_timeout_seconds",
+    "vm_start_max_wait_seconds",
+    "vm_soft_shutdown_max_wait_seconds",
+    "enable_human_readable_name",
+    "use_linked_cloning",
+];
+
 pub(super) fn default_vmrun() -> String {
     "/usr/bin/vmrun".into()
 }

@@ -34,7 +34,7 @@ mod store;
 pub mod vmx;
 
 use cleanup::*;
-pub use config::VmrunConfig;
+pub use config::{VmrunConfig, CONTEXT_KEYS};
 use disks::*;
 use error::VmrunError;
 use naming::*;

@@ -66,6 +66,28 @@ pub struct VsphereConfig {
     pub http_timeout_seconds: u64,
 }
 
+/// What a request's context (a director's CPI config) may set in a vSphere driver section: where to connect
+/// and as whom, and where VMs, templates and disks go there. Not `insecure`, `ca_cert` or `thumbprint` (how
+/// the server is trusted is the file's decision: a context must not weaken it or swap the trust anchor),
+/// `state_dir` (a local path) or `xorriso` (a program).
+pub const CONTEXT_KEYS: &[&str] = &[
+    "kind",
+    "host",
+    "user",
+    "password",
+    "datacenter",
+    "clusters",
+    "resource_pool",
+    "datastores",
+    "vm_folder",
+    "template_folder",
+    "disk_folder",
+    "default_network",
+    "guest_id",
+    "task_timeout_seconds",
+    "http_timeout_seconds",
+];
+
 fn default_vm_folder() -> String {
     "vmcpi_vms".into()
 }

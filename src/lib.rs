@@ -12,6 +12,8 @@
 //! - [`compat`]: bosh-vmrun-cpi's setting names, read as vmcpi's.
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
+//! - [`inflight`]: in-flight markers of creates, and the reaping of what killed creates left.
+//! - [`statedir`]: state directories on the CPI's host, trusted only when private to this user.
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
@@ -31,5 +33,6 @@ pub mod medium;
 pub mod redact;
 pub mod rfc3339;
 pub mod rpc;
+pub mod statedir;
 pub mod stemcell;
 pub mod transport;

@@ -11,6 +11,8 @@ mod suites;
 mod rpc_contract;
 // What a request's context may set (where to connect and as whom) and what it may not (programs, paths, TLS).
 mod context;
+// The state directory: refused when others could change it; the reaper acts only on its own names, follows no link.
+mod state_dir;
 // The libvirt driver against the real libvirt daemon.
 mod libvirt;
 // A real guest booted from a VM made by create_vm reads its settings medium.

@@ -127,9 +127,11 @@ const MAX_CONNECTIONS: u32 = 2;
 
 /// Takes an exclusive flock on $ARGV[0] within $ARGV[1] milliseconds (counted in 50 ms steps: core perl
 /// only, no Time::HiRes), says "locked", holds it until stdin ends.
-const LOCK_SCRIPT: &str = r#"use Fcntl qw(:flock);
+/// The file is opened without following a link or waiting on a FIFO, and must be a regular file.
+const LOCK_SCRIPT: &str = r#"use Fcntl qw(:flock :DEFAULT);
 my ($p, $ms) = @ARGV; $| = 1;
-open(my $f, '>>', $p) or do { print "error: $!\n"; exit 2 };
+sysopen(my $f, $p, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0644) or do { print "error: $!\n"; exit 2 };
+-f $f or do { print "error: not a regular file\n"; exit 2 };
 my $tries = int($ms / 50);
 until (flock($f, LOCK_EX | LOCK_NB)) {
   if ($tries-- <= 0) { print "timeout\n"; exit 3 }
@@ -140,9 +142,10 @@ while (sysread(STDIN, my $b, 4096)) {}
 exit 0"#;
 
 /// For each path in @ARGV prints "held" when another process holds its flock, else "free".
-const PROBE_SCRIPT: &str = r#"use Fcntl qw(:flock); $| = 1;
+/// A link, a FIFO or anything but a regular file is "free" (nobody's lock), and is neither followed nor waited on.
+const PROBE_SCRIPT: &str = r#"use Fcntl qw(:flock :DEFAULT); $| = 1;
 for my $p (@ARGV) {
-  if (open(my $f, '<', $p)) { if (flock($f, LOCK_EX | LOCK_NB)) { print "free\n" } else { print "held\n" } close($f) }
+  if (sysopen(my $f, $p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) && -f $f) { if (flock($f, LOCK_EX | LOCK_NB)) { print "free\n" } else { print "held\n" } close($f) }
   else { print "free\n" }
 }"#;
 
@@ -885,5 +888,37 @@ mod tests {
         let e = t.exists("/").unwrap_err();
         assert!(matches!(e, TransportError::Connect { .. }), "{e}");
         assert!(e.to_string().contains(&port.to_string()), "{e}");
+    }
+
+    /// The host-side lock scripts (run here with the same perl as on a host): a lock file that is a link
+    /// is not followed (nothing is made at its target), and a FIFO is neither waited on nor taken for a lock.
+    #[test]
+    fn host_lock_scripts_follow_no_link() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        let link = d.path().join("vm-1.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let fifo = d.path().join("vm-2.lock");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let perl = |script: &str, args: &[&std::path::Path], extra: &[&str]| {
+            let out = std::process::Command::new("/usr/bin/perl")
+                .args(["-e", script])
+                .args(args)
+                .args(extra)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        for p in [&link, &fifo] {
+            let said = perl(LOCK_SCRIPT, &[p], &["100"]);
+            assert!(said.starts_with("error"), "{}: {said}", p.display());
+        }
+        assert!(!target.exists(), "a file was made at the link's target");
+        assert_eq!(perl(PROBE_SCRIPT, &[&link, &fifo], &[]), "free\nfree\n");
+        let plain = d.path().join("vm-3.lock");
+        assert_eq!(perl(LOCK_SCRIPT, &[&plain], &["100"]), "locked\n");
     }
 }

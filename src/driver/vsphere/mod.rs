@@ -81,7 +81,7 @@ impl Vsphere {
             cfg.template_folder,
             cfg.disk_folder
         );
-        let inflight = Inflight::new(&cfg.inflight_dir()).owned_by(&owner);
+        let inflight = Inflight::new(&cfg.inflight_dir(), MARKER_SHAPES).owned_by(&owner);
         Vsphere { cfg, agent, inflight }
     }
 }

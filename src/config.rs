@@ -153,8 +153,10 @@ pub fn is_secret_key(key: &str) -> bool {
         || k.ends_with("_key") && !k.ends_with("public_key") && !k.ends_with("host_key")
 }
 
-/// Registers every secret found in a JSON document: values under secret-looking keys, and the
-/// credentials of every URL with a `user:password@` part.
+/// Registers every secret found in a JSON document: values (strings and numbers) under secret-looking
+/// keys, and the credentials of every URL with a `user:password@` part. The config's own secrets are
+/// [`crate::secret::Secret`]s as well; this catches the ones in free-form parts (the agent's blobstore
+/// options, a VM's env, a CPI config's properties).
 pub fn register_secrets(v: &Value) {
     walk(v, None);
     fn walk(v: &Value, key: Option<&str>) {
@@ -169,6 +171,8 @@ pub fn register_secrets(v: &Value) {
                 }
                 register_url_credentials(s);
             }
+            // a number under a secret key is a secret too (`"password": 12345678`)
+            Value::Number(n) if key.is_some_and(is_secret_key) => crate::logger::add_secret(&n.to_string()),
             Value::Array(a) => a.iter().for_each(|x| walk(x, key)),
             Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, Some(k))),
             _ => {}

@@ -17,6 +17,8 @@
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
+//! - [`vocabulary`]: the words of vmcpi's own messages (collected by build.rs), which the log's safety net never masks.
+//! - [`secret`]: `Secret`, the type of every password, key and token a config holds (prints `<redacted>`).
 pub mod agent_settings;
 pub mod compat;
 pub mod config;
@@ -33,6 +35,8 @@ pub mod medium;
 pub mod redact;
 pub mod rfc3339;
 pub mod rpc;
+pub mod secret;
 pub mod statedir;
 pub mod stemcell;
 pub mod transport;
+pub mod vocabulary;

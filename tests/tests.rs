@@ -13,6 +13,8 @@ mod rpc_contract;
 mod context;
 // The state directory: refused when others could change it; the reaper acts only on its own names, follows no link.
 mod state_dir;
+// Secrets: typed, scrubbed from outside text however short, never masking vmcpi's own words.
+mod redaction;
 // The libvirt driver against the real libvirt daemon.
 mod libvirt;
 // A real guest booted from a VM made by create_vm reads its settings medium.

@@ -36,7 +36,7 @@ fn main() {
     let cli = Cli::parse();
     // default panic output could print data from the request: route panics through the redacting logger
     std::panic::set_hook(Box::new(|info| {
-        vmcpi::logger::log(vmcpi::logger::Level::Error, &format!("panic: {info}"));
+        vmcpi::logger::log(vmcpi::logger::Level::Error, &vmcpi::logger::redact(&format!("panic: {info}")));
     }));
     // requests are small: one past the cap is read (the pages of the reserved buffer that no byte reached
     // cost no memory), and a request over the cap is refused rather than read on

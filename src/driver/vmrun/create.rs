@@ -144,7 +144,7 @@ impl Vmrun {
                             .lines()
                             .any(|l| l.contains(&format!("cmd={p}")) || l.split_whitespace().any(|w| w.ends_with(p)))
                     });
-                Ok(if ready { Ok(()) } else { Err(out.message().to_string()) })
+                Ok(if ready { Ok(()) } else { Err(out.said()) })
             },
             |last| format!("bootstrap: {vm} was not ready within {} s: {last}", b.max_wait_seconds),
         )?;

@@ -25,7 +25,7 @@ mod config;
 mod create;
 mod disks;
 pub(crate) mod error;
-mod host;
+pub(crate) mod host;
 mod import;
 mod naming;
 mod props;

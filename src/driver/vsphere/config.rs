@@ -9,8 +9,8 @@ pub struct VsphereConfig {
     /// `http://127.0.0.1:8989/sdk`). The SDK path defaults to `/sdk`.
     pub host: String,
     pub user: String,
-    /// Registered as a secret: never logged, never in a response.
-    pub password: String,
+    /// A [`Secret`](crate::secret::Secret): never logged, never in a response (a number is read as one too).
+    pub password: crate::secret::Secret,
     /// Datacenter name, or its inventory path when it sits in a folder (`emea/DC1`). A standalone ESXi host
     /// has one, `ha-datacenter`.
     pub datacenter: String,

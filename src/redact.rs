@@ -187,6 +187,9 @@ mod tests {
         );
         // a secret that straddles own words and an argument is masked
         let r2 = super::tests::r(&["in 3 ms"]);
-        assert_eq!(r2.redact_where("done in 3 ms", std::slice::from_ref(&(0..8)), |s| !ambiguous(s)), "done <redacted>");
+        assert_eq!(
+            r2.redact_where("done in 3 ms", std::slice::from_ref(&(0..8)), |s| !ambiguous(s)),
+            "done <redacted>"
+        );
     }
 }

@@ -145,6 +145,7 @@ fn vmrun_context_may_not_name_programs_or_paths() {
         (json!({"local_qemu_img": evil}), "driver.local_qemu_img"),
         (json!({"xorriso": evil}), "driver.xorriso"),
         (json!({"tmp_dir": "/tmp"}), "driver.tmp_dir"),
+        (json!({"allow_extra_config": true}), "driver.allow_extra_config"),
         (json!({"vm_store_path": "/etc"}), "driver.vm_store_path"),
         (json!({"stemcell_store_path": "/etc"}), "driver.stemcell_store_path"),
         (json!({"ssh": {"host": "h", "user": "u", "known_hosts": "/tmp/kh"}}), "driver.ssh.known_hosts"),

@@ -13,6 +13,11 @@ pub struct VmrunConfig {
     /// `ovftool` on the hypervisor host; without it stemcells are imported by vmcpi itself (qemu-img).
     #[serde(default)]
     pub ovftool: Option<String>,
+    /// Lets a stemcell's OVF set raw .vmx keys (`vmw:ExtraConfig`: serial ports into host files, shared
+    /// folders, isolation switches) through `ovftool --allowExtraConfig`. Off by default: only for
+    /// stemcells you trust. Never from a request's context ([`CONTEXT_KEYS`]).
+    #[serde(default)]
+    pub allow_extra_config: bool,
     /// `vmware-vdiskmanager` on the hypervisor host; without it disks are made with `qemu_img`.
     #[serde(default)]
     pub vdiskmanager: Option<String>,

@@ -53,7 +53,9 @@ impl Vmrun {
             let started = Instant::now();
             match (&self.cfg.ovftool, self.player()) {
                 (Some(ovftool), true) => {
-                    // Player cannot clone (vmrun: "not supported"): a full copy with ovftool, as bosh-vmrun-cpi did
+                    // Player cannot clone (vmrun: "not supported"): a full copy with ovftool, as bosh-vmrun-cpi did.
+                    // The source is the stemcell's .vmx as the import wrote it (a stemcell's own raw keys only
+                    // with allow_extra_config): --allowExtraConfig keeps that copy whole
                     h.tool(
                         vec![
                             ovftool.clone(),

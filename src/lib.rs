@@ -15,6 +15,7 @@
 //! - [`inflight`]: in-flight markers of creates, and the reaping of what killed creates left.
 //! - [`statedir`]: state directories on the CPI's host, trusted only when private to this user.
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
+//! - [`killpoint`]: named steps at which a test (debug builds only) makes the process die with SIGKILL.
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
 //! - [`vocabulary`]: the words of vmcpi's own messages (collected by build.rs), which the log's safety net never masks.
@@ -29,6 +30,7 @@ pub mod exec;
 pub mod ids;
 pub mod inflight;
 pub mod iso9660;
+pub mod killpoint;
 pub mod launcher;
 pub mod logger;
 pub mod medium;

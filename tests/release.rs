@@ -294,7 +294,7 @@ fn pre_start_makes_the_libvirt_state_dir() {
         let out = isolated(Command::new("bash").arg(&script)).output().unwrap();
         assert!(out.status.success(), "pre-start failed: {}", String::from_utf8_lossy(&out.stderr));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777, 0o750, "{props}");
+        assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777, 0o700, "{props}");
     }
     // nothing to do without a state_dir, or for another driver
     for props in [json!({}), json!({"driver": {"kind": "vmrun", "state_dir": state_dir}})] {

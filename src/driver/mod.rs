@@ -48,6 +48,43 @@ impl DriverConfig {
     }
 }
 
+/// Checks the `driver` section of a request's context against what a context may set for driver `kind`
+/// (each driver's `CONTEXT_KEYS`: where to connect and as whom). `Err` names the first key that is not
+/// allowed (`driver.virsh`, `driver.ssh.known_hosts`, `driver.uri parameter "command"`) and says why. A kind
+/// that is not a driver's is left to the config's own check, which refuses it.
+pub fn check_context(kind: &str, driver: &Map<String, Value>) -> Result<(), String> {
+    let allowed = match kind {
+        "libvirt" => libvirt::CONTEXT_KEYS,
+        "vsphere" => vsphere::config::CONTEXT_KEYS,
+        "vmrun" => vmrun::CONTEXT_KEYS,
+        _ => return Ok(()),
+    };
+    let why = "names a program or a local path, weakens TLS or moves the state directory; it belongs in the CPI's own config file";
+    for (key, value) in driver {
+        if !allowed.contains(&key.as_str()) {
+            return Err(format!(
+                "driver.{key}: {why} (the context may set only where to connect and as whom: {})",
+                allowed.join(", ")
+            ));
+        }
+        if kind == "vmrun" && (key == "ssh" || key == "ssh_tunnel") {
+            if let Value::Object(ssh) = value {
+                let allowed = crate::transport::ssh::CONTEXT_KEYS;
+                if let Some(k) = ssh.keys().find(|k| !allowed.contains(&k.as_str())) {
+                    return Err(format!("driver.{key}.{k}: {why} (the context may set: {})", allowed.join(", ")));
+                }
+            }
+        }
+        if kind == "libvirt" && key == "uri" {
+            match value {
+                Value::String(uri) => libvirt::check_context_uri(uri)?,
+                _ => return Err("driver.uri must be a string".into()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What the caller told us about itself, from the request.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {

@@ -60,6 +60,16 @@ impl Pki {
     }
 }
 
+/// `mode=`, libvirt's choice of daemon socket: libvirtd's (`legacy`), the driver's own daemon's (`direct`,
+/// `virtqemud-sock`), or whichever exists (`auto`, libvirtd's first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Auto,
+    Legacy,
+    Direct,
+}
+
 /// A parsed connection URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uri {
@@ -68,14 +78,15 @@ pub struct Uri {
     /// `/system` or `/session`.
     pub path: String,
     pub transport: Transport,
+    pub mode: Mode,
 }
 
 pub const SSH_PORT: u16 = 22;
 /// libvirt's TLS port (`LIBVIRTD_TLS_PORT`).
 pub const TLS_PORT: u16 = 16514;
 
-const SSH_PARAMS: &str = "keyfile, known_hosts";
-const TLS_PARAMS: &str = "pkipath";
+const SSH_PARAMS: &str = "keyfile, known_hosts, mode, no_tty";
+const TLS_PARAMS: &str = "pkipath, mode, no_tty";
 
 fn is_root() -> bool {
     // SAFETY: getuid has no preconditions and cannot fail
@@ -156,7 +167,22 @@ impl Uri {
         if path != "/system" && path != "/session" {
             return Err(bad(format!("the path must be /system or /session, got {path:?}")));
         }
-        let params = parse_query(query.unwrap_or(""), uri)?;
+        let mut params = parse_query(query.unwrap_or(""), uri)?;
+        // libvirt's parameters that mean the same on every transport: which daemon socket, and whether ssh
+        // gets a terminal (it never does here)
+        let mut mode = Mode::Auto;
+        for (k, v) in &params {
+            match (k.as_str(), v.as_str()) {
+                ("mode", "auto") => mode = Mode::Auto,
+                ("mode", "legacy") => mode = Mode::Legacy,
+                ("mode", "direct") => mode = Mode::Direct,
+                ("mode", other) => return Err(bad(format!("mode must be auto, legacy or direct, got {other:?}"))),
+                ("no_tty", "0" | "1") => {}
+                ("no_tty", other) => return Err(bad(format!("no_tty must be 0 or 1, got {other:?}"))),
+                _ => {}
+            }
+        }
+        params.retain(|(k, _)| k != "mode" && k != "no_tty");
         let (user, host, port) = parse_authority(authority, uri)?;
         if host.is_empty() && (port.is_some() || user.is_some()) && matches!(transport, None | Some("unix")) {
             return Err(bad("a unix socket URI names no user or port".into()));
@@ -226,16 +252,16 @@ impl Uri {
         };
         if transport == Transport::Unix {
             if let Some((k, v)) = params.first() {
-                return Err(bad(refusal(k, v, "none")));
+                return Err(bad(refusal(k, v, "mode, no_tty")));
             }
         }
-        Ok(Uri { driver: driver.to_string(), path, transport })
+        Ok(Uri { driver: driver.to_string(), path, transport, mode })
     }
 }
 
 fn refusal(key: &str, value: &str, accepted: &str) -> String {
     let why = match key {
-        "command" | "netcat" | "proxy" | "mode" | "socket" | "name" => {
+        "command" | "netcat" | "proxy" | "socket" | "name" => {
             " (it chooses a program, socket or daemon the client would have to run or trust)"
         }
         "no_verify" | "no_tty" | "known_hosts_verify" | "sshauth" => {
@@ -248,7 +274,8 @@ fn refusal(key: &str, value: &str, accepted: &str) -> String {
 
 fn parse_query(q: &str, uri: &str) -> Result<Vec<(String, String)>> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for part in q.split('&').filter(|p| !p.is_empty()) {
+    // libvirt splits on '&' and ';' alike
+    for part in q.split(['&', ';']).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         let k = percent_decode(k, "a parameter name", uri)?;
         let v = percent_decode(&v.replace('+', " "), "a parameter value", uri)?;
@@ -335,6 +362,9 @@ mod tests {
         assert_eq!(u.server_name(), "qemu:///system");
         assert_eq!(ok("qemu+unix:///session").server_name(), "qemu:///session");
         assert!(err("qemu:///system?socket=/tmp/evil").contains("parameter socket=\"/tmp/evil\" is not supported"));
+        assert_eq!(ok("qemu:///system?mode=direct&no_tty=1").mode, Mode::Direct);
+        assert_eq!(ok("qemu:///system").mode, Mode::Auto);
+        assert!(err("qemu:///system?mode=proxy").contains("auto, legacy or direct"));
         assert!(err("qemu:///embed?root=/x").contains("/system or /session"));
         assert!(err("qemu+unix://host/system").contains("names no host"));
         assert!(err("test:///default").contains("test driver"));
@@ -357,7 +387,7 @@ mod tests {
         assert_eq!(u.server_name(), "qemu:///system");
         assert_eq!(u.target(), "qemu+ssh://ops@10.1.2.3:2222/system");
         // libvirt's libssh2 URIs as the README used to show them
-        let u = ok("qemu+libssh2://root@h/system?keyfile=/k&known_hosts=/kh&sshauth=privkey");
+        let u = ok("qemu+libssh2://root@h/system?keyfile=/k&known_hosts=/kh&sshauth=privkey&no_tty=1");
         assert!(matches!(u.transport, Transport::Ssh { port: 22, .. }));
         let u = ok("qemu+ssh://root@[::1]:22/system?keyfile=/k%20x&known_hosts=/kh");
         assert!(
@@ -377,6 +407,9 @@ mod tests {
             ("qemu+ssh://root@h:99999/system?keyfile=/k&known_hosts=/kh", "port"),
             ("qemu+ssh:///system", "needs a host"),
             ("qemu+ssh://root@h/system?keyfile=/k%zz", "%-escape"),
+            // libvirt reads ';' as '&': the second parameter is seen, and refused
+            ("qemu+ssh://root@h/system?keyfile=/k;command=/x&known_hosts=/kh", "chooses a program"),
+            ("qemu+ssh://root@h/system?keyfile=/k&known_hosts=/kh&%63ommand=/x", "chooses a program"),
         ] {
             let e = err(uri);
             assert!(e.contains(want), "{uri}: {e}");

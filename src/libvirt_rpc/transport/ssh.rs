@@ -9,25 +9,29 @@
 //! quoted in the one place that quotes ([`crate::transport::posix_quote`]).
 use super::{Options, Transport};
 use crate::libvirt_rpc::error::{Error, Result};
-use crate::libvirt_rpc::uri::{Transport as Kind, Uri};
+use crate::libvirt_rpc::uri::{Mode, Transport as Kind, Uri};
 use crate::transport::ssh::{Ssh, SshConfig};
 use crate::transport::Transport as _;
 use std::io::{self, Read, Write};
 
-/// The host-side proxy: `$1` the driver URI, `$2` the daemon's socket (empty for `/session`: the
-/// user's runtime directory on the host).
-pub const PROXY_SCRIPT: &str = r#"sock=${2:-${XDG_RUNTIME_DIR:-$HOME/.cache}/libvirt/libvirt-sock}
+/// The host-side proxy: `$1` the driver URI, `$2` the daemon's socket directory (empty for `/session`:
+/// the user's runtime directory on the host), `$3` the socket's name.
+pub const PROXY_SCRIPT: &str = r#"sock=${2:-${XDG_RUNTIME_DIR:-$HOME/.cache}/libvirt}/$3
 if command -v virt-ssh-helper >/dev/null 2>&1; then exec virt-ssh-helper "$1"; fi
 if nc -q 2>&1 | grep "requires an argument" >/dev/null 2>&1; then exec nc -q0 -U "$sock"; fi
 exec nc -U "$sock""#;
 
 /// The argv run on the host for `uri`.
 pub fn proxy_argv(uri: &Uri) -> Vec<String> {
-    let sock = if uri.path == "/system" { "/var/run/libvirt/libvirt-sock" } else { "" };
+    let dir = if uri.path == "/system" { "/var/run/libvirt" } else { "" };
+    let sock = match uri.mode {
+        Mode::Direct => format!("virt{}d-sock", uri.driver),
+        Mode::Auto | Mode::Legacy => "libvirt-sock".to_string(),
+    };
     ["sh", "-c", PROXY_SCRIPT, "vmcpi-libvirt-proxy"]
         .iter()
         .map(|s| s.to_string())
-        .chain([uri.server_name(), sock.to_string()])
+        .chain([uri.server_name(), dir.to_string(), sock])
         .collect()
 }
 
@@ -177,6 +181,10 @@ mod tests {
         assert_eq!(
             run(d.path(), "qemu+ssh://u@h/session?keyfile=/k&known_hosts=/kh"),
             "nc -q0 -U /home/u/.cache/libvirt/libvirt-sock\n"
+        );
+        assert_eq!(
+            run(d.path(), "qemu+ssh://u@h/system?keyfile=/k&known_hosts=/kh&mode=direct"),
+            "nc -q0 -U /var/run/libvirt/virtqemud-sock\n"
         );
         let d = bin_dir();
         fake(d.path(), "nc", r#"[ "$1" = -q ] && { echo "nc: invalid option -- 'q'" >&2; exit 1; }; echo "nc $*""#);

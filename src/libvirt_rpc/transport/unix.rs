@@ -1,9 +1,10 @@
 //! The local daemon's unix socket. `/system`: `/var/run/libvirt/libvirt-sock` (libvirtd, or virtproxyd
-//! on hosts with modular daemons), else the driver's own daemon (`virtqemud-sock`). `/session`: the same
+//! on hosts with modular daemons), else the driver's own daemon (`virtqemud-sock`); `mode=legacy` or
+//! `mode=direct` picks one. `/session`: the same
 //! names under `$XDG_RUNTIME_DIR/libvirt` (or `~/.cache/libvirt`). The client never starts a daemon.
 use super::{fd_readable, Options, Transport};
 use crate::libvirt_rpc::error::{Error, Result};
-use crate::libvirt_rpc::uri::Uri;
+use crate::libvirt_rpc::uri::{Mode, Uri};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -26,7 +27,12 @@ pub fn candidates(uri: &Uri) -> Vec<PathBuf> {
     } else {
         PathBuf::from("/var/run/libvirt")
     };
-    vec![dir.join("libvirt-sock"), dir.join(format!("virt{}d-sock", uri.driver))]
+    let (legacy, direct) = (dir.join("libvirt-sock"), dir.join(format!("virt{}d-sock", uri.driver)));
+    match uri.mode {
+        Mode::Auto => vec![legacy, direct],
+        Mode::Legacy => vec![legacy],
+        Mode::Direct => vec![direct],
+    }
 }
 
 /// Connects to the local daemon for `uri`.

@@ -5,6 +5,7 @@ pub mod fake_bk;
 mod fleet;
 mod flow;
 mod guest;
+mod hardening;
 mod libvirt;
 mod listener;
 mod outside;

@@ -6,13 +6,8 @@ use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 
 fn run_cmd(s: &Setup, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(launcher_bin())
-        .args(args)
-        .arg("--config")
-        .arg(&s.config)
-        .env("BK_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(launcher_bin()).args(args).arg("--config").arg(&s.config).env("BK_TOKEN", TOKEN).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),

@@ -29,7 +29,11 @@ fn tls_setup() -> (Setup, PathBuf) {
     let (cert, key) = make_cert(s.dir.path());
     let text = std::fs::read_to_string(&s.config).unwrap().replace(
         "poll_interval_ms = 100",
-        &format!("poll_interval_ms = 100\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}", cert.display(), key.display()),
+        &format!(
+            "poll_interval_ms = 100\ntls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+            cert.display(),
+            key.display()
+        ),
     );
     std::fs::write(&s.config, text).unwrap();
     (s, cert)
@@ -268,7 +272,8 @@ fn launcher_healthz_turns_unhealthy_when_its_listener_dies() {
     let t = Instant::now();
     let mut unhealthy = None;
     while t.elapsed() < Duration::from_secs(3) {
-        let (status, body) = kept.get("/healthz").unwrap_or_else(|e| panic!("the kept connection broke: {e}\n{}", s.log()));
+        let (status, body) =
+            kept.get("/healthz").unwrap_or_else(|e| panic!("the kept connection broke: {e}\n{}", s.log()));
         if status == 503 {
             unhealthy = Some(body);
             break;

@@ -154,11 +154,17 @@ impl Marker {
     /// The create of `cid` is complete: the marker goes, and from here the response is the only record of
     /// the new object. A kill between this and the response leaves an object no caller hears of: the CPI
     /// protocol's own window, which no CPI can close (a marker kept until after the response would let the
-    /// next call reap what the director holds). The debug line marks that moment, so that a fault-injection
-    /// test can tell such a kill from a leak.
+    /// next call reap what the director holds). The debug line announces that window *before* the marker
+    /// goes, so that a fault-injection test can tell such a kill from a leak: whenever the marker may be
+    /// gone, the line is in the log. A kill between the line and the unlink leaves the marker, and the
+    /// next create reaps the object (a test that deletes it as well finds it gone, which is fine).
+    /// (Announced after the unlink, a kill between the two left an object with neither a marker nor the
+    /// line: what the sigkill suite reported as a leak.)
     pub fn created(self, cid: &str) {
-        self.commit();
         crate::debug!("{cid}: created; from here the response is the only record of it");
+        crate::killpoint::kill_point("inflight.created.announced");
+        self.commit();
+        crate::killpoint::kill_point("inflight.created.unlinked");
     }
 
     /// The create finished (or its leftovers were reaped): remove the scratch space and the marker.

@@ -13,6 +13,7 @@
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
+//! - [`killpoint`]: named steps at which a test (debug builds only) makes the process die with SIGKILL.
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
 pub mod agent_settings;
@@ -25,6 +26,7 @@ pub mod exec;
 pub mod ids;
 pub mod inflight;
 pub mod iso9660;
+pub mod killpoint;
 pub mod launcher;
 pub mod logger;
 pub mod medium;

@@ -33,6 +33,8 @@ mod vsphere_golden;
 mod vsphere_spec;
 // The vSphere bootstrap (guest operations) and NFC uploads to another host, against a scripted SOAP server.
 mod vsphere_fake;
+// Hostile vSphere servers (stalls, drips, silence, endless pages, deep and huge replies): bounded BOSH errors.
+mod vsphere_hostile;
 // agent-launcher: the built binary against a fake Buildkite, a scriptable fake CPI, and vmcpi on libvirt.
 mod launcher;
 // The vmrun driver (VMware Workstation/Fusion/Player) against the VMware test double, locally and over SSH.

@@ -143,12 +143,14 @@ impl Driver for Vsphere {
             Ok(_) => {
                 undo.disarm();
                 info!("created VM {name}");
+                crate::killpoint::kill_point("vsphere.create_vm.done");
                 true
             }
             Err(_) => undo.run(),
         };
         // log out first: the marker goes only when nothing but writing the response is left to do
         drop(inv);
+        crate::killpoint::kill_point("vsphere.create_vm.session_closed");
         match &result {
             Ok(_) => marker.created(&name),
             Err(_) if settled => marker.commit(),

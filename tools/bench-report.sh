@@ -11,10 +11,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 cd "$HERE"
 BENCHES=("$@")
-[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(libvirt vmrun vsphere vsphere_official launcher)
+[ ${#BENCHES[@]} -gt 0 ] || BENCHES=(libvirt vmrun vsphere vsphere_official launcher libvirt_rpc)
 wants() { [[ " ${BENCHES[*]} " == *" $1 "* ]]; }
 bash tools/packages.sh --tests
-if wants libvirt; then
+if wants libvirt || wants libvirt_rpc; then
   dpkg-query -W -f='${Status}' virtinst 2>/dev/null | grep -q 'install ok installed' ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtinst >&2
   bash tools/libvirt-up.sh >/dev/null
@@ -43,7 +43,7 @@ for b in "${BENCHES[@]}"; do
   touch "$out/$b"
   cargo bench --locked --bench "$b" >"$out/$b" 2>"$out/$b.err" || { echo "bench-report: $b failed:" >&2; tail -20 "$out/$b.err" >&2; }
 done
-for b in libvirt vmrun vsphere vsphere_official launcher; do touch "$out/$b"; done
+for b in libvirt vmrun vsphere vsphere_official launcher libvirt_rpc; do touch "$out/$b"; done
 # README.md's "Why vmcpi" table, from a vsphere_official run whose every call succeeded
 if [ "${VMCPI_BENCH_README:-1}" != 0 ] && grep -q '^<!-- /readme:official -->$' "$out/vsphere_official" &&
   ! grep -q '^FAILED calls' "$out/vsphere_official"; then
@@ -63,6 +63,8 @@ fi
 # value of the libvirt table row whose first cell starts with $1
 lv() { awk -F'|' -v k="$1" 'index($2, k) == 2 { gsub(/^ +| +$/, "", $3); print $3; exit }' "$out/libvirt"; }
 line() { grep -m1 -- "$2" "$out/$1" | sed 's/^ *//' || true; }
+# "client | virsh | ratio" of the libvirt_rpc line that starts with $1
+rpc() { grep -m1 -F -- "$1" "$out/libvirt_rpc" | sed -E 's/.* ([0-9.]+ ms) +virsh +([0-9.]+ ms) +\(([0-9]+x)\)$/\1 | `virsh`: \2 | \3/' || true; }
 
 echo "# vmcpi benchmark report"
 echo
@@ -85,6 +87,9 @@ echo "| vSphere 4 GiB import | $(line vsphere '4 GiB stemcell import' | sed 's/^
 echo "| SSH overhead per call (vmrun) | $(line vmrun 'has_vm (1 file check' | sed 's/.*-> //') | | |"
 echo "| launcher poll, 10 000 jobs / 20 pools | $(line launcher 'launcher thread CPU time' | sed 's/launcher thread CPU time: //') CPU | | |"
 echo "| launcher job → create_vm | $(line launcher 'job appears' | sed 's/.*: //') | | |"
+echo "| libvirt RPC client: connect + open (unix socket) | $(rpc 'connect + open (unix socket)') |"
+echo "| libvirt RPC client: domain lookup + state | $(rpc 'domain lookup + state (open connection)') |"
+echo "| libvirt RPC client: connect, lookup, state, close | $(rpc 'connect + lookup + state + close') |"
 echo
 echo "## Peak RSS per method (libvirt)"
 echo
@@ -111,7 +116,7 @@ echo
 echo '```'
 cat "$out/vsphere"
 echo '```'
-for b in libvirt vmrun launcher; do
+for b in libvirt vmrun launcher libvirt_rpc; do
   echo
   echo "## $b (full output)"
   echo

@@ -162,7 +162,7 @@ impl Session {
                 api_type: String::new(),
             },
             user: cfg.user.clone(),
-            password: cfg.password.clone(),
+            password: cfg.password.expose().to_string(),
             logged_in: Cell::new(false),
             logout_at_end: Cell::new(store.is_none()),
             store,

@@ -777,7 +777,7 @@ impl Config {
                 }
             }
             if let Some(t) = &p.stemcell.tarball {
-                crate::launcher::stemcell::probe(t)
+                crate::launcher::stemcell::check(t)
                     .map_err(|e| invalid(format!("pool {}: {}", p.name, crate::launcher::log::chain(&e))))?;
             }
             if let Some(i) = &p.stemcell.image {

@@ -142,11 +142,7 @@ pub fn stemcell_api_version(pool: &crate::launcher::config::Pool) -> u32 {
         .api_version
         .or_else(|| {
             let t = pool.stemcell.tarball.as_ref()?;
-            crate::launcher::stemcell::read_manifest(t)
-                .ok()
-                .flatten()
-                .as_deref()
-                .and_then(crate::launcher::stemcell::manifest_api_version)
+            crate::launcher::stemcell::read_manifest(t).ok().flatten().and_then(|m| m.api_version)
         })
         .unwrap_or(3)
 }

@@ -882,7 +882,7 @@ impl Rest {
     /// newest first; so that the oldest jobs are not starved, page 1 is read and then, when there are more,
     /// up to `pages` pages from the oldest end (`rel="last"`, then `rel="prev"`).
     fn builds(&mut self, states: &[&str], pages: u32) -> Result<Vec<Build>, BkError> {
-        let from = crate::launcher::daemon::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
+        let from = crate::launcher::clock::now().saturating_sub(u64::from(self.lookback_hours) * 3600);
         let mut url = format!(
             "{}/v2/organizations/{}/builds?per_page=100&created_from={}",
             self.base,

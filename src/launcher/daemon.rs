@@ -6,6 +6,7 @@
 //! VM passes its deadline. On start, [`Daemon::recover`] settles every open record before any new work.
 use crate::launcher::breaker::{Breaker, Gate};
 use crate::launcher::buildkite::{is_started, is_terminal, sort_jobs, BkError, Listing, ScheduledJob, Source};
+use crate::launcher::clock::{now, now_f};
 use crate::launcher::config::{Config, OnShutdown};
 use crate::launcher::cpi::{Cpi, CpiError};
 use crate::launcher::http::{self, Assignment, Shared, SharedRef};
@@ -19,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -37,14 +38,6 @@ pub enum DaemonError {
     Register(#[source] BkError),
     #[error("cannot read random bytes for a VM secret")]
     Random(#[source] std::io::Error),
-}
-
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn now_f() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// 32 hex characters from the kernel's random source.

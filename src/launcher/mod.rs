@@ -1,5 +1,6 @@
 //! `agent-launcher`: one fresh VM per CI job, made through any BOSH CPI executable.
 //!
+//! - [`clock`]: the wall clock (a leaf every module may use).
 //! - [`config`]: the TOML config, validated once.
 //! - [`buildkite`]: the queue source (Stacks API) and its HTTP rules (retries, rate limits).
 //! - [`rules`]: agent query rule matching, as Buildkite does it.
@@ -15,6 +16,7 @@
 //! - [`stemcell`]: stemcell tarballs (the `image` and the `cloud_properties` of `stemcell.MF`).
 pub mod breaker;
 pub mod buildkite;
+pub mod clock;
 pub mod config;
 pub mod cpi;
 pub mod daemon;

@@ -1,7 +1,7 @@
 //! Views for people: `agent-launcher status` (what the ledger holds) and `--dry-run` (what a poll would do).
 use crate::launcher::buildkite::{is_terminal, BkError, Source};
+use crate::launcher::clock::now;
 use crate::launcher::config::Config;
-use crate::launcher::daemon::now;
 use crate::launcher::ledger::{self, LedgerError, State};
 use crate::launcher::plan::{plan, Decision, PoolInfo};
 use std::collections::HashSet;

@@ -277,6 +277,8 @@ mod tests {
             (json!({"driver": {"kind": "vsphere", "insecure": true}}), "driver.insecure"),
             (json!({"driver": {"uri": "qemu+ssh://h/system?command=/x"}}), "command"),
             (json!({"driver": "qemu:///system"}), "object"),
+            (json!({"driver": {"kind": "vsphere", "host": "https://elsewhere/sdk"}}), "driver.host without"),
+            (json!({"driver": {"kind": "vsphere", "host": "https://elsewhere/sdk", "user": "u"}}), "credentials"),
         ] {
             let err = Config::from_value(file.clone(), Some(&ctx), "t").unwrap_err().to_string();
             assert!(err.contains(says) && err.contains("request context"), "{ctx}: {err}");
@@ -284,6 +286,14 @@ mod tests {
         // the file itself may set them
         let file = json!({"driver": {"kind": "libvirt", "virsh": "/opt/virsh", "state_dir": "/srv/vmcpi"}});
         assert!(Config::from_value(file, Some(&json!({"driver": {"pool": "p"}})), "t").is_ok());
+        // another vCenter with its own credentials
+        let file = json!({"driver": {"kind": "vsphere", "host": "https://vc/sdk", "user": "a", "password": "b",
+            "datacenter": "DC0"}});
+        let ctx = json!({"driver": {"host": "https://vc2/sdk", "user": "c", "password": "d"}});
+        match Config::from_value(file, Some(&ctx), "t").unwrap().driver {
+            DriverConfig::Vsphere(c) => assert_eq!(c.host, "https://vc2/sdk"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`compat`]: bosh-vmrun-cpi's setting names, read as vmcpi's.
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
+//! - [`libvirt_rpc`]: libvirt's RPC protocol spoken directly (unix socket, SSH, TLS; no virsh, no libvirt.so).
 //! - [`inflight`]: in-flight markers of creates, and the reaping of what killed creates left.
 //! - [`statedir`]: state directories on the CPI's host, trusted only when private to this user.
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
@@ -34,6 +35,7 @@ pub mod inflight;
 pub mod iso9660;
 pub mod killpoint;
 pub mod launcher;
+pub mod libvirt_rpc;
 pub mod logger;
 pub mod medium;
 pub mod redact;

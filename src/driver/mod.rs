@@ -75,6 +75,13 @@ pub fn check_context(kind: &str, driver: &Map<String, Value>) -> Result<(), Stri
                 }
             }
         }
+        // the file's vCenter password is for the file's vCenter: a context that names another host names its
+        // own credentials too, so a password never goes to a host the file did not choose
+        if kind == "vsphere" && key == "host" && !(driver.contains_key("user") && driver.contains_key("password")) {
+            return Err("driver.host without driver.user and driver.password: the config file's credentials are \
+                 sent only to the config file's host; a CPI config that names another host gives its own"
+                .into());
+        }
         if kind == "libvirt" && key == "uri" {
             match value {
                 Value::String(uri) => libvirt::check_context_uri(uri)?,

@@ -21,6 +21,7 @@
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
 //! - [`timing`]: where a call's time goes (the debug log's `timing:` line).
 //! - [`vocabulary`]: the words of vmcpi's own messages (collected by build.rs), which the log's safety net never masks.
+//! - [`glob`]: the one wildcard matcher (`*`, and `?` where asked) of vmcpi and agent-launcher.
 //! - [`secret`]: `Secret`, the type of every password, key and token a config holds (prints `<redacted>`).
 pub mod agent_settings;
 pub mod compat;
@@ -29,6 +30,7 @@ pub mod driver;
 pub mod encoding;
 pub mod error;
 pub mod exec;
+pub mod glob;
 pub mod ids;
 pub mod inflight;
 pub mod iso9660;

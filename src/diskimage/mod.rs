@@ -30,7 +30,7 @@ pub mod raw;
 pub mod vmdk;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The largest virtual disk accepted (1 TiB): a stemcell's root disk is a few GiB.
 pub const MAX_VIRTUAL_SIZE: u64 = 1 << 40;

@@ -6,6 +6,72 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A stream-optimised VMDK of `grains` grain records whose payloads are noise (not deflate: only a reader
+/// that inflates would object), for tests of what streams it through.
+pub(crate) fn noise_stream_vmdk(grains: u64) -> Vec<u8> {
+    let mut w = vmdk::StreamWriter::new(Vec::new(), (grains + 1) * 65536, "image-disk1.vmdk").unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for g in 0..grains {
+        let payload: Vec<u8> = (0..65000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        w.record(g * 65536, &payload).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// The header of a qcow2 image of `size` bytes (version 3, 64 KiB clusters), padded to `len` bytes: enough
+/// for [`qcow2::inspect`], not for qemu.
+pub(crate) fn tiny_qcow2(size: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len.max(112)];
+    v[0..4].copy_from_slice(b"QFI\xfb");
+    v[4..8].copy_from_slice(&3u32.to_be_bytes());
+    v[20..24].copy_from_slice(&16u32.to_be_bytes());
+    v[24..32].copy_from_slice(&size.to_be_bytes());
+    v[36..40].copy_from_slice(&(size.div_ceil(1 << 29) as u32).to_be_bytes());
+    v[40..48].copy_from_slice(&0x30000u64.to_be_bytes());
+    v[48..56].copy_from_slice(&0x10000u64.to_be_bytes());
+    v[56..60].copy_from_slice(&1u32.to_be_bytes());
+    v[96..100].copy_from_slice(&4u32.to_be_bytes());
+    v[100..104].copy_from_slice(&104u32.to_be_bytes());
+    v
+}
+
+#[test]
+fn what_the_stream_writer_writes_reads_back_here_and_in_qemu_img() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = (5 << 20) + 1024;
+    let mut w = vmdk::StreamWriter::new(Vec::new(), size, "w.vmdk").unwrap();
+    let mut want = vec![0u8; size as usize];
+    for (g, byte) in [(0u64, 1u8), (3, 0), (40, 9), (80, 4)] {
+        let at = g * 65536;
+        let n = (65536).min(size - at) as usize;
+        let data = vec![byte; n];
+        w.data(at, &data).unwrap();
+        want[at as usize..at as usize + n].copy_from_slice(&data);
+    }
+    let v = w.finish().unwrap();
+    let (ours, kind, vsize) = read_to_raw(&v, dir.path());
+    assert_eq!((kind, vsize), (Kind::StreamOptimized, size));
+    assert!(std::fs::read(ours).unwrap() == want);
+    assert!(qcow2::inspect(&tiny_qcow2(1 << 30, 4096), 4096).is_ok());
+    let mut inner = Chunky::new(noise_stream_vmdk(3));
+    assert!(Checked::new(Declared::Vmdk, "n.vmdk", inner.data.len() as u64, &mut inner)
+        .unwrap()
+        .read_to_end(&mut Vec::new())
+        .is_ok());
+    if qemu_img_present() {
+        let f = dir.path().join("w.vmdk");
+        std::fs::write(&f, &v).unwrap();
+        assert!(qemu_raw(&f, dir.path()) == want);
+    }
+}
+
 /// Whether qemu-img is here; in CI it must be.
 fn qemu_img_present() -> bool {
     let ok = Command::new("qemu-img").arg("--version").output().is_ok_and(|o| o.status.success());
@@ -302,6 +368,10 @@ fn descriptors_that_reach_outside_the_file_are_refused_and_named() {
     let mut cap0 = header(3, 0, 128, 20, 21, 128, 0);
     cap0.extend_from_slice(flat.as_bytes());
     cap0.resize(22 * 512, 0);
+    refused_with(&cap0, &["a FLAT extent naming /etc/passwd"]);
+    let mut cap0 = header(3, 0, 128, 20, 21, 128, 0);
+    cap0.extend_from_slice(descriptor("monolithicSparse", "RW 0 SPARSE \"d.vmdk\"").as_bytes());
+    cap0.resize(22 * 512, 0);
     refused_with(&cap0, &["capacity 0"]);
     // embedded descriptors
     refused_with(
@@ -411,11 +481,10 @@ fn stream_faults_are_refused_as_they_pass() {
     let big = vmware_stream(&desc, &[(0, zlib(&noise))], true, true);
     refused_with(&big[..128 * 512 + 3000], &["runs past the end of the file"]);
     refused_with(&whole[..300], &["ends inside its header"]);
-    refused_with(&whole[..2000], &["an overhead of 128 sectors in a file of 2000 bytes"]);
-    // a stream that ends before its declared length (a cut archive)
-    let scratch = tempfile::tempdir().unwrap();
-    let e = VmdkReader::open(Chunky::new(whole[..2000].to_vec()), whole.len() as u64, scratch.path()).err().unwrap();
-    assert!(e.to_string().contains("ends inside its descriptor"), "{e}");
+    refused_with(&whole[..2000], &["ends inside its descriptor (2000 bytes)"]);
+    let mut short = whole[..129 * 512].to_vec();
+    short[64..72].copy_from_slice(&1000u64.to_le_bytes());
+    refused_with(&short, &["an overhead of 1000 sectors in a file of 66048 bytes"]);
     refused_with(&vmware_stream(&desc, &[(0, g(1))], false, true), &["no footer"]);
     let mut v = whole.clone();
     let footer = v.len() - 1024;

@@ -376,7 +376,7 @@ mod disks {
             (
                 "sparse header of capacity 0 (qemu reads its descriptor as a descriptor file)",
                 kdmv(3, 0, &flat),
-                vec!["capacity 0".into()],
+                vec!["FLAT".into(), host.into()],
             ),
             (
                 "embedded descriptor with a second, FLAT extent",
@@ -396,6 +396,17 @@ mod disks {
                 vec!["vmfs".into()],
             ),
         ];
+        // a well-formed head and first grain, then a grain on top of the first: refused as it streams
+        let broken = {
+            let mut w = vmcpi::diskimage::vmdk::StreamWriter::new(Vec::new(), 3 << 20, "image-disk1.vmdk").unwrap();
+            w.data(0, &[7u8; 65536]).unwrap();
+            let second = w.get_mut().len();
+            w.data(65536, &[9u8; 65536]).unwrap();
+            let mut v = w.finish().unwrap();
+            v[second..second + 8].copy_from_slice(&0u64.to_le_bytes());
+            v
+        };
+        cases.push(("stream-optimised with a grain on top of another", broken, vec!["overlaps".into()]));
         let mut images = Vec::new();
         for (i, (what, vmdk, expect)) in cases.drain(..).enumerate() {
             let image = dir.path().join(format!("vsphere-{i}.tgz"));

@@ -198,7 +198,8 @@ fn stream_optimized_and_monolithic_sparse_read_exactly_as_qemu_img_reads_them() 
         let ours = std::fs::read(ours).unwrap();
         assert!(ours == qemu_raw(&vmdk, dir.path()), "{sub}: our raw differs from qemu-img's");
         assert!(ours == std::fs::read(&raw).unwrap(), "{sub}: our raw differs from the original");
-        // the checked stream hands on the same bytes and says what it is
+        // the checked stream hands on the same bytes and says what it is (and qemu-img's stream of a disk
+        // of zeros: no grain, no marker)
         let mut inner = Chunky::new(bytes.clone());
         let mut c = Checked::new(Declared::Vmdk, "x.vmdk", bytes.len() as u64, &mut inner).unwrap();
         assert_eq!(c.info(), Info { format: Format::Vmdk(kind), virtual_size: size });
@@ -292,6 +293,29 @@ fn grain_of(byte: u8) -> Vec<u8> {
     let mut g = vec![byte; 65536];
     g[..8].copy_from_slice(b"grain at");
     g
+}
+
+#[test]
+fn a_stream_of_a_disk_without_data_is_its_header_alone() {
+    if !qemu_img_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("zeros.raw");
+    std::fs::File::create(&raw).unwrap().set_len(32 << 20).unwrap();
+    let vmdk = dir.path().join("zeros.vmdk");
+    qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", p(&raw), p(&vmdk)]);
+    let bytes = std::fs::read(&vmdk).unwrap();
+    let (ours, kind, size) = read_to_raw(&bytes, dir.path());
+    assert_eq!((kind, size), (Kind::StreamOptimized, 32 << 20));
+    assert!(std::fs::read(ours).unwrap().iter().all(|&b| b == 0));
+    let mut inner = Chunky::new(bytes.clone());
+    let mut c = Checked::new(Declared::Vmdk, "z.vmdk", bytes.len() as u64, &mut inner).unwrap();
+    c.read_to_end(&mut Vec::new()).unwrap();
+    // but a VMware stream (its directory in the footer) cut after its head is cut short
+    let desc = descriptor("streamOptimized", &format!("RW {CAP} SPARSE \"d.vmdk\""));
+    let v = vmware_stream(&desc, &[], true, true);
+    refused_with(&v[..128 * 512], &["before its end-of-stream marker"]);
 }
 
 #[test]

@@ -467,6 +467,8 @@ pub(crate) struct StreamCheck {
     marker: [u8; 16],
     next_lba: u64,
     footer_seen: bool,
+    /// A grain or metadata marker has been seen.
+    records: bool,
 }
 
 impl StreamCheck {
@@ -481,6 +483,7 @@ impl StreamCheck {
             marker: [0; 16],
             next_lba: 0,
             footer_seen: false,
+            records: false,
         }
     }
 
@@ -516,6 +519,11 @@ impl StreamCheck {
     pub(crate) fn finish(&mut self) -> Result<()> {
         match self.state {
             State::Unchecked | State::Trailing => Ok(()),
+            // qemu-img's stream of a disk with no data: its tables at the start, no grain, no marker at all
+            State::Marker { have: 0 } if !self.records && self.hdr().gd_offset != GD_AT_END => {
+                self.state = State::Trailing;
+                Ok(())
+            }
             State::Other => Err(describe_other(&self.head)),
             State::Header if self.pos == 0 => Err(self.bad("the file is empty")),
             State::Header if !self.head.starts_with(b"KDMV") && !b"KDMV".starts_with(&self.head) => {
@@ -611,6 +619,7 @@ impl StreamCheck {
                 let val = le64(&self.marker, 0);
                 let size = le32(&self.marker, 8) as u64;
                 let start = self.pos - (have - n) as u64;
+                self.records = true;
                 if size > 0 {
                     return Ok((n, self.grain_marker(val, size, start)?));
                 }

@@ -43,10 +43,15 @@ fn read(bytes: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     read(data);
-    let mut w = StreamWriter::new(Vec::new(), 1 << 20, "fuzz.vmdk").unwrap();
-    w.data(0, &[1u8; 4000]).unwrap();
-    w.data(5 << 16, b"grain five").unwrap();
-    let mut v = w.finish().unwrap();
+    static BASE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let mut v = BASE
+        .get_or_init(|| {
+            let mut w = StreamWriter::new(Vec::new(), 1 << 20, "fuzz.vmdk").unwrap();
+            w.data(0, &[1u8; 4000]).unwrap();
+            w.data(5 << 16, b"grain five").unwrap();
+            w.finish().unwrap()
+        })
+        .clone();
     // the patched bytes: the header, the descriptor and everything after the grains' start
     for p in data.chunks_exact(3) {
         let off = u16::from_le_bytes([p[0], p[1]]) as usize;

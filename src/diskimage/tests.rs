@@ -444,6 +444,8 @@ fn descriptors_that_reach_outside_the_file_are_refused_and_named() {
     let m = refused_with(b"\x7fELF\x02\x01\x01\0 and more", &["7f454c46"]);
     assert!(m.contains("not a valid sparse VMDK"), "{m}");
     refused_with(b"", &["empty"]);
+    // found by the fuzzer: a line whose 4th byte is inside a multi-byte character
+    refused_with("# Disk DescriptorFile\nver\u{fffd}sion=1\nRW 8 FLAT \"/etc/passwd\" 0\n".as_bytes(), &["FLAT"]);
 }
 
 #[test]

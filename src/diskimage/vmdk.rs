@@ -256,7 +256,7 @@ fn parse_descriptor(text: &[u8]) -> Descriptor {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        if line.len() >= 4 && line[..4].eq_ignore_ascii_case("ddb.") {
+        if line.len() >= 4 && line.as_bytes()[..4].eq_ignore_ascii_case(b"ddb.") {
             continue;
         }
         let first = line.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();

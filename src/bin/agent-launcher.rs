@@ -62,6 +62,9 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
 
 fn load(path: &std::path::Path) -> Result<(Config, String), vmcpi::launcher::config::ConfigError> {
     let cfg = Config::load(path)?;
+    for w in cfg.warnings() {
+        log::warn(&w);
+    }
     let token = cfg.token()?;
     log::add_secret(&token);
     Ok((cfg, token))

@@ -700,7 +700,7 @@ impl Source for Stacks {
         if !is_uuid_like(id) {
             return Err(BkError::Invalid { what: "finish job".into(), message: format!("bad job id {id:?}") });
         }
-        let detail: String = detail.chars().take(4000).collect();
+        let detail = outgoing(detail, 4000);
         let url = self.url(&format!("/jobs/{}/finish", enc(id)));
         match self.http.request(
             "finish job",
@@ -715,7 +715,7 @@ impl Source for Stacks {
     }
 
     fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
-        let detail: String = detail.chars().take(256).collect();
+        let detail = outgoing(detail, 256);
         let url = self.url("/notifications");
         self.http
             .request(
@@ -726,6 +726,13 @@ impl Source for Stacks {
             )
             .map(|_| ())
     }
+}
+
+/// Text for Buildkite (a job's finish detail, a notification, an annotation): CPI errors and other outside
+/// text pass through the launcher's redactor (tokens and VM secrets become `<redacted>`), then are cut to
+/// `max` characters (after redacting, so a cut never leaves part of a secret).
+fn outgoing(detail: &str, max: usize) -> String {
+    crate::launcher::log::redact(detail).chars().take(max).collect()
 }
 
 /// The REST API (`/v2/organizations/{org}/builds`) with an API access token, for organisations without the
@@ -978,6 +985,7 @@ impl Source for Rest {
             enc(&self.org),
             enc(&pipeline)
         );
+        let detail = outgoing(detail, 4000);
         let body = json!({"body": format!("agent-launcher, job {id}: {detail}"), "style": "error", "context": format!("agent-launcher-{id}")});
         self.http.request("annotate build", "POST", &url, Some(&body)).map(|_| ())
     }
@@ -986,6 +994,17 @@ impl Source for Rest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_for_buildkite_is_redacted_before_it_is_cut() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        crate::launcher::log::add_secret(secret);
+        let text = format!("{}{{\"secret\":\"{secret}\"}}", "x".repeat(240));
+        let out = outgoing(&text, 256);
+        assert!(!out.contains(&secret[..8]), "{out}");
+        assert!(out.ends_with("{\"secret\":\"<reda"), "{out}");
+        assert_eq!(outgoing(&format!("create_vm failed: {secret}"), 4000), "create_vm failed: <redacted>");
+    }
 
     /// A listed job without rules.
     fn j(id: &str, priority: i64, scheduled_at: &str) -> ScheduledJob {

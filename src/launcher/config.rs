@@ -22,6 +22,11 @@ pub enum ConfigError {
     Token(String, #[source] std::io::Error),
     #[error("the Buildkite token in {0} is empty")]
     EmptyToken(String),
+    #[error(
+        "the token file {path} may be read or changed by others (mode {mode:o}, owner uid {uid}): \
+         chmod 600 {path}, owned by the launcher's user or root"
+    )]
+    OpenTokenFile { path: String, mode: u32, uid: u32 },
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -49,6 +54,9 @@ pub struct Config {
     /// Serve the listener over HTTPS with this certificate (PEM, the chain) and key (PEM).
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// What the listener allows its clients.
+    #[serde(default)]
+    pub listener: ListenerLimits,
     /// What SIGTERM does with running VMs: `leave` them to the next start, or `drain` (wait for their jobs).
     #[serde(default)]
     pub on_shutdown: OnShutdown,
@@ -78,6 +86,42 @@ fn default_unhealthy_after() -> u32 {
 pub struct Tls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+/// The listener's limits on its clients (`[listener]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Connections open at once; more wait in the kernel's backlog until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take for a TLS handshake, a request's headers, its body, and how long a
+    /// kept-alive connection may sit idle, in seconds.
+    #[serde(default = "default_listener_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+fn default_listener_timeout() -> u64 {
+    10
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits { max_connections: default_max_connections(), timeout_seconds: default_listener_timeout() }
+    }
+}
+
+impl ListenerLimits {
+    pub fn limits(&self) -> crate::launcher::server::Limits {
+        crate::launcher::server::Limits {
+            max_connections: self.max_connections,
+            timeout: std::time::Duration::from_secs(self.timeout_seconds),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -191,6 +235,10 @@ pub struct Buildkite {
     /// REST source only: the API base, the organisation, and the API token (file or env var).
     #[serde(default)]
     pub rest: Option<RestSource>,
+    /// Accept `http://` endpoints on other hosts than this machine's loopback (the tokens then cross the
+    /// network in clear text; a warning says so at every start).
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -491,6 +539,15 @@ impl Config {
         if self.buildkite.queues.len() > 1 && self.buildkite.source == SourceKind::Rest {
             return Err(invalid("buildkite.queues: several queues need source = \"stacks\""));
         }
+        for (key, url) in self.cleartext_endpoints() {
+            if !self.buildkite.allow_http {
+                return Err(invalid(format!(
+                    "{key} {url:?} would send a token in clear text: use https://, or set allow_http = true in \
+                     [buildkite] to accept that (http:// needs no opt-in only on this machine's loopback: \
+                     127.0.0.1, [::1], localhost)"
+                )));
+            }
+        }
         for (key, v) in
             [("endpoint", Some(&self.buildkite.endpoint)), ("agent_endpoint", self.buildkite.agent_endpoint.as_ref())]
         {
@@ -535,6 +592,10 @@ impl Config {
                 }
                 Some(_) => {}
             }
+        }
+        if !(1..=65536).contains(&self.listener.max_connections) || !(1..=3600).contains(&self.listener.timeout_seconds)
+        {
+            return Err(invalid("listener: max_connections must be 1 to 65536 and timeout_seconds 1 to 3600"));
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(format!("listen: {:?} is not host:port with a numeric host", self.listen)));
@@ -630,6 +691,32 @@ impl Config {
         Ok(())
     }
 
+    /// The Buildkite endpoints (`buildkite.endpoint`, `buildkite.agent_endpoint`, `buildkite.rest.endpoint`)
+    /// that are plain `http://` to a host other than this machine's loopback.
+    pub fn cleartext_endpoints(&self) -> Vec<(&'static str, &str)> {
+        let b = &self.buildkite;
+        [
+            ("buildkite.endpoint", Some(b.endpoint.as_str())),
+            ("buildkite.agent_endpoint", b.agent_endpoint.as_deref()),
+            ("buildkite.rest.endpoint", b.rest.as_ref().map(|r| r.endpoint.as_str())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .filter(|(_, v)| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")) && !loopback_url(v))
+        .collect()
+    }
+
+    /// What an operator should know about a config that is accepted: `http://` endpoints allowed by
+    /// `allow_http`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.cleartext_endpoints()
+            .into_iter()
+            .map(|(k, v)| {
+                format!("{k} {v:?} is plain http: the token crosses the network in clear text (allow_http = true)")
+            })
+            .collect()
+    }
+
     /// The queues this launcher serves with their stack keys: `queue` with `stack_key`, or every one of
     /// `queues` with `<stack_key>-<queue>` (one queue in `queues` keeps `stack_key` as it is).
     pub fn queue_stacks(&self) -> Vec<(String, String)> {
@@ -672,7 +759,7 @@ impl Config {
     }
 
     /// What `check-config` checks beyond the file itself: every CPI is an executable file, every stemcell
-    /// file exists (a tarball has an `image`), the TLS files are readable, and the listen address is free.
+    /// file exists (a tarball has an `image`), the TLS certificate and key load, and the listen address is free.
     pub fn check_local(&self) -> Result<(), ConfigError> {
         use std::os::unix::fs::PermissionsExt;
         for p in &self.pools {
@@ -699,9 +786,8 @@ impl Config {
             }
         }
         if let Some(t) = &self.tls {
-            for f in [&t.cert_file, &t.key_file] {
-                std::fs::read(f).map_err(|e| invalid(format!("tls: {}: {e}", f.display())))?;
-            }
+            crate::launcher::server::tls_config(&t.cert_file, &t.key_file)
+                .map_err(|e| invalid(format!("tls: {}", crate::launcher::log::chain(&e))))?;
         }
         std::net::TcpListener::bind(&self.listen)
             .map_err(|e| invalid(format!("listen: cannot bind {}: {e} (is another launcher running?)", self.listen)))?;
@@ -709,12 +795,35 @@ impl Config {
     }
 }
 
+/// Whether a URL's host is this machine's loopback (127.0.0.0/8, ::1, `localhost`): what is sent there does
+/// not leave the machine.
+pub fn loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A token file's contents, when only its owner (the launcher's user or root) may read or change it.
+fn read_token_file(f: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let path = f.display().to_string();
+    let meta = std::fs::metadata(f).map_err(|e| ConfigError::Token(path.clone(), e))?;
+    // SAFETY: geteuid has no preconditions and cannot fail
+    let me = unsafe { libc::geteuid() };
+    if meta.mode() & 0o077 != 0 || (meta.uid() != me && meta.uid() != 0) {
+        return Err(ConfigError::OpenTokenFile { path, mode: meta.mode() & 0o7777, uid: meta.uid() });
+    }
+    std::fs::read_to_string(f).map_err(|e| ConfigError::Token(path, e))
+}
+
 fn read_token(file: Option<&Path>, env: Option<&str>) -> Result<String, ConfigError> {
     let (token, from) = match (file, env) {
-        (Some(f), _) => (
-            std::fs::read_to_string(f).map_err(|e| ConfigError::Token(f.display().to_string(), e))?,
-            f.display().to_string(),
-        ),
+        (Some(f), _) => (read_token_file(f)?, f.display().to_string()),
         (None, Some(v)) => (
             std::env::var(v).map_err(|_| {
                 ConfigError::Token(
@@ -763,8 +872,8 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
     fn agent_endpoint_defaults_to_endpoint_and_must_be_an_agent_api_url() {
         assert_eq!(parse(GOOD).unwrap().agent_endpoint(), "https://agent.buildkite.com/v3");
         let with =
-            GOOD.replace("stack_key = \"s1\"", "stack_key = \"s1\"\nagent_endpoint = \"http://10.0.2.2:8080/v3\"");
-        assert_eq!(parse(&with).unwrap().agent_endpoint(), "http://10.0.2.2:8080/v3");
+            GOOD.replace("stack_key = \"s1\"", "stack_key = \"s1\"\nagent_endpoint = \"https://10.0.2.2:8443/v3\"");
+        assert_eq!(parse(&with).unwrap().agent_endpoint(), "https://10.0.2.2:8443/v3");
         let bad = GOOD.replace("stack_key = \"s1\"", "stack_key = \"s1\"\nagent_endpoint = \"10.0.2.2:8080\"");
         let e = parse(&bad).unwrap_err().to_string();
         assert!(e.contains("buildkite.agent_endpoint"), "{e}");
@@ -834,6 +943,10 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
             "tls",
             "cert_file",
             "key_file",
+            "[listener]",
+            "max_connections",
+            "timeout_seconds",
+            "allow_http",
             "[limits]",
             "[buildkite]",
             "source",
@@ -951,8 +1064,46 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         let mut c = parse(GOOD).unwrap();
         c.buildkite.token_env = None;
         c.buildkite.token_file = Some(f.clone());
+        // written with the umask's 0644: others may read it
+        let e = c.token().unwrap_err();
+        assert!(matches!(e, ConfigError::OpenTokenFile { mode: 0o644, .. }), "{e}");
+        assert!(e.to_string().contains(&format!("chmod 600 {}", f.display())), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(c.token().unwrap(), "bkct_secret");
         std::fs::write(&f, "  \n").unwrap();
         assert!(matches!(c.token(), Err(ConfigError::EmptyToken(_))));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(c.token(), Err(ConfigError::OpenTokenFile { .. })));
+    }
+
+    #[test]
+    fn plain_http_endpoints_need_loopback_or_allow_http() {
+        for url in ["http://127.0.0.1:8080/v3", "http://127.9.9.9/v3", "http://[::1]:80/v3", "HTTP://LocalHost/v3"] {
+            assert!(loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.2.2:8080/v3",
+            "http://127.0.0.1@evil.example/v3",
+            "http://localhost.example/v3",
+            "http://[::2]/v3",
+            "http://128.0.0.1/v3",
+        ] {
+            assert!(!loopback_url(url), "{url}");
+        }
+        let with = |line: &str| parse(&GOOD.replace("stack_key = \"s1\"", &format!("stack_key = \"s1\"\n{line}")));
+        assert!(with("endpoint = \"http://127.0.0.1:9/v3\"").unwrap().warnings().is_empty());
+        assert!(with("endpoint = \"https://agent.example/v3\"").unwrap().warnings().is_empty());
+        for line in [
+            "endpoint = \"http://agent.example/v3\"",
+            "agent_endpoint = \"http://10.0.2.2:8080/v3\"",
+            "source = \"rest\"\nrest = { organization = \"o\", token_env = \"R\", endpoint = \"http://api.example\" }",
+        ] {
+            let e = with(line).unwrap_err().to_string();
+            assert!(e.contains("clear text") && e.contains("allow_http = true"), "{line}: {e}");
+            let c = with(&format!("allow_http = true\n{line}")).unwrap();
+            assert_eq!(c.warnings().len(), 1, "{line}");
+            assert!(c.warnings()[0].contains("clear text"), "{:?}", c.warnings());
+        }
     }
 }

@@ -112,6 +112,10 @@ pub struct Daemon {
     power_busy: Vec<bool>,
     /// Per pool: no new wake before then (after a host did not come up).
     wake_not_before: Vec<Option<Instant>>,
+    /// The HTTP listener (it restarts its own accept loop; a new one replaces it if its thread ends).
+    listener: http::Listener,
+    /// When the next try to start a listener whose thread ended is due.
+    listener_retry_at: Option<Instant>,
 }
 
 /// The pools' breaker states of the running launcher, in its ledger directory (read by `status`).
@@ -208,12 +212,14 @@ impl Daemon {
             unhealthy_after: cfg.unhealthy_after_failed_polls,
             agent_endpoint: cfg.agent_endpoint(),
             agent_token,
+            listener_down: None,
         }));
-        let addr = http::serve(&cfg.listen, cfg.tls.as_ref(), shared.clone())
+        let listener = http::serve(&cfg.listen, cfg.tls.as_ref(), cfg.listener.limits(), shared.clone())
             .map_err(|source| DaemonError::Listen { addr: cfg.listen.clone(), source })?;
         log::info(&format!(
-            "listening on {}://{addr} (/metrics, /healthz, /v1/assignment)",
-            if cfg.tls.is_some() { "https" } else { "http" }
+            "listening on {}://{} (/metrics, /healthz, /v1/assignment)",
+            if cfg.tls.is_some() { "https" } else { "http" },
+            listener.addr()
         ));
         let (tx, rx) = channel();
         let mut d = Daemon {
@@ -238,6 +244,8 @@ impl Daemon {
             idle_since: Vec::new(),
             power_busy: Vec::new(),
             wake_not_before: Vec::new(),
+            listener,
+            listener_retry_at: None,
         };
         let n = d.cfg.pools.len();
         (d.power_since, d.idle_since) = (vec![Instant::now(); n], vec![None; n]);
@@ -872,6 +880,7 @@ impl Daemon {
                     break;
                 }
             }
+            self.watch_listener();
             let wait = next_poll.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
             if let Ok(msg) = self.rx.recv_timeout(wait) {
                 self.handle(msg)?;
@@ -1140,6 +1149,31 @@ impl Daemon {
             }
             Err(e) => self.bk_error("reserve", &e),
         }
+    }
+
+    /// Starts a new listener when the thread of the old one has ended (a bug: its accept loop restarts
+    /// itself); until then `/healthz` has nobody to answer it, and the log says why every 5 s.
+    fn watch_listener(&mut self) {
+        if !self.listener.is_finished() || self.listener_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let (listen, tls) = (&self.cfg.listen, self.cfg.tls.as_ref());
+        match http::serve(listen, tls, self.cfg.listener.limits(), self.shared.clone()) {
+            Ok(l) => {
+                log::error(&format!("the HTTP listener's thread had ended: a new one listens on {}", l.addr()));
+                http::lock(&self.shared).listener_down = None;
+                self.listener = l;
+                self.listener_retry_at = None;
+            }
+            Err(e) => {
+                log::error(&format!(
+                    "the HTTP listener's thread has ended and a new one cannot start: {}; trying again in 5 s",
+                    log::chain(&e)
+                ));
+                self.listener_retry_at = Some(Instant::now() + Duration::from_secs(5));
+            }
+        }
+        http::lock(&self.shared).metrics.inc("launcher_listener_failures_total", &[], 1.0);
     }
 
     fn fail_job(&mut self, job: &str, pool: &str, reason: &str) {
@@ -1572,7 +1606,7 @@ impl Daemon {
                     p.name.clone(),
                     json!({
                         "breaker": b.gate().as_str(),
-                        "reason": if b.gate() == Gate::Closed { "" } else { b.reason.as_str() },
+                        "reason": if b.gate() == Gate::Closed { String::new() } else { log::redact(&b.reason) },
                         "next_probe_in_seconds": if b.gate() == Gate::Open { b.retry_in(now_i) } else { 0 },
                         "opened_total": b.opened_total,
                         "power": self.power.get(i).map(|p| p.as_str()).unwrap_or("unmanaged"),

@@ -9,7 +9,8 @@
 //! - [`cpi`]: the CPI client, one process per call like the BOSH director, spooled to disk.
 //! - [`ledger`]: the fsync'd intent log that makes restarts leak-free.
 //! - [`daemon`]: the loop and the recovery on start.
-//! - [`http`] and [`metrics`]: `/metrics`, `/healthz` and the VM assignment endpoint.
+//! - [`http`] and [`metrics`]: `/metrics`, `/healthz` and the VM assignment endpoint; [`server`]: the
+//!   HTTP/1.1 server under them (hyper, TLS, limits, a listener that survives its failures).
 //! - [`status`]: the human-readable views (`status`, `--dry-run`).
 //! - [`stemcell`]: stemcell tarballs (the `image` and the `cloud_properties` of `stemcell.MF`).
 pub mod breaker;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod plan;
 pub mod power;
 pub mod rules;
+pub mod server;
 pub mod status;
 pub mod stemcell;
 pub mod tracked;

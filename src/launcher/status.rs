@@ -64,7 +64,10 @@ pub fn render_status(cfg: &Config, state: &State) -> String {
             r.last_failure.as_ref().map(|f| format!(" last_failure={f:?}")).unwrap_or_default()
         );
     }
-    out
+    // a CPI's error text (last_failure, a breaker's reason) may echo a VM's secret
+    let mut secrets = crate::redact::Redactor::new();
+    state.open.values().for_each(|r| secrets.add(&r.intent.secret));
+    secrets.redact(&out)
 }
 
 pub fn status(cfg: &Config) -> Result<String, LedgerError> {
@@ -150,4 +153,52 @@ pub enum DryRunError {
     Ledger(#[from] LedgerError),
     #[error("buildkite")]
     Buildkite(#[from] BkError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launcher::ledger::{Intent, Record};
+
+    /// A CPI error that echoed a VM's secret (its last failure) is shown without the secret.
+    #[test]
+    fn status_redacts_the_secrets_of_open_records() {
+        let cfg = Config::parse(
+            "launcher_id = \"t\"\nledger_dir = \"/nonexistent/l\"\nlisten = \"127.0.0.1:0\"\n[buildkite]\n\
+             token_env = \"BK\"\nqueue = \"vm\"\nstack_key = \"s\"\n[[pool]]\nname = \"linux\"\ntags = [\"queue=vm\"]\n\
+             cpi = [\"/bin/true\"]\nstemcell = { cid = \"sc\" }\nnetworks.default = { type = \"dynamic\" }\n\
+             flavors.small = { cpu = 1, ram = 512 }\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let secret = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+        let intent = Intent {
+            id: "r1".into(),
+            job: "j1".into(),
+            pool: "linux".into(),
+            flavor: "small".into(),
+            cpu: 1,
+            ram: 512,
+            ip: None,
+            deadline: 0,
+            secret: secret.into(),
+            agent_tags: vec![],
+            at: 0,
+        };
+        let mut state = State::default();
+        state.open.insert(
+            "r1".into(),
+            Record {
+                intent,
+                attempts: 1,
+                failures: 1,
+                cid: None,
+                created_at: None,
+                last_failure: Some(format!("create_vm: bad env {{\"secret\":\"{secret}\"}}")),
+            },
+        );
+        let out = render_status(&cfg, &state);
+        assert!(out.contains("last_failure=") && out.contains("<redacted>"), "{out}");
+        assert!(!out.contains(secret), "{out}");
+    }
 }

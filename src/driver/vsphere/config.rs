@@ -9,8 +9,8 @@ pub struct VsphereConfig {
     /// `http://127.0.0.1:8989/sdk`). The SDK path defaults to `/sdk`.
     pub host: String,
     pub user: String,
-    /// Registered as a secret: never logged, never in a response.
-    pub password: String,
+    /// A [`Secret`](crate::secret::Secret): never logged, never in a response (a number is read as one too).
+    pub password: crate::secret::Secret,
     /// Datacenter name, or its inventory path when it sits in a folder (`emea/DC1`). A standalone ESXi host
     /// has one, `ha-datacenter`.
     pub datacenter: String,
@@ -65,6 +65,28 @@ pub struct VsphereConfig {
     #[serde(default = "default_http_timeout")]
     pub http_timeout_seconds: u64,
 }
+
+/// What a request's context (a director's CPI config) may set in a vSphere driver section: where to connect
+/// and as whom, and where VMs, templates and disks go there. Not `insecure`, `ca_cert` or `thumbprint` (how
+/// the server is trusted is the file's decision: a context must not weaken it or swap the trust anchor),
+/// `state_dir` (a local path) or `xorriso` (a program).
+pub const CONTEXT_KEYS: &[&str] = &[
+    "kind",
+    "host",
+    "user",
+    "password",
+    "datacenter",
+    "clusters",
+    "resource_pool",
+    "datastores",
+    "vm_folder",
+    "template_folder",
+    "disk_folder",
+    "default_network",
+    "guest_id",
+    "task_timeout_seconds",
+    "http_timeout_seconds",
+];
 
 fn default_vm_folder() -> String {
     "vmcpi_vms".into()

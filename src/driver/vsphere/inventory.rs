@@ -181,7 +181,7 @@ impl<'a> Inv<'a> {
         let s = Session::open(cfg).map_err(|e| match e {
             // retrying will not help: the config is wrong
             e @ ClientError::InvalidLogin { .. } => {
-                DriverError::invalid("driver.user or driver.password", e.to_string())
+                DriverError::invalid("driver.user or driver.password", crate::logger::redact(&e.to_string()))
             }
             e => DriverError::failed("cannot connect to vSphere", e),
         })?;

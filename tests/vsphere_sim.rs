@@ -136,11 +136,13 @@ pub fn stemcell_ovf(sata: bool, disk_bytes: u64) -> String {
     generated.replace("      <vmw:Config", &format!("      {cdrom}\n      <vmw:Config"))
 }
 
-/// A stream-optimised VMDK of 10 MiB with about `bytes` of grain payload (not deflate data: the simulator
-/// discards NFC uploads and vmcpi checks only the stream's structure on its way there); `vmdk(0)` has no grain.
+/// A stream-optimised VMDK (10 MiB, or as large as its grains need) with about `bytes` of grain payload (not
+/// deflate data: the simulator discards NFC uploads and vmcpi checks only the stream's structure on its way
+/// there); `vmdk(0)` has no grain.
 pub fn vmdk(bytes: usize) -> Vec<u8> {
-    let mut w = vmcpi::diskimage::vmdk::StreamWriter::new(Vec::new(), 10 << 20, "image-disk1.vmdk").unwrap();
     let payload = vec![0xabu8; 65000];
+    let capacity = (10u64 << 20).max(bytes.div_ceil(payload.len()) as u64 * 65536);
+    let mut w = vmcpi::diskimage::vmdk::StreamWriter::new(Vec::new(), capacity, "image-disk1.vmdk").unwrap();
     let mut left = bytes;
     let mut offset = 0;
     while left > 0 {

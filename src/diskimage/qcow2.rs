@@ -121,7 +121,7 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
         if refcount_order > 6 {
             return Err(invalid(format!("refcount_order {refcount_order} (at most 6)")));
         }
-        if header_len < 104 || header_len > cluster || header_len % 8 != 0 {
+        if header_len < 104 || header_len > cluster || !header_len.is_multiple_of(8) {
             return Err(invalid(format!("header_length {header_len}")));
         }
         ext_start = header_len;
@@ -176,7 +176,7 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
         return Err(invalid(format!("an L1 table of {l1_size} entries for a virtual size of {size} bytes")));
     }
     for (what, off) in [("L1 table", l1_offset), ("refcount table", refcount_offset)] {
-        if off == 0 || off % cluster != 0 {
+        if off == 0 || !off.is_multiple_of(cluster) {
             return Err(invalid(format!("its {what} offset {off} is not a cluster boundary")));
         }
     }

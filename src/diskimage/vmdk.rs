@@ -684,7 +684,7 @@ impl StreamCheck {
         if self.footer_seen {
             return Err(self.bad(format!("a grain (sector {lba}) follows its footer")));
         }
-        if lba % h.grain != 0 {
+        if !lba.is_multiple_of(h.grain) {
             return Err(self.bad(format!("the grain at sector {lba} is not on a grain boundary ({} sectors)", h.grain)));
         }
         if lba >= h.capacity {
@@ -1337,7 +1337,7 @@ impl<W: std::io::Write> StreamWriter<W> {
     /// Starts a disk of `capacity` bytes (a multiple of 512, at most [`MAX_VIRTUAL_SIZE`]) whose descriptor
     /// names `name`: writes the header and the descriptor.
     pub fn new(mut w: W, capacity: u64, name: &str) -> std::io::Result<Self> {
-        assert!(capacity % SECTOR == 0 && capacity > 0 && capacity <= MAX_VIRTUAL_SIZE, "capacity {capacity}");
+        assert!(capacity.is_multiple_of(SECTOR) && capacity > 0 && capacity <= MAX_VIRTUAL_SIZE, "capacity {capacity}");
         let sectors = capacity / SECTOR;
         let mut head = writer_header(sectors, GD_AT_END);
         let desc = format!(
@@ -1376,7 +1376,10 @@ impl<W: std::io::Write> StreamWriter<W> {
     /// Writes a grain record whose payload is `payload` as given (not compressed here).
     pub fn record(&mut self, offset: u64, payload: &[u8]) -> std::io::Result<()> {
         let lba = offset / SECTOR;
-        assert!(offset % self.grain_bytes() == 0 && lba >= self.next && lba < self.capacity, "grain at {offset}");
+        assert!(
+            offset.is_multiple_of(self.grain_bytes()) && lba >= self.next && lba < self.capacity,
+            "grain at {offset}"
+        );
         assert!(!payload.is_empty() && payload.len() as u64 <= 2 * self.grain_bytes(), "payload {}", payload.len());
         self.gt[(lba / WRITER_GRAIN) as usize] = u32::try_from(self.pos / SECTOR).expect("a disk under 2 TiB");
         let mut rec = Vec::with_capacity(payload.len() + 512);

@@ -474,10 +474,22 @@ fn headers_out_of_bounds_are_refused_without_allocating_what_they_claim() {
     refused_with(&kdmv_with(&descriptor("streamOptimized", "RW 16 SPARSE \"d.vmdk\"")), &["16", "8192"]);
     let mono = descriptor("monolithicSparse", &format!("RW {CAP} SPARSE \"d.vmdk\""));
     refused_with(&kdmv_with(&mono), &["says monolithicSparse"]);
-    // a descriptor with bytes after its NUL
+    // after the descriptor's NUL: what qemu-img leaves when it rewrites the CID one digit shorter (the old
+    // text's last byte, seen in about 1 of 150 of its images) is fine; lines that a reader ignoring the NUL
+    // would act on are not
     let mut v = kdmv_with(&desc);
-    v[512 + desc.len() + 5] = b'x';
-    refused_with(&v, &["after its end"]);
+    v[512 + desc.len() + 1] = b'\n';
+    assert_eq!(read_to_raw(&v, tempfile::tempdir().unwrap().path()).2, CAP * 512);
+    v[512 + desc.len() + 1..512 + desc.len() + 4].copy_from_slice(b"3\"\n");
+    assert_eq!(read_to_raw(&v, tempfile::tempdir().unwrap().path()).2, CAP * 512);
+    let hidden = b"\0RW 8 FLAT \"/etc/shadow\" 0\n";
+    let mut v = kdmv_with(&desc);
+    v[512 + desc.len() + 1..512 + desc.len() + 1 + hidden.len()].copy_from_slice(hidden);
+    refused_with(&v, &["after a NUL byte", "FLAT \"/etc/shadow\""]);
+    let mut v = kdmv_with(&desc);
+    let hint = b"parentFileNameHint=\"/etc/shadow\"";
+    v[512 + desc.len() + 9..512 + desc.len() + 9 + hint.len()].copy_from_slice(hint);
+    refused_with(&v, &["after a NUL byte"]);
 }
 
 #[test]

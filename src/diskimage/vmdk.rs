@@ -362,8 +362,21 @@ fn check_extent(hdr: &Header, head: &[u8], len: u64) -> Result<Kind> {
         return Err(refused(found));
     }
     hdr.check(head, len)?;
-    if bytes[end..].iter().any(|&b| b != 0) {
-        return Err(DiskImageError::vmdk(kind, "its descriptor has data after its end (a NUL byte)"));
+    // what follows the first NUL is not the descriptor for qemu or VMware (C strings); qemu itself leaves the
+    // tail of the old text there when it rewrites the CID shorter. Only lines a parser that did not stop at
+    // the NUL would act on are refused.
+    let rest: Vec<u8> = bytes[end..].iter().map(|&b| if b == 0 { b'\n' } else { b }).collect();
+    let hidden = parse_descriptor(&rest);
+    if !hidden.extents.is_empty()
+        || !hidden.create_types.is_empty()
+        || hidden.parent_cid.is_some()
+        || hidden.parent_hint.is_some()
+    {
+        let line = hidden.extents.first().map(|e| e.line.clone()).unwrap_or_default();
+        return Err(refused(format!(
+            "a VMDK with descriptor lines after a NUL byte, where some readers would still see them ({})",
+            shown(line.as_bytes())
+        )));
     }
     let e = &d.extents[0];
     if e.sectors != Some(hdr.capacity) {

@@ -23,6 +23,8 @@ mod guest;
 mod portfwd;
 // qemu+ssh:// against OpenSSH on loopback, host key pinned.
 mod remote;
+// The libvirt RPC client (no virsh) over the unix socket, SSH and TLS, and against a scripted peer.
+mod libvirt_rpc;
 // Byte-stable settings media (golden images).
 mod medium;
 // spec/ as the contract: one request and response shape per method.

@@ -1,9 +1,10 @@
 //! The launcher's HTTP listener: `/metrics`, `/healthz`, and `/v1/assignment` for the VMs.
 //!
 //! A VM authenticates at `/v1/assignment` with `Authorization: Bearer <secret>`, the per-VM secret the
-//! launcher put into its create_vm `env`. The answer tells it which job to acquire, the agent tags, the agent
-//! endpoint and the agent token; a warm VM that has no job yet gets `204` and asks again. So the Buildkite
-//! token is never in a VM's settings or metadata, and each VM can only ever learn its own job.
+//! launcher put into its create_vm `env`. The answer tells it which job to acquire, the agent tags, and what
+//! the job's source grants it (Buildkite: the agent endpoint and token); a warm VM that has no job yet gets
+//! `204` and asks again. So the Buildkite token is never in a VM's settings or metadata, and each VM can
+//! only ever learn its own job.
 //!
 //! The server itself (hyper, TLS, limits, keeping the listener alive) is [`crate::launcher::server`]; this
 //! module is the launcher's table of routes, answered from the state shared with the daemon loop, and what
@@ -26,6 +27,8 @@ pub struct Assignment {
     pub job: Option<String>,
     pub agent_tags: Vec<String>,
     pub name: String,
+    /// What the job's source grants the VM (Buildkite: the agent endpoint and token), answered with the job.
+    pub grant: serde_json::Map<String, serde_json::Value>,
 }
 
 /// State shared between the daemon loop and the listener.
@@ -38,8 +41,6 @@ pub struct Shared {
     /// Polls of the Buildkite API that failed in a row, and how many make the launcher unhealthy.
     pub failed_polls: u32,
     pub unhealthy_after: u32,
-    pub agent_endpoint: String,
-    pub agent_token: String,
     /// Why the listener is not accepting connections, while it is not (`/healthz` answers 503).
     pub listener_down: Option<String>,
 }
@@ -138,15 +139,12 @@ fn assignment(r: &Request<'_>, s: &Shared) -> Reply {
     match found {
         None => Reply::new(401, "application/json", "{\"message\":\"unknown VM secret\"}"),
         Some(Assignment { job: None, .. }) => Reply::new(204, "application/json", ""),
-        Some(Assignment { job: Some(job), agent_tags, name }) => {
-            let body = json!({
-                "job_id": job,
-                "agent_tags": agent_tags.join(","),
-                "agent_name": name,
-                "endpoint": s.agent_endpoint,
-                "token": s.agent_token,
-            });
-            Reply::new(200, "application/json", body.to_string())
+        Some(Assignment { job: Some(job), agent_tags, name, grant }) => {
+            let mut body = grant.clone();
+            body.insert("job_id".into(), json!(job));
+            body.insert("agent_tags".into(), json!(agent_tags.join(",")));
+            body.insert("agent_name".into(), json!(name));
+            Reply::new(200, "application/json", serde_json::Value::Object(body).to_string())
         }
     }
 }

@@ -407,6 +407,14 @@ impl Ssh {
         Ok(ch)
     }
 
+    /// Starts `argv` on the host (quoted in the one place, [`super::posix_quote`]; no wrapper) and hands
+    /// back its channel: stdin and stdout as a byte stream, stderr kept apart. The libvirt RPC client's
+    /// SSH transport runs `virt-ssh-helper` this way; the command ends when the channel closes.
+    pub fn exec_stream(&self, argv: &[String]) -> TransportResult<Channel> {
+        let doing = format!("starting {}", argv.first().map(String::as_str).unwrap_or("a command"));
+        self.exec(&format!("exec {}", posix_quote(argv)), &doing)
+    }
+
     /// `mv -f` on the host: SFTP v3 rename refuses to replace an existing file.
     fn rename_over(&self, from: &str, to: &str) -> TransportResult<()> {
         let out = self.run(&["mv".into(), "-f".into(), "--".into(), from.into(), to.into()])?;

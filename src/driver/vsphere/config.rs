@@ -183,33 +183,6 @@ impl VsphereConfig {
     }
 }
 
-/// `*` and `?` wildcard match.
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let s: Vec<char> = s.chars().collect();
-    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,14 +220,5 @@ mod tests {
             crate::driver::DriverConfig::Vsphere(c) => assert_eq!(c.sdk_url(), "https://vcenter.example.com/sdk"),
             _ => panic!("not a vsphere config"),
         }
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob("LocalDS_*", "LocalDS_0"));
-        assert!(glob("ds?", "ds1"));
-        assert!(!glob("ds?", "ds12"));
-        assert!(glob("*", "anything"));
-        assert!(!glob("a*b", "acd"));
     }
 }

@@ -1,11 +1,12 @@
 //! Finding things in the vSphere inventory for one CPI call: the datacenter, folders (created on first
 //! use), the resource pool, datastores, port groups, VMs and their devices.
 use super::client::{ClientError, ObjectContent, Session};
-use super::config::{glob, VsphereConfig};
+use super::config::VsphereConfig;
 use super::methods::Follow;
 use super::methods::{CreateFolder, NicBacking};
 use super::soap::{FaultKind, MoRef, Node};
 use crate::error::{DriverError, DriverResult};
+use crate::glob::{glob, Wildcards};
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 
@@ -388,7 +389,9 @@ impl<'a> Inv<'a> {
         }
         let mut found: Vec<(String, MoRef, u64)> = all
             .into_iter()
-            .filter(|(name, _, _)| patterns.is_empty() || patterns.iter().any(|p| glob(p, name)))
+            .filter(|(name, _, _)| {
+                patterns.is_empty() || patterns.iter().any(|p| glob(p, name, Wildcards::StarAndQuestion))
+            })
             .collect();
         if found.is_empty() {
             return Err(DriverError::other(format!(

@@ -15,6 +15,7 @@ impl Vsphere {
                     "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img",
                 ));
             }
+            import::check_streamable(&disk)?;
             let descriptor = import::descriptor_for(&disk);
             // the placement read also checks the template folder the session file remembers
             inv.expect([inv.folder_path_of(&self.cfg.template_folder)]);

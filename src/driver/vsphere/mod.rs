@@ -34,6 +34,7 @@ pub mod session;
 mod settings;
 pub mod soap;
 mod stemcell;
+mod tcp;
 pub mod tls;
 mod vms;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use ureq::tls::{RootCerts, TlsConfig};
 use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector, Transport, TransportAdapter,
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport, TransportAdapter,
 };
 
 /// Every request of the agent ends within `http_timeout_seconds`, end to end: connecting, sending, the
@@ -38,7 +38,7 @@ fn builder(http_timeout_seconds: u64) -> ureq::config::ConfigBuilder<ureq::types
 pub fn pinned_agent(pin: &str, http_timeout_seconds: u64) -> Result<ureq::Agent, String> {
     let pin = Thumbprint::parse(pin)?;
     let config = builder(http_timeout_seconds).build();
-    let connector = TcpConnector::default().chain(PinnedTls { config: Arc::new(pinned_client_config(pin)?) });
+    let connector = super::tcp::DeadlineTcp.chain(PinnedTls { config: Arc::new(pinned_client_config(pin)?) });
     Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
 }
 
@@ -65,7 +65,11 @@ pub fn agent(cfg: &VsphereConfig) -> Result<ureq::Agent, String> {
     } else {
         TlsConfig::builder().root_certs(RootCerts::WebPki).build()
     };
-    Ok(builder.tls_config(tls).build().into())
+    let config = builder.tls_config(tls).build();
+    // ureq's own connectors with its TCP layer replaced by one that keeps the request's deadline
+    use ureq::unversioned::transport::{ConnectProxyConnector, RustlsConnector};
+    let connector = ConnectProxyConnector::default().chain(super::tcp::DeadlineTcp).chain(RustlsConnector::default());
+    Ok(ureq::Agent::with_parts(config, connector, DefaultResolver::default()))
 }
 
 /// A certificate fingerprint: 20 bytes (SHA-1) or 32 bytes (SHA-256).

@@ -35,6 +35,13 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_pool_power", Kind::Gauge, "1 for the power state (on, off, waking, stopping) of each power-managed pool's host."),
     ("launcher_jobs_failed_over_total", Kind::Counter, "Jobs moved from a failing pool (pool) to another (to)."),
     ("launcher_listener_failures_total", Kind::Counter, "Times the HTTP listener stopped accepting connections and was started again."),
+    ("launcher_source_errors_total", Kind::Counter, "Calls to the CI source (Buildkite, GitHub) that failed, by source and call."),
+    ("launcher_source_consecutive_failed_polls", Kind::Gauge, "Polls of the CI source that failed in a row (0 after a good one); /healthz fails at unhealthy_after_failed_polls."),
+    ("launcher_github_requests_total", Kind::Counter, "GitHub REST API requests by kind (read, write, token) and outcome (ok, not_modified, rate_limited, error)."),
+    ("launcher_github_rate_limit_remaining", Kind::Gauge, "GitHub's x-ratelimit-remaining of the last answer (-1 before one)."),
+    ("launcher_github_rate_limited_total", Kind::Counter, "Answers that said the GitHub rate limit was exceeded (403 or 429), by limit (primary, secondary)."),
+    ("launcher_github_webhook_deliveries_total", Kind::Counter, "GitHub webhook deliveries by outcome (accepted, ignored, bad_signature, malformed)."),
+    ("launcher_github_runners_removed_total", Kind::Counter, "Runner registrations the launcher removed, by why (released, surplus, stale)."),
 ];
 
 const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];

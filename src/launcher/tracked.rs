@@ -39,6 +39,8 @@ pub struct RecordRun {
     pub after: Option<After>,
     /// Its next create_vm attempt waits until then (backoff after a failed attempt).
     pub retry_at: Option<Instant>,
+    /// The source has not granted its VM what it needs yet (the grant failed): asked again every poll.
+    pub grant_pending: bool,
 }
 
 /// What happens to a record once its VM is deleted.

@@ -88,7 +88,7 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
     #[test]
     fn good_config_parses_with_defaults() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.buildkite.endpoint, "https://agent.buildkite.com/v3");
+        assert_eq!(c.bk().endpoint, "https://agent.buildkite.com/v3");
         assert_eq!(c.pools[0].limits.max_concurrent_creates, 2);
         assert_eq!(c.pools[0].smallest_flavor().unwrap().0, "small");
         assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
@@ -223,8 +223,8 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         let f = dir.path().join("tok");
         std::fs::write(&f, "bkct_secret\n").unwrap();
         let mut c = parse(GOOD).unwrap();
-        c.buildkite.token_env = None;
-        c.buildkite.token_file = Some(f.clone());
+        c.buildkite.as_mut().unwrap().token_env = None;
+        c.buildkite.as_mut().unwrap().token_file = Some(f.clone());
         // written with the umask's 0644: others may read it
         let e = c.token().unwrap_err();
         assert!(matches!(e, ConfigError::OpenTokenFile { mode: 0o644, .. }), "{e}");

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod cpi;
 pub mod daemon;
+pub mod github;
 pub mod http;
 pub mod ledger;
 pub mod log;

@@ -217,7 +217,17 @@ mod tests {
         assert!(job_label_rules(&s(&["x64="])).is_none());
         assert!(job_label_rules(&s(&[""])).is_none());
         assert_eq!(tag_label("a=b=c"), "a=b=c");
-        for (l, ok) in [("linux", true), ("arch=*", true), ("k=v", true), ("lin*", false), ("a,b", false), (" x", false), ("=v", false), ("k=", false), ("k=a*", false)] {
+        for (l, ok) in [
+            ("linux", true),
+            ("arch=*", true),
+            ("k=v", true),
+            ("lin*", false),
+            ("a,b", false),
+            (" x", false),
+            ("=v", false),
+            ("k=", false),
+            ("k=a*", false),
+        ] {
             assert_eq!(check_pool_label(l).is_ok(), ok, "{l}");
         }
     }

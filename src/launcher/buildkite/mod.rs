@@ -43,6 +43,9 @@ pub struct Buildkite {
 impl Buildkite {
     /// The source the config names, with its tokens read (and registered as secrets of the log).
     pub fn open(cfg: &Config) -> Result<Buildkite, ConfigError> {
+        if cfg.buildkite.is_none() {
+            return Err(ConfigError::Invalid("no [buildkite] section".into()));
+        }
         let token = cfg.token()?;
         log::add_secret(&token);
         let stacks = cfg.queue_stacks();

@@ -114,7 +114,8 @@ impl Config {
                 )));
             }
         }
-        let agent_apis = [("endpoint", Some(&self.bk().endpoint)), ("agent_endpoint", self.bk().agent_endpoint.as_ref())];
+        let agent_apis =
+            [("endpoint", Some(&self.bk().endpoint)), ("agent_endpoint", self.bk().agent_endpoint.as_ref())];
         for (key, v) in agent_apis {
             let Some(v) = v else { continue };
             let ep = v.trim_end_matches('/');
@@ -167,10 +168,10 @@ impl Config {
             (None, None) => vec![],
         };
         endpoints
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .filter(|(_, v)| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")) && !loopback_url(v))
-        .collect()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .filter(|(_, v)| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")) && !loopback_url(v))
+            .collect()
     }
 
     /// `[github]`: one scope, one kind of credentials, the API URL, the pace, and names that fit GitHub's
@@ -179,17 +180,23 @@ impl Config {
         let Some(g) = &self.github else { return Ok(()) };
         let repo_ok = |r: &str| {
             let mut parts = r.split('/');
-            let ok = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            let ok = |p: Option<&str>| {
+                p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            };
             ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
         };
-        let name_ok = |n: &str| !n.is_empty() && n.len() <= 100 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let name_ok = |n: &str| {
+            !n.is_empty() && n.len() <= 100 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
         match (&g.repository, &g.organization) {
             (Some(r), None) => {
                 if !repo_ok(r) {
                     return Err(invalid(format!("github.repository {r:?} must be owner/repo")));
                 }
                 if !g.repositories.is_empty() {
-                    return Err(invalid("github.repositories goes with organization (a repository scope serves its own repository)"));
+                    return Err(invalid(
+                        "github.repositories goes with organization (a repository scope serves its own repository)",
+                    ));
                 }
             }
             (None, Some(o)) => {
@@ -197,7 +204,9 @@ impl Config {
                     return Err(invalid(format!("github.organization {o:?} is not an organisation name")));
                 }
                 if let Some(r) = g.repositories.iter().find(|r| !name_ok(r)) {
-                    return Err(invalid(format!("github.repositories: {r:?} is not a repository name (names, without the owner)")));
+                    return Err(invalid(format!(
+                        "github.repositories: {r:?} is not a repository name (names, without the owner)"
+                    )));
                 }
             }
             _ => return Err(invalid("github: set exactly one of repository (owner/repo) and organization")),
@@ -212,8 +221,14 @@ impl Config {
         if token && g.token_file.is_some() == g.token_env.is_some() {
             return Err(invalid("github: set exactly one of token_file and token_env"));
         }
-        if app && (g.app_id.as_deref().is_none_or(str::is_empty) || g.installation_id.is_none() || g.private_key_file.is_none()) {
-            return Err(invalid("github: a GitHub App needs app_id (its client ID or app ID), installation_id and private_key_file"));
+        if app
+            && (g.app_id.as_deref().is_none_or(str::is_empty)
+                || g.installation_id.is_none()
+                || g.private_key_file.is_none())
+        {
+            return Err(invalid(
+                "github: a GitHub App needs app_id (its client ID or app ID), installation_id and private_key_file",
+            ));
         }
         if g.webhook_secret_file.is_some() && g.webhook_secret_env.is_some() {
             return Err(invalid("github: set at most one of webhook_secret_file and webhook_secret_env"));
@@ -238,10 +253,14 @@ impl Config {
             return Err(invalid("github.runner_group_id must be a runner group's id (the default group is 1)"));
         }
         if g.work_folder.is_empty() || g.work_folder.starts_with('/') || g.work_folder.split('/').any(|c| c == "..") {
-            return Err(invalid("github.work_folder must be a relative path inside the runner's directory (default _work)"));
+            return Err(invalid(
+                "github.work_folder must be a relative path inside the runner's directory (default _work)",
+            ));
         }
         if g.poll_interval_ms < 100 || g.timeout_ms == 0 || g.max_requests_per_minute == 0 {
-            return Err(invalid("github: poll_interval_ms must be at least 100, timeout_ms and max_requests_per_minute positive"));
+            return Err(invalid(
+                "github: poll_interval_ms must be at least 100, timeout_ms and max_requests_per_minute positive",
+            ));
         }
         if self.unhealthy_after_failed_polls == 0 {
             return Err(invalid("unhealthy_after_failed_polls must be at least 1"));
@@ -348,8 +367,15 @@ impl Pool {
                 return Err(format!("label {l:?}: {why}"));
             }
         }
-        if self.labels.iter().any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(&self.flavor_tag))) {
-            return Err(format!("label {}=…: the flavor is the job's to choose (a {}=NAME label in runs-on)", self.flavor_tag, self.flavor_tag));
+        if self
+            .labels
+            .iter()
+            .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(&self.flavor_tag)))
+        {
+            return Err(format!(
+                "label {}=…: the flavor is the job's to choose (a {}=NAME label in runs-on)",
+                self.flavor_tag, self.flavor_tag
+            ));
         }
         Ok(())
     }

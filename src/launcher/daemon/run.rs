@@ -5,7 +5,7 @@ use super::pools::Pools;
 use super::power::host_at_start;
 use super::state::{Daemon, DaemonError, Msg};
 use crate::launcher::config::{Config, OnShutdown};
-use crate::launcher::http::{self, Shared, SharedRef};
+use crate::launcher::http::{self, Assignment, Shared, SharedRef};
 use crate::launcher::ledger::Ledger;
 use crate::launcher::log;
 use crate::launcher::source::Source;
@@ -45,6 +45,18 @@ impl Daemon {
         let ledger = Ledger::open(&cfg.ledger_dir)?;
         let shared = shared_state(&cfg);
         http::lock(&shared).source = source.name();
+        // the VMs of open records may ask for their assignments as soon as the listener is up: until the
+        // source's grant is made below, they are answered 204 (wait), never 401 (which ends their bootstrap)
+        for r in ledger.state.open.values() {
+            let i = &r.intent;
+            let a = Assignment {
+                job: (!i.job.is_empty()).then(|| i.job.clone()),
+                agent_tags: i.agent_tags.clone(),
+                name: super::state::agent_name(i),
+                grant: None,
+            };
+            http::lock(&shared).assignments.insert(i.secret.clone(), a);
+        }
         let (tx, rx) = channel();
         let extra = source.routes(wake(&tx));
         let listener = http::serve(&cfg.listen, cfg.tls.as_ref(), cfg.listener.limits(), shared.clone(), extra)

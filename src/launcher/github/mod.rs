@@ -683,8 +683,16 @@ impl Source for GitHub {
         self.live.insert(name.clone());
         self.held.insert(work.job.to_string());
         let labels: Vec<String> = work.agent_tags.iter().map(|t| tag_label(t)).collect();
-        if self.runners_at.is_none() {
-            self.refresh_runners()?;
+        if self.last_refresh.is_none() {
+            // a restart: what GitHub knows of this record's runner decides (below)
+            self.refresh()?;
+        }
+        if let Some(t) = self.taken().get(&name) {
+            log::info(&format!("runner {name} already took job {} ({}): its VM had its config", t.job, t.status));
+            return Ok(Map::from_iter([
+                ("source".to_string(), json!("github")),
+                ("runner_name".to_string(), json!(name)),
+            ]));
         }
         // a runner of that name from before (a launcher restarted): running its job, or never connected
         if let Some(r) = self.runners.get(&name).copied() {

@@ -135,7 +135,8 @@ fn big_import(bin: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cpi.json");
     std::fs::write(&config, sim.config().to_string()).unwrap();
-    // a bare stream-optimised VMDK of 4 GiB (sparse on disk): the upload streams every byte
+    // a bare stream-optimised VMDK padded with zeros to 4 GiB (sparse on disk; qemu-img pads after the end of
+    // stream too): the upload streams every byte, checked as it passes
     let image = dir.path().join("image-4g.vmdk");
     let mut f = std::fs::File::create(&image).unwrap();
     f.write_all(&vsphere_sim::vmdk(0)).unwrap();
@@ -341,18 +342,22 @@ fn wire_comparison(bin: &Path) {
 }
 
 /// A vSphere stemcell `image` of `gib` GiB (gzipped tar: image.ovf, image.mf, image-disk1.vmdk), cached in
-/// target/bench-images. The VMDK's body is pseudo-random, as the compressed grains of a real stream-optimised
-/// VMDK are; gzip cannot shrink it either, so it is written as stored blocks (what gzip -9 makes of such data).
+/// target/bench-images. The VMDK is a well-formed stream-optimised one (vmcpi checks its structure as it
+/// streams) whose grain payloads are pseudo-random, as the compressed grains of a real stream-optimised VMDK
+/// are; gzip cannot shrink it either, so it is written as stored blocks (what gzip -9 makes of such data).
 fn archive_image(gib: u64) -> std::path::PathBuf {
+    use vmcpi::diskimage::vmdk::StreamWriter;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-images");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("vsphere-{gib}g.image"));
+    let path = dir.join(format!("vsphere-{gib}g-v2.image"));
     if path.exists() {
         return path;
     }
-    let body = gib << 30;
-    let mut head = vsphere_sim::vmdk(0);
-    let total = head.len() as u64 + body;
+    // one 64 KiB record per grain (12 bytes of marker, the rest payload), and the tables after them
+    let capacity = gib << 30;
+    let grains = capacity >> 16;
+    let frame = StreamWriter::new(Vec::new(), capacity, "image-disk1.vmdk").unwrap().finish().unwrap().len() as u64;
+    let total = frame + (grains << 16);
     let ovf = vsphere_sim::stemcell_ovf(false, total);
     let tmp = dir.join(format!("vsphere-{gib}g.image.part"));
     let f = std::fs::File::create(&tmp).unwrap();
@@ -364,36 +369,56 @@ fn archive_image(gib: u64) -> std::path::PathBuf {
         h.set_mode(0o644);
         t.append_data(&mut h, name, data).unwrap();
     }
-    // the disk: header then pseudo-random bytes (xorshift), streamed into the tar
+    // the disk, written record by record as the tar reads it
     struct Noise {
-        head: std::io::Cursor<Vec<u8>>,
-        left: u64,
+        w: Option<StreamWriter<Vec<u8>>>,
+        out: Vec<u8>,
+        at: usize,
+        next: u64,
+        grains: u64,
+        payload: Vec<u8>,
         x: u64,
     }
     impl std::io::Read for Noise {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.head.read(buf)?;
-            if n > 0 {
-                return Ok(n);
+            while self.at == self.out.len() {
+                let Some(w) = self.w.as_mut() else { return Ok(0) };
+                if self.next < self.grains {
+                    for c in self.payload.chunks_mut(8) {
+                        self.x ^= self.x << 13;
+                        self.x ^= self.x >> 7;
+                        self.x ^= self.x << 17;
+                        c.copy_from_slice(&self.x.to_le_bytes()[..c.len()]);
+                    }
+                    w.record(self.next << 16, &self.payload)?;
+                    self.next += 1;
+                    self.out = std::mem::take(w.get_mut());
+                } else {
+                    self.out = self.w.take().unwrap().finish()?;
+                }
+                self.at = 0;
             }
-            let n = (buf.len() as u64).min(self.left) as usize / 8 * 8;
-            for c in buf[..n].chunks_exact_mut(8) {
-                self.x ^= self.x << 13;
-                self.x ^= self.x >> 7;
-                self.x ^= self.x << 17;
-                c.copy_from_slice(&self.x.to_le_bytes());
-            }
-            self.left -= n as u64;
+            let n = buf.len().min(self.out.len() - self.at);
+            buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+            self.at += n;
             Ok(n)
         }
     }
-    use std::io::Read as _;
-    head.truncate(512);
+    let mut w = StreamWriter::new(Vec::new(), capacity, "image-disk1.vmdk").unwrap();
+    let head = std::mem::take(w.get_mut());
+    let noise = Noise {
+        w: Some(w),
+        out: head,
+        at: 0,
+        next: 0,
+        grains,
+        payload: vec![0u8; 65536 - 12],
+        x: 0x9e37_79b9_7f4a_7c15,
+    };
     let mut h = tar::Header::new_gnu();
     h.set_size(total);
     h.set_mode(0o644);
-    let noise = Noise { head: std::io::Cursor::new(head), left: body, x: 0x9e37_79b9_7f4a_7c15 };
-    t.append_data(&mut h, "image-disk1.vmdk", noise.take(total)).unwrap();
+    t.append_data(&mut h, "image-disk1.vmdk", noise).unwrap();
     t.into_inner().unwrap().finish().unwrap().into_inner().unwrap().sync_all().unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path

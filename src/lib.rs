@@ -25,6 +25,7 @@
 pub mod agent_settings;
 pub mod compat;
 pub mod config;
+pub mod diskimage;
 pub mod driver;
 pub mod encoding;
 pub mod error;

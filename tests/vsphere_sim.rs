@@ -136,16 +136,22 @@ pub fn stemcell_ovf(sata: bool, disk_bytes: u64) -> String {
     generated.replace("      <vmw:Config", &format!("      {cdrom}\n      <vmw:Config"))
 }
 
-/// A stream-optimised VMDK header followed by `bytes` of data (the simulator discards NFC uploads, so
-/// only the header is realistic).
+/// A stream-optimised VMDK (10 MiB, or as large as its grains need) with about `bytes` of grain payload (not
+/// deflate data: the simulator discards NFC uploads and vmcpi checks only the stream's structure on its way
+/// there); `vmdk(0)` has no grain.
 pub fn vmdk(bytes: usize) -> Vec<u8> {
-    let mut v = b"KDMV".to_vec();
-    v.extend_from_slice(&1u32.to_le_bytes());
-    v.extend_from_slice(&3u32.to_le_bytes());
-    v.extend_from_slice(&(20480u64).to_le_bytes());
-    v.resize(512, 0);
-    v.extend(std::iter::repeat_n(0xabu8, bytes));
-    v
+    let payload = vec![0xabu8; 65000];
+    let capacity = (10u64 << 20).max(bytes.div_ceil(payload.len()) as u64 * 65536);
+    let mut w = vmcpi::diskimage::vmdk::StreamWriter::new(Vec::new(), capacity, "image-disk1.vmdk").unwrap();
+    let mut left = bytes;
+    let mut offset = 0;
+    while left > 0 {
+        let n = left.min(payload.len());
+        w.record(offset, &payload[..n]).unwrap();
+        left -= n;
+        offset += w.grain_bytes();
+    }
+    w.finish().unwrap()
 }
 
 /// Writes a stemcell `image` (gzipped tar of image.ovf, image.mf, image-disk1.vmdk) into `dir`.

@@ -8,7 +8,6 @@ use super::soap::MoRef;
 use crate::error::{DriverError, DriverResult};
 use crate::{info, warn};
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// OVF `ResourceType`s a simulator or an older host may refuse; dropped (with their children) when the
@@ -16,25 +15,27 @@ use std::time::{Duration, Instant};
 /// the CPI adds its own CD-ROM on IDE anyway).
 const DROPPABLE: &[&str] = &["20", "15", "16", "14"];
 
-/// The OVF descriptor of a stemcell disk: the image's own, or one generated for a bare VMDK.
+/// The OVF descriptor of a stemcell disk: the image's own, or one generated for a bare VMDK (with the
+/// virtual size its header says).
 pub fn descriptor_for(disk: &crate::stemcell::Disk<'_>) -> String {
     if let Some(ovf) = &disk.ovf {
         return ovf.clone();
     }
-    let capacity = disk.path.as_deref().and_then(vmdk_capacity).unwrap_or(disk.len);
-    generated_ovf(&disk.name, disk.len, capacity, disk.efi)
+    generated_ovf(&disk.name, disk.len, disk.image.virtual_size, disk.efi)
 }
 
-/// The virtual size of a VMDK: sparse header field `capacity` (sectors), else `None`.
-fn vmdk_capacity(disk: &Path) -> Option<u64> {
-    let mut f = std::fs::File::open(disk).ok()?;
-    let mut h = [0u8; 20];
-    f.read_exact(&mut h).ok()?;
-    if &h[0..4] != b"KDMV" {
-        return None;
+/// What may stream to an NFC lease: a stream-optimised VMDK, inspected by `with_disk` and checked further
+/// as it passes. Anything else is refused before the lease is opened.
+pub fn check_streamable(disk: &crate::stemcell::Disk<'_>) -> DriverResult<()> {
+    use crate::diskimage::{vmdk::Kind, DiskImageError, Format};
+    match disk.image.format {
+        Format::Vmdk(Kind::StreamOptimized) => Ok(()),
+        other => Err(DiskImageError::Unsupported {
+            found: format!("a {other} disk"),
+            wanted: "the vSphere import streams the disk to the host, which takes streamOptimized VMDKs only".into(),
+        }
+        .into()),
     }
-    let sectors = u64::from_le_bytes(h[12..20].try_into().ok()?);
-    (sectors > 0).then_some(sectors * 512)
 }
 
 /// The one disk file an import uploads: its name in the OVF, its size, its bytes.

@@ -15,6 +15,7 @@ impl Vsphere {
                     "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img",
                 ));
             }
+            import::check_streamable(&disk)?;
             let descriptor = import::descriptor_for(&disk);
             let pool = inv.resource_pool()?;
             let (ds_name, ds) = inv.pick_datastore(&[], disk.len)?;

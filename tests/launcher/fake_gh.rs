@@ -96,6 +96,11 @@ pub struct State {
     pub unauthorized: u32,
     /// Runner groups of the organisation.
     pub groups: Vec<u64>,
+    /// A runner's `complete` records the conclusion and the log but keeps the job `in_progress` (and the
+    /// runner registered) until [`FakeGh::release`]: the guest test sees the VM power off first.
+    pub hold_complete: bool,
+    /// Every encoded JIT config handed out (the tests look for leaks).
+    pub jit_configs: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -144,6 +149,8 @@ impl FakeGh {
             jwt_refused: 0,
             unauthorized: 0,
             groups: vec![1],
+            hold_complete: false,
+            jit_configs: vec![],
         };
         let fake = FakeGh { state: Arc::new(Mutex::new(state)), url };
         *slot.lock().unwrap() = Some(fake.clone());
@@ -199,6 +206,22 @@ impl FakeGh {
             let j = s.jobs.get_mut(&id).unwrap();
             j.status = "completed".into();
             j.conclusion = Some("cancelled".into());
+            Self::event(&s, id, "completed")
+        };
+        self.deliver(e);
+    }
+
+    /// Ends a job whose completion was held (`hold_complete`): completed, its runner removed.
+    pub fn release(&self, id: u64) {
+        let e = {
+            let mut s = self.st();
+            let j = s.jobs.get_mut(&id).unwrap();
+            j.status = "completed".into();
+            let runner = s.runners.values().find(|r| r.job == Some(id)).map(|r| (r.id, r.name.clone()));
+            if let Some((rid, name)) = runner {
+                s.runners.remove(&rid);
+                s.removed.push((name, "ephemeral"));
+            }
             Self::event(&s, id, "completed")
         };
         self.deliver(e);
@@ -538,6 +561,7 @@ impl FakeGh {
                 let cfg = json!({"fake_github": s.runner_url, "runner_id": id, "runner_name": name, "secret": secret});
                 let encoded = base64::engine::general_purpose::STANDARD.encode(cfg.to_string());
                 let json = Self::runner_json(&runner);
+                s.jit_configs.push(encoded.clone());
                 s.runners.insert(id, runner);
                 s.registered.push(name);
                 Response::json(201, &json!({"runner": json, "encoded_jit_config": encoded}))
@@ -586,10 +610,14 @@ impl FakeGh {
                 }
                 "complete" => {
                     let Some(jid) = runner.job else { return Response::json(409, &json!({"message": "no job"})) };
+                    let hold = s.hold_complete;
                     let j = s.jobs.get_mut(&jid).unwrap();
-                    j.status = "completed".into();
                     j.conclusion = Some(b["conclusion"].as_str().unwrap_or("success").to_string());
                     j.log = b["log"].as_str().unwrap_or("").to_string();
+                    if hold {
+                        return Response::json(200, &json!({"job_id": jid}));
+                    }
+                    j.status = "completed".into();
                     // an ephemeral runner is removed after its job
                     s.runners.remove(&id);
                     s.removed.push((runner.name.clone(), "ephemeral"));

@@ -636,3 +636,46 @@ fn github_check_config_offline_and_online() {
     let (ok, out) = check(&s, false, "");
     assert!(!ok && out.contains("chmod 600"), "{out}");
 }
+
+/// An organisation scope with a GitHub App: the repositories are those of the installation, the runners are
+/// organisation runners in the configured runner group; `/metrics` passes promtool with the GitHub families.
+#[test]
+fn github_organisation_scope_with_an_app_serves_the_installations_repositories() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = app_key(dir.path());
+    let s = GhSetup::new(
+        "",
+        &format!(
+            "app_id = \"Iv1.orgapp\"\ninstallation_id = 9\nprivate_key_file = \"{}\"\nrunner_group_id = 3",
+            key.display()
+        ),
+        "limits = { max_vms = 2, max_concurrent_creates = 2 }",
+    );
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&format!("repository = \"{REPO}\""), "organization = \"acme\"");
+    std::fs::write(&s.config, text).unwrap();
+    {
+        let mut st = s.gh.st();
+        st.app = Some(("Iv1.orgapp".into(), 9, public_der(&key)));
+        st.groups = vec![1, 3];
+    }
+    let jobs = s.gh.add_run(3, &LABELS);
+    let _runners = s.runners(200);
+    let _l = s.spawn();
+    wait_for(60, "the organisation's jobs", &|| s.log(), || all_done(&s.gh, &jobs));
+    wait_for(30, "no VM and no runner left", &|| s.log(), || s.vms().is_empty() && s.gh.runner_names().is_empty());
+    let calls = s.gh.st().calls.clone();
+    assert!(
+        calls.iter().any(|c| c.path == "/installation/repositories"),
+        "repositories discovered from the installation"
+    );
+    let jit: Vec<_> = calls.iter().filter(|c| c.path.ends_with("generate-jitconfig")).collect();
+    assert!(jit.len() >= 3 && jit.iter().all(|c| c.path == "/orgs/acme/actions/runners/generate-jitconfig"), "{jit:?}");
+    assert!(s.log().contains("GitHub organisation acme (runner group 3"), "{}", s.log());
+    let (_, metrics) = http_get(s.port, "/metrics", None);
+    assert!(metrics.contains("launcher_github_requests_total{kind=\"write\",outcome=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("launcher_source_consecutive_failed_polls{source=\"github\"} 0"), "{metrics}");
+    assert!(!metrics.lines().any(|l| l.starts_with("launcher_buildkite_")), "no Buildkite samples for a GitHub source");
+    super::flow::promtool(&metrics);
+}

@@ -195,6 +195,52 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         }
     }
 
+    /// The GitHub example is valid and shows every `[github]` key; the docs say what matters.
+    #[test]
+    fn the_github_example_is_valid_and_shows_every_key() {
+        let example = include_str!("../../../examples/launcher/agent-launcher-github.toml");
+        let c = parse(example).unwrap();
+        assert_eq!(c.source(), SourceChoice::GitHub);
+        assert_eq!(c.pools[0].labels.len(), 4);
+        for k in [
+            "repository",
+            "organization",
+            "repositories",
+            "runner_group_id",
+            "api_url",
+            "allow_http",
+            "app_id",
+            "installation_id",
+            "private_key_file",
+            "token_file",
+            "token_env",
+            "webhook_secret_file",
+            "webhook_secret_env",
+            "work_folder",
+            "poll_interval_ms",
+            "min_write_interval_ms",
+            "max_requests_per_minute",
+            "timeout_ms",
+            "labels",
+        ] {
+            assert!(example.contains(&format!("{k} =")), "the GitHub example does not show {k}");
+        }
+        let docs = include_str!("../../../docs/launcher.md");
+        for want in [
+            "generate-jitconfig",
+            "Administration: read and write",
+            "Self-hosted runners: read and write",
+            "Actions: read",
+            "X-Hub-Signature-256",
+            "no reservations",
+            "If-None-Match",
+            "actions-runner-controller",
+            "garm",
+        ] {
+            assert!(docs.contains(want), "docs/launcher.md does not say {want:?}");
+        }
+    }
+
     #[test]
     fn several_queues_get_a_stack_each() {
         let two = GOOD

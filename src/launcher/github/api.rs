@@ -12,7 +12,7 @@
 //! - **Failures**: a `GET` that times out, breaks or answers 5xx is tried twice more (200 ms, 400 ms apart, or
 //!   the `retry-after` up to 2 s); a write is not repeated (the caller decides: it may have been done).
 //! - The token is only in the `Authorization` header; a `Link` to another host than `api_url` is not followed.
-use super::auth::{App, Auth};
+use super::auth::Auth;
 use crate::launcher::log;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -285,7 +285,9 @@ impl Api {
         }
         self.installation_token(what)?;
         match &self.auth {
-            Auth::App(App { token: Some((t, _)), .. }) => Ok(format!("Bearer {t}")),
+            Auth::App(app) if app.token.is_some() => {
+                Ok(format!("Bearer {}", app.token.as_ref().map(|(t, _)| t.as_str()).unwrap_or_default()))
+            }
             _ => Err(GhError::Invalid { what: what.into(), message: "no installation token".into() }),
         }
     }

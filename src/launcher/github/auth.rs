@@ -93,7 +93,7 @@ impl AppKey {
 pub enum Auth {
     /// A fine-grained personal access token (or any token GitHub takes as `Bearer`).
     Token(String),
-    App(App),
+    App(Box<App>),
 }
 
 /// A GitHub App installation.

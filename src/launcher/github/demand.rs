@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(v, vec![Verdict::Waiting(1), Verdict::Waiting(2)]);
         // a runner without the gpu label cannot claim the gpu job, even its own
         let recs = vec![rec("1", &["self-hosted"], Seen::Idle, None)];
-        let (v, unclaimed) = decide(&[gpu.clone()], &recs);
+        let (v, unclaimed) = decide(std::slice::from_ref(&gpu), &recs);
         assert!(matches!(v[0], Verdict::Surplus(_)));
         assert_eq!(unclaimed, vec![gpu]);
         assert!(fits(&s(&["a"]), &s(&["a", "b"])) && !fits(&s(&["a", "c"]), &s(&["a", "b"])));

@@ -73,6 +73,8 @@ pub struct GitHub {
     registered: HashMap<String, Instant>,
     /// Runners removed (by GitHub after their job, or by the launcher).
     gone: HashSet<String>,
+    /// Runners whose job is over: GitHub removes such an ephemeral runner itself (and the sweep any it left).
+    done: HashSet<String>,
     /// The runner names and job keys of the open records.
     live: HashSet<String>,
     held: HashSet<String>,
@@ -99,7 +101,7 @@ impl GitHub {
         let g = cfg.github.as_ref().ok_or_else(|| ConfigError::Invalid("no [github] section".into()))?;
         let auth = match (&g.private_key_file, &g.app_id, g.installation_id) {
             (Some(key), Some(iss), Some(installation_id)) => {
-                Auth::App(App { iss: iss.clone(), installation_id, key: AppKey::read(key)?, token: None })
+                Auth::App(Box::new(App { iss: iss.clone(), installation_id, key: AppKey::read(key)?, token: None }))
             }
             _ => Auth::Token(secret_text(g.token_file.as_deref(), g.token_env.as_deref())?),
         };
@@ -151,6 +153,7 @@ impl GitHub {
             runners_at: None,
             registered: HashMap::new(),
             gone: HashSet::new(),
+            done: HashSet::new(),
             live: HashSet::new(),
             held: HashSet::new(),
             live_known: false,
@@ -304,7 +307,15 @@ impl GitHub {
         let at = Instant::now();
         let path = self.runners_path();
         let (launcher_id, pools) = (self.launcher_id.clone(), self.pools.clone());
-        let listed = scan::runners(&mut self.api, &path, &|n| GitHub::ours(&launcher_id, &pools, n))?;
+        let (listed, whole) = scan::runners(&mut self.api, &path, &|n| GitHub::ours(&launcher_id, &pools, n))?;
+        if !whole {
+            // a runner not among the pages read may well be there: nothing is concluded from its absence
+            for (name, r) in listed {
+                self.registered.entry(name.clone()).or_insert(at);
+                self.runners.insert(name, r);
+            }
+            return Ok(());
+        }
         for (name, since) in &self.registered {
             if *since < at && !listed.contains_key(name) {
                 self.gone.insert(name.clone());
@@ -459,6 +470,7 @@ impl GitHub {
                     let id = v["runner"]["id"].as_u64().unwrap_or(0);
                     self.registered.insert(name.to_string(), Instant::now());
                     self.gone.remove(name);
+                    self.done.remove(name);
                     self.runners.remove(name);
                     log::info(&format!("runner {name} (id {id}) registered with labels {}", labels.join(",")));
                     return Ok(Map::from_iter([
@@ -507,8 +519,8 @@ impl GitHub {
 
     /// A runner by name (`?name=`).
     fn find_runner(&mut self, name: &str) -> Result<Option<RunnerInfo>, GhError> {
-        let path = format!("{}?name={name}&per_page=100", self.runners_path());
-        let found = scan::runners(&mut self.api, &path, &|n| n == name)?;
+        let path = format!("{}?name={name}", self.runners_path());
+        let (found, _) = scan::runners(&mut self.api, &path, &|n| n == name)?;
         Ok(found.get(name).copied())
     }
 
@@ -640,7 +652,10 @@ impl Source for GitHub {
         for ((w, name), v) in work.iter().zip(&names).zip(verdicts) {
             let state = match v {
                 Verdict::Started(why) => JobState { phase: Phase::Started, name: why },
-                Verdict::Finished(why) => JobState { phase: Phase::Finished, name: why },
+                Verdict::Finished(why) => {
+                    self.done.insert(name.clone());
+                    JobState { phase: Phase::Finished, name: why }
+                }
                 Verdict::Waiting(job) => JobState {
                     phase: Phase::Queued,
                     name: if job_id(w.job) == Some(job) { "queued".into() } else { format!("queued (for job {job})") },
@@ -715,7 +730,9 @@ impl Source for GitHub {
         let name = self.runner_name(work.agent_name);
         self.live.remove(&name);
         self.held.remove(work.job);
-        if self.gone.contains(&name) {
+        if self.gone.contains(&name) || self.done.remove(&name) {
+            // gone, or its job is over: GitHub removes an ephemeral runner itself, and the next runners
+            // listing removes what it left (it belongs to no open record then): no write here
             return Ok(());
         }
         let id = self.runners.get(&name).map(|r| r.id);

@@ -8,6 +8,7 @@
 //! poll (what was read stays in use).
 use super::api::{Api, GhError};
 use super::demand::{Queued, Taken};
+use crate::launcher::log;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -46,32 +47,41 @@ pub struct RepoScan {
 
 /// How long the jobs of an `in_progress` run may go unread.
 const RESCAN: Duration = Duration::from_secs(60);
-/// Pages of one list read at most.
+/// Pages of one list read at most (runners: [`RUNNER_PAGES`]).
 const MAX_PAGES: usize = 10;
+/// Pages of the runners list read at most (10,000 runners).
+pub const RUNNER_PAGES: usize = 100;
 
 fn decode(what: &str, body: &str) -> Result<Value, GhError> {
     serde_json::from_str(body).map_err(|source| GhError::Decode { what: what.into(), source })
 }
 
-/// Every page of a list (`key`: the array in each page), up to [`MAX_PAGES`].
+/// Every page of a list (`key`: the array in each page), up to [`MAX_PAGES`]; whether the list was read to
+/// its end.
 pub fn pages(api: &mut Api, what: &str, first: &str, key: &str) -> Result<(Vec<Value>, bool), GhError> {
+    pages_up_to(api, what, first, key, MAX_PAGES)
+}
+
+fn pages_up_to(api: &mut Api, what: &str, first: &str, key: &str, max: usize) -> Result<(Vec<Value>, bool), GhError> {
     let mut items = Vec::new();
     let mut url = first.to_string();
-    let mut any_fresh = false;
-    for _ in 0..MAX_PAGES {
+    for page in 1..=max {
         let got = api.get(what, &url)?;
-        any_fresh |= got.fresh;
         let v = decode(what, &got.body)?;
         let arr = v[key]
             .as_array()
             .ok_or_else(|| GhError::Invalid { what: what.into(), message: format!("the answer has no {key} array") })?;
         items.extend(arr.iter().cloned());
         match got.next {
-            Some(n) => url = n,
+            Some(n) if page < max => url = n,
+            Some(_) => {
+                log::warn(&format!("{what}: more than {max} pages: the rest is not read"));
+                return Ok((items, false));
+            }
             None => break,
         }
     }
-    Ok((items, any_fresh))
+    Ok((items, true))
 }
 
 fn job_seen(j: &Value) -> Option<JobSeen> {
@@ -180,10 +190,17 @@ pub struct RunnerInfo {
     pub busy: bool,
 }
 
-/// The runners list: those whose names `ours` accepts, by name.
-pub fn runners(api: &mut Api, path: &str, ours: &dyn Fn(&str) -> bool) -> Result<HashMap<String, RunnerInfo>, GhError> {
-    let (items, _) = pages(api, "list runners", &format!("{path}?per_page=100"), "runners")?;
-    Ok(items
+/// The runners list: those whose names `ours` accepts, by name, and whether the whole list was read (a
+/// runner missing from a list that was not is not gone).
+pub fn runners(
+    api: &mut Api,
+    path: &str,
+    ours: &dyn Fn(&str) -> bool,
+) -> Result<(HashMap<String, RunnerInfo>, bool), GhError> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (items, whole) =
+        pages_up_to(api, "list runners", &format!("{path}{sep}per_page=100"), "runners", RUNNER_PAGES)?;
+    let map = items
         .iter()
         .filter_map(|r| {
             let name = r["name"].as_str()?;
@@ -198,5 +215,6 @@ pub fn runners(api: &mut Api, path: &str, ours: &dyn Fn(&str) -> bool) -> Result
                 )
             })
         })
-        .collect())
+        .collect();
+    Ok((map, whole))
 }

@@ -2,8 +2,9 @@
 //!
 //! A VM authenticates at `/v1/assignment` with `Authorization: Bearer <secret>`, the per-VM secret the
 //! launcher put into its create_vm `env`. The answer tells it which job to acquire, the agent tags, and what
-//! the job's source grants it (Buildkite: the agent endpoint and token); a warm VM that has no job yet gets
-//! `204` and asks again. So the Buildkite token is never in a VM's settings or metadata, and each VM can
+//! the job's source grants it (Buildkite: the agent endpoint and token; GitHub: a JIT runner config made for
+//! it); a warm VM that has no job yet, or whose grant is not made yet, gets `204` and asks again. So no
+//! token or runner config is ever in a VM's settings or metadata, and each VM can
 //! only ever learn its own job.
 //!
 //! The server itself (hyper, TLS, limits, keeping the listener alive) is [`crate::launcher::server`]; this

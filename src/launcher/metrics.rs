@@ -15,7 +15,7 @@ pub enum Kind {
 /// Name, type, help.
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_jobs_seen_total", Kind::Counter, "Scheduled jobs that matched a pool, counted once per job."),
-    ("launcher_jobs_reserved_total", Kind::Counter, "Jobs reserved on the Buildkite stack."),
+    ("launcher_jobs_reserved_total", Kind::Counter, "Jobs the launcher took on: reserved on the Buildkite stack (GitHub has no reservations: every job it starts a VM for)."),
     ("launcher_jobs_launched_total", Kind::Counter, "Jobs whose VM was created."),
     ("launcher_jobs_failed_total", Kind::Counter, "Jobs the launcher finished with -1 (create failed, VM did not boot, unknown flavor)."),
     ("launcher_jobs_waiting", Kind::Gauge, "Matching jobs not started in the last poll, by reason."),
@@ -26,9 +26,9 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_cpi_call_duration_seconds", Kind::Histogram, "CPI call latency by method."),
     ("launcher_cpi_errors_total", Kind::Counter, "CPI calls that failed, by method."),
     ("launcher_queue_to_running_seconds", Kind::Histogram, "Time from a job being scheduled to the launcher seeing it started."),
-    ("launcher_buildkite_errors_total", Kind::Counter, "Buildkite API calls that failed, by call."),
+    ("launcher_buildkite_errors_total", Kind::Counter, "Buildkite API calls that failed, by call (the Buildkite-only name of launcher_source_errors_total)."),
     ("launcher_queue_paused", Kind::Gauge, "1 when the cluster queue is paused (no new VMs are started)."),
-    ("launcher_buildkite_consecutive_failed_polls", Kind::Gauge, "Polls of the Buildkite API that failed in a row (0 after a good one); /healthz fails at unhealthy_after_failed_polls."),
+    ("launcher_buildkite_consecutive_failed_polls", Kind::Gauge, "Polls of the Buildkite API that failed in a row (the Buildkite-only name of launcher_source_consecutive_failed_polls)."),
     ("launcher_poll_duration_seconds", Kind::Histogram, "Wall time of one poll of the queue."),
     ("launcher_pool_breaker", Kind::Gauge, "1 for the state (closed, half_open, open) of each pool's circuit breaker."),
     ("launcher_pool_breaker_opened_total", Kind::Counter, "Times a pool's circuit breaker opened."),

@@ -17,7 +17,7 @@ pub struct Job {
     pub notified: bool,
     /// An agent has taken it (its queue time was measured, once).
     pub started: bool,
-    /// When Buildkite scheduled it (Unix seconds).
+    /// When the CI system queued it (Unix seconds).
     pub scheduled_at: Option<f64>,
     /// When it was last reserved (reservations are extended while its VM boots).
     pub reserved_at: Option<Instant>,

@@ -45,7 +45,7 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
-    /// `/healthz` answers 503 after this many polls of the Buildkite API in a row have failed.
+    /// `/healthz` answers 503 after this many polls of the CI source (Buildkite, GitHub) in a row have failed.
     #[serde(default = "default_unhealthy_after")]
     pub unhealthy_after_failed_polls: u32,
     /// Serve the listener over HTTPS with this certificate (PEM, the chain) and key (PEM).

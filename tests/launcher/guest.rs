@@ -8,7 +8,8 @@
 //! Buildkite with the job log showing the static address on the guest's NIC; the guest powers itself off (the
 //! fake holds the job `running` after the agent's finish until libvirt reports the domain shut off); then the
 //! launcher deletes the VM. With CI set, a missing piece (libvirtd, the bosh-agent/monit inputs the image build
-//! needs, root) fails the test.
+//! needs, root) fails the test. The GitHub variant (the second test) boots the same image with a `github`
+//! source against the fake GitHub: the bootstrap's GitHub path and the image's stand-in runner.
 use super::*;
 use crate::util::{cpi_bin, in_ci, require_peer, Cpi};
 use serde_json::json;

@@ -11,9 +11,15 @@
 //! each CPI method done by vmcpi (a warm call, with the session another call left in `state_dir`, and the
 //! cold first call, without it) and by `govmomi-steps` (the same steps through govmomi, one session per
 //! step), all in one run on one simulator; a Markdown table between `<!-- wire -->` markers. Needs
-//! `target/countproxy` and `target/govmomi-steps` (`bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME`).
+//! `target/countproxy` and `target/govmomi-steps` (built on first use: `bash tools/vcsim/build.sh target/NAME
+//! tools/vcsim/NAME`). The simulator is the patched one where it can be built (as for the tests:
+//! `VMCPI_VCSIM=stock` for the stock one).
+#[path = "support/countproxy.rs"]
+mod countproxy;
 #[path = "../tests/vsphere_sim.rs"]
 mod vsphere_sim;
+
+use countproxy::CountProxy;
 
 use serde_json::{json, Value};
 use std::io::Write;
@@ -152,59 +158,6 @@ fn big_import(bin: &Path) {
     );
 }
 
-/// The request counter in front of a simulator.
-struct CountProxy {
-    child: std::process::Child,
-    url: String,
-    control: String,
-    cert: std::path::PathBuf,
-}
-
-impl CountProxy {
-    fn start(bin: &Path, backend: &str, dir: &Path) -> CountProxy {
-        let (url_file, cert, control_file) = (dir.join("proxy-url"), dir.join("proxy.pem"), dir.join("control-url"));
-        let child = Command::new(bin)
-            .arg("-backend")
-            .arg(backend)
-            .arg("-url-file")
-            .arg(&url_file)
-            .arg("-cert-file")
-            .arg(&cert)
-            .arg("-control-file")
-            .arg(&control_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start countproxy");
-        let started = Instant::now();
-        while !url_file.exists() {
-            assert!(started.elapsed() < Duration::from_secs(30), "countproxy did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
-        CountProxy { child, url: read(&url_file), control: read(&control_file), cert }
-    }
-
-    /// Requests since the last take, and their SOAP operations.
-    fn take(&self) -> (u32, String) {
-        let body = ureq::get(&format!("{}/take", self.control)).call().unwrap().body_mut().read_to_string().unwrap();
-        let (n, ops) = body.trim().split_once(' ').unwrap_or((body.trim(), ""));
-        (n.parse().unwrap(), ops.to_string())
-    }
-}
-
-impl Drop for CountProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
-    p.is_file().then_some(p)
-}
-
 /// One row of the wire table: vmcpi warm and cold, govmomi.
 struct Wire {
     op: &'static str,
@@ -215,7 +168,8 @@ struct Wire {
 }
 
 fn wire_comparison(bin: &Path) {
-    let (Some(proxy_bin), Some(steps)) = (tool("countproxy"), tool("govmomi-steps")) else {
+    let (Some(proxy_bin), Some(steps)) = (countproxy::go_tool("countproxy"), countproxy::go_tool("govmomi-steps"))
+    else {
         eprintln!(
             "target/countproxy or target/govmomi-steps missing: bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME"
         );

@@ -260,8 +260,10 @@ fn upload(s: &Session, lease: &MoRef, disk: Upload<'_>, files: &[(String, String
             disk.name
         )));
     }
+    // the lease's info (its device URLs) is set once it is ready: read with its state, one request when the
+    // lease is ready at once (as it usually is)
     let state = s
-        .wait_for(lease, &["state", "error"], "NFC lease", |v| {
+        .wait_for(lease, &["state", "error", "info"], "NFC lease", |v| {
             v.iter().any(|(p, n)| p == "state" && n.text != "initializing")
         })
         .map_err(ctx_err("waiting for the NFC lease failed"))?;
@@ -274,8 +276,15 @@ fn upload(s: &Session, lease: &MoRef, disk: Upload<'_>, files: &[(String, String
             .unwrap_or_default();
         return Err(DriverError::other(format!("NFC lease is {st}: {err}")));
     }
-    let info = s.object(lease, &["info"]).map_err(ctx_err("cannot read the NFC lease"))?;
-    let info = info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::other("NFC lease has no info"))?;
+    let info = match state.iter().find(|(p, _)| p == "info") {
+        Some((_, info)) => info.clone(),
+        // a server that sent the state change without the info: ask for it
+        None => s
+            .object(lease, &["info"])
+            .map_err(ctx_err("cannot read the NFC lease"))?
+            .and_then(|o| o.get("info").cloned())
+            .ok_or_else(|| DriverError::other("NFC lease has no info"))?,
+    };
     let entity = info.moref_at("entity").ok_or_else(|| DriverError::other("NFC lease names no VM"))?;
     let urls: Vec<(String, String, Option<String>)> = info
         .children_named("deviceUrl")
@@ -315,8 +324,7 @@ fn upload(s: &Session, lease: &MoRef, disk: Upload<'_>, files: &[(String, String
         let mib = disk.len >> 20;
         info!("{path}: 100 % uploaded ({mib} MiB in {secs:.1} s, {:.0} MiB/s)", mib as f64 / secs.max(0.001));
     }
-    s.call(&HttpNfcLeaseProgress { this: lease.clone(), percent: 100 })
-        .map_err(ctx_err("NFC lease progress failed"))?;
+    // no progress call at 100 %: HttpNfcLeaseComplete says it
     s.call(&HttpNfcLeaseComplete { this: lease.clone() }).map_err(ctx_err("cannot complete the NFC lease"))?;
     Ok(entity)
 }

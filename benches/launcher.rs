@@ -6,6 +6,9 @@
 #[path = "../tests/launcher/fake_bk.rs"]
 #[allow(dead_code)]
 mod fake_bk;
+#[path = "../tests/launcher/fake_http.rs"]
+#[allow(dead_code)]
+mod fake_http;
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -6,11 +6,12 @@
 #   tests:  ovmf (EFI stemcells), jq, xorriso (only a cross-check: tests/medium.rs reads vmcpi's ISOs with it),
 #           perl (the launcher's fake CPI), ruby (BOSH template rendering), prometheus (promtool),
 #           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client,
-#           time (GNU time: a CPI process's peak memory in tests/vsphere_hostile.rs)
+#           time (GNU time: a CPI process's peak memory in tests/vsphere_hostile.rs),
+#           openssl (the CLI makes the GitHub App keys of the launcher's tests: no key is kept in the repository)
 set -euo pipefail
 want=(gcc pkg-config libssl-dev jq ovmf curl ca-certificates)
 if [ "${1:-}" = "--tests" ]; then
-  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client time)
+  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client time openssl)
 fi
 missing=()
 for p in "${want[@]}"; do

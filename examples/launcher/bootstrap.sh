@@ -1,18 +1,28 @@
 #!/bin/sh
-# agent-launcher in-guest bootstrap: run exactly one Buildkite job, then power the VM off.
+# agent-launcher in-guest bootstrap: run exactly one CI job — a Buildkite job, or a GitHub Actions job through a
+# just-in-time runner — then power the VM off.
 #
 # Install in the VM image as /usr/local/sbin/agent-launcher-bootstrap and start it once at boot
-# (agent-launcher-bootstrap.service). Needs: sh, mount, curl, jq, buildkite-agent (v3.x, with
-# `--acquire-job` and `file://` tokens), and poweroff. The image should not also run the BOSH agent.
+# (agent-launcher-bootstrap.service). Needs: sh, mount, curl, jq, poweroff, and the agent of the CI system:
+#   Buildkite: buildkite-agent (v3.x, with `--acquire-job` and `file://` tokens);
+#   GitHub Actions: the actions runner unpacked in /opt/actions-runner (AGENT_LAUNCHER_RUNNER_DIR), owned by
+#   the user `runner` (AGENT_LAUNCHER_RUNNER_USER; runuser from util-linux starts it), NOT configured: the
+#   launcher hands each VM a just-in-time config for one runner.
+# The image should not also run the BOSH agent.
 #
 # 1. Read the settings the CPI wrote for this VM (vmcpi: an ISO labelled ENV with /env, or a config drive
 #    labelled config-2 with /ec2/latest/user-data). Its `env.agent_launcher` holds the job id (empty for a
-#    warm VM), the agent tags, the agent endpoint, the launcher's assignment URL and this VM's secret. A
-#    network with a static `ip` (a pool with `static_ips`) is applied to the NIC: nothing else in the image
-#    reads the settings' networks when no BOSH agent runs.
-# 2. Ask the launcher for the assignment (a warm VM waits here until it gets a job). The answer carries the
-#    agent token, which is written to a root-only file and never put on a command line.
-# 3. Run `buildkite-agent start --acquire-job`; the agent runs that one job and exits.
+#    warm VM), the agent tags, the launcher's assignment URL and this VM's secret (and, for Buildkite, the
+#    agent endpoint). A network with a static `ip` (a pool with `static_ips`) is applied to the NIC: nothing
+#    else in the image reads the settings' networks when no BOSH agent runs.
+# 2. Ask the launcher for the assignment (a warm VM waits here until it gets a job; so does a VM whose runner
+#    config the launcher has not made yet). The answer carries the secret the agent needs — Buildkite's agent
+#    token, or GitHub's JIT runner config (`jitconfig`) — which goes to a root-only file, never a command line.
+# 3. Buildkite: `buildkite-agent start --acquire-job`: the agent runs that one job and exits.
+#    GitHub: `run.sh` as the runner user with the JIT config in ACTIONS_RUNNER_INPUT_JITCONFIG (the runner's
+#    `--jitconfig`, kept off the command line, where every user could read it): the runner registers, takes
+#    one queued job its labels fit — not necessarily the one this VM was made for: GitHub has no reservations
+#    — and exits; GitHub removes the runner.
 # 4. Power off. The launcher deletes the VM once the job is finished (and at its deadline in any case).
 set -eu
 
@@ -127,8 +137,47 @@ while :; do
 done
 
 job=$(jq -r .job_id "$RUN_DIR/assignment.json")
-tags=$(jq -r .agent_tags "$RUN_DIR/assignment.json")
 name=$(jq -r .agent_name "$RUN_DIR/assignment.json")
+
+if [ "$(jq -r '.source // "buildkite"' "$RUN_DIR/assignment.json")" = github ]; then
+    # GitHub Actions: one just-in-time runner
+    runner_dir=${AGENT_LAUNCHER_RUNNER_DIR:-/opt/actions-runner}
+    runner_user=${AGENT_LAUNCHER_RUNNER_USER:-runner}
+    runner=$(jq -r '.runner_name // ""' "$RUN_DIR/assignment.json")
+    jq -r '.jitconfig // ""' "$RUN_DIR/assignment.json" > "$RUN_DIR/jitconfig"
+    rm -f "$RUN_DIR/assignment.json" "$RUN_DIR/auth-header"
+    if [ ! -s "$RUN_DIR/jitconfig" ]; then
+        log "the assignment has no runner config (its runner already ran: this VM has nothing to do)"
+        rm -f "$RUN_DIR/jitconfig"; [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null; finish; exit 0
+    fi
+    log "starting runner $runner for job $job (or another queued job its labels fit)"
+    status=0
+    if id -u "$runner_user" >/dev/null 2>&1; then
+        (
+            cd "$runner_dir"
+            ACTIONS_RUNNER_INPUT_JITCONFIG=$(cat "$RUN_DIR/jitconfig")
+            export ACTIONS_RUNNER_INPUT_JITCONFIG
+            rm -f "$RUN_DIR/jitconfig"
+            exec runuser -u "$runner_user" -- ./run.sh
+        ) || status=$?
+    else
+        log "no user $runner_user: running the runner as root (RUNNER_ALLOW_RUNASROOT)"
+        (
+            cd "$runner_dir"
+            ACTIONS_RUNNER_INPUT_JITCONFIG=$(cat "$RUN_DIR/jitconfig")
+            export ACTIONS_RUNNER_INPUT_JITCONFIG RUNNER_ALLOW_RUNASROOT=1
+            rm -f "$RUN_DIR/jitconfig"
+            exec ./run.sh
+        ) || status=$?
+    fi
+    log "the runner exited with $status"
+    rm -f "$RUN_DIR/jitconfig"
+    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
+    finish
+    exit 0
+fi
+
+tags=$(jq -r .agent_tags "$RUN_DIR/assignment.json")
 endpoint=$(jq -r .endpoint "$RUN_DIR/assignment.json")
 jq -r .token "$RUN_DIR/assignment.json" > "$RUN_DIR/token"
 rm -f "$RUN_DIR/assignment.json" "$RUN_DIR/auth-header"

@@ -1,12 +1,14 @@
-//! `agent-launcher`: watches a Buildkite queue and runs every matching job on a fresh VM made by a BOSH CPI.
+//! `agent-launcher`: watches a Buildkite queue or GitHub Actions and runs every matching job on a fresh VM
+//! made by a BOSH CPI.
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use vmcpi::launcher::buildkite::Buildkite;
-use vmcpi::launcher::config::{Config, ConfigError};
+use vmcpi::launcher::config::{Config, ConfigError, SourceChoice};
 use vmcpi::launcher::daemon::Daemon;
+use vmcpi::launcher::github::GitHub;
 use vmcpi::launcher::source::Source;
 use vmcpi::launcher::{log, status};
 
@@ -24,7 +26,7 @@ SIGNALS
 See docs/launcher.md for the config reference, the image bootstrap and a pipeline example.";
 
 #[derive(Parser)]
-#[command(name = "agent-launcher", version, about = "Runs each Buildkite job on a fresh VM made through a BOSH CPI, and deletes the VM after the job", after_help = AFTER_HELP)]
+#[command(name = "agent-launcher", version, about = "Runs each Buildkite or GitHub Actions job on a fresh VM made through a BOSH CPI, and deletes the VM after the job", after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,7 +47,8 @@ enum Cmd {
     CheckConfig {
         #[arg(long, short = 'c', env = "AGENT_LAUNCHER_CONFIG", value_name = "PATH")]
         config: PathBuf,
-        /// Also checks the tokens against the Buildkite API (read-only requests; nothing is registered).
+        /// Also checks the credentials against the CI system's API (read-only requests: nothing is registered;
+        /// a GitHub App gets an installation token).
         #[arg(long)]
         online: bool,
     },
@@ -67,8 +70,11 @@ fn load(path: &std::path::Path) -> Result<(Config, Box<dyn Source>), ConfigError
     for w in cfg.warnings() {
         log::warn(&w);
     }
-    let source = Buildkite::open(&cfg)?;
-    Ok((cfg, Box::new(source)))
+    let source: Box<dyn Source> = match cfg.source() {
+        SourceChoice::Buildkite => Box::new(Buildkite::open(&cfg)?),
+        SourceChoice::GitHub => Box::new(GitHub::open(&cfg)?),
+    };
+    Ok((cfg, source))
 }
 
 fn main() -> ExitCode {
@@ -89,7 +95,11 @@ fn main() -> ExitCode {
                 config.display(),
                 cfg.pools.len(),
                 cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
-                if online { "; the Buildkite API accepts the token" } else { "" }
+                if online {
+                    format!("; the {} API accepts the credentials", vmcpi::launcher::http::source_title(src.name()))
+                } else {
+                    String::new()
+                }
             );
             ExitCode::SUCCESS
         }

@@ -2,8 +2,9 @@
 //!
 //! A VM authenticates at `/v1/assignment` with `Authorization: Bearer <secret>`, the per-VM secret the
 //! launcher put into its create_vm `env`. The answer tells it which job to acquire, the agent tags, and what
-//! the job's source grants it (Buildkite: the agent endpoint and token); a warm VM that has no job yet gets
-//! `204` and asks again. So the Buildkite token is never in a VM's settings or metadata, and each VM can
+//! the job's source grants it (Buildkite: the agent endpoint and token; GitHub: a JIT runner config made for
+//! it); a warm VM that has no job yet, or whose grant is not made yet, gets `204` and asks again. So no
+//! token or runner config is ever in a VM's settings or metadata, and each VM can
 //! only ever learn its own job.
 //!
 //! The server itself (hyper, TLS, limits, keeping the listener alive) is [`crate::launcher::server`]; this
@@ -27,8 +28,9 @@ pub struct Assignment {
     pub job: Option<String>,
     pub agent_tags: Vec<String>,
     pub name: String,
-    /// What the job's source grants the VM (Buildkite: the agent endpoint and token), answered with the job.
-    pub grant: serde_json::Map<String, serde_json::Value>,
+    /// What the job's source grants the VM (Buildkite: the agent endpoint and token), answered with the job;
+    /// `None` while the source has not granted it yet (the VM is answered 204 and asks again).
+    pub grant: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// State shared between the daemon loop and the listener.
@@ -38,7 +40,9 @@ pub struct Shared {
     pub assignments: HashMap<String, Assignment>,
     pub last_tick: Instant,
     pub healthy_within: Duration,
-    /// Polls of the Buildkite API that failed in a row, and how many make the launcher unhealthy.
+    /// The CI source's name (`buildkite`, `github`), for `/healthz`.
+    pub source: &'static str,
+    /// Polls of the CI source that failed in a row, and how many make the launcher unhealthy.
     pub failed_polls: u32,
     pub unhealthy_after: u32,
     /// Why the listener is not accepting connections, while it is not (`/healthz` answers 503).
@@ -67,12 +71,14 @@ impl Listener {
     }
 }
 
-/// Binds the listener (HTTPS with `tls`) and serves [`routes`] on a thread of its own.
+/// Binds the listener (HTTPS with `tls`) and serves [`routes`] and `extra` (the source's) on a thread of its
+/// own.
 pub fn serve(
     addr: &str,
     tls: Option<&crate::launcher::config::Tls>,
     limits: Limits,
     shared: SharedRef,
+    extra: Vec<Route>,
 ) -> Result<Listener, ServeError> {
     let tls = tls.map(|t| server::tls_config(&t.cert_file, &t.key_file)).transpose()?;
     let s = shared.clone();
@@ -100,7 +106,9 @@ pub fn serve(
             lock(&s).listener_down = None;
         }
     });
-    let server = server::start(addr, tls, limits, routes(shared), on_event)?;
+    let mut all = routes(shared);
+    all.extend(extra);
+    let server = server::start(addr, tls, limits, all, on_event)?;
     Ok(Listener { server })
 }
 
@@ -125,9 +133,18 @@ fn healthz(s: &Shared) -> Reply {
     } else if s.last_tick.elapsed() >= s.healthy_within {
         Reply::text(503, "the main loop is stuck\n")
     } else if s.failed_polls >= s.unhealthy_after {
-        Reply::text(503, format!("{} consecutive failed polls of the Buildkite API\n", s.failed_polls))
+        Reply::text(503, format!("{} consecutive failed polls of the {} API\n", s.failed_polls, source_title(s.source)))
     } else {
         Reply::text(200, "ok\n")
+    }
+}
+
+/// A source's name as people write it.
+pub fn source_title(name: &str) -> &str {
+    match name {
+        "buildkite" => "Buildkite",
+        "github" => "GitHub",
+        other => other,
     }
 }
 
@@ -138,8 +155,8 @@ fn assignment(r: &Request<'_>, s: &Shared) -> Reply {
         if secret.is_empty() { None } else { s.assignments.iter().find(|(k, _)| same(k, secret)).map(|(_, a)| a) };
     match found {
         None => Reply::new(401, "application/json", "{\"message\":\"unknown VM secret\"}"),
-        Some(Assignment { job: None, .. }) => Reply::new(204, "application/json", ""),
-        Some(Assignment { job: Some(job), agent_tags, name, grant }) => {
+        Some(Assignment { job: None, .. } | Assignment { grant: None, .. }) => Reply::new(204, "application/json", ""),
+        Some(Assignment { job: Some(job), agent_tags, name, grant: Some(grant) }) => {
             let mut body = grant.clone();
             body.insert("job_id".into(), json!(job));
             body.insert("agent_tags".into(), json!(agent_tags.join(",")));

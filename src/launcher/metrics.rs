@@ -15,7 +15,7 @@ pub enum Kind {
 /// Name, type, help.
 pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_jobs_seen_total", Kind::Counter, "Scheduled jobs that matched a pool, counted once per job."),
-    ("launcher_jobs_reserved_total", Kind::Counter, "Jobs reserved on the Buildkite stack."),
+    ("launcher_jobs_reserved_total", Kind::Counter, "Jobs the launcher took on: reserved on the Buildkite stack (GitHub has no reservations: every job it starts a VM for)."),
     ("launcher_jobs_launched_total", Kind::Counter, "Jobs whose VM was created."),
     ("launcher_jobs_failed_total", Kind::Counter, "Jobs the launcher finished with -1 (create failed, VM did not boot, unknown flavor)."),
     ("launcher_jobs_waiting", Kind::Gauge, "Matching jobs not started in the last poll, by reason."),
@@ -26,15 +26,22 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_cpi_call_duration_seconds", Kind::Histogram, "CPI call latency by method."),
     ("launcher_cpi_errors_total", Kind::Counter, "CPI calls that failed, by method."),
     ("launcher_queue_to_running_seconds", Kind::Histogram, "Time from a job being scheduled to the launcher seeing it started."),
-    ("launcher_buildkite_errors_total", Kind::Counter, "Buildkite API calls that failed, by call."),
+    ("launcher_buildkite_errors_total", Kind::Counter, "Buildkite API calls that failed, by call (the Buildkite-only name of launcher_source_errors_total)."),
     ("launcher_queue_paused", Kind::Gauge, "1 when the cluster queue is paused (no new VMs are started)."),
-    ("launcher_buildkite_consecutive_failed_polls", Kind::Gauge, "Polls of the Buildkite API that failed in a row (0 after a good one); /healthz fails at unhealthy_after_failed_polls."),
+    ("launcher_buildkite_consecutive_failed_polls", Kind::Gauge, "Polls of the Buildkite API that failed in a row (the Buildkite-only name of launcher_source_consecutive_failed_polls)."),
     ("launcher_poll_duration_seconds", Kind::Histogram, "Wall time of one poll of the queue."),
     ("launcher_pool_breaker", Kind::Gauge, "1 for the state (closed, half_open, open) of each pool's circuit breaker."),
     ("launcher_pool_breaker_opened_total", Kind::Counter, "Times a pool's circuit breaker opened."),
     ("launcher_pool_power", Kind::Gauge, "1 for the power state (on, off, waking, stopping) of each power-managed pool's host."),
     ("launcher_jobs_failed_over_total", Kind::Counter, "Jobs moved from a failing pool (pool) to another (to)."),
     ("launcher_listener_failures_total", Kind::Counter, "Times the HTTP listener stopped accepting connections and was started again."),
+    ("launcher_source_errors_total", Kind::Counter, "Calls to the CI source (Buildkite, GitHub) that failed, by source and call."),
+    ("launcher_source_consecutive_failed_polls", Kind::Gauge, "Polls of the CI source that failed in a row (0 after a good one); /healthz fails at unhealthy_after_failed_polls."),
+    ("launcher_github_requests_total", Kind::Counter, "GitHub REST API requests by kind (read, write, token) and outcome (ok, not_modified, rate_limited, error)."),
+    ("launcher_github_rate_limit_remaining", Kind::Gauge, "GitHub's x-ratelimit-remaining of the last answer (-1 before one)."),
+    ("launcher_github_rate_limited_total", Kind::Counter, "Answers that said the GitHub rate limit was exceeded (403 or 429), by limit (primary, secondary)."),
+    ("launcher_github_webhook_deliveries_total", Kind::Counter, "GitHub webhook deliveries by outcome (accepted, ignored, bad_signature, malformed)."),
+    ("launcher_github_runners_removed_total", Kind::Counter, "Runner registrations the launcher removed, by why (released, surplus, stale)."),
 ];
 
 const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];

@@ -5,7 +5,9 @@
 //! - [`source`]: the seam between the loop and a CI system (demand, reservations, job states, what a VM is
 //!   granted), and the job model.
 //! - [`buildkite`]: Buildkite as a source (Stacks API, REST API) and its HTTP rules (retries, rate limits).
-//! - [`rules`]: agent query rule matching, as Buildkite does it.
+//! - [`github`]: GitHub Actions as a source (JIT runners, App or token, ETags and rate limits, demand without
+//!   reservations, the webhook).
+//! - [`rules`]: agent query rule matching, as Buildkite does it (and GitHub labels through the same matcher).
 //! - [`breaker`]: per-pool circuit breakers (failover while a pool's CPI keeps failing).
 //! - [`plan`]: which job starts in which pool, with flavors, capacity, static IPs and placement.
 //! - [`power`]: host power management (power_on/power_off commands, idle power-off).
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod cpi;
 pub mod daemon;
+pub mod github;
 pub mod http;
 pub mod ledger;
 pub mod log;

@@ -30,7 +30,12 @@ impl PoolInfo {
             .find(|(_, n)| !n.static_ips.is_empty())
             .map(|(name, n)| (Some(name.clone()), n.addresses().unwrap_or_default()))
             .unwrap_or((None, Vec::new()));
-        PoolInfo { tags: PoolTags::new(&p.tags, &p.flavor_tag), ips, ip_network, gate: Gate::Closed }
+        let tags = if p.labels.is_empty() {
+            PoolTags::new(&p.tags, &p.flavor_tag)
+        } else {
+            PoolTags::labels(&p.labels, &p.flavor_tag)
+        };
+        PoolInfo { tags, ips, ip_network, gate: Gate::Closed }
     }
 }
 

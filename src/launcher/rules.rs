@@ -4,6 +4,13 @@
 //! may contain `*` wildcards (`os=*`, `queue=deploy-*`). A pool tag with the value `*` serves any value of
 //! its key (the agent then gets the job's value). The pool's flavor tag is not matched: it picks a size.
 //! A job without a `queue` rule targets the cluster's default queue (`_default`).
+//!
+//! GitHub Actions labels go through the same matcher ([`PoolTags::labels`], [`job_label_rules`]): a job's
+//! `runs-on` labels must all be among the runner's, compared without case, as GitHub does. A plain label
+//! `linux` is the rule `linux=` (a key with an empty value) and a `key=value` label is itself; a pool label
+//! `arch=*` serves any `arch=…` label of a job (the runner then gets the job's), the flavor label
+//! `flavor=large` picks a size, and there is no queue. A job label is literal to GitHub, so a job label with
+//! a `*` (or one ending in `=`, which would read as a plain label) is never served.
 use crate::glob::{glob, Wildcards};
 
 /// One `key=value` rule or tag.
@@ -29,6 +36,47 @@ impl Rule {
 pub struct PoolTags {
     tags: Vec<Rule>,
     flavor_key: String,
+    /// Buildkite: a job targets a queue (`_default` without a `queue` rule); GitHub has none.
+    queues: bool,
+}
+
+/// Why a pool's GitHub label cannot be used (`Ok` when it can).
+pub fn check_pool_label(label: &str) -> Result<(), &'static str> {
+    let l = label.trim();
+    if l.is_empty() || l != label {
+        return Err("is empty or has spaces around it");
+    }
+    if l.contains(',') || l.chars().any(char::is_control) {
+        return Err("has a comma or a control character");
+    }
+    match l.split_once('=') {
+        None if l.contains('*') => Err("has a * (only a whole value, key=*, is a wildcard)"),
+        None => Ok(()),
+        Some((k, v)) if k.is_empty() || v.is_empty() => Err("key=value needs both a key and a value"),
+        Some((_, v)) if v.contains('*') && v != "*" => Err("has a * (only a whole value, key=*, is a wildcard)"),
+        Some((k, _)) if k.contains('*') => Err("has a * in its key"),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The rule of one GitHub label (lower case; a plain label is `label=`); `None` for a label GitHub would take
+/// literally where the matcher would not (a `*`, a trailing `=`, an empty label).
+fn label_rule(label: &str) -> Option<String> {
+    let l = label.trim().to_lowercase();
+    if l.is_empty() || l.contains('*') || l.ends_with('=') || l.starts_with('=') {
+        return None;
+    }
+    Some(if l.contains('=') { l } else { format!("{l}=") })
+}
+
+/// A job's `runs-on` labels as rules for [`PoolTags::matches`]; `None` when one of them cannot be served.
+pub fn job_label_rules(labels: &[String]) -> Option<Vec<String>> {
+    labels.iter().map(|l| label_rule(l)).collect()
+}
+
+/// The runner label of an agent tag that a [`PoolTags::labels`] match gave (`linux=` → `linux`).
+pub fn tag_label(tag: &str) -> String {
+    tag.strip_suffix('=').filter(|k| !k.contains('=')).unwrap_or(tag).to_string()
 }
 
 /// The outcome of matching one job against one pool.
@@ -42,7 +90,31 @@ pub struct Match {
 
 impl PoolTags {
     pub fn new(tags: &[String], flavor_key: &str) -> PoolTags {
-        PoolTags { tags: tags.iter().filter_map(|t| Rule::parse(t)).collect(), flavor_key: flavor_key.to_string() }
+        PoolTags {
+            tags: tags.iter().filter_map(|t| Rule::parse(t)).collect(),
+            flavor_key: flavor_key.to_string(),
+            queues: true,
+        }
+    }
+
+    /// A GitHub pool's runner labels (see the module's text).
+    pub fn labels(labels: &[String], flavor_key: &str) -> PoolTags {
+        let rules: Vec<String> = labels
+            .iter()
+            .filter_map(|l| {
+                let l = l.trim().to_lowercase();
+                match l.split_once('=') {
+                    Some(_) => Some(l),
+                    None if l.is_empty() => None,
+                    None => Some(format!("{l}=")),
+                }
+            })
+            .collect();
+        PoolTags {
+            tags: rules.iter().filter_map(|t| Rule::parse(t)).collect(),
+            flavor_key: flavor_key.to_lowercase(),
+            queues: false,
+        }
     }
 
     /// Whether this pool serves a job with these rules.
@@ -69,7 +141,10 @@ impl PoolTags {
                 return None;
             }
         }
-        if !has_queue && !self.tags.iter().any(|t| t.key == "queue" && (t.value == "_default" || t.value == "*")) {
+        if self.queues
+            && !has_queue
+            && !self.tags.iter().any(|t| t.key == "queue" && (t.value == "_default" || t.value == "*"))
+        {
             return None;
         }
         let mut flavor = None;
@@ -118,5 +193,42 @@ mod tests {
         let d = PoolTags::new(&s(&["queue=_default"]), "flavor");
         assert!(d.matches(&[]).is_some());
         assert!(p.matches(&s(&["garbage"])).is_none());
+    }
+
+    #[test]
+    fn github_labels_against_pool_labels() {
+        let p = PoolTags::labels(&s(&["self-hosted", "Linux", "x64", "arch=*"]), "flavor");
+        let job = |l: &[&str]| job_label_rules(&s(l)).and_then(|r| p.matches(&r));
+        // every label of the job is the pool's, compared without case; no queue is needed
+        let m = job(&["self-hosted", "linux"]).unwrap();
+        assert_eq!(m.agent_tags.iter().map(|t| tag_label(t)).collect::<Vec<_>>(), s(&["self-hosted", "linux", "x64"]));
+        assert!(job(&["SELF-HOSTED", "LINUX", "X64"]).is_some());
+        // a label the pool does not have: GitHub-hosted jobs (ubuntu-latest) and other pools' jobs
+        assert!(job(&["ubuntu-latest"]).is_none());
+        assert!(job(&["self-hosted", "gpu"]).is_none());
+        // arch=* takes any value and the runner gets it; flavor=… picks a size and the runner gets it too
+        let m = job(&["self-hosted", "arch=arm64", "flavor=large"]).unwrap();
+        assert_eq!(m.flavor.as_deref(), Some("large"));
+        let labels: Vec<String> = m.agent_tags.iter().map(|t| tag_label(t)).collect();
+        assert_eq!(labels, s(&["self-hosted", "linux", "x64", "arch=arm64", "flavor=large"]));
+        // GitHub takes job labels literally: a * or a trailing = cannot be served
+        assert!(job_label_rules(&s(&["self-hosted", "lin*"])).is_none());
+        assert!(job_label_rules(&s(&["arch=*"])).is_none());
+        assert!(job_label_rules(&s(&["x64="])).is_none());
+        assert!(job_label_rules(&s(&[""])).is_none());
+        assert_eq!(tag_label("a=b=c"), "a=b=c");
+        for (l, ok) in [
+            ("linux", true),
+            ("arch=*", true),
+            ("k=v", true),
+            ("lin*", false),
+            ("a,b", false),
+            (" x", false),
+            ("=v", false),
+            ("k=", false),
+            ("k=a*", false),
+        ] {
+            assert_eq!(check_pool_label(l).is_ok(), ok, "{l}");
+        }
     }
 }

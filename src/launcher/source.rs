@@ -7,9 +7,16 @@
 //! record is closed so that what was made for it (an agent or runner registration) is undone. A new CI
 //! system is one more module implementing [`Source`] (and its config); the loop's phases do not change.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+
+use crate::launcher::metrics::Metrics;
+use crate::launcher::server::Route;
+
+/// Asks the loop to poll now (a webhook delivery said something changed).
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// A job waiting for an agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,8 +174,18 @@ pub trait Source: Send {
     /// What the VM of `work` is handed at `/v1/assignment` beside its job, tags and name, once it has a
     /// job: Buildkite's agent endpoint and token, or a credential made for this one VM.
     fn grant(&mut self, work: &Work<'_>) -> Result<Map<String, Value>, SourceError>;
-    /// The record of `work` is closed (its VM deleted or never made): undoes what [`Source::grant`] made.
+    /// The record of `work` is closed (its VM deleted or never made), or its VM is being made again: undoes
+    /// what [`Source::grant`] made.
     fn release(&mut self, work: &Work<'_>) -> Result<(), SourceError>;
+    /// Routes the source adds to the launcher's listener (GitHub: its webhook); `wake` makes the loop poll at
+    /// once. Called whenever a listener starts.
+    fn routes(&self, _wake: Wake) -> Vec<Route> {
+        Vec::new()
+    }
+    /// Sets the source's own metrics (after every poll).
+    fn metrics(&mut self, _m: &mut Metrics) {}
+    /// From now on the source only reads (`--dry-run`): calls that change something are not made.
+    fn read_only(&mut self) {}
 }
 
 /// A job's age as a sort key: its `scheduled_at` as an instant, in the order of `f64::total_cmp` (the IEEE

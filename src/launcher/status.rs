@@ -82,6 +82,7 @@ pub fn status(cfg: &Config) -> Result<String, LedgerError> {
 /// call and no reservation. A source that lists only once registered (the Stacks API answers 404 when no
 /// launcher runs) is registered for the dry run and deregistered after it.
 pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
+    source.read_only();
     match dry_run_once(cfg, source) {
         Err(DryRunError::Source(e)) if e.is_not_found() => {
             source.register()?;

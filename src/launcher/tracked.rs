@@ -17,7 +17,7 @@ pub struct Job {
     pub notified: bool,
     /// An agent has taken it (its queue time was measured, once).
     pub started: bool,
-    /// When Buildkite scheduled it (Unix seconds).
+    /// When the CI system queued it (Unix seconds).
     pub scheduled_at: Option<f64>,
     /// When it was last reserved (reservations are extended while its VM boots).
     pub reserved_at: Option<Instant>,
@@ -39,6 +39,8 @@ pub struct RecordRun {
     pub after: Option<After>,
     /// Its next create_vm attempt waits until then (backoff after a failed attempt).
     pub retry_at: Option<Instant>,
+    /// The source has not granted its VM what it needs yet (the grant failed): asked again every poll.
+    pub grant_pending: bool,
 }
 
 /// What happens to a record once its VM is deleted.

@@ -1,14 +1,15 @@
-//! A fake Buildkite agent API (the Stacks endpoints) on a plain std TcpListener, for the launcher tests.
+//! A fake Buildkite agent API (the Stacks endpoints) on the shared fake-server skeleton ([`super::fake_http`]),
+//! for the launcher tests.
 //!
 //! It keeps a job store with Buildkite's state machine (scheduled → reserved, hidden until expiry → running →
 //! passed/failed/canceled), checks the `Token` auth, knows which stacks are registered (the others get 404
 //! `stack not found`, as Buildkite answers), pages the list with cursors, and can be told to pause the queue,
 //! answer 429 with `Retry-After`, answer 5xx, stall past the client's timeout (before the answer, or after its
 //! headers), or send the paused flag under both of its spellings.
+pub use super::fake_http::Fault;
+use super::fake_http::{self, Request, Response};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,19 +41,6 @@ pub struct AgentRun {
     /// The job's log (the chunks, in order).
     pub log: String,
     pub exit_status: Option<i64>,
-}
-
-/// A fault for the next request whose path contains `path`.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub path: String,
-    pub status: u16,
-    pub retry_after: Option<u32>,
-    pub stall_ms: u64,
-    /// Extra response headers (with status 0: on the normal answer), e.g. `RateLimit-Remaining: 0\r\n`.
-    pub headers: String,
-    /// With status 0: the request is carried out and the headers are sent, then the body waits this long.
-    pub body_stall_ms: u64,
 }
 
 #[derive(Default)]
@@ -100,18 +88,15 @@ pub struct FakeBk {
 
 impl FakeBk {
     pub fn start(token: &str) -> FakeBk {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/v3", listener.local_addr().unwrap());
-        let fake = FakeBk { state: Arc::new(Mutex::new(State::default())), url, token: token.to_string() };
-        let f2 = fake.clone();
-        std::thread::spawn(move || {
-            for s in listener.incoming().flatten() {
-                let f = f2.clone();
-                std::thread::spawn(move || {
-                    let _ = f.handle(s);
-                });
-            }
-        });
+        let state = Arc::new(Mutex::new(State::default()));
+        let slot: Arc<Mutex<Option<FakeBk>>> = Arc::new(Mutex::new(None));
+        let s2 = slot.clone();
+        let addr = fake_http::start(Arc::new(move |r: &Request| {
+            let f = s2.lock().unwrap().clone().expect("the fake is set up before its first request");
+            f.handle(r)
+        }));
+        let fake = FakeBk { state, url: format!("http://{addr}/v3"), token: token.to_string() };
+        *slot.lock().unwrap() = Some(fake.clone());
         fake
     }
 
@@ -157,89 +142,28 @@ impl FakeBk {
     }
 
     pub fn fault(&self, path: &str, status: u16, retry_after: Option<u32>, stall_ms: u64) {
-        self.st().faults.push_back(Fault {
-            path: path.into(),
-            status,
-            retry_after,
-            stall_ms,
-            headers: String::new(),
-            body_stall_ms: 0,
-        });
+        self.st().faults.push_back(Fault { path: path.into(), status, retry_after, stall_ms, ..Default::default() });
     }
 
     /// A normal answer with extra headers for the next request whose path contains `path`.
     pub fn headers(&self, path: &str, headers: &str) {
-        self.st().faults.push_back(Fault {
-            path: path.into(),
-            status: 0,
-            retry_after: None,
-            stall_ms: 0,
-            headers: headers.into(),
-            body_stall_ms: 0,
-        });
+        self.st().faults.push_back(Fault { path: path.into(), headers: headers.into(), ..Default::default() });
     }
 
     /// The next request whose path contains `path` is carried out and its headers sent; the body follows after
     /// `ms` (a reply lost in transit, as the client sees it when `ms` is past its timeout).
     pub fn stall_body(&self, path: &str, ms: u64) {
-        self.st().faults.push_back(Fault {
-            path: path.into(),
-            status: 0,
-            retry_after: None,
-            stall_ms: 0,
-            headers: String::new(),
-            body_stall_ms: ms,
-        });
+        self.st().faults.push_back(Fault { path: path.into(), body_stall_ms: ms, ..Default::default() });
     }
 
-    fn handle(&self, stream: TcpStream) -> std::io::Result<()> {
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut r = BufReader::new(&stream);
-        let mut first = String::new();
-        r.read_line(&mut first)?;
-        let (mut len, mut auth) = (0usize, String::new());
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => len = v.trim().parse().unwrap_or(0),
-                    "authorization" => auth = v.trim().to_string(),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        r.read_exact(&mut body)?;
-        let mut parts = first.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let full = parts.next().unwrap_or("").to_string();
-        let (path, query) =
-            full.split_once('?').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((full.clone(), String::new()));
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, extra, resp, body_stall_ms) = self.route(&method, &path, &query, &auth, &body);
+    fn handle(&self, r: &Request) -> Response {
+        let body: Value = r.json();
+        let (status, extra, resp, body_stall_ms) = self.route(&r.method, &r.path, &r.query, r.auth(), &body);
         let text = match resp {
             Answer::Json(v) => v.map(|v| v.to_string()).unwrap_or_default(),
             Answer::Raw(t) => t,
         };
-        let reason = match status {
-            200 => "OK",
-            201 => "Created",
-            204 => "No Content",
-            401 => "Unauthorized",
-            404 => "Not Found",
-            422 => "Unprocessable Entity",
-            429 => "Too Many Requests",
-            _ => "Error",
-        };
-        let mut w = &stream;
-        write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n", text.len())?;
-        w.flush()?;
-        std::thread::sleep(Duration::from_millis(body_stall_ms));
-        write!(w, "{text}")?;
-        w.flush()
+        Response { status, headers: extra, body: text, body_stall_ms }
     }
 
     /// REST v2: `GET {org}/builds` (one build per job, newest first, `state[]`, `per_page` ≤ 100, `page`,
@@ -320,27 +244,17 @@ impl FakeBk {
             s.calls.push((method.to_string(), path.to_string()));
             s.call_times.push(Instant::now());
             s.queries.push(query.to_string());
-            let i = s.faults.iter().position(|f| path.contains(&f.path));
-            i.and_then(|i| s.faults.remove(i))
+            fake_http::take_fault(&mut s.faults, path)
         };
-        let mut headers = String::new();
-        let mut body_stall = 0;
+        let mut extra = Response::default();
         if let Some(f) = fault {
-            std::thread::sleep(Duration::from_millis(f.stall_ms));
-            if f.status != 0 {
-                let extra = f.retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
-                return (
-                    f.status,
-                    format!("{extra}{}", f.headers),
-                    Answer::Json(Some(
-                        json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1}),
-                    )),
-                    0,
-                );
+            let injected =
+                json!({"message": "injected", "scope": "list-scheduled-jobs", "limit": 10, "current": 11, "reset": 1});
+            if let Some(r) = fake_http::inject(f, &injected, &mut extra) {
+                return (r.status, r.headers, Answer::Raw(r.body), 0);
             }
-            headers = f.headers;
-            body_stall = f.body_stall_ms;
         }
+        let (headers, body_stall) = (extra.headers, extra.body_stall_ms);
         if path.ends_with("/scheduled-jobs") {
             if let Some((status, text)) = self.st().list_override.clone() {
                 return (status, headers, Answer::Raw(text), body_stall);

@@ -8,7 +8,8 @@
 //! Buildkite with the job log showing the static address on the guest's NIC; the guest powers itself off (the
 //! fake holds the job `running` after the agent's finish until libvirt reports the domain shut off); then the
 //! launcher deletes the VM. With CI set, a missing piece (libvirtd, the bosh-agent/monit inputs the image build
-//! needs, root) fails the test.
+//! needs, root) fails the test. The GitHub variant (the second test) boots the same image with a `github`
+//! source against the fake GitHub: the bootstrap's GitHub path and the image's stand-in runner.
 use super::*;
 use crate::util::{cpi_bin, in_ci, require_peer, Cpi};
 use serde_json::json;
@@ -157,6 +158,182 @@ boot_timeout_seconds = 600
     }
     mark("done");
     eprintln!("guest timeline (CI={}):", in_ci());
+    for (t, what) in &timeline {
+        eprintln!("  {t:7.1} s  {what}");
+    }
+}
+
+/// The GitHub variant in a real guest: the launcher (github source, against the fake GitHub) drives the real
+/// `vmcpi` on libvirtd to boot the same agent-launcher guest; its bootstrap fetches the assignment with the
+/// VM's secret, finds a JIT runner config in it, and starts the image's stand-in runner
+/// (`tools/test-stemcell/actions-runner-standin.sh` as /opt/actions-runner/run.sh — not GitHub's runner: it
+/// speaks the fake's own runner protocol) as the user `runner` with the config in its environment; the runner
+/// takes the queued job, reports it completed and exits; the guest powers itself off (the fake holds the job
+/// `in_progress` until libvirt reports the domain shut off); then the launcher deletes the VM and no runner
+/// registration is left. The network is DHCP (QEMU user mode), the other path of the bootstrap's network set-up.
+#[test]
+fn github_runner_in_a_real_guest_gets_its_jit_config_runs_one_job_then_powers_off() {
+    use super::fake_gh::{FakeGh, GH_TOKEN, REPO};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = repo.join("../shared/tools/bosh");
+    let inputs = std::env::var_os("BOSH_AGENT").map(PathBuf::from).unwrap_or(shared.join("bosh-agent")).is_file()
+        && std::env::var_os("MONIT_TARBALL").map(PathBuf::from).unwrap_or(shared.join("monit-5.2.5.tar.gz")).is_file();
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !require_peer(
+        "libvirtd at qemu:///system, root and the image build's inputs (../shared/tools/bosh or BOSH_AGENT/MONIT_TARBALL)",
+        virsh(&["version"]).0 && inputs && root,
+    ) {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut timeline: Vec<(f64, String)> = vec![];
+    let mut mark = |what: &str| {
+        let e = t0.elapsed().as_secs_f64();
+        eprintln!("github guest timeline: {e:7.1} s  {what}");
+        timeline.push((e, what.to_string()));
+    };
+    let out =
+        Command::new("bash").arg(repo.join("tools/test-stemcell/build.sh")).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "tools/test-stemcell/build.sh failed");
+    let sc_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim());
+    let g = sc_dir.join("launcher-guest");
+    let tarball = g.join("agent-launcher-guest-openstack-kvm-debian-bookworm.tgz");
+    assert!(tarball.is_file() && g.join("vmlinuz").is_file(), "no launcher guest image in {}", g.display());
+    mark("image ready");
+
+    let dir = tempfile::tempdir().unwrap();
+    let serial = dir.path().join("serial.log");
+    // a libvirt pool of this checkout's own (other checkouts may run their guest tests on the same daemon)
+    let tag = env!("CARGO_MANIFEST_DIR").bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    let cpi_cfg = json!({"driver": {"kind": "libvirt", "uri": "qemu:///system", "pool": format!("vmcpi-launcher-gh-{tag:08x}"), "pool_path": format!("/var/tmp/vmcpi-launcher-gh-{tag:08x}-pool"), "domain_type": "qemu", "graphics": false},
+                         "agent": {"mbus": "nats://nats:unused@127.0.0.1:4222"}});
+    let cpi_json = dir.path().join("cpi.json");
+    std::fs::write(&cpi_json, cpi_cfg.to_string()).unwrap();
+    let gh = FakeGh::start();
+    let gh_port = gh.url.trim_start_matches("http://127.0.0.1:").to_string();
+    {
+        let mut st = gh.st();
+        // the guest reaches the host's loopback as 10.0.2.2 (QEMU user networking)
+        st.runner_url = format!("http://10.0.2.2:{gh_port}");
+        st.hold_complete = true;
+    }
+    let port = free_port();
+    let config = dir.path().join("launcher.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"launcher_id = "gh-guest"
+ledger_dir = "{ledger}"
+listen = "127.0.0.1:{port}"
+public_url = "http://10.0.2.2:{port}"
+poll_interval_ms = 200
+[github]
+repository = "{REPO}"
+api_url = "{api}"
+token_env = "GH_TOKEN"
+poll_interval_ms = 500
+[[pool]]
+name = "guest"
+labels = ["self-hosted", "linux"]
+cpi = ["{bin}", "--config", "{cfg}"]
+stemcell = {{ tarball = "{tarball}", cloud_properties = {{ infrastructure = "openstack", disk_format = "qcow2", container_format = "bare" }} }}
+cloud_properties = {{ kernel = "{kernel}", initrd = "{initrd}", cmdline = "root=LABEL=rootfs console=ttyS0 rw", serial_log = "{serial}" }}
+networks.default = {{ type = "dynamic", cloud_properties = {{ type = "user" }} }}
+flavors.small = {{ cpu = 1, ram = 512 }}
+boot_timeout_seconds = 600
+"#,
+            ledger = dir.path().join("ledger").display(),
+            api = gh.url,
+            bin = cpi_bin().display(),
+            cfg = cpi_json.display(),
+            tarball = tarball.display(),
+            kernel = g.join("vmlinuz").display(),
+            initrd = g.join("initrd.img").display(),
+            serial = serial.display(),
+        ),
+    )
+    .unwrap();
+    let job = gh.add_run(1, &["self-hosted", "linux"])[0];
+    let log_path = dir.path().join("launcher.log");
+    let err = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+    let mut l = Launcher {
+        child: Command::new(launcher_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("GH_TOKEN", GH_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap(),
+    };
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let serial_tail = || format!("launcher log:\n{}\nserial console (tail):\n{}", log(), tail(&serial, 60));
+
+    wait_for(300, "the VM to be created", &serial_tail, || {
+        log().contains(&format!("job={job} vm=")) && log().contains(" created")
+    });
+    let cid =
+        log().split(&format!("job={job} vm=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+    mark(&format!("VM {cid} created (launcher: stemcell uploaded, JIT runner config made, create_vm done)"));
+    let cpi = Cpi::at(&cpi_json);
+    assert_eq!(cpi.ok("has_vm", json!([cid])), json!(true));
+    let ledger = std::fs::read_to_string(dir.path().join("ledger/ledger.jsonl")).unwrap();
+    let secret = ledger
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("secret").and_then(|x| x.as_str()).map(String::from))
+        .filter(|x| !x.is_empty())
+        .expect("an intent with the VM's secret in the ledger");
+
+    wait_for(400, "the guest's runner to take the job", &serial_tail, || gh.job(job).status != "queued");
+    mark("guest: bootstrap fetched its JIT config, the runner took the job");
+    wait_for(120, "the guest's runner to complete the job", &serial_tail, || gh.job(job).conclusion.is_some());
+    let done = gh.job(job);
+    mark(&format!("guest: the job completed ({:?})", done.conclusion));
+    eprintln!("github guest: job output from the runner:\n{}", done.log);
+    assert_eq!(done.conclusion.as_deref(), Some("success"), "{}", serial_tail());
+    let runner = done.runner_name.clone().unwrap_or_default();
+    assert!(runner.starts_with("gh-guest-guest-"), "the runner name leads back to the launcher and pool: {runner}");
+    assert!(done.log.contains(&format!("runner {runner} as runner on launcher-guest")), "{}", done.log);
+    assert!(done.log.contains("inet 10.0.2.15/"), "the guest's DHCP address:\n{}", done.log);
+
+    // the guest powers itself off while the fake holds the job in progress
+    wait_for(120, "the guest to power itself off", &serial_tail, || {
+        let (ok, st) = virsh(&["domstate", &cid]);
+        ok && st == "shut off"
+    });
+    mark("guest powered itself off (libvirt: shut off)");
+    gh.release(job);
+    mark("fake GitHub: job completed, ephemeral runner removed");
+    wait_for(120, "the launcher to delete the VM", &serial_tail, || log().contains(&format!("vm={cid} deleted")));
+    assert_eq!(cpi.ok("has_vm", json!([cid])), json!(false));
+    assert!(!virsh(&["domstate", &cid]).0, "the domain {cid} is still defined");
+    mark("launcher deleted the VM (has_vm false, no domain)");
+    assert!(gh.runner_names().is_empty(), "no runner registration left: {:?}", gh.runner_names());
+
+    // neither the token, the JIT config nor the VM's secret is in the launcher log or on the serial console
+    let console = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert!(console.contains("agent-launcher-bootstrap: starting runner gh-guest-guest-"), "{}", serial_tail());
+    assert!(console.contains("agent-launcher-bootstrap: powering off"), "{}", serial_tail());
+    let jit = gh.st().jit_configs.clone();
+    assert!(!jit.is_empty());
+    for text in [&log(), &console] {
+        assert!(!text.contains(GH_TOKEN), "the token leaked");
+        assert!(!text.contains(&secret), "the VM's assignment secret leaked");
+        for c in &jit {
+            assert!(!text.contains(c.as_str()), "a JIT runner config leaked");
+        }
+    }
+    l.signal("TERM");
+    assert_eq!(l.wait_exit(Duration::from_secs(30)), Some(0), "{}", log());
+    let ledger_out = Command::new(launcher_bin()).args(["status", "--config"]).arg(&config).output().unwrap();
+    if let Some(sc) =
+        String::from_utf8_lossy(&ledger_out.stdout).split("cid=").nth(1).and_then(|r| r.split_whitespace().next())
+    {
+        cpi.ok("delete_stemcell", json!([sc]));
+    }
+    mark("done");
+    eprintln!("github guest timeline (CI={}):", in_ci());
     for (t, what) in &timeline {
         eprintln!("  {t:7.1} s  {what}");
     }

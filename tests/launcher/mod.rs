@@ -1,9 +1,13 @@
-//! agent-launcher tests: the built binary against a fake Buildkite (Stacks API) and a scriptable fake CPI
-//! (`fake_cpi.pl`), plus the real `vmcpi` on libvirt.
+//! agent-launcher tests: the built binary against a fake Buildkite (Stacks API) or a fake GitHub (both on one
+//! fake-server skeleton, `fake_http`) and a scriptable fake CPI (`fake_cpi.pl`), plus the real `vmcpi` on
+//! libvirt.
 mod crash;
 pub mod fake_bk;
+pub mod fake_gh;
+pub mod fake_http;
 mod fleet;
 mod flow;
+mod github;
 mod guest;
 mod hardening;
 mod libvirt;

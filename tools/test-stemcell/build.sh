@@ -12,6 +12,9 @@
 #                                                         examples/launcher/bootstrap.sh + its systemd unit
 #                                                         enabled, DHCP by default (systemd-networkd), and a
 #                                                         stand-in buildkite-agent (buildkite-agent-standin.sh)
+#                                                         and a stand-in GitHub Actions runner
+#                                                         (actions-runner-standin.sh as /opt/actions-runner/run.sh,
+#                                                         user `runner`): neither is the real agent or runner
 #
 # Usage: tools/test-stemcell/build.sh [--print-dir]       (prints OUT on its last line of stdout)
 #
@@ -36,7 +39,7 @@
 #                                                or /etc/apt/sources.list)
 #   STEMCELL_CACHE  cache directory             (default: /var/cache/vmcpi/test-stemcell)
 # The output lives in STEMCELL_CACHE/<key>, where key = sha256 of this script, the agent, the monit tarball,
-# the bootstrap and its unit, the buildkite-agent stand-in and the apt sources: an unchanged input set is never rebuilt (CI reuses it across runs on one machine).
+# the bootstrap and its unit, the buildkite-agent and actions-runner stand-ins and the apt sources: an unchanged input set is never rebuilt (CI reuses it across runs on one machine).
 # Reproducible: SOURCE_DATE_EPOCH is pinned for mmdebstrap, mke2fs gets a fixed UUID/hash seed, tarballs are
 # sorted with fixed owners and dates; what can still differ between two builds is the package versions the
 # mirror serves on the day (recorded in packages.txt inside each stemcell).
@@ -72,7 +75,8 @@ flock 9
 bootstrap=$repo/examples/launcher/bootstrap.sh
 bootstrap_unit=$repo/examples/launcher/agent-launcher-bootstrap.service
 standin=$here/buildkite-agent-standin.sh
-key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$monit_tgz" "$bootstrap" "$bootstrap_unit" "$standin" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
+runner_standin=$here/actions-runner-standin.sh
+key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$monit_tgz" "$bootstrap" "$bootstrap_unit" "$standin" "$runner_standin" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 if [ -f "$out/done" ]; then
   log "up to date: $out"
@@ -339,6 +343,12 @@ install -m 0755 "$bootstrap" "$root/usr/local/sbin/agent-launcher-bootstrap"
 install -m 0644 "$bootstrap_unit" "$root/etc/systemd/system/agent-launcher-bootstrap.service"
 ln -sf /etc/systemd/system/agent-launcher-bootstrap.service "$root/etc/systemd/system/multi-user.target.wants/agent-launcher-bootstrap.service"
 install -m 0755 "$standin" "$root/usr/local/bin/buildkite-agent"
+# the GitHub variant: a stand-in runner where the bootstrap looks for the actions runner, owned by the user the
+# bootstrap runs it as
+chroot "$root" useradd -m -s /bin/sh runner
+install -d -m 0755 "$root/opt/actions-runner"
+install -m 0755 "$runner_standin" "$root/opt/actions-runner/run.sh"
+chroot "$root" chown -R runner:runner /opt/actions-runner
 # DHCP on every NIC until the bootstrap applies a static IP (its /run/systemd/network/10-*.network wins)
 mkdir -p "$root/etc/systemd/network"
 printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' > "$root/etc/systemd/network/99-dhcp.network"

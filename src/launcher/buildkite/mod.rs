@@ -43,11 +43,14 @@ pub struct Buildkite {
 impl Buildkite {
     /// The source the config names, with its tokens read (and registered as secrets of the log).
     pub fn open(cfg: &Config) -> Result<Buildkite, ConfigError> {
+        if cfg.buildkite.is_none() {
+            return Err(ConfigError::Invalid("no [buildkite] section".into()));
+        }
         let token = cfg.token()?;
         log::add_secret(&token);
         let stacks = cfg.queue_stacks();
         let mut agent_checks = Vec::new();
-        let queue: Box<dyn Queue> = match cfg.buildkite.source {
+        let queue: Box<dyn Queue> = match cfg.bk().source {
             SourceKind::Stacks if stacks.len() > 1 => Box::new(MultiSource::new(
                 stacks
                     .iter()
@@ -70,7 +73,7 @@ impl Buildkite {
             queue,
             agent_checks,
             describe: format!("stack {} on queue {}", names(|s| s.1.as_str()), names(|s| s.0.as_str())),
-            expiry: Duration::from_secs(u64::from(cfg.buildkite.reservation_expiry_seconds)),
+            expiry: Duration::from_secs(u64::from(cfg.bk().reservation_expiry_seconds)),
             agent_endpoint: cfg.agent_endpoint(),
             agent_token: token,
         })

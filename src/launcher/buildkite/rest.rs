@@ -142,13 +142,13 @@ fn link_page(url: &str) -> Option<u64> {
 
 impl Rest {
     pub fn new(cfg: &crate::launcher::config::Config, token: &str) -> Option<Rest> {
-        let r = cfg.buildkite.rest.as_ref()?;
+        let r = cfg.bk().rest.as_ref()?;
         Some(Rest {
-            http: Http::new(format!("Bearer {token}"), Duration::from_millis(cfg.buildkite.timeout_ms)),
+            http: Http::new(format!("Bearer {token}"), Duration::from_millis(cfg.bk().timeout_ms)),
             base: r.endpoint.trim_end_matches('/').to_string(),
             org: r.organization.clone(),
             lookback_hours: r.lookback_hours,
-            max_pages: cfg.buildkite.max_pages.max(1),
+            max_pages: cfg.bk().max_pages.max(1),
             builds: HashMap::new(),
         })
     }

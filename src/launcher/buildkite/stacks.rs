@@ -127,7 +127,7 @@ impl Stacks {
 
     /// The stack `key` serving `queue`.
     pub fn for_queue(cfg: &crate::launcher::config::Config, token: &str, queue: &str, key: &str) -> Stacks {
-        let b = &cfg.buildkite;
+        let b = cfg.bk();
         Stacks {
             http: Http::new(format!("Token {token}"), Duration::from_millis(b.timeout_ms)),
             base: b.endpoint.trim_end_matches('/').to_string(),

@@ -88,7 +88,7 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
     #[test]
     fn good_config_parses_with_defaults() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.buildkite.endpoint, "https://agent.buildkite.com/v3");
+        assert_eq!(c.bk().endpoint, "https://agent.buildkite.com/v3");
         assert_eq!(c.pools[0].limits.max_concurrent_creates, 2);
         assert_eq!(c.pools[0].smallest_flavor().unwrap().0, "small");
         assert_eq!(c.pools[0].flavor_for(None).unwrap().0, "small");
@@ -195,6 +195,52 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         }
     }
 
+    /// The GitHub example is valid and shows every `[github]` key; the docs say what matters.
+    #[test]
+    fn the_github_example_is_valid_and_shows_every_key() {
+        let example = include_str!("../../../examples/launcher/agent-launcher-github.toml");
+        let c = parse(example).unwrap();
+        assert_eq!(c.source(), SourceChoice::GitHub);
+        assert_eq!(c.pools[0].labels.len(), 4);
+        for k in [
+            "repository",
+            "organization",
+            "repositories",
+            "runner_group_id",
+            "api_url",
+            "allow_http",
+            "app_id",
+            "installation_id",
+            "private_key_file",
+            "token_file",
+            "token_env",
+            "webhook_secret_file",
+            "webhook_secret_env",
+            "work_folder",
+            "poll_interval_ms",
+            "min_write_interval_ms",
+            "max_requests_per_minute",
+            "timeout_ms",
+            "labels",
+        ] {
+            assert!(example.contains(&format!("{k} =")), "the GitHub example does not show {k}");
+        }
+        let docs = include_str!("../../../docs/launcher.md");
+        for want in [
+            "generate-jitconfig",
+            "Administration: read and write",
+            "Self-hosted runners: read and write",
+            "Actions: read",
+            "X-Hub-Signature-256",
+            "no reservations",
+            "If-None-Match",
+            "actions-runner-controller",
+            "garm",
+        ] {
+            assert!(docs.contains(want), "docs/launcher.md does not say {want:?}");
+        }
+    }
+
     #[test]
     fn several_queues_get_a_stack_each() {
         let two = GOOD
@@ -217,14 +263,103 @@ flavors.large = { cpu = 4, ram = 4096, disk = 10240 }
         }
     }
 
+    pub(super) const GITHUB: &str = r#"
+launcher_id = "gh1"
+ledger_dir = "/tmp/l"
+listen = "127.0.0.1:0"
+[github]
+repository = "acme/app"
+token_env = "GH_TOKEN"
+[[pool]]
+name = "linux"
+labels = ["self-hosted", "linux", "x64"]
+cpi = ["/bin/cpi"]
+stemcell = { cid = "sc-1" }
+networks.default = { type = "dynamic" }
+flavors.small = { cpu = 1, ram = 512 }
+flavors.large = { cpu = 4, ram = 4096 }
+"#;
+
+    #[test]
+    fn a_github_source_with_its_defaults_and_its_mistakes() {
+        let c = parse(GITHUB).unwrap();
+        assert_eq!(c.source(), SourceChoice::GitHub);
+        let g = c.github.as_ref().unwrap();
+        assert_eq!(
+            (g.api_url.as_str(), g.runner_group_id, g.work_folder.as_str()),
+            ("https://api.github.com", 1, "_work")
+        );
+        assert_eq!((g.poll_interval_ms, g.min_write_interval_ms, g.max_requests_per_minute), (5000, 1000, 300));
+        let org = GITHUB.replace("repository = \"acme/app\"", "organization = \"acme\"\nrepositories = [\"app\", \"lib\"]\nrunner_group_id = 7\napi_url = \"https://ghe.example.com/api/v3\"");
+        let c = parse(&org).unwrap();
+        assert_eq!(c.github.as_ref().unwrap().runner_group_id, 7);
+        let app = GITHUB.replace(
+            "token_env = \"GH_TOKEN\"",
+            "app_id = \"Iv1.0123456789abcdef\"\ninstallation_id = 42\nprivate_key_file = \"/etc/app.pem\"\nwebhook_secret_file = \"/etc/hook\"",
+        );
+        assert!(parse(&app).is_ok());
+        let cases = [
+            (GITHUB.replace("[github]", "[github]\norganization = \"acme\""), "exactly one of repository"),
+            (GITHUB.replace("\"acme/app\"", "\"acme\""), "owner/repo"),
+            (GITHUB.replace("token_env = \"GH_TOKEN\"", ""), "either with a token"),
+            (
+                GITHUB.replace("token_env = \"GH_TOKEN\"", "token_env = \"GH_TOKEN\"\napp_id = \"1\""),
+                "either with a token",
+            ),
+            (GITHUB.replace("token_env = \"GH_TOKEN\"", "app_id = \"1\"\ninstallation_id = 2"), "private_key_file"),
+            (GITHUB.replace("[github]", "[github]\napi_url = \"http://ghe.example.com/api/v3\""), "clear text"),
+            (GITHUB.replace("[github]", "[github]\napi_url = \"ghe.example.com\""), "http(s) URL"),
+            (GITHUB.replace("[github]", "[github]\nrunner_group_id = 0"), "runner group"),
+            (GITHUB.replace("[github]", "[github]\nwork_folder = \"../x\""), "relative path"),
+            (
+                GITHUB.replace("labels = [\"self-hosted\", \"linux\", \"x64\"]", "tags = [\"queue=vm\"]"),
+                "tags are for a [buildkite]",
+            ),
+            (GITHUB.replace("\"x64\"]", "\"x6*\"]"), "has a *"),
+            (GITHUB.replace("\"x64\"]", "\"flavor=big\"]"), "the flavor is the job's"),
+            (GITHUB.replace("labels = [\"self-hosted\", \"linux\", \"x64\"]", "labels = []"), "1 to 100 runner labels"),
+            (
+                GITHUB.replace("launcher_id = \"gh1\"", &format!("launcher_id = \"{}\"", "x".repeat(44))),
+                "64-character runner names",
+            ),
+            (
+                GITHUB.replacen(
+                    "[[pool]]",
+                    "[buildkite]\ntoken_env = \"BK\"\nqueue = \"vm\"\nstack_key = \"s\"\n[[pool]]",
+                    1,
+                ),
+                "exactly one CI source",
+            ),
+            (
+                GITHUB.replace("[github]\nrepository = \"acme/app\"\ntoken_env = \"GH_TOKEN\"", ""),
+                "exactly one CI source",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).map(|_| ()).unwrap_err();
+            let msg = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            assert!(msg.contains(want), "want {want:?} in {msg:?}");
+        }
+        // a Buildkite pool may not have labels
+        let e = parse(&GOOD.replace("tags = [\"queue=vm\", \"os=linux\"]", "tags = [\"queue=vm\"]\nlabels = [\"x\"]"))
+            .unwrap_err();
+        assert!(e.to_string().contains("labels are for a [github] source"), "{e}");
+        // plain http to this machine's loopback needs no opt-in (the tests' fake GitHub)
+        let c = parse(&GITHUB.replace("[github]", "[github]\napi_url = \"http://127.0.0.1:9/api/v3\"")).unwrap();
+        assert!(c.warnings().is_empty());
+        let c =
+            parse(&GITHUB.replace("[github]", "[github]\nallow_http = true\napi_url = \"http://10.0.2.2:9\"")).unwrap();
+        assert_eq!(c.warnings().len(), 1);
+    }
+
     #[test]
     fn token_comes_from_file_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("tok");
         std::fs::write(&f, "bkct_secret\n").unwrap();
         let mut c = parse(GOOD).unwrap();
-        c.buildkite.token_env = None;
-        c.buildkite.token_file = Some(f.clone());
+        c.buildkite.as_mut().unwrap().token_env = None;
+        c.buildkite.as_mut().unwrap().token_file = Some(f.clone());
         // written with the umask's 0644: others may read it
         let e = c.token().unwrap_err();
         assert!(matches!(e, ConfigError::OpenTokenFile { mode: 0o644, .. }), "{e}");

@@ -15,9 +15,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot read the Buildkite token from {0}")]
+    #[error("cannot read the token from {0}")]
     Token(String, #[source] std::io::Error),
-    #[error("the Buildkite token in {0} is empty")]
+    #[error("the token in {0} is empty")]
     EmptyToken(String),
     #[error(
         "the token file {path} may be read or changed by others (mode {mode:o}, owner uid {uid}): \
@@ -45,7 +45,7 @@ pub struct Config {
     pub public_url: Option<String>,
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
-    /// `/healthz` answers 503 after this many polls of the Buildkite API in a row have failed.
+    /// `/healthz` answers 503 after this many polls of the CI source (Buildkite, GitHub) in a row have failed.
     #[serde(default = "default_unhealthy_after")]
     pub unhealthy_after_failed_polls: u32,
     /// Serve the listener over HTTPS with this certificate (PEM, the chain) and key (PEM).
@@ -65,7 +65,11 @@ pub struct Config {
     /// The per-pool circuit breakers (failover to other pools while a pool's CPI keeps failing).
     #[serde(default)]
     pub breaker: BreakerConfig,
-    pub buildkite: Buildkite,
+    /// The CI source: exactly one of `[buildkite]` and `[github]`.
+    #[serde(default)]
+    pub buildkite: Option<Buildkite>,
+    #[serde(default)]
+    pub github: Option<GitHub>,
     #[serde(rename = "pool")]
     pub pools: Vec<Pool>,
 }
@@ -184,6 +188,94 @@ fn default_breaker_max_open() -> u64 {
     600
 }
 
+/// Which CI system the launcher serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChoice {
+    Buildkite,
+    GitHub,
+}
+
+/// The GitHub Actions connection (`[github]`): the scope whose queued jobs the launcher serves, how it
+/// authenticates, and how it reads the demand.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHub {
+    /// Repository scope (`owner/repo`): its runners are repository runners …
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// … or organisation scope: organisation runners in `runner_group_id`, serving the jobs of
+    /// `repositories` (default: every repository the credentials can see).
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// The REST API base: `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise Server.
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+    /// The runner group of the runners (organisation scope; repository runners are in the default group, 1).
+    #[serde(default = "default_runner_group")]
+    pub runner_group_id: u64,
+    /// The runner's work folder, relative to its install directory.
+    #[serde(default = "default_work_folder")]
+    pub work_folder: String,
+    /// A fine-grained personal access token, from this file …
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// … or this environment variable; or a GitHub App:
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The App's client ID (`Iv1.…`) or numeric app ID (the JWT's `iss`) …
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// … the installation of the App on the repository or organisation …
+    #[serde(default)]
+    pub installation_id: Option<u64>,
+    /// … and the App's private key (PEM, as GitHub gives it: `BEGIN RSA PRIVATE KEY`, or PKCS#8).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The secret of a webhook sending `workflow_job` events to `POST /v1/github/webhook` (none: no webhook,
+    /// polling only). Read from this file (mode 0600) …
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// … or this environment variable.
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
+    /// How often the REST API is read for queued jobs and runners.
+    #[serde(default = "default_github_poll")]
+    pub poll_interval_ms: u64,
+    /// The pause between two writes (JIT configs, runner deletions): GitHub asks for at least a second.
+    #[serde(default = "default_write_interval")]
+    pub min_write_interval_ms: u64,
+    /// Requests per minute the launcher allows itself (GitHub's secondary limit is 900 points a minute).
+    #[serde(default = "default_requests_per_minute")]
+    pub max_requests_per_minute: u32,
+    /// HTTP timeout of one request.
+    #[serde(default = "default_http_timeout")]
+    pub timeout_ms: u64,
+    /// Accept an `http://` `api_url` on another host than this machine's loopback.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+fn default_runner_group() -> u64 {
+    1
+}
+fn default_work_folder() -> String {
+    "_work".into()
+}
+fn default_github_poll() -> u64 {
+    5000
+}
+fn default_write_interval() -> u64 {
+    1000
+}
+fn default_requests_per_minute() -> u32 {
+    300
+}
+
 /// Which Buildkite API lists the work.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -292,8 +384,14 @@ impl std::ops::Index<PoolId> for Vec<Pool> {
 #[serde(deny_unknown_fields)]
 pub struct Pool {
     pub name: String,
-    /// The agent tags this pool's VMs have (`queue=…`, `os=linux`, `arch=*` to serve any value of a key).
+    /// Buildkite: the agent tags this pool's VMs have (`queue=…`, `os=linux`, `arch=*` to serve any value of
+    /// a key).
+    #[serde(default)]
     pub tags: Vec<String>,
+    /// GitHub Actions: the labels of this pool's runners (`self-hosted`, `linux`, `arch=*` to serve any value
+    /// of a `key=value` label); a job runs here when each of its `runs-on` labels is one of them.
+    #[serde(default)]
+    pub labels: Vec<String>,
     /// The CPI executable and its arguments, run like the BOSH director runs it.
     pub cpi: Vec<String>,
     pub stemcell: Stemcell,
@@ -515,10 +613,41 @@ impl Config {
         self.pools.iter().position(|p| p.name == name).map(PoolId)
     }
 
+    /// The CI source the config names.
+    pub fn source(&self) -> SourceChoice {
+        if self.github.is_some() {
+            SourceChoice::GitHub
+        } else {
+            SourceChoice::Buildkite
+        }
+    }
+
+    /// The `[buildkite]` section (an empty one when the config names another source: only the Buildkite
+    /// source reads it, and only when it is there).
+    pub fn bk(&self) -> &Buildkite {
+        static NONE: std::sync::LazyLock<Buildkite> = std::sync::LazyLock::new(|| Buildkite {
+            source: SourceKind::Stacks,
+            endpoint: default_endpoint(),
+            agent_endpoint: None,
+            token_file: None,
+            token_env: None,
+            queue: String::new(),
+            queues: Vec::new(),
+            stack_key: String::new(),
+            reservation_expiry_seconds: default_expiry(),
+            page_size: default_page_size(),
+            max_pages: default_max_pages(),
+            timeout_ms: default_http_timeout(),
+            rest: None,
+            allow_http: false,
+        });
+        self.buildkite.as_ref().unwrap_or(&NONE)
+    }
+
     /// The queues this launcher serves with their stack keys: `queue` with `stack_key`, or every one of
     /// `queues` with `<stack_key>-<queue>` (one queue in `queues` keeps `stack_key` as it is).
     pub fn queue_stacks(&self) -> Vec<(String, String)> {
-        let b = &self.buildkite;
+        let b = self.bk();
         if b.queues.is_empty() {
             return vec![(b.queue.clone(), b.stack_key.clone())];
         }
@@ -530,12 +659,12 @@ impl Config {
 
     /// Reads the Buildkite token named by the config. The value is only ever passed to the HTTP client.
     pub fn token(&self) -> Result<String, ConfigError> {
-        read_token(self.buildkite.token_file.as_deref(), self.buildkite.token_env.as_deref())
+        read_token(self.bk().token_file.as_deref(), self.bk().token_env.as_deref())
     }
 
     /// Reads the REST API token (REST source only).
     pub fn rest_token(&self) -> Result<String, ConfigError> {
-        match &self.buildkite.rest {
+        match &self.bk().rest {
             Some(r) => read_token(r.token_file.as_deref(), r.token_env.as_deref()),
             None => Err(invalid("no [buildkite.rest] section")),
         }
@@ -543,7 +672,7 @@ impl Config {
 
     /// The agent API base the VMs' agents are given.
     pub fn agent_endpoint(&self) -> String {
-        self.buildkite.agent_endpoint.clone().unwrap_or_else(|| self.buildkite.endpoint.clone())
+        self.bk().agent_endpoint.clone().unwrap_or_else(|| self.bk().endpoint.clone())
     }
 
     /// The URL that VMs use to reach the assignment endpoint.
@@ -558,7 +687,7 @@ impl Config {
 }
 
 /// A token file's contents, when only its owner (the launcher's user or root) may read or change it.
-fn read_token_file(f: &Path) -> Result<String, ConfigError> {
+pub fn read_token_file(f: &Path) -> Result<String, ConfigError> {
     use std::os::unix::fs::MetadataExt;
     let path = f.display().to_string();
     let meta = std::fs::metadata(f).map_err(|e| ConfigError::Token(path.clone(), e))?;
@@ -570,7 +699,7 @@ fn read_token_file(f: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(f).map_err(|e| ConfigError::Token(path, e))
 }
 
-fn read_token(file: Option<&Path>, env: Option<&str>) -> Result<String, ConfigError> {
+pub fn read_token(file: Option<&Path>, env: Option<&str>) -> Result<String, ConfigError> {
     let (token, from) = match (file, env) {
         (Some(f), _) => (read_token_file(f)?, f.display().to_string()),
         (None, Some(v)) => (

@@ -1,7 +1,7 @@
 //! What makes a launcher config usable: the checks of the file itself ([`Config::validate`], at every load),
 //! what `check-config` checks on this machine ([`Config::check_local`]), and the clear-text endpoints that
 //! need an opt-in ([`Config::cleartext_endpoints`]). Messages name the field that is wrong.
-use super::types::{invalid, Config, ConfigError, Pool, SourceKind};
+use super::types::{invalid, Config, ConfigError, Pool, SourceChoice, SourceKind};
 use crate::launcher::log;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -20,9 +20,9 @@ impl Config {
         if !key_ok(&self.launcher_id) {
             return Err(invalid("launcher_id must be 1 to 80 characters of [A-Za-z0-9_-]"));
         }
-        self.validate_buildkite()?;
-        self.validate_endpoints()?;
-        self.validate_polling()?;
+        if self.buildkite.is_some() == self.github.is_some() {
+            return Err(invalid("name exactly one CI source: a [buildkite] or a [github] section"));
+        }
         self.validate_loop()?;
         if self.pools.is_empty() {
             return Err(invalid("no [[pool]] is configured"));
@@ -32,14 +32,19 @@ impl Config {
             if !key_ok(&p.name) || !names.insert(p.name.as_str()) {
                 return Err(invalid(format!("pool name {:?} is empty, not [A-Za-z0-9_-] or used twice", p.name)));
             }
-            p.validate().map_err(|m| invalid(format!("pool {}: {m}", p.name)))?;
+            p.validate(self.source()).map_err(|m| invalid(format!("pool {}: {m}", p.name)))?;
         }
-        Ok(())
+        if self.source() == SourceChoice::GitHub {
+            return self.validate_github();
+        }
+        self.validate_buildkite()?;
+        self.validate_endpoints()?;
+        self.validate_polling()
     }
 
     /// `[buildkite]`: the token source, the queues and their stacks, sizes.
     fn validate_buildkite(&self) -> Result<(), ConfigError> {
-        let b = &self.buildkite;
+        let b = self.bk();
         if !key_ok(&b.stack_key) {
             return Err(invalid("buildkite.stack_key must be 1 to 80 characters of [A-Za-z0-9_-]"));
         }
@@ -76,7 +81,7 @@ impl Config {
                 )));
             }
         }
-        let b = &self.buildkite;
+        let b = self.bk();
         if self.unhealthy_after_failed_polls == 0 {
             return Err(invalid("unhealthy_after_failed_polls must be at least 1"));
         }
@@ -101,7 +106,7 @@ impl Config {
     /// The Buildkite URLs: http(s), the agent API's ending in `/v3`, clear text only with an opt-in.
     fn validate_endpoints(&self) -> Result<(), ConfigError> {
         if let Some((key, url)) = self.cleartext_endpoints().into_iter().next() {
-            if !self.buildkite.allow_http {
+            if !self.bk().allow_http {
                 return Err(invalid(format!(
                     "{key} {url:?} would send a token in clear text: use https://, or set allow_http = true in \
                      [buildkite] to accept that (http:// needs no opt-in only on this machine's loopback: \
@@ -110,7 +115,7 @@ impl Config {
             }
         }
         let agent_apis =
-            [("endpoint", Some(&self.buildkite.endpoint)), ("agent_endpoint", self.buildkite.agent_endpoint.as_ref())];
+            [("endpoint", Some(&self.bk().endpoint)), ("agent_endpoint", self.bk().agent_endpoint.as_ref())];
         for (key, v) in agent_apis {
             let Some(v) = v else { continue };
             let ep = v.trim_end_matches('/');
@@ -120,7 +125,7 @@ impl Config {
                 )));
             }
         }
-        if let Some(r) = self.buildkite.rest.as_ref().filter(|r| !is_http_url(&r.endpoint)) {
+        if let Some(r) = self.bk().rest.as_ref().filter(|r| !is_http_url(&r.endpoint)) {
             return Err(invalid(format!(
                 "buildkite.rest.endpoint {:?} must be an http(s) URL, like https://api.buildkite.com",
                 r.endpoint
@@ -153,16 +158,125 @@ impl Config {
     /// The Buildkite endpoints (`buildkite.endpoint`, `buildkite.agent_endpoint`, `buildkite.rest.endpoint`)
     /// that are plain `http://` to a host other than this machine's loopback.
     pub fn cleartext_endpoints(&self) -> Vec<(&'static str, &str)> {
-        let b = &self.buildkite;
-        [
-            ("buildkite.endpoint", Some(b.endpoint.as_str())),
-            ("buildkite.agent_endpoint", b.agent_endpoint.as_deref()),
-            ("buildkite.rest.endpoint", b.rest.as_ref().map(|r| r.endpoint.as_str())),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .filter(|(_, v)| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")) && !loopback_url(v))
-        .collect()
+        let endpoints = match (&self.buildkite, &self.github) {
+            (Some(b), _) => vec![
+                ("buildkite.endpoint", Some(b.endpoint.as_str())),
+                ("buildkite.agent_endpoint", b.agent_endpoint.as_deref()),
+                ("buildkite.rest.endpoint", b.rest.as_ref().map(|r| r.endpoint.as_str())),
+            ],
+            (None, Some(g)) => vec![("github.api_url", Some(g.api_url.as_str()))],
+            (None, None) => vec![],
+        };
+        endpoints
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .filter(|(_, v)| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://")) && !loopback_url(v))
+            .collect()
+    }
+
+    /// `[github]`: one scope, one kind of credentials, the API URL, the pace, and names that fit GitHub's
+    /// 64-character runner names.
+    fn validate_github(&self) -> Result<(), ConfigError> {
+        let Some(g) = &self.github else { return Ok(()) };
+        let repo_ok = |r: &str| {
+            let mut parts = r.split('/');
+            let ok = |p: Option<&str>| {
+                p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            };
+            ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+        };
+        let name_ok = |n: &str| {
+            !n.is_empty() && n.len() <= 100 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        match (&g.repository, &g.organization) {
+            (Some(r), None) => {
+                if !repo_ok(r) {
+                    return Err(invalid(format!("github.repository {r:?} must be owner/repo")));
+                }
+                if !g.repositories.is_empty() {
+                    return Err(invalid(
+                        "github.repositories goes with organization (a repository scope serves its own repository)",
+                    ));
+                }
+            }
+            (None, Some(o)) => {
+                if !name_ok(o) {
+                    return Err(invalid(format!("github.organization {o:?} is not an organisation name")));
+                }
+                if let Some(r) = g.repositories.iter().find(|r| !name_ok(r)) {
+                    return Err(invalid(format!(
+                        "github.repositories: {r:?} is not a repository name (names, without the owner)"
+                    )));
+                }
+            }
+            _ => return Err(invalid("github: set exactly one of repository (owner/repo) and organization")),
+        }
+        let token = g.token_file.is_some() || g.token_env.is_some();
+        let app = g.app_id.is_some() || g.installation_id.is_some() || g.private_key_file.is_some();
+        if token == app {
+            return Err(invalid(
+                "github: authenticate either with a token (token_file or token_env) or as a GitHub App (app_id, installation_id, private_key_file)",
+            ));
+        }
+        if token && g.token_file.is_some() == g.token_env.is_some() {
+            return Err(invalid("github: set exactly one of token_file and token_env"));
+        }
+        if app
+            && (g.app_id.as_deref().is_none_or(str::is_empty)
+                || g.installation_id.is_none()
+                || g.private_key_file.is_none())
+        {
+            return Err(invalid(
+                "github: a GitHub App needs app_id (its client ID or app ID), installation_id and private_key_file",
+            ));
+        }
+        if g.webhook_secret_file.is_some() && g.webhook_secret_env.is_some() {
+            return Err(invalid("github: set at most one of webhook_secret_file and webhook_secret_env"));
+        }
+        let api = g.api_url.trim_end_matches('/');
+        if !is_http_url(api) || api.contains('?') || api.contains('#') {
+            return Err(invalid(format!(
+                "github.api_url {:?} must be an http(s) URL: https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server",
+                g.api_url
+            )));
+        }
+        if let Some((key, url)) = self.cleartext_endpoints().into_iter().next() {
+            if !g.allow_http {
+                return Err(invalid(format!(
+                    "{key} {url:?} would send a token in clear text: use https://, or set allow_http = true in \
+                     [github] to accept that (http:// needs no opt-in only on this machine's loopback: \
+                     127.0.0.1, [::1], localhost)"
+                )));
+            }
+        }
+        if g.runner_group_id == 0 {
+            return Err(invalid("github.runner_group_id must be a runner group's id (the default group is 1)"));
+        }
+        if g.work_folder.is_empty() || g.work_folder.starts_with('/') || g.work_folder.split('/').any(|c| c == "..") {
+            return Err(invalid(
+                "github.work_folder must be a relative path inside the runner's directory (default _work)",
+            ));
+        }
+        if g.poll_interval_ms < 100 || g.timeout_ms == 0 || g.max_requests_per_minute == 0 {
+            return Err(invalid(
+                "github: poll_interval_ms must be at least 100, timeout_ms and max_requests_per_minute positive",
+            ));
+        }
+        if self.unhealthy_after_failed_polls == 0 {
+            return Err(invalid("unhealthy_after_failed_polls must be at least 1"));
+        }
+        // runner names are `<launcher_id>-<pool>-<record>` (the record is at most 17 characters); GitHub takes
+        // at most 64
+        for p in &self.pools {
+            if self.launcher_id.len() + p.name.len() + 2 + 17 > 64 {
+                return Err(invalid(format!(
+                    "launcher_id {:?} and pool name {:?} together are too long for GitHub's 64-character runner names: \
+                     keep them within 45 characters",
+                    self.launcher_id, p.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// What an operator should know about a config that is accepted: `http://` endpoints allowed by
@@ -199,15 +313,13 @@ fn is_executable_file(path: &Path) -> bool {
 
 impl Pool {
     /// The pool's own fields; the message does not name the pool.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self, source: SourceChoice) -> Result<(), String> {
         if self.cpi.is_empty() || !Path::new(&self.cpi[0]).is_absolute() {
             return Err("cpi must start with the absolute path of the CPI executable".into());
         }
-        if let Some(t) = self.tags.iter().find(|t| crate::launcher::rules::Rule::parse(t).is_none()) {
-            return Err(format!("tag {t:?} is not key=value"));
-        }
-        if !self.tags.iter().any(|t| t.starts_with("queue=")) {
-            return Err("tags need a queue=… tag (clustered agents can only acquire jobs of their queue)".into());
+        match source {
+            SourceChoice::Buildkite => self.validate_tags()?,
+            SourceChoice::GitHub => self.validate_labels()?,
         }
         let s = &self.stemcell;
         if [s.cid.is_some(), s.image.is_some(), s.tarball.is_some()].iter().filter(|x| **x).count() != 1 {
@@ -224,6 +336,46 @@ impl Pool {
         }
         if self.create_attempts == 0 || !(self.max_lifetime_minutes > 0.0 && self.max_lifetime_minutes < 1e7) {
             return Err("create_attempts and max_lifetime_minutes must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Buildkite agent tags: `key=value`, with a `queue=` tag.
+    fn validate_tags(&self) -> Result<(), String> {
+        if !self.labels.is_empty() {
+            return Err("labels are for a [github] source: a Buildkite pool has tags".into());
+        }
+        if let Some(t) = self.tags.iter().find(|t| crate::launcher::rules::Rule::parse(t).is_none()) {
+            return Err(format!("tag {t:?} is not key=value"));
+        }
+        if !self.tags.iter().any(|t| t.starts_with("queue=")) {
+            return Err("tags need a queue=… tag (clustered agents can only acquire jobs of their queue)".into());
+        }
+        Ok(())
+    }
+
+    /// GitHub runner labels: 1 to 100 of them, no commas, no wildcards but a whole `key=*` value.
+    fn validate_labels(&self) -> Result<(), String> {
+        if !self.tags.is_empty() {
+            return Err("tags are for a [buildkite] source: a GitHub pool has labels (its runners' labels)".into());
+        }
+        if self.labels.is_empty() || self.labels.len() > 100 {
+            return Err("labels: a GitHub pool needs 1 to 100 runner labels (e.g. [\"self-hosted\", \"linux\"])".into());
+        }
+        for l in &self.labels {
+            if let Err(why) = crate::launcher::rules::check_pool_label(l) {
+                return Err(format!("label {l:?}: {why}"));
+            }
+        }
+        if self
+            .labels
+            .iter()
+            .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(&self.flavor_tag)))
+        {
+            return Err(format!(
+                "label {}=…: the flavor is the job's to choose (a {}=NAME label in runs-on)",
+                self.flavor_tag, self.flavor_tag
+            ));
         }
         Ok(())
     }

@@ -88,6 +88,7 @@ impl Daemon {
         let cap = Capacity::new(&self.cfg, &self.ledger.state, &self.tracked.busy_set());
         let by_pool: Vec<_> = self.pools.iter().map(|p| self.vms_by_state(p.name())).collect();
         let mut s = http::lock(&self.shared);
+        self.source.metrics(&mut s.metrics);
         let m = &mut s.metrics;
         for name in ["launcher_vms", "launcher_capacity_used", "launcher_capacity_limit", "launcher_ip_addresses"] {
             m.clear(name);

@@ -39,6 +39,7 @@ impl Daemon {
             return Ok(());
         };
         self.settle(&states, stopping)?;
+        self.retry_grants();
         self.extend_reservations(&states);
         let listing = self.listing(stopping);
         http::lock(&self.shared).metrics.set("launcher_queue_paused", &[], if listing.paused { 1.0 } else { 0.0 });
@@ -118,14 +119,20 @@ impl Daemon {
             self.source_wait_until = Some(self.source_wait_until.map_or(until, |t| t.max(until)));
             if self.failed_polls == self.cfg.unhealthy_after_failed_polls {
                 log::error(&format!(
-                    "{} polls of the Buildkite API failed in a row: /healthz now answers 503",
-                    self.failed_polls
+                    "{} polls of the {} API failed in a row: /healthz now answers 503",
+                    self.failed_polls,
+                    http::source_title(self.source.name())
                 ));
             }
         }
+        let name = self.source.name();
         let mut s = http::lock(&self.shared);
         s.failed_polls = self.failed_polls;
-        s.metrics.set("launcher_buildkite_consecutive_failed_polls", &[], f64::from(self.failed_polls));
+        let n = f64::from(self.failed_polls);
+        s.metrics.set("launcher_source_consecutive_failed_polls", &[("source", name)], n);
+        if name == "buildkite" {
+            s.metrics.set("launcher_buildkite_consecutive_failed_polls", &[], n);
+        }
     }
 
     /// Forgets per-job bookkeeping of jobs that are neither listed nor held, so a long run stays small.

@@ -5,7 +5,7 @@ use super::pools::Pools;
 use super::power::host_at_start;
 use super::state::{Daemon, DaemonError, Msg};
 use crate::launcher::config::{Config, OnShutdown};
-use crate::launcher::http::{self, Shared, SharedRef};
+use crate::launcher::http::{self, Assignment, Shared, SharedRef};
 use crate::launcher::ledger::Ledger;
 use crate::launcher::log;
 use crate::launcher::source::Source;
@@ -16,6 +16,14 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What a source calls to make the loop poll at once.
+fn wake(tx: &std::sync::mpsc::Sender<Msg>) -> crate::launcher::source::Wake {
+    let tx = std::sync::Mutex::new(tx.clone());
+    Arc::new(move || {
+        let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(Msg::Wake);
+    })
+}
+
 /// The state the listener shares with the loop, before the first poll.
 fn shared_state(cfg: &Config) -> SharedRef {
     Arc::new(std::sync::Mutex::new(Shared {
@@ -23,6 +31,7 @@ fn shared_state(cfg: &Config) -> SharedRef {
         assignments: HashMap::new(),
         last_tick: Instant::now(),
         healthy_within: Duration::from_millis(cfg.poll_interval_ms * 5 + 60_000),
+        source: "",
         failed_polls: 0,
         unhealthy_after: cfg.unhealthy_after_failed_polls,
         listener_down: None,
@@ -35,7 +44,22 @@ impl Daemon {
     pub fn new(cfg: Config, source: Box<dyn Source>, stop: Arc<AtomicBool>) -> Result<Daemon, DaemonError> {
         let ledger = Ledger::open(&cfg.ledger_dir)?;
         let shared = shared_state(&cfg);
-        let listener = http::serve(&cfg.listen, cfg.tls.as_ref(), cfg.listener.limits(), shared.clone())
+        http::lock(&shared).source = source.name();
+        // the VMs of open records may ask for their assignments as soon as the listener is up: until the
+        // source's grant is made below, they are answered 204 (wait), never 401 (which ends their bootstrap)
+        for r in ledger.state.open.values() {
+            let i = &r.intent;
+            let a = Assignment {
+                job: (!i.job.is_empty()).then(|| i.job.clone()),
+                agent_tags: i.agent_tags.clone(),
+                name: super::state::agent_name(i),
+                grant: None,
+            };
+            http::lock(&shared).assignments.insert(i.secret.clone(), a);
+        }
+        let (tx, rx) = channel();
+        let extra = source.routes(wake(&tx));
+        let listener = http::serve(&cfg.listen, cfg.tls.as_ref(), cfg.listener.limits(), shared.clone(), extra)
             .map_err(|source| DaemonError::Listen { addr: cfg.listen.clone(), source })?;
         log::info(&format!(
             "listening on {}://{} (/metrics, /healthz, /v1/assignment)",
@@ -43,7 +67,6 @@ impl Daemon {
             listener.addr()
         ));
         let pools = Pools::new(&cfg, ledger.spool_dir(), |cpi, pool| host_at_start(&cfg, &shared, cpi, pool));
-        let (tx, rx) = channel();
         let mut d = Daemon {
             cfg,
             pools,
@@ -59,6 +82,7 @@ impl Daemon {
             published: String::new(),
             listener,
             listener_retry_at: None,
+            poll_now: false,
         };
         for r in d.ledger.state.open.values().cloned().collect::<Vec<_>>() {
             log::add_secret(&r.intent.secret);
@@ -96,6 +120,9 @@ impl Daemon {
                     self.handle(m)?;
                 }
             }
+            if std::mem::take(&mut self.poll_now) {
+                next_poll = next_poll.min(Instant::now());
+            }
             if Instant::now() >= next_poll {
                 let t = Instant::now();
                 self.poll(stopping)?;
@@ -123,6 +150,10 @@ impl Daemon {
             Msg::WakeProbed { pool, ok } => self.wake_probed(pool, ok),
             Msg::Created { id, n, res } => self.created(id, n, res),
             Msg::Deleted { id, res } => self.deleted(id, res),
+            Msg::Wake => {
+                self.poll_now = true;
+                Ok(())
+            }
         }
     }
 
@@ -133,7 +164,8 @@ impl Daemon {
             return;
         }
         let (listen, tls) = (&self.cfg.listen, self.cfg.tls.as_ref());
-        match http::serve(listen, tls, self.cfg.listener.limits(), self.shared.clone()) {
+        let extra = self.source.routes(wake(&self.tx));
+        match http::serve(listen, tls, self.cfg.listener.limits(), self.shared.clone(), extra) {
             Ok(l) => {
                 log::error(&format!("the HTTP listener's thread had ended: a new one listens on {}", l.addr()));
                 http::lock(&self.shared).listener_down = None;

@@ -124,26 +124,52 @@ impl Daemon {
         }
     }
 
-    /// What the source grants the VM of `intent` once it has a job (nothing without one; logged and empty
-    /// when the source fails: the VM then cannot start its job and is retried after `boot_timeout_seconds`).
-    pub(super) fn grant(&mut self, intent: &Intent) -> Map<String, Value> {
+    /// What the source grants the VM of `intent` once it has a job (nothing without one); `None` when the
+    /// source failed (logged): the VM is answered 204 until a later poll's grant succeeds.
+    pub(super) fn grant(&mut self, intent: &Intent) -> Option<Map<String, Value>> {
         if intent.job.is_empty() {
-            return Map::new();
+            return Some(Map::new());
+        }
+        if !self.source_ready() {
+            return None;
         }
         let name = agent_name(intent);
         let work = Work { job: &intent.job, agent_name: &name, agent_tags: &intent.agent_tags };
-        self.source.grant(&work).unwrap_or_else(|e| {
-            self.source_error("grant", &e);
-            Map::new()
-        })
+        match self.source.grant(&work) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.source_error("grant", &e);
+                None
+            }
+        }
     }
 
-    /// Makes a record's VM assignment known to the listener.
+    /// Makes a record's VM assignment known to the listener (without its grant while the source has not
+    /// given it: then the next polls ask again).
     pub(super) fn publish_assignment(&mut self, intent: &Intent) {
         let grant = self.grant(intent);
+        self.tracked.record(&intent.id).grant_pending = grant.is_none();
         let job = (!intent.job.is_empty()).then(|| intent.job.clone());
         let a = Assignment { job, agent_tags: intent.agent_tags.clone(), name: agent_name(intent), grant };
         http::lock(&self.shared).assignments.insert(intent.secret.clone(), a);
+    }
+
+    /// Asks the source again for the grants it could not give (a rate limit, an API error).
+    pub(super) fn retry_grants(&mut self) {
+        let pending: Vec<Intent> = self
+            .ledger
+            .state
+            .open
+            .values()
+            .filter(|r| self.tracked.get_record(&r.intent.id).is_some_and(|x| x.grant_pending))
+            .map(|r| r.intent.clone())
+            .collect();
+        for intent in pending {
+            if !self.source_ready() {
+                return;
+            }
+            self.publish_assignment(&intent);
+        }
     }
 
     /// Hands a reserved job to a warm VM: the ledger says so (with a whole lifetime for the job), the VM's

@@ -65,6 +65,8 @@ pub(super) enum Msg {
         pool: PoolId,
         res: Result<(), String>,
     },
+    /// The source asked for a poll now (a webhook delivery).
+    Wake,
 }
 
 /// The running launcher.
@@ -89,6 +91,8 @@ pub struct Daemon {
     pub(super) listener: http::Listener,
     /// When the next try to start a listener whose thread ended is due.
     pub(super) listener_retry_at: Option<Instant>,
+    /// The source asked for a poll at once.
+    pub(super) poll_now: bool,
 }
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -150,8 +154,15 @@ impl Daemon {
 
     /// Logs a failed call to the source and honours the pause it asked for.
     pub(super) fn source_error(&mut self, call: &str, e: &SourceError) {
-        log::warn(&format!("{} {call}: {}", self.source.name(), log::chain(e)));
-        http::lock(&self.shared).metrics.inc("launcher_buildkite_errors_total", &[("call", call)], 1.0);
+        let name = self.source.name();
+        log::warn(&format!("{name} {call}: {}", log::chain(e)));
+        let mut s = http::lock(&self.shared);
+        s.metrics.inc("launcher_source_errors_total", &[("source", name), ("call", call)], 1.0);
+        // the name of the first launcher versions, kept for the dashboards that read it
+        if name == "buildkite" {
+            s.metrics.inc("launcher_buildkite_errors_total", &[("call", call)], 1.0);
+        }
+        drop(s);
         if let Some(w) = e.wait() {
             self.source_wait_until = Some(Instant::now() + w);
         }
@@ -185,6 +196,12 @@ impl Daemon {
     pub(super) fn close(&mut self, r: &Record, reason: String) -> Result<(), DaemonError> {
         self.forget(r);
         self.ledger.append(Event::Closed { id: r.intent.id.clone(), reason })?;
+        self.release(r);
+        Ok(())
+    }
+
+    /// Lets the source undo what it granted the record's VM (a record with a job only).
+    pub(super) fn release(&mut self, r: &Record) {
         if !r.intent.job.is_empty() {
             let name = agent_name(&r.intent);
             let work = Work { job: &r.intent.job, agent_name: &name, agent_tags: &r.intent.agent_tags };
@@ -192,7 +209,6 @@ impl Daemon {
                 self.source_error("release", &e);
             }
         }
-        Ok(())
     }
 
     /// create_vm calls in flight in a pool.

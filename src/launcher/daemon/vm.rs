@@ -209,6 +209,9 @@ impl Daemon {
             After::Retry(reason) => {
                 self.ledger.append(Event::AttemptFailed { id: id.clone(), n: r.attempts, reason })?;
                 self.tracked.record(&id).retry_at = Some(Instant::now() + create_backoff(r.failures + 1));
+                // the next VM gets a grant of its own (GitHub: a new runner; the old one may be spent)
+                self.release(&r);
+                self.publish_assignment(&r.intent);
             }
             After::FailJob(reason) => {
                 if !r.intent.job.is_empty() {

@@ -52,22 +52,68 @@ pub fn redact(text: &str) -> String {
 }
 
 /// Writes one log line (redacted) to stderr and to the `log` buffer.
+///
+/// Stderr is the caller's pipe, and the caller may be gone (a director worker killed mid-task closes its end):
+/// a failed write is not an error of the call. The first one turns stderr output off for the rest of the
+/// process and the line stays in the `log` buffer. The write happens outside the logger's lock, so nothing
+/// that goes wrong while writing (a panic included: the panic hook logs too) can find the lock held by its
+/// own thread and wait for it for ever.
 pub fn log(level: Level, msg: &str) {
-    let mut st = state();
-    if level < st.level {
-        return;
+    let line = {
+        let mut st = state();
+        if level < st.level {
+            return;
+        }
+        let line = format_line(level, &st.secrets.redact(msg));
+        st.buffer.push_str(&line);
+        if !st.to_stderr {
+            return;
+        }
+        line
+    };
+    if write_stderr(&line).is_err() {
+        state().to_stderr = false;
     }
+}
+
+/// Logs from the panic hook: like [`log`], but it never waits for the logger's lock (the panic may have
+/// happened while this very thread held it). When the lock is not free at once, a fixed line without the
+/// panic's text (which might hold a secret that only the locked redactor knows) goes to stderr.
+pub fn log_panic(msg: &str) {
+    let line = match STATE.try_lock() {
+        Ok(mut st) => panic_line(&mut st, msg),
+        Err(std::sync::TryLockError::Poisoned(p)) => panic_line(&mut p.into_inner(), msg),
+        Err(std::sync::TryLockError::WouldBlock) => Some(format_line(
+            Level::Error,
+            "panic while the logger was busy (its text is withheld: it may hold a secret)",
+        )),
+    };
+    if let Some(line) = line {
+        let _ = write_stderr(&line);
+    }
+}
+
+fn panic_line(st: &mut State, msg: &str) -> Option<String> {
+    let line = format_line(Level::Error, &st.secrets.redact(msg));
+    st.buffer.push_str(&line);
+    st.to_stderr.then_some(line)
+}
+
+fn format_line(level: Level, redacted: &str) -> String {
     let tag = match level {
         Level::Debug => "DEBUG",
         Level::Info => "INFO",
         Level::Warn => "WARN",
         Level::Error => "ERROR",
     };
-    let line = format!("{} [vmcpi] {tag} {}\n", timestamp(), st.secrets.redact(msg));
-    if st.to_stderr {
-        eprint!("{line}");
-    }
-    st.buffer.push_str(&line);
+    format!("{} [vmcpi] {tag} {redacted}\n", timestamp())
+}
+
+/// One line to stderr; an error (EPIPE: the reader is gone) is returned, never a panic (`eprint!` panics).
+fn write_stderr(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    err.write_all(line.as_bytes()).and_then(|_| err.flush())
 }
 
 /// Takes the collected `log` text (already redacted).

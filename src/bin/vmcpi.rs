@@ -39,7 +39,7 @@ fn main() {
     let cli = Cli::parse();
     // default panic output could print data from the request: route panics through the redacting logger
     std::panic::set_hook(Box::new(|info| {
-        vmcpi::logger::log(vmcpi::logger::Level::Error, &format!("panic: {info}"));
+        vmcpi::logger::log_panic(&format!("panic: {info}"));
     }));
     let mut input = Vec::new();
     let response = match std::io::stdin().take(MAX_REQUEST + 1).read_to_end(&mut input) {
@@ -58,7 +58,19 @@ fn main() {
         Ok(_) => vmcpi::rpc::handle(&input, cli.config.as_deref()),
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", response.to_json()).and_then(|_| out.flush()).is_err() {
+    if let Err(e) = writeln!(out, "{}", response.to_json()).and_then(|_| out.flush()) {
+        // the caller is gone (it closed stdout, or it was killed): it will never learn the CID of what this
+        // call made, so nobody would ever delete it. Undo it here, then fail.
+        if let Some(undo) = vmcpi::rpc::dispatch::undo_request(&input, &response) {
+            vmcpi::logger::log(
+                vmcpi::logger::Level::Warn,
+                &format!("cannot write the response ({e}): undoing the create nobody will hear of"),
+            );
+            let undone = vmcpi::rpc::handle(&undo, cli.config.as_deref());
+            if let Some(err) = undone.error {
+                vmcpi::logger::log(vmcpi::logger::Level::Error, &format!("undo failed: {}: {}", err.kind, err.message));
+            }
+        }
         std::process::exit(1);
     }
 }

@@ -382,8 +382,9 @@ impl Run {
             let debug =
                 std::fs::read_to_string(self.tasks_dir().join(id.to_string()).join("debug")).unwrap_or_default();
             for l in debug.lines() {
-                let Some(rest) = l.split("[external-cpi] ").nth(1) else { continue };
-                let Some(req) = rest.split("request: ").nth(1) else { continue };
+                // `[external-cpi] [cpi-NNN] request: {...}` (a response's log may say "request:" too)
+                let Some(rest) = l.split("[external-cpi] [").nth(1) else { continue };
+                let Some(req) = rest.split_once("] ").and_then(|(_, r)| r.strip_prefix("request: ")) else { continue };
                 let method = req.split("\"method\":\"").nth(1).and_then(|m| m.split('"').next()).unwrap_or("?");
                 *calls.entry(method.to_string()).or_insert(0) += 1;
             }
@@ -562,6 +563,8 @@ instance_groups:
   vm_type: default
   stemcell: default
   persistent_disk_type: {disk_type}
+  # no swap partition on the ephemeral disk: one partitioning step less at every boot under emulation
+  env: {{bosh: {{swap_size: 0}}}}
   networks:
   - {{name: default, static_ips: [{}]}}
 ",
@@ -726,8 +729,8 @@ vm_types:
   cloud_properties:
     cpu: 1
     ram: 1024
-    # no ephemeral disk: the agent keeps /var/vcap/data on the root file system (no partitioning at boot)
-    disk: 0
+    # the ephemeral disk the agent partitions and mounts at /var/vcap/data (no swap: env.bosh.swap_size 0)
+    disk: 2048
     # the test stemcell boots its kernel directly (tools/test-stemcell/build.sh says why)
     kernel: {sc}/vmlinuz
     initrd: {sc}/initrd.img
@@ -754,6 +757,7 @@ compilation:
   vm_type: default
   network: default
   reuse_compilation_vms: true
+  env: {{bosh: {{swap_size: 0}}}}
 ",
             w = run.work.display(),
             sc = sc.display(),

@@ -423,25 +423,43 @@ impl Run {
         let mut list: Vec<Instance> = Vec::new();
         for r in rows {
             let s = |k: &str| r[k].as_str().unwrap_or("").trim().to_string();
-            let name = s("instance");
-            if name.starts_with("status/") {
-                list.push(Instance {
-                    id: name.trim_start_matches("status/").split_whitespace().next().unwrap_or("").to_string(),
-                    az: s("az"),
-                    ip: s("ips"),
-                    vm: s("vm_cid"),
-                    disk: s("disk_cids"),
-                    state: s("process_state"),
-                    processes: Vec::new(),
-                });
-            } else if !s("process").is_empty() {
-                if let Some(i) = list.last_mut() {
+            // one row per instance, then one per process of it (the same `instance`, with `process` set)
+            let Some(id) =
+                s("instance").strip_prefix("status/").map(|i| i.split_whitespace().next().unwrap_or("").to_string())
+            else {
+                continue;
+            };
+            if !s("process").is_empty() {
+                if let Some(i) = list.iter_mut().find(|i| i.id == id) {
                     i.processes.push((s("process"), s("process_state")));
                 }
+                continue;
             }
+            list.push(Instance {
+                id,
+                az: s("az"),
+                ip: s("ips"),
+                vm: s("vm_cid"),
+                disk: s("disk_cids"),
+                state: s("process_state"),
+                processes: Vec::new(),
+            });
         }
         list.sort_by(|a, b| a.az.cmp(&b.az));
         list
+    }
+
+    /// The CIDs of the director's orphaned disks.
+    fn orphaned_disks(&mut self) -> BTreeSet<String> {
+        let out = self.bosh(&["disks", "--orphaned", "--json"]);
+        let v: Value = serde_json::from_str(&out[out.find('{').unwrap_or(0)..])
+            .unwrap_or_else(|e| panic!("bosh disks --orphaned --json: {e}:\n{out}"));
+        v["Tables"][0]["Rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["disk_cid"].as_str().map(str::to_string))
+            .collect()
     }
 
     /// The status file the job writes in its log directory, fetched from the VM with `bosh logs`.
@@ -846,12 +864,13 @@ compilation:
     ));
     let (after, m, _) = run.phase("check disk size change", |r| r.check_all(1700, 2100));
     assert_eq!(m, markers, "the marker survived the disk change");
+    // the director keeps a migrated disk as an orphan (deleted by `clean-up --all` below, or after 5 days)
+    let orphans = run.orphaned_disks();
     for (a, b) in after.iter().zip(&before) {
         assert_eq!(a.vm, b.vm, "the same VMs");
         if how == "disk migration" {
             assert_ne!(a.disk, b.disk, "a new disk");
-            let pool = &run.pools[if a.az == "z1" { 0 } else { 1 }];
-            assert!(!volumes(pool).iter().any(|v| v.starts_with(&b.disk)), "the old disk {} was deleted", b.disk);
+            assert!(orphans.contains(&b.disk), "the old disk {} is an orphaned disk: {orphans:?}", b.disk);
         }
     }
 
@@ -862,7 +881,12 @@ compilation:
     }
     let sc_name = format!("{STEMCELL}/0.1");
     run.phase("delete-stemcell", |r| r.bosh(&["delete-stemcell", &sc_name, "--tty"]));
+    let orphans = run.orphaned_disks();
+    assert_eq!(orphans.len(), 4, "the migrated disks and the deployment's disks are orphans: {orphans:?}");
     run.phase("clean-up --all", |r| r.bosh(&["clean-up", "--all", "--tty"]));
+    let deleted = run.phases.last().unwrap().calls.get("delete_disk").copied().unwrap_or(0);
+    assert_eq!(deleted, 4, "clean-up --all deleted the orphaned disks through their CPIs");
+    assert!(run.orphaned_disks().is_empty(), "no orphaned disk left");
     for pool in &run.pools {
         assert!(domains_using(pool).is_empty(), "no domain left in {pool}");
         assert_eq!(volumes(pool), Vec::<String>::new(), "nothing left in {pool}");

@@ -232,8 +232,10 @@ impl Run {
         wrapper
     }
 
-    /// Renders the job's templates from a director manifest's properties (NATS and the dav blobstore as the
-    /// director's agents reach them), and runs bin/pre-start as a director VM does before the director starts.
+    /// Renders the job's templates from the properties release/ops/director.yml gives the job on a director
+    /// (agent.mbus and the dav blobstore as the director's agents reach them, here through 10.0.2.2), with a
+    /// local libvirt instead of qemu+ssh, and runs bin/pre-start as a director VM does before the director
+    /// starts.
     fn render_job(&self) -> Value {
         let settings: Value =
             serde_json::from_slice(&std::fs::read(self.state.join("agent-settings.json")).unwrap()).unwrap();
@@ -241,7 +243,7 @@ impl Run {
         let props = json!({
             "driver": {"kind": "libvirt", "uri": "qemu:///system", "domain_type": "qemu", "graphics": false,
                        "state_dir": self.cpi_state},
-            "nats": {"address": "10.0.2.2", "port": self.ports.nats},
+            "agent": {"mbus": format!("nats://10.0.2.2:{}", self.ports.nats)},
             "blobstore": {"provider": "dav", "address": "10.0.2.2", "port": self.ports.blobstore,
                           "agent": {"user": dav["user"], "password": dav["password"]},
                           "tls": {"cert": {"ca": dav["tls"]["cert"]["ca"]}}},
@@ -567,9 +569,11 @@ releases:
 stemcells:
 - {{alias: default, os: debian-bookworm, version: latest}}
 update:
-  # both instances at once (one per AZ, each on its own CPI)
+  # both instances at once: no canary, two in flight, and on the first deploy both AZs together (later
+  # deploys update one AZ after the other: the director's rule)
   canaries: 0
   max_in_flight: 2
+  initial_deploy_az_update_strategy: parallel
   canary_watch_time: 1000-300000
   update_watch_time: 1000-300000
 instance_groups:

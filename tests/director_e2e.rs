@@ -663,6 +663,15 @@ impl Drop for Run {
     }
 }
 
+/// The agent settings medium vmcpi made for `vm` (its volume's bytes, as text).
+fn settings_medium(pool: &str, vm: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("settings.iso");
+    let (ok, out) = virsh(&["vol-download", "--pool", pool, &format!("{vm}-settings.iso"), iso.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    String::from_utf8_lossy(&std::fs::read(iso).unwrap()).into_owned()
+}
+
 fn domains_using(pool: &str) -> Vec<String> {
     let needle = format!("pool='{pool}'");
     let (_, names) = virsh(&["list", "--all", "--name"]);
@@ -815,6 +824,16 @@ compilation:
     assert_eq!(deploy_calls.get("create_vm"), Some(&3), "a compilation VM and two instances: {deploy_calls:?}");
     let (first, markers, packages) = run.phase("check deploy", |r| r.check_all(800, 1100));
     assert_eq!(packages[0], packages[1], "compiled once, on the compilation VM: {packages:?}");
+    // the secrets the leak check below looks for are real: they reached the VM's settings medium (the one place
+    // they belong), the blobstore password from the CPI's config and the NATS client key from create_vm's env
+    let medium = settings_medium(&run.pools[0], &first[0].vm);
+    let blob_pw = run.secrets()[1].clone();
+    assert!(medium.contains(&blob_pw), "the agents' blobstore password is in the settings medium");
+    assert!(
+        medium.contains("PRIVATE KEY"),
+        "the agent's NATS client key (env.bosh.mbus.cert) is in the settings medium"
+    );
+    assert!(medium.contains(&format!("nats://10.0.2.2:{}", run.ports.nats)), "the mbus URL from the CPI job");
 
     // recreate one instance: a new VM, the same disk and its data
     let target = format!("status/{}", first[0].id);

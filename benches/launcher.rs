@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use vmcpi::launcher::buildkite::{Source, Stacks};
+use vmcpi::launcher::buildkite::{Queue, Stacks};
 use vmcpi::launcher::config::Config;
 use vmcpi::launcher::ledger::State;
 use vmcpi::launcher::plan::{plan, Decision, PoolInfo};

@@ -65,6 +65,8 @@ pub enum ConfigError {
     Json { path: String, source: serde_json::Error },
     #[error("invalid config ({origin}): {message}")]
     Invalid { origin: String, message: String },
+    #[error("the request context (a director's CPI config) may not set {message}")]
+    Context { message: String },
 }
 
 impl Config {
@@ -82,6 +84,16 @@ impl Config {
         register_secrets(&value);
         let mut origin = origin.to_string();
         if let (Some(Value::Object(ctx)), Value::Object(file)) = (context, &mut value) {
+            // the context may say where to connect and as whom; what runs, what is trusted and where local
+            // files go are the file's (checked before anything is merged, so nothing of it is ever used)
+            if let Some(over) = ctx.get("driver") {
+                let Value::Object(over) = over else {
+                    return Err(ConfigError::Context { message: "driver: it must be an object".into() });
+                };
+                let kind = over.get("kind").or_else(|| file.get("driver").and_then(|d| d.get("kind")));
+                crate::driver::check_context(kind.and_then(Value::as_str).unwrap_or(""), over)
+                    .map_err(|message| ConfigError::Context { message })?;
+            }
             let mut overlaid = false;
             for key in ["driver", "agent", "log_level"] {
                 if let Some(over) = ctx.get(key) {
@@ -141,8 +153,10 @@ pub fn is_secret_key(key: &str) -> bool {
         || k.ends_with("_key") && !k.ends_with("public_key") && !k.ends_with("host_key")
 }
 
-/// Registers every secret found in a JSON document: values under secret-looking keys, and the
-/// credentials of every URL with a `user:password@` part.
+/// Registers every secret found in a JSON document: values (strings and numbers) under secret-looking
+/// keys, and the credentials of every URL with a `user:password@` part. The config's own secrets are
+/// [`crate::secret::Secret`]s as well; this catches the ones in free-form parts (the agent's blobstore
+/// options, a VM's env, a CPI config's properties).
 pub fn register_secrets(v: &Value) {
     walk(v, None);
     fn walk(v: &Value, key: Option<&str>) {
@@ -157,6 +171,8 @@ pub fn register_secrets(v: &Value) {
                 }
                 register_url_credentials(s);
             }
+            // a number under a secret key is a secret too (`"password": 12345678`)
+            Value::Number(n) if key.is_some_and(is_secret_key) => crate::logger::add_secret(&n.to_string()),
             Value::Array(a) => a.iter().for_each(|x| walk(x, key)),
             Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, Some(k))),
             _ => {}
@@ -250,6 +266,34 @@ mod tests {
         let err = Config::from_value(base.take(), Some(&json!({"driver": merged})), "t").unwrap_err().to_string();
         // replaced whole: the complaint is about the unknown kind, not about libvirt's `pool`
         assert!(err.contains("other") && !err.contains("pool"), "{err}");
+    }
+
+    #[test]
+    fn the_context_may_not_name_programs() {
+        let file = json!({"driver": {"kind": "libvirt"}});
+        for (ctx, says) in [
+            (json!({"driver": {"virsh": "/x/evil.sh"}}), "driver.virsh"),
+            (json!({"driver": {"kind": "vmrun", "vm_store_path": "/v", "vmrun": "/x"}}), "driver.vm_store_path"),
+            (json!({"driver": {"kind": "vsphere", "insecure": true}}), "driver.insecure"),
+            (json!({"driver": {"uri": "qemu+ssh://h/system?command=/x"}}), "command"),
+            (json!({"driver": "qemu:///system"}), "object"),
+            (json!({"driver": {"kind": "vsphere", "host": "https://elsewhere/sdk"}}), "driver.host without"),
+            (json!({"driver": {"kind": "vsphere", "host": "https://elsewhere/sdk", "user": "u"}}), "credentials"),
+        ] {
+            let err = Config::from_value(file.clone(), Some(&ctx), "t").unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("request context"), "{ctx}: {err}");
+        }
+        // the file itself may set them
+        let file = json!({"driver": {"kind": "libvirt", "virsh": "/opt/virsh", "state_dir": "/srv/vmcpi"}});
+        assert!(Config::from_value(file, Some(&json!({"driver": {"pool": "p"}})), "t").is_ok());
+        // another vCenter with its own credentials
+        let file = json!({"driver": {"kind": "vsphere", "host": "https://vc/sdk", "user": "a", "password": "b",
+            "datacenter": "DC0"}});
+        let ctx = json!({"driver": {"host": "https://vc2/sdk", "user": "c", "password": "d"}});
+        match Config::from_value(file, Some(&ctx), "t").unwrap().driver {
+            DriverConfig::Vsphere(c) => assert_eq!(c.host, "https://vc2/sdk"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

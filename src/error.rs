@@ -125,11 +125,12 @@ impl StdError for DriverError {
 }
 
 /// `message: cause: cause…`, leaving out a cause whose text an outer message already shows (many errors
-/// print their source inline), so every cause appears once.
+/// print their source inline), so every cause appears once. The message is vmcpi's own text; a cause of
+/// another layer is shown as [`shown`] says.
 fn chain(message: &str, mut next: Option<&(dyn StdError + 'static)>) -> String {
     let mut text = message.to_string();
     while let Some(e) = next {
-        let part = e.to_string();
+        let part = shown(e);
         if !part.is_empty() && !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
@@ -137,6 +138,29 @@ fn chain(message: &str, mut next: Option<&(dyn StdError + 'static)>) -> String {
         next = e.source();
     }
     text
+}
+
+/// The text of a cause. vmcpi's own error types scrub what they hold from outside (a tool's output, what the
+/// guest said) themselves, so that their own words stay as they are; any other error — a library's, the
+/// OS's, the vSphere client's (server faults) — is outside text as a whole and is scrubbed of secrets.
+fn shown(e: &(dyn StdError + 'static)) -> String {
+    use crate::driver::{libvirt, vmrun, vsphere};
+    let own = e.is::<DriverError>()
+        || e.is::<ExecError>()
+        || e.is::<crate::transport::TransportError>()
+        || e.is::<crate::statedir::StateDirError>()
+        || e.is::<vmrun::host::ToolError>()
+        || e.is::<vmrun::error::VmrunError>()
+        || e.is::<libvirt::error::LibvirtError>()
+        || e.is::<vsphere::error::VsphereError>()
+        || e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<crate::statedir::StateDirError>());
+    if own {
+        e.to_string()
+    } else {
+        crate::logger::redact(&e.to_string())
+    }
 }
 
 /// Adds context to an error from a tool or library (a retryable [`DriverError::failed`]).
@@ -192,6 +216,25 @@ mod tests {
         assert!(DriverError::no_disk_space("ds1").retryable());
         assert!(DriverError::failed("cannot clone", "boom").retryable());
         assert!(!DriverError::failed("cannot clone", "boom").with_retry(false).retryable());
+    }
+
+    /// A cause from outside (a library's, a server's error) loses the secrets it quotes, however short; the
+    /// message and the causes of vmcpi's own types keep their words.
+    #[test]
+    fn outside_causes_are_scrubbed_and_own_words_kept() {
+        // (the registry is the process's: the words are this test's own, so no other test sees them masked)
+        crate::logger::add_secret("k9z");
+        crate::logger::add_secret("frobnicate");
+        let e = DriverError::failed("cannot frobnicate", "server said: bad password k9z");
+        assert_eq!(e.to_string(), "cannot frobnicate: server said: bad password <redacted>");
+        let exec = ExecError::Failed {
+            cmdline: "virsh x".into(),
+            status: "status 1".into(),
+            stderr: "error: k9z rejected".into(),
+            stdout: String::new(),
+        };
+        let e = DriverError::failed("cannot frobnicate vm-1", exec);
+        assert_eq!(e.to_string(), "cannot frobnicate vm-1: `virsh x` exited with status 1: error: <redacted> rejected");
     }
 
     #[test]

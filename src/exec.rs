@@ -1,7 +1,9 @@
 //! Running external programs (virsh, qemu-img, vmrun, …) as an argv, never through a shell.
 //!
 //! A failure keeps the command line, exit status and output, so the operator sees what the tool said.
-//! Every command line is logged at debug level (redacted); the program path always comes from the config.
+//! Every command line is logged at debug level; the program path always comes from the config. A command
+//! line is shown with every argument that is a registered secret as `<redacted>`, and the tool's output
+//! (outside text) is scrubbed of secrets when it is shown ([`ExecError`]'s text, [`ExecError::said`]).
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,14 +22,20 @@ pub struct Cmd {
 pub enum ExecError {
     #[error("cannot run {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
-    #[error("`{cmdline}` exited with {status}: {stderr}")]
+    #[error("`{cmdline}` exited with {status}: {}", crate::logger::redact(.stderr))]
     Failed { cmdline: String, status: String, stderr: String, stdout: String },
     #[error("cannot feed `{cmdline}` its input: {source}")]
     Input { cmdline: String, source: std::io::Error },
 }
 
 impl ExecError {
-    /// The tool's own error text (stderr, or stdout when stderr is empty).
+    /// [`ExecError::output`] scrubbed of secrets, for a message.
+    pub fn said(&self) -> String {
+        crate::logger::redact(self.output().trim())
+    }
+
+    /// The tool's own error text (stderr, or stdout when stderr is empty), as it is: for matching, never
+    /// for a message (use [`ExecError::said`]).
     pub fn output(&self) -> &str {
         match self {
             ExecError::Spawn { .. } | ExecError::Input { .. } => "",
@@ -63,11 +71,12 @@ impl Cmd {
         self
     }
 
-    /// The command line for messages and logs (arguments quoted when they contain spaces).
+    /// The command line for messages and logs (arguments quoted when they contain spaces; an argument that
+    /// is a registered secret, however short, as `<redacted>`).
     pub fn display(&self) -> String {
         let mut s = self.program.display().to_string();
         for a in &self.args {
-            let a = a.to_string_lossy();
+            let a = crate::logger::redact_arg(&a.to_string_lossy());
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
                 s.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
             } else {

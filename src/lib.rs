@@ -12,9 +12,16 @@
 //! - [`compat`]: bosh-vmrun-cpi's setting names, read as vmcpi's.
 //! - [`exec`]: running external programs as argv, with failures that keep their output.
 //! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
+//! - [`libvirt_rpc`]: libvirt's RPC protocol spoken directly (unix socket, SSH, TLS; no virsh, no libvirt.so).
+//! - [`inflight`]: in-flight markers of creates, and the reaping of what killed creates left.
+//! - [`statedir`]: state directories on the CPI's host, trusted only when private to this user.
 //! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
+//! - [`killpoint`]: named steps at which a test (debug builds only) makes the process die with SIGKILL.
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
+//! - [`vocabulary`]: the words of vmcpi's own messages (collected by build.rs), which the log's safety net never masks.
+//! - [`glob`]: the one wildcard matcher (`*`, and `?` where asked) of vmcpi and agent-launcher.
+//! - [`secret`]: `Secret`, the type of every password, key and token a config holds (prints `<redacted>`).
 pub mod agent_settings;
 pub mod compat;
 pub mod config;
@@ -22,14 +29,20 @@ pub mod driver;
 pub mod encoding;
 pub mod error;
 pub mod exec;
+pub mod glob;
 pub mod ids;
 pub mod inflight;
 pub mod iso9660;
+pub mod killpoint;
 pub mod launcher;
+pub mod libvirt_rpc;
 pub mod logger;
 pub mod medium;
 pub mod redact;
 pub mod rfc3339;
 pub mod rpc;
+pub mod secret;
+pub mod statedir;
 pub mod stemcell;
 pub mod transport;
+pub mod vocabulary;

@@ -294,7 +294,7 @@ fn pre_start_makes_the_libvirt_state_dir() {
         let out = isolated(Command::new("bash").arg(&script)).output().unwrap();
         assert!(out.status.success(), "pre-start failed: {}", String::from_utf8_lossy(&out.stderr));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777, 0o750, "{props}");
+        assert_eq!(std::fs::metadata(&state_dir).unwrap().permissions().mode() & 0o777, 0o700, "{props}");
     }
     // nothing to do without a state_dir, or for another driver
     for props in [json!({}), json!({"driver": {"kind": "vmrun", "state_dir": state_dir}})] {
@@ -1189,6 +1189,9 @@ fn agent_launcher_job_renders_a_config_that_check_config_accepts() {
             .replace("/var/vcap/jobs/agent_launcher", &jobdir.display().to_string())
             .replace("/var/vcap/store/agent_launcher", &dir.path().join("store").display().to_string());
         std::fs::write(jobdir.join("config/cluster-token"), token).unwrap();
+        // as bin/pre-start does before check-config: the launcher refuses a token file others may read
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(jobdir.join("config/cluster-token"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let cfg = jobdir.join("config/agent-launcher.toml");
         std::fs::write(&cfg, &text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_agent-launcher"))

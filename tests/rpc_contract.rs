@@ -84,6 +84,48 @@ fn hypervisor_unreachable_is_a_cloud_error_with_the_tool_output() {
     assert!(e["message"].as_str().unwrap().contains("virsh"), "{e}");
 }
 
+/// A request of `len` bytes: `info` with an argument array of zeros (`[0,0,…]`, the cheapest text for the
+/// most JSON values).
+fn zeros_request(len: usize) -> Vec<u8> {
+    let head = br#"{"method":"info","context":{},"api_version":2,"arguments":[0"#;
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(head);
+    while v.len() + 2 + 2 <= len {
+        v.extend_from_slice(b",0");
+    }
+    v.extend_from_slice(b"]}");
+    v
+}
+
+/// A request over the size cap (16 MiB) is refused after reading just past the cap; one under the cap but
+/// made of millions of tiny values is refused before it is parsed: neither makes the CPI take more than a
+/// few dozen MiB (a 64 MiB `[0,0,…]` request took 1.1 GB before).
+#[test]
+fn huge_requests_are_refused_with_bounded_memory() {
+    const LIMIT: u64 = 64 << 20;
+    let cpi = libvirt_cpi();
+    let (r, peak) = crate::util::run_measured(&cpi.config, zeros_request((64 << 20) - 16));
+    eprintln!("64 MiB of [0,0,…]: peak RSS {} MiB", peak >> 20);
+    assert_eq!(r["error"]["type"], "Bosh::Clouds::CpiError", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("16 MiB"), "the message names the cap: {msg}");
+    assert!(peak < LIMIT, "a 64 MiB request took {} MiB", peak >> 20);
+    let (r, peak) = crate::util::run_measured(&cpi.config, zeros_request((16 << 20) - 64));
+    eprintln!("16 MiB of [0,0,…]: peak RSS {} MiB", peak >> 20);
+    assert_eq!(r["error"]["type"], "Bosh::Clouds::CpiError", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("JSON values"), "the message says what is too many: {msg}");
+    assert!(peak < LIMIT, "a 16 MiB request of zeros took {} MiB", peak >> 20);
+    // a big request of the ordinary kind (a long string) is still read and answered
+    let mut ok = br#"{"method":"info","arguments":[""#.to_vec();
+    ok.extend(std::iter::repeat_n(b'x', 8 << 20));
+    ok.extend_from_slice(br#""]}"#);
+    let (r, peak) = crate::util::run_measured(&cpi.config, ok);
+    eprintln!("8 MiB string: peak RSS {} MiB", peak >> 20);
+    assert!(r["error"].is_null(), "{r}");
+    assert!(peak < LIMIT, "an 8 MiB request took {} MiB", peak >> 20);
+}
+
 /// A caller that closed its end of stderr (a director worker killed mid-task): the CPI still answers, a panic
 /// included. Before the fix the first log line panicked on EPIPE while the logger's lock was held, and the
 /// panic hook waited for that lock for ever (tests/suites/caller_gone.rs runs every method this way on every peer).

@@ -9,6 +9,12 @@ mod peer;
 mod suites;
 // The wire protocol through the real binary: bad input, unknown methods, panics, exit status, secrets.
 mod rpc_contract;
+// What a request's context may set (where to connect and as whom) and what it may not (programs, paths, TLS).
+mod context;
+// The state directory: refused when others could change it; the reaper acts only on its own names, follows no link.
+mod state_dir;
+// Secrets: typed, scrubbed from outside text however short, never masking vmcpi's own words.
+mod redaction;
 // The libvirt driver against the real libvirt daemon.
 mod libvirt;
 // A real guest booted from a VM made by create_vm reads its settings medium.
@@ -17,6 +23,8 @@ mod guest;
 mod portfwd;
 // qemu+ssh:// against OpenSSH on loopback, host key pinned.
 mod remote;
+// The libvirt RPC client (no virsh) over the unix socket, SSH and TLS, and against a scripted peer.
+mod libvirt_rpc;
 // Byte-stable settings media (golden images).
 mod medium;
 // spec/ as the contract: one request and response shape per method.
@@ -33,6 +41,8 @@ mod vsphere_golden;
 mod vsphere_spec;
 // The vSphere bootstrap (guest operations) and NFC uploads to another host, against a scripted SOAP server.
 mod vsphere_fake;
+// Hostile vSphere servers (stalls, drips, silence, endless pages, deep and huge replies): bounded BOSH errors.
+mod vsphere_hostile;
 // agent-launcher: the built binary against a fake Buildkite, a scriptable fake CPI, and vmcpi on libvirt.
 mod launcher;
 // The vmrun driver (VMware Workstation/Fusion/Player) against the VMware test double, locally and over SSH.

@@ -118,3 +118,64 @@ pub fn run_raw(config: &Path, input: &[u8], envs: &[(String, String)]) -> Run {
     );
     Run { response, stdout, stderr, status: out.status.code().unwrap_or(-1) }
 }
+
+/// Runs the CPI on `input` like [`run_raw`] and returns its response with the peak resident memory of the
+/// process in bytes: `VmHWM` of /proc/PID/status, read while the process is still alive, at the end of its
+/// work. Its stdout is a one-page pipe that this function fills before the start, so the CPI blocks in the
+/// write of its response (every byte of its work done) until the high-water mark has been read.
+/// (`ru_maxrss` from wait4 would not do: exec carries the spawning process's own peak into it.)
+/// The input is written from a thread: a CPI that stops reading early answers while the rest is refused.
+pub fn run_measured(config: &Path, input: Vec<u8>) -> (Value, u64) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors, which are then owned here
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors from pipe2, owned by nothing else
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut reader = std::fs::File::from(read_end);
+    let mut filler = std::fs::File::from(write_end);
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor owned here
+    let page = unsafe { libc::fcntl(filler.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(page > 0, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
+    filler.write_all(&vec![b' '; page as usize]).unwrap();
+    let mut child = Command::new(cpi_bin())
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(filler))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let blocked_in_write = || {
+        let wchan = std::fs::read_to_string(proc_dir.join("wchan")).unwrap_or_default();
+        let syscall = std::fs::read_to_string(proc_dir.join("syscall")).unwrap_or_default();
+        wchan.contains("pipe_write") || syscall.starts_with(&format!("{} 0x1 ", libc::SYS_write))
+    };
+    while !blocked_in_write() {
+        assert!(std::time::Instant::now() < deadline, "the CPI never wrote its response");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut stdout).unwrap();
+    child.wait().unwrap();
+    writer.join().unwrap();
+    let stdout = stdout.trim_start();
+    let response: Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"));
+    (response, hwm_kib * 1024)
+}

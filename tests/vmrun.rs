@@ -99,6 +99,11 @@ pub fn ssh_block(dir: &Path, port: u16, known_hosts: &Path) -> Value {
 /// A vSphere-style stemcell `image`: a gzipped tar of image.ovf, image.mf and a stream-optimised VMDK of
 /// `capacity_mib` holding `data_mib` of non-zero data.
 pub fn stemcell_image(dir: &Path, capacity_mib: u64, data_mib: u64) -> PathBuf {
+    stemcell_image_with(dir, capacity_mib, data_mib, |ovf| ovf)
+}
+
+/// [`stemcell_image`] with its OVF descriptor changed by `edit`.
+pub fn stemcell_image_with(dir: &Path, capacity_mib: u64, data_mib: u64, edit: impl Fn(String) -> String) -> PathBuf {
     let raw = dir.join("disk.raw");
     {
         let mut f = std::fs::File::create(&raw).unwrap();
@@ -129,6 +134,7 @@ pub fn stemcell_image(dir: &Path, capacity_mib: u64, data_mib: u64) -> PathBuf {
     let ovf = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vmrun/image.ovf"))
         .unwrap()
         .replace("__CAPACITY_MIB__", &capacity_mib.to_string());
+    let ovf = edit(ovf);
     let image = dir.join("image");
     let gz = flate2::write::GzEncoder::new(std::fs::File::create(&image).unwrap(), flate2::Compression::fast());
     let mut t = tar::Builder::new(gz);
@@ -362,6 +368,39 @@ fn vmrun_secrets_stay_out_of_responses_and_logs() {
         );
     }
     assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
+}
+
+/// A stemcell's OVF may carry `vmw:ExtraConfig`: raw .vmx keys (a serial port into a host file, shared
+/// folders, isolation switches). ovftool writes them only with `--allowExtraConfig`, which vmcpi passes only
+/// when the config file says `allow_extra_config: true`; by default they are skipped.
+#[test]
+fn vmrun_stemcell_extra_config_needs_an_opt_in() {
+    let fake = Fake::new();
+    let img = tempfile::tempdir().unwrap();
+    let image = stemcell_image_with(img.path(), 64, 1, |ovf| {
+        ovf.replace(
+            "</VirtualHardwareSection>",
+            "<vmw:ExtraConfig ovf:required=\"false\" vmw:key=\"serial0.fileName\" vmw:value=\"/etc/shadow\"/>\n</VirtualHardwareSection>",
+        )
+    });
+    for opt_in in [None, Some(false), Some(true)] {
+        let mut cfg = fake.config(true, None);
+        if let Some(v) = opt_in {
+            cfg["driver"]["allow_extra_config"] = json!(v);
+        }
+        std::fs::create_dir_all(fake.state("")).unwrap();
+        std::fs::write(fake.state("log"), "").unwrap();
+        let cpi = Cpi::with_config(&cfg);
+        let sc = cpi.ok("create_stemcell", json!([image.display().to_string(), {}]));
+        let sc = sc.as_str().unwrap();
+        let vmx = std::fs::read_to_string(fake.store().join(format!("stemcells/{sc}/{sc}.vmx"))).unwrap();
+        let log = std::fs::read_to_string(fake.state("log")).unwrap();
+        let ovftool = log.lines().find(|l| l.contains("--sourceType=OVF")).unwrap_or_else(|| panic!("{log}"));
+        let allowed = opt_in == Some(true);
+        assert_eq!(vmx.contains("serial0.fileName"), allowed, "{opt_in:?}: {vmx}");
+        assert_eq!(ovftool.contains("--allowExtraConfig"), allowed, "{opt_in:?}: {ovftool}");
+        cpi.ok("delete_stemcell", json!([sc]));
+    }
 }
 
 #[test]

@@ -23,13 +23,15 @@ export VMCPI_BIN="$HERE/target/x86_64-unknown-linux-gnu/release/vmcpi"
 linkage=$(ldd "$VMCPI_BIN" 2>&1 | tr -s ' \t' ' ' | head -3 | paste -sd ' ' -)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-for b in libvirt vmrun vsphere launcher; do
+for b in libvirt vmrun vsphere launcher libvirt_rpc; do
   echo "bench-report: running $b" >&2
   cargo bench --locked --bench "$b" >"$out/$b" 2>"$out/$b.err" || { echo "bench-report: $b failed:" >&2; tail -20 "$out/$b.err" >&2; }
 done
 # value of the libvirt table row whose first cell starts with $1
 lv() { awk -F'|' -v k="$1" 'index($2, k) == 2 { gsub(/^ +| +$/, "", $3); print $3; exit }' "$out/libvirt"; }
 line() { grep -m1 -- "$2" "$out/$1" | sed 's/^ *//' || true; }
+# "client | virsh | ratio" of the libvirt_rpc line that starts with $1
+rpc() { grep -m1 -F -- "$1" "$out/libvirt_rpc" | sed -E 's/.* ([0-9.]+ ms) +virsh +([0-9.]+ ms) +\(([0-9]+x)\)$/\1 | `virsh`: \2 | \3/' || true; }
 
 echo "# vmcpi benchmark report"
 echo
@@ -50,6 +52,9 @@ echo "| vSphere 4 GiB import | $(line vsphere '4 GiB stemcell import' | sed 's/^
 echo "| SSH overhead per call (vmrun) | $(line vmrun 'has_vm (1 file check' | sed 's/.*-> //') | | |"
 echo "| launcher poll, 10 000 jobs / 20 pools | $(line launcher 'launcher thread CPU time' | sed 's/launcher thread CPU time: //') CPU | | |"
 echo "| launcher job → create_vm | $(line launcher 'job appears' | sed 's/.*: //') | | |"
+echo "| libvirt RPC client: connect + open (unix socket) | $(rpc 'connect + open (unix socket)') |"
+echo "| libvirt RPC client: domain lookup + state | $(rpc 'domain lookup + state (open connection)') |"
+echo "| libvirt RPC client: connect, lookup, state, close | $(rpc 'connect + lookup + state + close') |"
 echo
 echo "## Peak RSS per method (libvirt)"
 echo
@@ -70,7 +75,7 @@ echo
 echo '```'
 cat "$out/vsphere"
 echo '```'
-for b in libvirt vmrun launcher; do
+for b in libvirt vmrun launcher libvirt_rpc; do
   echo
   echo "## $b (full output)"
   echo

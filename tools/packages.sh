@@ -5,11 +5,12 @@
 #   run:    qemu-utils (qemu-img), libvirt + QEMU (started by libvirt-up.sh); settings media need no tool
 #   tests:  ovmf (EFI stemcells), jq, xorriso (only a cross-check: tests/medium.rs reads vmcpi's ISOs with it),
 #           perl (the launcher's fake CPI), ruby (BOSH template rendering), prometheus (promtool),
-#           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client
+#           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client,
+#           time (GNU time: a CPI process's peak memory in tests/vsphere_hostile.rs)
 set -euo pipefail
 want=(gcc pkg-config libssl-dev jq ovmf curl ca-certificates)
 if [ "${1:-}" = "--tests" ]; then
-  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client)
+  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client time)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use vmcpi::launcher::buildkite::{MultiSource, Rest, Source, Stacks};
-use vmcpi::launcher::config::{Config, SourceKind};
+use vmcpi::launcher::buildkite::Buildkite;
+use vmcpi::launcher::config::{Config, ConfigError};
 use vmcpi::launcher::daemon::Daemon;
+use vmcpi::launcher::source::Source;
 use vmcpi::launcher::{log, status};
 
 const AFTER_HELP: &str = "\
@@ -60,60 +61,27 @@ fn fail(e: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load(path: &std::path::Path) -> Result<(Config, String), vmcpi::launcher::config::ConfigError> {
+/// The config, its warnings logged, and its source with the tokens read.
+fn load(path: &std::path::Path) -> Result<(Config, Box<dyn Source>), ConfigError> {
     let cfg = Config::load(path)?;
-    let token = cfg.token()?;
-    log::add_secret(&token);
-    Ok((cfg, token))
-}
-
-fn source(cfg: &Config, token: &str) -> Result<Box<dyn Source>, vmcpi::launcher::config::ConfigError> {
-    match cfg.buildkite.source {
-        SourceKind::Stacks if cfg.queue_stacks().len() > 1 => Ok(Box::new(MultiSource::new(
-            cfg.queue_stacks()
-                .iter()
-                .map(|(q, key)| (q.clone(), Box::new(Stacks::for_queue(cfg, token, q, key)) as Box<dyn Source>))
-                .collect(),
-        ))),
-        SourceKind::Stacks => Ok(Box::new(Stacks::new(cfg, token))),
-        SourceKind::Rest => {
-            let api_token = cfg.rest_token()?;
-            log::add_secret(&api_token);
-            Rest::new(cfg, &api_token)
-                .map(|r| Box::new(r) as Box<dyn Source>)
-                .ok_or_else(|| vmcpi::launcher::config::ConfigError::Invalid("no [buildkite.rest] section".into()))
-        }
+    for w in cfg.warnings() {
+        log::warn(&w);
     }
+    let source = Buildkite::open(&cfg)?;
+    Ok((cfg, Box::new(source)))
 }
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| log::error(&format!("panic: {info}"))));
     match Cli::parse().cmd {
         Cmd::CheckConfig { config, online } => {
-            let cfg = match load(&config)
-                .and_then(|(cfg, token)| source(&cfg, &token).and_then(|_| cfg.check_local()).map(|_| (cfg, token)))
-            {
+            let (cfg, mut src) = match load(&config).and_then(|x| x.0.check_local().map(|_| x)) {
                 Ok(x) => x,
                 Err(e) => return fail(&e),
             };
-            let (cfg, token) = cfg;
             if online {
-                for (q, key) in cfg.queue_stacks() {
-                    if let Err(e) = Stacks::for_queue(&cfg, &token, &q, &key).check_token() {
-                        return fail(&e);
-                    }
-                }
-                if cfg.buildkite.source == SourceKind::Rest {
-                    let checked =
-                        cfg.rest_token().map_err(|e| Box::new(e) as Box<dyn std::error::Error>).and_then(|t| {
-                            match Rest::new(&cfg, &t) {
-                                Some(mut r) => r.check_token().map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
-                                None => Ok(()),
-                            }
-                        });
-                    if let Err(e) = checked {
-                        return fail(e.as_ref());
-                    }
+                if let Err(e) = src.check() {
+                    return fail(&e);
                 }
             }
             println!(
@@ -139,12 +107,8 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Run { config, dry_run } => {
-            let (cfg, token) = match load(&config) {
+            let (cfg, mut src) = match load(&config) {
                 Ok(x) => x,
-                Err(e) => return fail(&e),
-            };
-            let mut src = match source(&cfg, &token) {
-                Ok(s) => s,
                 Err(e) => return fail(&e),
             };
             if dry_run {
@@ -164,7 +128,7 @@ fn main() -> ExitCode {
                     return fail(&e);
                 }
             }
-            let mut d = match Daemon::new(cfg, src, token, stop) {
+            let mut d = match Daemon::new(cfg, src, stop) {
                 Ok(d) => d,
                 Err(e) => return fail(&e),
             };

@@ -16,7 +16,11 @@
 //!   `runtimeConfig` variables written with `writeVariable` persist; "Cannot open the disk '…' or one
 //!   of the snapshot disks it depends on." when a disk is missing.
 //! - [OVF]   ovftool output lines ("Opening OVF source: …", "Completed successfully") and the VMX it writes
-//!   for a vSphere stemcell (hardware v13, EFI, SATA CD-ROM, `<name>-disk1.vmdk`).
+//!   for a vSphere stemcell (hardware v13, EFI, SATA CD-ROM, `<name>-disk1.vmdk`). `vmw:ExtraConfig`
+//!   elements of the OVF (raw .vmx keys) are written into the .vmx only with `--allowExtraConfig` or
+//!   `--allowAllExtraConfig` (OVF Tool User's Guide: "These options are a security risk as they control
+//!   low-level and potential unsafe options on the VM"); without, each is skipped with the warning
+//!   "ExtraConfig option '<key>' is not allowed, will skip it." (ovftool's text, as users report it).
 //!
 //! Simplifications (stated, not hidden): there is no guest; "VMware Tools" in a guest exist only when the
 //! test writes `STATE/guest-tools` (`user:password`); snapshots are recorded in the `.vmsd` file without
@@ -515,6 +519,7 @@ fn ovftool(_ctx: &Ctx, args: Vec<String>) {
     let mut name = None;
     let mut pos = Vec::new();
     let mut from_vmx = false;
+    let mut extra_config = false;
     for a in &args {
         if let Some(n) = a.strip_prefix("--name=") {
             name = Some(n.to_string());
@@ -522,14 +527,11 @@ fn ovftool(_ctx: &Ctx, args: Vec<String>) {
             from_vmx = true;
         } else if matches!(
             a.as_str(),
-            "--sourceType=OVF"
-                | "--targetType=VMX"
-                | "--allowExtraConfig"
-                | "--allowAllExtraConfig"
-                | "--acceptAllEulas"
-                | "-q"
-                | "--quiet"
+            "--allowExtraConfig" | "--allowAllExtraConfig" | "--allowExtraConfig=true" | "--allowAllExtraConfig=true"
         ) {
+            extra_config = true;
+        } else if matches!(a.as_str(), "--sourceType=OVF" | "--targetType=VMX" | "--acceptAllEulas" | "-q" | "--quiet")
+        {
         } else if a.starts_with('-') {
             // [OVF] unknown options are refused
             println!("Error: Unknown option: '{}'\nCompleted with errors", a.trim_start_matches('-'));
@@ -617,8 +619,28 @@ fn ovftool(_ctx: &Ctx, args: Vec<String>) {
     if efi {
         kv.insert(4, ("firmware".into(), "efi".into()));
     }
+    // [OVF] raw .vmx keys from vmw:ExtraConfig: only when allowed, else skipped with a warning
+    let mut skipped = Vec::new();
+    for el in ovf.split("<vmw:ExtraConfig").skip(1).filter_map(|r| r.split('>').next()) {
+        let value_of = |key: &str| {
+            let k = el.find(&format!("{key}=\""))? + key.len() + 2;
+            Some(el[k..].split('"').next()?.to_string())
+        };
+        let (Some(k), Some(v)) = (value_of("vmw:key"), value_of("vmw:value")) else { continue };
+        if extra_config {
+            set(&mut kv, &k, &v);
+        } else {
+            skipped.push(k);
+        }
+    }
     println!("Writing VMX file: {dst}");
     write_vmx(dst, &kv);
+    if !skipped.is_empty() {
+        println!("Warning:");
+        for k in skipped {
+            println!(" - ExtraConfig option '{k}' is not allowed, will skip it.");
+        }
+    }
     println!("Transfer Completed\nCompleted successfully");
 }
 

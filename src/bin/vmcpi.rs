@@ -32,17 +32,17 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
-/// Requests are small; anything bigger than this is refused rather than read into memory.
-const MAX_REQUEST: u64 = 64 * 1024 * 1024;
-
 fn main() {
     let cli = Cli::parse();
     // default panic output could print data from the request: route panics through the redacting logger
     std::panic::set_hook(Box::new(|info| {
         vmcpi::logger::log_panic(&format!("panic: {info}"));
     }));
-    let mut input = Vec::new();
-    let response = match std::io::stdin().take(MAX_REQUEST + 1).read_to_end(&mut input) {
+    // requests are small: one past the cap is read (the pages of the reserved buffer that no byte reached
+    // cost no memory), and a request over the cap is refused rather than read on
+    let cap = vmcpi::rpc::wire::MAX_REQUEST_BYTES;
+    let mut input = Vec::with_capacity(cap + 1);
+    let response = match std::io::stdin().take(cap as u64 + 1).read_to_end(&mut input) {
         Err(e) => {
             let mut r = vmcpi::rpc::wire::Response::err(
                 vmcpi::rpc::dispatch::CPI_ERROR,
@@ -52,9 +52,7 @@ fn main() {
             r.log = vmcpi::logger::take_buffer();
             r
         }
-        Ok(_) if input.len() as u64 > MAX_REQUEST => {
-            vmcpi::rpc::wire::Response::err(vmcpi::rpc::dispatch::CPI_ERROR, "request is larger than 64 MiB", false)
-        }
+        // handle refuses a request over the cap (WireError::TooLarge) without parsing it
         Ok(_) => vmcpi::rpc::handle(&input, cli.config.as_deref()),
     };
     let mut out = std::io::stdout().lock();
@@ -62,13 +60,10 @@ fn main() {
         // the caller is gone (it closed stdout, or it was killed): it will never learn the CID of what this
         // call made, so nobody would ever delete it. Undo it here, then fail.
         if let Some(undo) = vmcpi::rpc::dispatch::undo_request(&input, &response) {
-            vmcpi::logger::log(
-                vmcpi::logger::Level::Warn,
-                &format!("cannot write the response ({e}): undoing the create nobody will hear of"),
-            );
+            vmcpi::warn!("cannot write the response ({e}): undoing the create nobody will hear of");
             let undone = vmcpi::rpc::handle(&undo, cli.config.as_deref());
             if let Some(err) = undone.error {
-                vmcpi::logger::log(vmcpi::logger::Level::Error, &format!("undo failed: {}: {}", err.kind, err.message));
+                vmcpi::warn!("the undo failed: {}: {}", err.kind, err.message);
             }
         }
         std::process::exit(1);

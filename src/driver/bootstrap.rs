@@ -19,7 +19,7 @@ pub struct Bootstrap {
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<crate::secret::Secret>,
     /// A process that must run in the guest before the script starts (e.g. `bosh-agent`).
     #[serde(default)]
     pub ready_process: Option<String>,
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Bootstrap {
             .field("script", &self.script)
             .field("interpreter", &self.interpreter)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.password)
             .field("ready_process", &self.ready_process)
             .field("min_wait_seconds", &self.min_wait_seconds)
             .field("max_wait_seconds", &self.max_wait_seconds)
@@ -62,7 +62,7 @@ impl Bootstrap {
     /// The guest login, for drivers that need one: both fields, or an error that says so.
     pub fn login(&self) -> DriverResult<(&str, &str)> {
         match (&self.username, &self.password) {
-            (Some(u), Some(p)) => Ok((u, p)),
+            (Some(u), Some(p)) => Ok((u, p.expose())),
             _ => Err(DriverError::invalid("VM cloud_properties.bootstrap", "username and password are required")),
         }
     }

@@ -48,6 +48,50 @@ impl DriverConfig {
     }
 }
 
+/// Checks the `driver` section of a request's context against what a context may set for driver `kind`
+/// (each driver's `CONTEXT_KEYS`: where to connect and as whom). `Err` names the first key that is not
+/// allowed (`driver.virsh`, `driver.ssh.known_hosts`, `driver.uri parameter "command"`) and says why. A kind
+/// that is not a driver's is left to the config's own check, which refuses it.
+pub fn check_context(kind: &str, driver: &Map<String, Value>) -> Result<(), String> {
+    let allowed = match kind {
+        "libvirt" => libvirt::CONTEXT_KEYS,
+        "vsphere" => vsphere::config::CONTEXT_KEYS,
+        "vmrun" => vmrun::CONTEXT_KEYS,
+        _ => return Ok(()),
+    };
+    let why = "names a program or a local path, weakens TLS or moves the state directory; it belongs in the CPI's own config file";
+    for (key, value) in driver {
+        if !allowed.contains(&key.as_str()) {
+            return Err(format!(
+                "driver.{key}: {why} (the context may set only where to connect and as whom: {})",
+                allowed.join(", ")
+            ));
+        }
+        if kind == "vmrun" && (key == "ssh" || key == "ssh_tunnel") {
+            if let Value::Object(ssh) = value {
+                let allowed = crate::transport::ssh::CONTEXT_KEYS;
+                if let Some(k) = ssh.keys().find(|k| !allowed.contains(&k.as_str())) {
+                    return Err(format!("driver.{key}.{k}: {why} (the context may set: {})", allowed.join(", ")));
+                }
+            }
+        }
+        // the file's vCenter password is for the file's vCenter: a context that names another host names its
+        // own credentials too, so a password never goes to a host the file did not choose
+        if kind == "vsphere" && key == "host" && !(driver.contains_key("user") && driver.contains_key("password")) {
+            return Err("driver.host without driver.user and driver.password: the config file's credentials are \
+                 sent only to the config file's host; a CPI config that names another host gives its own"
+                .into());
+        }
+        if kind == "libvirt" && key == "uri" {
+            match value {
+                Value::String(uri) => libvirt::check_context_uri(uri)?,
+                _ => return Err("driver.uri must be a string".into()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What the caller told us about itself, from the request.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {

@@ -47,7 +47,9 @@ pub(crate) use vm_props;
 /// Reads `cloud_properties` (of a VM, disk or network: `what` names them in the error) into a driver's
 /// struct; a typo or a wrong type is an [`DriverError::invalid`] request.
 pub fn parse<T: serde::de::DeserializeOwned>(what: &str, m: &serde_json::Map<String, Value>) -> DriverResult<T> {
-    serde_json::from_value(Value::Object(m.clone())).map_err(|e| DriverError::invalid(what, e.to_string()))
+    // serde quotes the value it refuses: outside text
+    serde_json::from_value(Value::Object(m.clone()))
+        .map_err(|e| DriverError::invalid(what, crate::logger::redact(&e.to_string())))
 }
 
 /// A hypervisor's limits on a VM's size.

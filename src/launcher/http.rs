@@ -1,17 +1,24 @@
 //! The launcher's HTTP listener: `/metrics`, `/healthz`, and `/v1/assignment` for the VMs.
 //!
 //! A VM authenticates at `/v1/assignment` with `Authorization: Bearer <secret>`, the per-VM secret the
-//! launcher put into its create_vm `env`. The answer tells it which job to acquire, the agent tags, the agent
-//! endpoint and the agent token; a warm VM that has no job yet gets `204` and asks again. So the Buildkite
-//! token is never in a VM's settings or metadata, and each VM can only ever learn its own job.
+//! launcher put into its create_vm `env`. The answer tells it which job to acquire, the agent tags, and what
+//! the job's source grants it (Buildkite: the agent endpoint and token); a warm VM that has no job yet gets
+//! `204` and asks again. So the Buildkite token is never in a VM's settings or metadata, and each VM can
+//! only ever learn its own job.
 //!
-//! The HTTP/1.1 parsing is `tiny_http`'s (a malformed request gets its 4xx/5xx answer from there), with HTTPS
-//! when the config has a `tls` certificate and key. A few worker threads answer from the shared state.
+//! The server itself (hyper, TLS, limits, keeping the listener alive) is [`crate::launcher::server`]; this
+//! module is the launcher's table of routes, answered from the state shared with the daemon loop, and what
+//! the listener's failures do to `/healthz`. A new route is one more [`Route`] in [`routes`]
+//! ([`Route::post`] for one that takes a body, with its size limit).
+use crate::launcher::log;
 use crate::launcher::metrics::Metrics;
+use crate::launcher::server::{self, Event, Limits, Reply, Request, Route};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use crate::launcher::server::ServeError;
 
 /// What a VM may learn about its job.
 #[derive(Debug, Clone)]
@@ -20,6 +27,8 @@ pub struct Assignment {
     pub job: Option<String>,
     pub agent_tags: Vec<String>,
     pub name: String,
+    /// What the job's source grants the VM (Buildkite: the agent endpoint and token), answered with the job.
+    pub grant: serde_json::Map<String, serde_json::Value>,
 }
 
 /// State shared between the daemon loop and the listener.
@@ -32,8 +41,8 @@ pub struct Shared {
     /// Polls of the Buildkite API that failed in a row, and how many make the launcher unhealthy.
     pub failed_polls: u32,
     pub unhealthy_after: u32,
-    pub agent_endpoint: String,
-    pub agent_token: String,
+    /// Why the listener is not accepting connections, while it is not (`/healthz` answers 503).
+    pub listener_down: Option<String>,
 }
 
 pub type SharedRef = Arc<Mutex<Shared>>;
@@ -42,65 +51,57 @@ pub fn lock(s: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Why the listener could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot read {path}")]
-    Read { path: std::path::PathBuf, source: std::io::Error },
-    #[error("cannot listen")]
-    Bind(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("{0} is not an IP address")]
-    NotIp(String),
+/// The listener, bound and serving.
+pub struct Listener {
+    server: server::Server,
 }
 
-/// Threads answering requests (tiny_http reads and parses them on its own threads).
-const WORKERS: usize = 4;
+impl Listener {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr
+    }
 
-/// Binds the listener (HTTPS with `tls`) and serves it on worker threads; returns the bound address.
+    /// Whether the listener's thread has ended (only a bug ends it; the daemon then starts a new one).
+    pub fn is_finished(&self) -> bool {
+        self.server.is_finished()
+    }
+}
+
+/// Binds the listener (HTTPS with `tls`) and serves [`routes`] on a thread of its own.
 pub fn serve(
     addr: &str,
     tls: Option<&crate::launcher::config::Tls>,
+    limits: Limits,
     shared: SharedRef,
-) -> Result<std::net::SocketAddr, ServeError> {
-    let server = match tls {
-        None => tiny_http::Server::http(addr),
-        Some(t) => {
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|source| ServeError::Read { path: p.to_path_buf(), source })
-            };
-            tiny_http::Server::https(
-                addr,
-                tiny_http::SslConfig { certificate: read(&t.cert_file)?, private_key: read(&t.key_file)? },
-            )
+) -> Result<Listener, ServeError> {
+    let tls = tls.map(|t| server::tls_config(&t.cert_file, &t.key_file)).transpose()?;
+    let s = shared.clone();
+    let on_event: server::OnEvent = Arc::new(move |e: Event<'_>| match e {
+        Event::AcceptFailing { error, count, pause } => log::warn(&format!(
+            "listener: cannot accept connections ({count}x): {error}; trying again every {} ms \
+             (raise the open files limit, or lower listener.max_connections)",
+            pause.as_millis()
+        )),
+        Event::Down { reason, pause } => {
+            log::error(&format!(
+                "the HTTP listener stopped: {reason}; /healthz answers 503 until it listens again \
+                 (binding it again in {} s)",
+                pause.as_secs()
+            ));
+            let mut g = lock(&s);
+            g.listener_down = Some(reason.to_string());
+            g.metrics.inc("launcher_listener_failures_total", &[], 1.0);
         }
-    }
-    .map_err(ServeError::Bind)?;
-    let local = server.server_addr().to_ip().ok_or_else(|| ServeError::NotIp(addr.to_string()))?;
-    let server = Arc::new(server);
-    for i in 0..WORKERS {
-        let (server, shared) = (server.clone(), shared.clone());
-        std::thread::Builder::new()
-            .name(format!("http-{i}"))
-            .spawn(move || {
-                for req in server.incoming_requests() {
-                    let (status, ctype, body) = answer(req.method(), req.url(), bearer(&req).as_deref(), &shared);
-                    let mut resp = tiny_http::Response::from_string(body).with_status_code(status);
-                    if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", ctype) {
-                        resp.add_header(h);
-                    }
-                    let _ = req.respond(resp);
-                }
-            })
-            .map_err(|e| ServeError::Bind(Box::new(e)))?;
-    }
-    Ok(local)
-}
-
-/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
-fn bearer(req: &tiny_http::Request) -> Option<String> {
-    let v = req.headers().iter().find(|h| h.field.equiv("Authorization"))?.value.as_str().trim();
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+        Event::BindFailed { error, pause } => {
+            log::error(&format!("the HTTP listener cannot bind again: {error}; next try in {} s", pause.as_secs()))
+        }
+        Event::Up { addr } => {
+            log::info(&format!("the HTTP listener listens again on {addr}"));
+            lock(&s).listener_down = None;
+        }
+    });
+    let server = server::start(addr, tls, limits, routes(shared), on_event)?;
+    Ok(Listener { server })
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -108,56 +109,42 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The answer to one request: status, content type, body.
-pub fn answer(
-    method: &tiny_http::Method,
-    url: &str,
-    bearer: Option<&str>,
-    shared: &SharedRef,
-) -> (u16, &'static str, String) {
-    use tiny_http::Method;
-    let path = url.split('?').next().unwrap_or("");
-    let known = matches!(path, "/metrics" | "/healthz" | "/v1/assignment");
-    if !known {
-        return (404, "text/plain", "not found\n".into());
+/// What the launcher serves.
+pub fn routes(shared: SharedRef) -> Vec<Route> {
+    let (m, h, a) = (shared.clone(), shared.clone(), shared);
+    vec![
+        Route::get("/metrics", move |_| Reply::new(200, "text/plain; version=0.0.4", lock(&m).metrics.render())),
+        Route::get("/healthz", move |_| healthz(&lock(&h))),
+        Route::get("/v1/assignment", move |r| assignment(r, &lock(&a))),
+    ]
+}
+
+fn healthz(s: &Shared) -> Reply {
+    if let Some(why) = &s.listener_down {
+        Reply::text(503, format!("the listener is not accepting connections: {why}\n"))
+    } else if s.last_tick.elapsed() >= s.healthy_within {
+        Reply::text(503, "the main loop is stuck\n")
+    } else if s.failed_polls >= s.unhealthy_after {
+        Reply::text(503, format!("{} consecutive failed polls of the Buildkite API\n", s.failed_polls))
+    } else {
+        Reply::text(200, "ok\n")
     }
-    if !matches!(method, Method::Get | Method::Head) {
-        return (405, "text/plain", "method not allowed\n".into());
-    }
-    match path {
-        "/metrics" => (200, "text/plain; version=0.0.4", lock(shared).metrics.render()),
-        "/healthz" => {
-            let s = lock(shared);
-            if s.last_tick.elapsed() >= s.healthy_within {
-                (503, "text/plain", "the main loop is stuck\n".into())
-            } else if s.failed_polls >= s.unhealthy_after {
-                (503, "text/plain", format!("{} consecutive failed polls of the Buildkite API\n", s.failed_polls))
-            } else {
-                (200, "text/plain", "ok\n".into())
-            }
-        }
-        _ => {
-            let secret = bearer.unwrap_or("");
-            let s = lock(shared);
-            let found = if secret.is_empty() {
-                None
-            } else {
-                s.assignments.iter().find(|(k, _)| same(k, secret)).map(|(_, a)| a)
-            };
-            match found {
-                None => (401, "application/json", "{\"message\":\"unknown VM secret\"}".into()),
-                Some(Assignment { job: None, .. }) => (204, "application/json", String::new()),
-                Some(Assignment { job: Some(job), agent_tags, name }) => {
-                    let body = json!({
-                        "job_id": job,
-                        "agent_tags": agent_tags.join(","),
-                        "agent_name": name,
-                        "endpoint": s.agent_endpoint,
-                        "token": s.agent_token,
-                    });
-                    (200, "application/json", body.to_string())
-                }
-            }
+}
+
+/// A VM's assignment, by the per-VM secret of its `Authorization: Bearer` header (never the query string).
+fn assignment(r: &Request<'_>, s: &Shared) -> Reply {
+    let secret = r.bearer().unwrap_or("");
+    let found =
+        if secret.is_empty() { None } else { s.assignments.iter().find(|(k, _)| same(k, secret)).map(|(_, a)| a) };
+    match found {
+        None => Reply::new(401, "application/json", "{\"message\":\"unknown VM secret\"}"),
+        Some(Assignment { job: None, .. }) => Reply::new(204, "application/json", ""),
+        Some(Assignment { job: Some(job), agent_tags, name, grant }) => {
+            let mut body = grant.clone();
+            body.insert("job_id".into(), json!(job));
+            body.insert("agent_tags".into(), json!(agent_tags.join(",")));
+            body.insert("agent_name".into(), json!(name));
+            Reply::new(200, "application/json", serde_json::Value::Object(body).to_string())
         }
     }
 }

@@ -34,6 +34,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     ("launcher_pool_breaker_opened_total", Kind::Counter, "Times a pool's circuit breaker opened."),
     ("launcher_pool_power", Kind::Gauge, "1 for the power state (on, off, waking, stopping) of each power-managed pool's host."),
     ("launcher_jobs_failed_over_total", Kind::Counter, "Jobs moved from a failing pool (pool) to another (to)."),
+    ("launcher_listener_failures_total", Kind::Counter, "Times the HTTP listener stopped accepting connections and was started again."),
 ];
 
 const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];

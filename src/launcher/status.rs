@@ -1,9 +1,9 @@
 //! Views for people: `agent-launcher status` (what the ledger holds) and `--dry-run` (what a poll would do).
-use crate::launcher::buildkite::{is_terminal, BkError, Source};
+use crate::launcher::clock::now;
 use crate::launcher::config::Config;
-use crate::launcher::daemon::now;
 use crate::launcher::ledger::{self, LedgerError, State};
 use crate::launcher::plan::{plan, Decision, PoolInfo};
+use crate::launcher::source::{JobState, Source, SourceError, Work};
 use std::collections::HashSet;
 use std::fmt::Write;
 
@@ -14,28 +14,7 @@ pub fn render_status(cfg: &Config, state: &State) -> String {
     for (pool, (_, cid)) in &state.stemcells {
         let _ = writeln!(out, "stemcell  pool={pool} cid={cid}");
     }
-    // the running launcher's breakers (absent before its first poll)
-    if let Some(pools) = std::fs::read_to_string(cfg.ledger_dir.join(crate::launcher::daemon::POOLS_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    {
-        for p in &cfg.pools {
-            let b = &pools["pools"][&p.name];
-            if let Some(g) = b["breaker"].as_str() {
-                let _ = write!(out, "pool      {} breaker={g}", p.name);
-                if g == "open" {
-                    let _ = write!(out, " next_probe_in={}s", b["next_probe_in_seconds"]);
-                }
-                if let Some(pw) = b["power"].as_str().filter(|p| *p != "unmanaged") {
-                    let _ = write!(out, " power={pw}");
-                }
-                if let Some(r) = b["reason"].as_str().filter(|r| !r.is_empty()) {
-                    let _ = write!(out, " reason={r:?}");
-                }
-                let _ = writeln!(out);
-            }
-        }
-    }
+    render_pools(cfg, &mut out);
     if state.open.is_empty() {
         let _ = writeln!(out, "no open records (no VMs)");
     }
@@ -64,7 +43,35 @@ pub fn render_status(cfg: &Config, state: &State) -> String {
             r.last_failure.as_ref().map(|f| format!(" last_failure={f:?}")).unwrap_or_default()
         );
     }
-    out
+    // a CPI's error text (last_failure, a breaker's reason) may echo a VM's secret
+    let mut secrets = crate::redact::Redactor::new();
+    state.open.values().for_each(|r| secrets.add(&r.intent.secret));
+    secrets.redact(&out)
+}
+
+/// The running launcher's breakers and host power, one line per pool (none before its first poll).
+fn render_pools(cfg: &Config, out: &mut String) {
+    let Some(pools) = std::fs::read_to_string(cfg.ledger_dir.join(crate::launcher::daemon::POOLS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return;
+    };
+    for p in &cfg.pools {
+        let b = &pools["pools"][&p.name];
+        let Some(g) = b["breaker"].as_str() else { continue };
+        let _ = write!(out, "pool      {} breaker={g}", p.name);
+        if g == "open" {
+            let _ = write!(out, " next_probe_in={}s", b["next_probe_in_seconds"]);
+        }
+        if let Some(pw) = b["power"].as_str().filter(|p| *p != "unmanaged") {
+            let _ = write!(out, " power={pw}");
+        }
+        if let Some(r) = b["reason"].as_str().filter(|r| !r.is_empty()) {
+            let _ = write!(out, " reason={r:?}");
+        }
+        let _ = writeln!(out);
+    }
 }
 
 pub fn status(cfg: &Config) -> Result<String, LedgerError> {
@@ -72,17 +79,17 @@ pub fn status(cfg: &Config) -> Result<String, LedgerError> {
 }
 
 /// One poll without side effects: lists jobs and states (read-only calls) and says what would be done. No CPI
-/// call and no reservation. The Stacks API lists only for a registered stack: when no launcher runs (the
-/// API answers 404), the stack is registered for the dry run and deregistered after it.
+/// call and no reservation. A source that lists only once registered (the Stacks API answers 404 when no
+/// launcher runs) is registered for the dry run and deregistered after it.
 pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
     match dry_run_once(cfg, source) {
-        Err(DryRunError::Buildkite(BkError::Status { status: 404, .. })) => {
+        Err(DryRunError::Source(e)) if e.is_not_found() => {
             source.register()?;
             let out = dry_run_once(cfg, source);
             let gone = source.deregister();
             let mut out = out?;
             gone?;
-            out.insert(0, format!("stack {} was not registered (no launcher running): registered for this dry run and deregistered after it", cfg.buildkite.stack_key));
+            out.insert(0, format!("{} was not registered (no launcher running): registered for this dry run and deregistered after it", source.describe()));
             Ok(out)
         }
         r => r,
@@ -91,21 +98,27 @@ pub fn dry_run(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, Dry
 
 fn dry_run_once(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, DryRunError> {
     let state = ledger::read(&cfg.ledger_dir)?;
+    let names: Vec<String> = state.open.values().map(|r| format!("{}-{}", r.intent.pool, r.intent.id)).collect();
+    let work: Vec<Work<'_>> = state
+        .open
+        .values()
+        .zip(&names)
+        .filter(|(r, _)| !r.intent.job.is_empty())
+        .map(|(r, name)| Work { job: &r.intent.job, agent_name: name, agent_tags: &r.intent.agent_tags })
+        .collect();
+    let states = if work.is_empty() { Default::default() } else { source.states(&work)? };
     let mut out = Vec::new();
-    let jobs: Vec<String> = state.open.values().map(|r| r.intent.job.clone()).filter(|j| !j.is_empty()).collect();
-    let states = if jobs.is_empty() { Default::default() } else { source.states(&jobs)? };
     let t = now();
     for r in state.open.values() {
-        let st = states.get(&r.intent.job).map(String::as_str).unwrap_or("");
-        if let Some(cid) = &r.cid {
-            if is_terminal(st) {
-                out.push(format!("would delete_vm vm={cid} record={} job={} (job {st})", r.intent.id, r.intent.job));
-            } else if t > r.intent.deadline {
-                out.push(format!(
-                    "would delete_vm vm={cid} record={} job={} (past its lifetime)",
-                    r.intent.id, r.intent.job
-                ));
-            }
+        let st = JobState::of(&states, &r.intent.job);
+        let Some(cid) = &r.cid else { continue };
+        if st.is_finished() {
+            out.push(format!("would delete_vm vm={cid} record={} job={} (job {})", r.intent.id, r.intent.job, st.name));
+        } else if t > r.intent.deadline {
+            out.push(format!(
+                "would delete_vm vm={cid} record={} job={} (past its lifetime)",
+                r.intent.id, r.intent.job
+            ));
         }
     }
     let listing = source.list()?;
@@ -114,40 +127,79 @@ fn dry_run_once(cfg: &Config, source: &mut dyn Source) -> Result<Vec<String>, Dr
     }
     let infos: Vec<PoolInfo> = cfg.pools.iter().map(PoolInfo::new).collect();
     for d in plan(cfg, &infos, &state, &HashSet::new(), &listing, &HashSet::new()) {
-        match d {
-            Decision::Assign { job, pool, record, .. } => {
-                out.push(format!(
-                    "would reserve job={} pool={} and assign it to warm VM record={record}",
-                    job.id, cfg.pools[pool].name
-                ));
-            }
-            Decision::Start { job, pool, flavor, ip, .. } => {
-                out.push(format!("would reserve job={} pool={} flavor={flavor}", job.id, cfg.pools[pool].name));
-                out.push(format!(
-                    "would create_vm job={} pool={} flavor={flavor} ip={}",
-                    job.id,
-                    cfg.pools[pool].name,
-                    ip.as_deref().unwrap_or("-")
-                ));
-            }
-            Decision::Refuse { job, pool, reason } => {
-                out.push(format!(
-                    "would reserve job={} pool={} and finish it with -1: {reason}",
-                    job.id, cfg.pools[pool].name
-                ));
-            }
-            Decision::Wait { job, pool, reason } => {
-                out.push(format!("would wait job={} pool={} ({reason})", job.id, cfg.pools[pool].name))
-            }
-        }
+        would(cfg, &d, &mut out);
     }
     Ok(out)
+}
+
+/// What a decision would do, as lines of the dry run.
+fn would(cfg: &Config, d: &Decision, out: &mut Vec<String>) {
+    let (job, pool) = (&d.job().id, &cfg.pools[d.pool()].name);
+    match d {
+        Decision::Assign { record, .. } => {
+            out.push(format!("would reserve job={job} pool={pool} and assign it to warm VM record={record}"))
+        }
+        Decision::Start { flavor, ip, .. } => {
+            out.push(format!("would reserve job={job} pool={pool} flavor={flavor}"));
+            out.push(format!(
+                "would create_vm job={job} pool={pool} flavor={flavor} ip={}",
+                ip.as_deref().unwrap_or("-")
+            ));
+        }
+        Decision::Refuse { reason, .. } => {
+            out.push(format!("would reserve job={job} pool={pool} and finish it with -1: {reason}"))
+        }
+        Decision::Wait { reason, .. } => out.push(format!("would wait job={job} pool={pool} ({reason})")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DryRunError {
     #[error("ledger")]
     Ledger(#[from] LedgerError),
-    #[error("buildkite")]
-    Buildkite(#[from] BkError),
+    #[error("the CI source")]
+    Source(#[from] SourceError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launcher::ledger::{Intent, Record};
+
+    /// A CPI error that echoed a VM's secret (its last failure) is shown without the secret.
+    #[test]
+    fn status_redacts_the_secrets_of_open_records() {
+        use crate::launcher::config::testing::{config, pool};
+        let linux = pool("linux", "networks.default = { type = \"dynamic\" }\nflavors.small = { cpu = 1, ram = 512 }");
+        let cfg = config("", &linux);
+        let secret = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+        let intent = Intent {
+            id: "r1".into(),
+            job: "j1".into(),
+            pool: "linux".into(),
+            flavor: "small".into(),
+            cpu: 1,
+            ram: 512,
+            ip: None,
+            deadline: 0,
+            secret: secret.into(),
+            agent_tags: vec![],
+            at: 0,
+        };
+        let mut state = State::default();
+        state.open.insert(
+            "r1".into(),
+            Record {
+                intent,
+                attempts: 1,
+                failures: 1,
+                cid: None,
+                created_at: None,
+                last_failure: Some(format!("create_vm: bad env {{\"secret\":\"{secret}\"}}")),
+            },
+        );
+        let out = render_status(&cfg, &state);
+        assert!(out.contains("last_failure=") && out.contains("<redacted>"), "{out}");
+        assert!(!out.contains(secret), "{out}");
+    }
 }

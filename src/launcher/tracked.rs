@@ -1,7 +1,8 @@
-//! What the launcher loop knows about each Buildkite job and each ledger record beyond what the ledger
+//! What the launcher loop knows about each CI job and each ledger record beyond what the ledger
 //! holds: one [`Job`] per job id and one [`RecordRun`] per record id, so that everything about one job is in
 //! one place and is forgotten at once.
-use crate::launcher::buildkite::ScheduledJob;
+use crate::launcher::config::PoolId;
+use crate::launcher::source::ScheduledJob;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ pub struct Job {
     /// Its agent query rules (to move it to another pool).
     pub rules: Option<Vec<String>>,
     /// Pools it was moved away from (it is not moved back: no ping-pong between two failing pools).
-    pub tried: HashSet<usize>,
+    pub tried: HashSet<PoolId>,
 }
 
 /// One open ledger record, as the loop runs it.
@@ -86,6 +87,11 @@ impl Tracked {
         self.records.iter().filter(|(_, r)| r.busy).map(|(id, _)| id.as_str())
     }
 
+    /// The records with a CPI call in flight, as a set.
+    pub fn busy_set(&self) -> HashSet<String> {
+        self.busy().map(str::to_string).collect()
+    }
+
     /// The jobs that are not planned again.
     pub fn refused(&self) -> HashSet<String> {
         self.jobs.iter().filter(|(_, j)| j.refused).map(|(id, _)| id.clone()).collect()
@@ -140,7 +146,7 @@ mod tests {
         let mut t = Tracked::default();
         let j = t.job("a");
         (j.seen, j.refused, j.scheduled_at) = (true, true, Some(1.0));
-        j.tried.insert(2);
+        j.tried.insert(PoolId(2));
         t.job("b").unsure = Some((scheduled("b"), Instant::now()));
         t.job("c").seen = true;
         t.record("r1").busy = true;
@@ -149,7 +155,7 @@ mod tests {
         assert_eq!(t.refused(), HashSet::from(["a".to_string()]));
         assert_eq!(t.busy().collect::<Vec<_>>(), ["r1"]);
         t.prune(&HashSet::from(["a"]), |id| id == "r2");
-        assert!(t.get_job("a").is_some_and(|j| j.seen && j.tried.contains(&2)));
+        assert!(t.get_job("a").is_some_and(|j| j.seen && j.tried.contains(&PoolId(2))));
         // b's lost reserve stays (and only that), c is gone
         assert!(t.get_job("b").is_some_and(|j| !j.seen && j.unsure.is_some()));
         assert!(t.get_job("c").is_none());

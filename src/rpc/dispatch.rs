@@ -33,11 +33,15 @@ pub fn handle(input: &[u8], config_path: Option<&Path>) -> Response {
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown panic".into());
+        // a panic's text may hold anything it was given: outside text
+        let what = logger::redact(&what);
         logger::log(logger::Level::Error, &format!("internal error: {what}"));
         Response::err(CLOUD_ERROR, format!("internal error in vmcpi (please report this bug): {what}"), false)
     });
+    // the message is vmcpi's own text; what came from outside (tool output, API errors, echoed input) was
+    // scrubbed where it entered; the safety net takes what slipped through, without masking its own words
     if let Some(e) = &mut response.error {
-        e.message = logger::redact(&e.message);
+        e.message = logger::safety_net(&e.message);
         logger::log(logger::Level::Error, &format!("{}: {}", e.kind, e.message));
     }
     response.log = logger::take_buffer();
@@ -74,7 +78,8 @@ pub fn undo_request(input: &[u8], response: &Response) -> Option<Vec<u8>> {
 fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
     let request = match Request::parse(input) {
         Ok(r) => r,
-        Err(e) => return Response::err(CPI_ERROR, e.to_string(), false),
+        // a JSON error may quote the input: outside text (nothing is registered yet, but keep the rule)
+        Err(e) => return Response::err(CPI_ERROR, logger::redact(&e.to_string()), false),
     };
     // arguments (env) and context (CPI-config properties) may carry secrets too
     crate::config::register_secrets(&request.context);
@@ -85,7 +90,8 @@ fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
     };
     let config = match Config::load(config_path, Some(&request.context)) {
         Ok(c) => c,
-        Err(e) => return Response::err(CPI_ERROR, e.to_string(), false),
+        // serde's messages quote the values they refuse: outside text
+        Err(e) => return Response::err(CPI_ERROR, logger::redact(&e.to_string()), false),
     };
     logger::set_level(match config.log_level {
         LogLevel::Debug => logger::Level::Debug,
@@ -105,8 +111,11 @@ fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
 
     let method = match Method::parse(&request.method, &request.arguments) {
         Ok(m) => m,
-        Err(e @ MethodError::Unknown(_)) => return Response::err(NOT_IMPLEMENTED, e.to_string(), false),
-        Err(e) => return Response::err(CPI_ERROR, e.to_string(), false),
+        Err(e @ MethodError::Unknown(_)) => {
+            return Response::err(NOT_IMPLEMENTED, logger::redact(&e.to_string()), false)
+        }
+        // an argument of the wrong type is quoted by serde: outside text
+        Err(e) => return Response::err(CPI_ERROR, logger::redact(&e.to_string()), false),
     };
     if std::env::var("VMCPI_DEBUG_PANIC").is_ok_and(|m| m == method.name()) {
         // lets the tests prove that a panic still yields a JSON response

@@ -3,6 +3,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
+/// The largest request read from stdin. Real requests are a few KiB (the biggest, create_vm, carries the
+/// agent env and networks); anything over this is refused before it is parsed.
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// The most JSON values (numbers, strings, keys, arrays, objects…) a request may hold. Parsed, each costs
+/// 32 bytes and more, so a 16 MiB request of `[0,0,…]` (8 million values) would take hundreds of MiB; real
+/// requests hold a few hundred. Counted in one pass over the bytes, before anything is parsed.
+pub const MAX_REQUEST_VALUES: usize = 100_000;
+
 /// The raw request, before the method and its arguments are typed.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -22,6 +31,41 @@ pub enum WireError {
     NotObject(&'static str),
     #[error("request field `{field}` {problem}")]
     Field { field: &'static str, problem: String },
+    #[error("request is larger than {} MiB, the CPI's cap (real requests are a few KiB)", MAX_REQUEST_BYTES >> 20)]
+    TooLarge,
+    #[error(
+        "request holds more than {MAX_REQUEST_VALUES} JSON values, the CPI's cap (real requests hold a few hundred)"
+    )]
+    TooManyValues,
+}
+
+/// An upper bound of the number of JSON values in `input` (one more than its commas and colons outside
+/// strings, plus one per array or object): counted without parsing, stopping as soon as it passes `limit`.
+/// Invalid JSON gets some count; the parser reports what is wrong with it.
+fn values_over(input: &[u8], limit: usize) -> bool {
+    let (mut count, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in input {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b':' | b'[' | b'{' => {
+                count += 1;
+                if count > limit {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 pub fn type_name(v: &Value) -> &'static str {
@@ -37,6 +81,12 @@ pub fn type_name(v: &Value) -> &'static str {
 
 impl Request {
     pub fn parse(input: &[u8]) -> Result<Request, WireError> {
+        if input.len() > MAX_REQUEST_BYTES {
+            return Err(WireError::TooLarge);
+        }
+        if values_over(input, MAX_REQUEST_VALUES) {
+            return Err(WireError::TooManyValues);
+        }
         let v: Value = serde_json::from_slice(input).map_err(WireError::Json)?;
         let Value::Object(mut m) = v else { return Err(WireError::NotObject(type_name(&v))) };
         let method = match m.remove("method") {
@@ -154,6 +204,20 @@ mod tests {
             let e = Request::parse(input).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn values_are_counted_outside_strings_only() {
+        // the object, "a", the array, 1, 2, 3, "b", the inner object, "c" and null
+        assert!(!values_over(br#"{"a":[1,2,3],"b":{"c":null}}"#, 10));
+        assert!(values_over(br#"{"a":[1,2,3],"b":{"c":null}}"#, 9));
+        // commas, colons and brackets inside strings (escaped quotes too) are text
+        assert!(!values_over(br#"["a,b:c[{", "\",[", "x\\"]"#, 4));
+        let zeros = format!("[{}0]", "0,".repeat(MAX_REQUEST_VALUES));
+        let e = Request::parse(zeros.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("JSON values"), "{e}");
+        let e = Request::parse(&vec![b' '; MAX_REQUEST_BYTES + 1]).unwrap_err().to_string();
+        assert!(e.contains("16 MiB"), "{e}");
     }
 
     #[test]

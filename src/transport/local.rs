@@ -3,6 +3,7 @@
 //! files, locks are `flock(2)` locks (std's file locks; released by the kernel when the process ends).
 use super::{temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult};
 use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -199,7 +200,16 @@ impl Transport for Local {
     }
 
     fn lock(&self, path: &str, timeout: Duration) -> TransportResult<Box<dyn LockGuard + '_>> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io("open lock", path))?;
+        // a link is not followed and a FIFO not waited on: a lock file is a regular file of its own
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io("open lock", path))?;
+        if !file.metadata().map_err(io("open lock", path))?.is_file() {
+            return Err(io("open lock", path)(std::io::Error::new(ErrorKind::InvalidInput, "not a regular file")));
+        }
         let started = Instant::now();
         loop {
             // std's file lock is flock(2) on Unix: released by the kernel when the process ends
@@ -222,9 +232,18 @@ impl Transport for Local {
     fn held(&self, paths: &[String]) -> TransportResult<Vec<bool>> {
         let mut out = Vec::with_capacity(paths.len());
         for p in paths {
-            let file = match std::fs::File::open(p) {
-                Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
+            // a link or anything but a regular file is nobody's lock (and a FIFO is not waited on)
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(p)
+            {
+                Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+                Ok(_) => {
+                    out.push(false);
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
                     out.push(false);
                     continue;
                 }
@@ -287,5 +306,31 @@ mod tests {
         drop(g);
         assert_eq!(t.held(std::slice::from_ref(&p)).unwrap(), vec![false]);
         t.lock(&p, Duration::from_millis(100)).unwrap();
+    }
+
+    /// A lock file in the store that is a link (or a FIFO) is not followed (or waited on): locking it fails
+    /// and creates nothing at the link's target; probing it says "not held" at once.
+    #[test]
+    fn lock_files_are_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        let link = d.path().join("vm-1.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let t = Local::new();
+        assert!(t.lock(link.to_str().unwrap(), Duration::from_millis(100)).is_err());
+        assert!(!target.exists(), "a file was made at the link's target");
+        let fifo = d.path().join("vm-2.lock");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let paths = vec![fifo.display().to_string(), link.display().to_string()];
+        std::thread::spawn(move || {
+            let _ = tx.send(Local::new().held(&paths).map_err(|e| e.to_string()));
+        });
+        let held = rx.recv_timeout(Duration::from_secs(5)).expect("held() blocked on a FIFO");
+        assert_eq!(held, Ok(vec![false, false]));
+        let e = t.lock(fifo.to_str().unwrap(), Duration::from_millis(100)).err().unwrap();
+        assert!(!matches!(e, TransportError::LockTimeout { .. }), "{e}");
     }
 }

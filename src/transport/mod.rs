@@ -31,7 +31,13 @@ impl Output {
     pub fn success(&self) -> bool {
         self.status == 0
     }
-    /// The tool's own words: stderr, or stdout when stderr is empty (vmrun prints its errors on stdout).
+    /// [`Output::message`] scrubbed of secrets: outside text, for a message or a log line.
+    pub fn said(&self) -> String {
+        crate::logger::redact(self.message())
+    }
+
+    /// The tool's own words: stderr, or stdout when stderr is empty (vmrun prints its errors on stdout). As
+    /// they are: for matching, never for a message (use [`Output::said`]).
     pub fn message(&self) -> &str {
         if self.stderr.trim().is_empty() {
             self.stdout.trim()

@@ -33,14 +33,14 @@ pub struct SshConfig {
     pub user: String,
     /// The private key itself (OpenSSH or PEM format), as BOSH job properties carry it.
     #[serde(default)]
-    pub private_key: Option<String>,
+    pub private_key: Option<crate::secret::Secret>,
     /// Or the path of the private key on the CPI's host.
     #[serde(default)]
     pub private_key_path: Option<PathBuf>,
     #[serde(default)]
-    pub private_key_passphrase: Option<String>,
+    pub private_key_passphrase: Option<crate::secret::Secret>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<crate::secret::Secret>,
     /// known_hosts file on the CPI's host holding the host's key (`[host]:port` entries for other ports).
     #[serde(default)]
     pub known_hosts: Option<PathBuf>,
@@ -56,6 +56,23 @@ pub struct SshConfig {
     #[serde(default = "default_command_timeout")]
     pub command_timeout_seconds: u64,
 }
+
+/// What a request's context may set in an `ssh` block (and bosh-vmrun-cpi's `ssh_tunnel`): the host, as whom
+/// (inline key or password), and the host's key inline. Not `known_hosts` or `private_key_path`: files on
+/// the CPI's host.
+pub const CONTEXT_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "user",
+    "username",
+    "private_key",
+    "private_key_passphrase",
+    "password",
+    "host_public_key",
+    "platform",
+    "connect_timeout_seconds",
+    "command_timeout_seconds",
+];
 
 fn default_port() -> u16 {
     22
@@ -110,9 +127,11 @@ const MAX_CONNECTIONS: u32 = 2;
 
 /// Takes an exclusive flock on $ARGV[0] within $ARGV[1] milliseconds (counted in 50 ms steps: core perl
 /// only, no Time::HiRes), says "locked", holds it until stdin ends.
-const LOCK_SCRIPT: &str = r#"use Fcntl qw(:flock);
+/// The file is opened without following a link or waiting on a FIFO, and must be a regular file.
+const LOCK_SCRIPT: &str = r#"use Fcntl qw(:flock :DEFAULT);
 my ($p, $ms) = @ARGV; $| = 1;
-open(my $f, '>>', $p) or do { print "error: $!\n"; exit 2 };
+sysopen(my $f, $p, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0644) or do { print "error: $!\n"; exit 2 };
+-f $f or do { print "error: not a regular file\n"; exit 2 };
 my $tries = int($ms / 50);
 until (flock($f, LOCK_EX | LOCK_NB)) {
   if ($tries-- <= 0) { print "timeout\n"; exit 3 }
@@ -123,9 +142,10 @@ while (sysread(STDIN, my $b, 4096)) {}
 exit 0"#;
 
 /// For each path in @ARGV prints "held" when another process holds its flock, else "free".
-const PROBE_SCRIPT: &str = r#"use Fcntl qw(:flock); $| = 1;
+/// A link, a FIFO or anything but a regular file is "free" (nobody's lock), and is neither followed nor waited on.
+const PROBE_SCRIPT: &str = r#"use Fcntl qw(:flock :DEFAULT); $| = 1;
 for my $p (@ARGV) {
-  if (open(my $f, '<', $p)) { if (flock($f, LOCK_EX | LOCK_NB)) { print "free\n" } else { print "held\n" } close($f) }
+  if (sysopen(my $f, $p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) && -f $f) { if (flock($f, LOCK_EX | LOCK_NB)) { print "free\n" } else { print "held\n" } close($f) }
   else { print "free\n" }
 }"#;
 
@@ -182,14 +202,23 @@ impl Ssh {
         if let Ok(mut c) = self.conn.lock() {
             *c = None;
         }
-        TransportError::Disconnected { target: self.target_str(), doing: doing.to_string(), reason: e.to_string() }
+        TransportError::Disconnected {
+            target: self.target_str(),
+            doing: doing.to_string(),
+            reason: crate::logger::redact(&e.to_string()),
+        }
     }
 
     fn err(&self, doing: &str, e: ssh2::Error) -> TransportError {
         if is_disconnect(&e) {
             self.lost(doing, e)
         } else {
-            TransportError::Io { target: self.target_str(), op: "use", path: doing.to_string(), reason: e.to_string() }
+            TransportError::Io {
+                target: self.target_str(),
+                op: "use",
+                path: doing.to_string(),
+                reason: crate::logger::redact(&e.to_string()),
+            }
         }
     }
 
@@ -256,7 +285,7 @@ impl Ssh {
         let conn_err = |reason: String| TransportError::Connect { target: target.clone(), reason };
         let addrs: Vec<_> = (cfg.host.as_str(), cfg.port)
             .to_socket_addrs()
-            .map_err(|e| conn_err(format!("cannot resolve {}: {e}", cfg.host)))?
+            .map_err(|e| conn_err(format!("cannot resolve {}: {}", cfg.host, crate::logger::redact(&e.to_string()))))?
             .collect();
         let timeout = Duration::from_secs(cfg.connect_timeout_seconds);
         let mut last = String::from("no address");
@@ -272,10 +301,11 @@ impl Ssh {
         }
         let tcp = tcp.ok_or_else(|| conn_err(last))?;
         let _ = tcp.set_nodelay(true);
-        let mut sess = Session::new().map_err(|e| conn_err(e.to_string()))?;
+        let mut sess = Session::new().map_err(|e| conn_err(crate::logger::redact(&e.to_string())))?;
         sess.set_tcp_stream(tcp);
         sess.set_timeout((cfg.connect_timeout_seconds * 1000).min(u64::from(u32::MAX)) as u32);
-        sess.handshake().map_err(|e| conn_err(format!("SSH handshake failed: {e}")))?;
+        sess.handshake()
+            .map_err(|e| conn_err(format!("SSH handshake failed: {}", crate::logger::redact(&e.to_string()))))?;
         self.check_host_key(&sess)?;
         self.authenticate(&sess)?;
         sess.set_timeout((cfg.command_timeout_seconds * 1000).min(u64::from(u32::MAX)) as u32);
@@ -309,14 +339,15 @@ impl Ssh {
             return Err(TransportError::Unsupported("driver.ssh has no known_hosts and no host_public_key".into()));
         };
         let shown = path.display().to_string();
-        let mut kh = sess
-            .known_hosts()
-            .map_err(|e| TransportError::Connect { target: target.clone(), reason: e.to_string() })?;
+        let mut kh = sess.known_hosts().map_err(|e| TransportError::Connect {
+            target: target.clone(),
+            reason: crate::logger::redact(&e.to_string()),
+        })?;
         kh.read_file(path, ssh2::KnownHostFileKind::OpenSSH).map_err(|e| TransportError::Io {
             target: "the local host".into(),
             op: "read known_hosts",
             path: shown.clone(),
-            reason: e.to_string(),
+            reason: crate::logger::redact(&e.to_string()),
         })?;
         match kh.check_port(&cfg.host, cfg.port, key) {
             ssh2::CheckResult::Match => Ok(()),
@@ -338,21 +369,25 @@ impl Ssh {
 
     fn authenticate(&self, sess: &Session) -> TransportResult<()> {
         let cfg = &self.cfg;
-        let pass = cfg.private_key_passphrase.as_deref();
+        let pass = cfg.private_key_passphrase.as_ref().map(|p| p.expose());
         let result = if let Some(key) = &cfg.private_key {
-            sess.userauth_pubkey_memory(&cfg.user, None, key, pass)
+            sess.userauth_pubkey_memory(&cfg.user, None, key.expose(), pass)
         } else if let Some(p) = &cfg.private_key_path {
             sess.userauth_pubkey_file(&cfg.user, None, p, pass)
         } else if let Some(pw) = &cfg.password {
-            sess.userauth_password(&cfg.user, pw)
+            sess.userauth_password(&cfg.user, pw.expose())
         } else {
             return Err(TransportError::Unsupported("driver.ssh has no credentials".into()));
         };
         let auth_err =
             |reason: String| TransportError::Auth { target: self.target_str(), user: cfg.user.clone(), reason };
         if let Err(e) = result {
-            let mut reason = e.to_string();
-            let rsa = cfg.private_key.as_deref().is_some_and(|k| k.contains("BEGIN RSA") || k.contains("ssh-rsa"))
+            let mut reason = crate::logger::redact(&e.to_string());
+            let rsa = cfg
+                .private_key
+                .as_ref()
+                .map(|k| k.expose())
+                .is_some_and(|k| k.contains("BEGIN RSA") || k.contains("ssh-rsa"))
                 || cfg.private_key_path.as_ref().is_some_and(|p| p.to_string_lossy().contains("rsa"));
             if rsa {
                 reason.push_str(" (an RSA key: libssh2 may sign with SHA-1 (ssh-rsa), which OpenSSH 8.8 and later refuse; use an ed25519 key)");
@@ -372,18 +407,21 @@ impl Ssh {
         Ok(ch)
     }
 
+    /// Starts `argv` on the host (quoted in the one place, [`super::posix_quote`]; no wrapper) and hands
+    /// back its channel: stdin and stdout as a byte stream, stderr kept apart. The libvirt RPC client's
+    /// SSH transport runs `virt-ssh-helper` this way; the command ends when the channel closes.
+    pub fn exec_stream(&self, argv: &[String]) -> TransportResult<Channel> {
+        let doing = format!("starting {}", argv.first().map(String::as_str).unwrap_or("a command"));
+        self.exec(&format!("exec {}", posix_quote(argv)), &doing)
+    }
+
     /// `mv -f` on the host: SFTP v3 rename refuses to replace an existing file.
     fn rename_over(&self, from: &str, to: &str) -> TransportResult<()> {
         let out = self.run(&["mv".into(), "-f".into(), "--".into(), from.into(), to.into()])?;
         if out.success() {
             Ok(())
         } else {
-            Err(TransportError::Io {
-                target: self.target_str(),
-                op: "rename",
-                path: to.into(),
-                reason: out.message().to_string(),
-            })
+            Err(TransportError::Io { target: self.target_str(), op: "rename", path: to.into(), reason: out.said() })
         }
     }
 
@@ -445,7 +483,12 @@ impl Ssh {
         if sftp_code(&e) == Some(SFTP_NO_SUCH_FILE) {
             return TransportError::NotFound { target: self.target_str(), path: path.into() };
         }
-        TransportError::Io { target: self.target_str(), op, path: path.into(), reason: e.to_string() }
+        TransportError::Io {
+            target: self.target_str(),
+            op,
+            path: path.into(),
+            reason: crate::logger::redact(&e.to_string()),
+        }
     }
 
     fn io_std(&self, op: &'static str, path: &str, e: std::io::Error) -> TransportError {
@@ -463,7 +506,7 @@ impl Ssh {
         {
             return self.lost(&format!("{op} {path}"), text);
         }
-        TransportError::Io { target: self.target_str(), op, path: path.into(), reason: text }
+        TransportError::Io { target: self.target_str(), op, path: path.into(), reason: crate::logger::redact(&text) }
     }
 
     fn with_sftp<T>(&self, f: impl FnOnce(&Sftp) -> TransportResult<T>) -> TransportResult<T> {
@@ -592,7 +635,7 @@ impl Transport for Ssh {
                     target: self.target_str(),
                     op: "replace",
                     path: files.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "),
-                    reason: out.message().to_string(),
+                    reason: out.said(),
                 });
             }
         }
@@ -605,7 +648,7 @@ impl Transport for Ssh {
             target: "the local host".into(),
             op: "read",
             path: shown.clone(),
-            reason: e.to_string(),
+            reason: crate::logger::redact(&e.to_string()),
         })?;
         self.upload_stream(&mut src, &shown, remote)
     }
@@ -622,7 +665,7 @@ impl Transport for Ssh {
                     target: "the local host".into(),
                     op: "read",
                     path: shown.to_string(),
-                    reason: e.to_string(),
+                    reason: crate::logger::redact(&e.to_string()),
                 })?;
                 if n == 0 {
                     break;
@@ -680,12 +723,7 @@ impl Transport for Ssh {
         if out.success() {
             Ok(true)
         } else {
-            Err(TransportError::Io {
-                target: self.target_str(),
-                op: "remove",
-                path: path.into(),
-                reason: out.message().to_string(),
-            })
+            Err(TransportError::Io { target: self.target_str(), op: "remove", path: path.into(), reason: out.said() })
         }
     }
 
@@ -718,7 +756,7 @@ impl Transport for Ssh {
                 target: self.target_str(),
                 op: "probe locks (needs /usr/bin/perl on the host)",
                 path: paths.join(" "),
-                reason: out.message().to_string(),
+                reason: out.said(),
             });
         }
         Ok(answers)
@@ -757,7 +795,7 @@ impl Transport for Ssh {
                 let mut err = String::new();
                 let _ = ch.stderr().read_to_string(&mut err);
                 let _ = ch.wait_close();
-                let reason = format!("{line} {}", err.trim()).trim().to_string();
+                let reason = crate::logger::redact(format!("{line} {}", err.trim()).trim());
                 if reason.is_empty() {
                     return Err(self.lost(&doing, "the lock holder ended without answering"));
                 }
@@ -868,5 +906,37 @@ mod tests {
         let e = t.exists("/").unwrap_err();
         assert!(matches!(e, TransportError::Connect { .. }), "{e}");
         assert!(e.to_string().contains(&port.to_string()), "{e}");
+    }
+
+    /// The host-side lock scripts (run here with the same perl as on a host): a lock file that is a link
+    /// is not followed (nothing is made at its target), and a FIFO is neither waited on nor taken for a lock.
+    #[test]
+    fn host_lock_scripts_follow_no_link() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        let link = d.path().join("vm-1.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let fifo = d.path().join("vm-2.lock");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let perl = |script: &str, args: &[&std::path::Path], extra: &[&str]| {
+            let out = std::process::Command::new("/usr/bin/perl")
+                .args(["-e", script])
+                .args(args)
+                .args(extra)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        for p in [&link, &fifo] {
+            let said = perl(LOCK_SCRIPT, &[p], &["100"]);
+            assert!(said.starts_with("error"), "{}: {said}", p.display());
+        }
+        assert!(!target.exists(), "a file was made at the link's target");
+        assert_eq!(perl(PROBE_SCRIPT, &[&link, &fifo], &[]), "free\nfree\n");
+        let plain = d.path().join("vm-3.lock");
+        assert_eq!(perl(LOCK_SCRIPT, &[&plain], &["100"]), "locked\n");
     }
 }

@@ -3,11 +3,12 @@
 #   vms/<cid>.json        one file per VM (the create_vm arguments); metadata in vms/<cid>.meta.json
 #   calls.log             one line per call: "<method> <cid or -> <job or ->" (create_vm: then the agent tags)
 #   contexts.log          one line per call: "<method> <request_id> <vm.stemcell.api_version or ->"
-#   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N}, "has_vm":"lie_false",
+#   script.json           faults: {"create_vm":{"delay_ms":N,"fail":N,"crash":N,"echo_env":true}, "has_vm":"lie_false",
 #                                  "create_stemcell":{"delay_ms":N}, "down":true}
 #                         down: every call fails without an answer (the host is unreachable)
 #                         power: {"boot_ms":N}: answers only N ms after fake_power.pl powered the host on
-#                         the first `fail` create_vm calls fail, the next `crash` ones die (counted in count.create_vm)
+#                         the first `fail` create_vm calls fail, the next `crash` ones die (counted in count.create_vm);
+#                         echo_env: a failure's message holds the request's env (kept in failed_env.json)
 use strict;
 use warnings;
 use JSON::PP;
@@ -82,7 +83,18 @@ if ($method eq 'create_vm') {
     usleep(($s->{delay_ms} // 0) * 1000);
     my $job = $args->[5]{agent_launcher}{job_id} // '-';
     my ($fail, $crash) = ($s->{fail} // 0, $s->{crash} // 0);
-    if ($n <= $fail) { unlink "$dir/pid.$$"; logcall('create_vm_fail', '-', $job); err('Bosh::Clouds::VMCreationFailed', "injected failure $n"); }
+    if ($n <= $fail) {
+        unlink "$dir/pid.$$";
+        logcall('create_vm_fail', '-', $job);
+        # echo_env: the error echoes the request's env (as a careless CPI would), which holds the VM's secret
+        if ($s->{echo_env}) {
+            open my $e, '>', "$dir/failed_env.json" or die;
+            print $e $json->encode($args->[5]);
+            close $e;
+            err('Bosh::Clouds::VMCreationFailed', "injected failure $n; env: " . $json->encode($args->[5]));
+        }
+        err('Bosh::Clouds::VMCreationFailed', "injected failure $n");
+    }
     if ($n <= $fail + $crash) { logcall('create_vm_crash', '-', $job); kill 'KILL', $$; }
     my $cid = sprintf('vm-%d-%d', int(time * 1000), $$);
     open my $v, '>', "$dir/vms/$cid.json.tmp" or die;

@@ -82,12 +82,13 @@ boot_timeout_seconds = 600
         serial = serial.display(),
     );
     // the VM reaches the host's loopback as 10.0.2.2 (QEMU user networking): the launcher and the fake
-    // Buildkite listen on 127.0.0.1, the VM is told their 10.0.2.2 addresses
+    // Buildkite listen on 127.0.0.1, the VM is told their 10.0.2.2 addresses (plain http to an address that
+    // is not loopback as the launcher sees it: allow_http says yes)
     let s = Setup::new("public_url = \"http://10.0.2.2:LISTEN_PORT\"", &pool);
     let bk_port = s.bk.url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/v3").to_string();
     let text = std::fs::read_to_string(&s.config).unwrap().replace("LISTEN_PORT", &s.port.to_string()).replace(
         "stack_key = \"test-stack\"",
-        &format!("stack_key = \"test-stack\"\nagent_endpoint = \"http://10.0.2.2:{bk_port}/v3\""),
+        &format!("stack_key = \"test-stack\"\nagent_endpoint = \"http://10.0.2.2:{bk_port}/v3\"\nallow_http = true"),
     );
     std::fs::write(&s.config, text).unwrap();
     s.bk.st().hold_agent_finish = true;

@@ -5,7 +5,9 @@ pub mod fake_bk;
 mod fleet;
 mod flow;
 mod guest;
+mod hardening;
 mod libvirt;
+mod listener;
 mod outside;
 
 use fake_bk::FakeBk;
@@ -81,17 +83,21 @@ timeout_ms = 1000
     }
 
     pub fn spawn(&self) -> Launcher {
+        self.spawn_with(|_| {})
+    }
+
+    /// [`Setup::spawn`] with a last word on the command (a resource limit, say).
+    pub fn spawn_with(&self, f: impl FnOnce(&mut Command)) -> Launcher {
         let log = self.dir.path().join("launcher.log");
         let err = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(launcher_bin())
-            .args(["run", "--config"])
+        let mut cmd = Command::new(launcher_bin());
+        cmd.args(["run", "--config"])
             .arg(&self.config)
             .env("BK_TOKEN", TOKEN)
             .stdout(Stdio::null())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap();
-        Launcher { child }
+            .stderr(Stdio::from(err));
+        f(&mut cmd);
+        Launcher { child: cmd.spawn().unwrap() }
     }
 
     pub fn log(&self) -> String {

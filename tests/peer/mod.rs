@@ -274,6 +274,33 @@ pub fn call_killed(
     }
 }
 
+/// Runs one call with the kill point `step` set ([`vmcpi::killpoint`], `VMCPI_TEST_KILL_AT`): Err(its log)
+/// when the process died there by SIGKILL, Ok(result) when it answered (it never reached the step).
+pub fn call_killed_at(config: &Path, method: &str, args: Value, step: &str) -> Result<Value, String> {
+    use std::os::unix::process::ExitStatusExt;
+    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
+    let mut cmd = Command::new(cpi_bin());
+    cmd.arg("--config").arg(config).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd.env(vmcpi::killpoint::ENV, step);
+    if let Ok(t) = std::env::var("TMPDIR") {
+        cmd.env("TMPDIR", t);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.signal() {
+        Some(libc::SIGKILL) => Err(log),
+        Some(s) => panic!("{method} died of signal {s} (not the kill point {step}):\n{log}"),
+        None => {
+            let v: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{method}: no JSON response ({e}):\n{log}"));
+            assert!(v["error"].is_null(), "{method}: {v}");
+            Ok(v["result"].clone())
+        }
+    }
+}
+
 /// Times one uninterrupted call.
 pub fn timed(cpi: &Cpi, method: &str, args: Value) -> (Value, u64) {
     let t = Instant::now();
@@ -281,8 +308,9 @@ pub fn timed(cpi: &Cpi, method: &str, args: Value) -> (Value, u64) {
     (r, t.elapsed().as_millis() as u64)
 }
 
-/// The CIDs that killed calls had completed when they died: the driver logs the moment its in-flight record
-/// goes and the response becomes the only record of the object.
+/// The CIDs that killed calls had completed when they died: the driver logs the moment just before its
+/// in-flight record goes and the response becomes the only record of the object (whenever the record may be
+/// gone, the line is there; a CID killed between the two is also reaped, so its delete may find nothing).
 pub fn created_but_unanswered(logs: &[String]) -> Vec<String> {
     const CREATED: &str = ": created; from here the response is the only record of it";
     logs.iter()

@@ -5,7 +5,9 @@
 //! Trials per method: `VMCPI_KILL_TRIALS` (default per peer: libvirt 8, vmware 4, vsphere 3;
 //! `VMCPI_KILL_TRIALS=100` for the full run). The kill points spread over 0 to 1.2 times the call's own time,
 //! measured first on the same peer.
-use crate::peer::{call_killed, created_but_unanswered, delete_method, finish, peer_tests, timed, trials, Peer, Rng};
+use crate::peer::{
+    call_killed, call_killed_at, created_but_unanswered, delete_method, finish, peer_tests, timed, trials, Peer, Rng,
+};
 use crate::util::Cpi;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -70,7 +72,9 @@ fn sigkill_at_random_points_leaves_nothing(peer: &dyn Peer) {
     // a kill between the last step of a create (its marker removed) and the response leaves a complete
     // object that no caller hears of: the CPI protocol's own window, which no CPI can close (a marker kept
     // until after the response would let the next call reap what the director holds). The driver logs that
-    // moment; such creates are counted and removed as an operator would, and nothing else may be left.
+    // moment just before the marker goes; such creates are counted and removed as an operator would (one
+    // killed between the line and the unlink still has its marker and may be reaped first: its delete finds
+    // nothing), and nothing else may be left.
     let unanswered = created_but_unanswered(&logs);
     for cid in &unanswered {
         cpi.ok(delete_method(cid), json!([cid]));
@@ -83,6 +87,95 @@ fn sigkill_at_random_points_leaves_nothing(peer: &dyn Peer) {
     );
     assert!(killed > 0, "no call was killed: the kill points are too late");
     finish(peer, &cpi, &sc, &logs);
+}
+
+/// The tail of the vSphere create_vm, step by step: from the moment the VM exists to the moment the response is
+/// the only record of it ([`vmcpi::killpoint`] names each step).
+const VSPHERE_CREATE_VM_TAIL: &[&str] = &[
+    "vsphere.create_vm.made",
+    "vsphere.create_vm.settings_written",
+    "vsphere.create_vm.configured",
+    "vsphere.create_vm.powered_on",
+    "vsphere.create_vm.done",
+    "vsphere.create_vm.session_closed",
+    "inflight.created.announced",
+    "inflight.created.unlinked",
+];
+
+/// The random kills above rarely land in a window a few microseconds wide; this lands one at each step of the
+/// tail of create_vm in turn, deterministically, and judges each as the suite does: a create whose log says it
+/// was complete is deleted as an operator would, anything else must be reaped by the next create.
+#[test]
+fn vsphere_create_vm_killed_at_each_step_leaves_nothing() {
+    if let Some(p) = crate::peer::vsphere::Vsphere::new() {
+        killed_at_each_step_leaves_nothing(&p, VSPHERE_CREATE_VM_TAIL)
+    }
+}
+
+fn killed_at_each_step_leaves_nothing(peer: &dyn Peer, steps: &[&str]) {
+    let cpi = Cpi::with_config(&peer.config());
+    let mut debug = peer.config();
+    debug["log_level"] = json!("debug");
+    let debug = Cpi::with_config(&debug);
+    let img = tempfile::tempdir().unwrap();
+    let sc = cpi.ok("create_stemcell", json!([peer.stemcell_image(img.path()), {}]));
+    let mut failures = Vec::new();
+    let mut logs = Vec::new();
+    for step in steps {
+        let before = peer.objects();
+        let args = peer.create_vm_args(&format!("agent-{step}"), &sc, peer.vm_props(true));
+        let log = match call_killed_at(&debug.config, "create_vm", args, step) {
+            Err(log) => log,
+            Ok(r) => {
+                failures.push(format!("{step}: create_vm never reached this kill point; it answered {r}"));
+                cpi.ok("delete_vm", json!([r[0]]));
+                continue;
+            }
+        };
+        for cid in created_but_unanswered(std::slice::from_ref(&log)) {
+            cpi.ok(delete_method(&cid), json!([cid]));
+        }
+        // the next create reaps what the dead one left
+        let vm = cpi.ok("create_vm", peer.create_vm_args("agent-reaper", &sc, peer.vm_props(false)))[0].clone();
+        cpi.ok("delete_vm", json!([vm]));
+        let left: Vec<String> = peer.objects().into_iter().filter(|o| !before.contains(o)).collect();
+        if !left.is_empty() {
+            failures.push(format!("{step}: left behind {left:?}; the killed call's log:\n{log}"));
+        }
+        logs.push(log);
+    }
+    assert!(failures.is_empty(), "{}: {}", peer.name(), failures.join("\n"));
+    finish(peer, &cpi, &sc, &logs);
+}
+
+/// A create killed half-way leaves a VM for the next create's reaper; that create is killed in turn while it
+/// destroys the VM (after the destroy, before the VM's folder goes); the create after it must still remove
+/// everything.
+#[test]
+fn vsphere_reaper_killed_mid_way_leaves_nothing() {
+    let Some(peer) = crate::peer::vsphere::Vsphere::new() else { return };
+    let cpi = Cpi::with_config(&peer.config());
+    let mut debug = peer.config();
+    debug["log_level"] = json!("debug");
+    let debug = Cpi::with_config(&debug);
+    let img = tempfile::tempdir().unwrap();
+    let sc = cpi.ok("create_stemcell", json!([peer.stemcell_image(img.path()), {}]));
+    let before = peer.objects();
+    let mut logs = Vec::new();
+    for step in ["vsphere.create_vm.configured", "vsphere.destroy_vm.destroyed"] {
+        let args = peer.create_vm_args(&format!("agent-{step}"), &sc, peer.vm_props(true));
+        match call_killed_at(&debug.config, "create_vm", args, step) {
+            Err(log) => logs.push(log),
+            Ok(r) => panic!("create_vm never reached the kill point {step}; it answered {r}"),
+        }
+    }
+    // the second create died in its reaper: its own VM was never made
+    assert!(logs[1].contains("removing") || logs[1].contains("destroy"), "{}", logs[1]);
+    let vm = cpi.ok("create_vm", peer.create_vm_args("agent-reaper", &sc, peer.vm_props(false)))[0].clone();
+    cpi.ok("delete_vm", json!([vm]));
+    let left: Vec<String> = peer.objects().into_iter().filter(|o| !before.contains(o)).collect();
+    assert!(left.is_empty(), "left behind {left:?}; the killed calls' logs:\n{}", logs.join("\n"));
+    finish(&peer, &cpi, &sc, &logs);
 }
 
 /// Like `Cpi::ok`, but retries for a while an error that says `ok_to_retry`, as the director does.

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 pub use crate::driver::bootstrap::Bootstrap;
 
 fn agent(virsh: &Virsh, vm: &str, cmd: &Value) -> Result<Value, String> {
-    let out = virsh
-        .run(["qemu-agent-command", vm, cmd.to_string().as_str(), "--timeout", "5"])
-        .map_err(|e| e.output().to_string())?;
+    let out =
+        virsh.run(["qemu-agent-command", vm, cmd.to_string().as_str(), "--timeout", "5"]).map_err(|e| e.said())?;
     let v: Value = serde_json::from_str(out.trim()).map_err(|e| format!("guest agent reply is not JSON: {e}"))?;
     Ok(v.get("return").cloned().unwrap_or(Value::Null))
 }

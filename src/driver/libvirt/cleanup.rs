@@ -43,6 +43,7 @@ impl Libvirt {
                 // the marker has the id; the volume name adds the family suffix
                 STEMCELL_TAGS.iter().all(|t| self.vol_delete(&format!("{cid}-{t}")).is_ok())
             } else {
+                // a snapshot: the only other name the reaper takes (MARKER_SHAPES)
                 self.vol_delete(&cid).is_ok()
             };
             if done {

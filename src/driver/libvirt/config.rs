@@ -40,6 +40,88 @@ pub struct LibvirtConfig {
     pub state_dir: PathBuf,
 }
 
+/// What a request's context (a director's CPI config) may set in a libvirt driver section: where to connect
+/// and as whom (`uri`, checked by [`check_context_uri`]), and where VMs go on that host. Everything else — the
+/// programs (`virsh`, `qemu_img`, `xorriso`), local paths (`pool_path`, `state_dir`) — comes from the file.
+pub const CONTEXT_KEYS: &[&str] = &["kind", "uri", "pool", "default_network", "domain_type", "machine", "graphics"];
+
+/// The URI parameters a context's `uri` may carry: none of them names a program or a file or weakens a check.
+/// Refused (by not being here): `command`, `netcat`, `proxy` (programs on either host), `socket`, `keyfile`,
+/// `known_hosts`, `pkipath`, `authfile` (files), `no_verify`, `known_hosts_verify`, `tls_priority`
+/// (weaker checks), `name` (another URI, unchecked).
+const CONTEXT_URI_PARAMS: &[&str] = &["no_tty", "sshauth", "mode"];
+
+/// The transports a context's `uri` may use: none (the local daemon), SSH, TLS and the local socket. Not
+/// `ext` (runs the program named by `command`) and not `tcp` (no encryption).
+const CONTEXT_URI_TRANSPORTS: &[&str] = &["", "ssh", "libssh2", "libssh", "tls", "unix"];
+
+/// Checks a libvirt URI that comes from a request's context: `qemu[+transport]://[user@][host][:port]/system`
+/// (or `/session`), with only [`CONTEXT_URI_PARAMS`]. `Err` names what is not allowed.
+pub fn check_context_uri(uri: &str) -> Result<(), String> {
+    if uri.chars().any(|c| c.is_control() || c.is_whitespace()) || uri.contains('#') {
+        return Err("driver.uri holds whitespace, control characters or a fragment".into());
+    }
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Err(format!("driver.uri {uri:?} is not a libvirt URI (driver[+transport]://host/path)"));
+    };
+    let (hv, transport) = scheme.split_once('+').unwrap_or((scheme, ""));
+    if hv != "qemu" {
+        return Err(format!("driver.uri: hypervisor driver {hv:?} (only qemu is used by this CPI)"));
+    }
+    if !CONTEXT_URI_TRANSPORTS.contains(&transport) {
+        return Err(format!(
+            "driver.uri: transport {transport:?} (allowed: ssh, libssh2, libssh, tls, unix, or none; ext runs a program, tcp is unencrypted)"
+        ));
+    }
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = before_query.split_at(before_query.find('/').unwrap_or(before_query.len()));
+    if !matches!(path, "/system" | "/session") {
+        return Err(format!("driver.uri: path {path:?} (only /system or /session)"));
+    }
+    let (user, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let name_ok = |s: &str, extra: &[char]| {
+        !s.starts_with('-') && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c) || extra.contains(&c))
+    };
+    if !name_ok(user, &[]) {
+        return Err(format!("driver.uri: user {user:?} (letters, digits, '.', '-', '_'; not starting with '-')"));
+    }
+    if !name_ok(hostport, &[':', '[', ']']) {
+        return Err(format!(
+            "driver.uri: host {hostport:?} (a host name or address and a port; not starting with '-')"
+        ));
+    }
+    // libvirt splits the query on '&' and ';' and decodes %XX in names and values
+    for param in query.split(['&', ';']).filter(|p| !p.is_empty()) {
+        let raw = param.split_once('=').map(|(n, _)| n).unwrap_or(param);
+        let name = percent_decode(raw).ok_or_else(|| format!("driver.uri: parameter {raw:?} is not decodable"))?;
+        if !CONTEXT_URI_PARAMS.contains(&name.as_str()) {
+            return Err(format!(
+                "driver.uri parameter {name:?} (a URI from the request context may carry only {})",
+                CONTEXT_URI_PARAMS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `%XX` decoding of a URI component; `None` for a bad escape or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 pub(super) fn default_state_dir() -> PathBuf {
     "/var/tmp/vmcpi".into()
 }
@@ -93,5 +175,41 @@ impl LibvirtConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_uris_say_where_and_as_whom_only() {
+        for ok in [
+            "qemu:///system",
+            "qemu:///session",
+            "qemu+ssh://root@hv2.example.com:2222/system",
+            "qemu+libssh2://u@h/system?sshauth=privkey&no_tty=1",
+            "qemu+tls://[::1]:16514/system?mode=direct;no_tty=1",
+            "qemu+unix:///system",
+        ] {
+            assert_eq!(check_context_uri(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("qemu+ssh://h/system?command=/x", "command"),
+            ("qemu+ssh://h/system?no_tty=1&%63ommand=/x", "command"),
+            ("qemu+ssh://h/system?%6", "decodable"),
+            ("qemu+ext:///system?command=/x", "ext"),
+            ("qemu+tcp://h/system", "tcp"),
+            ("qemu:///embed?root=/x", "embed"),
+            ("test:///etc/passwd", "test"),
+            ("qemu+ssh://-oProxyCommand=x/system", "-oProxyCommand"),
+            ("qemu+ssh://-l@h/system", "-l"),
+            ("qemu+ssh://h/system#x", "fragment"),
+            ("qemu+ssh://h/system?name=test:///etc/passwd", "name"),
+            ("qemu", "not a libvirt URI"),
+        ] {
+            let e = check_context_uri(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -212,9 +212,7 @@ impl Libvirt {
         match self.virsh.batch(&[define, virsh::command(["start", vm])]) {
             Ok(_) => {}
             // a wrong network name is a request error: retrying cannot help
-            Err(e) if e.output().contains("Network not found") => {
-                return Err(DriverError::network_not_found(e.output().trim().to_string()))
-            }
+            Err(e) if e.output().contains("Network not found") => return Err(DriverError::network_not_found(e.said())),
             Err(e) => return Err(DriverError::failed(format!("cannot define and start domain {vm}"), e)),
         }
         if !passt {

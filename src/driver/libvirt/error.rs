@@ -14,15 +14,16 @@ pub enum LibvirtError {
         "storage pool {pool} does not exist: create it (virsh pool-define-as {pool} dir --target DIR; virsh pool-start {pool}) or set driver.pool_path"
     )]
     NoPool { pool: String },
-    #[error("cannot read the XML of {what}: {reason}")]
+    // the fields that hold what a tool, the guest or libvirt said are scrubbed of secrets when shown
+    #[error("cannot read the XML of {what}: {}", crate::logger::redact(.reason))]
     Xml { what: String, reason: String },
     #[error("volume {volume} vanished after upload")]
     Vanished { volume: String },
     #[error("volume {volume} was probed as {probed}, expected {expected}")]
     ProbedFormat { volume: String, probed: String, expected: &'static str },
-    #[error("bootstrap script exited with {code} in {vm}: {tail}")]
+    #[error("bootstrap script exited with {code} in {vm}: {}", crate::logger::redact(.tail))]
     BootstrapExit { vm: String, code: i64, tail: String },
-    #[error("bootstrap: {call} in {vm} failed: {reason}")]
+    #[error("bootstrap: {call} in {vm} failed: {}", crate::logger::redact(.reason))]
     GuestAgent { vm: String, call: String, reason: String },
 }
 

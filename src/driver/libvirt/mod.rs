@@ -26,7 +26,7 @@ mod settings;
 mod storage;
 mod virsh;
 
-pub use config::LibvirtConfig;
+pub use config::{check_context_uri, LibvirtConfig, CONTEXT_KEYS};
 use error::LibvirtError;
 use naming::*;
 use props::*;
@@ -68,7 +68,8 @@ impl Libvirt {
     /// The driver with its virsh on a given transport (unit tests: the fake transport).
     fn with_virsh(cfg: LibvirtConfig, agent: AgentOptions, virsh: Virsh) -> Self {
         // markers say where their volumes live: another config sharing the state_dir leaves them alone
-        let inflight = Inflight::new(&cfg.state_dir).owned_by(&format!("libvirt {} pool {}", cfg.uri, cfg.pool));
+        let inflight =
+            Inflight::new(&cfg.state_dir, MARKER_SHAPES).owned_by(&format!("libvirt {} pool {}", cfg.uri, cfg.pool));
         Libvirt { cfg, agent, virsh, inflight }
     }
 }

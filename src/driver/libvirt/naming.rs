@@ -32,6 +32,11 @@ pub(super) fn parse_stemcell_cid(cid: &str) -> Option<StemcellKind> {
 pub(super) const DISK_HEX: usize = 15;
 pub(super) const STEMCELL_HEX: usize = 16;
 
+/// The names of in-flight markers: VM, disk, stemcell (its id, before the family suffix is known) and
+/// snapshot CIDs. The reaper takes no other name.
+pub(super) const MARKER_SHAPES: crate::inflight::Shapes =
+    &[("vm-", 20), ("disk-", DISK_HEX), ("sc-", STEMCELL_HEX), ("snap-", 15)];
+
 /// The shared CID scheme ([`crate::ids::is_generated`]).
 pub(super) use crate::ids::is_generated as is_ours;
 pub(super) fn valid_vm(cid: &VmCid) -> bool {

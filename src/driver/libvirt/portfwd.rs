@@ -95,7 +95,8 @@ pub fn parse(v: Option<&serde_json::Value>) -> Result<Vec<PortForward>, String> 
     };
     let mut out: Vec<PortForward> = Vec::new();
     for (i, item) in list.iter().enumerate() {
-        let raw: Raw = serde_json::from_value(item.clone()).map_err(|e| format!("port_forwards[{i}]: {e}"))?;
+        let raw: Raw = serde_json::from_value(item.clone())
+            .map_err(|e| format!("port_forwards[{i}]: {}", crate::logger::redact(&e.to_string())))?;
         if let Some(p) = raw.protocol.as_deref() {
             if !p.eq_ignore_ascii_case("tcp") {
                 return Err(format!("port_forwards[{i}]: protocol must be \"tcp\", got {p:?}"));

@@ -59,7 +59,7 @@ impl Libvirt {
             match self.virsh.run(["pool-refresh", self.pool()]) {
                 Ok(_) => return Ok(()),
                 Err(e) if std::time::Instant::now() < deadline => {
-                    crate::debug!("pool-refresh refused ({}), retrying", e.output().trim());
+                    crate::debug!("pool-refresh refused ({}), retrying", e.said());
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(std::time::Duration::from_secs(5));
                 }
@@ -111,7 +111,7 @@ impl Libvirt {
     /// A failed storage command: a full pool is its own BOSH error; `what` says what could not be done.
     pub(super) fn storage_error(&self, what: &str, e: crate::exec::ExecError) -> DriverError {
         if e.output().contains("No space left") || e.output().contains("Not enough space") {
-            DriverError::no_disk_space(format!("pool {}: {}", self.pool(), e.output()))
+            DriverError::no_disk_space(format!("pool {}: {}", self.pool(), e.said()))
         } else {
             DriverError::failed(format!("{what} in pool {}", self.pool()), e)
         }

@@ -74,10 +74,17 @@ impl Vmrun {
         self.clear_pending(vm)
     }
 
-    /// Scratch space of stemcell imports on the CPI's host: `<tmp_dir>/vmcpi-vmrun-scratch`, with in-flight
-    /// markers ([`crate::inflight`]) so that what a killed import unpacked is found and removed.
+    /// Scratch space of stemcell imports on the CPI's host: `<tmp_dir>/vmcpi-vmrun-scratch` (a state
+    /// directory, checked like one: [`crate::statedir`]), with in-flight markers ([`crate::inflight`]) so
+    /// that what a killed import unpacked is found and removed.
     pub(super) fn scratch(&self) -> Inflight {
-        Inflight::new(&self.cfg.tmp_dir.clone().unwrap_or_else(std::env::temp_dir).join("vmcpi-vmrun-scratch"))
+        // $TMPDIR comes from the CPI's caller: its real path is used (on macOS it lies below the link /var),
+        // since a state directory is reached through no link ([`crate::statedir`])
+        let tmp = self.cfg.tmp_dir.clone().unwrap_or_else(|| {
+            let t = std::env::temp_dir();
+            t.canonicalize().unwrap_or(t)
+        });
+        Inflight::new(&tmp.join("vmcpi-vmrun-scratch"), &[("import-", 8)])
     }
 
     /// Records a create in progress (`pending/<cid>`); the caller holds the CID's lock until it is done.

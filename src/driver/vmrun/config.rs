@@ -13,6 +13,11 @@ pub struct VmrunConfig {
     /// `ovftool` on the hypervisor host; without it stemcells are imported by vmcpi itself (qemu-img).
     #[serde(default)]
     pub ovftool: Option<String>,
+    /// Lets a stemcell's OVF set raw .vmx keys (`vmw:ExtraConfig`: serial ports into host files, shared
+    /// folders, isolation switches) through `ovftool --allowExtraConfig`. Off by default: only for
+    /// stemcells you trust. Never from a request's context ([`CONTEXT_KEYS`]).
+    #[serde(default)]
+    pub allow_extra_config: bool,
     /// `vmware-vdiskmanager` on the hypervisor host; without it disks are made with `qemu_img`.
     #[serde(default)]
     pub vdiskmanager: Option<String>,
@@ -47,6 +52,26 @@ pub struct VmrunConfig {
     #[serde(default)]
     pub tmp_dir: Option<PathBuf>,
 }
+
+/// What a request's context (a director's CPI config) may set in a vmrun driver section: which host (its
+/// `ssh` block, see [`crate::transport::ssh::CONTEXT_KEYS`]), the host type, networks and time-outs, and
+/// bosh-vmrun-cpi's names for those. Not the programs (`vmrun`, `ovftool`, `vdiskmanager`, `qemu_img`,
+/// `local_qemu_img`, `xorriso` and bosh-vmrun-cpi's `*_bin_path`) or paths (`vm_store_path`, `tmp_dir`,
+/// `stemcell_store_path`): those come from the file.
+pub const CONTEXT_KEYS: &[&str] = &[
+    "kind",
+    "ssh",
+    "ssh_tunnel",
+    "host_type",
+    "default_network",
+    "start_timeout_seconds",
+    "soft_shutdown_timeout_seconds",
+    "lock_timeout_seconds",
+    "vm_start_max_wait_seconds",
+    "vm_soft_shutdown_max_wait_seconds",
+    "enable_human_readable_name",
+    "use_linked_cloning",
+];
 
 pub(super) fn default_vmrun() -> String {
     "/usr/bin/vmrun".into()

@@ -53,7 +53,9 @@ impl Vmrun {
             let started = Instant::now();
             match (&self.cfg.ovftool, self.player()) {
                 (Some(ovftool), true) => {
-                    // Player cannot clone (vmrun: "not supported"): a full copy with ovftool, as bosh-vmrun-cpi did
+                    // Player cannot clone (vmrun: "not supported"): a full copy with ovftool, as bosh-vmrun-cpi did.
+                    // The source is the stemcell's .vmx as the import wrote it (a stemcell's own raw keys only
+                    // with allow_extra_config): --allowExtraConfig keeps that copy whole
                     h.tool(
                         vec![
                             ovftool.clone(),
@@ -144,7 +146,7 @@ impl Vmrun {
                             .lines()
                             .any(|l| l.contains(&format!("cmd={p}")) || l.split_whitespace().any(|w| w.ends_with(p)))
                     });
-                Ok(if ready { Ok(()) } else { Err(out.message().to_string()) })
+                Ok(if ready { Ok(()) } else { Err(out.said()) })
             },
             |last| format!("bootstrap: {vm} was not ready within {} s: {last}", b.max_wait_seconds),
         )?;

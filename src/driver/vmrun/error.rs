@@ -5,7 +5,7 @@ use crate::error::{DriverError, DriverFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmrunError {
-    #[error("unexpected `vmrun list` output: {head:?}")]
+    #[error("unexpected `vmrun list` output: {:?}", crate::logger::redact(.head))]
     ListOutput { head: String },
     #[error("vmrun snapshot reported success but {vmx} has no snapshot {BASE_SNAPSHOT}")]
     NoBaseSnapshot { vmx: String },

@@ -9,6 +9,8 @@ use std::time::Duration;
 /// A VMware tool that ran and failed.
 #[derive(Debug, thiserror::Error)]
 #[error("`{cmdline}` failed (exit {status}): {message}")]
+/// `cmdline` is [`crate::exec::Cmd::display`]'s (secret arguments shown as `<redacted>`), `message` the
+/// tool's words scrubbed of secrets ([`crate::transport::Output::said`]).
 pub struct ToolError {
     pub cmdline: String,
     pub status: i32,
@@ -65,7 +67,7 @@ impl Host<'_> {
                 "vmrun {} on {}: {}",
                 args.first().unwrap_or(&""),
                 self.t.target(),
-                out.message()
+                out.said()
             )));
         }
         Err(self.tool_error(&self.vmrun_argv(None, args), &out))
@@ -73,7 +75,7 @@ impl Host<'_> {
 
     pub fn tool_error(&self, argv: &[String], out: &Output) -> DriverError {
         let what = format!("vmrun {} on {}", argv.get(3).map(String::as_str).unwrap_or(""), self.t.target());
-        let message = if out.timed_out { format!("timed out; {}", out.message()) } else { out.message().to_string() };
+        let message = if out.timed_out { format!("timed out; {}", out.said()) } else { out.said() };
         DriverError::failed(what, ToolError { cmdline: Self::display(argv), status: out.status, message })
     }
 
@@ -84,10 +86,11 @@ impl Host<'_> {
         if out.success() {
             return Ok(out.stdout);
         }
-        let message = out.message().to_string();
-        if message.contains("No space left on device")
-            || message.contains("disk is full")
-            || message.contains("Not enough disk space")
+        let raw = out.message();
+        let message = out.said();
+        if raw.contains("No space left on device")
+            || raw.contains("disk is full")
+            || raw.contains("Not enough disk space")
         {
             return Err(DriverError::no_disk_space(format!("{what} on {}: {message}", self.t.target())));
         }
@@ -142,7 +145,7 @@ impl Host<'_> {
             }
             crate::info!(
                 "soft stop of {vmx} did not finish ({}), stopping hard",
-                if out.timed_out { "timed out".to_string() } else { out.message().to_string() }
+                if out.timed_out { "timed out".to_string() } else { out.said() }
             );
         }
         let out = self.vmrun_raw(None, &["stop", vmx, "hard"], None)?;

@@ -67,19 +67,13 @@ impl Vmrun {
                         || format!("cannot upload {name}"),
                         self.t.upload_stream(disk.reader, &name, &join(&import, &name)),
                     )?;
-                    h.tool(
-                        vec![
-                            ovftool.clone(),
-                            "--sourceType=OVF".into(),
-                            "--targetType=VMX".into(),
-                            "--allowExtraConfig".into(),
-                            "--acceptAllEulas".into(),
-                            format!("--name={sc}"),
-                            ovf,
-                            vmx_path.clone(),
-                        ],
-                        "ovftool could not import the stemcell",
-                    )?;
+                    // the OVF is the stemcell's: its raw .vmx keys (vmw:ExtraConfig) only with the opt-in
+                    let mut argv = vec![ovftool.clone(), "--sourceType=OVF".into(), "--targetType=VMX".into()];
+                    if self.cfg.allow_extra_config {
+                        argv.push("--allowExtraConfig".into());
+                    }
+                    argv.extend(["--acceptAllEulas".into(), format!("--name={sc}"), ovf, vmx_path.clone()]);
+                    h.tool(argv, "ovftool could not import the stemcell")?;
                     self.tr(|| format!("cannot remove {import}"), self.t.remove_dir_all(&import))?;
                 }
                 None => {

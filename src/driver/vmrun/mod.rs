@@ -25,7 +25,7 @@ mod config;
 mod create;
 mod disks;
 pub(crate) mod error;
-mod host;
+pub(crate) mod host;
 mod import;
 mod naming;
 mod props;
@@ -34,7 +34,7 @@ mod store;
 pub mod vmx;
 
 use cleanup::*;
-pub use config::VmrunConfig;
+pub use config::{VmrunConfig, CONTEXT_KEYS};
 use disks::*;
 use error::VmrunError;
 use naming::*;

@@ -40,7 +40,10 @@ pub fn parse_processes(n: &Node) -> Vec<GuestProcess> {
 }
 
 fn auth(b: &Bootstrap) -> GuestAuth {
-    GuestAuth { user: b.username.clone().unwrap_or_default(), password: b.password.clone().unwrap_or_default() }
+    GuestAuth {
+        user: b.username.clone().unwrap_or_default(),
+        password: b.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default(),
+    }
 }
 
 /// The requests the bootstrap sends, built in one place so golden tests see exactly what goes out.
@@ -93,7 +96,7 @@ pub fn run(s: &Session, vm: &MoRef, b: &Bootstrap) -> DriverResult<()> {
             }
             Err(e) => {
                 crate::debug!("bootstrap: guest not ready yet: {e}");
-                Ok(Err(e.to_string()))
+                Ok(Err(crate::logger::redact(&e.to_string())))
             }
         },
         |_| format!("bootstrap: the guest was not ready within {} s", b.max_wait_seconds),

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 pub enum ClientError {
     #[error("cannot reach vSphere at {url}: {source}")]
     Http { url: String, source: Box<ureq::Error> },
+    /// A request that did not end within `http_timeout_seconds` (or, for an upload, made no progress for that
+    /// long). Not retried: the next try would wait as long again.
+    #[error("vSphere at {url} did not answer within {secs} s (driver.http_timeout_seconds): {source}")]
+    Timeout { url: String, secs: u64, source: Box<ureq::Error> },
     #[error("{method} failed: {source}")]
     Soap { method: String, source: SoapError },
     #[error("login to {url} as {user} failed: wrong user name or password")]
@@ -84,6 +88,13 @@ impl ServiceContent {
     }
 }
 
+/// A property read follows at most this many pages of a paged result (ContinueRetrievePropertiesEx)...
+pub const MAX_PAGES: usize = 1000;
+/// ...and reads at most this many objects (all pages are held until the last): the driver reads a handful
+/// of objects at a time, at most a datacenter's datastores or networks, and a server that keeps handing out
+/// page tokens must not keep it reading, or filling memory, for ever.
+pub const MAX_OBJECTS: usize = 20_000;
+
 /// One object's properties from RetrievePropertiesEx.
 #[derive(Debug, Clone)]
 pub struct ObjectContent {
@@ -146,7 +157,7 @@ impl Session {
                 api_type: String::new(),
             },
             user: cfg.user.clone(),
-            password: cfg.password.clone(),
+            password: cfg.password.expose().to_string(),
             logged_in: Cell::new(false),
             logout_at_end: Cell::new(store.is_none()),
             store,
@@ -272,6 +283,20 @@ impl Session {
         })
     }
 
+    /// A failed HTTP exchange with `url`: a timeout says which limit it hit.
+    fn http_error(&self, url: &str, e: ureq::Error) -> ClientError {
+        let timed_out = match &e {
+            ureq::Error::Timeout(_) => true,
+            ureq::Error::Io(io) => matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock),
+            _ => false,
+        };
+        if timed_out {
+            ClientError::Timeout { url: url.to_string(), secs: self.http_timeout, source: Box::new(e) }
+        } else {
+            ClientError::Http { url: url.to_string(), source: Box::new(e) }
+        }
+    }
+
     pub fn round_trips(&self) -> u32 {
         self.round_trips.get()
     }
@@ -293,7 +318,8 @@ impl Session {
     }
 
     /// One request, without the new login. A read-only request whose connection fails is tried again,
-    /// three times in all, 0.5 s and 1 s apart; nothing else is retried.
+    /// three times in all, 0.5 s and 1 s apart; nothing else is retried, a timeout neither (the server took
+    /// the request and kept the answer: the next try would wait as long again).
     fn call_once<R: Request>(&self, req: &R) -> ClientResult<Node> {
         let body = req.encode();
         let attempts = if R::READ_ONLY { 3 } else { 1 };
@@ -321,28 +347,30 @@ impl Session {
             builder = builder.header("Cookie", format!("vmware_soap_session={c}"));
         }
         let started = Instant::now();
-        let mut resp =
-            builder.send(body).map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
+        let mut resp = builder.send(body).map_err(|e| self.http_error(&self.sdk_url, e))?;
         for v in resp.headers().get_all("set-cookie") {
             if let Some(c) = v.to_str().ok().and_then(session_cookie) {
                 *self.cookie.borrow_mut() = Some(c);
             }
         }
         let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_vec()
-            .map_err(|e| ClientError::Http { url: self.sdk_url.clone(), source: Box::new(e) })?;
-        debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
         if status != 200 && status != 500 {
+            debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
             return Err(ClientError::Soap {
                 method: R::NAME.into(),
                 source: SoapError::Unexpected { method: R::NAME.into(), what: format!("HTTP status {status}") },
             });
         }
-        soap::decode(status, &bytes).map_err(|source| ClientError::Soap { method: R::NAME.into(), source })
+        // parsed as it arrives, within soap::MAX_BYTES (read no further), MAX_DEPTH and MAX_ELEMENTS: a
+        // hostile reply of gigabytes is never held in memory
+        let body = std::io::BufReader::new(soap::Capped::new(resp.body_mut().as_reader(), soap::MAX_BYTES));
+        let decoded = soap::decode_from(status, body);
+        debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
+        decoded.map_err(|source| match source {
+            // the connection failed or timed out while the body came
+            SoapError::Io(e) => self.http_error(&self.sdk_url, ureq::Error::from(e)),
+            source => ClientError::Soap { method: R::NAME.into(), source },
+        })
     }
 
     /// `FindByInventoryPath`: `None` when nothing is at `path`.
@@ -394,10 +422,24 @@ impl Session {
         let mut out = Vec::new();
         let mut page = n.child("returnval").cloned();
         let mut pages: Vec<Node> = Vec::new();
-        // a server may page large results: follow the token
+        let mut objects = 0;
+        // a server may page large results: follow the token, but not for ever
         while let Some(p) = page.take() {
             let token = p.str_at("token").map(str::to_string);
+            objects += p.children_named("objects").count();
             pages.push(p);
+            if token.is_some() && (pages.len() >= MAX_PAGES || objects >= MAX_OBJECTS) {
+                return Err(ClientError::Soap {
+                    method: "RetrievePropertiesEx".into(),
+                    source: SoapError::Unexpected {
+                        method: "RetrievePropertiesEx".into(),
+                        what: format!(
+                            "the server is still paging after {} pages and {objects} objects (at most {MAX_PAGES} pages and {MAX_OBJECTS} objects are read): this CPI never reads that much at once",
+                            pages.len()
+                        ),
+                    },
+                });
+            }
             if let Some(token) = token {
                 let next =
                     self.call(&ContinueRetrievePropertiesEx { this: self.sc.property_collector.clone(), token })?;
@@ -495,7 +537,8 @@ impl Session {
                     secs: self.task_timeout.as_secs(),
                 });
             }
-            let wait = (left.as_secs().clamp(1, 60)) as u32;
+            // the server holds the answer up to `wait` seconds: well inside the request's own time limit
+            let wait = left.as_secs().min(self.http_timeout / 2).clamp(1, 60) as u32;
             let n = match self.call(&WaitForUpdatesEx {
                 this: self.sc.property_collector.clone(),
                 version: version.clone(),
@@ -571,7 +614,7 @@ impl Session {
             .with_cookie(self.agent.put(&url))
             .header("Content-Type", "application/octet-stream")
             .send(data)
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+            .map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
@@ -586,17 +629,10 @@ impl Session {
     fn get_file_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
-        let mut resp = self
-            .with_cookie(self.agent.get(&url))
-            .call()
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let mut resp = self.with_cookie(self.agent.get(&url)).call().map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 => Ok(Some(
-                resp.body_mut()
-                    .with_config()
-                    .limit(64 << 20)
-                    .read_to_vec()
-                    .map_err(|e| ClientError::Http { url, source: Box::new(e) })?,
+                resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| self.http_error(&url, e))?,
             )),
             404 => Ok(None),
             status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
@@ -611,10 +647,7 @@ impl Session {
     fn file_exists_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
-        let resp = self
-            .with_cookie(self.agent.head(&url))
-            .call()
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let resp = self.with_cookie(self.agent.head(&url)).call().map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -644,16 +677,23 @@ impl Session {
             }
             _ => &self.agent,
         };
+        // a disk of any size may take as long as it takes: no global limit for this request, but no read or
+        // write may stall longer than http_timeout_seconds, nor the answer once the last byte is sent. The
+        // kernel keeps taking bytes into growing socket buffers for a while after a server stopped reading,
+        // and each such write restarts the per-write timeout: a chunk that took longer than the timeout to
+        // go out ends the upload too (a stall fails it within twice the timeout)
+        let mut body = Paced { inner: body, last: None, limit: Duration::from_secs(self.http_timeout) };
         let mut req = agent
             .put(&url)
+            .config()
+            .timeout_global(None)
+            .build()
             .header("Content-Type", "application/x-vnd.vmware-streamVmdk")
             .header("Content-Length", len.to_string());
         if ours {
             req = self.with_cookie(req);
         }
-        let resp = req
-            .send(ureq::SendBody::from_reader(body))
-            .map_err(|e| ClientError::Http { url: url.clone(), source: Box::new(e) })?;
+        let resp = req.send(ureq::SendBody::from_reader(&mut body)).map_err(|e| self.http_error(&url, e))?;
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: url, status }),
@@ -683,19 +723,69 @@ impl Drop for Session {
     }
 }
 
+/// An upload's body that fails once the server has taken nothing for `limit`: the time between two reads
+/// (while the HTTP client sends what the last one gave) may not exceed it. The time spent in `inner` (reading
+/// the image, reporting progress) is the CPI's own and does not count.
+struct Paced<'a> {
+    inner: &'a mut dyn Read,
+    last: Option<Instant>,
+    limit: Duration,
+}
+
+impl Read for Paced<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(last) = self.last {
+            if last.elapsed() > self.limit {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the server took less than one chunk of the upload in {} s", self.limit.as_secs()),
+                ));
+            }
+        }
+        let n = self.inner.read(buf)?;
+        self.last = Some(Instant::now());
+        Ok(n)
+    }
+}
+
 /// `https://*/nfc/…` → (`<base>/nfc/…`, true); a URL on the base's host is ours too; any other is left
-/// as it is (an ESXi host's NFC address behind vCenter).
+/// as it is (an ESXi host's NFC address behind vCenter). Hosts are compared whole, as parsed: an IPv6
+/// literal in brackets is one host (`[fd00::1]` and `[fd00::2]` differ), user info is not the host, case
+/// does not matter, the port does not either (a cookie is the host's, whatever its port).
 pub fn lease_url(base_url: &str, url: &str) -> (String, bool) {
     let Some(host_start) = url.find("://").map(|i| i + 3) else { return (url.to_string(), false) };
-    let path_start = url[host_start..].find('/').map(|j| host_start + j).unwrap_or(url.len());
-    let host = &url[host_start..path_start];
-    let our_host = base_url.find("://").map(|i| &base_url[i + 3..]).unwrap_or_default();
-    let bare = |h: &str| h.split(':').next().unwrap_or_default().to_ascii_lowercase();
-    if host == "*" || host.starts_with("*:") {
-        (format!("{base_url}{}", &url[path_start..]), true)
-    } else {
-        (url.to_string(), bare(host) == bare(our_host))
+    let path_start = url[host_start..].find(['/', '?', '#']).map(|j| host_start + j).unwrap_or(url.len());
+    let authority = &url[host_start..path_start];
+    if authority == "*" || authority.starts_with("*:") {
+        return (format!("{base_url}{}", &url[path_start..]), true);
     }
+    let our_authority = base_url
+        .find("://")
+        .map(|i| &base_url[i + 3..])
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .unwrap_or_default();
+    let ours = match (url_host(authority), url_host(our_authority)) {
+        (Some(h), Some(o)) => h.eq_ignore_ascii_case(o),
+        _ => false,
+    };
+    (url.to_string(), ours)
+}
+
+/// The host of a URL authority (`user@host:port`): a bracketed IPv6 literal with its brackets, or the name
+/// or IPv4 address before the port; `None` when it is not one (empty, an unbracketed `::1`, junk after `]`).
+fn url_host(authority: &str) -> Option<&str> {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, rest) = if hostport.starts_with('[') {
+        let end = hostport.find(']')? + 1;
+        hostport.split_at(end)
+    } else {
+        match hostport.find(':') {
+            Some(i) => hostport.split_at(i),
+            None => (hostport, ""),
+        }
+    };
+    let port_ok = rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    (!host.is_empty() && port_ok).then_some(host)
 }
 
 fn session_cookie(header: &str) -> Option<String> {
@@ -738,6 +828,34 @@ mod tests {
             ("https://esx01.lab/nfc/52a/disk-0.vmdk".into(), false)
         );
         assert_eq!(lease_url("https://vc.lab", "https://VC.lab:443/nfc/x"), ("https://VC.lab:443/nfc/x".into(), true));
+    }
+
+    #[test]
+    fn lease_urls_compare_whole_hosts() {
+        // two IPv6 hosts share everything before their first ':': they are still two hosts
+        for (base, url) in [
+            ("https://[fd00::1]", "https://[fd00::2]/nfc/x"),
+            ("https://[fd00::1]:443", "https://[fd00::2]:443/nfc/x"),
+            ("https://[fd00:1::5]", "https://[fd00:1::50]/nfc/x"),
+            ("https://vc.lab", "https://vc.lab.evil/nfc/x"),
+            ("https://vc.lab", "https://[::1]/nfc/x"),
+            ("https://[::1]", "https://::1/nfc/x"),
+            ("https://vc.lab:8443", "https://vc.la/nfc/x"),
+            ("https://user@vc.lab", "https://vc.lab@evil/nfc/x"),
+        ] {
+            assert_eq!(lease_url(base, url), (url.to_string(), false), "{base} vs {url}");
+        }
+        // the same host, whatever the port or case, and an IPv6 literal in any spelling of its case
+        for (base, url) in [
+            ("https://[fd00::1]", "https://[fd00::1]/nfc/x"),
+            ("https://[FD00::1]:443", "https://[fd00::1]:8443/nfc/x"),
+            ("https://vc.lab:443", "https://VC.LAB/nfc/x"),
+            ("http://127.0.0.1:8989", "https://127.0.0.1:8989/nfc/x"),
+        ] {
+            assert_eq!(lease_url(base, url), (url.to_string(), true), "{base} vs {url}");
+        }
+        // `*` is the host we talk to, with or without a port
+        assert_eq!(lease_url("https://[fd00::1]", "https://*:443/nfc/x"), ("https://[fd00::1]/nfc/x".into(), true));
     }
 
     #[test]

@@ -9,8 +9,8 @@ pub struct VsphereConfig {
     /// `http://127.0.0.1:8989/sdk`). The SDK path defaults to `/sdk`.
     pub host: String,
     pub user: String,
-    /// Registered as a secret: never logged, never in a response.
-    pub password: String,
+    /// A [`Secret`](crate::secret::Secret): never logged, never in a response (a number is read as one too).
+    pub password: crate::secret::Secret,
     /// Datacenter name, or its inventory path when it sits in a folder (`emea/DC1`). A standalone ESXi host
     /// has one, `ha-datacenter`.
     pub datacenter: String,
@@ -65,6 +65,28 @@ pub struct VsphereConfig {
     #[serde(default = "default_http_timeout")]
     pub http_timeout_seconds: u64,
 }
+
+/// What a request's context (a director's CPI config) may set in a vSphere driver section: where to connect
+/// and as whom, and where VMs, templates and disks go there. Not `insecure`, `ca_cert` or `thumbprint` (how
+/// the server is trusted is the file's decision: a context must not weaken it or swap the trust anchor),
+/// `state_dir` (a local path) or `xorriso` (a program).
+pub const CONTEXT_KEYS: &[&str] = &[
+    "kind",
+    "host",
+    "user",
+    "password",
+    "datacenter",
+    "clusters",
+    "resource_pool",
+    "datastores",
+    "vm_folder",
+    "template_folder",
+    "disk_folder",
+    "default_network",
+    "guest_id",
+    "task_timeout_seconds",
+    "http_timeout_seconds",
+];
 
 fn default_vm_folder() -> String {
     "vmcpi_vms".into()
@@ -161,33 +183,6 @@ impl VsphereConfig {
     }
 }
 
-/// `*` and `?` wildcard match.
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let s: Vec<char> = s.chars().collect();
-    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,14 +220,5 @@ mod tests {
             crate::driver::DriverConfig::Vsphere(c) => assert_eq!(c.sdk_url(), "https://vcenter.example.com/sdk"),
             _ => panic!("not a vsphere config"),
         }
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob("LocalDS_*", "LocalDS_0"));
-        assert!(glob("ds?", "ds1"));
-        assert!(!glob("ds?", "ds12"));
-        assert!(glob("*", "anything"));
-        assert!(!glob("a*b", "acd"));
     }
 }

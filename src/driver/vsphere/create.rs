@@ -93,6 +93,7 @@ impl Vsphere {
                 .map_err(ctx_err("cannot create the VM"))?;
             r.as_ref().and_then(Node::as_moref).ok_or(VsphereError::NoVmReturned { call: "CreateVM_Task" })?
         };
+        crate::killpoint::kill_point("vsphere.create_vm.made");
         self.undo_vm(inv, undo, name, &vm);
         let info = inv.vm_info(&vm)?.ok_or_else(|| VsphereError::Vanished { vm: vm.value.clone() })?;
         let controller =
@@ -136,6 +137,7 @@ impl Vsphere {
         }
         let current = info.devices.iter().find(|d| d.kind == "VirtualCdrom").and_then(|d| d.file.as_deref());
         let iso = self.write_settings(inv, &info.datastore, &info.dir, &settings, current)?;
+        crate::killpoint::kill_point("vsphere.create_vm.settings_written");
         let cdrom = match info.devices.iter().find(|d| d.kind == "VirtualCdrom") {
             Some(cd) => DeviceChange {
                 operation: Operation::Edit,
@@ -171,9 +173,11 @@ impl Vsphere {
         inv.s
             .run_task(&ReconfigVm { this: vm.clone(), spec }, "configure VM")
             .map_err(ctx_err(format!("cannot configure {name}")))?;
+        crate::killpoint::kill_point("vsphere.create_vm.configured");
         inv.s
             .run_task(&PowerOnVm { this: vm.clone() }, "power on")
             .map_err(ctx_err(format!("cannot power on {name}")))?;
+        crate::killpoint::kill_point("vsphere.create_vm.powered_on");
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&inv.s, &vm, b)?;
         }

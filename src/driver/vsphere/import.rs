@@ -198,8 +198,10 @@ pub fn import(
         for w in r.children_named("warning") {
             warn!("import spec warning: {}", w.str_at("localizedMessage").unwrap_or_default());
         }
-        let errors: Vec<String> =
-            r.children_named("error").map(|e| e.str_at("localizedMessage").unwrap_or(e.kind()).to_string()).collect();
+        let errors: Vec<String> = r
+            .children_named("error")
+            .map(|e| crate::logger::redact(e.str_at("localizedMessage").unwrap_or(e.kind())))
+            .collect();
         if errors.is_empty() {
             result = Some(r);
             break;

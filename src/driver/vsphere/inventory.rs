@@ -1,11 +1,12 @@
 //! Finding things in the vSphere inventory for one CPI call: the datacenter, folders (created on first
 //! use), the resource pool, datastores, port groups, VMs and their devices.
 use super::client::{ClientError, ObjectContent, Session};
-use super::config::{glob, VsphereConfig};
+use super::config::VsphereConfig;
 use super::methods::Follow;
 use super::methods::{CreateFolder, NicBacking};
 use super::soap::{FaultKind, MoRef, Node};
 use crate::error::{DriverError, DriverResult};
+use crate::glob::{glob, Wildcards};
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 
@@ -181,7 +182,7 @@ impl<'a> Inv<'a> {
         let s = Session::open(cfg).map_err(|e| match e {
             // retrying will not help: the config is wrong
             e @ ClientError::InvalidLogin { .. } => {
-                DriverError::invalid("driver.user or driver.password", e.to_string())
+                DriverError::invalid("driver.user or driver.password", crate::logger::redact(&e.to_string()))
             }
             e => DriverError::failed("cannot connect to vSphere", e),
         })?;
@@ -388,7 +389,9 @@ impl<'a> Inv<'a> {
         }
         let mut found: Vec<(String, MoRef, u64)> = all
             .into_iter()
-            .filter(|(name, _, _)| patterns.is_empty() || patterns.iter().any(|p| glob(p, name)))
+            .filter(|(name, _, _)| {
+                patterns.is_empty() || patterns.iter().any(|p| glob(p, name, Wildcards::StarAndQuestion))
+            })
             .collect();
         if found.is_empty() {
             return Err(DriverError::other(format!(

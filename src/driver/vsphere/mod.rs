@@ -71,7 +71,6 @@ pub struct Vsphere {
 
 impl Vsphere {
     pub fn new(cfg: VsphereConfig, agent: AgentOptions) -> Self {
-        crate::logger::add_secret(&cfg.password);
         // the reaper looks for VMs in these folders: markers of a config with other folders are not its own
         let owner = format!(
             "vsphere {} datacenter {} vm_folder {} template_folder {} disk_folder {}",
@@ -81,7 +80,7 @@ impl Vsphere {
             cfg.template_folder,
             cfg.disk_folder
         );
-        let inflight = Inflight::new(&cfg.inflight_dir()).owned_by(&owner);
+        let inflight = Inflight::new(&cfg.inflight_dir(), MARKER_SHAPES).owned_by(&owner);
         Vsphere { cfg, agent, inflight }
     }
 }
@@ -123,10 +122,9 @@ impl Driver for Vsphere {
         let bootstrap = top.remove("bootstrap");
         let mut props: VmProps = crate::driver::props::parse("VM cloud_properties", &top)?;
         if let Some(b) = bootstrap.filter(|b| !b.is_null()) {
-            props.bootstrap = Some(
-                serde_json::from_value(b)
-                    .map_err(|e| DriverError::invalid("VM cloud_properties.bootstrap", e.to_string()))?,
-            );
+            props.bootstrap = Some(serde_json::from_value(b).map_err(|e| {
+                DriverError::invalid("VM cloud_properties.bootstrap", crate::logger::redact(&e.to_string()))
+            })?);
         }
         LIMITS.check(props.cpu, props.ram, props.disk)?;
         if !valid_id(req.stemcell.as_str(), StemcellCid::PREFIX) {
@@ -143,12 +141,14 @@ impl Driver for Vsphere {
             Ok(_) => {
                 undo.disarm();
                 info!("created VM {name}");
+                crate::killpoint::kill_point("vsphere.create_vm.done");
                 true
             }
             Err(_) => undo.run(),
         };
         // log out first: the marker goes only when nothing but writing the response is left to do
         drop(inv);
+        crate::killpoint::kill_point("vsphere.create_vm.session_closed");
         match &result {
             Ok(_) => marker.created(&name),
             Err(_) if settled => marker.commit(),

@@ -4,6 +4,9 @@ use super::*;
 /// Hex digits of every CID this driver makes (`vm-`, `disk-`, `sc-`).
 pub(super) const HEX_LEN: usize = 20;
 
+/// The names of in-flight markers: VM, stemcell and disk CIDs. The reaper takes no other name.
+pub(super) const MARKER_SHAPES: crate::inflight::Shapes = &[("vm-", HEX_LEN), ("sc-", HEX_LEN), ("disk-", HEX_LEN)];
+
 /// Whether `cid` is `<prefix><20 lowercase hex>`: anything else was not made by this CPI.
 pub(super) fn valid_id(cid: &str, prefix: &str) -> bool {
     crate::ids::is_generated(cid, prefix, HEX_LEN)

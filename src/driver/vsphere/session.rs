@@ -10,7 +10,7 @@ use super::client::ServiceContent;
 use crate::warn;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A session file is a few hundred bytes; anything much larger is not ours.
@@ -19,6 +19,7 @@ const MAX_BYTES: u64 = 64 << 10;
 /// Where one URL's and user's session lives.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
+    state_dir: PathBuf,
     dir: PathBuf,
     path: PathBuf,
     url: String,
@@ -48,7 +49,7 @@ impl SessionStore {
         let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
         let dir = state_dir.join("sessions");
         let path = dir.join(format!("{hex}.json"));
-        SessionStore { dir, path, url: sdk_url.to_string(), user: user.to_string() }
+        SessionStore { state_dir: state_dir.to_path_buf(), dir, path, url: sdk_url.to_string(), user: user.to_string() }
     }
 
     pub fn path(&self) -> &Path {
@@ -58,6 +59,15 @@ impl SessionStore {
     /// The saved session; `None` when there is none or it cannot be used (a warning says why, without
     /// its contents).
     pub fn load(&self) -> Option<Stored> {
+        // a session file in a directory that others could change may be theirs: not used
+        match crate::statedir::private_dir(&self.state_dir, &["sessions"], false) {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => {
+                warn!("the kept vSphere session is not used: {e}; logging in");
+                return None;
+            }
+        }
         let meta = match std::fs::symlink_metadata(&self.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -70,7 +80,15 @@ impl SessionStore {
             warn!("the vSphere session file {} is not a small regular file; logging in", self.path.display());
             return None;
         }
-        let bytes = match std::fs::read(&self.path) {
+        let read = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+            .and_then(|f| {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_BYTES + 1), &mut b).map(|_| b)
+            });
+        let bytes = match read {
             Ok(b) => b,
             Err(e) => {
                 warn!("cannot read the vSphere session file {}: {e}; logging in", self.path.display());
@@ -101,7 +119,8 @@ impl SessionStore {
 
     /// Writes the session atomically (mode 0600 from the start: the temporary file is created so).
     pub fn save(&self, cookie: &str, sc: &ServiceContent) -> std::io::Result<()> {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
+        // the cookie is a credential: only into a directory of this user's that nobody else can change
+        crate::statedir::private_dir(&self.state_dir, &["sessions"], true)?;
         let saved = Saved {
             url: self.url.clone(),
             user: self.user.clone(),
@@ -124,14 +143,17 @@ impl SessionStore {
     /// Runs `f` holding an exclusive lock beside the file (`flock`, released when the process dies), so
     /// that parallel CPI processes whose session expired log in one at a time.
     pub fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
-        let lock = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).and_then(|_| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .open(self.path.with_extension("lock"))
-        });
+        let lock = crate::statedir::private_dir(&self.state_dir, &["sessions"], true)
+            .map_err(std::io::Error::from)
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(self.path.with_extension("lock"))
+            });
         let Ok(file) = lock else { return f() };
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a descriptor this function owns; the lock goes with `file`.
@@ -192,6 +214,44 @@ mod tests {
         }
         std::fs::write(store.path(), vec![b' '; (MAX_BYTES + 1) as usize]).unwrap();
         assert!(store.load().is_none());
+    }
+
+    /// The cookie is a credential: it is never written into, or read from, a directory that others could
+    /// change (a `sessions` that is a link elsewhere, a state dir open to everyone or owned by another user).
+    #[test]
+    fn sessions_go_only_into_a_private_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::symlink(outside.path(), state.join("sessions")).unwrap();
+        let store = SessionStore::new(&state, "https://vc/sdk", "admin");
+        assert!(store.save("cookie-through-a-link", &sc()).is_err());
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "a session was written through the link");
+        // one planted there is not read either
+        let planted = SessionStore::new(outside.path(), "https://vc/sdk", "admin");
+        std::fs::create_dir_all(&planted.dir).unwrap();
+        std::fs::write(
+            outside.path().join(store.path().file_name().unwrap()),
+            serde_json::to_vec(&serde_json::json!({"url": "https://vc/sdk", "user": "admin", "cookie": "planted",
+                "service_content": serde_json::to_value(sc()).unwrap()}))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(store.load().is_none(), "a session read through a link");
+        // a state dir open to everyone
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let store = SessionStore::new(&open, "https://vc/sdk", "admin");
+        assert!(store.save("cookie", &sc()).is_err());
+        assert!(!open.join("sessions").exists());
+        // a private one: the directory is made 0700
+        let store = SessionStore::new(&dir.path().join("private"), "https://vc/sdk", "admin");
+        store.save("cookie", &sc()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("private/sessions")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(store.load().unwrap().cookie, "cookie");
     }
 
     #[test]

@@ -189,11 +189,32 @@ impl Node {
     }
 }
 
+/// Responses nested deeper than this are refused: VIM's deepest (a device backing, a snapshot tree of
+/// vSphere's 32 levels) stay far below, and a tree this shallow is built, cloned and dropped without any risk
+/// to the stack.
+pub const MAX_DEPTH: usize = 256;
+/// Responses with more elements are refused: the driver reads a handful of objects at a time (a page of
+/// thousands of networks stays far below), and each element costs memory (about 150 bytes).
+pub const MAX_ELEMENTS: usize = 250_000;
+/// Responses longer than this are refused ([`Capped`]), read no further than that: the driver's largest
+/// replies are well under a MiB. (A text of this length is buffered whole by the XML reader before it is
+/// seen, so the peak memory of a hostile reply is about twice this.)
+pub const MAX_BYTES: u64 = 32 << 20;
+
 /// Why a response could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SoapError {
     #[error("response is not well-formed XML: {0}")]
     Xml(String),
+    #[error("response nests elements deeper than {limit} (refused: no VIM answer does)")]
+    TooDeep { limit: usize },
+    #[error("response has more than {limit} elements (refused: no answer to this CPI's requests is that large)")]
+    TooManyElements { limit: usize },
+    #[error("response is larger than {} (refused, and not read further)", size(*limit))]
+    TooLarge { limit: u64 },
+    /// Reading the response failed (the connection, a timeout): for the HTTP layer to explain.
+    #[error("reading the response failed: {0}")]
+    Io(std::io::Error),
     #[error("response has no SOAP body")]
     NoBody,
     #[error("{0}")]
@@ -292,15 +313,97 @@ impl Fault {
     }
 }
 
+/// `1 KiB`, `64 MiB`, or bytes.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// A reader of at most `limit` bytes: one byte more is an error ([`SoapError::TooLarge`] once parsed), and
+/// nothing beyond it is read. The HTTP client puts each response body through one.
+pub struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+/// The error a [`Capped`] reader returns past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {limit} bytes")]
+struct OverLimit {
+    limit: u64,
+}
+
+impl<R: std::io::Read> Capped<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        Capped { inner, left: limit, limit }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // at the limit: fine if the document ends here, an error if there is more
+            let mut one = [0u8; 1];
+            return match self.inner.read(&mut one)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, OverLimit { limit: self.limit })),
+            };
+        }
+        let max = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A quick-xml error as a [`SoapError`]: a failed read stays an I/O error (a timeout while the body came),
+/// unless it was the [`Capped`] limit.
+fn xml_error(e: quick_xml::Error) -> SoapError {
+    match e {
+        quick_xml::Error::Io(io) => {
+            let io = std::sync::Arc::try_unwrap(io).unwrap_or_else(|io| std::io::Error::new(io.kind(), io.to_string()));
+            match io.get_ref().and_then(|i| i.downcast_ref::<OverLimit>()) {
+                Some(o) => SoapError::TooLarge { limit: o.limit },
+                None => SoapError::Io(io),
+            }
+        }
+        e => SoapError::Xml(e.to_string()),
+    }
+}
+
 /// Parses a whole document into a tree.
 pub fn parse(bytes: &[u8]) -> Result<Node, SoapError> {
-    let mut reader = NsReader::from_reader(bytes);
+    parse_from(bytes)
+}
+
+/// Parses a document as it is read, within [`MAX_DEPTH`] and [`MAX_ELEMENTS`] (and whatever byte limit the
+/// reader has: [`Capped`]); nothing but the tree is kept.
+pub fn parse_from<R: std::io::BufRead>(input: R) -> Result<Node, SoapError> {
+    let mut reader = NsReader::from_reader(input);
     let mut stack: Vec<Node> = vec![Node::default()];
     let mut buf = Vec::new();
+    let mut elements = 0usize;
     loop {
-        let ev = reader.read_event_into(&mut buf).map_err(|e| SoapError::Xml(e.to_string()))?;
+        let ev = reader.read_event_into(&mut buf).map_err(xml_error)?;
+        if let Event::Start(_) | Event::Empty(_) = ev {
+            elements += 1;
+            if elements > MAX_ELEMENTS {
+                return Err(SoapError::TooManyElements { limit: MAX_ELEMENTS });
+            }
+        }
         match ev {
             Event::Start(e) => {
+                // the root pseudo-node is not a level of the document
+                if stack.len() > MAX_DEPTH {
+                    return Err(SoapError::TooDeep { limit: MAX_DEPTH });
+                }
                 let node = start_node(&reader, &e)?;
                 stack.push(node);
             }
@@ -339,7 +442,7 @@ pub fn parse(bytes: &[u8]) -> Result<Node, SoapError> {
     stack.pop().and_then(|root| root.children.into_iter().next()).ok_or_else(|| SoapError::Xml("empty document".into()))
 }
 
-fn start_node(reader: &NsReader<&[u8]>, e: &quick_xml::events::BytesStart<'_>) -> Result<Node, SoapError> {
+fn start_node<R>(reader: &NsReader<R>, e: &quick_xml::events::BytesStart<'_>) -> Result<Node, SoapError> {
     let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
     let mut node = Node { name, ..Node::default() };
     for a in e.attributes() {
@@ -384,7 +487,12 @@ fn normalize_type(v: &str) -> String {
 /// Body-or-fault: the first element of the SOAP body, or the fault it carries. `status` is the HTTP
 /// status (faults arrive as 500 with a body).
 pub fn decode(status: u16, bytes: &[u8]) -> Result<Node, SoapError> {
-    let env = parse(bytes).map_err(|e| match e {
+    decode_from(status, bytes)
+}
+
+/// [`decode`] as the document is read (the HTTP client's way: the body is never held whole).
+pub fn decode_from<R: std::io::BufRead>(status: u16, input: R) -> Result<Node, SoapError> {
+    let env = parse_from(input).map_err(|e| match e {
         SoapError::Xml(m) if status != 200 => SoapError::Xml(format!("HTTP {status}: {m}")),
         other => other,
     })?;
@@ -433,5 +541,42 @@ mod tests {
         assert!(matches!(decode(500, b"<html>oops"), Err(SoapError::Xml(_))));
         assert!(matches!(decode(200, b"<a></b>"), Err(SoapError::Xml(_))));
         assert_eq!(FaultKind::from_type("vim25:ManagedObjectNotFoundFault"), FaultKind::ManagedObjectNotFound);
+    }
+
+    /// A million nested elements, parsed (and the result dropped) on a thread with the default 2 MiB stack:
+    /// a clear error, no stack overflow.
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        const DEPTH: usize = 1_000_000;
+        let doc = format!(
+            r#"<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body><R xmlns="urn:vim25">{}{}</R></e:Body></e:Envelope>"#,
+            "<a>".repeat(DEPTH),
+            "</a>".repeat(DEPTH)
+        );
+        let r = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || decode(200, doc.as_bytes()).map(|_| ()).map_err(|e| e.to_string()))
+            .unwrap()
+            .join()
+            .expect("the parser thread died");
+        let e = r.expect_err("a million levels must be refused");
+        assert!(e.contains(&format!("deeper than {MAX_DEPTH}")), "{e}");
+        // as deep as the limit is fine
+        let ok = format!("<r>{}{}</r>", "<a>".repeat(MAX_DEPTH - 1), "</a>".repeat(MAX_DEPTH - 1));
+        assert!(parse(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn element_count_and_size_are_capped() {
+        let many = format!("<r>{}</r>", "<a/>".repeat(MAX_ELEMENTS));
+        let e = parse(many.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains(&format!("more than {MAX_ELEMENTS} elements")), "{e}");
+        // a reader capped at 1 KiB: 1 KiB passes, one byte more is refused as such
+        let doc = format!("<r>{}</r>", "x".repeat(1024 - 7));
+        assert!(parse_from(std::io::BufReader::new(Capped::new(doc.as_bytes(), 1024))).is_ok());
+        let doc = format!("<r>{}</r>", "x".repeat(1024 - 6));
+        let e = parse_from(std::io::BufReader::new(Capped::new(doc.as_bytes(), 1024))).unwrap_err();
+        assert!(matches!(e, SoapError::TooLarge { limit: 1024 }), "{e:?}");
+        assert!(e.to_string().contains("larger than 1 KiB"), "{e}");
     }
 }

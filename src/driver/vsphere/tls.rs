@@ -16,11 +16,21 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector, Transport, TransportAdapter,
 };
 
+/// Every request of the agent ends within `http_timeout_seconds`, end to end: connecting, sending, the
+/// response's headers and its body together (ureq's global timeout, counted per request). A server that
+/// sends headers and then stalls, or drips a byte at a time, gets no longer. Transfers of unbounded length
+/// (the NFC upload of a stemcell disk) lift the global limit for their request
+/// ([`super::client::Session::put_stream`]); for them the per-read and per-write timeouts bound the stall
+/// instead: no single read or write may wait longer than `http_timeout_seconds`.
 fn builder(http_timeout_seconds: u64) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let t = Duration::from_secs(http_timeout_seconds);
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_global(Some(t))
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(http_timeout_seconds)))
+        .timeout_recv_response(Some(t))
+        .timeout_per_read(Some(t))
+        .timeout_per_write(Some(t))
         .max_idle_connections_per_host(4)
 }
 

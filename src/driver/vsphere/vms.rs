@@ -135,6 +135,7 @@ impl Vsphere {
             Err(e) if e.is_fault(&FaultKind::ManagedObjectNotFound) => {}
             Err(e) => return Err(DriverError::failed(format!("cannot destroy {}", vm.vm.value), e)),
         }
+        crate::killpoint::kill_point("vsphere.destroy_vm.destroyed");
         if !vm.dir.is_empty() {
             self.delete_file(inv, &vm.datastore, &vm.dir)?;
         }

@@ -42,7 +42,10 @@ use std::process::Command;
 use std::time::Instant;
 
 const DEPLOYMENT: &str = "vmcpi-director-e2e";
+/// The second case: one instance from the vSphere-family stemcell.
+const VS_DEPLOYMENT: &str = "vmcpi-director-e2e-vsphere";
 const STEMCELL: &str = "bosh-openstack-kvm-debian-bookworm-go_agent";
+const VS_STEMCELL: &str = "bosh-vsphere-esxi-debian-bookworm-go_agent";
 const IPS: [&str; 2] = ["10.0.2.10", "10.0.2.11"];
 
 fn repo() -> PathBuf {
@@ -136,6 +139,7 @@ struct Ports {
 /// One instance as the director and its agent report it.
 #[derive(Debug, Clone)]
 struct Instance {
+    deployment: &'static str,
     id: String,
     az: String,
     ip: String,
@@ -180,6 +184,19 @@ impl Run {
 
     fn pool_path(&self, i: usize) -> PathBuf {
         self.work.join(format!("pool-z{}", i + 1))
+    }
+
+    /// Defines, builds and starts the directory pool of CPI `i`, as an operator does on each host.
+    fn define_pool(&self, i: usize) {
+        let (pool, path) = (&self.pools[i], self.pool_path(i));
+        for args in [
+            vec!["pool-define-as", pool, "dir", "--target", path.to_str().unwrap()],
+            vec!["pool-build", pool],
+            vec!["pool-start", pool],
+        ] {
+            let (ok, out) = virsh(&args);
+            assert!(ok, "virsh {args:?}: {out}");
+        }
     }
 
     /// Stops the director, removes every domain and volume in the two pools and the pools themselves; with
@@ -320,7 +337,7 @@ impl Run {
         self.log_n += 1;
         let name: String = args
             .iter()
-            .filter(|a| !a.starts_with('-') && **a != DEPLOYMENT && !a.contains('/'))
+            .filter(|a| !a.starts_with('-') && **a != DEPLOYMENT && **a != VS_DEPLOYMENT && !a.contains('/'))
             .take(2)
             .cloned()
             .collect::<Vec<_>>()
@@ -418,7 +435,11 @@ impl Run {
 
     /// `bosh instances --ps --details` as the director and the agents report it.
     fn instances(&mut self) -> Vec<Instance> {
-        let out = self.bosh(&["-d", DEPLOYMENT, "instances", "--ps", "--details", "--json"]);
+        self.instances_of(DEPLOYMENT)
+    }
+
+    fn instances_of(&mut self, deployment: &'static str) -> Vec<Instance> {
+        let out = self.bosh(&["-d", deployment, "instances", "--ps", "--details", "--json"]);
         let v: Value = serde_json::from_str(&out[out.find('{').unwrap_or(0)..])
             .unwrap_or_else(|e| panic!("bosh instances --json: {e}:\n{out}"));
         let rows = v["Tables"][0]["Rows"].as_array().cloned().unwrap_or_default();
@@ -438,6 +459,7 @@ impl Run {
                 continue;
             }
             list.push(Instance {
+                deployment,
                 id,
                 az: s("az"),
                 ip: s("ips"),
@@ -469,7 +491,7 @@ impl Run {
         let dir = self.work.join(format!("logs/fetched-{}", self.log_n + 1));
         std::fs::create_dir_all(&dir).unwrap();
         let target = format!("status/{}", instance.id);
-        self.bosh(&["-d", DEPLOYMENT, "logs", &target, "--dir", dir.to_str().unwrap()]);
+        self.bosh(&["-d", instance.deployment, "logs", &target, "--dir", dir.to_str().unwrap()]);
         let tgz = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
@@ -560,16 +582,31 @@ impl Run {
 
     fn manifest(&self, disk_type: &str) -> PathBuf {
         let path = self.work.join(format!("manifest-{disk_type}.yml"));
+        self.write_manifest(&path, DEPLOYMENT, STEMCELL, 2, &["z1", "z2"], &IPS, disk_type);
+        path
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_manifest(
+        &self,
+        path: &Path,
+        name: &str,
+        stemcell: &str,
+        instances: usize,
+        azs: &[&str],
+        ips: &[&str],
+        disk_type: &str,
+    ) {
         std::fs::write(
-            &path,
+            path,
             format!(
-                "name: {DEPLOYMENT}
+                "name: {name}
 releases:
 - {{name: vmcpi-e2e, version: latest}}
 stemcells:
-- {{alias: default, os: debian-bookworm, version: latest}}
+- {{alias: default, name: {stemcell}, version: latest}}
 update:
-  # both instances at once: no canary, two in flight, and on the first deploy both AZs together (later
+  # all instances at once: no canary, two in flight, and on the first deploy all AZs together (later
   # deploys update one AZ after the other: the director's rule)
   canaries: 0
   max_in_flight: 2
@@ -578,8 +615,8 @@ update:
   update_watch_time: 1000-300000
 instance_groups:
 - name: status
-  instances: 2
-  azs: [z1, z2]
+  instances: {instances}
+  azs: [{azs}]
   jobs:
   - {{name: status, release: vmcpi-e2e, properties: {{port: 8080}}}}
   vm_type: default
@@ -588,13 +625,13 @@ instance_groups:
   # no swap partition on the ephemeral disk: one partitioning step less at every boot under emulation
   env: {{bosh: {{swap_size: 0}}}}
   networks:
-  - {{name: default, static_ips: [{}]}}
+  - {{name: default, static_ips: [{ips}]}}
 ",
-                IPS.join(", ")
+                azs = azs.join(", "),
+                ips = ips.join(", ")
             ),
         )
         .unwrap();
-        path
     }
 
     /// The secrets no CPI output may hold: the director's admin password, both blobstore passwords, and any
@@ -727,7 +764,11 @@ fn a_director_deploys_recreates_repairs_and_deletes_through_vmcpi() {
     let cpi_json = run.render_job();
     say(&format!("the CPI job's config/cpi.json renders agent.mbus {} and a dav blobstore", cpi_json["agent"]["mbus"]));
 
-    // two CPIs, one pool each (two hosts in a real installation), as two AZs
+    // two CPIs, one pool each (two hosts in a real installation), as two AZs. A CPI config may name the pool
+    // but not where it lives (a local path belongs in the job's own config): the operator makes the pools.
+    for i in 0..2 {
+        run.define_pool(i);
+    }
     let cpi_config = run.work.join("cpi-config.yml");
     let wrapper = run.work.join("cpi");
     std::fs::write(
@@ -736,11 +777,10 @@ fn a_director_deploys_recreates_repairs_and_deletes_through_vmcpi() {
             "cpis:\n{}",
             (0..2)
                 .map(|i| format!(
-                    "- name: vmcpi-z{n}\n  type: vmcpi\n  exec_path: {w}\n  properties:\n    driver: {{pool: {p}, pool_path: {pp}}}\n",
+                    "- name: vmcpi-z{n}\n  type: vmcpi\n  exec_path: {w}\n  properties:\n    driver: {{pool: {p}}}\n",
                     n = i + 1,
                     w = wrapper.display(),
                     p = run.pools[i],
-                    pp = run.pool_path(i).display()
                 ))
                 .collect::<String>()
         ),
@@ -902,13 +942,48 @@ compilation:
     for pool in &run.pools {
         assert!(domains_using(pool).is_empty(), "no VM left in {pool}");
     }
-    let sc_name = format!("{STEMCELL}/0.1");
-    run.phase("delete-stemcell", |r| r.bosh(&["delete-stemcell", &sc_name, "--tty"]));
+
+    // the second case: the vSphere-family stemcell (OVF + stream-optimised VMDK, the agent's settings from the
+    // CD-ROM's `env` file, disks by SCSI target), one instance with a persistent disk in z2. It has the same
+    // OS and version as the first, so the director reuses the compiled package: no compilation VM.
+    let vs_stemcell = sc.join(format!("{VS_STEMCELL}.tgz"));
+    run.phase("upload-stemcell (vSphere family)", |r| r.bosh(&["upload-stemcell", vs_stemcell.to_str().unwrap()]));
+    let out = run.bosh(&["stemcells", "--json"]);
+    let v: Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    let vs_cid = v["Tables"][0]["Rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["name"] == VS_STEMCELL && r["cpi"] == "vmcpi-z2")
+        .and_then(|r| r["cid"].as_str())
+        .unwrap_or_else(|| panic!("no {VS_STEMCELL} on vmcpi-z2: {out}"))
+        .to_string();
+    let vs_manifest = run.work.join("manifest-vsphere.yml");
+    run.write_manifest(&vs_manifest, VS_DEPLOYMENT, VS_STEMCELL, 1, &["z2"], &[IPS[1]], "small");
+    run.phase("deploy (vSphere family)", |r| {
+        r.bosh(&["-d", VS_DEPLOYMENT, "deploy", vs_manifest.to_str().unwrap(), "--tty"])
+    });
+    let calls = run.phases.last().unwrap().calls.clone();
+    assert_eq!(calls.get("create_vm"), Some(&1), "one VM, no compilation VM (the package is reused): {calls:?}");
+    run.phase("check (vSphere family)", |r| {
+        let list = r.instances_of(VS_DEPLOYMENT);
+        assert_eq!(list.len(), 1, "{list:?}");
+        let (ok, root) = virsh(&["vol-dumpxml", "--pool", &r.pools[1], &format!("{}-root", list[0].vm)]);
+        assert!(ok && root.contains(&vs_cid), "{} boots the vSphere-family stemcell {vs_cid}: {root}", list[0].vm);
+        let (marker, _) = r.check_instance(&list[0], 800, 1100);
+        assert!(!markers.contains(&marker), "a new disk with its own marker");
+    });
+    run.phase("delete-deployment (vSphere family)", |r| r.bosh(&["-d", VS_DEPLOYMENT, "delete-deployment", "--tty"]));
+
+    for name in [STEMCELL, VS_STEMCELL] {
+        let sc_name = format!("{name}/0.1");
+        run.phase(&format!("delete-stemcell {name}"), |r| r.bosh(&["delete-stemcell", &sc_name, "--tty"]));
+    }
     let orphans = run.orphaned_disks();
-    assert_eq!(orphans.len(), 4, "the migrated disks and the deployment's disks are orphans: {orphans:?}");
+    assert_eq!(orphans.len(), 5, "the migrated disks and the deployments' disks are orphans: {orphans:?}");
     run.phase("clean-up --all", |r| r.bosh(&["clean-up", "--all", "--tty"]));
     let deleted = run.phases.last().unwrap().calls.get("delete_disk").copied().unwrap_or(0);
-    assert_eq!(deleted, 4, "clean-up --all deleted the orphaned disks through their CPIs");
+    assert_eq!(deleted, 5, "clean-up --all deleted the orphaned disks through their CPIs");
     assert!(run.orphaned_disks().is_empty(), "no orphaned disk left");
     for pool in &run.pools {
         assert!(domains_using(pool).is_empty(), "no domain left in {pool}");

@@ -438,6 +438,20 @@ impl Run {
         self.instances_of(DEPLOYMENT)
     }
 
+    /// The instances once the agents report every one running: `cck --auto` recreates a VM without waiting
+    /// for its processes (and monit looks every 10 s), so a check right after it may find one still starting.
+    fn running_instances(&mut self, deployment: &'static str) -> Vec<Instance> {
+        let started = Instant::now();
+        loop {
+            let list = self.instances_of(deployment);
+            let running = |i: &Instance| i.state == "running" && i.processes.iter().all(|(_, s)| s == "running");
+            if list.iter().all(running) || started.elapsed().as_secs() > 180 {
+                return list;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+    }
+
     fn instances_of(&mut self, deployment: &'static str) -> Vec<Instance> {
         let out = self.bosh(&["-d", deployment, "instances", "--ps", "--details", "--json"]);
         let v: Value = serde_json::from_str(&out[out.find('{').unwrap_or(0)..])
@@ -564,7 +578,7 @@ impl Run {
 
     /// Instances and their reports, checked; returns the instances (by AZ) and their markers.
     fn check_all(&mut self, min_mib: u64, max_mib: u64) -> (Vec<Instance>, Vec<String>, Vec<String>) {
-        let list = self.instances();
+        let list = self.running_instances(DEPLOYMENT);
         assert_eq!(list.len(), 2, "two instances: {list:?}");
         assert_eq!(list.iter().map(|i| i.az.as_str()).collect::<Vec<_>>(), ["z1", "z2"], "one per AZ: {list:?}");
         let mut ips: Vec<&str> = list.iter().map(|i| i.ip.as_str()).collect();
@@ -966,7 +980,7 @@ compilation:
     let calls = run.phases.last().unwrap().calls.clone();
     assert_eq!(calls.get("create_vm"), Some(&1), "one VM, no compilation VM (the package is reused): {calls:?}");
     run.phase("check (vSphere family)", |r| {
-        let list = r.instances_of(VS_DEPLOYMENT);
+        let list = r.running_instances(VS_DEPLOYMENT);
         assert_eq!(list.len(), 1, "{list:?}");
         let (ok, root) = virsh(&["vol-dumpxml", "--pool", &r.pools[1], &format!("{}-root", list[0].vm)]);
         assert!(ok && root.contains(&vs_cid), "{} boots the vSphere-family stemcell {vs_cid}: {root}", list[0].vm);

@@ -11,9 +11,15 @@
 //! each CPI method done by vmcpi (a warm call, with the session another call left in `state_dir`, and the
 //! cold first call, without it) and by `govmomi-steps` (the same steps through govmomi, one session per
 //! step), all in one run on one simulator; a Markdown table between `<!-- wire -->` markers. Needs
-//! `target/countproxy` and `target/govmomi-steps` (`bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME`).
+//! `target/countproxy` and `target/govmomi-steps` (built on first use: `bash tools/vcsim/build.sh target/NAME
+//! tools/vcsim/NAME`). The simulator is the patched one where it can be built (as for the tests:
+//! `VMCPI_VCSIM=stock` for the stock one).
+#[path = "support/countproxy.rs"]
+mod countproxy;
 #[path = "../tests/vsphere_sim.rs"]
 mod vsphere_sim;
+
+use countproxy::CountProxy;
 
 use serde_json::{json, Value};
 use std::io::Write;
@@ -135,7 +141,8 @@ fn big_import(bin: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cpi.json");
     std::fs::write(&config, sim.config().to_string()).unwrap();
-    // a bare stream-optimised VMDK of 4 GiB (sparse on disk): the upload streams every byte
+    // a bare stream-optimised VMDK padded with zeros to 4 GiB (sparse on disk; qemu-img pads after the end of
+    // stream too): the upload streams every byte, checked as it passes
     let image = dir.path().join("image-4g.vmdk");
     let mut f = std::fs::File::create(&image).unwrap();
     f.write_all(&vsphere_sim::vmdk(0)).unwrap();
@@ -151,59 +158,6 @@ fn big_import(bin: &Path) {
     );
 }
 
-/// The request counter in front of a simulator.
-struct CountProxy {
-    child: std::process::Child,
-    url: String,
-    control: String,
-    cert: std::path::PathBuf,
-}
-
-impl CountProxy {
-    fn start(bin: &Path, backend: &str, dir: &Path) -> CountProxy {
-        let (url_file, cert, control_file) = (dir.join("proxy-url"), dir.join("proxy.pem"), dir.join("control-url"));
-        let child = Command::new(bin)
-            .arg("-backend")
-            .arg(backend)
-            .arg("-url-file")
-            .arg(&url_file)
-            .arg("-cert-file")
-            .arg(&cert)
-            .arg("-control-file")
-            .arg(&control_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start countproxy");
-        let started = Instant::now();
-        while !url_file.exists() {
-            assert!(started.elapsed() < Duration::from_secs(30), "countproxy did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
-        CountProxy { child, url: read(&url_file), control: read(&control_file), cert }
-    }
-
-    /// Requests since the last take, and their SOAP operations.
-    fn take(&self) -> (u32, String) {
-        let body = ureq::get(&format!("{}/take", self.control)).call().unwrap().body_mut().read_to_string().unwrap();
-        let (n, ops) = body.trim().split_once(' ').unwrap_or((body.trim(), ""));
-        (n.parse().unwrap(), ops.to_string())
-    }
-}
-
-impl Drop for CountProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
-    p.is_file().then_some(p)
-}
-
 /// One row of the wire table: vmcpi warm and cold, govmomi.
 struct Wire {
     op: &'static str,
@@ -214,7 +168,8 @@ struct Wire {
 }
 
 fn wire_comparison(bin: &Path) {
-    let (Some(proxy_bin), Some(steps)) = (tool("countproxy"), tool("govmomi-steps")) else {
+    let (Some(proxy_bin), Some(steps)) = (countproxy::go_tool("countproxy"), countproxy::go_tool("govmomi-steps"))
+    else {
         eprintln!(
             "target/countproxy or target/govmomi-steps missing: bash tools/vcsim/build.sh target/NAME tools/vcsim/NAME"
         );
@@ -341,18 +296,22 @@ fn wire_comparison(bin: &Path) {
 }
 
 /// A vSphere stemcell `image` of `gib` GiB (gzipped tar: image.ovf, image.mf, image-disk1.vmdk), cached in
-/// target/bench-images. The VMDK's body is pseudo-random, as the compressed grains of a real stream-optimised
-/// VMDK are; gzip cannot shrink it either, so it is written as stored blocks (what gzip -9 makes of such data).
+/// target/bench-images. The VMDK is a well-formed stream-optimised one (vmcpi checks its structure as it
+/// streams) whose grain payloads are pseudo-random, as the compressed grains of a real stream-optimised VMDK
+/// are; gzip cannot shrink it either, so it is written as stored blocks (what gzip -9 makes of such data).
 fn archive_image(gib: u64) -> std::path::PathBuf {
+    use vmcpi::diskimage::vmdk::StreamWriter;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-images");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("vsphere-{gib}g.image"));
+    let path = dir.join(format!("vsphere-{gib}g-v2.image"));
     if path.exists() {
         return path;
     }
-    let body = gib << 30;
-    let mut head = vsphere_sim::vmdk(0);
-    let total = head.len() as u64 + body;
+    // one 64 KiB record per grain (12 bytes of marker, the rest payload), and the tables after them
+    let capacity = gib << 30;
+    let grains = capacity >> 16;
+    let frame = StreamWriter::new(Vec::new(), capacity, "image-disk1.vmdk").unwrap().finish().unwrap().len() as u64;
+    let total = frame + (grains << 16);
     let ovf = vsphere_sim::stemcell_ovf(false, total);
     let tmp = dir.join(format!("vsphere-{gib}g.image.part"));
     let f = std::fs::File::create(&tmp).unwrap();
@@ -364,36 +323,56 @@ fn archive_image(gib: u64) -> std::path::PathBuf {
         h.set_mode(0o644);
         t.append_data(&mut h, name, data).unwrap();
     }
-    // the disk: header then pseudo-random bytes (xorshift), streamed into the tar
+    // the disk, written record by record as the tar reads it
     struct Noise {
-        head: std::io::Cursor<Vec<u8>>,
-        left: u64,
+        w: Option<StreamWriter<Vec<u8>>>,
+        out: Vec<u8>,
+        at: usize,
+        next: u64,
+        grains: u64,
+        payload: Vec<u8>,
         x: u64,
     }
     impl std::io::Read for Noise {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.head.read(buf)?;
-            if n > 0 {
-                return Ok(n);
+            while self.at == self.out.len() {
+                let Some(w) = self.w.as_mut() else { return Ok(0) };
+                if self.next < self.grains {
+                    for c in self.payload.chunks_mut(8) {
+                        self.x ^= self.x << 13;
+                        self.x ^= self.x >> 7;
+                        self.x ^= self.x << 17;
+                        c.copy_from_slice(&self.x.to_le_bytes()[..c.len()]);
+                    }
+                    w.record(self.next << 16, &self.payload)?;
+                    self.next += 1;
+                    self.out = std::mem::take(w.get_mut());
+                } else {
+                    self.out = self.w.take().unwrap().finish()?;
+                }
+                self.at = 0;
             }
-            let n = (buf.len() as u64).min(self.left) as usize / 8 * 8;
-            for c in buf[..n].chunks_exact_mut(8) {
-                self.x ^= self.x << 13;
-                self.x ^= self.x >> 7;
-                self.x ^= self.x << 17;
-                c.copy_from_slice(&self.x.to_le_bytes());
-            }
-            self.left -= n as u64;
+            let n = buf.len().min(self.out.len() - self.at);
+            buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+            self.at += n;
             Ok(n)
         }
     }
-    use std::io::Read as _;
-    head.truncate(512);
+    let mut w = StreamWriter::new(Vec::new(), capacity, "image-disk1.vmdk").unwrap();
+    let head = std::mem::take(w.get_mut());
+    let noise = Noise {
+        w: Some(w),
+        out: head,
+        at: 0,
+        next: 0,
+        grains,
+        payload: vec![0u8; 65536 - 12],
+        x: 0x9e37_79b9_7f4a_7c15,
+    };
     let mut h = tar::Header::new_gnu();
     h.set_size(total);
     h.set_mode(0o644);
-    let noise = Noise { head: std::io::Cursor::new(head), left: body, x: 0x9e37_79b9_7f4a_7c15 };
-    t.append_data(&mut h, "image-disk1.vmdk", noise.take(total)).unwrap();
+    t.append_data(&mut h, "image-disk1.vmdk", noise).unwrap();
     t.into_inner().unwrap().finish().unwrap().into_inner().unwrap().sync_all().unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path

@@ -176,7 +176,11 @@ impl<T, E: Into<BoxError>> Context<T> for Result<T, E> {
 
 impl From<crate::stemcell::StemcellError> for DriverError {
     fn from(e: crate::stemcell::StemcellError) -> Self {
-        DriverError::failed("cannot read the stemcell image", e)
+        match e {
+            // a refused disk is permanent, and its message says what was found
+            crate::stemcell::StemcellError::Disk(d) if !d.is_io() => d.into(),
+            e => DriverError::failed("cannot read the stemcell image", e),
+        }
     }
 }
 

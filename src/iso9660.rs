@@ -103,6 +103,12 @@ const JOLIET: usize = 1;
 
 /// Writes an image labelled `label` holding `files` (absolute or relative paths; directories are implied).
 pub fn write(label: &str, files: &[(&str, &[u8])]) -> Result<Vec<u8>, IsoError> {
+    write_padded(label, files, PAD_SECTORS)
+}
+
+/// [`write`] with `pad` zero sectors after the data instead of [`PAD_SECTORS`] (0: the image ends with its
+/// last file, as a virtual drive of exactly the image's size needs no run-out).
+pub fn write_padded(label: &str, files: &[(&str, &[u8])], pad: usize) -> Result<Vec<u8>, IsoError> {
     if label.is_empty()
         || label.len() > 16
         || !label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -114,7 +120,7 @@ pub fn write(label: &str, files: &[(&str, &[u8])]) -> Result<Vec<u8>, IsoError> 
         return Err(IsoError::TooLarge(data_len));
     }
     let nodes = tree(files)?;
-    let layout = layout(&nodes, files);
+    let layout = layout(&nodes, files, pad);
     let mut img = vec![0u8; layout.total * SECTOR];
     let at = |s: u32| s as usize * SECTOR;
 
@@ -280,7 +286,7 @@ fn sectors(bytes: usize) -> usize {
     bytes.div_ceil(SECTOR)
 }
 
-fn layout(nodes: &[Node], files: &[(&str, &[u8])]) -> Layout {
+fn layout(nodes: &[Node], files: &[(&str, &[u8])], pad: usize) -> Layout {
     let order = [dir_order(PRIMARY, nodes), dir_order(JOLIET, nodes)];
     let mut next: u32 = 19;
     let mut path_table = [(0, 0, 0); 2];
@@ -306,7 +312,7 @@ fn layout(nodes: &[Node], files: &[(&str, &[u8])]) -> Layout {
         file_sector[i] = next;
         next += sectors(data.len()) as u32;
     }
-    Layout { order, dir_extent, file_sector, path_table, continuation, total: next as usize + PAD_SECTORS }
+    Layout { order, dir_extent, file_sector, path_table, continuation, total: next as usize + pad.min(PAD_SECTORS) }
 }
 
 /// Where a record of `len` bytes goes in a directory whose records so far end at `pos`: records never cross

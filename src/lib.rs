@@ -19,12 +19,14 @@
 //! - [`killpoint`]: named steps at which a test (debug builds only) makes the process die with SIGKILL.
 //! - [`logger`]: stderr + `log` logging with secret redaction.
 //! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
+//! - [`timing`]: where a call's time goes (the debug log's `timing:` line).
 //! - [`vocabulary`]: the words of vmcpi's own messages (collected by build.rs), which the log's safety net never masks.
 //! - [`glob`]: the one wildcard matcher (`*`, and `?` where asked) of vmcpi and agent-launcher.
 //! - [`secret`]: `Secret`, the type of every password, key and token a config holds (prints `<redacted>`).
 pub mod agent_settings;
 pub mod compat;
 pub mod config;
+pub mod diskimage;
 pub mod driver;
 pub mod encoding;
 pub mod error;
@@ -44,5 +46,6 @@ pub mod rpc;
 pub mod secret;
 pub mod statedir;
 pub mod stemcell;
+pub mod timing;
 pub mod transport;
 pub mod vocabulary;

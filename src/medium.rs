@@ -49,6 +49,17 @@ impl MediumKind {
 /// Builds the image for `settings` (the agent settings JSON); `instance_id` goes into the config drive's
 /// meta-data.
 pub fn build(kind: MediumKind, settings: &[u8], instance_id: &str) -> Result<Vec<u8>, MediumError> {
+    build_with(kind, settings, instance_id, true)
+}
+
+/// [`build`] without the run-out padding (150 zero sectors, 300 KiB): for a virtual drive whose size is the
+/// image's own (a vSphere CD-ROM backed by an ISO file on a datastore, which the image is uploaded to on
+/// every settings change; the official vSphere CPI's env ISO has never been padded either).
+pub fn build_unpadded(kind: MediumKind, settings: &[u8], instance_id: &str) -> Result<Vec<u8>, MediumError> {
+    build_with(kind, settings, instance_id, false)
+}
+
+fn build_with(kind: MediumKind, settings: &[u8], instance_id: &str, padded: bool) -> Result<Vec<u8>, MediumError> {
     let meta;
     let files: Vec<(&str, &[u8])> = match kind {
         MediumKind::CdromEnv => vec![("env", settings)],
@@ -57,7 +68,12 @@ pub fn build(kind: MediumKind, settings: &[u8], instance_id: &str) -> Result<Vec
             vec![("ec2/latest/user-data", settings), ("ec2/latest/meta-data.json", meta.as_bytes())]
         }
     };
-    crate::iso9660::write(kind.label(), &files).map_err(MediumError::Write)
+    let image = if padded {
+        crate::iso9660::write(kind.label(), &files)
+    } else {
+        crate::iso9660::write_padded(kind.label(), &files, 0)
+    };
+    image.map_err(MediumError::Write)
 }
 
 /// Reads the settings file back out of an image written by [`build`] (or by the xorriso-based writer of
@@ -69,6 +85,20 @@ pub fn read_settings(kind: MediumKind, image: &[u8]) -> Result<Vec<u8>, MediumEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpadded_media_end_with_their_last_file() {
+        let s = br#"{"agent_id":"a"}"#;
+        let padded = build(MediumKind::CdromEnv, s, "vm-1").unwrap();
+        let img = build_unpadded(MediumKind::CdromEnv, s, "vm-1").unwrap();
+        assert_eq!(padded.len() - img.len(), 150 * crate::iso9660::SECTOR);
+        assert!(img.len() < 64 << 10, "{} bytes", img.len());
+        assert_eq!(read_settings(MediumKind::CdromEnv, &img).unwrap(), s);
+        assert_eq!(crate::iso9660::label(&img).unwrap(), "ENV");
+        // the volume's size is the image's
+        let blocks = u32::from_le_bytes(img[16 * 2048 + 80..16 * 2048 + 84].try_into().unwrap()) as usize;
+        assert_eq!(blocks * crate::iso9660::SECTOR, img.len());
+    }
 
     #[test]
     fn layouts_the_agents_read() {

@@ -9,12 +9,19 @@
 //! - vSphere stemcells: a gzipped tar holding `image.ovf`, `image.mf` and a stream-optimised VMDK. The agent
 //!   reads the `ENV` file of the first CD-ROM; disk hints are SCSI target numbers. The OVF may ask for EFI.
 //! - A bare qcow2 or VMDK file is accepted too (handy from shell pipelines).
+//!
+//! Every disk [`with_disk`] hands over has been inspected first ([`crate::diskimage::Checked`]): a VMDK
+//! that is not a streamOptimized or monolithicSparse extent of its own, a qcow2 with a backing or data file, a
+//! "raw" disk with another format's header never reach a driver, and a stream-optimised VMDK is checked
+//! further as the driver reads it. [`unpack`] does no such check: it is for tests and tools, not drivers.
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, Receiver};
+
+use crate::diskimage::{Checked, Declared, DiskImageError};
 
 /// Which agent conventions the stemcell follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,9 @@ pub enum StemcellError {
     BadOvf { path: String, reason: String },
     #[error("cannot spool {name} to {dir}: {source}")]
     Spool { name: String, dir: String, source: std::io::Error },
+    /// The disk was refused by inspection, or could not be read while being inspected.
+    #[error(transparent)]
+    Disk(#[from] DiskImageError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StemcellError + '_ {
@@ -189,7 +199,58 @@ pub struct Disk<'a> {
     /// Set when the disk is a file already: a bare qcow2/VMDK image, or a VMDK that came before its OVF in
     /// the archive (spooled, since its OVF is needed first).
     pub path: Option<PathBuf>,
+    /// What inspecting the disk found: its format (a VMDK's kind) and its virtual size.
+    pub image: crate::diskimage::Info,
+    /// The disk's bytes, checked as they pass ([`Checked`]).
     pub reader: &'a mut dyn Read,
+}
+
+/// A disk before it is inspected: what the image says about it.
+struct Meta {
+    family: Family,
+    format: DiskFormat,
+    efi: bool,
+    ovf: Option<String>,
+    name: String,
+    len: u64,
+    path: Option<PathBuf>,
+}
+
+fn declared(format: DiskFormat) -> Declared {
+    match format {
+        DiskFormat::Qcow2 => Declared::Qcow2,
+        DiskFormat::Raw => Declared::Raw,
+        DiskFormat::Vmdk => Declared::Vmdk,
+    }
+}
+
+/// Inspects the disk `reader` yields and calls `f` with it: a refused disk never reaches `f`, and when `f`
+/// fails because the disk was refused as it passed (a stream-optimised VMDK broken in the middle), the
+/// refusal is the error, whatever `f` made of the failed read.
+fn hand_over<T, E>(m: Meta, reader: &mut dyn Read, f: impl FnOnce(Disk<'_>) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<StemcellError>,
+{
+    let mut checked = Checked::new(declared(m.format), &m.name, m.len, reader).map_err(StemcellError::from)?;
+    let image = checked.info();
+    let disk = Disk {
+        family: m.family,
+        format: m.format,
+        efi: m.efi,
+        ovf: m.ovf,
+        name: m.name,
+        len: m.len,
+        path: m.path,
+        image,
+        reader: &mut checked,
+    };
+    match f(disk) {
+        Err(e) => Err(match checked.refusal() {
+            Some(refusal) => StemcellError::from(refusal).into(),
+            None => e,
+        }),
+        ok => ok,
+    }
 }
 
 impl std::fmt::Debug for Disk<'_> {
@@ -250,16 +311,8 @@ where
         let name = image.file_name().and_then(|n| n.to_str()).unwrap_or("disk").to_string();
         // unbuffered: consumers read in large pieces, and a buffer would copy every byte once more
         let mut r = file;
-        return f(Disk {
-            family,
-            format,
-            efi: false,
-            ovf: None,
-            name,
-            len,
-            path: Some(image.to_path_buf()),
-            reader: &mut r,
-        });
+        let m = Meta { family, format, efi: false, ovf: None, name, len, path: Some(image.to_path_buf()) };
+        return hand_over(m, &mut r, f);
     }
     let raw: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)))
@@ -293,16 +346,8 @@ where
             let got = read_up_to(&mut entry, &mut magic).map_err(io_err(image))?;
             let format = if magic[..got] == *b"QFI\xfb" { DiskFormat::Qcow2 } else { DiskFormat::Raw };
             let mut r = Tail::new(io::Cursor::new(magic[..got].to_vec()).chain(entry), &shared, &name, len);
-            return f(Disk {
-                family: Family::OpenStack,
-                format,
-                efi: false,
-                ovf: None,
-                name,
-                len,
-                path: None,
-                reader: &mut r,
-            });
+            let m = Meta { family: Family::OpenStack, format, efi: false, ovf: None, name, len, path: None };
+            return hand_over(m, &mut r, f);
         }
         if name.ends_with(".ovf") && ovf.is_none() {
             if len > OVF_MAX {
@@ -325,22 +370,24 @@ where
             match &ovf {
                 Some((_, text, info)) if info.disk_href == name => {
                     let mut r = Tail::new(entry, &shared, &name, len);
-                    return f(Disk {
-                        family: Family::Vsphere,
-                        format: DiskFormat::Vmdk,
-                        efi: info.efi,
-                        ovf: Some(text.clone()),
-                        name,
-                        len,
-                        path: None,
-                        reader: &mut r,
-                    });
+                    let (efi, ovf) = (info.efi, Some(text.clone()));
+                    let m = Meta { family: Family::Vsphere, format: DiskFormat::Vmdk, efi, ovf, name, len, path: None };
+                    return hand_over(m, &mut r, f);
                 }
                 // not the OVF's disk
                 Some(_) => continue,
                 None => {
                     crate::info!("{name} comes before the OVF in the image: it is spooled, not streamed");
-                    let p = spool(&mut entry, spool_dir, &name, len)?;
+                    // checked as it is spooled: a refused disk is never written out whole
+                    let mut checked =
+                        Checked::new(Declared::Vmdk, &name, len, &mut entry).map_err(StemcellError::from)?;
+                    let p = match spool(&mut checked, spool_dir, &name, len) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(spool_dir.join(&name));
+                            return Err(checked.refusal().map(StemcellError::from).unwrap_or(e).into());
+                        }
+                    };
                     spooled.push((name, p, len));
                 }
             }
@@ -358,7 +405,7 @@ where
         return Err(bad_href(&ovf_name, &info.disk_href).into());
     };
     let mut r = File::open(&path).map_err(io_err(&path))?;
-    f(Disk {
+    let m = Meta {
         family: Family::Vsphere,
         format: DiskFormat::Vmdk,
         efi: info.efi,
@@ -366,8 +413,8 @@ where
         name,
         len,
         path: Some(path),
-        reader: &mut r,
-    })
+    };
+    hand_over(m, &mut r, f)
 }
 
 /// A regular file, or a GNU sparse one (`tar -S`, or the tar crate's default for files with holes): the
@@ -658,7 +705,8 @@ mod tests {
     #[test]
     fn the_disk_streams_out_of_the_archive() {
         let spool = tempfile::tempdir().unwrap();
-        let disk: Vec<u8> = b"KDMV".iter().copied().chain((0..3_000_000u32).map(|i| (i % 251) as u8)).collect();
+        let disk = crate::diskimage::tests::noise_stream_vmdk(45);
+        let qcow2 = crate::diskimage::tests::tiny_qcow2(1 << 30, 300);
         // OVF first (as stemcells are built): the VMDK streams, nothing is written to the spool directory
         let f = tgz(&[("image.ovf", OVF), ("image.mf", b"x"), ("image-disk1.vmdk", &disk)]);
         let (family, format, ovf, name, len, path, bytes) = seen(f.path(), spool.path()).unwrap();
@@ -674,11 +722,11 @@ mod tests {
         assert!(ovf && bytes == disk);
         assert_eq!(path.unwrap(), spool.path().join("image-disk1.vmdk"));
         // root.img: qcow2 or raw by its first bytes, which still reach the reader
-        let f = tgz(&[("root.img", b"QFI\xfb\0\0\0\x03rest")]);
+        let f = tgz(&[("root.img", &qcow2)]);
         let (family, format, _, _, len, path, bytes) = seen(f.path(), spool.path()).unwrap();
         assert_eq!(
             (family, format, len, path, &bytes[..]),
-            (Family::OpenStack, DiskFormat::Qcow2, 12, None, &b"QFI\xfb\0\0\0\x03rest"[..])
+            (Family::OpenStack, DiskFormat::Qcow2, 300, None, &qcow2[..])
         );
         let f = tgz(&[("root.img", b"ab")]);
         assert_eq!(seen(f.path(), spool.path()).unwrap().1, DiskFormat::Raw);
@@ -695,7 +743,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root.img");
         let mut f = File::create(&root).unwrap();
-        f.write_all(b"QFI\xfb").unwrap();
+        f.write_all(&crate::diskimage::tests::tiny_qcow2(1 << 30, 512)).unwrap();
         f.seek(SeekFrom::Start(8 << 20)).unwrap();
         f.write_all(b"end").unwrap();
         drop(f);
@@ -715,7 +763,7 @@ mod tests {
     #[test]
     fn a_corrupt_or_truncated_archive_fails_before_the_end_of_the_disk() {
         let spool = tempfile::tempdir().unwrap();
-        let disk: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let disk = crate::diskimage::tests::noise_stream_vmdk(30);
         let f = tgz(&[("image.ovf", OVF), ("image-disk1.vmdk", &disk)]);
         let good = std::fs::read(f.path()).unwrap();
         // gzip's CRC (the trailer's first 4 bytes) no longer matches: the reader errs instead of ending
@@ -735,6 +783,48 @@ mod tests {
         assert!(e.contains("image-disk1.vmdk") && e.contains("not in the image"), "{e}");
         let f = tgz(&[("README", b"hi")]);
         assert!(matches!(seen(f.path(), spool.path()), Err(StemcellError::NoDisk { .. })));
+    }
+
+    #[test]
+    fn a_refused_disk_never_reaches_the_driver_and_a_late_refusal_is_the_error() {
+        let spool = tempfile::tempdir().unwrap();
+        let flat = b"# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n";
+        let never = |d: Disk<'_>| -> Result<(), StemcellError> { panic!("handed over: {d:?}") };
+        for files in [
+            vec![("image.ovf", OVF), ("image-disk1.vmdk", &flat[..])],
+            // before its OVF: refused while it would be spooled, and nothing stays in the spool directory
+            vec![("image-disk1.vmdk", &flat[..]), ("image.ovf", OVF)],
+        ] {
+            let f = tgz(&files);
+            let e = with_disk(f.path(), spool.path(), never).unwrap_err();
+            assert!(matches!(e, StemcellError::Disk(DiskImageError::VmdkRefused { .. })), "{e}");
+            assert!(e.to_string().contains("FLAT extent naming /etc/passwd"), "{e}");
+            assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
+        }
+        let f = tgz(&[("root.img", b"KDMV\x01\0\0\0 a VMDK called raw")]);
+        assert!(matches!(
+            with_disk(f.path(), spool.path(), never),
+            Err(StemcellError::Disk(DiskImageError::NotRaw { .. }))
+        ));
+        let f = tgz(&[("root.img", &crate::diskimage::tests::tiny_qcow2(1 << 50, 512))]);
+        assert!(matches!(
+            with_disk(f.path(), spool.path(), never),
+            Err(StemcellError::Disk(DiskImageError::Qcow2Invalid(_)))
+        ));
+        // a stream broken after its head: the driver's read fails, whatever it makes of that the refusal wins
+        let mut disk = crate::diskimage::tests::noise_stream_vmdk(4);
+        disk[128 * 512] = 1; // the first grain's LBA: not on a grain boundary
+        let f = tgz(&[("image.ovf", OVF), ("image-disk1.vmdk", &disk)]);
+        let e = with_disk(f.path(), spool.path(), |d| -> Result<(), StemcellError> {
+            assert_eq!(d.image.virtual_size, 5 * 65536);
+            let mut sink = Vec::new();
+            d.reader.read_to_end(&mut sink).map_err(|_| StemcellError::UnknownFormat("the driver's own".into()))?;
+            panic!("read to the end")
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("not on a grain boundary"), "{e}");
+        let d: crate::error::DriverError = e.into();
+        assert!(!d.retryable());
     }
 
     #[test]

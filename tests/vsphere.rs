@@ -154,6 +154,12 @@ fn lifecycle(model: &'static str) {
     let disks: Vec<_> = devices.children.iter().filter(|d| d.kind() == "VirtualDisk").collect();
     assert_eq!(disks.len(), 2, "root + ephemeral");
     assert!(disks.iter().any(|d| d.str_at("capacityInKB") == Some("3145728")), "ephemeral of 3 GiB");
+    if sim.patched() {
+        let file = disks.iter().filter_map(|d| d.str_at("backing/fileName")).find(|f| f.contains("-ephemeral.vmdk"));
+        let file = sim.datastore_dir().join(file.expect("ephemeral disk file").split_once("] ").unwrap().1);
+        let vmdk = std::fs::read_to_string(&file).unwrap();
+        assert!(vmdk.contains("RW 6291456 "), "the ephemeral disk file is 3 GiB: {vmdk}");
+    }
     let st = settings(&sim, &vm);
     // newer agents read the same settings from guestinfo first
     let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.extraConfig"]).unwrap();
@@ -201,6 +207,12 @@ fn lifecycle(model: &'static str) {
     // disks
     let disk = cpi.ok("create_disk", json!([2048, {}, vm])).as_str().unwrap().to_string();
     assert!(disk.starts_with("disk-"));
+    if sim.patched() {
+        // the patched simulator keeps a disk's capacity in its descriptor (in 512-byte sectors), as vSphere does
+        let vmdk =
+            std::fs::read_to_string(sim.datastore_dir().join("vmcpi_disks").join(format!("{disk}.vmdk"))).unwrap();
+        assert!(vmdk.contains("RW 4194304 "), "a 2 GiB disk: {vmdk}");
+    }
     assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
     assert_eq!(cpi.ok("has_disk", json!(["disk-00000000000000000000"])), json!(false));
     let hint = cpi.ok("attach_disk", json!([vm, disk]));
@@ -602,4 +614,103 @@ fn vsphere_session_is_kept_between_calls() {
         assert!(ops(&run.stderr).is_empty(), "{method} sent requests: {:?}", ops(&run.stderr));
         assert!(session_files(&state).is_empty(), "{method} logged in");
     }
+}
+
+/// The datacenter's reference is remembered in the session file: a warm call looks nothing up for it, and
+/// checks it in a read it makes anyway. A remembered reference that is wrong (another object, one that no
+/// longer exists) costs a lookup and the call succeeds; the file then holds the right one.
+#[test]
+fn vsphere_remembered_datacenter() {
+    let Some(bin) = vcsim() else { return };
+    let sim = Vcsim::start(&bin, "vpx", false);
+    let mut cfg = sim.config();
+    cfg["log_level"] = json!("debug");
+    let state = sim.dir.path().join("state");
+    let cpi = Cpi::with_config(&cfg);
+    let remembered = || -> Value {
+        let files = session_files(&state);
+        let saved: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        saved["inventory"]["DC0"].clone()
+    };
+    let finds = |stderr: &str| ops(stderr).iter().filter(|o| *o == "FindByInventoryPath").count();
+    let gone = json!(["disk-00000000000000000000"]);
+
+    // cold: looked up and remembered
+    let run = cpi.call("delete_disk", gone.clone());
+    assert!(run.response["error"].is_null(), "{}", run.response);
+    let dc = remembered();
+    assert_eq!(dc["kind"], "Datacenter", "{dc}");
+    // warm: no lookup at all
+    let run = cpi.call("delete_disk", gone.clone());
+    assert!(run.response["error"].is_null(), "{}", run.response);
+    assert_eq!(finds(&run.stderr), 0, "{:?}", ops(&run.stderr));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let image = stemcell_image(tmp.path(), false);
+    let sc = cpi.ok("create_stemcell", json!([image, {}])).as_str().unwrap().to_string();
+    let (vm, _) = create_vm(&cpi, &sc, json!({"cpu": 1, "ram": 512, "disk": 1024}));
+    // the folders and the port group are remembered too: a warm create_vm looks up its stemcell only
+    let saved: Value = serde_json::from_slice(&std::fs::read(&session_files(&state)[0]).unwrap()).unwrap();
+    for path in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates", "DC0/network/VM Network"] {
+        assert!(saved["inventory"][path]["value"].is_string(), "{path}: {saved}");
+    }
+    let run = cpi.call("create_vm", json!(["agent-2", sc, {"cpu": 1, "ram": 512}, networks(), [], {}]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    assert_eq!(finds(&run.stderr), 1, "{:?}", ops(&run.stderr));
+    let vm2 = run.response["result"][0].as_str().unwrap().to_string();
+    // remembered wrongly (another folder, a network that is gone, the wrong kind): looked up, right again
+    let mut saved = saved.clone();
+    saved["inventory"]["DC0/vm/vmcpi_vms"] = saved["inventory"]["DC0/vm/vmcpi_templates"].clone();
+    saved["inventory"]["DC0/network/VM Network"] = json!({"kind": "Network", "value": "network-999"});
+    saved["inventory"]["DC0/vm/vmcpi_templates"] = json!({"kind": "Datacenter", "value": dc["value"]});
+    std::fs::write(&session_files(&state)[0], saved.to_string()).unwrap();
+    let run = cpi.call("create_vm", json!(["agent-3", sc, {"cpu": 1, "ram": 512}, networks(), [], {}]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    let vm3 = run.response["result"][0].as_str().unwrap().to_string();
+    assert_eq!(cpi.ok("has_vm", json!([vm3])), json!(true), "made in the configured folder");
+    let run = cpi.call("create_stemcell", json!([image, {}]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    let sc2 = run.response["result"].as_str().unwrap().to_string();
+    let s = session(&sim, &sim.driver());
+    assert!(vm_props(&s, "DC0", Some("vmcpi_templates"), &sc2, &["name"]).is_some(), "made in the template folder");
+    let fixed: Value = serde_json::from_slice(&std::fs::read(&session_files(&state)[0]).unwrap()).unwrap();
+    for path in ["DC0/vm/vmcpi_vms", "DC0/vm/vmcpi_templates", "DC0/network/VM Network"] {
+        assert_ne!(fixed["inventory"][path], saved["inventory"][path], "{path} is remembered right again");
+    }
+    for v in [&vm2, &vm3] {
+        cpi.ok("delete_vm", json!([v]));
+    }
+    cpi.ok("delete_stemcell", json!([sc2]));
+    // wrong references: the root folder posing as a datacenter, and an object that does not exist
+    for wrong in
+        [json!({"kind": "Datacenter", "value": "group-d1"}), json!({"kind": "Datacenter", "value": "datacenter-999"})]
+    {
+        let files = session_files(&state);
+        let mut saved: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        saved["inventory"]["DC0"] = wrong.clone();
+        std::fs::write(&files[0], saved.to_string()).unwrap();
+        // a placement read (create_disk, no VM) and a VM read (create_disk next to a VM) check it
+        let run = cpi.call("create_disk", json!([1024, {}, null]));
+        assert!(run.response["error"].is_null(), "{wrong}: {}\n{}", run.response, run.stderr);
+        assert_eq!(remembered(), dc, "{wrong}: the file holds the right reference again");
+        let disk = run.response["result"].as_str().unwrap().to_string();
+        cpi.ok("delete_disk", json!([disk]));
+    }
+    // delete_vm checks it with its read of the VM, then deletes the VM's folder in that datacenter
+    let files = session_files(&state);
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    saved["inventory"]["DC0"] = json!({"kind": "Datacenter", "value": "datacenter-999"});
+    std::fs::write(&files[0], saved.to_string()).unwrap();
+    let run = cpi.call("delete_vm", json!([vm]));
+    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
+    assert!(!sim.datastore_dir().join(&vm).exists(), "VM folder removed");
+    assert_eq!(remembered(), dc);
+    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
+
+    // a stemcell that someone powered on is powered off and destroyed
+    let s = session(&sim, &sim.driver());
+    let sc_ref = s.find(&format!("DC0/vm/vmcpi_templates/{sc}")).unwrap().unwrap();
+    s.run_task(&vmcpi::driver::vsphere::methods::PowerOnVm { this: sc_ref }, "power on").unwrap();
+    cpi.ok("delete_stemcell", json!([sc]));
+    assert!(vm_props(&s, "DC0", Some("vmcpi_templates"), &sc, &["name"]).is_none());
 }

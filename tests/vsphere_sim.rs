@@ -8,12 +8,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the simulator binary is: `$VCSIM`, else `<crate>/target/vcsim` (built on first use when the
-/// build script is beside the repository).
+/// Where the simulator binary is: `$VCSIM` (any build), else the patched simulator
+/// ([`vcsim_patched_binary`], more faithful to vSphere where vmcpi's calls meet its patches) unless
+/// `VMCPI_VCSIM=stock`, else the stock `<crate>/target/vcsim` (built on first use when the build script is
+/// beside the repository).
 pub fn vcsim_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("VCSIM") {
         return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
+    if std::env::var("VMCPI_VCSIM").map_or(true, |v| v != "stock") {
+        if let Some(p) = vcsim_patched_binary() {
+            return Some(p);
+        }
+    }
+    stock_vcsim_binary()
+}
+
+/// The stock simulator, `<crate>/target/vcsim` (built on first use when the build script is beside the
+/// repository).
+pub fn stock_vcsim_binary() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = root.join("target/vcsim");
     if bin.is_file() {
@@ -35,9 +48,35 @@ pub fn vcsim_binary() -> Option<PathBuf> {
     None
 }
 
+/// The patched simulator (govmomi 0.24's vcsim with the fidelity patches of the vsphere-cpi kit in
+/// `../shared/tools/vsphere-cpi`): `$VCSIM_PATCHED`, else `<crate>/target/vcsim-patched`, built (or rebuilt
+/// when the kit changed) by `tools/vcsim/build-patched.sh`; `None` when neither works (no kit).
+pub fn vcsim_patched_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VCSIM_PATCHED") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join("target/vcsim-patched");
+    static BUILD: std::sync::Mutex<Option<bool>> = std::sync::Mutex::new(None);
+    let mut built = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if built.is_none() {
+        // the script is quick when the binary is up to date; once per process
+        let ok = Command::new("bash")
+            .arg(root.join("tools/vcsim/build-patched.sh"))
+            .arg(&bin)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        *built = Some(ok);
+    }
+    (*built == Some(true) && bin.is_file()).then_some(bin)
+}
+
 /// A running simulator.
 pub struct Vcsim {
     child: Child,
+    /// Its binary.
+    pub bin: PathBuf,
     pub url: String,
     pub model: &'static str,
     pub dir: tempfile::TempDir,
@@ -53,7 +92,11 @@ impl Vcsim {
 
     /// With a login password of the test's choosing.
     pub fn start_with(bin: &Path, model: &'static str, tls: bool, password: &str) -> Vcsim {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(bin, model, tls, password, tempfile::tempdir().unwrap())
+    }
+
+    /// With its files (the datastores, its URL and certificate) in `dir`.
+    pub fn start_in(bin: &Path, model: &'static str, tls: bool, password: &str, dir: tempfile::TempDir) -> Vcsim {
         let url_file = dir.path().join("url");
         let cert = dir.path().join("cert.pem");
         let mut cmd = Command::new(bin);
@@ -81,7 +124,20 @@ impl Vcsim {
             assert!(started.elapsed() < Duration::from_secs(30), "vcsim did not start within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         };
-        Vcsim { child, url, model, dir, cert: tls.then_some(cert), password: password.to_string() }
+        Vcsim {
+            child,
+            bin: bin.to_path_buf(),
+            url,
+            model,
+            dir,
+            cert: tls.then_some(cert),
+            password: password.to_string(),
+        }
+    }
+
+    /// Whether this is the patched simulator (which, among others, keeps virtual disks' capacity).
+    pub fn patched(&self) -> bool {
+        vcsim_patched_binary().is_some_and(|p| p == self.bin)
     }
 
     pub fn datacenter(&self) -> &'static str {
@@ -136,16 +192,22 @@ pub fn stemcell_ovf(sata: bool, disk_bytes: u64) -> String {
     generated.replace("      <vmw:Config", &format!("      {cdrom}\n      <vmw:Config"))
 }
 
-/// A stream-optimised VMDK header followed by `bytes` of data (the simulator discards NFC uploads, so
-/// only the header is realistic).
+/// A stream-optimised VMDK (10 MiB, or as large as its grains need) with about `bytes` of grain payload (not
+/// deflate data: the simulator discards NFC uploads and vmcpi checks only the stream's structure on its way
+/// there); `vmdk(0)` has no grain.
 pub fn vmdk(bytes: usize) -> Vec<u8> {
-    let mut v = b"KDMV".to_vec();
-    v.extend_from_slice(&1u32.to_le_bytes());
-    v.extend_from_slice(&3u32.to_le_bytes());
-    v.extend_from_slice(&(20480u64).to_le_bytes());
-    v.resize(512, 0);
-    v.extend(std::iter::repeat_n(0xabu8, bytes));
-    v
+    let payload = vec![0xabu8; 65000];
+    let capacity = (10u64 << 20).max(bytes.div_ceil(payload.len()) as u64 * 65536);
+    let mut w = vmcpi::diskimage::vmdk::StreamWriter::new(Vec::new(), capacity, "image-disk1.vmdk").unwrap();
+    let mut left = bytes;
+    let mut offset = 0;
+    while left > 0 {
+        let n = left.min(payload.len());
+        w.record(offset, &payload[..n]).unwrap();
+        left -= n;
+        offset += w.grain_bytes();
+    }
+    w.finish().unwrap()
 }
 
 /// Writes a stemcell `image` (gzipped tar of image.ovf, image.mf, image-disk1.vmdk) into `dir`.

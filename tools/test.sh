@@ -9,8 +9,12 @@ cd "$HERE"
 bash tools/packages.sh --tests
 # libvirtd + QEMU (started by hand when no daemon answers; no systemd needed)
 bash tools/libvirt-up.sh >/dev/null
-# the vSphere simulator (govmomi's, from Debian's packaged source; the tests start their own instances)
+# the vSphere simulator (govmomi's, from Debian's packaged source; the tests start their own instances), and
+# the patched one (the fidelity patches of ../shared/tools/vsphere-cpi, or $VSPHERE_CPI_KIT), which the vSphere
+# suites prefer when it is there (VMCPI_VCSIM=stock: the stock one); both cached in target/
 bash tools/vcsim/build.sh target/vcsim
+bash tools/vcsim/build-patched.sh target/vcsim-patched ||
+  echo "test.sh: no patched simulator (no vsphere-cpi kit); the vSphere suites run on the stock one" >&2
 log=$(mktemp)
 set +e
 cargo test --locked --lib --tests "$@" 2>&1 | tee "$log"

@@ -4,7 +4,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
-use vmcpi::launcher::buildkite::{self as bk, ScheduledJob};
+use vmcpi::launcher::buildkite as bk;
+use vmcpi::launcher::source::{sort_jobs, ScheduledJob};
 
 /// The order rules, checked on their own terms (not with `sort_jobs`' comparator).
 fn check_order(what: &str, jobs: &[ScheduledJob]) {
@@ -24,7 +25,7 @@ fn check_order(what: &str, jobs: &[ScheduledJob]) {
     }
     // the order is total: sorting any arrangement of the same jobs gives the same list
     let mut again: Vec<ScheduledJob> = jobs.iter().rev().cloned().collect();
-    bk::sort_jobs(&mut again);
+    sort_jobs(&mut again);
     assert!(again == jobs, "{what}: sort_jobs depends on the input order");
 }
 

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = vmcpi::launcher::stemcell::manifest_cloud_properties(&String::from_utf8_lossy(data));
+    let _ = vmcpi::launcher::stemcell::parse_manifest(&String::from_utf8_lossy(data));
 });

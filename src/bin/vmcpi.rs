@@ -33,6 +33,7 @@ struct Cli {
 }
 
 fn main() {
+    vmcpi::timing::mark("start");
     let cli = Cli::parse();
     // default panic output could print data from the request: route panics through the redacting logger
     std::panic::set_hook(Box::new(|info| {
@@ -53,7 +54,10 @@ fn main() {
             r
         }
         // handle refuses a request over the cap (WireError::TooLarge) without parsing it
-        Ok(_) => vmcpi::rpc::handle(&input, cli.config.as_deref()),
+        Ok(_) => {
+            vmcpi::timing::mark("request read");
+            vmcpi::rpc::handle(&input, cli.config.as_deref())
+        }
     };
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{}", response.to_json()).and_then(|_| out.flush()) {

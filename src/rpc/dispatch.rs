@@ -93,6 +93,7 @@ fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
         // serde's messages quote the values they refuse: outside text
         Err(e) => return Response::err(CPI_ERROR, logger::redact(&e.to_string()), false),
     };
+    crate::timing::mark("config");
     logger::set_level(match config.log_level {
         LogLevel::Debug => logger::Level::Debug,
         LogLevel::Info => logger::Level::Info,
@@ -132,6 +133,8 @@ fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
     let driver = driver::from_config(&config.driver, &config.agent);
     let result = call(driver.as_ref(), &ctx, &method);
     info!("{} finished in {} ms", method.name(), started.elapsed().as_millis());
+    crate::timing::mark("method");
+    crate::debug!("timing: {}", crate::timing::summary());
     match result {
         Ok(v) => Response::ok(v),
         Err(e) => to_response(&method, &e),

@@ -251,3 +251,226 @@ fn wrong_types_in_every_argument_position_need_no_peer() {
     eprintln!("hostile: {tried} wrong-type requests");
     assert_no_side_effects();
 }
+
+/// Crafted stemcell disks (issue 19, item 2): a VMDK whose descriptor names a host file (a text descriptor, an
+/// embedded one qemu reads as a descriptor file, several extents, a parent), a qcow2 with a backing file or an
+/// external data file naming one, a "raw" root.img that is a VMDK. Each is refused by create_stemcell with a
+/// permanent CloudError naming what was found, nothing is uploaded or left behind, and the host file's bytes
+/// appear nowhere.
+mod disks {
+    use crate::peer::{peer_tests, Peer};
+    use crate::util::Cpi;
+    use serde_json::json;
+    use std::path::Path;
+    use std::process::Command;
+
+    peer_tests!(crafted_disks_are_refused_and_read_no_host_file);
+
+    const OVF: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References><File ovf:href="image-disk1.vmdk" ovf:id="file1"/></References>
+  <DiskSection><Info>disks</Info><Disk ovf:capacity="3" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+  <VirtualSystem ovf:id="vm"><Info>vm</Info><Name>vm</Name>
+    <OperatingSystemSection ovf:id="94" vmw:osType="ubuntu64Guest"><Info>os</Info></OperatingSystemSection>
+    <VirtualHardwareSection><Info>hw</Info>
+      <System><vssd:ElementName>Virtual Hardware Family</vssd:ElementName><vssd:InstanceID>0</vssd:InstanceID><vssd:VirtualSystemIdentifier>vm</vssd:VirtualSystemIdentifier><vssd:VirtualSystemType>vmx-13</vssd:VirtualSystemType></System>
+      <Item><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits><rasd:ElementName>1 virtual CPU(s)</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ElementName>512MB of memory</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:ElementName>SCSI controller 0</rasd:ElementName><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>Hard Disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#;
+
+    /// A gzipped tar of `files` (in this order).
+    fn archive(path: &Path, files: &[(&str, &[u8])]) {
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        let mut t = tar::Builder::new(gz);
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            t.append_data(&mut h, name, *data).unwrap();
+        }
+        t.into_inner().unwrap().finish().unwrap();
+    }
+
+    fn vsphere_image(path: &Path, vmdk: &[u8]) {
+        archive(
+            path,
+            &[("image.ovf", OVF.as_bytes()), ("image.mf", b"SHA1(image.ovf)= 0\n"), ("image-disk1.vmdk", vmdk)],
+        );
+    }
+
+    /// A sparse-extent header (`KDMV`) of `capacity` sectors, 64 KiB grains, with `descriptor` embedded at
+    /// sector 1 (20 sectors) and nothing else: what qemu reads as a descriptor *file* when the capacity is 0.
+    fn kdmv(flags: u32, capacity: u64, descriptor: &str) -> Vec<u8> {
+        let mut v = vec![0u8; 512 * 21];
+        v[0..4].copy_from_slice(b"KDMV");
+        v[4..8].copy_from_slice(&1u32.to_le_bytes());
+        v[8..12].copy_from_slice(&flags.to_le_bytes());
+        v[12..20].copy_from_slice(&capacity.to_le_bytes());
+        v[20..28].copy_from_slice(&128u64.to_le_bytes());
+        v[28..36].copy_from_slice(&1u64.to_le_bytes());
+        v[36..44].copy_from_slice(&20u64.to_le_bytes());
+        v[44..48].copy_from_slice(&512u32.to_le_bytes());
+        v[48..56].copy_from_slice(&21u64.to_le_bytes());
+        v[56..64].copy_from_slice(&21u64.to_le_bytes());
+        v[64..72].copy_from_slice(&21u64.to_le_bytes());
+        v[73..77].copy_from_slice(b"\n \r\n");
+        v[512..512 + descriptor.len()].copy_from_slice(descriptor.as_bytes());
+        v
+    }
+
+    fn qemu_img(args: &[&str]) {
+        let out = Command::new("qemu-img").args(args).output().unwrap();
+        assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A real stream-optimised VMDK (qemu-img) of 3 MiB with some data, and `descriptor_edit` applied to its
+    /// embedded descriptor (sectors 1..21).
+    fn stream_optimized(dir: &Path, descriptor_edit: impl Fn(&str) -> String) -> Vec<u8> {
+        let raw = dir.join("so.raw");
+        std::fs::write(&raw, vec![0x5au8; 3 << 20]).unwrap();
+        let vmdk = dir.join("so.vmdk");
+        qemu_img(&[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            raw.to_str().unwrap(),
+            vmdk.to_str().unwrap(),
+        ]);
+        let mut v = std::fs::read(&vmdk).unwrap();
+        let text = String::from_utf8_lossy(&v[512..512 * 21]).trim_end_matches('\0').to_string();
+        let edited = descriptor_edit(&text);
+        assert!(edited.len() < 512 * 20 && edited != text);
+        v[512..512 * 21].fill(0);
+        v[512..512 + edited.len()].copy_from_slice(edited.as_bytes());
+        v
+    }
+
+    fn crafted_disks_are_refused_and_read_no_host_file(peer: &dyn Peer) {
+        let cpi = Cpi::with_config(&peer.config());
+        let dir = tempfile::tempdir().unwrap();
+        // the host file a crafted disk names: its bytes must never leave it
+        let canary_text = format!("VMCPI-HOST-FILE-CANARY-{:x}", std::process::id() as u64 * 7919);
+        let canary = dir.path().join("host-secret.bin");
+        std::fs::write(&canary, canary_text.repeat((64 << 10) / canary_text.len() + 1)).unwrap();
+        let host = canary.to_str().unwrap();
+        let flat = format!("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\nRW 8 FLAT \"{host}\" 0\n");
+        let sparse_with = |extents: &str| {
+            format!("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n{extents}\n")
+        };
+        let mut cases: Vec<(&str, Vec<u8>, Vec<String>)> = vec![
+            (
+                "text descriptor, FLAT extent naming a host file",
+                flat.clone().into_bytes(),
+                vec!["FLAT".into(), host.into()],
+            ),
+            (
+                "sparse header of capacity 0 (qemu reads its descriptor as a descriptor file)",
+                kdmv(3, 0, &flat),
+                vec!["FLAT".into(), host.into()],
+            ),
+            (
+                "embedded descriptor with a second, FLAT extent",
+                kdmv(3, 6144, &sparse_with(&format!("RW 6144 SPARSE \"image-disk1.vmdk\"\nRW 8 FLAT \"{host}\" 0"))),
+                vec!["2 extents".into(), host.into()],
+            ),
+            (
+                "stream-optimised with a parent naming a host file",
+                stream_optimized(dir.path(), |d| {
+                    d.replace("parentCID=ffffffff", &format!("parentCID=1234abcd\nparentFileNameHint=\"{host}\""))
+                }),
+                vec!["parent".into(), host.into()],
+            ),
+            (
+                "createType vmfs",
+                stream_optimized(dir.path(), |d| d.replace("streamOptimized", "vmfs")),
+                vec!["vmfs".into()],
+            ),
+        ];
+        // a well-formed head and first grain, then a grain on top of the first: refused as it streams
+        let broken = {
+            let mut w = vmcpi::diskimage::vmdk::StreamWriter::new(Vec::new(), 3 << 20, "image-disk1.vmdk").unwrap();
+            w.data(0, &[7u8; 65536]).unwrap();
+            let second = w.get_mut().len();
+            w.data(65536, &[9u8; 65536]).unwrap();
+            let mut v = w.finish().unwrap();
+            v[second..second + 8].copy_from_slice(&0u64.to_le_bytes());
+            v
+        };
+        cases.push(("stream-optimised with a grain on top of another", broken, vec!["overlaps".into()]));
+        let mut images = Vec::new();
+        for (i, (what, vmdk, expect)) in cases.drain(..).enumerate() {
+            let image = dir.path().join(format!("vsphere-{i}.tgz"));
+            vsphere_image(&image, &vmdk);
+            images.push((what.to_string(), image, expect));
+        }
+        if peer.name() == "libvirt" {
+            // OpenStack images: root.img as qcow2 with a backing file or an external data file, or a VMDK
+            let backed = dir.path().join("backed.qcow2");
+            qemu_img(&["create", "-q", "-f", "qcow2", "-b", host, "-F", "raw", backed.to_str().unwrap()]);
+            // the data file is made beside the canary with a name of the same length, then the name is patched
+            let decoy = dir.path().join("host-decoy1.bin");
+            let with_data = dir.path().join("data.qcow2");
+            qemu_img(&[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("data_file={},data_file_raw=on", decoy.display()),
+                with_data.to_str().unwrap(),
+                "3M",
+            ]);
+            let mut q = std::fs::read(&with_data).unwrap();
+            let at =
+                q.windows(decoy.to_str().unwrap().len()).position(|w| w == decoy.to_str().unwrap().as_bytes()).unwrap();
+            q[at..at + host.len()].copy_from_slice(host.as_bytes());
+            let roots: Vec<(&str, Vec<u8>, Vec<String>)> = vec![
+                (
+                    "qcow2 with a backing file",
+                    std::fs::read(&backed).unwrap(),
+                    vec!["backing file".into(), host.into()],
+                ),
+                ("qcow2 with an external data file", q, vec!["data file".into(), host.into()]),
+                ("raw root.img that is a VMDK", kdmv(3, 0, &flat), vec!["raw".into(), "VMDK".into()]),
+            ];
+            for (i, (what, root, expect)) in roots.into_iter().enumerate() {
+                let image = dir.path().join(format!("openstack-{i}.tgz"));
+                archive(&image, &[("root.img", &root)]);
+                images.push((what.to_string(), image, expect));
+            }
+        }
+        for (what, image, expect) in &images {
+            let r = cpi.call("create_stemcell", json!([image, {}]));
+            let e = &r.response["error"];
+            assert!(!e.is_null(), "{} {what}: accepted as {}\n{}", peer.name(), r.response["result"], r.stderr);
+            let msg = e["message"].as_str().unwrap_or_default();
+            assert_eq!(e["type"], "Bosh::Clouds::CloudError", "{} {what}: {e}", peer.name());
+            assert_eq!(e["ok_to_retry"], false, "{} {what}: {e}", peer.name());
+            for x in expect {
+                assert!(msg.contains(x.as_str()), "{} {what}: the message does not name {x:?}: {msg}", peer.name());
+            }
+            assert!(
+                !r.stdout.contains(&canary_text) && !r.stderr.contains(&canary_text),
+                "{what}: canary in the output"
+            );
+            assert_eq!(peer.leftovers(), Vec::<String>::new(), "{} {what}: left behind", peer.name());
+            assert_eq!(
+                peer.files_with(&[&canary_text]),
+                Vec::<String>::new(),
+                "{} {what}: host file copied",
+                peer.name()
+            );
+            eprintln!("{} refuses {what}: {msg}", peer.name());
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! create_stemcell: an OVF/OVA stemcell into `stemcells/sc-…/`, with ovftool or with qemu-img.
 use super::*;
+use crate::diskimage::vmdk::VmdkReader;
 
 impl Vmrun {
     pub(super) fn import_stemcell(
@@ -26,8 +27,9 @@ impl Vmrun {
             .transpose()
             .context(|| "cannot create a scratch directory".into())?
             .ok_or_else(|| DriverError::other("no scratch directory"))?;
-        // the disk comes straight out of the archive: to the hypervisor host for ovftool, or spooled into
-        // the scratch directory for qemu-img (which needs to seek in a VMDK)
+        // the disk comes straight out of the archive, inspected first (`with_disk`): to the hypervisor host for
+        // ovftool (checked as it passes), or read here into a sparse raw file that qemu-img turns into a
+        // monolithic sparse VMDK (qemu-img never parses the stemcell's VMDK)
         stemcell::with_disk(image, &work, |disk| -> DriverResult<StemcellCid> {
             if disk.family != Family::Vsphere {
                 return Err(DriverError::invalid(
@@ -77,30 +79,40 @@ impl Vmrun {
                     self.tr(|| format!("cannot remove {import}"), self.t.remove_dir_all(&import))?;
                 }
                 None => {
-                    // our own import: stream-optimised VMDK → monolithic sparse VMDK, and a VMX like ovftool's
+                    // our own import: the VMDK → a sparse raw file → a monolithic sparse VMDK, and a VMX like
+                    // ovftool's
                     let efi = disk.efi;
-                    let vmdk = disk.into_file(work)?;
                     let tmp = tempfile::Builder::new()
                         .prefix("vmcpi-vmdk-")
                         .tempdir_in(work)
                         .context(|| "cannot create a temporary directory".into())?;
+                    let mut vmdk = VmdkReader::open(&mut *disk.reader, disk.len, tmp.path())?;
+                    let raw = tmp.path().join("disk.raw");
+                    let file = std::fs::File::create(&raw).context(|| format!("cannot create {}", raw.display()))?;
+                    info!(
+                        "reading the {} VMDK ({} MiB virtual) into a sparse raw file (no ovftool configured)",
+                        vmdk.kind().as_str(),
+                        vmdk.virtual_size() >> 20
+                    );
+                    vmdk.write_sparse_raw(&file)?;
+                    drop(file);
                     let converted = tmp.path().join("disk.vmdk");
-                    info!("converting the stemcell disk (no ovftool configured)");
                     crate::exec::Cmd::new(&self.cfg.local_qemu_img)
                         .args([
                             "convert",
                             "-q",
                             "-f",
-                            "vmdk",
+                            "raw",
                             "-O",
                             "vmdk",
                             "-o",
                             "adapter_type=lsilogic,subformat=monolithicSparse",
                         ])
-                        .arg(&vmdk)
+                        .arg(&raw)
                         .arg(&converted)
                         .run()
-                        .context(|| "cannot convert the stemcell's VMDK".into())?;
+                        .context(|| "cannot convert the stemcell's disk".into())?;
+                    let _ = std::fs::remove_file(&raw);
                     let disk_name = format!("{sc}-disk1.vmdk");
                     self.tr(
                         || "cannot upload the stemcell disk".into(),

@@ -17,12 +17,20 @@ impl Vsphere {
         undo.push(cid.clone(), move || self.remove_leftovers(inv, &cid).map(|_| ()));
     }
 
-    /// Reaps what killed creates left, then writes and holds the in-flight marker of `cid`.
+    /// Reaps what killed creates left, then writes and holds the in-flight marker of `cid`. It reaches the
+    /// disk while the call looks things up: [`Vsphere::durable`] before anything is made.
     pub(super) fn begin(&self, inv: &Inv, cid: &str) -> DriverResult<Marker> {
         self.reap(inv);
-        self.inflight.begin(cid).map_err(|e| {
-            DriverError::failed(format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()), e)
-        })
+        self.inflight.begin_syncing(cid).map_err(|e| self.marker_err(e))
+    }
+
+    /// Waits until `marker` is on disk: called right before the create's first request that makes something.
+    pub(super) fn durable(&self, marker: &Marker) -> DriverResult<()> {
+        marker.durable().map_err(|e| self.marker_err(e))
+    }
+
+    fn marker_err(&self, e: std::io::Error) -> DriverError {
+        DriverError::failed(format!("cannot write the in-flight marker in {}", self.cfg.state_dir.display()), e)
     }
 
     /// Deletes everything of creates whose process died (SIGKILL, power loss) before answering. vSphere

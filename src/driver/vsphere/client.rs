@@ -119,12 +119,16 @@ pub struct Session {
     base_url: String,
     cookie: RefCell<Option<String>>,
     round_trips: Cell<u32>,
+    /// Each request's name and round trip, for the debug log.
+    wire: RefCell<Vec<(&'static str, Duration)>>,
     pub sc: ServiceContent,
     user: String,
     password: String,
     logged_in: Cell<bool>,
     /// Where the session is kept between CPI processes; `None`: log out at the end.
     store: Option<SessionStore>,
+    /// Inventory objects the session file remembers by path (see [`SessionStore::remember`]).
+    pub remembered: std::collections::BTreeMap<String, MoRef>,
     /// Log out at the end after all (the session could not be saved).
     logout_at_end: Cell<bool>,
     /// Logins after an expired session in this process (at most two).
@@ -144,6 +148,7 @@ impl Session {
             base_url: cfg.base_url(),
             cookie: RefCell::new(None),
             round_trips: Cell::new(0),
+            wire: RefCell::new(Vec::new()),
             sc: ServiceContent {
                 root_folder: MoRef::new("Folder", "group-d1"),
                 property_collector: MoRef::new("PropertyCollector", "propertyCollector"),
@@ -161,6 +166,7 @@ impl Session {
             logged_in: Cell::new(false),
             logout_at_end: Cell::new(store.is_none()),
             store,
+            remembered: Default::default(),
             relogins: Cell::new(0),
             task_timeout: Duration::from_secs(cfg.task_timeout_seconds),
             http_timeout: cfg.http_timeout_seconds,
@@ -185,6 +191,7 @@ impl Session {
         let mut s = Session::unconnected(cfg, Some(store.clone()))?;
         if let Some(saved) = saved {
             s.sc = saved.sc;
+            s.remembered = saved.inventory;
             *s.cookie.borrow_mut() = Some(saved.cookie);
             s.logged_in.set(true);
             debug!("using the saved vSphere session for {} as {}", s.sdk_url, s.user);
@@ -297,12 +304,24 @@ impl Session {
         }
     }
 
+    /// Where the session is kept between CPI processes, if it is.
+    pub fn store(&self) -> Option<&SessionStore> {
+        self.store.as_ref()
+    }
+
     pub fn round_trips(&self) -> u32 {
         self.round_trips.get()
     }
 
     fn count(&self) {
         self.round_trips.set(self.round_trips.get() + 1);
+    }
+
+    /// Records one request's round trip (`started`: when it was sent).
+    fn took(&self, what: &'static str, started: Instant) {
+        let d = started.elapsed();
+        crate::timing::add_request(d);
+        self.wire.borrow_mut().push((what, d));
     }
 
     /// Sends one request, returns the operation's response element or its fault. A `NotAuthenticated`
@@ -365,6 +384,7 @@ impl Session {
         // hostile reply of gigabytes is never held in memory
         let body = std::io::BufReader::new(soap::Capped::new(resp.body_mut().as_reader(), soap::MAX_BYTES));
         let decoded = soap::decode_from(status, body);
+        self.took(R::NAME, started);
         debug!("{} -> HTTP {status} in {} ms", R::NAME, started.elapsed().as_millis());
         decoded.map_err(|source| match source {
             // the connection failed or timed out while the body came
@@ -610,11 +630,13 @@ impl Session {
     fn put_file_once(&self, dc_path: &str, ds: &str, path: &str, data: &[u8]) -> ClientResult<()> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
+        let started = Instant::now();
         let resp = self
             .with_cookie(self.agent.put(&url))
             .header("Content-Type", "application/octet-stream")
             .send(data)
             .map_err(|e| self.http_error(&url, e))?;
+        self.took("PUT", started);
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: format!("[{ds}] {path}"), status }),
@@ -629,7 +651,9 @@ impl Session {
     fn get_file_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<Option<Vec<u8>>> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
+        let started = Instant::now();
         let mut resp = self.with_cookie(self.agent.get(&url)).call().map_err(|e| self.http_error(&url, e))?;
+        self.took("GET", started);
         match resp.status().as_u16() {
             200 => Ok(Some(
                 resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| self.http_error(&url, e))?,
@@ -647,7 +671,9 @@ impl Session {
     fn file_exists_once(&self, dc_path: &str, ds: &str, path: &str) -> ClientResult<bool> {
         let url = self.file_url(dc_path, ds, path);
         self.count();
+        let started = Instant::now();
         let resp = self.with_cookie(self.agent.head(&url)).call().map_err(|e| self.http_error(&url, e))?;
+        self.took("HEAD", started);
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -693,7 +719,9 @@ impl Session {
         if ours {
             req = self.with_cookie(req);
         }
+        let started = Instant::now();
         let resp = req.send(ureq::SendBody::from_reader(&mut body)).map_err(|e| self.http_error(&url, e))?;
+        self.took("PUT (NFC)", started);
         match resp.status().as_u16() {
             200 | 201 | 204 => Ok(()),
             status => Err(ClientError::FileHttp { path: url, status }),
@@ -720,6 +748,11 @@ impl Drop for Session {
             self.logout();
         }
         crate::info!("vSphere: {} HTTP round trips", self.round_trips.get());
+        let wire = self.wire.borrow();
+        if !wire.is_empty() {
+            let each: Vec<String> = wire.iter().map(|(w, d)| format!("{w} {:.2}", d.as_secs_f64() * 1000.0)).collect();
+            debug!("wire: {} (ms; the first includes connecting)", each.join(", "));
+        }
     }
 }
 
@@ -748,7 +781,9 @@ impl Read for Paced<'_> {
     }
 }
 
-/// `https://*/nfc/…` → (`<base>/nfc/…`, true); a URL on the base's host is ours too; any other is left
+/// `https://*/nfc/…` → (`<base>/nfc/…`, true), and so a URL naming exactly the base's host and port (a
+/// simulator names the address its client used, with `https` even on plain HTTP: one host and port speak
+/// one scheme); a URL on the base's host is ours too; any other is left
 /// as it is (an ESXi host's NFC address behind vCenter). Hosts are compared whole, as parsed: an IPv6
 /// literal in brackets is one host (`[fd00::1]` and `[fd00::2]` differ), user info is not the host, case
 /// does not matter, the port does not either (a cookie is the host's, whatever its port).
@@ -764,6 +799,9 @@ pub fn lease_url(base_url: &str, url: &str) -> (String, bool) {
         .map(|i| &base_url[i + 3..])
         .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default())
         .unwrap_or_default();
+    if authority.contains(':') && authority.eq_ignore_ascii_case(our_authority) && url_host(authority).is_some() {
+        return (format!("{base_url}{}", &url[path_start..]), true);
+    }
     let ours = match (url_host(authority), url_host(our_authority)) {
         (Some(h), Some(o)) => h.eq_ignore_ascii_case(o),
         _ => false,
@@ -850,10 +888,14 @@ mod tests {
             ("https://[fd00::1]", "https://[fd00::1]/nfc/x"),
             ("https://[FD00::1]:443", "https://[fd00::1]:8443/nfc/x"),
             ("https://vc.lab:443", "https://VC.LAB/nfc/x"),
-            ("http://127.0.0.1:8989", "https://127.0.0.1:8989/nfc/x"),
         ] {
             assert_eq!(lease_url(base, url), (url.to_string(), true), "{base} vs {url}");
         }
+        // the very host and port we talk to: our scheme too (the simulator writes https on plain HTTP)
+        assert_eq!(
+            lease_url("http://127.0.0.1:8989", "https://127.0.0.1:8989/nfc/x"),
+            ("http://127.0.0.1:8989/nfc/x".into(), true)
+        );
         // `*` is the host we talk to, with or without a port
         assert_eq!(lease_url("https://[fd00::1]", "https://*:443/nfc/x"), ("https://[fd00::1]/nfc/x".into(), true));
     }

@@ -8,6 +8,7 @@ impl Vsphere {
         req: &CreateVm,
         props: &VmProps,
         cid: &VmCid,
+        marker: &Marker,
         undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let name = cid.as_str();
@@ -17,7 +18,17 @@ impl Vsphere {
         let sc = inv
             .find_vm(&self.cfg.template_folder, req.stemcell.as_str())?
             .ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
-        let sc = inv.vm_info(&sc)?.ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
+        // the stemcell, the resource pool and the datastores in one read, which also checks the VM folder and
+        // the port groups that the session file remembers
+        let port_groups = req.networks.values().filter(|n| n.needs_nic()).map(|n| {
+            inv.network_path(
+                n.cloud_properties.get("name").and_then(Value::as_str).unwrap_or(&self.cfg.default_network),
+            )
+        });
+        inv.expect(port_groups.chain([inv.folder_path_of(&self.cfg.vm_folder)]));
+        let sc = inv.prefetch(&[(sc, VM_PROPS)], true)?;
+        let sc = sc.first().ok_or_else(|| DriverError::stemcell_not_found(req.stemcell.to_string()))?;
+        let sc = VmInfo::from_content(sc)?;
         // networks first: a missing port group fails before anything is made
         let mut networks: Networks = req.networks.clone();
         let mut nics = Vec::new();
@@ -46,6 +57,9 @@ impl Vsphere {
         } else {
             Some(inv.pick_datastore(&props.datastores, props.disk << 20)?)
         };
+        crate::timing::mark("lookups");
+        self.durable(marker)?;
+        crate::timing::mark("marker on disk");
         let vm = if inv.vcenter() {
             let snapshot = sc
                 .snapshot
@@ -96,6 +110,7 @@ impl Vsphere {
         crate::killpoint::kill_point("vsphere.create_vm.made");
         self.undo_vm(inv, undo, name, &vm);
         let info = inv.vm_info(&vm)?.ok_or_else(|| VsphereError::Vanished { vm: vm.value.clone() })?;
+        crate::timing::mark("clone");
         let controller =
             info.root_controller().ok_or_else(|| VsphereError::NoScsiController { vm: name.to_string() })?;
         let mut changes: Vec<DeviceChange> = info
@@ -137,6 +152,7 @@ impl Vsphere {
         }
         let current = info.devices.iter().find(|d| d.kind == "VirtualCdrom").and_then(|d| d.file.as_deref());
         let iso = self.write_settings(inv, &info.datastore, &info.dir, &settings, current)?;
+        crate::timing::mark("settings ISO");
         crate::killpoint::kill_point("vsphere.create_vm.settings_written");
         let cdrom = match info.devices.iter().find(|d| d.kind == "VirtualCdrom") {
             Some(cd) => DeviceChange {
@@ -173,10 +189,12 @@ impl Vsphere {
         inv.s
             .run_task(&ReconfigVm { this: vm.clone(), spec }, "configure VM")
             .map_err(ctx_err(format!("cannot configure {name}")))?;
+        crate::timing::mark("configure");
         crate::killpoint::kill_point("vsphere.create_vm.configured");
         inv.s
             .run_task(&PowerOnVm { this: vm.clone() }, "power on")
             .map_err(ctx_err(format!("cannot power on {name}")))?;
+        crate::timing::mark("power on");
         crate::killpoint::kill_point("vsphere.create_vm.powered_on");
         if let Some(b) = &props.bootstrap {
             bootstrap::run(&inv.s, &vm, b)?;

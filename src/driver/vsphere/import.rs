@@ -8,7 +8,6 @@ use super::soap::MoRef;
 use crate::error::{DriverError, DriverResult};
 use crate::{info, warn};
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// OVF `ResourceType`s a simulator or an older host may refuse; dropped (with their children) when the
@@ -16,25 +15,27 @@ use std::time::{Duration, Instant};
 /// the CPI adds its own CD-ROM on IDE anyway).
 const DROPPABLE: &[&str] = &["20", "15", "16", "14"];
 
-/// The OVF descriptor of a stemcell disk: the image's own, or one generated for a bare VMDK.
+/// The OVF descriptor of a stemcell disk: the image's own, or one generated for a bare VMDK (with the
+/// virtual size its header says).
 pub fn descriptor_for(disk: &crate::stemcell::Disk<'_>) -> String {
     if let Some(ovf) = &disk.ovf {
         return ovf.clone();
     }
-    let capacity = disk.path.as_deref().and_then(vmdk_capacity).unwrap_or(disk.len);
-    generated_ovf(&disk.name, disk.len, capacity, disk.efi)
+    generated_ovf(&disk.name, disk.len, disk.image.virtual_size, disk.efi)
 }
 
-/// The virtual size of a VMDK: sparse header field `capacity` (sectors), else `None`.
-fn vmdk_capacity(disk: &Path) -> Option<u64> {
-    let mut f = std::fs::File::open(disk).ok()?;
-    let mut h = [0u8; 20];
-    f.read_exact(&mut h).ok()?;
-    if &h[0..4] != b"KDMV" {
-        return None;
+/// What may stream to an NFC lease: a stream-optimised VMDK, inspected by `with_disk` and checked further
+/// as it passes. Anything else is refused before the lease is opened.
+pub fn check_streamable(disk: &crate::stemcell::Disk<'_>) -> DriverResult<()> {
+    use crate::diskimage::{vmdk::Kind, DiskImageError, Format};
+    match disk.image.format {
+        Format::Vmdk(Kind::StreamOptimized) => Ok(()),
+        other => Err(DiskImageError::Unsupported {
+            found: format!("a {other} disk"),
+            wanted: "the vSphere import streams the disk to the host, which takes streamOptimized VMDKs only".into(),
+        }
+        .into()),
     }
-    let sectors = u64::from_le_bytes(h[12..20].try_into().ok()?);
-    (sectors > 0).then_some(sectors * 512)
 }
 
 /// The one disk file an import uploads: its name in the OVF, its size, its bytes.
@@ -259,8 +260,10 @@ fn upload(s: &Session, lease: &MoRef, disk: Upload<'_>, files: &[(String, String
             disk.name
         )));
     }
+    // the lease's info (its device URLs) is set once it is ready: read with its state, one request when the
+    // lease is ready at once (as it usually is)
     let state = s
-        .wait_for(lease, &["state", "error"], "NFC lease", |v| {
+        .wait_for(lease, &["state", "error", "info"], "NFC lease", |v| {
             v.iter().any(|(p, n)| p == "state" && n.text != "initializing")
         })
         .map_err(ctx_err("waiting for the NFC lease failed"))?;
@@ -273,8 +276,15 @@ fn upload(s: &Session, lease: &MoRef, disk: Upload<'_>, files: &[(String, String
             .unwrap_or_default();
         return Err(DriverError::other(format!("NFC lease is {st}: {err}")));
     }
-    let info = s.object(lease, &["info"]).map_err(ctx_err("cannot read the NFC lease"))?;
-    let info = info.and_then(|o| o.get("info").cloned()).ok_or_else(|| DriverError::other("NFC lease has no info"))?;
+    let info = match state.iter().find(|(p, _)| p == "info") {
+        Some((_, info)) => info.clone(),
+        // a server that sent the state change without the info: ask for it
+        None => s
+            .object(lease, &["info"])
+            .map_err(ctx_err("cannot read the NFC lease"))?
+            .and_then(|o| o.get("info").cloned())
+            .ok_or_else(|| DriverError::other("NFC lease has no info"))?,
+    };
     let entity = info.moref_at("entity").ok_or_else(|| DriverError::other("NFC lease names no VM"))?;
     let urls: Vec<(String, String, Option<String>)> = info
         .children_named("deviceUrl")
@@ -314,8 +324,7 @@ fn upload(s: &Session, lease: &MoRef, disk: Upload<'_>, files: &[(String, String
         let mib = disk.len >> 20;
         info!("{path}: 100 % uploaded ({mib} MiB in {secs:.1} s, {:.0} MiB/s)", mib as f64 / secs.max(0.001));
     }
-    s.call(&HttpNfcLeaseProgress { this: lease.clone(), percent: 100 })
-        .map_err(ctx_err("NFC lease progress failed"))?;
+    // no progress call at 100 %: HttpNfcLeaseComplete says it
     s.call(&HttpNfcLeaseComplete { this: lease.clone() }).map_err(ctx_err("cannot complete the NFC lease"))?;
     Ok(entity)
 }

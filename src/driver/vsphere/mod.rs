@@ -98,15 +98,24 @@ impl Driver for Vsphere {
             return Ok(());
         }
         let inv = self.open()?;
-        match inv.find_vm(&self.cfg.template_folder, cid.as_str())? {
-            Some(vm) => match inv.vm_info(&vm)? {
-                Some(info) => self.destroy_vm(&inv, &info),
-                None => Ok(()),
-            },
-            None => {
-                info!("stemcell {cid} is already gone");
-                Ok(())
+        let Some(vm) = inv.find_vm(&self.cfg.template_folder, cid.as_str())? else {
+            info!("stemcell {cid} is already gone");
+            return Ok(());
+        };
+        // a stemcell is never powered on, has no persistent disks and no files but its own, which
+        // Destroy_Task removes with it: one task, no property read. One that someone powered on goes the
+        // long way (power off, destroy, remove its folder).
+        match inv.s.run_task(&Destroy { this: vm.clone() }, "destroy stemcell") {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_fault(&FaultKind::ManagedObjectNotFound) => Ok(()),
+            Err(e) if e.is_fault(&FaultKind::InvalidPowerState) || e.is_fault(&FaultKind::InvalidState) => {
+                info!("stemcell {cid} cannot be destroyed as it is ({e}); powering it off first");
+                match inv.vm_info(&vm)? {
+                    Some(info) => self.destroy_vm(&inv, &info),
+                    None => Ok(()),
+                }
             }
+            Err(e) => Err(DriverError::failed(format!("cannot destroy stemcell {cid}"), e)),
         }
     }
 
@@ -135,7 +144,7 @@ impl Driver for Vsphere {
         let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
         let mut undo = Undo::new(format!("create_vm {name}"));
-        let result = self.create_vm_inner(&inv, req, &props, &cid, &mut undo);
+        let result = self.create_vm_inner(&inv, req, &props, &cid, &marker, &mut undo);
         // what cannot be removed now keeps its marker: the next create removes it
         let settled = match &result {
             Ok(_) => {
@@ -315,8 +324,10 @@ impl Driver for Vsphere {
         let hint = json!(unit.to_string());
         let mut settings = self.read_settings(&inv, &info)?;
         settings.attach_persistent(disk.as_str(), hint.clone());
+        crate::timing::mark("lookups");
         // the disk, the new settings medium and guestinfo in one reconfigure
         let SettingsChange { cdrom, extra_config, legacy } = self.settings_change(&inv, &info, &settings)?;
+        crate::timing::mark("settings ISO");
         let spec =
             VmConfigSpec { device_change: vec![DeviceChange::add(dev), cdrom], extra_config, ..Default::default() };
         inv.s

@@ -6,9 +6,15 @@
 //! other and pick up each other's fresh session) and write the file anew, atomically (a temporary file in
 //! the same directory, renamed over the old one). The password is never written; the cookie is registered
 //! as a secret, so that no log line or error shows it.
+//!
+//! The file also remembers inventory objects by path (the datacenter): a moref stays the same while its
+//! object exists, and the driver checks a remembered one in a read it makes anyway ([`super::inventory`]),
+//! so a later call needs no lookup.
 use super::client::ServiceContent;
+use super::soap::MoRef;
 use crate::warn;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -33,12 +39,16 @@ struct Saved {
     user: String,
     cookie: String,
     service_content: ServiceContent,
+    /// Inventory path → object, as [`SessionStore::remember`] wrote them.
+    #[serde(default)]
+    inventory: BTreeMap<String, MoRef>,
 }
 
 /// A session read from the file.
 pub struct Stored {
     pub cookie: String,
     pub sc: ServiceContent,
+    pub inventory: BTreeMap<String, MoRef>,
 }
 
 impl SessionStore {
@@ -59,12 +69,24 @@ impl SessionStore {
     /// The saved session; `None` when there is none or it cannot be used (a warning says why, without
     /// its contents).
     pub fn load(&self) -> Option<Stored> {
+        let saved = self.read(true)?;
+        crate::logger::add_secret(&saved.cookie);
+        Some(Stored { cookie: saved.cookie, sc: saved.service_content, inventory: saved.inventory })
+    }
+
+    /// The file's contents when they are usable (with a warning why not when `warn`).
+    fn read(&self, warn: bool) -> Option<Saved> {
+        let warn = |msg: std::fmt::Arguments| {
+            if warn {
+                warn!("{msg}");
+            }
+        };
         // a session file in a directory that others could change may be theirs: not used
         match crate::statedir::private_dir(&self.state_dir, &["sessions"], false) {
             Ok(Some(_)) => {}
             Ok(None) => return None,
             Err(e) => {
-                warn!("the kept vSphere session is not used: {e}; logging in");
+                warn(format_args!("the kept vSphere session is not used: {e}; logging in"));
                 return None;
             }
         }
@@ -72,12 +94,15 @@ impl SessionStore {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
-                warn!("cannot read the vSphere session file {}: {e}; logging in", self.path.display());
+                warn(format_args!("cannot read the vSphere session file {}: {e}; logging in", self.path.display()));
                 return None;
             }
         };
         if !meta.is_file() || meta.len() > MAX_BYTES {
-            warn!("the vSphere session file {} is not a small regular file; logging in", self.path.display());
+            warn(format_args!(
+                "the vSphere session file {} is not a small regular file; logging in",
+                self.path.display()
+            ));
             return None;
         }
         let read = std::fs::OpenOptions::new()
@@ -91,14 +116,14 @@ impl SessionStore {
         let bytes = match read {
             Ok(b) => b,
             Err(e) => {
-                warn!("cannot read the vSphere session file {}: {e}; logging in", self.path.display());
+                warn(format_args!("cannot read the vSphere session file {}: {e}; logging in", self.path.display()));
                 return None;
             }
         };
         let saved: Saved = match serde_json::from_slice(&bytes) {
             Ok(s) => s,
             Err(_) => {
-                warn!("the vSphere session file {} is damaged; logging in again", self.path.display());
+                warn(format_args!("the vSphere session file {} is damaged; logging in again", self.path.display()));
                 return None;
             }
         };
@@ -110,24 +135,52 @@ impl SessionStore {
             || saved.cookie.len() > 4096
             || !saved.cookie.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
         {
-            warn!("the vSphere session file {} holds no usable cookie; logging in again", self.path.display());
+            warn(format_args!(
+                "the vSphere session file {} holds no usable cookie; logging in again",
+                self.path.display()
+            ));
             return None;
         }
-        crate::logger::add_secret(&saved.cookie);
-        Some(Stored { cookie: saved.cookie, sc: saved.service_content })
+        Some(saved)
     }
 
-    /// Writes the session atomically (mode 0600 from the start: the temporary file is created so).
+    /// Writes the session atomically (mode 0600 from the start: the temporary file is created so), keeping
+    /// the inventory objects the file remembers.
     pub fn save(&self, cookie: &str, sc: &ServiceContent) -> std::io::Result<()> {
-        // the cookie is a credential: only into a directory of this user's that nobody else can change
-        crate::statedir::private_dir(&self.state_dir, &["sessions"], true)?;
         let saved = Saved {
             url: self.url.clone(),
             user: self.user.clone(),
             cookie: cookie.to_string(),
             service_content: sc.clone(),
+            inventory: self.read(false).map(|s| s.inventory).unwrap_or_default(),
         };
-        let body = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        self.write(&saved)
+    }
+
+    /// Remembers the object at inventory `path` (or forgets it: `None`) in the session file, for later
+    /// calls; nothing when there is no usable session file. Holds the lock, so that a session another
+    /// process saved meanwhile is kept.
+    pub fn remember(&self, path: &str, obj: Option<&MoRef>) {
+        self.locked(|| {
+            let Some(mut saved) = self.read(false) else { return };
+            let before = saved.inventory.get(path).cloned();
+            if before.as_ref() == obj {
+                return;
+            }
+            match obj {
+                Some(o) => saved.inventory.insert(path.to_string(), o.clone()),
+                None => saved.inventory.remove(path),
+            };
+            if let Err(e) = self.write(&saved) {
+                warn!("cannot update the vSphere session file {}: {e}", self.path.display());
+            }
+        })
+    }
+
+    fn write(&self, saved: &Saved) -> std::io::Result<()> {
+        // the cookie is a credential: only into a directory of this user's that nobody else can change
+        crate::statedir::private_dir(&self.state_dir, &["sessions"], true)?;
+        let body = serde_json::to_vec(saved).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::Builder::new().prefix(".session-").tempfile_in(&self.dir)?;
         tmp.write_all(&body)?;
         tmp.as_file().sync_all()?;
@@ -252,6 +305,33 @@ mod tests {
         let mode = std::fs::metadata(dir.path().join("private/sessions")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         assert_eq!(store.load().unwrap().cookie, "cookie");
+    }
+
+    #[test]
+    fn remembers_inventory_objects_across_new_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(dir.path(), "https://vc/sdk", "admin");
+        let dc = MoRef::new("Datacenter", "datacenter-3");
+        // nothing to remember into without a session
+        store.remember("DC1", Some(&dc));
+        assert!(store.load().is_none());
+        store.save("abc123", &sc()).unwrap();
+        store.remember("DC1", Some(&dc));
+        assert_eq!(store.load().unwrap().inventory.get("DC1"), Some(&dc));
+        // a new login keeps what the file remembers
+        store.save("def456", &sc()).unwrap();
+        let got = store.load().unwrap();
+        assert_eq!((got.cookie.as_str(), got.inventory.get("DC1")), ("def456", Some(&dc)));
+        store.remember("DC1", None);
+        assert!(store.load().unwrap().inventory.is_empty());
+        // a file of an older vmcpi, without the inventory, is still a session
+        std::fs::write(
+            store.path(),
+            serde_json::json!({"url": "https://vc/sdk", "user": "admin", "cookie": "old", "service_content": sc()})
+                .to_string(),
+        )
+        .unwrap();
+        assert!(store.load().unwrap().inventory.is_empty());
     }
 
     #[test]

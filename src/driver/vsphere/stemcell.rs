@@ -15,11 +15,15 @@ impl Vsphere {
                     "this driver imports vSphere stemcells (vsphere-ovf); the image holds an OpenStack root.img",
                 ));
             }
+            import::check_streamable(&disk)?;
             let descriptor = import::descriptor_for(&disk);
+            // the placement read also checks the template folder the session file remembers
+            inv.expect([inv.folder_path_of(&self.cfg.template_folder)]);
             let pool = inv.resource_pool()?;
             let (ds_name, ds) = inv.pick_datastore(&[], disk.len)?;
             let folder = inv.template_folder()?;
             info!("importing stemcell as {name} on datastore {ds_name}");
+            self.durable(marker)?;
             let upload = import::Upload { name: &disk.name, len: disk.len, reader: disk.reader };
             import::import(&inv.s, &descriptor, upload, name, &pool, &ds, &folder)
         })?;

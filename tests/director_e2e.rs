@@ -2,7 +2,7 @@
 //! the shared kit's `director-up.sh`: PostgreSQL, NATS with TLS client certificates, nginx with a WebDAV
 //! blobstore, the director and two workers, all on loopback) runs vmcpi as its CPI the way a director VM runs a
 //! CPI job: `--cpi` is a wrapper that runs this release's own `jobs/vmcpi_cpi` `bin/cpi`, rendered (with
-//! `config/cpi.json` and `bin/pre-start`) from the properties a director's manifest gives the job, over the
+//! `config/cpi.json` and `bin/pre-start`) from the properties release/ops/director.yml gives the job, over the
 //! vmcpi built by this `cargo test`. The real bosh CLI drives it; the VMs boot the test stemcell
 //! (tools/test-stemcell/, a real bosh-agent) on local QEMU through libvirt, on QEMU user-mode networks: the
 //! agents dial NATS and the blobstore at 10.0.2.2, the host's loopback as a guest sees it. Phases, each logged
@@ -15,7 +15,9 @@
 //!   a persistent disk), recreate (one instance: a new VM, the same disk), cck (a VM deleted behind the
 //!   director's back through libvirt; `bosh cck --auto` recreates it), stop --hard / start (the VM goes, the
 //!   disk stays), disk size change (the director migrates each disk: this director has
-//!   `enable_cpi_resize_disk: false`), delete-deployment, delete-stemcell, clean-up --all.
+//!   `enable_cpi_resize_disk: false`), delete-deployment; then a second case, the vSphere-family stemcell
+//!   (upload-stemcell, a one-instance deployment that reuses the compiled package, delete-deployment); and
+//!   delete-stemcell, clean-up --all.
 //!
 //! After each phase the guests' own reports are checked, not only the CLI's exit status: the agents' process
 //! states (`bosh instances --ps`) and a status file the test job writes in its log directory (fetched with
@@ -27,9 +29,11 @@
 //! passwords, the director's admin password) appears in any CPI output the director logged.
 //!
 //! Needs root, libvirtd (tools/libvirt-up.sh), the shared BOSH kit (../shared/tools/bosh: bosh CLI, bosh-agent,
-//! monit source, director/); `director-up.sh` installs its own Debian packages. With CI set a missing piece
-//! fails the test. Everything it makes is cleaned up, on failure too (director-down.sh, domains, volumes,
-//! pools); the director's logs stay in the work directory (/var/tmp/vmcpi-director-e2e-<tag>) when it fails.
+//! monit source, director/ with davcli; BOSH_CLI, BOSH_AGENT, MONIT_TARBALL, BOSH_DAVCLI override them);
+//! `director-up.sh` installs its own Debian packages (tools/packages.sh --tests does too). With CI set a
+//! missing piece fails the test. Everything it makes is cleaned up, on failure too (director-down.sh,
+//! domains, volumes, pools); the director's logs stay in the work directory (/var/tmp/vmcpi-director-e2e-<tag>)
+//! when it fails.
 #[path = "util.rs"]
 mod util;
 

@@ -86,22 +86,70 @@ fn net_takes(secret: &str) -> bool {
     !crate::redact::ambiguous(secret) && !crate::vocabulary::all_own_words(secret)
 }
 
+/// Formats one line under the logger's lock and writes it to stderr outside it.
+///
+/// Stderr is the caller's pipe, and the caller may be gone (a director worker killed mid-task closes its end):
+/// a failed write is not an error of the call. The first one turns stderr output off for the rest of the
+/// process; the line stays in the `log` buffer. `eprint!` would panic there, and the panic hook logs too: with
+/// the lock held by this very thread it would wait for it for ever (a CPI asleep in `futex_do_wait`, holding
+/// its in-flight marker's lock, before this was fixed).
 fn write(level: Level, text: impl FnOnce(&Redactor) -> String) {
-    let mut st = state();
-    if level < st.level {
-        return;
+    let line = {
+        let mut st = state();
+        if level < st.level {
+            return;
+        }
+        let line = format_line(level, &text(&st.secrets));
+        st.buffer.push_str(&line);
+        if !st.to_stderr {
+            return;
+        }
+        line
+    };
+    if write_stderr(&line).is_err() {
+        state().to_stderr = false;
     }
+}
+
+/// Logs from the panic hook, the panic's text scrubbed of every secret like outside text ([`redact`]). It never
+/// waits for the logger's lock (the panic may have happened while this very thread held it): when the lock is
+/// not free at once, a fixed line without the panic's text (which might hold a secret that only the locked
+/// redactor knows) goes to stderr.
+pub fn log_panic(msg: &str) {
+    let line = match STATE.try_lock() {
+        Ok(mut st) => panic_line(&mut st, msg),
+        Err(std::sync::TryLockError::Poisoned(p)) => panic_line(&mut p.into_inner(), msg),
+        Err(std::sync::TryLockError::WouldBlock) => Some(format_line(
+            Level::Error,
+            "panic while the logger was busy (its text is withheld: it may hold a secret)",
+        )),
+    };
+    if let Some(line) = line {
+        let _ = write_stderr(&line);
+    }
+}
+
+fn panic_line(st: &mut State, msg: &str) -> Option<String> {
+    let line = format_line(Level::Error, &st.secrets.redact(msg));
+    st.buffer.push_str(&line);
+    st.to_stderr.then_some(line)
+}
+
+fn format_line(level: Level, text: &str) -> String {
     let tag = match level {
         Level::Debug => "DEBUG",
         Level::Info => "INFO",
         Level::Warn => "WARN",
         Level::Error => "ERROR",
     };
-    let line = format!("{} [vmcpi] {tag} {}\n", timestamp(), text(&st.secrets));
-    if st.to_stderr {
-        eprint!("{line}");
-    }
-    st.buffer.push_str(&line);
+    format!("{} [vmcpi] {tag} {text}\n", timestamp())
+}
+
+/// One line to stderr; an error (EPIPE: the reader is gone) is returned, never a panic.
+fn write_stderr(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    err.write_all(line.as_bytes()).and_then(|_| err.flush())
 }
 
 /// The literal pieces of a format string (`{{`/`}}` unescaped), split at its placeholders.

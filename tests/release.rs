@@ -337,6 +337,8 @@ fn ops_files_render_configs_vmcpi_accepts() {
         ),
         ("libvirt_known_hosts", "192.168.122.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA"),
         ("internal_ip", "192.168.122.6"),
+        ("blobstore_agent_password", "blobstore-canary-pw"),
+        ("blobstore_server_tls.ca", "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"),
         ("libvirt_network", "default"),
         ("vmcpi_release", "/tmp/vmcpi.tgz"),
         ("stemcell", "/tmp/stemcell.tgz"),
@@ -362,6 +364,12 @@ fn ops_files_render_configs_vmcpi_accepts() {
     assert_eq!(job["name"], "vmcpi_cpi");
     let config = render_config(&job["properties"]);
     assert_eq!(config["agent"]["mbus"], "nats://192.168.122.6:4222");
+    // the agents' dav blobstore: a director that does not pass it in create_vm's env (v276) needs it here
+    assert_eq!(
+        config["agent"]["blobstore"],
+        json!({"provider": "dav", "options": {"endpoint": "https://192.168.122.6:25250", "user": "agent",
+               "password": "blobstore-canary-pw", "tls": {"cert": {"ca": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}}})
+    );
     assert_eq!(config["driver"]["uri"], "qemu+ssh://cpi@192.168.122.1/system?command=pinned-ssh");
     info_accepts(&config);
     assert!(render("ssh_key.erb", &job["properties"]).unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));

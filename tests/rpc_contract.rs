@@ -125,3 +125,41 @@ fn huge_requests_are_refused_with_bounded_memory() {
     assert!(r["error"].is_null(), "{r}");
     assert!(peak < LIMIT, "an 8 MiB request took {} MiB", peak >> 20);
 }
+
+/// A caller that closed its end of stderr (a director worker killed mid-task): the CPI still answers, a panic
+/// included. Before the fix the first log line panicked on EPIPE while the logger's lock was held, and the
+/// panic hook waited for that lock for ever (tests/suites/caller_gone.rs runs every method this way on every peer).
+#[test]
+fn a_closed_stderr_never_hangs_the_cpi() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let cpi = libvirt_cpi();
+    for (panic, method) in [(None, "has_vm"), (Some("has_vm"), "has_vm"), (None, "info")] {
+        let mut cmd = Command::new(crate::util::cpi_bin());
+        cmd.arg("--config").arg(&cpi.config).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        if let Some(m) = panic {
+            cmd.env("VMCPI_DEBUG_PANIC", m);
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let req = json!({"method": method, "arguments": ["vm-00000000000000000000"], "context": {}, "api_version": 2});
+        child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
+        drop(child.stderr.take());
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                let wchan = std::fs::read_to_string(format!("/proc/{}/wchan", child.id())).unwrap_or_default();
+                child.kill().unwrap();
+                panic!("{method} (panic: {panic:?}) with stderr closed still runs after 30 s, waiting in {wchan}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: {e}: {out:?}"));
+        assert!(r["log"].is_string() && r.get("result").is_some(), "{r}");
+        if panic.is_some() {
+            assert!(r["error"]["message"].as_str().unwrap().contains("internal error"), "{r}");
+            assert!(r["log"].as_str().unwrap().contains("panic"), "the panic is in the response's log: {r}");
+        }
+    }
+}

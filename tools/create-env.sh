@@ -84,9 +84,7 @@ up() {
   ( flock 9
     BOSH=$BOSH_CLI HOME=$WORK/home bash "$HERE/release/build.sh" --binary linux-amd64="$cpi" --tarball "$WORK/vmcpi-release.tgz" ) \
     9> /tmp/vmcpi-create-env-release.lock > "$WORK/release-build.log" 2>&1 || { cat "$WORK/release-build.log" >&2; exit 1; }
-  rm -rf "$WORK/e2e-release" && cp -a "$HERE/examples/create-env/release" "$WORK/e2e-release"
-  (cd "$WORK/e2e-release" && HOME=$WORK/home "$BOSH_CLI" create-release --force --name vmcpi-e2e --version 1 --tarball "$WORK/e2e-release.tgz" > "$WORK/e2e-release.log" 2>&1) \
-    || { cat "$WORK/e2e-release.log" >&2; exit 1; }
+  BOSH_CLI=$BOSH_CLI SCRATCH=$WORK/e2e-release bash "$HERE/tools/test-release.sh" "$WORK/e2e-release.tgz" > /dev/null
   took "releases"
 
   phase "bosh create-env (family $family, persistent disk $disk_size MiB)"

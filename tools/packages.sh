@@ -7,11 +7,18 @@
 #           perl (the launcher's fake CPI), ruby (BOSH template rendering), prometheus (promtool),
 #           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client,
 #           time (GNU time: a CPI process's peak memory in tests/vsphere_hostile.rs),
-#           openssl (the CLI makes the GitHub App keys of the launcher's tests: no key is kept in the repository)
+#           openssl (the CLI makes the GitHub App keys of the launcher's tests: no key is kept in the repository),
+#           cpio (the test stemcell's initramfs), and what the BOSH director that tests/director_e2e.rs starts
+#           (../shared/tools/bosh/director/director-up.sh) runs on: Ruby libraries, puma, PostgreSQL 15,
+#           nats-server, nginx (director-up.sh installs any that is missing itself too; here they are installed
+#           with the rest, before the tests start)
 set -euo pipefail
 want=(gcc pkg-config libssl-dev jq ovmf curl ca-certificates)
 if [ "${1:-}" = "--tests" ]; then
-  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client time openssl)
+  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client time cpio openssl)
+  want+=(ruby-activesupport ruby-addressable ruby-bcrypt ruby-delayed-job ruby-eventmachine ruby-httpclient ruby-json
+    ruby-logging ruby-multi-json ruby-netaddr ruby-pg ruby-rufus-scheduler ruby-sequel ruby-sinatra ruby-sys-filesystem
+    puma postgresql-15 nats-server nginx)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -37,7 +37,7 @@ fn main() {
     let cli = Cli::parse();
     // default panic output could print data from the request: route panics through the redacting logger
     std::panic::set_hook(Box::new(|info| {
-        vmcpi::logger::log(vmcpi::logger::Level::Error, &vmcpi::logger::redact(&format!("panic: {info}")));
+        vmcpi::logger::log_panic(&format!("panic: {info}"));
     }));
     // requests are small: one past the cap is read (the pages of the reserved buffer that no byte reached
     // cost no memory), and a request over the cap is refused rather than read on
@@ -60,7 +60,16 @@ fn main() {
         }
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", response.to_json()).and_then(|_| out.flush()).is_err() {
+    if let Err(e) = writeln!(out, "{}", response.to_json()).and_then(|_| out.flush()) {
+        // the caller is gone (it closed stdout, or it was killed): it will never learn the CID of what this
+        // call made, so nobody would ever delete it. Undo it here, then fail.
+        if let Some(undo) = vmcpi::rpc::dispatch::undo_request(&input, &response) {
+            vmcpi::warn!("cannot write the response ({e}): undoing the create nobody will hear of");
+            let undone = vmcpi::rpc::handle(&undo, cli.config.as_deref());
+            if let Some(err) = undone.error {
+                vmcpi::warn!("the undo failed: {}: {}", err.kind, err.message);
+            }
+        }
         std::process::exit(1);
     }
 }

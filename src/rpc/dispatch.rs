@@ -48,6 +48,33 @@ pub fn handle(input: &[u8], config_path: Option<&Path>) -> Response {
     response
 }
 
+/// The request that undoes a create whose response could not be written (the caller closed its end of
+/// stdout: a director worker or a `bosh` CLI that died mid-call). Nobody will ever hear of that object, so
+/// no one would delete it: the CPI deletes it itself with the same config and context. `None` when
+/// `response` is not a create's success (every other method's effect is known to the caller, or harmless).
+pub fn undo_request(input: &[u8], response: &Response) -> Option<Vec<u8>> {
+    if response.error.is_some() {
+        return None;
+    }
+    let request = Request::parse(input).ok()?;
+    let (delete, cid) = match request.method.as_str() {
+        "create_stemcell" => ("delete_stemcell", &response.result),
+        // v2: [cid, networks]; v1: cid
+        "create_vm" => ("delete_vm", response.result.get(0).unwrap_or(&response.result)),
+        "create_disk" => ("delete_disk", &response.result),
+        "snapshot_disk" => ("delete_snapshot", &response.result),
+        _ => return None,
+    };
+    let cid = cid.as_str().filter(|c| !c.is_empty())?;
+    let undo = json!({
+        "method": delete,
+        "arguments": [cid],
+        "context": request.context,
+        "api_version": request.api_version,
+    });
+    Some(undo.to_string().into_bytes())
+}
+
 fn handle_inner(input: &[u8], config_path: Option<&Path>) -> Response {
     let request = match Request::parse(input) {
         Ok(r) => r,
@@ -262,6 +289,30 @@ mod tests {
         }
         let r = to_response(&create_vm(), &DriverError::not_implemented("x")).error.unwrap();
         assert_eq!((r.kind.as_str(), r.ok_to_retry), (NOT_IMPLEMENTED, false));
+    }
+
+    #[test]
+    fn an_unanswered_create_is_undone_with_its_context() {
+        let ctx = json!({"director_uuid": "d", "driver": {"pool": "p2"}});
+        let req = |method: &str, v: u32| {
+            json!({"method": method, "arguments": [], "context": ctx, "api_version": v}).to_string().into_bytes()
+        };
+        let undo = |method: &str, v: u32, result: Value| {
+            undo_request(&req(method, v), &Response::ok(result)).map(|r| serde_json::from_slice::<Value>(&r).unwrap())
+        };
+        let u = undo("create_vm", 2, json!(["vm-1", {"n": {}}])).unwrap();
+        assert_eq!(u, json!({"method": "delete_vm", "arguments": ["vm-1"], "context": ctx, "api_version": 2}));
+        assert_eq!(undo("create_vm", 1, json!("vm-2")).unwrap()["arguments"], json!(["vm-2"]));
+        assert_eq!(undo("create_disk", 2, json!("disk-1")).unwrap()["method"], "delete_disk");
+        assert_eq!(undo("create_stemcell", 2, json!("sc-1")).unwrap()["method"], "delete_stemcell");
+        assert_eq!(undo("snapshot_disk", 2, json!("snap-1")).unwrap()["method"], "delete_snapshot");
+        // nothing to undo: other methods, failures, no CID
+        assert!(undo("attach_disk", 2, json!({"path": "/dev/sdc"})).is_none());
+        assert!(undo("delete_vm", 2, Value::Null).is_none());
+        assert!(undo("create_disk", 2, Value::Null).is_none());
+        let failed = Response::err(CLOUD_ERROR, "no", false);
+        assert!(undo_request(&req("create_vm", 2), &failed).is_none());
+        assert!(undo_request(b"not json", &Response::ok(json!("vm-1"))).is_none());
     }
 
     #[test]

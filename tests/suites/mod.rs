@@ -9,3 +9,5 @@ mod hostile;
 mod secrets;
 // Sixteen CPI processes at once on one stemcell.
 mod parallel;
+// A caller that goes away mid-call (stderr closed, stdout closed, parent killed) on every method: exits, leaves nothing.
+mod caller_gone;

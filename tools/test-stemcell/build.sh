@@ -19,26 +19,35 @@
 # Usage: tools/test-stemcell/build.sh [--print-dir]       (prints OUT on its last line of stdout)
 #
 # What is inside: Debian 12 (minbase, from the apt sources this host uses) with systemd, udev and the tools
-# the agent runs (iproute2, iputils-arping, parted, fdisk, e2fsprogs, eject), busybox (for test jobs), the
-# bosh-agent at /var/vcap/bosh/bin/bosh-agent, monit 5.2.5 built from source at /var/vcap/bosh/bin/monit (the
-# version stemcells ship: Debian's monit 5.33 answers the agent's start request with 403 "Invalid CSRF
-# Token"), the stemcell layout (/var/vcap/{bosh,data,store,sys,monit}, user vcap in groups admin/vcap, a
-# `syslog` group the agent chowns its logs to), systemd units bosh-agent.service (enabled) and monit.service
-# (started by the agent: agent.json says ServiceManager systemd), and agent.json per family.
+# the agent runs (iproute2, iputils-arping, parted, fdisk, e2fsprogs, eject), systemd-resolved (the agent
+# restarts it when a network has DNS servers), ca-certificates (a director's agents run update-ca-certificates
+# at every update_settings; no public CA is trusted: the VMs talk to the director only), busybox (for test
+# jobs), the bosh-agent at /var/vcap/bosh/bin/bosh-agent, davcli as /var/vcap/bosh/bin/bosh-blobstore-dav (a
+# director's agents fetch packages and jobs from its WebDAV blobstore with it, and upload compiled packages),
+# monit 5.2.5 built from source at /var/vcap/bosh/bin/monit (the version stemcells ship: Debian's monit 5.33
+# answers the agent's start request with 403 "Invalid CSRF Token"), the stemcell layout
+# (/var/vcap/{bosh,data,store,sys,monit}, user vcap in groups admin/vcap, a `syslog` group the agent chowns its
+# logs to), systemd units bosh-agent.service (enabled) and monit.service (started by the agent: agent.json
+# says ServiceManager systemd), and agent.json per family. Units no test VM needs are masked (kernel
+# debug/trace/config file systems, device-mapper/DRM/fuse/loop modules, gettys, apt and maintenance timers).
 #
 # Boot: the kernel and initrd are NOT inside the image's boot loader: the VMs boot them directly
-# (VM cloud_properties kernel/initrd/cmdline "root=LABEL=rootfs console=ttyS0 rw"). Why: installing a boot
-# loader into a disk image needs loop devices or nbd (privileges a CI sandbox often lacks), while
-# `mke2fs -d` builds the root file system from a directory with no mounts at all. Consequence: these
-# stemcells are for libvirt tests only; a real vSphere or Workstation host cannot boot them.
+# (VM cloud_properties kernel/initrd/cmdline "root=LABEL=rootfs console=ttyS0 rw"; add no_timer_check under
+# software emulation on a busy host). Why: installing a boot loader into a disk image needs loop devices or
+# nbd (privileges a CI sandbox often lacks), while `mke2fs -d` builds the root file system from a directory
+# with no mounts at all. Consequence: these stemcells are for libvirt tests only; a real vSphere or
+# Workstation host cannot boot them. The initrd is a small one of our own (busybox, five modules, no udev;
+# see 2b below): under TCG on 2 cores the root is mounted about 10 s after power-on instead of 40 s.
 #
 # Inputs, each overridable (so this works outside this repository's layout):
 #   BOSH_AGENT      the bosh-agent binary       (default: ../shared/tools/bosh/bosh-agent beside the repo)
+#   BOSH_DAVCLI     davcli, the WebDAV blobstore client (default: ../shared/tools/bosh/director/davcli;
+#                   upstream: github.com/cloudfoundry/bosh-davcli)
 #   MONIT_TARBALL   monit-5.2.5.tar.gz          (default: ../shared/tools/bosh/monit-5.2.5.tar.gz)
 #   APT_SOURCES     an apt .sources/.list file  (default: this host's /etc/apt/sources.list.d/debian.sources
 #                                                or /etc/apt/sources.list)
 #   STEMCELL_CACHE  cache directory             (default: /var/cache/vmcpi/test-stemcell)
-# The output lives in STEMCELL_CACHE/<key>, where key = sha256 of this script, the agent, the monit tarball,
+# The output lives in STEMCELL_CACHE/<key>, where key = sha256 of this script, the agent, davcli, the monit tarball,
 # the bootstrap and its unit, the buildkite-agent and actions-runner stand-ins and the apt sources: an unchanged input set is never rebuilt (CI reuses it across runs on one machine).
 # Reproducible: SOURCE_DATE_EPOCH is pinned for mmdebstrap, mke2fs gets a fixed UUID/hash seed, tarballs are
 # sorted with fixed owners and dates; what can still differ between two builds is the package versions the
@@ -50,6 +59,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 shared=$(cd "$repo/.." && pwd)/shared/tools/bosh
 agent=${BOSH_AGENT:-$shared/bosh-agent}
+davcli=${BOSH_DAVCLI:-$shared/director/davcli}
 monit_tgz=${MONIT_TARBALL:-$shared/monit-5.2.5.tar.gz}
 cache=${STEMCELL_CACHE:-/var/cache/vmcpi/test-stemcell}
 if [ -z "${APT_SOURCES:-}" ]; then
@@ -65,6 +75,7 @@ die() { echo "test-stemcell: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap, chroot)"
 [ -f "$agent" ] || die "no bosh-agent at $agent: set BOSH_AGENT to a bosh-agent binary (from a bosh-agent release or built from github.com/cloudfoundry/bosh-agent)"
+[ -f "$davcli" ] || die "no davcli at $davcli: set BOSH_DAVCLI to a davcli binary (github.com/cloudfoundry/bosh-davcli; the agent runs it as bosh-blobstore-dav)"
 [ -f "$monit_tgz" ] || die "no monit tarball at $monit_tgz: set MONIT_TARBALL to monit-5.2.5.tar.gz (bosh-linux-stemcell-builder's stemcell_builder/stages/bosh_monit/assets/)"
 [ -n "${APT_SOURCES:-}" ] && [ -s "$APT_SOURCES" ] || die "no apt sources file found: set APT_SOURCES"
 
@@ -76,7 +87,7 @@ bootstrap=$repo/examples/launcher/bootstrap.sh
 bootstrap_unit=$repo/examples/launcher/agent-launcher-bootstrap.service
 standin=$here/buildkite-agent-standin.sh
 runner_standin=$here/actions-runner-standin.sh
-key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$monit_tgz" "$bootstrap" "$bootstrap_unit" "$standin" "$runner_standin" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
+key=$( { sha256sum "${BASH_SOURCE[0]}" "$agent" "$davcli" "$monit_tgz" "$bootstrap" "$bootstrap_unit" "$standin" "$runner_standin" | cut -d' ' -f1; cat "$APT_SOURCES"; } | sha256sum | cut -c1-16)
 out=$cache/$key
 if [ -f "$out/done" ]; then
   log "up to date: $out"
@@ -85,7 +96,7 @@ if [ -f "$out/done" ]; then
 fi
 
 need=()
-for c in mmdebstrap:mmdebstrap qemu-img:qemu-utils gcc:gcc make:make flex:flex bison:bison sfdisk:fdisk mke2fs:e2fsprogs; do
+for c in mmdebstrap:mmdebstrap cpio:cpio qemu-img:qemu-utils gcc:gcc make:make flex:flex bison:bison sfdisk:fdisk mke2fs:e2fsprogs; do
   command -v "${c%%:*}" > /dev/null || need+=("${c#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -139,10 +150,78 @@ debian_root() {
   chroot "$root" depmod "$kver"
   rm -rf "$root/usr/share/doc/"* "$root/usr/share/man/"* "$root/usr/share/locale/"* "$root/var/cache/apt/"* "$root/var/lib/apt/lists/"*
 }
-debian_root base "$pkgs" "$work"
+# ca-certificates: on a director's VMs the agent runs update-ca-certificates at every update_settings (with the
+# director's trusted_certs), and fails without it
+debian_root base "$pkgs,ca-certificates" "$work"
+
+# --- 2b. a small initramfs for the stemcells' direct kernel boot --------------------------------------------
+# Debian's initramfs-tools image starts udev to find the root disk: under software emulation (TCG, 2 cores)
+# that alone took 25-35 s of every boot, and a director's deploy boots a VM for every compilation, instance,
+# recreate and cck. This one is busybox, the five modules the root needs (virtio_pci, virtio_scsi, sd_mod, ext4,
+# crc32c) with what they depend on, and an /init that mounts the root named by root= (LABEL=, UUID= or a
+# device; rw or ro as the command line says) through devtmpfs and switches to systemd, which starts the real
+# udev. The kernel's command line stays as before (root=LABEL=rootfs console=ttyS0 rw).
+small_initrd() { # OUT: written from $root
+  local out=$1 ird=$work/initrd kver m
+  kver=$(ls "$root/lib/modules")
+  rm -rf "$ird"
+  mkdir -p "$ird/bin" "$ird/dev" "$ird/proc" "$ird/sys" "$ird/root" "$ird/modules"
+  install -m 0755 "$root/usr/bin/busybox" "$ird/bin/busybox"
+  for a in sh cat echo findfs insmod mount umount sleep switch_root; do ln -s busybox "$ird/bin/$a"; done
+  # busybox's shared libraries (and the loader), at the paths it was linked against
+  for l in $(chroot "$root" ldd /usr/bin/busybox | grep -o '/[^ ]*'); do
+    mkdir -p "$ird$(dirname "$l")"
+    cp -L "$root$l" "$ird$l"
+  done
+  # the modules in load order (each after what it depends on)
+  : > "$ird/modules/order"
+  for m in $(chroot "$root" modprobe -a --show-depends -S "$kver" virtio_pci virtio_scsi sd_mod crc32c_generic ext4 \
+    | awk '$1 == "insmod" { print $2 }'); do
+    grep -qx "$(basename "$m")" "$ird/modules/order" && continue
+    cp "$root$m" "$ird/modules/"
+    basename "$m" >> "$ird/modules/order"
+  done
+  cat > "$ird/init" <<'INIT'
+#!/bin/sh
+# the test stemcell's initramfs (tools/test-stemcell/build.sh): mount the root, hand over to systemd
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /modules/order); do
+  # a CPU-specific variant (crc32c-intel, *-pclmul) fails where the CPU lacks the instructions (e.g. under TCG):
+  # the generic module it stands for is loaded too
+  insmod "/modules/$m" 2> /dev/null || case "$m" in *intel* | *pclmul*) ;; *) echo "initramfs: insmod $m failed" ;; esac
+done
+root= mode=ro
+for a in $(cat /proc/cmdline); do
+  case "$a" in root=*) root=${a#root=} ;; rw) mode=rw ;; ro) mode=ro ;; esac
+done
+i=0
+while :; do
+  case "$root" in LABEL=* | UUID=*) dev=$(findfs "$root" 2> /dev/null) ;; *) dev=$root ;; esac
+  [ -n "$dev" ] && [ -b "$dev" ] && break
+  i=$((i + 1))
+  if [ "$i" -gt 600 ]; then echo "initramfs: no root device $root after 60 s"; exec sh; fi
+  sleep 0.1
+done
+mount -t ext4 -o "$mode" "$dev" /root || { echo "initramfs: cannot mount $dev"; exec sh; }
+mount -o move /dev /root/dev
+umount /sys /proc
+exec switch_root /root /sbin/init
+INIT
+  chmod 0755 "$ird/init"
+  find "$ird" -exec touch -h -d "@$epoch" {} +
+  (cd "$ird" && find . | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible) | gzip -n -9 > "$out"
+  rm -rf "$ird"
+}
+small_initrd "$work/initrd.img"
 
 # --- 3. the stemcell layout ------------------------------------------------------------------------------
 log "stemcell layout, agent, monit"
+# the VMs talk only to the director's NATS and blobstore, whose CA the agent gets in its settings: no public CA
+# is trusted (update-ca-certificates -f, run by the agent, then has no certificate to copy one by one)
+: > "$root/etc/ca-certificates.conf"
+chroot "$root" update-ca-certificates -f > /dev/null
 chroot "$root" sh -e -c '
   groupadd --system syslog
   groupadd admin; groupadd vcap; groupadd bosh_sshers; groupadd bosh_sudoers
@@ -154,6 +233,8 @@ b=$root/var/vcap/bosh
 mkdir -p "$b/bin" "$b/etc" "$b/log" "$root/var/vcap/"{data,store,sys,jobs,packages} "$root/var/vcap/monit/job" \
   "$root/var/vcap/micro_bosh/data/cache"
 install -m 0755 "$agent" "$b/bin/bosh-agent"
+# a director's agents fetch packages and jobs from its dav blobstore by running bosh-blobstore-dav from PATH
+install -m 0755 "$davcli" "$b/bin/bosh-blobstore-dav"
 install -m 0755 "$work/monit/monit" "$b/bin/monit"
 echo ubuntu > "$b/etc/operating_system"
 cat > "$b/etc/monitrc" <<'MONITRC'
@@ -214,6 +295,16 @@ Restart=always
 KillMode=process
 UNIT
 ln -sf /etc/systemd/system/bosh-agent.service "$root/etc/systemd/system/multi-user.target.wants/bosh-agent.service"
+# boot time under software emulation: every unit is a process start or a mount, and these serve no test VM
+# (kernel debug/tracing/config file systems, modules for device-mapper, DRM, fuse and loop devices, pstore,
+# getty logins, apt and maintenance timers that would download from the internet)
+for u in modprobe@configfs.service modprobe@dm_mod.service modprobe@drm.service modprobe@efi_pstore.service \
+  modprobe@fuse.service modprobe@loop.service sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount \
+  sys-fs-fuse-connections.mount dev-hugepages.mount dev-mqueue.mount proc-sys-fs-binfmt_misc.automount \
+  systemd-binfmt.service systemd-pstore.service e2scrub_reap.service getty.target \
+  apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer systemd-tmpfiles-clean.timer; do
+  ln -sf /dev/null "$root/etc/systemd/system/$u"
+done
 # the journal on the serial console: a CI failure shows what the agent said
 mkdir -p "$root/etc/systemd/journald.conf.d"
 printf '[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n' > "$root/etc/systemd/journald.conf.d/console.conf"

@@ -3,6 +3,7 @@
 echo "Content-Type: text/plain"
 echo
 echo "job=running"
+echo "hostname=$(hostname)"
 echo "package=$(cat /var/vcap/packages/statuspage/compiled 2>/dev/null)"
 if mountpoint -q /var/vcap/store; then echo "store=mounted"; else echo "store=not-mounted"; fi
 dev=$(awk '$2 == "/var/vcap/store" { print $1 }' /proc/mounts)

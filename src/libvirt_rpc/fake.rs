@@ -92,6 +92,11 @@ pub struct Model {
 }
 
 impl Model {
+    /// Answers the calls [`FakeDaemon::hang`] held back from now on (those waiting stay unanswered).
+    pub fn clear_hangs(&mut self) {
+        self.hangs.clear();
+    }
+
     fn uuid(&mut self) -> [u8; 16] {
         self.next_uuid = self.next_uuid.wrapping_add(1);
         [self.next_uuid; 16]
@@ -545,7 +550,14 @@ impl FakeDaemon {
             }
             "DOMAIN_UPDATE_DEVICE_FLAGS" => {
                 let a = args!(p::DeviceArgs);
-                m.domains.get(&a.dom.name).ok_or_else(|| no_domain(&a.dom.name))?;
+                let d = m.domains.get(&a.dom.name).ok_or_else(|| no_domain(&a.dom.name))?;
+                // as libvirt: a device that does not repeat its address would move, which an update may not
+                if d.xml.contains("device=\"cdrom\"") && d.xml.contains("<address") && !a.xml.contains("<address") {
+                    return Err(remote(
+                        code::OPERATION_UNSUPPORTED,
+                        "Operation not supported: cannot modify field 'address' of the disk",
+                    ));
+                }
                 none()
             }
             "DOMAIN_BLOCK_COPY" => {

@@ -254,8 +254,9 @@ pub fn disk_xml(d: &ScsiDisk) -> String {
     finish(w)
 }
 
-/// The settings medium's CD-ROM: with its volume (insert) or empty (eject), at target `dev` on SATA.
-pub fn cdrom_xml(medium: Option<(&str, &str)>, dev: &str) -> String {
+/// The settings medium's CD-ROM: with its volume (insert) or empty (eject), at target `dev` on SATA, at
+/// the `address` it has (libvirt refuses an update that would move it).
+pub fn cdrom_xml(medium: Option<(&str, &str)>, dev: &str, address: &[(String, String)]) -> String {
     let mut w = Writer::new(Vec::new());
     let _ = (|| -> std::io::Result<()> {
         let kind = if medium.is_some() { "volume" } else { "file" };
@@ -266,6 +267,10 @@ pub fn cdrom_xml(medium: Option<(&str, &str)>, dev: &str) -> String {
         }
         empty(&mut w, "target", &[("dev", dev), ("bus", "sata")])?;
         empty(&mut w, "readonly", &[])?;
+        if !address.is_empty() {
+            let attrs: Vec<(&str, &str)> = address.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            empty(&mut w, "address", &attrs)?;
+        }
         end(&mut w, "disk")
     })();
     finish(w)
@@ -357,6 +362,8 @@ pub struct AttachedDisk {
     pub format: Option<String>,
     pub target: Option<u32>,
     pub serial: Option<String>,
+    /// The attributes of its `<address>` (a device update must repeat them).
+    pub address: Vec<(String, String)>,
 }
 
 /// Parses the parts of a domain definition the driver needs.
@@ -392,6 +399,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
                             format: None,
                             target: None,
                             serial: None,
+                            address: Vec::new(),
                         })
                     }
                     "source" => {
@@ -416,6 +424,14 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
                     "address" => {
                         if let Some(d) = cur.as_mut() {
                             d.target = attr(e, b"target").and_then(|t| t.parse().ok());
+                            d.address = e
+                                .attributes()
+                                .flatten()
+                                .filter_map(|a| {
+                                    let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                                    Some((k, a.unescape_value().ok()?.into_owned()))
+                                })
+                                .collect();
                         }
                     }
                     _ => {}
@@ -589,11 +605,13 @@ mod tests {
             pool_xml("p'", "/var/tmp/x y"),
             "<pool type=\"dir\"><name>p&apos;</name><target><path>/var/tmp/x y</path></target></pool>"
         );
+        let info = parse_domain(&domain_xml(&spec())).unwrap();
+        let cd = info.disks.iter().find(|d| d.device == "cdrom").unwrap();
         assert_eq!(
-            cdrom_xml(Some(("p", "vm-1-settings.iso")), "sdzz"),
-            "<disk type=\"volume\" device=\"cdrom\"><driver name=\"qemu\" type=\"raw\"/><source pool=\"p\" volume=\"vm-1-settings.iso\"/><target dev=\"sdzz\" bus=\"sata\"/><readonly/></disk>"
+            cdrom_xml(Some(("p", "vm-1-settings.iso")), "sdzz", &cd.address),
+            "<disk type=\"volume\" device=\"cdrom\"><driver name=\"qemu\" type=\"raw\"/><source pool=\"p\" volume=\"vm-1-settings.iso\"/><target dev=\"sdzz\" bus=\"sata\"/><readonly/><address type=\"drive\" controller=\"0\" bus=\"0\" target=\"0\" unit=\"0\"/></disk>"
         );
-        assert!(!cdrom_xml(None, "sdzz").contains("source"));
+        assert!(!cdrom_xml(None, "sdzz", &[]).contains("source"));
     }
 
     #[test]

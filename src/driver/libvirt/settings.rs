@@ -78,12 +78,12 @@ impl Libvirt {
         let Some(dev) = &cd.dev else { return Ok(()) };
         let vm = dom.name.as_str();
         let c = self.client()?;
-        let eject = domain::cdrom_xml(None, dev);
+        let eject = domain::cdrom_xml(None, dev, &cd.address);
         if let Err(e) = c.domain_update_device(dom, &eject, flags::AFFECT_LIVE | flags::DEVICE_MODIFY_FORCE) {
             crate::debug!("ejecting the settings medium of {vm}: {e}");
         }
         let medium = Self::medium_volume(vm);
-        let insert = domain::cdrom_xml(Some((self.pool_name(), &medium)), dev);
+        let insert = domain::cdrom_xml(Some((self.pool_name(), &medium)), dev, &cd.address);
         c.domain_update_device(dom, &insert, flags::AFFECT_LIVE)
             .map_err(|e| error::rpc(format!("cannot insert the refreshed settings medium into {vm}"), e))?;
         Ok(())

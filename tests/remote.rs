@@ -199,3 +199,120 @@ fn a_context_uri_uses_the_key_and_known_hosts_of_the_config_file() {
     let e = &r.response["error"];
     assert!(e["message"].as_str().is_some_and(|m| m.contains("is not in")), "{}", r.stdout);
 }
+
+/// What a director VM has, and nothing more: the static release binary runs chrooted in a directory that
+/// holds only itself, its config, /etc/hosts, /etc/resolv.conf, /etc/nsswitch.conf, the SSH key and
+/// known_hosts (as the job renders them, named relative to the config) and the stemcell image the call names.
+/// No /usr, no /lib, no /tmp, no PATH, no ssh, virsh or qemu-img: it drives a whole lifecycle on the host's
+/// libvirtd over qemu+ssh://127.0.0.1.
+#[test]
+fn the_static_binary_alone_in_a_chroot_drives_libvirt_over_ssh() {
+    if !libvirt_available() || !require_peer("root (chroot)", unsafe { libc::geteuid() } == 0) {
+        return;
+    }
+    let Some(dir) = sshd() else { return };
+    let bin = crate::util::static_cpi_bin();
+    let started = std::time::Instant::now();
+    let root = tempfile::Builder::new().prefix("vmcpi-chroot-").tempdir_in("/var/tmp").unwrap();
+    let r = root.path();
+    for d in ["etc", "config", "state", "stemcell"] {
+        std::fs::create_dir(r.join(d)).unwrap();
+    }
+    std::fs::set_permissions(r.join("state"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::copy(&bin, r.join("vmcpi")).unwrap();
+    for f in ["hosts", "resolv.conf", "nsswitch.conf"] {
+        let from = Path::new("/etc").join(f);
+        if from.exists() {
+            std::fs::copy(&from, r.join("etc").join(f)).unwrap();
+        }
+    }
+    std::fs::copy(dir.join("id_ed25519"), r.join("config/ssh_key")).unwrap();
+    std::fs::copy(dir.join("known_hosts"), r.join("config/known_hosts")).unwrap();
+    let pool = "vmcpi-test-chroot";
+    let mut cfg = config_in(pool, json!({}));
+    cfg["driver"]["uri"] =
+        json!(format!("qemu+ssh://root@127.0.0.1:{PORT}/system?keyfile=ssh_key&known_hosts=known_hosts"));
+    cfg["driver"]["state_dir"] = json!("/state");
+    std::fs::write(r.join("config/cpi.json"), cfg.to_string()).unwrap();
+    let img = tempfile::tempdir().unwrap();
+    std::fs::copy(openstack_image(img.path()), r.join("stemcell/image")).unwrap();
+    let listing: Vec<String> = walk(r).iter().map(|p| p.strip_prefix(r).unwrap().display().to_string()).collect();
+    assert_eq!(
+        listing,
+        [
+            "config/cpi.json",
+            "config/known_hosts",
+            "config/ssh_key",
+            "etc/hosts",
+            "etc/nsswitch.conf",
+            "etc/resolv.conf",
+            "stemcell/image",
+            "vmcpi"
+        ]
+        .iter()
+        .filter(|f| r.join(f).exists())
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+    );
+
+    let call = |method: &str, args: Value| -> Value {
+        use std::io::Write;
+        use std::os::unix::process::CommandExt;
+        let root = std::ffi::CString::new(r.as_os_str().as_encoded_bytes()).unwrap();
+        let mut cmd = Command::new("/vmcpi");
+        cmd.args(["--config", "/config/cpi.json"]).env_clear();
+        // SAFETY: chroot and chdir between fork and exec, on a C string made before
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the chrooted binary");
+        let req = json!({"method": method, "arguments": args, "context": {"director_uuid": "d"}, "api_version": 2});
+        child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{method}: {e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        });
+        assert!(v["error"].is_null(), "{method} in the chroot failed: {v}");
+        v["result"].clone()
+    };
+    let sc = call("create_stemcell", json!(["/stemcell/image", {}]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nets = json!({"n": {"type": "dynamic", "cloud_properties": {"type": "user", "port_forwards": [{"host": port, "guest": 6868}]}}});
+    let vm = call("create_vm", json!(["agent-chroot", sc, {"ram": 64, "disk": 16}, nets, [], {}]))[0].clone();
+    assert!(taken(port), "the VM's forward is up");
+    assert_eq!(call("has_vm", json!([vm])), json!(true));
+    let disk = call("create_disk", json!([16, {}, vm]));
+    assert_eq!(call("attach_disk", json!([vm, disk])), json!({"path": "/dev/sdc"}));
+    call("detach_disk", json!([vm, disk]));
+    call("delete_vm", json!([vm]));
+    assert_eq!(call("has_vm", json!([vm])), json!(false));
+    call("delete_disk", json!([disk]));
+    call("delete_stemcell", json!([sc]));
+    assert!(volumes_in(pool).is_empty(), "{:?}", volumes_in(pool));
+    eprintln!("chrooted static binary over qemu+ssh: lifecycle in {} ms", started.elapsed().as_millis());
+}
+
+/// Every file below `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -297,3 +297,27 @@ pub fn run_measured(config: &Path, input: Vec<u8>) -> (Value, u64) {
         serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"));
     (response, hwm_kib * 1024)
 }
+
+/// The binary the BOSH release ships: `vmcpi` built as release/build.sh builds it (release, static, not
+/// position-independent, in target/x86_64-unknown-linux-gnu/release/). Built once per checkout: cargo
+/// finds it up to date after the first build (bosh_e2e and the integration tests share it).
+pub fn static_cpi_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let started = std::time::Instant::now();
+            let out = Command::new(cargo)
+                .args(["build", "--release", "--locked", "--target", "x86_64-unknown-linux-gnu", "--bin", "vmcpi"])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
+                .env("OPENSSL_STATIC", "1")
+                .current_dir(root)
+                .output()
+                .expect("run cargo");
+            assert!(out.status.success(), "the static build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            eprintln!("static release binary: ready after {} s", started.elapsed().as_secs());
+            root.join("target/x86_64-unknown-linux-gnu/release/vmcpi")
+        })
+        .clone()
+}

@@ -76,7 +76,13 @@ impl Config {
             std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let value: Value = serde_json::from_slice(&text)
             .map_err(|source| ConfigError::Json { path: path.display().to_string(), source })?;
-        Self::from_value(value, context, &path.display().to_string())
+        let mut cfg = Self::from_value(value, context, &path.display().to_string())?;
+        if let Some(dir) = path.parent() {
+            // relative file names in the driver section are the config file's neighbours
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            cfg.driver.set_base_dir(&std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
+        }
+        Ok(cfg)
     }
 
     /// Like [`Config::load`] for an already parsed document (`origin` names it in messages).
@@ -106,7 +112,13 @@ impl Config {
                     if other_kind {
                         *base = over.clone();
                     } else {
+                        let before = base.clone();
                         merge(base, over);
+                        if key == "driver" {
+                            if let Value::Object(over) = over {
+                                crate::driver::complete_context(&before, over, base);
+                            }
+                        }
                     }
                     overlaid = true;
                 }

@@ -85,7 +85,8 @@ impl Family {
             .args(args)
             .args(["--family", self.name])
             .env("WORK", &self.work)
-            .env("VMCPI_BIN", env!("CARGO_BIN_EXE_vmcpi"))
+            .env("VMCPI_BIN", util::static_cpi_bin())
+            .env("VMCPI_NO_TOOLS_LOG", self.work.join("no-tools.log"))
             .env("BOSH_CLI", input("BOSH_CLI", "bosh"))
             .env("BOSH_AGENT", input("BOSH_AGENT", "bosh-agent"))
             .env("MONIT_TARBALL", input("MONIT_TARBALL", "monit-5.2.5.tar.gz"))
@@ -97,6 +98,9 @@ impl Family {
             .status()
             .unwrap();
         let out = std::fs::read_to_string(&log).unwrap_or_default();
+        // the CPI (run by the CLI in a namespace where libvirt's tools are tripwires) ran none of them
+        let ran = std::fs::read_to_string(self.work.join("no-tools.log")).unwrap_or_default();
+        assert!(ran.is_empty(), "{}: the CPI ran a program it must not run:\n{ran}", self.name);
         if !status.success() {
             let serial = std::fs::read_to_string(self.work.join("serial.log")).unwrap_or_default();
             panic!(

@@ -242,9 +242,12 @@ impl Run {
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\n# the director runs this with PATH and TMPDIR only, as it runs a CPI job's bin/cpi on a director VM\n\
-                 BOSH_JOBS_DIR={w}/jobs BOSH_PACKAGES_DIR={w}/packages exec /bin/bash {w}/jobs/vmcpi_cpi/bin/cpi\n",
-                w = self.work.display()
+                "#!/bin/sh\n# the director runs this with PATH and TMPDIR only, as it runs a CPI job's bin/cpi on a director VM;\n\
+                 # virsh, qemu-img, ssh and nc are tripwires for it (a director VM has none of them)\n\
+                 BOSH_JOBS_DIR={w}/jobs BOSH_PACKAGES_DIR={w}/packages exec /bin/bash {tools}/without-libvirt-tools.sh \
+                 {w}/logs/tripwire.log /bin/bash {w}/jobs/vmcpi_cpi/bin/cpi\n",
+                w = self.work.display(),
+                tools = repo().join("tools").display()
             ),
         )
         .unwrap();
@@ -1015,6 +1018,8 @@ compilation:
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(scratch.is_empty(), "scratch space left: {scratch:?}");
+    let tripped = std::fs::read_to_string(run.work.join("logs/tripwire.log")).expect("the CPI ran under the tripwires");
+    assert!(tripped.is_empty(), "the CPI ran programs a director VM does not have:\n{tripped}");
     // no port forwards were configured, and no domain is left to hold one; no QEMU process of ours remains
     let qemu = Command::new("pgrep").args(["-af", "qemu-system"]).output().unwrap();
     let ours: Vec<String> = String::from_utf8_lossy(&qemu.stdout)

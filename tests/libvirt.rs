@@ -8,7 +8,21 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub const URI: &str = "qemu:///system";
-pub const POOL: &str = "vmcpi-test";
+
+/// This checkout's name for pool `base` (checkouts share the daemon): `base-TAG`.
+pub fn pool_name(base: &str) -> String {
+    let tag = crate::util::tag();
+    if base.ends_with(&tag) {
+        base.to_string()
+    } else {
+        format!("{base}-{tag}")
+    }
+}
+
+/// The pool of most tests here.
+pub fn main_pool() -> String {
+    pool_name("vmcpi-test")
+}
 
 pub fn virsh(args: &[&str]) -> (bool, String) {
     let out = Command::new("/usr/bin/virsh").arg("-c").arg(URI).args(args).output().expect("run virsh");
@@ -23,11 +37,13 @@ pub fn libvirt_available() -> bool {
 }
 
 pub fn config(extra_agent: Value) -> Value {
-    config_in(POOL, extra_agent)
+    config_in(&main_pool(), extra_agent)
 }
 
-/// A config for a pool of its own (tests that count what is left in a pool use one each).
+/// A config for a pool of its own (tests that count what is left in a pool use one each), named after this
+/// checkout ([`pool_name`]).
 pub fn config_in(pool: &str, extra_agent: Value) -> Value {
+    let pool = pool_name(pool);
     let mut agent = json!({"mbus": "nats://nats:nats-password@10.0.0.6:4222", "ntp": ["0.pool.ntp.org"]});
     if let (Value::Object(a), Value::Object(e)) = (&mut agent, extra_agent) {
         a.extend(e);
@@ -109,11 +125,11 @@ pub fn vsphere_image(dir: &Path, efi: bool) -> PathBuf {
 
 /// Volume names in the test pool.
 pub fn volumes() -> Vec<String> {
-    volumes_in(POOL)
+    volumes_in(&main_pool())
 }
 
 pub fn volumes_in(pool: &str) -> Vec<String> {
-    let (_, out) = virsh(&["vol-list", "--pool", pool]);
+    let (_, out) = virsh(&["vol-list", "--pool", &pool_name(pool)]);
     out.lines().skip(2).filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
 }
 
@@ -124,7 +140,7 @@ pub fn domains() -> Vec<String> {
 
 /// Domains with a disk in `pool`.
 pub fn domains_using(pool: &str) -> Vec<String> {
-    let needle = format!("pool='{pool}'");
+    let needle = format!("pool='{}'", pool_name(pool));
     domains().into_iter().filter(|d| virsh(&["dumpxml", d]).1.contains(&needle)).collect()
 }
 
@@ -190,7 +206,7 @@ fn full_lifecycle_every_method() {
     assert_eq!(cpi.err("detach_disk", json!([vm, disk]))["type"], "Bosh::Clouds::DiskNotAttached");
 
     cpi.ok("resize_disk", json!([disk, 256]));
-    let (_, info) = virsh(&["vol-info", "--pool", POOL, &disk]);
+    let (_, info) = virsh(&["vol-info", "--pool", &main_pool(), &disk]);
     assert!(info.contains("256.00 MiB"), "{info}");
     assert_eq!(cpi.err("resize_disk", json!([disk, 64]))["type"], "Bosh::Clouds::NotSupported");
 
@@ -244,7 +260,8 @@ fn api_v1_shapes_and_settings_rewrite() {
 fn read_settings(vm: &str, inner: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let iso = dir.path().join("m.iso");
-    let (ok, out) = virsh(&["vol-download", "--pool", POOL, &format!("{vm}-settings.iso"), iso.to_str().unwrap()]);
+    let (ok, out) =
+        virsh(&["vol-download", "--pool", &main_pool(), &format!("{vm}-settings.iso"), iso.to_str().unwrap()]);
     assert!(ok, "{out}");
     // vmcpi's own reader: tests/medium.rs checks it against xorriso and libblkid
     let bytes = vmcpi::iso9660::read_file(&std::fs::read(&iso).unwrap(), inner).unwrap();
@@ -264,9 +281,13 @@ fn vsphere_stemcell_gets_scsi_hints_and_an_env_cdrom() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(sc.ends_with("-vs"), "{sc}");
-    let (_, vol) = virsh(&["vol-dumpxml", "--pool", POOL, &sc]);
-    assert!(vol.contains("<format type='qcow2'/>"), "the VMDK is converted to qcow2: {vol}");
+    assert!(sc.ends_with("-vsraw"), "{sc}");
+    let (_, vol) = virsh(&["vol-dumpxml", "--pool", &main_pool(), &sc]);
+    assert!(vol.contains("<format type='raw'/>"), "the VMDK's disk is in a raw volume: {vol}");
+    // sparse: the 32 MiB disk holds no data, and the volume allocates (almost) nothing
+    let alloc: u64 =
+        vol.split("<allocation unit='bytes'>").nth(1).and_then(|r| r.split('<').next()).unwrap().parse().unwrap();
+    assert!(alloc < 1 << 20, "{alloc} bytes allocated: {vol}");
     let vm = cpi.ok("create_vm", json!(["agent-vs", sc, {"ram": 128, "disk": 32}, networks(), [], {}]))[0]
         .as_str()
         .unwrap()
@@ -300,7 +321,7 @@ fn efi_stemcell_boots_with_ovmf() {
     let cpi = cpi();
     let dir = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([vsphere_image(dir.path(), true), {}])).as_str().unwrap().to_string();
-    assert!(sc.ends_with("-vsefi"), "{sc}");
+    assert!(sc.ends_with("-vsefiraw"), "{sc}");
     let vm = cpi.ok("create_vm", json!(["agent-efi", sc, {"ram": 256}, {}, [], {}]))[0].as_str().unwrap().to_string();
     let (_, xml) = virsh(&["dumpxml", &vm]);
     assert!(xml.contains("OVMF") && xml.contains("<loader"), "{xml}");
@@ -394,7 +415,7 @@ fn two_pools_on_one_state_dir_reap_only_their_own_leftovers() {
     // A's interrupted create_disk: the volume exists, the marker was never removed
     let left = a.ok("create_disk", json!([16, {}, null])).as_str().unwrap().to_string();
     let marker = state.path().join("inflight").join(format!("{left}.lock"));
-    std::fs::write(&marker, format!("owner libvirt {URI} pool {pool_a}\n")).unwrap();
+    std::fs::write(&marker, format!("owner libvirt {URI} pool {}\n", pool_name(pool_a))).unwrap();
     assert!(volumes_in(pool_a).contains(&left));
 
     // B creates (and deletes) in its own pool: A's leftover stays, and so does its marker
@@ -409,4 +430,115 @@ fn two_pools_on_one_state_dir_reap_only_their_own_leftovers() {
     assert!(!volumes_in(pool_a).contains(&left), "config A left its own orphan {left}: {:?}", volumes_in(pool_a));
     assert!(!marker.exists(), "the orphan's marker is gone");
     a.ok("delete_disk", json!([next]));
+}
+
+/// Runs one call under `strace -f`, as the director runs it ([`crate::util::cpi_env`]); returns the response
+/// and what strace saw: every program executed, and every new process (a clone without CLONE_THREAD, a
+/// fork or vfork).
+fn call_traced(config: &Path, method: &str, args: Value) -> (Value, Vec<String>, Vec<String>) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("strace.log");
+    let mut cmd = Command::new("/usr/bin/strace");
+    cmd.args(["-f", "-qq", "-e", "trace=execve,execveat,clone,clone3,fork,vfork", "-o"])
+        .arg(&log)
+        .arg(crate::util::cpi_bin())
+        .arg("--config")
+        .arg(config);
+    crate::util::cpi_env(&mut cmd, config);
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run strace");
+    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2});
+    child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{method}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(v["error"].is_null(), "{method}: {v}");
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let execs = trace.lines().filter(|l| l.contains("execve")).map(str::to_string).collect();
+    let processes = trace
+        .lines()
+        .filter(|l| {
+            let call = l.split_whitespace().nth(1).unwrap_or("");
+            (call.starts_with("clone(") || call.starts_with("clone3(")) && !l.contains("CLONE_THREAD")
+                || call.starts_with("fork(")
+                || call.starts_with("vfork(")
+        })
+        .map(str::to_string)
+        .collect();
+    (v["result"].clone(), execs, processes)
+}
+
+/// The CPI runs no other program, whatever the call: strace sees one execve (strace starting the CPI) and
+/// no new process (threads only) in each method that used to run virsh or qemu-img. Helper processes per
+/// call: 0 (the benchmark prints the same count).
+#[test]
+fn the_cpi_runs_no_other_program() {
+    if !libvirt_available()
+        || !crate::util::require_peer("strace (apt-get install strace)", Path::new("/usr/bin/strace").exists())
+    {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let cfg = Cpi::with_config(&config_in("vmcpi-test-noexec", json!({})));
+    let config = cfg.config.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let vs = vsphere_image(dir.path(), false);
+    let mut calls: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    let mut call = |method: &str, args: Value| -> Value {
+        let (r, execs, procs) = call_traced(&config, method, args);
+        calls.push((method.to_string(), execs, procs));
+        r
+    };
+    let sc = call("create_stemcell", json!([vs, {}]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nets = json!({"n": {"type": "dynamic", "cloud_properties": {"type": "user", "port_forwards": [{"host": port, "guest": 6868}]}}});
+    let vm = call("create_vm", json!(["a", sc, {"ram": 64, "disk": 16}, nets, [], {}]))[0].clone();
+    let disk = call("create_disk", json!([16, {}, vm]));
+    call("attach_disk", json!([vm, disk]));
+    call("set_vm_metadata", json!([vm, {"name": "x/0"}]));
+    call("snapshot_disk", json!([disk, {}]));
+    call("reboot_vm", json!([vm]));
+    call("detach_disk", json!([vm, disk]));
+    call("delete_vm", json!([vm]));
+    call("delete_disk", json!([disk]));
+    call("delete_stemcell", json!([sc]));
+    for (method, execs, procs) in &calls {
+        assert_eq!(execs.len(), 1, "{method} executed another program: {execs:#?}");
+        assert!(execs[0].contains("vmcpi"), "{method}: {execs:?}");
+        assert!(procs.is_empty(), "{method} made a process: {procs:#?}");
+    }
+    // the snapshot left its volume: remove it as the director would
+    for v in volumes_in("vmcpi-test-noexec").iter().filter(|v| v.starts_with("snap-")) {
+        cfg.ok("delete_snapshot", json!([v]));
+    }
+    eprintln!("no-exec test: {} calls under strace in {} ms", calls.len(), started.elapsed().as_millis());
+}
+
+/// The tripwires every libvirt CPI call runs among are real: in that environment `virsh` and `qemu-img`
+/// cannot run, by name or by path (they answer 127 and would be recorded), and PATH is empty.
+#[test]
+fn the_cpi_environment_has_no_libvirt_tools() {
+    let (_, wired) = crate::util::tripwires();
+    if !crate::util::require_peer("root (a mount namespace for the tripwires)", unsafe { libc::geteuid() } == 0) {
+        return;
+    }
+    for tool in ["virsh", "qemu-img"] {
+        if !Path::new("/usr/bin").join(tool).exists() {
+            continue;
+        }
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!("command -v {tool}; /usr/bin/{tool} --version"));
+        crate::util::without_libvirt_tools(&mut cmd, false);
+        // a probe the tripwire answers without recording it (so the other tests' check stays clean)
+        let out = cmd.env("VMCPI_TRIPWIRE_PROBE", "1").output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(127), "{tool} ran: {stdout}");
+        assert_eq!(stdout.trim(), "tripped", "{tool} is not on PATH and its path leads to the tripwire");
+    }
+    assert!(wired >= 1, "no tool was wired");
 }

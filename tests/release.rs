@@ -219,8 +219,10 @@ fn every_property_is_documented_and_every_example_is_accepted() {
     assert_eq!(spec["name"], "vmcpi_cpi");
     assert_eq!(
         spec["templates"],
-        json!({"cpi.erb": "bin/cpi", "pre-start.erb": "bin/pre-start", "cpi.json.erb": "config/cpi.json", "pinned-ssh.erb": "bin/pinned-ssh",
-               "ssh_key.erb": "config/ssh_key", "known_hosts.erb": "config/known_hosts"})
+        json!({"cpi.erb": "bin/cpi", "pre-start.erb": "bin/pre-start", "cpi.json.erb": "config/cpi.json",
+               "ssh_key.erb": "config/ssh_key", "known_hosts.erb": "config/known_hosts",
+               "tls_ca.erb": "config/pki/cacert.pem", "tls_certificate.erb": "config/pki/clientcert.pem",
+               "tls_private_key.erb": "config/pki/clientkey.pem"})
     );
     assert_eq!(spec["packages"], json!(["vmcpi"]));
     let props = spec["properties"].as_object().unwrap();
@@ -370,7 +372,7 @@ fn ops_files_render_configs_vmcpi_accepts() {
         json!({"provider": "dav", "options": {"endpoint": "https://192.168.122.6:25250", "user": "agent",
                "password": "blobstore-canary-pw", "tls": {"cert": {"ca": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}}})
     );
-    assert_eq!(config["driver"]["uri"], "qemu+ssh://cpi@192.168.122.1/system?command=pinned-ssh");
+    assert_eq!(config["driver"]["uri"], "qemu+ssh://cpi@192.168.122.1/system?keyfile=ssh_key&known_hosts=known_hosts");
     info_accepts(&config);
     assert!(render("ssh_key.erb", &job["properties"]).unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
     assert_eq!(
@@ -404,7 +406,7 @@ fn host_blob() -> String {
 
 /// A CPI installed the way `bosh create-env` installs it: the package compiled by its packaging script
 /// in the isolated environment, every job template rendered into `jobs/vmcpi_cpi` (bin/* made
-/// executable, as the CLI does; config files world-readable, which pinned-ssh must cope with).
+/// executable, as the CLI does; config files world-readable, the SSH key and TLS key too).
 struct Installation {
     _dir: tempfile::TempDir,
     packages: PathBuf,
@@ -456,6 +458,12 @@ impl Installation {
             json!({"method": method, "arguments": args, "context": {"director_uuid": "cli"}, "api_version": 2});
         let mut cmd = Command::new(self.job().join("bin/cpi"));
         isolated(&mut cmd).env("BOSH_PACKAGES_DIR", &self.packages).env("BOSH_JOBS_DIR", &self.jobs);
+        // a libvirt CPI: create-env's PATH, where libvirt's tools are tripwires (vmcpi runs none of them)
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(self.job().join("config/cpi.json")).unwrap()).unwrap();
+        if config["driver"]["kind"] == "libvirt" {
+            crate::util::without_libvirt_tools(&mut cmd, true);
+        }
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
@@ -466,6 +474,7 @@ impl Installation {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
+        crate::util::assert_no_libvirt_tools_ran();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         for secret in ["mbus-canary-pw", "PRIVATE KEY", "guest-canary-pw"] {
             assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked:\n{stdout}\n{stderr}");
@@ -488,14 +497,13 @@ fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
     // the installed config reads the same through the test harness
     let r = run_raw(&cpi.job().join("config/cpi.json"), br#"{"method":"info","arguments":[]}"#, &[]);
     assert!(r.response["error"].is_null(), "{}", r.stdout);
-    // no key, no pinned host: pinned-ssh refuses to run
-    let out = isolated(&mut Command::new(cpi.job().join("bin/pinned-ssh"))).arg("kvm-host").output().unwrap();
-    assert_eq!(out.status.code(), Some(255));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pinned_ssh.known_hosts"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // the job has no program of its own but bin/cpi and bin/pre-start (vmcpi needs no ssh wrapper)
+    let mut bins: Vec<String> = std::fs::read_dir(cpi.job().join("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    bins.sort();
+    assert_eq!(bins, ["cpi", "pre-start"]);
 
     // a platform without a binary fails with a message saying what to do
     let other = tempfile::tempdir().unwrap();
@@ -513,7 +521,7 @@ fn package_installs_the_binary_and_bin_cpi_runs_it_like_create_env() {
 const SSHD_PORT: u16 = 22298;
 
 #[test]
-fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
+fn pinned_ssh_and_libvirt_tls_reach_libvirt_from_an_installed_job() {
     if !have_ruby() || !crate::libvirt::libvirt_available() {
         return;
     }
@@ -529,35 +537,29 @@ fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
     }
     let key = std::fs::read_to_string(dir.join("id_ed25519")).unwrap();
     let known_hosts = std::fs::read_to_string(dir.join("known_hosts")).unwrap();
-    // `command=pinned-ssh` relative: found on the PATH bin/cpi sets, wherever the job is installed
-    let uri = format!("qemu+ssh://root@127.0.0.1:{SSHD_PORT}/system?command=pinned-ssh");
-    let props = |known_hosts: &str| {
+    let props = |uri: &str, known_hosts: &str| {
         json!({
             "libvirt": {"uri": uri, "domain_type": "qemu"},
             "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
             "pinned_ssh": {"private_key": key.trim_end(), "known_hosts": known_hosts},
         })
     };
-    let cpi = Installation::new(&props(&known_hosts));
-    assert!(!std::fs::read_to_string(cpi.job().join("config/cpi.json")).unwrap().contains("PRIVATE KEY"));
-    // has_vm asks libvirt on the far side of ssh
-    let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
-    assert!(reply["error"].is_null(), "has_vm over pinned ssh failed: {reply}");
-    assert_eq!(reply["result"], false);
-    // ssh got a private copy of the key: in a 0700 directory of this user's, mode 0600
-    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
-    let copies = PathBuf::from(format!("/tmp/vmcpi-ssh-{}", uid.trim()));
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&copies).unwrap().permissions().mode() & 0o777, 0o700);
-    let copy = std::fs::read_dir(&copies)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|k| k.trim_end() == key.trim_end()))
-        .unwrap_or_else(|| panic!("no copy of the key in {}", copies.display()));
-    assert!(copy.file_name().to_string_lossy().starts_with("key-"), "{copy:?}");
-    assert_eq!(copy.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    // a URI as the README recommends, and one of an earlier manifest (its ?command=pinned-ssh is dropped)
+    for uri in [
+        format!("qemu+ssh://root@127.0.0.1:{SSHD_PORT}/system"),
+        format!("qemu+ssh://root@127.0.0.1:{SSHD_PORT}/system?command=pinned-ssh"),
+    ] {
+        let cpi = Installation::new(&props(&uri, &known_hosts));
+        let config = std::fs::read_to_string(cpi.job().join("config/cpi.json")).unwrap();
+        assert!(!config.contains("PRIVATE KEY"), "{config}");
+        assert!(config.contains("/system?keyfile=ssh_key&known_hosts=known_hosts"), "{config}");
+        // has_vm asks libvirt on the far side of ssh, with the job's files (BOSH renders them world-readable)
+        let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+        assert!(reply["error"].is_null(), "has_vm over ssh failed: {reply}");
+        assert_eq!(reply["result"], false);
+    }
 
-    // another host key pinned for the same host: refused
+    // another host key pinned for the same host: refused, and said so
     let other = tempfile::tempdir().unwrap();
     let other_key = other.path().join("id");
     assert!(Command::new("ssh-keygen")
@@ -568,10 +570,31 @@ fn pinned_ssh_reaches_libvirt_over_qemu_ssh_from_an_installed_job() {
         .success());
     let other_pub = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
     let other_pub: Vec<&str> = other_pub.split_whitespace().take(2).collect();
-    let cpi = Installation::new(&props(&format!("[127.0.0.1]:{SSHD_PORT} {}", other_pub.join(" "))));
+    let uri = format!("qemu+ssh://root@127.0.0.1:{SSHD_PORT}/system");
+    let cpi = Installation::new(&props(&uri, &format!("[127.0.0.1]:{SSHD_PORT} {}", other_pub.join(" "))));
     let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
     let msg = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("a wrong host key was accepted: {reply}"));
-    assert!(msg.contains("Host key verification failed") || msg.contains("HOST IDENTIFICATION HAS CHANGED"), "{msg}");
+    assert!(msg.contains("does NOT match"), "{msg}");
+
+    // qemu+tls:// with the job's libvirt_tls.* (the test PKI of tools/libvirt-up.sh)
+    let pki =
+        PathBuf::from(std::env::var("LIBVIRT_UP_STATE").unwrap_or_else(|_| "/var/tmp/cpi-testinfra/libvirt".into()))
+            .join("pki/client");
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+    let tls = json!({
+        "libvirt": {"uri": "qemu+tls://127.0.0.1/system", "domain_type": "qemu"},
+        "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"},
+        "libvirt_tls": {"ca": read("cacert.pem"), "certificate": read("clientcert.pem"), "private_key": read("clientkey.pem")},
+    });
+    let cpi = Installation::new(&tls);
+    let config = std::fs::read_to_string(cpi.job().join("config/cpi.json")).unwrap();
+    assert!(config.contains("qemu+tls://127.0.0.1/system?pkipath=pki") && !config.contains("PRIVATE KEY"), "{config}");
+    let reply = cpi.call("has_vm", json!(["vm-00000000000000000000"]));
+    assert!(reply["error"].is_null(), "has_vm over TLS failed: {reply}");
+    // a partial TLS set is a rendering error
+    let mut partial = tls.clone();
+    partial["libvirt_tls"].as_object_mut().unwrap().remove("private_key");
+    assert!(render("cpi.json.erb", &partial).unwrap_err().contains("libvirt_tls needs all of"));
 }
 
 /// The bosh CLI v7: VMCPI_BOSH_CLI, else the project's copy beside the repository, else `bosh` on PATH.
@@ -988,102 +1011,84 @@ fn bosh_vmrun_cpi_ssh_tunnel_needs_the_host_key_and_then_reaches_the_host() {
 }
 
 /// Two configs sharing one state_dir (a director's CPI config with two libvirt hosts, each with the job's
-/// default state_dir): a create killed in one leaves a marker that only that one reaps. virsh is a
-/// stand-in here that records each command (the real libvirtd cannot show which pool a reaper touched
-/// when the other pool lives on another host); the CPI, the kill and the markers are real.
+/// default state_dir): a create killed in one leaves a marker that only that one reaps. The two hosts are
+/// two in-process fake daemons (`vmcpi::libvirt_rpc::fake`, each recording the calls it gets, which the real
+/// libvirtd cannot show per host) behind two URIs with the same pool name; the CPI, the kill and the
+/// markers are real.
 #[test]
 fn two_configs_on_one_state_dir_reap_only_their_own_leftovers() {
+    use vmcpi::libvirt_rpc::fake::{FakeDaemon, Volume};
     let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("virsh.log");
-    let hang = tmp.path().join("hang");
-    let pid = tmp.path().join("virsh.pid");
-    let virsh = tmp.path().join("virsh");
-    // argv: --quiet --connect URI COMMAND ARGS…; vol-create-as hangs (one process: killing it frees the marker) while the hang file exists
-    std::fs::write(
-        &virsh,
-        format!(
-            "#!/bin/bash\nuri=$3; cmd=$4; shift 4\necho \"$uri $cmd $*\" >> '{log}'\ncase $cmd in\n  pool-info) echo 'State:          running' ;;\n  vol-create-as) if [ -e '{hang}' ]; then echo $$ > '{pid}'; exec sleep 60; fi ;;\nesac\nexit 0\n",
-            log = log.display(),
-            pid = pid.display(),
-            hang = hang.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&virsh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = tmp.path().join("run");
+    let (hv1, hv2) = (FakeDaemon::new().with_pool("vmcpi"), FakeDaemon::new().with_pool("vmcpi"));
+    hv1.listen(&runtime, false).unwrap();
+    hv2.listen(&runtime, true).unwrap();
+    let (uri1, uri2) = ("qemu:///session", "qemu:///session?mode=direct");
     let state = tmp.path().join("state");
-    let config = |uri: &str, pool: &str| {
-        json!({"driver": {"kind": "libvirt", "uri": uri, "pool": pool, "state_dir": state, "virsh": virsh},
+    let config = |uri: &str| {
+        json!({"driver": {"kind": "libvirt", "uri": uri, "pool": "vmcpi", "state_dir": state},
                "agent": {"mbus": "https://mbus:mbus-canary-pw@0.0.0.0:6868"}})
     };
-    let a = Cpi::with_config(&config("qemu+ssh://cpi@hv1/system", "vmcpi"));
-    let b = Cpi::with_config(&config("qemu+ssh://cpi@hv2/system", "vmcpi"));
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let xdg = ("XDG_RUNTIME_DIR".to_string(), runtime.display().to_string());
+    let mut a = Cpi::with_config(&config(uri1));
+    a.envs.push(xdg.clone());
+    let mut b = Cpi::with_config(&config(uri2));
+    b.envs.push(xdg.clone());
 
-    // a create_disk of config A, killed (with its virsh) while the volume is being made
-    std::fs::write(&hang, "").unwrap();
+    // a create_disk of config A, killed while libvirt makes the volume
+    hv1.hang("STORAGE_VOL_CREATE_XML");
     let path = tmp.path().join("a.json");
-    std::fs::write(&path, config("qemu+ssh://cpi@hv1/system", "vmcpi").to_string()).unwrap();
-    let mut child = Command::new(crate::util::cpi_bin())
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    std::fs::write(&path, config(uri1).to_string()).unwrap();
+    let mut cmd = Command::new(crate::util::cpi_bin());
+    cmd.arg("--config").arg(&path);
+    crate::util::cpi_env(&mut cmd, &path).env(&xdg.0, &xdg.1);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(br#"{"method":"create_disk","arguments":[1024,{},null],"context":{"director_uuid":"d"},"api_version":2}"#).unwrap();
     }
     let started = std::time::Instant::now();
-    while !pid.exists() || std::fs::read_to_string(&pid).unwrap().trim().is_empty() {
-        assert!(started.elapsed().as_secs() < 30, "create_disk never reached vol-create-as:\n{}", log_text());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let disk = loop {
+        let made = hv1.model().calls.iter().find_map(|c| c.strip_prefix("STORAGE_VOL_CREATE_XML ").map(str::to_string));
+        if let Some(d) = made {
+            break d;
+        }
+        assert!(started.elapsed().as_secs() < 30, "create_disk never reached the volume: {:?}", hv1.take_calls());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     child.kill().unwrap();
     child.wait().unwrap();
-    let virsh_pid = std::fs::read_to_string(&pid).unwrap().trim().to_string();
-    assert!(Command::new("kill").args(["-KILL", &virsh_pid]).status().unwrap().success());
-    std::fs::remove_file(&hang).unwrap();
+    hv1.model().clear_hangs();
+    // libvirt made the volume before the CPI died
+    hv1.model().pools.get_mut("vmcpi").unwrap().volumes.insert(disk.clone(), Volume::default());
     let markers: Vec<String> = std::fs::read_dir(state.join("inflight"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(markers.len(), 1, "{markers:?}");
-    let disk = markers[0].strip_suffix(".lock").unwrap().to_string();
-    assert!(disk.starts_with("disk-"), "{disk}");
+    assert_eq!(markers, [format!("{disk}.lock")]);
     assert_eq!(
         std::fs::read_to_string(state.join("inflight").join(&markers[0])).unwrap(),
-        "owner libvirt qemu+ssh://cpi@hv1/system pool vmcpi\n"
+        format!("owner libvirt {uri1} pool vmcpi\n")
     );
+    hv1.take_calls();
 
     // config B (another host, the same pool name) creates: A's leftover is not B's to reap, and stays
-    std::fs::write(&log, "").unwrap();
     let made = b.ok("create_disk", json!([1024, {}, null]));
-    assert!(!log_text().contains(&disk), "config B touched config A's leftover {disk}:\n{}", log_text());
-    assert!(
-        log_text().contains(&format!(
-            "qemu+ssh://cpi@hv2/system vol-create-as --pool vmcpi --name {}",
-            made.as_str().unwrap()
-        )),
-        "{}",
-        log_text()
-    );
+    let calls2 = hv2.take_calls();
+    assert!(!calls2.iter().any(|c| c.contains(&disk)), "config B touched config A's leftover {disk}: {calls2:?}");
+    assert!(calls2.contains(&format!("STORAGE_VOL_CREATE_XML {}", made.as_str().unwrap())), "{calls2:?}");
+    assert!(hv1.take_calls().is_empty(), "config B called A's host");
     assert!(state.join("inflight").join(format!("{disk}.lock")).exists(), "config B dropped config A's marker");
 
     // config A's next create reaps it, on A's host and pool
-    std::fs::write(&log, "").unwrap();
     a.ok("create_disk", json!([1024, {}, null]));
-    let text = log_text();
-    assert!(
-        text.contains(&format!("qemu+ssh://cpi@hv1/system vol-delete --pool vmcpi {disk}\n")),
-        "A did not reap its leftover:\n{text}"
-    );
-    assert!(text.contains(&format!("qemu+ssh://cpi@hv1/system vol-delete --pool vmcpi {disk}.meta.json\n")), "{text}");
-    assert!(!text.contains("hv2"), "{text}");
+    let calls1 = hv1.take_calls();
+    assert!(calls1.contains(&format!("STORAGE_VOL_DELETE {disk}")), "A did not reap its leftover: {calls1:?}");
+    assert!(calls1.contains(&format!("STORAGE_VOL_LOOKUP_BY_NAME {disk}.meta.json")), "{calls1:?}");
+    assert!(!hv1.volumes("vmcpi").contains(&disk));
+    assert!(hv2.take_calls().is_empty(), "config A called B's host");
     assert!(!state.join("inflight").join(format!("{disk}.lock")).exists(), "the reaped marker stays");
 }
 

@@ -1,40 +1,37 @@
 //! The state directory on the CPI's host (in-flight markers, scratch space) is trusted only when nobody else
 //! can change it, and the reaper of interrupted creates acts only on the names vmcpi makes and follows no
-//! link. virsh is a stand-in that records each command (what matters is which names reach it); the CPI,
-//! its state directory and the markers are real.
+//! link. The libvirt daemon is the in-process fake (`vmcpi::libvirt_rpc::fake`, at `qemu:///session` through
+//! `XDG_RUNTIME_DIR`), which records every call and the object it names (what matters is which names reach
+//! it); the CPI, its state directory and the markers are real.
 use crate::util::Cpi;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use vmcpi::libvirt_rpc::fake::{Dom, FakeDaemon};
 
 struct Fake {
     tmp: tempfile::TempDir,
-    virsh: PathBuf,
-    log: PathBuf,
+    daemon: FakeDaemon,
+    runtime: PathBuf,
 }
 
 impl Fake {
     fn new() -> Fake {
         let tmp = tempfile::tempdir().unwrap();
-        let log = tmp.path().join("virsh.log");
-        let virsh = tmp.path().join("virsh");
-        std::fs::write(
-            &virsh,
-            format!(
-                "#!/bin/bash\ncmd=$4; shift 4\necho \"$cmd $*\" >> '{}'\n[ \"$cmd\" = pool-info ] && echo 'State:          running'\nexit 0\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&virsh, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Fake { tmp, virsh, log }
+        let runtime = tmp.path().join("run");
+        let daemon = FakeDaemon::new().with_pool("p");
+        daemon.listen(&runtime, false).unwrap();
+        Fake { tmp, daemon, runtime }
     }
     fn cpi(&self, state: &Path) -> Cpi {
-        Cpi::with_config(&json!({"driver": {"kind": "libvirt", "uri": "qemu:///system", "pool": "p",
-            "state_dir": state, "virsh": self.virsh}, "agent": {"mbus": "nats://10.0.0.6:4222"}}))
+        let mut c = Cpi::with_config(&json!({"driver": {"kind": "libvirt", "uri": "qemu:///session", "pool": "p",
+            "state_dir": state}, "agent": {"mbus": "nats://10.0.0.6:4222"}}));
+        c.envs.push(("XDG_RUNTIME_DIR".into(), self.runtime.display().to_string()));
+        c
     }
+    /// The calls since the last look, one a line.
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.take_calls().join("\n")
     }
 }
 
@@ -76,11 +73,12 @@ fn a_state_dir_others_could_change_is_refused() {
         (root.join("link"), "symbolic link"),
         (with_work_link.clone(), "symbolic link"),
     ] {
-        std::fs::write(&fake.log, "").unwrap();
+        fake.log();
         let e = fake.cpi(&state).err("create_disk", json!([1024, {}, null]));
         let msg = e["message"].as_str().unwrap();
         assert!(msg.contains(says), "{}: {msg}", state.display());
-        assert!(!fake.log().contains("vol-create-as"), "{}: a volume was made:\n{}", state.display(), fake.log());
+        let log = fake.log();
+        assert!(!log.contains("STORAGE_VOL_CREATE_XML"), "{}: a volume was made:\n{log}", state.display());
     }
     assert!(!real.join("state").exists(), "a state dir was made through the link");
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "markers were written through the link");
@@ -120,10 +118,10 @@ fn the_reaper_acts_only_on_its_own_names_and_follows_no_link() {
     let cpi = fake.cpi(&state);
     cpi.ok("create_disk", json!([1024, {}, null]));
     let log = fake.log();
-    for bad in ["..", "x", "vm-0123", "VM-bbbb", "$(id)", linked] {
-        assert!(!log.lines().any(|l| l.starts_with("vol-delete") && l.contains(bad)), "reaped {bad}:\n{log}");
+    for bad in ["..", " x", "vm-0123", "VM-bbbb", "$(id)", linked] {
+        assert!(!log.lines().any(|l| l.starts_with("STORAGE_VOL_") && l.contains(bad)), "reaped {bad}:\n{log}");
     }
-    assert!(!log.contains("undefine"), "reaped something:\n{log}");
+    assert!(!log.contains("DOMAIN_"), "reaped something:\n{log}");
     assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep me");
     assert!(state.join(format!("inflight/{live}.lock")).exists(), "the live marker was removed");
     assert_eq!(std::fs::read(state.join(format!("work/{live}/image"))).unwrap(), b"in use", "the live scratch");
@@ -139,11 +137,18 @@ fn the_reaper_acts_only_on_its_own_names_and_follows_no_link() {
     std::fs::write(elsewhere.join(format!("{orphan}/precious")), b"keep me").unwrap();
     std::fs::rename(state.join("work"), root.join("old-work")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, state.join("work")).unwrap();
-    std::fs::write(state.join(format!("inflight/{orphan}.lock")), b"owner libvirt qemu:///system pool p\n").unwrap();
-    std::fs::write(&fake.log, "").unwrap();
+    std::fs::write(state.join(format!("inflight/{orphan}.lock")), b"owner libvirt qemu:///session pool p\n").unwrap();
+    let xml = format!("<domain type=\"qemu\"><name>{orphan}</name><devices></devices></domain>");
+    fake.daemon.model().domains.insert(orphan.into(), Dom { xml, ..Default::default() });
+    fake.log();
     let r = cpi.call("create_disk", json!([1024, {}, null]));
     let log = fake.log();
-    assert!(log.contains(&format!("undefine {orphan}")), "the orphan was not reaped:\n{log}\n{}", r.stderr);
+    assert!(
+        log.contains(&format!("DOMAIN_UNDEFINE_FLAGS {orphan}")),
+        "the orphan was not reaped:\n{log}\n{}",
+        r.stderr
+    );
+    assert!(fake.daemon.domains().is_empty());
     assert_eq!(std::fs::read(elsewhere.join(format!("{orphan}/precious"))).unwrap(), b"keep me");
     let _: Value = r.response;
     drop(live_marker);

@@ -86,10 +86,129 @@ impl Cpi {
     }
 }
 
-/// Runs the CPI like the director does: PATH limited, no HOME.
+/// This checkout's tag: names of pools and other objects on shared daemons that other checkouts do not use.
+pub fn tag() -> String {
+    let h = env!("CARGO_MANIFEST_DIR").bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    format!("{h:08x}")
+}
+
+/// The programs the libvirt driver ran before it spoke libvirt's protocol itself: the CPI must never run them.
+const LIBVIRT_TOOLS: &[&str] = &["virsh", "qemu-img", "qemu-nbd", "xorriso", "ssh", "nc"];
+
+/// Where the CPI runs with no libvirt tools: an empty directory as its PATH, and (as root) a private mount
+/// namespace in which each of [`LIBVIRT_TOOLS`] found on the host is a tripwire that records its argv and
+/// exits 127, so that even a program named by its absolute path cannot run unseen.
+struct NoTools {
+    path: PathBuf,
+    log: PathBuf,
+    wire: std::ffi::CString,
+    targets: Vec<std::ffi::CString>,
+}
+
+fn no_tools() -> &'static NoTools {
+    static NT: std::sync::OnceLock<NoTools> = std::sync::OnceLock::new();
+    NT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("vmcpi-no-tools-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("empty-path");
+        std::fs::create_dir_all(&path).unwrap();
+        let log = dir.join("ran.log");
+        std::fs::write(&log, "").unwrap();
+        let wire = dir.join("tripwire");
+        let script = format!(
+            "#!/bin/sh\n[ -n \"$VMCPI_TRIPWIRE_PROBE\" ] && {{ echo tripped; exit 127; }}\necho \"$0 $*\" >> '{}'\nexit 127\n",
+            log.display()
+        );
+        std::fs::write(&wire, script).unwrap();
+        std::fs::set_permissions(&wire, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // SAFETY: geteuid has no preconditions
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut targets = Vec::new();
+        if root {
+            for d in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+                for t in LIBVIRT_TOOLS {
+                    let p = Path::new(d).join(t);
+                    if p.is_file() {
+                        let real = p.canonicalize().unwrap();
+                        let c = std::ffi::CString::new(real.into_os_string().into_encoded_bytes()).unwrap();
+                        if !targets.contains(&c) {
+                            targets.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        let wire = std::ffi::CString::new(wire.into_os_string().into_encoded_bytes()).unwrap();
+        NoTools { path, log, wire, targets }
+    })
+}
+
+/// Makes `cmd` (the CPI, or what runs it) run where no libvirt tool can be run: see [`NoTools`]. `PATH` is
+/// set to an empty directory unless `keep_path`.
+pub fn without_libvirt_tools(cmd: &mut Command, keep_path: bool) -> &mut Command {
+    let nt = no_tools();
+    if !keep_path {
+        cmd.env("PATH", &nt.path);
+    }
+    if nt.targets.is_empty() {
+        return cmd;
+    }
+    let (wire, targets) = (nt.wire.clone(), nt.targets.clone());
+    let f = move || -> std::io::Result<()> {
+        // SAFETY: plain system calls between fork and exec, on C strings made before the fork
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let root = c"/";
+            let none = std::ptr::null();
+            if libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for t in &targets {
+                if libc::mount(wire.as_ptr(), t.as_ptr(), none, libc::MS_BIND, std::ptr::null()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes system calls (no allocation, no locks)
+    unsafe { std::os::unix::process::CommandExt::pre_exec(cmd, f) }
+}
+
+/// Panics when a CPI run through [`without_libvirt_tools`] ran one of the tools.
+pub fn assert_no_libvirt_tools_ran() {
+    let ran = std::fs::read_to_string(&no_tools().log).unwrap_or_default();
+    assert!(ran.is_empty(), "the CPI ran a program it must not run:\n{ran}");
+}
+
+/// The tripwire log and the tools it covers (for the test that proves the tripwires work).
+pub fn tripwires() -> (PathBuf, usize) {
+    (no_tools().log.clone(), no_tools().targets.len())
+}
+
+/// The environment the director gives the CPI: no HOME, a minimal PATH. For a libvirt config, no PATH at all
+/// (an empty directory) and no way to run libvirt's tools by their path either ([`without_libvirt_tools`]):
+/// the libvirt driver runs no program. (The vmrun driver runs a shell and tools by design.)
+pub fn cpi_env<'a>(cmd: &'a mut Command, config: &Path) -> &'a mut Command {
+    cmd.env_clear();
+    let libvirt = std::fs::read(config)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|v| v["driver"]["kind"] == "libvirt");
+    if libvirt {
+        without_libvirt_tools(cmd, false)
+    } else {
+        cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    }
+}
+
+/// Runs the CPI like the director does ([`cpi_env`]).
 pub fn run_raw(config: &Path, input: &[u8], envs: &[(String, String)]) -> Run {
     let mut cmd = Command::new(cpi_bin());
-    cmd.arg("--config").arg(config).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd.arg("--config").arg(config);
+    cpi_env(&mut cmd, config);
     if let Ok(t) = std::env::var("TMPDIR") {
         cmd.env("TMPDIR", t);
     }
@@ -104,6 +223,7 @@ pub fn run_raw(config: &Path, input: &[u8], envs: &[(String, String)]) -> Run {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_no_libvirt_tools_ran();
     let response: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{stderr}"));
     assert!(response.is_object(), "response must be an object: {stdout}");
@@ -139,11 +259,9 @@ pub fn run_measured(config: &Path, input: Vec<u8>) -> (Value, u64) {
     let page = unsafe { libc::fcntl(filler.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
     assert!(page > 0, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
     filler.write_all(&vec![b' '; page as usize]).unwrap();
-    let mut child = Command::new(cpi_bin())
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    let mut cmd = Command::new(cpi_bin());
+    cmd.arg("--config").arg(config);
+    let mut child = cpi_env(&mut cmd, config)
         .stdin(Stdio::piped())
         .stdout(Stdio::from(filler))
         .stderr(Stdio::null())
@@ -178,4 +296,28 @@ pub fn run_measured(config: &Path, input: Vec<u8>) -> (Value, u64) {
     let response: Value =
         serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"));
     (response, hwm_kib * 1024)
+}
+
+/// The binary the BOSH release ships: `vmcpi` built as release/build.sh builds it (release, static, not
+/// position-independent, in target/x86_64-unknown-linux-gnu/release/). Built once per checkout: cargo
+/// finds it up to date after the first build (bosh_e2e and the integration tests share it).
+pub fn static_cpi_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let started = std::time::Instant::now();
+            let out = Command::new(cargo)
+                .args(["build", "--release", "--locked", "--target", "x86_64-unknown-linux-gnu", "--bin", "vmcpi"])
+                .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
+                .env("OPENSSL_STATIC", "1")
+                .current_dir(root)
+                .output()
+                .expect("run cargo");
+            assert!(out.status.success(), "the static build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            eprintln!("static release binary: ready after {} s", started.elapsed().as_secs());
+            root.join("target/x86_64-unknown-linux-gnu/release/vmcpi")
+        })
+        .clone()
 }

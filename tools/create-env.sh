@@ -56,7 +56,15 @@ took() { echo "create-env.sh: $1 took $(( $(date +%s) - phase_start )) s" >&2; }
 
 [ -x "$BOSH_CLI" ] || { echo "create-env.sh: no bosh CLI at $BOSH_CLI: set BOSH_CLI (https://github.com/cloudfoundry/bosh-cli/releases)" >&2; exit 1; }
 mkdir -p "$WORK/home"
-bosh() { HOME=$WORK/home "$BOSH_CLI" --tty "$@"; }
+# VMCPI_NO_TOOLS_LOG=FILE: the CLI (and so the CPI) runs where virsh, qemu-img, ssh and nc are tripwires that
+# record any use in FILE (tools/without-libvirt-tools.sh): how tests/bosh_e2e.rs proves the CPI needs none
+bosh() {
+  if [ -n "${VMCPI_NO_TOOLS_LOG:-}" ]; then
+    HOME=$WORK/home bash "$HERE/tools/without-libvirt-tools.sh" "$VMCPI_NO_TOOLS_LOG" "$BOSH_CLI" --tty "$@"
+  else
+    HOME=$WORK/home "$BOSH_CLI" --tty "$@"
+  fi
+}
 
 status() {
   curl -fsS --max-time 10 "http://127.0.0.1:$STATUS_PORT/cgi-bin/status"

@@ -2,8 +2,12 @@
 # tools/packages.sh — install the Debian packages vmcpi needs to build, run its demo and its tests.
 # Idempotent; installs only what is missing. Needs root (apt-get).
 #   build:  gcc pkg-config libssl-dev (the ssh2 crate builds libssh2 against OpenSSL)
-#   run:    qemu-utils (qemu-img), libvirt + QEMU (started by libvirt-up.sh); settings media need no tool
+#   run:    nothing on the CPI's machine: vmcpi speaks libvirt's protocol, reads disk images and writes settings
+#           media itself (no libvirt-clients, no qemu-utils); the hypervisor host runs libvirt + QEMU
+#           (tools/libvirt-up.sh installs and starts them here, with virsh and qemu-img, which the tests and
+#           the demo use to make images and look at libvirt's state)
 #   tests:  ovmf (EFI stemcells), jq, xorriso (only a cross-check: tests/medium.rs reads vmcpi's ISOs with it),
+#           strace (tests/libvirt.rs proves the CPI starts no other process),
 #           perl (the launcher's fake CPI), ruby (BOSH template rendering), prometheus (promtool),
 #           golang-go + golang-github-vmware-govmomi-dev (vSphere simulator), openssh-server/client,
 #           time (GNU time: a CPI process's peak memory in tests/vsphere_hostile.rs),
@@ -15,7 +19,8 @@
 set -euo pipefail
 want=(gcc pkg-config libssl-dev jq ovmf curl ca-certificates)
 if [ "${1:-}" = "--tests" ]; then
-  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client time cpio openssl)
+  want+=(xorriso perl ruby prometheus golang-go golang-github-vmware-govmomi-dev openssh-server openssh-client time cpio openssl
+    strace)
   want+=(ruby-activesupport ruby-addressable ruby-bcrypt ruby-delayed-job ruby-eventmachine ruby-httpclient ruby-json
     ruby-logging ruby-multi-json ruby-netaddr ruby-pg ruby-rufus-scheduler ruby-sequel ruby-sinatra ruby-sys-filesystem
     puma postgresql-15 nats-server nginx)

@@ -20,7 +20,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DriverConfig {
-    /// KVM/QEMU through libvirt (`virsh`), local or `qemu+ssh://`.
+    /// KVM/QEMU through libvirt's RPC protocol, local, `qemu+ssh://` or `qemu+tls://`.
     Libvirt(libvirt::LibvirtConfig),
     /// vCenter or a standalone ESXi host over the vSphere SOAP API.
     Vsphere(vsphere::VsphereConfig),
@@ -35,6 +35,13 @@ impl DriverConfig {
             DriverConfig::Libvirt(c) => c.validate(),
             DriverConfig::Vsphere(c) => c.validate(),
             DriverConfig::Vmrun(c) => c.validate(),
+        }
+    }
+
+    /// The directory relative file names in the section are relative to (the config file's).
+    pub fn set_base_dir(&mut self, dir: &Path) {
+        if let DriverConfig::Libvirt(c) = self {
+            c.base_dir = Some(dir.to_path_buf());
         }
     }
 
@@ -90,6 +97,18 @@ pub fn check_context(kind: &str, driver: &Map<String, Value>) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// After a request context's `driver` (`over`, already checked) was merged over the file's (`file`, as it
+/// was): what the context's values need from the file's. A libvirt URI from the context takes the file URI's
+/// key and known_hosts (or pkipath), which a context may not name.
+pub fn complete_context(file: &Value, over: &Map<String, Value>, merged: &mut Value) {
+    if merged.get("kind").and_then(Value::as_str) != Some("libvirt") {
+        return;
+    }
+    if let (Some(Value::String(file_uri)), Some(Value::String(ctx_uri))) = (file.get("uri"), over.get("uri")) {
+        merged["uri"] = Value::String(libvirt::inherit_uri_files(file_uri, ctx_uri));
+    }
 }
 
 /// What the caller told us about itself, from the request.
@@ -202,7 +221,7 @@ mod tests {
                 "libvirt",
                 from_config(
                     &cfg(
-                        json!({"kind": "libvirt", "uri": "qemu+tcp://127.0.0.1:1/system", "virsh": "/nonexistent/virsh"}),
+                        json!({"kind": "libvirt", "uri": "qemu+tls://127.0.0.1:1/system", "virsh": "/nonexistent/virsh"}),
                     ),
                     &agent,
                 ),

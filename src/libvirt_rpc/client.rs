@@ -387,7 +387,13 @@ impl Client {
         let body = encode(args)?;
         let mut st = self.lock();
         self.ensure(&mut st)?;
-        let reply = self.roundtrip(&mut st, proc_, &body)?;
+        let started = std::time::Instant::now();
+        let reply = self.roundtrip(&mut st, proc_, &body);
+        match &reply {
+            Ok(_) => crate::debug!("libvirt: {} ({} µs)", proc_.name, started.elapsed().as_micros()),
+            Err(e) => crate::debug!("libvirt: {} failed ({} µs): {e}", proc_.name, started.elapsed().as_micros()),
+        }
+        let reply = reply?;
         let r = decode(&st.target, proc_, &reply);
         if r.is_err() {
             st.io = None;

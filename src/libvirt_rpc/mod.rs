@@ -21,6 +21,7 @@
 //! ```
 pub mod client;
 pub mod error;
+pub mod fake;
 pub mod packet;
 pub mod proto;
 pub mod stream;

@@ -18,7 +18,7 @@ impl Libvirt {
         if !libvirt_available() {
             return None;
         }
-        let pool = format!("vmcpi-test-peer-{}", module.rsplit("::").next().unwrap());
+        let pool = crate::libvirt::pool_name(&format!("vmcpi-test-peer-{}", module.rsplit("::").next().unwrap()));
         let state = PathBuf::from(format!("/var/tmp/{pool}-state"));
         let _ = std::fs::remove_dir_all(&state);
         let peer = Libvirt { pool, state };

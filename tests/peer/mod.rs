@@ -250,7 +250,8 @@ pub fn call_killed(
 ) -> Result<Value, String> {
     let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
     let mut cmd = Command::new(cpi_bin());
-    cmd.arg("--config").arg(config).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd.arg("--config").arg(config);
+    crate::util::cpi_env(&mut cmd, config);
     if let Ok(t) = std::env::var("TMPDIR") {
         cmd.env("TMPDIR", t);
     }
@@ -280,7 +281,8 @@ pub fn call_killed_at(config: &Path, method: &str, args: Value, step: &str) -> R
     use std::os::unix::process::ExitStatusExt;
     let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
     let mut cmd = Command::new(cpi_bin());
-    cmd.arg("--config").arg(config).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd.arg("--config").arg(config);
+    crate::util::cpi_env(&mut cmd, config);
     cmd.env(vmcpi::killpoint::ENV, step);
     if let Ok(t) = std::env::var("TMPDIR") {
         cmd.env("TMPDIR", t);

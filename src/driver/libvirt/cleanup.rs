@@ -12,11 +12,7 @@ impl Libvirt {
     /// Records domain `vm` in `undo`: stopped and undefined when the create fails.
     pub(super) fn undo_domain<'a>(&'a self, undo: &mut Undo<'a>, vm: &str) {
         let vm = vm.to_string();
-        undo.push(format!("domain {vm}"), move || {
-            let _ = self.virsh.run_opt(["destroy", vm.as_str()]);
-            self.virsh.run_opt(["undefine", vm.as_str(), "--nvram"]).context(|| format!("cannot undefine {vm}"))?;
-            Ok(())
-        });
+        undo.push(format!("domain {vm}"), move || self.destroy_and_undefine(&vm).map(|_| ()));
     }
 
     /// Starts a create: reaps what killed processes left, then marks `cid` in flight.
@@ -32,8 +28,7 @@ impl Libvirt {
         for (cid, marker) in self.inflight.orphans() {
             warn!("{cid}: its create was interrupted (the process died); removing what it left");
             let done = if cid.starts_with("vm-") {
-                let _ = self.virsh.run_opt(["destroy", cid.as_str()]);
-                self.virsh.run_opt(["undefine", cid.as_str(), "--nvram"]).is_ok()
+                self.destroy_and_undefine(&cid).is_ok()
                     && [format!("{cid}-root"), format!("{cid}-ephemeral"), Self::medium_volume(&cid)]
                         .iter()
                         .all(|v| self.vol_delete(v).is_ok())

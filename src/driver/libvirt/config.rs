@@ -5,8 +5,9 @@ use super::*;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LibvirtConfig {
-    /// libvirt connection URI. For `qemu+ssh://` pin the host key: `?command=/path/to/pinned-ssh` or
-    /// `qemu+libssh2://…?known_hosts=…` (see the README).
+    /// libvirt connection URI: `qemu:///system`, `qemu:///session`,
+    /// `qemu+ssh://user@host[:port]/system?keyfile=PATH&known_hosts=PATH` (the host key pinned) or
+    /// `qemu+tls://host/system?pkipath=DIR`. Relative paths are relative to the config file's directory.
     #[serde(default = "default_uri")]
     pub uri: String,
     /// Storage pool holding stemcells, VM volumes and disks.
@@ -27,17 +28,22 @@ pub struct LibvirtConfig {
     /// A VNC display on 127.0.0.1 for each VM.
     #[serde(default = "yes")]
     pub graphics: bool,
-    #[serde(default = "default_virsh")]
-    pub virsh: PathBuf,
-    #[serde(default = "default_qemu_img")]
-    pub qemu_img: PathBuf,
-    /// Deprecated and ignored: settings media are written in-process ([`crate::iso9660`]). Still accepted so
-    /// that configs written for earlier versions load.
+    /// Deprecated and ignored: vmcpi speaks libvirt's protocol itself ([`crate::libvirt_rpc`]). Still
+    /// accepted (with a warning in the log) so that configs written for earlier versions load.
+    #[serde(default)]
+    pub virsh: Option<PathBuf>,
+    /// Deprecated and ignored: disk images are read in-process ([`crate::diskimage`]).
+    #[serde(default)]
+    pub qemu_img: Option<PathBuf>,
+    /// Deprecated and ignored: settings media are written in-process ([`crate::iso9660`]).
     #[serde(default)]
     pub xorriso: Option<PathBuf>,
     /// In-flight markers of creates and their scratch space (unpacked stemcells): see [`crate::inflight`].
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The config file's directory: relative `keyfile=`, `known_hosts=` and `pkipath=` are relative to it.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// What a request's context (a director's CPI config) may set in a libvirt driver section: where to connect
@@ -122,6 +128,71 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The URI parameters and transports of earlier versions that ran `virsh` (and through it `ssh` or `nc`),
+/// with what to write instead. The full check is the client's ([`crate::libvirt_rpc::uri`]), at connect.
+fn check_uri(uri: &str) -> Result<(), String> {
+    let (scheme, rest) = uri.split_once("://").unwrap_or((uri, ""));
+    let query = rest.split_once('?').map(|(_, q)| q).unwrap_or("");
+    for param in query.split(['&', ';']).filter(|p| !p.is_empty()) {
+        let (raw, value) = param.split_once('=').unwrap_or((param, ""));
+        let name = percent_decode(raw).unwrap_or_default();
+        let instead = match name.as_str() {
+            "command" => "vmcpi speaks libvirt's protocol over its own SSH connection and runs no ssh program: pin the host with keyfile=PATH&known_hosts=PATH instead (the BOSH job writes both from pinned_ssh.private_key and pinned_ssh.known_hosts)",
+            "netcat" | "proxy" | "socket" => "vmcpi runs no program on either host that a URI names: on the host it starts virt-ssh-helper, or netcat on the daemon's socket, as libvirt does; choose the daemon with mode=legacy or mode=direct",
+            "no_verify" => "the server's certificate is always checked: give the CA in pkipath=DIR (cacert.pem)",
+            _ => continue,
+        };
+        return Err(format!("driver.uri: parameter {name}={value:?} is not supported: {instead}"));
+    }
+    if scheme.ends_with("+ext") {
+        return Err(
+            "driver.uri: the ext transport runs a local program; use qemu+ssh:// with keyfile= and known_hosts=".into(),
+        );
+    }
+    if scheme.ends_with("+tcp") {
+        return Err("driver.uri: the tcp transport is neither encrypted nor authenticated; use qemu+tls:// (pkipath=DIR) or qemu+ssh://".into());
+    }
+    Ok(())
+}
+
+/// The URI a request's context gives, completed with the files of the config file's URI: a context names
+/// where to connect and as whom, never a file (see [`check_context_uri`]), so an SSH or TLS URI from it uses
+/// the file's `keyfile=`/`known_hosts=` (or `pkipath=`) when it has the same transport. The file's
+/// known_hosts still decides which host keys are accepted: the context reaches only hosts the operator pinned.
+pub fn inherit_uri_files(file_uri: &str, context_uri: &str) -> String {
+    fn transport(uri: &str) -> &str {
+        match uri.split_once("://").map(|(s, _)| s.split_once('+').map(|(_, t)| t).unwrap_or("")) {
+            Some("ssh" | "libssh2" | "libssh") => "ssh",
+            Some("tls") => "tls",
+            Some("") if !uri.split_once("://").is_some_and(|(_, r)| r.starts_with('/')) => "tls",
+            _ => "",
+        }
+    }
+    let kind = transport(context_uri);
+    if kind.is_empty() || transport(file_uri) != kind {
+        return context_uri.to_string();
+    }
+    let names: &[&str] = if kind == "ssh" { &["keyfile", "known_hosts"] } else { &["pkipath"] };
+    let params = |uri: &str| -> Vec<(String, String)> {
+        let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+        query
+            .split(['&', ';'])
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .map(|(k, v)| (percent_decode(k).unwrap_or_default(), v.to_string()))
+            .collect()
+    };
+    let theirs = params(context_uri);
+    let mut out = context_uri.to_string();
+    for (k, v) in params(file_uri) {
+        if names.contains(&k.as_str()) && !theirs.iter().any(|(t, _)| *t == k) {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(&format!("{k}={v}"));
+        }
+    }
+    out
+}
+
 pub(super) fn default_state_dir() -> PathBuf {
     "/var/tmp/vmcpi".into()
 }
@@ -144,14 +215,16 @@ pub(super) fn default_network() -> String {
 pub(super) fn yes() -> bool {
     true
 }
-pub(super) fn default_virsh() -> PathBuf {
-    "/usr/bin/virsh".into()
-}
-pub(super) fn default_qemu_img() -> PathBuf {
-    "/usr/bin/qemu-img".into()
-}
 
 impl LibvirtConfig {
+    /// The deprecated keys this config sets (each ignored, with a warning in the log).
+    pub fn deprecated_keys(&self) -> Vec<&'static str> {
+        [("virsh", self.virsh.is_some()), ("qemu_img", self.qemu_img.is_some()), ("xorriso", self.xorriso.is_some())]
+            .into_iter()
+            .filter_map(|(k, set)| set.then_some(k))
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !matches!(self.domain_type.as_str(), "kvm" | "qemu") {
             return Err(format!("driver.domain_type must be \"kvm\" or \"qemu\", got {:?}", self.domain_type));
@@ -159,14 +232,7 @@ impl LibvirtConfig {
         if self.pool.is_empty() || self.pool.contains('/') {
             return Err(format!("driver.pool must be a storage pool name, got {:?}", self.pool));
         }
-        for (name, p) in [("virsh", &self.virsh), ("qemu_img", &self.qemu_img)] {
-            if !p.is_absolute() {
-                return Err(format!(
-                    "driver.{name} must be an absolute path (the director runs the CPI with a minimal PATH), got {}",
-                    p.display()
-                ));
-            }
-        }
+        check_uri(&self.uri)?;
         for (name, p) in [("pool_path", self.pool_path.as_ref()), ("state_dir", Some(&self.state_dir))] {
             if let Some(p) = p {
                 if !p.is_absolute() {
@@ -181,6 +247,50 @@ impl LibvirtConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_uri_uses_the_files_of_the_config_files_uri() {
+        let file = "qemu+ssh://cpi@hv1/system?keyfile=ssh_key&known_hosts=known_hosts";
+        assert_eq!(
+            inherit_uri_files(file, "qemu+ssh://cpi@hv2/system"),
+            "qemu+ssh://cpi@hv2/system?keyfile=ssh_key&known_hosts=known_hosts"
+        );
+        assert_eq!(
+            inherit_uri_files(file, "qemu+libssh2://cpi@hv2:2222/system?no_tty=1"),
+            "qemu+libssh2://cpi@hv2:2222/system?no_tty=1&keyfile=ssh_key&known_hosts=known_hosts"
+        );
+        // another transport, or the local socket: nothing to take
+        assert_eq!(inherit_uri_files(file, "qemu+tls://hv2/system"), "qemu+tls://hv2/system");
+        assert_eq!(inherit_uri_files(file, "qemu:///system"), "qemu:///system");
+        assert_eq!(inherit_uri_files("qemu:///system", "qemu+ssh://h/system"), "qemu+ssh://h/system");
+        let tls = "qemu+tls://hv1/system?pkipath=/var/vcap/jobs/vmcpi_cpi/config/pki";
+        assert_eq!(
+            inherit_uri_files(tls, "qemu://hv2/system"),
+            "qemu://hv2/system?pkipath=/var/vcap/jobs/vmcpi_cpi/config/pki"
+        );
+        assert_eq!(inherit_uri_files(tls, "qemu+tls://hv2/system?mode=direct").matches("pkipath").count(), 1);
+    }
+
+    #[test]
+    fn uris_of_earlier_versions_say_what_to_write_instead() {
+        let cfg = |uri: &str| -> LibvirtConfig { serde_json::from_value(serde_json::json!({"uri": uri})).unwrap() };
+        let e = cfg("qemu+ssh://cpi@h/system?command=pinned-ssh").validate().unwrap_err();
+        assert!(e.contains("command") && e.contains("keyfile=PATH&known_hosts=PATH"), "{e}");
+        let e = cfg("qemu+ssh://cpi@h/system?no_tty=1&%63ommand=/x").validate().unwrap_err();
+        assert!(e.contains("keyfile="), "{e}");
+        assert!(cfg("qemu+ssh://h/system?netcat=/bin/nc").validate().unwrap_err().contains("mode=legacy"));
+        assert!(cfg("qemu+tcp://h/system").validate().unwrap_err().contains("qemu+tls://"));
+        assert!(cfg("qemu+ext:///system?command=/x").validate().is_err());
+        cfg("qemu+ssh://cpi@h/system?keyfile=ssh_key&known_hosts=known_hosts").validate().unwrap();
+        cfg("qemu+tls://h/system?pkipath=/etc/pki/vmcpi").validate().unwrap();
+        // the programs of earlier versions: accepted, named as deprecated, used nowhere
+        let c: LibvirtConfig = serde_json::from_value(
+            serde_json::json!({"virsh": "virsh", "qemu_img": "/usr/bin/qemu-img", "xorriso": "/x"}),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.deprecated_keys(), ["virsh", "qemu_img", "xorriso"]);
+    }
 
     #[test]
     fn context_uris_say_where_and_as_whom_only() {

@@ -38,19 +38,25 @@ impl Libvirt {
         Ok((source, forwards))
     }
 
-    /// Adds the port forwards kept in a running domain's metadata to its QEMU process (`hostfwd_add`).
-    pub(super) fn apply_forwards(&self, vm: &str, forwards: &[(String, portfwd::PortForward)]) -> DriverResult<()> {
+    /// Adds the port forwards kept in a running domain's metadata to its QEMU process (`hostfwd_add` on
+    /// QEMU's monitor, through libvirt's QEMU program).
+    pub(super) fn apply_forwards(
+        &self,
+        dom: &crate::libvirt_rpc::Domain,
+        forwards: &[(String, portfwd::PortForward)],
+    ) -> DriverResult<()> {
+        let vm = dom.name.as_str();
         for (nic, f) in forwards {
             let cmd = format!("hostfwd_add {} {}", portfwd::netdev(nic), f.rule());
             let out = self
-                .virsh
-                .run(["qemu-monitor-command", vm, "--hmp", cmd.as_str()])
-                .context(|| format!("cannot forward {f} on {vm}"))?;
-            // the monitor answers nothing on success, a sentence on failure (exit status 0 either way)
+                .client()?
+                .qemu_monitor_command(dom, &cmd, true)
+                .map_err(|e| error::rpc(format!("cannot forward {f} on {vm}"), e))?;
+            // the monitor answers nothing on success, a sentence on failure (no error either way)
             if !out.trim().is_empty() {
                 return Err(DriverError::invalid(
                     format!("port forward {f}"),
-                    format!("QEMU refused it: {}", out.trim()),
+                    format!("QEMU refused it: {}", crate::logger::redact(out.trim())),
                 ));
             }
             info!("forwarding {f} on {vm}");
@@ -59,13 +65,12 @@ impl Libvirt {
     }
 
     /// Whether the hypervisor's libvirt has the passt interface backend (then `<portForward>` is used).
-    pub(super) fn passt_available(&self) -> bool {
-        let args = ["domcapabilities", "--virttype", self.cfg.domain_type.as_str()];
-        match self.virsh.run(args) {
-            Ok(xml) => portfwd::passt_in_domcapabilities(&xml),
+    pub(super) fn passt_available(&self) -> DriverResult<bool> {
+        match self.client()?.domain_capabilities(Some(&self.cfg.domain_type)) {
+            Ok(xml) => Ok(portfwd::passt_in_domcapabilities(&xml)),
             Err(e) => {
                 info!("cannot read the domain capabilities ({e}); forwarding through QEMU");
-                false
+                Ok(false)
             }
         }
     }
@@ -116,26 +121,31 @@ impl Libvirt {
             .flat_map(|(i, n)| n.forwards.iter().map(move |f| (portfwd::alias(i), f.clone())))
             .collect();
         // libvirt's own forwards where it has passt; else QEMU's, added once the domain runs
-        let passt = !all_forwards.is_empty() && self.passt_available();
+        let passt = !all_forwards.is_empty() && self.passt_available()?;
         if self.hypervisor_is_local() {
             let list: Vec<_> = all_forwards.iter().map(|(_, f)| f.clone()).collect();
             portfwd::check_free(&list).map_err(|e| DriverError::invalid("network port_forwards", e))?;
         }
 
-        // the volumes are made by one virsh process (see `storage` below); each is in the undo list first
+        // each volume is in the undo list before it is made
         let root = format!("{vm}-root");
         let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
-        // the backing format comes from the CID, never from a probe
-        let mut storage = vec![self.vol_create_args(&root, root_cap, "qcow2", Some((stemcell, kind.format)))];
         self.undo_volume(undo, &root);
-        let mut disks =
-            vec![ScsiDisk { pool: self.pool().into(), volume: root, format: "qcow2".into(), target: 0, serial: None }];
+        // the backing format comes from the CID, never from a probe
+        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
+        let mut disks = vec![ScsiDisk {
+            pool: self.pool_name().into(),
+            volume: root,
+            format: "qcow2".into(),
+            target: 0,
+            serial: None,
+        }];
         if props.disk > 0 {
             let eph = format!("{vm}-ephemeral");
-            storage.push(self.vol_create_args(&eph, props.disk << 20, "qcow2", None));
             self.undo_volume(undo, &eph);
+            self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
             disks.push(ScsiDisk {
-                pool: self.pool().into(),
+                pool: self.pool_name().into(),
                 volume: eph,
                 format: "qcow2".into(),
                 target: 1,
@@ -164,19 +174,8 @@ impl Libvirt {
             }
         }
         let medium_vol = Self::medium_volume(vm);
-        let medium = self.medium_file(vm, kind.family.medium(), &settings)?;
-        storage.push(self.vol_create_args(&medium_vol, settings::MEDIUM_CAPACITY, "raw", None));
-        storage.push(virsh::command(
-            ["vol-upload", "--sparse", "--pool", self.pool(), medium_vol.as_str()]
-                .iter()
-                .map(std::ffi::OsStr::new)
-                .chain([medium.path().as_os_str()]),
-        ));
         self.undo_volume(undo, &medium_vol);
-        // one virsh process for all volumes and the medium's bytes instead of one per command (each opens
-        // its own connection); a failure anywhere undoes them all
-        self.virsh.batch(&storage).map_err(|e| self.storage_error(&format!("cannot create the volumes of {vm}"), e))?;
-        drop(medium);
+        self.write_new_medium(vm, kind.family.medium(), &settings)?;
 
         let spec = DomainSpec {
             name: vm.to_string(),
@@ -191,7 +190,7 @@ impl Libvirt {
                 cmdline: props.cmdline.clone(),
             }),
             disks,
-            cdrom: Some((self.pool().to_string(), medium_vol)),
+            cdrom: Some((self.pool_name().to_string(), medium_vol)),
             nics,
             serial_log: props.serial_log.clone(),
             graphics: self.cfg.graphics,
@@ -200,26 +199,23 @@ impl Libvirt {
             family: family_name(kind.family).to_string(),
         };
         let xml = domain::domain_xml(&spec);
-        let mut f = tempfile::Builder::new()
-            .prefix("vmcpi-domain-")
-            .suffix(".xml")
-            .tempfile()
-            .context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut f, xml.as_bytes()).context(|| "cannot write a temporary file".into())?;
         self.undo_domain(undo, vm);
-        // define and start in one virsh process; when define fails, start fails too and both are undone
-        let define = virsh::command([std::ffi::OsStr::new("define"), f.path().as_os_str()]);
-        match self.virsh.batch(&[define, virsh::command(["start", vm])]) {
-            Ok(_) => {}
+        let c = self.client()?;
+        let dom = c.domain_define_xml(&xml, 0).map_err(|e| error::rpc(format!("cannot define domain {vm}"), e))?;
+        let dom = match c.domain_start(&dom) {
+            Ok(d) => d,
             // a wrong network name is a request error: retrying cannot help
-            Err(e) if e.output().contains("Network not found") => return Err(DriverError::network_not_found(e.said())),
-            Err(e) => return Err(DriverError::failed(format!("cannot define and start domain {vm}"), e)),
-        }
+            Err(e) if e.code() == Some(code::NO_NETWORK) => {
+                let said = e.remote().map(|r| r.to_string()).unwrap_or_default();
+                return Err(DriverError::network_not_found(crate::logger::redact(&said)));
+            }
+            Err(e) => return Err(error::rpc(format!("cannot start domain {vm}"), e)),
+        };
         if !passt {
-            self.apply_forwards(vm, &all_forwards)?;
+            self.apply_forwards(&dom, &all_forwards)?;
         }
         if let Some(b) = &props.bootstrap {
-            bootstrap::run(&self.virsh, vm, b)?;
+            bootstrap::run(c, &dom, b)?;
         }
         Ok(CreatedVm { cid: cid.clone(), networks })
     }

@@ -1,5 +1,5 @@
-//! Domain and device XML, written with quick-xml (never by string concatenation) and read back from
-//! `virsh dumpxml`.
+//! Domain, device, volume and pool XML, written with quick-xml (never by string concatenation), and the
+//! domain and volume XML libvirt returns, read back.
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 
@@ -115,7 +115,7 @@ fn finish(w: W) -> String {
     String::from_utf8(w.into_inner()).unwrap_or_default()
 }
 
-/// The full domain definition for `virsh define`.
+/// The full domain definition (`DOMAIN_DEFINE_XML_FLAGS`).
 pub fn domain_xml(s: &DomainSpec) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     // writing into a Vec cannot fail
@@ -247,14 +247,88 @@ fn write_disk(w: &mut W, d: &ScsiDisk) -> std::io::Result<()> {
     end(w, "disk")
 }
 
-/// One disk device, for attach-device / detach-device.
+/// One disk device, for attaching and detaching.
 pub fn disk_xml(d: &ScsiDisk) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     let _ = write_disk(&mut w, d);
     finish(w)
 }
 
-/// `<tags><tag name="k">v</tag>…</tags>` for `virsh metadata --set`.
+/// The settings medium's CD-ROM: with its volume (insert) or empty (eject), at target `dev` on SATA, at
+/// the `address` it has (libvirt refuses an update that would move it).
+pub fn cdrom_xml(medium: Option<(&str, &str)>, dev: &str, address: &[(String, String)]) -> String {
+    let mut w = Writer::new(Vec::new());
+    let _ = (|| -> std::io::Result<()> {
+        let kind = if medium.is_some() { "volume" } else { "file" };
+        start(&mut w, "disk", &[("type", kind), ("device", "cdrom")])?;
+        empty(&mut w, "driver", &[("name", "qemu"), ("type", "raw")])?;
+        if let Some((pool, vol)) = medium {
+            empty(&mut w, "source", &[("pool", pool), ("volume", vol)])?;
+        }
+        empty(&mut w, "target", &[("dev", dev), ("bus", "sata")])?;
+        empty(&mut w, "readonly", &[])?;
+        if !address.is_empty() {
+            let attrs: Vec<(&str, &str)> = address.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            empty(&mut w, "address", &attrs)?;
+        }
+        end(&mut w, "disk")
+    })();
+    finish(w)
+}
+
+/// The target of a block copy: the file at `path` in `format`.
+pub fn copy_target_xml(path: &str, format: &str) -> String {
+    let mut w = Writer::new(Vec::new());
+    let _ = (|| -> std::io::Result<()> {
+        start(&mut w, "disk", &[("type", "file")])?;
+        empty(&mut w, "source", &[("file", path)])?;
+        empty(&mut w, "driver", &[("type", format)])?;
+        end(&mut w, "disk")
+    })();
+    finish(w)
+}
+
+/// A new volume of `bytes` in `format`; `backing` (path, format) makes it an overlay on another volume.
+/// `sparse`: nothing allocated up front (libvirt otherwise allocates a raw volume's whole capacity).
+pub fn volume_xml(name: &str, bytes: u64, format: &str, backing: Option<(&str, &str)>, sparse: bool) -> String {
+    let mut w = Writer::new(Vec::new());
+    let cap = bytes.to_string();
+    let _ = (|| -> std::io::Result<()> {
+        start(&mut w, "volume", &[])?;
+        text_el(&mut w, "name", &[], name)?;
+        text_el(&mut w, "capacity", &[("unit", "bytes")], &cap)?;
+        if sparse {
+            text_el(&mut w, "allocation", &[("unit", "bytes")], "0")?;
+        }
+        start(&mut w, "target", &[])?;
+        empty(&mut w, "format", &[("type", format)])?;
+        end(&mut w, "target")?;
+        if let Some((path, fmt)) = backing {
+            start(&mut w, "backingStore", &[])?;
+            text_el(&mut w, "path", &[], path)?;
+            empty(&mut w, "format", &[("type", fmt)])?;
+            end(&mut w, "backingStore")?;
+        }
+        end(&mut w, "volume")
+    })();
+    finish(w)
+}
+
+/// A directory storage pool at `path`.
+pub fn pool_xml(name: &str, path: &str) -> String {
+    let mut w = Writer::new(Vec::new());
+    let _ = (|| -> std::io::Result<()> {
+        start(&mut w, "pool", &[("type", "dir")])?;
+        text_el(&mut w, "name", &[], name)?;
+        start(&mut w, "target", &[])?;
+        text_el(&mut w, "path", &[], path)?;
+        end(&mut w, "target")?;
+        end(&mut w, "pool")
+    })();
+    finish(w)
+}
+
+/// `<tags><tag name="k">v</tag>…</tags>`, the metadata element of set_vm_metadata.
 pub fn tags_xml(tags: &std::collections::BTreeMap<String, String>) -> String {
     let mut w = Writer::new(Vec::new());
     let _ = (|| -> std::io::Result<()> {
@@ -267,7 +341,7 @@ pub fn tags_xml(tags: &std::collections::BTreeMap<String, String>) -> String {
     finish(w)
 }
 
-/// What the driver reads back from `virsh dumpxml`.
+/// What the driver reads back from a domain's XML.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct DomainInfo {
     pub running: bool,
@@ -288,6 +362,8 @@ pub struct AttachedDisk {
     pub format: Option<String>,
     pub target: Option<u32>,
     pub serial: Option<String>,
+    /// The attributes of its `<address>` (a device update must repeat them).
+    pub address: Vec<(String, String)>,
 }
 
 /// Parses the parts of a domain definition the driver needs.
@@ -323,6 +399,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
                             format: None,
                             target: None,
                             serial: None,
+                            address: Vec::new(),
                         })
                     }
                     "source" => {
@@ -347,6 +424,14 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
                     "address" => {
                         if let Some(d) = cur.as_mut() {
                             d.target = attr(e, b"target").and_then(|t| t.parse().ok());
+                            d.address = e
+                                .attributes()
+                                .flatten()
+                                .filter_map(|a| {
+                                    let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                                    Some((k, a.unescape_value().ok()?.into_owned()))
+                                })
+                                .collect();
                         }
                     }
                     _ => {}
@@ -387,7 +472,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
     Ok(info)
 }
 
-/// Reads `<capacity>` and `<format type=…>` from `virsh vol-dumpxml`.
+/// Reads `<capacity>` and `<format type=…>` from a volume's XML.
 pub fn parse_volume(xml: &str) -> Result<(u64, String), String> {
     let mut r = quick_xml::Reader::from_str(xml);
     let mut path: Vec<String> = Vec::new();
@@ -510,7 +595,27 @@ mod tests {
     }
 
     #[test]
-    fn volume_xml() {
+    fn volume_pool_and_cdrom_xml_are_escaped() {
+        assert_eq!(
+            volume_xml("v<1>", 1024, "qcow2", Some(("/p/a&b", "raw")), false),
+            "<volume><name>v&lt;1&gt;</name><capacity unit=\"bytes\">1024</capacity><target><format type=\"qcow2\"/></target><backingStore><path>/p/a&amp;b</path><format type=\"raw\"/></backingStore></volume>"
+        );
+        assert!(volume_xml("m", 8, "raw", None, true).contains("<allocation unit=\"bytes\">0</allocation>"));
+        assert_eq!(
+            pool_xml("p'", "/var/tmp/x y"),
+            "<pool type=\"dir\"><name>p&apos;</name><target><path>/var/tmp/x y</path></target></pool>"
+        );
+        let info = parse_domain(&domain_xml(&spec())).unwrap();
+        let cd = info.disks.iter().find(|d| d.device == "cdrom").unwrap();
+        assert_eq!(
+            cdrom_xml(Some(("p", "vm-1-settings.iso")), "sdzz", &cd.address),
+            "<disk type=\"volume\" device=\"cdrom\"><driver name=\"qemu\" type=\"raw\"/><source pool=\"p\" volume=\"vm-1-settings.iso\"/><target dev=\"sdzz\" bus=\"sata\"/><readonly/><address type=\"drive\" controller=\"0\" bus=\"0\" target=\"0\" unit=\"0\"/></disk>"
+        );
+        assert!(!cdrom_xml(None, "sdzz", &[]).contains("source"));
+    }
+
+    #[test]
+    fn volume_xml_is_read() {
         let x = "<volume type='file'><name>a</name><capacity unit='bytes'>10485760</capacity><target><path>/p/a</path><format type='qcow2'/></target><backingStore><format type='raw'/></backingStore></volume>";
         assert_eq!(parse_volume(x).unwrap(), (10_485_760, "qcow2".to_string()));
     }

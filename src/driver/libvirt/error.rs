@@ -1,6 +1,39 @@
 //! What goes wrong in the libvirt driver itself, with the CIDs, volumes and pools involved. Each variant
 //! says here whether retrying can help ([`DriverFailure`]), and so becomes a [`crate::error::DriverError`].
-use crate::error::DriverFailure;
+//! A failed libvirt call becomes one through [`rpc`]: libvirt's code and message are kept as the cause.
+use crate::error::{DriverError, DriverFailure};
+use crate::libvirt_rpc::{self, code};
+
+/// libvirt's codes for a request that the same call repeats the same way: bad XML or arguments, a feature
+/// the hypervisor lacks, a refusal.
+const PERMANENT: &[i32] = &[
+    code::NO_SUPPORT,
+    code::INVALID_ARG,
+    code::XML_ERROR,
+    code::OPERATION_DENIED,
+    code::AUTH_FAILED,
+    code::CONFIG_UNSUPPORTED,
+    code::ARGUMENT_UNSUPPORTED,
+    code::OPERATION_UNSUPPORTED,
+    code::ACCESS_DENIED,
+    code::XML_INVALID_SCHEMA,
+];
+
+/// A failed libvirt call while doing `what`, libvirt's code and message kept as the cause. A full pool is
+/// its own BOSH error (retryable: space may be freed); a request libvirt refuses as such is not retried.
+pub fn rpc(what: impl Into<String>, e: libvirt_rpc::Error) -> DriverError {
+    let what = what.into();
+    if let Some(r) = e.remote() {
+        let msg = r.message.as_deref().unwrap_or("");
+        if msg.contains("No space left") || msg.contains("Not enough space") {
+            return DriverError::no_disk_space(format!("{what}: {}", crate::logger::redact(&r.to_string())));
+        }
+        let permanent = PERMANENT.contains(&r.code);
+        return DriverError::failed(what, e).with_retry(!permanent);
+    }
+    let permanent = matches!(e, libvirt_rpc::Error::Invalid(_) | libvirt_rpc::Error::Uri { .. });
+    DriverError::failed(what, e).with_retry(!permanent)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibvirtError {

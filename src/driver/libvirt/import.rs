@@ -1,6 +1,7 @@
 //! create_stemcell: a stemcell image into a pool volume (qcow2, raw, or the disk of an OVF/OVA).
 use super::*;
 use crate::diskimage::vmdk::VmdkReader;
+use crate::diskimage::Chunk;
 
 impl Libvirt {
     pub(super) fn import_stemcell(
@@ -21,29 +22,23 @@ impl Libvirt {
         let work = marker
             .work_dir()
             .context(|| format!("cannot create a work directory in {}", self.cfg.state_dir.display()))?;
-        // the disk comes straight out of the archive, inspected first (`with_disk`): a qcow2 streams into its
-        // volume through virsh's stdin; a VMDK is read here into a sparse raw file (qemu-img never parses a
-        // VMDK: it only turns our raw file into qcow2); a raw image (mostly zeros) is spooled for a sparse upload
+        // the disk comes straight out of the archive, inspected first (`with_disk`), into a new volume over the
+        // libvirt connection: a qcow2 as it is, a raw image sparse, a VMDK read here into its virtual disk and
+        // sent sparse (data and holes) into a raw volume. No file is written on this machine (but a
+        // monolithicSparse VMDK whose grains are out of order, spooled unnamed in the work directory).
         let mut settled = true;
         let result = stemcell::with_disk(image, work, |disk| -> DriverResult<String> {
-            let tag = match (disk.family, disk.efi, disk.format) {
-                (Family::OpenStack, _, DiskFormat::Raw) => "osraw",
-                (Family::OpenStack, _, _) => "os",
-                (Family::Vsphere, false, _) => "vs",
-                (Family::Vsphere, true, _) => "vsefi",
-            };
-            let cid = format!("{id}-{tag}");
-            let mut undo = Undo::new(format!("create_stemcell {cid}"));
-            let stored = self.store_disk(disk, &cid, work, &mut undo).and_then(|format| {
+            let mut undo = Undo::new(format!("create_stemcell {id}"));
+            let stored = self.store_disk(disk, &id, work, &mut undo).and_then(|(cid, format)| {
                 self.refresh_pool()?;
                 let (_, probed) = self.vol_info(&cid)?.ok_or_else(|| LibvirtError::Vanished { volume: cid.clone() })?;
                 if probed != format {
                     return Err(LibvirtError::ProbedFormat { volume: cid.clone(), probed, expected: format }.into());
                 }
-                Ok(())
+                Ok(cid)
             });
             match stored {
-                Ok(()) => {
+                Ok(cid) => {
                     undo.disarm();
                     Ok(cid)
                 }
@@ -69,62 +64,93 @@ impl Libvirt {
         Ok(cid)
     }
 
-    /// The inspected disk into volume `cid` (recorded in `undo`); returns the volume's format.
+    /// The inspected disk into a new volume `ID-TAG` (recorded in `undo`); returns its name and format.
     fn store_disk<'a>(
         &'a self,
         disk: stemcell::Disk<'_>,
-        cid: &str,
+        id: &str,
         work: &Path,
         undo: &mut Undo<'a>,
-    ) -> DriverResult<&'static str> {
+    ) -> DriverResult<(String, &'static str)> {
+        let format = match disk.format {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw | DiskFormat::Vmdk => "raw",
+        };
+        let cid = format!("{id}-{}", stemcell_tag(disk.family, disk.efi, format));
+        self.undo_volume(undo, &cid);
         match disk.format {
-            DiskFormat::Qcow2 if disk.path.is_none() => {
-                let len = disk.len;
-                // a raw volume of the file's size receives the bytes; libvirt then probes the real format
-                self.undo_volume(undo, cid);
-                self.vol_create(cid, len.max(1), "raw", None)?;
-                info!("uploading {} MiB into volume {cid} (streamed from the image)", len >> 20);
-                self.vol_upload_stream(cid, len, disk.reader)?;
-                Ok("qcow2")
-            }
             DiskFormat::Vmdk => {
                 let mut vmdk = VmdkReader::open(&mut *disk.reader, disk.len, work)?;
-                let raw = work.join("root.raw");
-                let out = work.join("root.qcow2");
-                let file = std::fs::File::create(&raw).context(|| format!("cannot create {}", raw.display()))?;
+                let size = vmdk.virtual_size();
                 info!(
-                    "reading the {} VMDK ({} MiB virtual) into a sparse raw file",
+                    "reading the {} VMDK ({} MiB virtual) into raw volume {cid}, sparse",
                     vmdk.kind().as_str(),
-                    vmdk.virtual_size() >> 20
+                    size >> 20
                 );
-                let data = vmdk.write_sparse_raw(&file)?;
-                drop(file);
-                info!("{} MiB of data; converting the raw file to qcow2", data >> 20);
-                Cmd::new(&self.cfg.qemu_img)
-                    .args(["convert", "-f", "raw", "-O", "qcow2"])
-                    .arg(&raw)
-                    .arg(&out)
-                    .run()
-                    .context(|| "cannot convert the stemcell's disk to qcow2".into())?;
-                let _ = std::fs::remove_file(&raw);
-                self.upload_file(cid, &out, undo)?;
-                Ok("qcow2")
+                let vol = self.vol_create_sparse(&cid, size.max(1))?;
+                let data = self.upload_chunks(&vol, &mut vmdk)?;
+                info!("{} MiB of data uploaded into {cid}", data >> 20);
             }
-            format => {
-                let file = disk.into_file(work)?;
-                self.upload_file(cid, &file, undo)?;
-                Ok(if format == DiskFormat::Qcow2 { "qcow2" } else { "raw" })
+            // a qcow2 image goes in as it is (libvirt then probes its format), a raw one with its zeros as holes
+            _ => {
+                let len = disk.len;
+                let vol = self.vol_create_sparse(&cid, len.max(1))?;
+                info!("uploading {} MiB into volume {cid} (streamed from the image)", len >> 20);
+                self.vol_upload(&vol, disk.reader, true)?;
             }
         }
+        Ok((cid, format))
     }
 
-    /// A raw volume of the file's size, and the file uploaded into it (sparse).
-    fn upload_file<'a>(&'a self, cid: &str, file: &Path, undo: &mut Undo<'a>) -> DriverResult<()> {
-        let size = std::fs::metadata(file).context(|| format!("cannot stat {}", file.display()))?.len();
-        // a raw volume of the file's size receives the bytes; libvirt then probes the real format
-        self.undo_volume(undo, cid);
-        self.vol_create(cid, size.max(1), "raw", None)?;
-        info!("uploading {} MiB into volume {cid}", size >> 20);
-        self.vol_upload(cid, file)
+    /// Sends a VMDK's virtual disk into the new volume `vol`: runs of data as data, runs of zeros as holes,
+    /// in order up to the virtual size (the volume's end). Returns the bytes of data sent.
+    fn upload_chunks<R: std::io::Read>(
+        &self,
+        vol: &crate::libvirt_rpc::StorageVol,
+        vmdk: &mut VmdkReader<R>,
+    ) -> DriverResult<u64> {
+        const BATCH: usize = 1 << 20;
+        let what = || format!("cannot upload into volume {}", vol.name);
+        let mut up = self.client()?.vol_upload(vol, 0, 0, true).map_err(|e| error::rpc(what(), e))?;
+        let (mut buf, mut hole, mut at, mut data) = (Vec::with_capacity(BATCH), 0u64, 0u64, 0u64);
+        while let Some(chunk) = vmdk.next_chunk()? {
+            let (offset, len) = match chunk {
+                Chunk::Data { offset, bytes } => {
+                    if hole > 0 {
+                        up.hole(hole).map_err(|e| error::rpc(what(), e))?;
+                        hole = 0;
+                    }
+                    buf.extend_from_slice(bytes);
+                    if buf.len() >= BATCH {
+                        up.data(&buf).map_err(|e| error::rpc(what(), e))?;
+                        buf.clear();
+                    }
+                    data += bytes.len() as u64;
+                    (offset, bytes.len() as u64)
+                }
+                Chunk::Hole { offset, len } => {
+                    if !buf.is_empty() {
+                        up.data(&buf).map_err(|e| error::rpc(what(), e))?;
+                        buf.clear();
+                    }
+                    hole += len;
+                    (offset, len)
+                }
+            };
+            if offset != at {
+                return Err(DriverError::other(format!(
+                    "the VMDK reader skipped from {at} to {offset}: refusing to upload a disk out of order"
+                )));
+            }
+            at += len;
+        }
+        if !buf.is_empty() {
+            up.data(&buf).map_err(|e| error::rpc(what(), e))?;
+        }
+        if hole > 0 {
+            up.hole(hole).map_err(|e| error::rpc(what(), e))?;
+        }
+        up.finish().map_err(|e| error::rpc(what(), e))?;
+        Ok(data)
     }
 }

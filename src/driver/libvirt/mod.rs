@@ -1,8 +1,11 @@
-//! The libvirt driver: KVM/QEMU (or any libvirt hypervisor) through `virsh`, locally or over `qemu+ssh://`.
+//! The libvirt driver: KVM/QEMU (or any libvirt hypervisor) through libvirt's own RPC protocol
+//! ([`crate::libvirt_rpc`]), over the local socket, `qemu+ssh://` or `qemu+tls://`: one connection per CPI
+//! call, no child process, no libvirt library, no `virsh` or `qemu-img` on this machine.
 //!
 //! Layout in one storage pool:
-//! - stemcell `sc-<16 hex>-<os|osraw|vs|vsefi>`: the imported image (qcow2, or raw for `osraw`); the suffix
-//!   records the stemcell family (OpenStack or vSphere conventions), EFI, and the volume format;
+//! - stemcell `sc-<16 hex>-<os|osraw|vs|vsefi|vsraw|vsefiraw>`: the imported image (qcow2, or raw for the
+//!   `raw` suffixes); the suffix records the stemcell family (OpenStack or vSphere conventions), EFI, and the
+//!   volume format (`vs`/`vsefi`: qcow2, made by earlier versions);
 //! - VM `vm-<20 hex>`: domain of that name, volumes `<vm>-root` (qcow2 overlay on the stemcell, no copy),
 //!   `<vm>-ephemeral`, `<vm>-settings.iso` (the settings medium, a fixed-size volume);
 //! - disk `disk-<15 hex>` (20 characters, so it fits a disk serial and the agent's by-id lookup), with its
@@ -14,6 +17,7 @@
 mod bootstrap;
 mod cleanup;
 mod config;
+pub mod connection;
 mod create;
 mod disks;
 pub mod domain;
@@ -24,9 +28,8 @@ pub mod portfwd;
 mod props;
 mod settings;
 mod storage;
-mod virsh;
 
-pub use config::{check_context_uri, LibvirtConfig, CONTEXT_KEYS};
+pub use config::{check_context_uri, inherit_uri_files, LibvirtConfig, CONTEXT_KEYS};
 use error::LibvirtError;
 use naming::*;
 use props::*;
@@ -36,17 +39,18 @@ use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
 use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
 use crate::error::{Context, DriverError, DriverResult};
-use crate::exec::Cmd;
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
+use crate::libvirt_rpc::{code, MetadataKind, StoragePool};
 use crate::medium::{self, MediumKind};
 use crate::stemcell::{self, DiskFormat, Family};
 use crate::{info, warn};
+use connection::Connection;
 use domain::{DomainSpec, Nic, NicSource, ScsiDisk};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
-use virsh::Virsh;
+use std::sync::Mutex;
 
 /// Formats `info` reports: OpenStack/KVM images and vSphere OVF images both import.
 pub const STEMCELL_FORMATS: &[&str] = &["openstack-qcow2", "openstack-raw", "vsphere-ovf", "vsphere-ova"];
@@ -55,22 +59,32 @@ pub const STEMCELL_FORMATS: &[&str] = &["openstack-qcow2", "openstack-raw", "vsp
 pub struct Libvirt {
     cfg: LibvirtConfig,
     agent: AgentOptions,
-    virsh: Virsh,
     inflight: Inflight,
+    conn: Connection,
+    /// The storage pool's handle, once looked up.
+    pool: Mutex<Option<StoragePool>>,
 }
 
 impl Libvirt {
     pub fn new(cfg: LibvirtConfig, agent: AgentOptions) -> Self {
-        let virsh = Virsh::new(&cfg.virsh, &cfg.uri);
-        Self::with_virsh(cfg, agent, virsh)
+        for key in cfg.deprecated_keys() {
+            warn!("config: driver.{key} is deprecated and ignored: vmcpi speaks libvirt's protocol and reads disk images itself, and runs no {key}");
+        }
+        let conn = Connection::to_uri(&cfg.uri, cfg.base_dir.as_deref());
+        Self::with_connection(cfg, agent, conn)
     }
 
-    /// The driver with its virsh on a given transport (unit tests: the fake transport).
-    fn with_virsh(cfg: LibvirtConfig, agent: AgentOptions, virsh: Virsh) -> Self {
+    /// The driver over a given connection (tests: a scripted daemon).
+    pub fn with_connection(cfg: LibvirtConfig, agent: AgentOptions, conn: Connection) -> Self {
         // markers say where their volumes live: another config sharing the state_dir leaves them alone
         let inflight =
             Inflight::new(&cfg.state_dir, MARKER_SHAPES).owned_by(&format!("libvirt {} pool {}", cfg.uri, cfg.pool));
-        Libvirt { cfg, agent, virsh, inflight }
+        Libvirt { cfg, agent, inflight, conn, pool: Mutex::new(None) }
+    }
+
+    /// How many connections this driver made (0 or 1; tests).
+    pub fn connections(&self) -> u32 {
+        self.conn.opened()
     }
 }
 
@@ -80,10 +94,10 @@ impl Driver for Libvirt {
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
-        self.reap();
         if parse_stemcell_cid(cid.as_str()).is_none() {
             return Err(DriverError::stemcell_not_found(format!("{cid} (not a stemcell CID of this CPI)")));
         }
+        self.reap();
         if !self.vol_delete(cid.as_str())? {
             info!("stemcell {cid} was already gone");
         }
@@ -115,18 +129,13 @@ impl Driver for Libvirt {
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
-        self.reap();
         if !valid_vm(cid) {
             return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
         }
+        self.reap();
         let vm = cid.as_str();
-        match self.virsh.run_opt(["destroy", vm]) {
-            Ok(_) => {}
-            Err(e) if e.output().contains("not running") => {}
-            Err(e) => return Err(DriverError::failed(format!("cannot stop {vm}"), e)),
-        }
         // undefining forgets the attached persistent disks: they stay in the pool, untouched
-        if self.virsh.run_opt(["undefine", vm, "--nvram"]).context(|| format!("cannot undefine {vm}"))?.is_none() {
+        if !self.destroy_and_undefine(vm)? {
             info!("domain {vm} was already gone; removing what is left of it");
         }
         for v in [format!("{vm}-root"), format!("{vm}-ephemeral"), Self::medium_volume(vm)] {
@@ -139,37 +148,36 @@ impl Driver for Libvirt {
         if !valid_vm(cid) {
             return Ok(false);
         }
-        Ok(self.virsh.run_opt(["domstate", cid.as_str()]).context(|| format!("cannot query {cid}"))?.is_some())
+        Ok(self.domain_opt(cid.as_str())?.is_some())
     }
 
     fn reboot_vm(&self, cid: &VmCid) -> DriverResult<()> {
-        let info = self.dumpxml(cid)?;
+        let (dom, info) = self.dumpxml(cid)?;
+        let c = self.client()?;
         if info.running {
-            self.virsh.run(["reset", cid.as_str()]).context(|| format!("cannot reset {cid}"))?;
+            c.domain_reset(&dom).map_err(|e| self.domain_error(cid, "cannot reset", e))?;
         } else {
-            self.virsh.run(["start", cid.as_str()]).context(|| format!("cannot start {cid}"))?;
+            c.domain_start(&dom).map_err(|e| self.domain_error(cid, "cannot start", e))?;
             // a new QEMU process: its forwards are added again (a reset keeps them)
-            self.apply_forwards(cid.as_str(), &info.forwards)?;
+            self.apply_forwards(&dom, &info.forwards)?;
         }
         Ok(())
     }
 
     fn set_vm_metadata(&self, cid: &VmCid, metadata: &Metadata) -> DriverResult<()> {
-        let info = self.dumpxml(cid)?;
+        let (dom, info) = self.dumpxml(cid)?;
+        let c = self.client()?;
         let scope = Self::scope(info.running);
         let xml = domain::tags_xml(metadata);
-        let mut args =
-            vec!["metadata", cid.as_str(), "--uri", domain::TAGS_NS, "--key", "vmcpitags", "--set", xml.as_str()];
-        args.extend(scope);
-        self.virsh.run(&args).context(|| format!("cannot set metadata of {cid}"))?;
+        c.domain_set_metadata(&dom, MetadataKind::Element, Some(&xml), Some("vmcpitags"), Some(domain::TAGS_NS), scope)
+            .map_err(|e| self.domain_error(cid, "cannot set the metadata of", e))?;
         let title = metadata.get("name").cloned().or_else(|| {
             Some(format!("{}/{}", metadata.get("instance_group").or(metadata.get("job"))?, metadata.get("index")?))
         });
         if let Some(t) = title {
             let t: String = t.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
-            let mut args = vec!["desc", cid.as_str(), "--title", "--new-desc", t.as_str()];
-            args.extend(scope);
-            self.virsh.run(&args).context(|| format!("cannot set the title of {cid}"))?;
+            c.domain_set_metadata(&dom, MetadataKind::Title, Some(&t), None, None, scope)
+                .map_err(|e| self.domain_error(cid, "cannot set the title of", e))?;
         }
         Ok(())
     }
@@ -196,19 +204,19 @@ impl Driver for Libvirt {
             // one host: the locality hint needs no action
             crate::debug!("create_disk for {vm}");
         }
-        self.ensure_pool()?;
         let cid = DiskCid::generate(DISK_HEX);
         let marker = self.begin(cid.as_str())?;
+        self.ensure_pool()?;
         self.vol_create(cid.as_str(), size_mib << 20, &format, None)?;
         marker.created(cid.as_str());
         Ok(cid)
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
-        self.reap();
         if !valid_disk(cid) {
             return Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")));
         }
+        self.reap();
         if !self.vol_delete(cid.as_str())? {
             info!("disk {cid} was already gone");
         }
@@ -231,10 +239,10 @@ impl Driver for Libvirt {
         if new == cap {
             return Ok(());
         }
-        let size = format!("{new}b");
-        self.virsh
-            .run(["vol-resize", "--pool", self.pool(), cid.as_str(), size.as_str()])
-            .context(|| format!("cannot resize {cid} (detach it first)"))?;
+        let vol = self.vol_opt(cid.as_str())?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
+        self.client()?
+            .vol_resize(&vol, new, 0)
+            .map_err(|e| error::rpc(format!("cannot resize {cid} (detach it first)"), e))?;
         Ok(())
     }
 
@@ -243,7 +251,7 @@ impl Driver for Libvirt {
     }
 
     fn attach_disk(&self, _ctx: &CallContext, vm: &VmCid, disk: &DiskCid) -> DriverResult<Value> {
-        let info = self.dumpxml(vm)?;
+        let (dom, info) = self.dumpxml(vm)?;
         let family = Self::family_of(&info, vm)?;
         if !valid_disk(disk) {
             return Err(DriverError::disk_not_found(format!("{disk} (not a disk CID of this CPI)")));
@@ -259,51 +267,56 @@ impl Driver for Libvirt {
             .find(|t| !used.contains(t))
             .ok_or_else(|| LibvirtError::NoFreeScsiTarget { vm: vm.to_string() })?;
         let dev = ScsiDisk {
-            pool: self.pool().into(),
+            pool: self.pool_name().into(),
             volume: disk.to_string(),
             format,
             target,
             serial: Some(disk.to_string()),
         };
-        let f = disk_xml_file(&dev)?;
-        self.hotplug("attach-device", vm, &f, info.running).context(|| format!("cannot attach {disk} to {vm}"))?;
+        let xml = domain::disk_xml(&dev);
+        let c = self.client()?;
+        let scope = Self::scope(info.running);
+        c.domain_attach_device(&dom, &xml, scope)
+            .map_err(|e| self.domain_error(vm, &format!("cannot attach {disk} to"), e))?;
         // the settings medium names the disk: an attachment it does not show is undone
         let mut undo = Undo::new(format!("attach_disk {disk} to {vm}"));
         undo.push(format!("the attachment of {disk}"), || {
-            self.hotplug("detach-device", vm, &f, info.running).context(|| format!("cannot detach {disk} from {vm}"))
+            c.domain_detach_device(&dom, &xml, scope)
+                .map_err(|e| error::rpc(format!("cannot detach {disk} from {vm}"), e))
         });
         let hint = hint_for(family, target);
         let mut s = self.read_medium(vm.as_str(), family.medium())?;
         s.attach_persistent(disk.as_str(), hint.clone());
-        self.write_medium(vm.as_str(), family.medium(), &s, false)?;
-        self.reload_medium(vm.as_str(), &info)?;
+        self.write_medium(vm.as_str(), family.medium(), &s)?;
+        self.reload_medium(&dom, &info)?;
         undo.disarm();
         Ok(hint)
     }
 
     fn detach_disk(&self, vm: &VmCid, disk: &DiskCid) -> DriverResult<()> {
-        let info = self.dumpxml(vm)?;
+        let (dom, info) = self.dumpxml(vm)?;
         let family = Self::family_of(&info, vm)?;
         let Some(d) = info.disks.iter().find(|d| d.volume.as_deref() == Some(disk.as_str())) else {
             return Err(DriverError::disk_not_attached(vm, disk));
         };
         let dev = ScsiDisk {
-            pool: d.pool.clone().unwrap_or_else(|| self.pool().into()),
+            pool: d.pool.clone().unwrap_or_else(|| self.pool_name().into()),
             volume: disk.to_string(),
             format: d.format.clone().unwrap_or_else(|| "qcow2".into()),
             target: d.target.unwrap_or(2),
             serial: d.serial.clone(),
         };
-        let f = disk_xml_file(&dev)?;
-        self.hotplug("detach-device", vm, &f, info.running).context(|| format!("cannot detach {disk} from {vm}"))?;
+        self.client()?
+            .domain_detach_device(&dom, &domain::disk_xml(&dev), Self::scope(info.running))
+            .map_err(|e| self.domain_error(vm, &format!("cannot detach {disk} from"), e))?;
         let mut s = self.read_medium(vm.as_str(), family.medium())?;
         s.detach_persistent(disk.as_str());
-        self.write_medium(vm.as_str(), family.medium(), &s, false)?;
-        self.reload_medium(vm.as_str(), &info)
+        self.write_medium(vm.as_str(), family.medium(), &s)?;
+        self.reload_medium(&dom, &info)
     }
 
     fn get_disks(&self, vm: &VmCid) -> DriverResult<Vec<DiskCid>> {
-        let info = self.dumpxml(vm)?;
+        let (_, info) = self.dumpxml(vm)?;
         Ok(info
             .disks
             .iter()
@@ -318,62 +331,57 @@ impl Driver for Libvirt {
             return Err(DriverError::disk_not_found(cid.to_string()));
         }
         let name = format!("{cid}.meta.json");
-        let body = serde_json::to_vec_pretty(metadata).context(|| "cannot encode metadata".into())?;
-        let mut tmp = tempfile::NamedTempFile::new().context(|| "cannot write a temporary file".into())?;
-        std::io::Write::write_all(&mut tmp, &body).context(|| "cannot write a temporary file".into())?;
+        let body = serde_json::to_vec_pretty(metadata)
+            .map_err(|e| DriverError::failed("cannot encode metadata", e).with_retry(false))?;
+        // a new volume each time: an upload goes into new volumes only
         self.vol_delete(&name)?;
-        self.vol_create(&name, body.len() as u64, "raw", None)?;
-        self.vol_upload(&name, tmp.path())
+        let vol = self.vol_create_sparse(&name, body.len() as u64)?;
+        self.vol_upload(&vol, &mut body.as_slice(), false)?;
+        Ok(())
     }
 
     fn snapshot_disk(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<SnapshotCid> {
-        if !self.has_disk(cid)? {
+        if !valid_disk(cid) {
             return Err(DriverError::disk_not_found(cid.to_string()));
         }
+        let (cap, format) = self.vol_info(cid.as_str())?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
         let snap_cid = SnapshotCid::generate();
         let snap = snap_cid.as_str();
         let marker = self.begin(snap)?;
         info!("snapshot of {cid} as {snap} ({} metadata keys)", metadata.len());
-        match self.virsh.run(["vol-clone", "--pool", self.pool(), cid.as_str(), snap]) {
+        let (c, pool) = (self.client()?, self.pool()?);
+        let from = self.vol_opt(cid.as_str())?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
+        match c.vol_create_xml_from(&pool, &domain::volume_xml(snap, cap, &format, None, false), &from, 0) {
             Ok(_) => {}
             // attached to a running VM: QEMU holds the image lock, so let QEMU copy it (block job)
-            Err(e) if e.output().contains("lock") => self.snapshot_live(cid, snap)?,
-            Err(e) => return Err(DriverError::failed(format!("cannot copy {cid} into snapshot {snap}"), e)),
+            Err(e) if e.remote().and_then(|r| r.message.as_deref()).is_some_and(|m| m.contains("lock")) => {
+                // libvirt may leave the half-made volume behind
+                self.vol_delete(snap)?;
+                self.snapshot_live(cid, snap, cap)?
+            }
+            Err(e) => return Err(error::rpc(format!("cannot copy {cid} into snapshot {snap}"), e)),
         }
         marker.created(snap);
         Ok(snap_cid)
     }
 
     fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
-        self.reap();
         if !is_ours(cid.as_str(), "snap-", 15) {
             return Err(DriverError::snapshot_not_found(format!("{cid} (not a snapshot CID of this CPI)")));
         }
+        self.reap();
         self.vol_delete(cid.as_str())?;
         Ok(())
     }
 }
 
-/// The XML of a disk device in a temporary file, for `attach-device` / `detach-device`.
-fn disk_xml_file(dev: &ScsiDisk) -> DriverResult<tempfile::NamedTempFile> {
-    let mut f =
-        tempfile::Builder::new().suffix(".xml").tempfile().context(|| "cannot write a temporary file".into())?;
-    std::io::Write::write_all(&mut f, domain::disk_xml(dev).as_bytes())
-        .context(|| "cannot write a temporary file".into())?;
-    Ok(f)
-}
-
 impl Libvirt {
-    /// `virsh attach-device` / `detach-device` of the device in `xml`, on the config and, when the domain
-    /// runs, live.
-    fn hotplug(
-        &self,
-        verb: &str,
-        vm: &VmCid,
-        xml: &tempfile::NamedTempFile,
-        running: bool,
-    ) -> Result<(), crate::exec::ExecError> {
-        self.virsh.cmd().args([verb, vm.as_str()]).arg(xml.path()).args(Self::scope(running)).run().map(|_| ())
+    /// A failed call on domain `vm` (`what` reads "cannot … {vm}"): VmNotFound when libvirt says it is gone.
+    fn domain_error(&self, vm: &VmCid, what: &str, e: crate::libvirt_rpc::Error) -> DriverError {
+        if e.code() == Some(code::NO_DOMAIN) {
+            return DriverError::vm_not_found(vm.to_string());
+        }
+        error::rpc(format!("{what} {vm}"), e)
     }
 }
 

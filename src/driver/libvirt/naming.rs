@@ -1,8 +1,9 @@
 //! Names: stemcell, VM and disk CIDs and what they say, and the disk hints the agent resolves.
 use super::*;
 
-/// Suffixes of stemcell CIDs: family, firmware and volume format.
-pub(super) const STEMCELL_TAGS: &[&str] = &["os", "osraw", "vs", "vsefi"];
+/// Suffixes of stemcell CIDs: family, firmware and volume format. `vs`/`vsefi` (qcow2) are the CIDs of
+/// vSphere stemcells imported by earlier versions (through qemu-img); they keep working.
+pub(super) const STEMCELL_TAGS: &[&str] = &["os", "osraw", "vs", "vsefi", "vsraw", "vsefiraw"];
 
 /// What a stemcell CID says about the stemcell.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -11,6 +12,18 @@ pub(super) struct StemcellKind {
     pub(super) efi: bool,
     /// Format of the stemcell volume (the backing format of every VM's overlay).
     pub(super) format: &'static str,
+}
+
+/// The suffix of a new stemcell CID.
+pub(super) fn stemcell_tag(family: Family, efi: bool, format: &str) -> &'static str {
+    match (family, efi, format) {
+        (Family::OpenStack, _, "raw") => "osraw",
+        (Family::OpenStack, _, _) => "os",
+        (Family::Vsphere, false, "raw") => "vsraw",
+        (Family::Vsphere, true, "raw") => "vsefiraw",
+        (Family::Vsphere, false, _) => "vs",
+        (Family::Vsphere, true, _) => "vsefi",
+    }
 }
 
 pub(super) fn parse_stemcell_cid(cid: &str) -> Option<StemcellKind> {
@@ -24,6 +37,8 @@ pub(super) fn parse_stemcell_cid(cid: &str) -> Option<StemcellKind> {
         "osraw" => Some(StemcellKind { family: Family::OpenStack, efi: false, format: "raw" }),
         "vs" => Some(StemcellKind { family: Family::Vsphere, efi: false, format: "qcow2" }),
         "vsefi" => Some(StemcellKind { family: Family::Vsphere, efi: true, format: "qcow2" }),
+        "vsraw" => Some(StemcellKind { family: Family::Vsphere, efi: false, format: "raw" }),
+        "vsefiraw" => Some(StemcellKind { family: Family::Vsphere, efi: true, format: "raw" }),
         _ => None,
     }
 }

@@ -376,7 +376,7 @@ mod with_fake_daemon {
         let disk = d.create_disk(16, &Map::new(), Some(&vm_cid)).unwrap();
         assert_eq!(d.attach_disk(&CallContext::default(), &vm_cid, &disk).unwrap(), json!("2"));
         assert_eq!(d.attach_disk(&CallContext::default(), &vm_cid, &disk).unwrap(), json!("2"));
-        assert_eq!(d.get_disks(&vm_cid).unwrap(), [disk.clone()]);
+        assert_eq!(d.get_disks(&vm_cid).unwrap(), std::slice::from_ref(&disk));
         let s: Value = serde_json::from_slice(&d.read_medium(&vm, MediumKind::CdromEnv).unwrap().to_json()).unwrap();
         assert_eq!(s["disks"]["persistent"][disk.as_str()], json!("2"));
         let c = calls(&fake);

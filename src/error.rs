@@ -163,14 +163,42 @@ fn shown(e: &(dyn StdError + 'static)) -> String {
     }
 }
 
-/// Adds context to an error from a tool or library (a retryable [`DriverError::failed`]).
+/// Whether an I/O error may pass when the same call is tried again: not when what was read is wrong,
+/// missing or refused (`Other` is how libraries such as tar and serde report malformed data; an errno the
+/// standard library does not name is `Uncategorized`, not `Other`).
+pub fn io_may_pass(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    !matches!(
+        e.kind(),
+        UnexpectedEof
+            | InvalidData
+            | InvalidInput
+            | NotFound
+            | PermissionDenied
+            | AlreadyExists
+            | Unsupported
+            | IsADirectory
+            | NotADirectory
+            | InvalidFilename
+            | FileTooLarge
+            | Other
+    )
+}
+
+/// Adds context to an error from a tool or library: a [`DriverError::failed`] that is permanent unless the
+/// cause is an I/O error that may pass ([`io_may_pass`]) or an external command that failed (whose own
+/// error says so); a place that knows better sets the flag with [`DriverError::with_retry`].
 pub trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> DriverResult<T>;
 }
 
 impl<T, E: Into<BoxError>> Context<T> for Result<T, E> {
     fn context(self, what: impl FnOnce() -> String) -> DriverResult<T> {
-        self.map_err(|e| DriverError::failed(what(), e))
+        self.map_err(|e| {
+            let e: BoxError = e.into();
+            let retry = e.downcast_ref::<std::io::Error>().is_some_and(io_may_pass) || e.is::<ExecError>();
+            DriverError::failed(what(), e).with_retry(retry)
+        })
     }
 }
 
@@ -179,7 +207,10 @@ impl From<crate::stemcell::StemcellError> for DriverError {
         match e {
             // a refused disk is permanent, and its message says what was found
             crate::stemcell::StemcellError::Disk(d) if !d.is_io() => d.into(),
-            e => DriverError::failed("cannot read the stemcell image", e),
+            e => {
+                let retry = e.retryable();
+                DriverError::failed("cannot read the stemcell image", e).with_retry(retry)
+            }
         }
     }
 }
@@ -219,6 +250,13 @@ mod tests {
         assert!(DriverError::transient("the guest was not ready within 5 s").retryable());
         assert!(DriverError::no_disk_space("ds1").retryable());
         assert!(DriverError::failed("cannot clone", "boom").retryable());
+        // context: permanent unless the cause is an I/O error that may pass
+        let malformed: Result<(), _> = Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad header"));
+        assert!(!malformed.context(|| "cannot read".into()).unwrap_err().retryable());
+        let eio: Result<(), _> = Err(std::io::Error::from_raw_os_error(5));
+        assert!(eio.context(|| "cannot read".into()).unwrap_err().retryable());
+        let json: Result<(), _> = serde_json::from_str::<()>("{");
+        assert!(!json.context(|| "cannot parse".into()).unwrap_err().retryable());
         assert!(!DriverError::failed("cannot clone", "boom").with_retry(false).retryable());
     }
 

@@ -83,6 +83,18 @@ pub enum StemcellError {
     Disk(#[from] DiskImageError),
 }
 
+impl StemcellError {
+    /// Whether reading the same image again may succeed: a file that is no stemcell, or a malformed or
+    /// truncated one, fails the same way every time; a read or spool error of the machine may pass.
+    pub fn retryable(&self) -> bool {
+        match self {
+            StemcellError::Io { source, .. } | StemcellError::Spool { source, .. } => crate::error::io_may_pass(source),
+            StemcellError::UnknownFormat(_) | StemcellError::NoDisk { .. } | StemcellError::BadOvf { .. } => false,
+            StemcellError::Disk(d) => crate::error::DriverFailure::retryable(d),
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StemcellError + '_ {
     move |source| StemcellError::Io { path: path.display().to_string(), source }
 }

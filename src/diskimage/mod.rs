@@ -74,9 +74,13 @@ impl DiskImageError {
 }
 
 impl crate::error::DriverFailure for DiskImageError {
-    /// A refusal is permanent; a read or write error may pass (the same reading as [`crate::stemcell`]'s).
+    /// A refusal is permanent, and so is a read of data that is malformed or ends early; another read
+    /// error or a write error may pass.
     fn retryable(&self) -> bool {
-        self.is_io()
+        match self {
+            DiskImageError::Io(e) => crate::error::io_may_pass(e),
+            d => d.is_io(),
+        }
     }
 }
 

@@ -754,11 +754,11 @@ fn checked_streams_hand_on_every_byte_and_refuse_before_the_first() {
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     let r = c.refusal().unwrap();
     assert!(r.to_string().contains("comes before") && !r.is_io(), "{r}");
-    // and an error of the stream below is a read error, retryable
+    // and an error of the stream below is a read error, retryable (EIO: the disk below failed)
     struct Failing;
     impl Read for Failing {
         fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::Error::other("disk on fire"))
+            Err(io::Error::from_raw_os_error(5))
         }
     }
     let e = Checked::new(Declared::Vmdk, "d.vmdk", 1 << 20, &mut Failing).err().unwrap();

@@ -266,6 +266,50 @@ mod disks {
 
     peer_tests!(crafted_disks_are_refused_and_read_no_host_file);
 
+    /// Files that are no stemcell at all (issue 20): each answers a CloudError with `ok_to_retry: false` (the
+    /// same file fails the same way however often the director tries), names what was wrong, leaves nothing.
+    mod not_a_stemcell {
+        use super::*;
+        peer_tests!(images_that_are_no_stemcell_are_refused_for_good);
+    }
+
+    fn images_that_are_no_stemcell_are_refused_for_good(peer: &dyn Peer) {
+        let cpi = Cpi::with_config(&peer.config());
+        let dir = tempfile::tempdir().unwrap();
+        let gz_of = |data: &[u8]| {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(data).unwrap();
+            gz.finish().unwrap()
+        };
+        let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("an empty file", Vec::new(), "neither"),
+            ("a text file", b"this is a release notes file, not a stemcell\n".repeat(40), "neither"),
+            ("random bytes", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "neither"),
+            ("a gzip of text", gz_of(&b"no tar in here\n".repeat(100)), "stemcell"),
+            ("a truncated gzip", gz_of(&[0u8; 8192])[..40].to_vec(), "stemcell"),
+        ];
+        let no_disk = dir.path().join("no-disk.tgz");
+        archive(&no_disk, &[("stemcell.MF", b"name: x\nversion: '1'\n"), ("README", b"hello")]);
+        cases.push(("a tar with no disk in it", std::fs::read(&no_disk).unwrap(), "holds no disk"));
+        let bad_ovf = dir.path().join("bad-ovf.tgz");
+        archive(&bad_ovf, &[("image.ovf", b"<Envelope><not-closed>"), ("image-disk1.vmdk", b"KDMV")]);
+        cases.push(("an OVF that is not XML", std::fs::read(&bad_ovf).unwrap(), "OVF"));
+        for (i, (what, bytes, expect)) in cases.iter().enumerate() {
+            let image = dir.path().join(format!("image-{i}"));
+            std::fs::write(&image, bytes).unwrap();
+            let r = cpi.call("create_stemcell", json!([image, {}]));
+            let e = &r.response["error"];
+            assert!(!e.is_null(), "{} {what}: accepted as {}\n{}", peer.name(), r.response["result"], r.stderr);
+            assert_eq!(e["type"], "Bosh::Clouds::CloudError", "{} {what}: {e}", peer.name());
+            assert_eq!(e["ok_to_retry"], false, "{} {what}: {e}", peer.name());
+            let msg = e["message"].as_str().unwrap_or_default();
+            assert!(msg.contains(expect), "{} {what}: the message does not say {expect:?}: {msg}", peer.name());
+            assert_eq!(peer.leftovers(), Vec::<String>::new(), "{} {what}: left behind", peer.name());
+            eprintln!("{} refuses {what}: {msg}", peer.name());
+        }
+    }
+
     const OVF: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
   <References><File ovf:href="image-disk1.vmdk" ovf:id="file1"/></References>

@@ -198,19 +198,21 @@ impl Session {
             return Ok(s);
         }
         // no session yet: one process logs in, the others that started with it wait and take its session
-        store.locked(|| -> ClientResult<()> {
-            if let Some(saved) = store.load() {
-                s.sc = saved.sc;
-                *s.cookie.borrow_mut() = Some(saved.cookie);
-                s.logged_in.set(true);
-                debug!("another CPI process logged in meanwhile; using its session");
-                return Ok(());
-            }
-            s.sc = s.service_content()?;
-            s.login()?;
-            s.save();
-            Ok(())
-        })?;
+        store
+            .locked(|| -> ClientResult<()> {
+                if let Some(saved) = store.load() {
+                    s.sc = saved.sc;
+                    *s.cookie.borrow_mut() = Some(saved.cookie);
+                    s.logged_in.set(true);
+                    debug!("another CPI process logged in meanwhile; using its session");
+                    return Ok(());
+                }
+                s.sc = s.service_content()?;
+                s.login()?;
+                s.save();
+                Ok(())
+            })
+            .map_err(|e| ClientError::Other(format!("cannot log in to vSphere one process at a time: {e}")))??;
         Ok(s)
     }
 
@@ -277,17 +279,19 @@ impl Session {
             info!("the vSphere session expired; logging in again");
             return self.login();
         };
-        store.locked(|| {
-            if let Some(saved) = store.load().filter(|s| Some(&s.cookie) != stale.as_ref()) {
-                debug!("another CPI process logged in again meanwhile; using its session");
-                *self.cookie.borrow_mut() = Some(saved.cookie);
-                return Ok(());
-            }
-            info!("the saved vSphere session is no longer valid; logging in again");
-            self.login()?;
-            self.save();
-            Ok(())
-        })
+        store
+            .locked(|| {
+                if let Some(saved) = store.load().filter(|s| Some(&s.cookie) != stale.as_ref()) {
+                    debug!("another CPI process logged in again meanwhile; using its session");
+                    *self.cookie.borrow_mut() = Some(saved.cookie);
+                    return Ok(());
+                }
+                info!("the saved vSphere session is no longer valid; logging in again");
+                self.login()?;
+                self.save();
+                Ok(())
+            })
+            .map_err(|e| ClientError::Other(format!("cannot log in to vSphere again one process at a time: {e}")))?
     }
 
     /// A failed HTTP exchange with `url`: a timeout says which limit it hit.

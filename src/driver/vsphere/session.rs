@@ -161,7 +161,7 @@ impl SessionStore {
     /// calls; nothing when there is no usable session file. Holds the lock, so that a session another
     /// process saved meanwhile is kept.
     pub fn remember(&self, path: &str, obj: Option<&MoRef>) {
-        self.locked(|| {
+        let updated = self.locked(|| {
             let Some(mut saved) = self.read(false) else { return };
             let before = saved.inventory.get(path).cloned();
             if before.as_ref() == obj {
@@ -174,7 +174,11 @@ impl SessionStore {
             if let Err(e) = self.write(&saved) {
                 warn!("cannot update the vSphere session file {}: {e}", self.path.display());
             }
-        })
+        });
+        // what is remembered is a shortcut for later calls: without the lock it is not written at all
+        if let Err(e) = updated {
+            warn!("not remembering {path} in the vSphere session file: {e}");
+        }
     }
 
     fn write(&self, saved: &Saved) -> std::io::Result<()> {
@@ -193,30 +197,24 @@ impl SessionStore {
         let _ = std::fs::remove_file(&self.path);
     }
 
-    /// Runs `f` holding an exclusive lock beside the file (`flock`, released when the process dies), so
-    /// that parallel CPI processes whose session expired log in one at a time.
-    pub fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
-        let lock = crate::statedir::private_dir(&self.state_dir, &["sessions"], true)
-            .map_err(std::io::Error::from)
-            .and_then(|_| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(self.path.with_extension("lock"))
-            });
-        let Ok(file) = lock else { return f() };
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns; the lock goes with `file`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    /// Runs `f` holding an exclusive lock beside the file (`flock(2)` through `File::lock`, released when the
+    /// file is closed or the process dies), so that parallel CPI processes whose session expired log in one
+    /// at a time. When the lock cannot be had, `f` does not run: the caller gets the error.
+    pub fn locked<T>(&self, f: impl FnOnce() -> T) -> std::io::Result<T> {
+        crate::statedir::private_dir(&self.state_dir, &["sessions"], true).map_err(std::io::Error::from)?;
+        let lock = self.path.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the lock file {}: {e}", lock.display())))?;
+        file.lock().map_err(|e| std::io::Error::new(e.kind(), format!("cannot lock {}: {e}", lock.display())))?;
         let out = f();
-        if rc == 0 {
-            // SAFETY: as above.
-            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-        }
-        out
+        drop(file);
+        Ok(out)
     }
 }
 
@@ -335,6 +333,18 @@ mod tests {
     }
 
     #[test]
+    fn without_the_lock_nothing_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(dir.path(), "https://vc/sdk", "admin");
+        // the lock file's place is taken by a directory: the lock cannot be had, and the closure must not run
+        std::fs::create_dir_all(store.path.with_extension("lock")).unwrap();
+        let mut ran = false;
+        let e = store.locked(|| ran = true).unwrap_err();
+        assert!(!ran, "the closure ran without the lock");
+        assert!(e.to_string().contains(".lock"), "{e}");
+    }
+
+    #[test]
     fn the_lock_serialises() {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::new(dir.path(), "https://vc/sdk", "admin");
@@ -343,11 +353,13 @@ mod tests {
             .map(|_| {
                 let (store, inside) = (store.clone(), inside.clone());
                 std::thread::spawn(move || {
-                    store.locked(|| {
-                        assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    })
+                    store
+                        .locked(|| {
+                            assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        })
+                        .unwrap()
                 })
             })
             .collect();

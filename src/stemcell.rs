@@ -56,16 +56,6 @@ impl DiskFormat {
     }
 }
 
-/// An unpacked stemcell image; the temporary directory goes away with it.
-#[derive(Debug)]
-pub struct Unpacked {
-    pub family: Family,
-    pub disk: PathBuf,
-    pub format: DiskFormat,
-    pub efi: bool,
-    _dir: Option<tempfile::TempDir>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StemcellError {
     #[error("cannot read stemcell image {path}: {source}")]
@@ -97,100 +87,6 @@ impl StemcellError {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StemcellError + '_ {
     move |source| StemcellError::Io { path: path.display().to_string(), source }
-}
-
-/// Unpacks `image` into a new temporary directory under `tmp` (the system default when `None`).
-pub fn unpack(image: &Path, tmp: Option<&Path>) -> Result<Unpacked, StemcellError> {
-    let mut f = File::open(image).map_err(io_err(image))?;
-    let mut head = [0u8; 512];
-    let n = read_up_to(&mut f, &mut head).map_err(io_err(image))?;
-    let head = &head[..n];
-    f.seek(SeekFrom::Start(0)).map_err(io_err(image))?;
-    if head.starts_with(b"QFI\xfb") {
-        return Ok(Unpacked {
-            family: Family::OpenStack,
-            disk: image.to_path_buf(),
-            format: DiskFormat::Qcow2,
-            efi: false,
-            _dir: None,
-        });
-    }
-    if head.starts_with(b"KDMV") {
-        return Ok(Unpacked {
-            family: Family::Vsphere,
-            disk: image.to_path_buf(),
-            format: DiskFormat::Vmdk,
-            efi: false,
-            _dir: None,
-        });
-    }
-    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f)))
-    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        Box::new(BufReader::with_capacity(1 << 20, f))
-    } else {
-        return Err(StemcellError::UnknownFormat(image.display().to_string()));
-    };
-    let mut b = tempfile::Builder::new();
-    b.prefix("vmcpi-stemcell-");
-    let dir = match tmp {
-        Some(t) => b.tempdir_in(t),
-        None => b.tempdir(),
-    }
-    .map_err(io_err(image))?;
-    let mut archive = tar::Archive::new(reader);
-    let mut found = Vec::new();
-    for entry in archive.entries().map_err(io_err(image))? {
-        let mut entry = entry.map_err(io_err(image))?;
-        if !is_file(&entry) {
-            continue;
-        }
-        let path = entry.path().map_err(io_err(image))?.into_owned();
-        // flatten: only the file name counts, so "../x" or "/etc/x" can never escape the temp dir
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
-        found.push(name.clone());
-        let wanted = name == "root.img" || name.ends_with(".ovf") || name.ends_with(".vmdk") || name.ends_with(".mf");
-        if !wanted || name.starts_with('.') {
-            continue;
-        }
-        let dest = dir.path().join(&name);
-        let mut out = File::create(&dest).map_err(io_err(&dest))?;
-        let size = entry.size();
-        crate::info!("unpacking {name} ({} MiB)", size / (1 << 20));
-        sparse_copy(&mut entry, &mut out, &name).map_err(io_err(&dest))?;
-    }
-    finish(image, dir, &found)
-}
-
-fn finish(image: &Path, dir: tempfile::TempDir, found: &[String]) -> Result<Unpacked, StemcellError> {
-    let root = dir.path().join("root.img");
-    if root.is_file() {
-        let format = if file_starts_with(&root, b"QFI\xfb") { DiskFormat::Qcow2 } else { DiskFormat::Raw };
-        return Ok(Unpacked { family: Family::OpenStack, disk: root, format, efi: false, _dir: Some(dir) });
-    }
-    if let Some(ovf) = found.iter().find(|n| n.ends_with(".ovf")) {
-        let ovf_path = dir.path().join(ovf);
-        let text = std::fs::read_to_string(&ovf_path).map_err(io_err(&ovf_path))?;
-        let info = parse_ovf(&text).map_err(|reason| StemcellError::BadOvf { path: ovf.clone(), reason })?;
-        let disk = dir.path().join(&info.disk_href);
-        if info.disk_href.contains('/') || !disk.is_file() {
-            return Err(StemcellError::BadOvf {
-                path: ovf.clone(),
-                reason: format!("its disk file '{}' is not in the image", info.disk_href),
-            });
-        }
-        return Ok(Unpacked {
-            family: Family::Vsphere,
-            disk,
-            format: DiskFormat::Vmdk,
-            efi: info.efi,
-            _dir: Some(dir),
-        });
-    }
-    Err(StemcellError::NoDisk {
-        path: image.display().to_string(),
-        found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
-    })
 }
 
 /// An OVF descriptor larger than this is not a stemcell's (they are a few KiB).
@@ -641,11 +537,6 @@ fn read_up_to(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Result<u
     Ok(filled)
 }
 
-fn file_starts_with(p: &Path, magic: &[u8]) -> bool {
-    let mut b = vec![0u8; magic.len()];
-    File::open(p).and_then(|mut f| f.read_exact(&mut b)).is_ok() && b == magic
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,40 +558,6 @@ mod tests {
         f
     }
 
-    #[test]
-    fn openstack_raw_and_qcow2() {
-        let mut raw = vec![0u8; 300_000];
-        raw[299_999] = 7;
-        let f = tgz(&[("./root.img", &raw)]);
-        let u = unpack(f.path(), None).unwrap();
-        assert_eq!((u.family, u.format), (Family::OpenStack, DiskFormat::Raw));
-        assert_eq!(std::fs::read(&u.disk).unwrap(), raw);
-        let f = tgz(&[("root.img", b"QFI\xfb\0\0\0\x03rest")]);
-        assert_eq!(unpack(f.path(), None).unwrap().format, DiskFormat::Qcow2);
-    }
-
-    #[test]
-    fn vsphere_ovf_with_efi_and_escape_attempts() {
-        let ovf = br#"<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:vmw="http://www.vmware.com/schema/ovf"><References><File ovf:href="image-disk1.vmdk" ovf:id="file1"/></References><VirtualSystem><VirtualHardwareSection><vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/></VirtualHardwareSection></VirtualSystem></Envelope>"#;
-        let f = tgz(&[("image.ovf", ovf), ("image.mf", b"SHA1(x)=y"), ("../../image-disk1.vmdk", b"KDMVdata")]);
-        let u = unpack(f.path(), None).unwrap();
-        assert_eq!((u.family, u.format, u.efi), (Family::Vsphere, DiskFormat::Vmdk, true));
-        assert!(u.disk.starts_with(std::env::temp_dir()));
-    }
-
-    #[test]
-    fn clear_errors() {
-        let f = tgz(&[("README", b"hi")]);
-        let e = unpack(f.path(), None).unwrap_err().to_string();
-        assert!(e.contains("README") && e.contains("root.img"), "{e}");
-        let mut junk = tempfile::NamedTempFile::new().unwrap();
-        junk.write_all(b"hello").unwrap();
-        assert!(matches!(unpack(junk.path(), None), Err(StemcellError::UnknownFormat(_))));
-        assert!(matches!(unpack(Path::new("/nonexistent"), None), Err(StemcellError::Io { .. })));
-        assert!(parse_ovf("<Envelope><File/></Envelope>").is_err());
-        assert!(parse_ovf("<Envelope><File ").is_err());
-    }
-
     const OVF: &[u8] = br#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References><File ovf:href="image-disk1.vmdk" ovf:id="file1"/></References></Envelope>"#;
 
     /// (family, format, ovf?, name, len, spooled path?, bytes read) of what `with_disk` hands over.
@@ -712,6 +569,69 @@ mod tests {
             d.reader.read_to_end(&mut bytes).map_err(io_err(image))?;
             Ok((d.family, d.format, d.ovf.is_some(), d.name, d.len, d.path, bytes))
         })
+    }
+
+    #[test]
+    fn openstack_raw_and_qcow2() {
+        let spool = tempfile::tempdir().unwrap();
+        let mut raw = vec![0u8; 300_000];
+        raw[299_999] = 7;
+        let f = tgz(&[("./root.img", &raw)]);
+        let (family, format, _, name, _, path, bytes) = seen(f.path(), spool.path()).unwrap();
+        assert_eq!((family, format, name.as_str(), path), (Family::OpenStack, DiskFormat::Raw, "root.img", None));
+        assert!(bytes == raw);
+        let f = tgz(&[("root.img", &crate::diskimage::tests::tiny_qcow2(1 << 20, 512))]);
+        assert_eq!(seen(f.path(), spool.path()).unwrap().1, DiskFormat::Qcow2);
+    }
+
+    /// Entry names that climb out (`../../x`, `/etc/x`) count by their file name only: a VMDK spooled before
+    /// its OVF lands in the spool directory, and nothing is written anywhere else.
+    #[test]
+    fn vsphere_ovf_with_efi_and_escape_attempts() {
+        let ovf = br#"<?xml version="1.0"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:vmw="http://www.vmware.com/schema/ovf"><References><File ovf:href="image-disk1.vmdk" ovf:id="file1"/></References><VirtualSystem><VirtualHardwareSection><vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/></VirtualHardwareSection></VirtualSystem></Envelope>"#;
+        let disk = crate::diskimage::tests::noise_stream_vmdk(3);
+        let top = tempfile::tempdir().unwrap();
+        let spool = top.path().join("a/b");
+        std::fs::create_dir_all(&spool).unwrap();
+        for name in ["../../image-disk1.vmdk", "/tmp/image-disk1.vmdk"] {
+            for vmdk_first in [false, true] {
+                let mut files = vec![("image.ovf", &ovf[..]), ("image.mf", &b"SHA1(x)=y"[..])];
+                let at = if vmdk_first { 0 } else { files.len() };
+                files.insert(at, (name, &disk[..]));
+                let f = tgz(&files);
+                let (efi, path, bytes) = with_disk(f.path(), &spool, |d| -> Result<_, StemcellError> {
+                    let mut bytes = Vec::new();
+                    d.reader.read_to_end(&mut bytes).map_err(io_err(f.path()))?;
+                    assert_eq!(
+                        (d.family, d.format, d.name.as_str()),
+                        (Family::Vsphere, DiskFormat::Vmdk, "image-disk1.vmdk")
+                    );
+                    Ok((d.efi, d.path, bytes))
+                })
+                .unwrap();
+                assert!(efi && bytes == disk, "{name}");
+                if let Some(p) = path {
+                    assert!(vmdk_first && p.starts_with(&spool), "{name}: spooled to {}", p.display());
+                }
+                assert!(
+                    !top.path().join("image-disk1.vmdk").exists() && !top.path().join("a/image-disk1.vmdk").exists()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn clear_errors() {
+        let spool = tempfile::tempdir().unwrap();
+        let f = tgz(&[("README", b"hi")]);
+        let e = seen(f.path(), spool.path()).unwrap_err().to_string();
+        assert!(e.contains("README") && e.contains("root.img"), "{e}");
+        let mut junk = tempfile::NamedTempFile::new().unwrap();
+        junk.write_all(b"hello").unwrap();
+        assert!(matches!(seen(junk.path(), spool.path()), Err(StemcellError::UnknownFormat(_))));
+        assert!(matches!(seen(Path::new("/nonexistent"), spool.path()), Err(StemcellError::Io { .. })));
+        assert!(parse_ovf("<Envelope><File/></Envelope>").is_err());
+        assert!(parse_ovf("<Envelope><File ").is_err());
     }
 
     #[test]

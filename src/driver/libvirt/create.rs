@@ -100,20 +100,7 @@ impl Libvirt {
         let (sc_cap, _) =
             self.vol_info(stemcell)?.ok_or_else(|| DriverError::stemcell_not_found(stemcell.to_string()))?;
         // NICs first: a bad network fails before anything is made
-        let mut networks: Networks = req.networks.clone();
-        let mut nics = Vec::new();
-        for (name, net) in networks.iter_mut() {
-            if !net.needs_nic() {
-                continue;
-            }
-            let (source, forwards) = self.nic_for(name, net)?;
-            let mac = match &net.mac {
-                Some(m) => m.clone(),
-                None => crate::agent_settings::qemu_mac(),
-            };
-            net.mac = Some(mac.clone());
-            nics.push(Nic { mac, source, forwards });
-        }
+        let (networks, nics) = self.plan_nics(req)?;
 
         let all_forwards: Vec<(String, portfwd::PortForward)> = nics
             .iter()
@@ -127,52 +114,11 @@ impl Libvirt {
             portfwd::check_free(&list).map_err(|e| DriverError::invalid("network port_forwards", e))?;
         }
 
-        // each volume is in the undo list before it is made
-        let root = format!("{vm}-root");
-        let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
-        self.undo_volume(undo, &root);
-        // the backing format comes from the CID, never from a probe
-        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
-        let mut disks = vec![ScsiDisk {
-            pool: self.pool_name().into(),
-            volume: root,
-            format: "qcow2".into(),
-            target: 0,
-            serial: None,
-        }];
-        if props.disk > 0 {
-            let eph = format!("{vm}-ephemeral");
-            self.undo_volume(undo, &eph);
-            self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
-            disks.push(ScsiDisk {
-                pool: self.pool_name().into(),
-                volume: eph,
-                format: "qcow2".into(),
-                target: 1,
-                serial: Some(ephemeral_serial(vm)),
-            });
-        }
+        let disks = self.make_disks(vm, &props, (stemcell, sc_cap), kind, undo)?;
 
         let mut settings =
             AgentSettings::new(req.agent_id.as_str(), vm, &self.agent, networks.clone(), req.env.clone());
-        match kind.family {
-            Family::Vsphere => {
-                settings.disks.system = json!("0");
-                if props.disk > 0 {
-                    settings.disks.ephemeral = json!("1");
-                }
-            }
-            Family::OpenStack => {
-                settings.disks.system = json!("/dev/sda");
-                if props.disk > 0 {
-                    // not "/dev/sdb": Linux names virtio-scsi disks in the order their probes finish, which
-                    // varies (a real agent once took the root disk for sdb). The agent's path resolver follows
-                    // this udev link, which names the disk by its serial.
-                    settings.disks.ephemeral =
-                        json!(format!("/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_{}", ephemeral_serial(vm)));
-                }
-            }
-        }
+        disk_settings(&mut settings, kind.family, vm, props.disk > 0);
         let medium_vol = Self::medium_volume(vm);
         self.undo_volume(undo, &medium_vol);
         self.write_new_medium(vm, kind.family.medium(), &settings)?;
@@ -201,16 +147,7 @@ impl Libvirt {
         let xml = domain::domain_xml(&spec);
         self.undo_domain(undo, vm);
         let c = self.client()?;
-        let dom = c.domain_define_xml(&xml, 0).map_err(|e| error::rpc(format!("cannot define domain {vm}"), e))?;
-        let dom = match c.domain_start(&dom) {
-            Ok(d) => d,
-            // a wrong network name is a request error: retrying cannot help
-            Err(e) if e.code() == Some(code::NO_NETWORK) => {
-                let said = e.remote().map(|r| r.to_string()).unwrap_or_default();
-                return Err(DriverError::network_not_found(crate::logger::redact(&said)));
-            }
-            Err(e) => return Err(error::rpc(format!("cannot start domain {vm}"), e)),
-        };
+        let dom = self.define_and_start(c, vm, &xml)?;
         if !passt {
             self.apply_forwards(&dom, &all_forwards)?;
         }
@@ -218,5 +155,103 @@ impl Libvirt {
             bootstrap::run(c, &dom, b)?;
         }
         Ok(CreatedVm { cid: cid.clone(), networks })
+    }
+    /// The NICs of the BOSH networks that need one (a source each, port forwards, a MAC: the network's own or
+    /// a new one), and the networks with their MACs as the agent's settings name them.
+    fn plan_nics(&self, req: &CreateVm) -> DriverResult<(Networks, Vec<Nic>)> {
+        let mut networks: Networks = req.networks.clone();
+        let mut nics = Vec::new();
+        for (name, net) in networks.iter_mut() {
+            if !net.needs_nic() {
+                continue;
+            }
+            let (source, forwards) = self.nic_for(name, net)?;
+            let mac = match &net.mac {
+                Some(m) => m.clone(),
+                None => crate::agent_settings::qemu_mac(),
+            };
+            net.mac = Some(mac.clone());
+            nics.push(Nic { mac, source, forwards });
+        }
+        Ok((networks, nics))
+    }
+
+    /// The root volume (a qcow2 over the stemcell, at least `root_disk` large) and the ephemeral one; each is
+    /// in the undo list before it is made.
+    fn make_disks<'a>(
+        &'a self,
+        vm: &str,
+        props: &VmProps,
+        (stemcell, sc_cap): (&str, u64),
+        kind: StemcellKind,
+        undo: &mut Undo<'a>,
+    ) -> DriverResult<Vec<ScsiDisk>> {
+        let root = format!("{vm}-root");
+        let root_cap = props.root_disk.map(|m| m << 20).unwrap_or(0).max(sc_cap);
+        self.undo_volume(undo, &root);
+        // the backing format comes from the CID, never from a probe
+        self.vol_create(&root, root_cap, "qcow2", Some((stemcell, kind.format)))?;
+        let mut disks = vec![ScsiDisk {
+            pool: self.pool_name().into(),
+            volume: root,
+            format: "qcow2".into(),
+            target: 0,
+            serial: None,
+        }];
+        if props.disk > 0 {
+            let eph = format!("{vm}-ephemeral");
+            self.undo_volume(undo, &eph);
+            self.vol_create(&eph, props.disk << 20, "qcow2", None)?;
+            disks.push(ScsiDisk {
+                pool: self.pool_name().into(),
+                volume: eph,
+                format: "qcow2".into(),
+                target: 1,
+                serial: Some(ephemeral_serial(vm)),
+            });
+        }
+        Ok(disks)
+    }
+
+    /// Defines the domain and starts it; a network libvirt does not know is the request's error.
+    fn define_and_start(
+        &self,
+        c: &crate::libvirt_rpc::Client,
+        vm: &str,
+        xml: &str,
+    ) -> DriverResult<crate::libvirt_rpc::Domain> {
+        let dom = c.domain_define_xml(xml, 0).map_err(|e| error::rpc(format!("cannot define domain {vm}"), e))?;
+        match c.domain_start(&dom) {
+            Ok(d) => Ok(d),
+            // a wrong network name is a request error: retrying cannot help
+            Err(e) if e.code() == Some(code::NO_NETWORK) => {
+                let said = e.remote().map(|r| r.to_string()).unwrap_or_default();
+                Err(DriverError::network_not_found(crate::logger::redact(&said)))
+            }
+            Err(e) => Err(error::rpc(format!("cannot start domain {vm}"), e)),
+        }
+    }
+}
+
+/// Where the agent finds the system and ephemeral disks: SCSI units on a vSphere stemcell, device paths on an
+/// OpenStack one.
+fn disk_settings(settings: &mut AgentSettings, family: Family, vm: &str, ephemeral: bool) {
+    match family {
+        Family::Vsphere => {
+            settings.disks.system = json!("0");
+            if ephemeral {
+                settings.disks.ephemeral = json!("1");
+            }
+        }
+        Family::OpenStack => {
+            settings.disks.system = json!("/dev/sda");
+            if ephemeral {
+                // not "/dev/sdb": Linux names virtio-scsi disks in the order their probes finish, which
+                // varies (a real agent once took the root disk for sdb). The agent's path resolver follows
+                // this udev link, which names the disk by its serial.
+                settings.disks.ephemeral =
+                    json!(format!("/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_{}", ephemeral_serial(vm)));
+            }
+        }
     }
 }

@@ -55,71 +55,8 @@ impl Vmrun {
         self.undo_stemcell(&mut undo, &sc);
         let result = (|| -> DriverResult<()> {
             match &self.cfg.ovftool {
-                Some(ovftool) => {
-                    // ovftool runs on the hypervisor host: the OVF and its disk go there first
-                    let import = join(&dir, "import");
-                    self.tr(|| format!("cannot create {import}"), self.t.mkdir_all(&import))?;
-                    let descriptor =
-                        disk.ovf.as_deref().ok_or_else(|| DriverError::invalid("stemcell", "no .ovf in the image"))?;
-                    let ovf = join(&import, "image.ovf");
-                    self.tr(|| "cannot upload the OVF".into(), self.t.write(&ovf, descriptor.as_bytes()))?;
-                    let name = disk.name.clone();
-                    info!("uploading {name} ({} MiB)", disk.len >> 20);
-                    self.tr(
-                        || format!("cannot upload {name}"),
-                        self.t.upload_stream(disk.reader, &name, &join(&import, &name)),
-                    )?;
-                    // the OVF is the stemcell's: its raw .vmx keys (vmw:ExtraConfig) only with the opt-in
-                    let mut argv = vec![ovftool.clone(), "--sourceType=OVF".into(), "--targetType=VMX".into()];
-                    if self.cfg.allow_extra_config {
-                        argv.push("--allowExtraConfig".into());
-                    }
-                    argv.extend(["--acceptAllEulas".into(), format!("--name={sc}"), ovf, vmx_path.clone()]);
-                    h.tool(argv, "ovftool could not import the stemcell")?;
-                    self.tr(|| format!("cannot remove {import}"), self.t.remove_dir_all(&import))?;
-                }
-                None => {
-                    // our own import: the VMDK → a sparse raw file → a monolithic sparse VMDK, and a VMX like
-                    // ovftool's
-                    let efi = disk.efi;
-                    let tmp = tempfile::Builder::new()
-                        .prefix("vmcpi-vmdk-")
-                        .tempdir_in(work)
-                        .context(|| "cannot create a temporary directory".into())?;
-                    let mut vmdk = VmdkReader::open(&mut *disk.reader, disk.len, tmp.path())?;
-                    let raw = tmp.path().join("disk.raw");
-                    let file = std::fs::File::create(&raw).context(|| format!("cannot create {}", raw.display()))?;
-                    info!(
-                        "reading the {} VMDK ({} MiB virtual) into a sparse raw file (no ovftool configured)",
-                        vmdk.kind().as_str(),
-                        vmdk.virtual_size() >> 20
-                    );
-                    vmdk.write_sparse_raw(&file)?;
-                    drop(file);
-                    let converted = tmp.path().join("disk.vmdk");
-                    crate::exec::Cmd::new(&self.cfg.local_qemu_img)
-                        .args([
-                            "convert",
-                            "-q",
-                            "-f",
-                            "raw",
-                            "-O",
-                            "vmdk",
-                            "-o",
-                            "adapter_type=lsilogic,subformat=monolithicSparse",
-                        ])
-                        .arg(&raw)
-                        .arg(&converted)
-                        .run()
-                        .context(|| "cannot convert the stemcell's disk".into())?;
-                    let _ = std::fs::remove_file(&raw);
-                    let disk_name = format!("{sc}-disk1.vmdk");
-                    self.tr(
-                        || "cannot upload the stemcell disk".into(),
-                        self.t.upload(&converted, &join(&dir, &disk_name)),
-                    )?;
-                    self.write_vmx(&vmx_path, &own_stemcell_vmx(&sc, &disk_name, efi))?;
-                }
+                Some(ovftool) => self.import_with_ovftool(ovftool, disk, &dir, &vmx_path, &sc)?,
+                None => self.import_own(disk, work, &dir, &vmx_path, &sc)?,
             }
             let mut v = self.read_vmx(&vmx_path)?;
             // stemcells carry no NICs worth keeping; VMs get theirs at create
@@ -227,6 +164,83 @@ impl Vmrun {
         self.host().vmrun(&["deleteVM", &vmx])?;
         self.tr(|| format!("cannot remove {dir}"), self.t.remove_dir_all(&dir))?;
         self.forget_lock(sc);
+        Ok(())
+    }
+    /// ovftool runs on the hypervisor host: the OVF and its disk go there first.
+    fn import_with_ovftool(
+        &self,
+        ovftool: &str,
+        disk: stemcell::Disk<'_>,
+        dir: &str,
+        vmx_path: &str,
+        sc: &str,
+    ) -> DriverResult<()> {
+        let h = self.host();
+        let import = join(dir, "import");
+        self.tr(|| format!("cannot create {import}"), self.t.mkdir_all(&import))?;
+        let descriptor = disk.ovf.as_deref().ok_or_else(|| DriverError::invalid("stemcell", "no .ovf in the image"))?;
+        let ovf = join(&import, "image.ovf");
+        self.tr(|| "cannot upload the OVF".into(), self.t.write(&ovf, descriptor.as_bytes()))?;
+        let name = disk.name.clone();
+        info!("uploading {name} ({} MiB)", disk.len >> 20);
+        self.tr(|| format!("cannot upload {name}"), self.t.upload_stream(disk.reader, &name, &join(&import, &name)))?;
+        // the OVF is the stemcell's: its raw .vmx keys (vmw:ExtraConfig) only with the opt-in
+        let mut argv: Vec<String> = vec![ovftool.into(), "--sourceType=OVF".into(), "--targetType=VMX".into()];
+        if self.cfg.allow_extra_config {
+            argv.push("--allowExtraConfig".into());
+        }
+        argv.extend(["--acceptAllEulas".into(), format!("--name={sc}"), ovf, vmx_path.to_string()]);
+        h.tool(argv, "ovftool could not import the stemcell")?;
+        self.tr(|| format!("cannot remove {import}"), self.t.remove_dir_all(&import))?;
+        Ok(())
+    }
+
+    /// Our own import: the VMDK → a sparse raw file → a monolithic sparse VMDK, and a VMX like ovftool's.
+    fn import_own(
+        &self,
+        disk: stemcell::Disk<'_>,
+        work: &Path,
+        dir: &str,
+        vmx_path: &str,
+        sc: &str,
+    ) -> DriverResult<()> {
+        // our own import: the VMDK → a sparse raw file → a monolithic sparse VMDK, and a VMX like
+        // ovftool's
+        let efi = disk.efi;
+        let tmp = tempfile::Builder::new()
+            .prefix("vmcpi-vmdk-")
+            .tempdir_in(work)
+            .context(|| "cannot create a temporary directory".into())?;
+        let mut vmdk = VmdkReader::open(&mut *disk.reader, disk.len, tmp.path())?;
+        let raw = tmp.path().join("disk.raw");
+        let file = std::fs::File::create(&raw).context(|| format!("cannot create {}", raw.display()))?;
+        info!(
+            "reading the {} VMDK ({} MiB virtual) into a sparse raw file (no ovftool configured)",
+            vmdk.kind().as_str(),
+            vmdk.virtual_size() >> 20
+        );
+        vmdk.write_sparse_raw(&file)?;
+        drop(file);
+        let converted = tmp.path().join("disk.vmdk");
+        crate::exec::Cmd::new(&self.cfg.local_qemu_img)
+            .args([
+                "convert",
+                "-q",
+                "-f",
+                "raw",
+                "-O",
+                "vmdk",
+                "-o",
+                "adapter_type=lsilogic,subformat=monolithicSparse",
+            ])
+            .arg(&raw)
+            .arg(&converted)
+            .run()
+            .context(|| "cannot convert the stemcell's disk".into())?;
+        let _ = std::fs::remove_file(&raw);
+        let disk_name = format!("{sc}-disk1.vmdk");
+        self.tr(|| "cannot upload the stemcell disk".into(), self.t.upload(&converted, &join(dir, &disk_name)))?;
+        self.write_vmx(vmx_path, &own_stemcell_vmx(sc, &disk_name, efi))?;
         Ok(())
     }
 }

@@ -139,24 +139,7 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
     end(w, "metadata")?;
     text_el(w, "memory", &[("unit", "MiB")], &s.memory_mib.to_string())?;
     text_el(w, "vcpu", &[], &s.vcpus.to_string())?;
-    if s.efi {
-        start(w, "os", &[("firmware", "efi")])?;
-    } else {
-        start(w, "os", &[])?;
-    }
-    text_el(w, "type", &[("arch", "x86_64"), ("machine", s.machine.as_str())], "hvm")?;
-    if let Some(b) = &s.direct_boot {
-        text_el(w, "kernel", &[], &b.kernel)?;
-        if let Some(i) = &b.initrd {
-            text_el(w, "initrd", &[], i)?;
-        }
-        if let Some(c) = &b.cmdline {
-            text_el(w, "cmdline", &[], c)?;
-        }
-    } else {
-        empty(w, "boot", &[("dev", "hd")])?;
-    }
-    end(w, "os")?;
+    write_os(w, s)?;
     start(w, "features", &[])?;
     empty(w, "acpi", &[])?;
     empty(w, "apic", &[])?;
@@ -179,6 +162,38 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
         empty(w, "address", &[("type", "drive"), ("controller", "0"), ("bus", "0"), ("target", "0"), ("unit", "0")])?;
         end(w, "disk")?;
     }
+    write_nics(w, s)?;
+    write_consoles(w, s)?;
+    start(w, "rng", &[("model", "virtio")])?;
+    text_el(w, "backend", &[("model", "random")], "/dev/urandom")?;
+    end(w, "rng")?;
+    end(w, "devices")?;
+    end(w, "domain")
+}
+
+fn write_os(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
+    if s.efi {
+        start(w, "os", &[("firmware", "efi")])?;
+    } else {
+        start(w, "os", &[])?;
+    }
+    text_el(w, "type", &[("arch", "x86_64"), ("machine", s.machine.as_str())], "hvm")?;
+    if let Some(b) = &s.direct_boot {
+        text_el(w, "kernel", &[], &b.kernel)?;
+        if let Some(i) = &b.initrd {
+            text_el(w, "initrd", &[], i)?;
+        }
+        if let Some(c) = &b.cmdline {
+            text_el(w, "cmdline", &[], c)?;
+        }
+    } else {
+        empty(w, "boot", &[("dev", "hd")])?;
+    }
+    end(w, "os")?;
+    Ok(())
+}
+
+fn write_nics(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
     for (i, n) in s.nics.iter().enumerate() {
         let (kind, src): (&str, Option<(&str, &str)>) = match &n.source {
             NicSource::Network(name) => ("network", Some(("network", name.as_str()))),
@@ -204,6 +219,11 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
         }
         end(w, "interface")?;
     }
+    Ok(())
+}
+
+/// The serial console (a log file or a pty), the guest agent's channel and the optional VNC display.
+fn write_consoles(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
     match &s.serial_log {
         Some(path) => {
             start(w, "serial", &[("type", "file")])?;
@@ -223,11 +243,7 @@ fn write_domain(w: &mut W, s: &DomainSpec) -> std::io::Result<()> {
     if s.graphics {
         empty(w, "graphics", &[("type", "vnc"), ("autoport", "yes"), ("listen", "127.0.0.1")])?;
     }
-    start(w, "rng", &[("model", "virtio")])?;
-    text_el(w, "backend", &[("model", "random")], "/dev/urandom")?;
-    end(w, "rng")?;
-    end(w, "devices")?;
-    end(w, "domain")
+    Ok(())
 }
 
 fn write_disk(w: &mut W, d: &ScsiDisk) -> std::io::Result<()> {
@@ -351,7 +367,7 @@ pub struct DomainInfo {
     pub forwards: Vec<(String, super::portfwd::PortForward)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AttachedDisk {
     pub device: String,
     pub pool: Option<String>,
@@ -366,6 +382,41 @@ pub struct AttachedDisk {
     pub address: Vec<(String, String)>,
 }
 
+fn xml_attr(e: &BytesStart, k: &[u8]) -> Option<String> {
+    e.attributes().flatten().find(|a| a.key.as_ref() == k).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+impl AttachedDisk {
+    /// What an element inside this `<disk>` says about it.
+    fn read_element(&mut self, name: &str, e: &BytesStart) {
+        let attr = xml_attr;
+        match name {
+            "source" => {
+                self.pool = attr(e, b"pool").or(self.pool.take());
+                self.volume = attr(e, b"volume").or(self.volume.take());
+                self.file = attr(e, b"file").or(self.file.take());
+            }
+            "target" => {
+                self.dev = attr(e, b"dev");
+                self.bus = attr(e, b"bus");
+            }
+            "driver" => self.format = attr(e, b"type"),
+            "address" => {
+                self.target = attr(e, b"target").and_then(|t| t.parse().ok());
+                self.address = e
+                    .attributes()
+                    .flatten()
+                    .filter_map(|a| {
+                        let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                        Some((k, a.unescape_value().ok()?.into_owned()))
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Parses the parts of a domain definition the driver needs.
 pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
     let mut r = quick_xml::Reader::from_str(xml);
@@ -373,12 +424,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
     let mut path: Vec<String> = Vec::new();
     let mut cur: Option<AttachedDisk> = None;
     let mut fwd_nic: Option<String> = None;
-    let attr = |e: &BytesStart, k: &[u8]| -> Option<String> {
-        e.attributes()
-            .flatten()
-            .find(|a| a.key.as_ref() == k)
-            .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
-    };
+    let attr = xml_attr;
     loop {
         let ev = r.read_event().map_err(|e| format!("domain XML: {e}"))?;
         match ev {
@@ -389,52 +435,15 @@ pub fn parse_domain(xml: &str) -> Result<DomainInfo, String> {
                 match name.as_str() {
                     "domain" if path.is_empty() => info.running = attr(e, b"id").is_some_and(|id| id != "-1"),
                     "disk" if path.last().map(String::as_str) == Some("devices") => {
-                        cur = Some(AttachedDisk {
-                            device: attr(e, b"device").unwrap_or_default(),
-                            pool: None,
-                            volume: None,
-                            file: None,
-                            dev: None,
-                            bus: None,
-                            format: None,
-                            target: None,
-                            serial: None,
-                            address: Vec::new(),
-                        })
-                    }
-                    "source" => {
-                        if let Some(d) = cur.as_mut() {
-                            d.pool = attr(e, b"pool").or(d.pool.take());
-                            d.volume = attr(e, b"volume").or(d.volume.take());
-                            d.file = attr(e, b"file").or(d.file.take());
-                        }
-                    }
-                    "target" => {
-                        if let Some(d) = cur.as_mut() {
-                            d.dev = attr(e, b"dev");
-                            d.bus = attr(e, b"bus");
-                        }
-                    }
-                    "driver" => {
-                        if let Some(d) = cur.as_mut() {
-                            d.format = attr(e, b"type");
-                        }
+                        cur =
+                            Some(AttachedDisk { device: attr(e, b"device").unwrap_or_default(), ..Default::default() })
                     }
                     "forward" if path.iter().any(|p| p == "metadata") => fwd_nic = attr(e, b"nic"),
-                    "address" => {
+                    other => {
                         if let Some(d) = cur.as_mut() {
-                            d.target = attr(e, b"target").and_then(|t| t.parse().ok());
-                            d.address = e
-                                .attributes()
-                                .flatten()
-                                .filter_map(|a| {
-                                    let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-                                    Some((k, a.unescape_value().ok()?.into_owned()))
-                                })
-                                .collect();
+                            d.read_element(other, e);
                         }
                     }
-                    _ => {}
                 }
                 if !is_empty {
                     path.push(name);

@@ -3,6 +3,20 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+/// Percent-encodes `s` (RFC 3986): ASCII letters and digits and the bytes in `keep` pass, every other byte
+/// becomes `%XX`.
+pub fn percent_encode(s: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || keep.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Standard base64 with padding.
 pub fn base64(data: &[u8]) -> String {
     STANDARD.encode(data)

@@ -169,7 +169,11 @@ pub trait Driver {
     fn has_vm(&self, cid: &VmCid) -> DriverResult<bool>;
     fn reboot_vm(&self, cid: &VmCid) -> DriverResult<()>;
     fn set_vm_metadata(&self, cid: &VmCid, metadata: &Metadata) -> DriverResult<()>;
-    fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value>;
+    /// The sizes this driver accepts (cloud_properties checks and calculate_vm_cloud_properties).
+    fn limits(&self) -> &'static props::Limits;
+    fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
+        self.limits().calculate(res)
+    }
     fn create_disk(
         &self,
         size_mib: u64,
@@ -186,8 +190,10 @@ pub trait Driver {
     fn get_disks(&self, vm: &VmCid) -> DriverResult<Vec<DiskCid>>;
     fn set_disk_metadata(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<()>;
     fn snapshot_disk(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<SnapshotCid>;
-    /// Succeeds when the snapshot is already gone.
-    fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()>;
+    /// Succeeds when the snapshot is already gone. By default, the answer of a driver that makes none.
+    fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
+        Err(no_disk_snapshots(&format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
+    }
 }
 
 /// Builds the configured backend. Does not contact the hypervisor.

@@ -155,7 +155,13 @@ fn call(d: &dyn Driver, ctx: &CallContext, method: &Method) -> Result<Value, Dri
     let v2 = ctx.api_version >= 2;
     Ok(match method {
         Method::Info => unreachable_info(),
-        Method::CreateStemcell { image_path, cloud_properties } => json!(d.create_stemcell(image_path, cloud_properties)?),
+        Method::CreateStemcell { image_path, cloud_properties } => {
+            if let Some(name) = cloud_properties.get("name").and_then(Value::as_str) {
+                let version = cloud_properties.get("version").and_then(Value::as_str).unwrap_or("");
+                crate::info!("importing stemcell {name} {version}");
+            }
+            json!(d.create_stemcell(image_path, cloud_properties)?)
+        }
         Method::DeleteStemcell(cid) => {
             d.delete_stemcell(cid)?;
             Value::Null

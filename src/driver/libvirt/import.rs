@@ -4,17 +4,7 @@ use crate::diskimage::vmdk::VmdkReader;
 use crate::diskimage::Chunk;
 
 impl Libvirt {
-    pub(super) fn import_stemcell(
-        &self,
-        image: &Path,
-        cloud_properties: &Map<String, Value>,
-    ) -> DriverResult<StemcellCid> {
-        if let Some(name) = cloud_properties.get("name").and_then(Value::as_str) {
-            info!(
-                "importing stemcell {name} {}",
-                cloud_properties.get("version").and_then(Value::as_str).unwrap_or("")
-            );
-        }
+    pub(super) fn import_stemcell(&self, image: &Path) -> DriverResult<StemcellCid> {
         self.ensure_pool()?;
         // the family is known only after unpacking; the in-flight marker covers every suffix of this id
         let id = format!("{}{}", StemcellCid::PREFIX, random_hex(STEMCELL_HEX));

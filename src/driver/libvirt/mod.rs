@@ -37,7 +37,7 @@ use props::*;
 use crate::agent_settings::{AgentSettings, Network, Networks};
 use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
-use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
+use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata};
 use crate::error::{Context, DriverError, DriverResult};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
@@ -89,8 +89,8 @@ impl Libvirt {
 }
 
 impl Driver for Libvirt {
-    fn create_stemcell(&self, image: &Path, cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid> {
-        self.import_stemcell(image, cloud_properties)
+    fn create_stemcell(&self, image: &Path, _cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid> {
+        self.import_stemcell(image)
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
@@ -182,8 +182,8 @@ impl Driver for Libvirt {
         Ok(())
     }
 
-    fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
-        LIMITS.calculate(res)
+    fn limits(&self) -> &'static crate::driver::props::Limits {
+        &LIMITS
     }
 
     fn create_disk(

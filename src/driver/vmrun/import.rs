@@ -3,17 +3,7 @@ use super::*;
 use crate::diskimage::vmdk::VmdkReader;
 
 impl Vmrun {
-    pub(super) fn import_stemcell(
-        &self,
-        image: &Path,
-        cloud_properties: &Map<String, Value>,
-    ) -> DriverResult<StemcellCid> {
-        if let Some(name) = cloud_properties.get("name").and_then(Value::as_str) {
-            info!(
-                "importing stemcell {name} {}",
-                cloud_properties.get("version").and_then(Value::as_str).unwrap_or("")
-            );
-        }
+    pub(super) fn import_stemcell(&self, image: &Path) -> DriverResult<StemcellCid> {
         // the unpacked image lives in an in-flight work directory: a killed import's scratch is reaped later
         let mut scratch = Scratch(Some(
             self.scratch()

@@ -43,7 +43,7 @@ use props::*;
 use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
-use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
+use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata};
 use crate::error::{Context, DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
@@ -84,8 +84,8 @@ impl Vmrun {
 }
 
 impl Driver for Vmrun {
-    fn create_stemcell(&self, image: &Path, cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid> {
-        self.import_stemcell(image, cloud_properties)
+    fn create_stemcell(&self, image: &Path, _cloud_properties: &Map<String, Value>) -> DriverResult<StemcellCid> {
+        self.import_stemcell(image)
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
@@ -207,8 +207,8 @@ impl Driver for Vmrun {
         Ok(())
     }
 
-    fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
-        LIMITS.calculate(res)
+    fn limits(&self) -> &'static crate::driver::props::Limits {
+        &LIMITS
     }
 
     fn create_disk(
@@ -364,10 +364,6 @@ impl Driver for Vmrun {
         Err(super::no_disk_snapshots(&format!(
             "snapshot_disk of {cid}: vmrun snapshots whole VMs, not single disks, and copying an attached disk under a running VM is not consistent"
         )))
-    }
-
-    fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
-        Err(super::no_disk_snapshots(&format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
     }
 }
 

@@ -47,7 +47,7 @@ use settings::*;
 use crate::agent_settings::{vmware_mac, AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
-use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata, VmResources};
+use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata};
 use crate::error::{DriverError, DriverResult, ErrorKind};
 use crate::ids::{DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
@@ -220,8 +220,8 @@ impl Driver for Vsphere {
         self.write_vm_metadata(cid, metadata)
     }
 
-    fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
-        LIMITS.calculate(res)
+    fn limits(&self) -> &'static crate::driver::props::Limits {
+        &LIMITS
     }
 
     fn create_disk(
@@ -397,10 +397,6 @@ impl Driver for Vsphere {
         Err(super::no_disk_snapshots(&format!(
             "snapshot_disk of {cid}: vSphere snapshots whole VMs, not detached virtual disks (first-class disks would be needed), and the simulator cannot prove it"
         )))
-    }
-
-    fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
-        Err(super::no_disk_snapshots(&format!("delete_snapshot of {cid}: this driver makes no disk snapshots")))
     }
 }
 

@@ -210,15 +210,7 @@ pub fn json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T,
 
 /// Percent-encodes a query or path value (RFC 3986 unreserved characters pass; `.` too is encoded, as Rails wants).
 pub fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'~' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::encoding::percent_encode(s, b"-_~")
 }
 
 #[cfg(test)]

@@ -221,15 +221,7 @@ pub fn encode_path(p: &str) -> String {
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
 pub fn encode_query(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::encoding::percent_encode(s, b"-._~")
 }
 
 #[cfg(test)]

@@ -133,6 +133,15 @@ pub struct CreateVm {
     pub env: Value,
 }
 
+/// create_disk's arguments, typed.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateDisk<'a> {
+    pub size_mib: u64,
+    pub cloud_properties: &'a Map<String, Value>,
+    /// The VM the disk is meant for (a locality hint).
+    pub vm: Option<&'a VmCid>,
+}
+
 /// What create_vm made: the CID and the networks (with MACs) for the v2 result.
 #[derive(Debug, Clone)]
 pub struct CreatedVm {
@@ -174,12 +183,7 @@ pub trait Driver {
     fn calculate_vm_cloud_properties(&self, res: &VmResources) -> DriverResult<Value> {
         self.limits().calculate(res)
     }
-    fn create_disk(
-        &self,
-        size_mib: u64,
-        cloud_properties: &Map<String, Value>,
-        vm: Option<&VmCid>,
-    ) -> DriverResult<DiskCid>;
+    fn create_disk(&self, req: &CreateDisk<'_>) -> DriverResult<DiskCid>;
     /// Succeeds when the disk is already gone.
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()>;
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()>;

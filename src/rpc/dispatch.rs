@@ -192,7 +192,10 @@ fn call(d: &dyn Driver, ctx: &CallContext, method: &Method) -> Result<Value, Dri
             Value::Null
         }
         Method::CalculateVmCloudProperties(res) => d.calculate_vm_cloud_properties(res)?,
-        Method::CreateDisk { size_mib, cloud_properties, vm } => json!(d.create_disk(*size_mib, cloud_properties, vm.as_ref())?),
+        Method::CreateDisk { size_mib, cloud_properties, vm } => {
+            let req = crate::driver::CreateDisk { size_mib: *size_mib, cloud_properties, vm: vm.as_ref() };
+            json!(d.create_disk(&req)?)
+        }
         Method::DeleteDisk(cid) => {
             d.delete_disk(cid)?;
             Value::Null

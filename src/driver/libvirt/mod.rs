@@ -37,7 +37,7 @@ use props::*;
 use crate::agent_settings::{AgentSettings, Network, Networks};
 use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
-use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata};
+use crate::driver::{CallContext, CreateDisk, CreateVm, CreatedVm, Driver, Metadata};
 use crate::error::{Context, DriverError, DriverResult};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
@@ -186,20 +186,9 @@ impl Driver for Libvirt {
         &LIMITS
     }
 
-    fn create_disk(
-        &self,
-        size_mib: u64,
-        cloud_properties: &Map<String, Value>,
-        vm: Option<&VmCid>,
-    ) -> DriverResult<DiskCid> {
-        let props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
-        let format = props.format.unwrap_or_else(|| "qcow2".into());
-        if !matches!(format.as_str(), "qcow2" | "raw") {
-            return Err(DriverError::invalid(
-                "disk cloud_properties",
-                format!("format must be qcow2 or raw, got {format:?}"),
-            ));
-        }
+    fn create_disk(&self, req: &CreateDisk<'_>) -> DriverResult<DiskCid> {
+        let CreateDisk { size_mib, cloud_properties, vm } = *req;
+        let format = crate::driver::props::parse::<DiskProps>("disk cloud_properties", cloud_properties)?.format;
         if let Some(vm) = vm {
             // one host: the locality hint needs no action
             crate::debug!("create_disk for {vm}");
@@ -207,7 +196,7 @@ impl Driver for Libvirt {
         let cid = DiskCid::generate(DISK_HEX);
         let marker = self.begin(cid.as_str())?;
         self.ensure_pool()?;
-        self.vol_create(cid.as_str(), size_mib << 20, &format, None)?;
+        self.vol_create(cid.as_str(), size_mib << 20, format.as_str(), None)?;
         marker.created(cid.as_str());
         Ok(cid)
     }

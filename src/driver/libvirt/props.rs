@@ -52,5 +52,23 @@ pub(super) struct NetProps {
 pub(super) struct DiskProps {
     /// `qcow2` (default, thin) or `raw`.
     #[serde(default)]
-    pub(super) format: Option<String>,
+    pub(super) format: VolumeFormat,
+}
+
+/// The format of a persistent disk's volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum VolumeFormat {
+    #[default]
+    Qcow2,
+    Raw,
+}
+
+impl VolumeFormat {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            VolumeFormat::Qcow2 => "qcow2",
+            VolumeFormat::Raw => "raw",
+        }
+    }
 }

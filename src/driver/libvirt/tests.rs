@@ -215,7 +215,7 @@ mod with_fake_daemon {
         let d = driver(&fake, state.path());
         assert!(!d.has_disk(&disk).unwrap());
         d.delete_disk(&disk).unwrap();
-        let e = d.create_disk(16, &Map::new(), None).unwrap_err();
+        let e = d.create_disk(&CreateDisk { size_mib: 16, cloud_properties: &Map::new(), vm: None }).unwrap_err();
         assert!(e.to_string().contains("storage pool p does not exist"), "{e}");
     }
 
@@ -233,7 +233,7 @@ mod with_fake_daemon {
             AgentOptions::default(),
             Connection::with("qemu:///system", Box::new(move || f.client())),
         );
-        let disk = d.create_disk(16, &Map::new(), None).unwrap();
+        let disk = d.create_disk(&CreateDisk { size_mib: 16, cloud_properties: &Map::new(), vm: None }).unwrap();
         let c = calls(&fake);
         assert_eq!(
             &c[..6],
@@ -373,7 +373,8 @@ mod with_fake_daemon {
 
         // attach: a SCSI disk at target 2, named in the medium; again: the same hint, nothing done
         let vm_cid = VmCid::new(vm.as_str()).unwrap();
-        let disk = d.create_disk(16, &Map::new(), Some(&vm_cid)).unwrap();
+        let disk =
+            d.create_disk(&CreateDisk { size_mib: 16, cloud_properties: &Map::new(), vm: Some(&vm_cid) }).unwrap();
         assert_eq!(d.attach_disk(&CallContext::default(), &vm_cid, &disk).unwrap(), json!("2"));
         assert_eq!(d.attach_disk(&CallContext::default(), &vm_cid, &disk).unwrap(), json!("2"));
         assert_eq!(d.get_disks(&vm_cid).unwrap(), std::slice::from_ref(&disk));
@@ -544,7 +545,7 @@ mod with_fake_daemon {
         let state = tempfile::tempdir().unwrap();
         let fake = daemon();
         let d = driver(&fake, state.path());
-        let disk = d.create_disk(16, &Map::new(), None).unwrap();
+        let disk = d.create_disk(&CreateDisk { size_mib: 16, cloud_properties: &Map::new(), vm: None }).unwrap();
         let snap = d.snapshot_disk(&disk, &Metadata::new()).unwrap();
         let c = calls(&fake);
         assert!(c.contains(&format!("STORAGE_VOL_CREATE_XML_FROM {snap} from {disk}")), "{c:?}");
@@ -582,7 +583,13 @@ mod with_fake_daemon {
         let state = tempfile::tempdir().unwrap();
         let fake = daemon();
         let d = driver(&fake, state.path());
-        let disk = d.create_disk(16, &json!({"format": "raw"}).as_object().unwrap().clone(), None).unwrap();
+        let disk = d
+            .create_disk(&CreateDisk {
+                size_mib: 16,
+                cloud_properties: &json!({"format": "raw"}).as_object().unwrap().clone(),
+                vm: None,
+            })
+            .unwrap();
         assert_eq!(fake.model().pools[POOL].volumes[disk.as_str()].format, "raw");
         for v in ["a", "b"] {
             d.set_disk_metadata(&disk, &[("k".to_string(), v.to_string())].into()).unwrap();
@@ -603,10 +610,10 @@ mod with_fake_daemon {
         let fake = daemon();
         let d = driver(&fake, state.path());
         fake.fail("STORAGE_VOL_CREATE_XML", None, code::SYSTEM_ERROR, "cannot allocate: No space left on device", 1);
-        let e = d.create_disk(16, &Map::new(), None).unwrap_err();
+        let e = d.create_disk(&CreateDisk { size_mib: 16, cloud_properties: &Map::new(), vm: None }).unwrap_err();
         assert_eq!((e.kind(), e.retryable()), (ErrorKind::NoDiskSpace, true), "{e}");
         fake.fail("STORAGE_VOL_CREATE_XML", None, code::XML_ERROR, "XML error: bad capacity", 1);
-        let e = d.create_disk(16, &Map::new(), None).unwrap_err();
+        let e = d.create_disk(&CreateDisk { size_mib: 16, cloud_properties: &Map::new(), vm: None }).unwrap_err();
         assert!(!e.retryable() && e.to_string().contains("libvirt error 27"), "{e}");
     }
 }

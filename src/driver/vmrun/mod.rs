@@ -43,7 +43,7 @@ use props::*;
 use crate::agent_settings::{AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
-use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata};
+use crate::driver::{CallContext, CreateDisk, CreateVm, CreatedVm, Driver, Metadata};
 use crate::error::{Context, DriverError, DriverResult, ErrorKind};
 use crate::ids::{random_hex, DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
@@ -211,12 +211,8 @@ impl Driver for Vmrun {
         &LIMITS
     }
 
-    fn create_disk(
-        &self,
-        size_mib: u64,
-        cloud_properties: &Map<String, Value>,
-        _vm: Option<&VmCid>,
-    ) -> DriverResult<DiskCid> {
+    fn create_disk(&self, req: &CreateDisk<'_>) -> DriverResult<DiskCid> {
+        let CreateDisk { size_mib, cloud_properties, vm: _ } = *req;
         let _props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
         if size_mib == 0 || size_mib > 8 << 20 {
             return Err(DriverError::invalid("disk size", format!("must be 1 MiB to 8 TiB, got {size_mib} MiB")));

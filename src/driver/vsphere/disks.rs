@@ -9,20 +9,14 @@ impl Vsphere {
         vm: Option<&VmCid>,
     ) -> DriverResult<DiskCid> {
         let props: DiskProps = crate::driver::props::parse("disk cloud_properties", cloud_properties)?;
-        let disk_type = props.r#type.unwrap_or_else(|| "thin".into());
-        if !matches!(disk_type.as_str(), "thin" | "preallocated" | "eagerZeroedThick") {
-            return Err(DriverError::invalid(
-                "disk cloud_properties",
-                format!("type must be thin, preallocated or eagerZeroedThick, got {disk_type:?}"),
-            ));
-        }
+        let disk_type = props.r#type;
         let size_mib = disk_size("disk size", size_mib)?;
         let inv = self.open()?;
         let disk_cid = DiskCid::generate(HEX_LEN);
         let cid = disk_cid.to_string();
         // the marker reaches the disk while the datastore is chosen
         let marker = self.begin(&inv, &cid)?;
-        let ds = match self.disk_datastore(&inv, &props.datastores, disk_type == "thin", size_mib, vm) {
+        let ds = match self.disk_datastore(&inv, &props.datastores, disk_type == DiskType::Thin, size_mib, vm) {
             Ok(ds) => ds,
             Err(e) => {
                 drop(inv);
@@ -35,7 +29,7 @@ impl Vsphere {
             this: Self::vdm(&inv)?,
             name: format!("[{ds}] {}", self.disk_path(&cid)),
             datacenter: inv.dc()?,
-            disk_type,
+            disk_type: disk_type.as_str().to_string(),
             capacity_kb: size_mib * 1024,
         };
         // the disk folder is there but for the first disk on a datastore: made only when the create says so

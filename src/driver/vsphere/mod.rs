@@ -47,7 +47,7 @@ use settings::*;
 use crate::agent_settings::{vmware_mac, AgentSettings, Networks};
 use crate::config::AgentOptions;
 use crate::driver::undo::Undo;
-use crate::driver::{CallContext, CreateVm, CreatedVm, Driver, Metadata};
+use crate::driver::{CallContext, CreateDisk, CreateVm, CreatedVm, Driver, Metadata};
 use crate::error::{DriverError, DriverResult, ErrorKind};
 use crate::ids::{DiskCid, SnapshotCid, StemcellCid, VmCid};
 use crate::inflight::{Inflight, Marker};
@@ -224,12 +224,8 @@ impl Driver for Vsphere {
         &LIMITS
     }
 
-    fn create_disk(
-        &self,
-        size_mib: u64,
-        cloud_properties: &Map<String, Value>,
-        vm: Option<&VmCid>,
-    ) -> DriverResult<DiskCid> {
+    fn create_disk(&self, req: &CreateDisk<'_>) -> DriverResult<DiskCid> {
+        let CreateDisk { size_mib, cloud_properties, vm } = *req;
         self.make_disk(size_mib, cloud_properties, vm)
     }
 

@@ -27,9 +27,29 @@ vm_props! {
 pub(super) struct DiskProps {
     /// `thin` (default), `preallocated` or `eagerZeroedThick`.
     #[serde(default)]
-    pub(super) r#type: Option<String>,
+    pub(super) r#type: DiskType,
     #[serde(default)]
     pub(super) datastores: Vec<String>,
+}
+
+/// How a virtual disk's blocks are allocated (vSphere's `diskType` names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) enum DiskType {
+    #[default]
+    Thin,
+    Preallocated,
+    EagerZeroedThick,
+}
+
+impl DiskType {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            DiskType::Thin => "thin",
+            DiskType::Preallocated => "preallocated",
+            DiskType::EagerZeroedThick => "eagerZeroedThick",
+        }
+    }
 }
 
 /// vSphere's largest virtual disk (62 TiB), in MiB.

@@ -151,131 +151,153 @@ impl StreamCheck {
     }
 
     fn step_inner(&mut self, input: &[u8]) -> Result<(usize, Event)> {
-        match self.state {
-            State::Header => {
-                let n = input.len().min(512 - self.head.len());
-                self.head.extend_from_slice(&input[..n]);
-                if self.head.len() >= 4 && &self.head[..4] != b"KDMV" {
-                    self.state = State::Other;
-                    return Ok((n, Event::None));
-                }
-                if self.head.len() == 512 {
-                    if &self.head[..4] != b"KDMV" {
-                        self.state = State::Other;
-                        return Ok((n, Event::None));
-                    }
-                    let h = Header::parse(&self.head);
-                    h.check_descriptor_place()?;
-                    self.hdr = Some(h);
-                    self.state = State::Descriptor { end: ((h.desc_offset + h.desc_size) * SECTOR) as usize };
-                }
-                Ok((n, Event::None))
-            }
-            State::Other => {
-                let n = input.len().min(TEXT_PROBE - self.head.len());
-                self.head.extend_from_slice(&input[..n]);
-                if self.head.len() == TEXT_PROBE {
-                    return Err(describe_other(&self.head));
-                }
-                Ok((n, Event::None))
-            }
-            State::Descriptor { end } => {
-                let n = input.len().min(end - self.head.len());
-                self.head.extend_from_slice(&input[..n]);
-                if self.head.len() == end {
-                    let h = self.hdr();
-                    check_extent(&h, &self.head, self.len)?;
-                    self.head = Vec::new();
-                    self.state = match h.kind() {
-                        Kind::MonolithicSparse => State::Unchecked,
-                        Kind::StreamOptimized => {
-                            let left = h.overhead * SECTOR - end as u64;
-                            if left == 0 {
-                                State::Marker { have: 0 }
-                            } else {
-                                State::Skip { left }
-                            }
-                        }
-                    };
-                }
-                Ok((n, Event::None))
-            }
-            State::Unchecked => Ok((input.len(), Event::None)),
+        let n = match self.state {
+            State::Header => self.take_header(input)?,
+            State::Other => self.take_other(input)?,
+            State::Descriptor { end } => self.take_descriptor(input, end)?,
+            State::Unchecked => input.len(),
             State::Skip { left } => {
                 let n = (input.len() as u64).min(left);
                 self.state = if n == left { State::Marker { have: 0 } } else { State::Skip { left: left - n } };
-                Ok((n as usize, Event::None))
+                n as usize
             }
-            State::Marker { have } => {
-                // 12 bytes say a grain (size > 0) or a metadata marker (size 0, then its type)
-                let want = if have >= 12 && le32(&self.marker, 8) == 0 { 16 } else { 12 };
-                let n = input.len().min(want - have);
-                self.marker[have..have + n].copy_from_slice(&input[..n]);
-                let have = have + n;
-                self.state = State::Marker { have };
-                if have < 12 {
-                    return Ok((n, Event::None));
-                }
-                let val = le64(&self.marker, 0);
-                let size = le32(&self.marker, 8) as u64;
-                let start = self.pos - (have - n) as u64;
-                self.records = true;
-                if size > 0 {
-                    return Ok((n, self.grain_marker(val, size, start)?));
-                }
-                if have < 16 {
-                    return Ok((n, Event::None));
-                }
-                self.meta_marker(val, le32(&self.marker, 12), start)?;
-                Ok((n, Event::None))
-            }
-            State::Payload { left, pad } => {
-                let n = (input.len() as u64).min(left) as usize;
-                let last = n as u64 == left;
-                self.state = if !last {
-                    State::Payload { left: left - n as u64, pad }
-                } else if pad == 0 {
-                    State::Marker { have: 0 }
-                } else {
-                    State::Pad { left: pad }
-                };
-                Ok((n, Event::Payload { start: 0, end: n, last }))
-            }
+            State::Marker { have } => return self.take_marker(input, have),
+            State::Payload { left, pad } => return Ok(self.take_payload(input, left, pad)),
             State::Pad { left } => {
                 let n = (input.len() as u64).min(left);
                 self.state = if n == left { State::Marker { have: 0 } } else { State::Pad { left: left - n } };
-                Ok((n as usize, Event::None))
+                n as usize
             }
-            State::Meta { left, footer } => {
-                let n = (input.len() as u64).min(left);
-                self.state = if n < left {
-                    State::Meta { left: left - n, footer }
-                } else if footer {
-                    self.head.clear();
-                    State::Footer
-                } else {
-                    State::Marker { have: 0 }
-                };
-                Ok((n as usize, Event::None))
-            }
-            State::Footer => {
-                let n = input.len().min(512 - self.head.len());
-                self.head.extend_from_slice(&input[..n]);
-                if self.head.len() == 512 {
-                    self.check_footer()?;
-                    self.head = Vec::new();
-                    self.state = State::Marker { have: 0 };
-                }
-                Ok((n, Event::None))
-            }
+            State::Meta { left, footer } => self.take_meta(input, left, footer),
+            State::Footer => self.take_footer(input)?,
             State::Trailing => {
                 if let Some(i) = input.iter().position(|&b| b != 0) {
                     return Err(self
                         .bad(format!("it has data after its end-of-stream marker (at byte {})", self.pos + i as u64)));
                 }
-                Ok((input.len(), Event::None))
+                input.len()
             }
+        };
+        Ok((n, Event::None))
+    }
+
+    /// Collects the first sector; once whole, parses it as a header and checks where its descriptor is.
+    fn take_header(&mut self, input: &[u8]) -> Result<usize> {
+        let n = input.len().min(512 - self.head.len());
+        self.head.extend_from_slice(&input[..n]);
+        if self.head.len() >= 4 && &self.head[..4] != b"KDMV" {
+            self.state = State::Other;
+            return Ok(n);
         }
+        if self.head.len() == 512 {
+            if &self.head[..4] != b"KDMV" {
+                self.state = State::Other;
+                return Ok(n);
+            }
+            let h = Header::parse(&self.head);
+            h.check_descriptor_place()?;
+            self.hdr = Some(h);
+            self.state = State::Descriptor { end: ((h.desc_offset + h.desc_size) * SECTOR) as usize };
+        }
+        Ok(n)
+    }
+
+    /// Collects the head of a file that is not a sparse extent, up to [`TEXT_PROBE`], to describe it.
+    fn take_other(&mut self, input: &[u8]) -> Result<usize> {
+        let n = input.len().min(TEXT_PROBE - self.head.len());
+        self.head.extend_from_slice(&input[..n]);
+        if self.head.len() == TEXT_PROBE {
+            return Err(describe_other(&self.head));
+        }
+        Ok(n)
+    }
+
+    /// Collects the descriptor up to byte `end`; once whole, checks the extent and goes on to the records.
+    fn take_descriptor(&mut self, input: &[u8], end: usize) -> Result<usize> {
+        let n = input.len().min(end - self.head.len());
+        self.head.extend_from_slice(&input[..n]);
+        if self.head.len() == end {
+            let h = self.hdr();
+            check_extent(&h, &self.head, self.len)?;
+            self.head = Vec::new();
+            self.state = match h.kind() {
+                Kind::MonolithicSparse => State::Unchecked,
+                Kind::StreamOptimized => {
+                    let left = h.overhead * SECTOR - end as u64;
+                    if left == 0 {
+                        State::Marker { have: 0 }
+                    } else {
+                        State::Skip { left }
+                    }
+                }
+            };
+        }
+        Ok(n)
+    }
+
+    /// Collects a marker (`have` bytes of it so far) and acts on it once whole.
+    fn take_marker(&mut self, input: &[u8], have: usize) -> Result<(usize, Event)> {
+        // 12 bytes say a grain (size > 0) or a metadata marker (size 0, then its type)
+        let want = if have >= 12 && le32(&self.marker, 8) == 0 { 16 } else { 12 };
+        let n = input.len().min(want - have);
+        self.marker[have..have + n].copy_from_slice(&input[..n]);
+        let have = have + n;
+        self.state = State::Marker { have };
+        if have < 12 {
+            return Ok((n, Event::None));
+        }
+        let val = le64(&self.marker, 0);
+        let size = le32(&self.marker, 8) as u64;
+        let start = self.pos - (have - n) as u64;
+        self.records = true;
+        if size > 0 {
+            return Ok((n, self.grain_marker(val, size, start)?));
+        }
+        if have < 16 {
+            return Ok((n, Event::None));
+        }
+        self.meta_marker(val, le32(&self.marker, 12), start)?;
+        Ok((n, Event::None))
+    }
+
+    /// Passes compressed bytes of the current grain (`left` of them, then `pad` bytes of padding).
+    fn take_payload(&mut self, input: &[u8], left: u64, pad: u64) -> (usize, Event) {
+        let n = (input.len() as u64).min(left) as usize;
+        let last = n as u64 == left;
+        self.state = if !last {
+            State::Payload { left: left - n as u64, pad }
+        } else if pad == 0 {
+            State::Marker { have: 0 }
+        } else {
+            State::Pad { left: pad }
+        };
+        (n, Event::Payload { start: 0, end: n, last })
+    }
+
+    /// Passes the rest of a metadata marker's sector and its metadata (`left` bytes), then a footer or a marker.
+    fn take_meta(&mut self, input: &[u8], left: u64, footer: bool) -> usize {
+        let n = (input.len() as u64).min(left);
+        self.state = if n < left {
+            State::Meta { left: left - n, footer }
+        } else if footer {
+            self.head.clear();
+            State::Footer
+        } else {
+            State::Marker { have: 0 }
+        };
+        n as usize
+    }
+
+    /// Collects the footer; once whole, checks that it repeats the header.
+    fn take_footer(&mut self, input: &[u8]) -> Result<usize> {
+        let n = input.len().min(512 - self.head.len());
+        self.head.extend_from_slice(&input[..n]);
+        if self.head.len() == 512 {
+            self.check_footer()?;
+            self.head = Vec::new();
+            self.state = State::Marker { have: 0 };
+        }
+        Ok(n)
     }
 
     /// A grain marker at byte `start`.

@@ -102,13 +102,9 @@ impl SshConfig {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
+mod tests {
+    use crate::transport::ssh::tests::cfg;
     use serde_json::json;
-
-    pub(crate) fn cfg(v: serde_json::Value) -> SshConfig {
-        serde_json::from_value(v).unwrap()
-    }
 
     #[test]
     fn config_validation() {

@@ -494,6 +494,11 @@ impl Transport for Ssh {
 mod tests {
     use super::*;
 
+    /// An `ssh` block from JSON.
+    pub(super) fn cfg(v: serde_json::Value) -> SshConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
     fn wrapped(argv: &[&str]) -> std::process::Command {
         wrapped_limit(argv, 0)
     }

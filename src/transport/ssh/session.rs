@@ -237,7 +237,7 @@ impl Ssh {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::ssh::config::tests::cfg;
+    use crate::transport::ssh::tests::cfg;
     use crate::transport::Transport;
     use serde_json::json;
 

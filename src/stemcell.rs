@@ -207,19 +207,9 @@ where
     let n = read_up_to(&mut file, &mut head).map_err(io_err(image))?;
     let head = &head[..n];
     file.seek(SeekFrom::Start(0)).map_err(io_err(image))?;
-    let bare = if head.starts_with(b"QFI\xfb") {
-        Some((Family::OpenStack, DiskFormat::Qcow2))
-    } else if head.starts_with(b"KDMV") {
-        Some((Family::Vsphere, DiskFormat::Vmdk))
-    } else {
-        None
-    };
-    if let Some((family, format)) = bare {
-        let len = file.metadata().map_err(io_err(image))?.len();
-        let name = image.file_name().and_then(|n| n.to_str()).unwrap_or("disk").to_string();
+    if let Some(m) = bare_disk(&file, head, image)? {
         // unbuffered: consumers read in large pieces, and a buffer would copy every byte once more
         let mut r = file;
-        let m = Meta { family, format, efi: false, ovf: None, name, len, path: Some(image.to_path_buf()) };
         return hand_over(m, &mut r, f);
     }
     let raw: Box<dyn Read + Send> = if head.starts_with(&[0x1f, 0x8b]) {
@@ -229,6 +219,34 @@ where
     } else {
         return Err(StemcellError::UnknownFormat(image.display().to_string()).into());
     };
+    from_archive(image, spool_dir, raw, f)
+}
+
+/// What a bare qcow2 or VMDK file (not an archive) is, from its first bytes `head`; `None` for anything else.
+fn bare_disk(file: &File, head: &[u8], image: &Path) -> Result<Option<Meta>, StemcellError> {
+    let (family, format) = if head.starts_with(b"QFI\xfb") {
+        (Family::OpenStack, DiskFormat::Qcow2)
+    } else if head.starts_with(b"KDMV") {
+        (Family::Vsphere, DiskFormat::Vmdk)
+    } else {
+        return Ok(None);
+    };
+    let len = file.metadata().map_err(io_err(image))?.len();
+    let name = image.file_name().and_then(|n| n.to_str()).unwrap_or("disk").to_string();
+    Ok(Some(Meta { family, format, efi: false, ovf: None, name, len, path: Some(image.to_path_buf()) }))
+}
+
+/// [`with_disk`] for a tar archive (`raw`: its bytes, already inflated): the disk is handed over as its entry
+/// passes, or, when it came before its OVF, from where it was spooled.
+fn from_archive<T, E>(
+    image: &Path,
+    spool_dir: &Path,
+    raw: Box<dyn Read + Send>,
+    f: impl FnOnce(Disk<'_>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<StemcellError>,
+{
     let shared = Rc::new(RefCell::new(ReadAhead::new(raw)));
     let mut archive = tar::Archive::new(Shared(shared.clone()));
     let mut found = Vec::new();
@@ -258,15 +276,7 @@ where
             return hand_over(m, &mut r, f);
         }
         if name.ends_with(".ovf") && ovf.is_none() {
-            if len > OVF_MAX {
-                return Err(StemcellError::BadOvf { path: name, reason: format!("{len} bytes is too large") }.into());
-            }
-            let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(io_err(image))?;
-            let info = parse_ovf(&text).map_err(|reason| StemcellError::BadOvf { path: name.clone(), reason })?;
-            if info.disk_href.contains('/') || info.disk_href.starts_with('.') {
-                return Err(bad_href(&name, &info.disk_href).into());
-            }
+            let (text, info) = read_ovf(&mut entry, &name, len, image)?;
             let disk_spooled = spooled.iter().any(|(n, _, _)| *n == info.disk_href);
             ovf = Some((name, text, info));
             if disk_spooled {
@@ -286,33 +296,62 @@ where
                 Some(_) => continue,
                 None => {
                     crate::info!("{name} comes before the OVF in the image: it is spooled, not streamed");
-                    // checked as it is spooled: a refused disk is never written out whole
-                    let mut checked =
-                        Checked::new(Declared::Vmdk, &name, len, &mut entry).map_err(StemcellError::from)?;
-                    let p = match spool(&mut checked, spool_dir, &name, len) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = std::fs::remove_file(spool_dir.join(&name));
-                            return Err(checked.refusal().map(StemcellError::from).unwrap_or(e).into());
-                        }
-                    };
+                    let p = spool_checked(&mut entry, spool_dir, &name, len)?;
                     spooled.push((name, p, len));
                 }
             }
         }
     }
     drop(archive);
+    let (m, path) = spooled_disk(image, found, ovf, spooled)?;
+    let mut r = File::open(&path).map_err(io_err(&path))?;
+    hand_over(m, &mut r, f)
+}
+
+/// Reads the OVF entry `name` of `len` bytes and what it says; refuses one too large, malformed, or whose
+/// disk is not a plain file name.
+fn read_ovf(entry: &mut dyn Read, name: &str, len: u64, image: &Path) -> Result<(String, OvfInfo), StemcellError> {
+    if len > OVF_MAX {
+        return Err(StemcellError::BadOvf { path: name.to_string(), reason: format!("{len} bytes is too large") });
+    }
+    let mut text = String::new();
+    entry.read_to_string(&mut text).map_err(io_err(image))?;
+    let info = parse_ovf(&text).map_err(|reason| StemcellError::BadOvf { path: name.to_string(), reason })?;
+    if info.disk_href.contains('/') || info.disk_href.starts_with('.') {
+        return Err(bad_href(name, &info.disk_href));
+    }
+    Ok((text, info))
+}
+
+/// Spools the VMDK entry `name` into `spool_dir`, checked as it is spooled: a refused disk is never written
+/// out whole (what was written is removed, and the refusal is the error).
+fn spool_checked(entry: &mut dyn Read, spool_dir: &Path, name: &str, len: u64) -> Result<PathBuf, StemcellError> {
+    let mut checked = Checked::new(Declared::Vmdk, name, len, entry)?;
+    match spool(&mut checked, spool_dir, name, len) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let _ = std::fs::remove_file(spool_dir.join(name));
+            Err(checked.refusal().map(StemcellError::from).unwrap_or(e))
+        }
+    }
+}
+
+/// After the whole archive: the disk its OVF names among the VMDKs spooled before it, and where it is.
+fn spooled_disk(
+    image: &Path,
+    found: Vec<String>,
+    ovf: Option<(String, String, OvfInfo)>,
+    spooled: Vec<(String, PathBuf, u64)>,
+) -> Result<(Meta, PathBuf), StemcellError> {
     let Some((ovf_name, text, info)) = ovf else {
         return Err(StemcellError::NoDisk {
             path: image.display().to_string(),
             found: if found.is_empty() { "nothing".into() } else { found.join(", ") },
-        }
-        .into());
+        });
     };
     let Some((name, path, len)) = spooled.into_iter().find(|(n, _, _)| *n == info.disk_href) else {
-        return Err(bad_href(&ovf_name, &info.disk_href).into());
+        return Err(bad_href(&ovf_name, &info.disk_href));
     };
-    let mut r = File::open(&path).map_err(io_err(&path))?;
     let m = Meta {
         family: Family::Vsphere,
         format: DiskFormat::Vmdk,
@@ -320,9 +359,9 @@ where
         ovf: Some(text),
         name,
         len,
-        path: Some(path),
+        path: Some(path.clone()),
     };
-    hand_over(m, &mut r, f)
+    Ok((m, path))
 }
 
 /// A regular file, or a GNU sparse one (`tar -S`, or the tar crate's default for files with holes): the

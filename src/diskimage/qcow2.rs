@@ -77,14 +77,40 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
     if version != 2 && version != 3 {
         return Err(invalid(format!("version {version} (only 2 and 3 are accepted)")));
     }
-    let backing_offset = be64(head, 8);
-    let backing_size = be32(head, 16) as u64;
     let cluster_bits = be32(head, 20);
     let size = be64(head, 24);
-    let crypt = be32(head, 32);
-    let l1_size = be32(head, 36) as u64;
-    let l1_offset = be64(head, 40);
-    let refcount_offset = be64(head, 48);
+    refuse_backing_file(head)?;
+    refuse_encryption(be32(head, 32))?;
+    if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
+        return Err(invalid(format!("cluster_bits {cluster_bits} (clusters of 512 B to 2 MiB are accepted)")));
+    }
+    let cluster = 1u64 << cluster_bits;
+    if size == 0 || size > MAX_VIRTUAL_SIZE {
+        return Err(invalid(format!("virtual size {size} bytes (1 byte to {MAX_VIRTUAL_SIZE} are accepted)")));
+    }
+    let (incompatible, ext_start) = if version == 3 { version_3_fields(head, cluster)? } else { (0, 72) };
+    if incompatible & CORRUPT != 0 {
+        return Err(invalid("it is marked corrupt (incompatible feature bit 1)"));
+    }
+    let unknown = incompatible & !KNOWN_INCOMPATIBLE;
+    if unknown != 0 {
+        return Err(DiskImageError::Qcow2Refused {
+            found: format!("unknown incompatible features (bits {unknown:#x})"),
+        });
+    }
+    let data_file_name = header_extensions(head, ext_start, cluster, len)?;
+    if incompatible & DATA_FILE != 0 || data_file_name.is_some() {
+        let name = data_file_name.map(|n| format!(" {n}")).unwrap_or_default();
+        return Err(DiskImageError::Qcow2Refused { found: format!("an external data file{name}") });
+    }
+    check_tables(head, size, cluster_bits, incompatible)?;
+    Ok(Qcow2Info { version, virtual_size: size, cluster_size: cluster })
+}
+
+/// Refuses a backing file (its offset or size set), naming it when the header holds its name.
+fn refuse_backing_file(head: &[u8]) -> Result<()> {
+    let backing_offset = be64(head, 8);
+    let backing_size = be32(head, 16) as u64;
     if backing_offset != 0 || backing_size != 0 {
         let end = backing_offset.checked_add(backing_size.min(MAX_BACKING_NAME));
         let name = match end {
@@ -95,6 +121,11 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
         };
         return Err(DiskImageError::Qcow2Refused { found: format!("a backing file{name}") });
     }
+    Ok(())
+}
+
+/// Refuses encryption (`crypt_method` other than 0).
+fn refuse_encryption(crypt: u32) -> Result<()> {
     if crypt != 0 {
         let how = match crypt {
             1 => "AES",
@@ -103,41 +134,30 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
         };
         return Err(DiskImageError::Qcow2Refused { found: format!("encryption ({how}, crypt_method {crypt})") });
     }
-    if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-        return Err(invalid(format!("cluster_bits {cluster_bits} (clusters of 512 B to 2 MiB are accepted)")));
+    Ok(())
+}
+
+/// The fields a version 3 header adds, checked: its incompatible features and where its extensions start.
+fn version_3_fields(head: &[u8], cluster: u64) -> Result<(u64, u64)> {
+    if head.len() < 104 {
+        return Err(invalid(format!("its version 3 header is cut short ({} bytes)", head.len())));
     }
-    let cluster = 1u64 << cluster_bits;
-    if size == 0 || size > MAX_VIRTUAL_SIZE {
-        return Err(invalid(format!("virtual size {size} bytes (1 byte to {MAX_VIRTUAL_SIZE} are accepted)")));
+    let incompatible = be64(head, 72);
+    let refcount_order = be32(head, 96);
+    let header_len = be32(head, 100) as u64;
+    if refcount_order > 6 {
+        return Err(invalid(format!("refcount_order {refcount_order} (at most 6)")));
     }
-    let (mut incompatible, mut ext_start) = (0u64, 72u64);
-    if version == 3 {
-        if head.len() < 104 {
-            return Err(invalid(format!("its version 3 header is cut short ({} bytes)", head.len())));
-        }
-        incompatible = be64(head, 72);
-        let refcount_order = be32(head, 96);
-        let header_len = be32(head, 100) as u64;
-        if refcount_order > 6 {
-            return Err(invalid(format!("refcount_order {refcount_order} (at most 6)")));
-        }
-        if header_len < 104 || header_len > cluster || !header_len.is_multiple_of(8) {
-            return Err(invalid(format!("header_length {header_len}")));
-        }
-        ext_start = header_len;
+    if header_len < 104 || header_len > cluster || !header_len.is_multiple_of(8) {
+        return Err(invalid(format!("header_length {header_len}")));
     }
-    if incompatible & CORRUPT != 0 {
-        return Err(invalid("it is marked corrupt (incompatible feature bit 1)"));
-    }
-    let unknown = incompatible & !KNOWN_INCOMPATIBLE;
-    if unknown != 0 {
-        return Err(DiskImageError::Qcow2Refused {
-            found: format!("unknown incompatible features (bits {unknown:#x})"),
-        });
-    }
-    // header extensions, up to the end marker, all in the first cluster
+    Ok((incompatible, header_len))
+}
+
+/// Walks the header extensions from `at` up to the end marker, all in the first cluster; refuses an
+/// encryption header extension, and returns the name of an external data file if one is named.
+fn header_extensions(head: &[u8], mut at: u64, cluster: u64, len: u64) -> Result<Option<String>> {
     let mut data_file_name = None;
-    let mut at = ext_start;
     let limit = (head.len() as u64).min(cluster);
     loop {
         if at + 8 > limit {
@@ -154,7 +174,7 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
             return Err(invalid(format!("header extension {ty:#x} of {ext_len} bytes runs past the first cluster")));
         }
         match ty {
-            EXT_END => break,
+            EXT_END => return Ok(data_file_name),
             EXT_ENCRYPTION => {
                 return Err(DiskImageError::Qcow2Refused { found: "an encryption header extension".into() });
             }
@@ -164,11 +184,15 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
         }
         at = end.div_ceil(8) * 8;
     }
-    if incompatible & DATA_FILE != 0 || data_file_name.is_some() {
-        let name = data_file_name.map(|n| format!(" {n}")).unwrap_or_default();
-        return Err(DiskImageError::Qcow2Refused { found: format!("an external data file{name}") });
-    }
-    // the L1 table covers the virtual size and stays within qemu's bound
+}
+
+/// Checks that the L1 table covers the virtual `size` and stays within qemu's bound, and that the L1 and
+/// refcount tables start on cluster boundaries.
+fn check_tables(head: &[u8], size: u64, cluster_bits: u32, incompatible: u64) -> Result<()> {
+    let l1_size = be32(head, 36) as u64;
+    let l1_offset = be64(head, 40);
+    let refcount_offset = be64(head, 48);
+    let cluster = 1u64 << cluster_bits;
     let l2_bits = cluster_bits - if incompatible & EXTENDED_L2 != 0 { 4 } else { 3 };
     let per_l1 = 1u64 << (cluster_bits + l2_bits);
     let needed = size.div_ceil(per_l1);
@@ -180,5 +204,5 @@ pub fn inspect(head: &[u8], len: u64) -> Result<Qcow2Info> {
             return Err(invalid(format!("its {what} offset {off} is not a cluster boundary")));
         }
     }
-    Ok(Qcow2Info { version, virtual_size: size, cluster_size: cluster })
+    Ok(())
 }

@@ -12,118 +12,20 @@
 //!   and renamed into place (SFTP's rename for new files; `mv -f` to replace one, as SFTP v3 cannot). Locks are `flock(2)` locks held by a `perl` process whose stdin is our
 //!   channel: they end with the connection, never go stale.
 //! - Windows hosts are refused with a clear message (see docs/vmrun.md for the plan).
-use super::{
-    base64_nopad, posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult, WRAPPER,
-};
-use serde::Deserialize;
-use ssh2::{Channel, ErrorCode, Session, Sftp};
+//!
+//! The config is in [`config`], the connection (host key, authentication, reconnection) in [`session`].
+use super::{posix_quote, temp_sibling, LockGuard, Output, Transport, TransportError, TransportResult, WRAPPER};
+use ssh2::{Channel, ErrorCode, Sftp};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The `ssh` block of a driver config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshConfig {
-    pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    pub user: String,
-    /// The private key itself (OpenSSH or PEM format), as BOSH job properties carry it.
-    #[serde(default)]
-    pub private_key: Option<crate::secret::Secret>,
-    /// Or the path of the private key on the CPI's host.
-    #[serde(default)]
-    pub private_key_path: Option<PathBuf>,
-    #[serde(default)]
-    pub private_key_passphrase: Option<crate::secret::Secret>,
-    #[serde(default)]
-    pub password: Option<crate::secret::Secret>,
-    /// known_hosts file on the CPI's host holding the host's key (`[host]:port` entries for other ports).
-    #[serde(default)]
-    pub known_hosts: Option<PathBuf>,
-    /// Or the host's public key inline: `ssh-ed25519 AAAA…` (what `ssh-keyscan` prints after the host name).
-    #[serde(default)]
-    pub host_public_key: Option<String>,
-    /// `linux` or `darwin`; `windows` is refused (not supported yet).
-    #[serde(default = "default_platform")]
-    pub platform: String,
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_seconds: u64,
-    /// Upper bound for any single wait on the connection (a command's output, a lock).
-    #[serde(default = "default_command_timeout")]
-    pub command_timeout_seconds: u64,
-}
+mod config;
+mod session;
 
-/// What a request's context may set in an `ssh` block (and bosh-vmrun-cpi's `ssh_tunnel`): the host, as whom
-/// (inline key or password), and the host's key inline. Not `known_hosts` or `private_key_path`: files on
-/// the CPI's host.
-pub const CONTEXT_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "user",
-    "username",
-    "private_key",
-    "private_key_passphrase",
-    "password",
-    "host_public_key",
-    "platform",
-    "connect_timeout_seconds",
-    "command_timeout_seconds",
-];
-
-fn default_port() -> u16 {
-    22
-}
-fn default_platform() -> String {
-    "linux".into()
-}
-fn default_connect_timeout() -> u64 {
-    20
-}
-fn default_command_timeout() -> u64 {
-    3600
-}
-
-/// What a Windows user sees.
-pub const WINDOWS_REFUSED: &str = "Windows hypervisor hosts are not supported over SSH yet: vmcpi quotes commands for a POSIX shell and uses POSIX paths, flock and perl on the host. Run vmcpi on the Windows host itself is not supported either; use a Linux or macOS host (see docs/vmrun.md, \"Windows\", for the plan)";
-
-impl SshConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.host.is_empty() || self.user.is_empty() {
-            return Err("driver.ssh.host and driver.ssh.user must not be empty".into());
-        }
-        match self.platform.as_str() {
-            "linux" | "darwin" => {}
-            "windows" => return Err(WINDOWS_REFUSED.into()),
-            other => return Err(format!("driver.ssh.platform must be \"linux\" or \"darwin\", got {other:?}")),
-        }
-        let auths = [self.private_key.is_some(), self.private_key_path.is_some(), self.password.is_some()];
-        if auths.iter().filter(|b| **b).count() != 1 {
-            return Err("driver.ssh needs exactly one of private_key, private_key_path, password".into());
-        }
-        if self.known_hosts.is_some() == self.host_public_key.is_some() {
-            return Err(format!(
-                "driver.ssh needs exactly one of known_hosts (a file) or host_public_key (\"ssh-ed25519 AAAA…\"): vmcpi always checks the host key; get it with `ssh-keyscan -p {} {}`",
-                self.port, self.host
-            ));
-        }
-        if let Some(k) = &self.host_public_key {
-            if k.split_whitespace().count() < 2 {
-                return Err("driver.ssh.host_public_key must look like \"ssh-ed25519 AAAA…\"".into());
-            }
-        }
-        if self.connect_timeout_seconds == 0 || self.command_timeout_seconds == 0 {
-            return Err("driver.ssh timeouts must be positive".into());
-        }
-        Ok(())
-    }
-}
-
-/// How many connections one CPI call may open: the first, and one after a drop (for clean-up).
-const MAX_CONNECTIONS: u32 = 2;
+pub use config::{SshConfig, CONTEXT_KEYS, WINDOWS_REFUSED};
+use session::{is_disconnect, Conn};
 
 /// Takes an exclusive flock on $ARGV[0] within $ARGV[1] milliseconds (counted in 50 ms steps: core perl
 /// only, no Time::HiRes), says "locked", holds it until stdin ends.
@@ -149,11 +51,6 @@ for my $p (@ARGV) {
   else { print "free\n" }
 }"#;
 
-struct Conn {
-    sess: Session,
-    sftp: Option<Sftp>,
-}
-
 /// A hypervisor host over SSH.
 pub struct Ssh {
     cfg: SshConfig,
@@ -173,12 +70,6 @@ impl Drop for SshLock {
     }
 }
 
-fn is_disconnect(e: &ssh2::Error) -> bool {
-    // LIBSSH2_ERROR_SOCKET_SEND -7, _TIMEOUT -9, _SOCKET_DISCONNECT -13, _SOCKET_TIMEOUT -30,
-    // _SOCKET_RECV -43, _BAD_USE -39 (session already dead), _CHANNEL_CLOSED -26, _CHANNEL_EOF_SENT -27
-    matches!(e.code(), ErrorCode::Session(-7 | -9 | -13 | -30 | -43 | -26 | -27))
-}
-
 fn sftp_code(e: &ssh2::Error) -> Option<i32> {
     match e.code() {
         ErrorCode::SFTP(c) => Some(c),
@@ -189,217 +80,6 @@ fn sftp_code(e: &ssh2::Error) -> Option<i32> {
 const SFTP_NO_SUCH_FILE: i32 = 2;
 
 impl Ssh {
-    pub fn new(cfg: SshConfig) -> Self {
-        Ssh { cfg, conn: Mutex::new(None), opened: Mutex::new(0) }
-    }
-
-    fn target_str(&self) -> String {
-        format!("ssh {}@{}:{}", self.cfg.user, self.cfg.host, self.cfg.port)
-    }
-
-    fn lost(&self, doing: &str, e: impl std::fmt::Display) -> TransportError {
-        // drop the dead session: the next operation may open one new connection
-        if let Ok(mut c) = self.conn.lock() {
-            *c = None;
-        }
-        TransportError::Disconnected {
-            target: self.target_str(),
-            doing: doing.to_string(),
-            reason: crate::logger::redact(&e.to_string()),
-        }
-    }
-
-    fn err(&self, doing: &str, e: ssh2::Error) -> TransportError {
-        if is_disconnect(&e) {
-            self.lost(doing, e)
-        } else {
-            TransportError::Io {
-                target: self.target_str(),
-                op: "use",
-                path: doing.to_string(),
-                reason: crate::logger::redact(&e.to_string()),
-            }
-        }
-    }
-
-    /// The session, connecting first when needed.
-    fn session(&self) -> TransportResult<Session> {
-        let mut guard =
-            self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.sess.clone());
-        }
-        {
-            let mut n =
-                self.opened.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
-            if *n >= MAX_CONNECTIONS {
-                return Err(TransportError::Connect {
-                    target: self.target_str(),
-                    reason: format!("the connection was lost and {MAX_CONNECTIONS} connections were already opened in this call; giving up"),
-                });
-            }
-            *n += 1;
-        }
-        let sess = self.connect()?;
-        *guard = Some(Conn { sess: sess.clone(), sftp: None });
-        Ok(sess)
-    }
-
-    fn sftp(&self) -> TransportResult<Sftp> {
-        let sess = self.session()?;
-        let mut guard =
-            self.conn.lock().map_err(|_| TransportError::Unsupported("SSH connection state poisoned".into()))?;
-        let Some(c) = guard.as_mut() else {
-            return Err(self.lost("opening SFTP", "no connection"));
-        };
-        if c.sftp.is_none() {
-            drop(sess);
-            let s = c.sess.sftp();
-            match s {
-                Ok(s) => c.sftp = Some(s),
-                Err(e) => {
-                    drop(guard);
-                    return Err(self.err("opening the SFTP subsystem", e));
-                }
-            }
-        }
-        // Sftp is not Clone: hand out a fresh handle bound to the same session
-        match c.sftp.take() {
-            Some(s) => Ok(s),
-            None => Err(self.lost("opening SFTP", "no SFTP session")),
-        }
-    }
-
-    fn give_back(&self, sftp: Sftp) {
-        if let Ok(mut g) = self.conn.lock() {
-            if let Some(c) = g.as_mut() {
-                c.sftp = Some(sftp);
-            }
-        }
-    }
-
-    fn connect(&self) -> TransportResult<Session> {
-        let cfg = &self.cfg;
-        let target = self.target_str();
-        let started = Instant::now();
-        let conn_err = |reason: String| TransportError::Connect { target: target.clone(), reason };
-        let addrs: Vec<_> = (cfg.host.as_str(), cfg.port)
-            .to_socket_addrs()
-            .map_err(|e| conn_err(format!("cannot resolve {}: {}", cfg.host, crate::logger::redact(&e.to_string()))))?
-            .collect();
-        let timeout = Duration::from_secs(cfg.connect_timeout_seconds);
-        let mut last = String::from("no address");
-        let mut tcp = None;
-        for a in &addrs {
-            match TcpStream::connect_timeout(a, timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = format!("{a}: {e}"),
-            }
-        }
-        let tcp = tcp.ok_or_else(|| conn_err(last))?;
-        let _ = tcp.set_nodelay(true);
-        let mut sess = Session::new().map_err(|e| conn_err(crate::logger::redact(&e.to_string())))?;
-        sess.set_tcp_stream(tcp);
-        sess.set_timeout((cfg.connect_timeout_seconds * 1000).min(u64::from(u32::MAX)) as u32);
-        sess.handshake()
-            .map_err(|e| conn_err(format!("SSH handshake failed: {}", crate::logger::redact(&e.to_string()))))?;
-        self.check_host_key(&sess)?;
-        self.authenticate(&sess)?;
-        sess.set_timeout((cfg.command_timeout_seconds * 1000).min(u64::from(u32::MAX)) as u32);
-        crate::debug!("{target}: connected in {} ms", started.elapsed().as_millis());
-        Ok(sess)
-    }
-
-    fn check_host_key(&self, sess: &Session) -> TransportResult<()> {
-        let cfg = &self.cfg;
-        let target = self.target_str();
-        let (key, _kind) = sess.host_key().ok_or_else(|| TransportError::Connect {
-            target: target.clone(),
-            reason: "the server sent no host key".into(),
-        })?;
-        let fingerprint = match sess.host_key_hash(ssh2::HashType::Sha256) {
-            Some(h) => format!("SHA256:{}", base64_nopad(h)),
-            None => "unknown fingerprint".into(),
-        };
-        if let Some(inline) = &cfg.host_public_key {
-            let want = inline.split_whitespace().nth(1).unwrap_or("").trim_end_matches('=');
-            if base64_nopad(key) == want {
-                return Ok(());
-            }
-            return Err(TransportError::HostKeyMismatch {
-                target,
-                fingerprint,
-                known_hosts: "driver.ssh.host_public_key".into(),
-            });
-        }
-        let Some(path) = &cfg.known_hosts else {
-            return Err(TransportError::Unsupported("driver.ssh has no known_hosts and no host_public_key".into()));
-        };
-        let shown = path.display().to_string();
-        let mut kh = sess.known_hosts().map_err(|e| TransportError::Connect {
-            target: target.clone(),
-            reason: crate::logger::redact(&e.to_string()),
-        })?;
-        kh.read_file(path, ssh2::KnownHostFileKind::OpenSSH).map_err(|e| TransportError::Io {
-            target: "the local host".into(),
-            op: "read known_hosts",
-            path: shown.clone(),
-            reason: crate::logger::redact(&e.to_string()),
-        })?;
-        match kh.check_port(&cfg.host, cfg.port, key) {
-            ssh2::CheckResult::Match => Ok(()),
-            ssh2::CheckResult::Mismatch => {
-                Err(TransportError::HostKeyMismatch { target, fingerprint, known_hosts: shown })
-            }
-            ssh2::CheckResult::NotFound => Err(TransportError::HostKeyUnknown {
-                target,
-                host: cfg.host.clone(),
-                port: cfg.port,
-                fingerprint,
-                known_hosts: shown,
-            }),
-            ssh2::CheckResult::Failure => {
-                Err(TransportError::Connect { target, reason: format!("cannot check the host key against {shown}") })
-            }
-        }
-    }
-
-    fn authenticate(&self, sess: &Session) -> TransportResult<()> {
-        let cfg = &self.cfg;
-        let pass = cfg.private_key_passphrase.as_ref().map(|p| p.expose());
-        let result = if let Some(key) = &cfg.private_key {
-            sess.userauth_pubkey_memory(&cfg.user, None, key.expose(), pass)
-        } else if let Some(p) = &cfg.private_key_path {
-            sess.userauth_pubkey_file(&cfg.user, None, p, pass)
-        } else if let Some(pw) = &cfg.password {
-            sess.userauth_password(&cfg.user, pw.expose())
-        } else {
-            return Err(TransportError::Unsupported("driver.ssh has no credentials".into()));
-        };
-        let auth_err =
-            |reason: String| TransportError::Auth { target: self.target_str(), user: cfg.user.clone(), reason };
-        if let Err(e) = result {
-            let mut reason = crate::logger::redact(&e.to_string());
-            let rsa = cfg
-                .private_key
-                .as_ref()
-                .map(|k| k.expose())
-                .is_some_and(|k| k.contains("BEGIN RSA") || k.contains("ssh-rsa"))
-                || cfg.private_key_path.as_ref().is_some_and(|p| p.to_string_lossy().contains("rsa"));
-            if rsa {
-                reason.push_str(" (an RSA key: libssh2 may sign with SHA-1 (ssh-rsa), which OpenSSH 8.8 and later refuse; use an ed25519 key)");
-            }
-            return Err(auth_err(reason));
-        }
-        if !sess.authenticated() {
-            return Err(auth_err("the server did not accept the credentials".into()));
-        }
-        Ok(())
-    }
-
     fn exec(&self, command: &str, doing: &str) -> TransportResult<Channel> {
         let sess = self.session()?;
         let mut ch = sess.channel_session().map_err(|e| self.err(doing, e))?;
@@ -813,27 +493,10 @@ impl Transport for Ssh {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn cfg(v: serde_json::Value) -> SshConfig {
+    /// An `ssh` block from JSON.
+    pub(super) fn cfg(v: serde_json::Value) -> SshConfig {
         serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn config_validation() {
-        let ok = cfg(json!({"host": "h", "user": "u", "private_key_path": "/k", "known_hosts": "/kh"}));
-        ok.validate().unwrap();
-        assert_eq!(ok.port, 22);
-        let e = cfg(json!({"host": "h", "user": "u", "private_key_path": "/k"})).validate().unwrap_err();
-        assert!(e.contains("ssh-keyscan"), "{e}");
-        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "private_key": "k", "known_hosts": "/kh"}))
-            .validate()
-            .unwrap_err();
-        assert!(e.contains("exactly one"), "{e}");
-        let e = cfg(json!({"host": "h", "user": "u", "password": "p", "known_hosts": "/kh", "platform": "windows"}))
-            .validate()
-            .unwrap_err();
-        assert!(e.contains("Windows"), "{e}");
     }
 
     fn wrapped(argv: &[&str]) -> std::process::Command {
@@ -893,19 +556,6 @@ mod tests {
         let stdin = child.stdin.take();
         assert_eq!(child.wait().unwrap().code(), Some(0));
         drop(stdin);
-    }
-
-    #[test]
-    fn connection_refused_is_clear() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
-        let t = Ssh::new(cfg(
-            json!({"host": "127.0.0.1", "port": port, "user": "u", "password": "p", "known_hosts": "/kh", "connect_timeout_seconds": 2}),
-        ));
-        let e = t.exists("/").unwrap_err();
-        assert!(matches!(e, TransportError::Connect { .. }), "{e}");
-        assert!(e.to_string().contains(&port.to_string()), "{e}");
     }
 
     /// The host-side lock scripts (run here with the same perl as on a host): a lock file that is a link

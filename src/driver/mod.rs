@@ -1,6 +1,7 @@
 //! The `Driver` trait every backend implements, and the one place a backend is chosen
 //! ([`from_config`]). Nothing outside this module matches on the driver kind.
 pub mod bootstrap;
+pub mod cid;
 pub mod libvirt;
 pub mod props;
 pub mod undo;

@@ -13,7 +13,7 @@ impl Libvirt {
         let c = self.client()?;
         let running =
             c.list_domains(flags::LIST_DOMAINS_RUNNING).map_err(|e| error::rpc("cannot list running domains", e))?;
-        for dom in running.iter().filter(|d| is_ours(&d.name, "vm-", 20)) {
+        for dom in running.iter().filter(|d| cid::ours(&d.name, VmCid::PREFIX, VmCid::HEX_LEN)) {
             let Ok(cid) = VmCid::new(dom.name.as_str()) else { continue };
             let Ok((dom, info)) = self.dumpxml(&cid) else { continue };
             let Some(dev) =

@@ -129,9 +129,7 @@ impl Driver for Libvirt {
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
-        if !valid_vm(cid) {
-            return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
-        }
+        cid::vm(cid)?;
         self.reap();
         let vm = cid.as_str();
         // undefining forgets the attached persistent disks: they stay in the pool, untouched
@@ -145,7 +143,7 @@ impl Driver for Libvirt {
     }
 
     fn has_vm(&self, cid: &VmCid) -> DriverResult<bool> {
-        if !valid_vm(cid) {
+        if !cid.is_generated() {
             return Ok(false);
         }
         Ok(self.domain_opt(cid.as_str())?.is_some())
@@ -202,9 +200,7 @@ impl Driver for Libvirt {
     }
 
     fn delete_disk(&self, cid: &DiskCid) -> DriverResult<()> {
-        if !valid_disk(cid) {
-            return Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")));
-        }
+        cid::disk(cid, DISK_HEX)?;
         self.reap();
         if !self.vol_delete(cid.as_str())? {
             info!("disk {cid} was already gone");
@@ -214,9 +210,7 @@ impl Driver for Libvirt {
     }
 
     fn resize_disk(&self, cid: &DiskCid, new_size_mib: u64) -> DriverResult<()> {
-        if !valid_disk(cid) {
-            return Err(DriverError::disk_not_found(cid.to_string()));
-        }
+        cid::disk(cid, DISK_HEX)?;
         let (cap, _) = self.vol_info(cid.as_str())?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
         let new = new_size_mib << 20;
         if new < cap {
@@ -236,15 +230,13 @@ impl Driver for Libvirt {
     }
 
     fn has_disk(&self, cid: &DiskCid) -> DriverResult<bool> {
-        Ok(valid_disk(cid) && self.vol_info(cid.as_str())?.is_some())
+        Ok(cid.is_generated(DISK_HEX) && self.vol_info(cid.as_str())?.is_some())
     }
 
     fn attach_disk(&self, _ctx: &CallContext, vm: &VmCid, disk: &DiskCid) -> DriverResult<Value> {
         let (dom, info) = self.dumpxml(vm)?;
         let family = Self::family_of(&info, vm)?;
-        if !valid_disk(disk) {
-            return Err(DriverError::disk_not_found(format!("{disk} (not a disk CID of this CPI)")));
-        }
+        cid::disk(disk, DISK_HEX)?;
         let (_, format) = self.vol_info(disk.as_str())?.ok_or_else(|| DriverError::disk_not_found(disk.to_string()))?;
         if let Some(d) = info.disks.iter().find(|d| d.volume.as_deref() == Some(disk.as_str())) {
             info!("{disk} is already attached to {vm}");
@@ -310,7 +302,7 @@ impl Driver for Libvirt {
             .disks
             .iter()
             .filter_map(|d| d.volume.as_deref())
-            .filter(|v| is_ours(v, "disk-", 15))
+            .filter(|v| cid::ours(v, DiskCid::PREFIX, DISK_HEX))
             .filter_map(|v| DiskCid::new(v).ok())
             .collect())
     }
@@ -330,9 +322,7 @@ impl Driver for Libvirt {
     }
 
     fn snapshot_disk(&self, cid: &DiskCid, metadata: &Metadata) -> DriverResult<SnapshotCid> {
-        if !valid_disk(cid) {
-            return Err(DriverError::disk_not_found(cid.to_string()));
-        }
+        cid::disk(cid, DISK_HEX)?;
         let (cap, format) = self.vol_info(cid.as_str())?.ok_or_else(|| DriverError::disk_not_found(cid.to_string()))?;
         let snap_cid = SnapshotCid::generate();
         let snap = snap_cid.as_str();
@@ -355,9 +345,7 @@ impl Driver for Libvirt {
     }
 
     fn delete_snapshot(&self, cid: &SnapshotCid) -> DriverResult<()> {
-        if !is_ours(cid.as_str(), "snap-", 15) {
-            return Err(DriverError::snapshot_not_found(format!("{cid} (not a snapshot CID of this CPI)")));
-        }
+        cid::snapshot(cid)?;
         self.reap();
         self.vol_delete(cid.as_str())?;
         Ok(())

@@ -49,17 +49,14 @@ pub(super) const STEMCELL_HEX: usize = 16;
 
 /// The names of in-flight markers: VM, disk, stemcell (its id, before the family suffix is known) and
 /// snapshot CIDs. The reaper takes no other name.
-pub(super) const MARKER_SHAPES: crate::inflight::Shapes =
-    &[("vm-", 20), ("disk-", DISK_HEX), ("sc-", STEMCELL_HEX), ("snap-", 15)];
+pub(super) const MARKER_SHAPES: crate::inflight::Shapes = &[
+    (VmCid::PREFIX, VmCid::HEX_LEN),
+    (DiskCid::PREFIX, DISK_HEX),
+    (StemcellCid::PREFIX, STEMCELL_HEX),
+    (SnapshotCid::PREFIX, SnapshotCid::HEX_LEN),
+];
 
-/// The shared CID scheme ([`crate::ids::is_generated`]).
-pub(super) use crate::ids::is_generated as is_ours;
-pub(super) fn valid_vm(cid: &VmCid) -> bool {
-    cid.is_generated()
-}
-pub(super) fn valid_disk(cid: &DiskCid) -> bool {
-    cid.is_generated(DISK_HEX)
-}
+pub(super) use crate::driver::cid;
 
 pub(super) fn family_name(f: Family) -> &'static str {
     match f {

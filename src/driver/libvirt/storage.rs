@@ -193,9 +193,7 @@ impl Libvirt {
 
     /// The domain `vm` (VmNotFound when it is not there).
     pub(super) fn domain(&self, vm: &VmCid) -> DriverResult<crate::libvirt_rpc::Domain> {
-        if !valid_vm(vm) {
-            return Err(DriverError::vm_not_found(format!("{vm} (not a VM CID of this CPI)")));
-        }
+        cid::vm(vm)?;
         self.domain_opt(vm.as_str())?.ok_or_else(|| DriverError::vm_not_found(vm.to_string()))
     }
 

@@ -32,9 +32,9 @@ fn stemcell_cids() {
 
 #[test]
 fn ours() {
-    assert!(is_ours("disk-0123456789abcde", "disk-", 15));
-    assert!(!is_ours("disk-0123456789abcd/", "disk-", 15));
-    assert!(!is_ours("disk-../0123456789ab", "disk-", 15));
+    assert!(cid::ours("disk-0123456789abcde", "disk-", 15));
+    assert!(!cid::ours("disk-0123456789abcd/", "disk-", 15));
+    assert!(!cid::ours("disk-../0123456789ab", "disk-", 15));
     assert_eq!(format!("disk-{}", random_hex(15)).len(), 20);
 }
 

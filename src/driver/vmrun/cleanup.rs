@@ -116,7 +116,11 @@ impl Vmrun {
         let pending: Vec<String> = self
             .tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
             .into_iter()
-            .filter(|n| is_ours(n, "vm-", 20) || is_ours(n, "sc-", 16) || is_ours(n, "disk-", DISK_HEX))
+            .filter(|n| {
+                cid::ours(n, VmCid::PREFIX, VmCid::HEX_LEN)
+                    || cid::ours(n, StemcellCid::PREFIX, STEMCELL_HEX)
+                    || cid::ours(n, DiskCid::PREFIX, DISK_HEX)
+            })
             .collect();
         let lock_path = |cid: &str| join(&self.store("locks"), &format!("{cid}.lock"));
         // one probe for all entries: most belong to creates still running in other processes

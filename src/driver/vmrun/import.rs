@@ -113,9 +113,7 @@ pub(super) fn own_stemcell_vmx(sc: &str, disk: &str, efi: bool) -> Vmx {
 impl Vmrun {
     pub(super) fn remove_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
         let sc = cid.as_str();
-        if !is_ours(sc, "sc-", 16) {
-            return Err(DriverError::stemcell_not_found(format!("{cid} (not a stemcell CID of this CPI)")));
-        }
+        cid::stemcell(cid, STEMCELL_HEX)?;
         let dir = self.store(&format!("stemcells/{sc}"));
         let vmx = self.stemcell_vmx(sc);
         let _lock = self.lock(sc)?;
@@ -131,7 +129,8 @@ impl Vmrun {
         } else {
             self.tr(|| "cannot list pending creates".into(), self.t.list_dir(&self.store("pending")))?
         };
-        let creating: Vec<String> = pending.into_iter().filter(|n| is_ours(n, "vm-", 20)).collect();
+        let creating: Vec<String> =
+            pending.into_iter().filter(|n| cid::ours(n, VmCid::PREFIX, VmCid::HEX_LEN)).collect();
         let paths: Vec<String> = creating.iter().map(|vm| join(&self.store("locks"), &format!("{vm}.lock"))).collect();
         let held = self.tr(|| "cannot check pending creates".into(), self.t.held(&paths))?;
         if let Some((vm, _)) = creating.iter().zip(held).find(|(_, h)| *h) {

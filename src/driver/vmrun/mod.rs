@@ -106,7 +106,7 @@ impl Driver for Vmrun {
             b.login()?;
         }
         let sc = req.stemcell.as_str();
-        if !is_ours(sc, "sc-", 16)
+        if !cid::ours(sc, StemcellCid::PREFIX, STEMCELL_HEX)
             || !self.tr(|| "cannot look for the stemcell".into(), self.t.exists(&self.stemcell_vmx(sc)))?
         {
             return Err(DriverError::stemcell_not_found(sc.to_string()));
@@ -130,9 +130,7 @@ impl Driver for Vmrun {
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {
-        if !is_ours(cid.as_str(), "vm-", 20) {
-            return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
-        }
+        cid::vm(cid)?;
         let _lock = self.lock(cid.as_str())?;
         if !self.tr(|| "cannot look for the VM".into(), self.t.exists(&self.vm_dir(cid.as_str())))? {
             info!("{cid} was already gone");
@@ -145,7 +143,7 @@ impl Driver for Vmrun {
     }
 
     fn has_vm(&self, cid: &VmCid) -> DriverResult<bool> {
-        if !is_ours(cid.as_str(), "vm-", 20) {
+        if !cid.is_generated() {
             return Ok(false);
         }
         let vmx = self.vm_vmx(cid.as_str());
@@ -344,7 +342,7 @@ impl Driver for Vmrun {
             .scsi_disks(0)
             .into_iter()
             .filter_map(|(_, f)| f.strip_prefix(&disks_dir)?.strip_suffix(".vmdk").map(str::to_string))
-            .filter(|c| is_ours(c, "disk-", 15))
+            .filter(|c| cid::ours(c, DiskCid::PREFIX, DISK_HEX))
             .filter_map(|c| DiskCid::new(c).ok())
             .collect())
     }

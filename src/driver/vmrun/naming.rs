@@ -7,7 +7,7 @@ pub(super) const STEMCELL_HEX: usize = 16;
 
 pub(super) use crate::agent_settings::vmware_mac;
 /// The shared CID scheme ([`crate::ids::is_generated`]).
-pub(super) use crate::ids::is_generated as is_ours;
+pub(super) use crate::driver::cid;
 
 impl Vmrun {
     pub(super) fn store(&self, rest: &str) -> String {
@@ -32,9 +32,7 @@ impl Vmrun {
 
 impl Vmrun {
     pub(super) fn check_vm(&self, cid: &VmCid) -> DriverResult<String> {
-        if !is_ours(cid.as_str(), "vm-", 20) {
-            return Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")));
-        }
+        cid::vm(cid)?;
         let vmx = self.vm_vmx(cid.as_str());
         if !self.tr(|| format!("cannot look for {vmx}"), self.t.exists(&vmx))? {
             return Err(DriverError::vm_not_found(cid.to_string()));
@@ -43,9 +41,7 @@ impl Vmrun {
     }
 
     pub(super) fn check_disk(&self, cid: &DiskCid) -> DriverResult<String> {
-        if !is_ours(cid.as_str(), "disk-", 15) {
-            return Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")));
-        }
+        cid::disk(cid, DISK_HEX)?;
         let p = self.disk_path(cid.as_str());
         if !self.tr(|| format!("cannot look for {p}"), self.t.exists(&p))? {
             return Err(DriverError::disk_not_found(cid.to_string()));

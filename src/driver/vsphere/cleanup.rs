@@ -68,14 +68,14 @@ impl Vsphere {
 
     /// Removes the VM, stemcell or disk `cid`; `Ok(false)` when there was nothing.
     pub(super) fn remove_leftovers(&self, inv: &Inv, cid: &str) -> DriverResult<bool> {
-        if valid_id(cid, "vm-") || valid_id(cid, "sc-") {
+        if valid_id(cid, VmCid::PREFIX) || valid_id(cid, StemcellCid::PREFIX) {
             let folder = if cid.starts_with("vm-") { &self.cfg.vm_folder } else { &self.cfg.template_folder };
             return match inv.find_vm(folder, cid)?.map(|vm| inv.vm_info(&vm)).transpose()?.flatten() {
                 Some(info) => self.destroy_vm(inv, &info).map(|_| true),
                 None => Ok(false),
             };
         }
-        if valid_id(cid, "disk-") {
+        if valid_id(cid, DiskCid::PREFIX) {
             let disk = DiskCid::new(cid).map_err(DriverError::other)?;
             let Some(ds) = self.locate_disk(inv, &disk)? else { return Ok(false) };
             let req = DeleteVirtualDisk {

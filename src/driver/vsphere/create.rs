@@ -12,7 +12,7 @@ impl Vsphere {
         undo: &mut Undo<'a>,
     ) -> DriverResult<CreatedVm> {
         let name = cid.as_str();
-        if !valid_id(req.stemcell.as_str(), "sc-") {
+        if !valid_id(req.stemcell.as_str(), StemcellCid::PREFIX) {
             return Err(DriverError::stemcell_not_found(req.stemcell.to_string()));
         }
         let sc = inv

@@ -74,7 +74,7 @@ impl Vsphere {
         vm: Option<&VmCid>,
     ) -> DriverResult<String> {
         let need = if thin { 0 } else { size_mib << 20 };
-        let vm = match vm.filter(|v| valid_id(v.as_str(), "vm-")) {
+        let vm = match vm.filter(|v| valid_id(v.as_str(), VmCid::PREFIX)) {
             Some(vm) => inv.find_vm(&self.cfg.vm_folder, vm.as_str())?,
             None => None,
         };

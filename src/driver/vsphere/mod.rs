@@ -94,7 +94,7 @@ impl Driver for Vsphere {
     }
 
     fn delete_stemcell(&self, cid: &StemcellCid) -> DriverResult<()> {
-        if !valid_id(cid.as_str(), "sc-") {
+        if !valid_id(cid.as_str(), StemcellCid::PREFIX) {
             warn!("stemcell {cid} is not one of ours; nothing to delete");
             return Ok(());
         }

@@ -9,23 +9,15 @@ pub(super) const MARKER_SHAPES: crate::inflight::Shapes = &[("vm-", HEX_LEN), ("
 
 /// Whether `cid` is `<prefix><20 lowercase hex>`: anything else was not made by this CPI.
 pub(super) fn valid_id(cid: &str, prefix: &str) -> bool {
-    crate::ids::is_generated(cid, prefix, HEX_LEN)
+    crate::driver::cid::ours(cid, prefix, HEX_LEN)
 }
 
 /// Refuses a VM CID this driver cannot have made, before anything is contacted.
 pub(super) fn check_vm(cid: &VmCid) -> DriverResult<()> {
-    if valid_id(cid.as_str(), VmCid::PREFIX) {
-        Ok(())
-    } else {
-        Err(DriverError::vm_not_found(format!("{cid} (not a VM CID of this CPI)")))
-    }
+    crate::driver::cid::vm(cid)
 }
 
 /// Refuses a disk CID this driver cannot have made, before anything is contacted.
 pub(super) fn check_disk(cid: &DiskCid) -> DriverResult<()> {
-    if valid_id(cid.as_str(), DiskCid::PREFIX) {
-        Ok(())
-    } else {
-        Err(DriverError::disk_not_found(format!("{cid} (not a disk CID of this CPI)")))
-    }
+    crate::driver::cid::disk(cid, HEX_LEN)
 }

@@ -16,7 +16,7 @@ impl Vsphere {
     }
 
     fn locate_disk_except(&self, inv: &Inv, cid: &DiskCid, tried: Option<&str>) -> DriverResult<Option<String>> {
-        if !valid_id(cid.as_str(), "disk-") {
+        if !valid_id(cid.as_str(), DiskCid::PREFIX) {
             return Ok(None);
         }
         let path = self.disk_path(cid.as_str());
@@ -42,7 +42,7 @@ impl Vsphere {
 
     /// The VM with `paths` read ([`VM_PROPS`] or [`VM_SETTINGS_PROPS`]).
     pub(super) fn find_vm_with(&self, inv: &Inv, cid: &VmCid, paths: &[&str]) -> DriverResult<Option<VmInfo>> {
-        if !valid_id(cid.as_str(), "vm-") {
+        if !valid_id(cid.as_str(), VmCid::PREFIX) {
             return Ok(None);
         }
         match inv.find_vm(&self.cfg.vm_folder, cid.as_str())? {
@@ -148,6 +148,6 @@ impl Vsphere {
         let path = f.split_once("] ").map(|(_, p)| p).unwrap_or(f);
         let (dir, file) = path.rsplit_once('/')?;
         let cid = file.strip_suffix(".vmdk")?;
-        (dir == self.cfg.disk_folder && valid_id(cid, "disk-")).then(|| cid.to_string())
+        (dir == self.cfg.disk_folder && valid_id(cid, DiskCid::PREFIX)).then(|| cid.to_string())
     }
 }

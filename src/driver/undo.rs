@@ -4,7 +4,46 @@
 //! SIGKILL before it could undo anything, is covered by the in-flight markers ([`crate::inflight`]) and each
 //! driver's reaper, which remove what such a create left.
 use crate::error::DriverResult;
+use crate::inflight::Marker;
 use crate::warn;
+
+/// One create, the same in every driver that keeps in-flight markers: `make` makes the thing, recording in
+/// the undo list how to remove each part as it appears; on success the list is disarmed, on failure it runs
+/// at once. The outcome then settles the create's marker ([`Outcome::settle`]).
+pub fn create<'a, T>(what: impl Into<String>, make: impl FnOnce(&mut Undo<'a>) -> DriverResult<T>) -> Outcome<T> {
+    let mut undo = Undo::new(what);
+    let result = make(&mut undo);
+    let settled = match &result {
+        Ok(_) => {
+            undo.disarm();
+            true
+        }
+        Err(_) => undo.run(),
+    };
+    Outcome { result, settled }
+}
+
+/// What a create came to: its result, and whether nothing of a failed create is left (every undo step
+/// succeeded; always true on success).
+#[must_use = "a create's outcome settles its in-flight marker"]
+pub struct Outcome<T> {
+    pub result: DriverResult<T>,
+    pub settled: bool,
+}
+
+impl<T> Outcome<T> {
+    /// The in-flight marker of `cid` goes when the create succeeded (with the response its only record) or
+    /// failed leaving nothing; a failure that left something keeps it, so that the next create's reaper
+    /// removes what is left.
+    pub fn settle(self, marker: Marker, cid: &str) -> DriverResult<T> {
+        match &self.result {
+            Ok(_) => marker.created(cid),
+            Err(_) if self.settled => marker.commit(),
+            Err(_) => {}
+        }
+        self.result
+    }
+}
 
 /// One recorded step: what it removes (for the log) and how.
 struct Step<'a> {

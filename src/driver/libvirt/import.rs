@@ -17,41 +17,23 @@ impl Libvirt {
         // sent sparse (data and holes) into a raw volume. No file is written on this machine (but a
         // monolithicSparse VMDK whose grains are out of order, spooled unnamed in the work directory).
         let mut settled = true;
-        let result = stemcell::with_disk(image, work, |disk| -> DriverResult<String> {
-            let mut undo = Undo::new(format!("create_stemcell {id}"));
-            let stored = self.store_disk(disk, &id, work, &mut undo).and_then(|(cid, format)| {
+        let result = stemcell::with_disk(image, work, |disk| -> DriverResult<StemcellCid> {
+            let outcome = crate::driver::undo::create(format!("create_stemcell {id}"), |undo| {
+                let (cid, format) = self.store_disk(disk, &id, work, undo)?;
                 self.refresh_pool()?;
                 let (_, probed) = self.vol_info(&cid)?.ok_or_else(|| LibvirtError::Vanished { volume: cid.clone() })?;
                 if probed != format {
                     return Err(LibvirtError::ProbedFormat { volume: cid.clone(), probed, expected: format }.into());
                 }
-                Ok(cid)
+                StemcellCid::new(cid).map_err(DriverError::other)
             });
-            match stored {
-                Ok(cid) => {
-                    undo.disarm();
-                    Ok(cid)
-                }
-                Err(e) => {
-                    settled = undo.run();
-                    Err(e)
-                }
-            }
+            settled = outcome.settled;
+            outcome.result
         });
-        // a failed import that removed what it made (or made nothing: a refused disk) leaves no marker and no
-        // scratch; one that could not is reaped by a later create
-        let cid = match result {
-            Ok(cid) => cid,
-            Err(e) => {
-                if settled {
-                    marker.commit();
-                }
-                return Err(e);
-            }
-        };
-        let cid = StemcellCid::new(cid).map_err(DriverError::other)?;
-        marker.created(cid.as_str());
-        Ok(cid)
+        // a failed import that removed what it made (or made nothing: a refused disk, which never reaches the
+        // closure) leaves no marker and no scratch; one that could not is reaped by a later create
+        let cid = result.as_ref().map(|c| c.to_string()).unwrap_or_default();
+        crate::driver::undo::Outcome { result, settled }.settle(marker, &cid)
     }
 
     /// The inspected disk into a new volume `ID-TAG` (recorded in `undo`); returns its name and format.

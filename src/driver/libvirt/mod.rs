@@ -111,21 +111,8 @@ impl Driver for Libvirt {
         let cid = VmCid::generate();
         info!("creating {cid} from {}", req.stemcell);
         let marker = self.begin(cid.as_str())?;
-        let mut undo = Undo::new(format!("create_vm {cid}"));
-        match self.create_vm_inner(req, kind, &cid, &mut undo) {
-            Ok(created) => {
-                undo.disarm();
-                marker.created(cid.as_str());
-                Ok(created)
-            }
-            Err(e) => {
-                // what could not be removed now stays in flight for the reaper
-                if undo.run() {
-                    marker.commit();
-                }
-                Err(e)
-            }
-        }
+        crate::driver::undo::create(format!("create_vm {cid}"), |undo| self.create_vm_inner(req, kind, &cid, undo))
+            .settle(marker, cid.as_str())
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {

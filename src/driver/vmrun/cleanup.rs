@@ -1,5 +1,15 @@
 //! "A create that dies leaves nothing": the undo step of a failed create ([`Undo`]), pending entries, the sweep of abandoned creates and
 //! the scratch space of imports.
+//!
+//! Why vmrun does not use the in-flight markers of [`crate::inflight`] for its VMs and stemcells, as libvirt
+//! and vSphere do: those markers live in the CPI's own `state_dir` and are held with a local `flock`, so
+//! they cover what one machine's CPI processes make. vmrun's VMs, disks and stemcells live in a store on the
+//! VMware host, which is often another machine reached over SSH and may be driven by CPIs on several
+//! machines (a workstation's create-env and a director). The record of a create in progress must sit
+//! beside what it covers and be locked where it is, so that any CPI that reaches that host sees it: hence
+//! `pending/<cid>` in the host's store, under the store's own lock (the transport's `lock`, taken on the
+//! host). The import's local scratch space (an unpacked stemcell on the CPI's machine) is local, and uses
+//! the in-flight markers.
 use super::*;
 
 /// A scratch marker that is committed (its work directory and marker removed) when the import ends in

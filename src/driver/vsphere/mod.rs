@@ -144,27 +144,17 @@ impl Driver for Vsphere {
         let cid = VmCid::generate();
         let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
-        let mut undo = Undo::new(format!("create_vm {name}"));
-        let result = self.create_vm_inner(&inv, req, &props, &cid, &marker, &mut undo);
-        // what cannot be removed now keeps its marker: the next create removes it
-        let settled = match &result {
-            Ok(_) => {
-                undo.disarm();
-                info!("created VM {name}");
-                crate::killpoint::kill_point("vsphere.create_vm.done");
-                true
-            }
-            Err(_) => undo.run(),
-        };
+        let outcome = crate::driver::undo::create(format!("create_vm {name}"), |undo| {
+            self.create_vm_inner(&inv, req, &props, &cid, &marker, undo)
+        });
+        if outcome.result.is_ok() {
+            info!("created VM {name}");
+            crate::killpoint::kill_point("vsphere.create_vm.done");
+        }
         // log out first: the marker goes only when nothing but writing the response is left to do
         drop(inv);
         crate::killpoint::kill_point("vsphere.create_vm.session_closed");
-        match &result {
-            Ok(_) => marker.created(&name),
-            Err(_) if settled => marker.commit(),
-            Err(_) => {}
-        }
-        result
+        outcome.settle(marker, &name)
     }
 
     fn delete_vm(&self, cid: &VmCid) -> DriverResult<()> {

@@ -53,30 +53,17 @@ impl Vsphere {
         let cid = StemcellCid::generate(HEX_LEN, "");
         let name = cid.to_string();
         let marker = self.begin(&inv, &name)?;
-        let mut undo = Undo::new(format!("create_stemcell {name}"));
-        self.undo_leftovers(&inv, &mut undo, &name);
-        let result = self.import_stemcell(&inv, image, &name, &marker);
-        // what cannot be removed now keeps its marker: the next create removes it
-        let settled = match &result {
-            Ok(()) => {
-                undo.disarm();
-                true
-            }
-            Err(_) => undo.run(),
-        };
+        let outcome = crate::driver::undo::create(format!("create_stemcell {name}"), |undo| {
+            self.undo_leftovers(&inv, undo, &name);
+            self.import_stemcell(&inv, image, &name, &marker)
+        });
         // log out first: the marker goes only when nothing but writing the response is left to do
         drop(inv);
-        if result.is_ok() {
+        if outcome.result.is_ok() {
             let rss = peak_rss_kib().map(|k| format!("{} MiB", k / 1024)).unwrap_or_else(|| "unknown".into());
             info!("stemcell import done, peak RSS {rss}");
         }
-        if settled {
-            match &result {
-                Ok(_) => marker.created(cid.as_str()),
-                Err(_) => marker.commit(),
-            }
-        }
-        result?;
+        outcome.settle(marker, &name)?;
         Ok(cid)
     }
 }

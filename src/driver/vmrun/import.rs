@@ -211,21 +211,14 @@ impl Vmrun {
         vmdk.write_sparse_raw(&file)?;
         drop(file);
         let converted = tmp.path().join("disk.vmdk");
-        crate::exec::Cmd::new(&self.cfg.local_qemu_img)
-            .args([
-                "convert",
-                "-q",
-                "-f",
-                "raw",
-                "-O",
-                "vmdk",
-                "-o",
-                "adapter_type=lsilogic,subformat=monolithicSparse",
-            ])
-            .arg(&raw)
-            .arg(&converted)
-            .run()
-            .context(|| "cannot convert the stemcell's disk".into())?;
+        // qemu-img runs on this machine (the disk is here), through the same process seam as every tool: the
+        // local transport, and the host's tool errors (a full disk is NoDiskSpace)
+        let local = crate::transport::local::Local::new();
+        let mut argv = vec![self.cfg.local_qemu_img.display().to_string()];
+        argv.extend(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o"].map(String::from));
+        argv.push("adapter_type=lsilogic,subformat=monolithicSparse".into());
+        argv.extend([raw.display().to_string(), converted.display().to_string()]);
+        super::host::Host { t: &local, cfg: &self.cfg }.tool(argv, "cannot convert the stemcell's disk")?;
         let _ = std::fs::remove_file(&raw);
         let disk_name = format!("{sc}-disk1.vmdk");
         self.tr(|| "cannot upload the stemcell disk".into(), self.t.upload(&converted, &join(dir, &disk_name)))?;

@@ -84,23 +84,7 @@ pub fn vsphere_image(dir: &Path, efi: bool) -> PathBuf {
         .status()
         .unwrap()
         .success());
-    let vmdk = dir.join("image-disk1.vmdk");
-    assert!(Command::new("qemu-img")
-        .args([
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13"
-        ])
-        .arg(&raw)
-        .arg(&vmdk)
-        .status()
-        .unwrap()
-        .success());
+    crate::util::stream_optimized_vmdk(&raw, &dir.join("image-disk1.vmdk"), ",adapter_type=lsilogic,hwversion=13");
     let firmware = if efi { r#"<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>"# } else { "" };
     let ovf = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>

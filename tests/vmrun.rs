@@ -118,22 +118,7 @@ pub fn stemcell_image_with(dir: &Path, capacity_mib: u64, data_mib: u64, edit: i
         f.set_len(capacity_mib << 20).unwrap();
     }
     let vmdk = dir.join("image-disk1.vmdk");
-    let st = Command::new("/usr/bin/qemu-img")
-        .args([
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13",
-        ])
-        .arg(&raw)
-        .arg(&vmdk)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    crate::util::stream_optimized_vmdk(&raw, &vmdk, ",adapter_type=lsilogic,hwversion=13");
     std::fs::remove_file(&raw).unwrap();
     let ovf = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vmrun/image.ovf"))
         .unwrap()
@@ -329,20 +314,9 @@ fn vmrun_wrong_or_unknown_host_key_is_refused() {
     let Some((dir, port)) = require_sshd() else { return };
     let fake = Fake::new();
     let kdir = tempfile::tempdir().unwrap();
-    let other = kdir.path().join("other");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap()
-        .success());
-    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let other_pub = crate::util::fresh_ssh_key(&kdir.path().join("other"));
     let wrong = kdir.path().join("known_hosts_wrong");
-    std::fs::write(
-        &wrong,
-        format!("[127.0.0.1]:{port} {}", other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
-    )
-    .unwrap();
+    std::fs::write(&wrong, format!("[127.0.0.1]:{port} {other_pub}")).unwrap();
     let cpi = Cpi::with_config(&fake.config(false, Some(ssh_block(&dir, port, &wrong))));
     let e = cpi.err("has_vm", json!(["vm-00000000000000000000"]));
     let msg = e["message"].as_str().unwrap();
@@ -355,7 +329,7 @@ fn vmrun_wrong_or_unknown_host_key_is_refused() {
     // the inline form is checked too
     let mut ssh = ssh_block(&dir, port, &empty);
     ssh.as_object_mut().unwrap().remove("known_hosts");
-    ssh["host_public_key"] = json!(other_pub.trim());
+    ssh["host_public_key"] = json!(other_pub);
     let cpi = Cpi::with_config(&fake.config(false, Some(ssh)));
     assert!(cpi.err("has_vm", json!(["vm-00000000000000000000"]))["message"]
         .as_str()

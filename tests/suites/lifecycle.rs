@@ -37,7 +37,7 @@ fn ghost(cid: &str) -> String {
     format!("{kind}-{}", "0".repeat(id.len()))
 }
 
-/// Whether something the CPI made names `cid`.
+/// What the CPI made (on the peer) that names `cid`.
 fn named(peer: &dyn Peer, cid: &str) -> Vec<String> {
     peer.objects().into_iter().filter(|o| o.contains(cid)).collect()
 }

@@ -11,8 +11,11 @@
 //! - create_vm against `virt-clone` (Debian package virtinst) of the same image; peak RSS per method;
 //! - the methods that write the settings medium (create_vm, attach_disk, detach_disk) and the medium build
 //!   alone, in-process. `cargo bench --bench libvirt -- settings` runs only this part.
+#[path = "support/cpi.rs"]
+mod cpi;
+
 use serde_json::{json, Value};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,75 +24,11 @@ fn pool() -> String {
     std::env::var("VMCPI_BENCH_POOL").unwrap_or_else(|_| "vmcpi-bench".into())
 }
 
-fn cpi_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("VMCPI_BIN") {
-        return p.into();
-    }
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/vmcpi");
-    if !release.exists() {
-        let ok = Command::new("cargo")
-            .args(["build", "--release", "--bin", "vmcpi"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .map(|s| s.success());
-        assert!(ok.unwrap_or(false), "cargo build --release failed");
-    }
-    release
-}
-
-/// Runs one CPI call; returns (response, wall time, peak RSS of the vmcpi process in KiB).
-fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duration, u64) {
-    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn vmcpi");
-    let pid = child.id();
-    let mut hwm = 0;
-    // a short call (info) can exit before the first sample: sample once while it waits for its request
-    std::thread::sleep(Duration::from_millis(20));
-    hwm = hwm.max(vm_hwm(pid));
-    // wall time from the request on: the process start is measured by the info-vs-true figure
-    let started = Instant::now();
-    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    loop {
-        hwm = hwm.max(vm_hwm(pid));
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let elapsed = started.elapsed();
-    out.push_str(&reader.join().unwrap());
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: bad response {e}: {out}"));
-    assert!(v["error"].is_null(), "{method} failed: {}", v["error"]);
-    (v, elapsed, hwm)
-}
-
-/// Peak resident set (VmHWM) of a live process, in KiB (0 once it is gone).
-fn vm_hwm(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// One call, checked: its result, the wall time from the request on and the peak RSS of the vmcpi process (KiB).
+fn call(config: &Path, method: &str, args: Value) -> (Value, Duration, u64) {
+    let o = cpi::call_sampled(config, method, args);
+    let (wall, rss) = (o.wall, o.peak_rss_kib);
+    (o.ok(method), wall, rss)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -143,7 +82,7 @@ fn timed(mut cmd: Command) -> Duration {
 }
 
 fn main() {
-    let bin = cpi_bin();
+    let bin = cpi::vmcpi_bin();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cpi.json");
     let pool = pool();
@@ -152,15 +91,15 @@ fn main() {
     std::fs::write(&config, cfg.to_string()).unwrap();
     if std::env::args().any(|a| a == "settings") {
         println!("# vmcpi libvirt benchmark: the settings medium\n");
-        settings_medium(&bin, &config, dir.path());
+        settings_medium(&config, dir.path());
         return;
     }
     if std::env::args().skip(1).any(|a| a == "create_vm") {
         println!("# vmcpi libvirt benchmark: create_vm");
         let img_dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let sc = call(&bin, &config, "create_stemcell", json!([image(img_dir.path(), 64), {}])).0["result"].clone();
-        create_vm_breakdown(&bin, &cfg, sc.as_str().unwrap());
-        call(&bin, &config, "delete_stemcell", json!([sc]));
+        let sc = call(&config, "create_stemcell", json!([image(img_dir.path(), 64), {}])).0.clone();
+        create_vm_breakdown(&cfg, sc.as_str().unwrap());
+        call(&config, "delete_stemcell", json!([sc]));
         return;
     }
 
@@ -170,9 +109,7 @@ fn main() {
         (0..n)
             .map(|_| {
                 let t = Instant::now();
-                let mut c = Command::new(&bin)
-                    .arg("--config")
-                    .arg(&config)
+                let mut c = cpi::vmcpi(&bin, &config)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -185,7 +122,7 @@ fn main() {
             .collect(),
     );
     let true_t = time_process(|| Command::new("/bin/true"), n);
-    let (_, _, info_rss) = call(&bin, &config, "info", json!([]));
+    let (_, _, info_rss) = call(&config, "info", json!([]));
 
     println!("# vmcpi libvirt benchmark\n");
     println!("| figure | value |\n|---|---|");
@@ -193,7 +130,7 @@ fn main() {
     println!("| `/bin/true` whole process (median of {n}) | {:.2} ms |", true_t.as_secs_f64() * 1e3);
     println!("| ratio info / true | {:.2} |", info_piped.as_secs_f64() / true_t.as_secs_f64());
     if std::env::args().skip(1).any(|a| a == "import") {
-        imports_only(&bin, &config);
+        imports_only(&config);
         return;
     }
 
@@ -205,8 +142,8 @@ fn main() {
     let mut import_4g = Duration::ZERO;
     for (mib, d) in [64u64, 4096].into_iter().zip(&dirs) {
         let img = image(d.path(), mib);
-        let (r, import_t, peak) = call(&bin, &config, "create_stemcell", json!([img, {}]));
-        stemcells.push(r["result"].as_str().unwrap().to_string());
+        let (r, import_t, peak) = call(&config, "create_stemcell", json!([img, {}]));
+        stemcells.push(r.as_str().unwrap().to_string());
         rss.push(peak);
         import_4g = import_t;
         println!(
@@ -220,9 +157,9 @@ fn main() {
     let mut times = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
         for (i, sc) in stemcells.iter().enumerate() {
-            let (r, t, _) = call(&bin, &config, "create_vm", json!(["bench", sc, {"ram": 64}, {}, [], {}]));
+            let (r, t, _) = call(&config, "create_vm", json!(["bench", sc, {"ram": 64}, {}, [], {}]));
             times[i].push(t);
-            call(&bin, &config, "delete_vm", json!([r["result"][0].as_str().unwrap()]));
+            call(&config, "delete_vm", json!([r[0].as_str().unwrap()]));
         }
     }
     let results: Vec<(Duration, u64)> = times.into_iter().map(median).zip(rss).collect();
@@ -281,17 +218,17 @@ fn main() {
         println!("| virt-clone | not installed (Debian package virtinst) |");
     }
 
-    create_vm_breakdown(&bin, &cfg, &stemcells[0]);
+    create_vm_breakdown(&cfg, &stemcells[0]);
 
     // peak RSS of the vmcpi process, per method
     let sc = &stemcells[0];
     let mut peaks = vec![("info", info_rss)];
-    let (r, _, p) = call(&bin, &config, "create_vm", json!(["bench", sc, {"ram": 64, "disk": 16}, {}, [], {}]));
+    let (r, _, p) = call(&config, "create_vm", json!(["bench", sc, {"ram": 64, "disk": 16}, {}, [], {}]));
     peaks.push(("create_vm", p));
-    let vm = r["result"][0].as_str().unwrap().to_string();
-    let (r, _, p) = call(&bin, &config, "create_disk", json!([16, {}, vm]));
+    let vm = r[0].as_str().unwrap().to_string();
+    let (r, _, p) = call(&config, "create_disk", json!([16, {}, vm]));
     peaks.push(("create_disk", p));
-    let disk = r["result"].as_str().unwrap().to_string();
+    let disk = r.as_str().unwrap().to_string();
     for (m, args) in [
         ("attach_disk", json!([vm, disk])),
         ("set_vm_metadata", json!([vm, {"name": "bench/0"}])),
@@ -305,10 +242,10 @@ fn main() {
         ("delete_vm", json!([vm])),
         ("delete_disk", json!([disk])),
     ] {
-        peaks.push((m, call(&bin, &config, m, args).2));
+        peaks.push((m, call(&config, m, args).2));
     }
     for sc in &stemcells {
-        peaks.push(("delete_stemcell", call(&bin, &config, "delete_stemcell", json!([sc])).2));
+        peaks.push(("delete_stemcell", call(&config, "delete_stemcell", json!([sc])).2));
     }
     peaks.dedup_by_key(|p| p.0);
     println!("\n| method | peak RSS of vmcpi |\n|---|---|");
@@ -316,28 +253,28 @@ fn main() {
         println!("| {m} | {p} KiB |");
     }
     println!();
-    settings_medium(&bin, &config, dir.path());
+    settings_medium(&config, dir.path());
 }
 
 /// The methods that (re)write the settings medium, from a 64 MiB stemcell, and the medium build alone.
-fn settings_medium(bin: &Path, config: &Path, dir: &Path) {
+fn settings_medium(config: &Path, dir: &Path) {
     let sub = dir.join("settings");
     std::fs::create_dir_all(&sub).unwrap();
     let img = image(&sub, 64);
-    let sc = call(bin, config, "create_stemcell", json!([img, {}])).0["result"].as_str().unwrap().to_string();
+    let sc = call(config, "create_stemcell", json!([img, {}])).0.as_str().unwrap().to_string();
     let rounds = 15;
     let (mut create, mut attach, mut detach) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let (r, t, _) = call(bin, config, "create_vm", json!(["bench", sc, {"ram": 64}, {}, [], {}]));
+        let (r, t, _) = call(config, "create_vm", json!(["bench", sc, {"ram": 64}, {}, [], {}]));
         create.push(t);
-        let vm = r["result"][0].as_str().unwrap().to_string();
-        let disk = call(bin, config, "create_disk", json!([16, {}, vm])).0["result"].as_str().unwrap().to_string();
-        attach.push(call(bin, config, "attach_disk", json!([vm, disk])).1);
-        detach.push(call(bin, config, "detach_disk", json!([vm, disk])).1);
-        call(bin, config, "delete_vm", json!([vm]));
-        call(bin, config, "delete_disk", json!([disk]));
+        let vm = r[0].as_str().unwrap().to_string();
+        let disk = call(config, "create_disk", json!([16, {}, vm])).0.as_str().unwrap().to_string();
+        attach.push(call(config, "attach_disk", json!([vm, disk])).1);
+        detach.push(call(config, "detach_disk", json!([vm, disk])).1);
+        call(config, "delete_vm", json!([vm]));
+        call(config, "delete_disk", json!([disk]));
     }
-    call(bin, config, "delete_stemcell", json!([sc]));
+    call(config, "delete_stemcell", json!([sc]));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("| figure | value |\n|---|---|");
     println!("| create_vm, 64 MiB stemcell (median of {rounds}) | {:.0} ms |", ms(median(create)));
@@ -400,7 +337,7 @@ fn qcow2_image(dir: &Path, mib: u64) -> PathBuf {
 
 /// create_stemcell only: a raw image (64 MiB and 4 GiB, mostly holes: spooled, then uploaded sparse) and a
 /// 2 GiB qcow2 (streamed into its volume through virsh's stdin), each deleted again.
-fn imports_only(bin: &Path, config: &Path) {
+fn imports_only(config: &Path) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir_in("/var/tmp").unwrap()).collect();
     let images = [
         ("raw 64 MiB", 64, image(dirs[0].path(), 64)),
@@ -408,21 +345,21 @@ fn imports_only(bin: &Path, config: &Path) {
         ("qcow2 2 GiB of data", 2048, qcow2_image(dirs[2].path(), 2048)),
     ];
     for (what, mib, img) in &images {
-        let (r, t, peak) = call(bin, config, "create_stemcell", json!([img, {}]));
-        let sc = r["result"].as_str().unwrap().to_string();
+        let (r, t, peak) = call(config, "create_stemcell", json!([img, {}]));
+        let sc = r.as_str().unwrap().to_string();
         let size = std::fs::metadata(img).unwrap().len() >> 20;
         println!(
             "| create_stemcell {what} (image {size} MiB): wall time, peak RSS | {:.2} s ({:.0} MiB/s), {peak} KiB |",
             t.as_secs_f64(),
             *mib as f64 / t.as_secs_f64()
         );
-        call(bin, config, "delete_stemcell", json!([sc]));
+        call(config, "delete_stemcell", json!([sc]));
     }
 }
 
 /// Where create_vm's time goes: the external processes it runs (from its debug log, which names each
 /// command and how long it took) and the rest, in the CPI process itself; medians of several rounds.
-fn create_vm_breakdown(bin: &Path, cfg: &Value, sc: &str) {
+fn create_vm_breakdown(cfg: &Value, sc: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cpi-debug.json");
     let mut cfg = cfg.clone();
@@ -433,24 +370,10 @@ fn create_vm_breakdown(bin: &Path, cfg: &Value, sc: &str) {
     let mut totals = Vec::new();
     let mut processes = 0;
     for _ in 0..rounds {
-        let req = json!({"method": "create_vm", "arguments": ["bench", sc, {"ram": 64, "disk": 16}, {}, [], {}], "context": {}, "api_version": 2});
-        let started = Instant::now();
-        let mut child = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        totals.push(started.elapsed());
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(v["error"].is_null(), "create_vm failed: {}", v["error"]);
-        let log = String::from_utf8_lossy(&out.stderr);
+        let o = cpi::call(&config, "create_vm", json!(["bench", sc, {"ram": 64, "disk": 16}, {}, [], {}]));
+        totals.push(o.wall);
+        let log = o.stderr.clone();
+        let vm = o.ok("create_vm");
         let mut names = Vec::new();
         let mut times = Vec::new();
         let mut batch = None;
@@ -480,7 +403,7 @@ fn create_vm_breakdown(bin: &Path, cfg: &Value, sc: &str) {
                 None => steps.push((name, vec![t])),
             }
         }
-        call(bin, &config, "delete_vm", json!([v["result"][0].as_str().unwrap()]));
+        call(&config, "delete_vm", json!([vm[0]]));
     }
     println!("\n## create_vm time breakdown (64 MiB stemcell, with an ephemeral disk; medians of {rounds})\n");
     println!("| step | time |\n|---|---|");

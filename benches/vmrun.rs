@@ -2,12 +2,15 @@
 //!
 //! Prints the create_vm time with a 64 MiB and a 4 GiB stemcell (linked clones: the stemcell's size must
 //! not matter; the target ratio is ≤ 1.2), and the SSH overhead per call (local vs loopback SSH, with the
-//! sshd that `tools/sshd-up.sh /tmp/vmcpi-test-sshd-22241 22241` starts).
+//! sshd that `tools/sshd-up.sh /tmp/vmcpi-test-sshd-22241 22241` starts). `VMCPI_BIN` measures another vmcpi
+//! build.
+#[path = "support/cpi.rs"]
+mod cpi;
+
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
 const RUNS: usize = 5;
 /// create_vm runs per stemcell size: the per-call noise on a shared machine (xorriso start-up alone varies
@@ -19,25 +22,11 @@ fn fake_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fake-vmware"))
 }
 
+/// One call, checked: its result and the whole process's wall time, ms.
 fn call(config: &Path, method: &str, args: Value) -> (Value, u128) {
-    let req = json!({"method": method, "arguments": args, "context": {"director_uuid": "bench"}, "api_version": 2});
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmcpi"))
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vmcpi");
-    child.stdin.take().expect("stdin").write_all(req.to_string().as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("wait");
-    let ms = started.elapsed().as_millis();
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert!(v["error"].is_null(), "{method} failed: {}", v["error"]);
-    (v["result"].clone(), ms)
+    let o = cpi::call(config, method, args);
+    let ms = o.wall.as_millis();
+    (o.ok(method), ms)
 }
 
 fn stemcell_image(dir: &Path, capacity_mib: u64, data_mib: u64) -> PathBuf {

@@ -16,54 +16,20 @@
 //! `VMCPI_VCSIM=stock` for the stock one).
 #[path = "support/countproxy.rs"]
 mod countproxy;
+#[path = "support/cpi.rs"]
+mod cpi;
 #[path = "../tests/vsphere_sim.rs"]
 mod vsphere_sim;
 
 use countproxy::CountProxy;
+use cpi::{call, Outcome};
 
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use vsphere_sim::{stemcell_image, vcsim_binary, Vcsim};
-
-struct Outcome {
-    result: Value,
-    error: Value,
-    stderr: String,
-    wall: Duration,
-}
-
-/// The CPI binary: this build's, or `$VMCPI_BIN` (another build, e.g. an older commit's, to compare).
-fn vmcpi_bin() -> std::path::PathBuf {
-    std::env::var_os("VMCPI_BIN").map(Into::into).unwrap_or_else(|| env!("CARGO_BIN_EXE_vmcpi").into())
-}
-
-fn call(config: &Path, method: &str, args: Value) -> Outcome {
-    let req = json!({"method": method, "arguments": args, "context": {"director_uuid": "bench"}, "api_version": 2});
-    let started = Instant::now();
-    let mut child = Command::new(vmcpi_bin())
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vmcpi");
-    child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let wall = started.elapsed();
-    let resp: Value = serde_json::from_slice(&out.stdout).expect("JSON response");
-    Outcome {
-        result: resp["result"].clone(),
-        error: resp["error"].clone(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        wall,
-    }
-}
 
 fn round_trips(stderr: &str) -> String {
     stderr

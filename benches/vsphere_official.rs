@@ -19,12 +19,13 @@
 //! without a DNS query leaving the machine).
 #[path = "support/countproxy.rs"]
 mod countproxy;
+#[path = "support/cpi.rs"]
+mod cpi;
 #[path = "../tests/vsphere_sim.rs"]
 mod vsphere_sim;
 
 use countproxy::CountProxy;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,10 +118,6 @@ fn official_cpi() -> Option<PathBuf> {
     countproxy::built_by("tools/vcsim/official-cpi.sh", dest.join("bin/vsphere_cpi"), &[&dest])
 }
 
-fn vmcpi_bin() -> PathBuf {
-    env_path("VMCPI_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vmcpi").into())
-}
-
 /// Runs the bench again inside a new network namespace with only loopback (root, `unshare` and `ip`
 /// needed); returns when that is not possible or not wanted, so that the bench runs here.
 fn enter_private_network() {
@@ -181,46 +178,26 @@ impl Runner {
     }
 
     fn call_with(&self, cpi: Cpi, method: &str, args: Value, debug: bool) -> Call {
-        let req = json!({"method": method, "arguments": args, "context": {"director_uuid": "bench", "request_id": "bench"}, "api_version": 2});
-        let mut cmd = match cpi {
+        let cmd = match cpi {
             Cpi::Official => {
                 let mut c = Command::new(&self.official);
                 c.arg(&self.official_cfg);
                 c
             }
-            Cpi::Vmcpi => {
-                let mut c = Command::new(&self.vmcpi);
-                c.arg("--config").arg(if debug { &self.vmcpi_debug_cfg } else { &self.vmcpi_cfg });
-                c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-                c
-            }
+            Cpi::Vmcpi => cpi::vmcpi(&self.vmcpi, if debug { &self.vmcpi_debug_cfg } else { &self.vmcpi_cfg }),
         };
         self.proxy.take();
-        let started = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", cmd.get_program().to_string_lossy()));
-        child.stdin.take().unwrap().write_all(req.to_string().as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let wall = started.elapsed();
+        let o = cpi::run(cmd, &cpi::request(method, args));
         let (requests, ops) = self.proxy.take();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let (result, error) = match serde_json::from_slice::<Value>(&out.stdout) {
-            Ok(resp) if resp["error"].is_null() => (resp["result"].clone(), None),
-            Ok(resp) => (Value::Null, Some(format!("{}: {}", resp["error"]["type"], resp["error"]["message"]))),
-            Err(_) => (
-                Value::Null,
-                Some(format!(
-                    "no JSON response (exit {:?}): {}",
-                    out.status.code(),
-                    stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-                )),
-            ),
+        let (result, error) = if !o.answered {
+            let last: Vec<&str> = o.stderr.lines().rev().take(5).collect();
+            (Value::Null, Some(format!("no JSON response (exit {:?}): {}", o.status, last.join(" | "))))
+        } else if o.error.is_null() {
+            (o.result, None)
+        } else {
+            (Value::Null, Some(format!("{}: {}", o.error["type"], o.error["message"])))
         };
-        Call { result, error, stderr, wall, requests, ops }
+        Call { result, error, stderr: o.stderr, wall: o.wall, requests, ops }
     }
 }
 
@@ -552,7 +529,7 @@ fn main() {
     cfg["log_level"] = json!("debug");
     let vmcpi_debug_cfg = dir.path().join("vmcpi-debug.json");
     std::fs::write(&vmcpi_debug_cfg, cfg.to_string()).unwrap();
-    let run = Runner { proxy, official, official_cfg, vmcpi: vmcpi_bin(), vmcpi_cfg, vmcpi_debug_cfg };
+    let run = Runner { proxy, official, official_cfg, vmcpi: cpi::vmcpi_bin(), vmcpi_cfg, vmcpi_debug_cfg };
     let image = vsphere_sim::stemcell_image(dir.path(), false);
 
     if seed {

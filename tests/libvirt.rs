@@ -1,5 +1,6 @@
-//! The libvirt driver through the built binary against the real libvirt daemon (qemu:///system):
-//! every method, the error paths, a failed create that leaves nothing, two pools on one state dir. The
+//! The libvirt driver through the built binary against the real libvirt daemon (qemu:///system): API v1,
+//! vSphere-format and EFI stemcells, the error paths, a failed create that leaves nothing, two pools on one
+//! state dir, no other program run (every method: `suites::lifecycle`). The
 //! helpers here (virsh, configs, images, pool contents) serve the other libvirt tests and tests/peer/libvirt.rs.
 use crate::util::{require_peer, Cpi};
 use serde_json::{json, Value};
@@ -83,23 +84,7 @@ pub fn vsphere_image(dir: &Path, efi: bool) -> PathBuf {
         .status()
         .unwrap()
         .success());
-    let vmdk = dir.join("image-disk1.vmdk");
-    assert!(Command::new("qemu-img")
-        .args([
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13"
-        ])
-        .arg(&raw)
-        .arg(&vmdk)
-        .status()
-        .unwrap()
-        .success());
+    crate::util::stream_optimized_vmdk(&raw, &dir.join("image-disk1.vmdk"), ",adapter_type=lsilogic,hwversion=13");
     let firmware = if efi { r#"<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>"# } else { "" };
     let ovf = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -158,81 +143,6 @@ fn networks() -> Value {
 }
 
 #[test]
-fn full_lifecycle_every_method() {
-    if !libvirt_available() {
-        return;
-    }
-    let cpi = cpi();
-    let sc = stemcell(&cpi);
-    assert!(sc.starts_with("sc-") && sc.ends_with("-os"), "{sc}");
-
-    let created = cpi.ok(
-        "create_vm",
-        json!(["agent-lifecycle", sc, {"cpu": 1, "ram": 128, "disk": 64}, networks(), [], {"bosh": {"group": "g"}}]),
-    );
-    let vm = created[0].as_str().unwrap().to_string();
-    let mac = created[1]["private"]["mac"].as_str().unwrap();
-    assert!(mac.starts_with("52:54:00:"), "{created}");
-    assert_eq!(created[1]["private"]["ip"], "10.0.0.10");
-    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
-    let (_, xml) = virsh(&["dumpxml", &vm]);
-    assert!(xml.contains(mac) && xml.contains("<memory unit='KiB'>131072</memory>"), "{xml}");
-
-    cpi.ok("set_vm_metadata", json!([vm, {"director": "bosh-init", "name": "zookeeper/0", "odd": "<&>\"'"}]));
-    let (_, xml) = virsh(&["dumpxml", &vm]);
-    assert!(xml.contains("<title>zookeeper/0</title>"), "{xml}");
-    assert!(xml.contains("&lt;&amp;&gt;"), "metadata value must be escaped: {xml}");
-
-    let disk = cpi.ok("create_disk", json!([128, {}, vm])).as_str().unwrap().to_string();
-    assert_eq!(disk.len(), 20);
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
-    let hint = cpi.ok("attach_disk", json!([vm, disk]));
-    assert_eq!(hint, json!({"path": "/dev/sdc"}));
-    // attach is idempotent: the same hint again
-    assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), hint);
-    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
-    cpi.ok("set_disk_metadata", json!([disk, {"director": "bosh-init", "instance_id": "x"}]));
-    assert!(volumes().contains(&format!("{disk}.meta.json")));
-
-    let snap = cpi.ok("snapshot_disk", json!([disk, {"deployment": "d"}])).as_str().unwrap().to_string();
-    assert!(volumes().contains(&snap));
-    cpi.ok("delete_snapshot", json!([snap]));
-    assert!(!volumes().contains(&snap));
-    cpi.ok("delete_snapshot", json!([snap]));
-
-    cpi.ok("reboot_vm", json!([vm]));
-    cpi.ok("detach_disk", json!([vm, disk]));
-    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([]));
-    assert_eq!(cpi.err("detach_disk", json!([vm, disk]))["type"], "Bosh::Clouds::DiskNotAttached");
-
-    cpi.ok("resize_disk", json!([disk, 256]));
-    let (_, info) = virsh(&["vol-info", "--pool", &main_pool(), &disk]);
-    assert!(info.contains("256.00 MiB"), "{info}");
-    assert_eq!(cpi.err("resize_disk", json!([disk, 64]))["type"], "Bosh::Clouds::NotSupported");
-
-    assert_eq!(
-        cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 2048, "cpu": 2, "ephemeral_disk_size": 4096}])),
-        json!({"cpu": 2, "ram": 2048, "disk": 4096})
-    );
-
-    // delete_vm with the persistent disk still attached: the disk survives
-    cpi.ok("attach_disk", json!([vm, disk]));
-    cpi.ok("delete_vm", json!([vm]));
-    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
-    assert!(!volumes().iter().any(|v| v.starts_with(&vm)), "VM volumes left: {:?}", volumes());
-    cpi.ok("delete_vm", json!([vm]));
-
-    cpi.ok("delete_disk", json!([disk]));
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(false));
-    assert!(!volumes().iter().any(|v| v.starts_with(&disk)));
-    cpi.ok("delete_disk", json!([disk]));
-    cpi.ok("delete_stemcell", json!([sc]));
-    cpi.ok("delete_stemcell", json!([sc]));
-    assert!(!volumes().contains(&sc));
-}
-
-#[test]
 fn api_v1_shapes_and_settings_rewrite() {
     if !libvirt_available() {
         return;
@@ -258,10 +168,15 @@ fn api_v1_shapes_and_settings_rewrite() {
 
 /// Reads the settings file out of a VM's settings medium.
 fn read_settings(vm: &str, inner: &str) -> Value {
+    read_settings_in(&main_pool(), vm, inner)
+}
+
+/// Reads the settings file `inner` out of the settings medium of `vm` in `pool`.
+pub fn read_settings_in(pool: &str, vm: &str, inner: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let iso = dir.path().join("m.iso");
     let (ok, out) =
-        virsh(&["vol-download", "--pool", &main_pool(), &format!("{vm}-settings.iso"), iso.to_str().unwrap()]);
+        virsh(&["vol-download", "--pool", &pool_name(pool), &format!("{vm}-settings.iso"), iso.to_str().unwrap()]);
     assert!(ok, "{out}");
     // vmcpi's own reader: tests/medium.rs checks it against xorriso and libblkid
     let bytes = vmcpi::iso9660::read_file(&std::fs::read(&iso).unwrap(), inner).unwrap();

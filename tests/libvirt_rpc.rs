@@ -470,16 +470,9 @@ fn ssh_refuses_an_unknown_or_changed_host_key() {
     assert!(e.to_string().contains("SHA256:"), "{e}");
     // a known_hosts that pins another key for this host and port
     let other = tmp.path().join("other");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap()
-        .success());
-    let key = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    let key: Vec<&str> = key.split_whitespace().take(2).collect();
+    let key = crate::util::fresh_ssh_key(&other);
     let kh = tmp.path().join("known_hosts");
-    std::fs::write(&kh, format!("[127.0.0.1]:{SSHD_PORT} {} {}\n", key[0], key[1])).unwrap();
+    std::fs::write(&kh, format!("[127.0.0.1]:{SSHD_PORT} {key}\n")).unwrap();
     let e = Client::connect(&ssh_uri(&dir, &kh)).unwrap_err();
     assert!(matches!(e, Error::Ssh(TransportError::HostKeyMismatch { .. })), "{e}");
     assert!(e.to_string().contains("does NOT match"), "{e}");

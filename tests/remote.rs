@@ -129,16 +129,9 @@ fn an_unknown_or_changed_host_key_a_refused_key_or_certificate_is_a_clear_cloud_
     assert!(msg.contains("is not in") && msg.contains("SHA256:"), "{msg}");
     // a known_hosts that pins some other key for the same host
     let other = tmp.path().join("other");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap()
-        .success());
-    let pubkey = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    let pubkey: Vec<&str> = pubkey.split_whitespace().take(2).collect();
+    let pubkey = crate::util::fresh_ssh_key(&other);
     let known = tmp.path().join("known_hosts");
-    std::fs::write(&known, format!("[127.0.0.1]:{PORT} {}\n", pubkey.join(" "))).unwrap();
+    std::fs::write(&known, format!("[127.0.0.1]:{PORT} {pubkey}\n")).unwrap();
     let msg = refused(&ssh_uri(&key, &known));
     assert!(msg.contains("does NOT match"), "{msg}");
     // a key the host does not accept

@@ -5,7 +5,7 @@
 mod util;
 // The test peers behind one trait (libvirtd, the vSphere simulator, the VMware double): config, stemcell, leftovers.
 mod peer;
-// Suites written once and run on every peer: SIGKILL, hostile input, secret canaries, sixteen processes at once.
+// Suites written once and run on every peer: every method, SIGKILL, hostile input, secret canaries, processes at once.
 mod suites;
 // The wire protocol through the real binary: bad input, unknown methods, panics, exit status, secrets.
 mod rpc_contract;
@@ -33,7 +33,7 @@ mod spec_contract;
 mod release;
 // The vSphere simulator as a test peer: start/stop, stemcell images (also used by benches/vsphere.rs).
 mod vsphere_sim;
-// The vSphere driver against the simulator (vCenter and ESXi models): every method, faults, TLS.
+// The vSphere driver against the simulator: faults, TLS, the kept session and inventory.
 mod vsphere;
 // Golden tests of every vSphere SOAP message (tests/fixtures/vsphere), no server needed.
 mod vsphere_golden;

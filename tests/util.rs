@@ -86,6 +86,28 @@ impl Cpi {
     }
 }
 
+/// Converts the raw disk image `raw` into a stream-optimised VMDK `vmdk` with qemu-img (as vSphere stemcells
+/// carry their disk); `options` are more `-o` options after the subformat, e.g. `,adapter_type=lsilogic`.
+pub fn stream_optimized_vmdk(raw: &Path, vmdk: &Path, options: &str) {
+    let out = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "vmdk", "-o"])
+        .arg(format!("subformat=streamOptimized{options}"))
+        .arg(raw)
+        .arg(vmdk)
+        .output()
+        .expect("run qemu-img");
+    assert!(out.status.success(), "qemu-img convert: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Makes a fresh ed25519 key pair at `key` (and `key`.pub) with ssh-keygen; returns its public key as
+/// `ssh-ed25519 AAAA…` (no comment): a client key no server knows, or a host key that is not the server's.
+pub fn fresh_ssh_key(key: &Path) -> String {
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(key).status();
+    assert!(st.expect("run ssh-keygen").success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
 /// This checkout's tag: names of pools and other objects on shared daemons that other checkouts do not use.
 pub fn tag() -> String {
     let h = env!("CARGO_MANIFEST_DIR").bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));

@@ -1,5 +1,8 @@
 //! The vmrun driver through the built `vmcpi`, against the VMware test double (src/bin/fake-vmware.rs),
-//! locally and over SSH to an OpenSSH server on loopback (started here with `tools/sshd-up.sh`, port 22241).
+//! locally and over SSH to an OpenSSH server on loopback (started here with `tools/sshd-up.sh`, port 22241):
+//! Player's full copies, bootstrap, locks, host keys and SSH credentials, dropped connections, killed creates,
+//! the double itself (every method locally and over SSH: `suites::lifecycle`; secrets: `suites::secrets`;
+//! processes at once, locally and over SSH: `suites::parallel`). The helpers here serve tests/peer/vmware.rs.
 use crate::util::{require_peer, Cpi};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -83,7 +86,8 @@ pub fn sshd() -> Option<(PathBuf, u16)> {
     ok.then_some((dir, SSHD_PORT))
 }
 
-fn require_sshd() -> Option<(PathBuf, u16)> {
+/// [`sshd`], or a skip on a laptop (a failure when CI is set).
+pub fn require_sshd() -> Option<(PathBuf, u16)> {
     let s = sshd();
     require_peer("OpenSSH server on loopback (tools/sshd-up.sh)", s.is_some()).then_some(s?)
 }
@@ -114,22 +118,7 @@ pub fn stemcell_image_with(dir: &Path, capacity_mib: u64, data_mib: u64, edit: i
         f.set_len(capacity_mib << 20).unwrap();
     }
     let vmdk = dir.join("image-disk1.vmdk");
-    let st = Command::new("/usr/bin/qemu-img")
-        .args([
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized,adapter_type=lsilogic,hwversion=13",
-        ])
-        .arg(&raw)
-        .arg(&vmdk)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    crate::util::stream_optimized_vmdk(&raw, &vmdk, ",adapter_type=lsilogic,hwversion=13");
     std::fs::remove_file(&raw).unwrap();
     let ovf = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vmrun/image.ovf"))
         .unwrap()
@@ -175,138 +164,6 @@ fn dir_names(p: &Path) -> Vec<String> {
     v
 }
 
-/// Every CPI method, in the order BOSH calls them.
-fn lifecycle(fake: &Fake, cpi: &Cpi) {
-    let store = fake.store();
-    let info = cpi.ok("info", json!([]));
-    assert_eq!(info["stemcell_formats"], json!(["vsphere-ovf", "vsphere-ova"]));
-
-    let img_dir = tempfile::tempdir().unwrap();
-    let image = stemcell_image(img_dir.path(), 64, 2);
-    let sc = cpi.ok(
-        "create_stemcell",
-        json!([image.display().to_string(), {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent", "version": "1.0"}]),
-    );
-    let sc_id = sc.as_str().unwrap().to_string();
-    let sc_vmx = std::fs::read_to_string(store.join(format!("stemcells/{sc_id}/{sc_id}.vmx"))).unwrap();
-    assert!(sc_vmx.contains("firmware = \"efi\""), "{sc_vmx}");
-    assert!(std::fs::read_to_string(store.join(format!("stemcells/{sc_id}/{sc_id}.vmsd")))
-        .unwrap()
-        .contains("vmcpi-base"));
-
-    let r = cpi.ok("create_vm", create_vm_args(&sc, json!({"cpu": 2, "ram": 1024, "disk": 2048})));
-    let vm = r[0].as_str().unwrap().to_string();
-    let nets = &r[1];
-    let mac = nets["default"]["mac"].as_str().unwrap();
-    assert!(mac.starts_with("00:50:56:"), "{mac}");
-    let vmx = vmx_of(&store, &vm);
-    // untouched stemcell keys survive, in place
-    for keep in [
-        "firmware = \"efi\"",
-        "virtualHW.version = \"13\"",
-        "disk.enableUUID = \"TRUE\"",
-        "scsi0.virtualDev = \"lsilogic\"",
-    ] {
-        assert!(vmx.contains(keep), "{keep} lost:\n{vmx}");
-    }
-    // the settings ISO sits on the stemcell's own SATA CD-ROM; no second CD-ROM
-    assert!(
-        vmx.contains("sata0:0.fileName = \"env.iso\"") && vmx.contains("sata0:0.deviceType = \"cdrom-image\""),
-        "{vmx}"
-    );
-    assert!(!vmx.contains("ide1:0"), "{vmx}");
-    assert!(vmx.contains("numvcpus = \"2\"") && vmx.contains("memSize = \"1024\""), "{vmx}");
-    assert!(
-        vmx.contains(&format!("ethernet0.address = \"{mac}\"")) && vmx.contains("ethernet0.vnet = \"vmnet8\""),
-        "{vmx}"
-    );
-    assert!(vmx.contains("scsi0:1.fileName = \"ephemeral.vmdk\""), "{vmx}");
-    let settings: Value =
-        serde_json::from_slice(&std::fs::read(store.join(format!("vms/{vm}/env.json"))).unwrap()).unwrap();
-    assert_eq!(settings["agent_id"], "agent-0f1e");
-    assert_eq!(settings["disks"], json!({"system": "0", "ephemeral": "1", "persistent": {}}));
-    assert_eq!(settings["networks"]["default"]["mac"], json!(mac));
-    assert_eq!(settings["mbus"], "https://mbus:mbus-secret-pw@0.0.0.0:6868");
-    assert!(std::fs::metadata(store.join(format!("vms/{vm}/env.iso"))).unwrap().len() > 0);
-    let vm_vmx_path = store.join(format!("vms/{vm}/{vm}.vmx")).display().to_string();
-    assert!(fake.running().contains(&vm_vmx_path));
-
-    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
-    assert_eq!(cpi.ok("has_vm", json!(["vm-00000000000000000000"])), json!(false));
-    cpi.ok(
-        "set_vm_metadata",
-        json!([vm, {"director": "bosh-init", "deployment": "d", "name": "zookeeper/0", "index": "0"}]),
-    );
-    let vmx = vmx_of(&store, &vm);
-    assert!(
-        vmx.contains("guestinfo.bosh.deployment = \"d\"")
-            && vmx.contains(&format!("displayName = \"zookeeper/0 ({vm})\"")),
-        "{vmx}"
-    );
-
-    let disk = cpi.ok("create_disk", json!([1024, {}, vm]));
-    let disk_id = disk.as_str().unwrap().to_string();
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
-    let hint = cpi.ok("attach_disk", json!([vm, disk]));
-    assert_eq!(hint, json!("2"));
-    // attach is idempotent (create-env re-attaches)
-    assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), json!("2"));
-    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
-    let settings: Value =
-        serde_json::from_slice(&std::fs::read(store.join(format!("vms/{vm}/env.json"))).unwrap()).unwrap();
-    assert_eq!(settings["disks"]["persistent"][&disk_id], json!("2"));
-    let vmx = vmx_of(&store, &vm);
-    // the metadata written through vmrun while running survived the stop/start of attach
-    assert!(vmx.contains("guestinfo.bosh.deployment = \"d\"") && vmx.contains("firmware = \"efi\""), "{vmx}");
-    assert!(fake.running().contains(&vm_vmx_path), "VM must run again after attach");
-    cpi.ok("set_disk_metadata", json!([disk, {"director": "bosh-init", "instance_id": "0"}]));
-    let e = cpi.err("resize_disk", json!([disk, 2048]));
-    assert!(e["message"].as_str().unwrap().contains("in use by a running VM"), "{e}");
-    cpi.ok("reboot_vm", json!([vm]));
-
-    cpi.ok("detach_disk", json!([vm, disk]));
-    assert_eq!(cpi.err("detach_disk", json!([vm, disk]))["type"], "Bosh::Clouds::DiskNotAttached");
-    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([]));
-    cpi.ok("resize_disk", json!([disk, 2048]));
-    assert_eq!(cpi.err("resize_disk", json!([disk, 512]))["type"], "Bosh::Clouds::NotSupported");
-    // the same answer as every driver without disk snapshots: NotImplemented, which the director skips
-    assert_eq!(cpi.err("snapshot_disk", json!([disk, {}]))["type"], "Bosh::Clouds::NotImplemented");
-    assert_eq!(
-        cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1023, "cpu": 2, "ephemeral_disk_size": 4096}])),
-        json!({"cpu": 2, "ram": 1024, "disk": 4096})
-    );
-
-    // delete_vm with the disk attached: the disk survives, detached
-    cpi.ok("attach_disk", json!([vm, disk]));
-    let e = cpi.err("delete_stemcell", json!([sc]));
-    assert!(e["message"].as_str().unwrap().contains(&vm), "{e}");
-    cpi.ok("delete_vm", json!([vm]));
-    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
-    cpi.ok("delete_vm", json!([vm]));
-    assert!(store.join(format!("disks/{disk_id}.vmdk")).is_file(), "delete_vm must not delete persistent disks");
-    assert!(fake.running().is_empty());
-    cpi.ok("delete_disk", json!([disk]));
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(false));
-    cpi.ok("delete_disk", json!([disk]));
-    cpi.ok("delete_stemcell", json!([sc]));
-    cpi.ok("delete_stemcell", json!([sc]));
-    assert_eq!(dir_names(&store.join("vms")), Vec::<String>::new());
-    assert_eq!(dir_names(&store.join("stemcells")), Vec::<String>::new());
-    assert_eq!(dir_names(&store.join("pending")), Vec::<String>::new());
-    assert_eq!(dir_names(&store.join("locks")), Vec::<String>::new(), "lock files of deleted things are removed");
-}
-
-#[test]
-fn vmrun_every_method_locally_with_ovftool_and_vdiskmanager() {
-    let fake = Fake::new();
-    let cpi = Cpi::with_config(&fake.config(true, None));
-    lifecycle(&fake, &cpi);
-    let log = std::fs::read_to_string(fake.state("log")).unwrap();
-    assert!(log.contains("ovftool --sourceType=OVF --targetType=VMX"), "{log}");
-    assert!(log.contains("vmware-vdiskmanager -c -s 1024MB -a lsilogic -t 0"), "{log}");
-    assert!(log.contains(" linked -snapshot=vmcpi-base -cloneName=vm-"), "{log}");
-}
-
 #[test]
 fn vmrun_player_makes_full_copies_with_ovftool() {
     let fake = Fake::new();
@@ -329,45 +186,6 @@ fn vmrun_player_makes_full_copies_with_ovftool() {
     cpi.ok("delete_disk", json!([disk]));
     let log = std::fs::read_to_string(fake.state("log")).unwrap();
     assert!(log.contains("vmrun -T player start") && !log.contains(" clone ") && !log.contains(" snapshot "), "{log}");
-}
-
-#[test]
-fn vmrun_every_method_over_ssh_without_ovftool() {
-    let Some((dir, port)) = require_sshd() else { return };
-    let fake = Fake::new();
-    let cpi = Cpi::with_config(&fake.config(false, Some(ssh_block(&dir, port, &dir.join("known_hosts")))));
-    lifecycle(&fake, &cpi);
-    let log = std::fs::read_to_string(fake.state("log")).unwrap();
-    assert!(!log.contains("ovftool") && !log.contains("vdiskmanager"), "{log}");
-}
-
-#[test]
-fn vmrun_secrets_stay_out_of_responses_and_logs() {
-    let fake = Fake::new();
-    let mut cfg = fake.config(true, None);
-    // debug logs every command line, the guest password included (redacted)
-    cfg["log_level"] = json!("debug");
-    let cpi = Cpi::with_config(&cfg);
-    let img_dir = tempfile::tempdir().unwrap();
-    let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
-    let r = cpi.call("create_vm", create_vm_args(&sc, json!({"bootstrap": {"script": "echo hi", "username": "vcap", "password": "guest-secret-pw-9", "max_wait_seconds": 2}, "ram": 512})));
-    // no VMware Tools in the guest: bootstrap fails clearly, and the clone is removed
-    let e = &r.response["error"];
-    assert!(
-        e["message"].as_str().unwrap().contains("Guest tools is not running")
-            || e["message"].as_str().unwrap().contains("was not ready"),
-        "{e}"
-    );
-    assert!(r.stderr.contains("-gp <redacted>"), "{}", r.stderr);
-    for text in [r.stdout.as_str(), r.stderr.as_str()] {
-        assert!(
-            !text.contains("guest-secret-pw-9")
-                && !text.contains("mbus-secret-pw")
-                && !text.contains("vm-secret-password-1"),
-            "secret leaked:\n{text}"
-        );
-    }
-    assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
 }
 
 /// A stemcell's OVF may carry `vmw:ExtraConfig`: raw .vmx keys (a serial port into a host file, shared
@@ -454,48 +272,6 @@ fn vmrun_failed_create_leaves_nothing_and_names_the_lock() {
     assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
 }
 
-/// Eight processes, each with its own SSH connection, on one store (sixteen local ones: tests/suites/parallel.rs).
-#[test]
-fn vmrun_eight_parallel_create_vm_on_one_store_over_ssh() {
-    let Some((dir, port)) = require_sshd() else { return };
-    let fake = Arc::new(Fake::new());
-    let cpi = Arc::new(Cpi::with_config(&fake.config(false, Some(ssh_block(&dir, port, &dir.join("known_hosts"))))));
-    let img_dir = tempfile::tempdir().unwrap();
-    let sc = cpi.ok("create_stemcell", json!([stemcell_image(img_dir.path(), 64, 1).display().to_string(), {}]));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let (cpi, sc) = (cpi.clone(), sc.clone());
-            std::thread::spawn(move || {
-                cpi.ok("create_vm", create_vm_args(&sc, json!({"disk": 512})))[0].as_str().unwrap().to_string()
-            })
-        })
-        .collect();
-    let vms: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    eprintln!("8 parallel create_vm: {} ms", started.elapsed().as_millis());
-    let mut unique = vms.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), 8);
-    assert_eq!(fake.running().len(), 8);
-    for vm in &vms {
-        let vmx = vmx_of(&fake.store(), vm);
-        assert!(vmx.contains("firmware = \"efi\"") && vmx.contains(&format!("displayName = \"{vm}\"")), "{vmx}");
-    }
-    let handles: Vec<_> = vms
-        .iter()
-        .map(|vm| {
-            let (cpi, vm) = (cpi.clone(), vm.clone());
-            std::thread::spawn(move || cpi.ok("delete_vm", json!([vm])))
-        })
-        .collect();
-    handles.into_iter().for_each(|h| {
-        h.join().unwrap();
-    });
-    assert!(fake.running().is_empty());
-    assert_eq!(dir_names(&fake.store().join("vms")), Vec::<String>::new());
-}
-
 #[test]
 fn vmrun_lock_waits_are_bounded_locally_and_over_ssh() {
     let fake = Fake::new();
@@ -538,20 +314,9 @@ fn vmrun_wrong_or_unknown_host_key_is_refused() {
     let Some((dir, port)) = require_sshd() else { return };
     let fake = Fake::new();
     let kdir = tempfile::tempdir().unwrap();
-    let other = kdir.path().join("other");
-    assert!(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap()
-        .success());
-    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let other_pub = crate::util::fresh_ssh_key(&kdir.path().join("other"));
     let wrong = kdir.path().join("known_hosts_wrong");
-    std::fs::write(
-        &wrong,
-        format!("[127.0.0.1]:{port} {}", other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
-    )
-    .unwrap();
+    std::fs::write(&wrong, format!("[127.0.0.1]:{port} {other_pub}")).unwrap();
     let cpi = Cpi::with_config(&fake.config(false, Some(ssh_block(&dir, port, &wrong))));
     let e = cpi.err("has_vm", json!(["vm-00000000000000000000"]));
     let msg = e["message"].as_str().unwrap();
@@ -564,7 +329,7 @@ fn vmrun_wrong_or_unknown_host_key_is_refused() {
     // the inline form is checked too
     let mut ssh = ssh_block(&dir, port, &empty);
     ssh.as_object_mut().unwrap().remove("known_hosts");
-    ssh["host_public_key"] = json!(other_pub.trim());
+    ssh["host_public_key"] = json!(other_pub);
     let cpi = Cpi::with_config(&fake.config(false, Some(ssh)));
     assert!(cpi.err("has_vm", json!(["vm-00000000000000000000"]))["message"]
         .as_str()

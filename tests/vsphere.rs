@@ -1,6 +1,7 @@
-//! The vSphere driver through the built `vmcpi` binary against the vSphere simulator (vCenter and
-//! standalone-ESXi models), every CPI method plus faults. The simulator is inspected with the driver's
-//! own SOAP client to check what the CPI made.
+//! The vSphere driver through the built `vmcpi` binary against the vSphere simulator: faults, TLS, secrets,
+//! the kept session and remembered inventory (every method on vCenter and ESXi: `suites::lifecycle`). The
+//! simulator is inspected with the driver's own SOAP client to check what the CPI made; the helpers here serve
+//! tests/peer/vsphere.rs too.
 use crate::util::{require_peer, Cpi};
 use crate::vsphere_sim::{stemcell_image, vcsim_binary, Vcsim};
 use serde_json::{json, Value};
@@ -50,11 +51,8 @@ pub(crate) fn networks() -> Value {
 }
 
 fn create_vm(cpi: &Cpi, sc: &str, props: Value) -> (String, Value) {
-    create_vm_on(cpi, sc, props, networks())
-}
-
-fn create_vm_on(cpi: &Cpi, sc: &str, props: Value, nets: Value) -> (String, Value) {
-    let r = cpi.ok("create_vm", json!(["agent-1", sc, props, nets, [], {"bosh": {"password": "guest-secret-pw"}}]));
+    let r =
+        cpi.ok("create_vm", json!(["agent-1", sc, props, networks(), [], {"bosh": {"password": "guest-secret-pw"}}]));
     (r[0].as_str().unwrap().to_string(), r[1].clone())
 }
 
@@ -88,175 +86,6 @@ pub(crate) fn settings(sim: &Vcsim, vm: &str) -> Value {
         String::from_utf8_lossy(&json)
     );
     serde_json::from_slice(&json).unwrap()
-}
-
-fn lifecycle(model: &'static str) {
-    let Some(bin) = vcsim() else { return };
-    let sim = Vcsim::start(&bin, model, false);
-    let cpi = Cpi::with_config(&sim.config());
-    let vcenter = model == "vpx";
-    let folder = |f: &'static str| vcenter.then_some(f);
-    let dc = sim.datacenter();
-
-    let info = cpi.ok("info", json!([]));
-    assert_eq!(info["stemcell_formats"], json!(["vsphere-ovf", "vsphere-ova"]));
-
-    // stemcell: OVF + VMDK through ImportVApp and the NFC lease; vCenter snapshots it for linked clones
-    let tmp = tempfile::tempdir().unwrap();
-    let image = stemcell_image(tmp.path(), true);
-    let run = cpi
-        .call("create_stemcell", json!([image, {"name": "bosh-vsphere-esxi-ubuntu-jammy-go_agent", "version": "1.0"}]));
-    assert!(run.response["error"].is_null(), "{}\n{}", run.response, run.stderr);
-    let sc = run.response["result"].as_str().unwrap().to_string();
-    assert!(sc.starts_with("sc-"), "{sc}");
-    // the simulator refuses the SATA controller: the CPI drops it deliberately and says so
-    assert!(run.stderr.contains("importing without"), "{}", run.stderr);
-    assert!(run.stderr.contains("% uploaded"), "progress must be reported: {}", run.stderr);
-    let s = session(&sim, &sim.driver());
-    let sc_props =
-        vm_props(&s, dc, folder("vmcpi_templates"), &sc, &["snapshot", "config.hardware.device"]).expect("stemcell VM");
-    assert_eq!(sc_props.get("snapshot").is_some(), vcenter, "snapshot only on vCenter");
-
-    // create_vm: sizes, one NIC with the MAC reported in the networks, ephemeral disk, settings CD-ROM
-    // on vCenter a second network on a distributed port group, and a vip network (no NIC)
-    let mut wanted = networks();
-    if vcenter {
-        wanted["dvs"] = json!({"type": "dynamic", "cloud_properties": {"name": "DC0_DVPG0"}});
-        wanted["public"] = json!({"type": "vip", "ip": "192.0.2.10"});
-    }
-    let (vm, nets) = create_vm_on(&cpi, &sc, json!({"cpu": 2, "ram": 1536, "disk": 3072}), wanted);
-    let mac = nets["default"]["mac"].as_str().unwrap().to_string();
-    assert!(mac.starts_with("00:50:56:"), "{mac}");
-    let p = vm_props(
-        &s,
-        dc,
-        folder("vmcpi_vms"),
-        &vm,
-        &["config.hardware.numCPU", "config.hardware.memoryMB", "runtime.powerState", "config.hardware.device"],
-    )
-    .expect("VM exists");
-    assert_eq!(p.str("config.hardware.numCPU"), Some("2"));
-    assert_eq!(p.str("config.hardware.memoryMB"), Some("1536"));
-    assert_eq!(p.str("runtime.powerState"), Some("poweredOn"));
-    let devices = p.get("config.hardware.device").unwrap();
-    let nics: Vec<_> = devices.children.iter().filter(|d| d.kind() == "VirtualVmxnet3").collect();
-    assert_eq!(nics.len(), if vcenter { 2 } else { 1 }, "one NIC per non-vip network");
-    assert!(nics.iter().any(|n| n.str_at("macAddress") == Some(mac.as_str())));
-    if vcenter {
-        let dvs_mac = nets["dvs"]["mac"].as_str().unwrap();
-        let dvs = nics.iter().find(|n| n.str_at("macAddress") == Some(dvs_mac)).unwrap();
-        assert_eq!(dvs.at("backing").unwrap().kind(), "VirtualEthernetCardDistributedVirtualPortBackingInfo");
-        assert!(nets["public"]["mac"].is_null(), "vip networks get no NIC");
-    }
-    let cd = devices.children.iter().find(|d| d.kind() == "VirtualCdrom").expect("CD-ROM");
-    let iso = cd.str_at("backing/fileName").unwrap().to_string();
-    assert!(iso.contains(&format!("{vm}/env-")) && iso.ends_with(".iso"), "{iso}");
-    let disks: Vec<_> = devices.children.iter().filter(|d| d.kind() == "VirtualDisk").collect();
-    assert_eq!(disks.len(), 2, "root + ephemeral");
-    assert!(disks.iter().any(|d| d.str_at("capacityInKB") == Some("3145728")), "ephemeral of 3 GiB");
-    if sim.patched() {
-        let file = disks.iter().filter_map(|d| d.str_at("backing/fileName")).find(|f| f.contains("-ephemeral.vmdk"));
-        let file = sim.datastore_dir().join(file.expect("ephemeral disk file").split_once("] ").unwrap().1);
-        let vmdk = std::fs::read_to_string(&file).unwrap();
-        assert!(vmdk.contains("RW 6291456 "), "the ephemeral disk file is 3 GiB: {vmdk}");
-    }
-    let st = settings(&sim, &vm);
-    // newer agents read the same settings from guestinfo first
-    let p = vm_props(&s, dc, folder("vmcpi_vms"), &vm, &["config.extraConfig"]).unwrap();
-    let extra: Vec<(String, String)> = p
-        .get("config.extraConfig")
-        .unwrap()
-        .children
-        .iter()
-        .filter_map(|o| Some((o.str_at("key")?.to_string(), o.str_at("value")?.to_string())))
-        .collect();
-    assert!(extra.iter().any(|(k, _)| k == "guestinfo.userdata"), "{extra:?}");
-    assert!(extra.contains(&("guestinfo.userdata.encoding".to_string(), "base64".to_string())));
-    assert_eq!(st["agent_id"], "agent-1");
-    assert_eq!(st["networks"]["default"]["mac"], mac.as_str());
-    assert_eq!(st["disks"]["system"], "0");
-    assert_eq!(st["disks"]["ephemeral"], "1");
-    assert_eq!(st["mbus"], "nats://nats:nats-secret-pw@10.0.0.6:4222");
-    assert_eq!(st["env"]["bosh"]["password"], "guest-secret-pw");
-    let iso_file = sim.datastore_dir().join(iso.split_once("] ").unwrap().1);
-    assert!(std::fs::metadata(&iso_file).unwrap().len() > 0, "settings ISO uploaded");
-
-    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
-    assert_eq!(cpi.ok("has_vm", json!(["vm-00000000000000000000"])), json!(false));
-    cpi.ok("reboot_vm", json!([vm]));
-    let md = json!({"director": "d & <co>", "name": "web/0", "index": "0"});
-    cpi.ok("set_vm_metadata", json!([vm, md]));
-    cpi.ok("set_vm_metadata", json!([vm, {"director": "again", "deployment": "dep"}]));
-    if vcenter {
-        let values = custom_values(&s, &vm);
-        assert!(
-            values.contains(&"web/0".to_string())
-                && values.contains(&"again".to_string())
-                && values.contains(&"dep".to_string()),
-            "{values:?}"
-        );
-    } else {
-        let p = vm_props(&s, dc, None, &vm, &["config.annotation"]).unwrap();
-        assert_eq!(p.str("config.annotation"), Some("deployment: dep\ndirector: again\nindex: 0\nname: web/0\n"));
-    }
-    assert_eq!(
-        cpi.ok("calculate_vm_cloud_properties", json!([{"ram": 1024, "cpu": 2, "ephemeral_disk_size": 2048}])),
-        json!({"cpu": 2, "ram": 1024, "disk": 2048})
-    );
-
-    // disks
-    let disk = cpi.ok("create_disk", json!([2048, {}, vm])).as_str().unwrap().to_string();
-    assert!(disk.starts_with("disk-"));
-    if sim.patched() {
-        // the patched simulator keeps a disk's capacity in its descriptor (in 512-byte sectors), as vSphere does
-        let vmdk =
-            std::fs::read_to_string(sim.datastore_dir().join("vmcpi_disks").join(format!("{disk}.vmdk"))).unwrap();
-        assert!(vmdk.contains("RW 4194304 "), "a 2 GiB disk: {vmdk}");
-    }
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true));
-    assert_eq!(cpi.ok("has_disk", json!(["disk-00000000000000000000"])), json!(false));
-    let hint = cpi.ok("attach_disk", json!([vm, disk]));
-    assert_eq!(hint, json!("2"), "unit 2 on the root disk's controller");
-    assert_eq!(cpi.ok("attach_disk", json!([vm, disk])), hint, "attach is idempotent");
-    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([disk]));
-    assert_eq!(settings(&sim, &vm)["disks"]["persistent"][&disk], "2");
-    cpi.ok("set_disk_metadata", json!([disk, {"director": "d", "instance_id": "x&y"}]));
-    let meta = sim.datastore_dir().join("vmcpi_disks").join(format!("{disk}.meta.json"));
-    assert_eq!(serde_json::from_slice::<Value>(&std::fs::read(meta).unwrap()).unwrap()["instance_id"], "x&y");
-    let e = cpi.err("resize_disk", json!([disk, 4096]));
-    assert_eq!(e["type"], "Bosh::Clouds::NotSupported", "the simulator has no ExtendVirtualDisk: {e}");
-    // the same answer as every driver without disk snapshots: NotImplemented, which the director skips
-    let e = cpi.err("snapshot_disk", json!([disk, {}]));
-    assert_eq!(e["type"], "Bosh::Clouds::NotImplemented");
-    cpi.ok("detach_disk", json!([vm, disk]));
-    assert_eq!(cpi.ok("get_disks", json!([vm])), json!([]));
-    assert!(settings(&sim, &vm)["disks"]["persistent"].as_object().unwrap().is_empty());
-    let e = cpi.err("detach_disk", json!([vm, disk]));
-    assert_eq!(e["type"], "Bosh::Clouds::DiskNotAttached");
-
-    // delete_vm with a persistent disk attached: the disk survives
-    cpi.ok("attach_disk", json!([vm, disk]));
-    cpi.ok("delete_vm", json!([vm]));
-    assert_eq!(cpi.ok("has_vm", json!([vm])), json!(false));
-    assert!(!sim.datastore_dir().join(&vm).exists(), "VM folder with ISO and settings removed");
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(true), "persistent disk detached, not deleted");
-    cpi.ok("delete_vm", json!([vm]));
-    cpi.ok("delete_disk", json!([disk]));
-    assert_eq!(cpi.ok("has_disk", json!([disk])), json!(false));
-    cpi.ok("delete_disk", json!([disk]));
-    cpi.ok("delete_stemcell", json!([sc]));
-    assert!(vm_props(&s, dc, folder("vmcpi_templates"), &sc, &["name"]).is_none());
-    cpi.ok("delete_stemcell", json!([sc]));
-}
-
-#[test]
-fn vsphere_vcenter_every_method() {
-    lifecycle("vpx");
-}
-
-#[test]
-fn vsphere_esxi_every_method() {
-    lifecycle("esx");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! The real libvirt daemon (qemu:///system) as a peer: a storage pool and a state dir per suite
 //! (`vmcpi-test-peer-<suite>`), emptied when the peer is made, so that what an earlier, failed run left is not
 //! counted as this run's leak.
-use super::{files_below, files_with_canaries, inflight_markers, Marker, Peer};
-use crate::libvirt::{config_in, domains_using, libvirt_available, openstack_image, virsh};
+use super::{files_below, files_with_canaries, inflight_markers, Expected, Hardware, Marker, Peer, Step};
+use crate::libvirt::{config_in, domains_using, libvirt_available, openstack_image, read_settings_in, virsh};
+use crate::util::Cpi;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -147,5 +148,65 @@ impl Peer for Libvirt {
     fn assert_metadata_kept(&self, vm: &str, _value: &str) {
         let xml = self.describe_vm(vm);
         assert!(xml.contains("&lt;&amp;&gt;") && !xml.contains("<evil/>"), "{xml}");
+    }
+
+    fn expected(&self) -> Expected {
+        Expected {
+            formats: &["openstack-qcow2", "openstack-raw", "vsphere-ovf", "vsphere-ova"],
+            stemcell_name: "bosh-openstack-kvm-ubuntu-jammy-go_agent",
+            networks: json!({"default": {"type": "manual", "ip": "10.0.0.10", "netmask": "255.255.255.0", "gateway": "10.0.0.1", "dns": ["10.0.0.2"], "default": ["dns", "gateway"], "cloud_properties": {"type": "user"}}}),
+            mac_prefix: "52:54:00:",
+            ram_step: 1,
+            system_disk: json!("/dev/sda"),
+            first_disk: json!({"path": "/dev/sdc"}),
+            snapshots: true,
+            grows_disks: true,
+        }
+    }
+
+    /// The OpenStack settings file on the VM's config drive.
+    fn settings(&self, vm: &str) -> Value {
+        read_settings_in(&self.pool, vm, "/ec2/latest/user-data")
+    }
+
+    /// From the domain XML.
+    fn hardware(&self, vm: &str) -> Hardware {
+        let xml = self.describe_vm(vm);
+        let element = |name: &str| -> u64 {
+            let start = xml.find(&format!("<{name}")).unwrap_or_else(|| panic!("no <{name}>: {xml}"));
+            let text = xml[start..].split_once('>').unwrap().1.split('<').next().unwrap();
+            text.trim().parse().unwrap()
+        };
+        assert!(xml.contains("<memory unit='KiB'>"), "{xml}");
+        let macs = xml.split("<mac address='").skip(1).map(|r| r.split('\'').next().unwrap().to_string()).collect();
+        Hardware { cpus: element("vcpu"), ram_mib: element("memory") / 1024, macs }
+    }
+
+    fn check(&self, _cpi: &Cpi, step: Step<'_>) {
+        match step {
+            Step::Stemcell { stemcell, .. } => assert!(stemcell.ends_with("-os"), "an OpenStack stemcell: {stemcell}"),
+            Step::Vm { vm, settings, .. } => {
+                // the agent finds the ephemeral disk by its serial (Linux names virtio-scsi disks in the order
+                // their probes finish)
+                let serial: String = vm.trim_start_matches("vm-").chars().take(16).collect();
+                let by_id = format!("/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_eph-{serial}");
+                assert_eq!(settings["disks"]["ephemeral"], json!(by_id), "{settings}");
+            }
+            Step::Metadata { vm } => {
+                let xml = self.describe_vm(vm);
+                assert!(xml.contains("<title>zookeeper/0</title>"), "the name is the title: {xml}");
+                assert!(xml.contains("&lt;&amp;&gt;"), "metadata values are escaped: {xml}");
+            }
+            Step::Disk { disk, .. } => assert_eq!(disk.len(), 20, "{disk}"),
+            Step::DiskMetadata { disk } => {
+                let meta = format!("volume {disk}.meta.json");
+                assert!(self.objects().contains(&meta), "{meta}: {:?}", self.objects());
+            }
+            Step::Grown { disk, mib } => {
+                let (_, info) = virsh(&["vol-info", "--pool", &self.pool, disk]);
+                assert!(info.contains(&format!("{:.2} GiB", mib as f64 / 1024.0)), "{info}");
+            }
+            _ => {}
+        }
     }
 }

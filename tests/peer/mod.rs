@@ -86,6 +86,95 @@ pub trait Peer {
         let _ = stemcell;
         None
     }
+    /// How many CPI processes the parallel suite runs at once.
+    fn processes(&self) -> usize {
+        16
+    }
+    /// What the lifecycle suite expects where the drivers differ by design.
+    fn expected(&self) -> Expected;
+    /// The stemcell image the lifecycle suite imports: [`Peer::stemcell_image`], or a richer one.
+    fn lifecycle_stemcell(&self, dir: &Path) -> String {
+        self.stemcell_image(dir)
+    }
+    /// The agent settings the CPI stored for `vm`, parsed.
+    fn settings(&self, vm: &str) -> Value;
+    /// The VM's CPUs, memory and NICs as the hypervisor has them.
+    fn hardware(&self, vm: &str) -> Hardware;
+    /// The checks at `step` of the lifecycle suite that only this peer can make (it may call `cpi`).
+    fn check(&self, cpi: &Cpi, step: Step<'_>) {
+        let _ = (cpi, step);
+    }
+}
+
+/// What the lifecycle suite (`tests/suites/lifecycle.rs`) expects of a driver where drivers differ by design.
+pub struct Expected {
+    /// `info`'s stemcell_formats.
+    pub formats: &'static [&'static str],
+    /// The stemcell's name in create_stemcell (a family the driver imports).
+    pub stemcell_name: &'static str,
+    /// create_vm's networks: a manual network `default`, and any others the peer has.
+    pub networks: Value,
+    /// How every MAC the CPI gives a NIC starts.
+    pub mac_prefix: &'static str,
+    /// The step memory sizes are rounded up to, MiB.
+    pub ram_step: u64,
+    /// The system disk's hint in the agent settings.
+    pub system_disk: Value,
+    /// The first persistent disk's hint (attach_disk's answer and the agent settings' entry).
+    pub first_disk: Value,
+    /// Whether snapshot_disk makes snapshots (otherwise it answers NotImplemented).
+    pub snapshots: bool,
+    /// Whether resize_disk grows a detached disk (otherwise it answers NotSupported).
+    pub grows_disks: bool,
+}
+
+/// A VM as the hypervisor has it.
+#[derive(Debug)]
+pub struct Hardware {
+    pub cpus: u64,
+    pub ram_mib: u64,
+    /// The MACs of its NICs.
+    pub macs: Vec<String>,
+}
+
+/// A point of the lifecycle suite at which a peer checks what only it can see ([`Peer::check`]).
+pub enum Step<'a> {
+    /// create_stemcell answered `stemcell`; `log` is its stderr.
+    Stemcell { stemcell: &'a str, log: &'a str },
+    /// create_vm made `vm` with `networks`; `settings` are the agent settings stored for it.
+    Vm { vm: &'a str, networks: &'a Value, settings: &'a Value },
+    /// set_vm_metadata set [`metadata`], then [`metadata_again`].
+    Metadata { vm: &'a str },
+    /// create_disk made `disk` of `mib`.
+    Disk { disk: &'a str, mib: u64 },
+    /// `disk` is attached to `vm`, which runs.
+    Attached { vm: &'a str, disk: &'a str },
+    /// set_disk_metadata set [`disk_metadata`] on `disk`.
+    DiskMetadata { disk: &'a str },
+    /// resize_disk grew the detached `disk` to `mib`.
+    Grown { disk: &'a str, mib: u64 },
+    /// A persistent disk is attached to `vm` again, just before delete_vm; `stemcell` is the VM's.
+    BeforeDeleteVm { vm: &'a str, stemcell: &'a str },
+    /// delete_vm left the persistent `disk` that was attached.
+    VmDeleted { disk: &'a str },
+    /// Everything was deleted.
+    Done,
+}
+
+/// The lifecycle's set_vm_metadata: XML and YAML specials in a value, the name the VM's title takes.
+pub fn metadata() -> Value {
+    json!({"director": "d & <co>", "name": "zookeeper/0", "index": "0", "odd": "<&>\"'"})
+}
+
+/// The lifecycle's second set_vm_metadata: a new value for a key, a new key, the specials again (libvirt
+/// replaces the tags, vSphere adds to its custom values).
+pub fn metadata_again() -> Value {
+    json!({"director": "again", "deployment": "dep", "odd": "<&>\"'"})
+}
+
+/// The lifecycle's set_disk_metadata.
+pub fn disk_metadata() -> Value {
+    json!({"director": "bosh-init", "instance_id": "x&y"})
 }
 
 /// One test per peer for a suite `$run: fn(&dyn Peer)`: `libvirt`, `vsphere`, `vmware`, so that a failure

@@ -1,8 +1,9 @@
 //! The VMware test double (src/bin/fake-vmware.rs) as a peer: the vmrun driver in local mode with ovftool and
-//! vmware-vdiskmanager, its store (`stemcells/`, `vms/`, `disks/`, `pending/`, `locks/`) and a scratch
-//! directory (`tmp_dir`) of its own.
-use super::{files_below, files_with_canaries, names, Marker, Peer};
-use crate::vmrun::{create_vm_args, stemcell_image, Fake};
+//! vmware-vdiskmanager (or over SSH without them), its store (`stemcells/`, `vms/`, `disks/`, `pending/`,
+//! `locks/`) and a scratch directory (`tmp_dir`) of its own.
+use super::{files_below, files_with_canaries, names, Expected, Hardware, Marker, Peer, Step};
+use crate::util::Cpi;
+use crate::vmrun::{create_vm_args, require_sshd, ssh_block, stemcell_image, Fake};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,15 +11,30 @@ use std::time::Duration;
 pub struct Vmware {
     fake: Fake,
     tmp: tempfile::TempDir,
+    /// The driver's `ssh` block when the CPI reaches the host over SSH.
+    ssh: Option<Value>,
 }
 
 impl Vmware {
+    /// Locally, with ovftool and vmware-vdiskmanager.
     pub fn new() -> Vmware {
-        Vmware { fake: Fake::new(), tmp: tempfile::tempdir().unwrap() }
+        Vmware { fake: Fake::new(), tmp: tempfile::tempdir().unwrap(), ssh: None }
+    }
+
+    /// Over SSH to the loopback sshd (tools/sshd-up.sh), without ovftool and vmware-vdiskmanager (the CPI's own
+    /// import, qemu-img disks); None when sshd cannot start on a laptop (a failure when CI is set).
+    pub fn over_ssh() -> Option<Vmware> {
+        let (dir, port) = require_sshd()?;
+        Some(Vmware { ssh: Some(ssh_block(&dir, port, &dir.join("known_hosts"))), ..Vmware::new() })
     }
 
     fn vmx(&self, vm: &str) -> PathBuf {
         self.fake.store().join(format!("vms/{vm}/{vm}.vmx"))
+    }
+
+    /// The fake tools' command log.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.fake.state("log")).unwrap()
     }
 }
 
@@ -28,7 +44,7 @@ impl Peer for Vmware {
     }
 
     fn config(&self) -> Value {
-        let mut cfg = self.fake.config(true, None);
+        let mut cfg = self.fake.config(self.ssh.is_none(), self.ssh.clone());
         cfg["driver"]["tmp_dir"] = json!(self.tmp.path());
         cfg
     }
@@ -172,5 +188,131 @@ impl Peer for Vmware {
         let lock = self.fake.store().join(format!("stemcells/{stemcell}/{stemcell}.vmx.lck"));
         std::fs::create_dir(&lock).unwrap();
         Some(Box::new(move || std::fs::remove_dir(&lock).unwrap()))
+    }
+
+    /// Over SSH, eight: sshd starts dropping handshakes beyond ten at once (its default MaxStartups).
+    fn processes(&self) -> usize {
+        if self.ssh.is_some() {
+            8
+        } else {
+            16
+        }
+    }
+
+    fn expected(&self) -> Expected {
+        Expected {
+            formats: &["vsphere-ovf", "vsphere-ova"],
+            stemcell_name: "bosh-vsphere-esxi-ubuntu-jammy-go_agent",
+            networks: create_vm_args(&json!(null), json!({}))[3].clone(),
+            mac_prefix: "00:50:56:",
+            ram_step: 4,
+            system_disk: json!("0"),
+            first_disk: json!("2"),
+            snapshots: false,
+            grows_disks: true,
+        }
+    }
+
+    /// `env.json` beside the VM (the settings medium's JSON, kept for later edits).
+    fn settings(&self, vm: &str) -> Value {
+        serde_json::from_str(&self.agent_settings(vm)).unwrap()
+    }
+
+    /// From the .vmx.
+    fn hardware(&self, vm: &str) -> Hardware {
+        let vmx = self.describe_vm(vm);
+        let value = |key: &str| -> Option<&str> {
+            vmx.lines().find_map(|l| {
+                l.strip_prefix(key)?.trim_start().strip_prefix("= ")?.trim().strip_prefix('"')?.strip_suffix('"')
+            })
+        };
+        let number = |key: &str| value(key).unwrap_or_else(|| panic!("no {key}: {vmx}")).parse().unwrap();
+        let macs = (0..10).filter_map(|i| value(&format!("ethernet{i}.address"))).map(str::to_string).collect();
+        Hardware { cpus: number("numvcpus"), ram_mib: number("memSize"), macs }
+    }
+
+    fn check(&self, cpi: &Cpi, step: Step<'_>) {
+        let store = self.fake.store();
+        match step {
+            Step::Stemcell { stemcell: sc, .. } => {
+                let vmx = std::fs::read_to_string(store.join(format!("stemcells/{sc}/{sc}.vmx"))).unwrap();
+                assert!(vmx.contains("firmware = \"efi\""), "{vmx}");
+                let vmsd = std::fs::read_to_string(store.join(format!("stemcells/{sc}/{sc}.vmsd"))).unwrap();
+                assert!(vmsd.contains("vmcpi-base"), "the snapshot linked clones start from: {vmsd}");
+            }
+            Step::Vm { vm, networks, settings } => {
+                let vmx = self.describe_vm(vm);
+                // untouched stemcell keys survive, in place
+                for keep in [
+                    "firmware = \"efi\"",
+                    "virtualHW.version = \"13\"",
+                    "disk.enableUUID = \"TRUE\"",
+                    "scsi0.virtualDev = \"lsilogic\"",
+                ] {
+                    assert!(vmx.contains(keep), "{keep} lost:\n{vmx}");
+                }
+                // the settings ISO sits on the stemcell's own SATA CD-ROM; no second CD-ROM
+                assert!(
+                    vmx.contains("sata0:0.fileName = \"env.iso\"")
+                        && vmx.contains("sata0:0.deviceType = \"cdrom-image\""),
+                    "{vmx}"
+                );
+                assert!(!vmx.contains("ide1:0"), "{vmx}");
+                let mac = networks["default"]["mac"].as_str().unwrap();
+                assert!(
+                    vmx.contains(&format!("ethernet0.address = \"{mac}\""))
+                        && vmx.contains("ethernet0.vnet = \"vmnet8\""),
+                    "{vmx}"
+                );
+                assert!(vmx.contains("scsi0:1.fileName = \"ephemeral.vmdk\""), "{vmx}");
+                assert_eq!(settings["disks"], json!({"system": "0", "ephemeral": "1", "persistent": {}}));
+                assert!(std::fs::metadata(store.join(format!("vms/{vm}/env.iso"))).unwrap().len() > 0);
+            }
+            Step::Metadata { vm } => {
+                let vmx = self.describe_vm(vm);
+                assert!(
+                    vmx.contains("guestinfo.bosh.deployment = \"dep\"")
+                        && vmx.contains(&format!("displayName = \"zookeeper/0 ({vm})\"")),
+                    "{vmx}"
+                );
+            }
+            Step::Attached { vm, disk } => {
+                // the metadata written through vmrun while running survived the stop/start of attach
+                let vmx = self.describe_vm(vm);
+                assert!(
+                    vmx.contains("guestinfo.bosh.deployment = \"dep\"") && vmx.contains("firmware = \"efi\""),
+                    "{vmx}"
+                );
+                let e = cpi.err("resize_disk", json!([disk, 2048]));
+                assert!(e["message"].as_str().unwrap().contains("in use by a running VM"), "{e}");
+            }
+            Step::BeforeDeleteVm { vm, stemcell, .. } => {
+                // a linked clone needs its stemcell
+                let e = cpi.err("delete_stemcell", json!([stemcell]));
+                assert!(e["message"].as_str().unwrap().contains(vm), "{e}");
+            }
+            Step::VmDeleted { disk, .. } => {
+                assert!(
+                    store.join(format!("disks/{disk}.vmdk")).is_file(),
+                    "delete_vm must not delete persistent disks"
+                );
+            }
+            Step::Done => {
+                assert_eq!(
+                    names(&store.join("locks")),
+                    Vec::<String>::new(),
+                    "lock files of deleted things are removed"
+                );
+                let log = self.log();
+                if self.ssh.is_none() {
+                    assert!(log.contains("ovftool --sourceType=OVF --targetType=VMX"), "{log}");
+                    assert!(log.contains("vmware-vdiskmanager -c -s 1024MB -a lsilogic -t 0"), "{log}");
+                    assert!(log.contains(" linked -snapshot=vmcpi-base -cloneName=vm-"), "{log}");
+                } else {
+                    assert!(!log.contains("ovftool") && !log.contains("vdiskmanager"), "{log}");
+                }
+            }
+            _ => {}
+        }
     }
 }

@@ -378,18 +378,7 @@ mod disks {
         let raw = dir.join("so.raw");
         std::fs::write(&raw, vec![0x5au8; 3 << 20]).unwrap();
         let vmdk = dir.join("so.vmdk");
-        qemu_img(&[
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            raw.to_str().unwrap(),
-            vmdk.to_str().unwrap(),
-        ]);
+        crate::util::stream_optimized_vmdk(&raw, &vmdk, "");
         let mut v = std::fs::read(&vmdk).unwrap();
         let text = String::from_utf8_lossy(&v[512..512 * 21]).trim_end_matches('\0').to_string();
         let edited = descriptor_edit(&text);

@@ -1,6 +1,8 @@
 //! Suites written once and run on every peer (`tests/peer/`): one test per suite and peer, named
 //! `suites::<concern>::<peer>`.
 
+// Every CPI method in the order BOSH calls them, and what each made on the peer.
+mod lifecycle;
 // SIGKILL at random points of creates and attach: nothing is left after the director's clean-up.
 mod sigkill;
 // Hostile input on every method: errors or escaping, no effect outside the CPI's areas, no panic.

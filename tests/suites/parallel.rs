@@ -1,25 +1,33 @@
 //! Sixteen CPI processes at once on every peer, all from one stemcell: create_vm, then (all together)
 //! set_vm_metadata defining the same new keys, create_disk, attach_disk, get_disks; then delete_vm and
 //! delete_disk, again all at once. Every VM is distinct and there, every disk lands on its own VM, the
-//! persistent disks survive their VMs, and nothing is left.
+//! persistent disks survive their VMs, and nothing is left. Also the vmrun driver over SSH, each process
+//! with a connection of its own (eight there: [`Peer::processes`]).
+use crate::peer::vmware::Vmware;
 use crate::peer::{finish, peer_tests, Peer};
 use crate::util::Cpi;
 use serde_json::json;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-peer_tests!(sixteen_processes_create_attach_delete);
+peer_tests!(processes_at_once_create_attach_delete);
 
-const N: usize = 16;
+#[test]
+fn vmware_ssh() {
+    if let Some(p) = Vmware::over_ssh() {
+        processes_at_once_create_attach_delete(&p)
+    }
+}
 
-fn sixteen_processes_create_attach_delete(peer: &dyn Peer) {
+fn processes_at_once_create_attach_delete(peer: &dyn Peer) {
+    let n = peer.processes();
     let cpi = Arc::new(Cpi::with_config(&peer.config()));
     let img = tempfile::tempdir().unwrap();
     let sc = cpi.ok("create_stemcell", json!([peer.stemcell_image(img.path()), {}]));
     let started = Instant::now();
-    let together = Arc::new(Barrier::new(N));
+    let together = Arc::new(Barrier::new(n));
     let disk_mib = peer.disk_mib();
-    let handles: Vec<_> = (0..N)
+    let handles: Vec<_> = (0..n)
         .map(|i| {
             let (cpi, together) = (cpi.clone(), together.clone());
             let args = peer.create_vm_args(&format!("agent-par-{i}"), &sc, peer.vm_props(true));
@@ -47,8 +55,8 @@ fn sixteen_processes_create_attach_delete(peer: &dyn Peer) {
     let mut vms: Vec<String> = made.iter().map(|m| m.0.clone()).collect();
     vms.sort();
     vms.dedup();
-    assert_eq!(vms.len(), N, "distinct VMs");
-    assert_eq!(peer.vms(), vms, "the peer holds exactly the {N} VMs");
+    assert_eq!(vms.len(), n, "distinct VMs");
+    assert_eq!(peer.vms(), vms, "the peer holds exactly the {n} VMs");
     assert_eq!(peer.running(), vms, "all of them running");
     for (vm, disk) in &made {
         assert_eq!(cpi.ok("has_vm", json!([vm])), json!(true));
@@ -71,7 +79,7 @@ fn sixteen_processes_create_attach_delete(peer: &dyn Peer) {
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
     eprintln!(
-        "{}: {N} processes create_vm + set_vm_metadata + create_disk + attach_disk + delete: {} ms",
+        "{}: {n} processes create_vm + set_vm_metadata + create_disk + attach_disk + delete: {} ms",
         peer.name(),
         started.elapsed().as_millis()
     );

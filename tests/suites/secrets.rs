@@ -3,7 +3,7 @@
 //! metadata, or in any file but the settings medium the agent reads, on any method and error path (debug
 //! logging on); a bad config that could echo them hides them too.
 use crate::peer::{finish, peer_tests, Peer};
-use crate::util::Cpi;
+use crate::util::{Cpi, Run};
 use serde_json::{json, Value};
 
 peer_tests!(canaries_never_leak_on_any_method_or_error_path);
@@ -34,7 +34,7 @@ fn canaries_never_leak_on_any_method_or_error_path(peer: &dyn Peer) {
     cfg["agent"]["blobstore"] = json!({"provider": "dav", "options": {"endpoint": "http://10.0.0.6:25250", "user": "agent", "password": CANARIES[1]}});
     let cpi = Cpi::with_config(&cfg);
     // every call: canaries in the context, none in the output, no panic
-    let checked = |method: &str, args: Value| -> Value {
+    let run = |method: &str, args: Value| -> Run {
         let r = cpi.call_with(method, args, 2, context());
         assert_eq!(r.status, 0, "{method}: exit status");
         let msg = r.response["error"]["message"].as_str().unwrap_or_default();
@@ -43,8 +43,9 @@ fn canaries_never_leak_on_any_method_or_error_path(peer: &dyn Peer) {
             assert!(!r.stdout.contains(c), "{method}: canary {c} in stdout: {}", r.stdout);
             assert!(!r.stderr.contains(c), "{method}: canary {c} in stderr: {}", r.stderr);
         }
-        r.response
+        r
     };
+    let checked = |method: &str, args: Value| -> Value { run(method, args).response };
     // creates that succeed (a size the peer takes, a snapshot) made an object: the director deletes it
     let mut made = Vec::new();
     let mut record = |method: &str, response: Value| {
@@ -104,14 +105,6 @@ fn canaries_never_leak_on_any_method_or_error_path(peer: &dyn Peer) {
             a[3] = json!({"n": {"type": "dynamic", "cloud_properties": {"name": "no-such-network"}}});
             a
         }),
-        // a bootstrap with a guest password: no guest agent or VMware Tools in these guests, so it fails after
-        // the VM was made, and the VM is removed
-        ("create_vm", {
-            let mut props = peer.vm_props(false);
-            props["bootstrap"] =
-                json!({"script": "echo hi", "username": "vcap", "password": CANARIES[5], "max_wait_seconds": 2});
-            with_env(props)
-        }),
         ("create_disk", json!([CANARIES[0], {}, null])),
         ("create_stemcell", json!(["/nonexistent", {}])),
         ("no_such_method", json!([])),
@@ -119,6 +112,22 @@ fn canaries_never_leak_on_any_method_or_error_path(peer: &dyn Peer) {
     ];
     for (m, a) in calls {
         record(m, checked(m, a));
+    }
+    // a bootstrap with a guest password: no guest agent or VMware Tools in these guests, so it fails after
+    // the VM was made, and the VM is removed
+    let mut props = peer.vm_props(false);
+    props["bootstrap"] =
+        json!({"script": "echo hi", "username": "vcap", "password": CANARIES[5], "max_wait_seconds": 2});
+    let vms = peer.vms();
+    let r = run("create_vm", with_env(props));
+    let e = &r.response["error"];
+    assert_eq!(e["type"], "Bosh::Clouds::VMCreationFailed", "{e}");
+    assert_eq!(peer.vms(), vms, "the VM of the failed bootstrap is removed");
+    if peer.name() == "vmware" {
+        // vmrun takes the guest password only as `-gp <password>` on its command line: logged redacted
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("Guest tools is not running") || msg.contains("was not ready"), "{e}");
+        assert!(r.stderr.contains("-gp <redacted>"), "{}", r.stderr);
     }
     // a clone that fails because the stemcell is in use, with the env
     if let Some(undo) = peer.hold_stemcell(sc.as_str().unwrap()) {

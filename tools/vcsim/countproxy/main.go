@@ -6,7 +6,7 @@
 //	countproxy -backend http://127.0.0.1:PORT -url-file F -cert-file C -control-file K
 //
 // writes its https://127.0.0.1:PORT base URL to F, its certificate (a fresh self-signed leaf for
-// 127.0.0.1, as ../main.go makes) to C, and the base URL of its control listener (plain HTTP, loopback)
+// 127.0.0.1, valid for a day: ../selfsigned.go, which build.sh copies beside this file) to C, and the base URL of its control listener (plain HTTP, loopback)
 // to K. `GET <control>/take` answers the number of requests since the last take and the SOAP operations
 // among them (one line: "N op1,op2,..."; datastore and NFC transfers show as their HTTP method) and
 // starts a new count. SIGTERM/SIGINT stop it.
@@ -14,24 +14,17 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io/ioutil"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -72,7 +65,7 @@ func main() {
 	if err != nil || *backend == "" || *urlFile == "" || *certFile == "" || *controlFile == "" {
 		log.Fatal("usage: countproxy -backend URL -url-file F -cert-file C -control-file K")
 	}
-	cfg, pemCert, err := selfSigned()
+	cfg, pemCert, err := selfSigned("countproxy", 24*time.Hour)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -127,53 +120,4 @@ func main() {
 	}
 	<-sig
 	os.Remove(*urlFile)
-}
-
-// selfSigned: an RSA-2048 leaf (CA:FALSE) for the loopback names, as ../main.go makes for the simulator.
-func selfSigned() (*tls.Config, []byte, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "127.0.0.1", Organization: []string{"countproxy"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	pemCert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	pair, err := tls.X509KeyPair(pemCert, pemKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &tls.Config{Certificates: []tls.Certificate{pair}}, pemCert, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := ioutil.TempFile(filepath.Dir(path), ".countproxy-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

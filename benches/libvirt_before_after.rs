@@ -15,8 +15,11 @@
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "support/cpi.rs"]
+mod cpi;
 
 /// The last commit whose libvirt driver ran virsh and qemu-img (main before the RPC driver was merged).
 const BEFORE_REV: &str = "e55f68f";
@@ -25,11 +28,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// This tree's release build (or `VMCPI_BIN`): `cargo bench` builds it.
 fn after_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("VMCPI_BIN") {
-        return p.into();
-    }
-    build(&repo(), &repo().join("target"))
+    cpi::vmcpi_bin()
 }
 
 fn before_bin() -> PathBuf {
@@ -70,48 +71,23 @@ fn build(dir: &Path, target: &Path) -> PathBuf {
 
 /// One CPI call as a director makes it; returns the result and the whole-process wall time.
 fn call(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Duration) {
-    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
-    let started = Instant::now();
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn vmcpi");
-    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let took = started.elapsed();
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{method}: bad response {e}: {}", String::from_utf8_lossy(&out.stdout)));
-    assert!(v["error"].is_null(), "{} {method} failed: {}", bin.display(), v["error"]);
-    (v["result"].clone(), took)
+    let out = cpi::run(cpi::vmcpi(bin, config), &cpi::request(method, args));
+    let wall = out.wall;
+    (out.ok(method), wall)
 }
 
 /// The same call under `strace -f`: the programs its process tree ran besides the CPI itself.
 fn helpers(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Vec<String>) {
     let log = tempfile::NamedTempFile::new().unwrap();
-    let req = json!({"method": method, "arguments": args, "context": {}, "api_version": 2}).to_string();
-    let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=execve", "-o"])
         .arg(log.path())
         .arg(bin)
         .arg("--config")
         .arg(config)
         .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn strace (apt install strace)");
-    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["error"].is_null(), "{method} failed under strace: {}", v["error"]);
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let result = cpi::run(cmd, &cpi::request(method, args)).ok(method);
     let text = std::fs::read_to_string(log.path()).unwrap();
     let bin_s = bin.to_str().unwrap();
     let progs: Vec<String> = text
@@ -120,7 +96,7 @@ fn helpers(bin: &Path, config: &Path, method: &str, args: Value) -> (Value, Vec<
         .filter_map(|l| l.split("execve(\"").nth(1)?.split('"').next().map(str::to_string))
         .filter(|p| p != bin_s)
         .collect();
-    (v["result"].clone(), progs)
+    (result, progs)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -34,6 +34,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 
+// the crate root is this file, so its modules are named by path: src/bin/fake-vmware/
+#[path = "fake-vmware/ovftool.rs"]
+mod ovftool;
+#[path = "fake-vmware/vdiskmanager.rs"]
+mod vdiskmanager;
+use ovftool::ovftool;
+use vdiskmanager::vdiskmanager;
+
 const QEMU_IMG: &str = "/usr/bin/qemu-img";
 
 struct Ctx {
@@ -171,12 +179,97 @@ fn lck(path: &str) -> String {
     format!("{path}.lck")
 }
 
+/// Points every disk of `kv` (the .vmx `src`: keys `….fileName` with a `.vmdk` value) at a new file in
+/// `dst_dir`, `name_of(n)` for the n-th (from 1), which `make(source disk, new file)` makes. Stops at the
+/// first disk `make` fails for, and returns that source disk.
+fn remap_disks(
+    src: &str,
+    kv: &mut [(String, String)],
+    dst_dir: &Path,
+    name_of: impl Fn(usize) -> String,
+    make: impl Fn(&str, &Path) -> bool,
+) -> Result<(), String> {
+    let src_disks = disks(src, kv);
+    let mut n = 0;
+    for (k, v) in kv.iter_mut() {
+        if !k.to_ascii_lowercase().ends_with(".filename") || !v.ends_with(".vmdk") {
+            continue;
+        }
+        let from = src_disks.get(n).cloned().unwrap_or_default();
+        n += 1;
+        let to = name_of(n);
+        if !make(&from, &dst_dir.join(&to)) {
+            return Err(from);
+        }
+        *v = to;
+    }
+    Ok(())
+}
+
 // ---- vmrun ------------------------------------------------------------------------------------------------
 
 fn vmrun(ctx: &Ctx, mut args: Vec<String>) {
-    // [VMRUN] authentication flags precede the command
+    let (host_type, guest) = vmrun_flags(&mut args);
+    if args.is_empty() {
+        // [VMRUN] no command: usage, non-zero
+        println!("vmrun version 1.17.0 (fake_vmware)\n\nUsage: vmrun [AUTHENTICATION-FLAGS] COMMAND [PARAMETERS]");
+        exit(255)
+    }
+    let cmd = args.remove(0);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match (cmd.as_str(), a.as_slice()) {
+        ("list", []) => {
+            let list = ctx.registry(|l| l.clone());
+            println!("Total running VMs: {}", list.len());
+            for p in list {
+                println!("{p}");
+            }
+        }
+        ("start", [vmx] | [vmx, "gui" | "nogui"]) => start(ctx, vmx),
+        ("stop", [vmx] | [vmx, "hard" | "soft"]) => stop(ctx, vmx, a.get(1) == Some(&"soft")),
+        ("reset", [vmx] | [vmx, "hard" | "soft"]) => reset(ctx, vmx, a.get(1) == Some(&"soft")),
+        ("deleteVM", [vmx]) => delete_vm(ctx, vmx),
+        ("clone", [src, dst, mode @ ("full" | "linked"), rest @ ..]) => clone(ctx, &host_type, src, dst, mode, rest),
+        ("snapshot", [_, _]) if host_type == "player" => {
+            die_vmrun("The operation is not supported for the specified parameters")
+        } // [VR] Player has no snapshots
+        ("snapshot", [vmx, name]) => snapshot(ctx, vmx, name),
+        ("listSnapshots", [vmx]) => {
+            require_vm(vmx);
+            let names = snapshots(vmx);
+            println!("Total snapshots: {}", names.len());
+            for n in names {
+                println!("{n}");
+            }
+        }
+        ("writeVariable", [vmx, "runtimeConfig", name, value]) => write_variable(ctx, vmx, name, value),
+        ("readVariable", [vmx, "runtimeConfig", name]) => {
+            require_vm(vmx);
+            if !ctx.running(vmx) {
+                die_vmrun("The virtual machine needs to be powered on");
+            }
+            println!("{}", get(&read_vmx(&format!("{}/config.vmx", lck(vmx))), name).unwrap_or(""));
+        }
+        ("listProcessesInGuest", [vmx]) => {
+            guest_op(ctx, vmx, &guest);
+            println!("Process list: 2\npid=1, owner=root, cmd=/sbin/init\npid=812, owner=root, cmd=/var/vcap/bosh/bin/bosh-agent");
+        }
+        ("copyFileFromHostToGuest", [vmx, host, guest_path]) => {
+            guest_op(ctx, vmx, &guest);
+            copy_to_guest(ctx, host, guest_path);
+        }
+        ("runProgramInGuest", [vmx, program, rest @ ..]) => {
+            guest_op(ctx, vmx, &guest);
+            run_in_guest(ctx, program, rest);
+        }
+        _ => die_vmrun(&format!("Unrecognized command: {cmd}")),
+    }
+}
+
+/// [VMRUN] The authentication flags that precede the command, taken off `args`: the host type and the
+/// guest's user and password (both given, or none).
+fn vmrun_flags(args: &mut Vec<String>) -> (String, Option<(String, String)>) {
     let mut host_type = "ws".to_string();
-    let mut guest: Option<(String, String)> = None;
     let (mut gu, mut gp) = (None, None);
     while let Some(first) = args.first().cloned() {
         match first.as_str() {
@@ -204,93 +297,53 @@ fn vmrun(ctx: &Ctx, mut args: Vec<String>) {
             _ => break,
         }
     }
-    if let (Some(u), Some(p)) = (gu, gp) {
-        guest = Some((u, p));
+    let guest = match (gu, gp) {
+        (Some(u), Some(p)) => Some((u, p)),
+        _ => None,
+    };
+    (host_type, guest)
+}
+
+fn reset(ctx: &Ctx, vmx: &str, soft: bool) {
+    require_vm(vmx);
+    if !ctx.running(vmx) {
+        die_vmrun("The virtual machine needs to be powered on"); // [VIX] VIX_E_VM_NOT_RUNNING
     }
-    if args.is_empty() {
-        // [VMRUN] no command: usage, non-zero
-        println!("vmrun version 1.17.0 (fake_vmware)\n\nUsage: vmrun [AUTHENTICATION-FLAGS] COMMAND [PARAMETERS]");
+    if soft && ctx.guest_tools().is_none() {
+        die_vmrun("Guest tools is not running."); // [VIX] VIX_E_TOOLS_NOT_RUNNING
+    }
+}
+
+fn write_variable(ctx: &Ctx, vmx: &str, name: &str, value: &str) {
+    require_vm(vmx);
+    if !ctx.running(vmx) {
+        die_vmrun("The virtual machine needs to be powered on"); // [VIX] runtimeConfig needs a running VM
+    }
+    // [WS] the running VM's configuration changes and is persisted to the .vmx
+    for path in [vmx.to_string(), format!("{}/config.vmx", lck(vmx))] {
+        let mut kv = read_vmx(&path);
+        set(&mut kv, name, value);
+        write_vmx(&path, &kv);
+    }
+}
+
+fn copy_to_guest(ctx: &Ctx, host: &str, guest_path: &str) {
+    let data = fs::read(host).unwrap_or_else(|_| die_vmrun("A file was not found")); // [VIX] VIX_E_FILE_NOT_FOUND
+    let store = ctx.state.join("guest-fs");
+    let _ = fs::create_dir_all(&store);
+    let _ = fs::write(store.join(guest_path.replace('/', "_")), data);
+}
+
+fn run_in_guest(ctx: &Ctx, program: &str, rest: &[&str]) {
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(ctx.state.join("guest-log")) {
+        let _ = writeln!(f, "{program} {}", rest.join(" "));
+    }
+    let code: i32 =
+        fs::read_to_string(ctx.state.join("guest-exit")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if code != 0 {
+        // [VMRUN] a guest program's failure
+        println!("Guest program exited with non-zero exit code: {code}");
         exit(255)
-    }
-    let cmd = args.remove(0);
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    match (cmd.as_str(), a.as_slice()) {
-        ("list", []) => {
-            let list = ctx.registry(|l| l.clone());
-            println!("Total running VMs: {}", list.len());
-            for p in list {
-                println!("{p}");
-            }
-        }
-        ("start", [vmx] | [vmx, "gui" | "nogui"]) => start(ctx, vmx),
-        ("stop", [vmx] | [vmx, "hard" | "soft"]) => stop(ctx, vmx, a.get(1) == Some(&"soft")),
-        ("reset", [vmx] | [vmx, "hard" | "soft"]) => {
-            require_vm(vmx);
-            if !ctx.running(vmx) {
-                die_vmrun("The virtual machine needs to be powered on"); // [VIX] VIX_E_VM_NOT_RUNNING
-            }
-            if a.get(1) == Some(&"soft") && ctx.guest_tools().is_none() {
-                die_vmrun("Guest tools is not running."); // [VIX] VIX_E_TOOLS_NOT_RUNNING
-            }
-        }
-        ("deleteVM", [vmx]) => delete_vm(ctx, vmx),
-        ("clone", [src, dst, mode @ ("full" | "linked"), rest @ ..]) => clone(ctx, &host_type, src, dst, mode, rest),
-        ("snapshot", [_, _]) if host_type == "player" => {
-            die_vmrun("The operation is not supported for the specified parameters")
-        } // [VR] Player has no snapshots
-        ("snapshot", [vmx, name]) => snapshot(ctx, vmx, name),
-        ("listSnapshots", [vmx]) => {
-            require_vm(vmx);
-            let names = snapshots(vmx);
-            println!("Total snapshots: {}", names.len());
-            for n in names {
-                println!("{n}");
-            }
-        }
-        ("writeVariable", [vmx, "runtimeConfig", name, value]) => {
-            require_vm(vmx);
-            if !ctx.running(vmx) {
-                die_vmrun("The virtual machine needs to be powered on"); // [VIX] runtimeConfig needs a running VM
-            }
-            // [WS] the running VM's configuration changes and is persisted to the .vmx
-            for path in [vmx.to_string(), format!("{}/config.vmx", lck(vmx))] {
-                let mut kv = read_vmx(&path);
-                set(&mut kv, name, value);
-                write_vmx(&path, &kv);
-            }
-        }
-        ("readVariable", [vmx, "runtimeConfig", name]) => {
-            require_vm(vmx);
-            if !ctx.running(vmx) {
-                die_vmrun("The virtual machine needs to be powered on");
-            }
-            println!("{}", get(&read_vmx(&format!("{}/config.vmx", lck(vmx))), name).unwrap_or(""));
-        }
-        ("listProcessesInGuest", [vmx]) => {
-            guest_op(ctx, vmx, &guest);
-            println!("Process list: 2\npid=1, owner=root, cmd=/sbin/init\npid=812, owner=root, cmd=/var/vcap/bosh/bin/bosh-agent");
-        }
-        ("copyFileFromHostToGuest", [vmx, host, guest_path]) => {
-            guest_op(ctx, vmx, &guest);
-            let data = fs::read(host).unwrap_or_else(|_| die_vmrun("A file was not found")); // [VIX] VIX_E_FILE_NOT_FOUND
-            let store = ctx.state.join("guest-fs");
-            let _ = fs::create_dir_all(&store);
-            let _ = fs::write(store.join(guest_path.replace('/', "_")), data);
-        }
-        ("runProgramInGuest", [vmx, program, rest @ ..]) => {
-            guest_op(ctx, vmx, &guest);
-            if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(ctx.state.join("guest-log")) {
-                let _ = writeln!(f, "{program} {}", rest.join(" "));
-            }
-            let code: i32 =
-                fs::read_to_string(ctx.state.join("guest-exit")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-            if code != 0 {
-                // [VMRUN] a guest program's failure
-                println!("Guest program exited with non-zero exit code: {code}");
-                exit(255)
-            }
-        }
-        _ => die_vmrun(&format!("Unrecognized command: {cmd}")),
     }
 }
 
@@ -474,31 +527,28 @@ fn clone(ctx: &Ctx, host_type: &str, src: &str, dst: &str, mode: &str, rest: &[&
         let dst_dir = Path::new(dst).parent().unwrap_or(Path::new("/"));
         let _ = fs::create_dir_all(dst_dir);
         let mut kv = read_vmx(src);
-        let src_disks = disks(src, &kv);
         let stem = Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut n = 0;
-        for (k, v) in kv.iter_mut() {
-            if !k.to_ascii_lowercase().ends_with(".filename") || !v.ends_with(".vmdk") {
-                continue;
-            }
-            let parent = src_disks.get(n).cloned().unwrap_or_default();
-            n += 1;
-            let child = format!("{stem}-cl{n}.vmdk");
-            let child_path = dst_dir.join(&child);
-            let st = if mode == "linked" {
-                Command::new(QEMU_IMG)
-                    .args(["create", "-q", "-f", "vmdk", "-F", "vmdk", "-b"])
-                    .arg(&parent)
-                    .arg(&child_path)
-                    .status()
-            } else {
-                Command::new(QEMU_IMG).args(["convert", "-q", "-O", "vmdk"]).arg(&parent).arg(&child_path).status()
-            };
-            if !st.map(|s| s.success()).unwrap_or(false) {
-                println!("Error: Cannot open the disk '{parent}' or one of the snapshot disks it depends on.");
-                exit(255)
-            }
-            *v = child;
+        let made = remap_disks(
+            src,
+            &mut kv,
+            dst_dir,
+            |n| format!("{stem}-cl{n}.vmdk"),
+            |parent, child| {
+                let st = if mode == "linked" {
+                    Command::new(QEMU_IMG)
+                        .args(["create", "-q", "-f", "vmdk", "-F", "vmdk", "-b"])
+                        .arg(parent)
+                        .arg(child)
+                        .status()
+                } else {
+                    Command::new(QEMU_IMG).args(["convert", "-q", "-O", "vmdk"]).arg(parent).arg(child).status()
+                };
+                st.map(|s| s.success()).unwrap_or(false)
+            },
+        );
+        if let Err(parent) = made {
+            println!("Error: Cannot open the disk '{parent}' or one of the snapshot disks it depends on.");
+            exit(255)
         }
         ctx.hook("clone");
         kv.retain(|(k, _)| !k.starts_with("uuid.") && !k.ends_with(".generatedAddress"));
@@ -510,259 +560,5 @@ fn clone(ctx: &Ctx, host_type: &str, src: &str, dst: &str, mode: &str, rest: &[&
     let _ = fs::remove_dir_all(lck(src));
     if result.is_err() {
         exit(255)
-    }
-}
-
-// ---- ovftool ----------------------------------------------------------------------------------------------
-
-fn ovftool(_ctx: &Ctx, args: Vec<String>) {
-    let mut name = None;
-    let mut pos = Vec::new();
-    let mut from_vmx = false;
-    let mut extra_config = false;
-    for a in &args {
-        if let Some(n) = a.strip_prefix("--name=") {
-            name = Some(n.to_string());
-        } else if a == "--sourceType=VMX" {
-            from_vmx = true;
-        } else if matches!(
-            a.as_str(),
-            "--allowExtraConfig" | "--allowAllExtraConfig" | "--allowExtraConfig=true" | "--allowAllExtraConfig=true"
-        ) {
-            extra_config = true;
-        } else if matches!(a.as_str(), "--sourceType=OVF" | "--targetType=VMX" | "--acceptAllEulas" | "-q" | "--quiet")
-        {
-        } else if a.starts_with('-') {
-            // [OVF] unknown options are refused
-            println!("Error: Unknown option: '{}'\nCompleted with errors", a.trim_start_matches('-'));
-            exit(1)
-        } else {
-            pos.push(a.clone());
-        }
-    }
-    let [src, dst] = pos.as_slice() else {
-        println!("Error: Expected a source and a target locator\nCompleted with errors");
-        exit(1)
-    };
-    if from_vmx {
-        return ovftool_copy_vmx(src, dst, name);
-    }
-    println!("Opening OVF source: {src}");
-    let Ok(ovf) = fs::read_to_string(src) else {
-        println!("Error: Failed to open file: {src}\nCompleted with errors");
-        exit(1)
-    };
-    println!("Opening VMX target: {dst}");
-    if Path::new(dst).exists() {
-        println!("Error: Duplicate name: {dst}\nCompleted with errors");
-        exit(1)
-    }
-    let attr = |tag: &str, key: &str| -> Option<String> {
-        let i = ovf.find(tag)?;
-        let rest = &ovf[i..];
-        let end = rest.find('>')?;
-        let el = &rest[..end];
-        let k = el.find(&format!("{key}=\""))? + key.len() + 2;
-        Some(el[k..].split('"').next()?.to_string())
-    };
-    let href = attr("<File ", "ovf:href").unwrap_or_default();
-    let src_disk = Path::new(src).parent().unwrap_or(Path::new(".")).join(&href);
-    if href.is_empty() || !src_disk.is_file() {
-        println!("Error: Failed to open disk: {}\nCompleted with errors", src_disk.display());
-        exit(1)
-    }
-    let vm_name = name
-        .unwrap_or_else(|| Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    let efi = ovf.contains("vmw:value=\"efi\"");
-    let hw =
-        ovf.split("<vssd:VirtualSystemType>vmx-").nth(1).and_then(|r| r.split('<').next()).unwrap_or("13").to_string();
-    let dst_dir = Path::new(dst).parent().unwrap_or(Path::new("/"));
-    let disk_name = format!("{vm_name}-disk1.vmdk");
-    let ok = Command::new(QEMU_IMG)
-        .args(["convert", "-q", "-f", "vmdk", "-O", "vmdk", "-o", "adapter_type=lsilogic,subformat=monolithicSparse"])
-        .arg(&src_disk)
-        .arg(dst_dir.join(&disk_name))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        println!("Error: Failed to convert disk: {}\nCompleted with errors", src_disk.display());
-        exit(1)
-    }
-    // [OVF] the VMX ovftool writes for a vSphere stemcell, including keys a struct-based editor drops
-    let mut kv: Vec<(String, String)> = [
-        (".encoding", "UTF-8"),
-        ("config.version", "8"),
-        ("virtualHW.version", hw.as_str()),
-        ("nvram", &format!("{vm_name}.nvram")),
-        ("pciBridge0.present", "TRUE"),
-        ("vmci0.present", "TRUE"),
-        ("floppy0.present", "FALSE"),
-        ("memSize", "512"),
-        ("scsi0.virtualDev", "lsilogic"),
-        ("scsi0.present", "TRUE"),
-        ("sata0.present", "TRUE"),
-        ("sata0:0.deviceType", "cdrom-raw"),
-        ("sata0:0.fileName", "auto detect"),
-        ("sata0:0.autodetect", "TRUE"),
-        ("sata0:0.startConnected", "FALSE"),
-        ("sata0:0.present", "TRUE"),
-        ("scsi0:0.fileName", &disk_name),
-        ("scsi0:0.present", "TRUE"),
-        ("displayName", &vm_name),
-        ("guestOS", "ubuntu-64"),
-        ("disk.enableUUID", "TRUE"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    if efi {
-        kv.insert(4, ("firmware".into(), "efi".into()));
-    }
-    // [OVF] raw .vmx keys from vmw:ExtraConfig: only when allowed, else skipped with a warning
-    let mut skipped = Vec::new();
-    for el in ovf.split("<vmw:ExtraConfig").skip(1).filter_map(|r| r.split('>').next()) {
-        let value_of = |key: &str| {
-            let k = el.find(&format!("{key}=\""))? + key.len() + 2;
-            Some(el[k..].split('"').next()?.to_string())
-        };
-        let (Some(k), Some(v)) = (value_of("vmw:key"), value_of("vmw:value")) else { continue };
-        if extra_config {
-            set(&mut kv, &k, &v);
-        } else {
-            skipped.push(k);
-        }
-    }
-    println!("Writing VMX file: {dst}");
-    write_vmx(dst, &kv);
-    if !skipped.is_empty() {
-        println!("Warning:");
-        for k in skipped {
-            println!(" - ExtraConfig option '{k}' is not allowed, will skip it.");
-        }
-    }
-    println!("Transfer Completed\nCompleted successfully");
-}
-
-/// [OVF] VMX to VMX: a full copy, every disk converted to `<name>-diskN.vmdk` beside the target.
-fn ovftool_copy_vmx(src: &str, dst: &str, name: Option<String>) {
-    println!("Opening VMX source: {src}");
-    if !Path::new(src).is_file() {
-        println!("Error: Failed to open file: {src}\nCompleted with errors");
-        exit(1)
-    }
-    println!("Opening VMX target: {dst}");
-    if Path::new(dst).exists() {
-        println!("Error: Duplicate name: {dst}\nCompleted with errors");
-        exit(1)
-    }
-    let vm_name = name
-        .unwrap_or_else(|| Path::new(dst).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    let dst_dir = Path::new(dst).parent().unwrap_or(Path::new("/"));
-    let mut kv = read_vmx(src);
-    let src_disks = disks(src, &kv);
-    let mut n = 0;
-    for (k, v) in kv.iter_mut() {
-        if !k.to_ascii_lowercase().ends_with(".filename") || !v.ends_with(".vmdk") {
-            continue;
-        }
-        let from = src_disks.get(n).cloned().unwrap_or_default();
-        n += 1;
-        let to = format!("{vm_name}-disk{n}.vmdk");
-        let ok = Command::new(QEMU_IMG)
-            .args(["convert", "-q", "-f", "vmdk", "-O", "vmdk"])
-            .arg(&from)
-            .arg(dst_dir.join(&to))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            println!("Error: Failed to open disk: {from}\nCompleted with errors");
-            exit(1)
-        }
-        *v = to;
-    }
-    set(&mut kv, "displayName", &vm_name);
-    println!("Writing VMX file: {dst}");
-    write_vmx(dst, &kv);
-    println!("Transfer Completed\nCompleted successfully");
-}
-
-// ---- vmware-vdiskmanager ----------------------------------------------------------------------------------
-
-fn size_mb(s: &str) -> Option<u64> {
-    let s = s.strip_suffix("MB")?;
-    s.parse().ok()
-}
-
-fn vdiskmanager(_ctx: &Ctx, args: Vec<String>) {
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    match a.as_slice() {
-        ["-c", "-s", size, "-a", "lsilogic" | "buslogic" | "ide", "-t", "0" | "1" | "2" | "3", path] => {
-            let Some(mb) = size_mb(size) else {
-                println!("Invalid disk size: {size}");
-                exit(1)
-            };
-            if Path::new(path).exists() {
-                println!("Failed to create disk: The file already exists (0x3e8)");
-                exit(1)
-            }
-            let ok = Command::new(QEMU_IMG)
-                .args([
-                    "create",
-                    "-q",
-                    "-f",
-                    "vmdk",
-                    "-o",
-                    "adapter_type=lsilogic,subformat=monolithicSparse",
-                    path,
-                    &format!("{mb}M"),
-                ])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                println!(
-                    "Failed to create disk: A file access error occurred on the host or guest operating system (0xc)"
-                );
-                exit(1)
-            }
-            println!("Creating disk '{path}'\n  Create: 100% done.\nVirtual disk creation successful.");
-        }
-        ["-x", size, path] => {
-            let Some(mb) = size_mb(size) else {
-                println!("Invalid disk size: {size}");
-                exit(1)
-            };
-            if !Path::new(path).is_file() {
-                println!("Failed to expand the disk '{path}': A file was not found (0x4)");
-                exit(1)
-            }
-            if Path::new(&lck(path)).exists() {
-                println!("Failed to expand the disk '{path}': The file is already in use (0xf)");
-                exit(1)
-            }
-            let tmp = format!("{path}.fake-grow.vmdk");
-            let ok = Command::new(QEMU_IMG)
-                .args(["create", "-q", "-f", "vmdk", &tmp, &format!("{mb}M")])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-                && Command::new(QEMU_IMG)
-                    .args(["convert", "-q", "-n", "-f", "vmdk", "-O", "vmdk", path, &tmp])
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false)
-                && fs::rename(&tmp, path).is_ok();
-            if !ok {
-                println!("Failed to expand the disk '{path}': A file access error occurred on the host or guest operating system (0xc)");
-                exit(1)
-            }
-            println!("  Grow: 100% done.\nDisk expansion completed successfully.");
-        }
-        _ => {
-            println!("VMware Virtual Disk Manager - build fake_vmware.\nUsage: vmware-vdiskmanager OPTIONS <disk-name> | <mount-point>");
-            exit(1)
-        }
     }
 }

@@ -255,6 +255,32 @@ fn one_packet(st: &mut State, proc_: Proc, serial: u32, doing: &str) -> Result<O
 }
 
 /// Drops the connection after a failure that leaves the stream in an unknown state.
+/// Sends our end of a stream (`Ok`: finished, `Error`: aborted) and waits, across at most `max` packets of
+/// the stream (its data and holes are dropped), for libvirt's answer: `None` when it confirms the end,
+/// libvirt's error when it reports one.
+fn end_stream(
+    st: &mut State,
+    proc_: Proc,
+    serial: u32,
+    status: Status,
+    doing: &str,
+    max: u32,
+) -> Result<Option<Error>> {
+    let h = stream_header(proc_, serial, Kind::Stream, status);
+    {
+        let (io, target) = st.io_target(doing)?;
+        send(io, &target, &h, &[], doing)?;
+    }
+    for _ in 0..max {
+        match next_incoming(st, proc_, serial, doing)? {
+            Incoming::Ok => return Ok(None),
+            Incoming::Failed(e) => return Ok(Some(e)),
+            Incoming::Data(_) | Incoming::Hole(_) => continue,
+        }
+    }
+    Err(Error::Protocol { target: st.target.clone(), doing: doing.into(), reason: "no end to the stream".into() })
+}
+
 fn poison<T>(st: &mut State, r: Result<T>) -> Result<T> {
     if let Err(e) = &r {
         if !matches!(e, Error::Remote { .. }) {
@@ -351,20 +377,11 @@ impl Upload<'_> {
     }
 
     fn end(&mut self, status: Status, doing: &str) -> Result<()> {
-        self.packet(Kind::Stream, status, &[], doing)?;
-        for _ in 0..1000 {
-            match next_incoming(&mut self.st, self.proc_, self.serial, doing)? {
-                Incoming::Ok => return Ok(()),
-                Incoming::Failed(e) => return Err(e),
-                // a download's data cannot come here; tolerate and wait for the verdict
-                Incoming::Data(_) | Incoming::Hole(_) => continue,
-            }
+        // a download's data cannot come here; tolerate and wait for the verdict
+        match end_stream(&mut self.st, self.proc_, self.serial, status, doing, 1000)? {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Err(Error::Protocol {
-            target: self.st.target.clone(),
-            doing: doing.into(),
-            reason: "no end to the stream".into(),
-        })
     }
 }
 
@@ -432,29 +449,16 @@ impl Download<'_> {
     }
 
     fn close(&mut self, status: Status, doing: &str) -> Result<()> {
-        let h = stream_header(self.proc_, self.serial, Kind::Stream, status);
-        {
-            let (io, target) = self.st.io_target(doing)?;
-            send(io, &target, &h, &[], doing)?;
-        }
         // data still in flight before libvirt sees our end is read and dropped
-        for _ in 0..1_000_000 {
-            match next_incoming(&mut self.st, self.proc_, self.serial, doing)? {
-                Incoming::Ok => return Ok(()),
-                Incoming::Failed(e) if status == Status::Error => {
-                    // an abort that libvirt reports as an error is still the end of the stream
-                    crate::debug!("libvirt: download aborted: {e}");
-                    return Ok(());
-                }
-                Incoming::Failed(e) => return Err(e),
-                Incoming::Data(_) | Incoming::Hole(_) => continue,
+        match end_stream(&mut self.st, self.proc_, self.serial, status, doing, 1_000_000)? {
+            Some(e) if status == Status::Error => {
+                // an abort that libvirt reports as an error is still the end of the stream
+                crate::debug!("libvirt: download aborted: {e}");
+                Ok(())
             }
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Err(Error::Protocol {
-            target: self.st.target.clone(),
-            doing: doing.into(),
-            reason: "no end to the stream".into(),
-        })
     }
 }
 

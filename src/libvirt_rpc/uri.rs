@@ -168,75 +168,17 @@ impl Uri {
             return Err(bad(format!("the path must be /system or /session, got {path:?}")));
         }
         let mut params = parse_query(query.unwrap_or(""), uri)?;
-        // libvirt's parameters that mean the same on every transport: which daemon socket, and whether ssh
-        // gets a terminal (it never does here)
-        let mut mode = Mode::Auto;
-        for (k, v) in &params {
-            match (k.as_str(), v.as_str()) {
-                ("mode", "auto") => mode = Mode::Auto,
-                ("mode", "legacy") => mode = Mode::Legacy,
-                ("mode", "direct") => mode = Mode::Direct,
-                ("mode", other) => return Err(bad(format!("mode must be auto, legacy or direct, got {other:?}"))),
-                ("no_tty", "0" | "1") => {}
-                ("no_tty", other) => return Err(bad(format!("no_tty must be 0 or 1, got {other:?}"))),
-                _ => {}
-            }
-        }
-        params.retain(|(k, _)| k != "mode" && k != "no_tty");
-        let (user, host, port) = parse_authority(authority, uri)?;
+        let mode = take_common_params(&mut params, uri)?;
+        let authority = parse_authority(authority, uri)?;
+        let (user, host, port) = &authority;
         if host.is_empty() && (port.is_some() || user.is_some()) && matches!(transport, None | Some("unix")) {
             return Err(bad("a unix socket URI names no user or port".into()));
         }
-
         let transport = match (transport, host.is_empty()) {
             (None | Some("unix"), true) => Transport::Unix,
             (Some("unix"), false) => return Err(bad("a unix socket URI names no host".into())),
-            (Some("ssh" | "libssh2" | "libssh"), false) => {
-                let mut keyfile = None;
-                let mut known_hosts = None;
-                for (k, v) in &params {
-                    match k.as_str() {
-                        "keyfile" => keyfile = Some(PathBuf::from(v)),
-                        "known_hosts" => known_hosts = Some(PathBuf::from(v)),
-                        // what libvirt's libssh2 URIs often carry: only the values that mean what the
-                        // client does anyway are accepted
-                        "sshauth" if v == "privkey" => {}
-                        "known_hosts_verify" if v == "normal" => {}
-                        other => return Err(bad(refusal(other, v, SSH_PARAMS))),
-                    }
-                }
-                let keyfile = match keyfile {
-                    Some(k) => k,
-                    None => default_key().ok_or_else(|| {
-                        bad("name the SSH private key with ?keyfile=PATH (no ~/.ssh/id_ed25519, id_ecdsa or id_rsa found)"
-                            .into())
-                    })?,
-                };
-                let known_hosts = match known_hosts {
-                    Some(k) => k,
-                    None => home().map(|h| h.join(".ssh/known_hosts")).ok_or_else(|| {
-                        bad("pin the host's key with ?known_hosts=PATH (there is no home directory to find ~/.ssh/known_hosts in)".into())
-                    })?,
-                };
-                let user = match user {
-                    Some(u) => u,
-                    None => default_user().ok_or_else(|| bad("name the SSH user: ssh://USER@HOST/…".into()))?,
-                };
-                Transport::Ssh { user, host, port: port.unwrap_or(SSH_PORT), keyfile, known_hosts }
-            }
-            (None | Some("tls"), false) => {
-                if user.is_some() {
-                    return Err(bad("a TLS URI names no user (the client certificate is the identity)".into()));
-                }
-                let mut pki = None;
-                for (k, v) in &params {
-                    match k.as_str() {
-                        "pkipath" => pki = Some(Pki::in_dir(PathBuf::from(v))),
-                        other => return Err(bad(refusal(other, v, TLS_PARAMS))),
-                    }
-                }
-                Transport::Tls { host, port: port.unwrap_or(TLS_PORT), pki: pki.unwrap_or_else(Pki::default_for_user) }
-            }
+            (Some("ssh" | "libssh2" | "libssh"), false) => ssh_transport(authority, &params, uri)?,
+            (None | Some("tls"), false) => tls_transport(authority, &params, uri)?,
             (Some("ssh" | "libssh2" | "libssh" | "tls"), true) => {
                 return Err(bad("this transport needs a host: DRIVER+TRANSPORT://HOST/PATH".into()))
             }
@@ -257,6 +199,80 @@ impl Uri {
         }
         Ok(Uri { driver: driver.to_string(), path, transport, mode })
     }
+}
+
+/// libvirt's parameters that mean the same on every transport, taken out of `params`: which daemon socket
+/// (`mode`), and whether ssh gets a terminal (`no_tty`: it never does here).
+fn take_common_params(params: &mut Vec<(String, String)>, uri: &str) -> Result<Mode> {
+    let bad = |reason: String| Error::Uri { uri: uri.to_string(), reason };
+    let mut mode = Mode::Auto;
+    for (k, v) in params.iter() {
+        match (k.as_str(), v.as_str()) {
+            ("mode", "auto") => mode = Mode::Auto,
+            ("mode", "legacy") => mode = Mode::Legacy,
+            ("mode", "direct") => mode = Mode::Direct,
+            ("mode", other) => return Err(bad(format!("mode must be auto, legacy or direct, got {other:?}"))),
+            ("no_tty", "0" | "1") => {}
+            ("no_tty", other) => return Err(bad(format!("no_tty must be 0 or 1, got {other:?}"))),
+            _ => {}
+        }
+    }
+    params.retain(|(k, _)| k != "mode" && k != "no_tty");
+    Ok(mode)
+}
+
+/// `ssh://[USER@]HOST[:PORT]` with its parameters; the key, known hosts file and user default as ssh's.
+fn ssh_transport(authority: Authority, params: &[(String, String)], uri: &str) -> Result<Transport> {
+    let bad = |reason: String| Error::Uri { uri: uri.to_string(), reason };
+    let (user, host, port) = authority;
+    let mut keyfile = None;
+    let mut known_hosts = None;
+    for (k, v) in params {
+        match k.as_str() {
+            "keyfile" => keyfile = Some(PathBuf::from(v)),
+            "known_hosts" => known_hosts = Some(PathBuf::from(v)),
+            // what libvirt's libssh2 URIs often carry: only the values that mean what the client does anyway
+            // are accepted
+            "sshauth" if v == "privkey" => {}
+            "known_hosts_verify" if v == "normal" => {}
+            other => return Err(bad(refusal(other, v, SSH_PARAMS))),
+        }
+    }
+    let keyfile = match keyfile {
+        Some(k) => k,
+        None => default_key().ok_or_else(|| {
+            bad("name the SSH private key with ?keyfile=PATH (no ~/.ssh/id_ed25519, id_ecdsa or id_rsa found)".into())
+        })?,
+    };
+    let known_hosts = match known_hosts {
+        Some(k) => k,
+        None => home().map(|h| h.join(".ssh/known_hosts")).ok_or_else(|| {
+            bad("pin the host's key with ?known_hosts=PATH (there is no home directory to find ~/.ssh/known_hosts in)"
+                .into())
+        })?,
+    };
+    let user = match user {
+        Some(u) => u,
+        None => default_user().ok_or_else(|| bad("name the SSH user: ssh://USER@HOST/…".into()))?,
+    };
+    Ok(Transport::Ssh { user, host, port: port.unwrap_or(SSH_PORT), keyfile, known_hosts })
+}
+
+/// `tls://HOST[:PORT]` with its `pkipath` (libvirt's default files without).
+fn tls_transport(authority: Authority, params: &[(String, String)], uri: &str) -> Result<Transport> {
+    let bad = |reason: String| Error::Uri { uri: uri.to_string(), reason };
+    let (user, host, port) = authority;
+    if user.is_some() {
+        return Err(bad("a TLS URI names no user (the client certificate is the identity)".into()));
+    }
+    let mut pki = None;
+    for (k, v) in params {
+        match k.as_str() {
+            "pkipath" => pki = Some(Pki::in_dir(PathBuf::from(v))),
+            other => return Err(bad(refusal(other, v, TLS_PARAMS))),
+        }
+    }
+    Ok(Transport::Tls { host, port: port.unwrap_or(TLS_PORT), pki: pki.unwrap_or_else(Pki::default_for_user) })
 }
 
 fn refusal(key: &str, value: &str, accepted: &str) -> String {
@@ -287,8 +303,11 @@ fn parse_query(q: &str, uri: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// A URI's user, host (empty: none) and port.
+type Authority = (Option<String>, String, Option<u16>);
+
 /// `[user@]host[:port]`, the host possibly `[IPv6]`.
-fn parse_authority(a: &str, uri: &str) -> Result<(Option<String>, String, Option<u16>)> {
+fn parse_authority(a: &str, uri: &str) -> Result<Authority> {
     let bad = |reason: &str| Error::Uri { uri: uri.to_string(), reason: reason.to_string() };
     let (user, hostport) = match a.rsplit_once('@') {
         Some((u, h)) => {

@@ -1,7 +1,7 @@
 //! What makes a launcher config usable: the checks of the file itself ([`Config::validate`], at every load),
 //! what `check-config` checks on this machine ([`Config::check_local`]), and the clear-text endpoints that
 //! need an opt-in ([`Config::cleartext_endpoints`]). Messages name the field that is wrong.
-use super::types::{invalid, Config, ConfigError, Pool, SourceChoice, SourceKind};
+use super::types::{invalid, Config, ConfigError, GitHub, Pool, SourceChoice, SourceKind};
 use crate::launcher::log;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -178,61 +178,8 @@ impl Config {
     /// 64-character runner names.
     fn validate_github(&self) -> Result<(), ConfigError> {
         let Some(g) = &self.github else { return Ok(()) };
-        let repo_ok = |r: &str| {
-            let mut parts = r.split('/');
-            let ok = |p: Option<&str>| {
-                p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
-            };
-            ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
-        };
-        let name_ok = |n: &str| {
-            !n.is_empty() && n.len() <= 100 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
-        match (&g.repository, &g.organization) {
-            (Some(r), None) => {
-                if !repo_ok(r) {
-                    return Err(invalid(format!("github.repository {r:?} must be owner/repo")));
-                }
-                if !g.repositories.is_empty() {
-                    return Err(invalid(
-                        "github.repositories goes with organization (a repository scope serves its own repository)",
-                    ));
-                }
-            }
-            (None, Some(o)) => {
-                if !name_ok(o) {
-                    return Err(invalid(format!("github.organization {o:?} is not an organisation name")));
-                }
-                if let Some(r) = g.repositories.iter().find(|r| !name_ok(r)) {
-                    return Err(invalid(format!(
-                        "github.repositories: {r:?} is not a repository name (names, without the owner)"
-                    )));
-                }
-            }
-            _ => return Err(invalid("github: set exactly one of repository (owner/repo) and organization")),
-        }
-        let token = g.token_file.is_some() || g.token_env.is_some();
-        let app = g.app_id.is_some() || g.installation_id.is_some() || g.private_key_file.is_some();
-        if token == app {
-            return Err(invalid(
-                "github: authenticate either with a token (token_file or token_env) or as a GitHub App (app_id, installation_id, private_key_file)",
-            ));
-        }
-        if token && g.token_file.is_some() == g.token_env.is_some() {
-            return Err(invalid("github: set exactly one of token_file and token_env"));
-        }
-        if app
-            && (g.app_id.as_deref().is_none_or(str::is_empty)
-                || g.installation_id.is_none()
-                || g.private_key_file.is_none())
-        {
-            return Err(invalid(
-                "github: a GitHub App needs app_id (its client ID or app ID), installation_id and private_key_file",
-            ));
-        }
-        if g.webhook_secret_file.is_some() && g.webhook_secret_env.is_some() {
-            return Err(invalid("github: set at most one of webhook_secret_file and webhook_secret_env"));
-        }
+        github_scope(g)?;
+        github_auth(g)?;
         let api = g.api_url.trim_end_matches('/');
         if !is_http_url(api) || api.contains('?') || api.contains('#') {
             return Err(invalid(format!(
@@ -309,6 +256,71 @@ impl Config {
 
 fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `[github]`: exactly one of a repository (`owner/repo`) and an organisation (with its repositories' names).
+fn github_scope(g: &GitHub) -> Result<(), ConfigError> {
+    let repo_ok = |r: &str| {
+        let mut parts = r.split('/');
+        let ok = |p: Option<&str>| {
+            p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        };
+        ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+    };
+    let name_ok = |n: &str| {
+        !n.is_empty() && n.len() <= 100 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    match (&g.repository, &g.organization) {
+        (Some(r), None) => {
+            if !repo_ok(r) {
+                return Err(invalid(format!("github.repository {r:?} must be owner/repo")));
+            }
+            if !g.repositories.is_empty() {
+                return Err(invalid(
+                    "github.repositories goes with organization (a repository scope serves its own repository)",
+                ));
+            }
+        }
+        (None, Some(o)) => {
+            if !name_ok(o) {
+                return Err(invalid(format!("github.organization {o:?} is not an organisation name")));
+            }
+            if let Some(r) = g.repositories.iter().find(|r| !name_ok(r)) {
+                return Err(invalid(format!(
+                    "github.repositories: {r:?} is not a repository name (names, without the owner)"
+                )));
+            }
+        }
+        _ => return Err(invalid("github: set exactly one of repository (owner/repo) and organization")),
+    }
+    Ok(())
+}
+
+/// `[github]`: a token (from a file or the environment) or a GitHub App, and at most one webhook secret.
+fn github_auth(g: &GitHub) -> Result<(), ConfigError> {
+    let token = g.token_file.is_some() || g.token_env.is_some();
+    let app = g.app_id.is_some() || g.installation_id.is_some() || g.private_key_file.is_some();
+    if token == app {
+        return Err(invalid(
+            "github: authenticate either with a token (token_file or token_env) or as a GitHub App (app_id, installation_id, private_key_file)",
+        ));
+    }
+    if token && g.token_file.is_some() == g.token_env.is_some() {
+        return Err(invalid("github: set exactly one of token_file and token_env"));
+    }
+    if app
+        && (g.app_id.as_deref().is_none_or(str::is_empty)
+            || g.installation_id.is_none()
+            || g.private_key_file.is_none())
+    {
+        return Err(invalid(
+            "github: a GitHub App needs app_id (its client ID or app ID), installation_id and private_key_file",
+        ));
+    }
+    if g.webhook_secret_file.is_some() && g.webhook_secret_env.is_some() {
+        return Err(invalid("github: set at most one of webhook_secret_file and webhook_secret_env"));
+    }
+    Ok(())
 }
 
 impl Pool {

@@ -6,6 +6,8 @@
 //! - [`scan`]: the queued jobs and the runners, read conditionally and within the budget.
 //! - [`demand`]: which record's runner is still needed, for which queued job (GitHub has no reservations).
 //! - [`webhook`]: the optional `workflow_job` webhook (HMAC-checked), which lowers latency; polling reconciles.
+//! - `poll.rs`: the repositories in scope, the scans and deliveries merged into the queued jobs and the
+//!   jobs the launcher's runners took; `runners.rs`: the runners list, a record's JIT config, removals.
 //!
 //! A record's VM is handed, at `/v1/assignment`, a JIT runner config made for it
 //! (`POST …/actions/runners/generate-jitconfig`: its name `<launcher_id>-<pool>-<record>`, the runner group,
@@ -16,18 +18,20 @@
 pub mod api;
 pub mod auth;
 pub mod demand;
+mod poll;
+mod runners;
 pub mod scan;
 pub mod webhook;
 
 use crate::launcher::config::{read_token, read_token_file, Config, ConfigError, GitHub as GhConfig};
 use crate::launcher::log;
 use crate::launcher::metrics::Metrics;
-use crate::launcher::rules::{job_label_rules, tag_label};
+use crate::launcher::rules::tag_label;
 use crate::launcher::server::Route;
 use crate::launcher::source::{tidy, JobState, Listing, Phase, ScheduledJob, Source, SourceError, Wake, Work};
 use api::{Api, GhError};
 use auth::{App, AppKey, Auth};
-use demand::{decide, job_id, listing_key, Queued, Rec, Seen, Taken, Verdict};
+use demand::{decide, job_id, Queued, Rec, Verdict};
 use scan::{RepoScan, RunnerInfo};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -41,14 +45,6 @@ enum Scope {
     Repo(String),
     Org { org: String, repos: Vec<String> },
 }
-
-/// How long a webhook's word about a job outweighs the REST scans.
-const HOOK_TTL: Duration = Duration::from_secs(900);
-/// A job a webhook said is queued stays demand until a scan that started this long after the delivery has
-/// not seen it (the REST lists may lag the event).
-const HOOK_GRACE: Duration = Duration::from_secs(30);
-/// How often an organisation's repositories are listed again (when the config does not name them).
-const REPOS_EVERY: Duration = Duration::from_secs(600);
 
 /// GitHub behind the launcher's seam.
 pub struct GitHub {
@@ -195,356 +191,6 @@ impl GitHub {
             Scope::Repo(r) => format!("/repos/{r}/actions/runners"),
             Scope::Org { org, .. } => format!("/orgs/{org}/actions/runners"),
         }
-    }
-
-    /// The repositories whose jobs the launcher serves (`owner/repo`).
-    fn repo_list(&mut self) -> Result<Vec<String>, GhError> {
-        match &self.scope {
-            Scope::Repo(r) => Ok(vec![r.clone()]),
-            Scope::Org { org, repos } if !repos.is_empty() => Ok(repos.iter().map(|r| format!("{org}/{r}")).collect()),
-            Scope::Org { org, .. } => {
-                if let Some((list, at)) = &self.discovered {
-                    if at.elapsed() < REPOS_EVERY {
-                        return Ok(list.clone());
-                    }
-                }
-                let org = org.clone();
-                let (path, key) = match self.api.auth {
-                    Auth::App(_) => ("/installation/repositories?per_page=100".to_string(), "repositories"),
-                    Auth::Token(_) => (format!("/orgs/{org}/repos?per_page=100"), ""),
-                };
-                let items = if key.is_empty() {
-                    // /orgs/{org}/repos answers a bare array
-                    let got = self.api.get("list the organisation's repositories", &path)?;
-                    serde_json::from_str::<Vec<Value>>(&got.body).map_err(|source| GhError::Decode {
-                        what: "list the organisation's repositories".into(),
-                        source,
-                    })?
-                } else {
-                    scan::pages(&mut self.api, "list the installation's repositories", &path, key)?.0
-                };
-                let prefix = format!("{}/", org.to_lowercase());
-                let list: Vec<String> = items
-                    .iter()
-                    .filter_map(|r| r["full_name"].as_str())
-                    .filter(|n| n.to_lowercase().starts_with(&prefix))
-                    .map(String::from)
-                    .collect();
-                self.discovered = Some((list.clone(), Instant::now()));
-                Ok(list)
-            }
-        }
-    }
-
-    /// Whether a repository (`owner/repo`, from a webhook) is served.
-    fn scope_filter(&self) -> Arc<dyn Fn(&str) -> bool + Send + Sync> {
-        match &self.scope {
-            Scope::Repo(r) => {
-                let r = r.to_lowercase();
-                Arc::new(move |repo: &str| repo.to_lowercase() == r)
-            }
-            Scope::Org { org, repos } => {
-                let (org, repos): (String, Vec<String>) =
-                    (org.to_lowercase(), repos.iter().map(|r| r.to_lowercase()).collect());
-                Arc::new(move |repo: &str| {
-                    let repo = repo.to_lowercase();
-                    repo.split_once('/')
-                        .is_some_and(|(o, r)| o == org && (repos.is_empty() || repos.iter().any(|x| x == r)))
-                })
-            }
-        }
-    }
-
-    /// Takes the webhook's deliveries into account.
-    fn drain_hooks(&mut self) {
-        if let Some(inbox) = &self.inbox {
-            for (e, at) in inbox.drain() {
-                let keep = match self.hooks.get(&e.id) {
-                    // a late `queued` or `in_progress` does not undo a `completed`
-                    Some((old, _)) => !(old.action == "completed" && e.action != "completed"),
-                    None => true,
-                };
-                if keep {
-                    self.hooks.insert(e.id, (e, at));
-                }
-            }
-        }
-        self.hooks.retain(|_, (_, at)| at.elapsed() < HOOK_TTL);
-    }
-
-    /// Reads the runners and the demand again when the last read is older than the poll interval (a minute
-    /// while less than a tenth of the hourly rate limit is left).
-    fn refresh(&mut self) -> Result<(), GhError> {
-        let every = if self.api.rate.low(crate::launcher::clock::now()) {
-            self.poll_every.max(Duration::from_secs(60))
-        } else {
-            self.poll_every
-        };
-        if self.last_refresh.is_some_and(|t| t.elapsed() < every) {
-            return Ok(());
-        }
-        self.last_refresh = Some(Instant::now());
-        self.refresh_runners()?;
-        let repos = self.repo_list()?;
-        if repos.is_empty() {
-            return Ok(());
-        }
-        self.repos.retain(|r, _| repos.contains(r));
-        // every repository in turn, from where the last scan stopped, while the budget lasts
-        for k in 0..repos.len() {
-            let repo = &repos[(self.cursor + k) % repos.len()];
-            let scan = self.repos.entry(repo.clone()).or_default();
-            if !scan.scan(&mut self.api, repo)? {
-                self.cursor = (self.cursor + k) % repos.len();
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the runners list; runners of this launcher's names that no open record holds are removed.
-    fn refresh_runners(&mut self) -> Result<(), GhError> {
-        let at = Instant::now();
-        let path = self.runners_path();
-        let (launcher_id, pools) = (self.launcher_id.clone(), self.pools.clone());
-        let (listed, whole) = scan::runners(&mut self.api, &path, &|n| GitHub::ours(&launcher_id, &pools, n))?;
-        if !whole {
-            // a runner not among the pages read may well be there: nothing is concluded from its absence
-            for (name, r) in listed {
-                self.registered.entry(name.clone()).or_insert(at);
-                self.runners.insert(name, r);
-            }
-            return Ok(());
-        }
-        for (name, since) in &self.registered {
-            if *since < at && !listed.contains_key(name) {
-                self.gone.insert(name.clone());
-            }
-        }
-        for name in listed.keys() {
-            self.registered.entry(name.clone()).or_insert(at);
-            self.gone.remove(name);
-        }
-        self.runners = listed;
-        self.runners_at = Some(at);
-        if self.live_known && !self.api.read_only {
-            let stale: Vec<(String, u64)> = self
-                .runners
-                .iter()
-                .filter(|(n, r)| !self.live.contains(*n) && !r.busy)
-                .map(|(n, r)| (n.clone(), r.id))
-                .collect();
-            for (name, id) in stale {
-                log::info(&format!("runner {name} (id {id}) belongs to no open record: removing it"));
-                self.remove_runner(&name, id, "stale")?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes a runner registration; Ok(false) when GitHub refuses because it runs a job.
-    fn remove_runner(&mut self, name: &str, id: u64, why: &'static str) -> Result<bool, GhError> {
-        let path = format!("{}/{id}", self.runners_path());
-        let (status, body) = self.api.write(&format!("remove runner {name}"), "DELETE", &path, None)?;
-        match status {
-            200..=299 | 404 => {
-                self.runners.remove(name);
-                self.registered.remove(name);
-                self.gone.insert(name.to_string());
-                *self.removed.entry(why).or_default() += 1;
-                Ok(true)
-            }
-            409 | 422 => {
-                log::info(&format!("runner {name}: GitHub keeps it ({}): it runs a job", api::error_message(&body)));
-                Ok(false)
-            }
-            _ => Err(GhError::Status {
-                what: format!("remove runner {name}"),
-                status,
-                message: api::error_message(&body),
-            }),
-        }
-    }
-
-    /// The demand: queued jobs of the scans, with what webhooks said since.
-    fn queued(&self) -> Vec<Queued> {
-        let mut by_id: BTreeMap<u64, Queued> = BTreeMap::new();
-        for (repo, scan) in &self.repos {
-            for (q, read_at) in scan.queued(repo) {
-                // a delivery newer than the scan says the job is no longer queued
-                let overruled = self
-                    .hooks
-                    .get(&q.id)
-                    .is_some_and(|(h, at)| h.action != "queued" && read_at.is_none_or(|r| *at > r));
-                if !overruled {
-                    by_id.insert(q.id, q);
-                }
-            }
-        }
-        for (id, (h, at)) in &self.hooks {
-            if h.action != "queued" || by_id.contains_key(id) {
-                continue;
-            }
-            let scanned_after = self
-                .repos
-                .iter()
-                .find(|(r, _)| r.eq_ignore_ascii_case(&h.repo))
-                .and_then(|(_, s)| s.started)
-                .is_some_and(|t| t > *at + HOOK_GRACE);
-            let later = self.repos.values().any(|s| s.read_at(*id).is_some());
-            if !scanned_after && !later {
-                by_id.insert(
-                    *id,
-                    Queued {
-                        id: *id,
-                        run_id: h.run_id,
-                        repo: h.repo.clone(),
-                        labels: h.labels.clone(),
-                        created_at: h.created_at.clone(),
-                    },
-                );
-            }
-        }
-        let mut v: Vec<Queued> = by_id.into_values().collect();
-        v.sort_by(|a, b| {
-            let t = |q: &Queued| crate::rfc3339::parse(&q.created_at).unwrap_or(0.0);
-            t(a).total_cmp(&t(b)).then(a.id.cmp(&b.id))
-        });
-        v
-    }
-
-    /// The jobs runners of this launcher took, by runner name (scans and webhooks; the newest word wins).
-    fn taken(&self) -> HashMap<String, Taken> {
-        let mut seen: HashMap<String, (Taken, Option<Instant>)> = HashMap::new();
-        let ours = self.ours_fn();
-        for scan in self.repos.values() {
-            scan.taken(&ours, &mut seen);
-        }
-        for (h, at) in self.hooks.values() {
-            let Some(name) = h.runner_name.as_deref().filter(|n| ours(n)) else { continue };
-            if h.action != "in_progress" && h.action != "completed" {
-                continue;
-            }
-            let newer = seen.get(name).is_none_or(|(old, read)| {
-                old.status != "completed" && (h.action == "completed" || read.is_none_or(|r| *at > r))
-            });
-            if newer {
-                let t = Taken { job: h.id, status: h.action.clone(), conclusion: h.conclusion.clone() };
-                seen.insert(name.to_string(), (t, Some(*at)));
-            }
-        }
-        seen.into_iter().map(|(k, (t, _))| (k, t)).collect()
-    }
-
-    /// What the runners list says of a runner.
-    fn seen(&self, name: &str) -> Seen {
-        if self.gone.contains(name) {
-            return Seen::Gone;
-        }
-        match self.runners.get(name) {
-            Some(r) if r.busy => Seen::Busy,
-            Some(_) => Seen::Idle,
-            None => match (self.registered.get(name), self.runners_at) {
-                (Some(since), Some(at)) if at > *since => Seen::Gone,
-                _ => Seen::None,
-            },
-        }
-    }
-
-    /// Makes a JIT runner config for a record.
-    fn mint(&mut self, name: &str, labels: &[String]) -> Result<Map<String, Value>, GhError> {
-        let path = format!("{}/generate-jitconfig", self.runners_path());
-        let body = json!({"name": name, "runner_group_id": self.runner_group_id, "labels": labels, "work_folder": self.work_folder});
-        let what = format!("make the JIT runner config of {name}");
-        let mut conflict_seen = false;
-        loop {
-            let (status, text) = self.api.write(&what, "POST", &path, Some(&body))?;
-            match status {
-                200 | 201 => {
-                    let v: Value =
-                        serde_json::from_str(&text).map_err(|source| GhError::Decode { what: what.clone(), source })?;
-                    let cfg = v["encoded_jit_config"].as_str().filter(|c| !c.is_empty()).ok_or_else(|| {
-                        GhError::Invalid { what: what.clone(), message: "the answer has no encoded_jit_config".into() }
-                    })?;
-                    log::add_secret(cfg);
-                    let id = v["runner"]["id"].as_u64().unwrap_or(0);
-                    self.registered.insert(name.to_string(), Instant::now());
-                    self.gone.remove(name);
-                    self.done.remove(name);
-                    self.runners.remove(name);
-                    log::info(&format!("runner {name} (id {id}) registered with labels {}", labels.join(",")));
-                    return Ok(Map::from_iter([
-                        ("source".to_string(), json!("github")),
-                        ("jitconfig".to_string(), json!(cfg)),
-                        ("runner_name".to_string(), json!(name)),
-                        ("runner_id".to_string(), json!(id)),
-                        ("labels".to_string(), json!(labels)),
-                    ]));
-                }
-                // a runner of that name exists (a create whose answer was lost): it is ours and unused
-                409 if !conflict_seen => {
-                    conflict_seen = true;
-                    let found = self.find_runner(name)?;
-                    match found {
-                        Some(r) if r.busy => {
-                            return Err(GhError::Invalid {
-                                what,
-                                message: "a runner of that name already runs a job".into(),
-                            })
-                        }
-                        Some(r) => {
-                            self.remove_runner(name, r.id, "released")?;
-                        }
-                        None => {}
-                    }
-                }
-                s => {
-                    let hint = match s {
-                        403 | 404 => format!(
-                            " (the credentials need {}; and runner_group_id {} must exist)",
-                            self.permission_hint(),
-                            self.runner_group_id
-                        ),
-                        _ => String::new(),
-                    };
-                    return Err(GhError::Status {
-                        what,
-                        status: s,
-                        message: format!("{}{hint}", api::error_message(&text)),
-                    });
-                }
-            }
-        }
-    }
-
-    /// A runner by name (`?name=`).
-    fn find_runner(&mut self, name: &str) -> Result<Option<RunnerInfo>, GhError> {
-        let path = format!("{}?name={name}", self.runners_path());
-        let (found, _) = scan::runners(&mut self.api, &path, &|n| n == name)?;
-        Ok(found.get(name).copied())
-    }
-
-    fn permission_hint(&self) -> &'static str {
-        match self.scope {
-            Scope::Repo(_) => {
-                "the repository permission \"Administration: read and write\" (App or fine-grained token)"
-            }
-            Scope::Org { .. } => "the organisation permission \"Self-hosted runners: read and write\"",
-        }
-    }
-
-    /// The listing key of a queued job, or `None` for a job whose labels cannot be served (logged once).
-    fn scheduled(&mut self, q: &Queued) -> Option<ScheduledJob> {
-        let Some(rules) = job_label_rules(&q.labels) else {
-            if self.unservable.insert(q.id) {
-                log::warn(&format!(
-                    "job={} of {}: runs-on labels {:?} cannot be served (a * or a trailing = in a label: GitHub takes labels literally)",
-                    q.id, q.repo, q.labels
-                ));
-            }
-            return None;
-        };
-        Some(ScheduledJob { id: listing_key(q.id, &self.held), priority: 0, rules, scheduled_at: q.created_at.clone() })
     }
 }
 

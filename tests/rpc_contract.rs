@@ -77,11 +77,19 @@ fn a_panic_still_answers_json() {
 }
 
 #[test]
-fn hypervisor_unreachable_is_a_cloud_error_with_the_tool_output() {
-    let cpi = libvirt_cpi();
+fn hypervisor_unreachable_is_a_cloud_error_that_says_where() {
+    // a libvirt host over SSH on a loopback port where nothing listens
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    crate::util::fresh_ssh_key(&key);
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let uri = format!("qemu+ssh://root@127.0.0.1:1/system?keyfile={}&known_hosts={}", key.display(), known.display());
+    let cpi = Cpi::with_config(&json!({"driver": {"kind": "libvirt", "uri": uri}}));
     let e = cpi.err("has_disk", json!(["disk-0123456789abcde"]));
     assert_eq!(e["type"], "Bosh::Clouds::CloudError");
-    assert!(e["message"].as_str().unwrap().contains("virsh"), "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("127.0.0.1:1") && msg.contains("cannot connect"), "{e}");
 }
 
 /// A request of `len` bytes: `info` with an argument array of zeros (`[0,0,…]`, the cheapest text for the

@@ -289,6 +289,8 @@ pub fn run_measured(config: &Path, input: Vec<u8>) -> (Value, u64) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // the Command keeps its copy of the pipe's write end: without it gone, reading to the end never ends
+    drop(cmd);
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);

@@ -1,5 +1,5 @@
 //! The vocabulary of vmcpi's own messages: every word (run of letters, digits and `_`) of every string
-//! literal in `src/` outside tests, written to `$OUT_DIR/vocabulary.rs` for [`src/vocabulary.rs`]. The
+//! literal in `src/` outside tests, written to `$OUT_DIR/vocabulary.rs` for [`src/common/vocabulary.rs`]. The
 //! logger's safety net never masks a secret made only of these words, so it cannot mask vmcpi's own words
 //! (which would give such a secret away); those secrets are scrubbed where outside text enters instead.
 //! std only: a small scanner of Rust's string, raw string, char and comment syntax.

@@ -1,51 +1,57 @@
-//! vmcpi: a BOSH CPI for the hypervisors that teams run themselves.
+//! vmcpi: a BOSH CPI for the hypervisors that teams run themselves, and agent-launcher, a CI autoscaler on
+//! any BOSH CPI. One crate, three parts, each a folder:
+//! - [`cpi`]: the `vmcpi` executable's library: the wire protocol, the drivers and everything only a CPI
+//!   needs (agent settings, settings media, stemcells, disk images, libvirt's protocol, transports).
+//! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI, as a process).
+//! - [`common`]: what both programs use (logging and redaction, CID newtypes, timestamps, globs, secrets,
+//!   base64 and percent-encoding). Neither `common` nor `launcher` uses anything of `cpi`: the launcher
+//!   drives a CPI only as an executable, the way a director does.
 //!
-//! Crate map (each module opens with what it owns):
-//! - [`rpc`]: the wire protocol (request in, response out) and the one place errors become BOSH errors.
-//! - [`config`]: `cpi.json`, validated once, with the director's context overlay.
-//! - [`ids`]: CID newtypes.
-//! - [`agent_settings`]: the settings document the BOSH agent reads.
-//! - [`medium`]: settings media (CD-ROM `ENV` ISO, OpenStack config drive).
-//! - [`iso9660`]: the ISO 9660 writer and reader behind them (Rock Ridge + Joliet, byte-stable).
-//! - [`stemcell`]: reading stemcell images (OpenStack `root.img`, vSphere OVF + VMDK).
-//! - [`driver`]: the `Driver` trait and the backends.
-//! - [`compat`]: bosh-vmrun-cpi's setting names, read as vmcpi's.
-//! - [`exec`]: running external programs as argv, with failures that keep their output.
-//! - [`launcher`]: the `agent-launcher` daemon (one VM per CI job through any BOSH CPI).
-//! - [`libvirt_rpc`]: libvirt's RPC protocol spoken directly (unix socket, SSH, TLS; no virsh, no libvirt.so).
-//! - [`inflight`]: in-flight markers of creates, and the reaping of what killed creates left.
-//! - [`statedir`]: state directories on the CPI's host, trusted only when private to this user.
-//! - [`transport`]: reaching the hypervisor host, locally or over SSH (argv, files, locks).
-//! - [`killpoint`]: named steps at which a test (debug builds only) makes the process die with SIGKILL.
-//! - [`logger`]: stderr + `log` logging with secret redaction.
-//! - [`redact`]: the one redactor (whole values) of vmcpi and agent-launcher.
-//! - [`timing`]: where a call's time goes (the debug log's `timing:` line).
-//! - [`vocabulary`]: the words of vmcpi's own messages (collected by build.rs), which the log's safety net never masks.
-//! - [`glob`]: the one wildcard matcher (`*`, and `?` where asked) of vmcpi and agent-launcher.
-//! - [`secret`]: `Secret`, the type of every password, key and token a config holds (prints `<redacted>`).
-pub mod agent_settings;
-pub mod compat;
-pub mod config;
-pub mod diskimage;
-pub mod driver;
-pub mod encoding;
-pub mod error;
-pub mod exec;
-pub mod glob;
-pub mod ids;
-pub mod inflight;
-pub mod iso9660;
-pub mod killpoint;
+//! One crate rather than a workspace: the two programs share one release package, one `Cargo.lock` and
+//! one build (the BOSH release compiles both from one source tree without a network), and the folders
+//! keep the boundary visible; a unit test below checks that `launcher` and `common` never name `cpi`.
+//!
+//! The CPI's modules are also reachable at the crate root (`vmcpi::driver`, …) for the binaries, tests,
+//! benches and fuzz targets.
+pub mod common;
+pub mod cpi;
 pub mod launcher;
-pub mod libvirt_rpc;
-pub mod logger;
-pub mod medium;
-pub mod redact;
-pub mod rfc3339;
-pub mod rpc;
-pub mod secret;
-pub mod statedir;
-pub mod stemcell;
-pub mod timing;
-pub mod transport;
-pub mod vocabulary;
+
+pub use common::{encoding, glob, ids, logger, redact, rfc3339, secret, vocabulary};
+pub use cpi::{
+    agent_settings, compat, config, diskimage, driver, error, exec, inflight, iso9660, killpoint, libvirt_rpc, medium,
+    rpc, statedir, stemcell, timing, transport,
+};
+
+#[cfg(test)]
+mod layout {
+    /// The parts' boundary: no file of `launcher/` or `common/` names the CPI's modules.
+    #[test]
+    fn launcher_and_common_do_not_use_the_cpi() {
+        fn rs_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    rs_files(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rs_files(&src.join("launcher"), &mut files);
+        rs_files(&src.join("common"), &mut files);
+        assert!(files.len() > 10, "{files:?}");
+        let cpi_paths: Vec<String> = ["cpi", "driver", "rpc", "libvirt_rpc", "stemcell", "config", "transport"]
+            .iter()
+            .map(|m| format!("crate::{m}::"))
+            .collect();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for p in &cpi_paths {
+                assert!(!text.contains(p.as_str()), "{} names {p}", f.display());
+            }
+        }
+    }
+}

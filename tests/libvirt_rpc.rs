@@ -1,4 +1,4 @@
-//! The libvirt RPC client (src/libvirt_rpc) against real peers: the libvirt daemon over its unix socket,
+//! The libvirt RPC client (src/cpi/libvirt_rpc) against real peers: the libvirt daemon over its unix socket,
 //! over SSH to a loopback sshd (tools/sshd-up.sh, host key pinned) and over TLS on 127.0.0.1 (the test
 //! PKI of tools/libvirt-up.sh); and against a scripted peer for what a real daemon never sends (a reply
 //! cut short, a huge length, a demand for SASL). Objects are named after this checkout, so checkouts

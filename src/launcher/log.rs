@@ -1,6 +1,6 @@
 //! The launcher's log: one line per event on stderr, `time level key=value… message`, easy to grep by
 //! `job=` or `vm=`. Every line passes through a redactor that knows the tokens and VM secrets.
-use crate::redact::Redactor;
+use crate::common::redact::Redactor;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -12,13 +12,13 @@ pub fn add_secret(secret: &str) {
 }
 
 /// Replaces every registered secret, where it stands as a whole value, with `<redacted>` (the redactor vmcpi
-/// uses too: [`crate::redact`]).
+/// uses too: [`crate::common::redact`]).
 pub fn redact(text: &str) -> String {
     SECRETS.lock().unwrap_or_else(|p| p.into_inner()).redact(text)
 }
 
 fn line(level: &str, msg: &str) {
-    let now = crate::logger::timestamp();
+    let now = crate::common::logger::timestamp();
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{now} {level} {}", redact(msg));
 }

@@ -11,7 +11,7 @@
 //! `arch=*` serves any `arch=…` label of a job (the runner then gets the job's), the flavor label
 //! `flavor=large` picks a size, and there is no queue. A job label is literal to GitHub, so a job label with
 //! a `*` (or one ending in `=`, which would read as a plain label) is never served.
-use crate::glob::{glob, Wildcards};
+use crate::common::glob::{glob, Wildcards};
 
 /// One `key=value` rule or tag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -192,7 +192,7 @@ pub trait Source: Send {
 /// 754 total order as an integer); a missing or unreadable time sorts first, as the oldest (so such a job is
 /// not starved).
 fn age(scheduled_at: &str) -> Option<i64> {
-    let bits = crate::rfc3339::parse(scheduled_at)?.to_bits() as i64;
+    let bits = crate::common::rfc3339::parse(scheduled_at)?.to_bits() as i64;
     Some(bits ^ (((bits >> 63) as u64) >> 1) as i64)
 }
 

@@ -44,7 +44,7 @@ pub fn render_status(cfg: &Config, state: &State) -> String {
         );
     }
     // a CPI's error text (last_failure, a breaker's reason) may echo a VM's secret
-    let mut secrets = crate::redact::Redactor::new();
+    let mut secrets = crate::common::redact::Redactor::new();
     state.open.values().for_each(|r| secrets.add(&r.intent.secret));
     secrets.redact(&out)
 }

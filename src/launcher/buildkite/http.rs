@@ -210,7 +210,7 @@ pub fn json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T,
 
 /// Percent-encodes a query or path value (RFC 3986 unreserved characters pass; `.` too is encoded, as Rails wants).
 pub fn enc(s: &str) -> String {
-    crate::encoding::percent_encode(s, b"-_~")
+    crate::common::encoding::percent_encode(s, b"-_~")
 }
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ impl Rest {
             "{}/v2/organizations/{}/builds?per_page=100&created_from={}",
             self.base,
             enc(&self.org),
-            enc(&crate::rfc3339::format(from))
+            enc(&crate::common::rfc3339::format(from))
         );
         for s in states {
             url.push_str(&format!("&state%5B%5D={s}"));

@@ -44,7 +44,7 @@ impl Daemon {
         let listing = self.listing(stopping);
         http::lock(&self.shared).metrics.set("launcher_queue_paused", &[], if listing.paused { 1.0 } else { 0.0 });
         for j in &listing.jobs {
-            if let Some(t) = crate::rfc3339::parse(&j.scheduled_at) {
+            if let Some(t) = crate::common::rfc3339::parse(&j.scheduled_at) {
                 self.tracked.job(&j.id).scheduled_at.get_or_insert(t);
             }
         }

@@ -35,7 +35,7 @@ pub enum DaemonError {
 
 /// 32 hex characters from the kernel's random source.
 pub fn random_hex() -> Result<String, DaemonError> {
-    crate::ids::try_random_hex(32).map_err(DaemonError::Random)
+    crate::common::ids::try_random_hex(32).map_err(DaemonError::Random)
 }
 
 /// What a worker thread reports.

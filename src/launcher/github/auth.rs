@@ -119,7 +119,7 @@ impl App {
     /// an hour, GitHub's lifetime); it is renewed [`RENEW_BEFORE`] that.
     pub fn keep(&mut self, token: String, expires_at: &str, now: f64) {
         log::add_secret(&token);
-        let left = crate::rfc3339::parse(expires_at).map(|t| t - now).unwrap_or(3600.0).clamp(0.0, 3600.0);
+        let left = crate::common::rfc3339::parse(expires_at).map(|t| t - now).unwrap_or(3600.0).clamp(0.0, 3600.0);
         let renew_in = Duration::from_secs_f64(left).saturating_sub(RENEW_BEFORE);
         self.token = Some((token, Instant::now() + renew_in));
     }
@@ -176,7 +176,7 @@ pub mod tests {
         // the JWT and the key's lines are secrets of the log
         assert!(!log::redact(&jwt).contains(parts[2]));
         let line = String::from_utf8_lossy(&pem).lines().nth(1).unwrap().to_string();
-        assert_eq!(log::redact(&line), crate::redact::REDACTED);
+        assert_eq!(log::redact(&line), crate::common::redact::REDACTED);
         // the same key as PKCS#8
         let p8 = dir.path().join("app8.pem");
         let out = std::process::Command::new("openssl")
@@ -225,7 +225,7 @@ pub mod tests {
         app.keep(
             "ghs_first_token_value".into(),
             "2026-01-01T01:00:00Z",
-            crate::rfc3339::parse("2026-01-01T00:00:00Z").unwrap(),
+            crate::common::rfc3339::parse("2026-01-01T00:00:00Z").unwrap(),
         );
         assert_eq!(app.current(), Some("ghs_first_token_value"));
         assert_eq!(log::redact("t=ghs_first_token_value"), "t=<redacted>");
@@ -233,7 +233,7 @@ pub mod tests {
         app.keep(
             "ghs_second_token".into(),
             "2026-01-01T00:04:00Z",
-            crate::rfc3339::parse("2026-01-01T00:00:00Z").unwrap(),
+            crate::common::rfc3339::parse("2026-01-01T00:00:00Z").unwrap(),
         );
         assert!(app.current().is_none());
         app.keep("ghs_third_token".into(), "garbage", 0.0);

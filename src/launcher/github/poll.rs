@@ -168,7 +168,7 @@ impl GitHub {
         }
         let mut v: Vec<Queued> = by_id.into_values().collect();
         v.sort_by(|a, b| {
-            let t = |q: &Queued| crate::rfc3339::parse(&q.created_at).unwrap_or(0.0);
+            let t = |q: &Queued| crate::common::rfc3339::parse(&q.created_at).unwrap_or(0.0);
             t(a).total_cmp(&t(b)).then(a.id.cmp(&b.id))
         });
         v

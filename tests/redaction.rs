@@ -63,11 +63,14 @@ fn a_common_word_secret_does_not_mask_vmcpis_own_words() {
     assert!(log.contains("INFO has_vm finished in "), "{log}");
     assert!(!log.contains("<redacted>"), "nothing of this call holds the secret, so nothing is masked:\n{log}");
     assert!(!r.stdout.contains("nats:finished") && !r.stderr.contains("nats:finished"));
-    // the same kind of secret in outside text (what virsh said) is masked there
-    let cpi = Cpi::with_config(&json!({"driver": {"kind": "libvirt", "uri": "qemu:///nonexistent-for-tests"},
-        "agent": {"mbus": "nats://nats:connect@10.0.0.6:4222"}}));
+    // the same kind of secret in outside text (what the OS said: ENOENT for the missing CA file) is masked
+    // there, and vmcpi's own words around it stay
+    let cpi = Cpi::with_config(
+        &json!({"driver": {"kind": "libvirt", "uri": "qemu+tls://127.0.0.1:1/system?pkipath=/nonexistent-pki"},
+        "agent": {"mbus": "nats://nats:directory@10.0.0.6:4222"}}),
+    );
     let e = cpi.err("has_vm", json!(["vm-0123456789abcdef0123"]));
     let msg = e["message"].as_str().unwrap();
-    assert!(msg.starts_with("cannot query vm-0123456789abcdef0123: "), "{msg}");
-    assert!(msg.contains("failed to <redacted> to the hypervisor") && !msg.contains(" connect "), "{msg}");
+    assert!(msg.starts_with("cannot connect to libvirt at qemu+tls://127.0.0.1:1/system"), "{msg}");
+    assert!(msg.contains("No such file or <redacted> (os error 2)") && !msg.contains("directory"), "{msg}");
 }

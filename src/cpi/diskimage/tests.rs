@@ -340,6 +340,101 @@ fn a_vmware_stream_with_its_directory_in_the_footer_reads_as_qemu_img_reads_it()
 
 /// The error `VmdkReader::open` and a full read give for `bytes`, and the one `Checked` gives reading it
 /// through: the same text.
+/// `len` bytes that deflate cannot shrink (xorshift noise, every bit of it).
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// The byte offset of each grain record of a stream from `overHead` up to its first metadata marker.
+fn grain_records(v: &[u8]) -> Vec<usize> {
+    let mut at = u64::from_le_bytes(v[64..72].try_into().unwrap()) as usize * 512;
+    let mut out = Vec::new();
+    while at + 12 <= v.len() {
+        let size = u32::from_le_bytes(v[at + 8..at + 12].try_into().unwrap()) as usize;
+        if size == 0 {
+            break;
+        }
+        out.push(at);
+        at += (12 + size).div_ceil(512) * 512;
+    }
+    out
+}
+
+#[test]
+fn qemu_img_streams_of_incompressible_data_end_without_a_marker_and_read_back_exactly() {
+    if !qemu_img_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let size = 4 << 20;
+    let data = incompressible(size);
+    let raw = dir.path().join("noise.raw");
+    std::fs::write(&raw, &data).unwrap();
+    let vmdk = dir.path().join("noise.vmdk");
+    qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", p(&raw), p(&vmdk)]);
+    let bytes = std::fs::read(&vmdk).unwrap();
+    // what qemu-img wrote: its tables before overHead, 64 grain records of more than a grain each, and the
+    // file ends with the last of them (no zero sector after it, no end-of-stream marker)
+    let records = grain_records(&bytes);
+    assert_eq!(records.len(), 64);
+    let last = *records.last().unwrap();
+    assert!(bytes.len() - last > 65536 && bytes[bytes.len() - 512..].iter().any(|&b| b != 0));
+    let (ours, kind, vsize) = read_to_raw(&bytes, dir.path());
+    assert_eq!((kind, vsize), (Kind::StreamOptimized, size as u64));
+    let ours = std::fs::read(ours).unwrap();
+    assert!(ours == data, "our raw differs from the original");
+    assert!(ours == qemu_raw(&vmdk, dir.path()), "our raw differs from qemu-img's");
+    let mut inner = Chunky::new(bytes.clone());
+    let mut passed = Vec::new();
+    Checked::new(Declared::Vmdk, "n.vmdk", bytes.len() as u64, &mut inner).unwrap().read_to_end(&mut passed).unwrap();
+    assert!(passed == bytes);
+
+    // cut short: at a record boundary (the tables name the grain cut off), inside a grain, at overHead, and
+    // inside the tables
+    refused_with(&bytes[..last], &[&format!("ends at byte {last}, but its grain tables place a grain at byte {last}")]);
+    refused_with(&bytes[..records[1]], &["cut short", &format!("grain at byte {last}")]);
+    refused_with(&bytes[..bytes.len() - 512], &["grain at sector 8064 runs past the end of the file"]);
+    let overhead = records[0];
+    refused_with(&bytes[..overhead], &[&format!("ends at byte {overhead}, but its grain tables place a grain")]);
+    refused_with(&bytes[..overhead - 512], &["an overhead of"]);
+    // padding after the last record still needs a marker: zeros read as one, anything else is refused
+    let mut v = bytes.clone();
+    v.extend_from_slice(&[0u8; 512]);
+    assert!(read_to_raw(&v, dir.path()).2 == size as u64);
+    v[bytes.len() + 12] = 7;
+    refused_with(&v, &["unknown marker type 7"]);
+
+    // the grain table entry of the last record: qemu-img's grain directory is at `gdOffset`, its tables after it
+    let gd = u64::from_le_bytes(bytes[56..64].try_into().unwrap()) as usize * 512;
+    let gt = u32::from_le_bytes(bytes[gd..gd + 4].try_into().unwrap()) as usize * 512;
+    let entry = gt + 63 * 4;
+    assert_eq!(u32::from_le_bytes(bytes[entry..entry + 4].try_into().unwrap()) as usize, last / 512);
+    // tables that do not name the last record, or name one past it
+    let mut v = bytes.clone();
+    v[entry..entry + 4].copy_from_slice(&0u32.to_le_bytes());
+    refused_with(
+        &v,
+        &[&format!("place no grain after byte {}, but a grain record starts at byte {last}", records[62])],
+    );
+    let mut v = bytes.clone();
+    v[entry + 4..entry + 8].copy_from_slice(&((bytes.len() / 512) as u32).to_le_bytes());
+    refused_with(&v, &[&format!("grain tables place a grain at byte {}", bytes.len())]);
+    // tables that cannot be read in one pass (a grain table before the directory): the stream then needs
+    // its end-of-stream marker, as before
+    let mut v = bytes.clone();
+    v[gd..gd + 4].copy_from_slice(&22u32.to_le_bytes());
+    refused_with(&v, &[&format!("ends at byte {} before its end-of-stream marker", bytes.len())]);
+}
+
 fn vmdk_error(bytes: &[u8]) -> DiskImageError {
     let scratch = tempfile::tempdir().unwrap();
     let len = bytes.len() as u64;

@@ -3,6 +3,7 @@ use super::descriptor::{check_extent, describe_other};
 use super::header::Header;
 use super::{le32, le64, Kind, GD_AT_END, GTES_PER_GT, SECTOR, TEXT_PROBE};
 use crate::cpi::diskimage::{DiskImageError, Result};
+use std::ops::Range;
 
 /// What a step of [`StreamCheck`] met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,8 @@ enum State {
     },
     /// monolithicSparse: past the descriptor; its tables are checked by the reader that uses them.
     Unchecked,
-    /// Up to the first grain marker (`overHead`).
+    /// Up to the first grain marker (`overHead`); its grain directory and tables are read on the way when the
+    /// header puts them there ([`HeadTables`]).
     Skip {
         left: u64,
     },
@@ -57,6 +59,87 @@ enum State {
     Trailing,
 }
 
+/// Sectors of a grain table.
+const GT_SECTORS: u64 = GTES_PER_GT * 4 / SECTOR;
+
+/// The grain directory and grain tables of a stream whose header places them before its first record, read
+/// as they pass (whole sectors, from `head`) to learn the last grain record they name.
+///
+/// qemu-img writes streams so: its tables filled in before `overHead`, its grains after, and no end-of-stream
+/// marker at all (it zero-fills each grain's 64 KiB before writing the compressed record over its start, so
+/// a compressible last grain leaves zero sectors that read as one; an incompressible one, whose record is
+/// longer than the grain, leaves none). Such a file may end right after a record; the tables then say
+/// whether that record is the last, so that a file cut at a record boundary is still refused.
+#[derive(Debug)]
+struct HeadTables {
+    /// The sectors of the grain directory.
+    gd: Range<u64>,
+    /// Its bytes so far.
+    gd_bytes: Vec<u8>,
+    /// The first sector of each grain table it names, in file order (once it is whole).
+    gts: Option<Vec<u64>>,
+    /// The first of `gts` not yet read whole.
+    next: usize,
+    /// The largest grain sector the tables name (0: none).
+    last: u64,
+}
+
+impl HeadTables {
+    /// The tables of `h`, when its grain directory lies between `meta_end` and `overHead` (sectors).
+    fn new(h: &Header, meta_end: u64) -> Option<Self> {
+        let sectors = (h.gd_entries() * 4).div_ceil(SECTOR);
+        let end = h.gd_offset.checked_add(sectors)?;
+        (h.gd_offset != GD_AT_END && h.gd_offset >= meta_end && end <= h.overhead).then(|| HeadTables {
+            gd: h.gd_offset..end,
+            gd_bytes: Vec::new(),
+            gts: None,
+            next: 0,
+            last: 0,
+        })
+    }
+
+    /// Sector `k` (`s`, 512 bytes) has passed; false when the tables cannot be read in one pass (a grain
+    /// table that is not wholly after the directory and before `overHead`, or two that overlap).
+    fn sector(&mut self, k: u64, s: &[u8], h: &Header) -> bool {
+        if self.gd.contains(&k) {
+            self.gd_bytes.extend_from_slice(s);
+            if k + 1 == self.gd.end {
+                let entries = self.gd_bytes.chunks_exact(4).take(h.gd_entries() as usize);
+                let mut gts: Vec<u64> = entries.map(|e| le32(e, 0) as u64).filter(|&gt| gt != 0).collect();
+                if gts.iter().any(|&gt| gt < self.gd.end || gt + GT_SECTORS > h.overhead) {
+                    return false;
+                }
+                gts.sort_unstable();
+                gts.dedup();
+                if gts.windows(2).any(|w| w[1] < w[0] + GT_SECTORS) {
+                    return false;
+                }
+                self.gts = Some(gts);
+                self.gd_bytes = Vec::new();
+            }
+            return true;
+        }
+        if let Some(&gt) = self.gts.as_ref().and_then(|g| g.get(self.next)) {
+            if (gt..gt + GT_SECTORS).contains(&k) {
+                // 0: no grain; 1: a zeroed grain (flag bit 2), no record either
+                let named = s.chunks_exact(4).map(|e| le32(e, 0) as u64).filter(|&g| g > 1);
+                self.last = named.fold(self.last, u64::max);
+                if k + 1 == gt + GT_SECTORS {
+                    self.next += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// The last grain sector the tables name, once every sector before `overHead` has passed; `None` when
+    /// they were not all read.
+    fn last(&self) -> Option<u64> {
+        let gts = self.gts.as_ref()?;
+        (self.next == gts.len()).then_some(self.last)
+    }
+}
+
 /// The forward check of a VMDK stream, fed its bytes in pieces of any size.
 pub(crate) struct StreamCheck {
     len: u64,
@@ -69,6 +152,12 @@ pub(crate) struct StreamCheck {
     footer_seen: bool,
     /// A grain or metadata marker has been seen.
     records: bool,
+    /// The sector of the last grain marker (0: none yet).
+    last_grain_at: u64,
+    /// The grain directory and tables before `overHead`, while they pass.
+    tables: Option<HeadTables>,
+    /// The last grain sector they name, once they have passed whole.
+    tables_last: Option<u64>,
 }
 
 impl StreamCheck {
@@ -84,6 +173,9 @@ impl StreamCheck {
             next_lba: 0,
             footer_seen: false,
             records: false,
+            last_grain_at: 0,
+            tables: None,
+            tables_last: None,
         }
     }
 
@@ -119,8 +211,9 @@ impl StreamCheck {
     pub(crate) fn finish(&mut self) -> Result<()> {
         match self.state {
             State::Unchecked | State::Trailing => Ok(()),
-            // qemu-img's stream of a disk with no data: its tables at the start, no grain, no marker at all
-            State::Marker { have: 0 } if !self.records && self.hdr().gd_offset != GD_AT_END => {
+            // qemu-img's layout: its tables at the start, grains, and no end-of-stream marker
+            State::Marker { have: 0 } if !self.footer_seen && self.hdr().gd_offset != GD_AT_END => {
+                self.end_without_marker()?;
                 self.state = State::Trailing;
                 Ok(())
             }
@@ -156,11 +249,7 @@ impl StreamCheck {
             State::Other => self.take_other(input)?,
             State::Descriptor { end } => self.take_descriptor(input, end)?,
             State::Unchecked => input.len(),
-            State::Skip { left } => {
-                let n = (input.len() as u64).min(left);
-                self.state = if n == left { State::Marker { have: 0 } } else { State::Skip { left: left - n } };
-                n as usize
-            }
+            State::Skip { left } => self.take_skip(input, left),
             State::Marker { have } => return self.take_marker(input, have),
             State::Payload { left, pad } => return Ok(self.take_payload(input, left, pad)),
             State::Pad { left } => {
@@ -224,6 +313,7 @@ impl StreamCheck {
                 Kind::MonolithicSparse => State::Unchecked,
                 Kind::StreamOptimized => {
                     let left = h.overhead * SECTOR - end as u64;
+                    self.tables = HeadTables::new(&h, end as u64 / SECTOR);
                     if left == 0 {
                         State::Marker { have: 0 }
                     } else {
@@ -233,6 +323,52 @@ impl StreamCheck {
             };
         }
         Ok(n)
+    }
+
+    /// Passes what lies before `overHead` (`left` bytes of it), reading the grain directory and tables there
+    /// a sector at a time when the header puts them there.
+    fn take_skip(&mut self, input: &[u8], left: u64) -> usize {
+        let mut n = (input.len() as u64).min(left) as usize;
+        if self.tables.is_some() {
+            n = n.min(SECTOR as usize - self.head.len());
+            self.head.extend_from_slice(&input[..n]);
+            if self.head.len() == SECTOR as usize {
+                let (h, k) = (self.hdr(), (self.pos + n as u64) / SECTOR - 1);
+                if !self.tables.as_mut().is_some_and(|t| t.sector(k, &self.head, &h)) {
+                    self.tables = None;
+                }
+                self.head.clear();
+            }
+        }
+        if n as u64 == left {
+            self.tables_last = self.tables.take().and_then(|t| t.last());
+            self.head = Vec::new();
+            self.state = State::Marker { have: 0 };
+        } else {
+            self.state = State::Skip { left: left - n as u64 };
+        }
+        n
+    }
+
+    /// The stream ends after a record (or before the first) with no end-of-stream marker, as qemu-img ends
+    /// its streams: fine when the grain tables before `overHead` name no grain after the last record (or,
+    /// when they could not be read, when there is no record at all).
+    fn end_without_marker(&self) -> Result<()> {
+        let at = self.pos;
+        match self.tables_last {
+            Some(last) if last == self.last_grain_at => Ok(()),
+            Some(last) if last > self.last_grain_at => Err(self.bad(format!(
+                "the file ends at byte {at}, but its grain tables place a grain at byte {} (cut short?)",
+                last * SECTOR
+            ))),
+            Some(last) => Err(self.bad(format!(
+                "its grain tables place no grain after byte {}, but a grain record starts at byte {}",
+                last * SECTOR,
+                self.last_grain_at * SECTOR
+            ))),
+            None if !self.records => Ok(()),
+            None => Err(self.bad(format!("the file ends at byte {at} before its end-of-stream marker (cut short?)"))),
+        }
     }
 
     /// Collects a marker (`have` bytes of it so far) and acts on it once whole.
@@ -330,6 +466,7 @@ impl StreamCheck {
             );
         }
         self.next_lba = lba + h.grain;
+        self.last_grain_at = start / SECTOR;
         self.state = State::Payload { left: size, pad: record - 12 - size };
         Ok(Event::GrainStart { lba })
     }

@@ -5,8 +5,11 @@
 //!   payload padded to a sector, or a metadata marker (grain table, grain directory, footer, end of stream).
 //!   [`StreamCheck`] follows that sequence in one forward pass, from a stream that cannot seek (as it lies in a
 //!   tar): grains in strictly increasing LBA order on grain boundaries inside the disk, payloads of bounded size,
-//!   at most one footer that repeats the header, an end-of-stream marker, and only zeros after it (qemu-img pads).
-//!   The grain directory is not needed to read such a stream, so it is not read.
+//!   at most one footer that repeats the header, an end-of-stream marker, and only zeros after it. qemu-img
+//!   writes no marker at all: its grain directory and tables are filled in before `overHead`, and its file ends
+//!   with its last grain record (or with the zeroed rest of that grain's 64 KiB, which reads as a marker). Such
+//!   a stream may end after a record without a marker when its tables, read as they pass, name no grain after
+//!   that record; otherwise the grain directory is not needed to read a stream, so it is not read.
 //! - **monolithicSparse**: header, embedded descriptor, grain directory and grain tables, grains. The tables
 //!   are read first; when the grains then lie in disk order after them (qemu-img and VMware write them so), the
 //!   disk is read in the same forward pass; otherwise the rest of the stream is spooled to an unnamed scratch

@@ -679,3 +679,45 @@ fn github_organisation_scope_with_an_app_serves_the_installations_repositories()
     assert!(!metrics.lines().any(|l| l.starts_with("launcher_buildkite_")), "no Buildkite samples for a GitHub source");
     super::flow::promtool(&metrics);
 }
+
+/// The jobs lists lag the runners list (the launcher reads the runners on every poll, the jobs of the runs only
+/// within its request budget; GitHub's own lists lag each other too): the launcher's runner is seen busy, then
+/// gone, while the last jobs list read still shows its job queued. That job already has its VM and runner: it
+/// must not get a second VM and runner registration (`job=<id>.2`).
+#[test]
+fn github_a_job_its_runner_took_is_no_new_demand_while_the_jobs_list_lags() {
+    // 12 requests a minute: the first scans spend them, then only the runners list is read
+    let s = GhSetup::new(
+        "",
+        "poll_interval_ms = 100\nmax_requests_per_minute = 12",
+        "limits = { max_vms = 4, max_concurrent_creates = 4 }",
+    );
+    let job = s.gh.add_run(1, &LABELS)[0];
+    let _l = s.spawn();
+    wait_for(30, "its VM and its runner", &|| s.log(), || s.vms().len() == 1 && s.gh.runner_names().len() == 1);
+    let last_scan =
+        || s.gh.calls_to("/actions/runs").iter().map(|c| c.at).max().map(|t| t.elapsed()).unwrap_or_default();
+    wait_for(30, "the jobs scans to stop (budget spent)", &|| s.log(), || last_scan() > Duration::from_secs(1));
+    let runners_read = s.gh.calls_to("/actions/runners").len();
+    // the VM's runner comes online and takes the job; it runs it for 3 s
+    let _runners = s.runners(3000);
+    wait_for(30, "the runner to take the job", &|| s.log(), || s.gh.job(job).status == "in_progress");
+    wait_for(10, "the launcher to read the runners again", &|| s.log(), || {
+        s.gh.calls_to("/actions/runners").len() >= runners_read + 5
+    });
+    assert!(last_scan() > Duration::from_secs(1), "the jobs list was read again: the test proves nothing");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = s.log();
+    assert!(!log.contains(&format!("job={job}.2")), "a second VM for the job its runner took:\n{log}");
+    assert_eq!(s.creates(), 1, "one create_vm for one job:\n{log}");
+    assert_eq!(s.gh.st().registered.len(), 1, "one runner registration for one job:\n{log}");
+    // the job ends and GitHub removes the runner; the jobs list still says queued
+    wait_for(30, "the job to complete", &|| s.log(), || s.gh.job(job).status == "completed");
+    wait_for(30, "its VM to be deleted", &|| s.log(), || s.vms().is_empty());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(last_scan() > Duration::from_secs(1), "the jobs list was read again: the test proves nothing");
+    let log = s.log();
+    assert!(!log.contains(&format!("job={job}.2")), "a second VM for the job its runner ran:\n{log}");
+    assert_eq!((s.creates(), s.gh.st().registered.len()), (1, 1), "{log}");
+    assert!(s.vms().is_empty() && s.gh.runner_names().is_empty(), "{log}");
+}

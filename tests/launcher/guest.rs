@@ -309,7 +309,7 @@ boot_timeout_seconds = 600
     assert_eq!(cpi.ok("has_vm", json!([cid])), json!(false));
     assert!(!virsh(&["domstate", &cid]).0, "the domain {cid} is still defined");
     mark("launcher deleted the VM (has_vm false, no domain)");
-    assert!(gh.runner_names().is_empty(), "no runner registration left: {:?}", gh.runner_names());
+    assert!(gh.runner_names().is_empty(), "no runner registration left: {:?}\n{}", gh.runner_names(), log());
 
     // neither the token, the JIT config nor the VM's secret is in the launcher log or on the serial console
     let console = std::fs::read_to_string(&serial).unwrap_or_default();

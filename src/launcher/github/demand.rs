@@ -7,14 +7,23 @@
 //! 1. A record whose runner took a job follows that job: `in_progress` → started, `completed` → finished.
 //!    A runner that is busy is started; a runner GitHub removed after it was registered (ephemeral runners go
 //!    when their job ends) is finished.
-//! 2. Every other record (its runner offline while its VM boots, or online and idle) claims one queued job
+//! 2. A runner seen busy (or removed by GitHub) that the jobs lists do not show on a job has taken one all the
+//!    same when those lists were read before it was seen so: the runners list is read on every poll, the jobs
+//!    of the runs only within the request budget. Such a record still claims one queued job its labels satisfy
+//!    (its own first) among those read before its runner was seen busy or gone; else that job would count as
+//!    new demand and get a second VM and runner while the first runs it. The claim outlives the record
+//!    ([`Spent`]: its VM is deleted once GitHub removed its runner) and lapses as soon as the jobs are read
+//!    again. (Should GitHub's jobs list lag its runners list, a runner made meanwhile finds no job and is
+//!    surplus at the next read: 4.)
+//! 3. Every other record (its runner offline while its VM boots, or online and idle) claims one queued job
 //!    its labels satisfy: its own job first, else the oldest unclaimed one (records with the fewest labels
 //!    choose first, so a general runner does not take the one job a narrow runner could have run).
-//! 3. A record left without a claim is surplus: its runner is removed and its VM deleted. So the idle runners
+//! 4. A record left without a claim is surplus: its runner is removed and its VM deleted. So the idle runners
 //!    never outnumber the queued jobs (warm VMs have no runner until they get a job).
 //!
 //! The queued jobs no record claimed are the listing the planner starts VMs for.
 use std::collections::HashSet;
+use std::time::Instant;
 
 /// A queued workflow job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +35,8 @@ pub struct Queued {
     /// Its `runs-on` labels, lower case.
     pub labels: Vec<String>,
     pub created_at: String,
+    /// When the list (or webhook delivery) that says it is queued was read.
+    pub read_at: Option<Instant>,
 }
 
 /// A job that a runner of this launcher took.
@@ -59,6 +70,32 @@ pub struct Rec<'a> {
     pub labels: Vec<String>,
     pub taken: Option<&'a Taken>,
     pub runner: Seen,
+    /// When its runner was first seen busy, or found removed by GitHub (not by the launcher).
+    pub spent_at: Option<Instant>,
+}
+
+/// A closed record whose runner took a job that the jobs lists did not show it taking: it still holds a
+/// queued job read before [`Spent::at`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spent {
+    /// The record's job key.
+    pub key: String,
+    /// Its runner's labels, lower case.
+    pub labels: Vec<String>,
+    /// When its runner was first seen busy or removed by GitHub.
+    pub at: Instant,
+}
+
+impl Spent {
+    /// Whether one of `queued` may be the job its runner took (then it is kept).
+    pub fn may_hold(&self, queued: &[Queued]) -> bool {
+        queued.iter().any(|q| read_before(q, self.at) && fits(&q.labels, &self.labels))
+    }
+
+    /// It as the matcher sees it: a runner gone before the lists showed its job.
+    pub fn rec(&self) -> Rec<'_> {
+        Rec { key: &self.key, labels: self.labels.clone(), taken: None, runner: Seen::Gone, spent_at: Some(self.at) }
+    }
 }
 
 /// What becomes of a record.
@@ -87,6 +124,12 @@ pub fn listing_key(id: u64, held: &HashSet<String>) -> String {
     (2..).map(|n| format!("{id}.{n}")).find(|k| !held.contains(k)).unwrap_or(plain)
 }
 
+/// Whether the list that says a job is queued was read before `at` (then a runner seen busy or gone at `at`
+/// may have taken it).
+fn read_before(q: &Queued, at: Instant) -> bool {
+    q.read_at.is_some_and(|t| t < at)
+}
+
 /// Whether a runner with `runner` labels can take a job with `job` labels (all lower case).
 pub fn fits(job: &[String], runner: &[String]) -> bool {
     job.iter().all(|l| runner.contains(l))
@@ -97,6 +140,8 @@ pub fn fits(job: &[String], runner: &[String]) -> bool {
 pub fn decide(queued: &[Queued], recs: &[Rec<'_>]) -> (Vec<Verdict>, Vec<Queued>) {
     let mut out: Vec<Option<Verdict>> = vec![None; recs.len()];
     let mut candidates = Vec::new();
+    // runners that took a job the jobs lists do not show yet
+    let mut spent = Vec::new();
     for (i, r) in recs.iter().enumerate() {
         let v = match (r.taken, r.runner) {
             (Some(t), _) if t.status == "completed" => Some(Verdict::Finished(format!(
@@ -111,12 +156,25 @@ pub fn decide(queued: &[Queued], recs: &[Rec<'_>]) -> (Vec<Verdict>, Vec<Queued>
             (None, Seen::Busy) => Some(Verdict::Started("runner busy".into())),
             _ => None,
         };
+        let unseen_job = r.taken.is_none() && matches!(r.runner, Seen::Busy | Seen::Gone);
+        if let (true, Some(at)) = (unseen_job, r.spent_at) {
+            spent.push((i, at));
+        }
         match v {
             Some(v) => out[i] = Some(v),
             None => candidates.push(i),
         }
     }
     let mut claimed: HashSet<u64> = HashSet::new();
+    spent.sort_by_key(|&(i, _)| (recs[i].labels.len(), i));
+    for (i, at) in spent {
+        let r = &recs[i];
+        let could = |q: &&Queued| !claimed.contains(&q.id) && fits(&q.labels, &r.labels) && read_before(q, at);
+        let own = job_id(r.key).and_then(|id| queued.iter().filter(could).find(|q| q.id == id));
+        if let Some(q) = own.or_else(|| queued.iter().find(could)) {
+            claimed.insert(q.id);
+        }
+    }
     let mut rest = Vec::new();
     for i in candidates {
         let own = job_id(recs[i].key).and_then(|id| queued.iter().find(|q| q.id == id));
@@ -148,17 +206,18 @@ pub fn decide(queued: &[Queued], recs: &[Rec<'_>]) -> (Vec<Verdict>, Vec<Queued>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
     }
 
     fn q(id: u64, labels: &[&str]) -> Queued {
-        Queued { id, run_id: 1, repo: "o/r".into(), labels: s(labels), created_at: String::new() }
+        Queued { id, run_id: 1, repo: "o/r".into(), labels: s(labels), created_at: String::new(), read_at: None }
     }
 
     fn rec<'a>(key: &'a str, labels: &[&str], runner: Seen, taken: Option<&'a Taken>) -> Rec<'a> {
-        Rec { key, labels: s(labels), taken, runner }
+        Rec { key, labels: s(labels), taken, runner, spent_at: None }
     }
 
     #[test]
@@ -211,6 +270,43 @@ mod tests {
         assert_eq!(listing_key(4, &held), "4");
         assert_eq!(job_id("1.3"), Some(1));
         assert_eq!(job_id("x"), None);
+    }
+
+    #[test]
+    fn runners_that_took_a_job_not_shown_yet_still_hold_one() {
+        let lx = ["self-hosted", "linux"];
+        let t0 = Instant::now();
+        let read = |id, at| Queued { read_at: Some(at), ..q(id, &lx) };
+        // the jobs were read at t0; runner A was seen busy 1 s later, runner C gone 2 s later: the lists do not
+        // show yet which jobs they took, so jobs 1 and 3 are no new demand; B still waits for its own job 2
+        let queued = vec![read(1, t0), read(2, t0), read(3, t0), read(4, t0)];
+        let recs = vec![
+            Rec { spent_at: Some(t0 + Duration::from_secs(1)), ..rec("1", &lx, Seen::Busy, None) },
+            rec("2", &lx, Seen::Idle, None),
+            Rec { spent_at: Some(t0 + Duration::from_secs(2)), ..rec("3.2", &lx, Seen::Gone, None) },
+        ];
+        let (v, unclaimed) = decide(&queued, &recs);
+        assert_eq!(v[0], Verdict::Started("runner busy".into()));
+        assert_eq!(v[1], Verdict::Waiting(2));
+        assert!(matches!(&v[2], Verdict::Finished(w) if w.contains("gone")));
+        assert_eq!(unclaimed, vec![read(4, t0)]);
+        // a job read as queued after the runner went busy is not the one it took
+        let late = t0 + Duration::from_secs(2);
+        let (_, unclaimed) = decide(&[read(1, late)], &recs[..1]);
+        assert_eq!(unclaimed, vec![read(1, late)]);
+        // a runner the launcher removed itself (no spent_at) took nothing; nor does a busy runner hold a job
+        // its labels do not fit
+        let (_, unclaimed) = decide(&[read(1, t0)], &[rec("1", &lx, Seen::Gone, None)]);
+        assert_eq!(unclaimed.len(), 1);
+        let gpu = Queued { read_at: Some(t0), ..q(5, &["gpu"]) };
+        let (_, unclaimed) = decide(std::slice::from_ref(&gpu), &recs[..1]);
+        assert_eq!(unclaimed, vec![gpu.clone()]);
+        // a closed record's claim: kept while a job read before its runner was seen spent may be its own
+        let closed = Spent { key: "1".into(), labels: s(&lx), at: t0 + Duration::from_secs(1) };
+        assert!(closed.may_hold(&[read(1, t0)]) && !closed.may_hold(&[read(1, late)]) && !closed.may_hold(&[gpu]));
+        let (v, unclaimed) = decide(&[read(1, t0), read(2, t0)], &[closed.rec()]);
+        assert!(matches!(v[0], Verdict::Finished(_)));
+        assert_eq!(unclaimed, vec![read(2, t0)]);
     }
 
     #[test]

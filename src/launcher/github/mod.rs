@@ -31,7 +31,7 @@ use crate::launcher::server::Route;
 use crate::launcher::source::{tidy, JobState, Listing, Phase, ScheduledJob, Source, SourceError, Wake, Work};
 use api::{Api, GhError};
 use auth::{App, AppKey, Auth};
-use demand::{decide, job_id, Queued, Rec, Verdict};
+use demand::{decide, job_id, Queued, Rec, Spent, Verdict};
 use scan::{RepoScan, RunnerInfo};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,6 +71,11 @@ pub struct GitHub {
     gone: HashSet<String>,
     /// Runners whose job is over: GitHub removes such an ephemeral runner itself (and the sweep any it left).
     done: HashSet<String>,
+    /// Runners that took a job (seen busy, or removed by GitHub), since when: until the jobs lists show which
+    /// job, each still holds a queued one (see [`demand`]).
+    spent: HashMap<String, Instant>,
+    /// The closed records whose runners took a job that the jobs lists did not show yet.
+    spent_closed: Vec<Spent>,
     /// The runner names and job keys of the open records.
     live: HashSet<String>,
     held: HashSet<String>,
@@ -150,6 +155,8 @@ impl GitHub {
             registered: HashMap::new(),
             gone: HashSet::new(),
             done: HashSet::new(),
+            spent: HashMap::new(),
+            spent_closed: Vec::new(),
             live: HashSet::new(),
             held: HashSet::new(),
             live_known: false,
@@ -184,6 +191,16 @@ impl GitHub {
 
     fn ours_fn(&self) -> impl Fn(&str) -> bool + '_ {
         move |n: &str| GitHub::ours(&self.launcher_id, &self.pools, n)
+    }
+
+    /// The verdicts of the open records `recs`, and the queued jobs that neither they nor the runners of closed
+    /// records that took a job the lists do not show yet ([`Spent`]) claim.
+    fn claim<'a>(&'a self, queued: &[Queued], mut recs: Vec<Rec<'a>>) -> (Vec<Verdict>, Vec<Queued>) {
+        let open = recs.len();
+        recs.extend(self.spent_closed.iter().map(Spent::rec));
+        let (mut verdicts, unclaimed) = decide(queued, &recs);
+        verdicts.truncate(open);
+        (verdicts, unclaimed)
     }
 
     fn runners_path(&self) -> String {
@@ -248,10 +265,13 @@ impl Source for GitHub {
     fn list(&mut self) -> Result<Listing, SourceError> {
         self.drain_hooks();
         if !std::mem::take(&mut self.fresh) {
-            // no open record holds a job: every queued job is demand
+            // no open record holds a job: every queued job is demand, but for those that runners of closed
+            // records took before the lists showed it
             self.refresh()?;
             self.live_known = true;
-            self.unclaimed = self.queued();
+            let queued = self.queued();
+            self.spent_closed.retain(|s| s.may_hold(&queued));
+            self.unclaimed = self.claim(&queued, Vec::new()).1;
         }
         let unclaimed = std::mem::take(&mut self.unclaimed);
         let mut jobs: Vec<ScheduledJob> = unclaimed.iter().filter_map(|q| self.scheduled(q)).collect();
@@ -271,15 +291,16 @@ impl Source for GitHub {
 
     fn states(&mut self, work: &[Work<'_>]) -> Result<HashMap<String, JobState>, SourceError> {
         self.drain_hooks();
-        self.refresh()?;
-        self.fresh = true;
         let names: Vec<String> = work.iter().map(|w| self.runner_name(w.agent_name)).collect();
         for (w, n) in work.iter().zip(&names) {
             self.live.insert(n.clone());
             self.held.insert(w.job.to_string());
         }
+        self.refresh()?;
+        self.fresh = true;
         self.live_known = true;
         let queued = self.queued();
+        self.spent_closed.retain(|s| s.may_hold(&queued));
         let taken = self.taken();
         let recs: Vec<Rec<'_>> = work
             .iter()
@@ -289,10 +310,10 @@ impl Source for GitHub {
                 labels: w.agent_tags.iter().map(|t| tag_label(t).to_lowercase()).collect(),
                 taken: taken.get(n),
                 runner: self.seen(n),
+                spent_at: self.spent.get(n).copied(),
             })
             .collect();
-        let (verdicts, unclaimed) = decide(&queued, &recs);
-        drop(recs);
+        let (verdicts, unclaimed) = self.claim(&queued, recs);
         self.unclaimed = unclaimed;
         let mut out = HashMap::new();
         for ((w, name), v) in work.iter().zip(&names).zip(verdicts) {
@@ -376,6 +397,10 @@ impl Source for GitHub {
         let name = self.runner_name(work.agent_name);
         self.live.remove(&name);
         self.held.remove(work.job);
+        if let Some(at) = self.spent.remove(&name) {
+            let labels = work.agent_tags.iter().map(|t| tag_label(t).to_lowercase()).collect();
+            self.spent_closed.push(Spent { key: work.job.to_string(), labels, at });
+        }
         if self.gone.contains(&name) || self.done.remove(&name) {
             // gone, or its job is over: GitHub removes an ephemeral runner itself, and the next runners
             // listing removes what it left (it belongs to no open record then): no write here

@@ -162,6 +162,7 @@ impl GitHub {
                         repo: h.repo.clone(),
                         labels: h.labels.clone(),
                         created_at: h.created_at.clone(),
+                        read_at: Some(*at),
                     },
                 );
             }

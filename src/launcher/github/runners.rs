@@ -19,18 +19,28 @@ impl GitHub {
             // a runner not among the pages read may well be there: nothing is concluded from its absence
             for (name, r) in listed {
                 self.registered.entry(name.clone()).or_insert(at);
+                if r.busy && self.live.contains(&name) {
+                    self.spent.entry(name.clone()).or_insert(at);
+                }
                 self.runners.insert(name, r);
             }
             return Ok(());
         }
         for (name, since) in &self.registered {
             if *since < at && !listed.contains_key(name) {
+                // GitHub removed it (an ephemeral runner goes after its job)
                 self.gone.insert(name.clone());
+                if self.live.contains(name) {
+                    self.spent.entry(name.clone()).or_insert(at);
+                }
             }
         }
-        for name in listed.keys() {
+        for (name, r) in &listed {
             self.registered.entry(name.clone()).or_insert(at);
             self.gone.remove(name);
+            if r.busy && self.live.contains(name) {
+                self.spent.entry(name.clone()).or_insert(at);
+            }
         }
         self.runners = listed;
         self.runners_at = Some(at);
@@ -108,6 +118,7 @@ impl GitHub {
                     self.registered.insert(name.to_string(), Instant::now());
                     self.gone.remove(name);
                     self.done.remove(name);
+                    self.spent.remove(name);
                     self.runners.remove(name);
                     log::info(&format!("runner {name} (id {id}) registered with labels {}", labels.join(",")));
                     return Ok(Map::from_iter([

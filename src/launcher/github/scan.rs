@@ -152,6 +152,7 @@ impl RepoScan {
                         repo: repo.to_string(),
                         labels: j.labels.clone(),
                         created_at: j.created_at.clone(),
+                        read_at: r.fetched,
                     },
                     r.fetched,
                 )

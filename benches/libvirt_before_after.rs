@@ -142,8 +142,11 @@ fn images(dir: &Path) -> (PathBuf, PathBuf) {
         "bench-2g.vmdk",
     )
     .unwrap();
+    let grain = w.grain_bytes() as usize;
     for (at, b) in blocks(size) {
-        w.data(at, &b).unwrap();
+        for (i, g) in b.chunks(grain).enumerate() {
+            w.data(at + (i * grain) as u64, g).unwrap();
+        }
     }
     w.finish().unwrap().flush().unwrap();
     (qcow2, vmdk)

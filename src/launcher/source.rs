@@ -15,6 +15,44 @@ use serde_json::{Map, Value};
 use crate::launcher::metrics::Metrics;
 use crate::launcher::server::Route;
 
+/// What the loop reads from a source's error enum whose HTTP failures are the variants `Http`, `Timeout`,
+/// `Status { status, .. }` and `RateLimited { <wait>, .. }` (Buildkite's and GitHub's): whether the server may
+/// have done what was asked although no answer was read (a timeout, a broken connection, a 5xx), how long it
+/// asked us to wait, the HTTP status; and the [`SourceError`] the loop gets (a 404 is "not found").
+macro_rules! http_source_error {
+    ($ty:ident, $wait:ident) => {
+        impl $ty {
+            /// The server may have done what was asked although no answer was read.
+            pub fn is_ambiguous(&self) -> bool {
+                matches!(self, $ty::Timeout { .. } | $ty::Http { .. })
+                    || matches!(self, $ty::Status { status, .. } if *status >= 500)
+            }
+            /// How long to wait before the next request, when the server said so.
+            pub fn retry_after(&self) -> Option<std::time::Duration> {
+                match self {
+                    $ty::RateLimited { $wait, .. } => Some(*$wait),
+                    _ => None,
+                }
+            }
+            /// The HTTP status of an answer that was an error.
+            pub fn status(&self) -> Option<u16> {
+                match self {
+                    $ty::Status { status, .. } => Some(*status),
+                    _ => None,
+                }
+            }
+        }
+
+        impl From<$ty> for $crate::launcher::source::SourceError {
+            fn from(e: $ty) -> Self {
+                let (ambiguous, wait, not_found) = (e.is_ambiguous(), e.retry_after(), e.status() == Some(404));
+                Self::new(e).ambiguous(ambiguous).retry_after(wait).not_found(not_found)
+            }
+        }
+    };
+}
+pub(crate) use http_source_error;
+
 /// Asks the loop to poll now (a webhook delivery said something changed).
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 

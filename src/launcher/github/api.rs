@@ -37,34 +37,7 @@ pub enum GhError {
     ReadOnly { what: String },
 }
 
-impl GhError {
-    /// The server may have done what was asked although no answer was read.
-    pub fn is_ambiguous(&self) -> bool {
-        matches!(self, GhError::Timeout { .. } | GhError::Http { .. })
-            || matches!(self, GhError::Status { status, .. } if *status >= 500)
-    }
-
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            GhError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    pub fn wait(&self) -> Option<Duration> {
-        match self {
-            GhError::RateLimited { wait, .. } => Some(*wait),
-            _ => None,
-        }
-    }
-}
-
-impl From<GhError> for crate::launcher::source::SourceError {
-    fn from(e: GhError) -> Self {
-        let (amb, wait, nf) = (e.is_ambiguous(), e.wait(), e.status() == Some(404));
-        crate::launcher::source::SourceError::new(e).ambiguous(amb).retry_after(wait).not_found(nf)
-    }
-}
+crate::launcher::source::http_source_error!(GhError, wait);
 
 /// What the client counted (the source's metrics).
 #[derive(Debug, Default, Clone)]

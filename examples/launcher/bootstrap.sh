@@ -11,7 +11,8 @@
 # The image should not also run the BOSH agent.
 #
 # 1. Read the settings the CPI wrote for this VM (vmcpi: an ISO labelled ENV with /env, or a config drive
-#    labelled config-2 with /ec2/latest/user-data). Its `env.agent_launcher` holds the job id (empty for a
+#    labelled config-2 with /ec2/latest/user-data; its device may still be probing when this starts, so it is
+#    looked for up to AGENT_LAUNCHER_MEDIUM_WAIT seconds, 90 by default). Its `env.agent_launcher` holds the job id (empty for a
 #    warm VM), the agent tags, the launcher's assignment URL and this VM's secret (and, for Buildkite, the
 #    agent endpoint). A network with a static `ip` (a pool with `static_ips`) is applied to the NIC: nothing
 #    else in the image reads the settings' networks when no BOSH agent runs.
@@ -37,18 +38,32 @@ mkdir -p "$MNT"
 chmod 700 "$RUN_DIR"
 
 settings=""
-if [ -n "$SETTINGS_FILE" ]; then settings=$(cat "$SETTINGS_FILE"); fi
-for label in ENV env config-2 CONFIG-2; do
-    [ -n "$settings" ] && break
-    dev=/dev/disk/by-label/$label
-    [ -e "$dev" ] || continue
-    mount -o ro "$dev" "$MNT" 2>/dev/null || continue
-    for f in ENV env ec2/latest/user-data; do
-        if [ -f "$MNT/$f" ]; then settings=$(cat "$MNT/$f"); break; fi
+read_medium() {
+    for label in ENV env config-2 CONFIG-2; do
+        dev=/dev/disk/by-label/$label
+        [ -e "$dev" ] || continue
+        mount -o ro "$dev" "$MNT" 2>/dev/null || continue
+        for f in ENV env ec2/latest/user-data; do
+            if [ -f "$MNT/$f" ]; then settings=$(cat "$MNT/$f"); break; fi
+        done
+        umount "$MNT" || true
+        [ -n "$settings" ] && return 0
     done
-    umount "$MNT" || true
-    [ -n "$settings" ] && break
-done
+    return 1
+}
+if [ -n "$SETTINGS_FILE" ]; then
+    settings=$(cat "$SETTINGS_FILE")
+else
+    # the medium's device (a CD-ROM, or a small disk) may still be probing when the network is up, which is
+    # when this runs (a slow or busy host): wait for udev, then look again each second for a while
+    udevadm settle --timeout=30 2>/dev/null || true
+    waited=0
+    until read_medium; do
+        if [ "$waited" -ge "${AGENT_LAUNCHER_MEDIUM_WAIT:-90}" ]; then break; fi
+        sleep 1; waited=$((waited + 1))
+    done
+    [ "$waited" -gt 0 ] && log "settings medium found after waiting ${waited} s for its device"
+fi
 if [ -z "$settings" ]; then
     log "no settings medium found"; finish; exit 1
 fi

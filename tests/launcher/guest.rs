@@ -27,17 +27,35 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-#[test]
-fn bootstrap_in_a_real_guest_runs_its_job_with_a_static_ip_then_powers_off() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = repo.join("../shared/tools/bosh");
+/// Whether a real guest can run here: libvirtd, root and the image build's inputs (a failure when CI is set).
+fn guest_peer_present() -> bool {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/bosh");
     let inputs = std::env::var_os("BOSH_AGENT").map(PathBuf::from).unwrap_or(shared.join("bosh-agent")).is_file()
         && std::env::var_os("MONIT_TARBALL").map(PathBuf::from).unwrap_or(shared.join("monit-5.2.5.tar.gz")).is_file();
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !require_peer(
+    require_peer(
         "libvirtd at qemu:///system, root and the image build's inputs (../shared/tools/bosh or BOSH_AGENT/MONIT_TARBALL)",
         virsh(&["version"]).0 && inputs && root,
-    ) {
+    )
+}
+
+/// The launcher guest image built by tools/test-stemcell/build.sh (cached by its inputs: a few seconds when
+/// nothing changed, minutes after a change): its directory and its stemcell tarball.
+fn launcher_guest_image() -> (PathBuf, PathBuf) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out =
+        Command::new("bash").arg(repo.join("tools/test-stemcell/build.sh")).stderr(Stdio::inherit()).output().unwrap();
+    assert!(out.status.success(), "tools/test-stemcell/build.sh failed");
+    let sc_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim());
+    let g = sc_dir.join("launcher-guest");
+    let tarball = g.join("agent-launcher-guest-openstack-kvm-debian-bookworm.tgz");
+    assert!(tarball.is_file() && g.join("vmlinuz").is_file(), "no launcher guest image in {}", g.display());
+    (g, tarball)
+}
+
+#[test]
+fn bootstrap_in_a_real_guest_runs_its_job_with_a_static_ip_then_powers_off() {
+    if !guest_peer_present() {
         return;
     }
     let t0 = Instant::now();
@@ -47,14 +65,7 @@ fn bootstrap_in_a_real_guest_runs_its_job_with_a_static_ip_then_powers_off() {
         eprintln!("guest timeline: {e:7.1} s  {what}");
         timeline.push((e, what.to_string()));
     };
-    // the image (cached by its inputs: a few seconds when nothing changed, minutes after a change)
-    let out =
-        Command::new("bash").arg(repo.join("tools/test-stemcell/build.sh")).stderr(Stdio::inherit()).output().unwrap();
-    assert!(out.status.success(), "tools/test-stemcell/build.sh failed");
-    let sc_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim());
-    let g = sc_dir.join("launcher-guest");
-    let tarball = g.join("agent-launcher-guest-openstack-kvm-debian-bookworm.tgz");
-    assert!(tarball.is_file() && g.join("vmlinuz").is_file(), "no launcher guest image in {}", g.display());
+    let (g, tarball) = launcher_guest_image();
     mark("image ready");
 
     let dir = tempfile::tempdir().unwrap();
@@ -174,15 +185,7 @@ boot_timeout_seconds = 600
 #[test]
 fn github_runner_in_a_real_guest_gets_its_jit_config_runs_one_job_then_powers_off() {
     use super::fake_gh::{FakeGh, GH_TOKEN, REPO};
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = repo.join("../shared/tools/bosh");
-    let inputs = std::env::var_os("BOSH_AGENT").map(PathBuf::from).unwrap_or(shared.join("bosh-agent")).is_file()
-        && std::env::var_os("MONIT_TARBALL").map(PathBuf::from).unwrap_or(shared.join("monit-5.2.5.tar.gz")).is_file();
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !require_peer(
-        "libvirtd at qemu:///system, root and the image build's inputs (../shared/tools/bosh or BOSH_AGENT/MONIT_TARBALL)",
-        virsh(&["version"]).0 && inputs && root,
-    ) {
+    if !guest_peer_present() {
         return;
     }
     let t0 = Instant::now();
@@ -192,13 +195,7 @@ fn github_runner_in_a_real_guest_gets_its_jit_config_runs_one_job_then_powers_of
         eprintln!("github guest timeline: {e:7.1} s  {what}");
         timeline.push((e, what.to_string()));
     };
-    let out =
-        Command::new("bash").arg(repo.join("tools/test-stemcell/build.sh")).stderr(Stdio::inherit()).output().unwrap();
-    assert!(out.status.success(), "tools/test-stemcell/build.sh failed");
-    let sc_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim());
-    let g = sc_dir.join("launcher-guest");
-    let tarball = g.join("agent-launcher-guest-openstack-kvm-debian-bookworm.tgz");
-    assert!(tarball.is_file() && g.join("vmlinuz").is_file(), "no launcher guest image in {}", g.display());
+    let (g, tarball) = launcher_guest_image();
     mark("image ready");
 
     let dir = tempfile::tempdir().unwrap();

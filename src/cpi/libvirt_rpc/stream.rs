@@ -167,6 +167,9 @@ impl Client {
         let mut st = self.lock();
         self.ensure(&mut st)?;
         self.roundtrip(&mut st, proc_, &body)?;
+        if !st.early.is_empty() {
+            crate::debug!("libvirt: {} packet(s) of the {} stream came before its reply", st.early.len(), proc_.name);
+        }
         let serial = st.serial();
         Ok((st, serial))
     }
@@ -217,8 +220,12 @@ fn next_incoming(st: &mut State, proc_: Proc, serial: u32, doing: &str) -> Resul
 /// Reads one packet: what it says about the stream, `None` when it is about something else (keepalive,
 /// an event, another serial).
 fn one_packet(st: &mut State, proc_: Proc, serial: u32, doing: &str) -> Result<Option<Incoming>> {
+    let early = st.early.pop_front();
     let (io, target) = st.io_target(doing)?;
-    let pk = recv(io, &target, doing)?;
+    let pk = match early {
+        Some(pk) => pk,
+        None => recv(io, &target, doing)?,
+    };
     if keepalive(io, &target, &pk)? {
         return Ok(None);
     }
@@ -308,7 +315,7 @@ impl Upload<'_> {
         if !self.packets.is_multiple_of(CHECK_EVERY) {
             return Ok(());
         }
-        let readable = self.st.io.as_mut().is_some_and(|io| io.readable());
+        let readable = !self.st.early.is_empty() || self.st.io.as_mut().is_some_and(|io| io.readable());
         if !readable {
             return Ok(());
         }

@@ -274,10 +274,11 @@ impl Driver for Libvirt {
             target: d.target.unwrap_or(2),
             serial: d.serial.clone(),
         };
+        // the medium is read first: when it cannot be, the disk stays attached and nothing changed
+        let mut s = self.read_medium(vm.as_str(), family.medium())?;
         self.client()?
             .domain_detach_device(&dom, &domain::disk_xml(&dev), Self::scope(info.running))
             .map_err(|e| self.domain_error(vm, &format!("cannot detach {disk} from"), e))?;
-        let mut s = self.read_medium(vm.as_str(), family.medium())?;
         s.detach_persistent(disk.as_str());
         self.write_medium(vm.as_str(), family.medium(), &s)?;
         self.reload_medium(&dom, &info)

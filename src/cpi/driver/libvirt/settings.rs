@@ -59,7 +59,11 @@ impl Libvirt {
             .vol_download_bytes(&vol, MEDIUM_CAPACITY as usize)
             .map_err(|e| error::rpc(format!("cannot download the settings medium of {vm}"), e))?;
         let bytes = medium::read_settings(kind, &image).map_err(|e| {
-            DriverError::failed(format!("cannot read the settings medium of {vm}"), e).with_retry(false)
+            let what = match image.iter().position(|b| *b != 0) {
+                Some(at) => format!("{} bytes read from volume {name}, the first non-zero at byte {at}", image.len()),
+                None => format!("{} bytes read from volume {name}, all zeros", image.len()),
+            };
+            DriverError::failed(format!("cannot read the settings medium of {vm} ({what})"), e).with_retry(false)
         })?;
         AgentSettings::from_json(&bytes).context(|| format!("the settings medium of {vm} holds invalid settings"))
     }

@@ -19,10 +19,12 @@ mod wire;
 
 use super::error::{Error, Result};
 use super::packet::Header;
+use super::packet::Packet;
 use super::proto::{self as p, auth, Proc};
 use super::transport::{self, Options, Transport};
 use super::uri::Uri;
 use super::xdr::{Decode, Encode};
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 pub use types::{BlockCopyParams, BlockJobInfo, DomainState, MetadataKind, PoolInfo, PoolState, VolInfo};
 use wire::await_reply;
@@ -53,6 +55,10 @@ pub(super) struct State {
     pub(super) target: String,
     serial: u32,
     opened: u32,
+    /// Packets of the stream the last call opened that came before the call's reply (libvirtd's event
+    /// loop may queue a download's first data before its worker queues the reply); the stream reads
+    /// them first.
+    pub(super) early: VecDeque<Packet>,
 }
 
 impl State {
@@ -80,7 +86,13 @@ impl Client {
     pub fn with_connector(name: &str, target: &str, opts: Options, connector: Connector) -> Result<Client> {
         let client = Client {
             name: name.to_string(),
-            state: Mutex::new(State { io: None, target: target.to_string(), serial: 0, opened: 0 }),
+            state: Mutex::new(State {
+                io: None,
+                target: target.to_string(),
+                serial: 0,
+                opened: 0,
+                early: VecDeque::new(),
+            }),
             connector: Some(connector),
             opts,
         };
@@ -96,7 +108,13 @@ impl Client {
     pub fn over(io: Box<dyn Transport>, name: &str) -> Result<Client> {
         let client = Client {
             name: name.to_string(),
-            state: Mutex::new(State { target: io.target(), io: Some(io), serial: 0, opened: 1 }),
+            state: Mutex::new(State {
+                target: io.target(),
+                io: Some(io),
+                serial: 0,
+                opened: 1,
+                early: VecDeque::new(),
+            }),
             connector: None,
             opts: Options::default(),
         };
@@ -225,6 +243,7 @@ impl Client {
         let serial = st.serial;
         let header = Header::call(proc_.prog, proc_.num, serial);
         let target = st.target.clone();
+        st.early.clear();
         let Some(io) = st.io.as_mut() else {
             return Err(Error::Disconnected {
                 target,
@@ -233,7 +252,7 @@ impl Client {
             });
         };
         let r = send(io.as_mut(), &target, &header, body, proc_.name)
-            .and_then(|_| await_reply(io.as_mut(), &target, proc_, serial));
+            .and_then(|_| await_reply(io.as_mut(), &target, proc_, serial, &mut st.early));
         if let Err(e) = &r {
             if !matches!(e, Error::Remote { .. }) {
                 st.io = None;

@@ -1,5 +1,6 @@
 //! One message on the wire: encoding a call, sending it, reading the reply (skipping events and stale
-//! stream packets, answering keepalive pings), and libvirt's error in an error reply.
+//! stream packets, keeping those of the stream the call opens, answering keepalive pings), and libvirt's
+//! error in an error reply.
 use crate::cpi::libvirt_rpc::error::{Error, RemoteError, Result};
 use crate::cpi::libvirt_rpc::packet::{
     self, Header, Kind, Packet, PacketError, Status, KEEPALIVE_PING, KEEPALIVE_PONG, KEEPALIVE_PROGRAM,
@@ -7,10 +8,15 @@ use crate::cpi::libvirt_rpc::packet::{
 use crate::cpi::libvirt_rpc::proto::Proc;
 use crate::cpi::libvirt_rpc::transport::Transport;
 use crate::cpi::libvirt_rpc::xdr::{from_bytes, to_bytes, Decode, Encode};
+use std::collections::VecDeque;
 use std::io;
 
 /// How many unrelated messages (events, stale stream packets) a call skips before it gives up.
 const MAX_SKIPPED: u32 = 100_000;
+/// Stream packets kept while waiting for the reply that opens the stream. libvirtd sends a stream's packets
+/// one at a time (the next when the last was written), so only a worker thread slow to queue the reply lets
+/// more than one through; this bounds what a daemon can make the client hold (64 × 256 KiB).
+const MAX_EARLY: usize = 64;
 
 pub(in crate::cpi::libvirt_rpc) fn encode<A: Encode + ?Sized>(args: &A) -> Result<Vec<u8>> {
     to_bytes(args).map_err(|e| Error::Invalid(format!("the request cannot be sent: {e}")))
@@ -91,8 +97,15 @@ pub(in crate::cpi::libvirt_rpc) fn remote_error(target: &str, proc_: Proc, body:
     }
 }
 
-/// Waits for the reply to call `serial`, skipping events and stale stream packets.
-pub(super) fn await_reply(io: &mut dyn Transport, target: &str, proc_: Proc, serial: u32) -> Result<Vec<u8>> {
+/// Waits for the reply to call `serial`, skipping events and packets of streams that ended; packets of the
+/// stream this call opens that come before its reply go to `early`, in order.
+pub(super) fn await_reply(
+    io: &mut dyn Transport,
+    target: &str,
+    proc_: Proc,
+    serial: u32,
+    early: &mut VecDeque<Packet>,
+) -> Result<Vec<u8>> {
     let doing = format!("waiting for the reply to {}", proc_.name);
     for _ in 0..MAX_SKIPPED {
         let pk = recv(io, target, &doing)?;
@@ -119,6 +132,17 @@ pub(super) fn await_reply(io: &mut dyn Transport, target: &str, proc_: Proc, ser
                         reason: "a reply with the status of a stream packet".into(),
                     }),
                 };
+            }
+            // the stream this call opens, ahead of the reply
+            Kind::Stream | Kind::StreamHole if ours => {
+                if early.len() >= MAX_EARLY {
+                    return Err(Error::Protocol {
+                        target: target.into(),
+                        doing,
+                        reason: format!("more than {MAX_EARLY} stream packets before the reply"),
+                    });
+                }
+                early.push_back(pk);
             }
             // events (none registered), packets of a stream that ended
             Kind::Message | Kind::Stream | Kind::StreamHole => continue,

@@ -15,17 +15,72 @@ use serde_json::{Map, Value};
 use crate::launcher::metrics::Metrics;
 use crate::launcher::server::Route;
 
-/// What the loop reads from a source's error enum whose HTTP failures are the variants `Http`, `Timeout`,
-/// `Status { status, .. }` and `RateLimited { <wait>, .. }` (Buildkite's and GitHub's): whether the server may
-/// have done what was asked although no answer was read (a timeout, a broken connection, a 5xx), how long it
-/// asked us to wait, the HTTP status; and the [`SourceError`] the loop gets (a 404 is "not found").
+/// A request to a CI system's HTTP API that failed, as every source's error enum holds it (`Http(HttpError)`)
+/// beside the failures of its own (its rate limit, ...). `what` is the request in words (`list jobs`).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request broke on the way (connect, send, or reading the answer).
+    #[error("{what}: request failed")]
+    Transport { what: String, source: Box<ureq::Error> },
+    /// No (whole) answer within the timeout: the server may or may not have done what was asked.
+    #[error("{what}: timed out")]
+    Timeout { what: String, source: Box<ureq::Error> },
+    /// An error answer (4xx, 5xx), with the message the server gave.
+    #[error("{what}: HTTP {status}: {message}")]
+    Status { what: String, status: u16, message: String },
+    /// An answer that is not the JSON expected.
+    #[error("{what}: unexpected answer")]
+    Decode { what: String, source: serde_json::Error },
+    /// A request that cannot be made as asked, or an answer without what it must hold.
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+}
+
+impl HttpError {
+    /// A request that failed on the way: a timeout is [`HttpError::Timeout`], anything else [`HttpError::Transport`].
+    pub fn transport(what: &str, e: ureq::Error) -> HttpError {
+        match e {
+            ureq::Error::Timeout(_) => HttpError::Timeout { what: what.into(), source: Box::new(e) },
+            e => HttpError::Transport { what: what.into(), source: Box::new(e) },
+        }
+    }
+
+    /// The server may have done what was asked although no answer was read (a timeout, a broken
+    /// connection, a 5xx).
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            HttpError::Transport { .. } | HttpError::Timeout { .. } => true,
+            HttpError::Status { status, .. } => *status >= 500,
+            HttpError::Decode { .. } | HttpError::Invalid { .. } => false,
+        }
+    }
+
+    /// The HTTP status of an answer that was an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What the loop reads from a source's error enum whose variants are `Http(HttpError)`, `RateLimited { <wait>,
+/// .. }` and its own (Buildkite's and GitHub's): whether the server may have done what was asked although no
+/// answer was read, how long it asked us to wait, the HTTP status; and the [`SourceError`] the loop gets (a
+/// 404 is "not found").
 macro_rules! http_source_error {
     ($ty:ident, $wait:ident) => {
         impl $ty {
+            /// The failed request, when the failure was one of [`HttpError`](crate::launcher::source::HttpError).
+            pub fn http(&self) -> Option<&$crate::launcher::source::HttpError> {
+                match self {
+                    $ty::Http(e) => Some(e),
+                    _ => None,
+                }
+            }
             /// The server may have done what was asked although no answer was read.
             pub fn is_ambiguous(&self) -> bool {
-                matches!(self, $ty::Timeout { .. } | $ty::Http { .. })
-                    || matches!(self, $ty::Status { status, .. } if *status >= 500)
+                self.http().is_some_and(|e| e.is_ambiguous())
             }
             /// How long to wait before the next request, when the server said so.
             pub fn retry_after(&self) -> Option<std::time::Duration> {
@@ -36,10 +91,7 @@ macro_rules! http_source_error {
             }
             /// The HTTP status of an answer that was an error.
             pub fn status(&self) -> Option<u16> {
-                match self {
-                    $ty::Status { status, .. } => Some(*status),
-                    _ => None,
-                }
+                self.http().and_then(|e| e.status())
             }
         }
 
@@ -290,6 +342,53 @@ mod tests {
         ];
         sort_jobs(&mut v);
         assert_eq!(v.iter().map(|j| j.id.as_str()).collect::<String>(), "bcdea");
+    }
+
+    /// A source's error enum as Buildkite's and GitHub's are made.
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error(transparent)]
+        Http(#[from] HttpError),
+        #[error("{what}: wait {} s", wait.as_secs())]
+        RateLimited { what: String, wait: Duration },
+    }
+    http_source_error!(TestError, wait);
+
+    #[test]
+    fn http_errors_read_once_and_tell_the_loop_what_it_needs() {
+        use crate::launcher::log::chain;
+        let timeout = TestError::from(HttpError::transport("list jobs", ureq::Error::Timeout(ureq::Timeout::Global)));
+        assert!(matches!(timeout, TestError::Http(HttpError::Timeout { .. })));
+        let cause = ureq::Error::Timeout(ureq::Timeout::Global).to_string();
+        assert_eq!(chain(&timeout), format!("list jobs: timed out: {cause}"));
+        assert!(timeout.is_ambiguous() && timeout.status().is_none() && timeout.retry_after().is_none());
+        let broken = TestError::from(HttpError::transport("reserve jobs", ureq::Error::ConnectionFailed));
+        assert!(matches!(broken, TestError::Http(HttpError::Transport { .. })) && broken.is_ambiguous());
+        let cause = ureq::Error::ConnectionFailed.to_string();
+        assert_eq!(chain(&SourceError::from(broken)), format!("reserve jobs: request failed: {cause}"));
+
+        let status = |status| {
+            TestError::from(HttpError::Status { what: "list jobs".into(), status, message: "Unauthorized".into() })
+        };
+        assert_eq!(chain(&status(401)), "list jobs: HTTP 401: Unauthorized");
+        assert!(!status(401).is_ambiguous() && status(503).is_ambiguous() && status(401).status() == Some(401));
+        let gone = SourceError::from(status(404));
+        assert!(gone.is_not_found() && !gone.is_ambiguous() && gone.wait().is_none());
+        assert!(!SourceError::from(status(401)).is_not_found());
+
+        let source = serde_json::from_str::<Value>("{").unwrap_err();
+        let decode = TestError::from(HttpError::Decode { what: "get job states".into(), source });
+        let cause = serde_json::from_str::<Value>("{").unwrap_err().to_string();
+        assert_eq!(chain(&decode), format!("get job states: unexpected answer: {cause}"));
+        assert!(!decode.is_ambiguous() && decode.status().is_none());
+        let invalid = TestError::from(HttpError::Invalid { what: "finish job".into(), message: "bad job id".into() });
+        assert_eq!(chain(&SourceError::from(invalid)), "finish job: bad job id");
+
+        let limited =
+            SourceError::from(TestError::RateLimited { what: "list jobs".into(), wait: Duration::from_secs(3) });
+        assert_eq!(limited.wait(), Some(Duration::from_secs(3)));
+        assert!(!limited.is_ambiguous() && !limited.is_not_found());
+        assert_eq!(chain(&limited), "list jobs: wait 3 s");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! 5xx answers and transport errors retried a few times with a short backoff, and a 429 or an exhausted
 //! `RateLimit-Remaining` turned into [`BkError::RateLimited`] with the wait the server asked for.
 use super::error::BkError;
+use crate::launcher::source::HttpError;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -186,7 +187,9 @@ impl Http {
             }
         }
         if status >= 400 {
-            return Try::Done(Err(BkError::Status { what: what.into(), status, message: error_message(&text) }));
+            return Try::Done(Err(
+                HttpError::Status { what: what.into(), status, message: error_message(&text) }.into()
+            ));
         }
         Try::Done(Ok(Reply { status, body: text, link }))
     }
@@ -195,7 +198,7 @@ impl Http {
 /// A request that failed on the way (connect, send, or reading the body): with attempts left, logs it so
 /// that the caller tries again after `backoff`; else the error.
 fn retry_transport(what: &str, e: ureq::Error, again: bool, backoff: Duration) -> Try {
-    let e = BkError::transport(what, e);
+    let e = BkError::from(HttpError::transport(what, e));
     if !again {
         return Try::Done(Err(e));
     }
@@ -205,7 +208,7 @@ fn retry_transport(what: &str, e: ureq::Error, again: bool, backoff: Duration) -
 
 /// Decodes a JSON answer.
 pub fn json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, BkError> {
-    serde_json::from_str(body).map_err(|source| BkError::Decode { what: what.into(), source })
+    serde_json::from_str(body).map_err(|source| HttpError::Decode { what: what.into(), source }.into())
 }
 
 /// Percent-encodes a query or path value (RFC 3986 unreserved characters pass; `.` too is encoded, as Rails wants).

@@ -5,7 +5,7 @@
 use super::error::BkError;
 use super::http::{enc, json, Http};
 use super::queue::{is_uuid_like, outgoing, Queue};
-use crate::launcher::source::{tidy, Listing, ScheduledJob};
+use crate::launcher::source::{tidy, HttpError, Listing, ScheduledJob};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -199,10 +199,11 @@ impl Rest {
         let scopes: Vec<&str> =
             v["scopes"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         if !scopes.contains(&"read_builds") {
-            return Err(BkError::Invalid {
+            return Err(HttpError::Invalid {
                 what: "check the API token".into(),
                 message: format!("the token lacks the read_builds scope (it has: {})", scopes.join(", ")),
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -251,10 +252,11 @@ impl Queue for Rest {
 
     fn notify(&mut self, id: &str, detail: &str) -> Result<(), BkError> {
         let Some((pipeline, number)) = self.builds.get(id).cloned() else {
-            return Err(BkError::Invalid {
+            return Err(HttpError::Invalid {
                 what: "annotate build".into(),
                 message: format!("build of job {id} is unknown"),
-            });
+            }
+            .into());
         };
         let url = format!(
             "{}/v2/organizations/{}/pipelines/{}/builds/{number}/annotations",

@@ -3,7 +3,7 @@
 use super::error::BkError;
 use super::http::{enc, json, Http};
 use super::queue::{is_uuid_like, outgoing, Queue};
-use crate::launcher::source::{tidy, Listing, ScheduledJob};
+use crate::launcher::source::{tidy, HttpError, Listing, ScheduledJob};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -211,14 +211,14 @@ impl Queue for Stacks {
 
     fn finish(&mut self, id: &str, exit_status: i32, detail: &str) -> Result<(), BkError> {
         if !is_uuid_like(id) {
-            return Err(BkError::Invalid { what: "finish job".into(), message: format!("bad job id {id:?}") });
+            return Err(HttpError::Invalid { what: "finish job".into(), message: format!("bad job id {id:?}") }.into());
         }
         let detail = outgoing(detail, 4000);
         let url = self.url(&format!("/jobs/{}/finish", enc(id)));
         let body = json!({"exit_status": exit_status, "detail": detail});
         match self.http.request("finish job", "POST", &url, Some(&body)) {
             // finished already (at most once per job): nothing left to do
-            Err(BkError::Status { status: 422, .. }) => Ok(()),
+            Err(e) if e.status() == Some(422) => Ok(()),
             r => r.map(|_| ()),
         }
     }
@@ -291,7 +291,7 @@ mod tests {
             r#"{"jobs":[{"priority":1}]}"#,
             r#"{"jobs":[{"id":7}]}"#,
         ] {
-            assert!(matches!(decode_scheduled_jobs(bad), Err(BkError::Decode { .. })), "{bad}");
+            assert!(matches!(decode_scheduled_jobs(bad), Err(BkError::Http(HttpError::Decode { .. }))), "{bad}");
         }
     }
 

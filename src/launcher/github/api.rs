@@ -14,6 +14,7 @@
 //! - The token is only in the `Authorization` header; a `Link` to another host than `api_url` is not followed.
 use super::auth::Auth;
 use crate::launcher::log;
+use crate::launcher::source::HttpError;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -21,18 +22,10 @@ use std::time::{Duration, Instant};
 /// Why a request to GitHub failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GhError {
-    #[error("{what}: request failed")]
-    Http { what: String, source: Box<ureq::Error> },
-    #[error("{what}: timed out")]
-    Timeout { what: String, source: Box<ureq::Error> },
-    #[error("{what}: HTTP {status}: {message}")]
-    Status { what: String, status: u16, message: String },
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("{what}: GitHub's {} rate limit: no requests for {} s", if *secondary { "secondary" } else { "primary" }, wait.as_secs())]
     RateLimited { what: String, wait: Duration, secondary: bool },
-    #[error("{what}: unexpected answer")]
-    Decode { what: String, source: serde_json::Error },
-    #[error("{what}: {message}")]
-    Invalid { what: String, message: String },
     #[error("{what}: not done in a dry run")]
     ReadOnly { what: String },
 }
@@ -261,7 +254,7 @@ impl Api {
             Auth::App(app) if app.token.is_some() => {
                 Ok(format!("Bearer {}", app.token.as_ref().map(|(t, _)| t.as_str()).unwrap_or_default()))
             }
-            _ => Err(GhError::Invalid { what: what.into(), message: "no installation token".into() }),
+            _ => Err(HttpError::Invalid { what: what.into(), message: "no installation token".into() }.into()),
         }
     }
 
@@ -269,8 +262,10 @@ impl Api {
     fn installation_token(&mut self, what: &str) -> Result<(), GhError> {
         let Auth::App(app) = &self.auth else { return Ok(()) };
         let now = crate::launcher::clock::now();
-        let jwt =
-            app.key.jwt(&app.iss, now).map_err(|e| GhError::Invalid { what: what.into(), message: log::chain(&e) })?;
+        let jwt = app
+            .key
+            .jwt(&app.iss, now)
+            .map_err(|e| HttpError::Invalid { what: what.into(), message: log::chain(&e) })?;
         let url = format!("{}/app/installations/{}/access_tokens", self.base, app.installation_id);
         let what_t = format!("{what}: installation access token");
         self.blocked(&what_t)?;
@@ -301,14 +296,14 @@ impl Api {
                 _ => error_message(&body),
             };
             self.stats.errors += 1;
-            return Err(GhError::Status { what: what_t, status, message });
+            return Err(HttpError::Status { what: what_t, status, message }.into());
         }
         let v: Value =
-            serde_json::from_str(&body).map_err(|source| GhError::Decode { what: what_t.clone(), source })?;
+            serde_json::from_str(&body).map_err(|source| HttpError::Decode { what: what_t.clone(), source })?;
         let token = v["token"]
             .as_str()
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| GhError::Invalid { what: what_t.clone(), message: "the answer has no token".into() })?;
+            .ok_or_else(|| HttpError::Invalid { what: what_t.clone(), message: "the answer has no token".into() })?;
         if let Auth::App(app) = &mut self.auth {
             app.keep(token.to_string(), v["expires_at"].as_str().unwrap_or(""), crate::launcher::clock::now_f());
         }
@@ -322,9 +317,14 @@ impl Api {
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         _method: &str,
     ) -> Result<(u16, String), GhError> {
-        let mut resp = resp.map_err(|e| transport(what, e))?;
+        let mut resp = resp.map_err(|e| HttpError::transport(what, e))?;
         let status = resp.status().as_u16();
-        let body = resp.body_mut().with_config().limit(BODY_MAX).read_to_string().map_err(|e| transport(what, e))?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(BODY_MAX)
+            .read_to_string()
+            .map_err(|e| HttpError::transport(what, e))?;
         let headers: Vec<(String, String)> =
             ["x-ratelimit-remaining", "x-ratelimit-limit", "x-ratelimit-reset", "retry-after"]
                 .iter()
@@ -399,7 +399,9 @@ impl Api {
     pub fn get(&mut self, what: &str, path: &str) -> Result<Got, GhError> {
         let url = self.url(path);
         if !url.starts_with(&self.origin) {
-            return Err(GhError::Invalid { what: what.into(), message: format!("{url} is not on {}", self.origin) });
+            return Err(
+                HttpError::Invalid { what: what.into(), message: format!("{url} is not on {}", self.origin) }.into()
+            );
         }
         let mut backoff = Duration::from_millis(200);
         let mut retried_auth = false;
@@ -437,9 +439,11 @@ impl Api {
                 }
                 Ok((s, text, _, _)) => {
                     self.stats.errors += 1;
-                    return Err(GhError::Status { what: what.into(), status: s, message: error_message(&text) });
+                    return Err(
+                        HttpError::Status { what: what.into(), status: s, message: error_message(&text) }.into()
+                    );
                 }
-                Err(e @ (GhError::Http { .. } | GhError::Timeout { .. })) if !last => {
+                Err(e @ GhError::Http(HttpError::Transport { .. } | HttpError::Timeout { .. })) if !last => {
                     log::warn(&format!("{}; trying again", log::chain(&e)));
                     std::thread::sleep(backoff);
                     backoff *= 2;
@@ -453,13 +457,13 @@ impl Api {
             }
         }
         self.stats.errors += 1;
-        Err(GhError::Invalid { what: what.into(), message: "no answer after retries".into() })
+        Err(HttpError::Invalid { what: what.into(), message: "no answer after retries".into() }.into())
     }
 
     /// A `GET` of a JSON answer.
     pub fn get_json(&mut self, what: &str, path: &str) -> Result<(Value, Got), GhError> {
         let got = self.get(what, path)?;
-        let v = serde_json::from_str(&got.body).map_err(|source| GhError::Decode { what: what.into(), source })?;
+        let v = serde_json::from_str(&got.body).map_err(|source| HttpError::Decode { what: what.into(), source })?;
         Ok((v, got))
     }
 
@@ -506,13 +510,6 @@ fn with_headers<B>(b: ureq::RequestBuilder<B>, auth: &str, etag: Option<&str>) -
     match etag {
         Some(e) => b.header("If-None-Match", e),
         None => b,
-    }
-}
-
-fn transport(what: &str, e: ureq::Error) -> GhError {
-    match e {
-        ureq::Error::Timeout(_) => GhError::Timeout { what: what.into(), source: Box::new(e) },
-        e => GhError::Http { what: what.into(), source: Box::new(e) },
     }
 }
 

@@ -28,7 +28,9 @@ use crate::launcher::log;
 use crate::launcher::metrics::Metrics;
 use crate::launcher::rules::tag_label;
 use crate::launcher::server::Route;
-use crate::launcher::source::{tidy, JobState, Listing, Phase, ScheduledJob, Source, SourceError, Wake, Work};
+use crate::launcher::source::{
+    tidy, HttpError, JobState, Listing, Phase, ScheduledJob, Source, SourceError, Wake, Work,
+};
 use api::{Api, GhError};
 use auth::{App, AppKey, Auth};
 use demand::{decide, job_id, Queued, Rec, Spent, Verdict};
@@ -240,7 +242,7 @@ impl Source for GitHub {
         let hint = self.permission_hint();
         let with_hint = |e: GhError| -> SourceError {
             match e.status() {
-                Some(401 | 403 | 404) => SourceError::new(GhError::Invalid {
+                Some(401 | 403 | 404) => SourceError::new(HttpError::Invalid {
                     what: "check the credentials".into(),
                     message: format!("{} (needs {hint}, and \"Actions: read\")", log::chain(&e)),
                 }),

@@ -7,7 +7,7 @@ use super::scan;
 use super::{GitHub, Scope};
 use crate::launcher::log;
 use crate::launcher::rules::job_label_rules;
-use crate::launcher::source::ScheduledJob;
+use crate::launcher::source::{HttpError, ScheduledJob};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,7 +41,7 @@ impl GitHub {
                 let items = if key.is_empty() {
                     // /orgs/{org}/repos answers a bare array
                     let got = self.api.get("list the organisation's repositories", &path)?;
-                    serde_json::from_str::<Vec<Value>>(&got.body).map_err(|source| GhError::Decode {
+                    serde_json::from_str::<Vec<Value>>(&got.body).map_err(|source| HttpError::Decode {
                         what: "list the organisation's repositories".into(),
                         source,
                     })?

@@ -5,6 +5,7 @@ use super::demand::Seen;
 use super::scan::{self, RunnerInfo};
 use super::{GitHub, Scope};
 use crate::launcher::log;
+use crate::launcher::source::HttpError;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -75,11 +76,12 @@ impl GitHub {
                 log::info(&format!("runner {name}: GitHub keeps it ({}): it runs a job", api::error_message(&body)));
                 Ok(false)
             }
-            _ => Err(GhError::Status {
+            _ => Err(HttpError::Status {
                 what: format!("remove runner {name}"),
                 status,
                 message: api::error_message(&body),
-            }),
+            }
+            .into()),
         }
     }
 
@@ -108,10 +110,13 @@ impl GitHub {
             let (status, text) = self.api.write(&what, "POST", &path, Some(&body))?;
             match status {
                 200 | 201 => {
-                    let v: Value =
-                        serde_json::from_str(&text).map_err(|source| GhError::Decode { what: what.clone(), source })?;
+                    let v: Value = serde_json::from_str(&text)
+                        .map_err(|source| HttpError::Decode { what: what.clone(), source })?;
                     let cfg = v["encoded_jit_config"].as_str().filter(|c| !c.is_empty()).ok_or_else(|| {
-                        GhError::Invalid { what: what.clone(), message: "the answer has no encoded_jit_config".into() }
+                        HttpError::Invalid {
+                            what: what.clone(),
+                            message: "the answer has no encoded_jit_config".into(),
+                        }
                     })?;
                     log::add_secret(cfg);
                     let id = v["runner"]["id"].as_u64().unwrap_or(0);
@@ -135,10 +140,11 @@ impl GitHub {
                     let found = self.find_runner(name)?;
                     match found {
                         Some(r) if r.busy => {
-                            return Err(GhError::Invalid {
+                            return Err(HttpError::Invalid {
                                 what,
                                 message: "a runner of that name already runs a job".into(),
-                            })
+                            }
+                            .into())
                         }
                         Some(r) => {
                             self.remove_runner(name, r.id, "released")?;
@@ -155,11 +161,12 @@ impl GitHub {
                         ),
                         _ => String::new(),
                     };
-                    return Err(GhError::Status {
+                    return Err(HttpError::Status {
                         what,
                         status: s,
                         message: format!("{}{hint}", api::error_message(&text)),
-                    });
+                    }
+                    .into());
                 }
             }
         }

@@ -9,6 +9,7 @@
 use super::api::{Api, GhError};
 use super::demand::{Queued, Taken};
 use crate::launcher::log;
+use crate::launcher::source::HttpError;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -53,7 +54,7 @@ const MAX_PAGES: usize = 10;
 pub const RUNNER_PAGES: usize = 100;
 
 fn decode(what: &str, body: &str) -> Result<Value, GhError> {
-    serde_json::from_str(body).map_err(|source| GhError::Decode { what: what.into(), source })
+    serde_json::from_str(body).map_err(|source| HttpError::Decode { what: what.into(), source }.into())
 }
 
 /// Every page of a list (`key`: the array in each page), up to [`MAX_PAGES`]; whether the list was read to
@@ -68,9 +69,10 @@ fn pages_up_to(api: &mut Api, what: &str, first: &str, key: &str, max: usize) ->
     for page in 1..=max {
         let got = api.get(what, &url)?;
         let v = decode(what, &got.body)?;
-        let arr = v[key]
-            .as_array()
-            .ok_or_else(|| GhError::Invalid { what: what.into(), message: format!("the answer has no {key} array") })?;
+        let arr = v[key].as_array().ok_or_else(|| HttpError::Invalid {
+            what: what.into(),
+            message: format!("the answer has no {key} array"),
+        })?;
         items.extend(arr.iter().cloned());
         match got.next {
             Some(n) if page < max => url = n,

@@ -17,7 +17,7 @@ bash tools/vcsim/build-patched.sh target/vcsim-patched ||
   echo "test.sh: no patched simulator (no vsphere-cpi kit); the vSphere suites run on the stock one" >&2
 log=$(mktemp)
 set +e
-cargo test --locked --lib --tests "$@" 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast --lib --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -319,6 +319,29 @@ mod with_fake_daemon {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
+    /// A medium that does not read (its volume descriptors lost) fails the detach before anything changes: the
+    /// disk stays attached and the error says what was read.
+    fn detach_with_a_damaged_medium_changes_nothing(
+        fake: &FakeDaemon,
+        d: &Libvirt,
+        vm: &str,
+        vm_cid: &VmCid,
+        disk: &DiskCid,
+    ) {
+        let medium = format!("{vm}-settings.iso");
+        let good =
+            std::mem::take(&mut fake.model().pools.get_mut(POOL).unwrap().volumes.get_mut(&medium).unwrap().data);
+        let mut damaged = good.clone();
+        damaged[..17 * 2048].fill(0);
+        fake.model().pools.get_mut(POOL).unwrap().volumes.get_mut(&medium).unwrap().data = damaged;
+        let e = d.detach_disk(vm_cid, disk).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("bytes read from volume {medium}, the first non-zero at byte 34816")), "{msg}");
+        assert!(!e.retryable(), "{msg}");
+        assert_eq!(d.get_disks(vm_cid).unwrap(), std::slice::from_ref(disk), "still attached");
+        fake.model().pools.get_mut(POOL).unwrap().volumes.get_mut(&medium).unwrap().data = good;
+    }
+
     #[test]
     fn create_vm_makes_volumes_a_domain_its_forwards_and_settings_then_attach_and_detach_rewrite_them() {
         let state = tempfile::tempdir().unwrap();
@@ -383,19 +406,7 @@ mod with_fake_daemon {
         let c = calls(&fake);
         assert_eq!(c.iter().filter(|x| x.starts_with("DOMAIN_ATTACH_DEVICE_FLAGS")).count(), 1, "{c:?}");
         assert_eq!(c.iter().filter(|x| x.starts_with("DOMAIN_UPDATE_DEVICE_FLAGS")).count(), 2, "eject, insert: {c:?}");
-        // a medium that does not read (its volume descriptors lost) fails the detach before anything changes
-        let medium = format!("{vm}-settings.iso");
-        let good =
-            std::mem::take(&mut fake.model().pools.get_mut(POOL).unwrap().volumes.get_mut(&medium).unwrap().data);
-        let mut damaged = good.clone();
-        damaged[..17 * 2048].fill(0);
-        fake.model().pools.get_mut(POOL).unwrap().volumes.get_mut(&medium).unwrap().data = damaged;
-        let e = d.detach_disk(&vm_cid, &disk).unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.contains(&format!("bytes read from volume {medium}, the first non-zero at byte 34816")), "{msg}");
-        assert!(!e.retryable(), "{msg}");
-        assert_eq!(d.get_disks(&vm_cid).unwrap(), std::slice::from_ref(&disk), "still attached");
-        fake.model().pools.get_mut(POOL).unwrap().volumes.get_mut(&medium).unwrap().data = good;
+        detach_with_a_damaged_medium_changes_nothing(&fake, &d, &vm, &vm_cid, &disk);
         // detach: gone from the domain and the medium
         d.detach_disk(&vm_cid, &disk).unwrap();
         assert!(d.get_disks(&vm_cid).unwrap().is_empty());

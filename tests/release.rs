@@ -1172,64 +1172,229 @@ fn launcher_props() -> Value {
     })
 }
 
+/// What `launcher_props()` (its keys sorted, as serde_json hands them over) rendered to before the job knew
+/// GitHub, TLS and `[listener]` (the template of commit a404528): a manifest with only buildkite.* properties
+/// must keep rendering exactly this.
+const LAUNCHER_BUILDKITE_CONFIG: &str = r#"# Rendered by the agent_launcher job from its properties; see docs/launcher.md.
+launcher_id = "ci-host-1"
+ledger_dir = "/var/vcap/store/agent_launcher"
+listen = "127.0.0.1:0"
+public_url = "http://10.0.0.10:9595"
+poll_interval_ms = 1000
+on_shutdown = "leave"
+placement = "spread"
+
+[limits]
+max_vms = 6
+
+[breaker]
+failures = 2
+open_seconds = 10
+
+[buildkite]
+endpoint = "https://agent.buildkite.com/v3"
+token_file = "/var/vcap/jobs/agent_launcher/config/cluster-token"
+queues = ["vm-linux", "vm-gpu"]
+stack_key = "al-ci-1"
+reservation_expiry_seconds = 300
+
+[[pool]]
+cpi = ["/bin/true", "--config", "/x y/cpi.json"]
+flavors = { small = { cpu = 2, disk = 10240, ram = 4096 } }
+limits = { max_vms = 4, reserve_smallest = true }
+max_lifetime_minutes = 90.5
+name = "linux"
+networks = { default = { cloud_properties = { name = "a \"b\"" }, type = "dynamic" } }
+stemcell = { cid = "sc-1" }
+tags = ["queue=vm-linux", "os=linux"]
+warm = 1
+
+[[pool]]
+cpi = ["/bin/true"]
+flavors = { big = { cpu = 8, ram = 16384 } }
+name = "gpu"
+networks = { default = { type = "dynamic" } }
+stemcell = { cid = "sc-2" }
+tags = ["queue=vm-gpu"]
+"#;
+
+/// The agent_launcher job's secrets: the template, the file it renders (under the job's directory) and the
+/// property it holds.
+const LAUNCHER_SECRETS: [(&str, &str, &str); 7] = [
+    ("cluster-token.erb", "config/cluster-token", "buildkite.token"),
+    ("buildkite-api-token.erb", "config/buildkite-api-token", "buildkite.rest.token"),
+    ("github-token.erb", "config/github-token", "github.token"),
+    ("github-private-key.erb", "config/github-app-key.pem", "github.private_key"),
+    ("github-webhook-secret.erb", "config/github-webhook-secret", "github.webhook_secret"),
+    ("tls-certificate.erb", "config/tls-cert.pem", "tls.certificate"),
+    ("tls-private-key.erb", "config/tls-key.pem", "tls.private_key"),
+];
+
+/// The agent_launcher job installed into a temp dir: every template of its spec rendered from the properties
+/// into the file BOSH writes (mode 0644, as a umask leaves it), the job's /var/vcap paths moved into the temp
+/// dir, then bin/pre-start run in an empty environment: it makes the secret files 0600 and runs
+/// `agent-launcher check-config`.
+struct LauncherJob {
+    dir: tempfile::TempDir,
+    /// bin/pre-start succeeded (check-config accepted the config and every file it names).
+    ok: bool,
+    /// bin/pre-start's stdout and stderr.
+    out: String,
+    /// The config as the job renders it (with the /var/vcap paths).
+    config: String,
+}
+
+impl LauncherJob {
+    fn deploy(props: &Value) -> LauncherJob {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let jobdir = dir.path().join("jobs/agent_launcher");
+        let moved = |text: &str| {
+            text.replace("/var/vcap/jobs/agent_launcher", &jobdir.display().to_string())
+                .replace("/var/vcap/store/agent_launcher", &dir.path().join("store").display().to_string())
+                .replace("/var/vcap/sys/", &format!("{}/sys/", dir.path().display()))
+                .replace("/var/vcap/packages/agent_launcher/bin/agent-launcher", env!("CARGO_BIN_EXE_agent-launcher"))
+        };
+        let mut config = String::new();
+        for (template, file) in yaml("jobs/agent_launcher/spec")["templates"].as_object().unwrap() {
+            let text = render_job("agent_launcher", template, props)
+                .unwrap_or_else(|e| panic!("{template} did not render for {props}:\n{e}"));
+            if template == "agent-launcher.toml.erb" {
+                config = text.clone();
+            }
+            let text = moved(&text);
+            assert!(!text.contains("/var/vcap"), "{template} names a path the test does not move:\n{text}");
+            let path = jobdir.join(file.as_str().unwrap());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let out = isolated(Command::new("bash").arg(jobdir.join("bin/pre-start"))).output().unwrap();
+        let out_text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        LauncherJob { ok: out.status.success(), out: out_text, config, dir }
+    }
+
+    /// check-config accepted the job; `pools` is its list of pool names.
+    fn assert_accepted(&self, pools: &str) {
+        assert!(self.ok, "check-config refused the rendered config:\n{}\n{}", self.out, self.config);
+        assert!(self.out.contains(pools), "{}", self.out);
+    }
+
+    /// Each secret set in `props` is in its own file, mode 0600, which the config names; each secret not set
+    /// is an empty file the config does not name; no secret's text is in the config or in pre-start's output.
+    fn assert_secrets_apart(&self, props: &Value) {
+        use std::os::unix::fs::PermissionsExt;
+        for (template, file, prop) in LAUNCHER_SECRETS {
+            let value = prop.split('.').fold(props, |v, k| &v[k]).as_str().unwrap_or("");
+            let path = self.dir.path().join("jobs/agent_launcher").join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "bin/pre-start left {file} mode {mode:o}");
+            let named = format!("\"/var/vcap/jobs/agent_launcher/{file}\"");
+            if value.trim().is_empty() {
+                assert!(text.is_empty(), "{template} rendered {prop}, which is not set: {text:?}");
+                assert!(
+                    !self.config.contains(&named),
+                    "the config names {file}, but {prop} is not set:\n{}",
+                    self.config
+                );
+                continue;
+            }
+            assert_eq!(text.trim_end(), value.trim_end(), "{file} does not hold {prop}");
+            assert!(text.ends_with('\n'), "{file} does not end its last line");
+            assert!(self.config.contains(&named), "the config does not name {file}:\n{}", self.config);
+            for line in value.lines().map(str::trim).filter(|l| l.len() >= 8 && !l.starts_with("-----")) {
+                assert!(!self.config.contains(line), "the config holds text of {prop} ({line:?}):\n{}", self.config);
+                assert!(!self.out.contains(line), "pre-start printed text of {prop}:\n{}", self.out);
+            }
+        }
+    }
+}
+
+/// A property value as the job's template writes it into TOML (strings and numbers as JSON writes them).
+fn toml_value(v: &Value) -> String {
+    match v {
+        Value::Array(a) => format!("[{}]", a.iter().map(toml_value).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
+
 /// The agent_launcher job: its config renders from the properties into a file that `agent-launcher
-/// check-config` accepts (with the job's paths moved into a temp dir), the token goes only to its own file,
+/// check-config` accepts (run by the rendered bin/pre-start, with the job's paths moved into a temp dir), a
+/// manifest with only buildkite.* properties renders as it always did, the tokens go only to their own files,
 /// bad properties fail the rendering with a message, and monit and bin/ctl agree on the pid file.
 #[test]
 fn agent_launcher_job_renders_a_config_that_check_config_accepts() {
     if !have_ruby() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let jobdir = dir.path().join("jobs/agent_launcher");
-    std::fs::create_dir_all(jobdir.join("config")).unwrap();
-    let check = |props: &Value| -> (bool, String, String) {
-        let text = render_job("agent_launcher", "agent-launcher.toml.erb", props)
-            .unwrap_or_else(|e| panic!("agent-launcher.toml.erb did not render:\n{e}"));
-        let token = render_job("agent_launcher", "cluster-token.erb", props).unwrap();
-        let want = props["buildkite"]["token"].as_str().unwrap();
-        assert!(!text.contains(want), "the token is not in the config:\n{text}");
-        assert_eq!(token.trim(), want);
-        let text = text
-            .replace("/var/vcap/jobs/agent_launcher", &jobdir.display().to_string())
-            .replace("/var/vcap/store/agent_launcher", &dir.path().join("store").display().to_string());
-        std::fs::write(jobdir.join("config/cluster-token"), token).unwrap();
-        // as bin/pre-start does before check-config: the launcher refuses a token file others may read
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(jobdir.join("config/cluster-token"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let cfg = jobdir.join("config/agent-launcher.toml");
-        std::fs::write(&cfg, &text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_agent-launcher"))
-            .args(["check-config", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-            text,
-        )
-    };
-    let (ok, out, text) = check(&launcher_props());
-    assert!(ok, "check-config refused the rendered config:\n{out}\n{text}");
-    assert!(out.contains("2 pools: linux, gpu"), "{out}");
-    assert!(text.contains("ledger_dir = \"") && text.contains("/store\""), "{text}");
-    assert!(text.contains("queues = [\"vm-linux\", \"vm-gpu\"]"), "{text}");
-    assert!(text.contains("failures = 2"), "{text}");
-    assert!(!out.contains("bkct_rendered_secret_token"));
+    let props = launcher_props();
+    assert_eq!(render_job("agent_launcher", "agent-launcher.toml.erb", &props).unwrap(), LAUNCHER_BUILDKITE_CONFIG);
+    let job = LauncherJob::deploy(&props);
+    job.assert_accepted("2 pools: linux, gpu");
+    job.assert_secrets_apart(&props);
     // one queue, spec defaults elsewhere
     let mut one = launcher_props();
     one["buildkite"] = json!({"token": "bkct_rendered_secret_token", "queue": "vm-linux", "stack_key": "al-ci-1"});
     one["pools"][1]["tags"] = json!(["queue=vm-linux", "gpu=true"]);
     one.as_object_mut().unwrap().remove("limits");
-    let (ok, out, text) = check(&one);
-    assert!(ok, "{out}\n{text}");
-    assert!(text.contains("queue = \"vm-linux\"") && text.contains("placement = \"spread\""), "{text}");
-    // a pool the launcher would refuse: check-config says why
+    let job = LauncherJob::deploy(&one);
+    job.assert_accepted("2 pools");
+    assert!(
+        job.config.contains("queue = \"vm-linux\"") && job.config.contains("placement = \"spread\""),
+        "{}",
+        job.config
+    );
+    assert!(job.config.contains("endpoint = \"https://agent.buildkite.com/v3\"\n"), "{}", job.config);
+    assert!(job.config.contains("reservation_expiry_seconds = 900\n"), "{}", job.config);
+    for absent in ["tls =", "[listener]", "[github]", "[buildkite.rest]", "source =", "allow_http"] {
+        assert!(!job.config.contains(absent), "{absent} is rendered though no property sets it:\n{}", job.config);
+    }
+    // a pool the launcher would refuse: check-config says why, and pre-start fails
     let mut bad = launcher_props();
     bad["pools"][0]["cpi"] = json!(["relative/cpi"]);
-    let (ok, out, _) = check(&bad);
-    assert!(!ok && out.contains("absolute path"), "{out}");
+    let job = LauncherJob::deploy(&bad);
+    assert!(!job.ok && job.out.contains("absolute path"), "{}", job.out);
+    assert!(job.out.contains("does not pass check-config"), "{}", job.out);
+
+    // every buildkite.* example of the spec together (the REST source: its keys need it) renders into the
+    // config key of its name, and check-config accepts them
+    let spec = yaml("jobs/agent_launcher/spec");
+    let mut bk = json!({});
+    for (name, def) in spec["properties"].as_object().unwrap() {
+        match name.strip_prefix("buildkite.") {
+            Some("queues") | None => {}
+            Some(key) => match key.strip_prefix("rest.") {
+                Some(k) => bk["rest"][k] = def["example"].clone(),
+                None => bk[key] = def["example"].clone(),
+            },
+        }
+    }
+    bk["source"] = json!("rest");
+    assert!(bk.as_object().unwrap().len() == 12 && bk["rest"].as_object().unwrap().len() == 4, "{bk}");
+    let mut every = one.clone();
+    every["buildkite"] = bk.clone();
+    let job = LauncherJob::deploy(&every);
+    job.assert_accepted("2 pools");
+    job.assert_secrets_apart(&every);
+    let (main, rest) = job.config.split_once("[buildkite.rest]\n").expect("no [buildkite.rest] table");
+    for (key, value) in bk.as_object().unwrap() {
+        let (table, key, value) = match key.as_str() {
+            "token" => continue,
+            "rest" => {
+                for (k, v) in value.as_object().unwrap().iter().filter(|(k, _)| *k != "token") {
+                    assert!(rest.contains(&format!("{k} = {}\n", toml_value(v))), "buildkite.rest.{k}:\n{rest}");
+                }
+                continue;
+            }
+            _ => (main, key, value),
+        };
+        assert!(
+            table.contains(&format!("\n{key} = {}\n", toml_value(value))),
+            "buildkite.{key} is not rendered:\n{table}"
+        );
+    }
+
     // properties that cannot make a config fail the rendering
     for (patch, says) in [
         (json!({"queue": "a", "queues": ["b"]}), "exactly one of buildkite.queue and buildkite.queues"),
@@ -1255,19 +1420,227 @@ fn agent_launcher_job_renders_a_config_that_check_config_accepts() {
     assert!(monit.contains("/var/vcap/jobs/agent_launcher/bin/ctl start"));
     let pre = render_job("agent_launcher", "pre-start.erb", &launcher_props()).unwrap();
     assert!(pre.contains("/var/vcap/store/agent_launcher") && pre.contains("check-config"));
-    // every property of the spec is used by a template, and the spec's example pool renders
-    let spec = yaml("jobs/agent_launcher/spec");
-    let templates: String = ["agent-launcher.toml.erb", "cluster-token.erb", "ctl.erb", "pre-start.erb"]
-        .iter()
+    // the spec's templates: the config, one file per secret, bin/ctl and bin/pre-start
+    let mut templates = json!({"agent-launcher.toml.erb": "config/agent-launcher.toml", "ctl.erb": "bin/ctl",
+                               "pre-start.erb": "bin/pre-start"});
+    for (template, file, _) in LAUNCHER_SECRETS {
+        templates[template] = json!(file);
+        let name = file.strip_prefix("config/").unwrap();
+        assert!(
+            pre.contains(&format!(" {name} ")) || pre.contains(&format!(" {name};")),
+            "pre-start does not chmod {file}"
+        );
+    }
+    assert_eq!(spec["templates"], templates);
+    // every property of the spec is documented and used by a template, and the spec's example pool renders
+    let text: String = spec["templates"]
+        .as_object()
+        .unwrap()
+        .keys()
         .map(|t| std::fs::read_to_string(root().join("jobs/agent_launcher/templates").join(t)).unwrap())
         .collect();
-    for (name, _) in spec["properties"].as_object().unwrap() {
-        assert!(templates.contains(&format!("'{name}'")), "property {name} is not used by a template");
+    for (name, def) in spec["properties"].as_object().unwrap() {
+        assert!(text.contains(&format!("'{name}'")), "property {name} is not used by a template");
+        assert!(def["description"].as_str().is_some_and(|d| d.len() > 10), "property {name} has no description");
+        assert!(
+            def.get("default").is_some() || def.get("example").is_some(),
+            "property {name}: no default, no example"
+        );
     }
     let mut ex = launcher_props();
     ex["pools"] = spec["properties"]["pools"]["example"].clone();
     ex["pools"][0]["cpi"] = json!(["/bin/true"]);
     ex["buildkite"] = json!({"token": "t0ken", "queue": "vm-linux", "stack_key": "k"});
-    let (ok, out, text) = check(&ex);
-    assert!(ok, "{out}\n{text}");
+    LauncherJob::deploy(&ex).assert_accepted("1 pools: linux");
+}
+
+/// launcher_props() with a `github` source in place of `buildkite`, and a pool of runner labels.
+fn github_props(github: Value) -> Value {
+    let mut p = launcher_props();
+    p.as_object_mut().unwrap().remove("buildkite");
+    p["github"] = github;
+    p["pools"] = json!([{"name": "linux", "labels": ["self-hosted", "linux", "x64"], "cpi": ["/bin/true"],
+                         "stemcell": {"cid": "sc-1"}, "networks": {"default": {"type": "dynamic"}},
+                         "flavors": {"small": {"cpu": 2, "ram": 4096}}}]);
+    p
+}
+
+/// The job's GitHub source with a fine-grained token on an organisation, and its webhook: the config names the
+/// token's and the secret's files, check-config (run by bin/pre-start) reads both, and every github.* example of
+/// the spec renders into the config key of its name.
+#[test]
+fn agent_launcher_job_renders_a_github_token_source_with_its_webhook() {
+    if !have_ruby() {
+        return;
+    }
+    let mut org = github_props(json!({"organization": "acme", "repositories": ["app", "lib"], "runner_group_id": 3,
+                                      "token": "github_pat_rendered_canary_0123",
+                                      "webhook_secret": "webhook-rendered-canary-0123456789"}));
+    let job = LauncherJob::deploy(&org);
+    job.assert_accepted("1 pools: linux");
+    job.assert_secrets_apart(&org);
+    let want = "\n[github]\norganization = \"acme\"\nrepositories = [\"app\", \"lib\"]\nrunner_group_id = 3\n\
+                token_file = \"/var/vcap/jobs/agent_launcher/config/github-token\"\n\
+                webhook_secret_file = \"/var/vcap/jobs/agent_launcher/config/github-webhook-secret\"\n\n[[pool]]\n";
+    assert!(job.config.contains(want), "{}", job.config);
+    for absent in ["[buildkite]", "cluster-token", "app_id", "private_key_file", "tls =", "[listener]"] {
+        assert!(!job.config.contains(absent), "{absent} is rendered:\n{}", job.config);
+    }
+    // check-config reads the secret from its file: a short one is refused, and pre-start with it
+    org["github"]["webhook_secret"] = json!("too-short");
+    let job = LauncherJob::deploy(&org);
+    assert!(!job.ok && job.out.contains("shorter than 16 characters"), "{}", job.out);
+
+    // every github.* example of the spec but the App's and the repository scope's, together
+    let spec = yaml("jobs/agent_launcher/spec");
+    let mut gh = json!({});
+    for (name, def) in spec["properties"].as_object().unwrap() {
+        match name.strip_prefix("github.") {
+            None | Some("repository" | "app_id" | "installation_id" | "private_key") => {}
+            Some(key) => gh[key] = def["example"].clone(),
+        }
+    }
+    assert!(gh.as_object().unwrap().len() >= 12, "{gh}");
+    let every = github_props(gh.clone());
+    let job = LauncherJob::deploy(&every);
+    job.assert_accepted("1 pools: linux");
+    job.assert_secrets_apart(&every);
+    for (key, value) in gh.as_object().unwrap() {
+        if !["token", "webhook_secret"].contains(&key.as_str()) {
+            let line = format!("\n{key} = {}\n", toml_value(value));
+            assert!(job.config.contains(&line), "github.{key} is not rendered as {line:?}:\n{}", job.config);
+        }
+    }
+}
+
+fn have_openssl() -> bool {
+    require_peer(
+        "openssl (apt-get install openssl) to make the test's GitHub App key and TLS certificate",
+        Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success()),
+    )
+}
+
+/// Throwaway PEM texts made by openssl (none is kept in the repository): a GitHub App key (RSA, PKCS#1 as GitHub
+/// hands it out) and a self-signed certificate for 127.0.0.1 with its key (ECDSA P-256).
+fn throwaway_pems(dir: &std::path::Path) -> (String, String, String) {
+    let (app, cert, key) = (dir.join("app.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl").args(["genrsa", "-traditional", "-out"]).arg(&app).arg("2048").output().unwrap();
+    assert!(out.status.success(), "openssl genrsa: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    (read(&app), read(&cert), read(&key))
+}
+
+/// The job's GitHub source as a GitHub App on a repository, with the listener over TLS and its limits: the key,
+/// the certificate and the TLS key each go to their own file, which check-config (run by bin/pre-start) loads.
+#[test]
+fn agent_launcher_job_renders_a_github_app_source_and_a_tls_listener() {
+    if !have_ruby() || !have_openssl() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (app_key, cert, key) = throwaway_pems(tmp.path());
+    assert!(app_key.contains("BEGIN RSA PRIVATE KEY") && key.contains("PRIVATE KEY"), "{app_key}");
+    let mut app =
+        github_props(json!({"repository": "acme/app", "app_id": "Iv1.0123456789abcdef", "installation_id": 42,
+                                      "private_key": app_key}));
+    app["public_url"] = json!("https://10.0.0.10:9595");
+    app["tls"] = json!({"certificate": cert, "private_key": key});
+    app["listener"] = json!({"max_connections": 32, "timeout_seconds": 7});
+    app["unhealthy_after_failed_polls"] = json!(5);
+    let job = LauncherJob::deploy(&app);
+    job.assert_accepted("1 pools: linux");
+    job.assert_secrets_apart(&app);
+    for want in [
+        "\nplacement = \"spread\"\nunhealthy_after_failed_polls = 5\ntls = { cert_file = \
+         \"/var/vcap/jobs/agent_launcher/config/tls-cert.pem\", key_file = \
+         \"/var/vcap/jobs/agent_launcher/config/tls-key.pem\" }\n\n[limits]\n",
+        "\n[listener]\nmax_connections = 32\ntimeout_seconds = 7\n",
+        "\n[github]\nrepository = \"acme/app\"\napp_id = \"Iv1.0123456789abcdef\"\ninstallation_id = 42\n\
+         private_key_file = \"/var/vcap/jobs/agent_launcher/config/github-app-key.pem\"\n\n[[pool]]\n",
+    ] {
+        assert!(job.config.contains(want), "{want:?} is not in:\n{}", job.config);
+    }
+    for absent in ["[buildkite]", "token_file", "webhook_secret_file"] {
+        assert!(!job.config.contains(absent), "{absent} is rendered:\n{}", job.config);
+    }
+    // the App's IDs as a credential store may hand them over (a numeric app ID, the installation as a string)
+    let mut ids = app.clone();
+    ids["github"]["app_id"] = json!(123456);
+    ids["github"]["installation_id"] = json!("42");
+    let text = render_job("agent_launcher", "agent-launcher.toml.erb", &ids).unwrap();
+    assert!(text.contains("\napp_id = \"123456\"\ninstallation_id = 42\n"), "{text}");
+    // check-config loads the files: a key that is not one is refused, naming the file and not its text
+    let mut bad = app.clone();
+    bad["github"]["private_key"] =
+        json!("-----BEGIN RSA PRIVATE KEY-----\nnot-a-key-rendered-canary\n-----END RSA PRIVATE KEY-----\n");
+    let job = LauncherJob::deploy(&bad);
+    assert!(!job.ok && job.out.contains("github-app-key.pem"), "{}", job.out);
+    assert!(!job.out.contains("not-a-key-rendered-canary"), "{}", job.out);
+    let mut bad = app.clone();
+    bad["tls"]["private_key"] =
+        json!("-----BEGIN PRIVATE KEY-----\nnot-a-key-rendered-canary\n-----END PRIVATE KEY-----\n");
+    let job = LauncherJob::deploy(&bad);
+    assert!(!job.ok && job.out.contains("tls-key.pem"), "{}", job.out);
+}
+
+/// The job renders exactly one CI source: both or neither, an incomplete source, or half a TLS pair fail the
+/// rendering with a message that names the properties.
+#[test]
+fn agent_launcher_job_renders_exactly_one_ci_source() {
+    if !have_ruby() {
+        return;
+    }
+    let token = json!({"repository": "acme/app", "token": "github_pat_x"});
+    let mut both = launcher_props();
+    both["github"] = token.clone();
+    let mut neither = launcher_props();
+    neither.as_object_mut().unwrap().remove("buildkite");
+    // a blank secret (a variable that resolved to nothing) does not name a source
+    let mut blank = neither.clone();
+    blank["buildkite"] = json!({"token": " "});
+    let mut half_tls = github_props(token.clone());
+    half_tls["tls"] = json!({"private_key": "k"});
+    let mut rest_without_token = launcher_props();
+    rest_without_token["buildkite"]["source"] = json!("rest");
+    rest_without_token["buildkite"]["rest"] = json!({"organization": "acme"});
+    let mut rest_without_source = launcher_props();
+    rest_without_source["buildkite"]["rest"] = json!({"organization": "acme"});
+    let mut no_token = launcher_props();
+    no_token["buildkite"].as_object_mut().unwrap().remove("token");
+    for (props, says) in [
+        (
+            both,
+            "set exactly one CI source, the buildkite.* or the github.* properties; both are set: buildkite.token, ",
+        ),
+        (neither, "set exactly one CI source"),
+        (blank, "neither is set"),
+        (github_props(json!({"repository": "acme/app"})), "either with github.token"),
+        (github_props(json!({"repository": "acme/app", "token": "t", "app_id": "1"})), "either with github.token"),
+        (github_props(json!({"token": "t"})), "exactly one of github.repository (owner/repo) and github.organization"),
+        (
+            github_props(json!({"repository": "acme/app", "organization": "acme", "token": "t"})),
+            "exactly one of github.repository",
+        ),
+        (
+            github_props(json!({"repository": "acme/app", "app_id": "1"})),
+            "a GitHub App needs github.installation_id and github.private_key as well",
+        ),
+        (half_tls, "tls.private_key is set without tls.certificate"),
+        (rest_without_token, "buildkite.source rest needs buildkite.rest.token"),
+        (rest_without_source, "the buildkite.rest.* properties go with buildkite.source rest"),
+        (no_token, "buildkite.token (the cluster agent token, bkct_…) is not set"),
+    ] {
+        let e = render_job("agent_launcher", "agent-launcher.toml.erb", &props)
+            .expect_err(&format!("{props} rendered a config"));
+        assert!(e.contains(says), "want {says:?} in {e}");
+    }
 }

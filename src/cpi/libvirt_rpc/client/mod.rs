@@ -62,6 +62,14 @@ pub(super) struct State {
 }
 
 impl State {
+    /// A connection's state before its first call: `io` when it is already open (counted as made), else
+    /// `target` names where it will go.
+    fn new(io: Option<Box<dyn Transport>>, target: String) -> State {
+        let target = io.as_ref().map_or(target, |io| io.target());
+        let opened = u32::from(io.is_some());
+        State { io, target, serial: 0, opened, early: VecDeque::new() }
+    }
+
     /// The serial of the last call (a stream's packets carry the serial of the call that opened it).
     pub(super) fn serial(&self) -> u32 {
         self.serial
@@ -86,13 +94,7 @@ impl Client {
     pub fn with_connector(name: &str, target: &str, opts: Options, connector: Connector) -> Result<Client> {
         let client = Client {
             name: name.to_string(),
-            state: Mutex::new(State {
-                io: None,
-                target: target.to_string(),
-                serial: 0,
-                opened: 0,
-                early: VecDeque::new(),
-            }),
+            state: Mutex::new(State::new(None, target.to_string())),
             connector: Some(connector),
             opts,
         };
@@ -108,13 +110,7 @@ impl Client {
     pub fn over(io: Box<dyn Transport>, name: &str) -> Result<Client> {
         let client = Client {
             name: name.to_string(),
-            state: Mutex::new(State {
-                target: io.target(),
-                io: Some(io),
-                serial: 0,
-                opened: 1,
-                early: VecDeque::new(),
-            }),
+            state: Mutex::new(State::new(Some(io), String::new())),
             connector: None,
             opts: Options::default(),
         };

@@ -402,16 +402,13 @@ impl FakeDaemon {
     /// the call's reply follows the stream's first packet.
     fn download(&self, s: &mut UnixStream, h: &Header, bytes: &[u8], early: bool) -> std::io::Result<()> {
         let stream = |status| Header { kind: Kind::Stream, status, ..*h };
-        for (i, chunk) in bytes.chunks(STREAM_CHUNK).enumerate() {
+        // the data, then the empty packet that ends it
+        for (i, chunk) in bytes.chunks(STREAM_CHUNK).chain([&[][..]]).enumerate() {
             packet::write(s, &stream(Status::Continue), chunk)?;
             if early && i == 0 {
                 Self::reply(s, h, Status::Ok, &[])?;
             }
         }
-        if early && bytes.is_empty() {
-            Self::reply(s, h, Status::Ok, &[])?;
-        }
-        packet::write(s, &stream(Status::Continue), &[])?;
         loop {
             let pk = packet::read(s).map_err(std::io::Error::other)?;
             if pk.header.kind == Kind::Stream && pk.header.serial == h.serial && pk.header.status != Status::Continue {

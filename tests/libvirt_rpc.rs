@@ -661,6 +661,37 @@ fn an_upload_stops_when_the_daemon_reports_a_failure() {
     assert!(sent < 64 * MIB, "the client went on for {sent} bytes after the failure");
 }
 
+/// A daemon that floods a download's stream before its reply: the client holds at most 64 packets, then
+/// gives up with a protocol error instead of buffering without end.
+#[test]
+fn a_download_flooded_before_its_reply_is_refused() {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let server = std::thread::spawn(move || {
+        accept_handshake(&mut b);
+        let call = first_call(&mut b);
+        assert_eq!(call.proc_, 209, "STORAGE_VOL_DOWNLOAD");
+        let data = Header { kind: Kind::Stream, status: Status::Continue, ..call };
+        let chunk = vec![0x42u8; 256 << 10];
+        let mut sent = 0;
+        // never a reply; stop when the client hangs up
+        while b.write_all(&packet::encode(&data, &chunk).unwrap()).is_ok() && sent < 1000 {
+            sent += 1;
+        }
+        sent
+    });
+    let c = Client::over(Box::new(Unix::from_stream(a, "scripted peer")), "qemu:///system").unwrap();
+    let vol = vmcpi::libvirt_rpc::StorageVol { pool: "p".into(), name: "v".into(), key: "/p/v".into() };
+    let e = c.vol_download_bytes(&vol, 1 << 30).unwrap_err();
+    assert!(
+        matches!(e, Error::Protocol { .. }) && e.to_string().contains("more than 64 stream packets before the reply"),
+        "{e}"
+    );
+    drop(c);
+    let sent = server.join().unwrap();
+    assert!(sent < 1000, "the client read on: {sent} packets");
+}
+
 #[test]
 fn a_lost_connection_is_made_again_once() {
     use std::os::unix::net::UnixListener;
